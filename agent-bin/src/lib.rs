@@ -1,0 +1,1 @@
+//! Shared wiring of the fullauto binaries (config, REST API).

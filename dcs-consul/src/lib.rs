@@ -1,0 +1,1 @@
+//! Consul backend for the fullauto `Dcs` trait (see issue 7).

@@ -1,0 +1,1 @@
+//! ZooKeeper backend for the fullauto `Dcs` trait (see issue 6).

@@ -1,0 +1,1 @@
+//! Examples of embedding the fullauto crates as a library.

@@ -1,0 +1,298 @@
+//! `config`: the global dynamic configuration shared by all members.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// `synchronous_mode`: Patroni 4.x strings, 3.x booleans on read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SynchronousMode {
+    /// Asynchronous replication.
+    #[default]
+    Off,
+    /// One or more synchronous standbys with FIRST semantics.
+    On,
+    /// `ANY k (...)` quorum commit.
+    Quorum,
+}
+
+impl Serialize for SynchronousMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            SynchronousMode::Off => "off",
+            SynchronousMode::On => "on",
+            SynchronousMode::Quorum => "quorum",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for SynchronousMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Bool(true) => SynchronousMode::On,
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "on" | "true" | "yes" | "1" => SynchronousMode::On,
+                "quorum" => SynchronousMode::Quorum,
+                _ => SynchronousMode::Off,
+            },
+            _ => SynchronousMode::Off,
+        })
+    }
+}
+
+/// The typed fields of `config`; all other keys (e.g. `postgresql`, `slots`,
+/// `standby_cluster`) are kept in `extra` so a round-trip never loses them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DynamicConfig {
+    /// Leader lease lifetime, seconds.
+    #[serde(default = "defaults::ttl", deserialize_with = "seconds")]
+    pub ttl: f64,
+    /// HA cycle period, seconds.
+    #[serde(default = "defaults::loop_wait", deserialize_with = "seconds")]
+    pub loop_wait: f64,
+    /// Deadline for one DCS or Postgres operation, seconds.
+    #[serde(default = "defaults::retry_timeout", deserialize_with = "seconds")]
+    pub retry_timeout: f64,
+    /// Replicas further behind `status.optime` than this (bytes) do not race.
+    #[serde(default = "defaults::max_lag", deserialize_with = "integer")]
+    pub maximum_lag_on_failover: i64,
+    /// >0: swap out a sync standby lagging more than this (bytes).
+    #[serde(default = "defaults::minus_one", deserialize_with = "integer")]
+    pub maximum_lag_on_syncnode: i64,
+    /// Time a crashed primary may take to restart before failing over, seconds.
+    #[serde(
+        default = "defaults::primary_start_timeout",
+        alias = "master_start_timeout",
+        deserialize_with = "seconds"
+    )]
+    pub primary_start_timeout: f64,
+    /// Synchronous mode only: SIGKILL a stop that takes longer (0 = never), seconds.
+    #[serde(default, alias = "master_stop_timeout", deserialize_with = "seconds")]
+    pub primary_stop_timeout: f64,
+    /// Synchronous replication mode.
+    #[serde(default)]
+    pub synchronous_mode: SynchronousMode,
+    /// Never fall back to asynchronous replication.
+    #[serde(default, deserialize_with = "boolean")]
+    pub synchronous_mode_strict: bool,
+    /// Number of synchronous standbys.
+    #[serde(default = "defaults::one", deserialize_with = "integer")]
+    pub synchronous_node_count: i64,
+    /// Keep the primary during a DCS outage while all members confirm it.
+    #[serde(default, deserialize_with = "boolean")]
+    pub failsafe_mode: bool,
+    /// Require candidate timeline ≥ cluster timeline.
+    #[serde(default, deserialize_with = "boolean")]
+    pub check_timeline: bool,
+    /// Maintenance mode: no automatic actions.
+    #[serde(
+        default,
+        deserialize_with = "boolean",
+        skip_serializing_if = "is_false"
+    )]
+    pub pause: bool,
+    /// Keep absent members' slots this long, seconds.
+    #[serde(default = "defaults::member_slots_ttl", deserialize_with = "seconds")]
+    pub member_slots_ttl: f64,
+    /// Keep `/history` at most this long (0 = all).
+    #[serde(default, deserialize_with = "integer")]
+    pub max_timelines_history: i64,
+    /// Everything else (`postgresql`, `slots`, `standby_cluster`, …).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+mod defaults {
+    pub fn ttl() -> f64 {
+        30.0
+    }
+    pub fn loop_wait() -> f64 {
+        10.0
+    }
+    pub fn retry_timeout() -> f64 {
+        10.0
+    }
+    pub fn max_lag() -> i64 {
+        1_048_576
+    }
+    pub fn minus_one() -> i64 {
+        -1
+    }
+    pub fn one() -> i64 {
+        1
+    }
+    pub fn primary_start_timeout() -> f64 {
+        300.0
+    }
+    pub fn member_slots_ttl() -> f64 {
+        1800.0
+    }
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").unwrap_or_else(|_| unreachable!("empty config always parses"))
+    }
+}
+
+impl DynamicConfig {
+    /// Parses the `config` key.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        if !v.is_object() {
+            return Err("config must be a JSON object".to_string());
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    /// Compact JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    /// `ttl` as a duration.
+    pub fn ttl(&self) -> Duration {
+        secs(self.ttl)
+    }
+    /// `loop_wait` as a duration.
+    pub fn loop_wait(&self) -> Duration {
+        secs(self.loop_wait)
+    }
+    /// `retry_timeout` as a duration.
+    pub fn retry_timeout(&self) -> Duration {
+        secs(self.retry_timeout)
+    }
+    /// `primary_start_timeout` as a duration.
+    pub fn primary_start_timeout(&self) -> Duration {
+        secs(self.primary_start_timeout)
+    }
+
+    /// Whether `standby_cluster` is configured with a source (host, port or restore_command).
+    pub fn is_standby_cluster(&self) -> bool {
+        self.extra
+            .get("standby_cluster")
+            .and_then(Value::as_object)
+            .is_some_and(|s| {
+                ["host", "port", "restore_command"]
+                    .iter()
+                    .any(|k| s.get(*k).is_some_and(|v| !v.is_null()))
+            })
+    }
+
+    /// `postgresql.use_pg_rewind`
+    pub fn use_pg_rewind(&self) -> bool {
+        self.extra
+            .get("postgresql")
+            .and_then(|p| p.get("use_pg_rewind"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// Problems with the timing settings, as messages naming the field. The rule
+    /// `loop_wait + 2·retry_timeout ≤ ttl` is what lets a leader that lost the DCS
+    /// demote itself before its lease can expire; fullauto enforces it.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if !(self.ttl > 0.0) {
+            errs.push(format!("ttl: must be > 0, got {}", self.ttl));
+        }
+        if !(self.loop_wait > 0.0) {
+            errs.push(format!("loop_wait: must be > 0, got {}", self.loop_wait));
+        }
+        if !(self.retry_timeout > 0.0) {
+            errs.push(format!(
+                "retry_timeout: must be > 0, got {}",
+                self.retry_timeout
+            ));
+        }
+        if self.loop_wait + 2.0 * self.retry_timeout > self.ttl {
+            errs.push(format!(
+                "ttl: loop_wait + 2*retry_timeout ({}) must not exceed ttl ({})",
+                self.loop_wait + 2.0 * self.retry_timeout,
+                self.ttl
+            ));
+        }
+        if self.synchronous_node_count < 1 {
+            errs.push("synchronous_node_count: must be >= 1".to_string());
+        }
+        errs
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    if s.is_finite() && s > 0.0 {
+        Duration::from_secs_f64(s)
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = Value::deserialize(d)?;
+    number(&v).ok_or_else(|| serde::de::Error::custom(format!("expected seconds, got {v}")))
+}
+
+fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let v = Value::deserialize(d)?;
+    number(&v)
+        .map(|f| f as i64)
+        .ok_or_else(|| serde::de::Error::custom(format!("expected an integer, got {v}")))
+}
+
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => b,
+        Value::String(s) => matches!(s.to_ascii_lowercase().as_str(), "true" | "on" | "yes" | "1"),
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_patroni() {
+        let c = DynamicConfig::default();
+        assert_eq!(c.ttl, 30.0);
+        assert_eq!(c.loop_wait, 10.0);
+        assert_eq!(c.retry_timeout, 10.0);
+        assert_eq!(c.maximum_lag_on_failover, 1_048_576);
+        assert_eq!(c.synchronous_mode, SynchronousMode::Off);
+        assert!(c.validate().is_empty());
+    }
+
+    #[test]
+    fn reads_3x_forms_and_keeps_unknown_keys() {
+        let c = DynamicConfig::parse(
+            r#"{"ttl":"20","synchronous_mode":true,"master_start_timeout":0,"postgresql":{"use_pg_rewind":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ttl, 20.0);
+        assert_eq!(c.synchronous_mode, SynchronousMode::On);
+        assert_eq!(c.primary_start_timeout, 0.0);
+        assert!(c.use_pg_rewind());
+        assert!(c.to_json().contains("use_pg_rewind"));
+    }
+
+    #[test]
+    fn rejects_unsafe_timing() {
+        let c = DynamicConfig::parse(r#"{"ttl":10,"loop_wait":5,"retry_timeout":5}"#).unwrap();
+        assert_eq!(c.validate().len(), 1);
+        assert!(DynamicConfig::parse("[1]").is_err());
+        assert!(DynamicConfig::parse(r#"{"ttl":"abc"}"#).is_err());
+    }
+}

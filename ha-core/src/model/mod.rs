@@ -1,0 +1,79 @@
+//! The cluster as Patroni stores it in the DCS: one typed value per key, with the
+//! (de)serialization rules of Patroni 4.x (writing) and 3.x/4.x (reading).
+
+mod cluster;
+mod dynamic_config;
+mod failover;
+mod history;
+mod keys;
+mod member;
+mod status;
+mod sync_state;
+mod tags;
+
+pub use cluster::{Cluster, LeaderRecord, RawEntry, Versioned};
+pub use dynamic_config::{DynamicConfig, SynchronousMode};
+pub use failover::Failover;
+pub use history::{History, HistoryEntry};
+pub use keys::ClusterKeys;
+pub use member::{Member, MemberData, MemberState, Role};
+pub use status::{Failsafe, Status};
+pub use sync_state::SyncState;
+pub use tags::Tags;
+
+/// A WAL position as an absolute byte offset, as Patroni stores it.
+pub type Lsn = u64;
+
+/// A backend's version of one key, used for compare-and-set (etcd `mod_revision`,
+/// Consul `ModifyIndex`, ZooKeeper znode version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Version(pub i64);
+
+/// A DCS value that could not be parsed: the key it came from and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed value at key `{key}`: {reason}")]
+pub struct ValueError {
+    /// The key, relative to the cluster prefix.
+    pub key: String,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+impl ValueError {
+    pub(crate) fn new(key: impl Into<String>, reason: impl ToString) -> Self {
+        ValueError {
+            key: key.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Formats an LSN the way PostgreSQL prints it (`X/Y`).
+pub fn format_lsn(lsn: Lsn) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// Parses PostgreSQL's `X/Y` LSN notation.
+pub fn parse_lsn(text: &str) -> Option<Lsn> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    if hi > u32::MAX as u64 || lo > u32::MAX as u64 {
+        return None;
+    }
+    Some((hi << 32) | lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trips_through_postgres_notation() {
+        assert_eq!(parse_lsn("0/3000060"), Some(0x3000060));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(format_lsn((0x16 << 32) | 0xB374D848), "16/B374D848");
+        assert_eq!(parse_lsn("garbage"), None);
+        assert_eq!(parse_lsn("1/"), None);
+    }
+}

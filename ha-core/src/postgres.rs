@@ -1,0 +1,274 @@
+//! The `Postgres` trait: everything the HA loop asks of the local server, and what
+//! it observes of it.
+
+use crate::model::Lsn;
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// `pg_ctl stop` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Wait for clients to disconnect.
+    Smart,
+    /// Disconnect clients, shutdown checkpoint.
+    Fast,
+    /// Abort at once; crash recovery on next start.
+    Immediate,
+}
+
+/// Whether the postmaster runs and answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgProcess {
+    /// Accepts connections and answered the health query.
+    Running,
+    /// Postmaster alive, not yet accepting connections (startup / recovery).
+    Starting,
+    /// Cleanly stopped (or never started).
+    Stopped,
+    /// `postmaster.pid` present but the process is gone, or it died on its own.
+    Crashed,
+    /// Postmaster alive but the health query timed out (SIGSTOP, stuck I/O).
+    Hung,
+}
+
+/// What the data directory holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDirState {
+    /// Missing or empty: nothing to lose, may bootstrap or clone.
+    Empty,
+    /// A cluster with this system identifier.
+    Initialized {
+        /// `Database system identifier` from pg_control.
+        system_identifier: String,
+    },
+    /// Not usable as it is (wrong owner, garbage); never deleted automatically.
+    Invalid(String),
+}
+
+/// One row of `pg_stat_replication`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicationConnection {
+    /// The standby's `application_name` (its member name).
+    pub application_name: String,
+    /// `streaming`, `catchup`, …
+    pub state: String,
+    /// `async`, `sync`, `quorum`, `potential`.
+    pub sync_state: String,
+    /// Flushed LSN.
+    pub flush_lsn: Option<Lsn>,
+    /// Written LSN.
+    pub write_lsn: Option<Lsn>,
+    /// Replayed LSN.
+    pub replay_lsn: Option<Lsn>,
+    /// Client address.
+    pub client_addr: Option<String>,
+}
+
+/// What the agent observed of its Postgres this cycle. Unknown values are `None`:
+/// after a failed query the role is unknown, and the engine treats an unknown role
+/// as possibly writable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgObservation {
+    /// Process state.
+    pub process: PgProcess,
+    /// Data directory state.
+    pub data_dir: DataDirState,
+    /// `pg_is_in_recovery()`; `None` if it could not be asked.
+    pub in_recovery: Option<bool>,
+    /// Current timeline.
+    pub timeline: Option<u64>,
+    /// Primary: `pg_current_wal_lsn()`.
+    pub wal_lsn: Option<Lsn>,
+    /// Replica: last received LSN.
+    pub receive_lsn: Option<Lsn>,
+    /// Replica: last replayed LSN.
+    pub replay_lsn: Option<Lsn>,
+    /// Replica: `streaming` or `in archive recovery`.
+    pub replication_state: Option<String>,
+    /// Member name in the current `primary_conninfo` (`None`: not following anyone).
+    pub following: Option<String>,
+    /// A postmaster-context parameter changed.
+    pub pending_restart: bool,
+    /// Standbys connected to this primary.
+    pub replication: Vec<ReplicationConnection>,
+    /// `server_version_num`.
+    pub server_version: Option<u32>,
+    /// Postmaster start time, as Postgres prints it.
+    pub postmaster_start_time: Option<String>,
+    /// Current `synchronous_standby_names`.
+    pub synchronous_standby_names: Option<String>,
+    /// `Database cluster state` from pg_control (`in production`, `shut down`, …).
+    pub cluster_state: Option<String>,
+}
+
+impl PgObservation {
+    /// A stopped server with the given data directory.
+    pub fn stopped(data_dir: DataDirState) -> Self {
+        PgObservation {
+            process: PgProcess::Stopped,
+            data_dir,
+            in_recovery: None,
+            timeline: None,
+            wal_lsn: None,
+            receive_lsn: None,
+            replay_lsn: None,
+            replication_state: None,
+            following: None,
+            pending_restart: false,
+            replication: Vec::new(),
+            server_version: None,
+            postmaster_start_time: None,
+            synchronous_standby_names: None,
+            cluster_state: None,
+        }
+    }
+
+    /// The furthest WAL position this server has (primary: write; replica: max of
+    /// received and replayed).
+    pub fn wal_position(&self) -> Lsn {
+        self.wal_lsn
+            .unwrap_or(0)
+            .max(self.receive_lsn.unwrap_or(0))
+            .max(self.replay_lsn.unwrap_or(0))
+    }
+
+    /// Whether the postmaster process exists (running, starting or hung).
+    pub fn is_alive(&self) -> bool {
+        matches!(
+            self.process,
+            PgProcess::Running | PgProcess::Starting | PgProcess::Hung
+        )
+    }
+
+    /// Whether this server may be accepting writes: alive and not known to be in
+    /// recovery. A hung or unqueryable server counts as possibly writable.
+    pub fn may_accept_writes(&self) -> bool {
+        self.is_alive() && self.in_recovery != Some(true)
+    }
+
+    /// Known to run as a primary (running and answered not-in-recovery).
+    pub fn is_primary(&self) -> bool {
+        self.process == PgProcess::Running && self.in_recovery == Some(false)
+    }
+
+    /// Known to run as a replica.
+    pub fn is_replica(&self) -> bool {
+        self.process == PgProcess::Running && self.in_recovery == Some(true)
+    }
+}
+
+/// Where a replica streams from (or a clone / rewind copies from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Member name of the source.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// How to start the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartRole {
+    /// As a primary (no standby.signal).
+    Primary,
+    /// As a replica streaming from `upstream`, or with no upstream (archive only / waiting).
+    Replica {
+        /// Source to stream from.
+        upstream: Option<Upstream>,
+    },
+}
+
+/// Result of a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StopOutcome {
+    /// Shutdown checkpoint location, if known (from pg_control).
+    pub checkpoint_lsn: Option<Lsn>,
+}
+
+/// Why a Postgres operation failed. Each says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PgError {
+    /// A required binary is missing.
+    #[error("postgres binary not found: {0}")]
+    BinaryMissing(String),
+    /// The data directory is unusable as it is.
+    #[error("data directory problem: {0}")]
+    DataDir(String),
+    /// The server failed to start; carries the log tail.
+    #[error("postgres failed to start: {0}")]
+    StartFailed(String),
+    /// Stop did not finish.
+    #[error("postgres failed to stop: {0}")]
+    StopFailed(String),
+    /// Operation exceeded its timeout: the resulting state is unknown.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// A SQL query failed.
+    #[error("query failed: {0}")]
+    Query(String),
+    /// A tool (initdb, pg_basebackup, pg_rewind, a custom command) failed.
+    #[error("{tool} failed: {message}")]
+    Tool {
+        /// Which tool.
+        tool: String,
+        /// Its error output.
+        message: String,
+    },
+    /// The request does not make sense in the current state.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// The local PostgreSQL server as the HA loop drives it.
+#[async_trait]
+pub trait Postgres: Send + Sync {
+    /// Observes the server: process, data dir, role, WAL positions. Never fails: what
+    /// could not be learnt is `None` / unknown. Uses a fresh connection with short
+    /// timeouts so a hung postmaster shows as `Hung`.
+    async fn observe(&self) -> PgObservation;
+
+    /// Creates a new cluster (initdb or the configured custom bootstrap) in the empty
+    /// data directory and starts it as a primary.
+    async fn bootstrap(&self) -> Result<(), PgError>;
+
+    /// Fills the empty data directory with a copy of `source` (pg_basebackup or the
+    /// configured replica-creation methods); does not start it.
+    async fn clone_from(&self, source: &Upstream) -> Result<(), PgError>;
+
+    /// Starts the server in the given role and waits until it accepts connections or
+    /// the timeout passes.
+    async fn start(&self, role: &StartRole, timeout: Duration) -> Result<(), PgError>;
+
+    /// Stops the server.
+    async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome, PgError>;
+
+    /// Restarts the server in its current role.
+    async fn restart(&self, timeout: Duration) -> Result<(), PgError>;
+
+    /// Promotes a replica and waits for the promotion to finish.
+    async fn promote(&self, timeout: Duration) -> Result<(), PgError>;
+
+    /// Points a running replica at a new upstream (reload or restart as needed).
+    async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError>;
+
+    /// Whether this data directory diverged from `source` so it needs pg_rewind.
+    async fn needs_rewind(&self, source: &Upstream) -> Result<bool, PgError>;
+
+    /// Runs pg_rewind against `source` (server must be stopped).
+    async fn rewind(&self, source: &Upstream) -> Result<(), PgError>;
+
+    /// Deletes the data directory (only called when the config allows it).
+    async fn remove_data_directory(&self) -> Result<(), PgError>;
+
+    /// Makes the physical replication slots on this server exactly `wanted`, leaving
+    /// slots that match the ignore rules alone.
+    async fn sync_replication_slots(&self, wanted: &[String]) -> Result<(), PgError>;
+
+    /// Sets `synchronous_standby_names` (None clears it) and reloads.
+    async fn set_synchronous_standby_names(&self, value: Option<&str>) -> Result<(), PgError>;
+
+    /// Re-renders the managed configuration and reloads.
+    async fn reload(&self) -> Result<(), PgError>;
+}

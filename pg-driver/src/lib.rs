@@ -1,0 +1,1 @@
+//! The fullauto `Postgres` trait on a real PostgreSQL server (see issue 4).
