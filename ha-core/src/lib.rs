@@ -20,3 +20,9 @@ pub use postgres::{
     StopMode, StopOutcome, Upstream,
 };
 pub use watchdog::{NoWatchdog, Watchdog, WatchdogError};
+
+pub mod memory_dcs;
+
+/// The shared DCS conformance suite that every backend runs against a real server.
+#[cfg(feature = "conformance")]
+pub mod conformance;

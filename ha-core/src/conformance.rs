@@ -1,0 +1,1 @@
+//! Shared DCS conformance suite (being written).
