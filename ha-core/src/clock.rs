@@ -11,7 +11,7 @@ pub struct MonoTime(pub u64);
 
 impl MonoTime {
     /// `self + d`, saturating.
-    pub fn add(self, d: Duration) -> MonoTime {
+    pub fn plus(self, d: Duration) -> MonoTime {
         MonoTime(
             self.0
                 .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64),
@@ -19,7 +19,7 @@ impl MonoTime {
     }
 
     /// `self - d`, saturating at zero.
-    pub fn sub(self, d: Duration) -> MonoTime {
+    pub fn minus(self, d: Duration) -> MonoTime {
         MonoTime(
             self.0
                 .saturating_sub(d.as_nanos().min(u64::MAX as u128) as u64),

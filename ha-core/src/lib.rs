@@ -26,3 +26,5 @@ pub mod memory_dcs;
 /// The shared DCS conformance suite that every backend runs against a real server.
 #[cfg(feature = "conformance")]
 pub mod conformance;
+
+pub mod decision;

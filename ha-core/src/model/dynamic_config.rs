@@ -197,13 +197,13 @@ impl DynamicConfig {
     /// demote itself before its lease can expire; fullauto enforces it.
     pub fn validate(&self) -> Vec<String> {
         let mut errs = Vec::new();
-        if !(self.ttl > 0.0) {
+        if self.ttl.is_nan() || self.ttl <= 0.0 {
             errs.push(format!("ttl: must be > 0, got {}", self.ttl));
         }
-        if !(self.loop_wait > 0.0) {
+        if self.loop_wait.is_nan() || self.loop_wait <= 0.0 {
             errs.push(format!("loop_wait: must be > 0, got {}", self.loop_wait));
         }
-        if !(self.retry_timeout > 0.0) {
+        if self.retry_timeout.is_nan() || self.retry_timeout <= 0.0 {
             errs.push(format!(
                 "retry_timeout: must be > 0, got {}",
                 self.retry_timeout

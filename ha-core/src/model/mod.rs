@@ -5,7 +5,7 @@ mod cluster;
 mod dynamic_config;
 mod failover;
 mod history;
-mod keys;
+pub mod keys;
 mod member;
 mod status;
 mod sync_state;

@@ -1,0 +1,184 @@
+//! What the decision function asks the runner to do.
+
+use crate::clock::MonoTime;
+use crate::model::{DynamicConfig, History, MemberData, Status, Version};
+use crate::postgres::{StopMode, Upstream};
+
+/// The proof a role-changing action was justified by a live lease: the runner refuses
+/// to execute the action once `valid_until` has passed (a frozen or slow agent must not
+/// act on a view older than its lease).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseToken {
+    /// End of the lease as this node computes it (send time of the last successful
+    /// acquire/renew + ttl), minus the fence margin.
+    pub valid_until: MonoTime,
+    /// Version of the leader key this lease was observed at, when known.
+    pub leader_version: Option<Version>,
+}
+
+/// How a primary steps down (Patroni's demote modes, §2.13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoteMode {
+    /// Switchover: fast stop with checkpoint, release the key, follow the candidate.
+    Graceful,
+    /// Immediate stop, release the key (crash without timely restart, start timeout).
+    Immediate,
+    /// Immediate stop, the key is already lost.
+    ImmediateNoLock,
+    /// DCS unreachable: fast stop, key not released, restart as replica with no upstream.
+    Offline,
+}
+
+impl DemoteMode {
+    /// The stop mode each demotion uses.
+    pub fn stop_mode(self) -> StopMode {
+        match self {
+            DemoteMode::Graceful | DemoteMode::Offline => StopMode::Fast,
+            DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
+        }
+    }
+
+    /// Whether the leader key is released after the stop.
+    pub fn releases_lease(self) -> bool {
+        matches!(self, DemoteMode::Graceful | DemoteMode::Immediate)
+    }
+}
+
+/// One thing to do. Actions are executed in order; the ones marked *query* feed an
+/// [`crate::decision::Outcome`] back into the next decision step of the same cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// *Query.* Create the leader key with my name if absent (leader race).
+    AcquireLease,
+    /// *Query.* Refresh my lease and confirm the leader key is still mine.
+    RenewLease,
+    /// Delete the leader key if it holds my name; done after Postgres stopped
+    /// accepting writes, so a replica can take over without waiting for the ttl.
+    ReleaseLease,
+    /// *Query.* Ask peers' `/patroni` for their role and WAL position (leader race,
+    /// switchover candidate check).
+    ProbePeers {
+        /// Members to ask.
+        names: Vec<String>,
+    },
+    /// *Query.* Create `initialize` (bootstrap race).
+    ClaimInitialize,
+    /// Record the system identifier in `initialize`.
+    WriteInitialize {
+        /// Decimal system identifier.
+        system_identifier: String,
+    },
+    /// Delete `initialize` after a failed bootstrap so another node can try.
+    CancelInitialize,
+    /// Publish my member record (also keeps member-key leases alive).
+    PublishMember(MemberData),
+    /// Seed or repair `config` (CAS on `expected`).
+    WriteConfig {
+        /// The config to write.
+        config: DynamicConfig,
+        /// Version it must still have; `None` = create.
+        expected: Option<Version>,
+    },
+    /// Clear the `failover` key with CAS (request done, stale or impossible).
+    ClearFailover {
+        /// Version it must still have.
+        expected: Version,
+    },
+    /// Write `status` (leader's optime).
+    WriteStatus(Status),
+    /// Write `history` after a promotion.
+    WriteHistory(History),
+    /// Arm or extend the write fence: Postgres is stopped at `deadline` unless
+    /// extended, by a mechanism that does not need this process to run.
+    ArmFence {
+        /// Absolute monotonic deadline.
+        deadline: MonoTime,
+    },
+    /// Disarm the fence (Postgres is not writable any more, or paused).
+    DisarmFence,
+    /// *Background.* initdb (or custom bootstrap) and start as primary; record the
+    /// system identifier on success, cancel `initialize` on failure.
+    Bootstrap,
+    /// *Background.* Clone the empty data directory from `source`, then start as its replica.
+    CloneReplica {
+        /// Where to copy from.
+        source: Upstream,
+        /// Who to stream from afterwards (the leader).
+        follow: Option<Upstream>,
+    },
+    /// *Background.* Start a stopped server as primary (crash restart while holding the lease).
+    StartPrimary {
+        /// Lease that justifies becoming writable.
+        token: LeaseToken,
+    },
+    /// *Background.* Start as a replica of `upstream`; first pg_rewind if it diverged
+    /// and rewind is allowed.
+    StartReplica {
+        /// Source to stream from (None: no upstream yet).
+        upstream: Option<Upstream>,
+        /// Check for divergence and pg_rewind before starting.
+        rewind: bool,
+    },
+    /// *Background.* Promote the replica.
+    Promote {
+        /// Lease that justifies becoming writable.
+        token: LeaseToken,
+    },
+    /// *Background.* Step down (stop per mode, release the lease if the mode says so,
+    /// then start as replica of `upstream`).
+    Demote {
+        /// Demotion mode.
+        mode: DemoteMode,
+        /// Who to follow afterwards.
+        upstream: Option<Upstream>,
+    },
+    /// Point the running replica at another upstream.
+    Follow {
+        /// New upstream (None: detach).
+        upstream: Option<Upstream>,
+    },
+    /// Stop Postgres (pause-mode exceptions aside, e.g. the node was removed).
+    StopPostgres {
+        /// How.
+        mode: StopMode,
+    },
+    /// Make the replication slots exactly these physical slots.
+    SyncSlots {
+        /// Slot names.
+        names: Vec<String>,
+    },
+}
+
+impl Action {
+    /// Whether the result must be fed back before deciding further.
+    pub fn is_query(&self) -> bool {
+        matches!(
+            self,
+            Action::AcquireLease
+                | Action::RenewLease
+                | Action::ProbePeers { .. }
+                | Action::ClaimInitialize
+        )
+    }
+
+    /// Whether the action runs in the background while the loop keeps renewing.
+    pub fn is_background(&self) -> bool {
+        matches!(
+            self,
+            Action::Bootstrap
+                | Action::CloneReplica { .. }
+                | Action::StartPrimary { .. }
+                | Action::StartReplica { .. }
+                | Action::Promote { .. }
+                | Action::Demote { .. }
+        )
+    }
+
+    /// The lease token of a role-changing action that makes Postgres writable.
+    pub fn token(&self) -> Option<LeaseToken> {
+        match self {
+            Action::StartPrimary { token } | Action::Promote { token } => Some(*token),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! What the decision function is given: the node's own settings, what it observed
+//! this cycle, the results of actions already taken this cycle, and its memory.
+
+use crate::clock::MonoTime;
+use crate::dcs::DcsError;
+use crate::model::{Cluster, DynamicConfig, Lsn, Tags};
+use crate::postgres::PgObservation;
+use std::time::Duration;
+
+/// This node's static settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Member name.
+    pub name: String,
+    /// Configured tags.
+    pub tags: Tags,
+    /// Published `api_url` (`http://host:port/patroni`).
+    pub api_url: Option<String>,
+    /// Published `conn_url` (`postgres://host:port/postgres`).
+    pub conn_url: Option<String>,
+    /// Whether this node may win the bootstrap race (has a `bootstrap` section).
+    pub can_bootstrap: bool,
+    /// Dynamic config to seed `config` with when the key is missing.
+    pub bootstrap_config: DynamicConfig,
+    /// How long before the end of the lease the write fence fires. Covers the fence's
+    /// own reaction time and clock-rate differences between this host and the DCS.
+    pub fence_margin: Duration,
+    /// How long Postgres may stay unresponsive (hung) before it is treated as dead.
+    pub hung_grace: Duration,
+    /// Agent version published in the member record.
+    pub version: String,
+}
+
+impl NodeConfig {
+    /// A node named `name` with defaults for everything else.
+    pub fn named(name: &str) -> NodeConfig {
+        NodeConfig {
+            name: name.to_string(),
+            tags: Tags::default(),
+            api_url: None,
+            conn_url: None,
+            can_bootstrap: true,
+            bootstrap_config: DynamicConfig::default(),
+            fence_margin: Duration::from_millis(500),
+            hung_grace: Duration::from_secs(5),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// A peer's answer to `GET /patroni`, reduced to what the leader race needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerReply {
+    /// Not in recovery: it reports itself as a running primary.
+    pub is_primary: bool,
+    /// Furthest WAL position it reports.
+    pub wal_position: Lsn,
+    /// Its timeline.
+    pub timeline: Option<u64>,
+    /// Its own tags.
+    pub tags: Tags,
+    /// It reports a failed watchdog.
+    pub watchdog_failed: bool,
+}
+
+/// One peer probe: `None` when the peer did not answer in time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    /// Member name.
+    pub name: String,
+    /// Its reply.
+    pub reply: Option<PeerReply>,
+}
+
+/// The result of a query action, fed back within the same cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// AcquireLease won; the request was sent at `sent_at`.
+    LeaseAcquired {
+        /// When the request was sent: the lease cannot end before `sent_at + ttl`.
+        sent_at: MonoTime,
+    },
+    /// AcquireLease lost: someone else holds the key.
+    LeaseTaken,
+    /// RenewLease succeeded.
+    LeaseRenewed {
+        /// When the request was sent.
+        sent_at: MonoTime,
+    },
+    /// RenewLease answered that the key is not mine any more.
+    LeaseLost,
+    /// AcquireLease / RenewLease failed to reach the DCS.
+    LeaseError(DcsError),
+    /// Peers answered (or not).
+    PeersProbed(Vec<PeerStatus>),
+    /// ClaimInitialize won.
+    InitializeWon,
+    /// ClaimInitialize lost (or failed).
+    InitializeLost,
+}
+
+/// A long action the runner is executing in the background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// initdb / custom bootstrap.
+    Bootstrap,
+    /// Cloning a replica.
+    Clone,
+    /// Starting Postgres (as primary or replica, maybe after pg_rewind).
+    Start,
+    /// Promoting.
+    Promote,
+    /// Demoting.
+    Demote,
+}
+
+impl Busy {
+    /// Human description for logs and status.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Busy::Bootstrap => "bootstrap",
+            Busy::Clone => "replica creation",
+            Busy::Start => "start",
+            Busy::Promote => "promote",
+            Busy::Demote => "demote",
+        }
+    }
+}
+
+/// Everything observed for one decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// This cycle's cluster read, or why it failed.
+    pub cluster: Result<Cluster, DcsError>,
+    /// When the cluster read was sent.
+    pub read_at: MonoTime,
+    /// Local Postgres.
+    pub pg: PgObservation,
+    /// A background action in progress.
+    pub busy: Option<Busy>,
+    /// Results of this cycle's query actions, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Wall-clock time, ms since the epoch (scheduled switchovers).
+    pub wall_millis: i64,
+}
+
+/// What the node remembers between decisions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalState {
+    /// End of my leader lease as I compute it (`sent_at + ttl` of the last successful
+    /// acquire/renew); `None` when I do not hold it.
+    pub lease_until: Option<MonoTime>,
+    /// Last cluster view that had a leader (Patroni's `old_cluster`).
+    pub last_leader_view: Option<Cluster>,
+    /// Last dynamic config read from the DCS.
+    pub config: Option<DynamicConfig>,
+    /// When the DCS last answered.
+    pub dcs_last_seen: Option<MonoTime>,
+    /// Since when Postgres has been down while I held the lease.
+    pub down_since: Option<MonoTime>,
+    /// Since when Postgres has been unresponsive.
+    pub hung_since: Option<MonoTime>,
+    /// Whether the write fence is armed.
+    pub fence_armed: bool,
+    /// Check for divergence (pg_rewind) before starting as a replica again.
+    pub rewind_pending: bool,
+    /// The last decision's explanation (for logs and `/patroni`).
+    pub message: String,
+}
+
+impl LocalState {
+    /// Whether I hold the leader lease at `now`, by my own clock.
+    pub fn holds_lease(&self, now: MonoTime) -> bool {
+        self.lease_until.is_some_and(|t| now < t)
+    }
+}

@@ -1,0 +1,856 @@
+//! The HA decision function: `decide(config, state, observation, now)` returns the
+//! actions to take and the node's new memory. No I/O, no clock reads.
+//!
+//! # The timing rule
+//! A lease acquired or renewed by a request *sent* at `t` is valid locally until
+//! `t + ttl`: the DCS measures ttl from when it processed the request, which is later,
+//! so the DCS cannot expire the key before the node's own idea of the lease ends.
+//! A new primary can exist only after the key expired in the DCS. Therefore:
+//! - the write fence (a process outside the agent) stops Postgres at
+//!   `t + ttl − fence_margin`, whether or not the agent still runs;
+//! - the agent itself demotes at the last decision before that point: when
+//!   `now + loop_wait + retry_timeout ≥ t + ttl − fence_margin` without a renewal
+//!   (the next decision can come at most `loop_wait + retry_timeout` later);
+//! - actions that make Postgres writable carry a [`LeaseToken`] and the runner refuses
+//!   them once the token's time has passed, so a resumed agent never acts on a view
+//!   older than its lease.
+//!
+//! With `loop_wait + 2·retry_timeout ≤ ttl` (enforced by `DynamicConfig::validate`) a
+//! leader that can still reach the DCS always renews before this point, so DCS blips
+//! shorter than the remaining lease never cause a demotion.
+
+mod action;
+mod health;
+mod input;
+mod member_record;
+#[cfg(test)]
+mod tests;
+
+pub use action::{Action, DemoteMode, LeaseToken};
+pub use health::{failover_candidates, Verdict};
+pub use input::{Busy, LocalState, NodeConfig, Observation, Outcome, PeerReply, PeerStatus};
+
+use crate::clock::MonoTime;
+use crate::dcs::DcsError;
+use crate::model::{Cluster, DynamicConfig, History, HistoryEntry, Member, Status};
+use crate::postgres::{DataDirState, PgProcess, Upstream};
+use std::time::Duration;
+
+/// The result of one decision step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Actions to run, in order.
+    pub actions: Vec<Action>,
+    /// The node's memory after this step.
+    pub state: LocalState,
+    /// A query action was emitted: run the actions, add their outcomes to the
+    /// observation, and decide again within the same cycle.
+    pub rerun: bool,
+    /// Start a new cycle right away (re-read the cluster) instead of waiting.
+    pub reread: bool,
+    /// Decide again no later than this, even without events.
+    pub wake_at: Option<MonoTime>,
+}
+
+/// Runs one decision step. See the module docs for the timing rule.
+pub fn decide(cfg: &NodeConfig, state: &LocalState, obs: &Observation, now: MonoTime) -> Decision {
+    let mut step = Step {
+        cfg,
+        obs,
+        now,
+        st: state.clone(),
+        actions: Vec::new(),
+        rerun: false,
+        reread: false,
+        wake_at: None,
+        publish: true,
+    };
+    match &obs.cluster {
+        Err(e) => step.dcs_unreachable(e),
+        Ok(c) => step.cycle(c),
+    }
+    step.finish()
+}
+
+/// Where the node's lease stands after this cycle's renew attempt.
+enum Renewal {
+    /// A renew was emitted; decide again with its outcome.
+    Pending,
+    /// Renewed (or acquired) this cycle.
+    Renewed,
+    /// The DCS says the key is not mine.
+    Lost,
+    /// The DCS could not be reached.
+    Failed(DcsError),
+}
+
+struct Step<'a> {
+    cfg: &'a NodeConfig,
+    obs: &'a Observation,
+    now: MonoTime,
+    st: LocalState,
+    actions: Vec<Action>,
+    rerun: bool,
+    reread: bool,
+    wake_at: Option<MonoTime>,
+    publish: bool,
+}
+
+impl<'a> Step<'a> {
+    fn finish(mut self) -> Decision {
+        // Every final step of a cycle publishes the member record (it keeps the member
+        // key's lease alive too); query steps publish after their outcome arrives.
+        if self.publish && !self.rerun {
+            if let Ok(c) = &self.obs.cluster {
+                let data = member_record::build(self.cfg, &self.st, self.obs, c, self.now);
+                self.actions.push(Action::PublishMember(data));
+            }
+        }
+        Decision {
+            actions: self.actions,
+            state: self.st,
+            rerun: self.rerun,
+            reread: self.reread,
+            wake_at: self.wake_at,
+        }
+    }
+
+    fn say(&mut self, message: impl Into<String>) {
+        self.st.message = message.into();
+    }
+
+    fn act(&mut self, a: Action) {
+        if a.is_query() {
+            self.rerun = true;
+        }
+        self.actions.push(a);
+    }
+
+    fn wake_no_later_than(&mut self, t: MonoTime) {
+        self.wake_at = Some(self.wake_at.map_or(t, |w| w.min(t)));
+    }
+
+    fn config(&self) -> DynamicConfig {
+        self.st
+            .config
+            .clone()
+            .unwrap_or_else(|| self.cfg.bootstrap_config.clone())
+    }
+
+    fn paused(&self) -> bool {
+        self.config().pause
+    }
+
+    fn me(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn ttl(&self) -> Duration {
+        self.config().ttl()
+    }
+
+    // ----- lease bookkeeping -------------------------------------------------------
+
+    /// Folds this cycle's outcomes into the lease: a lease is only as old as the send
+    /// time of the last request that confirmed it.
+    fn apply_lease_outcomes(&mut self, c: Option<&Cluster>) {
+        let confirmed_this_cycle = self.obs.outcomes.iter().any(|o| {
+            matches!(
+                o,
+                Outcome::LeaseAcquired { .. } | Outcome::LeaseRenewed { .. }
+            )
+        });
+        // Trust the DCS over memory: if the key names someone else (or nobody), my lease
+        // is gone, unless a request after that read confirmed it.
+        if let Some(c) = c {
+            if !c.is_leader(self.me()) && !confirmed_this_cycle {
+                self.st.lease_until = None;
+            }
+        }
+        let ttl = self.ttl();
+        for o in &self.obs.outcomes {
+            match o {
+                Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at } => {
+                    self.st.lease_until = Some(sent_at.plus(ttl));
+                }
+                Outcome::LeaseLost | Outcome::LeaseTaken => self.st.lease_until = None,
+                _ => {}
+            }
+        }
+        if !self.st.holds_lease(self.now) {
+            self.st.lease_until = None;
+        }
+    }
+
+    fn renewal(&self) -> Option<Renewal> {
+        self.obs.outcomes.iter().rev().find_map(|o| match o {
+            Outcome::LeaseAcquired { .. } | Outcome::LeaseRenewed { .. } => Some(Renewal::Renewed),
+            Outcome::LeaseLost | Outcome::LeaseTaken => Some(Renewal::Lost),
+            Outcome::LeaseError(e) => Some(Renewal::Failed(e.clone())),
+            _ => None,
+        })
+    }
+
+    /// Renews the lease once per cycle before anything that relies on it.
+    fn ensure_renewed(&mut self) -> Renewal {
+        match self.renewal() {
+            Some(r) => r,
+            None => {
+                self.act(Action::RenewLease);
+                Renewal::Pending
+            }
+        }
+    }
+
+    /// The fence deadline and the token for writable-making actions.
+    fn token(&self, c: Option<&Cluster>) -> Option<LeaseToken> {
+        let until = self.st.lease_until?;
+        Some(LeaseToken {
+            valid_until: until.minus(self.cfg.fence_margin),
+            leader_version: c.and_then(|c| c.leader.as_ref()).map(|l| l.version),
+        })
+    }
+
+    /// Extends the write fence to just before the lease ends.
+    fn arm_fence(&mut self) {
+        if let Some(t) = self.token(None) {
+            self.actions.push(Action::ArmFence {
+                deadline: t.valid_until,
+            });
+            self.st.fence_armed = true;
+        }
+    }
+
+    /// Once Postgres cannot accept writes and I hold no lease, the fence has nothing
+    /// to guard.
+    fn disarm_fence_if_safe(&mut self) {
+        if self.st.fence_armed && self.st.lease_until.is_none() && !self.obs.pg.may_accept_writes()
+        {
+            self.actions.push(Action::DisarmFence);
+            self.st.fence_armed = false;
+        }
+    }
+
+    // ----- the cycle ---------------------------------------------------------------
+
+    fn cycle(&mut self, c: &Cluster) {
+        self.st.dcs_last_seen = Some(self.obs.read_at);
+        if let Some(cfg) = &c.config {
+            self.st.config = Some(cfg.value.clone());
+        }
+        if c.leader.is_some() {
+            self.st.last_leader_view = Some(c.clone());
+        }
+        self.apply_lease_outcomes(Some(c));
+        if self.obs.pg.process != PgProcess::Hung {
+            self.st.hung_since = None;
+        }
+
+        if let Some(busy) = self.obs.busy {
+            self.while_busy(c, busy);
+        } else {
+            self.dispatch(c);
+        }
+        self.disarm_fence_if_safe();
+    }
+
+    fn dispatch(&mut self, c: &Cluster) {
+        let sysid = match &self.obs.pg.data_dir {
+            DataDirState::Empty => return self.empty_data_dir(c),
+            DataDirState::Invalid(why) => return self.unusable_data_dir(c, why.clone()),
+            DataDirState::Initialized { system_identifier } => system_identifier.clone(),
+        };
+        if let Some(recorded) = c.system_identifier() {
+            if recorded != sysid {
+                return self.foreign_data_dir(c, recorded.to_string(), sysid);
+            }
+        }
+        match self.obs.pg.process {
+            PgProcess::Stopped | PgProcess::Crashed => return self.recover(c),
+            PgProcess::Hung => return self.hung(c),
+            PgProcess::Starting => return self.starting(c),
+            PgProcess::Running => {}
+        }
+        self.st.down_since = None;
+        let acquired_now = self
+            .obs
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::LeaseAcquired { .. }));
+        if c.is_leader(self.me()) || acquired_now {
+            self.leader_cycle(c, &sysid);
+        } else if c.is_unlocked() {
+            self.unlocked_cluster(c, &sysid);
+        } else {
+            self.follower_cycle(c);
+        }
+    }
+
+    /// A background action runs: only keep the lease alive (and the fence armed) so a
+    /// long clone or promote does not cost the leadership.
+    fn while_busy(&mut self, c: &Cluster, busy: Busy) {
+        if c.is_leader(self.me()) || self.st.lease_until.is_some() {
+            match self.ensure_renewed() {
+                Renewal::Pending => return,
+                Renewal::Renewed => self.arm_fence(),
+                Renewal::Lost | Renewal::Failed(_) => {}
+            }
+        }
+        self.say(format!("{} in progress", busy.describe()));
+    }
+
+    /// Empty data directory: bootstrap the cluster if nobody did, clone if someone leads.
+    fn empty_data_dir(&mut self, c: &Cluster) {
+        if self.st.lease_until.is_some() || c.is_leader(self.me()) {
+            // Nothing to lead with: let someone else take over at once.
+            self.act(Action::ReleaseLease);
+            self.st.lease_until = None;
+        }
+        if self.paused() {
+            return self.say("data directory empty; paused, doing nothing");
+        }
+        if let Some(leader) = c.leader_member().filter(|m| m.name != self.cfg.name) {
+            if let Some(source) = self.clone_source(c).or_else(|| upstream_of(leader)) {
+                let follow = self.upstream_for_replica(c);
+                self.say(format!("cloning a new replica from {}", source.name));
+                return self.act(Action::CloneReplica { source, follow });
+            }
+            return self.say("waiting for the leader to publish its address");
+        }
+        if c.initialize.is_none() && c.is_unlocked() {
+            if !self.cfg.can_bootstrap || self.cfg.tags.never_promote() {
+                return self.say("waiting for a node that may bootstrap the cluster");
+            }
+            return match self.obs.outcomes.iter().rev().find_map(|o| match o {
+                Outcome::InitializeWon => Some(true),
+                Outcome::InitializeLost => Some(false),
+                _ => None,
+            }) {
+                None => self.act(Action::ClaimInitialize),
+                Some(true) => {
+                    self.say("won the bootstrap race: initializing a new cluster");
+                    self.act(Action::Bootstrap);
+                }
+                Some(false) => self.say("failed to acquire the initialize lock"),
+            };
+        }
+        self.say("waiting for the leader to bootstrap");
+    }
+
+    /// A data directory we must not touch: report it, never lead with it.
+    fn unusable_data_dir(&mut self, c: &Cluster, why: String) {
+        if c.is_leader(self.me()) {
+            self.act(Action::ReleaseLease);
+            self.st.lease_until = None;
+        }
+        self.say(format!("data directory unusable: {why}"));
+    }
+
+    /// The data directory belongs to another cluster: refuse to take part.
+    fn foreign_data_dir(&mut self, c: &Cluster, recorded: String, mine: String) {
+        if c.is_leader(self.me()) {
+            self.act(Action::ReleaseLease);
+            self.st.lease_until = None;
+        }
+        if self.obs.pg.may_accept_writes() && !self.paused() {
+            self.act(Action::Demote {
+                mode: DemoteMode::ImmediateNoLock,
+                upstream: None,
+            });
+        }
+        self.say(format!(
+            "system identifier {mine} of the data directory differs from the cluster's {recorded}: reinitialize this node"
+        ));
+    }
+
+    /// Postgres is not running.
+    fn recover(&mut self, c: &Cluster) {
+        if self.paused() {
+            if c.is_leader(self.me()) {
+                // Paused: no restart, but a stopped node must not keep the key.
+                self.act(Action::ReleaseLease);
+                self.st.lease_until = None;
+            }
+            return self.say("postgres is not running; paused, not starting it");
+        }
+        if c.is_leader(self.me()) {
+            match self.ensure_renewed() {
+                Renewal::Pending => return,
+                Renewal::Renewed => return self.restart_crashed_primary(c),
+                Renewal::Lost | Renewal::Failed(_) => {}
+            }
+        }
+        if c.is_unlocked() {
+            // Start read-only; the next cycle decides the race with a live WAL position.
+            self.say("starting postgres as a replica; the cluster has no leader");
+            return self.act(Action::StartReplica {
+                upstream: None,
+                rewind: false,
+            });
+        }
+        let upstream = self.upstream_for_replica(c);
+        let rewind = self.st.rewind_pending || self.was_primary();
+        self.st.rewind_pending = false;
+        self.say(format!(
+            "starting postgres as a replica of {}",
+            upstream.as_ref().map_or("nobody", |u| u.name.as_str())
+        ));
+        self.act(Action::StartReplica { upstream, rewind });
+    }
+
+    /// The leader's Postgres died: restart it in place within `primary_start_timeout`,
+    /// otherwise give the lease up so a replica takes over.
+    fn restart_crashed_primary(&mut self, c: &Cluster) {
+        let down_since = *self.st.down_since.get_or_insert(self.now);
+        let timeout = self.config().primary_start_timeout();
+        if self.was_primary() && self.now.since(down_since) < timeout {
+            self.arm_fence();
+            if let Some(token) = self.token(Some(c)) {
+                self.say(
+                    "postgres crashed: restarting it as primary while holding the leader lock",
+                );
+                return self.act(Action::StartPrimary { token });
+            }
+        }
+        self.say("postgres is down and could not be restarted in time: releasing the leader lock");
+        self.act(Action::ReleaseLease);
+        self.st.lease_until = None;
+        self.st.down_since = None;
+        self.act(Action::StartReplica {
+            upstream: None,
+            rewind: false,
+        });
+    }
+
+    /// Postgres does not answer. Hung backends may still commit, so stop it before the
+    /// lease is released; a short stall within `hung_grace` is tolerated.
+    fn hung(&mut self, c: &Cluster) {
+        let since = *self.st.hung_since.get_or_insert(self.now);
+        let leader = c.is_leader(self.me());
+        if leader {
+            match self.ensure_renewed() {
+                Renewal::Pending => return,
+                Renewal::Renewed => self.arm_fence(),
+                Renewal::Lost | Renewal::Failed(_) => {}
+            }
+        }
+        if self.paused() {
+            return self.say("postgres is not responding; paused, doing nothing");
+        }
+        if self.now.since(since) < self.cfg.hung_grace {
+            self.wake_no_later_than(since.plus(self.cfg.hung_grace));
+            return self.say("postgres is not responding; waiting before acting");
+        }
+        let holds = self.st.lease_until.is_some();
+        let mode = if holds {
+            DemoteMode::Immediate
+        } else {
+            DemoteMode::ImmediateNoLock
+        };
+        let upstream = if leader {
+            None
+        } else {
+            self.upstream_for_replica(c)
+        };
+        self.st.rewind_pending = true;
+        self.st.hung_since = None;
+        self.say("postgres is not responding: stopping it");
+        self.act(Action::Demote { mode, upstream });
+        if holds {
+            self.st.lease_until = None;
+        }
+    }
+
+    /// Postgres is starting: a leader keeps its lease meanwhile.
+    fn starting(&mut self, c: &Cluster) {
+        if c.is_leader(self.me()) {
+            match self.ensure_renewed() {
+                Renewal::Pending => return,
+                Renewal::Renewed => self.arm_fence(),
+                Renewal::Lost | Renewal::Failed(_) => {}
+            }
+        }
+        self.say("postgres is starting");
+    }
+
+    /// Nobody holds the leader key: race if I am the healthiest, else follow.
+    fn unlocked_cluster(&mut self, c: &Cluster, sysid: &str) {
+        if self
+            .obs
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::LeaseTaken))
+        {
+            self.reread = true;
+            return self.say("lost the leader race");
+        }
+        let peers = self.obs.outcomes.iter().rev().find_map(|o| match o {
+            Outcome::PeersProbed(p) => Some(p.as_slice()),
+            _ => None,
+        });
+        let verdict = health::race_verdict(
+            self.cfg,
+            &self.config(),
+            c,
+            self.st.last_leader_view.as_ref(),
+            &self.obs.pg,
+            peers,
+            sysid,
+            self.obs.wall_millis,
+        );
+        match verdict {
+            Verdict::NeedPeers(names) => self.act(Action::ProbePeers { names }),
+            Verdict::Yes => {
+                self.say("I am the healthiest node: taking the leader lock");
+                self.act(Action::AcquireLease);
+            }
+            Verdict::No(why) => {
+                if self.obs.pg.may_accept_writes() && !self.obs.pg.is_replica() && !self.paused() {
+                    // A primary that may not lead must stop accepting writes now.
+                    self.st.rewind_pending = true;
+                    self.act(Action::Demote {
+                        mode: DemoteMode::ImmediateNoLock,
+                        upstream: None,
+                    });
+                    return self.say(format!("demoting: the cluster has no leader and {why}"));
+                }
+                self.say(format!("following nobody: {why}"));
+            }
+        }
+    }
+
+    /// I hold the leader key.
+    fn leader_cycle(&mut self, c: &Cluster, sysid: &str) {
+        match self.ensure_renewed() {
+            Renewal::Pending => return,
+            Renewal::Lost => return self.lost_lease(c),
+            Renewal::Failed(e) => return self.dcs_unreachable(&e),
+            Renewal::Renewed => {}
+        }
+        self.arm_fence();
+        let pg = &self.obs.pg;
+        if self.paused() && !pg.is_primary() && !pg.is_replica() {
+            self.act(Action::ReleaseLease);
+            self.st.lease_until = None;
+            return self
+                .say("paused and postgres is not running as primary: released the leader lock");
+        }
+        if c.system_identifier().is_none() {
+            self.act(Action::WriteInitialize {
+                system_identifier: sysid.to_string(),
+            });
+        }
+        if c.config.is_none() && !c.is_malformed(crate::model::keys::CONFIG) {
+            self.act(Action::WriteConfig {
+                config: self.config(),
+                expected: None,
+            });
+        }
+        if self.handle_failover_request(c) {
+            return;
+        }
+        self.enforce_primary_role(c);
+    }
+
+    /// The key is not mine any more: stop accepting writes unless paused.
+    fn lost_lease(&mut self, c: &Cluster) {
+        self.st.lease_until = None;
+        if self.obs.pg.may_accept_writes() && !self.obs.pg.is_replica() && !self.paused() {
+            self.st.rewind_pending = true;
+            let upstream = self.upstream_for_replica(c);
+            self.act(Action::Demote {
+                mode: DemoteMode::ImmediateNoLock,
+                upstream,
+            });
+            return self.say("demoted self because failed to update leader lock in DCS");
+        }
+        self.say("not promoting because failed to update leader lock in DCS");
+    }
+
+    /// Make sure the lock holder runs as primary, and keep `status`/`history` current.
+    fn enforce_primary_role(&mut self, c: &Cluster) {
+        let pg = &self.obs.pg;
+        if pg.is_primary() {
+            if let Some(f) = c.failover.as_ref().filter(|f| {
+                f.value.member.as_deref() == Some(self.me()) && f.value.scheduled_at.is_none()
+            }) {
+                // The request that made me leader is done.
+                self.act(Action::ClearFailover {
+                    expected: f.version,
+                });
+            }
+            let wal = pg.wal_position();
+            if c.status.optime != Some(wal) {
+                let status = Status {
+                    optime: Some(wal),
+                    ..c.status.clone()
+                };
+                self.act(Action::WriteStatus(status));
+            }
+            if let Some(h) = self.history_update(c) {
+                self.act(Action::WriteHistory(h));
+            }
+            let me = self.me().to_string();
+            return self.say(format!("no action. I am ({me}), the leader with the lock"));
+        }
+        if pg.is_replica() {
+            if let Some(token) = self.token(Some(c)) {
+                self.say("promoted self to leader by acquiring session lock");
+                return self.act(Action::Promote { token });
+            }
+        }
+        self.say("waiting for postgres to report its role");
+    }
+
+    /// Adds the new timeline to `history` once after a promotion.
+    fn history_update(&self, c: &Cluster) -> Option<History> {
+        let tl = self.obs.pg.timeline?;
+        if tl <= 1 || c.is_malformed(crate::model::keys::HISTORY) {
+            return None;
+        }
+        let mut h = c.history.clone().unwrap_or_default();
+        if h.0.last().is_some_and(|e| e.timeline >= tl - 1) {
+            return None;
+        }
+        let at =
+            chrono::DateTime::from_timestamp_millis(self.obs.wall_millis).map(|t| t.to_rfc3339());
+        h.0.push(HistoryEntry {
+            timeline: tl - 1,
+            switch_lsn: c.status.optime.unwrap_or(0),
+            reason: "no recovery target specified".to_string(),
+            timestamp: at,
+            new_leader: Some(self.me().to_string()),
+        });
+        let keep = self.config().max_timelines_history;
+        if keep > 0 && h.0.len() > keep as usize {
+            let drop = h.0.len() - keep as usize;
+            h.0.drain(..drop);
+        }
+        Some(h)
+    }
+
+    /// Switchover / manual failover from the leader's side. Returns true when it acted.
+    fn handle_failover_request(&mut self, c: &Cluster) -> bool {
+        let Some(fv) = c.failover.as_ref() else {
+            return false;
+        };
+        let f = &fv.value;
+        if f.is_empty() {
+            return false;
+        }
+        let clear = Action::ClearFailover {
+            expected: fv.version,
+        };
+        if f.leader.as_deref().is_some_and(|l| l != self.me())
+            || f.member.as_deref() == Some(self.me())
+        {
+            self.act(clear);
+            return false;
+        }
+        let loop_wait = self.config().loop_wait();
+        match f.scheduled_at_millis() {
+            Err(why) => {
+                self.act(clear);
+                self.say(format!("ignoring failover request: {why}"));
+                return false;
+            }
+            Ok(Some(at)) => {
+                let wall = self.obs.wall_millis;
+                if at > wall + loop_wait.as_millis() as i64 {
+                    let wait = Duration::from_millis((at - wall) as u64);
+                    self.wake_no_later_than(self.now.plus(wait));
+                    return false;
+                }
+                if at < wall - (loop_wait.as_millis() as i64 * 3 / 2) {
+                    self.act(clear);
+                    self.say("ignoring a stale scheduled switchover");
+                    return false;
+                }
+                if at > wall {
+                    self.wake_no_later_than(
+                        self.now.plus(Duration::from_millis((at - wall) as u64)),
+                    );
+                    return false;
+                }
+            }
+            Ok(None) => {}
+        }
+        if self.paused() && f.member.is_none() {
+            self.act(clear);
+            self.say("switchover in pause mode needs a named candidate");
+            return false;
+        }
+        let candidates = failover_candidates(self.cfg, &self.config(), c, f.member.as_deref());
+        let probed = self.obs.outcomes.iter().rev().find_map(|o| match o {
+            Outcome::PeersProbed(p) => Some(p),
+            _ => None,
+        });
+        let Some(probed) = probed else {
+            if candidates.is_empty() {
+                self.act(clear);
+                self.say("switchover: no eligible candidates");
+                return false;
+            }
+            self.act(Action::ProbePeers {
+                names: candidates.iter().map(|m| m.name.clone()).collect(),
+            });
+            return true;
+        };
+        let dc = self.config();
+        let my_wal = self.obs.pg.wal_position();
+        let best = candidates
+            .iter()
+            .filter_map(|m| {
+                let r = probed.iter().find(|p| p.name == m.name)?.reply.as_ref()?;
+                let healthy = !r.is_primary
+                    && !r.tags.never_promote()
+                    && !r.watchdog_failed
+                    && my_wal.saturating_sub(r.wal_position)
+                        <= dc.maximum_lag_on_failover.max(0) as u64;
+                healthy.then_some((m, r.wal_position))
+            })
+            .max_by_key(|(_, wal)| *wal)
+            .map(|(m, _)| m);
+        match best.and_then(|m| upstream_of(m)) {
+            Some(target) => {
+                self.st.rewind_pending = true;
+                self.say(format!(
+                    "manual switchover: demoting myself in favour of {}",
+                    target.name
+                ));
+                self.act(Action::Demote {
+                    mode: DemoteMode::Graceful,
+                    upstream: Some(target),
+                });
+                self.st.lease_until = None;
+                true
+            }
+            None => {
+                self.act(clear);
+                self.say("switchover: no healthy members found");
+                false
+            }
+        }
+    }
+
+    /// Someone else leads: a primary steps down, a replica follows.
+    fn follower_cycle(&mut self, c: &Cluster) {
+        let pg = &self.obs.pg;
+        let leader = c
+            .leader
+            .as_ref()
+            .map(|l| l.name.clone())
+            .unwrap_or_default();
+        if pg.may_accept_writes() && !pg.is_replica() {
+            if self.paused() {
+                return self.say("continue to run as primary without lock (paused)");
+            }
+            self.st.rewind_pending = true;
+            let upstream = self.upstream_for_replica(c);
+            self.act(Action::Demote {
+                mode: DemoteMode::ImmediateNoLock,
+                upstream,
+            });
+            return self.say(format!("demoting: {leader} holds the leader lock"));
+        }
+        let upstream = self.upstream_for_replica(c);
+        let wanted = upstream.as_ref().map(|u| u.name.clone());
+        if pg.following != wanted && upstream.is_some() {
+            self.say(format!(
+                "following new leader {}",
+                wanted.clone().unwrap_or_default()
+            ));
+            return self.act(Action::Follow { upstream });
+        }
+        let me = self.me().to_string();
+        self.say(format!(
+            "no action. I am ({me}), a secondary, and following a leader ({leader})"
+        ));
+    }
+
+    /// The DCS could not be read or written: a primary keeps running only while its
+    /// lease is certainly valid through the next decision.
+    fn dcs_unreachable(&mut self, e: &DcsError) {
+        self.publish = false;
+        self.apply_lease_outcomes(None);
+        if self.paused() {
+            return self.say(format!("DCS unreachable ({e}); paused, doing nothing"));
+        }
+        if !self.obs.pg.may_accept_writes() || self.obs.pg.is_replica() {
+            return self.say(format!("DCS unreachable ({e}); replica keeps running"));
+        }
+        let cfg = self.config();
+        let next_decision = self.now.plus(cfg.loop_wait() + cfg.retry_timeout());
+        match self.token(None) {
+            Some(t) if next_decision < t.valid_until => {
+                self.wake_no_later_than(t.valid_until.minus(cfg.loop_wait() + cfg.retry_timeout()));
+                self.say(format!(
+                    "DCS unreachable ({e}); the leader lease is still valid, keeping the primary"
+                ))
+            }
+            _ => {
+                self.st.rewind_pending = true;
+                self.act(Action::Demote {
+                    mode: DemoteMode::Offline,
+                    upstream: None,
+                });
+                self.say(format!(
+                    "demoting: DCS unreachable ({e}) and the leader lease is about to end"
+                ))
+            }
+        }
+    }
+
+    // ----- helpers -----------------------------------------------------------------
+
+    /// Whether pg_control says this data directory was last a primary.
+    fn was_primary(&self) -> bool {
+        matches!(
+            self.obs.pg.cluster_state.as_deref(),
+            Some("in production")
+                | Some("shut down")
+                | Some("shutting down")
+                | Some("in crash recovery")
+        )
+    }
+
+    /// Where a replica should stream from: `replicatefrom` if that member runs, else the leader.
+    fn upstream_for_replica(&self, c: &Cluster) -> Option<Upstream> {
+        if let Some(from) = self
+            .cfg
+            .tags
+            .replicatefrom
+            .as_deref()
+            .filter(|f| *f != self.me())
+        {
+            if let Some(m) = c.member(from).filter(|m| is_running(m)) {
+                return upstream_of(m);
+            }
+        }
+        c.leader_member()
+            .filter(|m| m.name != self.cfg.name)
+            .and_then(upstream_of)
+    }
+
+    /// A running `clonefrom` member, else none (the caller falls back to the leader).
+    fn clone_source(&self, c: &Cluster) -> Option<Upstream> {
+        c.members
+            .iter()
+            .filter(|m| m.name != self.cfg.name && m.data.tags.clonefrom && is_running(m))
+            .find_map(upstream_of)
+    }
+}
+
+fn is_running(m: &Member) -> bool {
+    m.data.state == Some(crate::model::MemberState::Running)
+}
+
+/// The streaming source described by a member record.
+pub fn upstream_of(m: &Member) -> Option<Upstream> {
+    let (host, port) = m.host_port()?;
+    Some(Upstream {
+        name: m.name.clone(),
+        host,
+        port,
+    })
+}

@@ -1,0 +1,709 @@
+//! Scenario tests: given this cluster view and this local Postgres, the node does that.
+
+use super::*;
+use crate::model::{Failover, MemberData, MemberState, RawEntry, Role, SyncState, Tags, Version};
+use crate::postgres::{DataDirState, PgObservation, PgProcess};
+
+const SYSID: &str = "7300000000000000001";
+
+fn t(ms: u64) -> MonoTime {
+    MonoTime::from_millis(ms)
+}
+
+fn member(name: &str, role: &str, wal: u64) -> (String, String) {
+    let d = MemberData {
+        conn_url: Some(format!(
+            "postgres://127.0.0.1:{}/postgres",
+            5432 + name.len()
+        )),
+        api_url: Some(format!("http://127.0.0.1:8008/{name}")),
+        state: Some(MemberState::Running),
+        role: Some(Role::from(role.to_string())),
+        xlog_location: Some(wal),
+        ..Default::default()
+    };
+    (format!("members/{name}"), d.to_json())
+}
+
+struct View(Vec<RawEntry>);
+
+impl View {
+    fn new() -> View {
+        View(vec![RawEntry {
+            key: "initialize".into(),
+            value: SYSID.into(),
+            version: Version(1),
+            session: None,
+        }])
+    }
+    fn key(mut self, k: &str, v: &str) -> View {
+        self.0.push(RawEntry {
+            key: k.into(),
+            value: v.into(),
+            version: Version(self.0.len() as i64 + 10),
+            session: None,
+        });
+        self
+    }
+    fn leader(self, name: &str) -> View {
+        self.key("leader", name)
+    }
+    fn member(self, name: &str, role: &str, wal: u64) -> View {
+        let (k, v) = member(name, role, wal);
+        self.key(&k, &v)
+    }
+    fn cluster(self) -> Cluster {
+        Cluster::from_entries(self.0)
+    }
+}
+
+fn pg_primary(wal: u64) -> PgObservation {
+    PgObservation {
+        process: PgProcess::Running,
+        in_recovery: Some(false),
+        timeline: Some(1),
+        wal_lsn: Some(wal),
+        cluster_state: Some("in production".into()),
+        ..PgObservation::stopped(DataDirState::Initialized {
+            system_identifier: SYSID.into(),
+        })
+    }
+}
+
+fn pg_replica(wal: u64) -> PgObservation {
+    PgObservation {
+        process: PgProcess::Running,
+        in_recovery: Some(true),
+        timeline: Some(1),
+        receive_lsn: Some(wal),
+        replay_lsn: Some(wal),
+        replication_state: Some("streaming".into()),
+        cluster_state: Some("in archive recovery".into()),
+        ..PgObservation::stopped(DataDirState::Initialized {
+            system_identifier: SYSID.into(),
+        })
+    }
+}
+
+fn obs(c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Observation {
+    Observation {
+        cluster: Ok(c),
+        read_at: t(1000),
+        pg,
+        busy: None,
+        outcomes,
+        wall_millis: 1_700_000_000_000,
+    }
+}
+
+fn cfg(name: &str) -> NodeConfig {
+    NodeConfig::named(name)
+}
+
+fn without_publish(actions: &[Action]) -> Vec<Action> {
+    actions
+        .iter()
+        .filter(|a| !matches!(a, Action::PublishMember(_)))
+        .cloned()
+        .collect()
+}
+
+fn peer(name: &str, wal: u64) -> PeerStatus {
+    PeerStatus {
+        name: name.into(),
+        reply: Some(PeerReply {
+            is_primary: false,
+            wal_position: wal,
+            timeline: Some(1),
+            tags: Tags::default(),
+            watchdog_failed: false,
+        }),
+    }
+}
+
+#[test]
+fn leader_renews_before_anything_else() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg_primary(100), vec![]),
+        t(1000),
+    );
+    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert!(d.rerun);
+}
+
+#[test]
+fn renewed_leader_arms_fence_before_lease_end_and_stays_primary() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let o = obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    );
+    let node = cfg("a");
+    let d = decide(&node, &LocalState::default(), &o, t(1010));
+    let fence = d.actions.iter().find_map(|a| match a {
+        Action::ArmFence { deadline } => Some(*deadline),
+        _ => None,
+    });
+    // ttl 30 s from the send time, minus the margin.
+    assert_eq!(fence, Some(t(1000 + 30_000).minus(node.fence_margin)));
+    assert_eq!(d.state.lease_until, Some(t(31_000)));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Demote { .. } | Action::Promote { .. })));
+    assert!(d.state.message.contains("the leader with the lock"));
+}
+
+#[test]
+fn leader_that_lost_the_key_demotes_without_releasing() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let o = obs(c, pg_primary(100), vec![Outcome::LeaseLost]);
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1010));
+    assert_eq!(
+        without_publish(&d.actions),
+        vec![Action::Demote {
+            mode: DemoteMode::ImmediateNoLock,
+            upstream: None
+        }]
+    );
+    assert_eq!(d.state.lease_until, None);
+}
+
+#[test]
+fn replica_holding_the_lock_promotes_with_a_token() {
+    let c = View::new()
+        .leader("b")
+        .member("b", "replica", 100)
+        .cluster();
+    let o = obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    );
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1010));
+    let token = d.actions.iter().find_map(Action::token).expect("promote");
+    assert!(token.valid_until > t(1010) && token.valid_until < t(31_000));
+    // The fence is armed before the promotion is started.
+    let fence_pos = d
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::ArmFence { .. }));
+    let promote_pos = d
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::Promote { .. }));
+    assert!(fence_pos < promote_pos);
+}
+
+#[test]
+fn replica_follows_the_leader() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg_replica(100), vec![]),
+        t(1000),
+    );
+    match &without_publish(&d.actions)[..] {
+        [Action::Follow { upstream: Some(u) }] => assert_eq!(u.name, "a"),
+        other => panic!("expected follow, got {other:?}"),
+    }
+}
+
+#[test]
+fn primary_without_the_lock_demotes_when_another_node_leads() {
+    let c = View::new()
+        .leader("b")
+        .member("b", "primary", 100)
+        .member("a", "primary", 90)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg_primary(90), vec![]),
+        t(1000),
+    );
+    assert!(matches!(
+        without_publish(&d.actions)[..],
+        [Action::Demote {
+            mode: DemoteMode::ImmediateNoLock,
+            upstream: Some(_)
+        }]
+    ));
+}
+
+#[test]
+fn leader_race_probes_peers_then_acquires_when_healthiest() {
+    let c = View::new()
+        .member("b", "replica", 100)
+        .member("c", "replica", 90)
+        .cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c.clone(), pg_replica(100), vec![]),
+        t(1000),
+    );
+    assert_eq!(
+        d.actions,
+        vec![Action::ProbePeers {
+            names: vec!["c".into()]
+        }]
+    );
+    let o = obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::PeersProbed(vec![peer("c", 90)])],
+    );
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1001));
+    assert_eq!(d.actions, vec![Action::AcquireLease]);
+}
+
+#[test]
+fn leader_race_lost_to_a_peer_with_more_wal() {
+    let c = View::new()
+        .member("b", "replica", 90)
+        .member("c", "replica", 100)
+        .cluster();
+    let o = obs(
+        c,
+        pg_replica(90),
+        vec![Outcome::PeersProbed(vec![peer("c", 100)])],
+    );
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1001));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(d.state.message.contains("more WAL"), "{}", d.state.message);
+}
+
+#[test]
+fn leader_race_refused_when_lagging_beyond_the_limit() {
+    let c = View::new()
+        .member("b", "replica", 10)
+        .key("status", r#"{"optime":5000000}"#)
+        .cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg_replica(10), vec![]),
+        t(1000),
+    );
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(d.state.message.contains("behind"));
+}
+
+#[test]
+fn nofailover_never_races_even_alone() {
+    let c = View::new().member("b", "replica", 100).cluster();
+    let mut node = cfg("b");
+    node.tags.nofailover = true;
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(c, pg_replica(100), vec![]),
+        t(1000),
+    );
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(d.state.message.contains("not allowed to promote"));
+}
+
+#[test]
+fn equal_wal_higher_priority_peer_wins() {
+    let c = View::new()
+        .member("b", "replica", 100)
+        .member("c", "replica", 100)
+        .cluster();
+    let mut p = peer("c", 100);
+    if let Some(r) = p.reply.as_mut() {
+        r.tags.failover_priority = Some(5);
+    }
+    let o = obs(c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+}
+
+#[test]
+fn live_primary_peer_blocks_the_race() {
+    let c = View::new()
+        .member("b", "replica", 100)
+        .member("a", "primary", 100)
+        .cluster();
+    let mut p = peer("a", 100);
+    if let Some(r) = p.reply.as_mut() {
+        r.is_primary = true;
+    }
+    let o = obs(c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+}
+
+#[test]
+fn sync_mode_only_sync_standby_may_race() {
+    let sync = SyncState {
+        leader: Some("a".into()),
+        sync_standby: vec!["c".into()],
+        quorum: 0,
+    };
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"on"}"#)
+        .key("sync", &sync.to_json())
+        .member("b", "replica", 100)
+        .cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg_replica(100), vec![]),
+        t(1000),
+    );
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(d.state.message.contains("synchronous"));
+}
+
+#[test]
+fn malformed_sync_key_blocks_automatic_promotion_in_sync_mode() {
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"on"}"#)
+        .key("sync", "garbage")
+        .member("b", "replica", 1)
+        .cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg_replica(1), vec![]),
+        t(1000),
+    );
+    assert!(!d.actions.contains(&Action::AcquireLease));
+}
+
+#[test]
+fn paused_cluster_never_races() {
+    let c = View::new()
+        .key("config", r#"{"pause":true}"#)
+        .member("b", "replica", 100)
+        .cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg_replica(100), vec![]),
+        t(1000),
+    );
+    assert!(!d.actions.contains(&Action::AcquireLease));
+}
+
+#[test]
+fn switchover_leader_probes_candidate_then_demotes_gracefully() {
+    let f = Failover {
+        leader: Some("a".into()),
+        member: Some("b".into()),
+        scheduled_at: None,
+    };
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .key("failover", &f.to_json())
+        .cluster();
+    let renewed = Outcome::LeaseRenewed { sent_at: t(1000) };
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg_primary(100), vec![renewed.clone()]),
+        t(1000),
+    );
+    assert!(d.actions.contains(&Action::ProbePeers {
+        names: vec!["b".into()]
+    }));
+    let o = obs(
+        c,
+        pg_primary(100),
+        vec![renewed, Outcome::PeersProbed(vec![peer("b", 100)])],
+    );
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1001));
+    assert!(d.actions.iter().any(|a| matches!(a,
+        Action::Demote { mode: DemoteMode::Graceful, upstream: Some(u) } if u.name == "b")));
+}
+
+#[test]
+fn switchover_candidate_wins_race_others_defer() {
+    let f = Failover {
+        leader: Some("a".into()),
+        member: Some("c".into()),
+        scheduled_at: None,
+    };
+    let c = View::new()
+        .member("b", "replica", 100)
+        .member("c", "replica", 100)
+        .key("failover", &f.to_json())
+        .cluster();
+    let d = decide(
+        &cfg("c"),
+        &LocalState::default(),
+        &obs(c.clone(), pg_replica(100), vec![]),
+        t(1000),
+    );
+    assert_eq!(d.actions, vec![Action::AcquireLease]);
+    let o = obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::PeersProbed(vec![peer("c", 100)])],
+    );
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+}
+
+#[test]
+fn scheduled_switchover_waits_until_due() {
+    let f = Failover {
+        leader: Some("a".into()),
+        member: Some("b".into()),
+        scheduled_at: Some("2030-01-01T00:00:00+00:00".into()),
+    };
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .member("b", "replica", 1)
+        .key("failover", &f.to_json())
+        .cluster();
+    let o = obs(
+        c,
+        pg_primary(1),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    );
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Demote { .. } | Action::ProbePeers { .. })));
+    assert!(d.wake_at.is_some());
+}
+
+#[test]
+fn dcs_outage_keeps_primary_while_lease_is_safe_then_demotes() {
+    let node = cfg("a");
+    let st = LocalState {
+        lease_until: Some(t(31_000)),
+        ..Default::default()
+    };
+    let mut o = obs(Cluster::default(), pg_primary(1), vec![]);
+    o.cluster = Err(DcsError::Unreachable("down".into()));
+    // 5 s after renew: next decision at most 20 s later = 25 s < 30.5 s - margin: keep.
+    let d = decide(&node, &st, &o, t(6_000));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    // 11 s after renew: 11 + 20 = 31 > 30.5: demote offline now.
+    let d = decide(&node, &st, &o, t(11_000));
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            upstream: None
+        }]
+    );
+}
+
+#[test]
+fn dcs_outage_without_lease_demotes_at_once_and_replica_is_untouched() {
+    let mut o = obs(Cluster::default(), pg_primary(1), vec![]);
+    o.cluster = Err(DcsError::Unreachable("down".into()));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert_eq!(
+        d.actions,
+        vec![Action::Demote {
+            mode: DemoteMode::Offline,
+            upstream: None
+        }]
+    );
+    o.pg = pg_replica(1);
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn crashed_primary_restarts_in_place_while_holding_lease() {
+    let c = View::new().leader("a").member("a", "primary", 1).cluster();
+    let mut pg = pg_primary(1);
+    pg.process = PgProcess::Crashed;
+    pg.in_recovery = None;
+    let o = obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(1000) }]);
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::StartPrimary { .. })));
+}
+
+#[test]
+fn crashed_primary_with_zero_start_timeout_releases_lease() {
+    let c = View::new()
+        .key("config", r#"{"primary_start_timeout":0}"#)
+        .leader("a")
+        .member("a", "primary", 1)
+        .cluster();
+    let mut pg = pg_primary(1);
+    pg.process = PgProcess::Crashed;
+    let o = obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(1000) }]);
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(d.actions.contains(&Action::ReleaseLease));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::StartPrimary { .. })));
+}
+
+#[test]
+fn stopped_former_primary_rejoins_with_rewind() {
+    let c = View::new().leader("b").member("b", "primary", 10).cluster();
+    let mut pg = pg_primary(1);
+    pg.process = PgProcess::Stopped;
+    pg.in_recovery = None;
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg, vec![]),
+        t(1000),
+    );
+    assert!(d.actions.iter().any(|a| matches!(a,
+        Action::StartReplica { upstream: Some(u), rewind: true } if u.name == "b")));
+}
+
+#[test]
+fn empty_node_bootstraps_only_after_winning_initialize() {
+    let c = Cluster::default();
+    let mut pg = PgObservation::stopped(DataDirState::Empty);
+    pg.process = PgProcess::Stopped;
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg.clone(), vec![]),
+        t(1000),
+    );
+    assert_eq!(d.actions, vec![Action::ClaimInitialize]);
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg.clone(), vec![Outcome::InitializeWon]),
+        t(1000),
+    );
+    assert!(d.actions.contains(&Action::Bootstrap));
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg, vec![Outcome::InitializeLost]),
+        t(1000),
+    );
+    assert!(!d.actions.contains(&Action::Bootstrap));
+}
+
+#[test]
+fn empty_node_clones_from_the_leader() {
+    let c = View::new().leader("a").member("a", "primary", 1).cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, PgObservation::stopped(DataDirState::Empty), vec![]),
+        t(1000),
+    );
+    assert!(d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CloneReplica { source, .. } if source.name == "a")));
+}
+
+#[test]
+fn foreign_system_identifier_is_refused() {
+    let c = View::new().leader("a").member("a", "primary", 1).cluster();
+    let mut pg = pg_replica(1);
+    pg.data_dir = DataDirState::Initialized {
+        system_identifier: "999".into(),
+    };
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg, vec![]),
+        t(1000),
+    );
+    assert!(without_publish(&d.actions).is_empty());
+    assert!(d.state.message.contains("reinitialize"));
+}
+
+#[test]
+fn hung_primary_is_stopped_after_the_grace_period_before_release() {
+    let c = View::new().leader("a").member("a", "primary", 1).cluster();
+    let mut pg = pg_primary(1);
+    pg.process = PgProcess::Hung;
+    pg.in_recovery = None;
+    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg.clone(), renewed.clone()),
+        t(1000),
+    );
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Demote { .. })));
+    let d = decide(&cfg("a"), &d.state, &obs(c, pg, renewed), t(7000));
+    assert!(d.actions.iter().any(|a| matches!(
+        a,
+        Action::Demote {
+            mode: DemoteMode::Immediate,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn frozen_old_primary_cannot_retake_lock_behind_cluster_timeline() {
+    let c = View::new()
+        .key("history", r#"[[1,100,"r"]]"#)
+        .member("a", "primary", 1)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg_primary(1), vec![]),
+        t(1000),
+    );
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(d.actions.iter().any(|a| matches!(a, Action::Demote { .. })));
+}
+
+#[test]
+fn new_leader_records_history_once() {
+    let c = View::new().leader("b").member("b", "primary", 1).cluster();
+    let mut pg = pg_primary(1);
+    pg.timeline = Some(2);
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(1000) }]),
+        t(1000),
+    );
+    let h = d.actions.iter().find_map(|a| match a {
+        Action::WriteHistory(h) => Some(h.clone()),
+        _ => None,
+    });
+    assert_eq!(h.map(|h| h.cluster_timeline()), Some(2));
+}
+
+#[test]
+fn busy_leader_only_renews() {
+    let c = View::new().leader("b").member("b", "replica", 1).cluster();
+    let mut o = obs(c, pg_replica(1), vec![]);
+    o.busy = Some(Busy::Promote);
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert_eq!(d.actions, vec![Action::RenewLease]);
+}
