@@ -148,7 +148,7 @@ impl MemoryStore {
                     id,
                     owner: owner.to_string(),
                     ttl,
-                    expiry: now.add(ttl),
+                    expiry: now.plus(ttl),
                 },
                 keys: BTreeSet::new(),
             },
@@ -161,7 +161,7 @@ impl MemoryStore {
         self.expire_now(now);
         match self.leases.get_mut(&id) {
             Some(l) => {
-                l.info.expiry = now.add(l.info.ttl);
+                l.info.expiry = now.plus(l.info.ttl);
                 true
             }
             None => false,
