@@ -120,8 +120,11 @@ pub trait Dcs: Send + Sync {
     /// Deletes every key of the cluster (`fullautoctl remove`).
     async fn delete_cluster(&self) -> Result<(), DcsError>;
 
-    /// A counter that increases whenever a key of the cluster may have changed
-    /// (leader, config, members, …); the HA loop wakes on it.
+    /// A counter that increases whenever one of the keys that call for a new decision
+    /// may have changed: `leader`, `config`, `failover`, `sync`, `initialize` (and after
+    /// a reconnect, when changes may have been missed). Changes of `members/*`,
+    /// `status`, `history` and `failsafe` must NOT bump it: every node writes those each
+    /// cycle, and waking on them would turn the event-driven loop into a busy loop.
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// New timing from the dynamic config; a changed ttl takes effect with the next

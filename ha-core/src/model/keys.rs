@@ -83,6 +83,12 @@ impl ClusterKeys {
     }
 }
 
+/// Whether a change of this relative key calls for a new HA decision (see
+/// [`crate::Dcs::subscribe`]).
+pub fn wakes_ha_loop(relative: &str) -> bool {
+    matches!(relative, LEADER | CONFIG | FAILOVER | SYNC | INITIALIZE)
+}
+
 /// Relative key names, as Patroni spells them.
 pub const LEADER: &str = "leader";
 /// Directory of member records.
