@@ -28,3 +28,4 @@ pub mod memory_dcs;
 pub mod conformance;
 
 pub mod decision;
+pub mod runner;
