@@ -52,6 +52,7 @@ pub async fn run_all(h: &dyn DcsHarness) {
     cas_rejects_stale_versions(h).await;
     initialize_is_create_only(h).await;
     watch_fires_on_leader_change(h).await;
+    watch_ignores_member_and_status_writes(h).await;
     unreachable_is_typed_and_bounded(h).await;
     plain_writes_and_delete_cluster(h).await;
 }
@@ -582,6 +583,62 @@ pub async fn watch_fires_on_leader_change(h: &dyn DcsHarness) {
     });
     wait_for_change(&c, &mut rx, b.as_ref(), "alpha's release", |cl| {
         cl.is_unlocked()
+    })
+    .await;
+    c.cleanup(b.as_ref()).await;
+}
+
+/// Writes every member makes each cycle (`members/*`, `status`, `history`,
+/// `failsafe`) do not fire another member's subscription (the loop would spin), while
+/// a `config` change still does.
+pub async fn watch_ignores_member_and_status_writes(h: &dyn DcsHarness) {
+    let c = Check::start(h, "watch_ignores_member_and_status_writes");
+    let a = c.client("alpha").await;
+    let b = c.client("beta").await;
+    let mut rx = b.subscribe();
+    c.call("get_cluster", b.get_cluster()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rx.borrow_and_update();
+
+    for lsn in 1..=3 {
+        c.call(
+            "touch_member",
+            a.touch_member(&sample_member("alpha", lsn, Role::Replica)),
+        )
+        .await;
+    }
+    c.call(
+        "set_status",
+        a.set_status(&Status {
+            optime: Some(7),
+            ..Default::default()
+        }),
+    )
+    .await;
+    c.call("set_history", a.set_history(&History::default()))
+        .await;
+    c.call("set_failsafe", a.set_failsafe(&Failsafe::new()))
+        .await;
+    // Give a backend's watch time to deliver what it would wrongly deliver.
+    let window = (c.timing.ttl / 2).min(Duration::from_secs(1));
+    tokio::time::sleep(window).await;
+    let woke = match rx.has_changed() {
+        Ok(changed) => changed,
+        Err(_) => c.fail("the subscription closed"),
+    };
+    c.ensure(!woke, || {
+        format!(
+            "the subscriber was woken within {window:?} by member/status/history/failsafe writes only"
+        )
+    });
+
+    c.ensure(
+        c.call("set_config", a.set_config(&DynamicConfig::default(), None))
+            .await,
+        || "an unconditional set_config returned false".into(),
+    );
+    wait_for_change(&c, &mut rx, b.as_ref(), "a config write", |cl| {
+        cl.config.is_some()
     })
     .await;
     c.cleanup(b.as_ref()).await;

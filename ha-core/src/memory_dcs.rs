@@ -280,6 +280,11 @@ impl MemoryStore {
         self.delete_keys(&doomed)
     }
 
+    /// The version of `key` as stored, without expiring anything first.
+    pub fn peek_version(&self, key: &str) -> Option<Version> {
+        self.keys.get(key).map(|v| Version(v.mod_revision))
+    }
+
     fn current_version(&self, key: &str) -> Version {
         Version(self.keys.get(key).map_or(0, |v| v.mod_revision))
     }
@@ -623,24 +628,47 @@ impl MemoryDcsNode {
     }
 }
 
-/// A [`MemoryStore`] shared by many [`MemoryDcs`] clients, with a change counter every
-/// client's [`Dcs::subscribe`] receives (any change of any key wakes every subscriber).
-#[derive(Clone)]
+/// A [`MemoryStore`] shared by many [`MemoryDcs`] clients, with one change counter per
+/// cluster for [`Dcs::subscribe`].
+#[derive(Clone, Default)]
 pub struct SharedMemoryStore {
     store: Arc<Mutex<MemoryStore>>,
-    notify: Arc<tokio::sync::watch::Sender<u64>>,
+    watches: Arc<Mutex<BTreeMap<String, ClusterWatch>>>,
 }
 
-impl Default for SharedMemoryStore {
-    fn default() -> Self {
-        SharedMemoryStore::new()
+/// The notifier of one cluster: bumped when one of its decision keys changes.
+struct ClusterWatch {
+    keys: ClusterKeys,
+    seen: Vec<Option<Version>>,
+    tx: tokio::sync::watch::Sender<u64>,
+}
+
+impl ClusterWatch {
+    /// The keys whose changes call for a new HA decision (see [`Dcs::subscribe`]):
+    /// every member writes `members/*`, `status`, `history` and `failsafe` each
+    /// cycle, so waking on those would make the loop spin.
+    fn decision_keys(keys: &ClusterKeys) -> [String; 5] {
+        [
+            keys.leader(),
+            keys.config(),
+            keys.failover(),
+            keys.sync(),
+            keys.initialize(),
+        ]
+    }
+
+    fn versions(keys: &ClusterKeys, store: &MemoryStore) -> Vec<Option<Version>> {
+        Self::decision_keys(keys)
+            .iter()
+            .map(|k| store.peek_version(k))
+            .collect()
     }
 }
 
 impl std::fmt::Debug for SharedMemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedMemoryStore")
-            .field("changes", &*self.notify.borrow())
+            .field("revision", &self.lock().revision())
             .finish()
     }
 }
@@ -648,41 +676,57 @@ impl std::fmt::Debug for SharedMemoryStore {
 impl SharedMemoryStore {
     /// An empty shared store.
     pub fn new() -> Self {
-        let (tx, _rx) = tokio::sync::watch::channel(0);
-        SharedMemoryStore {
-            store: Arc::new(Mutex::new(MemoryStore::new())),
-            notify: Arc::new(tx),
-        }
+        SharedMemoryStore::default()
     }
 
-    /// Runs `f` on the store under its lock and wakes subscribers if the key space
-    /// changed (including lease expiries `f` noticed).
+    /// Runs `f` on the store under its lock, then wakes the subscribers of every
+    /// cluster whose decision keys changed (including deletions by lease expiries `f`
+    /// noticed).
     pub fn with<T>(&self, f: impl FnOnce(&mut MemoryStore) -> T) -> T {
         let mut store = self.lock();
         let before = store.changes();
         let out = f(&mut store);
-        let after = store.changes();
-        drop(store);
-        if after != before {
-            self.notify.send_replace(after);
+        if store.changes() != before {
+            let mut watches = self.lock_watches();
+            for w in watches.values_mut() {
+                let now = ClusterWatch::versions(&w.keys, &store);
+                if now != w.seen {
+                    w.seen = now;
+                    w.tx.send_modify(|c| *c += 1);
+                }
+            }
         }
         out
     }
 
-    /// Expires overdue leases now (and wakes subscribers if that deleted keys).
+    /// Expires overdue leases now (waking subscribers if that deleted a leader key).
     pub fn expire_now(&self, now: MonoTime) -> usize {
         self.with(|s| s.expire_now(now))
     }
 
-    /// A receiver of the store's change counter.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.notify.subscribe()
+    /// A receiver of the change counter of the cluster under `keys`.
+    pub fn subscribe(&self, keys: &ClusterKeys) -> tokio::sync::watch::Receiver<u64> {
+        let store = self.lock();
+        let mut watches = self.lock_watches();
+        watches
+            .entry(keys.prefix().to_string())
+            .or_insert_with(|| ClusterWatch {
+                keys: keys.clone(),
+                seen: ClusterWatch::versions(keys, &store),
+                tx: tokio::sync::watch::channel(0).0,
+            })
+            .tx
+            .subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, MemoryStore> {
         // A panic under the lock cannot leave the store half-written in a way that
         // matters to tests; keep serving rather than cascade panics.
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_watches(&self) -> MutexGuard<'_, BTreeMap<String, ClusterWatch>> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -857,7 +901,8 @@ impl Dcs for MemoryDcs {
     }
 
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.subscribe()
+        let keys = self.lock_node().keys().clone();
+        self.shared.subscribe(&keys)
     }
 
     fn set_timing(&self, timing: DcsTiming) {
@@ -1209,25 +1254,65 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn watch_wakes_on_changes_and_noticed_expiry() {
+    async fn watch_wakes_on_decision_keys_and_noticed_expiry_only() {
         let clock = Arc::new(ManualClock::new(t(1_000), 0));
         let (shared, a, b) = async_pair(&clock);
         let mut rx = b.subscribe();
-        rx.borrow_and_update();
+        let other_cluster = MemoryDcs::new(
+            &shared,
+            clock.clone() as Arc<dyn Clock>,
+            ClusterKeys::new("service", "robin"),
+            "x",
+            timing(),
+        );
+        a.touch_member(&member(1)).await.unwrap();
+        a.set_status(&Status::default()).await.unwrap();
+        a.set_history(&History::default()).await.unwrap();
+        a.set_failsafe(&Failsafe::new()).await.unwrap();
+        assert!(other_cluster.acquire_leader().await.unwrap());
+        assert!(
+            !rx.has_changed().unwrap(),
+            "member/status/history/failsafe writes and other clusters do not wake"
+        );
         assert!(a.acquire_leader().await.unwrap());
         assert!(rx.has_changed().unwrap(), "acquire wakes other members");
         rx.borrow_and_update();
         assert!(a.renew_leader().await.unwrap());
         assert!(!rx.has_changed().unwrap(), "a keepalive changes no key");
+        for write in 0..4 {
+            match write {
+                0 => assert!(a.set_config(&DynamicConfig::default(), None).await.unwrap()),
+                1 => assert!(a.set_failover(&Failover::default(), None).await.unwrap()),
+                2 => assert!(a
+                    .set_sync(&SyncState::default(), None)
+                    .await
+                    .unwrap()
+                    .is_some()),
+                _ => assert!(a.initialize("").await.unwrap()),
+            }
+            assert!(
+                rx.has_changed().unwrap(),
+                "decision key write {write} wakes"
+            );
+            rx.borrow_and_update();
+        }
         clock.advance(TTL);
         assert!(!rx.has_changed().unwrap(), "expiry is noticed lazily");
-        assert_eq!(shared.expire_now(clock.now()), 1);
+        assert_eq!(shared.expire_now(clock.now()), 2, "a's and x's leases");
         assert!(
             rx.has_changed().unwrap(),
-            "noticed expiry wakes subscribers"
+            "noticed expiry of the leader wakes"
         );
         rx.borrow_and_update();
+        b.touch_member(&member(2)).await.unwrap();
+        clock.advance(TTL);
+        assert!(b.get_cluster().await.unwrap().members.is_empty());
+        assert!(
+            !rx.has_changed().unwrap(),
+            "a member's expiry does not wake"
+        );
         assert!(b.acquire_leader().await.unwrap());
+        rx.borrow_and_update();
         clock.advance(TTL);
         assert!(b.get_cluster().await.unwrap().is_unlocked());
         assert!(

@@ -30,6 +30,8 @@ enum Fault {
     RenewWithoutKeepalive,
     /// The subscription never fires.
     SilentWatch,
+    /// The subscription fires on every write, member records included.
+    NoisyWatch,
     /// An unreachable DCS reports a backend error.
     WrongUnreachableVariant,
     /// `delete_cluster` does nothing.
@@ -41,6 +43,8 @@ enum Fault {
 struct MemoryHarness {
     store: SharedMemoryStore,
     fault: Fault,
+    /// Bumped by every write of every client (for `Fault::NoisyWatch`).
+    any_write: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl MemoryHarness {
@@ -48,6 +52,7 @@ impl MemoryHarness {
         MemoryHarness {
             store: SharedMemoryStore::new(),
             fault,
+            any_write: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
@@ -66,6 +71,7 @@ impl MemoryHarness {
             name: member.to_string(),
             fault: self.fault,
             dead_watch,
+            any_write: self.any_write.clone(),
         }
     }
 }
@@ -119,9 +125,15 @@ struct Faulty {
     name: String,
     fault: Fault,
     dead_watch: tokio::sync::watch::Sender<u64>,
+    any_write: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Faulty {
+    fn wrote<T>(&self, result: Result<T, DcsError>) -> Result<T, DcsError> {
+        self.any_write.send_modify(|c| *c += 1);
+        result
+    }
+
     fn put_raw(&self, key: &str, value: &str) {
         let now = ha_core::clock::monotonic_now();
         self.inner
@@ -173,7 +185,7 @@ impl Dcs for Faulty {
         } else {
             self.inner.touch_member(data).await
         };
-        match result {
+        match self.wrote(result) {
             Err(DcsError::Unreachable(e)) if self.fault == Fault::WrongUnreachableVariant => {
                 Err(DcsError::Backend(e))
             }
@@ -203,7 +215,7 @@ impl Dcs for Faulty {
         expected: Option<Version>,
     ) -> Result<bool, DcsError> {
         let expected = expected.filter(|_| self.fault != Fault::IgnoresCasVersion);
-        self.inner.set_config(config, expected).await
+        self.wrote(self.inner.set_config(config, expected).await)
     }
 
     async fn set_failover(
@@ -229,15 +241,15 @@ impl Dcs for Faulty {
     }
 
     async fn set_history(&self, history: &History) -> Result<(), DcsError> {
-        self.inner.set_history(history).await
+        self.wrote(self.inner.set_history(history).await)
     }
 
     async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
-        self.inner.set_status(status).await
+        self.wrote(self.inner.set_status(status).await)
     }
 
     async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
-        self.inner.set_failsafe(failsafe).await
+        self.wrote(self.inner.set_failsafe(failsafe).await)
     }
 
     async fn delete_cluster(&self) -> Result<(), DcsError> {
@@ -250,6 +262,9 @@ impl Dcs for Faulty {
     fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         if self.fault == Fault::SilentWatch {
             return self.dead_watch.subscribe();
+        }
+        if self.fault == Fault::NoisyWatch {
+            return self.any_write.subscribe();
         }
         self.inner.subscribe()
     }
@@ -314,6 +329,11 @@ async fn watch_fires_on_leader_change() {
 }
 
 #[tokio::test]
+async fn watch_ignores_member_and_status_writes() {
+    conformance::watch_ignores_member_and_status_writes(&correct()).await;
+}
+
+#[tokio::test]
 async fn unreachable_is_typed_and_bounded() {
     conformance::unreachable_is_typed_and_bounded(&correct()).await;
 }
@@ -372,6 +392,20 @@ async fn renew_without_keepalive_is_caught() {
 async fn silent_watch_is_caught() {
     let h = MemoryHarness::new(Fault::SilentWatch);
     conformance::watch_fires_on_leader_change(&h).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "check `watch_ignores_member_and_status_writes` failed")]
+async fn noisy_watch_is_caught() {
+    let h = MemoryHarness::new(Fault::NoisyWatch);
+    conformance::watch_ignores_member_and_status_writes(&h).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "check `watch_ignores_member_and_status_writes` failed")]
+async fn silent_watch_is_caught_by_the_config_control() {
+    let h = MemoryHarness::new(Fault::SilentWatch);
+    conformance::watch_ignores_member_and_status_writes(&h).await;
 }
 
 #[tokio::test]
