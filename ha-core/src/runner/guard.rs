@@ -48,7 +48,7 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::WriteConfig { .. }
         | Action::ClearFailover { .. }
         | Action::SyncSlots { .. } => {
-            (!ctx.lease_until.is_some_and(|t| ctx.now < t)).then_some(Refusal::NotLeader)
+            ctx.lease_until.is_none_or(|t| ctx.now >= t).then_some(Refusal::NotLeader)
         }
         // Steps towards safety, and requests the DCS itself arbitrates (create-if-absent,
         // compare-and-set on my own name), are always allowed.
