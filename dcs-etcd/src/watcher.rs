@@ -1,0 +1,139 @@
+//! The background watch on the cluster prefix that wakes the HA loop.
+//!
+//! It only bumps a counter; it never reads or refreshes anything the HA loop relies
+//! on, so a stuck loop still loses its lease.
+
+use crate::backend::{attempt_timeout, ClientFactory};
+use crate::failure::Failure;
+use etcd_client::{EventType, WatchOptions};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// First pause after a lost watch.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Stops the watch task when dropped.
+pub(crate) struct WatcherGuard {
+    task: JoinHandle<()>,
+}
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn bump(wake: &watch::Sender<u64>) {
+    wake.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// Starts the watch task: it keeps one watch on `prefix` open, reconnecting with
+/// backoff, and bumps `wake` on every change (and once after each reconnect, since
+/// events may have been missed while it was away).
+pub(crate) fn spawn_watcher(
+    factory: ClientFactory,
+    prefix: String,
+    wake: Arc<watch::Sender<u64>>,
+    retry_timeout: Duration,
+) -> WatcherGuard {
+    let task = tokio::spawn(async move {
+        let mut backoff = MIN_BACKOFF;
+        let mut connected_before = false;
+        loop {
+            let started = Instant::now();
+            // Run each session in its own task: etcd-client asserts on unexpected
+            // watch replies, and a panic there must not end the watching for good.
+            let session = tokio::spawn(watch_session(
+                factory.clone(),
+                prefix.clone(),
+                wake.clone(),
+                retry_timeout,
+                connected_before,
+            ));
+            match session.await {
+                Ok(Ok(reason)) => {
+                    connected_before = true;
+                    tracing::info!(%reason, "etcd watch ended; reconnecting");
+                }
+                Ok(Err(SessionError::NeverStarted(reason))) => {
+                    tracing::debug!(%reason, "etcd watch could not be started");
+                }
+                Err(e) => tracing::warn!(error = %e, "etcd watch task failed; restarting"),
+            }
+            if started.elapsed() > MAX_BACKOFF * 5 {
+                backoff = MIN_BACKOFF;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    });
+    WatcherGuard { task }
+}
+
+enum SessionError {
+    NeverStarted(String),
+}
+
+/// One watch stream from creation to its end. `Ok(reason)` once the watch had been
+/// created; `Err` if it never was.
+async fn watch_session(
+    factory: ClientFactory,
+    prefix: String,
+    wake: Arc<watch::Sender<u64>>,
+    retry_timeout: Duration,
+    reconnect: bool,
+) -> Result<String, SessionError> {
+    let per_attempt = attempt_timeout(retry_timeout, factory.endpoints.len());
+    let start = async {
+        let mut client = factory.watch_client(per_attempt).await?;
+        let options = WatchOptions::new().with_prefix().with_prev_key();
+        client
+            .watch(prefix.clone(), Some(options))
+            .await
+            .map_err(Failure::from)
+    };
+    let (_watcher, mut stream) = match tokio::time::timeout(per_attempt, start).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(f)) => return Err(SessionError::NeverStarted(format!("{f:?}"))),
+        Err(_) => {
+            return Err(SessionError::NeverStarted(format!(
+                "no answer within {per_attempt:?}"
+            )))
+        }
+    };
+    if reconnect {
+        bump(&wake);
+    }
+    loop {
+        match stream.message().await {
+            Ok(Some(resp)) => {
+                if resp.canceled() {
+                    return Ok(format!("watch cancelled: {}", resp.cancel_reason()));
+                }
+                if resp.events().iter().any(is_change) {
+                    bump(&wake);
+                }
+            }
+            Ok(None) => return Ok("stream closed".to_string()),
+            Err(e) => return Ok(e.to_string()),
+        }
+    }
+}
+
+/// Whether an event may change what the HA loop sees: anything but a re-write of a
+/// key with the same value on the same lease (members re-put their unchanged record
+/// every cycle, which must not wake every other member every cycle).
+fn is_change(event: &etcd_client::Event) -> bool {
+    if event.event_type() != EventType::Put {
+        return true;
+    }
+    match (event.kv(), event.prev_kv()) {
+        (Some(kv), Some(prev)) => kv.value() != prev.value() || kv.lease() != prev.lease(),
+        _ => true,
+    }
+}
