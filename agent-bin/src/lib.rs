@@ -1,1 +1,4 @@
 //! Shared wiring of the fullauto binaries (config, REST API).
+
+pub mod api;
+pub mod config;

@@ -1,0 +1,1 @@
+//! Patroni-compatible REST API.

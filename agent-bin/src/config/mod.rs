@@ -1,0 +1,706 @@
+//! The agent's local config file in Patroni's `patroni.yml` structure, with the
+//! `PATRONI_*` environment overrides, and a validator that reports every problem
+//! with its path (`--validate-config`).
+//!
+//! Loading goes: YAML text ⇒ JSON-like tree ⇒ environment overlay ⇒ 3.x synonyms ⇒
+//! schema walk (types, required and unknown keys) ⇒ cross-field rules ⇒ typed
+//! [`Config`]. Only a document without errors becomes a `Config`.
+
+mod env;
+mod loose;
+mod report;
+mod schema;
+mod types;
+
+pub use env::{overlay_from_env, parse_dict, parse_list, process_env, EnvMap, EnvOverlay};
+pub use report::{ConfigErrors, Problem, Report, Severity, Warning};
+pub use types::*;
+
+use ha_core::{DynamicConfig, Tags};
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The local configuration of one agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Cluster name.
+    pub scope: String,
+    /// DCS path prefix (`/service`).
+    pub namespace: String,
+    /// This member's name.
+    pub name: String,
+    /// REST API.
+    pub restapi: RestApiConfig,
+    /// Client side of the REST API (fullautoctl, peer probes).
+    pub ctl: CtlConfig,
+    /// The DCS.
+    pub dcs: DcsConfig,
+    /// Cluster bootstrap.
+    pub bootstrap: BootstrapConfig,
+    /// Local Postgres.
+    pub postgresql: PostgresqlConfig,
+    /// Watchdog.
+    pub watchdog: WatchdogConfig,
+    /// This member's tags.
+    pub tags: Tags,
+    /// Logging.
+    pub log: LogConfig,
+    /// The merged document (file + environment) the config was built from.
+    pub raw: Value,
+}
+
+impl Config {
+    /// Loads `path` (a file, or a directory of YAML files merged in name order) with
+    /// the process environment applied.
+    pub fn load(path: impl AsRef<Path>) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        Config::load_with_env(path, &process_env())
+    }
+
+    /// Loads `path` with the given environment applied.
+    pub fn load_with_env(
+        path: impl AsRef<Path>,
+        env: &EnvMap,
+    ) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        let doc = read_document(path.as_ref()).map_err(|p| ConfigErrors(Report { problems: p }))?;
+        Config::from_document(doc, env)
+    }
+
+    /// Loads YAML text with the given environment applied.
+    pub fn from_yaml_str(text: &str, env: &EnvMap) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        let doc = parse_yaml(text, "").map_err(|p| ConfigErrors(Report { problems: vec![p] }))?;
+        Config::from_document(doc, env)
+    }
+
+    fn from_document(doc: Value, env: &EnvMap) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+        let (merged, report) = check_document(doc, env);
+        if report.has_errors() {
+            return Err(ConfigErrors(report));
+        }
+        match build(&merged) {
+            Ok(c) => Ok((c, report.problems)),
+            Err(e) => {
+                let mut report = report;
+                report.problems.insert(0, e);
+                Err(ConfigErrors(report))
+            }
+        }
+    }
+
+    /// `postgres://connect_address/postgres`, published in the member key.
+    pub fn conn_url(&self) -> String {
+        format!("postgres://{}/postgres", self.postgresql.connect_address)
+    }
+
+    /// The API URL published in the member key.
+    pub fn api_url(&self) -> String {
+        self.restapi.api_url()
+    }
+
+    /// Credentials for calling other members' unsafe endpoints: `ctl.authentication`,
+    /// else `restapi.authentication`.
+    pub fn client_auth(&self) -> Option<&BasicAuth> {
+        self.ctl
+            .authentication
+            .as_ref()
+            .or(self.restapi.authentication.as_ref())
+    }
+}
+
+/// Checks `path` with the process environment applied.
+pub fn validate_file(path: impl AsRef<Path>) -> Report {
+    validate_file_with_env(path, &process_env())
+}
+
+/// Checks `path` with the given environment applied.
+pub fn validate_file_with_env(path: impl AsRef<Path>, env: &EnvMap) -> Report {
+    match read_document(path.as_ref()) {
+        Err(problems) => Report { problems },
+        Ok(doc) => {
+            let (merged, mut report) = check_document(doc, env);
+            if !report.has_errors() {
+                if let Err(p) = build(&merged) {
+                    report.problems.insert(0, p);
+                }
+            }
+            report
+        }
+    }
+}
+
+/// Checks YAML text with the given environment applied.
+pub fn validate_str(text: &str, env: &EnvMap) -> Report {
+    match parse_yaml(text, "") {
+        Err(p) => Report { problems: vec![p] },
+        Ok(doc) => {
+            let (merged, mut report) = check_document(doc, env);
+            if !report.has_errors() {
+                if let Err(p) = build(&merged) {
+                    report.problems.insert(0, p);
+                }
+            }
+            report
+        }
+    }
+}
+
+/// The whole `--validate-config` output for `path` (process environment applied):
+/// one line per problem, and whether the file is usable.
+pub fn validate_config_output(path: impl AsRef<Path>) -> (String, bool) {
+    let report = validate_file(path);
+    (report.render(), !report.has_errors())
+}
+
+/// Converts YAML to the JSON data model (non-string keys are printed).
+pub fn yaml_to_json(v: &serde_yaml::Value) -> Option<Value> {
+    use serde_yaml::Value as Y;
+    Some(match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(*b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                serde_json::Number::from_f64(n.as_f64()?)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
+            }
+        }
+        Y::String(s) => Value::String(s.clone()),
+        Y::Sequence(items) => Value::Array(items.iter().filter_map(yaml_to_json).collect()),
+        Y::Mapping(m) => {
+            let mut out = Map::new();
+            for (k, x) in m {
+                let key = match k {
+                    Y::String(s) => s.clone(),
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    Y::Null => "null".to_string(),
+                    _ => continue,
+                };
+                out.insert(key, yaml_to_json(x)?);
+            }
+            Value::Object(out)
+        }
+        Y::Tagged(t) => yaml_to_json(&t.value)?,
+    })
+}
+
+fn parse_yaml(text: &str, origin: &str) -> Result<Value, Problem> {
+    let where_ = |msg: String| {
+        if origin.is_empty() {
+            msg
+        } else {
+            format!("{origin}: {msg}")
+        }
+    };
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
+    let y: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| Problem::error("", where_(format!("not valid YAML: {e}"))))?;
+    match yaml_to_json(&y) {
+        Some(v @ Value::Object(_)) => Ok(v),
+        Some(Value::Null) => Ok(Value::Object(Map::new())),
+        _ => Err(Problem::error(
+            "",
+            where_("the config must be a YAML mapping".to_string()),
+        )),
+    }
+}
+
+fn read_document(path: &Path) -> Result<Value, Vec<Problem>> {
+    let unreadable = |e: std::io::Error| {
+        vec![Problem::error(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )]
+    };
+    if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .map_err(unreadable)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+            .collect();
+        files.sort();
+        let mut doc = Value::Object(Map::new());
+        let mut problems = Vec::new();
+        for f in files {
+            match std::fs::read_to_string(&f) {
+                Err(e) => problems.push(Problem::error(
+                    "",
+                    format!("cannot read {}: {e}", f.display()),
+                )),
+                Ok(text) => match parse_yaml(&text, &f.display().to_string()) {
+                    Ok(v) => deep_merge(&mut doc, v),
+                    Err(p) => problems.push(p),
+                },
+            }
+        }
+        return if problems.is_empty() {
+            Ok(doc)
+        } else {
+            Err(problems)
+        };
+    }
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    parse_yaml(&text, "").map_err(|p| vec![p])
+}
+
+/// Merges `over` into `base`: mappings recursively, everything else replaced.
+pub fn deep_merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => deep_merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// 3.x names read as their 4.x names.
+fn apply_synonyms(doc: &mut Value) {
+    let rename = |m: &mut Map<String, Value>, old: &str, new: &str| {
+        if let Some(v) = m.remove(old) {
+            m.entry(new.to_string()).or_insert(v);
+        }
+    };
+    if let Some(dcs) = doc
+        .get_mut("bootstrap")
+        .and_then(|b| b.get_mut("dcs"))
+        .and_then(Value::as_object_mut)
+    {
+        rename(dcs, "master_start_timeout", "primary_start_timeout");
+        rename(dcs, "master_stop_timeout", "primary_stop_timeout");
+        rename(dcs, "permanent_replication_slots", "slots");
+        rename(dcs, "permanent_slots", "slots");
+    }
+    if let Some(b) = doc.get_mut("bootstrap").and_then(Value::as_object_mut) {
+        // `post_init` is the older name of `post_bootstrap`.
+        rename(b, "post_init", "post_bootstrap");
+    }
+}
+
+const DCS_SECTIONS: &[&str] = &["etcd3", "etcd", "zookeeper", "consul"];
+const UNSUPPORTED_DCS: &[&str] = &["kubernetes", "raft", "exhibitor"];
+
+/// Everything short of building the typed config: returns the merged document and
+/// the report (errors then warnings).
+fn check_document(file_doc: Value, env: &EnvMap) -> (Value, Report) {
+    let overlay = overlay_from_env(env);
+    let mut problems = overlay.warnings.clone();
+    let mut doc = match &overlay.whole_config {
+        Some(text) => match parse_yaml(text, "PATRONI_CONFIGURATION") {
+            Ok(v) => v,
+            Err(p) => {
+                problems.push(p);
+                Value::Object(Map::new())
+            }
+        },
+        None => {
+            let mut d = file_doc;
+            deep_merge(&mut d, Value::Object(overlay.overlay.clone()));
+            d
+        }
+    };
+    apply_synonyms(&mut doc);
+    schema::check(&schema::config_kind(), &doc, "", &mut problems);
+    cross_checks(&doc, &mut problems);
+    for p in &mut problems {
+        if let Some((_, var)) = overlay.origins.iter().rev().find(|(path, _)| {
+            p.path == **path
+                || p.path.starts_with(&format!("{path}."))
+                || p.path.starts_with(&format!("{path}["))
+        }) {
+            p.message.push_str(&format!(" (set by {var})"));
+        }
+    }
+    // Errors first, each group in discovery (file) order.
+    problems.sort_by_key(|p| p.severity);
+    (doc, Report { problems })
+}
+
+fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
+    let Some(top) = doc.as_object() else {
+        return;
+    };
+    // Exactly one DCS.
+    let present: Vec<&str> = DCS_SECTIONS
+        .iter()
+        .copied()
+        .filter(|s| top.get(*s).is_some_and(|v| !v.is_null()))
+        .collect();
+    for s in UNSUPPORTED_DCS {
+        if top.contains_key(*s) {
+            out.push(Problem::error(
+                *s,
+                "this DCS is not supported by fullauto; use etcd3, zookeeper or consul",
+            ));
+        }
+    }
+    if top.contains_key("citus") {
+        out.push(Problem::warning(
+            "citus",
+            "Citus is not supported (ignored)",
+        ));
+    }
+    match present.len() {
+        0 => out.push(Problem::error(
+            "",
+            "no DCS configured: add one of the sections etcd3, zookeeper or consul \
+             (or set PATRONI_ETCD3_HOSTS, PATRONI_ZOOKEEPER_HOSTS or PATRONI_CONSUL_HOST)",
+        )),
+        1 => {}
+        _ => out.push(Problem::error(
+            "",
+            format!(
+                "more than one DCS configured ({}): keep exactly one",
+                present.join(", ")
+            ),
+        )),
+    }
+    for s in ["etcd3", "etcd"] {
+        if let Some(e) = top.get(s).and_then(Value::as_object) {
+            let has = |k: &str| e.get(k).is_some_and(|v| !v.is_null());
+            if !["host", "hosts", "url", "srv", "proxy"]
+                .iter()
+                .any(|k| has(k))
+            {
+                out.push(Problem::error(
+                    s,
+                    "one of host, hosts, url, srv or proxy is required",
+                ));
+            }
+        }
+    }
+    if let Some(name) = top.get("name").and_then(loose::as_string) {
+        if name.contains('/') || name.trim().is_empty() {
+            out.push(Problem::error(
+                "name",
+                format!("{name:?} cannot be a member name (empty or contains '/')"),
+            ));
+        }
+    }
+    check_bootstrap_dcs(top.get("bootstrap").and_then(|b| b.get("dcs")), out);
+    // Tag conflicts (spec §7: nofailover wins, nosync wins).
+    if let Some(t) = top.get("tags").and_then(Value::as_object) {
+        let set = |k: &str| t.get(k).and_then(loose::as_bool).unwrap_or(false);
+        let given = |k: &str| t.get(k).is_some_and(|v| !v.is_null());
+        if set("nofailover") && given("failover_priority") {
+            out.push(Problem::warning(
+                "tags.failover_priority",
+                "ignored because nofailover is set",
+            ));
+        }
+        if set("nosync") && given("sync_priority") {
+            out.push(Problem::warning(
+                "tags.sync_priority",
+                "ignored because nosync is set",
+            ));
+        }
+        if let Some(r) = t.get("replicatefrom").and_then(loose::as_string) {
+            if top.get("name").and_then(loose::as_string).as_deref() == Some(r.as_str()) {
+                out.push(Problem::warning(
+                    "tags.replicatefrom",
+                    "names this member itself (ignored)",
+                ));
+            }
+        }
+    }
+    if let Some(r) = top.get("restapi").and_then(Value::as_object) {
+        let has = |k: &str| {
+            r.get(k)
+                .and_then(loose::as_string)
+                .is_some_and(|s| !s.is_empty())
+        };
+        if has("keyfile") && !has("certfile") {
+            out.push(Problem::error(
+                "restapi.keyfile",
+                "set without restapi.certfile",
+            ));
+        }
+        let verify = r
+            .get("verify_client")
+            .and_then(loose::as_string)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if (verify == "optional" || verify == "required") && !has("cafile") {
+            out.push(Problem::error(
+                "restapi.verify_client",
+                format!("{verify} needs restapi.cafile to check client certificates"),
+            ));
+        }
+        if (verify == "optional" || verify == "required") && !has("certfile") {
+            out.push(Problem::error(
+                "restapi.verify_client",
+                format!("{verify} needs HTTPS (restapi.certfile)"),
+            ));
+        }
+    }
+    for (path, v) in [
+        (
+            "restapi.connect_address",
+            top.get("restapi").and_then(|r| r.get("connect_address")),
+        ),
+        (
+            "postgresql.connect_address",
+            top.get("postgresql").and_then(|r| r.get("connect_address")),
+        ),
+    ] {
+        if let Some(host) = v
+            .and_then(Value::as_str)
+            .and_then(|s| s.rsplit_once(':'))
+            .map(|(h, _)| h)
+        {
+            let h = host.trim_matches(['[', ']']);
+            if matches!(h, "0.0.0.0" | "::" | "*") {
+                out.push(Problem::error(
+                    path,
+                    format!("{h:?} is not an address other members can reach"),
+                ));
+            }
+        }
+    }
+    if let Some(pg) = top.get("postgresql").and_then(Value::as_object) {
+        let methods = pg
+            .get("create_replica_methods")
+            .and_then(loose::as_string_list)
+            .unwrap_or_default();
+        for (i, m) in methods.iter().enumerate() {
+            if m == "basebackup" {
+                continue;
+            }
+            let has_command = pg
+                .get(m)
+                .and_then(|s| s.get("command"))
+                .and_then(loose::as_string)
+                .is_some();
+            if !has_command {
+                out.push(Problem::error(
+                    format!("postgresql.create_replica_methods[{i}]"),
+                    format!("method {m:?} needs a postgresql.{m}.command"),
+                ));
+            }
+        }
+    }
+    if let Some(b) = top.get("bootstrap").and_then(Value::as_object) {
+        if let Some(m) = b.get("method").and_then(loose::as_string) {
+            if m != "initdb"
+                && b.get(&m)
+                    .and_then(|s| s.get("command"))
+                    .and_then(loose::as_string)
+                    .is_none()
+            {
+                out.push(Problem::error(
+                    "bootstrap.method",
+                    format!("method {m:?} needs a bootstrap.{m}.command"),
+                ));
+            }
+        }
+        if b.contains_key("users") {
+            out.push(Problem::warning(
+                "bootstrap.users",
+                "removed in Patroni 4; create users in post_bootstrap (ignored)",
+            ));
+        }
+    }
+}
+
+fn check_bootstrap_dcs(dcs: Option<&Value>, out: &mut Vec<Problem>) {
+    let Some(dcs) = dcs.filter(|d| d.is_object()) else {
+        return;
+    };
+    // Type errors were already reported with their own paths.
+    if out
+        .iter()
+        .any(|p| p.is_error() && p.path.starts_with("bootstrap.dcs"))
+    {
+        return;
+    }
+    match serde_json::from_value::<DynamicConfig>(dcs.clone()) {
+        Err(e) => out.push(Problem::error("bootstrap.dcs", e.to_string())),
+        Ok(c) => {
+            for msg in c.validate() {
+                match msg.split_once(": ") {
+                    Some((field, why)) if !field.contains(' ') => {
+                        out.push(Problem::error(format!("bootstrap.dcs.{field}"), why))
+                    }
+                    _ => out.push(Problem::error("bootstrap.dcs", msg)),
+                }
+            }
+        }
+    }
+}
+
+fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
+
+fn typed<T: serde::de::DeserializeOwned + Default>(v: &Value, path: &str) -> Result<T, Problem> {
+    if v.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(v.clone()).map_err(|e| Problem::error(path, e.to_string()))
+}
+
+fn str_of(v: &Value) -> Option<String> {
+    loose::as_string(v).filter(|s| !s.is_empty())
+}
+
+fn method_sections(
+    section: &Value,
+    known: &[&str],
+) -> std::collections::BTreeMap<String, MethodSection> {
+    section
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, v)| !known.contains(&k.as_str()) && v.is_object())
+                .map(|(k, v)| (k.clone(), MethodSection::from_value(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const BOOTSTRAP_KEYS: &[&str] = &[
+    "dcs",
+    "method",
+    "initdb",
+    "pg_hba",
+    "post_bootstrap",
+    "post_init",
+    "users",
+];
+const POSTGRESQL_KEYS: &[&str] = &[
+    "parameters",
+    "parameters_primary",
+    "parameters_replica",
+    "parameters_standby_leader",
+    "recovery_conf",
+    "authentication",
+    "bin_name",
+    "callbacks",
+];
+
+/// Builds the typed config from a checked document.
+fn build(doc: &Value) -> Result<Config, Problem> {
+    let dcs = if let Some(e) = ["etcd3", "etcd"]
+        .iter()
+        .find_map(|k| doc.get(*k).filter(|v| !v.is_null()))
+    {
+        DcsConfig::Etcd3(typed(e, "etcd3")?)
+    } else if let Some(z) = doc.get("zookeeper").filter(|v| !v.is_null()) {
+        DcsConfig::Zookeeper(typed(z, "zookeeper")?)
+    } else if let Some(c) = doc.get("consul").filter(|v| !v.is_null()) {
+        DcsConfig::Consul(typed(c, "consul")?)
+    } else {
+        return Err(Problem::error("", "no DCS configured"));
+    };
+
+    let b = get(doc, "bootstrap");
+    let bootstrap = BootstrapConfig {
+        dcs: typed(get(b, "dcs"), "bootstrap.dcs")?,
+        method: str_of(get(b, "method")),
+        initdb: tool_options(get(b, "initdb")),
+        pg_hba: loose::as_string_list(get(b, "pg_hba")).unwrap_or_default(),
+        post_bootstrap: str_of(get(b, "post_bootstrap")),
+        methods: method_sections(b, BOOTSTRAP_KEYS),
+    };
+
+    let pg = get(doc, "postgresql");
+    let b_opt = |k: &str| loose::as_bool(get(pg, k));
+    let obj = |k: &str| get(pg, k).as_object().cloned().unwrap_or_default();
+    let create_replica_methods = loose::as_string_list(get(pg, "create_replica_methods"))
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| vec!["basebackup".to_string()]);
+    let postgresql = PostgresqlConfig {
+        listen: str_of(get(pg, "listen")).unwrap_or_default(),
+        connect_address: str_of(get(pg, "connect_address")).unwrap_or_default(),
+        proxy_address: str_of(get(pg, "proxy_address")),
+        data_dir: str_of(get(pg, "data_dir")).unwrap_or_default(),
+        config_dir: str_of(get(pg, "config_dir")),
+        bin_dir: str_of(get(pg, "bin_dir")),
+        bin_name: typed(get(pg, "bin_name"), "postgresql.bin_name")?,
+        pgpass: str_of(get(pg, "pgpass")),
+        authentication: typed(get(pg, "authentication"), "postgresql.authentication")?,
+        parameters: obj("parameters"),
+        pg_hba: loose::as_string_list(get(pg, "pg_hba")).filter(|_| !get(pg, "pg_hba").is_null()),
+        pg_ident: loose::as_string_list(get(pg, "pg_ident"))
+            .filter(|_| !get(pg, "pg_ident").is_null()),
+        custom_conf: str_of(get(pg, "custom_conf")),
+        use_unix_socket: b_opt("use_unix_socket").unwrap_or(false),
+        use_unix_socket_repl: b_opt("use_unix_socket_repl").unwrap_or(false),
+        pg_ctl_timeout: loose::as_f64(get(pg, "pg_ctl_timeout")).unwrap_or(60.0),
+        use_pg_rewind: b_opt("use_pg_rewind"),
+        use_slots: b_opt("use_slots"),
+        rewind: tool_options(get(pg, "rewind")),
+        remove_data_directory_on_rewind_failure: b_opt("remove_data_directory_on_rewind_failure")
+            .unwrap_or(false),
+        remove_data_directory_on_diverged_timelines: b_opt(
+            "remove_data_directory_on_diverged_timelines",
+        )
+        .unwrap_or(false),
+        methods: method_sections(pg, POSTGRESQL_KEYS)
+            .into_iter()
+            .filter(|(k, _)| k != "basebackup" && k != "rewind")
+            .collect(),
+        create_replica_methods,
+        basebackup: tool_options(get(pg, "basebackup")),
+        recovery_conf: obj("recovery_conf"),
+        callbacks: typed(get(pg, "callbacks"), "postgresql.callbacks")?,
+        pre_promote: str_of(get(pg, "pre_promote")),
+        before_stop: str_of(get(pg, "before_stop")),
+    };
+
+    let w = get(doc, "watchdog");
+    let mode = match get(w, "mode") {
+        Value::Bool(false) => WatchdogMode::Off,
+        Value::Bool(true) => WatchdogMode::Automatic,
+        other => match loose::as_string(other)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "off" | "false" => WatchdogMode::Off,
+            "required" => WatchdogMode::Required,
+            _ => WatchdogMode::Automatic,
+        },
+    };
+    let watchdog = WatchdogConfig {
+        mode,
+        device: str_of(get(w, "device")).unwrap_or_else(|| "/dev/watchdog".into()),
+        safety_margin: loose::as_f64(get(w, "safety_margin")).unwrap_or(5.0),
+    };
+
+    let l = get(doc, "log");
+    let log = LogConfig {
+        level: str_of(get(l, "level"))
+            .unwrap_or_else(|| "INFO".into())
+            .to_ascii_uppercase(),
+        json: str_of(get(l, "type")).is_some_and(|t| t.eq_ignore_ascii_case("json")),
+        dir: str_of(get(l, "dir")),
+        format: str_of(get(l, "format")),
+    };
+
+    Ok(Config {
+        scope: str_of(get(doc, "scope")).unwrap_or_default(),
+        namespace: str_of(get(doc, "namespace")).unwrap_or_else(|| "/service".into()),
+        name: str_of(get(doc, "name")).unwrap_or_default(),
+        restapi: typed(get(doc, "restapi"), "restapi")?,
+        ctl: typed(get(doc, "ctl"), "ctl")?,
+        dcs,
+        bootstrap,
+        postgresql,
+        watchdog,
+        tags: typed(get(doc, "tags"), "tags")?,
+        log,
+        raw: doc.clone(),
+    })
+}

@@ -1,0 +1,651 @@
+//! The shape of `patroni.yml` described as data, and a walker that checks a parsed
+//! document against it, reporting every problem with its dotted path.
+
+use super::loose;
+use super::report::Problem;
+use serde_json::Value;
+
+/// What a value at some path must look like.
+pub(crate) enum Kind {
+    /// Anything.
+    Any,
+    /// A string (numbers and booleans are accepted and read as text).
+    Str,
+    /// An integer, optionally bounded below.
+    Int(Option<i64>),
+    /// A number, optionally bounded below.
+    Num(Option<f64>),
+    /// A boolean (`true`, `"on"`, `1`, …).
+    Bool,
+    /// One of fixed words (case-insensitive).
+    Enum(&'static [&'static str]),
+    /// `host:port`.
+    Addr(AddrRule),
+    /// A list of `host:port` or a comma-separated string of them.
+    AddrList(AddrRule),
+    /// A list of strings or a comma-separated string.
+    StrList,
+    /// A list whose items have one kind.
+    List(Box<Kind>),
+    /// A mapping with known keys.
+    Map(Vec<Field>, Extra),
+    /// A mapping with free keys whose values have one kind.
+    MapOf(Box<Kind>),
+    /// The first alternative that fits.
+    Either(Vec<Kind>),
+}
+
+/// How strictly an address is checked.
+#[derive(Clone, Copy)]
+pub(crate) struct AddrRule {
+    /// A listen address: host may be empty or a wildcard, several hosts comma-separated.
+    pub listen: bool,
+    /// Whether `:port` may be left out.
+    pub port_optional: bool,
+}
+
+/// What to do with keys a `Map` does not know.
+pub(crate) enum Extra {
+    /// Warn: probably a typo.
+    Warn,
+    /// Keep silently (user-defined keys such as custom tags).
+    Allow,
+    /// Mappings with a `command` are custom method sections; others warn.
+    MethodSections,
+}
+
+/// One known key of a mapping.
+pub(crate) struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+}
+
+fn opt(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        required: false,
+    }
+}
+
+fn req(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        required: true,
+    }
+}
+
+fn map(fields: Vec<Field>) -> Kind {
+    Kind::Map(fields, Extra::Warn)
+}
+
+const ADDR: AddrRule = AddrRule {
+    listen: false,
+    port_optional: false,
+};
+const LISTEN: AddrRule = AddrRule {
+    listen: true,
+    port_optional: false,
+};
+const HOST_MAYBE_PORT: AddrRule = AddrRule {
+    listen: false,
+    port_optional: true,
+};
+
+impl Kind {
+    fn expected(&self) -> String {
+        match self {
+            Kind::Any => "anything".into(),
+            Kind::Str => "a string".into(),
+            Kind::Int(_) => "an integer".into(),
+            Kind::Num(_) => "a number".into(),
+            Kind::Bool => "a boolean".into(),
+            Kind::Enum(words) => format!("one of {}", words.join(", ")),
+            Kind::Addr(_) => "host:port".into(),
+            Kind::AddrList(_) => "a list of host:port (or a comma-separated string)".into(),
+            Kind::StrList => "a list of strings (or a comma-separated string)".into(),
+            Kind::List(_) => "a list".into(),
+            Kind::Map(..) | Kind::MapOf(_) => "a mapping".into(),
+            Kind::Either(alts) => alts
+                .iter()
+                .map(Kind::expected)
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+}
+
+/// How a value is shown in a message: strings quoted, containers by kind.
+pub(crate) fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
+pub(crate) fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Checks `v` at `path` against `kind`, appending every problem to `out`.
+pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) {
+    let wrong = |out: &mut Vec<Problem>| {
+        out.push(Problem::error(
+            path,
+            format!("expected {}, got {}", kind.expected(), describe(v)),
+        ))
+    };
+    match kind {
+        Kind::Any => {}
+        Kind::Str => {
+            if loose::as_string(v).is_none() {
+                wrong(out)
+            }
+        }
+        Kind::Int(min) => match loose::as_i64(v) {
+            None => wrong(out),
+            Some(i) => {
+                if let Some(m) = min.filter(|m| i < *m) {
+                    out.push(Problem::error(path, format!("must be >= {m}, got {i}")));
+                }
+            }
+        },
+        Kind::Num(min) => match loose::as_f64(v) {
+            None => wrong(out),
+            Some(f) => {
+                if let Some(m) = min.filter(|m| f < *m) {
+                    out.push(Problem::error(path, format!("must be >= {m}, got {f}")));
+                }
+            }
+        },
+        Kind::Bool => {
+            if loose::as_bool(v).is_none() {
+                wrong(out)
+            }
+        }
+        Kind::Enum(words) => {
+            let ok = loose::as_string(v)
+                .is_some_and(|s| words.iter().any(|w| w.eq_ignore_ascii_case(s.trim())));
+            if !ok {
+                wrong(out)
+            }
+        }
+        Kind::Addr(rule) => match v.as_str() {
+            Some(s) => {
+                if let Err(why) = check_address(s, *rule) {
+                    out.push(Problem::error(path, why));
+                }
+            }
+            None => wrong(out),
+        },
+        Kind::AddrList(rule) => match loose::as_string_list(v) {
+            Some(items) if !matches!(v, Value::Null) => {
+                if items.is_empty() {
+                    out.push(Problem::error(path, "must name at least one host"));
+                }
+                for (i, item) in items.iter().enumerate() {
+                    if let Err(why) = check_address(item, *rule) {
+                        let p = if v.is_array() {
+                            format!("{path}[{i}]")
+                        } else {
+                            path.to_string()
+                        };
+                        out.push(Problem::error(p, why));
+                    }
+                }
+            }
+            _ => wrong(out),
+        },
+        Kind::StrList => {
+            if loose::as_string_list(v).is_none() {
+                wrong(out)
+            }
+        }
+        Kind::List(item) => match v.as_array() {
+            Some(items) => {
+                for (i, x) in items.iter().enumerate() {
+                    check(item, x, &format!("{path}[{i}]"), out);
+                }
+            }
+            None => wrong(out),
+        },
+        Kind::MapOf(item) => match v.as_object() {
+            Some(m) => {
+                for (k, x) in m {
+                    check(item, x, &join(path, k), out);
+                }
+            }
+            None => wrong(out),
+        },
+        Kind::Map(fields, extra) => match v.as_object() {
+            Some(m) => {
+                for f in fields {
+                    match m.get(f.name) {
+                        None | Some(Value::Null) if f.required => {
+                            out.push(Problem::error(join(path, f.name), "missing"))
+                        }
+                        None | Some(Value::Null) => {}
+                        Some(x) => check(&f.kind, x, &join(path, f.name), out),
+                    }
+                }
+                for (k, x) in m {
+                    if fields.iter().any(|f| f.name == k) {
+                        continue;
+                    }
+                    match extra {
+                        Extra::Allow => {}
+                        Extra::MethodSections if x.get("command").is_some() => {}
+                        Extra::Warn | Extra::MethodSections => {
+                            out.push(Problem::warning(join(path, k), "unknown key (ignored)"))
+                        }
+                    }
+                }
+            }
+            None => wrong(out),
+        },
+        Kind::Either(alts) => {
+            for alt in alts {
+                let mut tmp = Vec::new();
+                check(alt, v, path, &mut tmp);
+                if !tmp.iter().any(Problem::is_error) {
+                    out.extend(tmp);
+                    return;
+                }
+            }
+            wrong(out)
+        }
+    }
+}
+
+/// Checks `host:port` (`[v6]:port`; listen addresses may list several hosts and use
+/// an empty host or `*`).
+pub(crate) fn check_address(s: &str, rule: AddrRule) -> Result<(), String> {
+    let s = s.trim();
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, Some(p)),
+        _ => (s, None),
+    };
+    // A bare IPv6 address without brackets has several colons and no port.
+    let (host, port) = if host.contains(':') && !host.starts_with('[') {
+        (s, None)
+    } else {
+        (host, port)
+    };
+    match port {
+        None if rule.port_optional => {}
+        None => return Err(format!("expected host:port, got {s:?}")),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => {}
+            _ => return Err(format!("invalid port {p:?} in {s:?}")),
+        },
+    }
+    let hosts: Vec<&str> = if rule.listen {
+        host.split(',').map(str::trim).collect()
+    } else {
+        vec![host.trim()]
+    };
+    for h in hosts {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        if h.is_empty() || h == "*" {
+            if rule.listen {
+                continue;
+            }
+            return Err(format!("host missing in {s:?}"));
+        }
+        if h.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!("invalid host {h:?} in {s:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn auth() -> Kind {
+    map(vec![req("username", Kind::Str), req("password", Kind::Str)])
+}
+
+/// Connection options of one Postgres user (`postgresql.authentication.<user>`).
+fn pg_user_kind() -> Kind {
+    map(vec![
+        req("username", Kind::Str),
+        opt("password", Kind::Str),
+        opt(
+            "sslmode",
+            Kind::Enum(&[
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ]),
+        ),
+        opt("sslcert", Kind::Str),
+        opt("sslkey", Kind::Str),
+        opt("sslpassword", Kind::Str),
+        opt("sslrootcert", Kind::Str),
+        opt("sslcrl", Kind::Str),
+        opt("sslcrldir", Kind::Str),
+        opt("sslnegotiation", Kind::Str),
+        opt("gssencmode", Kind::Enum(&["disable", "prefer", "require"])),
+        opt(
+            "channel_binding",
+            Kind::Enum(&["disable", "prefer", "require"]),
+        ),
+    ])
+}
+
+/// `initdb` / `basebackup` options: a list of `flag` or `{key: value}`, or a mapping.
+fn options_kind() -> Kind {
+    Kind::Either(vec![
+        Kind::List(Box::new(Kind::Either(vec![
+            Kind::Str,
+            Kind::MapOf(Box::new(Kind::Str)),
+        ]))),
+        Kind::MapOf(Box::new(Kind::Str)),
+    ])
+}
+
+fn scripts_kind() -> Kind {
+    Kind::Either(vec![Kind::Str, Kind::List(Box::new(Kind::Str))])
+}
+
+/// Postgres settings that may appear both locally and in the dynamic config.
+fn postgresql_shared_fields() -> Vec<Field> {
+    vec![
+        opt("parameters", Kind::MapOf(Box::new(Kind::Any))),
+        opt("parameters_primary", Kind::MapOf(Box::new(Kind::Any))),
+        opt("parameters_replica", Kind::MapOf(Box::new(Kind::Any))),
+        opt(
+            "parameters_standby_leader",
+            Kind::MapOf(Box::new(Kind::Any)),
+        ),
+        opt("pg_hba", Kind::List(Box::new(Kind::Str))),
+        opt("pg_ident", Kind::List(Box::new(Kind::Str))),
+        opt("recovery_conf", Kind::MapOf(Box::new(Kind::Any))),
+        opt("pg_ctl_timeout", Kind::Num(Some(0.0))),
+        opt("use_pg_rewind", Kind::Bool),
+        opt("use_slots", Kind::Bool),
+        opt("rewind", options_kind()),
+        opt("basebackup", options_kind()),
+        opt("remove_data_directory_on_rewind_failure", Kind::Bool),
+        opt("remove_data_directory_on_diverged_timelines", Kind::Bool),
+    ]
+}
+
+/// The dynamic configuration (`bootstrap.dcs`, and the DCS `config` key).
+pub(crate) fn dynamic_config_kind() -> Kind {
+    let mut pg = postgresql_shared_fields();
+    pg.push(opt("create_replica_methods", Kind::StrList));
+    let slot = map(vec![
+        opt("type", Kind::Enum(&["physical", "logical"])),
+        opt("database", Kind::Str),
+        opt("plugin", Kind::Str),
+        opt("cluster_type", Kind::Enum(&["any", "primary", "standby"])),
+    ]);
+    map(vec![
+        opt("ttl", Kind::Num(Some(1.0))),
+        opt("loop_wait", Kind::Num(Some(1.0))),
+        opt("retry_timeout", Kind::Num(Some(1.0))),
+        opt("maximum_lag_on_failover", Kind::Int(Some(0))),
+        opt("maximum_lag_on_syncnode", Kind::Int(Some(-1))),
+        opt("max_timelines_history", Kind::Int(Some(0))),
+        opt("primary_start_timeout", Kind::Num(Some(0.0))),
+        opt("primary_stop_timeout", Kind::Num(Some(0.0))),
+        opt("primary_race_backoff", Kind::Num(Some(0.0))),
+        opt(
+            "synchronous_mode",
+            Kind::Either(vec![Kind::Bool, Kind::Enum(&["off", "on", "quorum"])]),
+        ),
+        opt("synchronous_mode_strict", Kind::Bool),
+        opt("synchronous_node_count", Kind::Int(Some(1))),
+        opt("failsafe_mode", Kind::Bool),
+        opt("check_timeline", Kind::Bool),
+        opt("pause", Kind::Bool),
+        opt(
+            "member_slots_ttl",
+            Kind::Either(vec![Kind::Num(Some(0.0)), Kind::Str]),
+        ),
+        opt("postgresql", Kind::Map(pg, Extra::Warn)),
+        opt(
+            "standby_cluster",
+            map(vec![
+                opt("host", Kind::Str),
+                opt("port", Kind::Int(Some(1))),
+                opt("primary_slot_name", Kind::Str),
+                opt("create_replica_methods", Kind::StrList),
+                opt("restore_command", Kind::Str),
+                opt("archive_cleanup_command", Kind::Str),
+                opt("recovery_min_apply_delay", Kind::Str),
+                opt("leader_tags", Kind::MapOf(Box::new(Kind::Any))),
+            ]),
+        ),
+        opt("slots", Kind::MapOf(Box::new(Kind::Either(vec![slot])))),
+        opt(
+            "ignore_slots",
+            Kind::List(Box::new(Kind::MapOf(Box::new(Kind::Str)))),
+        ),
+    ])
+}
+
+fn etcd_kind() -> Kind {
+    let mut etcd = vec![
+        opt("host", Kind::Addr(ADDR)),
+        opt("hosts", Kind::AddrList(ADDR)),
+        opt("url", Kind::Str),
+        opt("proxy", Kind::Str),
+        opt("srv", Kind::Str),
+        opt("srv_suffix", Kind::Str),
+        opt("protocol", Kind::Enum(&["http", "https"])),
+        opt("username", Kind::Str),
+        opt("password", Kind::Str),
+        opt("use_proxies", Kind::Bool),
+        opt("retry_timeout", Kind::Num(Some(0.0))),
+    ];
+    tls_files(&mut etcd, &["cacert", "cert", "key", "key_password"]);
+    map(etcd)
+}
+
+fn tls_files(fields: &mut Vec<Field>, names: &[&'static str]) {
+    for n in names {
+        fields.push(opt(n, Kind::Str));
+    }
+}
+
+/// The whole local config file.
+pub(crate) fn config_kind() -> Kind {
+    let restapi = map(vec![
+        req("listen", Kind::Addr(LISTEN)),
+        req("connect_address", Kind::Addr(ADDR)),
+        opt("authentication", auth()),
+        opt("certfile", Kind::Str),
+        opt("keyfile", Kind::Str),
+        opt("keyfile_password", Kind::Str),
+        opt("cafile", Kind::Str),
+        opt("ciphers", Kind::Str),
+        opt(
+            "verify_client",
+            Kind::Enum(&["none", "optional", "required"]),
+        ),
+        opt("allowlist", Kind::StrList),
+        opt("allowlist_include_members", Kind::Bool),
+        opt("http_extra_headers", Kind::MapOf(Box::new(Kind::Str))),
+        opt("https_extra_headers", Kind::MapOf(Box::new(Kind::Str))),
+        opt("request_queue_size", Kind::Int(Some(0))),
+        opt(
+            "server_tokens",
+            Kind::Enum(&["original", "productonly", "minimal"]),
+        ),
+    ]);
+    let mut ctl = vec![opt("authentication", auth()), opt("insecure", Kind::Bool)];
+    tls_files(
+        &mut ctl,
+        &["cacert", "certfile", "keyfile", "keyfile_password"],
+    );
+    let mut zookeeper = vec![
+        req("hosts", Kind::AddrList(HOST_MAYBE_PORT)),
+        opt("use_ssl", Kind::Bool),
+        opt("verify", Kind::Bool),
+        opt("set_acls", Kind::MapOf(Box::new(Kind::StrList))),
+        opt(
+            "auth_data",
+            Kind::Either(vec![
+                Kind::MapOf(Box::new(Kind::Str)),
+                Kind::List(Box::new(Kind::List(Box::new(Kind::Str)))),
+            ]),
+        ),
+    ];
+    tls_files(&mut zookeeper, &["cacert", "cert", "key", "key_password"]);
+    let mut consul = vec![
+        opt("host", Kind::Addr(HOST_MAYBE_PORT)),
+        opt("url", Kind::Str),
+        opt("port", Kind::Int(Some(1))),
+        opt("scheme", Kind::Enum(&["http", "https"])),
+        opt("token", Kind::Str),
+        opt("verify", Kind::Bool),
+        opt("dc", Kind::Str),
+        opt(
+            "consistency",
+            Kind::Enum(&["default", "consistent", "stale"]),
+        ),
+        opt("checks", Kind::StrList),
+        opt("register_service", Kind::Bool),
+        opt("service_tags", Kind::StrList),
+        opt("service_check_interval", Kind::Str),
+        opt("service_check_tls_server_name", Kind::Str),
+    ];
+    tls_files(&mut consul, &["cacert", "cert", "key"]);
+    let bootstrap = Kind::Map(
+        vec![
+            opt("dcs", dynamic_config_kind()),
+            opt("method", Kind::Str),
+            opt("initdb", options_kind()),
+            opt("pg_hba", Kind::List(Box::new(Kind::Str))),
+            opt("post_bootstrap", Kind::Str),
+            opt("post_init", Kind::Str),
+            opt("users", Kind::MapOf(Box::new(Kind::Any))),
+        ],
+        Extra::MethodSections,
+    );
+    let bin_name = map([
+        "pg_ctl",
+        "initdb",
+        "pg_controldata",
+        "pg_basebackup",
+        "postgres",
+        "pg_isready",
+        "pg_rewind",
+    ]
+    .into_iter()
+    .map(|n| opt(n, Kind::Str))
+    .collect());
+    let callbacks = map([
+        "on_start",
+        "on_stop",
+        "on_restart",
+        "on_reload",
+        "on_role_change",
+    ]
+    .into_iter()
+    .map(|n| opt(n, scripts_kind()))
+    .collect());
+    let mut postgresql = vec![
+        req("listen", Kind::Addr(LISTEN)),
+        req("connect_address", Kind::Addr(ADDR)),
+        opt("proxy_address", Kind::Addr(ADDR)),
+        req("data_dir", Kind::Str),
+        opt("config_dir", Kind::Str),
+        opt("bin_dir", Kind::Str),
+        opt("bin_name", bin_name),
+        opt("pgpass", Kind::Str),
+        req(
+            "authentication",
+            map(vec![
+                req("superuser", pg_user_kind()),
+                req("replication", pg_user_kind()),
+                opt("rewind", pg_user_kind()),
+            ]),
+        ),
+        opt("custom_conf", Kind::Str),
+        opt("use_unix_socket", Kind::Bool),
+        opt("use_unix_socket_repl", Kind::Bool),
+        opt("create_replica_methods", Kind::StrList),
+        opt("callbacks", callbacks),
+        opt("pre_promote", Kind::Str),
+        opt("before_stop", Kind::Str),
+    ];
+    postgresql.extend(postgresql_shared_fields());
+    let watchdog = map(vec![
+        opt(
+            "mode",
+            Kind::Either(vec![
+                Kind::Enum(&["off", "automatic", "required"]),
+                Kind::Bool,
+            ]),
+        ),
+        opt("device", Kind::Str),
+        opt("safety_margin", Kind::Num(Some(-1.0))),
+    ]);
+    let tags = Kind::Map(
+        vec![
+            opt("nofailover", Kind::Bool),
+            opt("failover_priority", Kind::Int(Some(0))),
+            opt("noloadbalance", Kind::Bool),
+            opt("clonefrom", Kind::Bool),
+            opt("replicatefrom", Kind::Str),
+            opt("nosync", Kind::Bool),
+            opt("sync_priority", Kind::Int(Some(0))),
+            opt("nostream", Kind::Bool),
+        ],
+        Extra::Allow,
+    );
+    let log = map(vec![
+        opt("type", Kind::Enum(&["plain", "json"])),
+        opt(
+            "level",
+            Kind::Enum(&[
+                "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "TRACE",
+            ]),
+        ),
+        opt("traceback_level", Kind::Str),
+        opt("format", Kind::Any),
+        opt("dateformat", Kind::Str),
+        opt("static_fields", Kind::MapOf(Box::new(Kind::Any))),
+        opt("max_queue_size", Kind::Int(Some(1))),
+        opt("dir", Kind::Str),
+        opt("mode", Kind::Int(Some(0))),
+        opt("file_num", Kind::Int(Some(1))),
+        opt("file_size", Kind::Int(Some(1))),
+        opt("loggers", Kind::MapOf(Box::new(Kind::Str))),
+    ]);
+    map(vec![
+        req("scope", Kind::Str),
+        opt("namespace", Kind::Str),
+        req("name", Kind::Str),
+        opt("thread_pool_size", Kind::Int(Some(1))),
+        req("restapi", restapi),
+        opt("ctl", map(ctl)),
+        opt("etcd3", etcd_kind()),
+        opt("etcd", etcd_kind()),
+        opt("zookeeper", map(zookeeper)),
+        opt("consul", map(consul)),
+        opt("kubernetes", Kind::Any),
+        opt("raft", Kind::Any),
+        opt("exhibitor", Kind::Any),
+        opt("citus", Kind::Any),
+        opt("bootstrap", bootstrap),
+        req("postgresql", Kind::Map(postgresql, Extra::MethodSections)),
+        opt("watchdog", watchdog),
+        opt("tags", tags),
+        opt("log", log),
+    ])
+}

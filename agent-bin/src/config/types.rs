@@ -1,0 +1,714 @@
+//! Typed sections of the local config file. They are filled from a document that
+//! already passed the schema check, so their readers only need to be lenient.
+
+use super::loose;
+use ha_core::{DynamicConfig, Tags};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// HTTP Basic credentials (`restapi.authentication`, `ctl.authentication`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BasicAuth {
+    /// User name.
+    #[serde(default, deserialize_with = "loose::string")]
+    pub username: String,
+    /// Password.
+    #[serde(default, deserialize_with = "loose::string")]
+    pub password: String,
+}
+
+/// `restapi.verify_client`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyClient {
+    /// No client certificates asked for.
+    #[default]
+    None,
+    /// Asked for; required only for unsafe requests.
+    Optional,
+    /// Required at the TLS handshake.
+    Required,
+}
+
+impl<'de> Deserialize<'de> for VerifyClient {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match loose::as_string(&v)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "none" => Ok(VerifyClient::None),
+            "optional" => Ok(VerifyClient::Optional),
+            "required" => Ok(VerifyClient::Required),
+            other => Err(serde::de::Error::custom(format!(
+                "verify_client: expected none, optional or required, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// `restapi`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct RestApiConfig {
+    /// `host:port` to listen on.
+    #[serde(default, deserialize_with = "loose::string")]
+    pub listen: String,
+    /// `host:port` published as `api_url`.
+    #[serde(default, deserialize_with = "loose::string")]
+    pub connect_address: String,
+    /// Basic auth for unsafe requests.
+    #[serde(default)]
+    pub authentication: Option<BasicAuth>,
+    /// Server certificate (PEM); set ⇒ HTTPS.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub certfile: Option<String>,
+    /// Server key (PEM); defaults to `certfile`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub keyfile: Option<String>,
+    /// Password of an encrypted key.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub keyfile_password: Option<String>,
+    /// CA bundle for client certificates.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cafile: Option<String>,
+    /// Allowed TLS ciphers (OpenSSL syntax; informative here).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub ciphers: Option<String>,
+    /// Client certificate policy.
+    #[serde(default)]
+    pub verify_client: VerifyClient,
+    /// Hosts/IPs/CIDRs allowed to call unsafe endpoints.
+    #[serde(default, deserialize_with = "loose::string_list")]
+    pub allowlist: Vec<String>,
+    /// Also allow the cluster members' API hosts.
+    #[serde(default, deserialize_with = "loose::bool")]
+    pub allowlist_include_members: bool,
+    /// Headers added to every answer.
+    #[serde(default, deserialize_with = "loose::string_map")]
+    pub http_extra_headers: BTreeMap<String, String>,
+    /// Headers added to every HTTPS answer.
+    #[serde(default, deserialize_with = "loose::string_map")]
+    pub https_extra_headers: BTreeMap<String, String>,
+    /// Listen backlog.
+    #[serde(default, deserialize_with = "loose::opt_i64")]
+    pub request_queue_size: Option<i64>,
+}
+
+impl RestApiConfig {
+    /// Whether the API serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.certfile.as_deref().is_some_and(|c| !c.is_empty())
+    }
+
+    /// `http(s)://connect_address/patroni`, published in the member key.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}/patroni", self.connect_address)
+    }
+}
+
+/// `ctl`: how fullautoctl and peer probes talk to members' APIs.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct CtlConfig {
+    /// Basic auth sent with unsafe requests.
+    #[serde(default)]
+    pub authentication: Option<BasicAuth>,
+    /// Skip server certificate checks.
+    #[serde(default, deserialize_with = "loose::bool")]
+    pub insecure: bool,
+    /// CA bundle for server certificates.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cacert: Option<String>,
+    /// Client certificate.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub certfile: Option<String>,
+    /// Client key.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub keyfile: Option<String>,
+    /// Password of an encrypted client key.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub keyfile_password: Option<String>,
+}
+
+/// `etcd3` (or `etcd`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct Etcd3Config {
+    /// One `host:port`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub host: Option<String>,
+    /// Several `host:port`, list or comma string.
+    #[serde(default, deserialize_with = "loose::string_list")]
+    pub hosts: Vec<String>,
+    /// One `http(s)://host:port` URL.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub url: Option<String>,
+    /// `http` or `https`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub protocol: Option<String>,
+    /// etcd user.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub username: Option<String>,
+    /// etcd password.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub password: Option<String>,
+    /// CA bundle.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cacert: Option<String>,
+    /// Client certificate.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cert: Option<String>,
+    /// Client key.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub key: Option<String>,
+}
+
+impl Etcd3Config {
+    /// The scheme: `protocol` if set, else https when TLS files are given.
+    pub fn scheme(&self) -> &str {
+        match self.protocol.as_deref() {
+            Some(p) if p.eq_ignore_ascii_case("https") => "https",
+            Some(_) => "http",
+            None if self.cacert.is_some() || self.cert.is_some() => "https",
+            None => "http",
+        }
+    }
+
+    /// Endpoint URLs, from `hosts`, else `host`, else `url` (default `127.0.0.1:2379`).
+    pub fn endpoints(&self) -> Vec<String> {
+        let with_scheme = |h: &str| {
+            if h.contains("://") {
+                h.to_string()
+            } else {
+                format!("{}://{h}", self.scheme())
+            }
+        };
+        if !self.hosts.is_empty() {
+            return self.hosts.iter().map(|h| with_scheme(h)).collect();
+        }
+        if let Some(h) = self.host.as_deref().filter(|h| !h.is_empty()) {
+            return vec![with_scheme(h)];
+        }
+        if let Some(u) = self.url.as_deref().filter(|u| !u.is_empty()) {
+            return vec![with_scheme(u)];
+        }
+        vec![with_scheme("127.0.0.1:2379")]
+    }
+}
+
+/// `zookeeper`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct ZookeeperConfig {
+    /// `host[:port]` list.
+    #[serde(default, deserialize_with = "loose::string_list")]
+    pub hosts: Vec<String>,
+    /// TLS to ZooKeeper.
+    #[serde(default, deserialize_with = "loose::bool")]
+    pub use_ssl: bool,
+    /// CA bundle.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cacert: Option<String>,
+    /// Client certificate.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cert: Option<String>,
+    /// Client key.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub key: Option<String>,
+    /// Verify the server certificate.
+    #[serde(default, deserialize_with = "loose::opt_bool")]
+    pub verify: Option<bool>,
+    /// `scheme ⇒ credential` pairs added to the session.
+    #[serde(default, deserialize_with = "auth_pairs")]
+    pub auth_data: Vec<(String, String)>,
+    /// Principal ⇒ permissions applied to created znodes.
+    #[serde(default, deserialize_with = "acls")]
+    pub set_acls: BTreeMap<String, Vec<String>>,
+}
+
+fn auth_pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    let v = Value::deserialize(d)?;
+    let pair = |a: &Value, b: &Value| Some((loose::as_string(a)?, loose::as_string(b)?));
+    match &v {
+        Value::Null => Ok(Vec::new()),
+        Value::Object(m) => Ok(m
+            .iter()
+            .filter_map(|(k, x)| Some((k.clone(), loose::as_string(x)?)))
+            .collect()),
+        Value::Array(items) => Ok(items
+            .iter()
+            .filter_map(|i| {
+                let a = i.as_array()?;
+                pair(a.first()?, a.get(1)?)
+            })
+            .collect()),
+        _ => Err(serde::de::Error::custom("auth_data: expected a mapping")),
+    }
+}
+
+fn acls<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, x)| (k.clone(), loose::as_string_list(x).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// `consul`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct ConsulConfig {
+    /// `host[:port]` of the local agent.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub host: Option<String>,
+    /// Full URL, instead of host/port/scheme.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub url: Option<String>,
+    /// Port when `host` has none.
+    #[serde(default, deserialize_with = "loose::opt_u16")]
+    pub port: Option<u16>,
+    /// `http` or `https`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub scheme: Option<String>,
+    /// ACL token.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub token: Option<String>,
+    /// Verify the server certificate.
+    #[serde(default, deserialize_with = "loose::opt_bool")]
+    pub verify: Option<bool>,
+    /// CA bundle.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cacert: Option<String>,
+    /// Client certificate.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cert: Option<String>,
+    /// Client key.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub key: Option<String>,
+    /// Datacenter.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub dc: Option<String>,
+    /// `default`, `consistent` or `stale`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub consistency: Option<String>,
+    /// Extra health checks bound to the session.
+    #[serde(default, deserialize_with = "loose::opt_string_list")]
+    pub checks: Option<Vec<String>>,
+    /// Register the member as a Consul service.
+    #[serde(default, deserialize_with = "loose::bool")]
+    pub register_service: bool,
+    /// Tags of that service.
+    #[serde(default, deserialize_with = "loose::string_list")]
+    pub service_tags: Vec<String>,
+    /// Interval of the service check (`5s`).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub service_check_interval: Option<String>,
+}
+
+impl ConsulConfig {
+    /// `scheme://host:port` of the agent (default `http://127.0.0.1:8500`).
+    pub fn base_url(&self) -> String {
+        if let Some(u) = self.url.as_deref().filter(|u| !u.is_empty()) {
+            return u.trim_end_matches('/').to_string();
+        }
+        let scheme = self.scheme.as_deref().unwrap_or("http");
+        let host = self.host.as_deref().unwrap_or("127.0.0.1");
+        let has_port = host
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok() && !h.ends_with(':'));
+        if has_port {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{}", self.port.unwrap_or(8500))
+        }
+    }
+}
+
+/// The one DCS this node uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DcsConfig {
+    /// `etcd3:` (or `etcd:`).
+    Etcd3(Etcd3Config),
+    /// `zookeeper:`.
+    Zookeeper(ZookeeperConfig),
+    /// `consul:`.
+    Consul(ConsulConfig),
+}
+
+/// One `initdb` / `basebackup` option: `--flag` or `--key=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolOption {
+    /// `- data-checksums`
+    Flag(String),
+    /// `- encoding: UTF8` or `encoding: UTF8`
+    Value(String, String),
+}
+
+impl ToolOption {
+    /// The command-line argument.
+    pub fn to_arg(&self) -> String {
+        match self {
+            ToolOption::Flag(f) => format!("--{f}"),
+            ToolOption::Value(k, v) => format!("--{k}={v}"),
+        }
+    }
+}
+
+/// Reads a list of flags / single-key maps, or one mapping.
+pub(crate) fn tool_options(v: &Value) -> Vec<ToolOption> {
+    let mut out = Vec::new();
+    let from_map = |m: &Map<String, Value>, out: &mut Vec<ToolOption>| {
+        for (k, x) in m {
+            out.push(ToolOption::Value(
+                k.clone(),
+                loose::as_string(x).unwrap_or_default(),
+            ));
+        }
+    };
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                match i {
+                    Value::Object(m) => from_map(m, &mut out),
+                    other => {
+                        if let Some(s) = loose::as_string(other) {
+                            out.push(ToolOption::Flag(s));
+                        }
+                    }
+                }
+            }
+        }
+        Value::Object(m) => from_map(m, &mut out),
+        _ => {}
+    }
+    out
+}
+
+/// A custom bootstrap or replica-creation method section.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MethodSection {
+    /// The script to run.
+    pub command: Option<String>,
+    /// Bootstrap: keep an existing recovery configuration.
+    pub keep_existing_recovery_conf: bool,
+    /// Do not pass the standard arguments.
+    pub no_params: bool,
+    /// Replica method: works without a running leader.
+    pub no_leader: bool,
+    /// Replica method: keep the data directory before running.
+    pub keep_data: bool,
+    /// Bootstrap: recovery settings after the script ran.
+    pub recovery_conf: Map<String, Value>,
+    /// Every other key, passed as `--key=value`.
+    pub extra: Map<String, Value>,
+}
+
+impl MethodSection {
+    pub(crate) fn from_value(v: &Value) -> MethodSection {
+        let mut s = MethodSection::default();
+        let Some(m) = v.as_object() else {
+            return s;
+        };
+        for (k, x) in m {
+            let b = || loose::as_bool(x).unwrap_or(false);
+            match k.as_str() {
+                "command" => s.command = loose::as_string(x),
+                "keep_existing_recovery_conf" => s.keep_existing_recovery_conf = b(),
+                "no_params" => s.no_params = b(),
+                "no_leader" => s.no_leader = b(),
+                "keep_data" => s.keep_data = b(),
+                "recovery_conf" => s.recovery_conf = x.as_object().cloned().unwrap_or_default(),
+                _ => {
+                    s.extra.insert(k.clone(), x.clone());
+                }
+            }
+        }
+        s
+    }
+}
+
+/// `bootstrap`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BootstrapConfig {
+    /// Initial `/config` (validated timing).
+    pub dcs: DynamicConfig,
+    /// `initdb` or the name of a custom method section.
+    pub method: Option<String>,
+    /// initdb options.
+    pub initdb: Vec<ToolOption>,
+    /// pg_hba lines for a new cluster.
+    pub pg_hba: Vec<String>,
+    /// Script run after the new cluster started (`post_init` is the older name).
+    pub post_bootstrap: Option<String>,
+    /// Custom method sections by name.
+    pub methods: BTreeMap<String, MethodSection>,
+}
+
+/// One Postgres user's connection settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct PgUser {
+    /// Role name.
+    #[serde(default, deserialize_with = "loose::string")]
+    pub username: String,
+    /// Password (empty: rely on pg_hba / .pgpass / certificates).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub password: Option<String>,
+    /// libpq `sslmode`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub sslmode: Option<String>,
+    /// libpq `sslcert`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub sslcert: Option<String>,
+    /// libpq `sslkey`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub sslkey: Option<String>,
+    /// libpq `sslpassword`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub sslpassword: Option<String>,
+    /// libpq `sslrootcert`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub sslrootcert: Option<String>,
+    /// libpq `sslcrl`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub sslcrl: Option<String>,
+    /// libpq `sslcrldir`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub sslcrldir: Option<String>,
+    /// libpq `gssencmode`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub gssencmode: Option<String>,
+    /// libpq `channel_binding`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub channel_binding: Option<String>,
+}
+
+impl PgUser {
+    /// libpq connection options other than user/password, as `(key, value)`.
+    pub fn ssl_options(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("sslmode", &self.sslmode),
+            ("sslcert", &self.sslcert),
+            ("sslkey", &self.sslkey),
+            ("sslpassword", &self.sslpassword),
+            ("sslrootcert", &self.sslrootcert),
+            ("sslcrl", &self.sslcrl),
+            ("sslcrldir", &self.sslcrldir),
+            ("gssencmode", &self.gssencmode),
+            ("channel_binding", &self.channel_binding),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+        .collect()
+    }
+}
+
+/// `postgresql.authentication`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct Authentication {
+    /// The superuser Patroni connects as.
+    #[serde(default)]
+    pub superuser: PgUser,
+    /// The user replicas stream as.
+    #[serde(default)]
+    pub replication: PgUser,
+    /// The user pg_rewind connects as (defaults to the superuser).
+    #[serde(default)]
+    pub rewind: Option<PgUser>,
+}
+
+/// `postgresql.bin_name`: overrides of tool names.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct BinNames {
+    /// `pg_ctl`
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub pg_ctl: Option<String>,
+    /// `initdb`
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub initdb: Option<String>,
+    /// `pg_controldata`
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub pg_controldata: Option<String>,
+    /// `pg_basebackup`
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub pg_basebackup: Option<String>,
+    /// `postgres`
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub postgres: Option<String>,
+    /// `pg_isready`
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub pg_isready: Option<String>,
+    /// `pg_rewind`
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub pg_rewind: Option<String>,
+}
+
+/// A callback: one command line, or a list of argv items.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    /// Split on whitespace.
+    Line(String),
+    /// Ready argv.
+    Argv(Vec<String>),
+}
+
+impl Script {
+    /// The argv to run (action, role and scope are appended by the caller).
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Script::Line(l) => l.split_whitespace().map(str::to_string).collect(),
+            Script::Argv(a) => a.clone(),
+        }
+    }
+}
+
+fn opt_script<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Script>, D::Error> {
+    let v = Value::deserialize(d)?;
+    Ok(match &v {
+        Value::Array(items) => Some(Script::Argv(
+            items.iter().filter_map(loose::as_string).collect(),
+        )),
+        other => loose::as_string(other).map(Script::Line),
+    })
+}
+
+/// `postgresql.callbacks`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct Callbacks {
+    /// Postgres started.
+    #[serde(default, deserialize_with = "opt_script")]
+    pub on_start: Option<Script>,
+    /// Postgres stopped.
+    #[serde(default, deserialize_with = "opt_script")]
+    pub on_stop: Option<Script>,
+    /// Postgres restarted.
+    #[serde(default, deserialize_with = "opt_script")]
+    pub on_restart: Option<Script>,
+    /// Configuration reloaded.
+    #[serde(default, deserialize_with = "opt_script")]
+    pub on_reload: Option<Script>,
+    /// Promoted or demoted.
+    #[serde(default, deserialize_with = "opt_script")]
+    pub on_role_change: Option<Script>,
+}
+
+/// `postgresql`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PostgresqlConfig {
+    /// `host[,host]:port` Postgres listens on.
+    pub listen: String,
+    /// `host:port` published in `conn_url`.
+    pub connect_address: String,
+    /// `host:port` of a connection pooler published as `proxy_url`.
+    pub proxy_address: Option<String>,
+    /// PGDATA.
+    pub data_dir: String,
+    /// Where postgresql.conf lives (default: data_dir).
+    pub config_dir: Option<String>,
+    /// Directory of the Postgres binaries.
+    pub bin_dir: Option<String>,
+    /// Tool name overrides.
+    pub bin_name: BinNames,
+    /// .pgpass file Patroni writes.
+    pub pgpass: Option<String>,
+    /// Users.
+    pub authentication: Authentication,
+    /// GUCs.
+    pub parameters: Map<String, Value>,
+    /// pg_hba lines (local wins over dynamic).
+    pub pg_hba: Option<Vec<String>>,
+    /// pg_ident lines.
+    pub pg_ident: Option<Vec<String>>,
+    /// Base config file included from postgresql.conf.
+    pub custom_conf: Option<String>,
+    /// Connect through the Unix socket.
+    pub use_unix_socket: bool,
+    /// Replication connections through the Unix socket.
+    pub use_unix_socket_repl: bool,
+    /// pg_ctl wait timeout, seconds.
+    pub pg_ctl_timeout: f64,
+    /// Local override of `use_pg_rewind`.
+    pub use_pg_rewind: Option<bool>,
+    /// Local `use_slots` (Patroni does not let it override the dynamic value).
+    pub use_slots: Option<bool>,
+    /// pg_rewind extra options.
+    pub rewind: Vec<ToolOption>,
+    /// Wipe the data directory when rewind fails.
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// Wipe the data directory when timelines diverged and rewind is off.
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// Replica creation methods, in order (default `basebackup`).
+    pub create_replica_methods: Vec<String>,
+    /// pg_basebackup options.
+    pub basebackup: Vec<ToolOption>,
+    /// Extra recovery settings.
+    pub recovery_conf: Map<String, Value>,
+    /// Callbacks.
+    pub callbacks: Callbacks,
+    /// Run before promotion; non-zero aborts it.
+    pub pre_promote: Option<String>,
+    /// Run before a stop.
+    pub before_stop: Option<String>,
+    /// Custom replica method sections by name.
+    pub methods: BTreeMap<String, MethodSection>,
+}
+
+/// `watchdog.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchdogMode {
+    /// No watchdog.
+    Off,
+    /// Use it when present.
+    #[default]
+    Automatic,
+    /// Refuse leadership without it.
+    Required,
+}
+
+/// `watchdog`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchdogConfig {
+    /// Mode.
+    pub mode: WatchdogMode,
+    /// Device path.
+    pub device: String,
+    /// Seconds between watchdog expiry and lease expiry (-1: ttl/2).
+    pub safety_margin: f64,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            mode: WatchdogMode::Automatic,
+            device: "/dev/watchdog".into(),
+            safety_margin: 5.0,
+        }
+    }
+}
+
+/// `log`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Upper-case level (`INFO`).
+    pub level: String,
+    /// `plain` or `json`.
+    pub json: bool,
+    /// Directory for log files (stderr when unset).
+    pub dir: Option<String>,
+    /// Format string (informative; fullauto has one plain layout).
+    pub format: Option<String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "INFO".into(),
+            json: false,
+            dir: None,
+            format: None,
+        }
+    }
+}
+
+/// Re-export for callers that name tags through the config.
+pub type ConfigTags = Tags;

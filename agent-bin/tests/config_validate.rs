@@ -1,0 +1,228 @@
+//! `--validate-config`: every problem reported with its path.
+
+use agent_bin::config::{validate_file_with_env, validate_str, Config, EnvMap, Report};
+
+const GOOD: &str = r#"
+scope: batman
+name: postgresql0
+restapi: {listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008}
+etcd3: {host: 127.0.0.1:2379}
+bootstrap:
+  dcs: {ttl: 30, loop_wait: 10, retry_timeout: 10}
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 127.0.0.1:5432
+  data_dir: /data
+  authentication:
+    superuser: {username: postgres, password: a}
+    replication: {username: replicator, password: b}
+"#;
+
+fn check(yaml: &str) -> Report {
+    validate_str(yaml, &EnvMap::new())
+}
+
+fn assert_has(r: &Report, line: &str) {
+    assert!(
+        r.render().lines().any(|l| l == line),
+        "missing line {line:?} in:\n{}",
+        r.render()
+    );
+}
+
+#[test]
+fn good_config_has_no_problems() {
+    let r = check(GOOD);
+    assert!(r.problems.is_empty(), "{}", r.render());
+}
+
+#[test]
+fn every_error_is_reported_with_its_path() {
+    let yaml = r#"
+scope: batman
+restapi: {listen: "127.0.0.1", connect_address: 127.0.0.1:99999}
+etcd3: {host: 127.0.0.1:2379}
+bootstrap:
+  dcs: {ttl: abc, loop_wait: [1], synchronous_mode: sometimes}
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 0.0.0.0:5432
+  data_dir: /data
+  use_pg_rewind: maybe
+  authentication:
+    superuser: {username: postgres}
+    replication: {password: b}
+watchdog: {mode: sometimes}
+tags: {failover_priority: high}
+"#;
+    let r = check(yaml);
+    assert_has(&r, "error: name: missing");
+    assert_has(
+        &r,
+        "error: restapi.listen: expected host:port, got \"127.0.0.1\"",
+    );
+    assert_has(
+        &r,
+        "error: restapi.connect_address: invalid port \"99999\" in \"127.0.0.1:99999\"",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.ttl: expected a number, got \"abc\"",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.loop_wait: expected a number, got a list",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.synchronous_mode: expected a boolean or one of off, on, quorum, got \"sometimes\"",
+    );
+    assert_has(
+        &r,
+        "error: postgresql.use_pg_rewind: expected a boolean, got \"maybe\"",
+    );
+    assert_has(
+        &r,
+        "error: postgresql.authentication.replication.username: missing",
+    );
+    assert_has(
+        &r,
+        "error: postgresql.connect_address: \"0.0.0.0\" is not an address other members can reach",
+    );
+    assert_has(
+        &r,
+        "error: watchdog.mode: expected one of off, automatic, required or a boolean, got \"sometimes\"",
+    );
+    assert_has(
+        &r,
+        "error: tags.failover_priority: expected an integer, got \"high\"",
+    );
+    // Errors come before warnings, one line each.
+    assert_eq!(r.errors().count(), 11, "{}", r.render());
+    assert!(Config::from_yaml_str(yaml, &EnvMap::new()).is_err());
+}
+
+#[test]
+fn unknown_keys_are_warnings_and_the_config_still_loads() {
+    let yaml = format!("{GOOD}  paramters: {{x: 1}}\nrestapi_typo: 1\ntags: {{custom_zone: a}}\n");
+    let r = check(&yaml);
+    assert!(!r.has_errors(), "{}", r.render());
+    assert_has(&r, "warning: postgresql.paramters: unknown key (ignored)");
+    assert_has(&r, "warning: restapi_typo: unknown key (ignored)");
+    assert_eq!(
+        r.warnings().count(),
+        2,
+        "custom tags are allowed: {}",
+        r.render()
+    );
+    let (_, w) = Config::from_yaml_str(&yaml, &EnvMap::new()).unwrap();
+    assert_eq!(w.len(), 2);
+}
+
+#[test]
+fn exactly_one_dcs() {
+    let none = GOOD.replace("etcd3: {host: 127.0.0.1:2379}\n", "");
+    let r = check(&none);
+    assert!(
+        r.render().starts_with("error: no DCS configured"),
+        "{}",
+        r.render()
+    );
+    let two = format!("{GOOD}consul: {{host: 127.0.0.1:8500}}\n");
+    assert_has(
+        &check(&two),
+        "error: more than one DCS configured (etcd3, consul): keep exactly one",
+    );
+    let k8s = format!("{none}kubernetes: {{namespace: x}}\n");
+    assert!(check(&k8s)
+        .find("kubernetes", "not supported")
+        .is_some_and(|p| p.is_error()));
+    let empty_etcd = none.clone() + "etcd3: {protocol: http}\n";
+    assert_has(
+        &check(&empty_etcd),
+        "error: etcd3: one of host, hosts, url, srv or proxy is required",
+    );
+    let bad_hosts = none + "zookeeper: {hosts: ['127.0.0.1:2181', 'zk:port']}\n";
+    assert_has(
+        &check(&bad_hosts),
+        "error: zookeeper.hosts[1]: invalid port \"port\" in \"zk:port\"",
+    );
+}
+
+#[test]
+fn timing_rule_is_enforced() {
+    let yaml = GOOD.replace(
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10}",
+        "{ttl: 20, loop_wait: 10, retry_timeout: 10}",
+    );
+    assert_has(
+        &check(&yaml),
+        "error: bootstrap.dcs.ttl: loop_wait + 2*retry_timeout (30) must not exceed ttl (20)",
+    );
+    let yaml = GOOD.replace(
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10}",
+        "{ttl: 30, loop_wait: 0}",
+    );
+    assert_has(
+        &check(&yaml),
+        "error: bootstrap.dcs.loop_wait: must be >= 1, got 0",
+    );
+}
+
+#[test]
+fn tag_conflicts_warn() {
+    let yaml = format!(
+        "{GOOD}tags: {{nofailover: true, failover_priority: 2, nosync: true, sync_priority: 1}}\n"
+    );
+    let r = check(&yaml);
+    assert!(!r.has_errors());
+    assert_has(
+        &r,
+        "warning: tags.failover_priority: ignored because nofailover is set",
+    );
+    assert_has(
+        &r,
+        "warning: tags.sync_priority: ignored because nosync is set",
+    );
+}
+
+#[test]
+fn tls_and_method_rules() {
+    let yaml = GOOD.replace(
+        "restapi: {listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008}",
+        "restapi: {listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008, verify_client: required, keyfile: /k}",
+    ) + "bootstrap_extra: 1\n";
+    let r = check(&yaml);
+    assert_has(&r, "error: restapi.keyfile: set without restapi.certfile");
+    assert_has(
+        &r,
+        "error: restapi.verify_client: required needs restapi.cafile to check client certificates",
+    );
+    let yaml = GOOD.replace(
+        "  data_dir: /data\n",
+        "  data_dir: /data\n  create_replica_methods: [wal_g, basebackup]\n",
+    );
+    assert_has(
+        &check(&yaml),
+        "error: postgresql.create_replica_methods[0]: method \"wal_g\" needs a postgresql.wal_g.command",
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_are_reported() {
+    let r = check("scope: [unclosed\n");
+    assert!(
+        r.render().starts_with("error: not valid YAML"),
+        "{}",
+        r.render()
+    );
+    let r = check("- a list\n");
+    assert_has(&r, "error: the config must be a YAML mapping");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.yml");
+    std::fs::write(&f, GOOD.replace("name: postgresql0\n", "")).unwrap();
+    let r = validate_file_with_env(&f, &EnvMap::new());
+    assert_has(&r, "error: name: missing");
+    let with_env: EnvMap = [("PATRONI_NAME".to_string(), "pg1".to_string())].into();
+    assert!(!validate_file_with_env(&f, &with_env).has_errors());
+}
