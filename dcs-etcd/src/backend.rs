@@ -183,7 +183,7 @@ impl EtcdDcs {
         let dcs = EtcdDcs {
             _watcher: Arc::new(spawn_watcher(
                 factory,
-                keys.prefix().to_string(),
+                keys.clone(),
                 wake,
                 timing.retry_timeout,
             )),

@@ -6,6 +6,8 @@
 use crate::backend::{attempt_timeout, ClientFactory};
 use crate::failure::Failure;
 use etcd_client::{EventType, WatchOptions};
+use ha_core::model::keys::{CONFIG, FAILOVER, INITIALIZE, LEADER, SYNC};
+use ha_core::ClusterKeys;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -32,12 +34,12 @@ fn bump(wake: &watch::Sender<u64>) {
     wake.send_modify(|n| *n = n.wrapping_add(1));
 }
 
-/// Starts the watch task: it keeps one watch on `prefix` open, reconnecting with
-/// backoff, and bumps `wake` on every change (and once after each reconnect, since
+/// Starts the watch task: it keeps one watch on the cluster prefix open, reconnecting with
+/// backoff, and bumps `wake` on every change of a decision key (and once after each reconnect, since
 /// events may have been missed while it was away).
 pub(crate) fn spawn_watcher(
     factory: ClientFactory,
-    prefix: String,
+    keys: ClusterKeys,
     wake: Arc<watch::Sender<u64>>,
     retry_timeout: Duration,
 ) -> WatcherGuard {
@@ -50,7 +52,7 @@ pub(crate) fn spawn_watcher(
             // watch replies, and a panic there must not end the watching for good.
             let session = tokio::spawn(watch_session(
                 factory.clone(),
-                prefix.clone(),
+                keys.clone(),
                 wake.clone(),
                 retry_timeout,
                 connected_before,
@@ -83,7 +85,7 @@ enum SessionError {
 /// created; `Err` if it never was.
 async fn watch_session(
     factory: ClientFactory,
-    prefix: String,
+    keys: ClusterKeys,
     wake: Arc<watch::Sender<u64>>,
     retry_timeout: Duration,
     reconnect: bool,
@@ -93,7 +95,7 @@ async fn watch_session(
         let mut client = factory.watch_client(per_attempt).await?;
         let options = WatchOptions::new().with_prefix().with_prev_key();
         client
-            .watch(prefix.clone(), Some(options))
+            .watch(keys.prefix(), Some(options))
             .await
             .map_err(Failure::from)
     };
@@ -115,7 +117,7 @@ async fn watch_session(
                 if resp.canceled() {
                     return Ok(format!("watch cancelled: {}", resp.cancel_reason()));
                 }
-                if resp.events().iter().any(is_change) {
+                if resp.events().iter().any(|e| wakes(&keys, e)) {
                     bump(&wake);
                 }
             }
@@ -125,15 +127,29 @@ async fn watch_session(
     }
 }
 
-/// Whether an event may change what the HA loop sees: anything but a re-write of a
-/// key with the same value on the same lease (members re-put their unchanged record
-/// every cycle, which must not wake every other member every cycle).
-fn is_change(event: &etcd_client::Event) -> bool {
+/// Keys whose changes call for a new HA decision now. Member records, `status`,
+/// `history` and `failsafe` are rewritten by someone every cycle; waking on them would
+/// make every loop spin, and the next regular cycle reads them anyway.
+const DECISION_KEYS: [&str; 5] = [LEADER, CONFIG, FAILOVER, SYNC, INITIALIZE];
+
+/// Whether an event should wake the HA loop: a decision key was created, deleted or
+/// changed (a re-write with the same value on the same lease is no change).
+fn wakes(keys: &ClusterKeys, event: &etcd_client::Event) -> bool {
+    let Some(kv) = event.kv() else {
+        return false;
+    };
+    let key = String::from_utf8_lossy(kv.key());
+    let Some(relative) = keys.relative(&key) else {
+        return false;
+    };
+    if !DECISION_KEYS.contains(&relative) {
+        return false;
+    }
     if event.event_type() != EventType::Put {
         return true;
     }
-    match (event.kv(), event.prev_kv()) {
-        (Some(kv), Some(prev)) => kv.value() != prev.value() || kv.lease() != prev.lease(),
-        _ => true,
+    match event.prev_kv() {
+        Some(prev) => kv.value() != prev.value() || kv.lease() != prev.lease(),
+        None => true,
     }
 }
