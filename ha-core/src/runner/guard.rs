@@ -47,9 +47,10 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::WriteInitialize { .. }
         | Action::WriteConfig { .. }
         | Action::ClearFailover { .. }
-        | Action::SyncSlots { .. } => {
-            ctx.lease_until.is_none_or(|t| ctx.now >= t).then_some(Refusal::NotLeader)
-        }
+        | Action::SyncSlots { .. } => ctx
+            .lease_until
+            .is_none_or(|t| ctx.now >= t)
+            .then_some(Refusal::NotLeader),
         // Steps towards safety, and requests the DCS itself arbitrates (create-if-absent,
         // compare-and-set on my own name), are always allowed.
         Action::Demote { .. }

@@ -1,4 +1,564 @@
 //! The async runner: drives [`crate::decision::decide`] against real `Dcs`,
-//! `Postgres` and `Watchdog` trait objects.
+//! `Postgres` and `Watchdog` trait objects. One cycle per `loop_wait`, woken early by
+//! DCS changes, by the end of a background action, by the REST API, or at the time the
+//! decision asked for; long actions (bootstrap, clone, rewind, promote, demote) run in
+//! the background while the loop keeps renewing the lease.
 
 pub mod guard;
+mod jobs;
+
+use crate::clock::{Clock, MonoTime};
+use crate::dcs::{Dcs, DcsError, DcsTiming};
+use crate::decision::{
+    decide, Action, Busy, Decision, LocalState, NodeConfig, Observation, Outcome, PeerReply,
+    PeerStatus,
+};
+use crate::model::{Cluster, Failover, Member};
+use crate::postgres::{PgObservation, Postgres};
+use crate::watchdog::Watchdog;
+use async_trait::async_trait;
+use guard::{refuse, GuardContext};
+use jobs::BackgroundJob;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// Asks a peer for its status (`GET <api_url>`), within the runner's probe timeout.
+#[async_trait]
+pub trait PeerProbe: Send + Sync {
+    /// The peer's answer, or `None` when it did not answer usefully.
+    async fn probe(&self, member: &Member) -> Option<PeerReply>;
+}
+
+/// A probe that never reaches anyone (single-node setups and tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPeers;
+
+#[async_trait]
+impl PeerProbe for NoPeers {
+    async fn probe(&self, _member: &Member) -> Option<PeerReply> {
+        None
+    }
+}
+
+/// Things that happened that the embedding program may want to act on (callbacks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerEvent {
+    /// Postgres was started (role given).
+    Started(&'static str),
+    /// Postgres was stopped.
+    Stopped,
+    /// The node's role changed (`primary`, `replica`, `demoted`).
+    RoleChanged(&'static str),
+}
+
+/// Timeouts the runner applies to Postgres operations.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunnerSettings {
+    /// `pg_ctl` start/stop timeout.
+    pub pg_ctl_timeout: Duration,
+    /// Time allowed for a promotion.
+    pub promote_timeout: Duration,
+    /// Time a peer probe may take.
+    pub probe_timeout: Duration,
+    /// Delete the data directory when pg_rewind fails, so the node re-clones.
+    pub remove_data_directory_on_rewind_failure: bool,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        RunnerSettings {
+            pg_ctl_timeout: Duration::from_secs(60),
+            promote_timeout: Duration::from_secs(60),
+            probe_timeout: Duration::from_secs(2),
+            remove_data_directory_on_rewind_failure: false,
+        }
+    }
+}
+
+/// What the runner publishes after every cycle (REST API, metrics).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeSnapshot {
+    /// The node's memory after the last decision.
+    pub state: LocalState,
+    /// Last Postgres observation.
+    pub pg: Option<PgObservation>,
+    /// Last successfully read cluster view.
+    pub cluster: Option<Cluster>,
+    /// Background action in progress.
+    pub busy: Option<Busy>,
+    /// When the last cycle ended.
+    pub cycle_at: MonoTime,
+    /// Cycles run so far.
+    pub cycles: u64,
+}
+
+impl NodeSnapshot {
+    /// Whether this node holds the leader lease at `now` by its own clock.
+    pub fn holds_lease(&self, now: MonoTime) -> bool {
+        self.state.holds_lease(now)
+    }
+}
+
+/// Controls a running [`Runner`] from elsewhere (REST API, signal handlers).
+#[derive(Clone)]
+pub struct RunnerHandle {
+    wake: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    snapshot: watch::Receiver<NodeSnapshot>,
+}
+
+impl RunnerHandle {
+    /// Runs a cycle now (after a config change, a switchover request, …).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Asks the runner to stop Postgres (unless paused), release the lease and return.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        self.wake.notify_one();
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> NodeSnapshot {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<NodeSnapshot> {
+        self.snapshot.clone()
+    }
+}
+
+/// The trait objects a runner drives.
+#[derive(Clone)]
+pub struct Components {
+    /// The DCS backend.
+    pub dcs: Arc<dyn Dcs>,
+    /// The local Postgres.
+    pub pg: Arc<dyn Postgres>,
+    /// The write fence / watchdog.
+    pub fence: Arc<dyn Watchdog>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Peer status probes.
+    pub peers: Arc<dyn PeerProbe>,
+}
+
+/// Drives the decision function for one node.
+pub struct Runner {
+    cfg: NodeConfig,
+    parts: Components,
+    settings: RunnerSettings,
+    state: LocalState,
+    job: Option<BackgroundJob>,
+    job_done: Arc<Notify>,
+    wake: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+    snapshot: watch::Sender<NodeSnapshot>,
+    events: Option<tokio::sync::mpsc::UnboundedSender<RunnerEvent>>,
+    last_cluster: Option<Cluster>,
+    timing: DcsTiming,
+    cycles: u64,
+}
+
+impl Runner {
+    /// A runner and the handle to control it.
+    pub fn new(
+        cfg: NodeConfig,
+        parts: Components,
+        settings: RunnerSettings,
+    ) -> (Runner, RunnerHandle) {
+        let wake = Arc::new(Notify::new());
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (snap_tx, snap_rx) = watch::channel(NodeSnapshot::default());
+        let timing = timing_of(&cfg.bootstrap_config);
+        parts.dcs.set_timing(timing);
+        let runner = Runner {
+            cfg,
+            parts,
+            settings,
+            state: LocalState::default(),
+            job: None,
+            job_done: Arc::new(Notify::new()),
+            wake: wake.clone(),
+            shutdown: shutdown_rx,
+            snapshot: snap_tx,
+            events: None,
+            last_cluster: None,
+            timing,
+            cycles: 0,
+        };
+        let handle = RunnerHandle {
+            wake,
+            shutdown: shutdown_tx,
+            snapshot: snap_rx,
+        };
+        (runner, handle)
+    }
+
+    /// Sends [`RunnerEvent`]s to `tx` (for callbacks).
+    pub fn with_events(mut self, tx: tokio::sync::mpsc::UnboundedSender<RunnerEvent>) -> Self {
+        self.events = Some(tx);
+        self
+    }
+
+    /// Runs until shut down through the handle.
+    pub async fn run(mut self) {
+        let mut changes = self.parts.dcs.subscribe();
+        let mut next = self.parts.clock.now();
+        loop {
+            if *self.shutdown.borrow() {
+                break;
+            }
+            let now = self.parts.clock.now();
+            if next > now {
+                let sleep = tokio::time::sleep(next.since(now));
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.changed() => {}
+                    _ = self.job_done.notified() => {}
+                    _ = self.wake.notified() => {}
+                    _ = changes.changed() => {}
+                    _ = sleep => {}
+                }
+                if *self.shutdown.borrow() {
+                    break;
+                }
+            }
+            let started = self.parts.clock.now();
+            let wake_at = self.cycle().await;
+            let loop_wait = self.timing.loop_wait;
+            next = started.plus(loop_wait);
+            if let Some(w) = wake_at {
+                next = next.min(w);
+            }
+        }
+        self.shut_down_node().await;
+    }
+
+    /// One HA cycle; returns when the decision wants to run again at the latest.
+    async fn cycle(&mut self) -> Option<MonoTime> {
+        self.cycles += 1;
+        if self.job.as_ref().is_some_and(BackgroundJob::is_finished) {
+            if let Some(job) = self.job.take() {
+                job.finish().await;
+            }
+        }
+        let read_at = self.parts.clock.now();
+        let retry = self.timing.retry_timeout;
+        let (cluster, pg) = tokio::join!(
+            with_deadline(retry, self.parts.dcs.get_cluster()),
+            self.parts.pg.observe()
+        );
+        if let Ok(c) = &cluster {
+            self.apply_dynamic_config(c);
+            self.last_cluster = Some(c.clone());
+        }
+        let mut obs = Observation {
+            cluster,
+            read_at,
+            pg,
+            busy: self.job.as_ref().map(|j| j.kind),
+            outcomes: Vec::new(),
+            wall_millis: self.parts.clock.wall_millis(),
+        };
+        let mut wake_at = None;
+        let mut reread = false;
+        'steps: for _ in 0..8 {
+            let now = self.parts.clock.now();
+            let Decision {
+                actions,
+                state,
+                rerun,
+                reread: rr,
+                wake_at: w,
+            } = decide(&self.cfg, &self.state, &obs, now);
+            if state.message != self.state.message {
+                tracing::info!(node = %self.cfg.name, "{}", state.message);
+            }
+            self.state = state;
+            wake_at = w;
+            reread |= rr;
+            for action in actions {
+                let ctx = GuardContext {
+                    now: self.parts.clock.now(),
+                    read_at,
+                    lease_until: self.state.lease_until,
+                    max_view_age: retry + Duration::from_millis(500),
+                };
+                if let Some(why) = refuse(&action, &ctx) {
+                    tracing::warn!(node = %self.cfg.name, ?action, "refused: {why}; re-reading the cluster");
+                    reread = true;
+                    break 'steps;
+                }
+                if let Some(outcome) = self.execute(action, &obs).await {
+                    obs.outcomes.push(outcome);
+                }
+            }
+            if !rerun {
+                break;
+            }
+        }
+        let now = self.parts.clock.now();
+        let snap = NodeSnapshot {
+            state: self.state.clone(),
+            pg: Some(obs.pg.clone()),
+            cluster: self.last_cluster.clone(),
+            busy: self.job.as_ref().map(|j| j.kind),
+            cycle_at: now,
+            cycles: self.cycles,
+        };
+        self.snapshot.send_replace(snap);
+        if reread {
+            Some(now)
+        } else {
+            wake_at
+        }
+    }
+
+    /// Timing from the dynamic config reaches the backend when it changes.
+    fn apply_dynamic_config(&mut self, c: &Cluster) {
+        if let Some(cfg) = &c.config {
+            if cfg.value.validate().is_empty() {
+                let t = timing_of(&cfg.value);
+                if t != self.timing {
+                    self.timing = t;
+                    self.parts.dcs.set_timing(t);
+                }
+            }
+        }
+    }
+
+    async fn execute(&mut self, action: Action, obs: &Observation) -> Option<Outcome> {
+        let retry = self.timing.retry_timeout;
+        let dcs = &self.parts.dcs;
+        match action {
+            Action::AcquireLease => {
+                let sent_at = self.parts.clock.now();
+                Some(match with_deadline(retry, dcs.acquire_leader()).await {
+                    Ok(true) => Outcome::LeaseAcquired { sent_at },
+                    Ok(false) => Outcome::LeaseTaken,
+                    Err(e) => Outcome::LeaseError(e),
+                })
+            }
+            Action::RenewLease => {
+                let sent_at = self.parts.clock.now();
+                Some(match with_deadline(retry, dcs.renew_leader()).await {
+                    Ok(true) => Outcome::LeaseRenewed { sent_at },
+                    Ok(false) => Outcome::LeaseLost,
+                    Err(e) => Outcome::LeaseError(e),
+                })
+            }
+            Action::ReleaseLease => {
+                log_dcs(
+                    "release leader",
+                    with_deadline(retry, dcs.release_leader()).await.map(|_| ()),
+                );
+                None
+            }
+            Action::ProbePeers { names } => {
+                let members: Vec<Member> = names
+                    .iter()
+                    .filter_map(|n| {
+                        let from_view = obs.cluster.as_ref().ok().and_then(|c| c.member(n));
+                        let from_old = self
+                            .state
+                            .last_leader_view
+                            .as_ref()
+                            .and_then(|c| c.member(n));
+                        from_view.or(from_old).cloned()
+                    })
+                    .collect();
+                let timeout = self.settings.probe_timeout;
+                let probes = members.iter().map(|m| {
+                    let probe = self.parts.peers.clone();
+                    async move {
+                        let reply = tokio::time::timeout(timeout, probe.probe(m))
+                            .await
+                            .ok()
+                            .flatten();
+                        PeerStatus {
+                            name: m.name.clone(),
+                            reply,
+                        }
+                    }
+                });
+                Some(Outcome::PeersProbed(
+                    futures::future::join_all(probes).await,
+                ))
+            }
+            Action::ClaimInitialize => Some(match with_deadline(retry, dcs.initialize("")).await {
+                Ok(true) => Outcome::InitializeWon,
+                _ => Outcome::InitializeLost,
+            }),
+            Action::WriteInitialize { system_identifier } => {
+                log_dcs(
+                    "write initialize",
+                    with_deadline(retry, dcs.set_initialize(&system_identifier)).await,
+                );
+                None
+            }
+            Action::CancelInitialize => {
+                log_dcs(
+                    "cancel initialize",
+                    with_deadline(retry, dcs.cancel_initialization()).await,
+                );
+                None
+            }
+            Action::PublishMember(data) => {
+                log_dcs(
+                    "publish member",
+                    with_deadline(retry, dcs.touch_member(&data)).await,
+                );
+                None
+            }
+            Action::WriteConfig { config, expected } => {
+                log_dcs(
+                    "write config",
+                    with_deadline(retry, dcs.set_config(&config, expected))
+                        .await
+                        .map(|_| ()),
+                );
+                None
+            }
+            Action::ClearFailover { expected } => {
+                let r = with_deadline(
+                    retry,
+                    dcs.set_failover(&Failover::default(), Some(expected)),
+                )
+                .await;
+                log_dcs("clear failover", r.map(|_| ()));
+                None
+            }
+            Action::WriteStatus(status) => {
+                log_dcs(
+                    "write status",
+                    with_deadline(retry, dcs.set_status(&status)).await,
+                );
+                None
+            }
+            Action::WriteHistory(history) => {
+                log_dcs(
+                    "write history",
+                    with_deadline(retry, dcs.set_history(&history)).await,
+                );
+                None
+            }
+            Action::ArmFence { deadline } => {
+                if let Err(e) = self.parts.fence.arm_until(deadline).await {
+                    tracing::error!(node = %self.cfg.name, "arming the write fence failed: {e}");
+                }
+                None
+            }
+            Action::DisarmFence => {
+                if let Err(e) = self.parts.fence.disarm().await {
+                    tracing::warn!(node = %self.cfg.name, "disarming the write fence failed: {e}");
+                }
+                None
+            }
+            Action::SyncSlots { names } => {
+                if let Err(e) = self.parts.pg.sync_replication_slots(&names).await {
+                    tracing::warn!(node = %self.cfg.name, "slot sync failed: {e}");
+                }
+                None
+            }
+            Action::Follow { upstream } => {
+                if let Err(e) = self.parts.pg.follow(upstream.as_ref()).await {
+                    tracing::warn!(node = %self.cfg.name, "follow failed: {e}");
+                }
+                None
+            }
+            Action::StopPostgres { mode } => {
+                if let Err(e) = self.parts.pg.stop(mode, self.settings.pg_ctl_timeout).await {
+                    tracing::warn!(node = %self.cfg.name, "stop failed: {e}");
+                }
+                self.emit(RunnerEvent::Stopped);
+                None
+            }
+            background => {
+                if self.job.is_some() {
+                    tracing::warn!(node = %self.cfg.name, ?background, "a background action is already running");
+                    return None;
+                }
+                self.job = BackgroundJob::spawn(
+                    background,
+                    self.parts.clone(),
+                    self.settings,
+                    self.job_done.clone(),
+                    self.events.clone(),
+                );
+                None
+            }
+        }
+    }
+
+    fn emit(&self, e: RunnerEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    /// SIGTERM: stop Postgres (fast) and release the lease so a replica takes over at
+    /// once; in pause mode leave Postgres running and keep the key.
+    async fn shut_down_node(&mut self) {
+        if let Some(job) = self.job.take() {
+            job.finish().await;
+        }
+        let paused = self.state.config.as_ref().is_some_and(|c| c.pause);
+        if paused {
+            tracing::info!(node = %self.cfg.name, "shutting down in pause mode: leaving postgres running");
+            return;
+        }
+        tracing::info!(node = %self.cfg.name, "shutting down: stopping postgres");
+        let stopped = self
+            .parts
+            .pg
+            .stop(
+                crate::postgres::StopMode::Fast,
+                self.settings.pg_ctl_timeout,
+            )
+            .await;
+        if let Err(e) = &stopped {
+            tracing::error!(node = %self.cfg.name, "postgres failed to stop: {e}; keeping the leader key");
+            return;
+        }
+        self.emit(RunnerEvent::Stopped);
+        if self.state.holds_lease(self.parts.clock.now()) {
+            log_dcs(
+                "release leader",
+                with_deadline(self.timing.retry_timeout, self.parts.dcs.release_leader())
+                    .await
+                    .map(|_| ()),
+            );
+            self.state.lease_until = None;
+        }
+        let _ = self.parts.fence.disarm().await;
+    }
+}
+
+fn timing_of(c: &crate::model::DynamicConfig) -> DcsTiming {
+    DcsTiming {
+        ttl: c.ttl(),
+        retry_timeout: c.retry_timeout(),
+        loop_wait: c.loop_wait(),
+    }
+}
+
+/// Bounds a DCS call by `retry_timeout`: a backend that hangs counts as unreachable.
+async fn with_deadline<T>(
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T, DcsError>>,
+) -> Result<T, DcsError> {
+    match tokio::time::timeout(d, f).await {
+        Ok(r) => r,
+        Err(_) => Err(DcsError::Unreachable(format!("no answer within {d:?}"))),
+    }
+}
+
+fn log_dcs(what: &str, r: Result<(), DcsError>) {
+    if let Err(e) = r {
+        tracing::warn!("{what} failed: {e}");
+    }
+}

@@ -1,0 +1,156 @@
+//! Long actions run in the background so the HA loop keeps renewing the lease.
+
+use super::{Components, RunnerEvent, RunnerSettings};
+use crate::decision::{Action, Busy, DemoteMode};
+use crate::postgres::{PgError, StartRole};
+use std::sync::Arc;
+use tokio::sync::{mpsc::UnboundedSender, Notify};
+use tokio::task::JoinHandle;
+
+/// A running background action.
+pub(super) struct BackgroundJob {
+    pub(super) kind: Busy,
+    handle: JoinHandle<()>,
+}
+
+impl BackgroundJob {
+    /// Starts `action` in the background; `None` if it is not a background action.
+    pub(super) fn spawn(
+        action: Action,
+        parts: Components,
+        settings: RunnerSettings,
+        done: Arc<Notify>,
+        events: Option<UnboundedSender<RunnerEvent>>,
+    ) -> Option<BackgroundJob> {
+        let kind = match &action {
+            Action::Bootstrap => Busy::Bootstrap,
+            Action::CloneReplica { .. } => Busy::Clone,
+            Action::StartPrimary { .. } | Action::StartReplica { .. } => Busy::Start,
+            Action::Promote { .. } => Busy::Promote,
+            Action::Demote { .. } => Busy::Demote,
+            _ => return None,
+        };
+        let handle = tokio::spawn(async move {
+            let name = format!("{action:?}");
+            let emit = |e: RunnerEvent| {
+                if let Some(tx) = &events {
+                    let _ = tx.send(e);
+                }
+            };
+            match run(action, &parts, settings, &emit).await {
+                Ok(()) => tracing::debug!("{name}: done"),
+                Err(e) => tracing::warn!("background action failed: {e}"),
+            }
+            done.notify_one();
+        });
+        Some(BackgroundJob { kind, handle })
+    }
+
+    /// Whether it has finished.
+    pub(super) fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for it to finish.
+    pub(super) async fn finish(self) {
+        let _ = self.handle.await;
+    }
+}
+
+async fn run(
+    action: Action,
+    parts: &Components,
+    settings: RunnerSettings,
+    emit: &(dyn Fn(RunnerEvent) + Send + Sync),
+) -> Result<(), PgError> {
+    let pg = &parts.pg;
+    let t = settings.pg_ctl_timeout;
+    match action {
+        Action::Bootstrap => {
+            if let Err(e) = pg.bootstrap().await {
+                // Let another node (or a later attempt) bootstrap.
+                if let Err(d) = parts.dcs.cancel_initialization().await {
+                    tracing::error!("bootstrap failed and initialize could not be cancelled: {d}");
+                }
+                return Err(e);
+            }
+            emit(RunnerEvent::Started("primary"));
+            Ok(())
+        }
+        Action::CloneReplica { source, follow } => {
+            crate::postgres::Postgres::clone_from(pg.as_ref(), &source).await?;
+            pg.start(&StartRole::Replica { upstream: follow }, t)
+                .await?;
+            emit(RunnerEvent::Started("replica"));
+            Ok(())
+        }
+        Action::StartPrimary { token } => {
+            // The lease may have run out while the job was queued.
+            if parts.clock.now() >= token.valid_until {
+                return Err(PgError::Invalid(
+                    "lease expired before the primary could start".into(),
+                ));
+            }
+            pg.start(&StartRole::Primary, t).await?;
+            emit(RunnerEvent::Started("primary"));
+            Ok(())
+        }
+        Action::StartReplica { upstream, rewind } => {
+            if let (true, Some(source)) = (rewind, upstream.as_ref()) {
+                if pg.needs_rewind(source).await? {
+                    if let Err(e) = pg.rewind(source).await {
+                        if settings.remove_data_directory_on_rewind_failure {
+                            tracing::warn!(
+                                "pg_rewind failed ({e}); removing the data directory to re-clone"
+                            );
+                            pg.remove_data_directory().await?;
+                            return Ok(());
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            pg.start(&StartRole::Replica { upstream }, t).await?;
+            emit(RunnerEvent::Started("replica"));
+            Ok(())
+        }
+        Action::Promote { token } => {
+            if parts.clock.now() >= token.valid_until {
+                return Err(PgError::Invalid("lease expired before promotion".into()));
+            }
+            pg.promote(settings.promote_timeout).await?;
+            emit(RunnerEvent::RoleChanged("primary"));
+            Ok(())
+        }
+        Action::Demote { mode, upstream } => {
+            pg.stop(mode.stop_mode(), t).await?;
+            emit(RunnerEvent::Stopped);
+            if mode.releases_lease() {
+                if let Err(e) = parts.dcs.release_leader().await {
+                    tracing::warn!("release after demote failed: {e}");
+                }
+            }
+            emit(RunnerEvent::RoleChanged("demoted"));
+            let upstream = if mode == DemoteMode::Offline {
+                None
+            } else {
+                upstream
+            };
+            // A former primary may have diverged: the next cycle starts it (with a
+            // rewind check) once the new leader is known, unless we already know whom
+            // to follow and no rewind can be needed (graceful switchover).
+            if mode == DemoteMode::Graceful {
+                if let Some(source) = upstream.as_ref() {
+                    if pg.needs_rewind(source).await.unwrap_or(true) {
+                        return Ok(());
+                    }
+                }
+                pg.start(&StartRole::Replica { upstream }, t).await?;
+                emit(RunnerEvent::Started("replica"));
+                emit(RunnerEvent::RoleChanged("replica"));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
