@@ -1,0 +1,445 @@
+//! `PgConfig`: the `postgresql:` section of a Patroni-style configuration, plus the
+//! member name and scope the driver needs.
+
+use crate::error::{DriverError, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A user name and password.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct Credentials {
+    /// Role name.
+    pub username: String,
+    /// Password (`None`: rely on trust / peer / a passfile).
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `authentication:` — the three roles Patroni knows.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Authentication {
+    /// The superuser the agent connects as.
+    #[serde(default = "default_superuser")]
+    pub superuser: Credentials,
+    /// The role replicas stream and clone with.
+    #[serde(default = "default_replication")]
+    pub replication: Credentials,
+    /// The role pg_rewind connects as (defaults to the superuser).
+    #[serde(default)]
+    pub rewind: Option<Credentials>,
+}
+
+impl Default for Authentication {
+    fn default() -> Self {
+        Authentication {
+            superuser: default_superuser(),
+            replication: default_replication(),
+            rewind: None,
+        }
+    }
+}
+
+fn default_superuser() -> Credentials {
+    Credentials {
+        username: "postgres".into(),
+        password: None,
+    }
+}
+
+fn default_replication() -> Credentials {
+    Credentials {
+        username: "replicator".into(),
+        password: None,
+    }
+}
+
+/// One command-line option in Patroni's list form: `- data-checksums` or
+/// `- encoding: UTF8`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ToolOption {
+    /// A flag without value.
+    Flag(String),
+    /// A single-key map `{name: value}`.
+    Value(BTreeMap<String, serde_json::Value>),
+}
+
+/// A list of tool options, accepted either as Patroni's list or as a plain map.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ToolOptions {
+    /// `- flag` / `- key: value` entries.
+    List(Vec<ToolOption>),
+    /// `key: value` entries.
+    Map(BTreeMap<String, serde_json::Value>),
+    /// Not given.
+    #[default]
+    #[serde(skip)]
+    None,
+}
+
+impl ToolOptions {
+    /// The options as `--name[=value]` arguments, in order.
+    pub fn to_args(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut push = |k: &str, v: Option<&serde_json::Value>| -> Result<()> {
+            let k = k.trim_start_matches('-');
+            if k.is_empty() {
+                return Err(DriverError::Config("empty option name".into()));
+            }
+            match v {
+                None => out.push(format!("--{k}")),
+                Some(v) => out.push(format!("--{k}={}", json_scalar(v)?)),
+            }
+            Ok(())
+        };
+        match self {
+            ToolOptions::None => {}
+            ToolOptions::Map(m) => {
+                for (k, v) in m {
+                    push(k, Some(v))?;
+                }
+            }
+            ToolOptions::List(items) => {
+                for item in items {
+                    match item {
+                        ToolOption::Flag(f) => push(f, None)?,
+                        ToolOption::Value(m) => {
+                            if m.len() != 1 {
+                                return Err(DriverError::Config(format!(
+                                    "option entry {m:?} must have exactly one key"
+                                )));
+                            }
+                            for (k, v) in m {
+                                push(k, Some(v))?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether an option with this name (without dashes) is present.
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            ToolOptions::None => false,
+            ToolOptions::Map(m) => m.contains_key(name),
+            ToolOptions::List(items) => items.iter().any(|i| match i {
+                ToolOption::Flag(f) => f.trim_start_matches('-') == name,
+                ToolOption::Value(m) => m.contains_key(name),
+            }),
+        }
+    }
+}
+
+/// Renders a scalar JSON/YAML value the way a command line or postgresql.conf wants it.
+pub fn json_scalar(v: &serde_json::Value) -> Result<String> {
+    match v {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::Bool(b) => Ok(if *b { "on".into() } else { "off".into() }),
+        other => Err(DriverError::Config(format!(
+            "value {other} is not a string, number or boolean"
+        ))),
+    }
+}
+
+/// A custom replica-creation method (`create_replica_methods` entry's section).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ReplicaMethod {
+    /// Command line run through `sh -c`; gets `--scope`, `--role=replica`,
+    /// `--datadir`, `--connstring` and the section's other keys appended.
+    pub command: String,
+    /// Works without a running leader (restores from a backup store).
+    #[serde(default)]
+    pub no_leader: bool,
+    /// Do not empty the data directory if the method fails.
+    #[serde(default)]
+    pub keep_data: bool,
+    /// Other keys, passed as `--key=value`.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// An `ignore_slots` matcher: a slot matching every given attribute is never dropped.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct IgnoreSlot {
+    /// Slot name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `physical` or `logical`.
+    #[serde(default, rename = "type")]
+    pub slot_type: Option<String>,
+    /// Database (logical slots).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Output plugin (logical slots).
+    #[serde(default)]
+    pub plugin: Option<String>,
+}
+
+/// The driver's configuration: Patroni's `postgresql:` section names where they exist.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PgConfig {
+    /// Member name: `application_name` of this server's replication connection and
+    /// the base of its slot name.
+    pub name: String,
+    /// Cluster name (`cluster_name`).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// `host[,host...]:port` the server listens on.
+    pub listen: String,
+    /// `host:port` other members use to reach this server (defaults to `listen`).
+    #[serde(default)]
+    pub connect_address: Option<String>,
+    /// PGDATA.
+    pub data_dir: PathBuf,
+    /// Directory of initdb, pg_ctl, … (discovered when unset).
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    /// Roles and passwords.
+    #[serde(default)]
+    pub authentication: Authentication,
+    /// GUCs written to the managed configuration file.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// `pg_hba.conf` lines; when empty the file is left as it is.
+    #[serde(default)]
+    pub pg_hba: Vec<String>,
+    /// Whether pg_rewind may be used.
+    #[serde(default)]
+    pub use_pg_rewind: bool,
+    /// Whether replicas stream through physical slots.
+    #[serde(default = "default_true")]
+    pub use_slots: bool,
+    /// Caller may wipe the data dir when pg_rewind fails.
+    #[serde(default)]
+    pub remove_data_directory_on_rewind_failure: bool,
+    /// Caller may wipe the data dir when timelines diverged and rewind is impossible.
+    #[serde(default)]
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// Replica-creation methods in order; `basebackup` is the built-in one.
+    #[serde(default)]
+    pub create_replica_methods: Vec<String>,
+    /// pg_basebackup options (Patroni list form).
+    #[serde(default)]
+    pub basebackup: ToolOptions,
+    /// initdb options (Patroni list form); `data-checksums` is added unless present.
+    #[serde(default)]
+    pub initdb: ToolOptions,
+    /// Seconds pg_ctl waits for start / stop when the caller gives no timeout.
+    #[serde(default = "default_pg_ctl_timeout")]
+    pub pg_ctl_timeout: u64,
+    /// OS user that runs the server when the agent runs as root.
+    #[serde(default)]
+    pub os_user: Option<String>,
+    /// Slots never dropped.
+    #[serde(default)]
+    pub ignore_slots: Vec<IgnoreSlot>,
+    /// Server log file for pg_ctl (default `<data_dir>/log/postmaster.log`).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    /// Sections of custom replica methods, keyed by method name.
+    #[serde(flatten)]
+    pub method_sections: BTreeMap<String, serde_json::Value>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_pg_ctl_timeout() -> u64 {
+    60
+}
+
+/// A parsed `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// Host part (may be a comma-separated list for `listen`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// Parses `host:port` (IPv6 hosts in brackets).
+pub fn parse_host_port(text: &str) -> Result<HostPort> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| DriverError::Config(format!("`{text}` is not host:port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| DriverError::Config(format!("`{text}`: bad port")))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(DriverError::Config(format!("`{text}`: empty host")));
+    }
+    Ok(HostPort { host, port })
+}
+
+impl PgConfig {
+    /// A minimal configuration: member name, listen address and data directory.
+    pub fn new(name: &str, listen: &str, data_dir: impl Into<PathBuf>) -> Self {
+        PgConfig {
+            name: name.into(),
+            scope: None,
+            listen: listen.into(),
+            connect_address: None,
+            data_dir: data_dir.into(),
+            bin_dir: None,
+            authentication: Authentication::default(),
+            parameters: BTreeMap::new(),
+            pg_hba: Vec::new(),
+            use_pg_rewind: false,
+            use_slots: true,
+            remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
+            create_replica_methods: Vec::new(),
+            basebackup: ToolOptions::None,
+            initdb: ToolOptions::None,
+            pg_ctl_timeout: default_pg_ctl_timeout(),
+            os_user: None,
+            ignore_slots: Vec::new(),
+            log_file: None,
+            method_sections: BTreeMap::new(),
+        }
+    }
+
+    /// The parsed `listen` address.
+    pub fn listen_address(&self) -> Result<HostPort> {
+        parse_host_port(&self.listen)
+    }
+
+    /// Where the agent itself connects for SQL: the first listen host, or loopback
+    /// for wildcards.
+    pub fn local_host_port(&self) -> Result<HostPort> {
+        let l = self.listen_address()?;
+        let first = l.host.split(',').next().unwrap_or("").trim().to_string();
+        let host = match first.as_str() {
+            "*" | "0.0.0.0" | "" => "127.0.0.1".to_string(),
+            "::" => "::1".to_string(),
+            h => h.to_string(),
+        };
+        Ok(HostPort { host, port: l.port })
+    }
+
+    /// pg_ctl's default timeout.
+    pub fn pg_ctl_timeout(&self) -> Duration {
+        Duration::from_secs(self.pg_ctl_timeout.max(1))
+    }
+
+    /// The rewind role (falls back to the superuser).
+    pub fn rewind_credentials(&self) -> &Credentials {
+        self.authentication
+            .rewind
+            .as_ref()
+            .unwrap_or(&self.authentication.superuser)
+    }
+
+    /// The server log file pg_ctl writes.
+    pub fn log_file(&self) -> PathBuf {
+        self.log_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("log").join("postmaster.log"))
+    }
+
+    /// The custom replica method named `name`.
+    pub fn replica_method(&self, name: &str) -> Result<ReplicaMethod> {
+        let section = self.method_sections.get(name).ok_or_else(|| {
+            DriverError::Config(format!(
+                "create_replica_methods names `{name}` but there is no `{name}:` section"
+            ))
+        })?;
+        serde_json::from_value(section.clone())
+            .map_err(|e| DriverError::Config(format!("section `{name}`: {e}")))
+    }
+
+    /// Checks what can be checked without touching the system.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() {
+            return Err(DriverError::Config("name is empty".into()));
+        }
+        self.listen_address()?;
+        if let Some(c) = &self.connect_address {
+            parse_host_port(c)?;
+        }
+        if !self.data_dir.is_absolute() {
+            return Err(DriverError::Config(format!(
+                "data_dir {} must be an absolute path",
+                self.data_dir.display()
+            )));
+        }
+        for m in &self.create_replica_methods {
+            if m != "basebackup" && m != "pg_basebackup" {
+                self.replica_method(m)?;
+            }
+        }
+        self.initdb.to_args()?;
+        self.basebackup.to_args()?;
+        for (k, v) in &self.parameters {
+            json_scalar(v).map_err(|e| DriverError::Config(format!("parameter {k}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tool_options_accept_patroni_list_and_map_forms() {
+        let list: ToolOptions =
+            serde_json::from_str(r#"["data-checksums", {"encoding": "UTF8"}, {"max-rate": 100}]"#)
+                .unwrap();
+        assert_eq!(
+            list.to_args().unwrap(),
+            vec!["--data-checksums", "--encoding=UTF8", "--max-rate=100"]
+        );
+        assert!(list.contains("data-checksums"));
+        assert!(!list.contains("locale"));
+        let map: ToolOptions = serde_json::from_str(r#"{"checkpoint": "fast"}"#).unwrap();
+        assert_eq!(map.to_args().unwrap(), vec!["--checkpoint=fast"]);
+        let bad: ToolOptions = serde_json::from_str(r#"[{"a": 1, "b": 2}]"#).unwrap();
+        assert!(bad.to_args().is_err());
+    }
+
+    #[test]
+    fn config_reads_patroni_names_and_method_sections() {
+        let cfg: PgConfig = serde_json::from_value(serde_json::json!({
+            "name": "node-1", "listen": "0.0.0.0:5433", "data_dir": "/var/lib/pg/data",
+            "authentication": {"superuser": {"username": "su", "password": "x"},
+                               "replication": {"username": "rep", "password": "y"}},
+            "parameters": {"max_connections": 50, "fsync": false},
+            "create_replica_methods": ["wal_g", "basebackup"],
+            "wal_g": {"command": "wal-g backup-fetch", "no_leader": true, "threads": 4},
+            "initdb": [{"encoding": "UTF8"}, "data-checksums"],
+        }))
+        .unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.local_host_port().unwrap().host, "127.0.0.1");
+        assert_eq!(cfg.local_host_port().unwrap().port, 5433);
+        let m = cfg.replica_method("wal_g").unwrap();
+        assert!(m.no_leader);
+        assert_eq!(m.extra.get("threads"), Some(&serde_json::json!(4)));
+        assert_eq!(cfg.rewind_credentials().username, "su");
+        assert!(cfg.use_slots);
+    }
+
+    #[test]
+    fn validate_rejects_missing_method_section_and_relative_data_dir() {
+        let mut cfg = PgConfig::new("a", "127.0.0.1:5432", "/d");
+        cfg.create_replica_methods = vec!["pgbackrest".into()];
+        assert!(cfg.validate().is_err());
+        let cfg = PgConfig::new("a", "127.0.0.1:5432", "rel/d");
+        assert!(cfg.validate().is_err());
+        let cfg = PgConfig::new("a", "127.0.0.1", "/d");
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -1,0 +1,1261 @@
+//! `PgDriver`: ha-core's `Postgres` trait on a real server.
+
+use crate::binaries::Binaries;
+use crate::config::{PgConfig, ReplicaMethod};
+use crate::controldata::ControlData;
+use crate::datadir::{self, DirContents};
+use crate::error::{DriverError, Result};
+use crate::pidfile::{self, PidFileState};
+use crate::render::{self, ManagedState, UpstreamRecord, MANAGED_CONF};
+use crate::runner::{tail_chars, OsUser, Runner};
+use crate::slots::{self, SlotInfo};
+use crate::sql;
+use crate::timeline::{self, HistoryEntry, LocalPosition};
+use async_trait::async_trait;
+use ha_core::{
+    parse_lsn, DataDirState, PgError, PgObservation, PgProcess, Postgres, ReplicationConnection,
+    StartRole, StopMode, StopOutcome, Upstream,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio_postgres::SimpleQueryMessage;
+
+/// Connect timeout of the health query: a SIGSTOPped postmaster never answers.
+const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Budget for the health query itself once connected.
+const HEALTH_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Timeout of the driver's own short SQL (promote excluded).
+const SQL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Short tools (pg_controldata, pg_ctl reload, psql).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Long tools without a natural bound (initdb, single-user recovery, pg_rewind).
+const LONG_TOOL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Custom replica methods may restore large backups.
+const REPLICA_METHOD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The local PostgreSQL server, driven through its own tools and SQL.
+#[derive(Debug)]
+pub struct PgDriver {
+    cfg: PgConfig,
+    bins: Binaries,
+    runner: Runner,
+    state: Mutex<ManagedState>,
+}
+
+impl PgDriver {
+    /// Validates `cfg`, finds the binaries and the OS user. Fails when a binary is
+    /// missing (naming the package) or the OS user does not exist.
+    pub fn new(cfg: PgConfig) -> Result<Self> {
+        cfg.validate()?;
+        let bins = Binaries::discover(cfg.bin_dir.as_deref())?;
+        let user = OsUser::resolve(cfg.os_user.as_deref())?;
+        let state = render::read_state(&cfg.data_dir);
+        Ok(PgDriver {
+            cfg,
+            bins,
+            runner: Runner::new(user),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgConfig {
+        &self.cfg
+    }
+
+    /// The binaries in use.
+    pub fn binaries(&self) -> &Binaries {
+        &self.bins
+    }
+
+    /// The OS user server processes run as.
+    pub fn os_user(&self) -> &OsUser {
+        self.runner.user()
+    }
+
+    /// PGDATA.
+    pub fn data_dir(&self) -> &Path {
+        &self.cfg.data_dir
+    }
+
+    fn state(&self) -> ManagedState {
+        match self.state.lock() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_state(&self, s: ManagedState) {
+        match self.state.lock() {
+            Ok(mut g) => *g = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    }
+
+    fn tool_cmd(&self, name: &str, english: bool) -> Result<tokio::process::Command> {
+        Ok(self.runner.command(&self.bins.tool(name)?, english))
+    }
+
+    /// Reads pg_control of the data directory.
+    pub async fn controldata(&self) -> Result<ControlData> {
+        let mut cmd = self.tool_cmd("pg_controldata", true)?;
+        cmd.arg("-D").arg(self.data_dir());
+        let out = self
+            .runner
+            .run_ok("pg_controldata", cmd, TOOL_TIMEOUT)
+            .await?;
+        ControlData::parse(&out.stdout).ok_or_else(|| DriverError::DataDir {
+            path: self.data_dir().to_path_buf(),
+            reason: "pg_controldata printed no system identifier: pg_control is damaged".into(),
+        })
+    }
+
+    /// What the data directory holds, for observations.
+    pub async fn data_dir_state(&self) -> (DataDirState, Option<ControlData>) {
+        match datadir::contents(self.data_dir()) {
+            Ok(DirContents::Missing) | Ok(DirContents::Empty) => (DataDirState::Empty, None),
+            Ok(DirContents::Foreign(r)) => (DataDirState::Invalid(r), None),
+            Err(e) => (DataDirState::Invalid(e.to_string()), None),
+            Ok(DirContents::Cluster) => {
+                if let Err(e) = datadir::check_access(self.data_dir(), self.os_user()) {
+                    return (DataDirState::Invalid(e.to_string()), None);
+                }
+                match self.controldata().await {
+                    Ok(c) => (
+                        DataDirState::Initialized {
+                            system_identifier: c.system_identifier.clone(),
+                        },
+                        Some(c),
+                    ),
+                    Err(e) => (DataDirState::Invalid(e.to_string()), None),
+                }
+            }
+        }
+    }
+
+    /// Fails unless the data directory holds the cluster with `expected` system
+    /// identifier.
+    pub async fn check_system_identifier(&self, expected: &str) -> Result<()> {
+        let c = self.controldata().await?;
+        if c.system_identifier != expected {
+            return Err(DriverError::SystemIdMismatch {
+                path: self.data_dir().to_path_buf(),
+                found: c.system_identifier,
+                expected: expected.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A fresh superuser connection to the local server.
+    pub async fn connect_local(&self, timeout: Duration) -> Result<tokio_postgres::Client> {
+        let hp = self.cfg.local_host_port()?;
+        sql::connect(
+            &hp.host,
+            hp.port,
+            &self.cfg.authentication.superuser,
+            "postgres",
+            timeout,
+        )
+        .await
+    }
+
+    /// Writes the managed conf, the include line, pg_hba.conf and standby.signal for
+    /// `state`.
+    fn write_config(&self, state: &ManagedState) -> Result<()> {
+        let dir = self.data_dir();
+        let conf = dir.join("postgresql.conf");
+        let base = std::fs::read_to_string(&conf).map_err(|e| DriverError::io("read", &conf, e))?;
+        if let Some(new) = render::with_include(&base) {
+            self.runner.write_file(&conf, &new, 0o600)?;
+        }
+        self.runner.write_file(
+            &dir.join(MANAGED_CONF),
+            &render::managed_conf(&self.cfg, state)?,
+            0o600,
+        )?;
+        if let Some(hba) = render::pg_hba(&self.cfg) {
+            self.runner
+                .write_file(&dir.join("pg_hba.conf"), &hba, 0o600)?;
+        }
+        let signal = dir.join("standby.signal");
+        if state.replica {
+            if !signal.exists() {
+                self.runner.write_file(&signal, "", 0o600)?;
+            }
+        } else if signal.exists() {
+            std::fs::remove_file(&signal).map_err(|e| DriverError::io("remove", &signal, e))?;
+        }
+        let log = self.cfg.log_file();
+        if let Some(parent) = log.parent() {
+            if !parent.exists() {
+                self.runner.create_dir(parent, 0o700)?;
+            }
+        }
+        self.set_state(state.clone());
+        Ok(())
+    }
+
+    fn pid_state(&self) -> PidFileState {
+        pidfile::read(self.data_dir())
+    }
+
+    fn postmaster_pid(&self) -> Option<i32> {
+        match self.pid_state() {
+            PidFileState::Alive { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// Checks the data directory before a start and refuses pid files postgres would
+    /// refuse too.
+    fn check_startable(&self) -> Result<()> {
+        match datadir::contents(self.data_dir())? {
+            DirContents::Cluster => {}
+            DirContents::Missing | DirContents::Empty => {
+                return Err(DriverError::Invalid(format!(
+                    "no cluster in {}: bootstrap or clone first",
+                    self.data_dir().display()
+                )))
+            }
+            DirContents::Foreign(reason) => {
+                return Err(DriverError::DataDir {
+                    path: self.data_dir().to_path_buf(),
+                    reason,
+                })
+            }
+        }
+        datadir::check_access(self.data_dir(), self.os_user())?;
+        match self.pid_state() {
+            PidFileState::Garbage(r) => Err(DriverError::PidFile {
+                path: self.data_dir().to_path_buf(),
+                reason: format!("{r}; if no postgres runs on this data directory, remove postmaster.pid"),
+            }),
+            PidFileState::Foreign(pid) => Err(DriverError::PidFile {
+                path: self.data_dir().to_path_buf(),
+                reason: format!(
+                    "names pid {pid}, a running process that is not postgres; if no postgres runs on this data directory, remove postmaster.pid"
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.cfg.log_file()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(20);
+        tail_chars(&lines[start..].join("\n"), 4000)
+    }
+
+    async fn pg_ctl_start(&self, timeout: Duration) -> Result<()> {
+        let mut cmd = self.tool_cmd("pg_ctl", true)?;
+        cmd.arg("start")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-w")
+            .arg("-t")
+            .arg(timeout.as_secs().max(1).to_string())
+            .arg("-l")
+            .arg(self.cfg.log_file());
+        let out = self
+            .runner
+            .run("pg_ctl start", cmd, timeout + Duration::from_secs(10))
+            .await?;
+        if out.success {
+            return Ok(());
+        }
+        if matches!(self.pid_state(), PidFileState::Alive { .. }) {
+            return Err(DriverError::Timeout(format!(
+                "server did not accept connections within {}s (still starting); log tail:\n{}",
+                timeout.as_secs(),
+                self.log_tail()
+            )));
+        }
+        Err(DriverError::StartFailed {
+            reason: out.message(),
+            log_tail: self.log_tail(),
+        })
+    }
+
+    async fn pg_ctl_reload(&self) -> Result<()> {
+        if self.postmaster_pid().is_none() {
+            return Ok(());
+        }
+        let mut cmd = self.tool_cmd("pg_ctl", true)?;
+        cmd.arg("reload").arg("-D").arg(self.data_dir()).arg("-s");
+        self.runner
+            .run_ok("pg_ctl reload", cmd, TOOL_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    /// Crash recovery in single-user mode so pg_control shows a clean shutdown (needed
+    /// before divergence checks and pg_rewind).
+    pub async fn single_user_recovery(&self) -> Result<()> {
+        if let PidFileState::Alive { pid, .. } = self.pid_state() {
+            return Err(DriverError::Invalid(format!(
+                "postmaster {pid} runs: stop it before crash recovery"
+            )));
+        }
+        // Single-user mode refuses standby mode; keep the signal file out of its way.
+        let signal = self.data_dir().join("standby.signal");
+        let aside = self.data_dir().join("standby.signal.fullauto");
+        let had_signal = signal.exists();
+        if had_signal {
+            std::fs::rename(&signal, &aside).map_err(|e| DriverError::io("rename", &signal, e))?;
+        }
+        let mut cmd = self.tool_cmd("postgres", true)?;
+        cmd.arg("--single")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-c")
+            .arg("archive_mode=off")
+            .arg("-c")
+            .arg("archive_command=false")
+            .arg("template1");
+        let result = self
+            .runner
+            .run("postgres --single", cmd, LONG_TOOL_TIMEOUT)
+            .await;
+        if had_signal {
+            std::fs::rename(&aside, &signal).map_err(|e| DriverError::io("rename", &aside, e))?;
+        }
+        let out = result?;
+        let c = self.controldata().await?;
+        if !c.is_clean_shutdown() {
+            return Err(DriverError::Tool {
+                tool: "postgres --single".into(),
+                output: format!(
+                    "crash recovery left pg_control in state `{}`: {}",
+                    c.cluster_state,
+                    out.message()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The health query alone, on a fresh connection with 1 s connect and 1 s query
+    /// budgets: `Err(Timeout)` for a server that does not answer (SIGSTOP, stuck I/O).
+    pub async fn probe(&self) -> Result<()> {
+        self.health().await.map(|_| ())
+    }
+
+    async fn health(&self) -> Result<Health> {
+        let client = self.connect_local(HEALTH_CONNECT_TIMEOUT).await?;
+        let q = format!(
+            "SET statement_timeout = {};
+             SELECT pg_is_in_recovery()::text,
+               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+               pg_last_wal_receive_lsn()::text,
+               pg_last_wal_replay_lsn()::text,
+               CASE WHEN pg_is_in_recovery()
+                 THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
+                               (SELECT timeline_id FROM pg_control_checkpoint()))::text
+                 ELSE (('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text END,
+               (SELECT status FROM pg_stat_wal_receiver),
+               current_setting('server_version_num'),
+               pg_postmaster_start_time()::text,
+               current_setting('synchronous_standby_names'),
+               (SELECT count(*) FROM pg_settings WHERE pending_restart)::text;
+             SELECT application_name, state, sync_state, flush_lsn::text, write_lsn::text,
+               replay_lsn::text, client_addr::text FROM pg_stat_replication ORDER BY application_name",
+            HEALTH_QUERY_TIMEOUT.as_millis()
+        );
+        let msgs = match tokio::time::timeout(HEALTH_QUERY_TIMEOUT, client.simple_query(&q)).await {
+            Err(_) => return Err(DriverError::Timeout("health query timed out".into())),
+            Ok(Err(e)) => return Err(sql::query_error(e)),
+            Ok(Ok(m)) => m,
+        };
+        let rows: Vec<_> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let first = rows
+            .first()
+            .ok_or_else(|| DriverError::Query("health query returned no row".into()))?;
+        let s = |i: usize| first.get(i).map(str::to_string);
+        let mut h = Health {
+            in_recovery: s(0).map(|v| v == "true"),
+            wal_lsn: s(1).and_then(|v| parse_lsn(&v)),
+            receive_lsn: s(2).and_then(|v| parse_lsn(&v)),
+            replay_lsn: s(3).and_then(|v| parse_lsn(&v)),
+            timeline: s(4).and_then(|v| v.parse().ok()),
+            receiver_status: s(5),
+            server_version: s(6).and_then(|v| v.parse().ok()),
+            start_time: s(7),
+            sync_names: s(8),
+            pending_restart: s(9).map(|v| v != "0").unwrap_or(false),
+            replication: Vec::new(),
+        };
+        for r in rows.iter().skip(1) {
+            let g = |i: usize| r.get(i).map(str::to_string);
+            h.replication.push(ReplicationConnection {
+                application_name: g(0).unwrap_or_default(),
+                state: g(1).unwrap_or_default(),
+                sync_state: g(2).unwrap_or_default(),
+                flush_lsn: g(3).and_then(|v| parse_lsn(&v)),
+                write_lsn: g(4).and_then(|v| parse_lsn(&v)),
+                replay_lsn: g(5).and_then(|v| parse_lsn(&v)),
+                client_addr: g(6),
+            });
+        }
+        Ok(h)
+    }
+
+    async fn observe_inner(&self) -> PgObservation {
+        let (data_dir, control) = self.data_dir_state().await;
+        let mut obs = PgObservation::stopped(data_dir);
+        obs.cluster_state = control.as_ref().map(|c| c.cluster_state.clone());
+        let state = self.state();
+        let signal = self.data_dir().join("standby.signal").exists();
+        obs.process = match self.pid_state() {
+            PidFileState::Absent => PgProcess::Stopped,
+            PidFileState::Garbage(_) | PidFileState::Stale(_) | PidFileState::Foreign(_) => {
+                PgProcess::Crashed
+            }
+            PidFileState::Alive { stopped: true, .. } => PgProcess::Hung,
+            PidFileState::Alive { status, .. } => match self.health().await {
+                Ok(h) => {
+                    obs.in_recovery = h.in_recovery;
+                    obs.timeline = h.timeline;
+                    obs.wal_lsn = h.wal_lsn;
+                    obs.receive_lsn = h.receive_lsn;
+                    obs.replay_lsn = h.replay_lsn;
+                    obs.replication_state = match h.in_recovery {
+                        Some(true) => Some(if h.receiver_status.as_deref() == Some("streaming") {
+                            "streaming".to_string()
+                        } else {
+                            "in archive recovery".to_string()
+                        }),
+                        _ => None,
+                    };
+                    obs.server_version = h.server_version;
+                    obs.postmaster_start_time = h.start_time;
+                    obs.synchronous_standby_names = h.sync_names;
+                    obs.pending_restart = h.pending_restart;
+                    obs.replication = h.replication;
+                    PgProcess::Running
+                }
+                Err(DriverError::Timeout(_)) => PgProcess::Hung,
+                Err(e) => {
+                    let msg = e.to_string();
+                    // 57P03: "the database system is starting up / shutting down".
+                    if msg.contains("57P03") || matches!(status.as_str(), "starting" | "stopping") {
+                        PgProcess::Starting
+                    } else {
+                        tracing::warn!(error = %msg, "health query failed on a live postmaster");
+                        PgProcess::Hung
+                    }
+                }
+            },
+        };
+        if obs.process != PgProcess::Running {
+            obs.timeline = control.as_ref().and_then(|c| {
+                if c.cluster_state == "shut down in recovery" {
+                    c.min_recovery_timeline
+                        .filter(|t| *t > 0)
+                        .or(c.checkpoint_timeline)
+                } else {
+                    c.checkpoint_timeline
+                }
+            });
+        }
+        if signal && state.replica && obs.in_recovery != Some(false) {
+            obs.following = state.upstream.as_ref().map(|u| u.name.clone());
+        }
+        obs
+    }
+
+    async fn ensure_roles(&self) -> Result<()> {
+        let client = self.connect_local(SQL_TIMEOUT).await?;
+        let su = &self.cfg.authentication.superuser.username;
+        let mut stmts = String::new();
+        let role_sql = |name: &str, password: &Option<String>, attrs: &str| -> String {
+            let pw = password
+                .as_ref()
+                .map(|p| format!(" PASSWORD {}", sql::literal(p)))
+                .unwrap_or_default();
+            format!(
+                "DO $fa$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {lit}) THEN CREATE ROLE {id}; END IF; END $fa$;
+                 ALTER ROLE {id} WITH {attrs}{pw};\n",
+                lit = sql::literal(name),
+                id = sql::ident(name),
+            )
+        };
+        let repl = &self.cfg.authentication.replication;
+        if &repl.username != su {
+            stmts.push_str(&role_sql(
+                &repl.username,
+                &repl.password,
+                "LOGIN REPLICATION",
+            ));
+        }
+        if let Some(rw) = &self.cfg.authentication.rewind {
+            if &rw.username != su {
+                stmts.push_str(&role_sql(&rw.username, &rw.password, "LOGIN"));
+                let id = sql::ident(&rw.username);
+                for f in [
+                    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+                    "pg_catalog.pg_stat_file(text, boolean)",
+                    "pg_catalog.pg_read_binary_file(text)",
+                    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+                ] {
+                    stmts.push_str(&format!("GRANT EXECUTE ON FUNCTION {f} TO {id};\n"));
+                }
+            }
+        }
+        if !stmts.is_empty() {
+            sql::batch(&client, &stmts, SQL_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
+    async fn check_reachable(&self, source: &Upstream) -> Result<()> {
+        let addr = format!("{}:{}", source.host, source.port);
+        let unreachable = |reason: String| DriverError::SourceUnreachable {
+            name: source.name.clone(),
+            host: source.host.clone(),
+            port: source.port,
+            reason,
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            Err(_) => Err(unreachable("no answer within 3s".into())),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    async fn basebackup(&self, source: &Upstream) -> Result<()> {
+        self.check_reachable(source).await?;
+        let auth = &self.cfg.authentication.replication;
+        let mut cmd = self.tool_cmd("pg_basebackup", true)?;
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-X")
+            .arg("stream")
+            .arg("-h")
+            .arg(&source.host)
+            .arg("-p")
+            .arg(source.port.to_string())
+            .arg("-U")
+            .arg(&auth.username)
+            .arg("--no-password");
+        if !self.cfg.basebackup.contains("checkpoint") {
+            cmd.arg("--checkpoint=fast");
+        }
+        cmd.args(self.cfg.basebackup.to_args()?);
+        if let Some(p) = &auth.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let out = self
+            .runner
+            .run("pg_basebackup", cmd, REPLICA_METHOD_TIMEOUT)
+            .await?;
+        if out.success {
+            return Ok(());
+        }
+        let msg = out.message();
+        if msg.contains("No space left on device") {
+            return Err(DriverError::DiskFull {
+                tool: "pg_basebackup".into(),
+                path: self.data_dir().to_path_buf(),
+                output: msg,
+            });
+        }
+        if msg.contains("could not connect") || msg.contains("Connection refused") {
+            return Err(DriverError::SourceUnreachable {
+                name: source.name.clone(),
+                host: source.host.clone(),
+                port: source.port,
+                reason: msg,
+            });
+        }
+        Err(DriverError::Tool {
+            tool: "pg_basebackup".into(),
+            output: msg,
+        })
+    }
+
+    async fn custom_method(&self, name: &str, m: &ReplicaMethod, source: &Upstream) -> Result<()> {
+        let auth = &self.cfg.authentication.replication;
+        let conn = format!(
+            "host={} port={} user={} dbname=postgres",
+            render::conninfo_quote(&source.host),
+            source.port,
+            render::conninfo_quote(&auth.username)
+        );
+        let mut line = m.command.clone();
+        let mut args = vec![
+            format!("--scope={}", self.cfg.scope.clone().unwrap_or_default()),
+            "--role=replica".to_string(),
+            format!("--datadir={}", self.data_dir().display()),
+            format!("--connstring={conn}"),
+        ];
+        for (k, v) in &m.extra {
+            args.push(format!("--{k}={}", crate::config::json_scalar(v)?));
+        }
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(&a));
+        }
+        let mut cmd = self.runner.command(Path::new("/bin/sh"), false);
+        cmd.arg("-c").arg(line);
+        if let Some(p) = &auth.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        self.runner
+            .run_ok(
+                &format!("replica method {name}"),
+                cmd,
+                REPLICA_METHOD_TIMEOUT,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The local position for the divergence check, recovering a crashed server first.
+    async fn local_position(&self) -> Result<LocalPosition> {
+        if self.postmaster_pid().is_some() {
+            let client = self.connect_local(SQL_TIMEOUT).await?;
+            let rows = client
+                .simple_query(
+                    "SELECT pg_is_in_recovery()::text,
+                       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text
+                            ELSE pg_current_wal_lsn()::text END,
+                       CASE WHEN pg_is_in_recovery()
+                         THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
+                                       (SELECT timeline_id FROM pg_control_checkpoint()))::text
+                         ELSE (('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text END",
+                )
+                .await
+                .map_err(sql::query_error)?;
+            let row = rows
+                .iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => Some(r),
+                    _ => None,
+                })
+                .ok_or_else(|| DriverError::Query("position query returned no row".into()))?;
+            let lsn = row.get(1).and_then(parse_lsn).unwrap_or(0);
+            let tl = row.get(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+            return Ok(LocalPosition {
+                timeline: tl,
+                lsn,
+                ends_with_checkpoint: false,
+            });
+        }
+        let mut c = self.controldata().await?;
+        if !c.is_clean_shutdown() {
+            self.single_user_recovery().await?;
+            c = self.controldata().await?;
+        }
+        if c.cluster_state == "shut down in recovery" {
+            let min = c.min_recovery_lsn.unwrap_or(0);
+            let ck = c.checkpoint_lsn.unwrap_or(0);
+            let tl = if min > 0 {
+                c.min_recovery_timeline.unwrap_or(0)
+            } else {
+                c.checkpoint_timeline.unwrap_or(0)
+            };
+            Ok(LocalPosition {
+                timeline: tl.max(c.checkpoint_timeline.unwrap_or(0)),
+                lsn: min.max(ck),
+                ends_with_checkpoint: false,
+            })
+        } else {
+            Ok(LocalPosition {
+                timeline: c.checkpoint_timeline.unwrap_or(0),
+                lsn: c.checkpoint_lsn.unwrap_or(0),
+                ends_with_checkpoint: true,
+            })
+        }
+    }
+
+    /// Runs a replication-protocol command on `source` through psql (tokio-postgres
+    /// cannot open replication connections); rows as fields.
+    async fn replication_command(
+        &self,
+        source: &Upstream,
+        command: &str,
+    ) -> Result<Vec<Vec<String>>> {
+        let auth = &self.cfg.authentication.replication;
+        let conninfo = format!(
+            "host={} port={} user={} dbname=replication replication=1 connect_timeout=3 application_name=fullauto",
+            render::conninfo_quote(&source.host),
+            source.port,
+            render::conninfo_quote(&auth.username)
+        );
+        let mut cmd = self.tool_cmd("psql", true)?;
+        cmd.arg("-X")
+            .arg("-A")
+            .arg("-t")
+            .arg("-F")
+            .arg("\x1f")
+            .arg("-R")
+            .arg("\x1e")
+            .arg("-d")
+            .arg(conninfo)
+            .arg("-c")
+            .arg(command);
+        if let Some(p) = &auth.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let out = self.runner.run("psql", cmd, TOOL_TIMEOUT).await?;
+        if !out.success {
+            let msg = out.message();
+            if msg.contains("could not connect")
+                || msg.contains("Connection refused")
+                || msg.contains("timeout")
+            {
+                return Err(DriverError::SourceUnreachable {
+                    name: source.name.clone(),
+                    host: source.host.clone(),
+                    port: source.port,
+                    reason: msg,
+                });
+            }
+            return Err(DriverError::Tool {
+                tool: format!("psql {command}"),
+                output: msg,
+            });
+        }
+        Ok(out
+            .stdout
+            .trim_end_matches('\n')
+            .split('\x1e')
+            .filter(|r| !r.is_empty())
+            .map(|r| r.split('\x1f').map(str::to_string).collect())
+            .collect())
+    }
+
+    /// The source's system identifier, timeline and timeline history.
+    pub async fn source_timeline(
+        &self,
+        source: &Upstream,
+    ) -> Result<(String, u64, Vec<HistoryEntry>)> {
+        let rows = self.replication_command(source, "IDENTIFY_SYSTEM").await?;
+        let row = rows.first().ok_or_else(|| DriverError::Tool {
+            tool: "IDENTIFY_SYSTEM".into(),
+            output: "no row".into(),
+        })?;
+        let sysid = row.first().cloned().unwrap_or_default();
+        let tl: u64 = row
+            .get(1)
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| DriverError::Tool {
+                tool: "IDENTIFY_SYSTEM".into(),
+                output: format!("unexpected row {row:?}"),
+            })?;
+        let history = if tl > 1 {
+            let rows = self
+                .replication_command(source, &format!("TIMELINE_HISTORY {tl}"))
+                .await?;
+            let content = rows
+                .first()
+                .and_then(|r| r.get(1))
+                .cloned()
+                .unwrap_or_default();
+            timeline::parse_history(&decode_bytea(&content))
+        } else {
+            Vec::new()
+        };
+        Ok((sysid, tl, history))
+    }
+
+    async fn checkpoint_source(&self, source: &Upstream) {
+        // pg_rewind reads the source's timeline from its pg_control, which a fresh
+        // promotion updates only at the next checkpoint.
+        let su = &self.cfg.authentication.superuser;
+        match sql::connect(
+            &source.host,
+            source.port,
+            su,
+            "postgres",
+            Duration::from_secs(3),
+        )
+        .await
+        {
+            Ok(c) => {
+                if let Err(e) = sql::batch(&c, "CHECKPOINT", Duration::from_secs(60)).await {
+                    tracing::warn!(error = %e, "CHECKPOINT on rewind source failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not connect to rewind source for CHECKPOINT")
+            }
+        }
+    }
+
+    async fn do_start(&self, role: &StartRole, timeout: Duration) -> Result<()> {
+        self.check_startable()?;
+        let mut state = self.state();
+        match role {
+            StartRole::Primary => {
+                state.replica = false;
+                state.upstream = None;
+            }
+            StartRole::Replica { upstream } => {
+                state.replica = true;
+                state.upstream = upstream.as_ref().map(UpstreamRecord::from);
+            }
+        }
+        if let Some(pid) = self.postmaster_pid() {
+            let running_as_replica = self.data_dir().join("standby.signal").exists();
+            if running_as_replica == state.replica {
+                self.write_config(&state)?;
+                return self.pg_ctl_reload().await;
+            }
+            return Err(DriverError::Invalid(format!(
+                "postmaster {pid} already runs as {}: stop it first",
+                if running_as_replica {
+                    "a replica"
+                } else {
+                    "a primary"
+                }
+            )));
+        }
+        self.write_config(&state)?;
+        self.pg_ctl_start(timeout).await
+    }
+
+    async fn do_stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome> {
+        if let Some(pid) = self.postmaster_pid() {
+            let m = match mode {
+                StopMode::Smart => "smart",
+                StopMode::Fast => "fast",
+                StopMode::Immediate => "immediate",
+            };
+            let mut cmd = self.tool_cmd("pg_ctl", true)?;
+            cmd.arg("stop")
+                .arg("-D")
+                .arg(self.data_dir())
+                .arg("-m")
+                .arg(m)
+                .arg("-w")
+                .arg("-t")
+                .arg(timeout.as_secs().max(1).to_string());
+            let res = self
+                .runner
+                .run("pg_ctl stop", cmd, timeout + Duration::from_secs(10))
+                .await;
+            let ok = matches!(&res, Ok(o) if o.success);
+            if !ok && self.postmaster_pid().is_some() {
+                if mode != StopMode::Immediate {
+                    let msg = match res {
+                        Ok(o) => o.message(),
+                        Err(e) => e.to_string(),
+                    };
+                    return Err(DriverError::StopFailed(format!(
+                        "{m} stop of postmaster {pid} did not finish within {}s: {msg}",
+                        timeout.as_secs()
+                    )));
+                }
+                // An immediate stop that did not work (stopped or stuck process):
+                // SIGKILL; children notice the postmaster's death and exit.
+                pidfile::signal(pid, libc::SIGKILL);
+                for _ in 0..50 {
+                    if !pidfile::process_exists(pid) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                if pidfile::process_exists(pid) {
+                    return Err(DriverError::StopFailed(format!(
+                        "postmaster {pid} survived SIGKILL"
+                    )));
+                }
+            }
+        }
+        let c = self.controldata().await.ok();
+        Ok(StopOutcome {
+            checkpoint_lsn: c
+                .filter(|c| c.is_clean_shutdown())
+                .and_then(|c| c.checkpoint_lsn),
+        })
+    }
+
+    async fn do_bootstrap(&self) -> Result<()> {
+        let dir = self.data_dir().to_path_buf();
+        match datadir::contents(&dir)? {
+            DirContents::Missing | DirContents::Empty => self.runner.create_dir(&dir, 0o700)?,
+            DirContents::Cluster => {
+                return Err(DriverError::DataDir {
+                    path: dir,
+                    reason: "already holds a cluster; bootstrap never overwrites a data directory"
+                        .into(),
+                })
+            }
+            DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
+        }
+        let su = &self.cfg.authentication.superuser;
+        let mut cmd = self.tool_cmd("initdb", false)?;
+        cmd.arg("-D").arg(&dir).arg("-U").arg(&su.username);
+        let mut pwfile: Option<PathBuf> = None;
+        if let Some(p) = &su.password {
+            let f = std::env::temp_dir().join(format!(
+                "fullauto-initdb-pw-{}-{}",
+                std::process::id(),
+                self.cfg.listen_address()?.port
+            ));
+            self.runner.write_file(&f, &format!("{p}\n"), 0o600)?;
+            cmd.arg(format!("--pwfile={}", f.display()));
+            pwfile = Some(f);
+        }
+        if !self.cfg.initdb.contains("data-checksums") && !self.cfg.initdb.contains("k") {
+            cmd.arg("--data-checksums");
+        }
+        cmd.args(self.cfg.initdb.to_args()?);
+        let res = self.runner.run_ok("initdb", cmd, LONG_TOOL_TIMEOUT).await;
+        if let Some(f) = pwfile {
+            let _ = std::fs::remove_file(f);
+        }
+        res?;
+        self.do_start(&StartRole::Primary, self.cfg.pg_ctl_timeout())
+            .await?;
+        self.ensure_roles().await
+    }
+
+    async fn do_clone(&self, source: &Upstream) -> Result<()> {
+        let dir = self.data_dir().to_path_buf();
+        match datadir::contents(&dir)? {
+            DirContents::Missing | DirContents::Empty => self.runner.create_dir(&dir, 0o700)?,
+            DirContents::Cluster => {
+                return Err(DriverError::DataDir {
+                    path: dir,
+                    reason: "already holds a cluster; clone never overwrites a data directory (remove it only if it is disposable)".into(),
+                })
+            }
+            DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
+        }
+        let methods: Vec<String> = if self.cfg.create_replica_methods.is_empty() {
+            vec!["basebackup".into()]
+        } else {
+            self.cfg.create_replica_methods.clone()
+        };
+        let mut last_err = None;
+        for name in &methods {
+            let (res, keep) = if name == "basebackup" || name == "pg_basebackup" {
+                (self.basebackup(source).await, false)
+            } else {
+                let m = self.cfg.replica_method(name)?;
+                (self.custom_method(name, &m, source).await, m.keep_data)
+            };
+            match res {
+                Ok(()) if datadir::contents(&dir)? == DirContents::Cluster => {
+                    last_err = None;
+                    break;
+                }
+                Ok(()) => {
+                    last_err = Some(DriverError::Tool {
+                        tool: format!("replica method {name}"),
+                        output: "succeeded but left no cluster in the data directory".into(),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(method = %name, error = %e, "replica creation method failed");
+                    last_err = Some(e);
+                }
+            }
+            // The directory was empty before we started: what is in it is ours.
+            if !keep {
+                datadir::remove_contents(&dir)?;
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(e);
+        }
+        self.runner.own(&dir, 0o700)?;
+        let state = ManagedState {
+            upstream: Some(source.into()),
+            replica: true,
+            synchronous_standby_names: None,
+        };
+        self.write_config(&state)
+    }
+
+    async fn do_promote(&self, timeout: Duration) -> Result<()> {
+        let client = self.connect_local(SQL_TIMEOUT).await?;
+        let secs = timeout.as_secs().max(1);
+        let q = format!("SELECT pg_is_in_recovery() AND NOT pg_promote(true, {secs})");
+        let row = tokio::time::timeout(timeout + Duration::from_secs(5), client.query_one(&q, &[]))
+            .await
+            .map_err(|_| DriverError::Timeout(format!("promotion took longer than {secs}s")))?
+            .map_err(sql::query_error)?;
+        let failed: bool = row.get(0);
+        if failed {
+            return Err(DriverError::Timeout(format!(
+                "promotion did not finish within {secs}s"
+            )));
+        }
+        let mut state = self.state();
+        state.replica = false;
+        state.upstream = None;
+        self.write_config(&state)?;
+        self.pg_ctl_reload().await
+    }
+
+    async fn do_follow(&self, upstream: Option<&Upstream>) -> Result<()> {
+        if self.postmaster_pid().is_some() {
+            let client = self.connect_local(SQL_TIMEOUT).await?;
+            let row = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(sql::query_error)?;
+            let in_recovery: bool = row.get(0);
+            if !in_recovery {
+                return Err(DriverError::Invalid(
+                    "server runs as a primary: stop it and start it as a replica to demote".into(),
+                ));
+            }
+        }
+        let mut state = self.state();
+        state.replica = true;
+        state.upstream = upstream.map(UpstreamRecord::from);
+        self.write_config(&state)?;
+        // PostgreSQL 13+ re-reads primary_conninfo and primary_slot_name on reload.
+        self.pg_ctl_reload().await
+    }
+
+    async fn do_needs_rewind(&self, source: &Upstream) -> Result<bool> {
+        let (sysid, source_tl, history) = self.source_timeline(source).await?;
+        let local_sysid = self.controldata().await?.system_identifier;
+        if sysid != local_sysid {
+            return Err(DriverError::SystemIdMismatch {
+                path: self.data_dir().to_path_buf(),
+                found: local_sysid,
+                expected: sysid,
+            });
+        }
+        let local = self.local_position().await?;
+        Ok(timeline::diverged(local, source_tl, &history))
+    }
+
+    async fn do_rewind(&self, source: &Upstream) -> Result<()> {
+        if let Some(pid) = self.postmaster_pid() {
+            return Err(DriverError::Invalid(format!(
+                "postmaster {pid} runs: stop it before pg_rewind"
+            )));
+        }
+        datadir::check_access(self.data_dir(), self.os_user())?;
+        let c = self.controldata().await?;
+        if !c.rewindable() {
+            return Err(DriverError::Invalid(
+                "pg_rewind is impossible: the cluster has neither data checksums nor wal_log_hints; reclone this member".into(),
+            ));
+        }
+        if !c.is_clean_shutdown() {
+            self.single_user_recovery().await?;
+        }
+        self.check_reachable(source).await?;
+        self.checkpoint_source(source).await;
+        let creds = self.cfg.rewind_credentials();
+        let conn = format!(
+            "host={} port={} user={} dbname=postgres connect_timeout=5",
+            render::conninfo_quote(&source.host),
+            source.port,
+            render::conninfo_quote(&creds.username)
+        );
+        let mut cmd = self.tool_cmd("pg_rewind", true)?;
+        cmd.arg(format!("--target-pgdata={}", self.data_dir().display()))
+            .arg(format!("--source-server={conn}"));
+        if let Some(p) = &creds.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let out = self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT).await?;
+        // pg_rewind copied the source's configuration files, ours included.
+        let state = ManagedState {
+            upstream: Some(source.into()),
+            replica: true,
+            synchronous_standby_names: None,
+        };
+        self.write_config(&state)?;
+        if !out.success {
+            return Err(DriverError::Tool {
+                tool: "pg_rewind".into(),
+                output: out.message(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn do_sync_slots(&self, wanted: &[String]) -> Result<()> {
+        for w in wanted {
+            if !slots::is_valid_slot_name(w) {
+                return Err(DriverError::Invalid(format!(
+                    "`{w}` is not a valid slot name (lowercase letters, digits, _; at most 63)"
+                )));
+            }
+        }
+        let client = self.connect_local(SQL_TIMEOUT).await?;
+        let rows = client
+            .query(
+                "SELECT slot_name::text, slot_type, database::text, plugin::text, active FROM pg_replication_slots",
+                &[],
+            )
+            .await
+            .map_err(sql::query_error)?;
+        let existing: Vec<SlotInfo> = rows
+            .iter()
+            .map(|r| SlotInfo {
+                name: r.get(0),
+                slot_type: r.get(1),
+                database: r.get(2),
+                plugin: r.get(3),
+                active: r.get(4),
+            })
+            .collect();
+        for w in wanted {
+            if !existing.iter().any(|s| &s.name == w) {
+                client
+                    .execute("SELECT pg_create_physical_replication_slot($1, true)", &[w])
+                    .await
+                    .map_err(sql::query_error)?;
+            }
+        }
+        for s in &existing {
+            if s.slot_type != "physical"
+                || wanted.contains(&s.name)
+                || slots::is_ignored(s, &self.cfg.ignore_slots)
+            {
+                continue;
+            }
+            if s.active {
+                tracing::info!(slot = %s.name, "unwanted slot is in use; dropping it later");
+                continue;
+            }
+            client
+                .execute("SELECT pg_drop_replication_slot($1)", &[&s.name])
+                .await
+                .map_err(sql::query_error)?;
+        }
+        Ok(())
+    }
+
+    async fn do_remove(&self) -> Result<()> {
+        if let Some(pid) = self.postmaster_pid() {
+            return Err(DriverError::Invalid(format!(
+                "postmaster {pid} runs on the data directory: stop it first"
+            )));
+        }
+        datadir::remove_contents(self.data_dir())?;
+        self.set_state(ManagedState::default());
+        Ok(())
+    }
+}
+
+struct Health {
+    in_recovery: Option<bool>,
+    wal_lsn: Option<u64>,
+    receive_lsn: Option<u64>,
+    replay_lsn: Option<u64>,
+    timeline: Option<u64>,
+    receiver_status: Option<String>,
+    server_version: Option<u32>,
+    start_time: Option<String>,
+    sync_names: Option<String>,
+    pending_restart: bool,
+    replication: Vec<ReplicationConnection>,
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// TIMELINE_HISTORY's content comes as text or as bytea hex, depending on version.
+fn decode_bytea(s: &str) -> String {
+    match s.strip_prefix("\\x") {
+        Some(hex) => {
+            let bytes: Vec<u8> = (0..hex.len() / 2)
+                .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+        None => s.to_string(),
+    }
+}
+
+#[async_trait]
+impl Postgres for PgDriver {
+    async fn observe(&self) -> PgObservation {
+        self.observe_inner().await
+    }
+
+    async fn bootstrap(&self) -> Result<(), PgError> {
+        Ok(self.do_bootstrap().await?)
+    }
+
+    async fn clone_from(&self, source: &Upstream) -> Result<(), PgError> {
+        Ok(self.do_clone(source).await?)
+    }
+
+    async fn start(&self, role: &StartRole, timeout: Duration) -> Result<(), PgError> {
+        Ok(self.do_start(role, timeout).await?)
+    }
+
+    async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome, PgError> {
+        Ok(self.do_stop(mode, timeout).await?)
+    }
+
+    async fn restart(&self, timeout: Duration) -> Result<(), PgError> {
+        let state = self.state();
+        let role = if self.data_dir().join("standby.signal").exists() {
+            StartRole::Replica {
+                upstream: state.upstream.as_ref().map(|u| u.to_upstream()),
+            }
+        } else {
+            StartRole::Primary
+        };
+        self.do_stop(StopMode::Fast, timeout).await?;
+        Ok(self.do_start(&role, timeout).await?)
+    }
+
+    async fn promote(&self, timeout: Duration) -> Result<(), PgError> {
+        Ok(self.do_promote(timeout).await?)
+    }
+
+    async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError> {
+        Ok(self.do_follow(upstream).await?)
+    }
+
+    async fn needs_rewind(&self, source: &Upstream) -> Result<bool, PgError> {
+        Ok(self.do_needs_rewind(source).await?)
+    }
+
+    async fn rewind(&self, source: &Upstream) -> Result<(), PgError> {
+        Ok(self.do_rewind(source).await?)
+    }
+
+    async fn remove_data_directory(&self) -> Result<(), PgError> {
+        Ok(self.do_remove().await?)
+    }
+
+    async fn sync_replication_slots(&self, wanted: &[String]) -> Result<(), PgError> {
+        Ok(self.do_sync_slots(wanted).await?)
+    }
+
+    async fn set_synchronous_standby_names(&self, value: Option<&str>) -> Result<(), PgError> {
+        let mut state = self.state();
+        state.synchronous_standby_names = value.map(str::to_string);
+        self.write_config(&state)?;
+        Ok(self.pg_ctl_reload().await?)
+    }
+
+    async fn reload(&self) -> Result<(), PgError> {
+        if datadir::contents(self.data_dir())? != DirContents::Cluster {
+            return Err(PgError::Invalid("no cluster to reload".into()));
+        }
+        self.write_config(&self.state())?;
+        Ok(self.pg_ctl_reload().await?)
+    }
+}

@@ -1,0 +1,295 @@
+//! The write fence: a forked keeper process that SIGKILLs the postmaster's process
+//! group at an absolute `CLOCK_MONOTONIC` deadline unless the agent moves the deadline
+//! first. It needs nothing from the agent process once armed: a frozen (SIGSTOP), hung
+//! or dead agent cannot keep Postgres writable past its lease.
+//!
+//! Protocol: the agent writes 16-byte messages (`op`, `deadline_ns`, little endian) to
+//! a pipe; `op` 1 arms/moves the deadline, 2 disarms. On end-of-file (the agent died)
+//! the keeper still fires at an armed deadline, then exits. The keeper runs only
+//! async-signal-safe system calls (it is forked from a multi-threaded process) and
+//! closes every inherited descriptor but its pipe, so it holds no sockets of the agent.
+
+use async_trait::async_trait;
+use ha_core::{MonoTime, Watchdog, WatchdogError};
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Mutex;
+
+const OP_ARM: u64 = 1;
+const OP_DISARM: u64 = 2;
+
+/// Why the fence could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    /// The pid file path cannot be passed to the keeper.
+    #[error("write fence: invalid pid file path {0:?}")]
+    BadPath(std::path::PathBuf),
+    /// pipe() or fork() failed.
+    #[error("write fence: cannot start keeper process: {0}")]
+    Spawn(std::io::Error),
+}
+
+/// A running keeper process guarding the postmaster named in a `postmaster.pid` file.
+pub struct ProcessFence {
+    pipe: Mutex<Option<OwnedFd>>,
+    keeper_pid: libc::pid_t,
+}
+
+impl ProcessFence {
+    /// Forks the keeper. `pid_file` is read when the fence fires, so it always targets
+    /// the postmaster running at that moment.
+    pub fn spawn(pid_file: &Path) -> Result<ProcessFence, FenceError> {
+        let path = CString::new(pid_file.as_os_str().as_bytes())
+            .map_err(|_| FenceError::BadPath(pid_file.to_path_buf()))?;
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(FenceError::Spawn(std::io::Error::last_os_error()));
+        }
+        // SAFETY: after fork the child only runs `keeper_main`, which uses
+        // async-signal-safe system calls and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: closing descriptors we created above.
+            unsafe {
+                libc::close(fds[0]);
+                libc::close(fds[1]);
+            }
+            return Err(FenceError::Spawn(e));
+        }
+        if pid == 0 {
+            // SAFETY: in the child; see keeper_main.
+            unsafe { keeper_main(fds[0], path.as_ptr()) }
+        }
+        // SAFETY: the read end belongs to the child now; the write end is ours.
+        unsafe { libc::close(fds[0]) };
+        let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+        Ok(ProcessFence { pipe: Mutex::new(Some(write)), keeper_pid: pid })
+    }
+
+    /// The keeper's process id.
+    pub fn keeper_pid(&self) -> i32 {
+        self.keeper_pid
+    }
+
+    fn send(&self, op: u64, deadline: u64) -> Result<(), WatchdogError> {
+        let guard = self.pipe.lock().map_err(|_| WatchdogError::Failed("fence lock poisoned".into()))?;
+        let fd = guard.as_ref().ok_or_else(|| WatchdogError::Unavailable("fence closed".into()))?;
+        let mut msg = [0u8; 16];
+        msg[..8].copy_from_slice(&op.to_le_bytes());
+        msg[8..].copy_from_slice(&deadline.to_le_bytes());
+        use std::os::fd::AsRawFd;
+        // SAFETY: writing 16 bytes from our buffer to our pipe; ≤ PIPE_BUF so atomic.
+        let n = unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
+        if n != msg.len() as isize {
+            return Err(WatchdogError::Unavailable(format!(
+                "write fence keeper is gone: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes the pipe without disarming, as a crashing agent would: an armed keeper
+    /// still fires at its deadline. For tests and for the agent's own fatal exits.
+    pub fn abandon(self) {
+        if let Ok(mut g) = self.pipe.lock() {
+            g.take();
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ProcessFence {
+    fn drop(&mut self) {
+        let _ = self.send(OP_DISARM, 0);
+        if let Ok(mut g) = self.pipe.lock() {
+            g.take();
+        }
+        // SAFETY: reaping our own child; WNOHANG never blocks. A keeper that has not
+        // exited yet is reaped by init (or by the agent's zombie reaper as PID 1).
+        unsafe {
+            libc::waitpid(self.keeper_pid, std::ptr::null_mut(), libc::WNOHANG);
+        }
+    }
+}
+
+#[async_trait]
+impl Watchdog for ProcessFence {
+    async fn arm_until(&self, deadline: MonoTime) -> Result<(), WatchdogError> {
+        self.send(OP_ARM, deadline.0.max(1))
+    }
+
+    async fn disarm(&self) -> Result<(), WatchdogError> {
+        self.send(OP_DISARM, 0)
+    }
+}
+
+/// The keeper process. Only async-signal-safe calls; never returns.
+unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char) -> ! {
+    // Hold nothing of the agent's: no sockets, no listening ports.
+    let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(256, 65536) as libc::c_int;
+    for other in 3..max {
+        if other != fd {
+            libc::close(other);
+        }
+    }
+    // Ignore terminal signals meant for the agent's process group.
+    libc::signal(libc::SIGINT, libc::SIG_IGN);
+    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    let mut deadline: u64 = 0;
+    let mut eof = false;
+    loop {
+        let now = monotonic_ns();
+        if deadline != 0 && now >= deadline {
+            kill_postmaster(pid_file);
+            deadline = 0;
+        }
+        if eof && deadline == 0 {
+            libc::_exit(0);
+        }
+        let timeout_ms: libc::c_int = if deadline == 0 {
+            -1
+        } else {
+            ((deadline - now) / 1_000_000 + 1).min(i32::MAX as u64) as libc::c_int
+        };
+        if eof {
+            let ts = libc::timespec {
+                tv_sec: (timeout_ms / 1000) as libc::time_t,
+                tv_nsec: ((timeout_ms % 1000) as libc::c_long) * 1_000_000,
+            };
+            libc::nanosleep(&ts, std::ptr::null_mut());
+            continue;
+        }
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let r = libc::poll(&mut pfd, 1, timeout_ms);
+        if r <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 16];
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), 16);
+        if n == 0 {
+            eof = true;
+        } else if n == 16 {
+            let mut op = [0u8; 8];
+            let mut dl = [0u8; 8];
+            op.copy_from_slice(&buf[..8]);
+            dl.copy_from_slice(&buf[8..]);
+            match u64::from_le_bytes(op) {
+                OP_ARM => deadline = u64::from_le_bytes(dl),
+                OP_DISARM => deadline = 0,
+                _ => {}
+            }
+        } else if n < 0 && *libc::__errno_location() != libc::EINTR {
+            eof = true;
+        }
+    }
+}
+
+unsafe fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Reads the postmaster pid from the first line of the pid file and kills its whole
+/// process group (pg_ctl starts the postmaster in its own session, so every backend
+/// is in it), then the postmaster itself in case it is not a group leader.
+unsafe fn kill_postmaster(pid_file: *const libc::c_char) {
+    let f = libc::open(pid_file, libc::O_RDONLY | libc::O_CLOEXEC);
+    if f < 0 {
+        return;
+    }
+    let mut buf = [0u8; 32];
+    let n = libc::read(f, buf.as_mut_ptr().cast(), buf.len());
+    libc::close(f);
+    if n <= 0 {
+        return;
+    }
+    let mut pid: libc::pid_t = 0;
+    for &b in &buf[..n as usize] {
+        if b.is_ascii_digit() {
+            pid = pid.saturating_mul(10).saturating_add((b - b'0') as libc::pid_t);
+        } else {
+            break;
+        }
+    }
+    if pid > 1 {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Child, Command};
+    use std::time::Duration;
+
+    /// A process in its own process group, standing in for a postmaster.
+    fn victim(dir: &Path) -> (Child, std::path::PathBuf) {
+        let child = Command::new("sleep").arg("1000").process_group(0).spawn().expect("spawn sleep");
+        let pid_file = dir.join("postmaster.pid");
+        std::fs::write(&pid_file, format!("{}\n/data\n", child.id())).expect("pid file");
+        (child, pid_file)
+    }
+
+    fn exited(child: &mut Child, within: Duration) -> bool {
+        let end = std::time::Instant::now() + within;
+        while std::time::Instant::now() < end {
+            if child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn in_ms(ms: u64) -> MonoTime {
+        ha_core::clock::monotonic_now().plus(Duration::from_millis(ms))
+    }
+
+    #[tokio::test]
+    async fn fires_at_the_deadline_unless_extended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, pid_file) = victim(dir.path());
+        let fence = ProcessFence::spawn(&pid_file).expect("fence");
+        // Kept alive while the deadline keeps moving.
+        for _ in 0..8 {
+            fence.arm_until(in_ms(300)).await.expect("arm");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "fence fired although extended");
+        // Not extended any more: killed.
+        assert!(exited(&mut child, Duration::from_secs(3)), "fence did not fire");
+        drop(fence);
+    }
+
+    #[tokio::test]
+    async fn disarmed_fence_does_not_fire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, pid_file) = victim(dir.path());
+        let fence = ProcessFence::spawn(&pid_file).expect("fence");
+        fence.arm_until(in_ms(200)).await.expect("arm");
+        fence.disarm().await.expect("disarm");
+        assert!(!exited(&mut child, Duration::from_millis(600)));
+        drop(fence);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[tokio::test]
+    async fn fires_even_after_the_agent_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, pid_file) = victim(dir.path());
+        let fence = ProcessFence::spawn(&pid_file).expect("fence");
+        fence.arm_until(in_ms(300)).await.expect("arm");
+        // The agent dies without disarming: the keeper still fires.
+        fence.abandon();
+        assert!(exited(&mut child, Duration::from_secs(3)), "fence did not fire after the agent vanished");
+    }
+}

@@ -1,0 +1,127 @@
+//! `postmaster.pid`: who claims the data directory, and whether that process lives.
+
+use std::path::Path;
+
+/// What the lock file says and what the system says about its pid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidFileState {
+    /// No postmaster.pid.
+    Absent,
+    /// The file does not parse (empty, truncated, garbage).
+    Garbage(String),
+    /// The pid does not exist.
+    Stale(i32),
+    /// The pid exists but is not a postgres process (pid reuse).
+    Foreign(i32),
+    /// A live postmaster.
+    Alive {
+        /// Its pid.
+        pid: i32,
+        /// Line 8 status (`starting`, `stopping`, `ready`, `standby`).
+        status: String,
+        /// Stopped by SIGSTOP / tracing (state `T` or `t`).
+        stopped: bool,
+    },
+}
+
+/// Reads and checks `<data_dir>/postmaster.pid`.
+pub fn read(data_dir: &Path) -> PidFileState {
+    let path = data_dir.join("postmaster.pid");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PidFileState::Absent,
+        Err(e) => return PidFileState::Garbage(format!("unreadable: {e}")),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let pid: i32 = match lines.first().and_then(|l| l.trim().parse().ok()) {
+        Some(p) if p > 0 => p,
+        _ => {
+            return PidFileState::Garbage(format!(
+                "first line is not a pid: {:?}",
+                lines.first().unwrap_or(&"")
+            ))
+        }
+    };
+    if !process_exists(pid) {
+        return PidFileState::Stale(pid);
+    }
+    if !is_postgres(pid) {
+        return PidFileState::Foreign(pid);
+    }
+    PidFileState::Alive {
+        pid,
+        status: lines
+            .get(7)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        stopped: is_stopped(pid),
+    }
+}
+
+/// kill(pid, 0): exists (EPERM counts as existing).
+pub fn process_exists(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let rc = unsafe { libc::kill(pid, 0) };
+    if rc == 0 {
+        // A zombie exists for kill() but is dead for us.
+        return !matches!(proc_state(pid), Some('Z') | Some('X'));
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+fn proc_stat(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()
+}
+
+/// The one-letter state from /proc/<pid>/stat.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = proc_stat(pid)?;
+    // The command name is in parentheses and may contain spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+fn is_stopped(pid: i32) -> bool {
+    matches!(proc_state(pid), Some('T') | Some('t'))
+}
+
+fn is_postgres(pid: i32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => {
+            let first = cmd.split(|b| *b == 0).next().unwrap_or(&[]);
+            let first = String::from_utf8_lossy(first);
+            let base = first.rsplit('/').next().unwrap_or("");
+            base.starts_with("postgres") || base.starts_with("postmaster")
+        }
+        // No /proc (or no access): trust kill(0).
+        Err(_) => true,
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) -> bool {
+    // SAFETY: plain syscall.
+    pid > 0 && unsafe { libc::kill(pid, sig) } == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_absent_garbage_stale_and_foreign() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read(d.path()), PidFileState::Absent);
+        std::fs::write(d.path().join("postmaster.pid"), "hello\n").unwrap();
+        assert!(matches!(read(d.path()), PidFileState::Garbage(_)));
+        // pid_max is at most 2^22, so this pid cannot exist.
+        std::fs::write(d.path().join("postmaster.pid"), "99999999\n/x\n").unwrap();
+        assert_eq!(read(d.path()), PidFileState::Stale(99999999));
+        let me = std::process::id() as i32;
+        std::fs::write(d.path().join("postmaster.pid"), format!("{me}\n")).unwrap();
+        assert_eq!(read(d.path()), PidFileState::Foreign(me));
+    }
+}

@@ -1,0 +1,278 @@
+//! Renders the files the driver owns in the data directory: the managed
+//! `postgresql.fullauto.conf` (included from postgresql.conf), `pg_hba.conf`, and the
+//! standby settings (`standby.signal`, `primary_conninfo`, `primary_slot_name`).
+
+use crate::config::{json_scalar, PgConfig};
+use crate::error::Result;
+use crate::slots::slot_name_for_member;
+use ha_core::Upstream;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// File name of the managed configuration, relative to the data directory.
+pub const MANAGED_CONF: &str = "postgresql.fullauto.conf";
+/// The line postgresql.conf must contain.
+pub const INCLUDE_LINE: &str = "include_if_exists 'postgresql.fullauto.conf'";
+const STATE_PREFIX: &str = "# fullauto-state: ";
+
+/// What the driver remembers across agent restarts, kept as a comment in the managed
+/// file so it travels with the settings it produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedState {
+    /// The upstream written into primary_conninfo (only meaningful as a replica).
+    pub upstream: Option<UpstreamRecord>,
+    /// Whether the file was rendered for a replica.
+    pub replica: bool,
+    /// `synchronous_standby_names`.
+    pub synchronous_standby_names: Option<String>,
+}
+
+/// Serializable copy of an `Upstream`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamRecord {
+    /// Member name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl From<&Upstream> for UpstreamRecord {
+    fn from(u: &Upstream) -> Self {
+        UpstreamRecord {
+            name: u.name.clone(),
+            host: u.host.clone(),
+            port: u.port,
+        }
+    }
+}
+
+impl UpstreamRecord {
+    /// Back to ha-core's type.
+    pub fn to_upstream(&self) -> Upstream {
+        Upstream {
+            name: self.name.clone(),
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+}
+
+/// Reads the state comment of an existing managed file.
+pub fn read_state(data_dir: &Path) -> ManagedState {
+    std::fs::read_to_string(data_dir.join(MANAGED_CONF))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix(STATE_PREFIX))
+                .and_then(|j| serde_json::from_str(j).ok())
+        })
+        .unwrap_or_default()
+}
+
+/// Quotes a value for postgresql.conf (single quotes; `'` doubled, `\` escaped).
+pub fn conf_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Quotes a libpq conninfo value.
+pub fn conninfo_quote(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| !c.is_whitespace() && c != '\'' && c != '\\')
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+/// The `primary_conninfo` for streaming from `upstream`.
+pub fn primary_conninfo(cfg: &PgConfig, upstream: &Upstream) -> String {
+    let auth = &cfg.authentication.replication;
+    let mut parts = vec![
+        format!("host={}", conninfo_quote(&upstream.host)),
+        format!("port={}", upstream.port),
+        format!("user={}", conninfo_quote(&auth.username)),
+    ];
+    if let Some(p) = &auth.password {
+        parts.push(format!("password={}", conninfo_quote(p)));
+    }
+    parts.push(format!("application_name={}", conninfo_quote(&cfg.name)));
+    parts.push("connect_timeout=5".into());
+    parts.join(" ")
+}
+
+/// Longest unix socket path PostgreSQL accepts (sun_path minus NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The effective GUCs: defaults, then user parameters, then what the driver must own.
+pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<String, String>> {
+    let mut p: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in [
+        ("wal_level", "replica"),
+        ("hot_standby", "on"),
+        ("wal_log_hints", "on"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("wal_keep_size", "128MB"),
+        ("max_connections", "100"),
+        ("hot_standby_feedback", "off"),
+    ] {
+        p.insert(k.into(), v.into());
+    }
+    for (k, v) in &cfg.parameters {
+        p.insert(k.clone(), json_scalar(v)?);
+    }
+    let listen = cfg.listen_address()?;
+    p.insert("listen_addresses".into(), listen.host.clone());
+    p.insert("port".into(), listen.port.to_string());
+    if let Some(scope) = &cfg.scope {
+        p.insert("cluster_name".into(), scope.clone());
+    }
+    if !p.contains_key("unix_socket_directories") {
+        let sock = format!("{}/.s.PGSQL.{}", cfg.data_dir.display(), listen.port);
+        let dir = if sock.len() <= MAX_SOCKET_PATH {
+            cfg.data_dir.display().to_string()
+        } else {
+            "/tmp".to_string()
+        };
+        p.insert("unix_socket_directories".into(), dir);
+    }
+    // Recovery settings belong to the driver: the role decides them.
+    for k in [
+        "primary_conninfo",
+        "primary_slot_name",
+        "synchronous_standby_names",
+    ] {
+        p.remove(k);
+    }
+    if let Some(s) = &state.synchronous_standby_names {
+        p.insert("synchronous_standby_names".into(), s.clone());
+    } else {
+        p.insert("synchronous_standby_names".into(), String::new());
+    }
+    p.insert("recovery_target_timeline".into(), "latest".into());
+    if state.replica {
+        if let Some(up) = &state.upstream {
+            let up = up.to_upstream();
+            p.insert("primary_conninfo".into(), primary_conninfo(cfg, &up));
+            if cfg.use_slots {
+                p.insert("primary_slot_name".into(), slot_name_for_member(&cfg.name));
+            }
+        }
+    }
+    if !state.replica || state.upstream.is_none() {
+        p.insert("primary_conninfo".into(), String::new());
+        p.insert("primary_slot_name".into(), String::new());
+    }
+    Ok(p)
+}
+
+/// The managed file's text.
+pub fn managed_conf(cfg: &PgConfig, state: &ManagedState) -> Result<String> {
+    let mut out = String::from(
+        "# Managed by fullauto: rewritten on every start, role change and reload. Do not edit;\n\
+         # change the agent's postgresql configuration instead.\n",
+    );
+    out.push_str(STATE_PREFIX);
+    out.push_str(&serde_json::to_string(state).unwrap_or_else(|_| "{}".into()));
+    out.push('\n');
+    for (k, v) in parameters(cfg, state)? {
+        out.push_str(&format!("{k} = {}\n", conf_quote(&v)));
+    }
+    Ok(out)
+}
+
+/// postgresql.conf with the include line appended if missing.
+pub fn with_include(postgresql_conf: &str) -> Option<String> {
+    if postgresql_conf.lines().any(|l| l.trim() == INCLUDE_LINE) {
+        return None;
+    }
+    let mut s = postgresql_conf.to_string();
+    if !s.ends_with('\n') && !s.is_empty() {
+        s.push('\n');
+    }
+    s.push_str("# Settings managed by fullauto (read last, so they win).\n");
+    s.push_str(INCLUDE_LINE);
+    s.push('\n');
+    Some(s)
+}
+
+/// pg_hba.conf text from the configured lines.
+pub fn pg_hba(cfg: &PgConfig) -> Option<String> {
+    if cfg.pg_hba.is_empty() {
+        return None;
+    }
+    let mut s = String::from("# Managed by fullauto from postgresql.pg_hba.\n");
+    for l in &cfg.pg_hba {
+        s.push_str(l.trim());
+        s.push('\n');
+    }
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> PgConfig {
+        let mut c = PgConfig::new("node-1", "127.0.0.1:5544", "/tmp/x/data");
+        c.scope = Some("batman".into());
+        c.authentication.replication.password = Some("s3 'cret".into());
+        c.parameters.insert("port".into(), serde_json::json!(9999));
+        c.parameters
+            .insert("max_connections".into(), serde_json::json!(42));
+        c
+    }
+
+    #[test]
+    fn replica_conf_streams_with_member_name_and_slot() {
+        let up = Upstream {
+            name: "node-0".into(),
+            host: "127.0.0.1".into(),
+            port: 5543,
+        };
+        let state = ManagedState {
+            upstream: Some((&up).into()),
+            replica: true,
+            synchronous_standby_names: None,
+        };
+        let p = parameters(&cfg(), &state).unwrap();
+        assert_eq!(p["port"], "5544", "listen wins over parameters");
+        assert_eq!(p["max_connections"], "42");
+        assert_eq!(p["cluster_name"], "batman");
+        assert_eq!(p["primary_slot_name"], "node_1");
+        assert!(p["primary_conninfo"].contains("application_name=node-1"));
+        assert!(p["primary_conninfo"].contains("password='s3 \\'cret'"));
+        assert_eq!(p["unix_socket_directories"], "/tmp/x/data");
+        let text = managed_conf(&cfg(), &state).unwrap();
+        assert!(text.contains("wal_log_hints = 'on'"));
+        // The state comment round-trips.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANAGED_CONF), &text).unwrap();
+        assert_eq!(read_state(dir.path()), state);
+    }
+
+    #[test]
+    fn primary_conf_has_no_conninfo_and_keeps_sync_names() {
+        let state = ManagedState {
+            upstream: None,
+            replica: false,
+            synchronous_standby_names: Some("\"node-2\"".into()),
+        };
+        let p = parameters(&cfg(), &state).unwrap();
+        assert_eq!(p["primary_conninfo"], "");
+        assert_eq!(p["synchronous_standby_names"], "\"node-2\"");
+    }
+
+    #[test]
+    fn include_line_is_added_once() {
+        let once = with_include("a = 1").unwrap();
+        assert!(once.ends_with(&format!("{INCLUDE_LINE}\n")));
+        assert!(with_include(&once).is_none());
+        assert_eq!(conf_quote("it's\\"), "'it''s\\\\'");
+    }
+}

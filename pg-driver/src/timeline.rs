@@ -1,0 +1,115 @@
+//! Timeline history and the divergence decision: does a data directory hold WAL the
+//! source's timeline does not, so it needs pg_rewind before it can follow?
+
+use ha_core::{parse_lsn, Lsn};
+
+/// One line of a `.history` file: timeline `timeline` ended at `switchpoint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Parent timeline.
+    pub timeline: u64,
+    /// Where the next timeline branched off.
+    pub switchpoint: Lsn,
+}
+
+/// Parses a timeline history file (`tli<TAB>X/Y<TAB>reason`, `#` comments).
+pub fn parse_history(text: &str) -> Vec<HistoryEntry> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let timeline = f.next()?.parse().ok()?;
+            let switchpoint = parse_lsn(f.next()?)?;
+            Some(HistoryEntry {
+                timeline,
+                switchpoint,
+            })
+        })
+        .collect()
+}
+
+/// Where the local data directory stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPosition {
+    /// Its timeline.
+    pub timeline: u64,
+    /// Primary (clean shutdown): the shutdown checkpoint's location; replica: the
+    /// furthest replayed LSN.
+    pub lsn: Lsn,
+    /// Whether `lsn` is a primary's last checkpoint record (its end is past `lsn`).
+    pub ends_with_checkpoint: bool,
+}
+
+/// Whether `local` diverged from a source on `source_timeline` with `history`.
+pub fn diverged(local: LocalPosition, source_timeline: u64, history: &[HistoryEntry]) -> bool {
+    if local.timeline == source_timeline {
+        return false;
+    }
+    if local.timeline > source_timeline {
+        return true;
+    }
+    match history.iter().find(|e| e.timeline == local.timeline) {
+        // Our timeline is not an ancestor of the source's.
+        None => true,
+        Some(e) => {
+            if local.ends_with_checkpoint {
+                // The checkpoint record starts at lsn and ends after it: if it starts at
+                // or past the switchpoint the source never received it.
+                local.lsn >= e.switchpoint
+            } else {
+                local.lsn > e.switchpoint
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HIST: &str = "1\t0/3000148\tno recovery target specified\n\n2\t0/5000000\tx\n";
+
+    #[test]
+    fn parses_history_lines() {
+        let h = parse_history(HIST);
+        assert_eq!(
+            h,
+            vec![
+                HistoryEntry {
+                    timeline: 1,
+                    switchpoint: 0x3000148
+                },
+                HistoryEntry {
+                    timeline: 2,
+                    switchpoint: 0x5000000
+                }
+            ]
+        );
+    }
+
+    fn pos(timeline: u64, lsn: Lsn, ckpt: bool) -> LocalPosition {
+        LocalPosition {
+            timeline,
+            lsn,
+            ends_with_checkpoint: ckpt,
+        }
+    }
+
+    #[test]
+    fn divergence_rules() {
+        let h = parse_history(HIST);
+        // Same timeline: never.
+        assert!(!diverged(pos(3, 0x9000000, true), 3, &h));
+        // Ahead of the source's timeline.
+        assert!(diverged(pos(4, 0, false), 3, &h));
+        // Not in the history.
+        assert!(diverged(pos(2, 0, false), 3, &[]));
+        // Ex-primary whose shutdown checkpoint the new primary received.
+        assert!(!diverged(pos(1, 0x3000100, true), 3, &h));
+        // Ex-primary that wrote past the switchpoint.
+        assert!(diverged(pos(1, 0x3000148, true), 3, &h));
+        // Replica that replayed exactly to the switchpoint, and past it.
+        assert!(!diverged(pos(1, 0x3000148, false), 3, &h));
+        assert!(diverged(pos(1, 0x3000149, false), 3, &h));
+    }
+}

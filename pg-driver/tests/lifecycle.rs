@@ -1,0 +1,196 @@
+//! initdb, start and stop in every mode, configuration reloads, and crash / hang
+//! detection on a real server.
+
+use ha_core::{DataDirState, PgProcess, Postgres, StartRole, StopMode};
+use pg_driver::testing::{wait_for, TestEnv};
+use pg_driver::PgDriver;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_start_stop_in_every_mode() {
+    let env = TestEnv::new();
+    let node = env.primary("p1").await;
+    let pg = &node.driver;
+
+    let obs = pg.observe().await;
+    assert_eq!(obs.process, PgProcess::Running);
+    assert_eq!(obs.in_recovery, Some(false));
+    assert_eq!(obs.timeline, Some(1));
+    assert!(obs.wal_lsn.unwrap_or(0) > 0);
+    assert!(obs.server_version.unwrap_or(0) >= 150000);
+    assert_eq!(obs.cluster_state.as_deref(), Some("in production"));
+    let sysid = match &obs.data_dir {
+        DataDirState::Initialized { system_identifier } => system_identifier.clone(),
+        other => panic!("data dir {other:?}"),
+    };
+    pg.check_system_identifier(&sysid).await.unwrap();
+    assert!(obs.following.is_none());
+
+    // Server runs as the postgres OS user, with checksums (needed for pg_rewind).
+    let pid = node.postmaster_pid().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.contains(&env.os_user().uid.to_string()),
+        "{uid_line}"
+    );
+    assert_eq!(
+        node.scalar("SHOW data_checksums").await.unwrap().as_deref(),
+        Some("on")
+    );
+    assert_eq!(
+        node.scalar("SHOW wal_log_hints").await.unwrap().as_deref(),
+        Some("on")
+    );
+    assert_eq!(
+        node.scalar("SHOW cluster_name").await.unwrap().as_deref(),
+        Some("fullauto-test")
+    );
+    // Roles for replication and pg_rewind were created.
+    assert_eq!(
+        node.scalar("SELECT count(*) FROM pg_roles WHERE rolname IN ('replicator','rewinder') AND rolcanlogin")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("2")
+    );
+
+    for mode in [StopMode::Smart, StopMode::Fast, StopMode::Immediate] {
+        let out = pg.stop(mode, T).await.unwrap();
+        let obs = pg.observe().await;
+        assert_eq!(obs.process, PgProcess::Stopped, "after {mode:?} stop");
+        assert!(node.postmaster_pid().is_none());
+        if mode == StopMode::Immediate {
+            assert_eq!(obs.cluster_state.as_deref(), Some("in production"));
+            assert_eq!(out.checkpoint_lsn, None);
+        } else {
+            assert_eq!(obs.cluster_state.as_deref(), Some("shut down"));
+            assert!(out.checkpoint_lsn.unwrap() > 0);
+        }
+        // Stopping a stopped server is fine.
+        pg.stop(mode, T).await.unwrap();
+        pg.start(&StartRole::Primary, T).await.unwrap();
+        assert_eq!(
+            pg.observe().await.process,
+            PgProcess::Running,
+            "restart after {mode:?}"
+        );
+    }
+
+    // restart keeps the role and changes the postmaster.
+    let before = node.postmaster_pid().unwrap();
+    pg.restart(T).await.unwrap();
+    let after = node.postmaster_pid().unwrap();
+    assert_ne!(before, after);
+    assert_eq!(pg.observe().await.in_recovery, Some(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_changes_reload_or_report_pending_restart() {
+    let env = TestEnv::new();
+    let mut cfg = env.config("p2");
+    let node = env.primary("p2").await;
+    // A second driver on the same data dir with changed parameters, as after a
+    // configuration change of the agent.
+    cfg.data_dir = node.driver.data_dir().to_path_buf();
+    cfg.listen = node.driver.config().listen.clone();
+    cfg.log_file = node.driver.config().log_file.clone();
+    cfg.parameters
+        .insert("work_mem".into(), serde_json::json!("7MB"));
+    cfg.parameters
+        .insert("max_connections".into(), serde_json::json!(31));
+    let changed = PgDriver::new(cfg).unwrap();
+    changed.reload().await.unwrap();
+    let reloaded = wait_for(Duration::from_secs(10), || async {
+        (node.scalar("SHOW work_mem").await.ok()?.as_deref() == Some("7MB")).then_some(())
+    })
+    .await;
+    assert!(reloaded.is_some(), "work_mem reloaded");
+    let pending = wait_for(Duration::from_secs(10), || async {
+        changed.observe().await.pending_restart.then_some(())
+    })
+    .await;
+    assert!(
+        pending.is_some(),
+        "max_connections change reported as pending restart"
+    );
+    changed.restart(T).await.unwrap();
+    assert!(!changed.observe().await.pending_restart);
+    assert_eq!(
+        node.scalar("SHOW max_connections")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("31")
+    );
+
+    // synchronous_standby_names goes through the managed file and a reload.
+    changed
+        .set_synchronous_standby_names(Some("\"r1\""))
+        .await
+        .unwrap();
+    let sync = wait_for(Duration::from_secs(10), || async {
+        let v = changed.observe().await.synchronous_standby_names?;
+        (v == "\"r1\"").then_some(v)
+    })
+    .await;
+    assert!(sync.is_some());
+    changed.set_synchronous_standby_names(None).await.unwrap();
+    let cleared = wait_for(Duration::from_secs(10), || async {
+        (changed.observe().await.synchronous_standby_names.as_deref() == Some("")).then_some(())
+    })
+    .await;
+    assert!(cleared.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_is_crashed_and_sigstop_is_hung() {
+    let env = TestEnv::new();
+    let node = env.primary("p3").await;
+    let pg = &node.driver;
+
+    // SIGSTOP: the health query cannot finish; Hung within a bound.
+    let pid = node.postmaster_pid().unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let t0 = Instant::now();
+    let obs = pg.observe().await;
+    let took = t0.elapsed();
+    assert_eq!(obs.process, PgProcess::Hung);
+    assert!(obs.is_alive() && obs.may_accept_writes());
+    assert!(took < Duration::from_secs(5), "observe took {took:?}");
+    println!("hung detected in {took:?}");
+    // The health query itself (not only the process state) gives up within its budget.
+    let t0 = Instant::now();
+    let probe = pg.probe().await;
+    let took = t0.elapsed();
+    assert!(
+        matches!(probe, Err(pg_driver::DriverError::Timeout(_))),
+        "{probe:?}"
+    );
+    assert!(took < Duration::from_secs(3), "probe took {took:?}");
+    println!("health query gave up after {took:?}");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let back = wait_for(Duration::from_secs(10), || async {
+        (pg.observe().await.process == PgProcess::Running).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "running again after SIGCONT");
+
+    // kill -9: postmaster.pid stays, the process is gone.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let crashed = wait_for(Duration::from_secs(10), || async {
+        (pg.observe().await.process == PgProcess::Crashed).then_some(())
+    })
+    .await;
+    assert!(crashed.is_some(), "kill -9 detected as crashed");
+    // Orphaned backends exit on their own; then the server starts again (crash
+    // recovery) with the stale pid file.
+    let started = wait_for(Duration::from_secs(20), || async {
+        pg.start(&StartRole::Primary, T).await.ok()
+    })
+    .await;
+    assert!(started.is_some(), "restart after crash");
+    assert_eq!(pg.observe().await.process, PgProcess::Running);
+}
