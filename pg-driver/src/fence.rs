@@ -67,7 +67,10 @@ impl ProcessFence {
         // SAFETY: the read end belongs to the child now; the write end is ours.
         unsafe { libc::close(fds[0]) };
         let write = unsafe { OwnedFd::from_raw_fd(fds[1]) };
-        Ok(ProcessFence { pipe: Mutex::new(Some(write)), keeper_pid: pid })
+        Ok(ProcessFence {
+            pipe: Mutex::new(Some(write)),
+            keeper_pid: pid,
+        })
     }
 
     /// The keeper's process id.
@@ -76,8 +79,13 @@ impl ProcessFence {
     }
 
     fn send(&self, op: u64, deadline: u64) -> Result<(), WatchdogError> {
-        let guard = self.pipe.lock().map_err(|_| WatchdogError::Failed("fence lock poisoned".into()))?;
-        let fd = guard.as_ref().ok_or_else(|| WatchdogError::Unavailable("fence closed".into()))?;
+        let guard = self
+            .pipe
+            .lock()
+            .map_err(|_| WatchdogError::Failed("fence lock poisoned".into()))?;
+        let fd = guard
+            .as_ref()
+            .ok_or_else(|| WatchdogError::Unavailable("fence closed".into()))?;
         let mut msg = [0u8; 16];
         msg[..8].copy_from_slice(&op.to_le_bytes());
         msg[8..].copy_from_slice(&deadline.to_le_bytes());
@@ -164,7 +172,11 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char) -> ! {
             libc::nanosleep(&ts, std::ptr::null_mut());
             continue;
         }
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let r = libc::poll(&mut pfd, 1, timeout_ms);
         if r <= 0 {
             continue;
@@ -190,7 +202,10 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char) -> ! {
 }
 
 unsafe fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -212,7 +227,9 @@ unsafe fn kill_postmaster(pid_file: *const libc::c_char) {
     let mut pid: libc::pid_t = 0;
     for &b in &buf[..n as usize] {
         if b.is_ascii_digit() {
-            pid = pid.saturating_mul(10).saturating_add((b - b'0') as libc::pid_t);
+            pid = pid
+                .saturating_mul(10)
+                .saturating_add((b - b'0') as libc::pid_t);
         } else {
             break;
         }
@@ -232,7 +249,11 @@ mod tests {
 
     /// A process in its own process group, standing in for a postmaster.
     fn victim(dir: &Path) -> (Child, std::path::PathBuf) {
-        let child = Command::new("sleep").arg("1000").process_group(0).spawn().expect("spawn sleep");
+        let child = Command::new("sleep")
+            .arg("1000")
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep");
         let pid_file = dir.join("postmaster.pid");
         std::fs::write(&pid_file, format!("{}\n/data\n", child.id())).expect("pid file");
         (child, pid_file)
@@ -263,9 +284,15 @@ mod tests {
             fence.arm_until(in_ms(300)).await.expect("arm");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(child.try_wait().expect("wait").is_none(), "fence fired although extended");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "fence fired although extended"
+        );
         // Not extended any more: killed.
-        assert!(exited(&mut child, Duration::from_secs(3)), "fence did not fire");
+        assert!(
+            exited(&mut child, Duration::from_secs(3)),
+            "fence did not fire"
+        );
         drop(fence);
     }
 
@@ -290,6 +317,9 @@ mod tests {
         fence.arm_until(in_ms(300)).await.expect("arm");
         // The agent dies without disarming: the keeper still fires.
         fence.abandon();
-        assert!(exited(&mut child, Duration::from_secs(3)), "fence did not fire after the agent vanished");
+        assert!(
+            exited(&mut child, Duration::from_secs(3)),
+            "fence did not fire after the agent vanished"
+        );
     }
 }
