@@ -193,55 +193,87 @@ impl EtcdDcs {
         Ok(dcs)
     }
 
-    /// One read of the cluster prefix to surface wrong credentials or TLS set-up now.
+    /// Reads the cluster prefix once to surface wrong credentials or TLS set-up now.
+    /// Tries until `retry_timeout`: an etcd that refuses or ignores connections is
+    /// only "unreachable" (the agent may start before its DCS), but one that accepts
+    /// connections and hangs up on every request speaks another protocol (plain
+    /// HTTP to a TLS-only port), which no retry fixes.
     async fn probe(&self) -> Result<(), DcsError> {
         let timing = self.timing();
+        let deadline = Instant::now() + timing.retry_timeout;
         let per_attempt =
             attempt_timeout(timing.retry_timeout, self.shared.factory.endpoints.len());
         let prefix = self.shared.keys.prefix().to_string();
-        let attempt = async {
-            let mut client = self.shared.factory.request_client(per_attempt).await?;
-            client
-                .get(
-                    prefix,
-                    Some(
-                        GetOptions::new()
-                            .with_prefix()
-                            .with_keys_only()
-                            .with_limit(1),
-                    ),
-                )
-                .await
-                .map_err(Failure::from)?;
-            *self.shared.client.lock().await = Some(client);
-            Ok::<(), Failure>(())
-        };
-        match tokio::time::timeout(timing.retry_timeout, attempt).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(Failure::Fatal(e))) => Err(e),
-            Ok(Err(Failure::Retry(text))) | Ok(Err(Failure::Reauthenticate(text))) => {
-                if looks_like_tls(&text) {
-                    Err(DcsError::Config(format!(
-                        "etcd TLS handshake failed (check etcd3.cacert/cert/key and the \
-                         endpoints' scheme): {text}"
-                    )))
-                } else if looks_like_bad_credentials(&text) {
-                    Err(DcsError::Config(format!(
-                        "etcd rejected the credentials: {text}"
-                    )))
-                } else {
-                    tracing::warn!(endpoints = ?self.shared.factory.endpoints, error = %text,
-                        "etcd not reachable at start-up; will keep trying");
-                    Ok(())
+        let (mut hung_up, mut other) = (0u32, 0u32);
+        let mut last = String::new();
+        while !deadline.saturating_duration_since(Instant::now()).is_zero() {
+            let this_attempt = per_attempt.min(deadline.saturating_duration_since(Instant::now()));
+            let attempt = async {
+                let mut client = self.shared.factory.request_client(this_attempt).await?;
+                client
+                    .get(
+                        prefix.clone(),
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_keys_only()
+                                .with_limit(1),
+                        ),
+                    )
+                    .await
+                    .map_err(Failure::from)?;
+                Ok::<Client, Failure>(client)
+            };
+            match tokio::time::timeout(this_attempt, attempt).await {
+                Ok(Ok(client)) => {
+                    *self.shared.client.lock().await = Some(client);
+                    return Ok(());
+                }
+                Ok(Err(Failure::Fatal(e))) => return Err(e),
+                Ok(Err(Failure::LeaseGone)) => return Ok(()),
+                Ok(Err(Failure::Retry(text))) | Ok(Err(Failure::Reauthenticate(text))) => {
+                    if looks_like_tls(&text) {
+                        return Err(DcsError::Config(format!(
+                            "etcd TLS handshake failed (check etcd3.cacert/cert/key and the \
+                             endpoints' scheme): {text}"
+                        )));
+                    }
+                    if looks_like_bad_credentials(&text) {
+                        return Err(DcsError::Config(format!(
+                            "etcd rejected the credentials: {text}"
+                        )));
+                    }
+                    let lower = text.to_ascii_lowercase();
+                    if ["connection closed", "broken pipe", "connection reset"]
+                        .iter()
+                        .any(|m| lower.contains(m))
+                    {
+                        hung_up += 1;
+                    } else {
+                        other += 1;
+                    }
+                    last = text;
+                }
+                Err(_) => {
+                    other += 1;
+                    last = format!("no answer within {this_attempt:?}");
                 }
             }
-            Ok(Err(Failure::LeaseGone)) => Ok(()),
-            Err(_) => {
-                tracing::warn!(endpoints = ?self.shared.factory.endpoints,
-                    "etcd did not answer at start-up; will keep trying");
-                Ok(())
-            }
+            let pause =
+                Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
         }
+        if hung_up > 0 && other == 0 {
+            return Err(DcsError::Config(format!(
+                "etcd at {:?} accepts connections but closes them on every request: a \
+                 TLS-only etcd reached over http://? use https:// endpoints and etcd3.cacert \
+                 ({last})",
+                self.shared.factory.endpoints
+            )));
+        }
+        tracing::warn!(endpoints = ?self.shared.factory.endpoints, error = %last,
+            "etcd not reachable at start-up; will keep trying");
+        Ok(())
     }
 
     /// The cluster's key names.

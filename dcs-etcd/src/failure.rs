@@ -37,7 +37,6 @@ pub(crate) fn looks_like_tls(text: &str) -> bool {
         "corruptmessage",
         "peer is incompatible",
         "unknownissuer",
-        "http2 error",
         "frame with invalid size",
     ]
     .iter()
@@ -54,11 +53,18 @@ pub(crate) fn looks_like_bad_credentials(text: &str) -> bool {
         || t.contains("authentication is not enabled")
 }
 
-/// The full text of an error including its sources (tonic hides the cause of
-/// transport errors in the source chain).
-pub(crate) fn full_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
+/// The text of an error including its causes: etcd-client does not expose the
+/// source chain, and tonic keeps the real cause (refused, reset, bad certificate)
+/// in the status' source.
+pub(crate) fn full_text(e: &EtcdError) -> String {
+    let (mut text, mut source): (String, Option<&(dyn std::error::Error + 'static)>) = match e {
+        EtcdError::GRpcStatus(s) => (
+            format!("{:?}: {}", s.code(), s.message()),
+            std::error::Error::source(s),
+        ),
+        EtcdError::TransportError(t) => (t.to_string(), std::error::Error::source(t)),
+        other => (other.to_string(), None),
+    };
     while let Some(s) = source {
         let s_text = s.to_string();
         if !text.contains(&s_text) {

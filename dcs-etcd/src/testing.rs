@@ -93,9 +93,9 @@ impl TestCerts {
                 "-subj",
                 &format!("/CN=fullauto-test-{ca}"),
                 "-keyout",
-                p(&format!("{ca}.key")).to_str().unwrap_or_default(),
+                &p(&format!("{ca}.key")).to_string_lossy(),
                 "-out",
-                p(&format!("{ca}.pem")).to_str().unwrap_or_default(),
+                &p(&format!("{ca}.pem")).to_string_lossy(),
             ])?;
         }
         for leaf in ["server", "client"] {
@@ -180,6 +180,8 @@ pub struct EtcdCluster {
     initial_cluster: String,
     token: String,
     tls: Option<TestCerts>,
+    /// Root credentials once `enable_auth` ran (etcdctl needs them from then on).
+    auth: Option<String>,
     // Declared last: removed after the members are killed in `drop`.
     dir: tempfile::TempDir,
 }
@@ -242,6 +244,7 @@ impl EtcdCluster {
             initial_cluster,
             token,
             tls,
+            auth: None,
             dir,
         };
         for i in 0..n {
@@ -465,6 +468,9 @@ impl EtcdCluster {
         cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
             .arg("--dial-timeout=2s");
+        if let Some(password) = &self.auth {
+            cmd.arg(format!("--user=root:{password}"));
+        }
         if let Some(t) = &self.tls {
             cmd.arg(format!("--cacert={}", t.ca.display()))
                 .arg(format!("--cert={}", t.client_cert.display()))
@@ -491,6 +497,12 @@ impl EtcdCluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Revokes lease `id` (as if it had expired): its keys are deleted.
+    pub fn revoke_lease(&mut self, id: i64) -> Result<(), HarnessError> {
+        self.etcdctl(&["lease", "revoke", &format!("{id:x}")])?;
+        Ok(())
+    }
+
     /// The value of `key` as etcdctl prints it, `None` when absent.
     pub fn get(&mut self, key: &str) -> Result<Option<String>, HarnessError> {
         let out = self.etcdctl(&["get", "--print-value-only", key])?;
@@ -506,6 +518,7 @@ impl EtcdCluster {
             &format!("--new-user-password={password}"),
         ])?;
         self.etcdctl(&["auth", "enable"])?;
+        self.auth = Some(password.to_string());
         Ok(())
     }
 }
