@@ -210,9 +210,11 @@ unsafe fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Reads the postmaster pid from the first line of the pid file and kills its whole
-/// process group (pg_ctl starts the postmaster in its own session, so every backend
-/// is in it), then the postmaster itself in case it is not a group leader.
+/// Reads the postmaster pid from the first line of the pid file and kills the
+/// postmaster and all its children. Postgres puts every child in its own session, so
+/// a process-group kill is not enough: the postmaster is stopped first (it cannot fork
+/// or be reparented away meanwhile), its children are found in /proc and killed, then
+/// the postmaster itself.
 unsafe fn kill_postmaster(pid_file: *const libc::c_char) {
     let f = libc::open(pid_file, libc::O_RDONLY | libc::O_CLOEXEC);
     if f < 0 {
@@ -224,20 +226,100 @@ unsafe fn kill_postmaster(pid_file: *const libc::c_char) {
     if n <= 0 {
         return;
     }
-    let mut pid: libc::pid_t = 0;
-    for &b in &buf[..n as usize] {
-        if b.is_ascii_digit() {
-            pid = pid
-                .saturating_mul(10)
-                .saturating_add((b - b'0') as libc::pid_t);
-        } else {
+    let pid = parse_leading_int(&buf[..n as usize]);
+    if pid <= 1 {
+        return;
+    }
+    libc::kill(pid, libc::SIGSTOP);
+    kill_children_of(pid);
+    libc::kill(pid, libc::SIGKILL);
+    // A child forked between the scan and the stop would be missed: scan once more.
+    kill_children_of(pid);
+}
+
+fn parse_leading_int(bytes: &[u8]) -> libc::pid_t {
+    let mut v: libc::pid_t = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
             break;
         }
+        v = v
+            .saturating_mul(10)
+            .saturating_add((b - b'0') as libc::pid_t);
     }
-    if pid > 1 {
-        libc::kill(-pid, libc::SIGKILL);
-        libc::kill(pid, libc::SIGKILL);
+    v
+}
+
+/// SIGKILLs every process whose parent is `parent`, scanning /proc with raw
+/// getdents64 and fixed buffers (no allocation in the forked keeper).
+unsafe fn kill_children_of(parent: libc::pid_t) {
+    let dir = libc::open(
+        c"/proc".as_ptr(),
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    );
+    if dir < 0 {
+        return;
     }
+    let mut entries = [0u8; 8192];
+    loop {
+        let n = libc::syscall(
+            libc::SYS_getdents64,
+            dir,
+            entries.as_mut_ptr(),
+            entries.len(),
+        );
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // struct linux_dirent64: ino u64, off i64, reclen u16, type u8, name[].
+            let reclen = u16::from_ne_bytes([entries[off + 16], entries[off + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let name = &entries[off + 19..off + reclen];
+            let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            let name = &name[..len];
+            if !name.is_empty() && name.iter().all(u8::is_ascii_digit) {
+                let child = parse_leading_int(name);
+                if parent_of(name) == Some(parent) {
+                    libc::kill(child, libc::SIGKILL);
+                }
+            }
+            off += reclen;
+        }
+    }
+    libc::close(dir);
+}
+
+/// The parent pid from /proc/<pid>/stat (fourth field, after the `)` of the name).
+unsafe fn parent_of(pid_name: &[u8]) -> Option<libc::pid_t> {
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/";
+    let suffix = b"/stat";
+    if prefix.len() + pid_name.len() + suffix.len() >= path.len() {
+        return None;
+    }
+    path[..prefix.len()].copy_from_slice(prefix);
+    path[prefix.len()..prefix.len() + pid_name.len()].copy_from_slice(pid_name);
+    let end = prefix.len() + pid_name.len();
+    path[end..end + suffix.len()].copy_from_slice(suffix);
+    let f = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if f < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 512];
+    let n = libc::read(f, buf.as_mut_ptr().cast(), buf.len());
+    libc::close(f);
+    if n <= 0 {
+        return None;
+    }
+    let stat = &buf[..n as usize];
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    // ") S 1234 ..." : skip ") ", the state letter and a space.
+    let rest = stat.get(close + 4..)?;
+    Some(parse_leading_int(rest))
 }
 
 #[cfg(test)]
@@ -293,6 +375,50 @@ mod tests {
             exited(&mut child, Duration::from_secs(3)),
             "fence did not fire"
         );
+        drop(fence);
+    }
+
+    #[tokio::test]
+    async fn kills_children_in_their_own_sessions_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A "postmaster" whose "backend" runs in its own session, as Postgres does.
+        let mut pm = Command::new("sh")
+            .arg("-c")
+            .arg("setsid sleep 1000 & echo $! > \"$0\"/backend.pid; wait")
+            .arg(dir.path())
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        let pid_file = dir.path().join("postmaster.pid");
+        std::fs::write(&pid_file, format!("{}\n", pm.id())).expect("pid file");
+        let backend_file = dir.path().join("backend.pid");
+        let mut backend = 0;
+        for _ in 0..100 {
+            if let Ok(s) = std::fs::read_to_string(&backend_file) {
+                if let Ok(p) = s.trim().parse::<i32>() {
+                    backend = p;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(backend > 0, "backend did not start");
+        let fence = ProcessFence::spawn(&pid_file).expect("fence");
+        fence.arm_until(in_ms(100)).await.expect("arm");
+        assert!(
+            exited(&mut pm, Duration::from_secs(3)),
+            "postmaster not killed"
+        );
+        let mut gone = false;
+        for _ in 0..100 {
+            // SAFETY: probing a pid with signal 0.
+            if unsafe { libc::kill(backend, 0) } != 0 {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone, "backend in its own session survived the fence");
         drop(fence);
     }
 
