@@ -1,7 +1,7 @@
 //! What the decision function asks the runner to do.
 
 use crate::clock::MonoTime;
-use crate::model::{DynamicConfig, History, MemberData, Status, Version};
+use crate::model::{DynamicConfig, History, MemberData, Status, SyncState, Version};
 use crate::postgres::{StopMode, Upstream};
 
 /// The proof a role-changing action was justified by a live lease: the runner refuses
@@ -88,6 +88,23 @@ pub enum Action {
     WriteStatus(Status),
     /// Write `history` after a promotion.
     WriteHistory(History),
+    /// *Query.* CAS-write `sync` (synchronous replication bookkeeping).
+    WriteSync {
+        /// New value.
+        sync: SyncState,
+        /// Version it must still have; `None` = create.
+        expected: Option<Version>,
+    },
+    /// CAS-delete `sync` (synchronous mode switched off).
+    DeleteSync {
+        /// Version it must still have.
+        expected: Version,
+    },
+    /// Set `synchronous_standby_names` on the primary (None clears it).
+    SetSynchronousStandbyNames {
+        /// New value.
+        value: Option<String>,
+    },
     /// Arm or extend the write fence: Postgres is stopped at `deadline` unless
     /// extended, by a mechanism that does not need this process to run.
     ArmFence {
@@ -158,6 +175,7 @@ impl Action {
                 | Action::RenewLease
                 | Action::ProbePeers { .. }
                 | Action::ClaimInitialize
+                | Action::WriteSync { .. }
         )
     }
 

@@ -97,6 +97,11 @@ pub enum Outcome {
     InitializeWon,
     /// ClaimInitialize lost (or failed).
     InitializeLost,
+    /// WriteSync: whether the CAS succeeded.
+    SyncWritten {
+        /// The write went through.
+        ok: bool,
+    },
 }
 
 /// A long action the runner is executing in the background.
@@ -140,6 +145,9 @@ pub struct Observation {
     pub busy: Option<Busy>,
     /// Results of this cycle's query actions, in order.
     pub outcomes: Vec<Outcome>,
+    /// Non-query actions already executed this cycle: a re-run step does not emit
+    /// them again (the runner appends each action it executed).
+    pub executed: Vec<super::Action>,
     /// Wall-clock time, ms since the epoch (scheduled switchovers).
     pub wall_millis: i64,
 }
@@ -164,6 +172,9 @@ pub struct LocalState {
     pub fence_armed: bool,
     /// Check for divergence (pg_rewind) before starting as a replica again.
     pub rewind_pending: bool,
+    /// WAL position when `synchronous_standby_names` last changed: a new synchronous
+    /// standby is published only once it flushed up to here.
+    pub sync_confirm_from: Option<crate::model::Lsn>,
     /// The last decision's explanation (for logs and `/patroni`).
     pub message: String,
 }

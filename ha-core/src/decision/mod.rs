@@ -23,6 +23,7 @@ mod action;
 mod health;
 mod input;
 mod member_record;
+pub mod sync;
 #[cfg(test)]
 mod tests;
 
@@ -120,6 +121,9 @@ impl<'a> Step<'a> {
     }
 
     fn act(&mut self, a: Action) {
+        if self.obs.executed.contains(&a) {
+            return;
+        }
         if a.is_query() {
             self.rerun = true;
         }
@@ -226,7 +230,7 @@ impl<'a> Step<'a> {
     fn disarm_fence_if_safe(&mut self) {
         if self.st.fence_armed && self.st.lease_until.is_none() && !self.obs.pg.may_accept_writes()
         {
-            self.actions.push(Action::DisarmFence);
+            self.act(Action::DisarmFence);
             self.st.fence_armed = false;
         }
     }
@@ -590,16 +594,107 @@ impl<'a> Step<'a> {
             if let Some(h) = self.history_update(c) {
                 self.act(Action::WriteHistory(h));
             }
+            if self.manage_synchronous_replication(c) {
+                return;
+            }
             let me = self.me().to_string();
             return self.say(format!("no action. I am ({me}), the leader with the lock"));
         }
         if pg.is_replica() {
             if let Some(token) = self.token(Some(c)) {
+                if sync::is_active(&self.config()) && !self.sync_ready_for_promotion(c) {
+                    return;
+                }
                 self.say("promoted self to leader by acquiring session lock");
                 return self.act(Action::Promote { token });
             }
         }
         self.say("waiting for postgres to report its role");
+    }
+
+    /// Before promoting in synchronous mode the winner takes over `sync` with CAS, so
+    /// the old primary's standbys are not trusted blindly; a failed CAS postpones the
+    /// promotion. Returns true when the promotion may go ahead now.
+    fn sync_ready_for_promotion(&mut self, c: &Cluster) -> bool {
+        match self.sync_write_outcome() {
+            Some(true) => {
+                let strict = self.config().synchronous_mode_strict;
+                let names = if strict {
+                    Some(sync::ANY_STANDBY.to_string())
+                } else {
+                    None
+                };
+                self.act(Action::SetSynchronousStandbyNames { value: names });
+                self.st.sync_confirm_from = None;
+                true
+            }
+            Some(false) => {
+                self.say("Postponing promotion: the sync key was updated by someone else");
+                false
+            }
+            None => {
+                let wanted = sync::before_promote(self.cfg, &self.config(), c);
+                let expected = c.sync.as_ref().map(|s| s.version);
+                self.act(Action::WriteSync {
+                    sync: wanted,
+                    expected,
+                });
+                false
+            }
+        }
+    }
+
+    fn sync_write_outcome(&self) -> Option<bool> {
+        self.obs.outcomes.iter().rev().find_map(|o| match o {
+            Outcome::SyncWritten { ok } => Some(*ok),
+            _ => None,
+        })
+    }
+
+    /// One step of the leader's synchronous-replication bookkeeping per cycle; a
+    /// pending CAS write makes the cycle wait for its outcome (returns true then).
+    fn manage_synchronous_replication(&mut self, c: &Cluster) -> bool {
+        let dc = self.config();
+        if !sync::is_active(&dc) {
+            if let Some(s) = &c.sync {
+                self.act(Action::DeleteSync {
+                    expected: s.version,
+                });
+            }
+            if self
+                .obs
+                .pg
+                .synchronous_standby_names
+                .as_deref()
+                .is_some_and(|v| !v.trim().is_empty())
+            {
+                self.act(Action::SetSynchronousStandbyNames { value: None });
+            }
+            return false;
+        }
+        if self.sync_write_outcome().is_some() {
+            // One move per cycle; the next cycle re-reads and continues.
+            self.wake_no_later_than(self.now.plus(Duration::from_millis(100)));
+            return false;
+        }
+        match sync::next_step(self.cfg, &dc, c, &self.obs.pg, self.st.sync_confirm_from) {
+            sync::SyncStep::Settled => false,
+            sync::SyncStep::WriteSync(state) => {
+                let expected = c.sync.as_ref().map(|s| s.version);
+                self.act(Action::WriteSync {
+                    sync: state,
+                    expected,
+                });
+                true
+            }
+            sync::SyncStep::SetStandbyNames(value) => {
+                self.st.sync_confirm_from = Some(self.obs.pg.wal_position());
+                self.act(Action::SetSynchronousStandbyNames { value });
+                // Re-check soon whether the new standbys report `sync` and caught up.
+                self.wake_no_later_than(self.now.plus(Duration::from_millis(200)));
+                false
+            }
+        }
     }
 
     /// Adds the new timeline to `history` once after a promotion.

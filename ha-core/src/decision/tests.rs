@@ -92,6 +92,7 @@ fn obs(c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Observation {
         pg,
         busy: None,
         outcomes,
+        executed: Vec::new(),
         wall_millis: 1_700_000_000_000,
     }
 }
@@ -706,4 +707,250 @@ fn busy_leader_only_renews() {
     o.busy = Some(Busy::Promote);
     let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
     assert_eq!(d.actions, vec![Action::RenewLease]);
+}
+
+fn repl(name: &str, state: &str, flush: u64) -> crate::postgres::ReplicationConnection {
+    crate::postgres::ReplicationConnection {
+        application_name: name.into(),
+        state: "streaming".into(),
+        sync_state: state.into(),
+        flush_lsn: Some(flush),
+        ..Default::default()
+    }
+}
+
+fn sync_actions(d: &Decision) -> Vec<Action> {
+    d.actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::WriteSync { .. } | Action::SetSynchronousStandbyNames { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn sync_mode_leader_takes_over_the_sync_key_first() {
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"on"}"#)
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(
+            c,
+            pg_primary(100),
+            vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+        ),
+        t(1000),
+    );
+    match &sync_actions(&d)[..] {
+        [Action::WriteSync {
+            sync,
+            expected: None,
+        }] => {
+            assert_eq!(sync.leader.as_deref(), Some("a"));
+            assert!(sync.sync_standby.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(d.rerun);
+}
+
+#[test]
+fn sync_standby_is_added_to_standby_names_before_it_is_published() {
+    let sync = SyncState {
+        leader: Some("a".into()),
+        sync_standby: vec![],
+        quorum: 0,
+    };
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"on"}"#)
+        .key("sync", &sync.to_json())
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .cluster();
+    let mut pg = pg_primary(100);
+    pg.replication = vec![repl("b", "async", 100)];
+    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg.clone(), renewed.clone()),
+        t(1000),
+    );
+    assert_eq!(
+        sync_actions(&d),
+        vec![Action::SetSynchronousStandbyNames {
+            value: Some("\"b\"".into())
+        }]
+    );
+    assert_eq!(d.state.sync_confirm_from, Some(100));
+    // Postgres now lists b, and b reports sync but has not flushed what was acknowledged before.
+    pg.synchronous_standby_names = Some("\"b\"".into());
+    pg.wal_lsn = Some(150);
+    pg.replication = vec![repl("b", "sync", 90)];
+    let d2 = decide(
+        &cfg("a"),
+        &d.state,
+        &obs(c.clone(), pg.clone(), renewed.clone()),
+        t(1100),
+    );
+    assert!(
+        sync_actions(&d2).is_empty(),
+        "published before confirming: {:?}",
+        d2.actions
+    );
+    pg.replication = vec![repl("b", "sync", 120)];
+    let d3 = decide(&cfg("a"), &d2.state, &obs(c, pg, renewed), t(1200));
+    match &sync_actions(&d3)[..] {
+        [Action::WriteSync { sync, .. }] => assert_eq!(sync.sync_standby, vec!["b".to_string()]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn leaving_sync_standby_is_unpublished_before_standby_names_change() {
+    let sync = SyncState {
+        leader: Some("a".into()),
+        sync_standby: vec!["b".into()],
+        quorum: 0,
+    };
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"on"}"#)
+        .key("sync", &sync.to_json())
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .cluster();
+    let mut pg = pg_primary(100);
+    pg.synchronous_standby_names = Some("\"b\"".into());
+    pg.replication = vec![]; // b disconnected
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(1000) }]),
+        t(1000),
+    );
+    match &sync_actions(&d)[..] {
+        [Action::WriteSync { sync, .. }] => assert!(sync.sync_standby.is_empty()),
+        other => panic!("expected sync shrink first, got {other:?}"),
+    }
+}
+
+#[test]
+fn strict_mode_without_standbys_blocks_writes() {
+    let sync = SyncState {
+        leader: Some("a".into()),
+        sync_standby: vec![],
+        quorum: 0,
+    };
+    let c = View::new()
+        .key(
+            "config",
+            r#"{"synchronous_mode":"on","synchronous_mode_strict":true}"#,
+        )
+        .key("sync", &sync.to_json())
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(
+            c,
+            pg_primary(100),
+            vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+        ),
+        t(1000),
+    );
+    assert_eq!(
+        sync_actions(&d),
+        vec![Action::SetSynchronousStandbyNames {
+            value: Some("*".into())
+        }]
+    );
+}
+
+#[test]
+fn sync_winner_writes_sync_key_before_promoting_and_postpones_on_cas_failure() {
+    let sync = SyncState {
+        leader: Some("a".into()),
+        sync_standby: vec!["b".into()],
+        quorum: 0,
+    };
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"on"}"#)
+        .key("sync", &sync.to_json())
+        .leader("b")
+        .member("b", "replica", 100)
+        .cluster();
+    let acquired = Outcome::LeaseAcquired { sent_at: t(1000) };
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c.clone(), pg_replica(100), vec![acquired.clone()]),
+        t(1000),
+    );
+    assert!(d.actions.iter().any(
+        |a| matches!(a, Action::WriteSync { sync, .. } if sync.leader.as_deref() == Some("b"))
+    ));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Promote { .. })));
+    let failed = vec![acquired.clone(), Outcome::SyncWritten { ok: false }];
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c.clone(), pg_replica(100), failed),
+        t(1000),
+    );
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Promote { .. })));
+    let ok = vec![acquired, Outcome::SyncWritten { ok: true }];
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg_replica(100), ok),
+        t(1000),
+    );
+    assert!(d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Promote { .. })));
+}
+
+#[test]
+fn rerun_step_does_not_repeat_executed_actions() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let mut o = obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    );
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    let status = d
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::WriteStatus(_)))
+        .cloned()
+        .expect("status");
+    o.executed.push(status);
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::WriteStatus(_))));
 }

@@ -47,6 +47,9 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::WriteInitialize { .. }
         | Action::WriteConfig { .. }
         | Action::ClearFailover { .. }
+        | Action::WriteSync { .. }
+        | Action::DeleteSync { .. }
+        | Action::SetSynchronousStandbyNames { .. }
         | Action::SyncSlots { .. } => ctx
             .lease_until
             .is_none_or(|t| ctx.now >= t)

@@ -262,6 +262,7 @@ impl Runner {
             pg,
             busy: self.job.as_ref().map(|j| j.kind),
             outcomes: Vec::new(),
+            executed: Vec::new(),
             wall_millis: self.parts.clock.wall_millis(),
         };
         let mut wake_at = None;
@@ -293,9 +294,12 @@ impl Runner {
                     reread = true;
                     break 'steps;
                 }
+                let query = action.is_query();
+                let record = (!query).then(|| action.clone());
                 if let Some(outcome) = self.execute(action, &obs).await {
                     obs.outcomes.push(outcome);
                 }
+                obs.executed.extend(record);
             }
             if !rerun {
                 break;
@@ -430,6 +434,36 @@ impl Runner {
                 )
                 .await;
                 log_dcs("clear failover", r.map(|_| ()));
+                None
+            }
+            Action::WriteSync { sync, expected } => {
+                let ok = match with_deadline(retry, dcs.set_sync(&sync, expected)).await {
+                    Ok(v) => v.is_some(),
+                    Err(e) => {
+                        tracing::warn!("write sync failed: {e}");
+                        false
+                    }
+                };
+                Some(Outcome::SyncWritten { ok })
+            }
+            Action::DeleteSync { expected } => {
+                log_dcs(
+                    "delete sync",
+                    with_deadline(retry, dcs.delete_sync(Some(expected)))
+                        .await
+                        .map(|_| ()),
+                );
+                None
+            }
+            Action::SetSynchronousStandbyNames { value } => {
+                if let Err(e) = self
+                    .parts
+                    .pg
+                    .set_synchronous_standby_names(value.as_deref())
+                    .await
+                {
+                    tracing::warn!(node = %self.cfg.name, "setting synchronous_standby_names failed: {e}");
+                }
                 None
             }
             Action::WriteStatus(status) => {

@@ -1,0 +1,271 @@
+//! Synchronous replication from the leader's side (Patroni §5): which standbys are
+//! synchronous, in an order that never lets `sync` and `synchronous_standby_names`
+//! disagree in the unsafe direction:
+//! - a standby is added to `synchronous_standby_names` before it is published in
+//!   `sync`, and published only once it has confirmed every commit acknowledged before
+//!   it became synchronous;
+//! - a standby is removed from `sync` before it leaves `synchronous_standby_names`.
+//!
+//! Each cycle makes at most one of these moves; the next cycle continues.
+
+use super::input::NodeConfig;
+use crate::model::{Cluster, DynamicConfig, Lsn, SyncState, SynchronousMode};
+use crate::postgres::{PgObservation, ReplicationConnection};
+
+/// `synchronous_standby_names` for strict mode with no usable standby: commits wait
+/// for any standby that connects, none is published, so nobody may auto-promote.
+pub const ANY_STANDBY: &str = "*";
+
+/// The next step of the leader's synchronous-replication bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStep {
+    /// Everything agrees.
+    Settled,
+    /// CAS-write `sync`.
+    WriteSync(SyncState),
+    /// Set `synchronous_standby_names` (None clears it); commits acknowledged up to the
+    /// current WAL position must reach the new standbys before they are published.
+    SetStandbyNames(Option<String>),
+}
+
+/// Parses `synchronous_standby_names` into (count, names); `*` gives `["*"]`.
+pub fn parse_standby_names(value: &str) -> (usize, Vec<String>) {
+    let v = value.trim();
+    if v.is_empty() {
+        return (0, Vec::new());
+    }
+    let (count, list) = match v.find('(') {
+        Some(open) => {
+            let head = v[..open].trim();
+            let n = head
+                .split_whitespace()
+                .last()
+                .and_then(|w| w.parse().ok())
+                .unwrap_or(1);
+            (n, v[open + 1..].trim_end().trim_end_matches(')'))
+        }
+        None => (1, v),
+    };
+    let names = list
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    (count, names)
+}
+
+/// Renders `synchronous_standby_names` for `names` with FIRST-n semantics.
+pub fn render_standby_names(names: &[String], count: usize) -> Option<String> {
+    match names {
+        [] => None,
+        [only] if only == ANY_STANDBY => Some(ANY_STANDBY.to_string()),
+        [only] => Some(format!("\"{only}\"")),
+        many => {
+            let quoted: Vec<String> = many.iter().map(|n| format!("\"{n}\"")).collect();
+            Some(format!(
+                "{} ({})",
+                count.min(many.len()).max(1),
+                quoted.join(",")
+            ))
+        }
+    }
+}
+
+/// Standbys eligible to be synchronous, best first, at most `synchronous_node_count`.
+pub fn pick_sync_standbys(
+    cfg: &NodeConfig,
+    dc: &DynamicConfig,
+    c: &Cluster,
+    pg: &PgObservation,
+) -> Vec<String> {
+    let mut rows: Vec<(&ReplicationConnection, i64)> = pg
+        .replication
+        .iter()
+        .filter_map(|r| {
+            let m = c
+                .members
+                .iter()
+                .find(|m| m.name.eq_ignore_ascii_case(&r.application_name))?;
+            let eligible = m.name != cfg.name
+                && m.data.state == Some(crate::model::MemberState::Running)
+                && !m.data.tags.never_sync()
+                && m.data
+                    .tags
+                    .replicatefrom
+                    .as_deref()
+                    .is_none_or(|f| f == cfg.name)
+                && r.flush_lsn.is_some();
+            eligible.then_some((r, m.data.tags.effective_sync_priority()))
+        })
+        .collect();
+    rows.sort_by(|(a, pa), (b, pb)| {
+        pb.cmp(pa)
+            .then_with(|| (b.sync_state == "sync").cmp(&(a.sync_state == "sync")))
+            .then_with(|| b.flush_lsn.cmp(&a.flush_lsn))
+            .then_with(|| a.application_name.cmp(&b.application_name))
+    });
+    if dc.maximum_lag_on_syncnode > 0 {
+        let best = rows
+            .iter()
+            .filter_map(|(r, _)| r.flush_lsn)
+            .max()
+            .unwrap_or(0);
+        rows.retain(|(r, _)| {
+            best.saturating_sub(r.flush_lsn.unwrap_or(0)) <= dc.maximum_lag_on_syncnode as u64
+        });
+    }
+    let n = dc.synchronous_node_count.max(1) as usize;
+    let mut names: Vec<String> = rows
+        .into_iter()
+        .take(n)
+        .map(|(r, _)| member_name(c, &r.application_name))
+        .collect();
+    names.sort();
+    names
+}
+
+fn member_name(c: &Cluster, application_name: &str) -> String {
+    c.members
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(application_name))
+        .map_or_else(|| application_name.to_string(), |m| m.name.clone())
+}
+
+/// The leader's next synchronous-replication move. `confirm_from` is the WAL position
+/// at the last change of `synchronous_standby_names`: a standby is published only
+/// once it flushed up to there.
+pub fn next_step(
+    cfg: &NodeConfig,
+    dc: &DynamicConfig,
+    c: &Cluster,
+    pg: &PgObservation,
+    confirm_from: Option<Lsn>,
+) -> SyncStep {
+    let me = cfg.name.as_str();
+    let strict = dc.synchronous_mode_strict;
+    let current = match c
+        .sync
+        .as_ref()
+        .map(|s| &s.value)
+        .filter(|s| s.is_leader(me))
+    {
+        Some(s) => s.clone(),
+        None => {
+            // Take the key over first: nobody else may be published while I lead.
+            return SyncStep::WriteSync(SyncState {
+                leader: Some(me.to_string()),
+                sync_standby: Vec::new(),
+                quorum: 0,
+            });
+        }
+    };
+    let picked = pick_sync_standbys(cfg, dc, c, pg);
+    // 1. Standbys leaving: out of `sync` first.
+    let keep: Vec<String> = current
+        .sync_standby
+        .iter()
+        .filter(|s| picked.contains(s))
+        .cloned()
+        .collect();
+    if keep != current.sync_standby {
+        return SyncStep::WriteSync(SyncState {
+            sync_standby: keep,
+            ..current
+        });
+    }
+    // 2. `synchronous_standby_names` follows the picked set (strict: never empty).
+    let wanted_names: Vec<String> = if picked.is_empty() && strict {
+        vec![ANY_STANDBY.to_string()]
+    } else {
+        picked.clone()
+    };
+    let wanted = render_standby_names(&wanted_names, wanted_names.len());
+    let (have_count, have_names) =
+        parse_standby_names(pg.synchronous_standby_names.as_deref().unwrap_or(""));
+    let mut have_sorted = have_names.clone();
+    have_sorted.sort();
+    let mut want_sorted = wanted_names.clone();
+    want_sorted.sort();
+    if have_sorted != want_sorted
+        || (have_count != want_sorted.len().min(have_count.max(1)) && want_sorted.len() > 1)
+    {
+        return SyncStep::SetStandbyNames(wanted);
+    }
+    // 3. Publish picked standbys that are synchronous and caught up.
+    let mark = confirm_from.unwrap_or(0);
+    let mut published = keep.clone();
+    for name in &picked {
+        if published.contains(name) {
+            continue;
+        }
+        let confirmed = pg.replication.iter().any(|r| {
+            r.application_name.eq_ignore_ascii_case(name)
+                && r.sync_state == "sync"
+                && r.flush_lsn.unwrap_or(0) >= mark
+        });
+        if confirmed {
+            published.push(name.clone());
+        }
+    }
+    published.sort();
+    if published != current.sync_standby {
+        return SyncStep::WriteSync(SyncState {
+            sync_standby: published,
+            ..current
+        });
+    }
+    SyncStep::Settled
+}
+
+/// Whether synchronous replication is managed (on or quorum, and not a standby cluster).
+pub fn is_active(dc: &DynamicConfig) -> bool {
+    dc.synchronous_mode != SynchronousMode::Off && !dc.is_standby_cluster()
+}
+
+/// The `sync` value a new leader writes before promoting: strict keeps the previous
+/// standbys (minus me) so commits keep waiting for them; otherwise none.
+pub fn before_promote(cfg: &NodeConfig, dc: &DynamicConfig, c: &Cluster) -> SyncState {
+    let previous = c
+        .sync
+        .as_ref()
+        .map(|s| s.value.sync_standby.clone())
+        .unwrap_or_default();
+    let sync_standby = if dc.synchronous_mode_strict {
+        previous
+            .into_iter()
+            .filter(|s| !s.eq_ignore_ascii_case(&cfg.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    SyncState {
+        leader: Some(cfg.name.clone()),
+        sync_standby,
+        quorum: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standby_names_round_trip() {
+        assert_eq!(parse_standby_names(""), (0, vec![]));
+        assert_eq!(parse_standby_names("\"b\""), (1, vec!["b".to_string()]));
+        assert_eq!(
+            parse_standby_names("2 (\"b\",\"c\")"),
+            (2, vec!["b".into(), "c".into()])
+        );
+        assert_eq!(
+            parse_standby_names("FIRST 1 (b, c)"),
+            (1, vec!["b".into(), "c".into()])
+        );
+        assert_eq!(parse_standby_names("*"), (1, vec!["*".to_string()]));
+        assert_eq!(
+            render_standby_names(&["b".into(), "c".into()], 2).as_deref(),
+            Some("2 (\"b\",\"c\")")
+        );
+        assert_eq!(render_standby_names(&[], 1), None);
+    }
+}
