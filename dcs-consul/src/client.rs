@@ -126,6 +126,15 @@ impl Answer {
     }
 }
 
+/// Whether an agent's 5xx message means "no Consul servers to answer".
+fn cluster_unavailable(message: &str) -> bool {
+    // Not "rpc error ..." in general: forwarded answers such as an invalid
+    // session carry that prefix too.
+    ["No cluster leader", "No known Consul servers"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
 /// Percent-encodes a key for the URL path, keeping `/` as separator.
 fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -279,9 +288,11 @@ impl ConsulClient {
                                 index,
                                 body: bytes.to_vec(),
                             };
-                            // No raft leader (election in progress): not an answer.
-                            let leaderless = status.is_server_error()
-                                && answer.text().contains("No cluster leader");
+                            // The agent is up but its servers are not usable
+                            // (election in progress, no server reachable): the
+                            // DCS is unreachable, this is not an answer.
+                            let leaderless =
+                                status.is_server_error() && cluster_unavailable(&answer.text());
                             if !leaderless {
                                 return Ok(answer);
                             }

@@ -50,8 +50,9 @@
 //! the request surely never left (a retried CAS could report a false failure).
 //!
 //! Every `Dcs` call returns within `retry_timeout`, with `DcsError::Unreachable`
-//! when the agent cannot be reached or does not answer (also for Consul's
-//! "No cluster leader"). A refused ACL token is `DcsError::Config`.
+//! when the agent cannot be reached or does not answer (also when it answers
+//! "No cluster leader" or "No known Consul servers"). A refused ACL token is
+//! `DcsError::Config`.
 //!
 //! This backend is verified against the emulator in [`emulator`] only; no real
 //! Consul agent runs in this project's tests.
