@@ -6,7 +6,7 @@
 
 use crate::config::ZooKeeperConfig;
 use crate::error::{is_transient, to_dcs, ZkError};
-use crate::session::Sessions;
+use crate::session::{SessionPaths, Sessions};
 use crate::watch;
 use async_trait::async_trait;
 use ha_core::{
@@ -96,12 +96,16 @@ impl ZooKeeperDcs {
             .collect();
         // Only the leader and config znodes wake the loop (as Patroni): member and
         // status writes happen every cycle and would make every agent spin.
-        let watched = vec![keys.leader(), keys.config()];
+        let paths = SessionPaths {
+            watched: vec![keys.leader(), keys.config()],
+            ephemeral: vec![keys.leader(), keys.member(&name)],
+            acls: acls.clone(),
+        };
         let (opened_tx, opened_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             keys,
             name,
-            sessions: Sessions::new(connect_string, auth, timing, watched, opened_tx),
+            sessions: Sessions::new(connect_string, auth, timing, paths, opened_tx),
             acls,
             changes: tokio::sync::watch::Sender::new(0),
         });
@@ -415,30 +419,46 @@ impl Dcs for ZooKeeperDcs {
             let (path, value) = (&path, value.as_bytes());
             async move {
                 let me = c.session_id().0;
-                match c.get_data(path).await {
-                    Ok((old, stat)) if stat.ephemeral_owner == me => {
-                        if old != value {
-                            c.set_data(path, value, None).await?;
+                // A concurrent change (the old owner's session expiring, say) makes a
+                // step fail with NoNode/BadVersion/NodeExists: look again.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let step = match c.get_data(path).await {
+                        Ok((old, stat)) if stat.ephemeral_owner == me => {
+                            if old == value {
+                                return Ok(());
+                            }
+                            c.set_data(path, value, Some(stat.version))
+                                .await
+                                .map(|_| ())
                         }
-                        Ok(())
-                    }
-                    Ok((_, stat)) => {
-                        // Left by an older session (or another process): make it mine
-                        // so it vanishes with my session.
-                        let mut txn = c.new_multi_writer();
-                        txn.add_delete(path, Some(stat.version))?;
-                        txn.add_create(path, value, &self.inner.options(CreateMode::Ephemeral))?;
-                        match txn.commit().await {
-                            Ok(_) => Ok(()),
-                            // Changed under me; the caller's next cycle tries again.
-                            Err(e) => Err(ZkClientError::from(e)),
+                        Ok((_, stat)) => {
+                            // Left by an older session (or another process): make it
+                            // mine so it vanishes with my session.
+                            let mut txn = c.new_multi_writer();
+                            txn.add_delete(path, Some(stat.version))?;
+                            txn.add_create(
+                                path,
+                                value,
+                                &self.inner.options(CreateMode::Ephemeral),
+                            )?;
+                            txn.commit().await.map(|_| ()).map_err(ZkClientError::from)
                         }
+                        Err(ZkClientError::NoNode) => self
+                            .create(&c, path, value, CreateMode::Ephemeral)
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    match step {
+                        Err(
+                            ZkClientError::NoNode
+                            | ZkClientError::BadVersion
+                            | ZkClientError::NodeExists,
+                        ) if attempt < 5 => continue,
+                        other => return other,
                     }
-                    Err(ZkClientError::NoNode) => self
-                        .create(&c, path, value, CreateMode::Ephemeral)
-                        .await
-                        .map(|_| ()),
-                    Err(e) => Err(e),
                 }
             }
         })

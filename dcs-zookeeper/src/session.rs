@@ -6,10 +6,14 @@
 //! learns that it lost the leader key.
 
 use ha_core::DcsTiming;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use zookeeper_client::{AddWatchMode, Client, PersistentWatcher, StateWatcher};
+use zookeeper_client::{
+    Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkClientError, PersistentWatcher,
+    StateWatcher,
+};
 
 /// What the watch task needs from a newly opened session: its state changes and the
 /// persistent watches set on it.
@@ -24,8 +28,19 @@ pub(crate) struct Sessions {
     auth: Vec<(String, Vec<u8>)>,
     timing: Mutex<DcsTiming>,
     current: tokio::sync::Mutex<Option<Client>>,
-    watched_paths: Vec<String>,
+    ttl_changed: AtomicBool,
+    paths: SessionPaths,
     opened: mpsc::UnboundedSender<Watched>,
+}
+
+/// The znodes a session cares about.
+pub(crate) struct SessionPaths {
+    /// Persistent watches that wake the HA loop.
+    pub(crate) watched: Vec<String>,
+    /// My ephemeral znodes, moved to a replacement session when ttl changes.
+    pub(crate) ephemeral: Vec<String>,
+    /// ACLs to re-create them with.
+    pub(crate) acls: Vec<Acl>,
 }
 
 /// How long without an answer before the client gives up on a server and tries the
@@ -44,7 +59,7 @@ impl Sessions {
         connect_string: String,
         auth: Vec<(String, Vec<u8>)>,
         timing: DcsTiming,
-        watched_paths: Vec<String>,
+        paths: SessionPaths,
         opened: mpsc::UnboundedSender<Watched>,
     ) -> Self {
         Sessions {
@@ -52,7 +67,8 @@ impl Sessions {
             auth,
             timing: Mutex::new(timing),
             current: tokio::sync::Mutex::new(None),
-            watched_paths,
+            ttl_changed: AtomicBool::new(false),
+            paths,
             opened,
         }
     }
@@ -61,10 +77,16 @@ impl Sessions {
         *self.timing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The new timing applies to the next session (a new ttl cannot be renegotiated
-    /// on a live session; restarting it would drop the leader key).
+    /// A session's timeout cannot change, so a new ttl means a new session: the next
+    /// call opens one and moves my ephemeral znodes to it before closing the old one
+    /// (Patroni restarts the session, which drops the leader key; the handover keeps
+    /// it without a gap).
     pub(crate) fn set_timing(&self, timing: DcsTiming) {
-        *self.timing.lock().unwrap_or_else(|p| p.into_inner()) = timing;
+        let mut t = self.timing.lock().unwrap_or_else(|p| p.into_inner());
+        if t.ttl != timing.ttl {
+            self.ttl_changed.store(true, Ordering::SeqCst);
+        }
+        *t = timing;
     }
 
     /// The session if it is still usable, without opening one.
@@ -79,17 +101,22 @@ impl Sessions {
     /// caller bounds the wait.
     pub(crate) async fn client(&self) -> Result<Client, zookeeper_client::Error> {
         let mut cur = self.current.lock().await;
+        let mut previous = None;
         if let Some(c) = cur.as_ref() {
             let state = c.state();
             if !state.is_terminated() {
-                return Ok(c.clone());
+                if !self.ttl_changed.load(Ordering::SeqCst) {
+                    return Ok(c.clone());
+                }
+                previous = Some(c.clone());
+            } else {
+                tracing::warn!(
+                    session = %c.session_id(),
+                    ?state,
+                    "zookeeper session ended; its ephemeral leader and member znodes are gone, opening a new one"
+                );
+                *cur = None;
             }
-            tracing::warn!(
-                session = %c.session_id(),
-                ?state,
-                "zookeeper session ended; its ephemeral leader and member znodes are gone, opening a new one"
-            );
-            *cur = None;
         }
         let t = self.timing();
         let mut connector = Client::connector()
@@ -108,17 +135,84 @@ impl Sessions {
             );
         }
         let state = client.state_watcher();
-        let watchers = futures::future::try_join_all(
-            self.watched_paths
+        let mut watchers = Vec::new();
+        for result in futures::future::join_all(
+            self.paths
+                .watched
                 .iter()
                 .map(|p| client.watch(p, AddWatchMode::Persistent)),
         )
-        .await?;
+        .await
+        {
+            match result {
+                Ok(w) => watchers.push(w),
+                Err(ZkClientError::Unimplemented) => {
+                    tracing::warn!(
+                        "zookeeper server older than 3.6 has no persistent watches; \
+                         the HA loop wakes only every loop_wait"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(old) = previous {
+            self.ttl_changed.store(false, Ordering::SeqCst);
+            match self.hand_over(&old, &client).await {
+                Ok(()) => tracing::info!(
+                    old = %old.session_id(),
+                    new = %client.session_id(),
+                    ttl = ?t.ttl,
+                    "zookeeper session replaced for the new ttl"
+                ),
+                Err(e) => {
+                    // Keep the old session (and what it still owns) for one more
+                    // HA cycle: renew_leader / touch_member re-bind my znodes to the
+                    // new session, as for any znode with my name and another owner.
+                    tracing::warn!(error = %e, "zookeeper session handover incomplete");
+                    let grace = t.loop_wait + t.retry_timeout;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(grace).await;
+                        drop(old);
+                    });
+                }
+            }
+        }
         tracing::info!(session = %client.session_id(), "zookeeper session opened");
         // The watch task may be gone (backend being dropped); nothing to wake then.
         let _ = self.opened.send(Watched { state, watchers });
         *cur = Some(client.clone());
         Ok(client)
+    }
+}
+
+impl Sessions {
+    /// Moves my ephemeral znodes owned by `old` to `new`, each atomically (delete at
+    /// its version + create), so the leader key never disappears on the way.
+    async fn hand_over(&self, old: &Client, new: &Client) -> Result<(), ZkClientError> {
+        let options = if self.paths.acls.is_empty() {
+            CreateMode::Ephemeral.with_acls(Acls::anyone_all())
+        } else {
+            CreateMode::Ephemeral.with_acls(Acls::new(&self.paths.acls))
+        };
+        for path in &self.paths.ephemeral {
+            let (data, stat) = match new.get_data(path).await {
+                Ok(r) => r,
+                Err(ZkClientError::NoNode) => continue,
+                Err(e) => return Err(e),
+            };
+            if stat.ephemeral_owner != old.session_id().0 {
+                continue;
+            }
+            let mut txn = new.new_multi_writer();
+            txn.add_delete(path, Some(stat.version))?;
+            txn.add_create(path, &data, &options)?;
+            match txn.commit().await.map_err(ZkClientError::from) {
+                // Changed meanwhile: no longer mine to move.
+                Ok(_) | Err(ZkClientError::NoNode | ZkClientError::BadVersion) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }
 

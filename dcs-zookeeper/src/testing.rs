@@ -49,7 +49,8 @@ impl ZkServer {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// The server's log file (for diagnosing a failed test).
+    /// The server's log file (for diagnosing a failed test); lines start with a UTC
+    /// timestamp such as `2026-01-02T03:04:05.678`.
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("server.log")
     }
@@ -86,6 +87,11 @@ impl ZkServer {
                 "-XX:+UseSerialGC",
                 "-XX:TieredStopAtLevel=1",
                 "-Dzookeeper.jmx.log4j.disable=true",
+                // Timestamped log lines (UTC, millisecond) so tests and the latency
+                // example can line up server events with client observations.
+                "-Duser.timezone=UTC",
+                "-Dorg.slf4j.simpleLogger.showDateTime=true",
+                "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS",
                 "-cp",
                 &classpath,
                 "org.apache.zookeeper.server.quorum.QuorumPeerMain",

@@ -395,3 +395,36 @@ async fn digest_auth_and_acls_protect_the_cluster() {
         "unauthenticated read: {r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_change_moves_leader_and_member_to_a_new_session() {
+    let zk = ZkCluster::standalone().await.unwrap();
+    let a = dcs(&zk.config(), "ttl", "alpha", timing(3000, 1500));
+    let b = dcs(&zk.config(), "ttl", "beta", timing(3000, 1500));
+    a.touch_member(&member(MemberState::Running, 1))
+        .await
+        .unwrap();
+    assert!(a.acquire_leader().await.unwrap());
+    let old = a.session_id().unwrap();
+
+    a.set_timing(timing(5000, 1500));
+    assert!(
+        a.renew_leader().await.unwrap(),
+        "renew across the session change"
+    );
+    let new = a.session_id().unwrap();
+    assert_ne!(new, old, "a new ttl means a new session");
+
+    // The old session is closed by now; the moved znodes must have survived it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let raw = Client::connect(&zk.hosts()[0]).await.unwrap();
+    for path in ["/service/ttl/leader", "/service/ttl/members/alpha"] {
+        let (_, stat) = raw.get_data(path).await.unwrap();
+        assert_eq!(stat.ephemeral_owner, new, "{path} moved to the new session");
+    }
+    let c = b.get_cluster().await.unwrap();
+    assert!(c.is_leader("alpha"));
+    assert!(!b.acquire_leader().await.unwrap());
+    assert!(a.renew_leader().await.unwrap());
+    assert_eq!(a.session_id(), Some(new), "no further session change");
+}
