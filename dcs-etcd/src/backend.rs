@@ -131,6 +131,8 @@ struct Shared {
     timing: Mutex<DcsTiming>,
     client: tokio::sync::Mutex<Option<Client>>,
     lease: Mutex<Option<Lease>>,
+    /// Serializes grants and keepalives so concurrent calls never grant two leases.
+    lease_op: tokio::sync::Mutex<()>,
     wake: Arc<watch::Sender<u64>>,
 }
 
@@ -178,6 +180,7 @@ impl EtcdDcs {
             timing: Mutex::new(timing),
             client: tokio::sync::Mutex::new(None),
             lease: Mutex::new(None),
+            lease_op: tokio::sync::Mutex::new(()),
             wake: wake.clone(),
         });
         let dcs = EtcdDcs {
@@ -372,6 +375,7 @@ impl EtcdDcs {
 
     /// My lease, granted if there is none or `ttl` changed; not refreshed.
     async fn ensure_lease(&self, client: &mut Client) -> Result<i64, Failure> {
+        let _serial = self.shared.lease_op.lock().await;
         let ttl = lease_ttl_secs(self.timing().ttl);
         if let Some(l) = *lock(&self.shared.lease) {
             if l.requested_ttl == ttl {
@@ -402,6 +406,7 @@ impl EtcdDcs {
     /// My lease, refreshed by one keepalive (the stream is closed right after), or a
     /// new one when it is gone or `ttl` changed.
     async fn refresh_lease(&self, client: &mut Client) -> Result<i64, Failure> {
+        let _serial = self.shared.lease_op.lock().await;
         let ttl = lease_ttl_secs(self.timing().ttl);
         let current = *lock(&self.shared.lease);
         let Some(lease) = current.filter(|l| l.requested_ttl == ttl) else {

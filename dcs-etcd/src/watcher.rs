@@ -6,7 +6,7 @@
 use crate::backend::{attempt_timeout, ClientFactory};
 use crate::failure::Failure;
 use etcd_client::{EventType, WatchOptions};
-use ha_core::model::keys::{CONFIG, FAILOVER, INITIALIZE, LEADER, SYNC};
+use ha_core::model::keys::wakes_ha_loop;
 use ha_core::ClusterKeys;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,11 +127,6 @@ async fn watch_session(
     }
 }
 
-/// Keys whose changes call for a new HA decision now. Member records, `status`,
-/// `history` and `failsafe` are rewritten by someone every cycle; waking on them would
-/// make every loop spin, and the next regular cycle reads them anyway.
-const DECISION_KEYS: [&str; 5] = [LEADER, CONFIG, FAILOVER, SYNC, INITIALIZE];
-
 /// Whether an event should wake the HA loop: a decision key was created, deleted or
 /// changed (a re-write with the same value on the same lease is no change).
 fn wakes(keys: &ClusterKeys, event: &etcd_client::Event) -> bool {
@@ -142,7 +137,9 @@ fn wakes(keys: &ClusterKeys, event: &etcd_client::Event) -> bool {
     let Some(relative) = keys.relative(&key) else {
         return false;
     };
-    if !DECISION_KEYS.contains(&relative) {
+    // Member records, `status`, `history` and `failsafe` are rewritten every cycle;
+    // waking on them would make every loop spin.
+    if !wakes_ha_loop(relative) {
         return false;
     }
     if event.event_type() != EventType::Put {
