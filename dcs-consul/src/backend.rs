@@ -55,7 +55,10 @@ impl ConsulDcs {
         }
         let client = ConsulClient::new(config)?;
         let keys = ClusterKeys::new(namespace, scope);
-        let (watcher, changes) = PrefixWatcher::start(client.clone(), keys.clone());
+        let (watcher, changes) =
+            PrefixWatcher::start(client.clone(), keys.clone()).ok_or_else(|| {
+                DcsError::Config("the consul backend must be created inside a tokio runtime".into())
+            })?;
         Ok(ConsulDcs {
             client,
             keys,
@@ -549,6 +552,18 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert_eq!(parse_ttl_minimum("garbage"), None);
+    }
+
+    #[test]
+    fn creating_outside_a_runtime_is_a_config_error() {
+        let created = ConsulDcs::new(
+            &ConsulConfig::default(),
+            "service",
+            "batman",
+            "pg0",
+            DcsTiming::default(),
+        );
+        assert!(matches!(created, Err(DcsError::Config(_))));
     }
 
     #[test]

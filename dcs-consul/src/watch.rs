@@ -22,11 +22,17 @@ pub(crate) struct PrefixWatcher {
 }
 
 impl PrefixWatcher {
-    /// Starts watching `prefix`; the receiver's counter increases on every change.
-    pub(crate) fn start(client: ConsulClient, keys: ClusterKeys) -> (Self, watch::Receiver<u64>) {
+    /// Starts watching the cluster's prefix on the current tokio runtime; the
+    /// receiver's counter increases on every relevant change. `None` outside a
+    /// runtime.
+    pub(crate) fn start(
+        client: ConsulClient,
+        keys: ClusterKeys,
+    ) -> Option<(Self, watch::Receiver<u64>)> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (tx, rx) = watch::channel(0u64);
-        let task = tokio::spawn(watch_loop(client, keys, tx));
-        (PrefixWatcher { task }, rx)
+        let task = runtime.spawn(watch_loop(client, keys, tx));
+        Some((PrefixWatcher { task }, rx))
     }
 }
 

@@ -480,3 +480,39 @@ async fn acl_token_is_enforced_when_configured() {
     let (status, _, _) = api.get("/v1/kv/k?token=s3cret").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn single_key_blocking_query_wakes_on_that_key() {
+    let api = start(EmulatorConfig::default()).await;
+    api.put("/v1/kv/a", "1").await;
+    let (_, index, _) = api.get("/v1/kv/a").await;
+    let http = api.http.clone();
+    let url = format!("{}/v1/kv/a?index={index}&wait=20s", api.base);
+    let waiter = tokio::spawn(async move {
+        let resp = http.get(url).send().await.unwrap();
+        resp.text().await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    api.put("/v1/kv/b", "x").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiter.is_finished(),
+        "a write to another key woke the query"
+    );
+    api.put("/v1/kv/a", "2").await;
+    let body = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the query did not wake when its key changed")
+        .unwrap();
+    let entries: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(decoded(&entries[0]), "2");
+
+    // The index of a single-key read is the KV table's: once anything was written
+    // since, an old index answers at once (Consul: "may return without a change").
+    api.put("/v1/kv/b", "y").await;
+    let started = Instant::now();
+    let (status, newer, _) = api.get(&format!("/v1/kv/a?index={index}&wait=20s")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(newer > index);
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

@@ -268,7 +268,8 @@ impl Emulator {
 }
 
 /// A running HTTP server of an [`Emulator`]; dropping it stops the server
-/// (listener and every open connection).
+/// (listener and every open connection). Keep the [`Emulator`] alive as long as
+/// its servers: dropping the last `Emulator` handle stops the session timers.
 pub struct ServerHandle {
     addr: SocketAddr,
     task: Option<JoinHandle<()>>,
