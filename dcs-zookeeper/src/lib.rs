@@ -1,10 +1,30 @@
 //! ZooKeeper backend for fullauto's `Dcs` trait, with Patroni's znode layout so a
-//! fullauto agent and Patroni can read each other's cluster state: znodes under
-//! `/<namespace>/<scope>/`, `leader` (plain member name) and `members/<name>` as
-//! ephemeral znodes owned by the agent's session (session timeout = ttl), CAS on the
-//! znode version, and watches that wake the HA loop. The `testing` feature adds a
-//! harness that runs Debian's ZooKeeper (standalone or a 3-server ensemble) on
-//! loopback for integration tests.
+//! fullauto agent and Patroni read and write the same cluster state.
+//!
+//! Mapping (Patroni's `zookeeper:` backend):
+//! - every key is a znode under `/<namespace>/<scope>/`; `leader` holds the plain
+//!   member name, `members/<name>` the member JSON, both **ephemeral** znodes owned by
+//!   the agent's session, whose timeout is `ttl`;
+//! - acquire = create the ephemeral `leader` (exists ⇒ lost); renew = the leader znode
+//!   still holds my name and is owned by my session (my name with another owner is
+//!   re-created in my session, atomically); release = delete it if it holds my name
+//!   (Patroni restarts the session instead, which also drops the member record; the
+//!   delete releases the lock just as atomically and needs no reconnect);
+//! - `config`, `failover`, `sync` are CAS-written on the znode version; `initialize`
+//!   is create-only; `sync` is cleared by writing `{}`, which reads back as absent;
+//! - the leader record's version is the znode's creation zxid, unique per
+//!   leadership (its znode version is 0 for every new leader);
+//! - persistent watches (ZooKeeper ≥ 3.6) on `leader` and `config`, and session state
+//!   changes, wake the HA loop; member and status writes do not.
+//!
+//! Sessions: opened lazily; a session that ends (expiry, auth failure) is replaced by
+//! a new one, and since the server deleted the old one's ephemerals, `renew_leader`
+//! answers `false` from then on. A changed ttl opens a new session and moves my
+//! ephemeral znodes to it. Every call gives up with `DcsError::Unreachable` after
+//! `retry_timeout`.
+//!
+//! The `testing` feature adds a harness that runs Debian's ZooKeeper (standalone or a
+//! 3-server ensemble) on loopback, and a TCP proxy to cut a client off.
 
 mod backend;
 mod config;

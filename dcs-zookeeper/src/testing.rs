@@ -204,6 +204,18 @@ impl ZkCluster {
     }
 
     async fn start(n: usize) -> Result<ZkCluster, ZkError> {
+        // A port picked by `free_port` can be taken by someone else before the JVM
+        // binds it; one more try with fresh ports covers that race.
+        match Self::start_once(n).await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "zookeeper test servers failed to start; retrying once");
+                Self::start_once(n).await
+            }
+        }
+    }
+
+    async fn start_once(n: usize) -> Result<ZkCluster, ZkError> {
         let dir = tempfile::Builder::new()
             .prefix("fullauto-zk-")
             .tempdir()
