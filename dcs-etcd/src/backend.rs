@@ -13,6 +13,7 @@ use ha_core::{
     MemberData, RawEntry, Status, SyncState, Version,
 };
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -83,10 +84,16 @@ impl ClientFactory {
         o
     }
 
-    /// A client for unary requests, each bounded by `attempt_timeout`.
-    pub async fn request_client(&self, attempt_timeout: Duration) -> Result<Client, Failure> {
+    /// A client for unary requests to endpoint `index`, each bounded by
+    /// `attempt_timeout`. One client per endpoint (not etcd-client's balanced channel)
+    /// so a member that hangs is left for the next one deterministically.
+    pub async fn request_client(
+        &self,
+        index: usize,
+        attempt_timeout: Duration,
+    ) -> Result<Client, Failure> {
         let options = self.options(attempt_timeout).with_timeout(attempt_timeout);
-        Client::connect(&self.endpoints, Some(options))
+        Client::connect([&self.endpoints[index]], Some(options))
             .await
             .map_err(classify)
     }
@@ -94,13 +101,17 @@ impl ClientFactory {
     /// A client for the long-lived watch stream: no per-request deadline, but HTTP/2
     /// pings so a silently vanished member is noticed, and only members with a raft
     /// leader serve it (a partitioned member would otherwise stay silent).
-    pub async fn watch_client(&self, attempt_timeout: Duration) -> Result<Client, Failure> {
+    pub async fn watch_client(
+        &self,
+        index: usize,
+        attempt_timeout: Duration,
+    ) -> Result<Client, Failure> {
         let options = self
             .options(attempt_timeout)
             .with_keep_alive(Duration::from_secs(5), attempt_timeout)
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
-        Client::connect(&self.endpoints, Some(options))
+        Client::connect([&self.endpoints[index]], Some(options))
             .await
             .map_err(classify)
     }
@@ -129,7 +140,11 @@ struct Shared {
     name: String,
     factory: ClientFactory,
     timing: Mutex<DcsTiming>,
-    client: tokio::sync::Mutex<Option<Client>>,
+    /// One lazily built client per endpoint; dropped after a failure so the next use
+    /// reconnects (and re-authenticates).
+    clients: Vec<tokio::sync::Mutex<Option<Client>>>,
+    /// The endpoint requests go to until it fails; then the next one.
+    preferred: AtomicUsize,
     lease: Mutex<Option<Lease>>,
     /// Serializes grants and keepalives so concurrent calls never grant two leases.
     lease_op: tokio::sync::Mutex<()>,
@@ -178,7 +193,10 @@ impl EtcdDcs {
             name: name.to_string(),
             factory: factory.clone(),
             timing: Mutex::new(timing),
-            client: tokio::sync::Mutex::new(None),
+            clients: (0..factory.endpoints.len())
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            preferred: AtomicUsize::new(0),
             lease: Mutex::new(None),
             lease_op: tokio::sync::Mutex::new(()),
             wake: wake.clone(),
@@ -211,8 +229,9 @@ impl EtcdDcs {
         let mut last = String::new();
         while !deadline.saturating_duration_since(Instant::now()).is_zero() {
             let this_attempt = per_attempt.min(deadline.saturating_duration_since(Instant::now()));
+            let index = self.preferred_endpoint();
             let attempt = async {
-                let mut client = self.shared.factory.request_client(this_attempt).await?;
+                let mut client = self.client(index, this_attempt).await?;
                 client
                     .get(
                         prefix.clone(),
@@ -225,13 +244,14 @@ impl EtcdDcs {
                     )
                     .await
                     .map_err(Failure::from)?;
-                Ok::<Client, Failure>(client)
+                Ok::<(), Failure>(())
             };
-            match tokio::time::timeout(this_attempt, attempt).await {
-                Ok(Ok(client)) => {
-                    *self.shared.client.lock().await = Some(client);
-                    return Ok(());
-                }
+            let outcome = tokio::time::timeout(this_attempt, attempt).await;
+            if !matches!(outcome, Ok(Ok(()))) {
+                self.endpoint_failed(index).await;
+            }
+            match outcome {
+                Ok(Ok(())) => return Ok(()),
                 Ok(Err(Failure::Fatal(e))) => return Err(e),
                 Ok(Err(Failure::LeaseGone)) => return Ok(()),
                 Ok(Err(Failure::Retry(text))) | Ok(Err(Failure::Reauthenticate(text))) => {
@@ -298,15 +318,17 @@ impl EtcdDcs {
         *lock(&self.shared.timing)
     }
 
-    /// Runs `op` with retries on another attempt (and, through the balanced channel,
-    /// often another endpoint) until `retry_timeout`; then `DcsError::Unreachable`.
+    /// Runs `op` against the preferred endpoint, moving on to the next endpoint after
+    /// each failed attempt, until `retry_timeout`; then `DcsError::Unreachable`.
     async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T, DcsError>
     where
         F: Fn(Client, u32) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
         let timing = self.timing();
-        let deadline = Instant::now() + timing.retry_timeout;
+        // Give up a moment before the hard bound so the answer says why.
+        let margin = (timing.retry_timeout / 50).min(Duration::from_millis(50));
+        let deadline = Instant::now() + timing.retry_timeout - margin;
         let per_attempt =
             attempt_timeout(timing.retry_timeout, self.shared.factory.endpoints.len());
         let mut attempt = 0u32;
@@ -319,18 +341,24 @@ impl EtcdDcs {
                     break;
                 }
                 let this_attempt = per_attempt.min(remaining);
+                let index = self.preferred_endpoint();
                 let outcome = tokio::time::timeout(this_attempt, async {
-                    let client = self.client(this_attempt).await?;
+                    let client = self.client(index, this_attempt).await?;
                     op(client, attempt).await
                 })
                 .await;
+                if matches!(
+                    outcome,
+                    Ok(Err(Failure::Retry(_) | Failure::Reauthenticate(_))) | Err(_)
+                ) {
+                    self.endpoint_failed(index).await;
+                }
+                let endpoint = &self.shared.factory.endpoints[index];
                 match outcome {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(Failure::Fatal(e))) => return Err(e),
-                    Ok(Err(Failure::Retry(text))) => last = text,
-                    Ok(Err(Failure::Reauthenticate(text))) => {
-                        *self.shared.client.lock().await = None;
-                        last = text;
+                    Ok(Err(Failure::Retry(text))) | Ok(Err(Failure::Reauthenticate(text))) => {
+                        last = format!("{endpoint}: {text}")
                     }
                     Ok(Err(Failure::LeaseGone)) => {
                         *lock(&self.shared.lease) = None;
@@ -341,7 +369,7 @@ impl EtcdDcs {
                             continue;
                         }
                     }
-                    Err(_) => last = format!("no answer within {this_attempt:?}"),
+                    Err(_) => last = format!("{endpoint}: no answer within {this_attempt:?}"),
                 }
                 attempt += 1;
                 let pause = Duration::from_millis(50 * u64::from(attempt.min(10)))
@@ -362,13 +390,34 @@ impl EtcdDcs {
         }
     }
 
-    /// The shared request client, built on first use and after auth failures.
-    async fn client(&self, attempt_timeout: Duration) -> Result<Client, Failure> {
-        let mut slot = self.shared.client.lock().await;
+    fn preferred_endpoint(&self) -> usize {
+        self.shared.preferred.load(Ordering::Relaxed) % self.shared.clients.len()
+    }
+
+    /// Forgets endpoint `index`'s client (its connection may be stuck or its auth
+    /// token stale) and prefers the next endpoint, unless another call already moved on.
+    async fn endpoint_failed(&self, index: usize) {
+        *self.shared.clients[index].lock().await = None;
+        let next = (index + 1) % self.shared.clients.len();
+        let _ = self.shared.preferred.compare_exchange(
+            index,
+            next,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The client for endpoint `index`, built (and authenticated) on first use.
+    async fn client(&self, index: usize, attempt_timeout: Duration) -> Result<Client, Failure> {
+        let mut slot = self.shared.clients[index].lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = self.shared.factory.request_client(attempt_timeout).await?;
+        let c = self
+            .shared
+            .factory
+            .request_client(index, attempt_timeout)
+            .await?;
         *slot = Some(c.clone());
         Ok(c)
     }

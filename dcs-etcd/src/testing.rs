@@ -397,6 +397,26 @@ impl EtcdCluster {
         }
     }
 
+    /// Freezes member `i` with SIGSTOP: its sockets stay open but it answers nothing,
+    /// like a partitioned or hung server.
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// Thaws a member frozen by [`EtcdCluster::pause`].
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&mut self, i: usize, signal: libc::c_int) {
+        if let Some(child) = self.members[i].child.as_ref() {
+            // Safety: plain FFI call with a PID this harness spawned and has not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
     /// Kills member `i` with SIGKILL (a crash) and reaps it.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {

@@ -46,12 +46,14 @@ pub(crate) fn spawn_watcher(
     let task = tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
         let mut connected_before = false;
+        let mut endpoint = 0usize;
         loop {
             let started = Instant::now();
             // Run each session in its own task: etcd-client asserts on unexpected
             // watch replies, and a panic there must not end the watching for good.
             let session = tokio::spawn(watch_session(
                 factory.clone(),
+                endpoint,
                 keys.clone(),
                 wake.clone(),
                 retry_timeout,
@@ -67,6 +69,8 @@ pub(crate) fn spawn_watcher(
                 }
                 Err(e) => tracing::warn!(error = %e, "etcd watch task failed; restarting"),
             }
+            // Whatever ended the session, try the next member first.
+            endpoint = (endpoint + 1) % factory.endpoints.len();
             if started.elapsed() > MAX_BACKOFF * 5 {
                 backoff = MIN_BACKOFF;
             }
@@ -85,6 +89,7 @@ enum SessionError {
 /// created; `Err` if it never was.
 async fn watch_session(
     factory: ClientFactory,
+    endpoint: usize,
     keys: ClusterKeys,
     wake: Arc<watch::Sender<u64>>,
     retry_timeout: Duration,
@@ -92,7 +97,7 @@ async fn watch_session(
 ) -> Result<String, SessionError> {
     let per_attempt = attempt_timeout(retry_timeout, factory.endpoints.len());
     let start = async {
-        let mut client = factory.watch_client(per_attempt).await?;
+        let mut client = factory.watch_client(endpoint, per_attempt).await?;
         let options = WatchOptions::new().with_prefix().with_prev_key();
         client
             .watch(keys.prefix(), Some(options))

@@ -282,3 +282,31 @@ async fn tls_works_and_bad_tls_set_ups_are_config_errors() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_continue_when_one_of_three_members_freezes() {
+    let mut etcd = EtcdCluster::start(3).unwrap();
+    let timing = DcsTiming {
+        ttl: Duration::from_secs(10),
+        retry_timeout: Duration::from_secs(4),
+        loop_wait: Duration::from_secs(2),
+    };
+    let a = connect_with(&etcd.config(), "batman", "pg0", timing).await;
+    a.touch_member(&member_data("pg0")).await.unwrap();
+    assert!(a.acquire_leader().await.unwrap());
+    // A frozen member keeps its connections open and answers nothing: requests sent
+    // to it time out and must be retried on the others.
+    etcd.pause(0);
+    for round in 0..10 {
+        let started = Instant::now();
+        let renewed = a.renew_leader().await;
+        assert!(
+            matches!(renewed, Ok(true)),
+            "round {round}: renew gave {renewed:?} after {:?}",
+            started.elapsed()
+        );
+        a.touch_member(&member_data("pg0")).await.unwrap();
+        assert!(a.get_cluster().await.unwrap().is_leader("pg0"));
+    }
+    etcd.resume(0);
+}
