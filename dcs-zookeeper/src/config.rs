@@ -23,6 +23,10 @@ pub struct ZooKeeperConfig {
     /// colon is an x509 principal. Empty: world-readable and writable, as Patroni.
     #[serde(default)]
     pub set_acls: BTreeMap<String, Vec<String>>,
+    /// Patroni's TLS switch; only `false` is supported (TLS is refused rather than
+    /// silently sending credentials in plain text).
+    #[serde(default)]
+    pub use_ssl: bool,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +60,13 @@ impl ZooKeeperConfig {
 
     /// Checks the section and returns the connect string (`h1:p1,h2:p2`).
     pub fn connect_string(&self) -> Result<String, ZkError> {
+        if self.use_ssl {
+            return Err(ZkError::Config(
+                "`use_ssl: true` is not supported by this backend yet; use a plain-text \
+                 client port (or a TLS tunnel)"
+                    .to_string(),
+            ));
+        }
         if self.hosts.is_empty() {
             return Err(ZkError::Config(
                 "`hosts` is empty; list the ensemble as host:port".to_string(),
@@ -127,6 +138,11 @@ mod tests {
         assert_eq!(a.connect_string().unwrap(), "a:1,b:2,c:3");
         let empty: ZooKeeperConfig = serde_json::from_str(r#"{"hosts": ""}"#).unwrap();
         assert!(empty.connect_string().is_err());
+        let tls: ZooKeeperConfig =
+            serde_json::from_str(r#"{"hosts": "a:1", "use_ssl": true}"#).unwrap();
+        assert!(matches!(tls.connect_string(), Err(ZkError::Config(_))));
+        let typo = serde_json::from_str::<ZooKeeperConfig>(r#"{"hosts": "a:1", "host": "b"}"#);
+        assert!(typo.is_err(), "unknown fields are rejected");
     }
 
     #[test]

@@ -428,3 +428,80 @@ async fn ttl_change_moves_leader_and_member_to_a_new_session() {
     assert!(a.renew_leader().await.unwrap());
     assert_eq!(a.session_id(), Some(new), "no further session change");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_a_cluster_laid_out_the_way_patroni_writes_it() {
+    use zookeeper_client::{Acls, CreateMode};
+    let zk = ZkCluster::standalone().await.unwrap();
+    let raw = Client::connect(&zk.hosts()[0]).await.unwrap();
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    for dir in [
+        "/service",
+        "/service/batman",
+        "/service/batman/members",
+        "/service/batman/optime",
+    ] {
+        raw.create(dir, b"", &persistent).await.unwrap();
+    }
+    let persistent_nodes: [(&str, &[u8]); 6] = [
+        ("initialize", b"7311111111111111111"),
+        ("config", br#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#),
+        (
+            "history",
+            br#"[[1,50331808,"no recovery target specified","2026-01-02T03:04:05+00:00","pg0"]]"#,
+        ),
+        ("failover", b"{}"),
+        ("sync", b"{}"),
+        ("optime/leader", b"67108864"),
+    ];
+    for (key, value) in persistent_nodes {
+        raw.create(&format!("/service/batman/{key}"), value, &persistent)
+            .await
+            .unwrap();
+    }
+    raw.create("/service/batman/leader", b"pg0", &ephemeral)
+        .await
+        .unwrap();
+    raw.create(
+        "/service/batman/members/pg0",
+        br#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"primary","version":"4.1.4","xlog_location":67108864,"timeline":2}"#,
+        &ephemeral,
+    )
+    .await
+    .unwrap();
+
+    let a = dcs(&zk.config(), "batman", "pg1", timing(4000, 1500));
+    let c = a.get_cluster().await.unwrap();
+    assert!(c.malformed.is_empty(), "{:?}", c.malformed);
+    assert_eq!(c.system_identifier(), Some("7311111111111111111"));
+    assert_eq!(c.dynamic_config().ttl, 30.0);
+    assert_eq!(c.timeline(), 2);
+    assert!(c.failover_request().is_none());
+    assert!(c.sync.is_none(), "`{{}}` is Patroni's cleared sync");
+    assert_eq!(
+        c.status.optime,
+        Some(67108864),
+        "legacy optime/leader is read"
+    );
+    let leader = c.leader.as_ref().unwrap();
+    assert_eq!(leader.name, "pg0");
+    assert_eq!(leader.session, Some(raw.session_id().0.to_string()));
+    let m = c.member("pg0").unwrap();
+    assert_eq!(m.data.role, Some(Role::Primary));
+    assert_eq!(m.data.xlog_location, Some(67108864));
+    assert!(
+        !a.acquire_leader().await.unwrap(),
+        "Patroni's lock is respected"
+    );
+
+    // Patroni's own session ends: its ephemerals go and the lock is free.
+    drop(raw);
+    eventually(
+        Duration::from_secs(5),
+        "Patroni's leader znode gone",
+        || async { a.get_cluster().await.unwrap().is_unlocked().then_some(()) },
+    )
+    .await;
+    assert!(a.acquire_leader().await.unwrap());
+}
