@@ -69,14 +69,18 @@ async fn open_session(inner: &Weak<Inner>) {
         return std::future::pending().await;
     };
     let bound = strong.sessions.timing().retry_timeout;
-    match tokio::time::timeout(bound, strong.sessions.client()).await {
+    let outcome = tokio::time::timeout(bound, strong.sessions.client()).await;
+    drop(strong);
+    match outcome {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "zookeeper: could not open a session yet");
-            drop(strong);
             tokio::time::sleep(RETRY_PAUSE).await;
         }
-        Err(_) => {}
+        Err(_) => {
+            tracing::debug!("zookeeper: no session within {bound:?}");
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
 }
 
