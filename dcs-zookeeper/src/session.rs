@@ -156,8 +156,11 @@ impl Sessions {
             }
         }
         if let Some(old) = previous {
+            // If this future is dropped mid-way, the new session closes and takes
+            // what it already received with it: the lock is lost, never doubled.
+            let handed_over = self.hand_over(&old, &client).await;
             self.ttl_changed.store(false, Ordering::SeqCst);
-            match self.hand_over(&old, &client).await {
+            match handed_over {
                 Ok(()) => tracing::info!(
                     old = %old.session_id(),
                     new = %client.session_id(),
