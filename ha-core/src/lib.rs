@@ -29,3 +29,4 @@ pub mod conformance;
 
 pub mod decision;
 pub mod runner;
+pub mod sim;

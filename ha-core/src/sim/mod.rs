@@ -1,0 +1,246 @@
+//! Deterministic simulation: 3–5 nodes, each running the real [`crate::decision::decide`]
+//! the way the runner drives it (cycle, guard, query outcomes, background actions),
+//! over the real [`crate::memory_dcs::MemoryDcsNode`] and a simulated Postgres with a
+//! real WAL history, on a fake clock, with a seeded RNG. Faults are injected in a fault
+//! phase (machine crash, agent freeze, Postgres crash/hang, node↔DCS and node↔node
+//! partitions, DCS outage, slow DCS, switchover/failover requests, pause and ttl
+//! changes), then a quiet phase checks that the cluster converges.
+//!
+//! Everything that affects a run comes from the seed (BTreeMap/Vec only, no hash
+//! iteration, no wall clock), so a seed replays exactly. See [`invariants`] for what is
+//! checked.
+
+pub mod client;
+pub mod invariants;
+pub mod network;
+mod node;
+pub mod rng;
+pub mod sim_pg;
+pub mod trace;
+mod world;
+
+pub use invariants::Violation;
+pub use world::World;
+
+use std::time::Duration;
+
+/// A deliberately broken safety rule, to prove the checks can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breakage {
+    /// `ArmFence` does nothing and the guard's lease-expiry refusal is skipped: a
+    /// frozen or slow primary keeps accepting writes past its lease.
+    NoFenceNoLeaseGuard,
+}
+
+/// What to simulate and check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Check (a), (b) and (e) after every event.
+    pub check_safety: bool,
+    /// Run a quiet phase after the faults and check (d).
+    pub check_liveness: bool,
+    /// Keep readable trace lines (costly; failing seeds are re-run with it).
+    pub trace: bool,
+    /// Break a safety rule on purpose.
+    pub breakage: Option<Breakage>,
+    /// Fewest nodes.
+    pub min_nodes: usize,
+    /// Most nodes.
+    pub max_nodes: usize,
+    /// Fault phase length range, ms.
+    pub fault_phase_ms: (u64, u64),
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            check_safety: true,
+            check_liveness: true,
+            trace: false,
+            breakage: None,
+            min_nodes: 3,
+            max_nodes: 5,
+            fault_phase_ms: (5_000, 20_000),
+        }
+    }
+}
+
+/// How long after the last fault the cluster must have converged (invariant d):
+/// `3·ttl_max + 4·loop_wait + 2·retry_timeout + 2·max_background`. Reasoning: the
+/// leader key of a dead or demoted leader can outlive the faults by one ttl; a leader
+/// that restarts or is replaced needs one ttl for a new lease round-trip plus the race
+/// (a loop_wait to notice, a retry_timeout for peer probes) and a promote (one
+/// background action); a replica then needs a loop_wait to notice the new leader and a
+/// background action (rewind + restart) to stream from it; the third ttl covers a
+/// ttl change and lease re-grant racing with all of that.
+pub fn liveness_bound() -> Duration {
+    let ttl_max = *world::TTL_CHOICES_S.iter().max().unwrap_or(&6);
+    Duration::from_secs(3 * ttl_max + 4 * world::LOOP_WAIT_S + 2 * world::RETRY_TIMEOUT_S)
+        + Duration::from_millis(2 * world::MAX_BACKGROUND_MS)
+}
+
+/// Numbers from one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimStats {
+    /// Simulated time at the end, ms.
+    pub sim_ms: u64,
+    /// Events processed.
+    pub events: u64,
+    /// HA cycles run (all nodes).
+    pub cycles: u64,
+    /// Faults injected.
+    pub faults: u64,
+    /// Writes the client got acknowledged.
+    pub acked_writes: usize,
+    /// Acknowledged writes missing from the final leader (async mode: allowed).
+    pub lost_acked_writes: usize,
+    /// Time from the end of the faults until the converged state held, ms.
+    pub converged_after_ms: Option<u64>,
+}
+
+/// The outcome of one seed.
+#[derive(Debug, Clone)]
+pub struct SimResult {
+    /// The seed.
+    pub seed: u64,
+    /// Cluster size.
+    pub nodes: usize,
+    /// The first broken invariant, if any.
+    pub violation: Option<Violation>,
+    /// Numbers.
+    pub stats: SimStats,
+    /// Hash of every event (equal for equal runs).
+    pub trace_hash: u64,
+    /// Readable trace (only with `SimConfig::trace`).
+    pub trace: Vec<String>,
+}
+
+/// Runs one seed.
+pub fn run_seed(seed: u64, cfg: &SimConfig) -> SimResult {
+    World::new(seed, cfg.clone()).run()
+}
+
+/// Runs `seeds` on `threads` threads; returns every result with a violation (sorted
+/// by seed) and the number of seeds run.
+pub fn run_seeds(
+    seeds: std::ops::Range<u64>,
+    cfg: &SimConfig,
+    threads: usize,
+) -> (Vec<SimResult>, SeedTotals) {
+    let threads = threads.max(1) as u64;
+    let mut failures = Vec::new();
+    let mut totals = SeedTotals::default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let seeds = seeds.clone();
+                s.spawn(move || {
+                    let mut fails = Vec::new();
+                    let mut totals = SeedTotals::default();
+                    let mut seed = seeds.start + t;
+                    while seed < seeds.end {
+                        let r = run_seed(seed, cfg);
+                        totals.add(&r);
+                        if r.violation.is_some() {
+                            fails.push(r);
+                        }
+                        seed += threads;
+                    }
+                    (fails, totals)
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok((f, t)) = h.join() {
+                failures.extend(f);
+                totals.merge(&t);
+            }
+        }
+    });
+    failures.sort_by_key(|r| r.seed);
+    (failures, totals)
+}
+
+/// Aggregates over many seeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedTotals {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Simulated time, ms.
+    pub sim_ms: u64,
+    /// Events.
+    pub events: u64,
+    /// Faults.
+    pub faults: u64,
+    /// Acknowledged writes.
+    pub acked_writes: u64,
+    /// Acknowledged writes lost (async).
+    pub lost_acked_writes: u64,
+    /// Longest convergence after the faults, ms.
+    pub max_converged_after_ms: u64,
+}
+
+impl SeedTotals {
+    fn add(&mut self, r: &SimResult) {
+        self.seeds += 1;
+        self.sim_ms += r.stats.sim_ms;
+        self.events += r.stats.events;
+        self.faults += r.stats.faults;
+        self.acked_writes += r.stats.acked_writes as u64;
+        self.lost_acked_writes += r.stats.lost_acked_writes as u64;
+        self.max_converged_after_ms = self
+            .max_converged_after_ms
+            .max(r.stats.converged_after_ms.unwrap_or(0));
+    }
+
+    fn merge(&mut self, o: &SeedTotals) {
+        self.seeds += o.seeds;
+        self.sim_ms += o.sim_ms;
+        self.events += o.events;
+        self.faults += o.faults;
+        self.acked_writes += o.acked_writes;
+        self.lost_acked_writes += o.lost_acked_writes;
+        self.max_converged_after_ms = self.max_converged_after_ms.max(o.max_converged_after_ms);
+    }
+}
+
+/// The command that replays `seed` with its trace printed.
+pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
+    let broken = if cfg.breakage.is_some() {
+        "SIM_BROKEN=1 "
+    } else {
+        ""
+    };
+    format!("{broken}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
+}
+
+/// A failing seed as a report: seed, invariant, replay command and the trace (re-run
+/// with tracing on; the last `tail` lines).
+pub fn failure_report(seed: u64, cfg: &SimConfig, tail: usize) -> String {
+    let traced = run_seed(
+        seed,
+        &SimConfig {
+            trace: true,
+            ..cfg.clone()
+        },
+    );
+    let mut out = String::new();
+    let verdict = traced.violation.as_ref().map_or(
+        "no violation on replay (non-deterministic?!)".to_string(),
+        |v| v.to_string(),
+    );
+    out.push_str(&format!(
+        "seed {seed} ({} nodes): {verdict}\n",
+        traced.nodes
+    ));
+    out.push_str(&format!("replay: {}\n", replay_command(seed, cfg)));
+    let skip = traced.trace.len().saturating_sub(tail);
+    if skip > 0 {
+        out.push_str(&format!("... {skip} earlier trace lines omitted\n"));
+    }
+    for l in &traced.trace[skip..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! The deterministic simulation (issue 3): many seeds of faults against the real
+//! decision function and runner logic, checked for split brain, writes without a
+//! lease, lease/DCS disagreement and convergence after the faults stop.
+
+use ha_core::sim::{
+    failure_report, replay_command, run_seed, run_seeds, Breakage, SimConfig, Violation,
+};
+use std::time::Instant;
+
+/// Seeds kept out of the CI range because they expose a known, reported decision bug.
+/// Every entry must name the report it belongs to.
+const KNOWN_BAD_SEEDS: &[u64] = &[];
+
+fn env_seed() -> Option<u64> {
+    std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+#[test]
+fn ten_thousand_seeds_keep_safety_and_converge() {
+    let cfg = SimConfig::default();
+    let began = Instant::now();
+    let (failures, totals) = run_seeds(0..10_000, &cfg, 2);
+    let secs = began.elapsed().as_secs_f64();
+    println!(
+        "{} seeds in {secs:.1}s ({:.0} seeds/s): {} faults, {} acknowledged writes ({} lost, async), \
+         longest convergence after faults {:.1}s",
+        totals.seeds,
+        totals.seeds as f64 / secs,
+        totals.faults,
+        totals.acked_writes,
+        totals.lost_acked_writes,
+        totals.max_converged_after_ms as f64 / 1000.0
+    );
+    assert_eq!(totals.seeds, 10_000);
+    assert!(totals.faults > 10_000, "the fault phase must inject faults");
+    assert!(
+        totals.acked_writes > 0,
+        "the client must get writes through"
+    );
+    let unexpected: Vec<_> = failures
+        .iter()
+        .filter(|f| !KNOWN_BAD_SEEDS.contains(&f.seed))
+        .collect();
+    if let Some(first) = unexpected.first() {
+        for f in &unexpected {
+            if let Some(v) = &f.violation {
+                println!("seed {}: {v}\n  {}", f.seed, replay_command(f.seed, &cfg));
+            }
+        }
+        println!("{}", failure_report(first.seed, &cfg, 300));
+        panic!("{} of 10000 seeds broke an invariant", unexpected.len());
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let traced = SimConfig {
+        trace: true,
+        ..SimConfig::default()
+    };
+    for seed in [1, 42, 777, 4242, 9999] {
+        let a = run_seed(seed, &traced);
+        let b = run_seed(seed, &traced);
+        assert!(!a.trace.is_empty());
+        assert_eq!(a.trace_hash, b.trace_hash, "seed {seed} hash differs");
+        assert_eq!(a.trace, b.trace, "seed {seed} trace differs");
+        assert_eq!(a.stats, b.stats);
+        // Tracing must not change the run itself.
+        let quiet = run_seed(seed, &SimConfig::default());
+        assert_eq!(quiet.stats, a.stats, "seed {seed}: tracing changed the run");
+        assert_eq!(quiet.violation, a.violation);
+    }
+    assert_ne!(
+        run_seed(1, &traced).trace_hash,
+        run_seed(2, &traced).trace_hash
+    );
+}
+
+#[test]
+fn the_simulator_catches_a_broken_fence_and_lease_guard() {
+    let cfg = SimConfig {
+        breakage: Some(Breakage::NoFenceNoLeaseGuard),
+        check_liveness: false,
+        ..SimConfig::default()
+    };
+    let (failures, _) = run_seeds(0..200, &cfg, 2);
+    let caught: Vec<_> = failures
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.violation,
+                Some(Violation::SplitBrain { .. } | Violation::WritableWithoutLease { .. })
+            )
+        })
+        .collect();
+    println!(
+        "broken fence + lease guard: {} of 200 seeds caught ({} split brain)",
+        caught.len(),
+        caught
+            .iter()
+            .filter(|f| matches!(f.violation, Some(Violation::SplitBrain { .. })))
+            .count()
+    );
+    let first = caught
+        .first()
+        .expect("split brain must be caught within 200 seeds");
+    println!("{}", failure_report(first.seed, &cfg, 60));
+}
+
+#[test]
+fn replay() {
+    let broken = std::env::var("SIM_BROKEN").is_ok_and(|v| v == "1");
+    let cfg = SimConfig {
+        trace: true,
+        breakage: broken.then_some(Breakage::NoFenceNoLeaseGuard),
+        check_liveness: !broken,
+        ..SimConfig::default()
+    };
+    let seed = env_seed().unwrap_or(0);
+    let r = run_seed(seed, &cfg);
+    for line in &r.trace {
+        println!("{line}");
+    }
+    println!("seed {seed}: {:?}", r.stats);
+    println!("replay: {}", replay_command(seed, &cfg));
+    if broken {
+        return;
+    }
+    if let Some(v) = &r.violation {
+        panic!("seed {seed}: {v}");
+    }
+    assert!(r.stats.acked_writes > 0, "the client wrote nothing");
+    assert!(r.stats.converged_after_ms.is_some(), "never converged");
+}
