@@ -25,6 +25,8 @@ pub struct ControlData {
     pub data_checksums: bool,
     /// `wal_log_hints setting`.
     pub wal_log_hints: bool,
+    /// `Bytes per WAL segment`.
+    pub wal_segment_size: u64,
 }
 
 impl ControlData {
@@ -62,12 +64,28 @@ impl ControlData {
                 .get("wal_log_hints setting")
                 .map(|v| *v == "on")
                 .unwrap_or(false),
+            wal_segment_size: map
+                .get("Bytes per WAL segment")
+                .and_then(|v| v.parse().ok())
+                .filter(|v: &u64| v.is_power_of_two())
+                .unwrap_or(16 * 1024 * 1024),
         })
     }
 
     /// Shut down cleanly (as primary or as standby).
     pub fn is_clean_shutdown(&self) -> bool {
         self.cluster_state == "shut down" || self.cluster_state == "shut down in recovery"
+    }
+
+    /// Stopped without a shutdown checkpoint while running as a primary: crash recovery
+    /// (single-user mode) is needed before its WAL end is known. A replica that did
+    /// not shut down cleanly (`in archive recovery`) is not included: recovering it in
+    /// single-user mode would end recovery and write WAL of its own.
+    pub fn crashed_as_primary(&self) -> bool {
+        matches!(
+            self.cluster_state.as_str(),
+            "in production" | "in crash recovery" | "shutting down"
+        )
     }
 
     /// pg_rewind can work on this data directory.

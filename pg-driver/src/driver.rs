@@ -656,11 +656,11 @@ impl PgDriver {
             });
         }
         let mut c = self.controldata().await?;
-        if !c.is_clean_shutdown() {
+        if c.crashed_as_primary() {
             self.single_user_recovery().await?;
             c = self.controldata().await?;
         }
-        if c.cluster_state == "shut down in recovery" {
+        if c.cluster_state != "shut down" {
             let min = c.min_recovery_lsn.unwrap_or(0);
             let ck = c.checkpoint_lsn.unwrap_or(0);
             let tl = if min > 0 {
@@ -1073,6 +1073,9 @@ impl PgDriver {
             cmd.env("PGPASSWORD", p);
         }
         let out = self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT).await?;
+        if out.success {
+            self.remove_divergent_wal(source).await?;
+        }
         // pg_rewind copied the source's configuration files, ours included.
         let state = ManagedState {
             upstream: Some(source.into()),
@@ -1085,6 +1088,22 @@ impl PgDriver {
                 tool: "pg_rewind".into(),
                 output: out.message(),
             });
+        }
+        Ok(())
+    }
+
+    async fn remove_divergent_wal(&self, source: &Upstream) -> Result<()> {
+        let (_, _, history) = self.source_timeline(source).await?;
+        let seg = self.controldata().await?.wal_segment_size;
+        let wal = self.data_dir().join("pg_wal");
+        let names: Vec<String> = std::fs::read_dir(&wal)
+            .map_err(|e| DriverError::io("read", &wal, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for n in timeline::divergent_wal_files(names.iter().map(String::as_str), &history, seg) {
+            let p = wal.join(&n);
+            std::fs::remove_file(&p).map_err(|e| DriverError::io("remove", &p, e))?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod controldata;
 pub mod datadir;
 pub mod driver;
 pub mod error;
+pub mod fence;
 pub mod pidfile;
 pub mod render;
 pub mod runner;

@@ -105,9 +105,6 @@ pub fn primary_conninfo(cfg: &PgConfig, upstream: &Upstream) -> String {
     parts.join(" ")
 }
 
-/// Longest unix socket path PostgreSQL accepts (sun_path minus NUL).
-const MAX_SOCKET_PATH: usize = 107;
-
 /// The effective GUCs: defaults, then user parameters, then what the driver must own.
 pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<String, String>> {
     let mut p: BTreeMap<String, String> = BTreeMap::new();
@@ -132,15 +129,10 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     if let Some(scope) = &cfg.scope {
         p.insert("cluster_name".into(), scope.clone());
     }
-    if !p.contains_key("unix_socket_directories") {
-        let sock = format!("{}/.s.PGSQL.{}", cfg.data_dir.display(), listen.port);
-        let dir = if sock.len() <= MAX_SOCKET_PATH {
-            cfg.data_dir.display().to_string()
-        } else {
-            "/tmp".to_string()
-        };
-        p.insert("unix_socket_directories".into(), dir);
-    }
+    // Not in the data directory: pg_rewind and pg_basebackup would try to copy the
+    // socket file.
+    p.entry("unix_socket_directories".into())
+        .or_insert_with(|| "/tmp".into());
     // Recovery settings belong to the driver: the role decides them.
     for k in [
         "primary_conninfo",
@@ -247,7 +239,7 @@ mod tests {
         assert_eq!(p["primary_slot_name"], "node_1");
         assert!(p["primary_conninfo"].contains("application_name=node-1"));
         assert!(p["primary_conninfo"].contains("password='s3 \\'cret'"));
-        assert_eq!(p["unix_socket_directories"], "/tmp/x/data");
+        assert_eq!(p["unix_socket_directories"], "/tmp");
         let text = managed_conf(&cfg(), &state).unwrap();
         assert!(text.contains("wal_log_hints = 'on'"));
         // The state comment round-trips.

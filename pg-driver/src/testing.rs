@@ -162,9 +162,18 @@ impl TestEnv {
         TestNode::new(driver)
     }
 
-    /// A replica of `upstream`, cloned with pg_basebackup and started.
+    /// A replica of `upstream`, cloned with pg_basebackup and started; its slot is
+    /// created on the upstream first.
     pub async fn replica(&self, name: &str, upstream: &TestNode) -> TestNode {
         let driver = self.driver(self.config(name));
+        let slot = crate::slots::slot_name_for_member(name);
+        upstream
+            .sql(&format!(
+                "SELECT pg_create_physical_replication_slot('{slot}', true) \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = '{slot}')"
+            ))
+            .await
+            .expect("create the replica's slot on its upstream");
         Postgres::clone_from(&*driver, &upstream.upstream())
             .await
             .expect("clone replica");

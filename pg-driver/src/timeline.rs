@@ -63,6 +63,39 @@ pub fn diverged(local: LocalPosition, source_timeline: u64, history: &[HistoryEn
     }
 }
 
+/// Parses a WAL segment file name into (timeline, segment number).
+pub fn parse_wal_file_name(name: &str, segment_size: u64) -> Option<(u64, u64)> {
+    if name.len() != 24 || !name.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let tli = u64::from_str_radix(&name[0..8], 16).ok()?;
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    let per_log = 0x1_0000_0000u64 / segment_size.max(1);
+    Some((tli, log * per_log + seg))
+}
+
+/// WAL files of a parent timeline from the segment holding its switchpoint on: after
+/// pg_rewind they hold the target's own divergent records, which recovery could
+/// otherwise read once the new timeline's copy of that segment runs out.
+pub fn divergent_wal_files<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    history: &[HistoryEntry],
+    segment_size: u64,
+) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| {
+            parse_wal_file_name(n, segment_size).is_some_and(|(tli, segno)| {
+                history
+                    .iter()
+                    .any(|e| e.timeline == tli && segno >= e.switchpoint / segment_size)
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +116,29 @@ mod tests {
                     timeline: 2,
                     switchpoint: 0x5000000
                 }
+            ]
+        );
+    }
+
+    #[test]
+    fn finds_parent_timeline_segments_from_the_switchpoint_on() {
+        let h = parse_history(HIST);
+        let seg = 16 * 1024 * 1024;
+        let names = [
+            "000000010000000000000002",
+            "000000010000000000000003",
+            "000000010000000000000004",
+            "000000020000000000000004",
+            "000000020000000000000005",
+            "000000030000000000000005",
+            "00000002.history",
+        ];
+        assert_eq!(
+            divergent_wal_files(names, &h, seg),
+            vec![
+                "000000010000000000000003",
+                "000000010000000000000004",
+                "000000020000000000000005"
             ]
         );
     }
