@@ -1,1 +1,236 @@
-//! Patroni-compatible REST API.
+//! Patroni's REST API on axum: health checks, status JSON, cluster/history/config,
+//! metrics, and the write endpoints (config, switchover/failover, restart,
+//! reinitialize, reload), with Basic auth, allowlist and optional TLS.
+//!
+//! The API is decoupled from the HA runner through [`NodeApi`].
+
+mod access;
+mod cluster_json;
+mod handlers;
+mod health;
+mod metrics;
+pub mod state;
+mod switchover;
+mod tls;
+
+pub use cluster_json::{cluster_json, history_json};
+pub use handlers::postgres_version_to_int;
+pub use health::parse_size;
+pub use metrics::version_number;
+pub use state::*;
+pub use tls::{load_server_tls, TlsError};
+
+use crate::config::{BasicAuth, RestApiConfig, VerifyClient};
+use axum::Router;
+use serde_json::Value;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How the API behaves, mostly from the `restapi` section.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// Basic auth for unsafe requests.
+    pub auth: Option<BasicAuth>,
+    /// Hosts/IPs/CIDRs allowed to make unsafe requests (empty: everyone).
+    pub allowlist: Vec<String>,
+    /// Also allow members' API hosts.
+    pub allowlist_include_members: bool,
+    /// Headers added to every answer.
+    pub extra_headers: Vec<(String, String)>,
+    /// Client certificate policy (with TLS).
+    pub verify_client: VerifyClient,
+    /// Whether the API is served over TLS.
+    pub tls: bool,
+    /// How often a switchover request re-reads the cluster while waiting.
+    pub switchover_poll_interval: Duration,
+    /// Overrides Patroni's `2 × max(10, loop_wait)` wait for a switchover outcome.
+    pub switchover_timeout: Option<Duration>,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions {
+            auth: None,
+            allowlist: Vec::new(),
+            allowlist_include_members: false,
+            extra_headers: Vec::new(),
+            verify_client: VerifyClient::None,
+            tls: false,
+            switchover_poll_interval: Duration::from_millis(100),
+            switchover_timeout: None,
+        }
+    }
+}
+
+impl ApiOptions {
+    /// Options from the `restapi` section.
+    pub fn from_config(c: &RestApiConfig) -> ApiOptions {
+        let tls = c.is_tls();
+        let mut extra_headers: Vec<(String, String)> = c
+            .http_extra_headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if tls {
+            extra_headers.extend(
+                c.https_extra_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        ApiOptions {
+            auth: c.authentication.clone(),
+            allowlist: c.allowlist.clone(),
+            allowlist_include_members: c.allowlist_include_members,
+            extra_headers,
+            verify_client: c.verify_client,
+            tls,
+            ..ApiOptions::default()
+        }
+    }
+}
+
+/// Per-connection facts the handlers need (set by [`serve`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+    /// The client presented a verified certificate.
+    pub client_cert: bool,
+}
+
+/// The router: every request goes through Patroni-style dispatch.
+pub fn router(node: Arc<dyn NodeApi>, opts: ApiOptions) -> Router {
+    let app = Arc::new(handlers::App { node, opts });
+    Router::new().fallback(handlers::dispatch).with_state(app)
+}
+
+/// Merges a `PATCH /config` body into `config` as Patroni does: `null` deletes,
+/// mappings merge recursively, scalars are replaced when their text differs.
+/// Returns whether anything changed.
+pub fn merge_config_patch(config: &mut Value, patch: &Value) -> bool {
+    let (Some(base), Some(patch)) = (config.as_object_mut(), patch.as_object()) else {
+        return false;
+    };
+    let mut changed = false;
+    for (k, v) in patch {
+        match v {
+            Value::Null => changed |= base.remove(k).is_some(),
+            Value::Object(_) => match base.get_mut(k) {
+                Some(existing @ Value::Object(_)) => changed |= merge_config_patch(existing, v),
+                _ => {
+                    base.insert(k.clone(), strip_nulls(v));
+                    changed = true;
+                }
+            },
+            _ => {
+                let differs = base.get(k).is_none_or(|old| as_text(old) != as_text(v));
+                if differs {
+                    base.insert(k.clone(), v.clone());
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), strip_nulls(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Serves `router` on `listener` (plain HTTP, or HTTPS when `tls` is given) until
+/// `shutdown` completes. Each connection's peer address and client-certificate
+/// status reach the handlers as [`ConnInfo`].
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::TokioIo;
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                // Transient accept errors (EMFILE, aborted handshakes) must not end the API.
+                Err(e) => {
+                    tracing::warn!(error = %e, "rest api accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                None => {
+                    let info = ConnInfo {
+                        peer: Some(peer),
+                        client_cert: false,
+                    };
+                    serve_conn(router, TokioIo::new(stream), info).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                            .await
+                    else {
+                        return;
+                    };
+                    let client_cert = tls_stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty());
+                    let info = ConnInfo {
+                        peer: Some(peer),
+                        client_cert,
+                    };
+                    serve_conn(router, TokioIo::new(tls_stream), info).await;
+                }
+            }
+        });
+    }
+}
+
+async fn serve_conn<I>(router: Router, io: I, info: ConnInfo)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use hyper_util::rt::TokioExecutor;
+    use hyper_util::server::conn::auto::Builder;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info.clone());
+        let router = router.clone();
+        async move {
+            use tower::ServiceExt;
+            router.oneshot(req.map(axum::body::Body::new)).await
+        }
+    });
+    let _ = Builder::new(TokioExecutor::new())
+        .serve_connection(io, svc)
+        .await;
+}

@@ -1,0 +1,126 @@
+//! `GET /cluster` and `GET /history` bodies.
+
+use ha_core::{format_lsn, Cluster, SynchronousMode};
+use serde_json::{json, Map, Value};
+
+/// The `/cluster` document: members sorted by name with their role, state, address
+/// and lag behind the leader's last reported position.
+pub fn cluster_json(cluster: &Cluster, scope: &str) -> Value {
+    let config = cluster.dynamic_config();
+    let standby_cluster = config.is_standby_cluster();
+    let sync_mode = if standby_cluster {
+        SynchronousMode::Off
+    } else {
+        config.synchronous_mode
+    };
+    let sync_role = if sync_mode == SynchronousMode::Quorum {
+        "quorum_standby"
+    } else {
+        "sync_standby"
+    };
+    let leader = cluster.leader.as_ref().map(|l| l.name.as_str());
+    let leader_lsn = cluster
+        .status
+        .optime
+        .or_else(|| cluster.leader_member().and_then(|m| m.data.xlog_location));
+    let mut members: Vec<Value> = Vec::new();
+    let mut sorted: Vec<_> = cluster.members.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for m in sorted {
+        let is_leader = leader == Some(m.name.as_str());
+        let role = if is_leader {
+            if standby_cluster {
+                "standby_leader"
+            } else {
+                "leader"
+            }
+        } else if sync_mode != SynchronousMode::Off
+            && cluster
+                .sync
+                .as_ref()
+                .is_some_and(|s| s.value.is_standby(&m.name))
+        {
+            sync_role
+        } else {
+            "replica"
+        };
+        let data = serde_json::to_value(&m.data).unwrap_or(Value::Null);
+        let state = if is_leader && role == "leader" {
+            None
+        } else {
+            m.data.replication_state.clone().filter(|s| !s.is_empty())
+        }
+        .or_else(|| m.data.state.as_ref().map(|s| s.as_str().to_string()))
+        .unwrap_or_default();
+        let mut o = Map::new();
+        o.insert("name".into(), json!(m.name));
+        o.insert("role".into(), json!(role));
+        o.insert("state".into(), json!(state));
+        o.insert("api_url".into(), json!(m.data.api_url));
+        if let Some((host, port)) = m.host_port() {
+            o.insert("host".into(), json!(host));
+            o.insert("port".into(), json!(port));
+        }
+        for k in [
+            "timeline",
+            "pending_restart",
+            "pending_restart_reason",
+            "scheduled_restart",
+            "tags",
+        ] {
+            if let Some(v) = data.get(k) {
+                o.insert(k.into(), v.clone());
+            }
+        }
+        if is_leader {
+            if let Some(l) = m.data.xlog_location {
+                o.insert("lsn".into(), json!(format_lsn(l)));
+            }
+        } else {
+            let cluster_lsn = leader_lsn.unwrap_or(0);
+            let lag = |pos: Option<u64>| match pos {
+                None => json!("unknown"),
+                Some(p) => json!(cluster_lsn.saturating_sub(p)),
+            };
+            o.insert("lag".into(), lag(m.data.xlog_location));
+            if let Some(r) = m.data.receive_lsn {
+                o.insert("receive_lsn".into(), json!(format_lsn(r)));
+                o.insert("receive_lag".into(), lag(Some(r)));
+            }
+            if let Some(r) = m.data.replay_lsn {
+                o.insert("replay_lsn".into(), json!(format_lsn(r)));
+                o.insert("replay_lag".into(), lag(Some(r)));
+            }
+        }
+        members.push(Value::Object(o));
+    }
+    let mut out = Map::new();
+    out.insert("members".into(), Value::Array(members));
+    out.insert("scope".into(), json!(scope));
+    if config.pause {
+        out.insert("pause".into(), json!(true));
+    }
+    if let Some(f) = cluster.failover_request() {
+        if let Some(at) = &f.scheduled_at {
+            let mut s = Map::new();
+            s.insert("at".into(), json!(at));
+            if let Some(l) = &f.leader {
+                s.insert("from".into(), json!(l));
+            }
+            if let Some(c) = &f.member {
+                s.insert("to".into(), json!(c));
+            }
+            out.insert("scheduled_switchover".into(), Value::Object(s));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The `/history` list, as stored in the key.
+pub fn history_json(cluster: &Cluster) -> Value {
+    cluster
+        .history
+        .as_ref()
+        .and_then(|h| serde_json::from_str(&h.to_json()).ok())
+        .unwrap_or_else(|| Value::Array(Vec::new()))
+}

@@ -1,0 +1,281 @@
+//! `POST /switchover` and `POST /failover` in spec §4.4's order of checks, then
+//! waiting for the outcome.
+
+use super::handlers::{fresh_cluster, App, Reply};
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
+use ha_core::{Cluster, Failover, SynchronousMode};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Parses a schedule with Patroni's answers: no time zone ⇒ 400, unparsable or in
+/// the past ⇒ 422.
+pub(crate) fn parse_schedule(
+    text: &str,
+    action: &str,
+) -> Result<DateTime<FixedOffset>, (u16, String)> {
+    let t = text.trim();
+    let with_zone = DateTime::parse_from_rfc3339(t)
+        .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f%#z"))
+        .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .or_else(|_| DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M%:z"));
+    match with_zone {
+        Ok(at) => {
+            if at < chrono::Utc::now() {
+                Err((422, format!("Cannot schedule {action} in the past")))
+            } else {
+                Ok(at)
+            }
+        }
+        Err(_) => {
+            let naive = [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+            ]
+            .iter()
+            .any(|f| NaiveDateTime::parse_from_str(t, f).is_ok());
+            if naive {
+                Err((
+                    400,
+                    format!("Timezone information is mandatory for the scheduled {action}"),
+                ))
+            } else {
+                Err((422, "Unable to parse scheduled timestamp".to_string()))
+            }
+        }
+    }
+}
+
+fn text_field(req: &Map<String, Value>, key: &str) -> Option<String> {
+    match req.get(key)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn is_sync_mode(c: &Cluster) -> Option<SynchronousMode> {
+    let cfg = c.dynamic_config();
+    if cfg.is_standby_cluster() {
+        return None;
+    }
+    match cfg.synchronous_mode {
+        SynchronousMode::Off => None,
+        m => Some(m),
+    }
+}
+
+/// Patroni's pre-check: `None` when the request can be carried out, else the 412
+/// message.
+async fn failover_impossible(
+    app: &App,
+    cluster: &Cluster,
+    leader: Option<&str>,
+    candidate: Option<&str>,
+    action: &str,
+) -> Option<String> {
+    if let Some(l) = leader {
+        if !cluster.is_leader(l) {
+            return Some("leader name does not match".into());
+        }
+    }
+    let sync = is_sync_mode(cluster);
+    let listed = |name: &str| {
+        cluster
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.value.is_standby(name))
+    };
+    let members: Vec<&ha_core::Member> = if let Some(c) = candidate {
+        if action == "switchover" && sync == Some(SynchronousMode::On) && !listed(c) {
+            return Some("candidate name does not match with sync_standby".into());
+        }
+        let m: Vec<_> = cluster.members.iter().filter(|m| m.name == c).collect();
+        if m.is_empty() {
+            return Some("candidate does not exists".into());
+        }
+        m
+    } else if sync == Some(SynchronousMode::On) {
+        let m: Vec<_> = cluster.members.iter().filter(|m| listed(&m.name)).collect();
+        if m.is_empty() {
+            return Some(format!(
+                "{action} is not possible: can not find sync_standby"
+            ));
+        }
+        m
+    } else {
+        let leader_name = cluster.leader.as_ref().map(|l| l.name.as_str());
+        let m: Vec<_> = cluster
+            .members
+            .iter()
+            .filter(|m| Some(m.name.as_str()) != leader_name && m.data.api_url.is_some())
+            .collect();
+        if m.is_empty() {
+            return Some(format!(
+                "{action} is not possible: cluster does not have members except leader"
+            ));
+        }
+        m
+    };
+    for m in members {
+        let Some(url) = m.data.api_url.as_deref() else {
+            continue;
+        };
+        if let Some(st) = app.node.probe_member(url).await {
+            if candidate_is_good(&st) {
+                return None;
+            }
+        }
+    }
+    Some(format!(
+        "{action} is not possible: no good candidates have been found"
+    ))
+}
+
+/// A probed member may be promoted: not `nofailover` (or priority ≤ 0) and its
+/// watchdog did not fail.
+fn candidate_is_good(st: &Value) -> bool {
+    let tags: ha_core::Tags = st
+        .get("tags")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    let watchdog_failed = st
+        .get("watchdog_failed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    !tags.never_promote() && !watchdog_failed
+}
+
+/// Handles both endpoints; `failover` is true for `POST /failover`.
+pub(crate) async fn handle(app: &App, req: Map<String, Value>, failover: bool) -> Reply {
+    let leader = text_field(&req, "leader");
+    let candidate = text_field(&req, "candidate").or_else(|| text_field(&req, "member"));
+    let scheduled_at = req
+        .get("scheduled_at")
+        .filter(|v| !v.is_null())
+        .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+    if failover && candidate.is_none() {
+        return Reply::text(
+            400,
+            "Failover could be performed only to a specific candidate",
+        );
+    }
+    // A failover request naming the leader is a switchover.
+    let failover = failover && leader.is_none();
+    let action = if failover { "failover" } else { "switchover" };
+    if !failover && leader.is_none() {
+        return Reply::text(
+            400,
+            "Switchover could be performed only from a specific leader",
+        );
+    }
+    let status = app.node.status();
+    let paused = status.pause || app.node.config().map(|c| c.pause).unwrap_or(false);
+    let mut scheduled_iso = None;
+    if let Some(at) = &scheduled_at {
+        if failover {
+            return Reply::text(400, "Failover can't be scheduled");
+        }
+        if paused {
+            return Reply::text(400, "Can't schedule switchover in the paused state");
+        }
+        match parse_schedule(at, action) {
+            Ok(t) => scheduled_iso = Some(t.to_rfc3339()),
+            Err((code, msg)) => return Reply::text(code, msg),
+        }
+    } else if paused && candidate.is_none() {
+        return Reply::text(
+            400,
+            "Switchover is possible only to a specific candidate in a paused state",
+        );
+    }
+    if !failover && leader.is_some() && leader == candidate {
+        return Reply::text(400, "Switchover target and source are the same");
+    }
+    let Some(cluster) = fresh_cluster(app).await else {
+        return Reply::text(503, "failed to read the cluster from DCS");
+    };
+    if scheduled_iso.is_none() {
+        if let Some(why) = failover_impossible(
+            app,
+            &cluster,
+            leader.as_deref(),
+            candidate.as_deref(),
+            action,
+        )
+        .await
+        {
+            return Reply::text(412, why);
+        }
+    }
+    let old_leader = leader
+        .clone()
+        .or_else(|| cluster.leader.as_ref().map(|l| l.name.clone()));
+    let request = Failover {
+        leader: leader.clone(),
+        member: candidate.clone(),
+        scheduled_at: scheduled_iso.clone(),
+    };
+    if app.node.request_failover(request).await.is_err() {
+        return Reply::text(503, "failed to write failover key into DCS");
+    }
+    app.node.wake();
+    if scheduled_iso.is_some() {
+        return Reply::text(202, "Switchover scheduled");
+    }
+    wait_for_outcome(app, old_leader, candidate, action).await
+}
+
+async fn wait_for_outcome(
+    app: &App,
+    old_leader: Option<String>,
+    candidate: Option<String>,
+    action: &str,
+) -> Reply {
+    let loop_wait = app
+        .node
+        .config()
+        .map(|c| c.loop_wait)
+        .unwrap_or(10.0)
+        .max(10.0);
+    let timeout = app
+        .opts
+        .switchover_timeout
+        .unwrap_or_else(|| Duration::from_secs_f64(2.0 * loop_wait));
+    let deadline = Instant::now() + timeout;
+    let (done, title) = if action == "failover" {
+        ("failed", "Failed")
+    } else {
+        ("switched", "Switched")
+    };
+    let cap = if action == "failover" {
+        "Failover"
+    } else {
+        "Switchover"
+    };
+    while Instant::now() < deadline {
+        app.node
+            .wait_cluster_change(app.opts.switchover_poll_interval)
+            .await;
+        let Ok(c) = app.node.read_cluster().await else {
+            continue;
+        };
+        if let Some(l) = &c.leader {
+            if Some(&l.name) != old_leader.as_ref() {
+                return match &candidate {
+                    Some(want) if *want != l.name => Reply::text(
+                        200,
+                        format!("{title} over to \"{}\" instead of \"{want}\"", l.name),
+                    ),
+                    _ => Reply::text(200, format!("Successfully {done} over to \"{}\"", l.name)),
+                };
+            }
+            if c.failover_request().is_none() {
+                return Reply::text(503, format!("{cap} failed"));
+            }
+        }
+    }
+    Reply::text(503, format!("{cap} status unknown"))
+}
