@@ -310,3 +310,30 @@ async fn operations_continue_when_one_of_three_members_freezes() {
     }
     etcd.resume(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_etcd_gives_unreachable_within_the_bound_then_recovers() {
+    let mut etcd = EtcdCluster::start_single().unwrap();
+    let timing = fast_timing();
+    let a = connect(&etcd, "batman", "pg0").await;
+    assert!(a.acquire_leader().await.unwrap());
+    // Open connections, no answers: the case a plain "connection refused" test misses.
+    etcd.pause(0);
+    expect_unreachable("renew_leader", timing.retry_timeout, a.renew_leader()).await;
+    expect_unreachable("get_cluster", timing.retry_timeout, a.get_cluster()).await;
+    expect_unreachable("release_leader", timing.retry_timeout, a.release_leader()).await;
+    etcd.resume(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match a.renew_leader().await {
+            Ok(renewed) => {
+                assert!(renewed);
+                break;
+            }
+            Err(e) => assert!(
+                e.is_unreachable() && Instant::now() < deadline,
+                "no recovery after thawing etcd: {e}"
+            ),
+        }
+    }
+}
