@@ -1,0 +1,166 @@
+//! HTTPS with server certificates and `verify_client` none/optional/required.
+
+mod api_support;
+
+use agent_bin::api::{load_server_tls, router, serve, ApiOptions};
+use agent_bin::config::{RestApiConfig, VerifyClient};
+use api_support::{cluster_keys, primary_status, TestNode};
+use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use std::path::Path;
+
+struct Pki {
+    ca_pem: String,
+    client_pem: String,
+    dir: tempfile::TempDir,
+}
+
+fn make_pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let srv_key = KeyPair::generate().unwrap();
+    let srv = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&srv_key, &ca_cert, &ca_key)
+        .unwrap();
+    let cli_key = KeyPair::generate().unwrap();
+    let mut cli = CertificateParams::new(vec!["client".to_string()]).unwrap();
+    cli.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cli = cli.signed_by(&cli_key, &ca_cert, &ca_key).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.pem"), srv.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), srv_key.serialize_pem()).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        client_pem: format!("{}{}", cli.pem(), cli_key.serialize_pem()),
+        dir,
+    }
+}
+
+fn restapi(dir: &Path, verify: VerifyClient) -> RestApiConfig {
+    let f = |n: &str| Some(dir.join(n).display().to_string());
+    RestApiConfig {
+        listen: "127.0.0.1:0".into(),
+        connect_address: "127.0.0.1:0".into(),
+        certfile: f("server.pem"),
+        keyfile: f("server.key"),
+        cafile: f("ca.pem"),
+        verify_client: verify,
+        ..RestApiConfig::default()
+    }
+}
+
+async fn start_tls(cfg: &RestApiConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let tls = load_server_tls(cfg).unwrap().expect("certfile set");
+    let node = TestNode::new(primary_status("pg0"), cluster_keys("pg0"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(
+        listener,
+        router(node, ApiOptions::from_config(cfg)),
+        Some(tls),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    (format!("https://localhost:{port}"), tx)
+}
+
+fn client(pki: &Pki, with_cert: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap());
+    if with_cert {
+        b = b.identity(reqwest::Identity::from_pem(pki.client_pem.as_bytes()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test]
+async fn https_without_client_certificates() {
+    let pki = make_pki();
+    let (base, _stop) = start_tls(&restapi(pki.dir.path(), VerifyClient::None)).await;
+    let r = client(&pki, false)
+        .get(format!("{base}/primary"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client(&pki, false)
+        .post(format!("{base}/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Plain HTTP to the TLS port does not get an answer.
+    let plain = reqwest::get(base.replace("https://", "http://") + "/primary").await;
+    assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
+}
+
+#[tokio::test]
+async fn required_client_certificate_is_enforced_at_the_handshake() {
+    let pki = make_pki();
+    let (base, _stop) = start_tls(&restapi(pki.dir.path(), VerifyClient::Required)).await;
+    let without = client(&pki, false)
+        .get(format!("{base}/patroni"))
+        .send()
+        .await;
+    assert!(
+        without.is_err(),
+        "handshake must fail without a certificate"
+    );
+    let r = client(&pki, true)
+        .get(format!("{base}/patroni"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client(&pki, true)
+        .post(format!("{base}/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn optional_client_certificate_is_needed_for_unsafe_requests() {
+    let pki = make_pki();
+    let (base, _stop) = start_tls(&restapi(pki.dir.path(), VerifyClient::Optional)).await;
+    let r = client(&pki, false)
+        .get(format!("{base}/patroni"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client(&pki, false)
+        .post(format!("{base}/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), "client certificate required");
+    let r = client(&pki, true)
+        .post(format!("{base}/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
+#[test]
+fn unusable_tls_files_are_errors() {
+    let pki = make_pki();
+    let mut cfg = restapi(pki.dir.path(), VerifyClient::None);
+    cfg.certfile = Some("/nonexistent/cert.pem".into());
+    let err = load_server_tls(&cfg).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+    let mut cfg = restapi(pki.dir.path(), VerifyClient::Required);
+    cfg.cafile = None;
+    assert!(load_server_tls(&cfg).is_err());
+    cfg.certfile = None;
+    assert!(load_server_tls(&cfg).unwrap().is_none());
+}
