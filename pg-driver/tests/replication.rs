@@ -275,3 +275,55 @@ async fn custom_replica_method_falls_back_in_order() {
         .unwrap();
     wait_row(&b, "SELECT sum(v) FROM m", "7").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_switchover_demotes_without_rewind() {
+    let env = TestEnv::new();
+    let a = env.primary("sw-a").await;
+    let b = env.replica("sw-b", &a).await;
+    a.sql("CREATE TABLE t(v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    wait_row(&b, "SELECT count(*) FROM t", "1").await;
+
+    // Graceful: fast stop, the replica receives the shutdown checkpoint, then promotes.
+    let out = a.driver.stop(StopMode::Fast, T).await.unwrap();
+    let ckpt = out.checkpoint_lsn.expect("shutdown checkpoint");
+    let received = wait_for(Duration::from_secs(20), || async {
+        let o = b.driver.observe().await;
+        (o.replay_lsn.unwrap_or(0) > ckpt).then_some(())
+    })
+    .await;
+    assert!(
+        received.is_some(),
+        "replica replayed the shutdown checkpoint"
+    );
+    b.driver.promote(T).await.unwrap();
+    b.driver
+        .sync_replication_slots(&["sw_a".into()])
+        .await
+        .unwrap();
+
+    // The old primary holds nothing the new one lacks: no rewind, just follow.
+    assert!(!a.driver.needs_rewind(&b.upstream()).await.unwrap());
+    a.driver
+        .start(
+            &StartRole::Replica {
+                upstream: Some(b.upstream()),
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    b.sql("INSERT INTO t VALUES (2)").await.unwrap();
+    wait_row(
+        &a,
+        "SELECT string_agg(v::text, ',' ORDER BY v) FROM t",
+        "1,2",
+    )
+    .await;
+    let obs = a.driver.observe().await;
+    assert_eq!(obs.in_recovery, Some(true));
+    assert_eq!(obs.timeline, Some(2));
+    assert_eq!(obs.following.as_deref(), Some("sw-b"));
+}
