@@ -345,6 +345,14 @@ impl EtcdCluster {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
+    /// `host:port` of every member, as Patroni's `etcd3.hosts` spells them.
+    pub fn hosts(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
     /// An `etcd3` config pointing at every member (with the client certificate when
     /// the cluster uses TLS).
     pub fn config(&self) -> EtcdConfig {
