@@ -94,12 +94,15 @@ impl ConsulDcs {
         self.path(self.keys.member(&self.member))
     }
 
-    /// Runs one trait operation under the `retry_timeout` bound.
+    /// Runs one trait operation under the `retry_timeout` bound. The internal
+    /// deadline keeps a small margin (5%, at most 250 ms) so that waking up and
+    /// returning after it still fits in `retry_timeout`.
     async fn bounded<T, F>(&self, what: &str, op: impl FnOnce(Instant) -> F) -> Result<T, DcsError>
     where
         F: Future<Output = Result<T, ConsulError>>,
     {
-        let limit = self.timing().retry_timeout;
+        let retry_timeout = self.timing().retry_timeout;
+        let limit = retry_timeout - (retry_timeout / 20).min(Duration::from_millis(250));
         let deadline = Instant::now() + limit;
         match tokio::time::timeout_at(deadline, op(deadline)).await {
             Ok(result) => result.map_err(DcsError::from),

@@ -604,6 +604,38 @@ mod tests {
     }
 
     #[test]
+    fn reads_carry_the_consistency_flag_and_datacenter() {
+        let config = ConsulConfig {
+            consistency: Consistency::Stale,
+            dc: Some("dc2".into()),
+            token: Some("t".into()),
+            ..ConsulConfig::with_url("http://127.0.0.1:8500")
+        };
+        let client = ConsulClient::new(&config).unwrap();
+        let url = client.url("/v1/kv/service/b/", {
+            let mut p = client.read_params();
+            p.push(("recurse", String::new()));
+            p
+        });
+        assert_eq!(
+            url,
+            "http://127.0.0.1:8500/v1/kv/service/b/?stale&recurse&dc=dc2"
+        );
+    }
+
+    #[test]
+    fn unreadable_tls_files_are_config_errors() {
+        let config = ConsulConfig {
+            cacert: Some("/nonexistent/ca.pem".into()),
+            ..ConsulConfig::with_url("https://127.0.0.1:8501")
+        };
+        assert!(matches!(
+            ConsulClient::new(&config),
+            Err(ConsulError::Config(_))
+        ));
+    }
+
+    #[test]
     fn decodes_consul_entries() {
         let pairs: Vec<KvPair> = serde_json::from_str(
             r#"[{"LockIndex":1,"Key":"service/b/leader","Flags":0,"Value":"cGcw","Session":"s1","CreateIndex":5,"ModifyIndex":7},

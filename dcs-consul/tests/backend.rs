@@ -56,6 +56,7 @@ async fn expect_unreachable<T: std::fmt::Debug>(
     let start = Instant::now();
     let out = fut.await;
     let took = start.elapsed();
+    eprintln!("{what}: {took:?} (retry_timeout {retry_timeout:?})");
     assert!(
         matches!(out, Err(DcsError::Unreachable(_))),
         "{what}: expected Unreachable, got {out:?}"
