@@ -2,11 +2,12 @@
 
 mod api_support;
 
-use agent_bin::api::{load_server_tls, router, serve, ApiOptions};
-use agent_bin::config::{RestApiConfig, VerifyClient};
+use agent_bin::api::{build_api_client, load_server_tls, router, serve, with_api_auth, ApiOptions};
+use agent_bin::config::{Config, EnvMap, RestApiConfig, VerifyClient};
 use api_support::{cluster_keys, primary_status, TestNode};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use std::path::Path;
+use std::time::Duration;
 
 struct Pki {
     ca_pem: String,
@@ -32,6 +33,8 @@ fn make_pki() -> Pki {
     std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
     std::fs::write(dir.path().join("server.pem"), srv.pem()).unwrap();
     std::fs::write(dir.path().join("server.key"), srv_key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("client.pem"), cli.pem()).unwrap();
+    std::fs::write(dir.path().join("client.key"), cli_key.serialize_pem()).unwrap();
     Pki {
         ca_pem: ca_cert.pem(),
         client_pem: format!("{}{}", cli.pem(), cli_key.serialize_pem()),
@@ -163,4 +166,42 @@ fn unusable_tls_files_are_errors() {
     assert!(load_server_tls(&cfg).is_err());
     cfg.certfile = None;
     assert!(load_server_tls(&cfg).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn member_client_uses_ctl_tls_settings() {
+    let pki = make_pki();
+    let (base, _stop) = start_tls(&restapi(pki.dir.path(), VerifyClient::Required)).await;
+    let d = pki.dir.path().display();
+    let yaml = format!(
+        r#"
+scope: s
+name: n
+restapi: {{listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008, authentication: {{username: a, password: b}}}}
+ctl: {{cacert: {d}/ca.pem, certfile: {d}/client.pem, keyfile: {d}/client.key}}
+etcd3: {{host: 127.0.0.1:2379}}
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 127.0.0.1:5432
+  data_dir: /data
+  authentication:
+    superuser: {{username: postgres}}
+    replication: {{username: rep}}
+"#
+    );
+    let (cfg, _) = Config::from_yaml_str(&yaml, &EnvMap::new()).unwrap();
+    let c = build_api_client(&cfg, Duration::from_secs(2)).unwrap();
+    let r = c.get(format!("{base}/patroni")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = with_api_auth(c.post(format!("{base}/reload")), cfg.client_auth())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Without the client certificate the handshake fails.
+    let mut no_cert = cfg.clone();
+    no_cert.ctl.certfile = None;
+    no_cert.ctl.keyfile = None;
+    let c = build_api_client(&no_cert, Duration::from_secs(2)).unwrap();
+    assert!(c.get(format!("{base}/patroni")).send().await.is_err());
 }

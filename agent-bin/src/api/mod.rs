@@ -5,6 +5,7 @@
 //! The API is decoupled from the HA runner through [`NodeApi`].
 
 mod access;
+mod client;
 mod cluster_json;
 mod handlers;
 mod health;
@@ -13,6 +14,7 @@ pub mod state;
 mod switchover;
 mod tls;
 
+pub use client::{build_api_client, with_api_auth};
 pub use cluster_json::{cluster_json, history_json};
 pub use handlers::postgres_version_to_int;
 pub use health::parse_size;
