@@ -1,9 +1,10 @@
 //! ha-core's shared DCS conformance suite against the Consul API emulator
-//! (sessions expire at exactly their TTL: the earliest moment Consul may).
+//! (sessions expire at exactly their TTL, the earliest moment Consul may; one
+//! check also runs with Consul's usual 2× slack).
 
 use dcs_consul::emulator::{Emulator, EmulatorConfig, ServerHandle};
 use dcs_consul::{ConsulConfig, ConsulDcs};
-use ha_core::conformance::{run_all, DcsHarness};
+use ha_core::conformance::{lease_expiry_frees_leader_and_member, run_all, DcsHarness};
 use ha_core::{Dcs, DcsTiming};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ struct ConsulHarness {
     server: ServerHandle,
     /// A loopback port nothing listens on.
     dead_port: u16,
+    /// The emulator's TTL multiplier (sessions die after TTL × this).
+    ttl_multiplier: u32,
 }
 
 #[async_trait::async_trait]
@@ -42,27 +45,41 @@ impl DcsHarness for ConsulHarness {
     }
 
     fn expiry_slack(&self) -> Duration {
-        Duration::from_secs(1)
+        self.timing().ttl * (self.ttl_multiplier - 1) + Duration::from_secs(1)
+    }
+}
+
+fn dead_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn harness(ttl_multiplier: u32) -> ConsulHarness {
+    let (emulator, server) = Emulator::start(EmulatorConfig {
+        session_ttl_min: Duration::from_secs(1),
+        ttl_multiplier,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    ConsulHarness {
+        _emulator: emulator,
+        server,
+        dead_port: dead_port(),
+        ttl_multiplier,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_backend_passes_the_dcs_conformance_suite_against_the_emulator() {
-    let dead_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (emulator, server) = Emulator::start(EmulatorConfig {
-        session_ttl_min: Duration::from_secs(1),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let harness = ConsulHarness {
-        _emulator: emulator,
-        server,
-        dead_port,
-    };
-    run_all(&harness).await;
+    run_all(&harness(1).await).await;
+}
+
+/// With Consul's usual 2× slack the lease still ends, just later (within 2 × ttl).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_expire_with_consuls_double_ttl_slack() {
+    lease_expiry_frees_leader_and_member(&harness(2).await).await;
 }
