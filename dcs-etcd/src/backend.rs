@@ -142,7 +142,9 @@ struct Shared {
     timing: Mutex<DcsTiming>,
     /// One lazily built client per endpoint; dropped after a failure so the next use
     /// reconnects (and re-authenticates).
-    clients: Vec<tokio::sync::Mutex<Option<Client>>>,
+    /// Each with the per-attempt timeout it was built with (a new `retry_timeout`
+    /// rebuilds it).
+    clients: Vec<tokio::sync::Mutex<Option<(Client, Duration)>>>,
     /// The endpoint requests go to until it fails; then the next one.
     preferred: AtomicUsize,
     lease: Mutex<Option<Lease>>,
@@ -231,7 +233,7 @@ impl EtcdDcs {
             let this_attempt = per_attempt.min(deadline.saturating_duration_since(Instant::now()));
             let index = self.preferred_endpoint();
             let attempt = async {
-                let mut client = self.client(index, this_attempt).await?;
+                let mut client = self.client(index, per_attempt).await?;
                 client
                     .get(
                         prefix.clone(),
@@ -343,7 +345,7 @@ impl EtcdDcs {
                 let this_attempt = per_attempt.min(remaining);
                 let index = self.preferred_endpoint();
                 let outcome = tokio::time::timeout(this_attempt, async {
-                    let client = self.client(index, this_attempt).await?;
+                    let client = self.client(index, per_attempt).await?;
                     op(client, attempt).await
                 })
                 .await;
@@ -410,15 +412,17 @@ impl EtcdDcs {
     /// The client for endpoint `index`, built (and authenticated) on first use.
     async fn client(&self, index: usize, attempt_timeout: Duration) -> Result<Client, Failure> {
         let mut slot = self.shared.clients[index].lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
+        if let Some((c, built_for)) = slot.as_ref() {
+            if *built_for == attempt_timeout {
+                return Ok(c.clone());
+            }
         }
         let c = self
             .shared
             .factory
             .request_client(index, attempt_timeout)
             .await?;
-        *slot = Some(c.clone());
+        *slot = Some((c.clone(), attempt_timeout));
         Ok(c)
     }
 
