@@ -1,7 +1,7 @@
 //! Soak the deterministic simulation over many seeds.
 //!
 //! `cargo run --release -p ha-core --example soak -- --seeds 1000000 [--start N] [--threads 2]
-//! [--safety-only] [--broken] [--show N]`
+//! [--safety-only] [--broken] [--strict-lease] [--show N]`
 //!
 //! Prints seeds per second as it goes, and every failing seed with its violation and the
 //! command that replays it; `--show N` prints the traces of the first N failures.
@@ -33,6 +33,7 @@ fn main() {
             "--show" => show = num("--show") as usize,
             "--safety-only" => cfg.check_liveness = false,
             "--broken" => cfg.breakage = Some(Breakage::NoFenceNoLeaseGuard),
+            "--strict-lease" => cfg.strict_lease_view = true,
             other => {
                 eprintln!("unknown argument {other}; see the file header for usage");
                 std::process::exit(2);

@@ -5,9 +5,10 @@
 //! - (b) a Postgres that may accept writes belongs to a live agent that holds a valid
 //!   lease by its own clock: the end of its last successful acquire/renew
 //!   (`LocalState::lease_until` as last set), cut short when it sends a release;
-//! - (e) whenever a node holds a valid lease by its own clock, the DCS leader key names
-//!   it — the DCS never expires a lease before the holder's own idea of its end (this
-//!   checks the timing rule itself).
+//! - (e) whenever a node whose Postgres may accept writes holds a valid lease by its own
+//!   clock, the DCS leader key names it — the DCS never expires a lease before the
+//!   holder's own idea of its end (this checks the timing rule itself). With
+//!   `SimConfig::strict_lease_view` it is checked for every node.
 //!
 //! Liveness (d), checked only after faults stop: within [`super::liveness_bound`],
 //! exactly one Postgres accepts writes, its node holds the leader key, and every other
@@ -51,6 +52,17 @@ pub enum Violation {
         /// Who the DCS names instead.
         holder: Option<String>,
     },
+    /// (d), one cause singled out: everything converged except replicas that follow
+    /// the leader with a WAL history forked from the leader's, never rewound, so they
+    /// cannot replicate. `decide` has no divergence check for a running replica.
+    DivergedReplicaNotRewound {
+        /// Simulated time, ms.
+        at_ms: u64,
+        /// The (first) diverged replica.
+        node: usize,
+        /// The leader it follows.
+        leader: usize,
+    },
     /// (d) No single leader with every replica following it within the bound.
     NoConvergence {
         /// Simulated time, ms.
@@ -69,13 +81,19 @@ impl Violation {
             Violation::SplitBrain { .. } => "(a) split brain",
             Violation::WritableWithoutLease { .. } => "(b) writable without a valid lease",
             Violation::LeaseNotInDcs { .. } => "(e) lease believed valid but not held in the DCS",
+            Violation::DivergedReplicaNotRewound { .. } => {
+                "(d) a replica with a forked WAL history is never rewound"
+            }
             Violation::NoConvergence { .. } => "(d) no convergence after faults stopped",
         }
     }
 
     /// Whether it is a safety (not liveness) violation.
     pub fn is_safety(&self) -> bool {
-        !matches!(self, Violation::NoConvergence { .. })
+        !matches!(
+            self,
+            Violation::NoConvergence { .. } | Violation::DivergedReplicaNotRewound { .. }
+        )
     }
 }
 
@@ -125,6 +143,15 @@ impl fmt::Display for Violation {
                 holder
                     .as_deref()
                     .map_or("absent".to_string(), |h| format!("held by {h}"))
+            ),
+            Violation::DivergedReplicaNotRewound {
+                at_ms,
+                node,
+                leader,
+            } => write!(
+                f,
+                "at {} everything converged except n{node}: it follows n{leader} but its WAL forked from n{leader}'s history and it was never rewound, so it cannot replicate",
+                secs(*at_ms)
             ),
             Violation::NoConvergence { at_ms, phase, why } => {
                 write!(f, "at {} ({phase} phase): {why}", secs(*at_ms))

@@ -41,6 +41,10 @@ pub struct SimConfig {
     pub check_liveness: bool,
     /// Keep readable trace lines (costly; failing seeds are re-run with it).
     pub trace: bool,
+    /// Check (e) for every node, not only those whose Postgres may accept writes: also
+    /// flags an agent that believes in a lease it is releasing while Postgres is down
+    /// (harmless for safety; see the report on renew-during-demote).
+    pub strict_lease_view: bool,
     /// Break a safety rule on purpose.
     pub breakage: Option<Breakage>,
     /// Fewest nodes.
@@ -57,6 +61,7 @@ impl Default for SimConfig {
             check_safety: true,
             check_liveness: true,
             trace: false,
+            strict_lease_view: false,
             breakage: None,
             min_nodes: 3,
             max_nodes: 5,
@@ -206,12 +211,14 @@ impl SeedTotals {
 
 /// The command that replays `seed` with its trace printed.
 pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
-    let broken = if cfg.breakage.is_some() {
-        "SIM_BROKEN=1 "
-    } else {
-        ""
-    };
-    format!("{broken}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
+    let mut env = String::new();
+    if cfg.breakage.is_some() {
+        env.push_str("SIM_BROKEN=1 ");
+    }
+    if cfg.strict_lease_view {
+        env.push_str("SIM_STRICT=1 ");
+    }
+    format!("{env}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
 }
 
 /// A failing seed as a report: seed, invariant, replay command and the trace (re-run

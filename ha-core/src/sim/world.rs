@@ -32,6 +32,10 @@ pub const MAX_BACKGROUND_MS: u64 = 2000;
 /// How long the converged state must hold before a quiet phase counts as done; a
 /// flapping cluster never gets there.
 pub const STABLE_MS: u64 = 3000;
+/// Replication rounds (a replica's lag is up to this).
+const REPLICATE_EVERY_MS: u64 = 100;
+/// Phase bookkeeping and convergence checks.
+const PHASE_EVERY_MS: u64 = 250;
 /// How long a fresh cluster may take to form before the faults start anyway.
 pub const SETUP_DEADLINE_MS: u64 = 30_000;
 
@@ -125,6 +129,10 @@ pub struct World {
     pub(super) store: MemoryStore,
     pub(super) keys: ClusterKeys,
     leader_key: String,
+    decision_keys: Vec<String>,
+    read_cache: Option<(i64, crate::model::Cluster)>,
+    leader_holder: Option<String>,
+    leader_expiry: Option<MonoTime>,
     ctl: MemoryDcsNode,
     pub(super) nodes: Vec<Node>,
     pub(super) net: Network,
@@ -174,6 +182,16 @@ impl World {
             seq: 0,
             store: MemoryStore::new(),
             leader_key: keys.leader(),
+            decision_keys: vec![
+                keys.leader(),
+                keys.config(),
+                keys.failover(),
+                keys.sync(),
+                keys.initialize(),
+            ],
+            read_cache: None,
+            leader_holder: None,
+            leader_expiry: None,
             ctl: MemoryDcsNode::new(keys.clone(), "ctl", timing),
             keys,
             nodes,
@@ -303,8 +321,10 @@ impl World {
         self.nodes.iter().position(|n| n.cfg.name == name)
     }
 
+    /// Who holds the leader key right now.
     fn leader_name(&mut self) -> Option<String> {
-        self.store.get(self.now, &self.leader_key).map(|e| e.value)
+        self.sync_dcs();
+        self.leader_holder.clone()
     }
 
     // ----- dispatch ----------------------------------------------------------------
@@ -359,11 +379,11 @@ impl World {
             }
             Ev::Replicate => {
                 self.replicate();
-                self.after(Duration::from_millis(50), Ev::Replicate);
+                self.after(Duration::from_millis(REPLICATE_EVERY_MS), Ev::Replicate);
             }
             Ev::ClientWrite => {
                 self.client_write();
-                let d = self.rng.millis(20, 60);
+                let d = self.rng.millis(40, 120);
                 self.after(d, Ev::ClientWrite);
             }
             Ev::FaultTick => self.fault_tick(),
@@ -387,32 +407,35 @@ impl World {
     /// Expires leases due now, wakes watchers when a decision key changed, keeps the
     /// expiry tick of the leader lease scheduled.
     fn sync_dcs(&mut self) {
+        // Nothing to do unless the key space changed or the leader lease may be due:
+        // this runs after every event, so it must be cheap.
+        let due = self.leader_expiry.is_some_and(|e| self.now >= e);
+        if !due && self.store.changes() == self.store_changes {
+            self.last_writer = None;
+            return;
+        }
         self.store.expire_now(self.now);
         if self.store.changes() != self.store_changes {
             self.store_changes = self.store.changes();
-            let versions: Vec<Option<Version>> = [
-                self.keys.leader(),
-                self.keys.config(),
-                self.keys.failover(),
-                self.keys.sync(),
-                self.keys.initialize(),
-            ]
-            .iter()
-            .map(|k| self.store.peek_version(k))
-            .collect();
+            let versions: Vec<Option<Version>> = self
+                .decision_keys
+                .iter()
+                .map(|k| self.store.peek_version(k))
+                .collect();
             if versions != self.decision_versions {
                 self.decision_versions = versions;
                 self.notify_watchers();
             }
         }
         self.last_writer = None;
-        let expiry = self
-            .store
-            .get(self.now, &self.leader_key)
+        let entry = self.store.get(self.now, &self.leader_key);
+        self.leader_expiry = entry
+            .as_ref()
             .and_then(|e| e.lease)
             .and_then(|l| self.store.lease(self.now, l))
             .map(|l| l.expiry);
-        if let Some(e) = expiry {
+        self.leader_holder = entry.map(|e| e.value);
+        if let Some(e) = self.leader_expiry {
             if self.expiry_tick.is_none_or(|t| t != e) {
                 self.expiry_tick = Some(e);
                 self.push(e, Ev::DcsExpiry);
@@ -504,7 +527,21 @@ impl World {
         let s = &mut self.store;
         let d = &mut self.nodes[i].dcs;
         match op {
-            DcsOp::Read => DcsVal::Cluster(Box::new(d.get_cluster(s, now))),
+            DcsOp::Read => {
+                // Parsing the prefix dominates the run time in debug builds; a read at
+                // the same store revision (nothing written or expired since) returns
+                // the same view, so it is parsed once.
+                s.expire_now(now);
+                let rev = s.revision();
+                match &self.read_cache {
+                    Some((r, c)) if *r == rev => DcsVal::Cluster(Box::new(c.clone())),
+                    _ => {
+                        let c = d.get_cluster(s, now);
+                        self.read_cache = Some((rev, c.clone()));
+                        DcsVal::Cluster(Box::new(c))
+                    }
+                }
+            }
             DcsOp::Acquire => DcsVal::Flag(d.acquire_leader(s, now)),
             DcsOp::Renew => DcsVal::Flag(d.renew_leader(s, now)),
             DcsOp::Release => DcsVal::Flag(d.release_leader(s, now)),
@@ -881,18 +918,13 @@ impl World {
     // ----- phases and invariants ---------------------------------------------------
 
     fn phase_step(&mut self) {
-        self.after(Duration::from_millis(100), Ev::Phase);
+        self.after(Duration::from_millis(PHASE_EVERY_MS), Ev::Phase);
         match self.phase {
             Phase::Setup => {
-                let formed = self.converged().is_ok();
-                if formed || self.now >= MonoTime::from_millis(SETUP_DEADLINE_MS) {
-                    if !formed && self.cfg.check_liveness {
-                        let why = self.converged().err().unwrap_or_default();
-                        self.violation = Some(Violation::NoConvergence {
-                            at_ms: self.now.as_millis(),
-                            phase: "setup",
-                            why,
-                        });
+                let formed = self.converged();
+                if formed.is_ok() || self.now >= MonoTime::from_millis(SETUP_DEADLINE_MS) {
+                    if let (Err(e), true) = (formed, self.cfg.check_liveness) {
+                        self.violation = Some(e.into_violation(self.now, "setup"));
                         return;
                     }
                     let (lo, hi) = self.cfg.fault_phase_ms;
@@ -937,13 +969,9 @@ impl World {
                         };
                     }
                 }
-                Err(why) => {
+                Err(e) => {
                     if self.now >= deadline {
-                        self.violation = Some(Violation::NoConvergence {
-                            at_ms: self.now.as_millis(),
-                            phase: "quiet",
-                            why,
-                        });
+                        self.violation = Some(e.into_violation(self.now, "quiet"));
                     }
                     self.phase = Phase::Quiet {
                         started,
@@ -957,38 +985,66 @@ impl World {
     }
 
     /// (d): one writable leader holding the key, every other node streaming from it.
-    fn converged(&mut self) -> Result<(), String> {
-        let leader = self.leader_name().ok_or("no leader key")?;
+    /// On failure, what is wrong; a replica that follows the leader but whose WAL
+    /// history diverged from it is reported apart (`diverged`).
+    fn converged(&mut self) -> Result<(), NotConverged> {
+        let other = |why: String| NotConverged {
+            why,
+            diverged: Vec::new(),
+            leader: None,
+        };
+        let leader = self
+            .leader_name()
+            .ok_or_else(|| other("no leader key".into()))?;
         let l = self
             .index_of(&leader)
-            .ok_or_else(|| format!("leader key names unknown member {leader}"))?;
+            .ok_or_else(|| other(format!("leader key names unknown member {leader}")))?;
+        let mut problems = Vec::new();
+        let mut diverged = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if n.down || n.frozen {
-                return Err(format!("n{i}'s agent is not running"));
-            }
-            if i == l {
+                problems.push(format!("n{i}'s agent is not running"));
+            } else if i == l {
                 if !n.pg.accepts_writes() {
-                    return Err(format!("leader {leader} does not accept writes"));
+                    problems.push(format!("leader {leader} does not accept writes"));
                 }
-                continue;
-            }
-            if n.pg.may_be_writable() {
-                return Err(format!("n{i} is writable but {leader} leads"));
-            }
-            if !n.pg.running || n.pg.hung {
-                return Err(format!("n{i}'s postgres is not running"));
-            }
-            if n.pg.upstream.as_deref() != Some(leader.as_str()) {
-                return Err(format!(
+            } else if n.pg.may_be_writable() {
+                problems.push(format!("n{i} is writable but {leader} leads"));
+            } else if !n.pg.running || n.pg.hung {
+                problems.push(format!("n{i}'s postgres is not running"));
+            } else if n.pg.upstream.as_deref() != Some(leader.as_str()) {
+                problems.push(format!(
                     "n{i} follows {:?} instead of {leader}",
                     n.pg.upstream
                 ));
-            }
-            if !n.pg.streaming {
-                return Err(format!("n{i} follows {leader} but cannot stream from it"));
+            } else if !n.pg.streaming {
+                let history_forked = match (&n.pg.data, &self.nodes[l].pg.data) {
+                    (Some(mine), Some(theirs)) => !mine.is_prefix_of(theirs),
+                    _ => false,
+                };
+                if history_forked && self.net.link_up(i, l) {
+                    diverged.push(i);
+                } else {
+                    problems.push(format!("n{i} follows {leader} but cannot stream from it"));
+                }
             }
         }
-        Ok(())
+        if problems.is_empty() && diverged.is_empty() {
+            return Ok(());
+        }
+        let mut why = problems;
+        why.extend(diverged.iter().map(|i| {
+            format!("n{i} follows {leader} but its WAL history forked from the leader's and it was never rewound")
+        }));
+        Err(NotConverged {
+            why: why.join("; "),
+            diverged: if why_is_only_divergence(&why, &diverged) {
+                diverged
+            } else {
+                Vec::new()
+            },
+            leader: Some(l),
+        })
     }
 
     fn after_event(&mut self) {
@@ -1031,6 +1087,9 @@ impl World {
         }
         let holder = self.leader_name();
         for (i, n) in self.nodes.iter().enumerate() {
+            if !self.cfg.strict_lease_view && !n.pg.may_be_writable() {
+                continue;
+            }
             if let Some(h) = n.horizon.filter(|h| *h > self.now) {
                 if holder.as_deref() != Some(n.cfg.name.as_str()) {
                     self.violation = Some(Violation::LeaseNotInDcs {
@@ -1042,6 +1101,36 @@ impl World {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Why the cluster has not converged.
+struct NotConverged {
+    why: String,
+    /// Replicas whose only problem is a forked history (set only when nothing else
+    /// is wrong).
+    diverged: Vec<usize>,
+    leader: Option<usize>,
+}
+
+fn why_is_only_divergence(why: &[String], diverged: &[usize]) -> bool {
+    !diverged.is_empty() && why.len() == diverged.len()
+}
+
+impl NotConverged {
+    fn into_violation(self, now: MonoTime, phase: &'static str) -> Violation {
+        match (self.diverged.first(), self.leader) {
+            (Some(&node), Some(leader)) => Violation::DivergedReplicaNotRewound {
+                at_ms: now.as_millis(),
+                node,
+                leader,
+            },
+            _ => Violation::NoConvergence {
+                at_ms: now.as_millis(),
+                phase,
+                why: self.why,
+            },
         }
     }
 }
