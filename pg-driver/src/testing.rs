@@ -306,6 +306,23 @@ impl TestNode {
     }
 }
 
+/// Observes `pg`, retrying for up to 15 s while it looks hung or starting: on a
+/// loaded machine a healthy server can miss the 1 s health budget once.
+pub async fn observe_settled(pg: &PgDriver) -> ha_core::PgObservation {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let obs = pg.observe().await;
+        let unsettled = matches!(
+            obs.process,
+            ha_core::PgProcess::Hung | ha_core::PgProcess::Starting
+        );
+        if !unsettled || Instant::now() >= deadline {
+            return obs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
 pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where

@@ -2,7 +2,7 @@
 //! existing data directory is deleted.
 
 use ha_core::{DataDirState, PgError, PgProcess, Postgres, StartRole, StopMode, Upstream};
-use pg_driver::testing::{free_port, TestEnv};
+use pg_driver::testing::{free_port, observe_settled, TestEnv};
 use pg_driver::{DriverError, PgDriver};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ async fn wrong_owner_and_permissions_are_reported_not_fixed() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        pg.observe().await.data_dir,
+        observe_settled(pg).await.data_dir,
         DataDirState::Invalid(_)
     ));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -61,7 +61,7 @@ async fn wrong_owner_and_permissions_are_reported_not_fixed() {
     }
     assert!(dir.join("PG_VERSION").exists(), "nothing deleted");
     pg.start(&StartRole::Primary, T).await.unwrap();
-    assert_eq!(pg.observe().await.process, PgProcess::Running);
+    assert_eq!(observe_settled(pg).await.process, PgProcess::Running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +69,7 @@ async fn other_clusters_data_dir_is_detected() {
     let env = TestEnv::new();
     let a = env.primary("sys-a").await;
     let b = env.primary("sys-b").await;
-    let sysid_a = match a.driver.observe().await.data_dir {
+    let sysid_a = match observe_settled(&a.driver).await.data_dir {
         DataDirState::Initialized { system_identifier } => system_identifier,
         other => panic!("{other:?}"),
     };
@@ -116,7 +116,7 @@ async fn stale_garbage_and_foreign_pid_files() {
 
     // Garbage: refused with advice, the file is left for the operator.
     write_pid("not a pid\n");
-    assert_eq!(pg.observe().await.process, PgProcess::Crashed);
+    assert_eq!(observe_settled(pg).await.process, PgProcess::Crashed);
     match pg.start(&StartRole::Primary, T).await {
         Err(PgError::DataDir(m)) => assert!(m.contains("remove postmaster.pid"), "{m}"),
         other => panic!("{other:?}"),
@@ -129,7 +129,7 @@ async fn stale_garbage_and_foreign_pid_files() {
         std::process::id(),
         pg.data_dir().display()
     ));
-    assert_eq!(pg.observe().await.process, PgProcess::Crashed);
+    assert_eq!(observe_settled(pg).await.process, PgProcess::Crashed);
     match pg.start(&StartRole::Primary, T).await {
         Err(PgError::DataDir(m)) => assert!(m.contains("not postgres"), "{m}"),
         other => panic!("{other:?}"),
@@ -137,9 +137,9 @@ async fn stale_garbage_and_foreign_pid_files() {
 
     // Stale (the pid is gone): seen as crashed; postgres replaces it on start.
     write_pid(&format!("99999999\n{}\n", pg.data_dir().display()));
-    assert_eq!(pg.observe().await.process, PgProcess::Crashed);
+    assert_eq!(observe_settled(pg).await.process, PgProcess::Crashed);
     pg.start(&StartRole::Primary, T).await.unwrap();
-    assert_eq!(pg.observe().await.process, PgProcess::Running);
+    assert_eq!(observe_settled(pg).await.process, PgProcess::Running);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +158,7 @@ async fn unreachable_clone_source() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(pg.observe().await.data_dir, DataDirState::Empty);
+    assert_eq!(observe_settled(&pg).await.data_dir, DataDirState::Empty);
     // Starting with nothing there is an invalid request, not a crash.
     assert!(matches!(
         pg.start(&StartRole::Primary, T).await,
@@ -226,6 +226,6 @@ async fn disk_full_during_basebackup() {
     }
     // The directory was empty before the clone: its partial content is gone, the
     // directory stays.
-    assert_eq!(pg.observe().await.data_dir, DataDirState::Empty);
+    assert_eq!(observe_settled(&pg).await.data_dir, DataDirState::Empty);
     drop(disk);
 }

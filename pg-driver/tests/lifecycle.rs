@@ -2,7 +2,7 @@
 //! detection on a real server.
 
 use ha_core::{DataDirState, PgProcess, Postgres, StartRole, StopMode};
-use pg_driver::testing::{wait_for, TestEnv};
+use pg_driver::testing::{observe_settled, wait_for, TestEnv};
 use pg_driver::PgDriver;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ async fn bootstrap_start_stop_in_every_mode() {
     let node = env.primary("p1").await;
     let pg = &node.driver;
 
-    let obs = pg.observe().await;
+    let obs = observe_settled(pg).await;
     assert_eq!(obs.process, PgProcess::Running);
     assert_eq!(obs.in_recovery, Some(false));
     assert_eq!(obs.timeline, Some(1));
@@ -59,7 +59,7 @@ async fn bootstrap_start_stop_in_every_mode() {
 
     for mode in [StopMode::Smart, StopMode::Fast, StopMode::Immediate] {
         let out = pg.stop(mode, T).await.unwrap();
-        let obs = pg.observe().await;
+        let obs = observe_settled(pg).await;
         assert_eq!(obs.process, PgProcess::Stopped, "after {mode:?} stop");
         assert!(node.postmaster_pid().is_none());
         if mode == StopMode::Immediate {
@@ -73,7 +73,7 @@ async fn bootstrap_start_stop_in_every_mode() {
         pg.stop(mode, T).await.unwrap();
         pg.start(&StartRole::Primary, T).await.unwrap();
         assert_eq!(
-            pg.observe().await.process,
+            observe_settled(pg).await.process,
             PgProcess::Running,
             "restart after {mode:?}"
         );
@@ -84,7 +84,7 @@ async fn bootstrap_start_stop_in_every_mode() {
     pg.restart(T).await.unwrap();
     let after = node.postmaster_pid().unwrap();
     assert_ne!(before, after);
-    assert_eq!(pg.observe().await.in_recovery, Some(false));
+    assert_eq!(observe_settled(pg).await.in_recovery, Some(false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +109,10 @@ async fn parameter_changes_reload_or_report_pending_restart() {
     .await;
     assert!(reloaded.is_some(), "work_mem reloaded");
     let pending = wait_for(Duration::from_secs(10), || async {
-        changed.observe().await.pending_restart.then_some(())
+        observe_settled(&changed)
+            .await
+            .pending_restart
+            .then_some(())
     })
     .await;
     assert!(
@@ -117,7 +120,7 @@ async fn parameter_changes_reload_or_report_pending_restart() {
         "max_connections change reported as pending restart"
     );
     changed.restart(T).await.unwrap();
-    assert!(!changed.observe().await.pending_restart);
+    assert!(!observe_settled(&changed).await.pending_restart);
     assert_eq!(
         node.scalar("SHOW max_connections")
             .await
@@ -132,14 +135,19 @@ async fn parameter_changes_reload_or_report_pending_restart() {
         .await
         .unwrap();
     let sync = wait_for(Duration::from_secs(10), || async {
-        let v = changed.observe().await.synchronous_standby_names?;
+        let v = observe_settled(&changed).await.synchronous_standby_names?;
         (v == "\"r1\"").then_some(v)
     })
     .await;
     assert!(sync.is_some());
     changed.set_synchronous_standby_names(None).await.unwrap();
     let cleared = wait_for(Duration::from_secs(10), || async {
-        (changed.observe().await.synchronous_standby_names.as_deref() == Some("")).then_some(())
+        (observe_settled(&changed)
+            .await
+            .synchronous_standby_names
+            .as_deref()
+            == Some(""))
+        .then_some(())
     })
     .await;
     assert!(cleared.is_some());
@@ -173,7 +181,7 @@ async fn kill_9_is_crashed_and_sigstop_is_hung() {
     println!("health query gave up after {took:?}");
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     let back = wait_for(Duration::from_secs(10), || async {
-        (pg.observe().await.process == PgProcess::Running).then_some(())
+        (observe_settled(pg).await.process == PgProcess::Running).then_some(())
     })
     .await;
     assert!(back.is_some(), "running again after SIGCONT");
@@ -181,7 +189,7 @@ async fn kill_9_is_crashed_and_sigstop_is_hung() {
     // kill -9: postmaster.pid stays, the process is gone.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     let crashed = wait_for(Duration::from_secs(10), || async {
-        (pg.observe().await.process == PgProcess::Crashed).then_some(())
+        (observe_settled(pg).await.process == PgProcess::Crashed).then_some(())
     })
     .await;
     assert!(crashed.is_some(), "kill -9 detected as crashed");
@@ -192,5 +200,5 @@ async fn kill_9_is_crashed_and_sigstop_is_hung() {
     })
     .await;
     assert!(started.is_some(), "restart after crash");
-    assert_eq!(pg.observe().await.process, PgProcess::Running);
+    assert_eq!(observe_settled(pg).await.process, PgProcess::Running);
 }

@@ -2,7 +2,7 @@
 //! rewind of a diverged former primary, slots and custom replica-creation methods.
 
 use ha_core::{PgProcess, Postgres, StartRole, StopMode};
-use pg_driver::testing::{wait_for, TestEnv, TestNode};
+use pg_driver::testing::{observe_settled, wait_for, TestEnv, TestNode};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
@@ -43,20 +43,20 @@ async fn clone_stream_promote_remaster_and_rewind() {
     for r in [&b, &c] {
         wait_row(r, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "one").await;
     }
-    let obs_b = b.driver.observe().await;
+    let obs_b = observe_settled(&b.driver).await;
     assert_eq!(obs_b.process, PgProcess::Running);
     assert_eq!(obs_b.in_recovery, Some(true));
     assert_eq!(obs_b.following.as_deref(), Some("a"));
     assert_eq!(obs_b.timeline, Some(1));
     assert!(obs_b.replay_lsn.unwrap_or(0) > 0);
     let streaming = wait_for(Duration::from_secs(10), || async {
-        let o = b.driver.observe().await;
+        let o = observe_settled(&b.driver).await;
         (o.replication_state.as_deref() == Some("streaming")).then_some(())
     })
     .await;
     assert!(streaming.is_some(), "b reports streaming");
     let senders = wait_for(Duration::from_secs(10), || async {
-        let o = a.driver.observe().await;
+        let o = observe_settled(&a.driver).await;
         let names: Vec<_> = o
             .replication
             .iter()
@@ -79,13 +79,13 @@ async fn clone_stream_promote_remaster_and_rewind() {
 
     // c stops streaming so that its position stays at or before the switchpoint.
     c.driver.follow(None).await.unwrap();
-    assert_eq!(c.driver.observe().await.following, None);
+    assert_eq!(observe_settled(&c.driver).await.following, None);
 
     // Promote b: a new timeline.
     let t0 = Instant::now();
     b.driver.promote(T).await.unwrap();
     println!("TIMING promote: {:?}", t0.elapsed());
-    let obs_b = b.driver.observe().await;
+    let obs_b = observe_settled(&b.driver).await;
     assert_eq!(obs_b.in_recovery, Some(false));
     assert_eq!(obs_b.timeline, Some(2));
     assert_eq!(obs_b.following, None);
@@ -99,7 +99,7 @@ async fn clone_stream_promote_remaster_and_rewind() {
     c.driver.follow(Some(&b.upstream())).await.unwrap();
     b.sql("INSERT INTO t VALUES ('two')").await.unwrap();
     wait_row(&c, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "one,two").await;
-    let obs_c = c.driver.observe().await;
+    let obs_c = observe_settled(&c.driver).await;
     assert_eq!(obs_c.following.as_deref(), Some("b"));
     assert_eq!(obs_c.timeline, Some(2));
 
@@ -129,7 +129,7 @@ async fn clone_stream_promote_remaster_and_rewind() {
         "one,three,two",
     )
     .await;
-    let obs_a = a.driver.observe().await;
+    let obs_a = observe_settled(&a.driver).await;
     assert_eq!(obs_a.in_recovery, Some(true));
     assert_eq!(obs_a.following.as_deref(), Some("b"));
     assert_eq!(obs_a.timeline, Some(2));
@@ -138,7 +138,10 @@ async fn clone_stream_promote_remaster_and_rewind() {
     c.driver.stop(StopMode::Fast, T).await.unwrap();
     assert!(!c.driver.needs_rewind(&b.upstream()).await.unwrap());
     c.driver.restart(T).await.unwrap();
-    assert_eq!(c.driver.observe().await.following.as_deref(), Some("b"));
+    assert_eq!(
+        observe_settled(&c.driver).await.following.as_deref(),
+        Some("b")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +164,7 @@ async fn crashed_former_primary_is_recovered_and_rewound() {
         .unwrap();
     a.driver.stop(StopMode::Immediate, T).await.unwrap();
     assert_eq!(
-        a.driver.observe().await.cluster_state.as_deref(),
+        observe_settled(&a.driver).await.cluster_state.as_deref(),
         Some("in production")
     );
     assert!(a.driver.needs_rewind(&b.upstream()).await.unwrap());
@@ -290,7 +293,7 @@ async fn clean_switchover_demotes_without_rewind() {
     let out = a.driver.stop(StopMode::Fast, T).await.unwrap();
     let ckpt = out.checkpoint_lsn.expect("shutdown checkpoint");
     let received = wait_for(Duration::from_secs(20), || async {
-        let o = b.driver.observe().await;
+        let o = observe_settled(&b.driver).await;
         (o.replay_lsn.unwrap_or(0) > ckpt).then_some(())
     })
     .await;
@@ -322,7 +325,7 @@ async fn clean_switchover_demotes_without_rewind() {
         "1,2",
     )
     .await;
-    let obs = a.driver.observe().await;
+    let obs = observe_settled(&a.driver).await;
     assert_eq!(obs.in_recovery, Some(true));
     assert_eq!(obs.timeline, Some(2));
     assert_eq!(obs.following.as_deref(), Some("sw-b"));
