@@ -798,6 +798,7 @@ impl PgDriver {
     }
 
     async fn do_start(&self, role: &StartRole, timeout: Duration) -> Result<()> {
+        tracing::info!(?role, data_dir = %self.data_dir().display(), "starting postgres");
         self.check_startable()?;
         let mut state = self.state();
         match role {
@@ -830,6 +831,7 @@ impl PgDriver {
     }
 
     async fn do_stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome> {
+        tracing::info!(?mode, "stopping postgres");
         if let Some(pid) = self.postmaster_pid() {
             let m = match mode {
                 StopMode::Smart => "smart",
@@ -901,24 +903,24 @@ impl PgDriver {
         let su = &self.cfg.authentication.superuser;
         let mut cmd = self.tool_cmd("initdb", false)?;
         cmd.arg("-D").arg(&dir).arg("-U").arg(&su.username);
-        let mut pwfile: Option<PathBuf> = None;
+        // The password goes through a file in a fresh private directory (mkdtemp), never
+        // on the command line or at a predictable path.
+        let mut pwdir: Option<PathBuf> = None;
         if let Some(p) = &su.password {
-            let f = std::env::temp_dir().join(format!(
-                "fullauto-initdb-pw-{}-{}",
-                std::process::id(),
-                self.cfg.listen_address()?.port
-            ));
+            let d = private_temp_dir()?;
+            self.runner.own(&d, 0o700)?;
+            let f = d.join("pwfile");
+            pwdir = Some(d);
             self.runner.write_file(&f, &format!("{p}\n"), 0o600)?;
             cmd.arg(format!("--pwfile={}", f.display()));
-            pwfile = Some(f);
         }
         if !self.cfg.initdb.contains("data-checksums") && !self.cfg.initdb.contains("k") {
             cmd.arg("--data-checksums");
         }
         cmd.args(self.cfg.initdb.to_args()?);
         let res = self.runner.run_ok("initdb", cmd, LONG_TOOL_TIMEOUT).await;
-        if let Some(f) = pwfile {
-            let _ = std::fs::remove_file(f);
+        if let Some(d) = pwdir {
+            let _ = std::fs::remove_dir_all(d);
         }
         res?;
         self.do_start(&StartRole::Primary, self.cfg.pg_ctl_timeout())
@@ -938,6 +940,7 @@ impl PgDriver {
             }
             DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
         }
+        tracing::info!(source = %source.name, "creating replica");
         let methods: Vec<String> = if self.cfg.create_replica_methods.is_empty() {
             vec!["basebackup".into()]
         } else {
@@ -985,6 +988,7 @@ impl PgDriver {
     }
 
     async fn do_promote(&self, timeout: Duration) -> Result<()> {
+        tracing::info!("promoting postgres");
         let client = self.connect_local(SQL_TIMEOUT).await?;
         let secs = timeout.as_secs().max(1);
         let q = format!("SELECT pg_is_in_recovery() AND NOT pg_promote(true, {secs})");
@@ -1006,6 +1010,7 @@ impl PgDriver {
     }
 
     async fn do_follow(&self, upstream: Option<&Upstream>) -> Result<()> {
+        tracing::info!(upstream = ?upstream.map(|u| &u.name), "pointing replica at new upstream");
         if self.postmaster_pid().is_some() {
             let client = self.connect_local(SQL_TIMEOUT).await?;
             let row = client
@@ -1059,6 +1064,7 @@ impl PgDriver {
         }
         self.check_reachable(source).await?;
         self.checkpoint_source(source).await;
+        tracing::info!(source = %source.name, "running pg_rewind");
         let creds = self.cfg.rewind_credentials();
         let conn = format!(
             "host={} port={} user={} dbname=postgres connect_timeout=5",
@@ -1185,6 +1191,25 @@ struct Health {
     sync_names: Option<String>,
     pending_restart: bool,
     replication: Vec<ReplicationConnection>,
+}
+
+/// A new directory only we can have created (mkdtemp under the temp dir).
+fn private_temp_dir() -> Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let template = std::env::temp_dir().join("fullauto-XXXXXX");
+    let mut bytes = template.as_os_str().as_bytes().to_vec();
+    bytes.push(0);
+    // SAFETY: bytes is a NUL-terminated template mkdtemp may modify in place.
+    let ptr = unsafe { libc::mkdtemp(bytes.as_mut_ptr() as *mut libc::c_char) };
+    if ptr.is_null() {
+        return Err(DriverError::io(
+            "create private temp dir in",
+            std::env::temp_dir(),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    bytes.pop();
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
 fn shell_quote(s: &str) -> String {

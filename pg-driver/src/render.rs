@@ -106,6 +106,7 @@ pub fn primary_conninfo(cfg: &PgConfig, upstream: &Upstream) -> String {
 }
 
 /// The effective GUCs: defaults, then user parameters, then what the driver must own.
+/// The unix socket goes to `/tmp` unless `unix_socket_directories` is set.
 pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<String, String>> {
     let mut p: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in [
@@ -115,8 +116,13 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
         ("max_wal_senders", "10"),
         ("max_replication_slots", "10"),
         ("wal_keep_size", "128MB"),
+        // Postmaster-context settings a replica needs at least as high as its primary;
+        // rendering the same defaults everywhere keeps them equal.
         ("max_connections", "100"),
-        ("hot_standby_feedback", "off"),
+        ("max_worker_processes", "8"),
+        ("max_locks_per_transaction", "64"),
+        ("max_prepared_transactions", "0"),
+        ("track_commit_timestamp", "off"),
     ] {
         p.insert(k.into(), v.into());
     }
