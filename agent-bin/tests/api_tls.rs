@@ -2,7 +2,10 @@
 
 mod api_support;
 
-use agent_bin::api::{build_api_client, load_server_tls, router, serve, with_api_auth, ApiOptions};
+use agent_bin::api::{
+    build_api_client, load_server_tls, router, serve, serve_reloadable, with_api_auth, ApiOptions,
+    ReloadableTls,
+};
 use agent_bin::config::{Config, EnvMap, RestApiConfig, VerifyClient};
 use api_support::{cluster_keys, primary_status, TestNode};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
@@ -204,4 +207,38 @@ postgresql:
     no_cert.ctl.keyfile = None;
     let c = build_api_client(&no_cert, Duration::from_secs(2)).unwrap();
     assert!(c.get(format!("{base}/patroni")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn certificates_can_be_replaced_while_serving() {
+    let first = make_pki();
+    let second = make_pki();
+    let cfg1 = restapi(first.dir.path(), VerifyClient::None);
+    let cfg2 = restapi(second.dir.path(), VerifyClient::None);
+    let tls = ReloadableTls::new(load_server_tls(&cfg1).unwrap().unwrap());
+    let node = TestNode::new(primary_status("pg0"), cluster_keys("pg0"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_reloadable(
+        listener,
+        router(node, ApiOptions::from_config(&cfg1)),
+        Some(tls.clone()),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let get = |pki: &Pki| {
+        let c = client(pki, false);
+        let url = format!("{base}/patroni");
+        async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(get(&first).await.unwrap(), 200);
+    assert!(get(&second).await.is_err());
+    tls.replace(load_server_tls(&cfg2).unwrap().unwrap());
+    assert_eq!(get(&second).await.unwrap(), 200);
+    assert!(get(&first).await.is_err());
 }

@@ -6,7 +6,9 @@ use agent_bin::api::{
     merge_config_patch, postgres_version_to_int, ApiOptions, ConfigWrite, RestartOutcome,
 };
 use agent_bin::config::BasicAuth;
-use api_support::{cluster_keys, primary_status, replica_status, start, TestNode};
+use api_support::{
+    cluster_keys, primary_status, replica_status, start, start_with_control, TestNode,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -389,4 +391,17 @@ async fn failsafe_post_is_refused_when_disabled_and_extra_headers_are_sent() {
         .unwrap();
     assert_eq!(r.headers()["x-frame-options"], "SAMEORIGIN");
     assert_eq!(r.headers()["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn options_can_change_while_serving() {
+    let node = TestNode::new(primary_status("pg0"), cluster_keys("pg0"));
+    let (s, control) = start_with_control(node, ApiOptions::default()).await;
+    assert_eq!(s.post("/reload", "").await.0, 202);
+    control.set_options(auth_opts());
+    assert_eq!(s.post("/reload", "").await.0, 401);
+    let (code, _) = s
+        .send(Method::POST, "/reload", None, Some(("admin", "s3cret")))
+        .await;
+    assert_eq!(code, 202);
 }

@@ -19,7 +19,18 @@ use super::state::NodeApi;
 /// Shared state of the router.
 pub(crate) struct App {
     pub node: Arc<dyn NodeApi>,
-    pub opts: ApiOptions,
+    /// Replaced on SIGHUP through [`super::ApiControl`].
+    pub opts: Arc<std::sync::RwLock<ApiOptions>>,
+}
+
+impl App {
+    /// The options in force for one request.
+    pub fn opts(&self) -> ApiOptions {
+        self.opts
+            .read()
+            .map(|o| o.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
 }
 
 const MAX_BODY: usize = 1 << 20;
@@ -85,7 +96,7 @@ pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Respo
     for (k, v) in &reply.headers {
         builder = builder.header(*k, v.as_str());
     }
-    for (k, v) in &app.opts.extra_headers {
+    for (k, v) in &app.opts().extra_headers {
         if let (Ok(name), Ok(value)) = (
             header::HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(v),
@@ -295,7 +306,7 @@ async fn check_access(
     conn: &ConnInfo,
     is_failsafe: bool,
 ) -> Option<access::Denied> {
-    let o = &app.opts;
+    let o = &app.opts();
     let include_members = o.allowlist_include_members && !is_failsafe;
     if !o.allowlist.is_empty() || include_members {
         let mut entries = o.allowlist.clone();

@@ -106,8 +106,63 @@ pub struct ConnInfo {
 
 /// The router: every request goes through Patroni-style dispatch.
 pub fn router(node: Arc<dyn NodeApi>, opts: ApiOptions) -> Router {
-    let app = Arc::new(handlers::App { node, opts });
-    Router::new().fallback(handlers::dispatch).with_state(app)
+    router_with_control(node, opts).0
+}
+
+/// Changes a running router's options (SIGHUP re-reads `restapi`).
+#[derive(Clone)]
+pub struct ApiControl {
+    opts: Arc<std::sync::RwLock<ApiOptions>>,
+}
+
+impl ApiControl {
+    /// Options for requests from now on.
+    pub fn set_options(&self, opts: ApiOptions) {
+        match self.opts.write() {
+            Ok(mut o) => *o = opts,
+            Err(poisoned) => *poisoned.into_inner() = opts,
+        }
+    }
+}
+
+/// The router plus a handle to change its options later.
+pub fn router_with_control(node: Arc<dyn NodeApi>, opts: ApiOptions) -> (Router, ApiControl) {
+    let opts = Arc::new(std::sync::RwLock::new(opts));
+    let app = Arc::new(handlers::App {
+        node,
+        opts: opts.clone(),
+    });
+    (
+        Router::new().fallback(handlers::dispatch).with_state(app),
+        ApiControl { opts },
+    )
+}
+
+/// A server TLS config that can be replaced while serving (certificate reload on
+/// SIGHUP); new connections use the latest one.
+#[derive(Clone)]
+pub struct ReloadableTls(Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>);
+
+impl ReloadableTls {
+    /// Wraps the initial config.
+    pub fn new(cfg: Arc<rustls::ServerConfig>) -> Self {
+        ReloadableTls(Arc::new(std::sync::RwLock::new(cfg)))
+    }
+
+    /// Uses `cfg` for connections accepted from now on.
+    pub fn replace(&self, cfg: Arc<rustls::ServerConfig>) {
+        match self.0.write() {
+            Ok(mut c) => *c = cfg,
+            Err(poisoned) => *poisoned.into_inner() = cfg,
+        }
+    }
+
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.0.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// Merges a `PATCH /config` body into `config` as Patroni does: `null` deletes,
@@ -168,8 +223,17 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_reloadable(listener, router, tls.map(ReloadableTls::new), shutdown).await
+}
+
+/// [`serve`] with a TLS config that can be swapped while running.
+pub async fn serve_reloadable(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<ReloadableTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use hyper_util::rt::TokioIo;
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -185,7 +249,9 @@ pub async fn serve(
             },
         };
         let router = router.clone();
-        let acceptor = acceptor.clone();
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
         tokio::spawn(async move {
             match acceptor {
                 None => {

@@ -241,7 +241,7 @@ async fn wait_for_outcome(
         .unwrap_or(10.0)
         .max(10.0);
     let timeout = app
-        .opts
+        .opts()
         .switchover_timeout
         .unwrap_or_else(|| Duration::from_secs_f64(2.0 * loop_wait));
     let deadline = Instant::now() + timeout;
@@ -257,7 +257,7 @@ async fn wait_for_outcome(
     };
     while Instant::now() < deadline {
         app.node
-            .wait_cluster_change(app.opts.switchover_poll_interval)
+            .wait_cluster_change(app.opts().switchover_poll_interval)
             .await;
         let Ok(c) = app.node.read_cluster().await else {
             continue;

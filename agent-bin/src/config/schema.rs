@@ -271,15 +271,19 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
 /// an empty host or `*`).
 pub(crate) fn check_address(s: &str, rule: AddrRule) -> Result<(), String> {
     let s = s.trim();
+    // The port follows the last colon unless that colon belongs to an unbracketed
+    // IPv6 address (several colons, no brackets, not a listen list).
     let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (h, Some(p)),
-        _ => (s, None),
-    };
-    // A bare IPv6 address without brackets has several colons and no port.
-    let (host, port) = if host.contains(':') && !host.starts_with('[') {
-        (s, None)
-    } else {
-        (host, port)
+        Some((h, p)) => {
+            let last_host = h.rsplit(',').next().unwrap_or(h);
+            let bare_v6 = last_host.contains(':') && !last_host.starts_with('[');
+            if bare_v6 && !rule.listen {
+                (s, None)
+            } else {
+                (h, Some(p))
+            }
+        }
+        None => (s, None),
     };
     match port {
         None if rule.port_optional => {}
@@ -307,6 +311,32 @@ pub(crate) fn check_address(s: &str, rule: AddrRule) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let ok = |s: &str, r| check_address(s, r).is_ok();
+        assert!(ok("127.0.0.1:5432", ADDR));
+        assert!(ok("[::1]:5432", ADDR));
+        assert!(ok("db.example:5432", ADDR));
+        assert!(!ok("::1", ADDR));
+        assert!(!ok("127.0.0.1", ADDR));
+        assert!(!ok(":5432", ADDR));
+        assert!(!ok("127.0.0.1:0", ADDR));
+        assert!(!ok("127.0.0.1:70000", ADDR));
+        assert!(ok("*:5432", LISTEN));
+        assert!(ok(":8008", LISTEN));
+        assert!(ok("127.0.0.1,::1:5432", LISTEN));
+        assert!(ok("0.0.0.0:8008", LISTEN));
+        assert!(!ok("0.0.0.0", LISTEN));
+        assert!(ok("zk1", HOST_MAYBE_PORT));
+        assert!(ok("zk1:2181", HOST_MAYBE_PORT));
+        assert!(!ok("zk1:port", HOST_MAYBE_PORT));
+    }
 }
 
 fn auth() -> Kind {

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use agent_bin::api::{
-    merge_config_patch, router, serve, AgentInfo, ApiOptions, CancelSwitchover, ConfigWrite,
-    NodeApi, NodeStatus, RestartOutcome, RestartRequest, Xlog,
+    merge_config_patch, router_with_control, serve, AgentInfo, ApiControl, ApiOptions,
+    CancelSwitchover, ConfigWrite, NodeApi, NodeStatus, RestartOutcome, RestartRequest, Xlog,
 };
 use async_trait::async_trait;
 use ha_core::{Cluster, DynamicConfig, Failover, RawEntry, Role, Version};
@@ -308,18 +308,23 @@ pub struct Server {
 }
 
 pub async fn start(node: Arc<TestNode>, opts: ApiOptions) -> Server {
+    start_with_control(node, opts).await.0
+}
+
+pub async fn start_with_control(node: Arc<TestNode>, opts: ApiOptions) -> (Server, ApiControl) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(node, opts);
+    let (app, control) = router_with_control(node, opts);
     tokio::spawn(serve(listener, app, None, async move {
         let _ = rx.await;
     }));
-    Server {
+    let server = Server {
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         _stop: tx,
-    }
+    };
+    (server, control)
 }
 
 impl Server {
