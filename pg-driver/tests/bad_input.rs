@@ -229,3 +229,24 @@ async fn disk_full_during_basebackup() {
     assert_eq!(observe_settled(&pg).await.data_dir, DataDirState::Empty);
     drop(disk);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_failure_carries_the_server_log_tail() {
+    let env = TestEnv::new();
+    let node = env.primary("badparam").await;
+    node.driver.stop(StopMode::Fast, T).await.unwrap();
+    let mut cfg = node.driver.config().clone();
+    cfg.parameters
+        .insert("shared_buffers".into(), serde_json::json!("plenty"));
+    let pg = PgDriver::new(cfg).unwrap();
+    match pg.start(&StartRole::Primary, T).await {
+        Err(PgError::StartFailed(m)) => {
+            assert!(m.contains("shared_buffers"), "{m}");
+            assert!(m.contains("log tail"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pg.observe().await.process, PgProcess::Stopped);
+    // The good configuration starts it again.
+    node.driver.start(&StartRole::Primary, T).await.unwrap();
+}
