@@ -1,19 +1,20 @@
 //! `EtcdDcs`: the `Dcs` trait on etcd v3 with Patroni's etcd3 lock contract.
 
+use crate::client::{attempt_timeout, ClientFactory, EndpointPool};
 use crate::config::EtcdConfig;
-use crate::failure::{classify, looks_like_bad_credentials, looks_like_tls, Failure};
+use crate::failure::{looks_like_bad_credentials, looks_like_tls, Failure};
+use crate::lease::{lease_ttl_secs, LeaseHolder};
 use crate::watcher::{spawn_watcher, WatcherGuard};
 use async_trait::async_trait;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 use ha_core::{
     Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, DynamicConfig, Failover, Failsafe, History,
     MemberData, RawEntry, Status, SyncState, Version,
 };
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,133 +24,12 @@ use tokio::time::Instant;
 /// the same cycle) skips its keepalive; anything older is refreshed.
 const KEEPALIVE_REUSE: Duration = Duration::from_secs(1);
 
-/// The lease this agent binds `leader` and its member key to.
-#[derive(Debug, Clone, Copy)]
-struct Lease {
-    id: i64,
-    /// The TTL asked for (seconds), so a changed `ttl` gets a new lease.
-    requested_ttl: i64,
-    /// Last grant or successful keepalive.
-    refreshed: Instant,
-}
-
-/// How to build an etcd client: endpoints, credentials, TLS, timeouts.
-#[derive(Clone)]
-pub(crate) struct ClientFactory {
-    pub endpoints: Vec<String>,
-    credentials: Option<(String, String)>,
-    tls: Option<TlsOptions>,
-}
-
-impl ClientFactory {
-    fn new(config: &EtcdConfig) -> Result<Self, DcsError> {
-        let endpoints = config.endpoints()?;
-        let credentials = config.credentials()?;
-        let tls = match config.tls_material()? {
-            None => None,
-            Some(m) => {
-                let mut tls = TlsOptions::new();
-                if let Some(ca) = m.ca {
-                    tls = tls.ca_certificate(Certificate::from_pem(ca));
-                }
-                if let Some((cert, key)) = m.identity {
-                    tls = tls.identity(Identity::from_pem(cert, key));
-                }
-                Some(tls)
-            }
-        };
-        if tls.is_some() && endpoints.iter().any(|e| e.starts_with("http://")) {
-            return Err(DcsError::Config(
-                "etcd3: TLS files are configured but an endpoint uses http://; use https"
-                    .to_string(),
-            ));
-        }
-        Ok(ClientFactory {
-            endpoints,
-            credentials,
-            tls,
-        })
-    }
-
-    fn options(&self, attempt_timeout: Duration) -> ConnectOptions {
-        let mut o = ConnectOptions::new()
-            .with_connect_timeout(attempt_timeout)
-            .with_keep_alive_while_idle(false);
-        if let Some((user, password)) = &self.credentials {
-            o = o.with_user(user.clone(), password.clone());
-        }
-        if let Some(tls) = &self.tls {
-            o = o.with_tls(tls.clone());
-        }
-        o
-    }
-
-    /// A client for unary requests to endpoint `index`, each bounded by
-    /// `attempt_timeout`. One client per endpoint (not etcd-client's balanced channel)
-    /// so a member that hangs is left for the next one deterministically.
-    pub async fn request_client(
-        &self,
-        index: usize,
-        attempt_timeout: Duration,
-    ) -> Result<Client, Failure> {
-        let options = self.options(attempt_timeout).with_timeout(attempt_timeout);
-        Client::connect([&self.endpoints[index]], Some(options))
-            .await
-            .map_err(classify)
-    }
-
-    /// A client for the long-lived watch stream: no per-request deadline, but HTTP/2
-    /// pings so a silently vanished member is noticed, and only members with a raft
-    /// leader serve it (a partitioned member would otherwise stay silent).
-    pub async fn watch_client(
-        &self,
-        index: usize,
-        attempt_timeout: Duration,
-    ) -> Result<Client, Failure> {
-        let options = self
-            .options(attempt_timeout)
-            .with_keep_alive(Duration::from_secs(5), attempt_timeout)
-            .with_keep_alive_while_idle(true)
-            .with_require_leader(true);
-        Client::connect([&self.endpoints[index]], Some(options))
-            .await
-            .map_err(classify)
-    }
-}
-
-/// The per-attempt deadline: `retry_timeout` spread over the endpoints as Patroni
-/// does (one endpoint gets three tries, two get two each), at least one second.
-pub(crate) fn attempt_timeout(retry_timeout: Duration, endpoints: usize) -> Duration {
-    let tries = match endpoints {
-        0 | 1 => 3,
-        n => n as u32,
-    };
-    (retry_timeout / tries)
-        .max(Duration::from_secs(1))
-        .min(retry_timeout)
-}
-
-/// The lease TTL for `ttl`: whole seconds, rounded up (etcd raises anything below its
-/// own minimum, about 2 s with default raft timing).
-pub(crate) fn lease_ttl_secs(ttl: Duration) -> i64 {
-    (ttl.as_secs_f64().ceil() as i64).max(1)
-}
-
 struct Shared {
     keys: ClusterKeys,
     name: String,
-    factory: ClientFactory,
+    pool: EndpointPool,
     timing: Mutex<DcsTiming>,
-    /// One lazily built client per endpoint; dropped after a failure so the next use
-    /// reconnects (and re-authenticates).
-    /// Each with the per-attempt timeout it was built with (a new `retry_timeout`
-    /// rebuilds it).
-    clients: Vec<tokio::sync::Mutex<Option<(Client, Duration)>>>,
-    /// The endpoint requests go to until it fails; then the next one.
-    preferred: AtomicUsize,
-    lease: Mutex<Option<Lease>>,
-    /// Serializes grants and keepalives so concurrent calls never grant two leases.
-    lease_op: tokio::sync::Mutex<()>,
+    lease: LeaseHolder,
     wake: Arc<watch::Sender<u64>>,
 }
 
@@ -165,7 +45,7 @@ pub struct EtcdDcs {
     _watcher: Arc<WatcherGuard>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -193,14 +73,9 @@ impl EtcdDcs {
         let shared = Arc::new(Shared {
             keys: keys.clone(),
             name: name.to_string(),
-            factory: factory.clone(),
+            pool: EndpointPool::new(factory.clone()),
             timing: Mutex::new(timing),
-            clients: (0..factory.endpoints.len())
-                .map(|_| tokio::sync::Mutex::new(None))
-                .collect(),
-            preferred: AtomicUsize::new(0),
-            lease: Mutex::new(None),
-            lease_op: tokio::sync::Mutex::new(()),
+            lease: LeaseHolder::default(),
             wake: wake.clone(),
         });
         let dcs = EtcdDcs {
@@ -224,16 +99,15 @@ impl EtcdDcs {
     async fn probe(&self) -> Result<(), DcsError> {
         let timing = self.timing();
         let deadline = Instant::now() + timing.retry_timeout;
-        let per_attempt =
-            attempt_timeout(timing.retry_timeout, self.shared.factory.endpoints.len());
+        let per_attempt = attempt_timeout(timing.retry_timeout, self.shared.pool.endpoints().len());
         let prefix = self.shared.keys.prefix().to_string();
         let (mut hung_up, mut other) = (0u32, 0u32);
         let mut last = String::new();
         while !deadline.saturating_duration_since(Instant::now()).is_zero() {
             let this_attempt = per_attempt.min(deadline.saturating_duration_since(Instant::now()));
-            let index = self.preferred_endpoint();
+            let index = self.shared.pool.preferred();
             let attempt = async {
-                let mut client = self.client(index, per_attempt).await?;
+                let mut client = self.shared.pool.client(index, per_attempt).await?;
                 client
                     .get(
                         prefix.clone(),
@@ -250,7 +124,7 @@ impl EtcdDcs {
             };
             let outcome = tokio::time::timeout(this_attempt, attempt).await;
             if !matches!(outcome, Ok(Ok(()))) {
-                self.endpoint_failed(index).await;
+                self.shared.pool.failed(index).await;
             }
             match outcome {
                 Ok(Ok(())) => return Ok(()),
@@ -293,10 +167,10 @@ impl EtcdDcs {
                 "etcd at {:?} accepts connections but closes them on every request: a \
                  TLS-only etcd reached over http://? use https:// endpoints and etcd3.cacert \
                  ({last})",
-                self.shared.factory.endpoints
+                self.shared.pool.endpoints()
             )));
         }
-        tracing::warn!(endpoints = ?self.shared.factory.endpoints, error = %last,
+        tracing::warn!(endpoints = ?self.shared.pool.endpoints(), error = %last,
             "etcd not reachable at start-up; will keep trying");
         Ok(())
     }
@@ -308,16 +182,20 @@ impl EtcdDcs {
 
     /// The endpoint URLs in use.
     pub fn endpoints(&self) -> &[String] {
-        &self.shared.factory.endpoints
+        self.shared.pool.endpoints()
     }
 
     /// The id of the lease this agent currently writes with, if any.
     pub fn lease_id(&self) -> Option<i64> {
-        lock(&self.shared.lease).map(|l| l.id)
+        self.shared.lease.id()
     }
 
     fn timing(&self) -> DcsTiming {
         *lock(&self.shared.timing)
+    }
+
+    fn lease_ttl(&self) -> i64 {
+        lease_ttl_secs(self.timing().ttl)
     }
 
     /// Runs `op` against the preferred endpoint, moving on to the next endpoint after
@@ -331,8 +209,7 @@ impl EtcdDcs {
         // Give up a moment before the hard bound so the answer says why.
         let margin = (timing.retry_timeout / 50).min(Duration::from_millis(50));
         let deadline = Instant::now() + timing.retry_timeout - margin;
-        let per_attempt =
-            attempt_timeout(timing.retry_timeout, self.shared.factory.endpoints.len());
+        let per_attempt = attempt_timeout(timing.retry_timeout, self.shared.pool.endpoints().len());
         let mut attempt = 0u32;
         let mut last = String::from("no attempt finished");
         let mut lease_regrants = 0;
@@ -343,9 +220,9 @@ impl EtcdDcs {
                     break;
                 }
                 let this_attempt = per_attempt.min(remaining);
-                let index = self.preferred_endpoint();
+                let index = self.shared.pool.preferred();
                 let outcome = tokio::time::timeout(this_attempt, async {
-                    let client = self.client(index, per_attempt).await?;
+                    let client = self.shared.pool.client(index, per_attempt).await?;
                     op(client, attempt).await
                 })
                 .await;
@@ -353,9 +230,9 @@ impl EtcdDcs {
                     outcome,
                     Ok(Err(Failure::Retry(_) | Failure::Reauthenticate(_))) | Err(_)
                 ) {
-                    self.endpoint_failed(index).await;
+                    self.shared.pool.failed(index).await;
                 }
-                let endpoint = &self.shared.factory.endpoints[index];
+                let endpoint = &self.shared.pool.endpoints()[index];
                 match outcome {
                     Ok(Ok(v)) => return Ok(v),
                     Ok(Err(Failure::Fatal(e))) => return Err(e),
@@ -363,7 +240,7 @@ impl EtcdDcs {
                         last = format!("{endpoint}: {text}")
                     }
                     Ok(Err(Failure::LeaseGone)) => {
-                        *lock(&self.shared.lease) = None;
+                        self.shared.lease.forget();
                         lease_regrants += 1;
                         last = "lease expired".to_string();
                         if lease_regrants <= 2 {
@@ -389,100 +266,6 @@ impl EtcdDcs {
                 "etcd {what}: no answer within {:?}",
                 timing.retry_timeout
             ))),
-        }
-    }
-
-    fn preferred_endpoint(&self) -> usize {
-        self.shared.preferred.load(Ordering::Relaxed) % self.shared.clients.len()
-    }
-
-    /// Forgets endpoint `index`'s client (its connection may be stuck or its auth
-    /// token stale) and prefers the next endpoint, unless another call already moved on.
-    async fn endpoint_failed(&self, index: usize) {
-        *self.shared.clients[index].lock().await = None;
-        let next = (index + 1) % self.shared.clients.len();
-        let _ = self.shared.preferred.compare_exchange(
-            index,
-            next,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// The client for endpoint `index`, built (and authenticated) on first use.
-    async fn client(&self, index: usize, attempt_timeout: Duration) -> Result<Client, Failure> {
-        let mut slot = self.shared.clients[index].lock().await;
-        if let Some((c, built_for)) = slot.as_ref() {
-            if *built_for == attempt_timeout {
-                return Ok(c.clone());
-            }
-        }
-        let c = self
-            .shared
-            .factory
-            .request_client(index, attempt_timeout)
-            .await?;
-        *slot = Some((c.clone(), attempt_timeout));
-        Ok(c)
-    }
-
-    /// My lease, granted if there is none or `ttl` changed; not refreshed.
-    async fn ensure_lease(&self, client: &mut Client) -> Result<i64, Failure> {
-        let _serial = self.shared.lease_op.lock().await;
-        let ttl = lease_ttl_secs(self.timing().ttl);
-        if let Some(l) = *lock(&self.shared.lease) {
-            if l.requested_ttl == ttl {
-                return Ok(l.id);
-            }
-        }
-        self.grant_lease(client, ttl).await
-    }
-
-    async fn grant_lease(&self, client: &mut Client, ttl: i64) -> Result<i64, Failure> {
-        let sent = Instant::now();
-        let resp = client.lease_grant(ttl, None).await?;
-        if !resp.error().is_empty() {
-            return Err(Failure::Retry(format!(
-                "lease grant refused: {}",
-                resp.error()
-            )));
-        }
-        tracing::debug!(lease = resp.id(), ttl = resp.ttl(), "granted etcd lease");
-        *lock(&self.shared.lease) = Some(Lease {
-            id: resp.id(),
-            requested_ttl: ttl,
-            refreshed: sent,
-        });
-        Ok(resp.id())
-    }
-
-    /// My lease, refreshed by one keepalive (the stream is closed right after), or a
-    /// new one when it is gone or `ttl` changed.
-    async fn refresh_lease(&self, client: &mut Client) -> Result<i64, Failure> {
-        let _serial = self.shared.lease_op.lock().await;
-        let ttl = lease_ttl_secs(self.timing().ttl);
-        let current = *lock(&self.shared.lease);
-        let Some(lease) = current.filter(|l| l.requested_ttl == ttl) else {
-            return self.grant_lease(client, ttl).await;
-        };
-        let sent = Instant::now();
-        match client.lease_keep_alive(lease.id).await {
-            Ok(_) => {
-                if let Some(l) = lock(&self.shared.lease).as_mut() {
-                    if l.id == lease.id {
-                        l.refreshed = sent;
-                    }
-                }
-                Ok(lease.id)
-            }
-            Err(e) => match classify(e) {
-                Failure::LeaseGone => {
-                    tracing::info!(lease = lease.id, "etcd lease expired; granting a new one");
-                    *lock(&self.shared.lease) = None;
-                    self.grant_lease(client, ttl).await
-                }
-                other => Err(other),
-            },
         }
     }
 
@@ -568,7 +351,7 @@ impl Dcs for EtcdDcs {
             async move {
                 // Refreshed, not just present: the caller counts its leadership from
                 // now, so the key must not expire earlier than now + ttl.
-                let lease = self.refresh_lease(&mut c).await?;
+                let lease = self.shared.lease.refresh(&mut c, self.lease_ttl()).await?;
                 let txn = Txn::new()
                     .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                     .and_then([TxnOp::put(
@@ -603,7 +386,7 @@ impl Dcs for EtcdDcs {
             let key = key.clone();
             let name = name.clone();
             async move {
-                let lease = self.refresh_lease(&mut c).await?;
+                let lease = self.shared.lease.refresh(&mut c, self.lease_ttl()).await?;
                 let put = || {
                     TxnOp::put(
                         key.clone(),
@@ -663,12 +446,11 @@ impl Dcs for EtcdDcs {
             let key = key.clone();
             let value = value.clone();
             async move {
-                let fresh = lock(&self.shared.lease)
-                    .is_some_and(|l| l.refreshed.elapsed() < KEEPALIVE_REUSE);
+                let fresh = self.shared.lease.refreshed_within(KEEPALIVE_REUSE);
                 let lease = if fresh {
-                    self.ensure_lease(&mut c).await?
+                    self.shared.lease.ensure(&mut c, self.lease_ttl()).await?
                 } else {
-                    self.refresh_lease(&mut c).await?
+                    self.shared.lease.refresh(&mut c, self.lease_ttl()).await?
                 };
                 c.put(key, value, Some(PutOptions::new().with_lease(lease)))
                     .await?;
@@ -829,38 +611,7 @@ impl std::fmt::Debug for EtcdDcs {
         f.debug_struct("EtcdDcs")
             .field("prefix", &self.shared.keys.prefix())
             .field("name", &self.shared.name)
-            .field("endpoints", &self.shared.factory.endpoints)
+            .field("endpoints", &self.shared.pool.endpoints())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attempt_timeouts_follow_patroni() {
-        let t = Duration::from_secs(9);
-        assert_eq!(attempt_timeout(t, 1), Duration::from_secs(3));
-        assert_eq!(attempt_timeout(t, 3), Duration::from_secs(3));
-        assert_eq!(
-            attempt_timeout(Duration::from_secs(10), 2),
-            Duration::from_secs(5)
-        );
-        assert_eq!(
-            attempt_timeout(Duration::from_secs(2), 3),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            attempt_timeout(Duration::from_millis(500), 1),
-            Duration::from_millis(500)
-        );
-    }
-
-    #[test]
-    fn lease_ttl_rounds_up() {
-        assert_eq!(lease_ttl_secs(Duration::from_millis(2500)), 3);
-        assert_eq!(lease_ttl_secs(Duration::from_secs(30)), 30);
-        assert_eq!(lease_ttl_secs(Duration::from_millis(10)), 1);
     }
 }

@@ -6,8 +6,10 @@
 //! `DcsError::Unreachable` when no etcd member answered.
 
 mod backend;
+mod client;
 mod config;
 mod failure;
+mod lease;
 mod watcher;
 
 #[cfg(feature = "testing")]

@@ -3,7 +3,7 @@
 //! It only bumps a counter; it never reads or refreshes anything the HA loop relies
 //! on, so a stuck loop still loses its lease.
 
-use crate::backend::{attempt_timeout, ClientFactory};
+use crate::client::{attempt_timeout, ClientFactory};
 use crate::failure::Failure;
 use etcd_client::{EventType, WatchOptions};
 use ha_core::model::keys::wakes_ha_loop;
