@@ -313,32 +313,6 @@ pub(crate) fn check_address(s: &str, rule: AddrRule) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses() {
-        let ok = |s: &str, r| check_address(s, r).is_ok();
-        assert!(ok("127.0.0.1:5432", ADDR));
-        assert!(ok("[::1]:5432", ADDR));
-        assert!(ok("db.example:5432", ADDR));
-        assert!(!ok("::1", ADDR));
-        assert!(!ok("127.0.0.1", ADDR));
-        assert!(!ok(":5432", ADDR));
-        assert!(!ok("127.0.0.1:0", ADDR));
-        assert!(!ok("127.0.0.1:70000", ADDR));
-        assert!(ok("*:5432", LISTEN));
-        assert!(ok(":8008", LISTEN));
-        assert!(ok("127.0.0.1,::1:5432", LISTEN));
-        assert!(ok("0.0.0.0:8008", LISTEN));
-        assert!(!ok("0.0.0.0", LISTEN));
-        assert!(ok("zk1", HOST_MAYBE_PORT));
-        assert!(ok("zk1:2181", HOST_MAYBE_PORT));
-        assert!(!ok("zk1:port", HOST_MAYBE_PORT));
-    }
-}
-
 fn auth() -> Kind {
     map(vec![req("username", Kind::Str), req("password", Kind::Str)])
 }
@@ -678,4 +652,30 @@ pub(crate) fn config_kind() -> Kind {
         opt("tags", tags),
         opt("log", log),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let ok = |s: &str, r| check_address(s, r).is_ok();
+        assert!(ok("127.0.0.1:5432", ADDR));
+        assert!(ok("[::1]:5432", ADDR));
+        assert!(ok("db.example:5432", ADDR));
+        assert!(!ok("::1", ADDR));
+        assert!(!ok("127.0.0.1", ADDR));
+        assert!(!ok(":5432", ADDR));
+        assert!(!ok("127.0.0.1:0", ADDR));
+        assert!(!ok("127.0.0.1:70000", ADDR));
+        assert!(ok("*:5432", LISTEN));
+        assert!(ok(":8008", LISTEN));
+        assert!(ok("127.0.0.1,::1:5432", LISTEN));
+        assert!(ok("0.0.0.0:8008", LISTEN));
+        assert!(!ok("0.0.0.0", LISTEN));
+        assert!(ok("zk1", HOST_MAYBE_PORT));
+        assert!(ok("zk1:2181", HOST_MAYBE_PORT));
+        assert!(!ok("zk1:port", HOST_MAYBE_PORT));
+    }
 }
