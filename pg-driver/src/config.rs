@@ -1,5 +1,31 @@
 //! `PgConfig`: the `postgresql:` section of a Patroni-style configuration, plus the
-//! member name and scope the driver needs.
+//! member name and scope the driver needs. In YAML:
+//!
+//! ```yaml
+//! name: node1                     # application_name and slot name base
+//! scope: batman                   # cluster_name
+//! listen: 0.0.0.0:5432
+//! connect_address: 10.0.0.1:5432
+//! data_dir: /var/lib/postgresql/15/main
+//! bin_dir: /usr/lib/postgresql/15/bin   # optional: pg_config --bindir, else newest /usr/lib/postgresql/*/bin
+//! os_user: postgres               # used when the agent runs as root
+//! pg_ctl_timeout: 60
+//! authentication:
+//!   superuser: {username: postgres, password: secret}
+//!   replication: {username: replicator, password: secret}
+//!   rewind: {username: rewinder, password: secret}   # optional, else the superuser
+//! parameters: {max_connections: 200, shared_buffers: 1GB}
+//! pg_hba: ["host replication replicator 10.0.0.0/24 scram-sha-256", "host all all 0.0.0.0/0 scram-sha-256"]
+//! use_pg_rewind: true
+//! use_slots: true
+//! remove_data_directory_on_rewind_failure: false
+//! remove_data_directory_on_diverged_timelines: false
+//! initdb: [{encoding: UTF8}, data-checksums]
+//! basebackup: [{max-rate: 100M}]
+//! create_replica_methods: [wal_g, basebackup]
+//! wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
+//! ignore_slots: [{name: cdc, type: logical}]
+//! ```
 
 use crate::error::{DriverError, Result};
 use serde::Deserialize;
@@ -430,6 +456,45 @@ mod tests {
         assert_eq!(m.extra.get("threads"), Some(&serde_json::json!(4)));
         assert_eq!(cfg.rewind_credentials().username, "su");
         assert!(cfg.use_slots);
+    }
+
+    #[test]
+    fn documented_yaml_example_parses() {
+        let yaml = r#"
+name: node1                     # application_name and slot name base
+scope: batman                   # cluster_name
+listen: 0.0.0.0:5432
+connect_address: 10.0.0.1:5432
+data_dir: /var/lib/postgresql/15/main
+bin_dir: /usr/lib/postgresql/15/bin   # optional: pg_config --bindir, else newest /usr/lib/postgresql/*/bin
+os_user: postgres               # used when the agent runs as root
+pg_ctl_timeout: 60
+authentication:
+  superuser: {username: postgres, password: secret}
+  replication: {username: replicator, password: secret}
+  rewind: {username: rewinder, password: secret}   # optional, else the superuser
+parameters: {max_connections: 200, shared_buffers: 1GB}
+pg_hba: ["host replication replicator 10.0.0.0/24 scram-sha-256", "host all all 0.0.0.0/0 scram-sha-256"]
+use_pg_rewind: true
+use_slots: true
+remove_data_directory_on_rewind_failure: false
+remove_data_directory_on_diverged_timelines: false
+initdb: [{encoding: UTF8}, data-checksums]
+basebackup: [{max-rate: 100M}]
+create_replica_methods: [wal_g, basebackup]
+wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
+ignore_slots: [{name: cdc, type: logical}]
+"#;
+        let cfg: PgConfig = serde_yaml::from_str(yaml).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.scope.as_deref(), Some("batman"));
+        assert_eq!(cfg.rewind_credentials().username, "rewinder");
+        assert!(cfg.replica_method("wal_g").unwrap().no_leader);
+        assert_eq!(
+            cfg.initdb.to_args().unwrap(),
+            vec!["--encoding=UTF8", "--data-checksums"]
+        );
+        assert_eq!(cfg.ignore_slots[0].slot_type.as_deref(), Some("logical"));
     }
 
     #[test]
