@@ -119,14 +119,19 @@ async fn failover_impossible(
         }
         m
     };
-    for m in members {
-        let Some(url) = m.data.api_url.as_deref() else {
-            continue;
-        };
-        if let Some(st) = app.node.probe_member(url).await {
-            if candidate_is_good(&st) {
-                return None;
-            }
+    // Probe all candidates at once; the first good answer settles it.
+    let mut probes = tokio::task::JoinSet::new();
+    for url in members.iter().filter_map(|m| m.data.api_url.clone()) {
+        let node = app.node.clone();
+        probes.spawn(async move { node.probe_member(&url).await });
+    }
+    while let Some(answer) = probes.join_next().await {
+        if answer
+            .ok()
+            .flatten()
+            .is_some_and(|st| candidate_is_good(&st))
+        {
+            return None;
         }
     }
     Some(format!(
