@@ -91,11 +91,12 @@ impl EtcdDcs {
         Ok(dcs)
     }
 
-    /// Reads the cluster prefix once to surface wrong credentials or TLS set-up now.
-    /// Tries until `retry_timeout`: an etcd that refuses or ignores connections is
-    /// only "unreachable" (the agent may start before its DCS), but one that accepts
-    /// connections and hangs up on every request speaks another protocol (plain
-    /// HTTP to a TLS-only port), which no retry fixes.
+    /// Reads the cluster prefix once to surface wrong credentials or TLS set-up now,
+    /// trying each endpoint (twice at most, within `retry_timeout`). An etcd that
+    /// refuses or ignores connections is only "unreachable" (the agent may start
+    /// before its DCS), but one that accepts connections and hangs up on every
+    /// request speaks another protocol (plain HTTP to a TLS-only port), which no retry
+    /// fixes.
     async fn probe(&self) -> Result<(), DcsError> {
         let timing = self.timing();
         let deadline = Instant::now() + timing.retry_timeout;
@@ -157,6 +158,12 @@ impl EtcdDcs {
                     other += 1;
                     last = format!("no answer within {this_attempt:?}");
                 }
+            }
+            // Every endpoint refused or stayed silent: plainly down, no need to wait
+            // out retry_timeout. Hang-ups get a second round before they count.
+            let endpoints = self.shared.pool.endpoints().len() as u32;
+            if (hung_up == 0 && other >= endpoints) || hung_up + other >= 2 * endpoints {
+                break;
             }
             let pause =
                 Duration::from_millis(200).min(deadline.saturating_duration_since(Instant::now()));
