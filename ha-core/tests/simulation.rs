@@ -32,16 +32,20 @@ fn ten_thousand_seeds_keep_safety_and_converge() {
     let (failures, totals) = run_seeds(0..10_000, &cfg, 2);
     let secs = began.elapsed().as_secs_f64();
     println!(
-        "{} seeds in {secs:.1}s ({:.0} seeds/s): {} faults, {} acknowledged writes ({} lost, async), \
+        "{} seeds in {secs:.1}s ({:.0} seeds/s): {} faults, {} acknowledged writes ({} lost in \
+         async runs; {} synchronous runs with {} writes acknowledged by standbys, none lost), \
          longest convergence after faults {:.1}s",
         totals.seeds,
         totals.seeds as f64 / secs,
         totals.faults,
         totals.acked_writes,
         totals.lost_acked_writes,
+        totals.synchronous_seeds,
+        totals.synchronous_acks,
         totals.max_converged_after_ms as f64 / 1000.0
     );
     assert_eq!(totals.seeds, 10_000);
+    assert!(totals.synchronous_seeds > 1_000 && totals.synchronous_acks > 0);
     assert!(totals.faults > 10_000, "the fault phase must inject faults");
     assert!(
         totals.acked_writes > 0,
@@ -135,18 +139,71 @@ fn the_simulator_catches_a_broken_fence_and_lease_guard() {
         .first()
         .expect("split brain must be caught within 200 seeds");
     println!("{}", failure_report(first.seed, &cfg, 60));
+    // (b) fires first, at the lease end; without it the same faults end in an actual
+    // second writable primary.
+    let only_split_brain = SimConfig {
+        check_lease: false,
+        ..cfg
+    };
+    let (failures, _) = run_seeds(0..200, &only_split_brain, 2);
+    let split: Vec<_> = failures
+        .iter()
+        .filter(|f| matches!(f.violation, Some(Violation::SplitBrain { .. })))
+        .collect();
+    println!(
+        "with (b) and (e) off: {} of 200 seeds end in split brain",
+        split.len()
+    );
+    let first = split
+        .first()
+        .expect("split brain (a) must be caught within 200 seeds");
+    println!("{}", failure_report(first.seed, &only_split_brain, 40));
+}
+
+#[test]
+fn the_simulator_catches_acknowledged_writes_lost_in_synchronous_mode() {
+    let cfg = SimConfig {
+        breakage: Some(Breakage::AckWithoutStandbys),
+        synchronous_percent: 100,
+        check_liveness: false,
+        ..SimConfig::default()
+    };
+    let (failures, _) = run_seeds(0..300, &cfg, 2);
+    let caught: Vec<_> = failures
+        .iter()
+        .filter(|f| matches!(f.violation, Some(Violation::AcknowledgedWriteLost { .. })))
+        .collect();
+    println!(
+        "commits acknowledged without standbys: {} of 300 seeds caught",
+        caught.len()
+    );
+    let first = caught
+        .first()
+        .expect("a lost acknowledged write must be caught within 300 seeds");
+    println!("{}", failure_report(first.seed, &cfg, 40));
 }
 
 #[test]
 fn replay() {
-    let broken = std::env::var("SIM_BROKEN").is_ok_and(|v| v == "1");
+    let broken = match std::env::var("SIM_BROKEN").as_deref() {
+        Ok("1") => Some(Breakage::NoFenceNoLeaseGuard),
+        Ok("2") => Some(Breakage::AckWithoutStandbys),
+        _ => None,
+    };
     let cfg = SimConfig {
         trace: true,
         strict_lease_view: std::env::var("SIM_STRICT").is_ok_and(|v| v == "1"),
-        breakage: broken.then_some(Breakage::NoFenceNoLeaseGuard),
-        check_liveness: !broken,
+        check_lease: std::env::var("SIM_LEASE").map_or(true, |v| v != "0"),
+        breakage: broken,
+        check_liveness: broken.is_none(),
+        synchronous_percent: if broken == Some(Breakage::AckWithoutStandbys) {
+            100
+        } else {
+            SimConfig::default().synchronous_percent
+        },
         ..SimConfig::default()
     };
+    let broken = broken.is_some();
     let seed = env_seed().unwrap_or(0);
     let r = run_seed(seed, &cfg);
     for line in &r.trace {

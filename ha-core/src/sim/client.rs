@@ -1,17 +1,19 @@
 //! The application: writes through every node that says it is a writable primary,
 //! and remembers what was acknowledged.
 
-/// When a write counts as acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AckPolicy {
-    /// Asynchronous replication: acknowledged once in the primary's WAL.
-    #[default]
-    Async,
-    // TODO(invariant c): `Sync` — acknowledge only once a standby listed in the `sync`
-    // key has the record (hold the write as pending until replication delivers it),
-    // and check after every failover that no acknowledged write is missing from the
-    // new leader's WAL. Blocked on synchronous mode in `decide` (the sync key is never
-    // written yet), so there is nothing honest to check.
+/// When a write counts as acknowledged: what the primary's
+/// `synchronous_standby_names` says, as PostgreSQL does. Empty: as soon as it is in
+/// the primary's WAL; set: once the synchronous standbys it names (FIRST n, or `*`)
+/// have flushed it. Until then the write is pending; it is dropped (the client sees an
+/// error) if that primary stops being one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    /// The record id.
+    pub id: u64,
+    /// The primary it was written to.
+    pub node: usize,
+    /// Its position in that primary's WAL.
+    pub index: usize,
 }
 
 /// One acknowledged write.
@@ -23,22 +25,27 @@ pub struct Ack {
     pub node: usize,
     /// When, in simulated milliseconds.
     pub at_ms: u64,
+    /// Acknowledged only after synchronous standbys had it.
+    pub synchronous: bool,
 }
 
 /// The client's memory.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
-    /// How writes are acknowledged.
-    pub policy: AckPolicy,
     /// Every acknowledged write, in order.
     pub acked: Vec<Ack>,
+    /// Writes waiting for synchronous standbys.
+    pub pending: Vec<Pending>,
 }
 
 impl Client {
-    /// Records an acknowledgement (async mode: the primary appended the record).
-    pub fn acknowledge(&mut self, id: u64, node: usize, at_ms: u64) {
-        match self.policy {
-            AckPolicy::Async => self.acked.push(Ack { id, node, at_ms }),
-        }
+    /// Records an acknowledgement.
+    pub fn acknowledge(&mut self, id: u64, node: usize, at_ms: u64, synchronous: bool) {
+        self.acked.push(Ack {
+            id,
+            node,
+            at_ms,
+            synchronous,
+        });
     }
 }

@@ -15,8 +15,10 @@
 //! node runs a replica that follows it and actually streams (a replica "following" a
 //! leader it cannot replicate from has not converged).
 //!
-//! (c) — no acknowledged write lost by a failover in synchronous mode — is a TODO:
-//! `decide` has no synchronous mode yet (see `client::AckPolicy`).
+//! - (c) in a synchronous-mode run, a node that is promoted has every write the client
+//!   got acknowledged (commits wait for the standbys named in the primary's
+//!   `synchronous_standby_names`, as PostgreSQL does; see `client`). Checked at every
+//!   promotion; asynchronous runs only count lost writes.
 
 use std::fmt;
 
@@ -40,6 +42,17 @@ pub enum Violation {
         lease_until_ms: Option<u64>,
         /// The agent is down.
         agent_down: bool,
+    },
+    /// (c) A promoted node lacks acknowledged writes (synchronous mode).
+    AcknowledgedWriteLost {
+        /// Simulated time, ms.
+        at_ms: u64,
+        /// The promoted node.
+        node: usize,
+        /// How many acknowledged writes it lacks.
+        lost: usize,
+        /// The first of them.
+        first_id: u64,
     },
     /// (e) A node believes it holds the lease but the DCS says otherwise.
     LeaseNotInDcs {
@@ -81,6 +94,9 @@ impl Violation {
             Violation::SplitBrain { .. } => "(a) split brain",
             Violation::WritableWithoutLease { .. } => "(b) writable without a valid lease",
             Violation::LeaseNotInDcs { .. } => "(e) lease believed valid but not held in the DCS",
+            Violation::AcknowledgedWriteLost { .. } => {
+                "(c) acknowledged write lost by a failover (synchronous mode)"
+            }
             Violation::DivergedReplicaNotRewound { .. } => {
                 "(d) a replica with a forked WAL history is never rewound"
             }
@@ -143,6 +159,16 @@ impl fmt::Display for Violation {
                 holder
                     .as_deref()
                     .map_or("absent".to_string(), |h| format!("held by {h}"))
+            ),
+            Violation::AcknowledgedWriteLost {
+                at_ms,
+                node,
+                lost,
+                first_id,
+            } => write!(
+                f,
+                "at {} n{node} was promoted without {lost} acknowledged writes (first: record {first_id})",
+                secs(*at_ms)
             ),
             Violation::DivergedReplicaNotRewound {
                 at_ms,

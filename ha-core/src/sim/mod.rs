@@ -30,13 +30,19 @@ pub enum Breakage {
     /// `ArmFence` does nothing and the guard's lease-expiry refusal is skipped: a
     /// frozen or slow primary keeps accepting writes past its lease.
     NoFenceNoLeaseGuard,
+    /// Postgres acknowledges commits without waiting for the synchronous standbys
+    /// (as if `synchronous_commit` were off): failovers then lose acknowledged writes.
+    AckWithoutStandbys,
 }
 
 /// What to simulate and check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
-    /// Check (a), (b) and (e) after every event.
+    /// Check (a), (b), (c) and (e) after every event.
     pub check_safety: bool,
+    /// Within the safety checks, check the lease invariants (b) and (e); off, only
+    /// (a) and (c) remain (to show a broken rule ends in an actual split brain).
+    pub check_lease: bool,
     /// Run a quiet phase after the faults and check (d).
     pub check_liveness: bool,
     /// Keep readable trace lines (costly; failing seeds are re-run with it).
@@ -45,6 +51,8 @@ pub struct SimConfig {
     /// flags an agent that believes in a lease it is releasing while Postgres is down
     /// (harmless for safety; see the report on renew-during-demote).
     pub strict_lease_view: bool,
+    /// Percentage of seeds that run with `synchronous_mode: on` (half of them strict).
+    pub synchronous_percent: u64,
     /// Break a safety rule on purpose.
     pub breakage: Option<Breakage>,
     /// Fewest nodes.
@@ -59,9 +67,11 @@ impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
             check_safety: true,
+            check_lease: true,
             check_liveness: true,
             trace: false,
             strict_lease_view: false,
+            synchronous_percent: 30,
             breakage: None,
             min_nodes: 3,
             max_nodes: 5,
@@ -95,8 +105,12 @@ pub struct SimStats {
     pub cycles: u64,
     /// Faults injected.
     pub faults: u64,
+    /// The run used synchronous replication.
+    pub synchronous: bool,
     /// Writes the client got acknowledged.
     pub acked_writes: usize,
+    /// Of those, acknowledged after synchronous standbys had them.
+    pub synchronous_acks: usize,
     /// Acknowledged writes missing from the final leader (async mode: allowed).
     pub lost_acked_writes: usize,
     /// Time from the end of the faults until the converged state held, ms.
@@ -179,8 +193,12 @@ pub struct SeedTotals {
     pub faults: u64,
     /// Acknowledged writes.
     pub acked_writes: u64,
-    /// Acknowledged writes lost (async).
+    /// Of those, acknowledged after synchronous standbys had them.
+    pub synchronous_acks: u64,
+    /// Acknowledged writes lost (async runs only; sync runs fail on any).
     pub lost_acked_writes: u64,
+    /// Seeds that ran in synchronous mode.
+    pub synchronous_seeds: u64,
     /// Longest convergence after the faults, ms.
     pub max_converged_after_ms: u64,
 }
@@ -192,7 +210,9 @@ impl SeedTotals {
         self.events += r.stats.events;
         self.faults += r.stats.faults;
         self.acked_writes += r.stats.acked_writes as u64;
+        self.synchronous_acks += r.stats.synchronous_acks as u64;
         self.lost_acked_writes += r.stats.lost_acked_writes as u64;
+        self.synchronous_seeds += r.stats.synchronous as u64;
         self.max_converged_after_ms = self
             .max_converged_after_ms
             .max(r.stats.converged_after_ms.unwrap_or(0));
@@ -204,7 +224,9 @@ impl SeedTotals {
         self.events += o.events;
         self.faults += o.faults;
         self.acked_writes += o.acked_writes;
+        self.synchronous_acks += o.synchronous_acks;
         self.lost_acked_writes += o.lost_acked_writes;
+        self.synchronous_seeds += o.synchronous_seeds;
         self.max_converged_after_ms = self.max_converged_after_ms.max(o.max_converged_after_ms);
     }
 }
@@ -212,11 +234,16 @@ impl SeedTotals {
 /// The command that replays `seed` with its trace printed.
 pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
     let mut env = String::new();
-    if cfg.breakage.is_some() {
-        env.push_str("SIM_BROKEN=1 ");
+    match cfg.breakage {
+        Some(Breakage::NoFenceNoLeaseGuard) => env.push_str("SIM_BROKEN=1 "),
+        Some(Breakage::AckWithoutStandbys) => env.push_str("SIM_BROKEN=2 "),
+        None => {}
     }
     if cfg.strict_lease_view {
         env.push_str("SIM_STRICT=1 ");
+    }
+    if !cfg.check_lease {
+        env.push_str("SIM_LEASE=0 ");
     }
     format!("{env}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
 }

@@ -324,7 +324,8 @@ impl World {
             return;
         }
         n.cycles += 1;
-        let pg = n.pg.observe();
+        let pg = self.observe_pg(i);
+        let n = &mut self.nodes[i];
         n.cycle = Some(Cycle {
             started: self.now,
             pg: Some(pg),
@@ -977,6 +978,9 @@ impl World {
                 let marker = self.new_record_id();
                 let ok = self.nodes[i].pg.promote(marker);
                 self.fence_on_writable(i);
+                if ok {
+                    self.check_no_acknowledged_write_lost(i);
+                }
                 ok
             }
             JobStep::Release => true,

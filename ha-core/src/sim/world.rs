@@ -1,19 +1,21 @@
 //! The simulated world: an event queue on a fake clock, the DCS store, the nodes, the
 //! network, the client, the fault schedule and the invariant checks.
 
-use super::client::Client;
+use super::client::{Client, Pending};
 use super::invariants::Violation;
 use super::network::{pair, Fault, Network};
 use super::node::{DcsOp, DcsVal, Node};
 use super::rng::SimRng;
-use super::sim_pg::PgRole;
+use super::sim_pg::{PgRole, WAL_BASE, WAL_UNIT};
 use super::trace::Trace;
 use super::{liveness_bound, Breakage, SimConfig, SimResult, SimStats};
 use crate::clock::MonoTime;
 use crate::dcs::{DcsError, DcsTiming};
+use crate::decision::sync::parse_standby_names;
 use crate::decision::PeerStatus;
 use crate::memory_dcs::{MemoryDcsNode, MemoryStore};
-use crate::model::{ClusterKeys, DynamicConfig, Failover, Version};
+use crate::model::{ClusterKeys, DynamicConfig, Failover, SynchronousMode, Version};
+use crate::postgres::{PgObservation, ReplicationConnection};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -149,6 +151,9 @@ pub struct World {
     pub(super) last_writer: Option<usize>,
     pub(super) system_identifier: String,
     pub(super) bootstrap_config: DynamicConfig,
+    /// This run uses synchronous replication (fixed for the run, so invariant (c)
+    /// applies to every acknowledged write).
+    synchronous: bool,
     violation: Option<Violation>,
     events: u64,
     converged_after: Option<Duration>,
@@ -161,7 +166,15 @@ impl World {
         let mut rng = SimRng::new(seed);
         let n = rng.between(cfg.min_nodes as u64, cfg.max_nodes as u64) as usize;
         let ttl = TTL_CHOICES_S[rng.index(TTL_CHOICES_S.len())];
+        let synchronous = rng.chance(cfg.synchronous_percent);
+        let strict = synchronous && rng.chance(50);
         let bootstrap_config = DynamicConfig {
+            synchronous_mode: if synchronous {
+                SynchronousMode::On
+            } else {
+                SynchronousMode::Off
+            },
+            synchronous_mode_strict: strict,
             ttl: ttl as f64,
             loop_wait: LOOP_WAIT_S as f64,
             retry_timeout: RETRY_TIMEOUT_S as f64,
@@ -209,6 +222,7 @@ impl World {
             last_writer: None,
             system_identifier: format!("73{:017}", seed % 100_000_000_000_000_000),
             bootstrap_config,
+            synchronous,
             violation: None,
             events: 0,
             converged_after: None,
@@ -221,8 +235,16 @@ impl World {
     pub fn run(mut self) -> SimResult {
         let n = self.nodes.len();
         let ttl = self.bootstrap_config.ttl;
+        let mode = match (
+            self.synchronous,
+            self.bootstrap_config.synchronous_mode_strict,
+        ) {
+            (false, _) => "asynchronous",
+            (true, false) => "synchronous",
+            (true, true) => "synchronous strict",
+        };
         self.trace.note(self.now, None, 1, || {
-            format!("start: {n} nodes, ttl {ttl}s, loop_wait {LOOP_WAIT_S}s, retry_timeout {RETRY_TIMEOUT_S}s")
+            format!("start: {n} nodes, {mode}, ttl {ttl}s, loop_wait {LOOP_WAIT_S}s, retry_timeout {RETRY_TIMEOUT_S}s")
         });
         for i in 0..n {
             let at = self.now.plus(self.rng.millis(0, LOOP_WAIT_S * 1000));
@@ -285,6 +307,8 @@ impl World {
                 cycles: self.nodes.iter().map(|n| n.cycles).sum(),
                 faults: self.faults,
                 acked_writes: self.client.acked.len(),
+                synchronous_acks: self.client.acked.iter().filter(|a| a.synchronous).count(),
+                synchronous: self.synchronous,
                 lost_acked_writes: lost,
                 converged_after_ms: self.converged_after.map(|d| d.as_millis() as u64),
             },
@@ -379,6 +403,7 @@ impl World {
             }
             Ev::Replicate => {
                 self.replicate();
+                self.acknowledge_synchronous();
                 self.after(Duration::from_millis(REPLICATE_EVERY_MS), Ev::Replicate);
             }
             Ev::ClientWrite => {
@@ -618,9 +643,155 @@ impl World {
             // The application is pointed at the cluster once it has a leader.
             if self.nodes[i].pg.accepts_writes() && !self.nodes[i].fresh_bootstrap {
                 let id = self.new_record_id();
-                self.nodes[i].pg.append(id);
-                self.client.acknowledge(id, i, self.now.as_millis());
+                let pg = &mut self.nodes[i].pg;
+                pg.append(id);
+                let skip_standbys = self.cfg.breakage == Some(Breakage::AckWithoutStandbys);
+                if pg.synchronous_standby_names.is_some() && !skip_standbys {
+                    let index = pg.data.as_ref().map_or(0, |d| d.wal.len() - 1);
+                    self.client.pending.push(Pending { id, node: i, index });
+                } else {
+                    self.client.acknowledge(id, i, self.now.as_millis(), false);
+                }
             }
+        }
+    }
+
+    /// Releases the commits whose synchronous standbys have flushed them; drops those
+    /// whose primary is gone.
+    fn acknowledge_synchronous(&mut self) {
+        if self.client.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.client.pending);
+        for p in pending {
+            let pg = &self.nodes[p.node].pg;
+            let still_there = pg.may_be_writable()
+                && pg
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.wal.get(p.index))
+                    .is_some_and(|e| e.id == p.id);
+            if !still_there {
+                continue;
+            }
+            let Some(names) = pg.synchronous_standby_names.clone() else {
+                // Cleared (fallback to asynchronous): waiting commits are released.
+                self.client
+                    .acknowledge(p.id, p.node, self.now.as_millis(), false);
+                continue;
+            };
+            let (count, _) = parse_standby_names(&names);
+            let needed = WAL_BASE + (p.index as u64 + 1) * WAL_UNIT;
+            let rows = self.replication_rows(p.node);
+            let sync: Vec<&ReplicationConnection> =
+                rows.iter().filter(|r| r.sync_state == "sync").collect();
+            let flushed = !pg.hung
+                && sync.len() >= count.max(1)
+                && sync.iter().all(|r| r.flush_lsn.unwrap_or(0) >= needed);
+            if flushed {
+                self.client
+                    .acknowledge(p.id, p.node, self.now.as_millis(), true);
+            } else {
+                self.client.pending.push(p);
+            }
+        }
+    }
+
+    /// `pg_stat_replication` of node `i`: its connected streaming standbys, with
+    /// `sync_state` from its `synchronous_standby_names` (FIRST n by list order; `*`
+    /// matches everyone, in node order).
+    pub(super) fn replication_rows(&self, i: usize) -> Vec<ReplicationConnection> {
+        let me = &self.nodes[i];
+        if !me.pg.may_be_writable() {
+            return Vec::new();
+        }
+        let (count, listed) =
+            parse_standby_names(me.pg.synchronous_standby_names.as_deref().unwrap_or(""));
+        let any = listed.iter().any(|n| n == "*");
+        let mut rows: Vec<(Option<usize>, usize, u64)> = Vec::new();
+        for (j, n) in self.nodes.iter().enumerate() {
+            let r = &n.pg;
+            if j != i
+                && r.running
+                && !r.hung
+                && r.streaming
+                && r.upstream.as_deref() == Some(me.cfg.name.as_str())
+                && self.net.link_up(i, j)
+            {
+                let priority = if any {
+                    Some(0)
+                } else {
+                    listed
+                        .iter()
+                        .position(|l| l.eq_ignore_ascii_case(&n.cfg.name))
+                };
+                rows.push((priority, j, r.data.as_ref().map_or(0, |d| d.lsn())));
+            }
+        }
+        rows.sort_by_key(|(p, j, _)| (p.is_none(), *p, *j));
+        let mut synced = 0;
+        let mut out: Vec<(usize, ReplicationConnection)> = rows
+            .into_iter()
+            .map(|(priority, j, lsn)| {
+                let sync_state = match priority {
+                    None => "async",
+                    Some(_) if synced < count => {
+                        synced += 1;
+                        "sync"
+                    }
+                    Some(_) => "potential",
+                };
+                (
+                    j,
+                    ReplicationConnection {
+                        application_name: self.nodes[j].cfg.name.clone(),
+                        state: "streaming".into(),
+                        sync_state: sync_state.into(),
+                        flush_lsn: Some(lsn),
+                        write_lsn: Some(lsn),
+                        replay_lsn: Some(lsn),
+                        client_addr: None,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(j, _)| *j);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// What the agent's queries see of node `i`'s Postgres.
+    pub(super) fn observe_pg(&self, i: usize) -> PgObservation {
+        let mut o = self.nodes[i].pg.observe();
+        if o.in_recovery == Some(false) {
+            o.replication = self.replication_rows(i);
+        }
+        o
+    }
+
+    /// (c): a node just promoted must have every write acknowledged after synchronous
+    /// standbys had it (in a synchronous-mode run).
+    pub(super) fn check_no_acknowledged_write_lost(&mut self, i: usize) {
+        if !self.cfg.check_safety || !self.synchronous || self.violation.is_some() {
+            return;
+        }
+        let Some(d) = self.nodes[i].pg.data.as_ref() else {
+            return;
+        };
+        let have: BTreeSet<u64> = d.wal.iter().map(|e| e.id).collect();
+        let lost: Vec<u64> = self
+            .client
+            .acked
+            .iter()
+            .filter(|a| !have.contains(&a.id))
+            .map(|a| a.id)
+            .collect();
+        if let Some(first) = lost.first() {
+            self.violation = Some(Violation::AcknowledgedWriteLost {
+                at_ms: self.now.as_millis(),
+                node: i,
+                lost: lost.len(),
+                first_id: *first,
+            });
         }
     }
 
@@ -827,6 +998,16 @@ impl World {
         let member = candidate.map(|c| self.nodes[c].cfg.name.clone());
         if member.is_none() && !with_leader {
             return;
+        }
+        // The REST API refuses a candidate that is not a synchronous standby.
+        if let (true, Some(m)) = (self.synchronous, member.as_deref()) {
+            let sync = self
+                .store
+                .get(self.now, &self.keys.sync())
+                .and_then(|e| crate::model::SyncState::parse(&e.value).ok());
+            if !sync.is_some_and(|s| s.is_standby(m)) {
+                return;
+            }
         }
         let scheduled_at = scheduled_in.and_then(|d| {
             chrono::DateTime::from_timestamp_millis(self.wall_millis() + d.as_millis() as i64)
@@ -1066,6 +1247,9 @@ impl World {
                 at_ms,
                 nodes: writable,
             });
+            return;
+        }
+        if !self.cfg.check_lease {
             return;
         }
         for &i in &writable {
