@@ -1,5 +1,9 @@
-//! Shared wiring of the fullauto binaries (config, REST API).
+//! agent-bin holds the thin binaries `fullauto` (the agent) and `fullautoctl` (the
+//! CLI) and their wiring: the Patroni-format config file, the REST API, building the
+//! DCS backend and the Postgres driver, and running the HA runner.
 
 pub mod api;
 pub mod config;
+pub mod ctl;
 pub mod dcs_factory;
+pub mod node;

@@ -1,4 +1,100 @@
-fn main() {
-    eprintln!("fullauto: not wired yet (issue 8)");
-    std::process::exit(2);
+//! `fullauto CONFIG.yml`: the agent, one per Postgres node. Invoked as Patroni is.
+
+use agent_bin::config::{validate_config_output, Config};
+use clap::Parser;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "fullauto",
+    version,
+    about = "Fully automatic high availability for PostgreSQL"
+)]
+struct Args {
+    /// Check the config file and report every problem with its path, then exit.
+    #[arg(long)]
+    validate_config: bool,
+    /// The config file (Patroni's patroni.yml format), or a directory of YAML files.
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let Some(path) = args
+        .config
+        .or_else(|| std::env::var_os("PATRONI_CONFIG_FILE").map(PathBuf::from))
+    else {
+        eprintln!("fullauto: a config file is required: fullauto CONFIG.yml");
+        return ExitCode::from(2);
+    };
+    if args.validate_config {
+        let (out, ok) = validate_config_output(&path);
+        print!("{out}");
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+    let (cfg, warnings) = match Config::load(&path) {
+        Ok(x) => x,
+        Err(errors) => {
+            eprint!("{}", errors.0.render());
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(&cfg);
+    for w in warnings {
+        tracing::warn!("{}", w.to_string().trim_end());
+    }
+    // The write fence forks: start it before the runtime creates threads.
+    let pid_file = std::path::Path::new(&cfg.postgresql.data_dir).join("postmaster.pid");
+    let fence = match pg_driver::fence::ProcessFence::spawn(&pid_file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fullauto: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let own: BTreeSet<i32> = [fence.keeper_pid()].into();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fullauto: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(agent_bin::node::run(cfg, Arc::new(fence), own)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("fullauto: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let level = std::env::var("PATRONI_LOG_LEVEL")
+        .unwrap_or_else(|_| cfg.log.level.clone())
+        .to_lowercase();
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{level},tokio_postgres=warn,hyper=warn,h2=warn,tower=warn"
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }

@@ -175,6 +175,10 @@ pub struct LocalState {
     /// WAL position when `synchronous_standby_names` last changed: a new synchronous
     /// standby is published only once it flushed up to here.
     pub sync_confirm_from: Option<crate::model::Lsn>,
+    /// When each member was last seen in the cluster view: its replication slot is
+    /// kept for `member_slots_ttl` after it disappears, so a briefly absent replica
+    /// does not need a re-clone.
+    pub members_seen: std::collections::BTreeMap<String, MonoTime>,
     /// The last decision's explanation (for logs and `/patroni`).
     pub message: String,
 }

@@ -594,6 +594,7 @@ impl<'a> Step<'a> {
             if let Some(h) = self.history_update(c) {
                 self.act(Action::WriteHistory(h));
             }
+            self.keep_member_slots(c);
             if self.manage_synchronous_replication(c) {
                 return;
             }
@@ -695,6 +696,50 @@ impl<'a> Step<'a> {
                 false
             }
         }
+    }
+
+    /// The primary keeps a physical slot for every member that streams from it
+    /// (not `nostream`, not cascading from another member), and for
+    /// `member_slots_ttl` after a member disappears.
+    fn keep_member_slots(&mut self, c: &Cluster) {
+        let dc = self.config();
+        let use_slots = dc
+            .extra
+            .get("postgresql")
+            .and_then(|p| p.get("use_slots"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true);
+        if !use_slots {
+            return;
+        }
+        for m in &c.members {
+            self.st.members_seen.insert(m.name.clone(), self.now);
+        }
+        let keep_for = Duration::from_secs_f64(dc.member_slots_ttl.max(0.0));
+        let now = self.now;
+        self.st
+            .members_seen
+            .retain(|_, seen| now.since(*seen) <= keep_for);
+        let mut names: Vec<String> = self
+            .st
+            .members_seen
+            .keys()
+            .filter(|name| name.as_str() != self.me())
+            .filter(|name| {
+                c.member(name).is_none_or(|m| {
+                    !m.data.tags.nostream
+                        && m.data
+                            .tags
+                            .replicatefrom
+                            .as_deref()
+                            .is_none_or(|f| f == self.me() || c.member(f).is_none())
+                })
+            })
+            .map(|name| crate::model::slot_name_for_member(name))
+            .collect();
+        names.sort();
+        names.dedup();
+        self.act(Action::SyncSlots { names });
     }
 
     /// Adds the new timeline to `history` once after a promotion.

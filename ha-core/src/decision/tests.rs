@@ -954,3 +954,63 @@ fn rerun_step_does_not_repeat_executed_actions() {
         .iter()
         .any(|a| matches!(a, Action::WriteStatus(_))));
 }
+
+#[test]
+fn primary_keeps_slots_for_members_streaming_from_it() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .member("b-1", "replica", 1)
+        .member("c", "replica", 1)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(
+            c,
+            pg_primary(1),
+            vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+        ),
+        t(1000),
+    );
+    assert!(
+        d.actions.contains(&Action::SyncSlots {
+            names: vec!["b_1".into(), "c".into()]
+        }),
+        "{:?}",
+        d.actions
+    );
+    // c disappears: its slot stays while member_slots_ttl lasts.
+    let c2 = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .member("b-1", "replica", 1)
+        .cluster();
+    let d2 = decide(
+        &cfg("a"),
+        &d.state,
+        &obs(
+            c2.clone(),
+            pg_primary(1),
+            vec![Outcome::LeaseRenewed { sent_at: t(2000) }],
+        ),
+        t(2000),
+    );
+    assert!(d2.actions.contains(&Action::SyncSlots {
+        names: vec!["b_1".into(), "c".into()]
+    }));
+    let later = t(2000 + 1_801_000);
+    let d3 = decide(
+        &cfg("a"),
+        &d2.state,
+        &obs(
+            c2,
+            pg_primary(1),
+            vec![Outcome::LeaseRenewed { sent_at: later }],
+        ),
+        later,
+    );
+    assert!(d3.actions.contains(&Action::SyncSlots {
+        names: vec!["b_1".into()]
+    }));
+}

@@ -1,0 +1,277 @@
+//! The REST API's view of the running agent: snapshots from the runner, DCS writes
+//! for config and switchover requests.
+
+use crate::api::state::{
+    AgentInfo, CancelSwitchover, ConfigWrite, NodeApi, NodeStatus, ReplicationRow, RestartOutcome,
+    RestartRequest, Xlog,
+};
+use crate::config::Config;
+use async_trait::async_trait;
+use ha_core::runner::{NodeSnapshot, RunnerHandle};
+use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Postgres, Role};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Implements [`NodeApi`] over a runner handle.
+pub struct AgentApi {
+    pub(super) cfg: Config,
+    pub(super) handle: RunnerHandle,
+    pub(super) dcs: Arc<dyn Dcs>,
+    pub(super) pg: Arc<dyn Postgres>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) http: reqwest::Client,
+}
+
+impl AgentApi {
+    fn ttl(&self, snap: &NodeSnapshot) -> Duration {
+        snap.state
+            .config
+            .as_ref()
+            .unwrap_or(&self.cfg.bootstrap.dcs)
+            .ttl()
+    }
+}
+
+/// The status JSON fields from a runner snapshot. Role and state come from the last
+/// successful observation: a node is reported primary only once Postgres answered
+/// that it is not in recovery.
+pub fn status_from_snapshot(
+    cfg: &Config,
+    snap: &NodeSnapshot,
+    now: ha_core::MonoTime,
+    wall_ms: i64,
+) -> NodeStatus {
+    let pg = snap.pg.as_ref();
+    let state = match pg.map(|p| p.process) {
+        Some(PgProcess::Running) => "running",
+        Some(PgProcess::Starting) => "starting",
+        Some(PgProcess::Crashed) => "crashed",
+        Some(PgProcess::Hung) => "unknown",
+        Some(PgProcess::Stopped) | None => match snap.busy {
+            Some(ha_core::decision::Busy::Clone) => "creating replica",
+            Some(ha_core::decision::Busy::Bootstrap) => "initializing new cluster",
+            Some(ha_core::decision::Busy::Start) => "starting",
+            _ => "stopped",
+        },
+    };
+    let role = match pg {
+        Some(p) if p.is_primary() => Role::Primary,
+        Some(p) if p.is_replica() => Role::Replica,
+        Some(p) if p.data_dir == ha_core::DataDirState::Empty => Role::Uninitialized,
+        _ => Role::Demoted,
+    };
+    let xlog = pg.and_then(|p| {
+        if p.is_primary() {
+            p.wal_lsn.map(|location| Xlog::Primary { location })
+        } else if p.is_replica() {
+            Some(Xlog::Replica {
+                received_location: p.receive_lsn,
+                replayed_location: p.replay_lsn,
+                replayed_timestamp: None,
+                paused: false,
+            })
+        } else {
+            None
+        }
+    });
+    let dc = snap
+        .state
+        .config
+        .clone()
+        .unwrap_or_else(|| cfg.bootstrap.dcs.clone());
+    let since_seen = snap.state.dcs_last_seen.map(|t| now.since(t));
+    NodeStatus {
+        state: state.to_string(),
+        role,
+        postmaster_start_time: pg.and_then(|p| p.postmaster_start_time.clone()),
+        server_version: pg.and_then(|p| p.server_version),
+        xlog,
+        timeline: pg.and_then(|p| p.timeline),
+        replication_state: pg
+            .filter(|p| p.is_replica())
+            .and_then(|p| p.replication_state.clone()),
+        latest_end_lsn: None,
+        replication: pg
+            .map(|p| {
+                p.replication
+                    .iter()
+                    .map(|r| ReplicationRow {
+                        usename: String::new(),
+                        application_name: r.application_name.clone(),
+                        client_addr: r.client_addr.clone().unwrap_or_default(),
+                        state: r.state.clone(),
+                        sync_state: r.sync_state.clone(),
+                        sync_priority: 0,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        pause: dc.pause,
+        failsafe_mode_is_active: false,
+        dcs_last_seen: since_seen.map(|d| (wall_ms / 1000) - d.as_secs() as i64),
+        tags: cfg.tags.clone(),
+        database_system_identifier: pg.and_then(|p| match &p.data_dir {
+            ha_core::DataDirState::Initialized { system_identifier } => {
+                Some(system_identifier.clone())
+            }
+            _ => None,
+        }),
+        pending_restart: pg.is_some_and(|p| p.pending_restart),
+        pending_restart_reason: None,
+        scheduled_restart: None,
+        watchdog_failed: false,
+        patroni: AgentInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            scope: cfg.scope.clone(),
+            name: cfg.name.clone(),
+        },
+        holds_leader_lease: snap.holds_lease(now),
+        is_standby_cluster: dc.is_standby_cluster(),
+        loop_late_by: now.since(snap.cycle_at).saturating_sub(dc.loop_wait()),
+    }
+}
+
+#[async_trait]
+impl NodeApi for AgentApi {
+    fn status(&self) -> NodeStatus {
+        let snap = self.handle.snapshot();
+        status_from_snapshot(&self.cfg, &snap, self.clock.now(), self.clock.wall_millis())
+    }
+
+    fn cached_cluster(&self) -> Option<Cluster> {
+        let snap = self.handle.snapshot();
+        let fresh = snap
+            .state
+            .dcs_last_seen
+            .is_some_and(|t| self.clock.now().since(t) < self.ttl(&snap));
+        if fresh {
+            snap.cluster
+        } else {
+            None
+        }
+    }
+
+    async fn read_cluster(&self) -> Result<Cluster, String> {
+        self.dcs.get_cluster().await.map_err(|e| e.to_string())
+    }
+
+    fn config(&self) -> Option<DynamicConfig> {
+        self.handle
+            .snapshot()
+            .cluster
+            .and_then(|c| c.config)
+            .map(|c| c.value)
+    }
+
+    async fn patch_config(&self, patch: Value) -> ConfigWrite {
+        let cluster = match self.dcs.get_cluster().await {
+            Ok(c) => c,
+            Err(e) => return ConfigWrite::WriteFailed(e.to_string()),
+        };
+        let Some(current) = cluster.config else {
+            return ConfigWrite::Missing;
+        };
+        let mut merged = serde_json::to_value(&current.value).unwrap_or(Value::Null);
+        crate::api::merge_config_patch(&mut merged, &patch);
+        let new = match serde_json::from_value::<DynamicConfig>(merged.clone()) {
+            Ok(c) => c,
+            Err(e) => return ConfigWrite::WriteFailed(format!("invalid config: {e}")),
+        };
+        if let Some(problem) = new.validate().into_iter().next() {
+            return ConfigWrite::WriteFailed(problem);
+        }
+        match self.dcs.set_config(&new, Some(current.version)).await {
+            Ok(true) => {
+                self.handle.wake();
+                ConfigWrite::Ok(serde_json::to_value(&new).unwrap_or(merged))
+            }
+            Ok(false) => ConfigWrite::Conflict,
+            Err(e) => ConfigWrite::WriteFailed(e.to_string()),
+        }
+    }
+
+    async fn put_config(&self, config: Value) -> ConfigWrite {
+        let new = match serde_json::from_value::<DynamicConfig>(config.clone()) {
+            Ok(c) => c,
+            Err(e) => return ConfigWrite::WriteFailed(format!("invalid config: {e}")),
+        };
+        if let Some(problem) = new.validate().into_iter().next() {
+            return ConfigWrite::WriteFailed(problem);
+        }
+        match self.dcs.set_config(&new, None).await {
+            Ok(_) => {
+                self.handle.wake();
+                ConfigWrite::Ok(config)
+            }
+            Err(e) => ConfigWrite::WriteFailed(e.to_string()),
+        }
+    }
+
+    async fn request_failover(&self, request: Failover) -> Result<(), String> {
+        self.dcs
+            .set_failover(&request, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.handle.wake();
+        Ok(())
+    }
+
+    async fn cancel_scheduled_switchover(&self) -> CancelSwitchover {
+        let Ok(cluster) = self.dcs.get_cluster().await else {
+            return CancelSwitchover::Conflict;
+        };
+        match cluster.failover {
+            Some(f) if f.value.scheduled_at.is_some() => {
+                match self
+                    .dcs
+                    .set_failover(&Failover::default(), Some(f.version))
+                    .await
+                {
+                    Ok(true) => CancelSwitchover::Deleted,
+                    _ => CancelSwitchover::Conflict,
+                }
+            }
+            _ => CancelSwitchover::NotScheduled,
+        }
+    }
+
+    async fn probe_member(&self, api_url: &str) -> Option<Value> {
+        let resp = self
+            .http
+            .get(api_url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    }
+
+    async fn restart(&self, _request: RestartRequest) -> RestartOutcome {
+        RestartOutcome::Failed("restart through the API is not supported by this version".into())
+    }
+
+    async fn cancel_scheduled_restart(&self) -> bool {
+        false
+    }
+
+    async fn reinitialize(&self, _force: bool, _from_leader: bool) -> Result<(), String> {
+        Err("reinitialize through the API is not supported by this version".into())
+    }
+
+    async fn reload(&self) {
+        if let Err(e) = self.pg.reload().await {
+            tracing::warn!("reload failed: {e}");
+        }
+        self.handle.wake();
+    }
+
+    fn wake(&self) {
+        self.handle.wake();
+    }
+
+    async fn wait_cluster_change(&self, max: Duration) {
+        let mut rx = self.handle.subscribe();
+        let _ = tokio::time::timeout(max, rx.changed()).await;
+    }
+}

@@ -1,0 +1,132 @@
+//! The agent process: wires the config file, the DCS backend, pg-driver, the write
+//! fence, the HA runner and the REST API together, and handles signals.
+
+mod api_impl;
+mod probe;
+mod reaper;
+pub mod settings;
+
+pub use api_impl::{status_from_snapshot, AgentApi};
+pub use probe::{reply_from_status, HttpPeerProbe};
+
+use crate::config::Config;
+use anyhow::Context;
+use ha_core::runner::{Components, Runner};
+use ha_core::{Clock, DcsTiming, SystemClock, Watchdog};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Runs the agent until SIGTERM/SIGINT. `fence` was started before the runtime (it
+/// forks), `own_children` are pids the reaper may collect.
+pub async fn run(
+    cfg: Config,
+    fence: Arc<dyn Watchdog>,
+    own_children: BTreeSet<i32>,
+) -> anyhow::Result<()> {
+    reaper::spawn_if_pid1(own_children);
+    let dc = &cfg.bootstrap.dcs;
+    let timing = DcsTiming {
+        ttl: dc.ttl(),
+        retry_timeout: dc.retry_timeout(),
+        loop_wait: dc.loop_wait(),
+    };
+    let dcs = crate::dcs_factory::connect_dcs(&cfg, &cfg.name, timing)
+        .await
+        .context("connecting to the DCS")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let insecure = cfg.ctl.insecure;
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(insecure)
+        .build()?;
+    refuse_duplicate_name(&cfg, dcs.as_ref(), &http).await?;
+
+    let pg_cfg = settings::pg_config(&cfg)?;
+    let pg: Arc<dyn ha_core::Postgres> =
+        Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
+    let run_settings = settings::runner_settings(&cfg);
+    let peers = Arc::new(HttpPeerProbe::new(run_settings.probe_timeout, insecure)?);
+    let parts = Components {
+        dcs: dcs.clone(),
+        pg: pg.clone(),
+        fence,
+        clock: clock.clone(),
+        peers,
+    };
+    let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
+    let runner_task = tokio::spawn(runner.run());
+
+    let api = Arc::new(AgentApi {
+        cfg: cfg.clone(),
+        handle: handle.clone(),
+        dcs,
+        pg,
+        clock,
+        http,
+    });
+    let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
+        .await
+        .with_context(|| format!("restapi.listen {}", cfg.restapi.listen))?;
+    let router = crate::api::router(api, crate::api::ApiOptions::from_config(&cfg.restapi));
+    let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(crate::api::serve(listener, router, None, async move {
+        let _ = stop_api_rx.await;
+    }));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading postgres configuration");
+                handle.wake();
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    handle.shutdown();
+    let _ = runner_task.await;
+    let _ = stop_api_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
+    Ok(())
+}
+
+/// Patroni refuses to start a second agent with a name that is alive in the cluster.
+async fn refuse_duplicate_name(
+    cfg: &Config,
+    dcs: &dyn ha_core::Dcs,
+    http: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let Ok(cluster) = dcs.get_cluster().await else {
+        return Ok(());
+    };
+    let Some(me) = cluster.member(&cfg.name) else {
+        return Ok(());
+    };
+    let Some(api_url) = me.data.api_url.as_deref() else {
+        return Ok(());
+    };
+    if api_url == cfg.api_url() {
+        // My own previous incarnation's record (same address): probing it would reach
+        // nothing, or the port we are about to take.
+        return Ok(());
+    }
+    let liveness = api_url.trim_end_matches("/patroni").to_string() + "/liveness";
+    let alive = http
+        .get(&liveness)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    if alive {
+        anyhow::bail!(
+            "Can't start; there is already a node named '{}' running",
+            cfg.name
+        );
+    }
+    Ok(())
+}

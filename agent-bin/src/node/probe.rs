@@ -1,0 +1,85 @@
+//! Peer status probes over the REST API (`GET <api_url>`, i.e. `/patroni`).
+
+use async_trait::async_trait;
+use ha_core::decision::PeerReply;
+use ha_core::runner::PeerProbe;
+use ha_core::{Member, Role, Tags};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Probes peers with reqwest; the runner bounds each call by its probe timeout.
+pub struct HttpPeerProbe {
+    client: reqwest::Client,
+}
+
+impl HttpPeerProbe {
+    /// A prober whose requests give up after `timeout`.
+    pub fn new(timeout: Duration, insecure: bool) -> anyhow::Result<HttpPeerProbe> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .danger_accept_invalid_certs(insecure)
+            .build()?;
+        Ok(HttpPeerProbe { client })
+    }
+}
+
+/// Reads the leader-race facts from a peer's status JSON (Patroni's shape).
+pub fn reply_from_status(v: &Value) -> Option<PeerReply> {
+    let role = v
+        .get("role")
+        .and_then(Value::as_str)
+        .map(|r| Role::from(r.to_string()));
+    let xlog = v.get("xlog");
+    let location = xlog.and_then(|x| x.get("location")).and_then(Value::as_u64);
+    let received = xlog
+        .and_then(|x| x.get("received_location"))
+        .and_then(Value::as_u64);
+    let replayed = xlog
+        .and_then(|x| x.get("replayed_location"))
+        .and_then(Value::as_u64);
+    let is_primary = location.is_some() || role == Some(Role::Primary);
+    let tags: Tags = v
+        .get("tags")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
+    Some(PeerReply {
+        is_primary: is_primary && v.get("state").and_then(Value::as_str) == Some("running"),
+        wal_position: location
+            .unwrap_or(0)
+            .max(received.unwrap_or(0))
+            .max(replayed.unwrap_or(0)),
+        timeline: v.get("timeline").and_then(Value::as_u64),
+        tags,
+        watchdog_failed: v
+            .get("watchdog_failed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+#[async_trait]
+impl PeerProbe for HttpPeerProbe {
+    async fn probe(&self, member: &Member) -> Option<PeerReply> {
+        let url = member.data.api_url.as_deref()?;
+        let resp = self.client.get(url).send().await.ok()?;
+        let v: Value = resp.json().await.ok()?;
+        reply_from_status(&v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_primary_and_replica_status() {
+        let p = reply_from_status(&serde_json::json!({"state":"running","role":"primary","xlog":{"location":100},"timeline":2})).unwrap();
+        assert!(p.is_primary);
+        assert_eq!(p.wal_position, 100);
+        let r = reply_from_status(&serde_json::json!({"state":"running","role":"replica","xlog":{"received_location":90,"replayed_location":80},"tags":{"nofailover":true}})).unwrap();
+        assert!(!r.is_primary);
+        assert_eq!(r.wal_position, 90);
+        assert!(r.tags.never_promote());
+    }
+}
