@@ -13,7 +13,7 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(100);
-    let env = TestEnv::new();
+    let env = TestEnv::durable();
     let a = env.primary("bench-a").await;
     a.driver
         .sync_replication_slots(&["bench_b".into()])

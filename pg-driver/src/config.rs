@@ -360,6 +360,16 @@ impl PgConfig {
         Duration::from_secs(self.pg_ctl_timeout.max(1))
     }
 
+    /// `parameters.fsync` is off: durability is given up already, so initdb,
+    /// pg_basebackup and pg_rewind skip their final sync of the data directory too.
+    pub fn fsync_disabled(&self) -> bool {
+        self.parameters.get("fsync").is_some_and(|v| {
+            json_scalar(v)
+                .map(|s| matches!(s.to_lowercase().as_str(), "off" | "false" | "0" | "no"))
+                .unwrap_or(false)
+        })
+    }
+
     /// The rewind role (falls back to the superuser).
     pub fn rewind_credentials(&self) -> &Credentials {
         self.authentication
@@ -451,6 +461,7 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.local_host_port().unwrap().host, "127.0.0.1");
         assert_eq!(cfg.local_host_port().unwrap().port, 5433);
+        assert!(cfg.fsync_disabled());
         let m = cfg.replica_method("wal_g").unwrap();
         assert!(m.no_leader);
         assert_eq!(m.extra.get("threads"), Some(&serde_json::json!(4)));

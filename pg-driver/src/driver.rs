@@ -555,6 +555,9 @@ impl PgDriver {
             cmd.arg("--checkpoint=fast");
         }
         cmd.args(self.cfg.basebackup.to_args()?);
+        if self.cfg.fsync_disabled() && !self.cfg.basebackup.contains("no-sync") {
+            cmd.arg("--no-sync");
+        }
         if let Some(p) = &auth.password {
             cmd.env("PGPASSWORD", p);
         }
@@ -918,6 +921,9 @@ impl PgDriver {
             cmd.arg("--data-checksums");
         }
         cmd.args(self.cfg.initdb.to_args()?);
+        if self.cfg.fsync_disabled() && !self.cfg.initdb.contains("no-sync") {
+            cmd.arg("--no-sync");
+        }
         let res = self.runner.run_ok("initdb", cmd, LONG_TOOL_TIMEOUT).await;
         if let Some(d) = pwdir {
             let _ = std::fs::remove_dir_all(d);
@@ -1075,6 +1081,9 @@ impl PgDriver {
         let mut cmd = self.tool_cmd("pg_rewind", true)?;
         cmd.arg(format!("--target-pgdata={}", self.data_dir().display()))
             .arg(format!("--source-server={conn}"));
+        if self.cfg.fsync_disabled() {
+            cmd.arg("--no-sync");
+        }
         if let Some(p) = &creds.password {
             cmd.env("PGPASSWORD", p);
         }

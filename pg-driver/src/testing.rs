@@ -53,6 +53,7 @@ pub fn require_binaries() -> Binaries {
 
 /// A directory of test servers; everything in it is stopped and removed on drop.
 pub struct TestEnv {
+    durable: bool,
     base: tempfile::TempDir,
     user: OsUser,
     bins: Binaries,
@@ -66,8 +67,18 @@ impl Default for TestEnv {
 }
 
 impl TestEnv {
-    /// A new empty environment under the system temp dir.
+    /// A new empty environment under the system temp dir; its servers run with
+    /// `fsync=off` (fast, not crash-safe against power loss).
     pub fn new() -> Self {
+        Self::with_durability(false)
+    }
+
+    /// Like `new`, but servers and tools sync to disk as in production (for timings).
+    pub fn durable() -> Self {
+        Self::with_durability(true)
+    }
+
+    fn with_durability(durable: bool) -> Self {
         let bins = require_binaries();
         let user = OsUser::resolve(None).expect("resolve the postgres OS user");
         let base = tempfile::Builder::new()
@@ -76,6 +87,7 @@ impl TestEnv {
             .expect("create temp dir");
         give_to(base.path(), &user, 0o755);
         TestEnv {
+            durable,
             base,
             user,
             bins,
@@ -128,12 +140,17 @@ impl TestEnv {
         ];
         cfg.use_pg_rewind = true;
         cfg.log_file = Some(self.base.path().join(name).join("postmaster.log"));
+        if !self.durable {
+            cfg.parameters
+                .insert("fsync".into(), serde_json::Value::String("off".into()));
+        }
         for (k, v) in [
-            ("fsync", "off"),
             ("shared_buffers", "16MB"),
             ("max_connections", "30"),
             ("wal_keep_size", "64MB"),
             ("checkpoint_timeout", "30min"),
+            // Replicas retry a failed or re-pointed stream after 1 s, not 5 s.
+            ("wal_retrieve_retry_interval", "1s"),
         ] {
             cfg.parameters
                 .insert(k.into(), serde_json::Value::String(v.into()));

@@ -235,7 +235,7 @@ async fn custom_replica_method_falls_back_in_order() {
         &script,
         format!(
             "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --datadir=*) D=\"${{a#--datadir=}}\";; --connstring=*) C=\"${{a#--connstring=}}\";; --marker=*) M=\"${{a#--marker=}}\";; esac; done\n\
-             echo \"$M\" > \"$(dirname \"$D\")/marker\"\nexec {}/pg_basebackup -D \"$D\" -X stream -d \"$C\"\n",
+             echo \"$M\" > \"$(dirname \"$D\")/marker\"\nexec {}/pg_basebackup -D \"$D\" -X stream -c fast --no-sync -d \"$C\"\n",
             a.driver.binaries().dir().display()
         ),
     )
@@ -260,6 +260,10 @@ async fn custom_replica_method_falls_back_in_order() {
             .trim(),
         "used"
     );
+    a.driver
+        .sync_replication_slots(&["cb".into()])
+        .await
+        .unwrap();
     b.driver
         .start(
             &StartRole::Replica {
@@ -267,10 +271,6 @@ async fn custom_replica_method_falls_back_in_order() {
             },
             T,
         )
-        .await
-        .unwrap();
-    a.driver
-        .sync_replication_slots(&["cb".into()])
         .await
         .unwrap();
     a.sql("CREATE TABLE m(v int); INSERT INTO m VALUES (7)")
