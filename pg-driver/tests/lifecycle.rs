@@ -85,6 +85,16 @@ async fn bootstrap_start_stop_in_every_mode() {
     let after = node.postmaster_pid().unwrap();
     assert_ne!(before, after);
     assert_eq!(observe_settled(pg).await.in_recovery, Some(false));
+
+    // The data directory is removed only on request, never under a running server.
+    assert!(matches!(
+        pg.remove_data_directory().await,
+        Err(ha_core::PgError::Invalid(_))
+    ));
+    pg.stop(StopMode::Fast, T).await.unwrap();
+    pg.remove_data_directory().await.unwrap();
+    assert_eq!(pg.observe().await.data_dir, DataDirState::Empty);
+    assert!(pg.data_dir().is_dir(), "the directory itself stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,4 +211,22 @@ async fn kill_9_is_crashed_and_sigstop_is_hung() {
     .await;
     assert!(started.is_some(), "restart after crash");
     assert_eq!(observe_settled(pg).await.process, PgProcess::Running);
+
+    // A frozen postmaster cannot honour a stop; an immediate stop still ends it.
+    let pid = node.postmaster_pid().unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let fast = pg.stop(StopMode::Fast, Duration::from_secs(2)).await;
+    assert!(
+        matches!(fast, Err(ha_core::PgError::StopFailed(_))),
+        "{fast:?}"
+    );
+    pg.stop(StopMode::Immediate, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(!pg_driver::pidfile::process_exists(pid));
+    let started = wait_for(Duration::from_secs(20), || async {
+        pg.start(&StartRole::Primary, T).await.ok()
+    })
+    .await;
+    assert!(started.is_some(), "start after killing a frozen postmaster");
 }
