@@ -45,7 +45,7 @@ pub fn read(data_dir: &Path) -> PidFileState {
     if !process_exists(pid) {
         return PidFileState::Stale(pid);
     }
-    if !is_postgres(pid) {
+    if !is_postgres(pid) || !works_in(pid, data_dir) {
         return PidFileState::Foreign(pid);
     }
     PidFileState::Alive {
@@ -86,6 +86,18 @@ fn proc_state(pid: i32) -> Option<char> {
 
 fn is_stopped(pid: i32) -> bool {
     matches!(proc_state(pid), Some('T') | Some('t'))
+}
+
+/// The postmaster chdirs into its data directory: another cluster's postmaster that
+/// reused the pid works elsewhere. Unknown (no access) counts as a match.
+fn works_in(pid: i32, data_dir: &Path) -> bool {
+    match (
+        std::fs::read_link(format!("/proc/{pid}/cwd")),
+        std::fs::canonicalize(data_dir),
+    ) {
+        (Ok(cwd), Ok(dir)) => cwd == dir,
+        _ => true,
+    }
 }
 
 fn is_postgres(pid: i32) -> bool {
