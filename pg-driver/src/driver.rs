@@ -17,7 +17,7 @@ use ha_core::{
     StartRole, StopMode, StopOutcome, Upstream,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -37,7 +37,8 @@ const REPLICA_METHOD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// The local PostgreSQL server, driven through its own tools and SQL.
 #[derive(Debug)]
 pub struct PgDriver {
-    cfg: PgConfig,
+    cfg: RwLock<Arc<PgConfig>>,
+    data_dir: PathBuf,
     bins: Binaries,
     runner: Runner,
     state: Mutex<ManagedState>,
@@ -52,16 +53,44 @@ impl PgDriver {
         let user = OsUser::resolve(cfg.os_user.as_deref())?;
         let state = render::read_state(&cfg.data_dir);
         Ok(PgDriver {
-            cfg,
+            data_dir: cfg.data_dir.clone(),
+            cfg: RwLock::new(Arc::new(cfg)),
             bins,
             runner: Runner::new(user),
             state: Mutex::new(state),
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &PgConfig {
-        &self.cfg
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<PgConfig> {
+        match self.cfg.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn cfg(&self) -> Arc<PgConfig> {
+        self.config()
+    }
+
+    /// Replaces the configuration (e.g. new parameters from the DCS); takes effect
+    /// at the next `reload`, start or role change. The data directory, bin dir and OS
+    /// user cannot change under a driver.
+    pub fn update_config(&self, cfg: PgConfig) -> Result<()> {
+        cfg.validate()?;
+        let cur = self.cfg();
+        if cfg.data_dir != cur.data_dir || cfg.bin_dir != cur.bin_dir || cfg.os_user != cur.os_user
+        {
+            return Err(DriverError::Config(
+                "data_dir, bin_dir and os_user cannot change while the agent runs: restart it"
+                    .into(),
+            ));
+        }
+        match self.cfg.write() {
+            Ok(mut c) => *c = Arc::new(cfg),
+            Err(p) => *p.into_inner() = Arc::new(cfg),
+        }
+        Ok(())
     }
 
     /// The binaries in use.
@@ -76,7 +105,7 @@ impl PgDriver {
 
     /// PGDATA.
     pub fn data_dir(&self) -> &Path {
-        &self.cfg.data_dir
+        &self.data_dir
     }
 
     fn state(&self) -> ManagedState {
@@ -150,11 +179,11 @@ impl PgDriver {
 
     /// A fresh superuser connection to the local server.
     pub async fn connect_local(&self, timeout: Duration) -> Result<tokio_postgres::Client> {
-        let hp = self.cfg.local_host_port()?;
+        let hp = self.cfg().local_host_port()?;
         sql::connect(
             &hp.host,
             hp.port,
-            &self.cfg.authentication.superuser,
+            &self.cfg().authentication.superuser,
             "postgres",
             timeout,
         )
@@ -172,10 +201,10 @@ impl PgDriver {
         }
         self.runner.write_file(
             &dir.join(MANAGED_CONF),
-            &render::managed_conf(&self.cfg, state)?,
+            &render::managed_conf(&self.cfg(), state)?,
             0o600,
         )?;
-        if let Some(hba) = render::pg_hba(&self.cfg) {
+        if let Some(hba) = render::pg_hba(&self.cfg()) {
             self.runner
                 .write_file(&dir.join("pg_hba.conf"), &hba, 0o600)?;
         }
@@ -187,7 +216,7 @@ impl PgDriver {
         } else if signal.exists() {
             std::fs::remove_file(&signal).map_err(|e| DriverError::io("remove", &signal, e))?;
         }
-        let log = self.cfg.log_file();
+        let log = self.cfg().log_file();
         if let Some(parent) = log.parent() {
             if !parent.exists() {
                 self.runner.create_dir(parent, 0o700)?;
@@ -243,7 +272,7 @@ impl PgDriver {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.cfg.log_file()).unwrap_or_default();
+        let text = std::fs::read_to_string(self.cfg().log_file()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(20);
         tail_chars(&lines[start..].join("\n"), 4000)
@@ -258,7 +287,7 @@ impl PgDriver {
             .arg("-t")
             .arg(timeout.as_secs().max(1).to_string())
             .arg("-l")
-            .arg(self.cfg.log_file());
+            .arg(self.cfg().log_file());
         let out = self
             .runner
             .run("pg_ctl start", cmd, timeout + Duration::from_secs(10))
@@ -474,7 +503,7 @@ impl PgDriver {
 
     async fn ensure_roles(&self) -> Result<()> {
         let client = self.connect_local(SQL_TIMEOUT).await?;
-        let su = &self.cfg.authentication.superuser.username;
+        let su = &self.cfg().authentication.superuser.username;
         let mut stmts = String::new();
         let role_sql = |name: &str, password: &Option<String>, attrs: &str| -> String {
             let pw = password
@@ -488,7 +517,7 @@ impl PgDriver {
                 id = sql::ident(name),
             )
         };
-        let repl = &self.cfg.authentication.replication;
+        let repl = &self.cfg().authentication.replication;
         if &repl.username != su {
             stmts.push_str(&role_sql(
                 &repl.username,
@@ -496,7 +525,7 @@ impl PgDriver {
                 "LOGIN REPLICATION",
             ));
         }
-        if let Some(rw) = &self.cfg.authentication.rewind {
+        if let Some(rw) = &self.cfg().authentication.rewind {
             if &rw.username != su {
                 stmts.push_str(&role_sql(&rw.username, &rw.password, "LOGIN"));
                 let id = sql::ident(&rw.username);
@@ -538,7 +567,7 @@ impl PgDriver {
 
     async fn basebackup(&self, source: &Upstream) -> Result<()> {
         self.check_reachable(source).await?;
-        let auth = &self.cfg.authentication.replication;
+        let auth = &self.cfg().authentication.replication;
         let mut cmd = self.tool_cmd("pg_basebackup", true)?;
         cmd.arg("-D")
             .arg(self.data_dir())
@@ -551,11 +580,11 @@ impl PgDriver {
             .arg("-U")
             .arg(&auth.username)
             .arg("--no-password");
-        if !self.cfg.basebackup.contains("checkpoint") {
+        if !self.cfg().basebackup.contains("checkpoint") {
             cmd.arg("--checkpoint=fast");
         }
-        cmd.args(self.cfg.basebackup.to_args()?);
-        if self.cfg.fsync_disabled() && !self.cfg.basebackup.contains("no-sync") {
+        cmd.args(self.cfg().basebackup.to_args()?);
+        if self.cfg().fsync_disabled() && !self.cfg().basebackup.contains("no-sync") {
             cmd.arg("--no-sync");
         }
         if let Some(p) = &auth.password {
@@ -591,7 +620,7 @@ impl PgDriver {
     }
 
     async fn custom_method(&self, name: &str, m: &ReplicaMethod, source: &Upstream) -> Result<()> {
-        let auth = &self.cfg.authentication.replication;
+        let auth = &self.cfg().authentication.replication;
         let conn = format!(
             "host={} port={} user={} dbname=postgres",
             render::conninfo_quote(&source.host),
@@ -600,7 +629,7 @@ impl PgDriver {
         );
         let mut line = m.command.clone();
         let mut args = vec![
-            format!("--scope={}", self.cfg.scope.clone().unwrap_or_default()),
+            format!("--scope={}", self.cfg().scope.clone().unwrap_or_default()),
             "--role=replica".to_string(),
             format!("--datadir={}", self.data_dir().display()),
             format!("--connstring={conn}"),
@@ -692,7 +721,7 @@ impl PgDriver {
         source: &Upstream,
         command: &str,
     ) -> Result<Vec<Vec<String>>> {
-        let auth = &self.cfg.authentication.replication;
+        let auth = &self.cfg().authentication.replication;
         let conninfo = format!(
             "host={} port={} user={} dbname=replication replication=1 connect_timeout=3 application_name=fullauto",
             render::conninfo_quote(&source.host),
@@ -779,7 +808,7 @@ impl PgDriver {
     async fn checkpoint_source(&self, source: &Upstream) {
         // pg_rewind reads the source's timeline from its pg_control, which a fresh
         // promotion updates only at the next checkpoint.
-        let su = &self.cfg.authentication.superuser;
+        let su = &self.cfg().authentication.superuser;
         match sql::connect(
             &source.host,
             source.port,
@@ -903,7 +932,7 @@ impl PgDriver {
             }
             DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
         }
-        let su = &self.cfg.authentication.superuser;
+        let su = &self.cfg().authentication.superuser;
         let mut cmd = self.tool_cmd("initdb", false)?;
         cmd.arg("-D").arg(&dir).arg("-U").arg(&su.username);
         // The password goes through a file in a fresh private directory (mkdtemp), never
@@ -917,11 +946,11 @@ impl PgDriver {
             self.runner.write_file(&f, &format!("{p}\n"), 0o600)?;
             cmd.arg(format!("--pwfile={}", f.display()));
         }
-        if !self.cfg.initdb.contains("data-checksums") && !self.cfg.initdb.contains("k") {
+        if !self.cfg().initdb.contains("data-checksums") && !self.cfg().initdb.contains("k") {
             cmd.arg("--data-checksums");
         }
-        cmd.args(self.cfg.initdb.to_args()?);
-        if self.cfg.fsync_disabled() && !self.cfg.initdb.contains("no-sync") {
+        cmd.args(self.cfg().initdb.to_args()?);
+        if self.cfg().fsync_disabled() && !self.cfg().initdb.contains("no-sync") {
             cmd.arg("--no-sync");
         }
         let res = self.runner.run_ok("initdb", cmd, LONG_TOOL_TIMEOUT).await;
@@ -929,7 +958,7 @@ impl PgDriver {
             let _ = std::fs::remove_dir_all(d);
         }
         res?;
-        self.do_start(&StartRole::Primary, self.cfg.pg_ctl_timeout())
+        self.do_start(&StartRole::Primary, self.cfg().pg_ctl_timeout())
             .await?;
         self.ensure_roles().await
     }
@@ -947,17 +976,17 @@ impl PgDriver {
             DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
         }
         tracing::info!(source = %source.name, "creating replica");
-        let methods: Vec<String> = if self.cfg.create_replica_methods.is_empty() {
+        let methods: Vec<String> = if self.cfg().create_replica_methods.is_empty() {
             vec!["basebackup".into()]
         } else {
-            self.cfg.create_replica_methods.clone()
+            self.cfg().create_replica_methods.clone()
         };
         let mut last_err = None;
         for name in &methods {
             let (res, keep) = if name == "basebackup" || name == "pg_basebackup" {
                 (self.basebackup(source).await, false)
             } else {
-                let m = self.cfg.replica_method(name)?;
+                let m = self.cfg().replica_method(name)?;
                 (self.custom_method(name, &m, source).await, m.keep_data)
             };
             match res {
@@ -1071,7 +1100,8 @@ impl PgDriver {
         self.check_reachable(source).await?;
         self.checkpoint_source(source).await;
         tracing::info!(source = %source.name, "running pg_rewind");
-        let creds = self.cfg.rewind_credentials();
+        let cfg = self.cfg();
+        let creds = cfg.rewind_credentials();
         let conn = format!(
             "host={} port={} user={} dbname=postgres connect_timeout=5",
             render::conninfo_quote(&source.host),
@@ -1081,7 +1111,7 @@ impl PgDriver {
         let mut cmd = self.tool_cmd("pg_rewind", true)?;
         cmd.arg(format!("--target-pgdata={}", self.data_dir().display()))
             .arg(format!("--source-server={conn}"));
-        if self.cfg.fsync_disabled() {
+        if self.cfg().fsync_disabled() {
             cmd.arg("--no-sync");
         }
         if let Some(p) = &creds.password {
@@ -1160,7 +1190,7 @@ impl PgDriver {
         for s in &existing {
             if s.slot_type != "physical"
                 || wanted.contains(&s.name)
-                || slots::is_ignored(s, &self.cfg.ignore_slots)
+                || slots::is_ignored(s, &self.cfg().ignore_slots)
             {
                 continue;
             }

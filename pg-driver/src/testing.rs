@@ -267,8 +267,8 @@ impl TestNode {
     }
 
     /// Member name.
-    pub fn name(&self) -> &str {
-        &self.driver.config().name
+    pub fn name(&self) -> String {
+        self.driver.config().name.clone()
     }
 
     /// This server as an upstream for others.

@@ -235,7 +235,7 @@ async fn start_failure_carries_the_server_log_tail() {
     let env = TestEnv::new();
     let node = env.primary("badparam").await;
     node.driver.stop(StopMode::Fast, T).await.unwrap();
-    let mut cfg = node.driver.config().clone();
+    let mut cfg = (*node.driver.config()).clone();
     cfg.parameters
         .insert("shared_buffers".into(), serde_json::json!("plenty"));
     let pg = PgDriver::new(cfg).unwrap();

@@ -3,7 +3,6 @@
 
 use ha_core::{DataDirState, PgProcess, Postgres, StartRole, StopMode};
 use pg_driver::testing::{observe_settled, wait_for, TestEnv};
-use pg_driver::PgDriver;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
@@ -100,18 +99,21 @@ async fn bootstrap_start_stop_in_every_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameter_changes_reload_or_report_pending_restart() {
     let env = TestEnv::new();
-    let mut cfg = env.config("p2");
     let node = env.primary("p2").await;
-    // A second driver on the same data dir with changed parameters, as after a
-    // configuration change of the agent.
-    cfg.data_dir = node.driver.data_dir().to_path_buf();
-    cfg.listen = node.driver.config().listen.clone();
-    cfg.log_file = node.driver.config().log_file.clone();
+    // New parameters arrive (e.g. from the DCS): the same driver takes them.
+    let mut cfg = (*node.driver.config()).clone();
     cfg.parameters
         .insert("work_mem".into(), serde_json::json!("7MB"));
     cfg.parameters
         .insert("max_connections".into(), serde_json::json!(31));
-    let changed = PgDriver::new(cfg).unwrap();
+    let mut moved = cfg.clone();
+    moved.data_dir = env.path().join("elsewhere");
+    assert!(
+        node.driver.update_config(moved).is_err(),
+        "data_dir is fixed"
+    );
+    node.driver.update_config(cfg).unwrap();
+    let changed = &node.driver;
     changed.reload().await.unwrap();
     let reloaded = wait_for(Duration::from_secs(10), || async {
         (node.scalar("SHOW work_mem").await.ok()?.as_deref() == Some("7MB")).then_some(())
@@ -119,10 +121,7 @@ async fn parameter_changes_reload_or_report_pending_restart() {
     .await;
     assert!(reloaded.is_some(), "work_mem reloaded");
     let pending = wait_for(Duration::from_secs(10), || async {
-        observe_settled(&changed)
-            .await
-            .pending_restart
-            .then_some(())
+        observe_settled(changed).await.pending_restart.then_some(())
     })
     .await;
     assert!(
@@ -130,7 +129,7 @@ async fn parameter_changes_reload_or_report_pending_restart() {
         "max_connections change reported as pending restart"
     );
     changed.restart(T).await.unwrap();
-    assert!(!observe_settled(&changed).await.pending_restart);
+    assert!(!observe_settled(changed).await.pending_restart);
     assert_eq!(
         node.scalar("SHOW max_connections")
             .await
@@ -145,14 +144,14 @@ async fn parameter_changes_reload_or_report_pending_restart() {
         .await
         .unwrap();
     let sync = wait_for(Duration::from_secs(10), || async {
-        let v = observe_settled(&changed).await.synchronous_standby_names?;
+        let v = observe_settled(changed).await.synchronous_standby_names?;
         (v == "\"r1\"").then_some(v)
     })
     .await;
     assert!(sync.is_some());
     changed.set_synchronous_standby_names(None).await.unwrap();
     let cleared = wait_for(Duration::from_secs(10), || async {
-        (observe_settled(&changed)
+        (observe_settled(changed)
             .await
             .synchronous_standby_names
             .as_deref()
