@@ -1,4 +1,5 @@
+//! `fullautoctl`: the Patroni-compatible command line of fullauto (see `agent_bin::ctl`).
+
 fn main() {
-    eprintln!("fullautoctl: not wired yet (issue 8)");
-    std::process::exit(2);
+    std::process::exit(agent_bin::ctl::main());
 }

@@ -1,0 +1,362 @@
+//! `list` and `topology`: the member table.
+
+use super::args::{Format, WatchArgs};
+use super::error::CtlResult;
+use super::say;
+use super::session::Ctx;
+use super::table::Table;
+use super::view::{cluster_view, service_info, ClusterView, MemberRow};
+use ha_core::Cluster;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+
+/// How `list` lays out the members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Sorted by name.
+    Flat,
+    /// Leader first, replicas under the member they stream from.
+    Topology,
+}
+
+/// The member table of one cluster, as patronictl builds it.
+pub fn members_table(
+    name: &str,
+    cluster: &Cluster,
+    extended: bool,
+    layout: Layout,
+) -> (Table, ClusterView) {
+    let view = cluster_view(cluster);
+    let mut columns: Vec<String> = [
+        "Cluster",
+        "Member",
+        "Host",
+        "Role",
+        "State",
+        "TL",
+        "Lag in MB",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let with_host: Vec<&MemberRow> = view.members.iter().filter(|m| m.host.is_some()).collect();
+    let any_pending = with_host.iter().any(|m| m.pending_restart);
+    let any_scheduled = with_host.iter().any(|m| m.scheduled_restart.is_some());
+    let any_tags = with_host.iter().any(|m| !m.tags.is_empty());
+    for (col, shown) in [
+        ("Pending restart", any_pending),
+        ("Scheduled restart", any_scheduled),
+        ("Tags", any_tags),
+    ] {
+        if extended || shown {
+            columns.push(col.to_string());
+        }
+    }
+    // host:port when some member is on a non-default port or hosts repeat.
+    let hosts: HashSet<&str> = with_host.iter().filter_map(|m| m.host.as_deref()).collect();
+    let append_port = with_host.iter().any(|m| m.port.is_some_and(|p| p != 5432))
+        || hosts.len() < with_host.len();
+    let ordered: Vec<(usize, &MemberRow)> = match layout {
+        Layout::Flat => view.members.iter().map(|m| (0, m)).collect(),
+        Layout::Topology => topology_order(&view.members),
+    };
+    let rows = ordered
+        .iter()
+        .map(|(level, m)| {
+            let host = match (&m.host, m.port) {
+                (Some(h), Some(p)) if append_port => format!("{h}:{p}"),
+                (Some(h), _) => h.clone(),
+                (None, _) => String::new(),
+            };
+            let member = match level {
+                0 => m.name.clone(),
+                l => format!("{}+ {}", " ".repeat(l - 1), m.name),
+            };
+            columns
+                .iter()
+                .map(|c| match c.as_str() {
+                    "Cluster" => Value::from(name),
+                    "Member" => Value::from(member.clone()),
+                    "Host" => Value::from(host.clone()),
+                    "Role" => Value::from(m.role.title()),
+                    "State" => Value::from(m.state.clone()),
+                    "TL" => m
+                        .timeline
+                        .map(Value::from)
+                        .unwrap_or_else(|| Value::from("")),
+                    "Lag in MB" => m.lag.map(|l| l.in_mb()).unwrap_or_else(|| Value::from("")),
+                    "Pending restart" => Value::from(if m.pending_restart { "*" } else { "" }),
+                    "Scheduled restart" => {
+                        Value::from(scheduled_restart_text(m.scheduled_restart.as_ref()))
+                    }
+                    "Tags" => Value::Object(m.tags.clone()),
+                    _ => Value::from(""),
+                })
+                .collect()
+        })
+        .collect();
+    let table = Table {
+        title: Some(format!(" Cluster: {name} ({}) ", view.initialize)),
+        columns,
+        rows,
+        right_aligned: vec!["TL", "Lag in MB"],
+    };
+    (table, view)
+}
+
+fn scheduled_restart_text(v: Option<&Value>) -> String {
+    let Some(v) = v else {
+        return String::new();
+    };
+    let mut s = v
+        .get("schedule")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if let Some(ver) = v.get("postgres_version").and_then(Value::as_str) {
+        s.push_str(&format!(" if version < {ver}"));
+    }
+    s
+}
+
+/// Leader first, then each replica under the member named by its `replicatefrom` tag
+/// (when that is another replica), with its depth. Members in a replicatefrom cycle
+/// are listed under the leader.
+pub fn topology_order(members: &[MemberRow]) -> Vec<(usize, &MemberRow)> {
+    let leader = members.iter().find(|m| m.role.is_leader());
+    let replicas: HashSet<&str> = members
+        .iter()
+        .filter(|m| !m.role.is_leader())
+        .map(|m| m.name.as_str())
+        .collect();
+    let mut children: BTreeMap<Option<&str>, Vec<&MemberRow>> = BTreeMap::new();
+    for m in members.iter().filter(|m| !m.role.is_leader()) {
+        let parent = m
+            .tags
+            .get("replicatefrom")
+            .and_then(Value::as_str)
+            .filter(|p| *p != m.name && replicas.contains(p));
+        children
+            .entry(parent.or(leader.map(|l| l.name.as_str())))
+            .or_default()
+            .push(m);
+    }
+    let mut out: Vec<(usize, &MemberRow)> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    fn walk<'a>(
+        parent: Option<&'a str>,
+        level: usize,
+        children: &BTreeMap<Option<&'a str>, Vec<&'a MemberRow>>,
+        seen: &mut HashSet<&'a str>,
+        out: &mut Vec<(usize, &'a MemberRow)>,
+    ) {
+        for m in children.get(&parent).into_iter().flatten() {
+            if seen.insert(m.name.as_str()) {
+                out.push((level, m));
+                walk(Some(m.name.as_str()), level + 1, children, seen, out);
+            }
+        }
+    }
+    if let Some(l) = leader {
+        seen.insert(l.name.as_str());
+        out.push((0, l));
+    }
+    walk(
+        leader.map(|l| l.name.as_str()),
+        1,
+        &children,
+        &mut seen,
+        &mut out,
+    );
+    // Without a leader, or in a cycle: whatever was not reached hangs off the top.
+    for m in members {
+        if !seen.contains(m.name.as_str()) {
+            seen.insert(m.name.as_str());
+            out.push((1, m));
+            walk(Some(m.name.as_str()), 2, &children, &mut seen, &mut out);
+        }
+    }
+    out
+}
+
+/// The text `list` prints for one cluster.
+pub fn render_cluster(
+    name: &str,
+    cluster: &Cluster,
+    extended: bool,
+    format: Format,
+    layout: Layout,
+) -> String {
+    let (table, view) = members_table(name, cluster, extended, layout);
+    let mut out = table.render(format);
+    if format == Format::Pretty {
+        let info = service_info(&view);
+        if !info.is_empty() {
+            out.push(' ');
+            out.push_str(&info.join("\n "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Runs `list` (or `topology`) once or, when watching, until interrupted.
+pub async fn run(
+    ctx: &Ctx,
+    clusters: &[String],
+    extended: bool,
+    format: Format,
+    watch: &WatchArgs,
+    layout: Layout,
+) -> CtlResult<()> {
+    let names: Vec<String> = if clusters.is_empty() {
+        vec![ctx.settings.cluster_name(None)?]
+    } else {
+        clusters.to_vec()
+    };
+    let mut sessions = Vec::new();
+    for n in &names {
+        sessions.push(ctx.open(n).await?);
+    }
+    loop {
+        if watch.timestamp {
+            say(&chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string());
+        }
+        for s in &sessions {
+            let cluster = s.read_existing().await?;
+            super::say_raw(&render_cluster(&s.name, &cluster, extended, format, layout));
+        }
+        match watch.interval() {
+            None => return Ok(()),
+            Some(secs) => {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+                say("");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ha_core::{RawEntry, Version};
+
+    fn e(k: &str, v: &str) -> RawEntry {
+        RawEntry {
+            key: k.into(),
+            value: v.into(),
+            version: Version(1),
+            session: None,
+        }
+    }
+
+    fn sample() -> Cluster {
+        Cluster::from_entries(vec![
+            e("initialize", "7311111111111111111"),
+            e("leader", "pg0"),
+            e("status", r#"{"optime":50331648}"#),
+            e(
+                "members/pg0",
+                r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","state":"running","role":"primary","timeline":3,"xlog_location":50331648}"#,
+            ),
+            e(
+                "members/pg1",
+                r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","state":"running","role":"replica","replication_state":"streaming","timeline":3,"xlog_location":16777216}"#,
+            ),
+            e(
+                "members/pg2",
+                r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","timeline":3,"xlog_location":50331648,"tags":{"replicatefrom":"pg1"}}"#,
+            ),
+        ])
+    }
+
+    #[test]
+    fn pretty_list_shows_ports_when_hosts_repeat() {
+        let out = render_cluster("batman", &sample(), false, Format::Pretty, Layout::Flat);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].starts_with("+ Cluster: batman (7311111111111111111) "),
+            "{out}"
+        );
+        assert_eq!(lines[1], "| Member | Host           | Role    | State     | TL | Lag in MB | Tags               |");
+        assert_eq!(lines[3], "| pg0    | 127.0.0.1:5432 | Leader  | running   |  3 |           |                    |");
+        assert_eq!(lines[4], "| pg1    | 127.0.0.1:5433 | Replica | streaming |  3 |        32 |                    |");
+        assert_eq!(lines[5], "| pg2    | 127.0.0.1:5434 | Replica | running   |  3 |         0 | replicatefrom: pg1 |");
+        assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn topology_indents_by_replicatefrom() {
+        let out = render_cluster("batman", &sample(), false, Format::Pretty, Layout::Topology);
+        let members: Vec<String> = out
+            .lines()
+            .skip(3)
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l.split('|').nth(1).unwrap().trim_end().to_string())
+            .collect();
+        assert_eq!(members, [" pg0", " + pg1", "  + pg2"]);
+    }
+
+    #[test]
+    fn topology_cycle_and_no_leader_still_lists_everyone() {
+        let c = Cluster::from_entries(vec![
+            e("members/a", r#"{"tags":{"replicatefrom":"b"}}"#),
+            e("members/b", r#"{"tags":{"replicatefrom":"a"}}"#),
+            e("members/c", r#"{}"#),
+        ]);
+        let v = cluster_view(&c);
+        let order: Vec<(usize, String)> = topology_order(&v.members)
+            .into_iter()
+            .map(|(l, m)| (l, m.name.clone()))
+            .collect();
+        assert_eq!(order.len(), 3);
+        assert!(order.iter().any(|(_, n)| n == "c"));
+    }
+
+    #[test]
+    fn json_list_uses_patroni_field_names() {
+        let out = render_cluster("batman", &sample(), false, Format::Json, Layout::Flat);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v[0]["Cluster"], "batman");
+        assert_eq!(v[0]["Member"], "pg0");
+        assert_eq!(v[0]["Role"], "Leader");
+        assert_eq!(v[0]["TL"], 3);
+        assert!(v[0].get("Lag in MB").is_none());
+        assert!(v[0].get("Tags").is_none());
+        assert_eq!(v[1]["Lag in MB"], 32);
+        assert_eq!(v[1]["State"], "streaming");
+        assert_eq!(v[2]["Tags"]["replicatefrom"], "pg1");
+        assert!(out.starts_with(
+            r#"[{"Cluster": "batman", "Member": "pg0", "Host": "127.0.0.1:5432", "Role": "Leader""#
+        ));
+    }
+
+    #[test]
+    fn extended_and_pending_restart_columns() {
+        let c = Cluster::from_entries(vec![
+            e("leader", "pg0"),
+            e(
+                "members/pg0",
+                r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","state":"running","pending_restart":true,"scheduled_restart":{"schedule":"2030-01-01T00:00:00+00:00","postgres_version":"15.5"}}"#,
+            ),
+        ]);
+        let (t, _) = members_table("b", &c, false, Layout::Flat);
+        assert_eq!(&t.columns[7..], ["Pending restart", "Scheduled restart"]);
+        assert_eq!(t.rows[0][7], "*");
+        assert_eq!(t.rows[0][8], "2030-01-01T00:00:00+00:00 if version < 15.5");
+        assert_eq!(t.rows[0][2], "10.0.0.1");
+        let (t, _) = members_table("b", &c, true, Layout::Flat);
+        assert_eq!(t.columns.last().unwrap(), "Tags");
+        let out = render_cluster("b", &c, false, Format::Pretty, Layout::Flat);
+        assert!(out.contains("+ Cluster: b (uninitialized) "), "{out}");
+    }
+
+    #[test]
+    fn maintenance_mode_line_under_the_table() {
+        let c = Cluster::from_entries(vec![e("config", r#"{"pause":true}"#), e("members/a", "{}")]);
+        let out = render_cluster("b", &c, false, Format::Pretty, Layout::Flat);
+        assert!(out.ends_with("+\n Maintenance mode: on\n"), "{out}");
+        let out = render_cluster("b", &c, false, Format::Json, Layout::Flat);
+        assert!(!out.contains("Maintenance"));
+    }
+}
