@@ -546,6 +546,9 @@ impl Runner {
             return;
         }
         tracing::info!(node = %self.cfg.name, "shutting down: stopping postgres");
+        // From here on this node must not be advertised as the primary.
+        let lease_until = self.state.lease_until.take();
+        self.snapshot.send_modify(|s| s.state.lease_until = None);
         let stopped = self
             .parts
             .pg
@@ -559,7 +562,7 @@ impl Runner {
             return;
         }
         self.emit(RunnerEvent::Stopped);
-        if self.state.holds_lease(self.parts.clock.now()) {
+        if lease_until.is_some_and(|t| self.parts.clock.now() < t) {
             log_dcs(
                 "release leader",
                 with_deadline(self.timing.retry_timeout, self.parts.dcs.release_leader())

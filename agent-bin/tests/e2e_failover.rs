@@ -1,0 +1,246 @@
+//! End to end on real etcd and PostgreSQL 15: bootstrap, unplanned failover, rejoin
+//! with pg_rewind, crash restart in place, switchover without losing acknowledged
+//! writes.
+
+mod support;
+
+use serde_json::json;
+use std::time::{Duration, Instant};
+use support::{wait_until, Cluster, FAST};
+
+const BOOT: Duration = Duration::from_secs(90);
+
+fn others(c: &Cluster, p: usize) -> Vec<usize> {
+    (0..c.nodes.len()).filter(|&i| i != p).collect()
+}
+
+#[test]
+fn bootstrap_failover_and_rejoin() {
+    let mut c = Cluster::new(3, &FAST, "", |_| String::new());
+    c.start_all();
+    // 1. bootstrap: one initdb, two clones, replication works.
+    let p = c.wait_primary(BOOT).expect("a primary");
+    for &r in &others(&c, p) {
+        assert!(
+            c.wait_replica(r, BOOT),
+            "{} never streamed",
+            c.nodes[r].name
+        );
+    }
+    c.sql(
+        p,
+        "CREATE TABLE t (id int primary key); INSERT INTO t VALUES (1)",
+    )
+    .expect("write on primary");
+    for &r in &others(&c, p) {
+        let seen = wait_until(Duration::from_secs(20), || {
+            c.sql(r, "SELECT count(*) FROM t").ok().filter(|n| n == "1")
+        });
+        assert!(seen.is_some(), "row not replicated to {}", c.nodes[r].name);
+    }
+    let cluster = c.api(p, "/cluster").expect("/cluster").1;
+    assert_eq!(
+        cluster["members"].as_array().map(Vec::len),
+        Some(3),
+        "{cluster}"
+    );
+
+    // 2. node death: kill -9 agent and postmaster of the primary.
+    let old = c.nodes[p].name.clone();
+    let pm = c.postmaster_pid(p);
+    c.kill_agent(p);
+    c.kill_postmaster(p);
+    assert!(pm.is_some());
+    let survivors = others(&c, p);
+    let new = wait_until(Duration::from_secs(60), || {
+        let primaries: Vec<usize> = survivors
+            .iter()
+            .copied()
+            .filter(|&i| c.api(i, "/primary").is_some_and(|(s, _)| s == 200))
+            .collect();
+        (primaries.len() == 1).then(|| primaries[0])
+    })
+    .expect("a replica took over");
+    assert_ne!(c.nodes[new].name, old);
+    let follower = *survivors.iter().find(|&&i| i != new).expect("follower");
+    assert_eq!(c.api(follower, "/primary").map(|r| r.0), Some(503));
+    assert!(
+        c.wait_replica(follower, Duration::from_secs(60)),
+        "the other replica did not follow the new leader"
+    );
+    c.sql(new, "INSERT INTO t VALUES (2)")
+        .expect("write on new primary");
+    let history = wait_until(Duration::from_secs(20), || {
+        c.key("history").filter(|h| h.contains(&c.nodes[new].name))
+    })
+    .expect("history entry");
+    assert!(history.starts_with("[["), "{history}");
+
+    // 3. rejoin: the old primary comes back as a replica of the new one.
+    c.start(p);
+    assert!(
+        c.wait_replica(p, Duration::from_secs(90)),
+        "old primary did not rejoin"
+    );
+    let seen = wait_until(Duration::from_secs(30), || {
+        c.sql(p, "SELECT count(*) FROM t").ok().filter(|n| n == "2")
+    });
+    assert!(
+        seen.is_some(),
+        "rejoined node does not have the new primary's writes"
+    );
+    assert_eq!(c.api(p, "/primary").map(|r| r.0), Some(503));
+}
+
+#[test]
+fn postgres_crash_restarts_in_place_and_switchover_keeps_acknowledged_writes() {
+    let mut c = Cluster::new(2, &FAST, "", |_| String::new());
+    c.start_all();
+    let p = c.wait_primary(BOOT).expect("a primary");
+    let r = 1 - p;
+    assert!(c.wait_replica(r, BOOT));
+    c.sql(p, "CREATE TABLE w (id int primary key)")
+        .expect("create");
+
+    // 5. kill -9 of the postmaster only: restarted in place, no failover.
+    let leader = c.nodes[p].name.clone();
+    let old_pm = c.postmaster_pid(p).expect("postmaster pid");
+    c.kill_postmaster(p);
+    let back = wait_until(Duration::from_secs(60), || {
+        let new_pm = c.postmaster_pid(p)?;
+        (new_pm != old_pm && c.api(p, "/primary").is_some_and(|(s, _)| s == 200)).then_some(())
+    });
+    assert!(back.is_some(), "primary not restarted in place");
+    assert_eq!(
+        c.leader().as_deref(),
+        Some(leader.as_str()),
+        "leadership moved on a crash restart"
+    );
+    assert_eq!(
+        c.sql(p, "SELECT timeline_id FROM pg_control_checkpoint()")
+            .ok()
+            .as_deref(),
+        Some("1")
+    );
+    assert!(c.wait_replica(r, Duration::from_secs(60)));
+
+    // 4. switchover while a client writes: every acknowledged write survives.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ports = (c.nodes[0].pg_port, c.nodes[1].pg_port);
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut id = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                for port in [ports.0, ports.1] {
+                    let ok = std::process::Command::new("psql")
+                        .args([
+                            "-h",
+                            "127.0.0.1",
+                            "-p",
+                            &port.to_string(),
+                            "-U",
+                            "postgres",
+                            "-XAtq",
+                            "-v",
+                            "ON_ERROR_STOP=1",
+                            "-c",
+                            &format!("INSERT INTO w VALUES ({id})"),
+                        ])
+                        .env("PGCONNECT_TIMEOUT", "1")
+                        .output()
+                        .is_ok_and(|o| o.status.success());
+                    if ok {
+                        acked.push(id);
+                        break;
+                    }
+                }
+            }
+            acked
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let candidate = c.nodes[r].name.clone();
+    let (status, body) = c
+        .api_post(
+            p,
+            "/switchover",
+            &json!({"leader": leader, "candidate": candidate}),
+        )
+        .expect("switchover call");
+    assert_eq!(status, 200, "{body}");
+    let new = c
+        .wait_primary(Duration::from_secs(30))
+        .expect("new primary");
+    assert_eq!(c.nodes[new].name, candidate);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(!acked.is_empty());
+    let rows = c.sql(new, "SELECT id FROM w ORDER BY id").expect("read");
+    let present: std::collections::BTreeSet<i64> =
+        rows.lines().filter_map(|l| l.parse().ok()).collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|id| !present.contains(&(**id as i64)))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost in switchover: {lost:?}"
+    );
+    assert!(
+        c.wait_replica(p, Duration::from_secs(60)),
+        "old primary did not follow the new one"
+    );
+}
+
+#[test]
+fn graceful_shutdown_hands_over_and_nofailover_never_promotes() {
+    let mut c = Cluster::new(3, &FAST, "", |i| {
+        if i == 2 {
+            "  nofailover: true\n".into()
+        } else {
+            String::new()
+        }
+    });
+    c.start(0);
+    let p = c.wait_primary(BOOT).expect("pg0 bootstraps");
+    assert_eq!(p, 0);
+    c.start(1);
+    c.start(2);
+    assert!(c.wait_replica(1, BOOT) && c.wait_replica(2, BOOT));
+
+    // 9. SIGTERM of the primary's agent: Postgres stops and the lease is released,
+    // so the other replica takes over without waiting for the ttl.
+    let t0 = Instant::now();
+    c.signal_agent(0, libc::SIGTERM);
+    let new = wait_until(Duration::from_secs(30), || {
+        c.wait_primary(Duration::from_millis(100))
+            .filter(|&n| n != 0)
+    })
+    .expect("takeover");
+    let took = t0.elapsed();
+    assert_eq!(new, 1, "the nofailover node must not take over");
+    assert!(
+        c.wait_agent_exit(0, Duration::from_secs(30)),
+        "agent did not exit on SIGTERM"
+    );
+    assert!(
+        took < Duration::from_secs(FAST.ttl),
+        "takeover waited for the lease to expire ({took:?})"
+    );
+
+    // 8. the nofailover replica is never promoted, even as the only survivor.
+    c.kill_agent(1);
+    c.kill_postmaster(1);
+    std::thread::sleep(Duration::from_secs(2 * FAST.ttl + 2));
+    assert_eq!(c.api(2, "/primary").map(|r| r.0), Some(503));
+    assert_eq!(
+        c.api(2, "/health").map(|r| r.0),
+        Some(200),
+        "nofailover node should keep running"
+    );
+    assert_eq!(c.leader(), None);
+}

@@ -1,0 +1,415 @@
+//! End-to-end harness: a real etcd and N real `fullauto` agents, each managing a real
+//! PostgreSQL 15, on loopback ports, in a temp dir. Everything started here is stopped
+//! by PID when the harness is dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use dcs_etcd::testing::EtcdCluster;
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Timing used by the end-to-end tests: small so scenarios take seconds.
+pub struct Timing {
+    pub ttl: u64,
+    pub loop_wait: f64,
+    pub retry_timeout: f64,
+}
+
+pub const FAST: Timing = Timing {
+    ttl: 6,
+    loop_wait: 1.0,
+    retry_timeout: 2.0,
+};
+
+pub struct Node {
+    pub name: String,
+    pub api_port: u16,
+    pub pg_port: u16,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    pub tags: String,
+}
+
+pub struct Cluster {
+    pub etcd: EtcdCluster,
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub scope: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("id -u postgres");
+    let uid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres uid (apt-get install postgresql-15)");
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .expect("id -g postgres");
+    let gid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres gid");
+    (uid, gid)
+}
+
+impl Cluster {
+    /// Starts etcd and writes configs for `n` nodes; `tags(i)` gives YAML tag lines.
+    pub fn new(
+        n: usize,
+        timing: &Timing,
+        extra_dcs: &str,
+        tags: impl Fn(usize) -> String,
+    ) -> Cluster {
+        let etcd = EtcdCluster::start_single().expect("etcd");
+        let dir = tempfile::Builder::new()
+            .prefix("fullauto-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let (uid, gid) = postgres_ids();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        let scope = format!("e2e{}", std::process::id());
+        let mut c = Cluster {
+            etcd,
+            dir,
+            nodes: Vec::new(),
+            scope,
+        };
+        for i in 0..n {
+            let node = c.write_node(i, timing, extra_dcs, &tags(i));
+            c.nodes.push(node);
+        }
+        c
+    }
+
+    fn write_node(&self, i: usize, t: &Timing, extra_dcs: &str, tags: &str) -> Node {
+        let name = format!("pg{i}");
+        let api_port = free_port();
+        let pg_port = free_port();
+        let base = self.dir.path();
+        let data_dir = base.join(format!("data-{name}"));
+        let run_dir = base.join("run");
+        let _ = std::fs::create_dir_all(&run_dir);
+        let (uid, gid) = postgres_ids();
+        let _ = std::os::unix::fs::chown(&run_dir, Some(uid), Some(gid));
+        let config = base.join(format!("{name}.yml"));
+        let etcd = self
+            .etcd
+            .endpoint(0)
+            .trim_start_matches("http://")
+            .to_string();
+        let lines = [
+            format!("scope: {}", self.scope),
+            format!("name: {name}"),
+            "restapi:".into(),
+            format!("  listen: 127.0.0.1:{api_port}"),
+            format!("  connect_address: 127.0.0.1:{api_port}"),
+            "etcd3:".into(),
+            format!("  hosts: {etcd}"),
+            "bootstrap:".into(),
+            "  dcs:".into(),
+            format!("    ttl: {}", t.ttl),
+            format!("    loop_wait: {}", t.loop_wait),
+            format!("    retry_timeout: {}", t.retry_timeout),
+            "    primary_start_timeout: 30".into(),
+            extra_dcs.trim_end().to_string(),
+            "    postgresql:".into(),
+            "      use_pg_rewind: true".into(),
+            "  initdb:".into(),
+            "  - encoding: UTF8".into(),
+            "  - data-checksums".into(),
+            "  pg_hba:".into(),
+            "  - local all all trust".into(),
+            "  - host all all 127.0.0.1/32 trust".into(),
+            "  - host replication all 127.0.0.1/32 trust".into(),
+            "postgresql:".into(),
+            format!("  listen: 127.0.0.1:{pg_port}"),
+            format!("  connect_address: 127.0.0.1:{pg_port}"),
+            format!("  data_dir: {}", data_dir.display()),
+            "  pg_ctl_timeout: 30".into(),
+            "  parameters:".into(),
+            format!("    unix_socket_directories: {}", run_dir.display()),
+            "    wal_keep_size: 64MB".into(),
+            "    fsync: 'off'".into(),
+            "  authentication:".into(),
+            "    superuser: {username: postgres}".into(),
+            "    replication: {username: postgres}".into(),
+            "tags:".into(),
+            "  noloadbalance: false".into(),
+            tags.trim_end().to_string(),
+        ];
+        let text: String = lines
+            .iter()
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&config, text).expect("write config");
+        Node {
+            name,
+            api_port,
+            pg_port,
+            config,
+            data_dir,
+            log: base.join(format!("pg{i}.log")),
+            child: None,
+            tags: tags.to_string(),
+        }
+    }
+
+    /// Starts the agent of node `i`.
+    pub fn start(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("log");
+        let err = log.try_clone().expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fullauto"))
+            .arg(&n.config)
+            .env("PATRONI_LOG_LEVEL", "debug")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawn fullauto");
+        n.child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
+    /// SIGKILL of the agent of node `i` (not Postgres).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` to the agent of node `i`.
+    pub fn signal_agent(&self, i: usize, sig: i32) {
+        if let Some(c) = &self.nodes[i].child {
+            // SAFETY: signalling a child process we started.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Waits for the agent process of node `i` to exit.
+    pub fn wait_agent_exit(&mut self, i: usize, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Some(c) = self.nodes[i].child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    self.nodes[i].child = None;
+                    return true;
+                }
+            } else {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn postmaster_pid(&self, i: usize) -> Option<i32> {
+        let s = std::fs::read_to_string(self.nodes[i].data_dir.join("postmaster.pid")).ok()?;
+        s.lines().next()?.trim().parse().ok()
+    }
+
+    /// SIGKILL of node `i`'s postmaster.
+    pub fn kill_postmaster(&self, i: usize) {
+        if let Some(pid) = self.postmaster_pid(i) {
+            // SAFETY: killing the postmaster our agent started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    /// GET an API path of node `i`: (status, JSON body).
+    pub fn api(&self, i: usize, path: &str) -> Option<(u16, Value)> {
+        http("GET", self.nodes[i].api_port, path, None)
+    }
+
+    pub fn api_post(&self, i: usize, path: &str, body: &Value) -> Option<(u16, Value)> {
+        http("POST", self.nodes[i].api_port, path, Some(body))
+    }
+
+    pub fn api_patch(&self, i: usize, path: &str, body: &Value) -> Option<(u16, Value)> {
+        http("PATCH", self.nodes[i].api_port, path, Some(body))
+    }
+
+    /// The leader key's value.
+    pub fn leader(&mut self) -> Option<String> {
+        let key = format!("/service/{}/leader", self.scope);
+        let out = self
+            .etcd
+            .etcdctl(&["get", "--print-value-only", &key])
+            .ok()?;
+        let v = out.trim().to_string();
+        (!v.is_empty()).then_some(v)
+    }
+
+    /// A DCS key's value.
+    pub fn key(&mut self, rel: &str) -> Option<String> {
+        let key = format!("/service/{}/{}", self.scope, rel);
+        let out = self
+            .etcd
+            .etcdctl(&["get", "--print-value-only", &key])
+            .ok()?;
+        let v = out.trim().to_string();
+        (!v.is_empty()).then_some(v)
+    }
+
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .expect("node name")
+    }
+
+    /// Waits until `/primary` answers 200 on exactly one node and returns it.
+    pub fn wait_primary(&self, within: Duration) -> Option<usize> {
+        wait_until(within, || {
+            let ok: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.api(i, "/primary").is_some_and(|(s, _)| s == 200))
+                .collect();
+            (ok.len() == 1).then(|| ok[0])
+        })
+    }
+
+    /// Waits until node `i` runs as a streaming replica.
+    pub fn wait_replica(&self, i: usize, within: Duration) -> bool {
+        wait_until(within, || {
+            self.api(i, "/replica")
+                .filter(|(s, _)| *s == 200)
+                .and_then(|(_, v)| (v["replication_state"] == "streaming").then_some(()))
+        })
+        .is_some()
+    }
+
+    /// Runs SQL on node `i` through psql; Err carries psql's message.
+    pub fn sql(&self, i: usize, q: &str) -> Result<String, String> {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.nodes[i].pg_port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                q,
+            ])
+            .env("PGCONNECT_TIMEOUT", "2")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "----- {} -----\n{}",
+                    n.name,
+                    std::fs::read_to_string(&n.log).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for i in 0..self.nodes.len() {
+            self.kill_agent(i);
+        }
+        for i in 0..self.nodes.len() {
+            if let Some(pid) = self.postmaster_pid(i) {
+                // SAFETY: the postmaster our agent started; SIGCONT first in case a test stopped it.
+                unsafe {
+                    libc::kill(pid, libc::SIGCONT);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        // Backends exit once their postmaster is gone; give them a moment before the
+        // temp dir goes.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Polls `f` every 100 ms until it returns Some or `within` passes.
+pub fn wait_until<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A minimal HTTP/1.0 client (tests must not depend on the code under test's client).
+pub fn http(method: &str, port: u16, path: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).ok()?;
+    let text = String::from_utf8_lossy(&resp);
+    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let payload = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_string()));
+    Some((status, json))
+}
