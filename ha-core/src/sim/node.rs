@@ -106,6 +106,9 @@ pub(super) enum JobStep {
 pub(super) struct Job {
     pub id: u64,
     pub kind: Busy,
+    /// Done, but (as in the runner) only collected when the next cycle starts: until
+    /// then observations still report the node busy.
+    finished: bool,
     steps: VecDeque<JobStep>,
     current: Option<JobStep>,
 }
@@ -324,6 +327,9 @@ impl World {
             return;
         }
         n.cycles += 1;
+        if n.job.as_ref().is_some_and(|j| j.finished) {
+            n.job = None;
+        }
         let pg = self.observe_pg(i);
         let n = &mut self.nodes[i];
         n.cycle = Some(Cycle {
@@ -787,6 +793,7 @@ impl World {
         self.nodes[i].job = Some(Job {
             id,
             kind,
+            finished: false,
             steps: steps.into(),
             current: None,
         });
@@ -799,9 +806,12 @@ impl World {
             return;
         };
         let id = job.id;
+        if job.finished {
+            return;
+        }
         let Some(step) = job.steps.pop_front() else {
             let kind = job.kind.describe();
-            self.nodes[i].job = None;
+            job.finished = true;
             self.trace
                 .note(self.now, Some(i), 111, || format!("{kind} finished"));
             return self.wake(i);
