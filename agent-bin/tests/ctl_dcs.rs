@@ -156,6 +156,32 @@ async fn read_commands_show_the_seeded_cluster() {
     out.ok();
     assert!(out.stdout.contains("max_connections: 100"));
 
+    // An agent's full config file works too (its DCS section and scope).
+    let agent_yaml = format!(
+        "scope: batman\nname: pg9\nrestapi:\n  listen: 127.0.0.1:8008\n  connect_address: 127.0.0.1:8008\n\
+         etcd3:\n  hosts: {}\npostgresql:\n  listen: 127.0.0.1:5432\n  connect_address: 127.0.0.1:5432\n\
+         \x20 data_dir: /nonexistent/data\n  authentication:\n    superuser: {{username: postgres, password: x}}\n\
+         \x20   replication: {{username: rep, password: y}}\n",
+        env.host
+    );
+    let env_map = agent_bin::config::EnvMap::default();
+    agent_bin::config::Config::from_yaml_str(&agent_yaml, &env_map).expect("a valid agent config");
+    let agent_cfg = env.file("agent.yaml", &agent_yaml);
+    let out = run_ctl(
+        &["-c", &agent_cfg, "history", "-f", "tsv"],
+        "",
+        env.home.path(),
+        &[],
+    )
+    .await;
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("1\t25165984\tno recovery target specified"),
+        "{}",
+        out.stdout
+    );
+
     // An unknown cluster is an error, not an empty table.
     env.ctl(&["list", "robin"], "")
         .await

@@ -69,6 +69,20 @@ async fn handle(
 }
 
 impl Stub {
+    /// An HTTPS stub served by the agent's own TLS stack.
+    async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Stub {
+        let state = Arc::new(StubState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = agent_bin::api::serve(listener, app, Some(tls), std::future::pending()).await;
+        });
+        Stub { port, state, task }
+    }
+
     async fn start() -> Stub {
         let state = Arc::new(StubState::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -84,6 +98,10 @@ impl Stub {
 
     fn api_url(&self) -> String {
         format!("http://127.0.0.1:{}/patroni", self.port)
+    }
+
+    fn https_url(&self) -> String {
+        format!("https://127.0.0.1:{}/patroni", self.port)
     }
 
     fn answer(&self, method: &str, path: &str, code: u16, body: &str) {
@@ -547,4 +565,105 @@ async fn member_action_requests() {
         "{}",
         out.stdout
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_apis_over_tls_with_client_certificates() {
+    let env = Env::start();
+    let certs = dcs_etcd::testing::TestCerts::generate(&env.home.path().join("certs")).unwrap();
+    let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
+    let server = agent_bin::config::RestApiConfig {
+        certfile: Some(p(&certs.server_cert)),
+        keyfile: Some(p(&certs.server_key)),
+        cafile: Some(p(&certs.ca)),
+        verify_client: agent_bin::config::VerifyClient::Required,
+        ..Default::default()
+    };
+    let tls = agent_bin::api::load_server_tls(&server).unwrap().unwrap();
+    let stubs = vec![
+        Stub::start_tls(tls.clone()).await,
+        Stub::start_tls(tls.clone()).await,
+        Stub::start_tls(tls).await,
+    ];
+    let urls: Vec<String> = stubs.iter().map(Stub::https_url).collect();
+    let _members = seed(&env, "tls", [&urls[0], &urls[1], &urls[2]], r#"{"ttl":30}"#).await;
+    let config = |ctl: &str| {
+        env.file(
+            "tls.yaml",
+            &format!("scope: tls\netcd3:\n  host: {}\nctl:\n{ctl}", env.host),
+        )
+    };
+    let run = |file: String, args: Vec<&'static str>| {
+        let home = env.home.path().to_path_buf();
+        async move {
+            let mut all = vec!["-c".to_string(), file];
+            all.extend(args.iter().map(|a| a.to_string()));
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_ctl(&all, "", &home, &[]).await
+        }
+    };
+
+    // CA and client certificate from `ctl`: GET and PATCH over HTTPS work.
+    let full = config(&format!(
+        "  cacert: {}\n  certfile: {}\n  keyfile: {}\n  authentication:\n    username: admin\n    password: secret\n",
+        p(&certs.ca),
+        p(&certs.client_cert),
+        p(&certs.client_key)
+    ));
+    let out = run(full.clone(), vec!["version", "tls"]).await;
+    out.ok();
+    assert!(
+        out.stdout.contains("pg0: Patroni 0.1.0 PostgreSQL 15.4\n"),
+        "{}",
+        out.stdout
+    );
+    let out = run(full, vec!["pause"]).await;
+    out.ok();
+    let seen: Vec<Seen> = stubs[0]
+        .take()
+        .into_iter()
+        .filter(|r| r.method == "PATCH")
+        .collect();
+    only(&seen, "PATCH", "/config");
+
+    // Without the CA the server certificate is refused.
+    let no_ca = config(&format!(
+        "  certfile: {}\n  keyfile: {}\n",
+        p(&certs.client_cert),
+        p(&certs.client_key)
+    ));
+    let out = run(no_ca, vec!["version", "tls"]).await;
+    out.ok();
+    assert!(
+        out.stdout.contains("pg0: failed to get version:"),
+        "{}",
+        out.stdout
+    );
+
+    // -k skips the server check, but the member still demands a client certificate.
+    let no_client = config("  insecure: false\n");
+    let out = run(no_client.clone(), vec!["-k", "version", "tls"]).await;
+    assert!(
+        out.stdout.contains("pg0: failed to get version:"),
+        "{}",
+        out.stdout
+    );
+    // A CA that signed nothing here: refused too.
+    let wrong_ca = config(&format!(
+        "  cacert: {}\n  certfile: {}\n  keyfile: {}\n",
+        p(&certs.other_ca),
+        p(&certs.client_cert),
+        p(&certs.client_key)
+    ));
+    let out = run(wrong_ca, vec!["version", "tls"]).await;
+    assert!(
+        out.stdout.contains("pg1: failed to get version:"),
+        "{}",
+        out.stdout
+    );
+    // An unreadable client certificate is a config error, said once.
+    let missing = config("  certfile: /nonexistent/client.pem\n");
+    run(missing, vec!["pause"])
+        .await
+        .fails_with("cannot read client certificate /nonexistent/client.pem");
 }

@@ -2,7 +2,7 @@
 //! and TLS settings.
 
 use super::error::{CtlError, CtlResult};
-use crate::config::{BasicAuth, Config};
+use crate::config::{BasicAuth, Config, VerifyClient};
 use reqwest::{Method, Url};
 use serde_json::Value;
 use std::time::Duration;
@@ -47,7 +47,9 @@ fn read(path: &str, what: &str) -> CtlResult<Vec<u8>> {
 impl RestClient {
     /// A client with `ctl.authentication` (else `restapi.authentication`), the CA from
     /// `ctl.cacert`/`ctl.cafile` (else `restapi.cafile`), and a client certificate from
-    /// `ctl.certfile`/`keyfile` (else the REST API's own, when readable).
+    /// `ctl.certfile`/`keyfile` (else, when this node's API verifies clients, the REST
+    /// API's own certificate if readable): the policy of `api::build_api_client`, plus
+    /// `-k`, separate connect and request deadlines, and no environment proxies.
     pub fn new(cfg: &Config, insecure: bool) -> CtlResult<RestClient> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -70,11 +72,13 @@ impl RestClient {
         let own = cfg.ctl.certfile.clone().filter(|c| !c.is_empty());
         let (cert, key, required) = match own {
             Some(c) => (Some(c), cfg.ctl.keyfile.clone(), true),
-            None => (
+            // Members that demand client certificates accept their own.
+            None if cfg.restapi.verify_client != VerifyClient::None => (
                 cfg.restapi.certfile.clone().filter(|c| !c.is_empty()),
                 cfg.restapi.keyfile.clone(),
                 false,
             ),
+            None => (None, None, false),
         };
         if let Some(cert) = cert {
             if required && cfg.ctl.keyfile_password.is_some() {
