@@ -413,3 +413,86 @@ pub fn http(method: &str, port: u16, path: &str, body: Option<&Value>) -> Option
     let json = serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_string()));
     Some((status, json))
 }
+
+/// A client that keeps inserting into `table` on every node's Postgres and records
+/// which inserts were acknowledged, by whom and when.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<Ack>>>,
+}
+
+/// One acknowledged insert.
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub node: usize,
+    pub id: i64,
+    pub at: Instant,
+}
+
+impl Writer {
+    pub fn start(c: &Cluster, table: &str) -> Writer {
+        let ports: Vec<u16> = c.nodes.iter().map(|n| n.pg_port).collect();
+        let table = table.to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            let mut id = 0i64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                for (node, port) in ports.iter().enumerate() {
+                    id += 1;
+                    let ok = Command::new("psql")
+                        .args([
+                            "-h",
+                            "127.0.0.1",
+                            "-p",
+                            &port.to_string(),
+                            "-U",
+                            "postgres",
+                            "-XAtq",
+                            "-v",
+                            "ON_ERROR_STOP=1",
+                        ])
+                        .args([
+                            "-c",
+                            &format!(
+                                "SET statement_timeout = '2s'; INSERT INTO {table} VALUES ({id})"
+                            ),
+                        ])
+                        .env("PGCONNECT_TIMEOUT", "1")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if ok {
+                        acks.push(Ack {
+                            node,
+                            id,
+                            at: Instant::now(),
+                        });
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            acks
+        });
+        Writer {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Ack> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
