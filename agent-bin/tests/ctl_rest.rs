@@ -580,7 +580,7 @@ async fn member_apis_over_tls_with_client_certificates() {
         ..Default::default()
     };
     let tls = agent_bin::api::load_server_tls(&server).unwrap().unwrap();
-    let stubs = vec![
+    let stubs = [
         Stub::start_tls(tls.clone()).await,
         Stub::start_tls(tls.clone()).await,
         Stub::start_tls(tls).await,
