@@ -1099,6 +1099,9 @@ impl PgDriver {
         }
         self.check_reachable(source).await?;
         self.checkpoint_source(source).await;
+        // Fetched before pg_rewind: afterwards nothing may fail before the
+        // configuration is rendered again.
+        let (_, _, history) = self.source_timeline(source).await?;
         tracing::info!(source = %source.name, "running pg_rewind");
         let cfg = self.cfg();
         let creds = cfg.rewind_credentials();
@@ -1118,9 +1121,6 @@ impl PgDriver {
             cmd.env("PGPASSWORD", p);
         }
         let out = self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT).await?;
-        if out.success {
-            self.remove_divergent_wal(source).await?;
-        }
         // pg_rewind copied the source's configuration files, ours included.
         let state = ManagedState {
             upstream: Some(source.into()),
@@ -1128,6 +1128,11 @@ impl PgDriver {
             synchronous_standby_names: None,
         };
         self.write_config(&state)?;
+        if out.success {
+            if let Err(e) = self.remove_divergent_wal(&history).await {
+                tracing::warn!(error = %e, "could not remove divergent WAL after pg_rewind");
+            }
+        }
         if !out.success {
             return Err(DriverError::Tool {
                 tool: "pg_rewind".into(),
@@ -1137,8 +1142,9 @@ impl PgDriver {
         Ok(())
     }
 
-    async fn remove_divergent_wal(&self, source: &Upstream) -> Result<()> {
-        let (_, _, history) = self.source_timeline(source).await?;
+    /// Removes the target's own WAL of parent timelines from their switchpoints on:
+    /// recovery must only ever read the source's history there.
+    async fn remove_divergent_wal(&self, history: &[HistoryEntry]) -> Result<()> {
         let seg = self.controldata().await?.wal_segment_size;
         let wal = self.data_dir().join("pg_wal");
         let names: Vec<String> = std::fs::read_dir(&wal)
@@ -1146,7 +1152,7 @@ impl PgDriver {
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        for n in timeline::divergent_wal_files(names.iter().map(String::as_str), &history, seg) {
+        for n in timeline::divergent_wal_files(names.iter().map(String::as_str), history, seg) {
             let p = wal.join(&n);
             std::fs::remove_file(&p).map_err(|e| DriverError::io("remove", &p, e))?;
         }
