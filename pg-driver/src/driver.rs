@@ -946,10 +946,21 @@ impl PgDriver {
             self.runner.write_file(&f, &format!("{p}\n"), 0o600)?;
             cmd.arg(format!("--pwfile={}", f.display()));
         }
-        if !self.cfg().initdb.contains("data-checksums") && !self.cfg().initdb.contains("k") {
+        let initdb = &self.cfg().initdb;
+        // Checksums by default so pg_rewind works; `no-data-checksums` opts out (and is
+        // not passed on, PostgreSQL 15 has no such flag).
+        if !initdb.contains("data-checksums")
+            && !initdb.contains("k")
+            && !initdb.contains("no-data-checksums")
+        {
             cmd.arg("--data-checksums");
         }
-        cmd.args(self.cfg().initdb.to_args()?);
+        cmd.args(
+            initdb
+                .to_args()?
+                .into_iter()
+                .filter(|a| a != "--no-data-checksums"),
+        );
         if self.cfg().fsync_disabled() && !self.cfg().initdb.contains("no-sync") {
             cmd.arg("--no-sync");
         }

@@ -250,3 +250,32 @@ async fn start_failure_carries_the_server_log_tail() {
     // The good configuration starts it again.
     node.driver.start(&StartRole::Primary, T).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewind_refused_when_impossible_or_unsafe() {
+    let env = TestEnv::new();
+    let mut cfg = env.config("nock");
+    cfg.initdb = serde_json::from_value(serde_json::json!(["no-data-checksums"])).unwrap();
+    cfg.parameters
+        .insert("wal_log_hints".into(), serde_json::json!("off"));
+    let pg = env.driver(cfg);
+    pg.bootstrap().await.unwrap();
+    let node = pg_driver::testing::TestNode::new(pg.clone());
+    assert_eq!(
+        node.scalar("SHOW data_checksums").await.unwrap().as_deref(),
+        Some("off")
+    );
+    let source = env.primary("src").await;
+    // Never under a running server.
+    match pg.rewind(&source.upstream()).await {
+        Err(PgError::Invalid(m)) => assert!(m.contains("stop it"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    pg.stop(StopMode::Fast, T).await.unwrap();
+    // Neither checksums nor wal_log_hints: the caller must reclone.
+    match pg.rewind(&source.upstream()).await {
+        Err(PgError::Invalid(m)) => assert!(m.contains("reclone"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(pg.data_dir().join("PG_VERSION").exists());
+}
