@@ -229,3 +229,42 @@ async fn kill_9_is_crashed_and_sigstop_is_hung() {
     .await;
     assert!(started.is_some(), "start after killing a frozen postmaster");
 }
+
+/// The agent may run as the postgres user itself: the same lifecycle, without
+/// switching users, by re-running this test binary as that user.
+#[test]
+fn lifecycle_also_runs_as_the_postgres_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        // Already unprivileged: the other tests of this binary are that run.
+        return;
+    }
+    // The build directory may not be reachable for postgres (e.g. under /root): run a
+    // copy from a world-readable temp dir.
+    let dir = tempfile::Builder::new()
+        .prefix("fa-pg-exe-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.path().join("lifecycle");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "bootstrap_start_stop_in_every_mode",
+            "--test-threads=1",
+        ])
+        .current_dir("/")
+        .env("TMPDIR", "/tmp")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "as postgres: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
