@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 /// The config key as a JSON document (whole-number floats as integers), and its
 /// version for CAS.
 pub fn config_document(cluster: &Cluster, name: &str) -> CtlResult<(Value, Version)> {
+    if let Some(bad) = cluster.malformed.iter().find(|e| e.key == "config") {
+        return Err(CtlError::failed(format!(
+            "the config key of cluster {name} cannot be read ({}); fix it with PUT /config on a member",
+            bad.reason
+        )));
+    }
     let c = cluster.config.as_ref().ok_or_else(|| {
         CtlError::failed(format!(
             "The config key does not exist in the cluster {name}"
@@ -337,10 +343,29 @@ mod tests {
     }
 
     #[test]
-    fn config_document_needs_the_key() {
+    fn config_document_needs_a_readable_key() {
         let e = config_document(&Cluster::default(), "batman")
             .unwrap_err()
             .to_string();
         assert_eq!(e, "The config key does not exist in the cluster batman");
+        let entry = |value: &str| ha_core::RawEntry {
+            key: "config".into(),
+            value: value.into(),
+            version: Version(3),
+            session: None,
+        };
+        let bad = Cluster::from_entries(vec![entry("{not json")]);
+        let e = config_document(&bad, "batman").unwrap_err().to_string();
+        assert!(
+            e.starts_with("the config key of cluster batman cannot be read ("),
+            "{e}"
+        );
+        let ok = Cluster::from_entries(vec![entry(
+            r#"{"ttl":20.0,"postgresql":{"parameters":{"a":1}}}"#,
+        )]);
+        let (doc, v) = config_document(&ok, "batman").unwrap();
+        assert_eq!(v, Version(3));
+        assert_eq!(doc["ttl"], json!(20));
+        assert_eq!(doc["postgresql"]["parameters"]["a"], json!(1));
     }
 }

@@ -208,7 +208,7 @@ impl Table {
         let title: String = title.chars().take(room).collect();
         let n = width(&title);
         let mut s = String::new();
-        s.push(chars[0]);
+        s.extend(chars.first());
         s.push_str(&title);
         s.extend(chars.iter().skip(1 + n));
         s
