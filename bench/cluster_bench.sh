@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Measures, on a local 3-node cluster (real etcd, real PostgreSQL 15, release build):
+#   - unplanned failover: kill -9 of the primary's agent and postmaster until the new
+#     primary acknowledges a write, split into lease expiry (leader key deleted by etcd),
+#     reaction (deletion -> new leader key) and promotion (new key -> first write);
+#   - switchover write gap: longest pause between acknowledged writes of a client that
+#     writes continuously while `POST /switchover` runs;
+#   - agent memory: VmRSS of each agent process and of its write-fence keeper;
+#   - DCS load: etcd gRPC requests per member per second in steady state.
+#   - false failovers: leader changes during a pgbench run against the primary.
+# Usage: bench/cluster_bench.sh [default|fast]   (default: ttl 30/loop 10/retry 10;
+#        fast: ttl 2/loop 0.5/retry 0.75). Prints one result block; uses only loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROFILE=${1:-default}
+case "$PROFILE" in
+  default) export FULLAUTO_DEMO_TTL=30 FULLAUTO_DEMO_LOOP_WAIT=10 FULLAUTO_DEMO_RETRY_TIMEOUT=10 ;;
+  fast)    export FULLAUTO_DEMO_TTL=2 FULLAUTO_DEMO_LOOP_WAIT=0.5 FULLAUTO_DEMO_RETRY_TIMEOUT=0.75 ;;
+  *) echo "usage: $0 [default|fast]" >&2; exit 2 ;;
+esac
+export FULLAUTO_DEMO_DIR=${FULLAUTO_DEMO_DIR:-/tmp/fullauto-bench}
+export FULLAUTO_DEMO_ETCD_PORT=${FULLAUTO_DEMO_ETCD_PORT:-23801}
+DIR=$FULLAUTO_DEMO_DIR
+ETCD=127.0.0.1:$FULLAUTO_DEMO_ETCD_PORT
+BIN=target/release
+now() { date +%s.%N; }
+ms() { python3 -c "print(round(($2-$1)*1000))"; }
+cleanup() { scripts/demo down >/dev/null 2>&1 || true; [ -n "${WATCH_PID:-}" ] && kill "$WATCH_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+
+scripts/demo up >/dev/null
+port_of() { echo $((5441 + ${1#pg})); }
+api_of() { echo $((8041 + ${1#pg})); }
+leader() { etcdctl --endpoints "$ETCD" get --print-value-only /service/demo/leader; }
+psql_w() { psql -h 127.0.0.1 -p "$1" -U postgres -XAtq -v ON_ERROR_STOP=1 -c "$2" >/dev/null 2>&1; }
+
+L=$(leader)
+psql_w "$(port_of "$L")" "CREATE TABLE IF NOT EXISTS b (id bigserial primary key, at timestamptz default now())"
+sleep 2
+
+# --- memory -----------------------------------------------------------------
+echo "profile: $PROFILE (ttl ${FULLAUTO_DEMO_TTL}, loop_wait ${FULLAUTO_DEMO_LOOP_WAIT}, retry_timeout ${FULLAUTO_DEMO_RETRY_TIMEOUT})"
+for n in pg0 pg1 pg2; do
+  pid=$(cat "$DIR/$n.pid")
+  keeper=$(ps -o pid= --ppid "$pid" -o comm= | awk '$2=="fullauto"{print $1}' | head -1)
+  echo "rss_kib $n agent=$(awk '/VmRSS/{print $2}' /proc/$pid/status) fence_keeper=$( [ -n "$keeper" ] && awk '/VmRSS/{print $2}' /proc/$keeper/status || echo none)"
+done
+
+# --- DCS requests in steady state ---------------------------------------------
+count_requests() { curl -s "http://$ETCD/metrics" | awk '/^grpc_server_handled_total/ {s+=$2} END {print s}'; }
+WINDOW=${DCS_WINDOW:-30}
+r0=$(count_requests); sleep "$WINDOW"; r1=$(count_requests)
+echo "etcd_requests_per_member_per_s $(python3 -c "print(round(($r1-$r0)/3/$WINDOW,2))") (window ${WINDOW}s, 3 members, all gRPC methods)"
+
+# --- false failovers under load -----------------------------------------------
+L=$(leader)
+if command -v pgbench >/dev/null; then
+  pgbench -h 127.0.0.1 -p "$(port_of "$L")" -U postgres -i -s 5 postgres >/dev/null 2>&1 || true
+  pgbench -h 127.0.0.1 -p "$(port_of "$L")" -U postgres -c 4 -j 2 -T "${LOAD_SECONDS:-30}" postgres >/dev/null 2>&1 || true
+  echo "leader_after_load $(leader) (was $L)"
+fi
+
+# --- switchover write gap -------------------------------------------------------
+writer() {  # appends "epoch_seconds" for each acknowledged insert, trying every node
+  while [ ! -f "$DIR/stop-writer" ]; do
+    for p in 5441 5442 5443; do
+      if psql_w "$p" "INSERT INTO b DEFAULT VALUES"; then now >> "$DIR/acks"; break; fi
+    done
+  done
+}
+rm -f "$DIR/acks" "$DIR/stop-writer"; writer & WP=$!
+sleep 2
+L=$(leader); C=$(for n in pg0 pg1 pg2; do [ "$n" != "$L" ] && echo "$n"; done | head -1)
+curl -s -XPOST "http://127.0.0.1:$(api_of "$L")/switchover" -d "{\"leader\":\"$L\",\"candidate\":\"$C\"}" >/dev/null
+sleep 3; touch "$DIR/stop-writer"; wait "$WP"
+echo "switchover_write_gap_ms $(python3 -c "
+import sys
+t=[float(x) for x in open('$DIR/acks')]
+print(round(max(b-a for a,b in zip(t,t[1:]))*1000))") ($L -> $C, $(wc -l < "$DIR/acks") writes)"
+
+# --- unplanned failover ---------------------------------------------------------
+sleep 3
+L=$(leader)
+( etcdctl --endpoints "$ETCD" watch /service/demo/leader | while read -r line; do echo "$(now) $line"; done > "$DIR/watch" ) & WATCH_PID=$!
+sleep 1
+T0=$(now)
+kill -9 "$(cat "$DIR/$L.pid")" "$(head -1 "$DIR/data/$L/postmaster.pid")"
+NEW=""; TW=""
+while [ -z "$TW" ]; do
+  for n in pg0 pg1 pg2; do
+    [ "$n" = "$L" ] && continue
+    if psql_w "$(port_of "$n")" "INSERT INTO b DEFAULT VALUES"; then NEW=$n; TW=$(now); break; fi
+  done
+done
+sleep 1
+TDEL=$(awk '$2=="DELETE"{print $1; exit}' "$DIR/watch")
+TPUT=$(awk '$2=="PUT"{print $1; exit}' "$DIR/watch")
+echo "failover_total_ms $(ms "$T0" "$TW") ($L -> $NEW)"
+echo "  lease_expiry_ms $(ms "$T0" "$TDEL")  reaction_ms $(ms "$TDEL" "$TPUT")  promote_to_first_write_ms $(ms "$TPUT" "$TW")"
