@@ -40,7 +40,7 @@ fn ten_thousand_seeds_keep_safety_and_converge() {
     let secs = began.elapsed().as_secs_f64();
     println!(
         "{} seeds in {secs:.1}s ({:.0} seeds/s): {} faults, {} acknowledged writes ({} lost in \
-         async runs; {} synchronous runs with {} writes acknowledged by standbys, none lost), \
+         async runs; {} synchronous runs with {} writes acknowledged by standbys, (c) checked at every promotion), \
          longest convergence after faults {:.1}s",
         totals.seeds,
         totals.seeds as f64 / secs,
