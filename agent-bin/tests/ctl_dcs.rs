@@ -4,7 +4,7 @@
 mod ctl_support;
 
 use ctl_support::{dead_api_url, run_ctl, seed, Env, SYSID};
-use ha_core::{Dcs, MemberData};
+use ha_core::{Dcs, Failover, MemberData};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -488,6 +488,47 @@ async fn pause_resume_fall_back_to_the_dcs_and_wait_for_members() {
             .unwrap()
             .value
             .pause
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_switchover_clears_the_failover_key_when_no_api_answers() {
+    let env = Env::start();
+    let api = dead3();
+    let members = seed(&env, "gotham", [&api[0], &api[1], &api[2]], CONFIG).await;
+    let out = env.ctl(&["flush", "gotham", "switchover"], "").await;
+    out.ok();
+    assert_eq!(out.stdout, "No pending scheduled switchover\n");
+    let scheduled = Failover {
+        leader: Some("pg0".into()),
+        member: Some("pg1".into()),
+        scheduled_at: Some("2030-01-01T10:00:00+00:00".into()),
+    };
+    assert!(members[0].set_failover(&scheduled, None).await.unwrap());
+    let out = env.ctl(&["flush", "gotham", "switchover"], "").await;
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("Could not find any accessible member of cluster gotham\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .ends_with("Success: scheduled switchover deleted from the DCS\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("member pg0 is not accessible"),
+        "{}",
+        out.stderr
+    );
+    let cluster = members[0].get_cluster().await.unwrap();
+    assert!(
+        cluster.failover_request().is_none(),
+        "{:?}",
+        cluster.failover
     );
 }
 
