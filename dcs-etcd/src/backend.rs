@@ -401,16 +401,14 @@ impl Dcs for EtcdDcs {
                         Some(PutOptions::new().with_lease(lease)),
                     )
                 };
-                // Patroni's contract in one round trip: nothing to do when the key
-                // holds my name on my lease; else re-bind it if it holds my name;
-                // else create it if it is absent.
-                let create_if_absent = Txn::new()
-                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([put()]);
+                // One round trip: nothing to do when the key holds my name on my
+                // lease; else re-bind it if it still holds my name. A key that is gone
+                // is NOT re-created (unlike Patroni): the lease was lost or released
+                // (e.g. by a switchover in flight), and taking it back is a new leader
+                // race that the HA engine must decide on a fresh view.
                 let rebind = Txn::new()
                     .when([Compare::value(key.clone(), CompareOp::Equal, name.clone())])
-                    .and_then([put()])
-                    .or_else([TxnOp::txn(create_if_absent)]);
+                    .and_then([put()]);
                 let txn = Txn::new()
                     .when([
                         Compare::value(key.clone(), CompareOp::Equal, name.clone()),

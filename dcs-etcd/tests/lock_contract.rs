@@ -73,13 +73,11 @@ async fn renew_rebinds_my_name_on_a_foreign_lease() {
         Some(a.lease_id().unwrap().to_string()),
         "re-bound to my lease"
     );
-    // The key gone (e.g. expired): renew re-creates it, as Patroni's etcd3 backend does.
+    // The key gone (expired or released): renew reports the loss and does not take the
+    // key back; that is a new leader race for the HA engine to decide.
     etcd.etcdctl(&["del", "/service/batman/leader"]).unwrap();
-    assert!(a.renew_leader().await.unwrap());
-    assert_eq!(
-        etcd.get("/service/batman/leader").unwrap().as_deref(),
-        Some("pg0")
-    );
+    assert!(!a.renew_leader().await.unwrap());
+    assert_eq!(etcd.get("/service/batman/leader").unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,19 +8,31 @@ use ha_core::{Cluster, DataDirState, MonoTime, PgObservation, PgProcess, Role};
 /// What the engine would do next for `member`, judged from its published record alone
 /// (a dry run: no lease outcomes, no peer probes).
 pub fn advise(cluster: &Cluster, member: &str, now: MonoTime, wall_millis: i64) -> Vec<Action> {
-    let Some(m) = cluster.member(member) else { return Vec::new() };
-    let running = m.data.state.as_ref().is_some_and(|s| s.as_str() == "running");
+    let Some(m) = cluster.member(member) else {
+        return Vec::new();
+    };
+    let running = m
+        .data
+        .state
+        .as_ref()
+        .is_some_and(|s| s.as_str() == "running");
     let primary = m.data.role == Some(Role::Primary);
     let sysid = cluster.system_identifier().unwrap_or("0").to_string();
     let pg = PgObservation {
-        process: if running { PgProcess::Running } else { PgProcess::Stopped },
+        process: if running {
+            PgProcess::Running
+        } else {
+            PgProcess::Stopped
+        },
         in_recovery: running.then_some(!primary),
         timeline: m.data.timeline,
         wal_lsn: m.data.xlog_location.filter(|_| primary),
         receive_lsn: m.data.receive_lsn,
         replay_lsn: m.data.replay_lsn,
         replication_state: m.data.replication_state.clone(),
-        ..PgObservation::stopped(DataDirState::Initialized { system_identifier: sysid })
+        ..PgObservation::stopped(DataDirState::Initialized {
+            system_identifier: sysid,
+        })
     };
     let mut cfg = NodeConfig::named(member);
     cfg.tags = m.data.tags.clone();

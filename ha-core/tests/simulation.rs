@@ -7,24 +7,15 @@ use ha_core::sim::{
 };
 use std::time::Instant;
 
-/// Seeds kept out of the CI range because they expose a known, reported decision bug.
-/// Every entry must name the report it belongs to.
-const KNOWN_BAD_SEEDS: &[u64] = &[
-    // Reported bug A (sim report, invariant c): in strict synchronous mode
-    // `sync::before_promote` keeps the previous standbys in `sync` while the new primary
-    // sets `synchronous_standby_names = '*'`, so commits are acknowledged by whichever
-    // standby flushes first and the standby named in `sync` is later promoted without
-    // them. Same bug outside this range: 26725, 66282, 66788, 69175, 82028, 89253.
-    8141, 9516,
-];
+/// Seeds kept out of the CI range because they expose a known decision bug; each
+/// entry must name the bug. Empty: the strict-sync `before_promote` bug and the
+/// unrewound diverged replica found by this simulator are fixed.
+const KNOWN_BAD_SEEDS: &[u64] = &[];
 
-/// KNOWN DECIDE GAP (reported to the lead, see the sim report): a running replica whose
-/// WAL history forked from the new leader's is never rewound — `follower_cycle` only
-/// emits `Follow`, and `rewind_pending` is consumed only when Postgres is stopped — so
-/// it follows a leader it can never replicate from. About 5% of seeds end that way.
-/// The test still fails on every other violation, prints how many seeds hit this one,
-/// and must be switched to `false` once `decide` rewinds diverged replicas.
-const TOLERATE_UNREWOUND_DIVERGED_REPLICA: bool = true;
+/// Whether a running replica that can never replicate from the new leader (diverged,
+/// not rewound) is tolerated. `false`: `decide` stops such a replica for a divergence
+/// check and pg_rewind.
+const TOLERATE_UNREWOUND_DIVERGED_REPLICA: bool = false;
 
 fn env_seed() -> Option<u64> {
     std::env::var("SIM_SEED")

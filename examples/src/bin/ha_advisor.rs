@@ -10,11 +10,22 @@ async fn main() -> anyhow::Result<()> {
     let (Some(host), Some(scope)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: ha-advisor ETCD_HOST:PORT SCOPE");
     };
-    let cfg = dcs_etcd::EtcdConfig { host: Some(host), ..Default::default() };
-    let dcs = dcs_etcd::EtcdDcs::connect(&cfg, "/service", &scope, "ha-advisor", DcsTiming::default()).await?;
+    let cfg = dcs_etcd::EtcdConfig {
+        host: Some(host),
+        ..Default::default()
+    };
+    let dcs =
+        dcs_etcd::EtcdDcs::connect(&cfg, "/service", &scope, "ha-advisor", DcsTiming::default())
+            .await?;
     let cluster = ha_core::Dcs::get_cluster(&dcs).await?;
-    let leader = cluster.leader.as_ref().map_or("(none)", |l| l.name.as_str());
-    println!("cluster {scope}: leader {leader}, {} members", cluster.members.len());
+    let leader = cluster
+        .leader
+        .as_ref()
+        .map_or("(none)", |l| l.name.as_str());
+    println!(
+        "cluster {scope}: leader {leader}, {} members",
+        cluster.members.len()
+    );
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -1,7 +1,7 @@
 //! What the decision function asks the runner to do.
 
 use crate::clock::MonoTime;
-use crate::model::{DynamicConfig, History, MemberData, Status, SyncState, Version};
+use crate::model::{DynamicConfig, History, Member, MemberData, Status, SyncState, Version};
 use crate::postgres::{StopMode, Upstream};
 
 /// The proof a role-changing action was justified by a live lease: the runner refuses
@@ -149,6 +149,17 @@ pub enum Action {
         /// Who to follow afterwards.
         upstream: Option<Upstream>,
     },
+    /// *Background.* Planned switchover to `candidate`: fast stop (shutdown
+    /// checkpoint), wait until the candidate has received WAL past that checkpoint,
+    /// then release the lease and follow it. If the candidate does not confirm while
+    /// `token` is still valid, withdraw the request and restart as primary, so no
+    /// acknowledged write is ever left behind on the old primary.
+    SwitchoverTo {
+        /// The member to hand over to.
+        candidate: Member,
+        /// The lease this primary still holds (for the abort path).
+        token: LeaseToken,
+    },
     /// Point the running replica at another upstream.
     Follow {
         /// New upstream (None: detach).
@@ -189,6 +200,7 @@ impl Action {
                 | Action::StartReplica { .. }
                 | Action::Promote { .. }
                 | Action::Demote { .. }
+                | Action::SwitchoverTo { .. }
         )
     }
 

@@ -166,6 +166,8 @@ pub struct LocalState {
     pub dcs_last_seen: Option<MonoTime>,
     /// Since when Postgres has been down while I held the lease.
     pub down_since: Option<MonoTime>,
+    /// Since when a running replica has been stuck behind the leader's timeline.
+    pub stuck_since: Option<MonoTime>,
     /// Since when Postgres has been unresponsive.
     pub hung_since: Option<MonoTime>,
     /// Whether the write fence is armed.

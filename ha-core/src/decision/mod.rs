@@ -293,7 +293,9 @@ impl<'a> Step<'a> {
     /// A background action runs: only keep the lease alive (and the fence armed) so a
     /// long clone or promote does not cost the leadership.
     fn while_busy(&mut self, c: &Cluster, busy: Busy) {
-        if c.is_leader(self.me()) || self.st.lease_until.is_some() {
+        // A demotion gives the lease up; renewing it meanwhile would re-arm the fence
+        // past the release.
+        if busy != Busy::Demote && (c.is_leader(self.me()) || self.st.lease_until.is_some()) {
             match self.ensure_renewed() {
                 Renewal::Pending => return,
                 Renewal::Renewed => self.arm_fence(),
@@ -483,7 +485,7 @@ impl<'a> Step<'a> {
             .obs
             .outcomes
             .iter()
-            .any(|o| matches!(o, Outcome::LeaseTaken))
+            .any(|o| matches!(o, Outcome::LeaseTaken | Outcome::LeaseError(_)))
         {
             self.reread = true;
             return self.say("lost the leader race");
@@ -634,7 +636,26 @@ impl<'a> Step<'a> {
                 false
             }
             None => {
-                let wanted = sync::before_promote(self.cfg, &self.config(), c);
+                let named =
+                    c.failover_request().and_then(|f| f.member.as_deref()) == Some(self.me());
+                let trusted = c
+                    .sync
+                    .as_ref()
+                    .map(|s| &s.value)
+                    .filter(|s| s.leader.is_some());
+                if self.config().synchronous_mode == crate::model::SynchronousMode::On
+                    && !named
+                    && trusted.is_some_and(|s| !s.contains(self.me()))
+                {
+                    // Won the key on an outdated view: another node has the acknowledged commits.
+                    self.act(Action::ReleaseLease);
+                    self.st.lease_until = None;
+                    self.say(
+                        "not promoting: I am not a synchronous standby; released the leader lock",
+                    );
+                    return false;
+                }
+                let wanted = sync::before_promote(self.cfg);
                 let expected = c.sync.as_ref().map(|s| s.version);
                 self.act(Action::WriteSync {
                     sync: wanted,
@@ -851,21 +872,24 @@ impl<'a> Step<'a> {
             })
             .max_by_key(|(_, wal)| *wal)
             .map(|(m, _)| m);
-        match best.and_then(|m| upstream_of(m)) {
-            Some(target) => {
+        match (
+            best.filter(|m| upstream_of(m).is_some()),
+            self.token(Some(c)),
+        ) {
+            (Some(target), Some(token)) => {
                 self.st.rewind_pending = true;
                 self.say(format!(
                     "manual switchover: demoting myself in favour of {}",
                     target.name
                 ));
-                self.act(Action::Demote {
-                    mode: DemoteMode::Graceful,
-                    upstream: Some(target),
+                self.act(Action::SwitchoverTo {
+                    candidate: (*target).clone(),
+                    token,
                 });
                 self.st.lease_until = None;
                 true
             }
-            None => {
+            _ => {
                 self.act(clear);
                 self.say("switchover: no healthy members found");
                 false
@@ -895,6 +919,15 @@ impl<'a> Step<'a> {
         }
         let upstream = self.upstream_for_replica(c);
         let wanted = upstream.as_ref().map(|u| u.name.clone());
+        if self.replica_needs_rewind_check(c) {
+            // Stop now; recover() restarts it with a divergence check and pg_rewind.
+            self.st.rewind_pending = true;
+            self.st.stuck_since = None;
+            self.say("replica cannot follow the new timeline: stopping it for a divergence check");
+            return self.act(Action::StopPostgres {
+                mode: crate::postgres::StopMode::Fast,
+            });
+        }
         if pg.following != wanted && upstream.is_some() {
             self.say(format!(
                 "following new leader {}",
@@ -906,6 +939,47 @@ impl<'a> Step<'a> {
         self.say(format!(
             "no action. I am ({me}), a secondary, and following a leader ({leader})"
         ));
+    }
+
+    /// A running replica that may have diverged from the leader and so can never catch
+    /// up by itself: it is not streaming although the leader runs, and either it was
+    /// demoted without a rewind check, is behind the leader's timeline (after a loop),
+    /// or has not streamed for a whole ttl (its history may have forked on the same
+    /// timeline, e.g. it received WAL the new leader never had).
+    fn replica_needs_rewind_check(&mut self, c: &Cluster) -> bool {
+        let pg = &self.obs.pg;
+        if !pg.is_replica() {
+            return false;
+        }
+        if pg.replication_state.as_deref() == Some("streaming") {
+            // Streaming from the leader proves the histories are compatible.
+            self.st.rewind_pending = false;
+            self.st.stuck_since = None;
+            return false;
+        }
+        let Some(leader) = c
+            .leader_member()
+            .filter(|m| is_running(m) && m.name != self.cfg.name)
+        else {
+            self.st.stuck_since = None;
+            return false;
+        };
+        let behind = leader
+            .data
+            .timeline
+            .is_some_and(|tl| pg.timeline.is_some_and(|mine| mine < tl));
+        let dc = self.config();
+        let grace = if behind || self.st.rewind_pending {
+            dc.loop_wait().max(Duration::from_secs(1))
+        } else {
+            dc.ttl()
+        };
+        let since = *self.st.stuck_since.get_or_insert(self.now);
+        if self.now.since(since) < grace {
+            self.wake_no_later_than(since.plus(grace));
+            return false;
+        }
+        true
     }
 
     /// The DCS could not be read or written: a primary keeps running only while its

@@ -222,25 +222,15 @@ pub fn is_active(dc: &DynamicConfig) -> bool {
     dc.synchronous_mode != SynchronousMode::Off && !dc.is_standby_cluster()
 }
 
-/// The `sync` value a new leader writes before promoting: strict keeps the previous
-/// standbys (minus me) so commits keep waiting for them; otherwise none.
-pub fn before_promote(cfg: &NodeConfig, dc: &DynamicConfig, c: &Cluster) -> SyncState {
-    let previous = c
-        .sync
-        .as_ref()
-        .map(|s| s.value.sync_standby.clone())
-        .unwrap_or_default();
-    let sync_standby = if dc.synchronous_mode_strict {
-        previous
-            .into_iter()
-            .filter(|s| !s.eq_ignore_ascii_case(&cfg.name))
-            .collect()
-    } else {
-        Vec::new()
-    };
+/// The `sync` value a new leader writes before promoting: no standby is trusted yet.
+/// Keeping the old standbys (as Patroni does in strict mode) is unsafe: while
+/// `synchronous_standby_names` is `*`, commits are acknowledged by whichever standby
+/// flushes first, which need not be the one still named in the key, and that one could
+/// then be promoted without them. Standbys are published again once they confirm.
+pub fn before_promote(cfg: &NodeConfig) -> SyncState {
     SyncState {
         leader: Some(cfg.name.clone()),
-        sync_standby,
+        sync_standby: Vec::new(),
         quorum: 0,
     }
 }

@@ -436,8 +436,13 @@ fn switchover_leader_probes_candidate_then_demotes_gracefully() {
         vec![renewed, Outcome::PeersProbed(vec![peer("b", 100)])],
     );
     let d = decide(&cfg("a"), &LocalState::default(), &o, t(1001));
-    assert!(d.actions.iter().any(|a| matches!(a,
-        Action::Demote { mode: DemoteMode::Graceful, upstream: Some(u) } if u.name == "b")));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::SwitchoverTo { candidate, .. } if candidate.name == "b")),
+        "{:?}",
+        d.actions
+    );
 }
 
 #[test]

@@ -45,44 +45,85 @@ impl<'de> Deserialize<'de> for SynchronousMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynamicConfig {
     /// Leader lease lifetime, seconds.
-    #[serde(default = "defaults::ttl", deserialize_with = "seconds")]
+    #[serde(
+        default = "defaults::ttl",
+        deserialize_with = "seconds",
+        serialize_with = "write_seconds"
+    )]
     pub ttl: f64,
     /// HA cycle period, seconds.
-    #[serde(default = "defaults::loop_wait", deserialize_with = "seconds")]
+    #[serde(
+        default = "defaults::loop_wait",
+        deserialize_with = "seconds",
+        serialize_with = "write_seconds"
+    )]
     pub loop_wait: f64,
     /// Deadline for one DCS or Postgres operation, seconds.
-    #[serde(default = "defaults::retry_timeout", deserialize_with = "seconds")]
+    #[serde(
+        default = "defaults::retry_timeout",
+        deserialize_with = "seconds",
+        serialize_with = "write_seconds"
+    )]
     pub retry_timeout: f64,
     /// Replicas further behind `status.optime` than this (bytes) do not race.
     #[serde(default = "defaults::max_lag", deserialize_with = "integer")]
     pub maximum_lag_on_failover: i64,
     /// >0: swap out a sync standby lagging more than this (bytes).
-    #[serde(default = "defaults::minus_one", deserialize_with = "integer")]
+    #[serde(
+        default = "defaults::minus_one",
+        deserialize_with = "integer",
+        skip_serializing_if = "is_minus_one"
+    )]
     pub maximum_lag_on_syncnode: i64,
     /// Time a crashed primary may take to restart before failing over, seconds.
     #[serde(
         default = "defaults::primary_start_timeout",
         alias = "master_start_timeout",
-        deserialize_with = "seconds"
+        deserialize_with = "seconds",
+        serialize_with = "write_seconds",
+        skip_serializing_if = "is_default_start_timeout"
     )]
     pub primary_start_timeout: f64,
     /// Synchronous mode only: SIGKILL a stop that takes longer (0 = never), seconds.
-    #[serde(default, alias = "master_stop_timeout", deserialize_with = "seconds")]
+    #[serde(
+        default,
+        alias = "master_stop_timeout",
+        deserialize_with = "seconds",
+        serialize_with = "write_seconds",
+        skip_serializing_if = "is_zero"
+    )]
     pub primary_stop_timeout: f64,
-    /// Synchronous replication mode.
-    #[serde(default)]
+    /// Synchronous replication mode (omitted when off: Patroni 3.x would read the
+    /// string "off" as true).
+    #[serde(default, skip_serializing_if = "is_off")]
     pub synchronous_mode: SynchronousMode,
     /// Never fall back to asynchronous replication.
-    #[serde(default, deserialize_with = "boolean")]
+    #[serde(
+        default,
+        deserialize_with = "boolean",
+        skip_serializing_if = "is_false"
+    )]
     pub synchronous_mode_strict: bool,
     /// Number of synchronous standbys.
-    #[serde(default = "defaults::one", deserialize_with = "integer")]
+    #[serde(
+        default = "defaults::one",
+        deserialize_with = "integer",
+        skip_serializing_if = "is_one"
+    )]
     pub synchronous_node_count: i64,
     /// Keep the primary during a DCS outage while all members confirm it.
-    #[serde(default, deserialize_with = "boolean")]
+    #[serde(
+        default,
+        deserialize_with = "boolean",
+        skip_serializing_if = "is_false"
+    )]
     pub failsafe_mode: bool,
     /// Require candidate timeline ≥ cluster timeline.
-    #[serde(default, deserialize_with = "boolean")]
+    #[serde(
+        default,
+        deserialize_with = "boolean",
+        skip_serializing_if = "is_false"
+    )]
     pub check_timeline: bool,
     /// Maintenance mode: no automatic actions.
     #[serde(
@@ -92,10 +133,19 @@ pub struct DynamicConfig {
     )]
     pub pause: bool,
     /// Keep absent members' slots this long, seconds.
-    #[serde(default = "defaults::member_slots_ttl", deserialize_with = "seconds")]
+    #[serde(
+        default = "defaults::member_slots_ttl",
+        deserialize_with = "seconds",
+        serialize_with = "write_seconds",
+        skip_serializing_if = "is_default_slots_ttl"
+    )]
     pub member_slots_ttl: f64,
     /// Keep `/history` at most this long (0 = all).
-    #[serde(default, deserialize_with = "integer")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "is_zero_int"
+    )]
     pub max_timelines_history: i64,
     /// Everything else (`postgresql`, `slots`, `standby_cluster`, …).
     #[serde(flatten)]
@@ -104,6 +154,39 @@ pub struct DynamicConfig {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+// Defaults are left out when writing, so the key holds what the user set, as
+// Patroni's does, and numbers keep Patroni's integer form.
+fn is_minus_one(v: &i64) -> bool {
+    *v == -1
+}
+fn is_one(v: &i64) -> bool {
+    *v == 1
+}
+fn is_zero_int(v: &i64) -> bool {
+    *v == 0
+}
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+fn is_default_start_timeout(v: &f64) -> bool {
+    *v == defaults::primary_start_timeout()
+}
+fn is_default_slots_ttl(v: &f64) -> bool {
+    *v == defaults::member_slots_ttl()
+}
+fn is_off(m: &SynchronousMode) -> bool {
+    *m == SynchronousMode::Off
+}
+
+/// Whole seconds as JSON integers (`30`, not `30.0`); fractions stay fractions.
+fn write_seconds<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 mod defaults {
@@ -286,6 +369,13 @@ mod tests {
         assert_eq!(c.primary_start_timeout, 0.0);
         assert!(c.use_pg_rewind());
         assert!(c.to_json().contains("use_pg_rewind"));
+        // Written back in Patroni's form: integers, no defaults the user did not set.
+        assert_eq!(
+            DynamicConfig::parse(r#"{"ttl":30,"loop_wait":10,"retry_timeout":10}"#)
+                .unwrap()
+                .to_json(),
+            r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576}"#
+        );
     }
 
     #[test]

@@ -57,16 +57,18 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         // Steps towards safety, and requests the DCS itself arbitrates (create-if-absent,
         // compare-and-set on my own name), are always allowed.
         Action::Demote { .. }
+        | Action::SwitchoverTo { .. }
         | Action::ReleaseLease
         | Action::DisarmFence
         | Action::ArmFence { .. }
         | Action::StopPostgres { .. }
-        | Action::AcquireLease
         | Action::RenewLease
         | Action::ProbePeers { .. }
         | Action::ClaimInitialize => None,
         // Everything else follows from the view: refuse if the view is stale.
-        Action::PublishMember(_)
+        // Racing for the lease is only sound on a fresh view of who is healthiest.
+        Action::AcquireLease
+        | Action::PublishMember(_)
         | Action::CancelInitialize
         | Action::Bootstrap
         | Action::CloneReplica { .. }

@@ -1,9 +1,12 @@
 //! Long actions run in the background so the HA loop keeps renewing the lease.
 
 use super::{Components, RunnerEvent, RunnerSettings};
+use crate::clock::MonoTime;
 use crate::decision::{Action, Busy, DemoteMode};
-use crate::postgres::{PgError, StartRole};
+use crate::model::{Failover, Lsn, Member};
+use crate::postgres::{PgError, StartRole, StopMode};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedSender, Notify};
 use tokio::task::JoinHandle;
 
@@ -27,7 +30,7 @@ impl BackgroundJob {
             Action::CloneReplica { .. } => Busy::Clone,
             Action::StartPrimary { .. } | Action::StartReplica { .. } => Busy::Start,
             Action::Promote { .. } => Busy::Promote,
-            Action::Demote { .. } => Busy::Demote,
+            Action::Demote { .. } | Action::SwitchoverTo { .. } => Busy::Demote,
             _ => return None,
         };
         let handle = tokio::spawn(async move {
@@ -151,6 +154,75 @@ async fn run(
             }
             Ok(())
         }
+        Action::SwitchoverTo { candidate, token } => {
+            let Some(upstream) = crate::decision::upstream_of(&candidate) else {
+                return Err(PgError::Invalid(format!(
+                    "{} has no conn_url",
+                    candidate.name
+                )));
+            };
+            let stopped = pg.stop(StopMode::Fast, t).await?;
+            emit(RunnerEvent::Stopped);
+            let confirmed = match stopped.checkpoint_lsn {
+                Some(checkpoint) => {
+                    candidate_has_wal_past(parts, &candidate, checkpoint, token.valid_until).await
+                }
+                None => false,
+            };
+            if confirmed {
+                if let Err(e) = parts.dcs.release_leader().await {
+                    tracing::warn!("release after switchover failed: {e}");
+                }
+                emit(RunnerEvent::RoleChanged("demoted"));
+                pg.start(
+                    &StartRole::Replica {
+                        upstream: Some(upstream),
+                    },
+                    t,
+                )
+                .await?;
+                emit(RunnerEvent::Started("replica"));
+                emit(RunnerEvent::RoleChanged("replica"));
+                return Ok(());
+            }
+            tracing::warn!(
+                candidate = %candidate.name,
+                "switchover aborted: the candidate did not confirm WAL up to the shutdown checkpoint"
+            );
+            if let Err(e) = parts.dcs.set_failover(&Failover::default(), None).await {
+                tracing::warn!("could not withdraw the switchover request: {e}");
+            }
+            if parts.clock.now() < token.valid_until {
+                pg.start(&StartRole::Primary, t).await?;
+                emit(RunnerEvent::Started("primary"));
+            }
+            Ok(())
+        }
         _ => Ok(()),
+    }
+}
+
+/// Waits (bounded by half the remaining lease, at most 5 s) until `candidate` reports
+/// WAL beyond `checkpoint`, i.e. it has received the old primary's shutdown
+/// checkpoint and with it every acknowledged commit.
+async fn candidate_has_wal_past(
+    parts: &Components,
+    candidate: &Member,
+    checkpoint: Lsn,
+    lease_end: MonoTime,
+) -> bool {
+    let now = parts.clock.now();
+    let budget = (lease_end.since(now) / 2).min(Duration::from_secs(5));
+    let deadline = now.plus(budget);
+    loop {
+        if let Some(reply) = parts.peers.probe(candidate).await {
+            if reply.wal_position > checkpoint {
+                return true;
+            }
+        }
+        if parts.clock.now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -207,7 +207,7 @@ fn busy_of(a: &Action) -> Option<Busy> {
         Action::CloneReplica { .. } => Busy::Clone,
         Action::StartPrimary { .. } | Action::StartReplica { .. } => Busy::Start,
         Action::Promote { .. } => Busy::Promote,
-        Action::Demote { .. } => Busy::Demote,
+        Action::Demote { .. } | Action::SwitchoverTo { .. } => Busy::Demote,
         _ => return None,
     })
 }
@@ -245,6 +245,7 @@ fn short(a: &Action) -> String {
         Action::Demote { mode, upstream } => {
             format!("Demote({mode:?}, then follow {})", up(upstream))
         }
+        Action::SwitchoverTo { candidate, .. } => format!("SwitchoverTo({})", candidate.name),
         Action::Follow { upstream } => format!("Follow({})", up(upstream)),
         Action::StopPostgres { mode } => format!("StopPostgres({mode:?})"),
         Action::SyncSlots { .. } => "SyncSlots".into(),
@@ -284,6 +285,7 @@ fn action_code(a: &Action) -> u64 {
         Action::WriteSync { .. } => 24,
         Action::DeleteSync { .. } => 25,
         Action::SetSynchronousStandbyNames { .. } => 26,
+        Action::SwitchoverTo { .. } => 27,
     }
 }
 
@@ -692,7 +694,8 @@ impl World {
             | Action::StartPrimary { .. }
             | Action::StartReplica { .. }
             | Action::Promote { .. }
-            | Action::Demote { .. } => {
+            | Action::Demote { .. }
+            | Action::SwitchoverTo { .. } => {
                 self.start_job(i, &action);
                 Flow::Continue
             }
@@ -783,6 +786,16 @@ impl World {
                 }
                 s
             }
+            // Modelled as a graceful demote: the simulated fast stop hands the
+            // remaining WAL to connected replicas. The real job additionally waits for
+            // the candidate to confirm the shutdown checkpoint (not modelled here).
+            Action::SwitchoverTo { candidate, .. } => vec![
+                JobStep::Stop(crate::postgres::StopMode::Fast),
+                JobStep::Release,
+                JobStep::StartUnlessDiverged {
+                    upstream: Some(candidate.name.clone()),
+                },
+            ],
             _ => return,
         };
         let Some(kind) = busy_of(action) else {
