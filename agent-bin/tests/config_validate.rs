@@ -165,7 +165,7 @@ fn timing_rule_is_enforced() {
     );
     assert_has(
         &check(&yaml),
-        "error: bootstrap.dcs.loop_wait: must be >= 1, got 0",
+        "error: bootstrap.dcs.loop_wait: must be >= 0.1, got 0",
     );
 }
 

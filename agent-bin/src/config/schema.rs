@@ -398,8 +398,10 @@ pub(crate) fn dynamic_config_kind() -> Kind {
     ]);
     map(vec![
         opt("ttl", Kind::Num(Some(1.0))),
-        opt("loop_wait", Kind::Num(Some(1.0))),
-        opt("retry_timeout", Kind::Num(Some(1.0))),
+        // Sub-second values are allowed (the fast profile); what keeps them safe is
+        // the cross-field rule loop_wait + 2*retry_timeout <= ttl.
+        opt("loop_wait", Kind::Num(Some(0.1))),
+        opt("retry_timeout", Kind::Num(Some(0.1))),
         opt("maximum_lag_on_failover", Kind::Int(Some(0))),
         opt("maximum_lag_on_syncnode", Kind::Int(Some(-1))),
         opt("max_timelines_history", Kind::Int(Some(0))),
