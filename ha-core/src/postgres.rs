@@ -271,4 +271,9 @@ pub trait Postgres: Send + Sync {
 
     /// Re-renders the managed configuration and reloads.
     async fn reload(&self) -> Result<(), PgError>;
+
+    /// The WAL position `peer`'s server has received (`pg_last_wal_receive_lsn()`),
+    /// asked directly of its Postgres: a switchover hands over only once the candidate
+    /// has the old primary's shutdown checkpoint.
+    async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<Lsn>, PgError>;
 }

@@ -3,8 +3,8 @@
 use super::{Components, RunnerEvent, RunnerSettings};
 use crate::clock::MonoTime;
 use crate::decision::{Action, Busy, DemoteMode};
-use crate::model::{Failover, Lsn, Member};
-use crate::postgres::{PgError, StartRole, StopMode};
+use crate::model::{Failover, Lsn};
+use crate::postgres::{PgError, StartRole, StopMode, Upstream};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedSender, Notify};
@@ -165,7 +165,7 @@ async fn run(
             emit(RunnerEvent::Stopped);
             let confirmed = match stopped.checkpoint_lsn {
                 Some(checkpoint) => {
-                    candidate_has_wal_past(parts, &candidate, checkpoint, token.valid_until).await
+                    candidate_has_wal_past(parts, &upstream, checkpoint, token.valid_until).await
                 }
                 None => false,
             };
@@ -202,12 +202,12 @@ async fn run(
     }
 }
 
-/// Waits (bounded by half the remaining lease, at most 5 s) until `candidate` reports
-/// WAL beyond `checkpoint`, i.e. it has received the old primary's shutdown
+/// Waits (bounded by half the remaining lease, at most 5 s) until `candidate`'s
+/// Postgres has received WAL beyond `checkpoint`, i.e. the old primary's shutdown
 /// checkpoint and with it every acknowledged commit.
 async fn candidate_has_wal_past(
     parts: &Components,
-    candidate: &Member,
+    candidate: &Upstream,
     checkpoint: Lsn,
     lease_end: MonoTime,
 ) -> bool {
@@ -215,14 +215,14 @@ async fn candidate_has_wal_past(
     let budget = (lease_end.since(now) / 2).min(Duration::from_secs(5));
     let deadline = now.plus(budget);
     loop {
-        if let Some(reply) = parts.peers.probe(candidate).await {
-            if reply.wal_position > checkpoint {
-                return true;
-            }
+        match parts.pg.received_lsn_of(candidate).await {
+            Ok(Some(received)) if received > checkpoint => return true,
+            Ok(_) => {}
+            Err(e) => tracing::debug!("asking {} for its WAL position: {e}", candidate.name),
         }
         if parts.clock.now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
