@@ -76,6 +76,20 @@ fn bootstrap_failover_and_rejoin() {
     .expect("history entry");
     assert!(history.starts_with("[["), "{history}");
 
+    // Callbacks ran as Patroni runs them: `<script> <action> <role> <scope>`.
+    let role_change = format!("on_role_change primary {}", c.scope);
+    let fired = wait_until(Duration::from_secs(20), || {
+        c.callbacks().contains(&role_change).then_some(())
+    });
+    assert!(
+        fired.is_some(),
+        "no on_role_change callback: {:?}",
+        c.callbacks()
+    );
+    assert!(c
+        .callbacks()
+        .contains(&format!("on_start primary {}", c.scope)));
+
     // 3. rejoin: the old primary comes back as a replica of the new one.
     c.start(p);
     assert!(

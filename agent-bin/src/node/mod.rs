@@ -2,6 +2,7 @@
 //! fence, the HA runner and the REST API together, and handles signals.
 
 mod api_impl;
+mod callbacks;
 mod probe;
 mod reaper;
 pub mod settings;
@@ -55,7 +56,13 @@ pub async fn run(
         peers,
     };
     let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
-    let runner_task = tokio::spawn(runner.run());
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let runner_task = tokio::spawn(runner.with_events(events_tx).run());
+    tokio::spawn(callbacks::run(
+        cfg.postgresql.callbacks.clone(),
+        cfg.scope.clone(),
+        events_rx,
+    ));
 
     let api = Arc::new(AgentApi {
         cfg: cfg.clone(),

@@ -147,6 +147,9 @@ impl Cluster {
             format!("    unix_socket_directories: {}", run_dir.display()),
             "    wal_keep_size: 64MB".into(),
             "    fsync: 'off'".into(),
+            "  callbacks:".into(),
+            format!("    on_start: {}", self.callback_script().display()),
+            format!("    on_role_change: {}", self.callback_script().display()),
             "  authentication:".into(),
             "    superuser: {username: postgres}".into(),
             "    replication: {username: postgres}".into(),
@@ -170,6 +173,32 @@ impl Cluster {
             child: None,
             tags: tags.to_string(),
         }
+    }
+
+    /// A callback script that appends its arguments (action, role, scope) to
+    /// `callbacks.log` in the cluster's directory.
+    pub fn callback_script(&self) -> PathBuf {
+        let path = self.dir.path().join("callback.sh");
+        if !path.exists() {
+            let log = self.dir.path().join("callbacks.log");
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+            )
+            .expect("script");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        path
+    }
+
+    /// Lines the callback script recorded so far.
+    pub fn callbacks(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("callbacks.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Starts the agent of node `i`.
