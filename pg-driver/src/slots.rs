@@ -2,21 +2,8 @@
 
 use crate::config::IgnoreSlot;
 
-/// The physical slot name for a member: lowercased, `-` and `.` become `_`, any other
-/// character outside `[a-z0-9_]` becomes `u` + its code point as four decimal digits,
-/// cut at 63 bytes.
-pub fn slot_name_for_member(member: &str) -> String {
-    let mut out = String::new();
-    for c in member.to_lowercase().chars() {
-        match c {
-            'a'..='z' | '0'..='9' | '_' => out.push(c),
-            '-' | '.' => out.push('_'),
-            other => out.push_str(&format!("u{:04}", other as u32)),
-        }
-    }
-    out.truncate(63);
-    out
-}
+/// The physical slot name for a member (Patroni's rule, shared with the HA engine).
+pub use ha_core::slot_name_for_member;
 
 /// Whether `name` is a valid physical slot name as PostgreSQL accepts it.
 pub fn is_valid_slot_name(name: &str) -> bool {
