@@ -137,6 +137,20 @@ fn postgres_crash_restarts_in_place_and_switchover_keeps_acknowledged_writes() {
         Some("1")
     );
     assert!(c.wait_replica(r, Duration::from_secs(60)));
+    // The replica's walreceiver reconnects after the crash on its own schedule
+    // (wal_retrieve_retry_interval); the primary's own view is the ground truth.
+    let streaming = wait_until(Duration::from_secs(60), || {
+        c.sql(
+            p,
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        .ok()
+        .filter(|n| n == "1")
+    });
+    assert!(
+        streaming.is_some(),
+        "replica did not reconnect after the crash restart"
+    );
 
     // 4. switchover while a client writes: every acknowledged write survives.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
