@@ -16,11 +16,10 @@ pub struct LeaseToken {
     pub leader_version: Option<Version>,
 }
 
-/// How a primary steps down (Patroni's demote modes, §2.13).
+/// How a primary steps down (Patroni's demote modes, §2.13; a planned switchover is
+/// [`Action::SwitchoverTo`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoteMode {
-    /// Switchover: fast stop with checkpoint, release the key, follow the candidate.
-    Graceful,
     /// Immediate stop, release the key (crash without timely restart, start timeout).
     Immediate,
     /// Immediate stop, the key is already lost.
@@ -33,14 +32,14 @@ impl DemoteMode {
     /// The stop mode each demotion uses.
     pub fn stop_mode(self) -> StopMode {
         match self {
-            DemoteMode::Graceful | DemoteMode::Offline => StopMode::Fast,
+            DemoteMode::Offline => StopMode::Fast,
             DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
         }
     }
 
     /// Whether the leader key is released after the stop.
     pub fn releases_lease(self) -> bool {
-        matches!(self, DemoteMode::Graceful | DemoteMode::Immediate)
+        matches!(self, DemoteMode::Immediate)
     }
 }
 
@@ -141,8 +140,8 @@ pub enum Action {
         /// Lease that justifies becoming writable.
         token: LeaseToken,
     },
-    /// *Background.* Step down (stop per mode, release the lease if the mode says so,
-    /// then start as replica of `upstream`).
+    /// *Background.* Step down: stop per mode and release the lease if the mode says
+    /// so; the next cycle starts Postgres as a replica (with a divergence check).
     Demote {
         /// Demotion mode.
         mode: DemoteMode,

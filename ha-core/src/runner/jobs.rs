@@ -2,7 +2,7 @@
 
 use super::{Components, RunnerEvent, RunnerSettings};
 use crate::clock::MonoTime;
-use crate::decision::{Action, Busy, DemoteMode};
+use crate::decision::{Action, Busy};
 use crate::model::{Failover, Lsn};
 use crate::postgres::{PgError, StartRole, StopMode, Upstream};
 use std::sync::Arc;
@@ -125,7 +125,7 @@ async fn run(
             emit(RunnerEvent::RoleChanged("primary"));
             Ok(())
         }
-        Action::Demote { mode, upstream } => {
+        Action::Demote { mode, .. } => {
             pg.stop(mode.stop_mode(), t).await?;
             emit(RunnerEvent::Stopped);
             if mode.releases_lease() {
@@ -134,24 +134,8 @@ async fn run(
                 }
             }
             emit(RunnerEvent::RoleChanged("demoted"));
-            let upstream = if mode == DemoteMode::Offline {
-                None
-            } else {
-                upstream
-            };
-            // A former primary may have diverged: the next cycle starts it (with a
-            // rewind check) once the new leader is known, unless we already know whom
-            // to follow and no rewind can be needed (graceful switchover).
-            if mode == DemoteMode::Graceful {
-                if let Some(source) = upstream.as_ref() {
-                    if pg.needs_rewind(source).await.unwrap_or(true) {
-                        return Ok(());
-                    }
-                }
-                pg.start(&StartRole::Replica { upstream }, t).await?;
-                emit(RunnerEvent::Started("replica"));
-                emit(RunnerEvent::RoleChanged("replica"));
-            }
+            // A former primary may have diverged: the next cycle starts it as a
+            // replica, with a rewind check, once the new leader is known.
             Ok(())
         }
         Action::SwitchoverTo { candidate, token } => {

@@ -13,8 +13,7 @@ use super::world::{timing_of, two, Ev, World};
 use crate::clock::MonoTime;
 use crate::dcs::{DcsError, DcsTiming};
 use crate::decision::{
-    decide, Action, Busy, DemoteMode, LocalState, NodeConfig, Observation, Outcome, PeerReply,
-    PeerStatus,
+    decide, Action, Busy, LocalState, NodeConfig, Observation, Outcome, PeerReply, PeerStatus,
 };
 use crate::memory_dcs::MemoryDcsNode;
 use crate::model::{
@@ -774,21 +773,16 @@ impl World {
             Action::Promote { token } => vec![JobStep::Promote {
                 valid_until: token.valid_until,
             }],
-            Action::Demote { mode, upstream } => {
+            Action::Demote { mode, .. } => {
                 let mut s = vec![JobStep::Stop(mode.stop_mode())];
                 if mode.releases_lease() {
                     s.push(JobStep::Release);
                 }
-                if *mode == DemoteMode::Graceful {
-                    s.push(JobStep::StartUnlessDiverged {
-                        upstream: name(upstream),
-                    });
-                }
                 s
             }
-            // Modelled as a graceful demote: the simulated fast stop hands the
-            // remaining WAL to connected replicas. The real job additionally waits for
-            // the candidate to confirm the shutdown checkpoint (not modelled here).
+            // The simulated fast stop hands the remaining WAL to connected replicas.
+            // The real job additionally waits for the candidate to confirm the
+            // shutdown checkpoint (not modelled here).
             Action::SwitchoverTo { candidate, .. } => vec![
                 JobStep::Stop(crate::postgres::StopMode::Fast),
                 JobStep::Release,
