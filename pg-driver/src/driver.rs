@@ -259,16 +259,35 @@ impl PgDriver {
         match self.pid_state() {
             PidFileState::Garbage(r) => Err(DriverError::PidFile {
                 path: self.data_dir().to_path_buf(),
-                reason: format!("{r}; if no postgres runs on this data directory, remove postmaster.pid"),
-            }),
-            PidFileState::Foreign(pid) => Err(DriverError::PidFile {
-                path: self.data_dir().to_path_buf(),
                 reason: format!(
-                    "names pid {pid}, a running process that is not postgres; if no postgres runs on this data directory, remove postmaster.pid"
+                    "{r}; if no postgres runs on this data directory, remove postmaster.pid"
                 ),
             }),
+            PidFileState::Foreign(pid) => self.remove_leftover_pid_file(pid),
             _ => Ok(()),
         }
+    }
+
+    /// A postmaster.pid naming a live process that is not postgres is a leftover whose
+    /// pid was reused (common in containers, where pids are small). Postgres itself
+    /// would refuse to start on it forever. It is removed only when no process has the
+    /// data directory as its working directory: every postgres process (postmaster or
+    /// orphaned backend) runs there, so none can still be using it.
+    fn remove_leftover_pid_file(&self, pid: i32) -> Result<()> {
+        if let Some(user) = pidfile::process_with_cwd(self.data_dir()) {
+            return Err(DriverError::PidFile {
+                path: self.data_dir().to_path_buf(),
+                reason: format!(
+                    "names pid {pid}, a running process that is not postgres, but process {user} still works in the data directory; stop it, then remove postmaster.pid"
+                ),
+            });
+        }
+        tracing::warn!(
+            pid,
+            "postmaster.pid is a leftover (its pid now belongs to another process); removing it"
+        );
+        let path = self.data_dir().join("postmaster.pid");
+        std::fs::remove_file(&path).map_err(|e| DriverError::io("remove", &path, e))
     }
 
     fn log_tail(&self) -> String {
@@ -323,10 +342,14 @@ impl PgDriver {
     /// Crash recovery in single-user mode so pg_control shows a clean shutdown (needed
     /// before divergence checks and pg_rewind).
     pub async fn single_user_recovery(&self) -> Result<()> {
-        if let PidFileState::Alive { pid, .. } = self.pid_state() {
-            return Err(DriverError::Invalid(format!(
-                "postmaster {pid} runs: stop it before crash recovery"
-            )));
+        match self.pid_state() {
+            PidFileState::Alive { pid, .. } => {
+                return Err(DriverError::Invalid(format!(
+                    "postmaster {pid} runs: stop it before crash recovery"
+                )))
+            }
+            PidFileState::Foreign(pid) => self.remove_leftover_pid_file(pid)?,
+            _ => {}
         }
         // Single-user mode refuses standby mode; keep the signal file out of its way.
         let signal = self.data_dir().join("standby.signal");

@@ -137,3 +137,21 @@ mod tests {
         assert_eq!(read(d.path()), PidFileState::Foreign(me));
     }
 }
+
+/// A live process whose working directory is `dir` (every postgres process runs in
+/// its data directory), if any; processes we may not inspect are skipped.
+pub fn process_with_cwd(dir: &std::path::Path) -> Option<i32> {
+    let want = std::fs::canonicalize(dir).ok()?;
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
+            if cwd == want && process_exists(pid) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
