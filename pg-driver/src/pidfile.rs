@@ -119,6 +119,24 @@ pub fn signal(pid: i32, sig: i32) -> bool {
     pid > 0 && unsafe { libc::kill(pid, sig) } == 0
 }
 
+/// A live process whose working directory is `dir` (every postgres process runs in
+/// its data directory), if any; processes we may not inspect are skipped.
+pub fn process_with_cwd(dir: &std::path::Path) -> Option<i32> {
+    let want = std::fs::canonicalize(dir).ok()?;
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
+            if cwd == want && process_exists(pid) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,22 +154,4 @@ mod tests {
         std::fs::write(d.path().join("postmaster.pid"), format!("{me}\n")).unwrap();
         assert_eq!(read(d.path()), PidFileState::Foreign(me));
     }
-}
-
-/// A live process whose working directory is `dir` (every postgres process runs in
-/// its data directory), if any; processes we may not inspect are skipped.
-pub fn process_with_cwd(dir: &std::path::Path) -> Option<i32> {
-    let want = std::fs::canonicalize(dir).ok()?;
-    let entries = std::fs::read_dir("/proc").ok()?;
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
-            if cwd == want && process_exists(pid) {
-                return Some(pid);
-            }
-        }
-    }
-    None
 }
