@@ -264,13 +264,16 @@ impl PgDriver {
                 ),
             }),
             PidFileState::Foreign(pid) => self.remove_leftover_pid_file(pid),
+            PidFileState::Stale(pid) if pidfile::is_zombie(pid) => {
+                self.remove_leftover_pid_file(pid)
+            }
             _ => Ok(()),
         }
     }
 
-    /// A postmaster.pid naming a live process that is not postgres is a leftover whose
-    /// pid was reused (common in containers, where pids are small). Postgres itself
-    /// would refuse to start on it forever. It is removed only when no process has the
+    /// A postmaster.pid naming a live process that is not postgres (its pid was reused,
+    /// common in containers where pids are small) or a dead postmaster nobody reaped
+    /// yet (a zombie) is a leftover. Postgres itself would refuse to start on it. It is removed only when no process has the
     /// data directory as its working directory: every postgres process (postmaster or
     /// orphaned backend) runs there, so none can still be using it.
     fn remove_leftover_pid_file(&self, pid: i32) -> Result<()> {
@@ -349,6 +352,9 @@ impl PgDriver {
                 )))
             }
             PidFileState::Foreign(pid) => self.remove_leftover_pid_file(pid)?,
+            PidFileState::Stale(pid) if pidfile::is_zombie(pid) => {
+                self.remove_leftover_pid_file(pid)?
+            }
             _ => {}
         }
         // Single-user mode refuses standby mode; keep the signal file out of its way.

@@ -137,6 +137,15 @@ pub fn process_with_cwd(dir: &std::path::Path) -> Option<i32> {
     None
 }
 
+/// Whether `pid` is a zombie: dead, but still in the process table until its parent
+/// reaps it (postgres counts it as alive and refuses its lock file).
+pub fn is_zombie(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    pid > 0
+        && unsafe { libc::kill(pid, 0) } == 0
+        && matches!(proc_state(pid), Some('Z') | Some('X'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
