@@ -44,9 +44,8 @@ fn reparented_zombies(own: &BTreeSet<i32>) -> Vec<i32> {
             let Some(close) = stat.rfind(')') else {
                 return false;
             };
-            let name = stat
-                .split_once('(')
-                .map(|(_, r)| &r[..close.saturating_sub(stat.find('(').unwrap_or(0) + 1)]);
+            // `pid (comm) state ppid ...`: the command name sits between the parentheses.
+            let name = stat.find('(').and_then(|open| stat.get(open + 1..close));
             let mut rest = stat[close + 1..].split_whitespace();
             let state = rest.next();
             let ppid = rest.next().and_then(|p| p.parse::<i32>().ok());
