@@ -493,7 +493,7 @@ async fn restart(app: &App, req: Map<String, Value>) -> Reply {
 
 /// Patroni's restart filters: role must match, the requested version must be newer
 /// than the running one, and `restart_pending` needs a pending restart.
-pub(crate) fn restart_conditions_hold(status: &super::NodeStatus, r: &RestartRequest) -> bool {
+pub fn restart_conditions_hold(status: &super::NodeStatus, r: &RestartRequest) -> bool {
     if let Some(role) = &r.role {
         let mine = match &status.role {
             Role::Primary => "primary",

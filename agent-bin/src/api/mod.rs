@@ -16,7 +16,7 @@ mod tls;
 
 pub use client::{build_api_client, with_api_auth};
 pub use cluster_json::{cluster_json, history_json};
-pub use handlers::postgres_version_to_int;
+pub use handlers::{postgres_version_to_int, restart_conditions_hold};
 pub use health::parse_size;
 pub use metrics::version_number;
 pub use state::*;

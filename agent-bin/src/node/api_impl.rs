@@ -7,6 +7,7 @@ use crate::api::state::{
 };
 use crate::config::Config;
 use async_trait::async_trait;
+use ha_core::decision::OperatorRequest;
 use ha_core::runner::{NodeSnapshot, RunnerHandle};
 use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Postgres, Role};
 use serde_json::Value;
@@ -21,15 +22,46 @@ pub struct AgentApi {
     pub(super) pg: Arc<dyn Postgres>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) http: reqwest::Client,
+    pub(super) scheduled_restart: super::scheduled_restart::RestartSchedule,
 }
 
 impl AgentApi {
     fn ttl(&self, snap: &NodeSnapshot) -> Duration {
+        self.dynamic_config(snap).ttl()
+    }
+
+    fn dynamic_config<'a>(&'a self, snap: &'a NodeSnapshot) -> &'a DynamicConfig {
         snap.state
             .config
             .as_ref()
             .unwrap_or(&self.cfg.bootstrap.dcs)
-            .ttl()
+    }
+
+    /// How long an operator request may wait for the HA loop to take it up: a busy
+    /// cycle may take a DCS round trip and a peer probe.
+    fn cycle_wait(&self) -> Duration {
+        let snap = self.handle.snapshot();
+        let dc = self.dynamic_config(&snap);
+        2 * dc.loop_wait() + 2 * dc.retry_timeout() + Duration::from_secs(5)
+    }
+
+    /// How long a restart may take in all: the request's own `timeout`, else a stop
+    /// and a start at `pg_ctl_timeout` each.
+    fn restart_wait(&self, request: &RestartRequest) -> Duration {
+        let pg_ctl = super::settings::runner_settings(&self.cfg).pg_ctl_timeout;
+        let own = request.timeout.map(Duration::from_secs);
+        self.cycle_wait() + own.unwrap_or(2 * pg_ctl)
+    }
+}
+
+/// Asks the runner for a restart and waits for it to finish.
+async fn restart_now(handle: &RunnerHandle, wait: Duration) -> RestartOutcome {
+    let answer = handle.request(OperatorRequest::Restart);
+    match tokio::time::timeout(wait, answer).await {
+        Ok(Ok(Ok(()))) => RestartOutcome::Restarted,
+        Ok(Ok(Err(why))) => RestartOutcome::Failed(why),
+        Ok(Err(_)) => RestartOutcome::Failed("restart failed".into()),
+        Err(_) => RestartOutcome::Failed("restart failed: it did not finish in time".into()),
     }
 }
 
@@ -49,7 +81,10 @@ pub fn status_from_snapshot(
         Some(PgProcess::Crashed) => "crashed",
         Some(PgProcess::Hung) => "unknown",
         Some(PgProcess::Stopped) | None => match snap.busy {
-            Some(ha_core::decision::Busy::Clone) => "creating replica",
+            Some(ha_core::decision::Busy::Clone | ha_core::decision::Busy::Reinitialize) => {
+                "creating replica"
+            }
+            Some(ha_core::decision::Busy::Restart) => "restarting",
             Some(ha_core::decision::Busy::Bootstrap) => "initializing new cluster",
             Some(ha_core::decision::Busy::Start) => "starting",
             _ => "stopped",
@@ -136,7 +171,10 @@ pub fn status_from_snapshot(
 impl NodeApi for AgentApi {
     fn status(&self) -> NodeStatus {
         let snap = self.handle.snapshot();
-        status_from_snapshot(&self.cfg, &snap, self.clock.now(), self.clock.wall_millis())
+        let mut status =
+            status_from_snapshot(&self.cfg, &snap, self.clock.now(), self.clock.wall_millis());
+        status.scheduled_restart = self.scheduled_restart.shown();
+        status
     }
 
     fn cached_cluster(&self) -> Option<Cluster> {
@@ -247,16 +285,58 @@ impl NodeApi for AgentApi {
         resp.json().await.ok()
     }
 
-    async fn restart(&self, _request: RestartRequest) -> RestartOutcome {
-        RestartOutcome::Failed("restart through the API is not supported by this version".into())
+    async fn restart(&self, request: RestartRequest) -> RestartOutcome {
+        let wait = self.restart_wait(&request);
+        let Some(at) = request.schedule.as_deref() else {
+            return restart_now(&self.handle, wait).await;
+        };
+        let due_in = chrono::DateTime::parse_from_rfc3339(at)
+            .map(|t| t.timestamp_millis() - self.clock.wall_millis())
+            .unwrap_or(0)
+            .max(0) as u64;
+        let (cfg, handle, clock) = (self.cfg.clone(), self.handle.clone(), self.clock.clone());
+        let scheduled = self.scheduled_restart.schedule(
+            request,
+            Duration::from_millis(due_in),
+            move |request| async move {
+                // Conditions are judged when the restart is due, as Patroni does.
+                let status = status_from_snapshot(
+                    &cfg,
+                    &handle.snapshot(),
+                    clock.now(),
+                    clock.wall_millis(),
+                );
+                if status.pause || !crate::api::restart_conditions_hold(&status, &request) {
+                    tracing::info!("scheduled restart skipped: its conditions do not hold");
+                    return;
+                }
+                match restart_now(&handle, wait).await {
+                    RestartOutcome::Restarted => tracing::info!("scheduled restart done"),
+                    other => tracing::warn!("scheduled restart: {other:?}"),
+                }
+            },
+        );
+        if scheduled {
+            RestartOutcome::Scheduled
+        } else {
+            RestartOutcome::AlreadyScheduled
+        }
     }
 
     async fn cancel_scheduled_restart(&self) -> bool {
-        false
+        self.scheduled_restart.cancel()
     }
 
-    async fn reinitialize(&self, _force: bool, _from_leader: bool) -> Result<(), String> {
-        Err("reinitialize through the API is not supported by this version".into())
+    async fn reinitialize(&self, _force: bool, from_leader: bool) -> Result<(), String> {
+        let answer = self
+            .handle
+            .request(OperatorRequest::Reinitialize { from_leader });
+        let wait = self.cycle_wait();
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("reinitialize failed: the agent is shutting down".into()),
+            Err(_) => Err("reinitialize failed: no decision in time".into()),
+        }
     }
 
     async fn reload(&self) {

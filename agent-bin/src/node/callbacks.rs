@@ -21,6 +21,10 @@ pub async fn run(callbacks: Callbacks, scope: String, mut events: UnboundedRecei
                 role = r;
                 ("on_role_change", callbacks.on_role_change.as_ref())
             }
+            RunnerEvent::Restarted(r) => {
+                role = r;
+                ("on_restart", callbacks.on_restart.as_ref())
+            }
         };
         let Some(script) = script else { continue };
         if let Some(mut previous) = running.take() {

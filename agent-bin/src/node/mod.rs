@@ -5,6 +5,7 @@ mod api_impl;
 mod callbacks;
 mod probe;
 mod reaper;
+mod scheduled_restart;
 pub mod settings;
 
 pub use api_impl::{status_from_snapshot, AgentApi};
@@ -71,6 +72,7 @@ pub async fn run(
         pg,
         clock,
         http,
+        scheduled_restart: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
         .await

@@ -227,6 +227,20 @@ impl Cluster {
         }
     }
 
+    /// Runs `fullautoctl -c <node 0's config> args…`; exit success and stdout+stderr.
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_fullautoctl"))
+            .arg("-c")
+            .arg(&self.nodes[0].config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run fullautoctl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    }
+
     /// SIGKILL of the agent of node `i` (not Postgres).
     pub fn kill_agent(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {

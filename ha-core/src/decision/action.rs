@@ -159,6 +159,22 @@ pub enum Action {
         /// The lease this primary still holds (for the abort path).
         token: LeaseToken,
     },
+    /// *Background.* Restart Postgres in its role (operator request): fast stop, then
+    /// start as primary while `token` is valid, or as a replica of `upstream`.
+    Restart {
+        /// The lease a primary restarts under; `None` restarts as a replica.
+        token: Option<LeaseToken>,
+        /// Where a replica streams from afterwards.
+        upstream: Option<Upstream>,
+    },
+    /// *Background.* Re-create a replica (operator request): immediate stop, remove
+    /// the data directory, clone from `source`, start streaming from `follow`.
+    Reinitialize {
+        /// Where to copy from.
+        source: Upstream,
+        /// Who to stream from afterwards.
+        follow: Option<Upstream>,
+    },
     /// Point the running replica at another upstream.
     Follow {
         /// New upstream (None: detach).
@@ -200,13 +216,31 @@ impl Action {
                 | Action::Promote { .. }
                 | Action::Demote { .. }
                 | Action::SwitchoverTo { .. }
+                | Action::Restart { .. }
+                | Action::Reinitialize { .. }
         )
+    }
+
+    /// What a background action keeps the node busy with; `None` for the others.
+    pub fn busy(&self) -> Option<super::Busy> {
+        use super::Busy;
+        Some(match self {
+            Action::Bootstrap => Busy::Bootstrap,
+            Action::CloneReplica { .. } => Busy::Clone,
+            Action::StartPrimary { .. } | Action::StartReplica { .. } => Busy::Start,
+            Action::Promote { .. } => Busy::Promote,
+            Action::Demote { .. } | Action::SwitchoverTo { .. } => Busy::Demote,
+            Action::Restart { .. } => Busy::Restart,
+            Action::Reinitialize { .. } => Busy::Reinitialize,
+            _ => return None,
+        })
     }
 
     /// The lease token of a role-changing action that makes Postgres writable.
     pub fn token(&self) -> Option<LeaseToken> {
         match self {
             Action::StartPrimary { token } | Action::Promote { token } => Some(*token),
+            Action::Restart { token, .. } => *token,
             _ => None,
         }
     }

@@ -117,6 +117,10 @@ pub enum Busy {
     Promote,
     /// Demoting.
     Demote,
+    /// Restarting Postgres on an operator's request.
+    Restart,
+    /// Re-cloning the data directory on an operator's request.
+    Reinitialize,
 }
 
 impl Busy {
@@ -128,6 +132,8 @@ impl Busy {
             Busy::Start => "start",
             Busy::Promote => "promote",
             Busy::Demote => "demote",
+            Busy::Restart => "restart",
+            Busy::Reinitialize => "reinitialize",
         }
     }
 }
@@ -150,6 +156,29 @@ pub struct Observation {
     pub executed: Vec<super::Action>,
     /// Wall-clock time, ms since the epoch (scheduled switchovers).
     pub wall_millis: i64,
+    /// An operator's request waiting for an answer (REST API, CLI).
+    pub request: Option<OperatorRequest>,
+}
+
+/// Something an operator asked this node to do; the decision accepts or refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorRequest {
+    /// Restart Postgres in its current role.
+    Restart,
+    /// Stop Postgres, wipe the data directory and clone it again.
+    Reinitialize {
+        /// Clone from the leader even when a `clonefrom` member runs.
+        from_leader: bool,
+    },
+}
+
+/// The decision's answer to an [`OperatorRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestVerdict {
+    /// The background action carrying it out was emitted this step.
+    Started,
+    /// Refused, with the reason the operator sees (Patroni's messages).
+    Refused(String),
 }
 
 /// What the node remembers between decisions.

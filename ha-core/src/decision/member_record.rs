@@ -17,7 +17,8 @@ pub(super) fn build(
     let leader = st.holds_lease(now) || c.is_leader(&cfg.name);
     let state = match (obs.busy, pg.process) {
         (Some(Busy::Bootstrap), _) => MemberState::InitializingNewCluster,
-        (Some(Busy::Clone), _) => MemberState::CreatingReplica,
+        (Some(Busy::Clone | Busy::Reinitialize), _) => MemberState::CreatingReplica,
+        (Some(Busy::Restart), PgProcess::Stopped | PgProcess::Starting) => MemberState::Restarting,
         (_, PgProcess::Running) => MemberState::Running,
         (_, PgProcess::Starting) => MemberState::Starting,
         (Some(Busy::Start), _) => MemberState::Starting,

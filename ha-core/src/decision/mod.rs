@@ -23,13 +23,17 @@ mod action;
 mod health;
 mod input;
 mod member_record;
+mod operator;
 pub mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use action::{Action, DemoteMode, LeaseToken};
 pub use health::{failover_candidates, Verdict};
-pub use input::{Busy, LocalState, NodeConfig, Observation, Outcome, PeerReply, PeerStatus};
+pub use input::{
+    Busy, LocalState, NodeConfig, Observation, OperatorRequest, Outcome, PeerReply, PeerStatus,
+    RequestVerdict,
+};
 
 use crate::clock::MonoTime;
 use crate::dcs::DcsError;
@@ -51,6 +55,8 @@ pub struct Decision {
     pub reread: bool,
     /// Decide again no later than this, even without events.
     pub wake_at: Option<MonoTime>,
+    /// The answer to `Observation::request`, once there is one.
+    pub verdict: Option<RequestVerdict>,
 }
 
 /// Runs one decision step. See the module docs for the timing rule.
@@ -65,6 +71,7 @@ pub fn decide(cfg: &NodeConfig, state: &LocalState, obs: &Observation, now: Mono
         reread: false,
         wake_at: None,
         publish: true,
+        verdict: None,
     };
     match &obs.cluster {
         Err(e) => step.dcs_unreachable(e),
@@ -95,6 +102,7 @@ struct Step<'a> {
     reread: bool,
     wake_at: Option<MonoTime>,
     publish: bool,
+    verdict: Option<RequestVerdict>,
 }
 
 impl<'a> Step<'a> {
@@ -113,6 +121,7 @@ impl<'a> Step<'a> {
             rerun: self.rerun,
             reread: self.reread,
             wake_at: self.wake_at,
+            verdict: self.verdict,
         }
     }
 
@@ -259,6 +268,11 @@ impl<'a> Step<'a> {
     }
 
     fn dispatch(&mut self, c: &Cluster) {
+        if let Some(request) = self.obs.request {
+            if self.answer_request(c, request) {
+                return;
+            }
+        }
         let sysid = match &self.obs.pg.data_dir {
             DataDirState::Empty => return self.empty_data_dir(c),
             DataDirState::Invalid(why) => return self.unusable_data_dir(c, why.clone()),
@@ -301,6 +315,12 @@ impl<'a> Step<'a> {
                 Renewal::Renewed => self.arm_fence(),
                 Renewal::Lost | Renewal::Failed(_) => {}
             }
+        }
+        if self.obs.request.is_some() {
+            self.verdict = Some(RequestVerdict::Refused(format!(
+                "{} already in progress",
+                busy.describe()
+            )));
         }
         self.say(format!("{} in progress", busy.describe()));
     }
@@ -986,6 +1006,12 @@ impl<'a> Step<'a> {
     /// lease is certainly valid through the next decision.
     fn dcs_unreachable(&mut self, e: &DcsError) {
         self.publish = false;
+        if self.obs.request.is_some() {
+            // Who leads is unknown: neither a restart nor a re-clone is safe to judge.
+            self.verdict = Some(RequestVerdict::Refused(format!(
+                "DCS is not accessible ({e})"
+            )));
+        }
         self.apply_lease_outcomes(None);
         if self.paused() {
             return self.say(format!("DCS unreachable ({e}); paused, doing nothing"));

@@ -6,11 +6,11 @@ use crate::postgres::{DataDirState, PgObservation, PgProcess};
 
 const SYSID: &str = "7300000000000000001";
 
-fn t(ms: u64) -> MonoTime {
+pub(super) fn t(ms: u64) -> MonoTime {
     MonoTime::from_millis(ms)
 }
 
-fn member(name: &str, role: &str, wal: u64) -> (String, String) {
+pub(super) fn member(name: &str, role: &str, wal: u64) -> (String, String) {
     let d = MemberData {
         conn_url: Some(format!(
             "postgres://127.0.0.1:{}/postgres",
@@ -25,10 +25,10 @@ fn member(name: &str, role: &str, wal: u64) -> (String, String) {
     (format!("members/{name}"), d.to_json())
 }
 
-struct View(Vec<RawEntry>);
+pub(super) struct View(pub(super) Vec<RawEntry>);
 
 impl View {
-    fn new() -> View {
+    pub(super) fn new() -> View {
         View(vec![RawEntry {
             key: "initialize".into(),
             value: SYSID.into(),
@@ -36,7 +36,7 @@ impl View {
             session: None,
         }])
     }
-    fn key(mut self, k: &str, v: &str) -> View {
+    pub(super) fn key(mut self, k: &str, v: &str) -> View {
         self.0.push(RawEntry {
             key: k.into(),
             value: v.into(),
@@ -45,19 +45,19 @@ impl View {
         });
         self
     }
-    fn leader(self, name: &str) -> View {
+    pub(super) fn leader(self, name: &str) -> View {
         self.key("leader", name)
     }
-    fn member(self, name: &str, role: &str, wal: u64) -> View {
+    pub(super) fn member(self, name: &str, role: &str, wal: u64) -> View {
         let (k, v) = member(name, role, wal);
         self.key(&k, &v)
     }
-    fn cluster(self) -> Cluster {
+    pub(super) fn cluster(self) -> Cluster {
         Cluster::from_entries(self.0)
     }
 }
 
-fn pg_primary(wal: u64) -> PgObservation {
+pub(super) fn pg_primary(wal: u64) -> PgObservation {
     PgObservation {
         process: PgProcess::Running,
         in_recovery: Some(false),
@@ -70,7 +70,7 @@ fn pg_primary(wal: u64) -> PgObservation {
     }
 }
 
-fn pg_replica(wal: u64) -> PgObservation {
+pub(super) fn pg_replica(wal: u64) -> PgObservation {
     PgObservation {
         process: PgProcess::Running,
         in_recovery: Some(true),
@@ -85,7 +85,7 @@ fn pg_replica(wal: u64) -> PgObservation {
     }
 }
 
-fn obs(c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Observation {
+pub(super) fn obs(c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Observation {
     Observation {
         cluster: Ok(c),
         read_at: t(1000),
@@ -94,14 +94,15 @@ fn obs(c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Observation {
         outcomes,
         executed: Vec::new(),
         wall_millis: 1_700_000_000_000,
+        request: None,
     }
 }
 
-fn cfg(name: &str) -> NodeConfig {
+pub(super) fn cfg(name: &str) -> NodeConfig {
     NodeConfig::named(name)
 }
 
-fn without_publish(actions: &[Action]) -> Vec<Action> {
+pub(super) fn without_publish(actions: &[Action]) -> Vec<Action> {
     actions
         .iter()
         .filter(|a| !matches!(a, Action::PublishMember(_)))

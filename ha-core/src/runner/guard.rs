@@ -41,6 +41,10 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         Action::Promote { token } | Action::StartPrimary { token } => {
             (ctx.now >= token.valid_until).then_some(Refusal::LeaseExpired)
         }
+        // A primary's restart ends writable again: same rule as a start.
+        Action::Restart {
+            token: Some(token), ..
+        } => (ctx.now >= token.valid_until).then_some(Refusal::LeaseExpired),
         // Writes only the lease holder may make: a stale leader must not overwrite them.
         Action::WriteStatus(_)
         | Action::WriteHistory(_)
@@ -73,6 +77,8 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::Bootstrap
         | Action::CloneReplica { .. }
         | Action::StartReplica { .. }
+        | Action::Restart { token: None, .. }
+        | Action::Reinitialize { .. }
         | Action::Follow { .. } => {
             (ctx.now.since(ctx.read_at) > ctx.max_view_age).then_some(Refusal::ViewTooOld)
         }

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 /// A running background action.
 pub(super) struct BackgroundJob {
     pub(super) kind: Busy,
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Result<(), String>>,
 }
 
 impl BackgroundJob {
@@ -25,14 +25,7 @@ impl BackgroundJob {
         done: Arc<Notify>,
         events: Option<UnboundedSender<RunnerEvent>>,
     ) -> Option<BackgroundJob> {
-        let kind = match &action {
-            Action::Bootstrap => Busy::Bootstrap,
-            Action::CloneReplica { .. } => Busy::Clone,
-            Action::StartPrimary { .. } | Action::StartReplica { .. } => Busy::Start,
-            Action::Promote { .. } => Busy::Promote,
-            Action::Demote { .. } | Action::SwitchoverTo { .. } => Busy::Demote,
-            _ => return None,
-        };
+        let kind = action.busy()?;
         let handle = tokio::spawn(async move {
             let name = format!("{action:?}");
             let emit = |e: RunnerEvent| {
@@ -40,11 +33,13 @@ impl BackgroundJob {
                     let _ = tx.send(e);
                 }
             };
-            match run(action, &parts, settings, &emit).await {
+            let result = run(action, &parts, settings, &emit).await;
+            match &result {
                 Ok(()) => tracing::debug!("{name}: done"),
                 Err(e) => tracing::warn!("background action failed: {e}"),
             }
             done.notify_one();
+            result.map_err(|e| e.to_string())
         });
         Some(BackgroundJob { kind, handle })
     }
@@ -54,9 +49,12 @@ impl BackgroundJob {
         self.handle.is_finished()
     }
 
-    /// Waits for it to finish.
-    pub(super) async fn finish(self) {
-        let _ = self.handle.await;
+    /// Waits for it to finish; its outcome.
+    pub(super) async fn finish(self) -> Result<(), String> {
+        match self.handle.await {
+            Ok(result) => result,
+            Err(e) => Err(format!("background action ended abnormally: {e}")),
+        }
     }
 }
 
@@ -180,6 +178,39 @@ async fn run(
                 pg.start(&StartRole::Primary, t).await?;
                 emit(RunnerEvent::Started("primary"));
             }
+            Ok(())
+        }
+        Action::Restart { token, upstream } => {
+            // Only `on_restart` fires, as in Patroni (no `on_stop`/`on_start`).
+            pg.stop(StopMode::Fast, t).await?;
+            let role = match token {
+                Some(token) => {
+                    // The lease may have run out during the stop: the next cycle's
+                    // crash-restart rule decides then, under a fresh lease.
+                    if parts.clock.now() >= token.valid_until {
+                        return Err(PgError::Invalid(
+                            "restart failed: the lease expired while postgres stopped".into(),
+                        ));
+                    }
+                    pg.start(&StartRole::Primary, t).await?;
+                    "primary"
+                }
+                None => {
+                    pg.start(&StartRole::Replica { upstream }, t).await?;
+                    "replica"
+                }
+            };
+            emit(RunnerEvent::Restarted(role));
+            Ok(())
+        }
+        Action::Reinitialize { source, follow } => {
+            pg.stop(StopMode::Immediate, t).await?;
+            emit(RunnerEvent::Stopped);
+            pg.remove_data_directory().await?;
+            crate::postgres::Postgres::clone_from(pg.as_ref(), &source).await?;
+            pg.start(&StartRole::Replica { upstream: follow }, t)
+                .await?;
+            emit(RunnerEvent::Started("replica"));
             Ok(())
         }
         _ => Ok(()),

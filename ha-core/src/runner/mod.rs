@@ -10,8 +10,8 @@ mod jobs;
 use crate::clock::{Clock, MonoTime};
 use crate::dcs::{Dcs, DcsError, DcsTiming};
 use crate::decision::{
-    decide, Action, Busy, Decision, LocalState, NodeConfig, Observation, Outcome, PeerReply,
-    PeerStatus,
+    decide, Action, Busy, Decision, LocalState, NodeConfig, Observation, OperatorRequest, Outcome,
+    PeerReply, PeerStatus, RequestVerdict,
 };
 use crate::model::{Cluster, Failover, Member};
 use crate::postgres::{PgObservation, Postgres};
@@ -20,8 +20,9 @@ use async_trait::async_trait;
 use guard::{refuse, GuardContext};
 use jobs::BackgroundJob;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 /// Asks a peer for its status (`GET <api_url>`), within the runner's probe timeout.
 #[async_trait]
@@ -50,6 +51,8 @@ pub enum RunnerEvent {
     Stopped,
     /// The node's role changed (`primary`, `replica`, `demoted`).
     RoleChanged(&'static str),
+    /// Postgres was restarted on request (role given).
+    Restarted(&'static str),
 }
 
 /// Timeouts the runner applies to Postgres operations.
@@ -100,15 +103,41 @@ impl NodeSnapshot {
     }
 }
 
+/// An operator request waiting for the decision, and where its answer goes.
+struct PendingRequest {
+    request: OperatorRequest,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// The one operator request a node handles at a time.
+type RequestSlot = Arc<Mutex<Option<PendingRequest>>>;
+
 /// Controls a running [`Runner`] from elsewhere (REST API, signal handlers).
 #[derive(Clone)]
 pub struct RunnerHandle {
     wake: Arc<Notify>,
     shutdown: watch::Sender<bool>,
     snapshot: watch::Receiver<NodeSnapshot>,
+    requests: RequestSlot,
 }
 
 impl RunnerHandle {
+    /// Submits an operator request. The answer arrives when the decision refuses it,
+    /// when a reinitialization has started, or when a restart has finished; `Err`
+    /// carries the reason shown to the operator. Dropping the receiver withdraws it.
+    pub fn request(&self, request: OperatorRequest) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        let mut slot = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|p| !p.reply.is_closed()) {
+            let _ = tx.send(Err("another request is already in progress".into()));
+            return rx;
+        }
+        *slot = Some(PendingRequest { request, reply: tx });
+        drop(slot);
+        self.wake.notify_one();
+        rx
+    }
+
     /// Runs a cycle now (after a config change, a switchover request, …).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -161,6 +190,9 @@ pub struct Runner {
     last_cluster: Option<Cluster>,
     timing: DcsTiming,
     cycles: u64,
+    requests: RequestSlot,
+    /// Answered when the running job ends (a restart's outcome).
+    job_reply: Option<oneshot::Sender<Result<(), String>>>,
 }
 
 impl Runner {
@@ -175,6 +207,7 @@ impl Runner {
         let (snap_tx, snap_rx) = watch::channel(NodeSnapshot::default());
         let timing = timing_of(&cfg.bootstrap_config);
         parts.dcs.set_timing(timing);
+        let requests = RequestSlot::default();
         let runner = Runner {
             cfg,
             parts,
@@ -189,11 +222,14 @@ impl Runner {
             last_cluster: None,
             timing,
             cycles: 0,
+            requests: requests.clone(),
+            job_reply: None,
         };
         let handle = RunnerHandle {
             wake,
             shutdown: shutdown_tx,
             snapshot: snap_rx,
+            requests,
         };
         (runner, handle)
     }
@@ -243,9 +279,13 @@ impl Runner {
         self.cycles += 1;
         if self.job.as_ref().is_some_and(BackgroundJob::is_finished) {
             if let Some(job) = self.job.take() {
-                job.finish().await;
+                let result = job.finish().await;
+                if let Some(reply) = self.job_reply.take() {
+                    let _ = reply.send(result);
+                }
             }
         }
+        let request = self.pending_request();
         let read_at = self.parts.clock.now();
         let retry = self.timing.retry_timeout;
         let (cluster, pg) = tokio::join!(
@@ -264,7 +304,9 @@ impl Runner {
             outcomes: Vec::new(),
             executed: Vec::new(),
             wall_millis: self.parts.clock.wall_millis(),
+            request,
         };
+        let mut verdict = None;
         let mut wake_at = None;
         let mut reread = false;
         'steps: for _ in 0..8 {
@@ -275,7 +317,9 @@ impl Runner {
                 rerun,
                 reread: rr,
                 wake_at: w,
+                verdict: v,
             } = decide(&self.cfg, &self.state, &obs, now);
+            verdict = v.or(verdict);
             if state.message != self.state.message {
                 tracing::info!(node = %self.cfg.name, "{}", state.message);
             }
@@ -305,6 +349,9 @@ impl Runner {
                 break;
             }
         }
+        if let Some(v) = verdict {
+            self.answer_request(v);
+        }
         let now = self.parts.clock.now();
         let snap = NodeSnapshot {
             state: self.state.clone(),
@@ -319,6 +366,42 @@ impl Runner {
             Some(now)
         } else {
             wake_at
+        }
+    }
+
+    /// The operator request to put before the decision, if one is waiting and its
+    /// submitter still listens.
+    fn pending_request(&mut self) -> Option<OperatorRequest> {
+        let mut slot = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|p| p.reply.is_closed()) {
+            *slot = None;
+        }
+        slot.as_ref().map(|p| p.request)
+    }
+
+    /// Delivers the decision's verdict. A started request is only answered once its
+    /// job really runs (the guard may have refused the action: then it waits for the
+    /// next cycle); a restart is answered when its job ends.
+    fn answer_request(&mut self, verdict: RequestVerdict) {
+        let mut slot = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pending) = slot.take() else { return };
+        match verdict {
+            RequestVerdict::Refused(why) => {
+                let _ = pending.reply.send(Err(why));
+            }
+            RequestVerdict::Started => {
+                let started = match pending.request {
+                    OperatorRequest::Restart => Busy::Restart,
+                    OperatorRequest::Reinitialize { .. } => Busy::Reinitialize,
+                };
+                if self.job.as_ref().map(|j| j.kind) != Some(started) {
+                    *slot = Some(pending);
+                } else if started == Busy::Restart {
+                    self.job_reply = Some(pending.reply);
+                } else {
+                    let _ = pending.reply.send(Ok(()));
+                }
+            }
         }
     }
 
@@ -538,7 +621,7 @@ impl Runner {
     /// once; in pause mode leave Postgres running and keep the key.
     async fn shut_down_node(&mut self) {
         if let Some(job) = self.job.take() {
-            job.finish().await;
+            let _ = job.finish().await;
         }
         let paused = self.state.config.as_ref().is_some_and(|c| c.pause);
         if paused {

@@ -200,17 +200,6 @@ impl Node {
     }
 }
 
-fn busy_of(a: &Action) -> Option<Busy> {
-    Some(match a {
-        Action::Bootstrap => Busy::Bootstrap,
-        Action::CloneReplica { .. } => Busy::Clone,
-        Action::StartPrimary { .. } | Action::StartReplica { .. } => Busy::Start,
-        Action::Promote { .. } => Busy::Promote,
-        Action::Demote { .. } | Action::SwitchoverTo { .. } => Busy::Demote,
-        _ => return None,
-    })
-}
-
 /// A one-word rendering of an action for the trace.
 fn short(a: &Action) -> String {
     let ms = |t: MonoTime| format!("{}.{:03}s", t.as_millis() / 1000, t.as_millis() % 1000);
@@ -245,6 +234,13 @@ fn short(a: &Action) -> String {
             format!("Demote({mode:?}, then follow {})", up(upstream))
         }
         Action::SwitchoverTo { candidate, .. } => format!("SwitchoverTo({})", candidate.name),
+        Action::Restart { token, upstream } => match token {
+            Some(t) => format!("Restart(primary, token {})", ms(t.valid_until)),
+            None => format!("Restart(replica of {})", up(upstream)),
+        },
+        Action::Reinitialize { source, follow } => {
+            format!("Reinitialize({}, follow {})", source.name, up(follow))
+        }
         Action::Follow { upstream } => format!("Follow({})", up(upstream)),
         Action::StopPostgres { mode } => format!("StopPostgres({mode:?})"),
         Action::SyncSlots { .. } => "SyncSlots".into(),
@@ -285,6 +281,8 @@ fn action_code(a: &Action) -> u64 {
         Action::DeleteSync { .. } => 25,
         Action::SetSynchronousStandbyNames { .. } => 26,
         Action::SwitchoverTo { .. } => 27,
+        Action::Restart { token, .. } => 28 + ((token.is_some() as u64) << 8),
+        Action::Reinitialize { .. } => 29,
     }
 }
 
@@ -391,6 +389,7 @@ impl World {
                 outcomes: Vec::new(),
                 executed: Vec::new(),
                 wall_millis,
+                request: None,
             };
             cyc.obs = Some(obs);
             return self.decide_step(i);
@@ -694,7 +693,9 @@ impl World {
             | Action::StartReplica { .. }
             | Action::Promote { .. }
             | Action::Demote { .. }
-            | Action::SwitchoverTo { .. } => {
+            | Action::SwitchoverTo { .. }
+            | Action::Restart { .. }
+            | Action::Reinitialize { .. } => {
                 self.start_job(i, &action);
                 Flow::Continue
             }
@@ -790,9 +791,28 @@ impl World {
                     upstream: Some(candidate.name.clone()),
                 },
             ],
+            Action::Restart { token, upstream } => vec![
+                JobStep::Stop(crate::postgres::StopMode::Fast),
+                match token {
+                    Some(t) => JobStep::StartPrimary {
+                        valid_until: t.valid_until,
+                    },
+                    None => JobStep::StartReplica {
+                        upstream: name(upstream),
+                        rewind: false,
+                    },
+                },
+            ],
+            Action::Reinitialize { source, follow } => vec![
+                JobStep::Stop(crate::postgres::StopMode::Immediate),
+                JobStep::Clone {
+                    source: source.name.clone(),
+                    follow: name(follow),
+                },
+            ],
             _ => return,
         };
-        let Some(kind) = busy_of(action) else {
+        let Some(kind) = action.busy() else {
             return;
         };
         let id = self.next_job;

@@ -1,0 +1,271 @@
+//! Operator requests (REST `POST /restart`, `POST /reinitialize`): accepted only when
+//! they cannot cost the cluster its primary or its data, refused with Patroni's reasons
+//! otherwise. Allowed in pause mode too, as in Patroni.
+
+use super::input::{OperatorRequest, RequestVerdict};
+use super::{upstream_of, Action, Renewal, Step};
+use crate::model::Cluster;
+use crate::postgres::{DataDirState, PgProcess};
+
+impl Step<'_> {
+    /// Answers a pending request. Returns true when it took over this step (an action
+    /// carrying it out, or a lease renewal it waits for, was emitted).
+    pub(super) fn answer_request(&mut self, c: &Cluster, request: OperatorRequest) -> bool {
+        match request {
+            OperatorRequest::Restart => self.restart(c),
+            OperatorRequest::Reinitialize { from_leader } => self.reinitialize(c, from_leader),
+        }
+    }
+
+    fn refuse_request(&mut self, why: impl Into<String>) -> bool {
+        self.verdict = Some(RequestVerdict::Refused(why.into()));
+        false
+    }
+
+    fn restart(&mut self, c: &Cluster) -> bool {
+        if self.obs.pg.data_dir == DataDirState::Empty {
+            return self.refuse_request("postgres is not initialized");
+        }
+        match self.obs.pg.process {
+            PgProcess::Starting => return self.refuse_request("postgres is still starting"),
+            // A leader's crashed or hung Postgres is the recovery rules' job, not a restart's.
+            PgProcess::Stopped | PgProcess::Crashed | PgProcess::Hung => {
+                return self.refuse_request("postgres is not running")
+            }
+            PgProcess::Running => {}
+        }
+        if !c.is_leader(self.me()) {
+            if self.obs.pg.may_accept_writes() {
+                // A writable node without the lease is being demoted by the rules.
+                return self.refuse_request("restart conditions are not satisfied");
+            }
+            let upstream = self.upstream_for_replica(c);
+            self.say("restarting postgres as a replica on request");
+            self.verdict = Some(RequestVerdict::Started);
+            self.act(Action::Restart {
+                token: None,
+                upstream,
+            });
+            return true;
+        }
+        // The primary restarts under a freshly confirmed lease, so it comes back writable
+        // only while it still leads.
+        match self.ensure_renewed() {
+            Renewal::Pending => true,
+            Renewal::Lost | Renewal::Failed(_) => {
+                self.refuse_request("restart failed: the leader lock could not be confirmed")
+            }
+            Renewal::Renewed => {
+                self.arm_fence();
+                let Some(token) = self.token(Some(c)) else {
+                    return self.refuse_request("restart failed: no valid leader lock");
+                };
+                self.say("restarting postgres as primary on request");
+                self.verdict = Some(RequestVerdict::Started);
+                self.act(Action::Restart {
+                    token: Some(token),
+                    upstream: None,
+                });
+                true
+            }
+        }
+    }
+
+    fn reinitialize(&mut self, c: &Cluster, from_leader: bool) -> bool {
+        if c.is_leader(self.me()) || self.st.lease_until.is_some() {
+            return self.refuse_request("I am the leader, can not reinitialize");
+        }
+        let Some(leader) = c.leader_member().filter(|m| m.name != self.me()) else {
+            return self.refuse_request("Cluster has no leader, can not reinitialize");
+        };
+        let source = if from_leader {
+            upstream_of(leader)
+        } else {
+            self.clone_source(c).or_else(|| upstream_of(leader))
+        };
+        let Some(source) = source else {
+            return self.refuse_request("the leader has not published its address yet");
+        };
+        let follow = self.upstream_for_replica(c);
+        self.say(format!("reinitializing: re-cloning from {}", source.name));
+        self.verdict = Some(RequestVerdict::Started);
+        self.st.rewind_pending = false;
+        self.act(Action::Reinitialize { source, follow });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{cfg, obs, pg_primary, pg_replica, t, without_publish, View};
+    use super::super::{decide, Busy, LocalState, Outcome};
+    use super::*;
+    use crate::dcs::DcsError;
+
+    fn three_node_view() -> Cluster {
+        View::new()
+            .leader("a")
+            .member("a", "primary", 100)
+            .member("b", "replica", 100)
+            .member("c", "replica", 100)
+            .cluster()
+    }
+
+    fn ask(
+        name: &str,
+        pg: crate::postgres::PgObservation,
+        request: OperatorRequest,
+        outcomes: Vec<Outcome>,
+    ) -> super::super::Decision {
+        let mut o = obs(three_node_view(), pg, outcomes);
+        o.request = Some(request);
+        decide(&cfg(name), &LocalState::default(), &o, t(1000))
+    }
+
+    #[test]
+    fn primary_restarts_only_under_a_freshly_renewed_lease() {
+        let d = ask("a", pg_primary(100), OperatorRequest::Restart, vec![]);
+        assert_eq!(d.actions, vec![Action::RenewLease]);
+        assert_eq!(d.verdict, None, "no answer before the lease is confirmed");
+
+        let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+        let d = ask("a", pg_primary(100), OperatorRequest::Restart, renewed);
+        assert_eq!(d.verdict, Some(RequestVerdict::Started));
+        let restart = without_publish(&d.actions)
+            .into_iter()
+            .find(|a| matches!(a, Action::Restart { .. }));
+        match restart {
+            Some(Action::Restart {
+                token: Some(token),
+                upstream: None,
+            }) => assert!(token.valid_until > t(1000)),
+            other => panic!("expected a primary restart with a token, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn primary_restart_refused_when_the_lease_is_lost() {
+        let d = ask(
+            "a",
+            pg_primary(100),
+            OperatorRequest::Restart,
+            vec![Outcome::LeaseLost],
+        );
+        assert!(matches!(d.verdict, Some(RequestVerdict::Refused(_))));
+        assert!(!d
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Restart { .. })));
+    }
+
+    #[test]
+    fn replica_restarts_following_the_leader() {
+        let d = ask("b", pg_replica(100), OperatorRequest::Restart, vec![]);
+        assert_eq!(d.verdict, Some(RequestVerdict::Started));
+        let upstream = d.actions.iter().find_map(|a| match a {
+            Action::Restart {
+                token: None,
+                upstream,
+            } => Some(upstream.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            upstream.flatten().map(|u| u.name),
+            Some("a".to_string()),
+            "{:?}",
+            d.actions
+        );
+    }
+
+    #[test]
+    fn restart_of_a_starting_server_is_refused() {
+        let mut pg = pg_replica(100);
+        pg.process = crate::postgres::PgProcess::Starting;
+        let d = ask("b", pg, OperatorRequest::Restart, vec![]);
+        assert_eq!(
+            d.verdict,
+            Some(RequestVerdict::Refused("postgres is still starting".into()))
+        );
+    }
+
+    #[test]
+    fn reinitialize_refused_on_the_leader() {
+        let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+        let d = ask(
+            "a",
+            pg_primary(100),
+            OperatorRequest::Reinitialize { from_leader: false },
+            renewed,
+        );
+        assert_eq!(
+            d.verdict,
+            Some(RequestVerdict::Refused(
+                "I am the leader, can not reinitialize".into()
+            ))
+        );
+        assert!(!d
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Reinitialize { .. })));
+    }
+
+    #[test]
+    fn reinitialize_refused_without_a_leader() {
+        let c = View::new()
+            .member("a", "primary", 100)
+            .member("b", "replica", 100)
+            .cluster();
+        let mut o = obs(c, pg_replica(100), vec![]);
+        o.request = Some(OperatorRequest::Reinitialize { from_leader: false });
+        let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+        assert_eq!(
+            d.verdict,
+            Some(RequestVerdict::Refused(
+                "Cluster has no leader, can not reinitialize".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn replica_reinitializes_from_the_leader() {
+        let d = ask(
+            "b",
+            pg_replica(100),
+            OperatorRequest::Reinitialize { from_leader: true },
+            vec![],
+        );
+        assert_eq!(d.verdict, Some(RequestVerdict::Started));
+        let source = d.actions.iter().find_map(|a| match a {
+            Action::Reinitialize { source, .. } => Some(source.name.clone()),
+            _ => None,
+        });
+        assert_eq!(source.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn requests_while_busy_are_refused_with_the_running_action() {
+        let mut o = obs(three_node_view(), pg_replica(100), vec![]);
+        o.busy = Some(Busy::Clone);
+        o.request = Some(OperatorRequest::Restart);
+        let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+        assert_eq!(
+            d.verdict,
+            Some(RequestVerdict::Refused(
+                "replica creation already in progress".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn requests_without_the_dcs_are_refused() {
+        let mut o = obs(three_node_view(), pg_replica(100), vec![]);
+        o.cluster = Err(DcsError::Unreachable("down".into()));
+        o.request = Some(OperatorRequest::Reinitialize { from_leader: false });
+        let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+        assert!(matches!(d.verdict, Some(RequestVerdict::Refused(ref m)) if m.contains("DCS")));
+        assert!(!d
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Reinitialize { .. })));
+    }
+}
