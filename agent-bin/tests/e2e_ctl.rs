@@ -1,7 +1,8 @@
 //! End to end through `fullautoctl` on real etcd and PostgreSQL 15: `list` shows the
 //! cluster, `switchover` to a named candidate swaps roles without losing an
 //! acknowledged write, `restart` restarts Postgres in place without a failover, and
-//! `reinit` re-clones a replica (and is refused on the leader).
+//! `reinit` re-clones a replica (and is refused on the leader), and SIGHUP reloads
+//! the config file.
 
 mod support;
 
@@ -11,7 +12,7 @@ use support::{wait_until, Cluster, Writer, FAST};
 const BOOT: Duration = Duration::from_secs(90);
 
 #[test]
-fn ctl_list_switchover_restart_and_reinit() {
+fn ctl_list_switchover_restart_reinit_and_sighup_reload() {
     let mut c = Cluster::new(3, &FAST, "", |_| String::new());
     c.start_all();
     let p = c.wait_primary(BOOT).expect("a primary");
@@ -132,5 +133,31 @@ fn ctl_list_switchover_restart_and_reinit() {
     assert!(
         seen.is_some(),
         "re-cloned replica does not stream from the leader"
+    );
+
+    // SIGHUP re-reads the config file: a new tag reaches /patroni and the member key.
+    let other = replicas[1];
+    let path = c.nodes[other].config.clone();
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replace(
+        "  noloadbalance: false\n",
+        "  noloadbalance: false\n  nofailover: true\n",
+    );
+    std::fs::write(&path, text).expect("rewrite config");
+    c.signal_agent(other, libc::SIGHUP);
+    let tagged = wait_until(Duration::from_secs(30), || {
+        let (_, status) = c.api(other, "/patroni")?;
+        let member = c.key(&format!("members/{}", c.nodes[other].name))?;
+        (status["tags"]["nofailover"] == true && member.contains("\"nofailover\":true"))
+            .then_some(())
+    });
+    assert!(
+        tagged.is_some(),
+        "reloaded tag not applied: {:?}",
+        c.api(other, "/patroni")
+    );
+    assert!(
+        c.wait_replica(other, Duration::from_secs(10)),
+        "reload disturbed the replica"
     );
 }

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    let path = match std::path::absolute(&path) {
+        Ok(p) => p,
+        Err(_) => path,
+    };
     let (cfg, warnings) = match Config::load(&path) {
         Ok(x) => x,
         Err(errors) => {
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(agent_bin::node::run(cfg, Arc::new(fence), own)) {
+    match rt.block_on(agent_bin::node::run(cfg, path, Arc::new(fence), own)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

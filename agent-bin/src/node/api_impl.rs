@@ -9,20 +9,21 @@ use crate::config::Config;
 use async_trait::async_trait;
 use ha_core::decision::OperatorRequest;
 use ha_core::runner::{NodeSnapshot, RunnerHandle};
-use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Postgres, Role};
+use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Role};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Implements [`NodeApi`] over a runner handle.
 pub struct AgentApi {
-    pub(super) cfg: Config,
+    /// The config file as last (re)loaded.
+    pub(super) cfg: tokio::sync::watch::Receiver<Config>,
     pub(super) handle: RunnerHandle,
     pub(super) dcs: Arc<dyn Dcs>,
-    pub(super) pg: Arc<dyn Postgres>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) http: reqwest::Client,
     pub(super) scheduled_restart: super::scheduled_restart::RestartSchedule,
+    pub(super) reloader: std::sync::Arc<super::reload::ConfigReloader>,
 }
 
 impl AgentApi {
@@ -30,11 +31,11 @@ impl AgentApi {
         self.dynamic_config(snap).ttl()
     }
 
-    fn dynamic_config<'a>(&'a self, snap: &'a NodeSnapshot) -> &'a DynamicConfig {
+    fn dynamic_config(&self, snap: &NodeSnapshot) -> DynamicConfig {
         snap.state
             .config
-            .as_ref()
-            .unwrap_or(&self.cfg.bootstrap.dcs)
+            .clone()
+            .unwrap_or_else(|| self.cfg.borrow().bootstrap.dcs.clone())
     }
 
     /// How long an operator request may wait for the HA loop to take it up: a busy
@@ -48,7 +49,7 @@ impl AgentApi {
     /// How long a restart may take in all: the request's own `timeout`, else a stop
     /// and a start at `pg_ctl_timeout` each.
     fn restart_wait(&self, request: &RestartRequest) -> Duration {
-        let pg_ctl = super::settings::runner_settings(&self.cfg).pg_ctl_timeout;
+        let pg_ctl = super::settings::runner_settings(&self.cfg.borrow()).pg_ctl_timeout;
         let own = request.timeout.map(Duration::from_secs);
         self.cycle_wait() + own.unwrap_or(2 * pg_ctl)
     }
@@ -171,8 +172,12 @@ pub fn status_from_snapshot(
 impl NodeApi for AgentApi {
     fn status(&self) -> NodeStatus {
         let snap = self.handle.snapshot();
-        let mut status =
-            status_from_snapshot(&self.cfg, &snap, self.clock.now(), self.clock.wall_millis());
+        let mut status = status_from_snapshot(
+            &self.cfg.borrow(),
+            &snap,
+            self.clock.now(),
+            self.clock.wall_millis(),
+        );
         status.scheduled_restart = self.scheduled_restart.shown();
         status
     }
@@ -294,7 +299,11 @@ impl NodeApi for AgentApi {
             .map(|t| t.timestamp_millis() - self.clock.wall_millis())
             .unwrap_or(0)
             .max(0) as u64;
-        let (cfg, handle, clock) = (self.cfg.clone(), self.handle.clone(), self.clock.clone());
+        let (cfg, handle, clock) = (
+            self.cfg.borrow().clone(),
+            self.handle.clone(),
+            self.clock.clone(),
+        );
         let scheduled = self.scheduled_restart.schedule(
             request,
             Duration::from_millis(due_in),
@@ -340,10 +349,9 @@ impl NodeApi for AgentApi {
     }
 
     async fn reload(&self) {
-        if let Err(e) = self.pg.reload().await {
-            tracing::warn!("reload failed: {e}");
+        if let Err(e) = self.reloader.reload().await {
+            tracing::error!("reload refused, keeping the running configuration: {e}");
         }
-        self.handle.wake();
     }
 
     fn wake(&self) {

@@ -7,10 +7,16 @@ use ha_core::runner::RunnerEvent;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Consumes runner events until the runner stops, running the matching scripts.
-pub async fn run(callbacks: Callbacks, scope: String, mut events: UnboundedReceiver<RunnerEvent>) {
+pub async fn run(
+    callbacks: tokio::sync::watch::Receiver<Callbacks>,
+    scope: String,
+    mut events: UnboundedReceiver<RunnerEvent>,
+) {
     let mut running: Option<tokio::process::Child> = None;
     let mut role = "replica";
     while let Some(event) = events.recv().await {
+        // The scripts as last reloaded (SIGHUP).
+        let callbacks = callbacks.borrow().clone();
         let (action, script) = match event {
             RunnerEvent::Started(r) => {
                 role = r;

@@ -5,6 +5,7 @@ mod api_impl;
 mod callbacks;
 mod probe;
 mod reaper;
+mod reload;
 mod scheduled_restart;
 pub mod settings;
 
@@ -24,6 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 /// forks), `own_children` are pids the reaper may collect.
 pub async fn run(
     cfg: Config,
+    config_path: std::path::PathBuf,
     fence: Arc<dyn Watchdog>,
     own_children: BTreeSet<i32>,
 ) -> anyhow::Result<()> {
@@ -45,8 +47,8 @@ pub async fn run(
     refuse_duplicate_name(&cfg, dcs.as_ref(), &http).await?;
 
     let pg_cfg = settings::pg_config(&cfg)?;
-    let pg: Arc<dyn ha_core::Postgres> =
-        Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
+    let driver = Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
+    let pg: Arc<dyn ha_core::Postgres> = driver.clone();
     let run_settings = settings::runner_settings(&cfg);
     let peers = Arc::new(HttpPeerProbe::new(run_settings.probe_timeout, insecure)?);
     let parts = Components {
@@ -59,17 +61,23 @@ pub async fn run(
     let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let runner_task = tokio::spawn(runner.with_events(events_tx).run());
-    tokio::spawn(callbacks::run(
-        cfg.postgresql.callbacks.clone(),
-        cfg.scope.clone(),
-        events_rx,
-    ));
+    let (callbacks_tx, callbacks_rx) =
+        tokio::sync::watch::channel(cfg.postgresql.callbacks.clone());
+    tokio::spawn(callbacks::run(callbacks_rx, cfg.scope.clone(), events_rx));
+    let (config_tx, config_rx) = tokio::sync::watch::channel(cfg.clone());
+    let reloader = Arc::new(reload::ConfigReloader {
+        path: config_path,
+        config: config_tx,
+        callbacks: callbacks_tx,
+        pg: driver,
+        runner: handle.clone(),
+    });
 
     let api = Arc::new(AgentApi {
-        cfg: cfg.clone(),
+        cfg: config_rx,
+        reloader: reloader.clone(),
         handle: handle.clone(),
         dcs,
-        pg,
         clock,
         http,
         scheduled_restart: Default::default(),
@@ -91,8 +99,10 @@ pub async fn run(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading postgres configuration");
-                handle.wake();
+                tracing::info!("SIGHUP: reloading the configuration");
+                if let Err(e) = reloader.reload().await {
+                    tracing::error!("reload refused, keeping the running configuration: {e}");
+                }
             }
         }
     }

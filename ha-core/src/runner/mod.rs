@@ -119,9 +119,17 @@ pub struct RunnerHandle {
     shutdown: watch::Sender<bool>,
     snapshot: watch::Receiver<NodeSnapshot>,
     requests: RequestSlot,
+    reconfig: Arc<Mutex<Option<NodeConfig>>>,
 }
 
 impl RunnerHandle {
+    /// Replaces the node's settings (tags, addresses, …) from the next cycle on, e.g.
+    /// after the config file was reloaded. The name cannot change and is kept.
+    pub fn reconfigure(&self, cfg: NodeConfig) {
+        *self.reconfig.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+        self.wake.notify_one();
+    }
+
     /// Submits an operator request. The answer arrives when the decision refuses it,
     /// when a reinitialization has started, or when a restart has finished; `Err`
     /// carries the reason shown to the operator. Dropping the receiver withdraws it.
@@ -191,6 +199,7 @@ pub struct Runner {
     timing: DcsTiming,
     cycles: u64,
     requests: RequestSlot,
+    reconfig: Arc<Mutex<Option<NodeConfig>>>,
     /// Answered when the running job ends (a restart's outcome).
     job_reply: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -208,6 +217,7 @@ impl Runner {
         let timing = timing_of(&cfg.bootstrap_config);
         parts.dcs.set_timing(timing);
         let requests = RequestSlot::default();
+        let reconfig = Arc::new(Mutex::new(None));
         let runner = Runner {
             cfg,
             parts,
@@ -223,6 +233,7 @@ impl Runner {
             timing,
             cycles: 0,
             requests: requests.clone(),
+            reconfig: reconfig.clone(),
             job_reply: None,
         };
         let handle = RunnerHandle {
@@ -230,6 +241,7 @@ impl Runner {
             shutdown: shutdown_tx,
             snapshot: snap_rx,
             requests,
+            reconfig,
         };
         (runner, handle)
     }
@@ -277,6 +289,16 @@ impl Runner {
     /// One HA cycle; returns when the decision wants to run again at the latest.
     async fn cycle(&mut self) -> Option<MonoTime> {
         self.cycles += 1;
+        let reconfigured = self
+            .reconfig
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut cfg) = reconfigured {
+            cfg.name = self.cfg.name.clone();
+            tracing::info!(node = %self.cfg.name, tags = ?cfg.tags, "settings reloaded");
+            self.cfg = cfg;
+        }
         if self.job.as_ref().is_some_and(BackgroundJob::is_finished) {
             if let Some(job) = self.job.take() {
                 let result = job.finish().await;

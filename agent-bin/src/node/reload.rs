@@ -1,0 +1,46 @@
+//! SIGHUP and `POST /reload`: re-read the config file (and `PATRONI_*` variables) and
+//! apply what can change while running — tags, callbacks, the `postgresql` section's
+//! parameters and pg_hba — as Patroni does. A file with errors changes nothing.
+
+use crate::config::{Callbacks, Config};
+use ha_core::runner::RunnerHandle;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Applies a re-read config file to the running agent.
+pub struct ConfigReloader {
+    pub(super) path: PathBuf,
+    pub(super) config: watch::Sender<Config>,
+    pub(super) callbacks: watch::Sender<Callbacks>,
+    pub(super) pg: Arc<pg_driver::PgDriver>,
+    pub(super) runner: RunnerHandle,
+}
+
+impl ConfigReloader {
+    /// Re-reads the file and applies it; the error names what was wrong.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (new, warnings) = Config::load(&self.path).map_err(|e| e.0.render())?;
+        for w in warnings {
+            tracing::warn!("{}", w.to_string().trim_end());
+        }
+        let old = self.config.borrow().clone();
+        if new.name != old.name || new.scope != old.scope {
+            return Err("name and scope cannot change while running; restart the agent".into());
+        }
+        let pg_cfg = super::settings::pg_config(&new).map_err(|e| e.to_string())?;
+        self.pg
+            .update_config(pg_cfg)
+            .map_err(|e| format!("postgresql section: {e}"))?;
+        if let Err(e) = ha_core::Postgres::reload(self.pg.as_ref()).await {
+            // Postgres may be stopped: the new settings apply at its next start.
+            tracing::info!("postgres not reloaded ({e}); new settings apply at its next start");
+        }
+        self.runner.reconfigure(super::settings::node_config(&new));
+        self.callbacks
+            .send_replace(new.postgresql.callbacks.clone());
+        self.config.send_replace(new);
+        tracing::info!("configuration reloaded from {}", self.path.display());
+        Ok(())
+    }
+}
