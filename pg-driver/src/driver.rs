@@ -257,17 +257,45 @@ impl PgDriver {
         }
         datadir::check_access(self.data_dir(), self.os_user())?;
         match self.pid_state() {
-            PidFileState::Garbage(r) => Err(DriverError::PidFile {
-                path: self.data_dir().to_path_buf(),
-                reason: format!(
-                    "{r}; if no postgres runs on this data directory, remove postmaster.pid"
-                ),
-            }),
-            PidFileState::Foreign(pid) => self.remove_leftover_pid_file(pid),
-            PidFileState::Stale(pid) if pidfile::is_zombie(pid) => {
-                self.remove_leftover_pid_file(pid)
+            PidFileState::Garbage(r) => {
+                return Err(DriverError::PidFile {
+                    path: self.data_dir().to_path_buf(),
+                    reason: format!(
+                        "{r}; if no postgres runs on this data directory, remove postmaster.pid"
+                    ),
+                })
             }
-            _ => Ok(()),
+            PidFileState::Foreign(pid) => self.remove_leftover_pid_file(pid)?,
+            PidFileState::Stale(pid) if pidfile::is_zombie(pid) => {
+                self.remove_leftover_pid_file(pid)?
+            }
+            _ => {}
+        }
+        self.remove_leftover_socket_locks();
+        Ok(())
+    }
+
+    /// Postgres refuses to start on a socket lock file naming a zombie postmaster or a
+    /// reused pid (seen in containers without an init that reaps). Nothing can be using
+    /// such a lock, so it and its socket go.
+    fn remove_leftover_socket_locks(&self) {
+        let cfg = self.cfg();
+        let Ok(port) = cfg.listen_address().map(|l| l.port) else {
+            return;
+        };
+        let dirs = match cfg.parameters.get("unix_socket_directories") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(_) => return,
+            None => "/tmp".to_string(),
+        };
+        for dir in dirs.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let socket = Path::new(dir).join(format!(".s.PGSQL.{port}"));
+            let lock = Path::new(dir).join(format!(".s.PGSQL.{port}.lock"));
+            if let Some(pid) = pidfile::leftover_socket_lock(&lock) {
+                tracing::warn!(pid, lock = %lock.display(), "socket lock file is a leftover; removing it");
+                let _ = std::fs::remove_file(&lock);
+                let _ = std::fs::remove_file(&socket);
+            }
         }
     }
 

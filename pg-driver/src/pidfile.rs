@@ -146,6 +146,17 @@ pub fn is_zombie(pid: i32) -> bool {
         && matches!(proc_state(pid), Some('Z') | Some('X'))
 }
 
+/// A unix-socket lock file (`<dir>/.s.PGSQL.<port>.lock`) that would make postgres
+/// refuse to start although nobody uses it: it names a dead-but-unreaped postmaster
+/// (a zombie, which postgres counts as alive) or a pid reused by a process that is not
+/// postgres. Returns the pid it names. A lock naming a missing pid is left to postgres,
+/// which removes such files itself.
+pub fn leftover_socket_lock(lock: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(lock).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    (is_zombie(pid) || (process_exists(pid) && !is_postgres(pid))).then_some(pid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +173,30 @@ mod tests {
         let me = std::process::id() as i32;
         std::fs::write(d.path().join("postmaster.pid"), format!("{me}\n")).unwrap();
         assert_eq!(read(d.path()), PidFileState::Foreign(me));
+    }
+
+    #[test]
+    fn socket_lock_of_a_zombie_or_foreign_pid_is_a_leftover() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join(".s.PGSQL.5432.lock");
+        assert_eq!(leftover_socket_lock(&lock), None, "no file");
+        // This test process is alive and not postgres: a reused pid.
+        let me = std::process::id() as i32;
+        std::fs::write(&lock, format!("{me}\n/data\n")).unwrap();
+        assert_eq!(leftover_socket_lock(&lock), Some(me));
+        // A child that exited and was not reaped yet is a zombie.
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let zombie = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            is_zombie(pid)
+        });
+        assert!(zombie, "child never became a zombie");
+        std::fs::write(&lock, format!("{pid}\n/data\n")).unwrap();
+        assert_eq!(leftover_socket_lock(&lock), Some(pid));
+        drop(child);
+        // A pid that cannot exist is left to postgres.
+        std::fs::write(&lock, "99999999\n").unwrap();
+        assert_eq!(leftover_socket_lock(&lock), None);
     }
 }
