@@ -242,3 +242,58 @@ async fn certificates_can_be_replaced_while_serving() {
     assert_eq!(get(&second).await.unwrap(), 200);
     assert!(get(&first).await.is_err());
 }
+
+#[tokio::test]
+async fn peer_probes_present_the_node_certificate_when_peers_require_one() {
+    use ha_core::runner::PeerProbe;
+    let pki = make_pki();
+    let (base, _stop) = start_tls(&restapi(pki.dir.path(), VerifyClient::Required)).await;
+    let d = pki.dir.path().display();
+    // The agent's own restapi section: its server certificate doubles as the client
+    // certificate towards peers that require one, as Patroni does.
+    let yaml = format!(
+        r#"
+scope: s
+name: n
+restapi:
+  listen: 127.0.0.1:8008
+  connect_address: 127.0.0.1:8008
+  certfile: {d}/client.pem
+  keyfile: {d}/client.key
+  cafile: {d}/ca.pem
+  verify_client: required
+etcd3: {{host: 127.0.0.1:2379}}
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 127.0.0.1:5432
+  data_dir: /data
+  authentication:
+    superuser: {{username: postgres}}
+    replication: {{username: rep}}
+"#
+    );
+    let (cfg, _) = Config::from_yaml_str(&yaml, &EnvMap::new()).unwrap();
+    let probe = agent_bin::node::HttpPeerProbe::new(&cfg, Duration::from_secs(2)).unwrap();
+    let peer = |url: String| {
+        let data = ha_core::MemberData {
+            api_url: Some(url),
+            ..Default::default()
+        };
+        ha_core::Member {
+            name: "pg0".into(),
+            data,
+            version: ha_core::Version(1),
+            session: None,
+        }
+    };
+    let reply = probe.probe(&peer(format!("{base}/patroni"))).await;
+    assert!(
+        reply.as_ref().is_some_and(|r| r.is_primary),
+        "probe over mutual TLS: {reply:?}"
+    );
+    // Without a client certificate the same peer does not answer.
+    let mut no_cert = cfg.clone();
+    no_cert.restapi.verify_client = VerifyClient::None;
+    let probe = agent_bin::node::HttpPeerProbe::new(&no_cert, Duration::from_secs(2)).unwrap();
+    assert_eq!(probe.probe(&peer(format!("{base}/patroni"))).await, None);
+}

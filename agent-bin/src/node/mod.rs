@@ -40,17 +40,15 @@ pub async fn run(
         .await
         .context("connecting to the DCS")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let insecure = cfg.ctl.insecure;
-    let http = reqwest::Client::builder()
-        .danger_accept_invalid_certs(insecure)
-        .build()?;
+    let http = crate::api::build_api_client(&cfg, Duration::from_secs(5))
+        .context("REST API client (ctl/restapi TLS settings)")?;
     refuse_duplicate_name(&cfg, dcs.as_ref(), &http).await?;
 
     let pg_cfg = settings::pg_config(&cfg)?;
     let driver = Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
     let pg: Arc<dyn ha_core::Postgres> = driver.clone();
     let run_settings = settings::runner_settings(&cfg);
-    let peers = Arc::new(HttpPeerProbe::new(run_settings.probe_timeout, insecure)?);
+    let peers = Arc::new(HttpPeerProbe::new(&cfg, run_settings.probe_timeout)?);
     let parts = Components {
         dcs: dcs.clone(),
         pg: pg.clone(),

@@ -13,13 +13,11 @@ pub struct HttpPeerProbe {
 }
 
 impl HttpPeerProbe {
-    /// A prober whose requests give up after `timeout`.
-    pub fn new(timeout: Duration, insecure: bool) -> anyhow::Result<HttpPeerProbe> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .danger_accept_invalid_certs(insecure)
-            .build()?;
+    /// A prober whose requests give up after `timeout`. It speaks the REST API's TLS
+    /// as `fullautoctl` does: the configured CA, and a client certificate when peers
+    /// require one (`restapi.verify_client`).
+    pub fn new(cfg: &crate::config::Config, timeout: Duration) -> anyhow::Result<HttpPeerProbe> {
+        let client = crate::api::build_api_client(cfg, timeout)?;
         Ok(HttpPeerProbe { client })
     }
 }
