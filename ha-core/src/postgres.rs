@@ -276,4 +276,11 @@ pub trait Postgres: Send + Sync {
     /// asked directly of its Postgres: a switchover hands over only once the candidate
     /// has the old primary's shutdown checkpoint.
     async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<Lsn>, PgError>;
+
+    /// Runs a `CHECKPOINT` while the server still takes writes, so the shutdown
+    /// checkpoint of a following planned stop has little left to flush (a switchover's
+    /// write gap). The default does nothing.
+    async fn checkpoint(&self) -> Result<(), PgError> {
+        Ok(())
+    }
 }

@@ -927,20 +927,35 @@ impl PgDriver {
                 StopMode::Fast => "fast",
                 StopMode::Immediate => "immediate",
             };
-            // pg_ctl signals the postmaster; we wait for it ourselves in 5 ms steps
-            // (pg_ctl -w checks only every 100 ms, which a switchover would pay).
-            let mut cmd = self.tool_cmd("pg_ctl", true)?;
-            cmd.arg("stop")
-                .arg("-D")
-                .arg(self.data_dir())
-                .arg("-m")
-                .arg(m)
-                .arg("-W");
-            let res = self
-                .runner
-                .run("pg_ctl stop", cmd, timeout + Duration::from_secs(10))
-                .await;
-            let signalled = matches!(&res, Ok(o) if o.success);
+            // The postmaster's own shutdown signals (SIGTERM smart, SIGINT fast, SIGQUIT
+            // immediate), sent directly: spawning pg_ctl costs tens of ms a switchover
+            // would pay. pg_ctl only when we may not signal it (another OS user).
+            // Either way we wait ourselves in 5 ms steps (pg_ctl -w polls every 100 ms).
+            let sig = match mode {
+                StopMode::Smart => libc::SIGTERM,
+                StopMode::Fast => libc::SIGINT,
+                StopMode::Immediate => libc::SIGQUIT,
+            };
+            let res = if pidfile::signal(pid, sig) {
+                Ok(None)
+            } else {
+                let mut cmd = self.tool_cmd("pg_ctl", true)?;
+                cmd.arg("stop")
+                    .arg("-D")
+                    .arg(self.data_dir())
+                    .arg("-m")
+                    .arg(m)
+                    .arg("-W");
+                self.runner
+                    .run("pg_ctl stop", cmd, timeout + Duration::from_secs(10))
+                    .await
+                    .map(Some)
+            };
+            let signalled = match &res {
+                Ok(None) => true,
+                Ok(Some(o)) => o.success,
+                Err(_) => false,
+            };
             let started = std::time::Instant::now();
             while signalled && pidfile::process_exists(pid) && started.elapsed() < timeout {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -953,7 +968,8 @@ impl PgDriver {
             if !ok && self.postmaster_pid().is_some() {
                 if mode != StopMode::Immediate {
                     let msg = match res {
-                        Ok(o) => o.message(),
+                        Ok(Some(o)) => o.message(),
+                        Ok(None) => "signalled directly".to_string(),
                         Err(e) => e.to_string(),
                     };
                     return Err(DriverError::StopFailed(format!(
@@ -1444,6 +1460,15 @@ impl Postgres for PgDriver {
             .map_err(sql::query_error)?;
         let text: Option<String> = row.get(0);
         Ok(text.as_deref().and_then(ha_core::parse_lsn))
+    }
+
+    async fn checkpoint(&self) -> Result<(), PgError> {
+        let client = self.connect_local(SQL_TIMEOUT).await?;
+        client
+            .batch_execute("CHECKPOINT")
+            .await
+            .map_err(sql::query_error)?;
+        Ok(())
     }
 
     async fn reload(&self) -> Result<(), PgError> {

@@ -143,6 +143,10 @@ async fn run(
                     candidate.name
                 )));
             };
+            // Flushed while writes still flow, so the shutdown checkpoint is short.
+            if let Err(e) = pg.checkpoint().await {
+                tracing::debug!("checkpoint before the switchover stop failed: {e}");
+            }
             let stopped = pg.stop(StopMode::Fast, t).await?;
             emit(RunnerEvent::Stopped);
             let confirmed = match stopped.checkpoint_lsn {
