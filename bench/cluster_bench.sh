@@ -28,9 +28,10 @@ ms() { python3 -c "print(round(($2-$1)*1000))"; }
 cleanup() { scripts/demo down >/dev/null 2>&1 || true; [ -n "${WATCH_PID:-}" ] && kill "$WATCH_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 
+export FULLAUTO_DEMO_API_PORT=${FULLAUTO_DEMO_API_PORT:-8041} FULLAUTO_DEMO_PG_PORT=${FULLAUTO_DEMO_PG_PORT:-5441}
 scripts/demo up >/dev/null
-port_of() { echo $((5441 + ${1#pg})); }
-api_of() { echo $((8041 + ${1#pg})); }
+port_of() { echo $((FULLAUTO_DEMO_PG_PORT + ${1#pg})); }
+api_of() { echo $((FULLAUTO_DEMO_API_PORT + ${1#pg})); }
 leader() { etcdctl --endpoints "$ETCD" get --print-value-only /service/demo/leader; }
 psql_w() { psql -h 127.0.0.1 -p "$1" -U postgres -XAtq -v ON_ERROR_STOP=1 -c "$2" >/dev/null 2>&1; }
 
@@ -65,7 +66,7 @@ fi
 # continuously; the gap is the longest pause between two acknowledged commits.
 cargo build --release -q -p write-probe
 L=$(leader); C=$(for n in pg0 pg1 pg2; do [ "$n" != "$L" ] && echo "$n"; done | head -1)
-"$BIN/write-probe" --ports 5441,5442,5443 --seconds 7 > "$DIR/gap" & WP=$!
+"$BIN/write-probe" --ports "$(port_of pg0),$(port_of pg1),$(port_of pg2)" --seconds 7 > "$DIR/gap" & WP=$!
 sleep 2
 curl -s -XPOST "http://127.0.0.1:$(api_of "$L")/switchover" -d "{\"leader\":\"$L\",\"candidate\":\"$C\"}" >/dev/null
 wait "$WP"
