@@ -22,8 +22,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// A `touch_member` right after another refresh (e.g. the leader's `renew_leader` in
-/// the same cycle) skips its keepalive; anything older is refreshed.
+/// A `touch_member` right after another refresh (the leader's `renew_leader` in the
+/// same cycle: within this and a quarter of `loop_wait`) skips its keepalive even
+/// when the lease is otherwise refreshed every cycle.
 const KEEPALIVE_REUSE: Duration = Duration::from_secs(1);
 
 struct Shared {
@@ -386,10 +387,11 @@ impl EtcdDcs {
         let timing = self.timing();
         // Refreshing no more often than this still keeps the key alive until the next
         // cycle (which starts within loop_wait plus two calls' retry_timeout).
+        let same_cycle = KEEPALIVE_REUSE.min(timing.loop_wait / 4);
         let keep_for = timing
             .ttl
             .saturating_sub(timing.loop_wait + 2 * timing.retry_timeout)
-            .max(KEEPALIVE_REUSE);
+            .max(same_cycle);
         if let Some(lease) = self.member_unchanged(key, value) {
             if self.shared.lease.refreshed_within(keep_for) {
                 return Ok(());

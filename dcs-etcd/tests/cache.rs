@@ -248,3 +248,26 @@ async fn steady_state_cycles_make_at_most_a_lease_refresh_and_the_leader_txn() {
         Some(7)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_with_no_slack_is_refreshed_every_cycle_even_when_nothing_is_written() {
+    let etcd = EtcdCluster::start_single().unwrap();
+    // ttl - loop_wait - 2 * retry_timeout < 0: refresh every cycle.
+    let timing = fast_timing();
+    let replica = connect_with(&etcd.config(), "batman", "pg1", timing).await;
+    replica.touch_member(&member_data("pg1")).await.unwrap();
+    const CYCLES: u32 = 5;
+    let calls = calls_during(&etcd, || async {
+        for _ in 0..CYCLES {
+            // Cycles are at least loop_wait apart; a third of it is enough here.
+            tokio::time::sleep(timing.loop_wait / 3).await;
+            replica.get_cluster().await.unwrap();
+            replica.touch_member(&member_data("pg1")).await.unwrap();
+        }
+    })
+    .await;
+    assert!(
+        calls >= f64::from(CYCLES),
+        "{CYCLES} cycles refreshed the lease only {calls} times"
+    );
+}
