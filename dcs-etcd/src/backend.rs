@@ -1,5 +1,6 @@
 //! `EtcdDcs`: the `Dcs` trait on etcd v3 with Patroni's etcd3 lock contract.
 
+use crate::cache::{raw_entry, ClusterCache};
 use crate::client::{attempt_timeout, ClientFactory, EndpointPool};
 use crate::config::EtcdConfig;
 use crate::failure::{looks_like_bad_credentials, looks_like_tls, Failure};
@@ -15,13 +16,15 @@ use ha_core::{
     MemberData, RawEntry, Status, SyncState, Version,
 };
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// A `touch_member` right after another refresh (e.g. the leader's `renew_leader` in
-/// the same cycle) skips its keepalive; anything older is refreshed.
+/// A `touch_member` right after another refresh (the leader's `renew_leader` in the
+/// same cycle: within this and a quarter of `loop_wait`) skips its keepalive even
+/// when the lease is otherwise refreshed every cycle.
 const KEEPALIVE_REUSE: Duration = Duration::from_secs(1);
 
 struct Shared {
@@ -31,6 +34,13 @@ struct Shared {
     timing: Mutex<DcsTiming>,
     lease: LeaseHolder,
     wake: Arc<watch::Sender<u64>>,
+    cache: Arc<ClusterCache>,
+    /// The revision of this agent's latest acknowledged write: a cached view must
+    /// hold it (read-your-writes).
+    own_writes: AtomicI64,
+    /// The member value last written and the lease it was bound to, so an unchanged
+    /// record is not rewritten every cycle.
+    member_written: Mutex<Option<(String, i64)>>,
 }
 
 /// The etcd v3 backend for one cluster (`namespace`/`scope`) and one member.
@@ -70,6 +80,7 @@ impl EtcdDcs {
         let keys = ClusterKeys::new(namespace, scope);
         let (wake, _) = watch::channel(0u64);
         let wake = Arc::new(wake);
+        let cache = Arc::new(ClusterCache::new());
         let shared = Arc::new(Shared {
             keys: keys.clone(),
             name: name.to_string(),
@@ -77,12 +88,16 @@ impl EtcdDcs {
             timing: Mutex::new(timing),
             lease: LeaseHolder::default(),
             wake: wake.clone(),
+            cache: cache.clone(),
+            own_writes: AtomicI64::new(0),
+            member_written: Mutex::new(None),
         });
         let dcs = EtcdDcs {
             _watcher: Arc::new(spawn_watcher(
                 factory,
                 keys.clone(),
                 wake,
+                cache,
                 timing.retry_timeout,
             )),
             shared,
@@ -212,7 +227,17 @@ impl EtcdDcs {
         F: Fn(Client, u32) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
-        let timing = self.timing();
+        self.run_for(what, self.timing().retry_timeout, op).await
+    }
+
+    /// [`EtcdDcs::run`] within `budget` (at most `retry_timeout`) instead.
+    async fn run_for<T, F, Fut>(&self, what: &str, budget: Duration, op: F) -> Result<T, DcsError>
+    where
+        F: Fn(Client, u32) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut timing = self.timing();
+        timing.retry_timeout = budget.min(timing.retry_timeout);
         // Give up a moment before the hard bound so the answer says why.
         let margin = (timing.retry_timeout / 50).min(Duration::from_millis(50));
         let deadline = Instant::now() + timing.retry_timeout - margin;
@@ -287,21 +312,23 @@ impl EtcdDcs {
             let key = key.clone();
             let value = value.clone();
             async move {
-                match expected {
+                let written = match expected {
                     None => {
-                        let resp = c.put(key, value, None).await?;
-                        Ok(Some(Version(resp.header().map_or(0, |h| h.revision()))))
+                        let resp = c.put(key.clone(), value.clone(), None).await?;
+                        Some(revision(resp.header()))
                     }
                     Some(v) => {
                         let txn = Txn::new()
                             .when([Compare::mod_revision(key.clone(), CompareOp::Equal, v.0)])
-                            .and_then([TxnOp::put(key, value, None)]);
+                            .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
                         let resp = c.txn(txn).await?;
-                        Ok(resp
-                            .succeeded()
-                            .then(|| Version(resp.header().map_or(0, |h| h.revision()))))
+                        resp.succeeded().then(|| revision(resp.header()))
                     }
+                };
+                if let Some(rev) = written {
+                    self.wrote_put(&key, &value, rev, None);
                 }
+                Ok(written.map(Version))
             }
         })
         .await
@@ -310,6 +337,117 @@ impl EtcdDcs {
     async fn put_plain(&self, what: &str, key: String, value: String) -> Result<(), DcsError> {
         self.put_versioned(what, key, value, None).await.map(|_| ())
     }
+
+    /// Records my acknowledged put of `key` at `revision` in the cluster cache.
+    fn wrote_put(&self, key: &str, value: &str, revision: i64, lease: Option<i64>) {
+        self.shared.cache.own_put(key, value, revision, lease);
+        self.shared.own_writes.fetch_max(revision, Ordering::SeqCst);
+    }
+
+    /// Records my acknowledged delete of `key` at `revision` in the cluster cache.
+    fn wrote_delete(&self, key: &str, revision: i64) {
+        self.shared.cache.own_delete(key, revision);
+        self.shared.own_writes.fetch_max(revision, Ordering::SeqCst);
+    }
+
+    /// The cached cluster entries if they may be served (the staleness rule in
+    /// `cache.rs`): the watch stream answered a progress request sent now within
+    /// `retry_timeout / 4`.
+    async fn cached_entries(&self, timing: DcsTiming) -> Option<Vec<RawEntry>> {
+        let cache = &self.shared.cache;
+        if !cache.synced() {
+            return None;
+        }
+        let own_writes = self.shared.own_writes.load(Ordering::SeqCst);
+        let mut heard = cache.heard();
+        heard.borrow_and_update();
+        let asked = Instant::now();
+        cache.progress_wanted.notify_one();
+        let deadline = asked + timing.retry_timeout / 4;
+        let mut answered = false;
+        while tokio::time::timeout_at(deadline, heard.changed())
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            answered = true;
+            if let Some(entries) = cache.view(own_writes, asked) {
+                return Some(entries);
+            }
+        }
+        if !answered {
+            tracing::info!("etcd watch did not answer a progress request; reconnecting it");
+            cache.request_restart();
+        }
+        None
+    }
+
+    /// Writes my member record unless it is unchanged, still bound to my lease and the
+    /// cache shows it as written; the lease is refreshed when it is due.
+    async fn write_member(&self, key: &str, value: &str) -> Result<(), DcsError> {
+        let timing = self.timing();
+        // Refreshing no more often than this still keeps the key alive until the next
+        // cycle (which starts within loop_wait plus two calls' retry_timeout).
+        let same_cycle = KEEPALIVE_REUSE.min(timing.loop_wait / 4);
+        let keep_for = timing
+            .ttl
+            .saturating_sub(timing.loop_wait + 2 * timing.retry_timeout)
+            .max(same_cycle);
+        if let Some(lease) = self.member_unchanged(key, value) {
+            if self.shared.lease.refreshed_within(keep_for) {
+                return Ok(());
+            }
+            let refreshed = self
+                .run("member lease refresh", |mut c, _| async move {
+                    self.shared.lease.refresh(&mut c, self.lease_ttl()).await
+                })
+                .await?;
+            if refreshed == lease {
+                return Ok(());
+            }
+        }
+        self.run("member write", |mut c, _| async move {
+            let lease = if self.shared.lease.refreshed_within(keep_for) {
+                self.shared.lease.ensure(&mut c, self.lease_ttl()).await?
+            } else {
+                self.shared.lease.refresh(&mut c, self.lease_ttl()).await?
+            };
+            let resp = c
+                .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await?;
+            self.wrote_put(key, value, revision(resp.header()), Some(lease));
+            *lock(&self.shared.member_written) = Some((value.to_string(), lease));
+            Ok(())
+        })
+        .await
+    }
+
+    /// The lease my member record is bound to, if `value` is what I last wrote, on
+    /// the lease I still hold, and the cache shows exactly that.
+    fn member_unchanged(&self, key: &str, value: &str) -> Option<i64> {
+        let mut written = lock(&self.shared.member_written);
+        let (last, lease) = written.clone()?;
+        if last != value || self.shared.lease.id() != Some(lease) {
+            return None;
+        }
+        let own_writes = self.shared.own_writes.load(Ordering::SeqCst);
+        match self.shared.cache.entry(key, own_writes) {
+            Some(Some(e)) if e.value == value && e.session == Some(lease.to_string()) => {
+                Some(lease)
+            }
+            // Gone or changed behind my back: write it again.
+            Some(_) => {
+                *written = None;
+                None
+            }
+            // No synced cache to check against: write.
+            None => None,
+        }
+    }
+}
+
+/// The store revision a response was given at.
+fn revision(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision())
 }
 
 /// Whether a txn (or the first nested txn of its failure branch, recursively) took
@@ -327,22 +465,22 @@ fn any_branch_succeeded(resp: &TxnResponse) -> bool {
 #[async_trait]
 impl Dcs for EtcdDcs {
     async fn get_cluster(&self) -> Result<Cluster, DcsError> {
+        // A cached view is safe to decide on: every lease decision is confirmed by a
+        // CAS/txn (acquire is create-if-absent, renew a txn on my name+lease), so a
+        // stale view can only delay a decision, never make two leaders.
+        let timing = self.timing();
+        let started = Instant::now();
+        if let Some(entries) = self.cached_entries(timing).await {
+            return Ok(Cluster::from_full_paths(&self.shared.keys, entries));
+        }
+        let budget = timing.retry_timeout.saturating_sub(started.elapsed());
         let prefix = self.shared.keys.prefix().to_string();
         let entries = self
-            .run("read", |mut c, _| {
+            .run_for("read", budget, |mut c, _| {
                 let prefix = prefix.clone();
                 async move {
                     let resp = c.get(prefix, Some(GetOptions::new().with_prefix())).await?;
-                    Ok(resp
-                        .kvs()
-                        .iter()
-                        .map(|kv| RawEntry {
-                            key: String::from_utf8_lossy(kv.key()).into_owned(),
-                            value: String::from_utf8_lossy(kv.value()).into_owned(),
-                            version: Version(kv.mod_revision()),
-                            session: (kv.lease() != 0).then(|| kv.lease().to_string()),
-                        })
-                        .collect::<Vec<_>>())
+                    Ok(resp.kvs().iter().map(raw_entry).collect::<Vec<_>>())
                 }
             })
             .await?;
@@ -366,9 +504,10 @@ impl Dcs for EtcdDcs {
                         name.clone(),
                         Some(PutOptions::new().with_lease(lease)),
                     )])
-                    .or_else([TxnOp::get(key, None)]);
+                    .or_else([TxnOp::get(key.clone(), None)]);
                 let resp = c.txn(txn).await?;
                 if resp.succeeded() {
+                    self.wrote_put(&key, &name, revision(resp.header()), Some(lease));
                     return Ok(true);
                 }
                 // An earlier attempt may have created the key and lost the answer.
@@ -421,6 +560,7 @@ impl Dcs for EtcdDcs {
                         lease,
                         "leader key was not bound to my lease; re-bound it to my lease"
                     );
+                    self.wrote_put(&key, &name, revision(resp.header()), Some(lease));
                 }
                 Ok(any_branch_succeeded(&resp))
             }
@@ -437,8 +577,12 @@ impl Dcs for EtcdDcs {
             async move {
                 let txn = Txn::new()
                     .when([Compare::value(key.clone(), CompareOp::Equal, name)])
-                    .and_then([TxnOp::delete(key, None)]);
-                Ok(c.txn(txn).await?.succeeded())
+                    .and_then([TxnOp::delete(key.clone(), None)]);
+                let resp = c.txn(txn).await?;
+                if resp.succeeded() {
+                    self.wrote_delete(&key, revision(resp.header()));
+                }
+                Ok(resp.succeeded())
             }
         })
         .await
@@ -446,23 +590,11 @@ impl Dcs for EtcdDcs {
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError> {
         let key = self.shared.keys.member(&self.shared.name);
-        let value = data.to_json();
-        self.run("member write", |mut c, _| {
-            let key = key.clone();
-            let value = value.clone();
-            async move {
-                let fresh = self.shared.lease.refreshed_within(KEEPALIVE_REUSE);
-                let lease = if fresh {
-                    self.shared.lease.ensure(&mut c, self.lease_ttl()).await?
-                } else {
-                    self.shared.lease.refresh(&mut c, self.lease_ttl()).await?
-                };
-                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
-                    .await?;
-                Ok(())
-            }
-        })
-        .await
+        let written = self.write_member(&key, &data.to_json()).await;
+        if written.is_err() {
+            *lock(&self.shared.member_written) = None;
+        }
+        written
     }
 
     async fn initialize(&self, value: &str) -> Result<bool, DcsError> {
@@ -474,8 +606,12 @@ impl Dcs for EtcdDcs {
             async move {
                 let txn = Txn::new()
                     .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key, value, None)]);
-                Ok(c.txn(txn).await?.succeeded())
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+                let resp = c.txn(txn).await?;
+                if resp.succeeded() {
+                    self.wrote_put(&key, &value, revision(resp.header()), None);
+                }
+                Ok(resp.succeeded())
             }
         })
         .await
@@ -495,7 +631,8 @@ impl Dcs for EtcdDcs {
         self.run("initialize delete", |mut c, _| {
             let key = key.clone();
             async move {
-                c.delete(key, None).await?;
+                let resp = c.delete(key.clone(), None).await?;
+                self.wrote_delete(&key, revision(resp.header()));
                 Ok(())
             }
         })
@@ -553,14 +690,19 @@ impl Dcs for EtcdDcs {
             async move {
                 match expected {
                     None => {
-                        c.delete(key, None).await?;
+                        let resp = c.delete(key.clone(), None).await?;
+                        self.wrote_delete(&key, revision(resp.header()));
                         Ok(true)
                     }
                     Some(v) => {
                         let txn = Txn::new()
                             .when([Compare::mod_revision(key.clone(), CompareOp::Equal, v.0)])
-                            .and_then([TxnOp::delete(key, None)]);
-                        Ok(c.txn(txn).await?.succeeded())
+                            .and_then([TxnOp::delete(key.clone(), None)]);
+                        let resp = c.txn(txn).await?;
+                        if resp.succeeded() {
+                            self.wrote_delete(&key, revision(resp.header()));
+                        }
+                        Ok(resp.succeeded())
                     }
                 }
             }
@@ -594,8 +736,12 @@ impl Dcs for EtcdDcs {
         self.run("cluster delete", |mut c, _| {
             let prefix = prefix.clone();
             async move {
-                c.delete(prefix, Some(DeleteOptions::new().with_prefix()))
+                let resp = c
+                    .delete(prefix, Some(DeleteOptions::new().with_prefix()))
                     .await?;
+                let rev = revision(resp.header());
+                self.shared.cache.own_delete_all(rev);
+                self.shared.own_writes.fetch_max(rev, Ordering::SeqCst);
                 Ok(())
             }
         })

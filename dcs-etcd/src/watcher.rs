@@ -1,11 +1,12 @@
-//! The background watch on the cluster prefix that wakes the HA loop.
+//! The background watch on the cluster prefix: it feeds the cluster cache and wakes
+//! the HA loop.
 //!
-//! It only bumps a counter; it never reads or refreshes anything the HA loop relies
-//! on, so a stuck loop still loses its lease.
+//! It never writes or refreshes anything, so a stuck HA loop still loses its lease.
 
+use crate::cache::{raw_entry, ClusterCache};
 use crate::client::{attempt_timeout, ClientFactory};
 use crate::failure::Failure;
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use ha_core::model::keys::wakes_ha_loop;
 use ha_core::ClusterKeys;
 use std::sync::Arc;
@@ -35,12 +36,14 @@ fn bump(wake: &watch::Sender<u64>) {
 }
 
 /// Starts the watch task: it keeps one watch on the cluster prefix open, reconnecting with
-/// backoff, and bumps `wake` on every change of a decision key (and once after each reconnect, since
-/// events may have been missed while it was away).
+/// backoff; each session fills `cache` with a range read and keeps it current from the
+/// watch. It bumps `wake` on every change of a decision key (and once after each
+/// reconnect, since events may have been missed while it was away).
 pub(crate) fn spawn_watcher(
     factory: ClientFactory,
     keys: ClusterKeys,
     wake: Arc<watch::Sender<u64>>,
+    cache: Arc<ClusterCache>,
     retry_timeout: Duration,
 ) -> WatcherGuard {
     let task = tokio::spawn(async move {
@@ -56,10 +59,14 @@ pub(crate) fn spawn_watcher(
                 endpoint,
                 keys.clone(),
                 wake.clone(),
+                cache.clone(),
                 retry_timeout,
                 connected_before,
             ));
-            match session.await {
+            let ended = session.await;
+            // Also after a panic in the session: the copy is no longer fed.
+            cache.unsync();
+            match ended {
                 Ok(Ok(reason)) => {
                     connected_before = true;
                     tracing::info!(%reason, "etcd watch ended; reconnecting");
@@ -92,44 +99,75 @@ async fn watch_session(
     endpoint: usize,
     keys: ClusterKeys,
     wake: Arc<watch::Sender<u64>>,
+    cache: Arc<ClusterCache>,
     retry_timeout: Duration,
     reconnect: bool,
 ) -> Result<String, SessionError> {
     let per_attempt = attempt_timeout(retry_timeout, factory.endpoints.len());
+    // The watch first, then one range read: the watch (from "now") is in etcd's
+    // synced group at once, so it never lags in a catch-up; events it delivers that
+    // the read already holds are skipped by revision. (A watch from a past revision
+    // catches up in the background, and etcd before 3.4.24/3.5.8 may answer a
+    // progress request before the caught-up events.)
     let start = async {
         let mut client = factory.watch_client(endpoint, per_attempt).await?;
         let options = WatchOptions::new().with_prefix().with_prev_key();
-        client
+        let (watcher, stream) = client
             .watch(keys.prefix(), Some(options))
             .await
-            .map_err(Failure::from)
+            .map_err(Failure::from)?;
+        let read = client
+            .get(keys.prefix(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(Failure::from)?;
+        let revision = read.header().map_or(0, |h| h.revision());
+        let entries: Vec<_> = read.kvs().iter().map(raw_entry).collect();
+        Ok::<_, Failure>((watcher, stream, entries, revision))
     };
-    let (_watcher, mut stream) = match tokio::time::timeout(per_attempt, start).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(f)) => return Err(SessionError::NeverStarted(format!("{f:?}"))),
-        Err(_) => {
-            return Err(SessionError::NeverStarted(format!(
-                "no answer within {per_attempt:?}"
-            )))
-        }
-    };
+    let (mut watcher, mut stream, entries, revision) =
+        match tokio::time::timeout(per_attempt, start).await {
+            Ok(Ok(started)) => started,
+            Ok(Err(f)) => return Err(SessionError::NeverStarted(format!("{f:?}"))),
+            Err(_) => {
+                return Err(SessionError::NeverStarted(format!(
+                    "no answer within {per_attempt:?}"
+                )))
+            }
+        };
+    let session = cache.reset(entries, revision);
     if reconnect {
         bump(&wake);
     }
-    loop {
-        match stream.message().await {
-            Ok(Some(resp)) => {
-                if resp.canceled() {
-                    return Ok(format!("watch cancelled: {}", resp.cancel_reason()));
+    let reason = loop {
+        tokio::select! {
+            message = stream.message() => match message {
+                Ok(Some(resp)) => {
+                    if resp.canceled() {
+                        break format!("watch cancelled: {}", resp.cancel_reason());
+                    }
+                    // Into the copy first: the HA loop woken next reads it.
+                    cache.apply_events(resp.events());
+                    if resp.events().iter().any(|e| wakes(&keys, e)) {
+                        bump(&wake);
+                    }
                 }
-                if resp.events().iter().any(|e| wakes(&keys, e)) {
-                    bump(&wake);
+                Ok(None) => break "stream closed".to_string(),
+                Err(e) => break e.to_string(),
+            },
+            _ = cache.progress_wanted.notified() => {
+                if let Err(e) = watcher.request_progress().await {
+                    break format!("progress request failed: {e}");
                 }
             }
-            Ok(None) => return Ok("stream closed".to_string()),
-            Err(e) => return Ok(e.to_string()),
+            _ = cache.restart_wanted.notified() => {
+                if cache.should_restart(session) {
+                    break "no answer to a progress request".to_string();
+                }
+            }
         }
-    }
+    };
+    cache.unsync();
+    Ok(reason)
 }
 
 /// Whether an event should wake the HA loop: a decision key was created, deleted or
