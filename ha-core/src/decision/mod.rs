@@ -23,6 +23,7 @@ mod action;
 mod health;
 mod input;
 mod member_record;
+pub mod quorum;
 pub mod sync;
 #[cfg(test)]
 mod tests;
@@ -619,10 +620,13 @@ impl<'a> Step<'a> {
     /// the old primary's standbys are not trusted blindly; a failed CAS postpones the
     /// promotion. Returns true when the promotion may go ahead now.
     fn sync_ready_for_promotion(&mut self, c: &Cluster) -> bool {
+        let dc = self.config();
+        let quorum = dc.synchronous_mode == crate::model::SynchronousMode::Quorum;
         match self.sync_write_outcome() {
             Some(true) => {
-                let strict = self.config().synchronous_mode_strict;
-                let names = if strict {
+                let names = if quorum {
+                    quorum::names_after_promotion(&dc)
+                } else if dc.synchronous_mode_strict {
                     Some(sync::ANY_STANDBY.to_string())
                 } else {
                     None
@@ -643,7 +647,19 @@ impl<'a> Step<'a> {
                     .as_ref()
                     .map(|s| &s.value)
                     .filter(|s| s.leader.is_some());
-                if self.config().synchronous_mode == crate::model::SynchronousMode::On
+                let acquired_now = self
+                    .obs
+                    .outcomes
+                    .iter()
+                    .any(|o| matches!(o, Outcome::LeaseAcquired { .. }));
+                if quorum && !acquired_now && !trusted.is_some_and(|s| s.is_leader(self.me())) {
+                    // The votes were counted on an older view: count them again.
+                    self.act(Action::ReleaseLease);
+                    self.st.lease_until = None;
+                    self.say("not promoting: the quorum must be confirmed again; released the leader lock");
+                    return false;
+                }
+                if dc.synchronous_mode == crate::model::SynchronousMode::On
                     && !named
                     && trusted.is_some_and(|s| !s.contains(self.me()))
                 {
@@ -694,12 +710,27 @@ impl<'a> Step<'a> {
             }
             return false;
         }
-        if self.sync_write_outcome().is_some() {
+        let names_changed = self
+            .obs
+            .executed
+            .iter()
+            .any(|a| matches!(a, Action::SetSynchronousStandbyNames { .. }));
+        if self.sync_write_outcome().is_some() || names_changed {
             // One move per cycle; the next cycle re-reads and continues.
             self.wake_no_later_than(self.now.plus(Duration::from_millis(100)));
             return false;
         }
-        match sync::next_step(self.cfg, &dc, c, &self.obs.pg, self.st.sync_confirm_from) {
+        let quorum = dc.synchronous_mode == crate::model::SynchronousMode::Quorum;
+        let step = if quorum {
+            let mark = self
+                .st
+                .sync_confirm_from
+                .filter(|_| self.st.sync_confirm_names == self.obs.pg.synchronous_standby_names);
+            quorum::next_step(self.cfg, &dc, c, &self.obs.pg, mark)
+        } else {
+            sync::next_step(self.cfg, &dc, c, &self.obs.pg, self.st.sync_confirm_from)
+        };
+        match step {
             sync::SyncStep::Settled => false,
             sync::SyncStep::WriteSync(state) => {
                 let expected = c.sync.as_ref().map(|s| s.version);
@@ -709,8 +740,16 @@ impl<'a> Step<'a> {
                 });
                 true
             }
+            sync::SyncStep::MarkConfirmPoint(lsn) => {
+                self.st.sync_confirm_from = Some(lsn);
+                self.st.sync_confirm_names = self.obs.pg.synchronous_standby_names.clone();
+                self.wake_no_later_than(self.now.plus(Duration::from_millis(100)));
+                false
+            }
             sync::SyncStep::SetStandbyNames(value) => {
-                self.st.sync_confirm_from = Some(self.obs.pg.wal_position());
+                // Quorum mode captures the mark on the next observation, which is
+                // certain to be taken after the change.
+                self.st.sync_confirm_from = (!quorum).then(|| self.obs.pg.wal_position());
                 self.act(Action::SetSynchronousStandbyNames { value });
                 // Re-check soon whether the new standbys report `sync` and caught up.
                 self.wake_no_later_than(self.now.plus(Duration::from_millis(200)));

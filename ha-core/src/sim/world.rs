@@ -11,7 +11,7 @@ use super::trace::Trace;
 use super::{liveness_bound, Breakage, SimConfig, SimResult, SimStats};
 use crate::clock::MonoTime;
 use crate::dcs::{DcsError, DcsTiming};
-use crate::decision::sync::parse_standby_names;
+use crate::decision::sync::StandbyNames;
 use crate::decision::PeerStatus;
 use crate::memory_dcs::{MemoryDcsNode, MemoryStore};
 use crate::model::{ClusterKeys, DynamicConfig, Failover, SynchronousMode, Version};
@@ -166,15 +166,20 @@ impl World {
         let mut rng = SimRng::new(seed);
         let n = rng.between(cfg.min_nodes as u64, cfg.max_nodes as u64) as usize;
         let ttl = TTL_CHOICES_S[rng.index(TTL_CHOICES_S.len())];
-        let synchronous = rng.chance(cfg.synchronous_percent);
-        let strict = synchronous && rng.chance(50);
+        let synchronous = rng.chance(cfg.synchronous_percent) && !cfg.synchronous_modes.is_empty();
+        let (mode, strict) = if synchronous {
+            cfg.synchronous_modes[rng.index(cfg.synchronous_modes.len())]
+        } else {
+            (SynchronousMode::Off, false)
+        };
         let bootstrap_config = DynamicConfig {
-            synchronous_mode: if synchronous {
-                SynchronousMode::On
-            } else {
-                SynchronousMode::Off
-            },
+            synchronous_mode: mode,
             synchronous_mode_strict: strict,
+            synchronous_node_count: if mode == SynchronousMode::Off {
+                1
+            } else {
+                rng.between(1, 2) as i64
+            },
             ttl: ttl as f64,
             loop_wait: LOOP_WAIT_S as f64,
             retry_timeout: RETRY_TIMEOUT_S as f64,
@@ -235,14 +240,17 @@ impl World {
     pub fn run(mut self) -> SimResult {
         let n = self.nodes.len();
         let ttl = self.bootstrap_config.ttl;
-        let mode = match (
-            self.synchronous,
-            self.bootstrap_config.synchronous_mode_strict,
-        ) {
-            (false, _) => "asynchronous",
-            (true, false) => "synchronous",
-            (true, true) => "synchronous strict",
-        };
+        let c = &self.bootstrap_config;
+        let mode = format!(
+            "synchronous_mode {:?}{} (node count {})",
+            c.synchronous_mode,
+            if c.synchronous_mode_strict {
+                " strict"
+            } else {
+                ""
+            },
+            c.synchronous_node_count
+        );
         self.trace.note(self.now, None, 1, || {
             format!("start: {n} nodes, {mode}, ttl {ttl}s, loop_wait {LOOP_WAIT_S}s, retry_timeout {RETRY_TIMEOUT_S}s")
         });
@@ -680,14 +688,23 @@ impl World {
                     .acknowledge(p.id, p.node, self.now.as_millis(), false);
                 continue;
             };
-            let (count, _) = parse_standby_names(&names);
+            let rule = StandbyNames::parse(Some(&names));
             let needed = WAL_BASE + (p.index as u64 + 1) * WAL_UNIT;
             let rows = self.replication_rows(p.node);
-            let sync: Vec<&ReplicationConnection> =
-                rows.iter().filter(|r| r.sync_state == "sync").collect();
             let flushed = !pg.hung
-                && sync.len() >= count.max(1)
-                && sync.iter().all(|r| r.flush_lsn.unwrap_or(0) >= needed);
+                && if rule.any {
+                    // ANY k: any k of the listed standbys.
+                    rows.iter()
+                        .filter(|r| r.sync_state == "quorum")
+                        .filter(|r| r.flush_lsn.unwrap_or(0) >= needed)
+                        .count()
+                        >= rule.count.max(1)
+                } else {
+                    let sync: Vec<&ReplicationConnection> =
+                        rows.iter().filter(|r| r.sync_state == "sync").collect();
+                    sync.len() >= rule.count.max(1)
+                        && sync.iter().all(|r| r.flush_lsn.unwrap_or(0) >= needed)
+                };
             if flushed {
                 self.client
                     .acknowledge(p.id, p.node, self.now.as_millis(), true);
@@ -705,8 +722,8 @@ impl World {
         if !me.pg.may_be_writable() {
             return Vec::new();
         }
-        let (count, listed) =
-            parse_standby_names(me.pg.synchronous_standby_names.as_deref().unwrap_or(""));
+        let rule = StandbyNames::parse(me.pg.synchronous_standby_names.as_deref());
+        let (count, listed) = (rule.count, rule.names);
         let any = listed.iter().any(|n| n == "*");
         let mut rows: Vec<(Option<usize>, usize, u64)> = Vec::new();
         for (j, n) in self.nodes.iter().enumerate() {
@@ -735,6 +752,7 @@ impl World {
             .map(|(priority, j, lsn)| {
                 let sync_state = match priority {
                     None => "async",
+                    Some(_) if rule.any => "quorum",
                     Some(_) if synced < count => {
                         synced += 1;
                         "sync"
@@ -999,8 +1017,10 @@ impl World {
         if member.is_none() && !with_leader {
             return;
         }
-        // The REST API refuses a candidate that is not a synchronous standby.
-        if let (true, Some(m)) = (self.synchronous, member.as_deref()) {
+        // The REST API refuses a candidate that is not a synchronous standby (in quorum
+        // mode any candidate may be named: it still needs the votes).
+        let on_mode = self.bootstrap_config.synchronous_mode == SynchronousMode::On;
+        if let (true, Some(m)) = (on_mode, member.as_deref()) {
             let sync = self
                 .store
                 .get(self.now, &self.keys.sync())
