@@ -3,7 +3,7 @@
 
 use super::client::{Client, Pending};
 use super::invariants::Violation;
-use super::network::{pair, Fault, Network};
+use super::network::{pair, Fault, Network, SLOW_STREAM_EVERY};
 use super::node::{DcsOp, DcsVal, Node};
 use super::rng::SimRng;
 use super::sim_pg::{PgRole, WAL_BASE, WAL_UNIT};
@@ -92,6 +92,7 @@ pub(super) enum Heal {
     Outage,
     Slow,
     Unhang(usize),
+    Stream(usize),
 }
 
 /// Where a run stands.
@@ -141,6 +142,7 @@ pub struct World {
     pub(super) client: Client,
     pub(super) trace: Trace,
     next_record: u64,
+    replicate_rounds: u64,
     pub(super) ops: BTreeMap<u64, PendingOp>,
     pub(super) next_op: u64,
     pub(super) next_job: u64,
@@ -217,6 +219,7 @@ impl World {
             client: Client::default(),
             trace,
             next_record: 1,
+            replicate_rounds: 0,
             ops: BTreeMap::new(),
             next_op: 1,
             next_job: 1,
@@ -611,9 +614,14 @@ impl World {
     // ----- Postgres side -----------------------------------------------------------
 
     fn replicate(&mut self) {
+        self.replicate_rounds += 1;
+        let slow_round = self.replicate_rounds % SLOW_STREAM_EVERY == 0;
         for i in 0..self.nodes.len() {
             let pg = &self.nodes[i].pg;
             if !pg.running || pg.hung || pg.role != PgRole::Replica || pg.data.is_none() {
+                continue;
+            }
+            if self.net.slow_stream.contains(&i) && !slow_round {
                 continue;
             }
             let source = pg
@@ -871,9 +879,13 @@ impl World {
                 node,
                 duration: self.rng.millis(100, 4000),
             },
-            37..=51 => Fault::PartitionFromDcs {
+            37..=46 => Fault::PartitionFromDcs {
                 node,
                 duration: self.rng.millis(200, 8000),
+            },
+            47..=51 => Fault::SlowReplica {
+                node,
+                duration: self.rng.millis(500, 8000),
             },
             52..=63 => {
                 let other = (node + 1 + self.rng.index(n - 1)) % n;
@@ -968,6 +980,10 @@ impl World {
                 self.net.dcs_slow = true;
                 self.after(duration, Ev::Heal(Heal::Slow));
             }
+            Fault::SlowReplica { node, duration } => {
+                self.net.slow_stream.insert(node);
+                self.after(duration, Ev::Heal(Heal::Stream(node)));
+            }
             Fault::Switchover {
                 candidate,
                 with_leader,
@@ -1055,6 +1071,9 @@ impl World {
             Heal::Outage => self.net.dcs_down = false,
             Heal::Slow => self.net.dcs_slow = false,
             Heal::Unhang(i) => self.nodes[i].pg.hung = false,
+            Heal::Stream(i) => {
+                self.net.slow_stream.remove(&i);
+            }
         }
     }
 
