@@ -3,7 +3,7 @@
 //! lease, lease/DCS disagreement and convergence after the faults stop.
 
 use ha_core::sim::{
-    failure_report, forced_mode, replay_command, run_seed, run_seeds, Breakage, SimConfig,
+    failure_report, forced_modes, replay_command, run_seed, run_seeds, Breakage, SimConfig,
     Violation,
 };
 use ha_core::SynchronousMode;
@@ -269,7 +269,9 @@ fn replay() {
         Ok("3") => Some(Breakage::QuorumOneVoteShort),
         _ => None,
     };
-    let forced = std::env::var("SIM_SYNC").ok().and_then(|v| forced_mode(&v));
+    let forced = std::env::var("SIM_SYNC")
+        .ok()
+        .and_then(|v| forced_modes(&v));
     let cfg = SimConfig {
         trace: true,
         strict_lease_view: std::env::var("SIM_STRICT").is_ok_and(|v| v == "1"),
@@ -281,7 +283,7 @@ fn replay() {
         } else {
             SimConfig::default().synchronous_percent
         },
-        synchronous_modes: forced.map_or(SimConfig::default().synchronous_modes, |m| vec![m]),
+        synchronous_modes: forced.unwrap_or(SimConfig::default().synchronous_modes),
         ..SimConfig::default()
     };
     let broken = broken.is_some();

@@ -141,8 +141,18 @@ pub(super) fn race_verdict(
         match f.member.as_deref() {
             // The named candidate still needs the quorum: the request picks who, not
             // whether acknowledged commits may be lost.
-            Some(m) if m == me && quorum.is_none() => return Verdict::Yes,
-            Some(m) if m == me => manual = true,
+            Some(m) if m == me => {
+                let Some(s) = quorum else {
+                    return Verdict::Yes;
+                };
+                let Some(peers) = peers else {
+                    return need(&others);
+                };
+                return match quorum::may_be_elected(s, me, my_wal, &answers(peers)) {
+                    Ok(()) => Verdict::Yes,
+                    Err(why) => Verdict::No(why),
+                };
+            }
             Some(candidate) => {
                 let Some(peers) = peers else {
                     return need(&others);

@@ -535,6 +535,14 @@ impl<'a> Step<'a> {
             Renewal::Renewed => {}
         }
         self.arm_fence();
+        if self.quorum_votes_outdated(c) {
+            // The votes were counted on an older view: race again with fresh ones.
+            self.act(Action::ReleaseLease);
+            self.st.lease_until = None;
+            return self.say(
+                "not promoting: the quorum must be confirmed again; released the leader lock",
+            );
+        }
         let pg = &self.obs.pg;
         if self.paused() && !pg.is_primary() && !pg.is_replica() {
             self.act(Action::ReleaseLease);
@@ -616,6 +624,30 @@ impl<'a> Step<'a> {
         self.say("waiting for postgres to report its role");
     }
 
+    /// Quorum mode: I hold the key but still run as a replica, did not win it in this
+    /// cycle's race (whose votes the promotion relies on) and am not the last primary.
+    fn quorum_votes_outdated(&self, c: &Cluster) -> bool {
+        let dc = self.config();
+        let acquired_now = self
+            .obs
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::LeaseAcquired { .. }));
+        sync::is_active(&dc)
+            && dc.synchronous_mode == crate::model::SynchronousMode::Quorum
+            && self.obs.pg.is_replica()
+            && !acquired_now
+            && !self
+                .obs
+                .outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::SyncWritten { ok: true }))
+            && !c
+                .sync
+                .as_ref()
+                .is_some_and(|s| s.value.is_leader(self.me()))
+    }
+
     /// Before promoting in synchronous mode the winner takes over `sync` with CAS, so
     /// the old primary's standbys are not trusted blindly; a failed CAS postpones the
     /// promotion. Returns true when the promotion may go ahead now.
@@ -647,18 +679,6 @@ impl<'a> Step<'a> {
                     .as_ref()
                     .map(|s| &s.value)
                     .filter(|s| s.leader.is_some());
-                let acquired_now = self
-                    .obs
-                    .outcomes
-                    .iter()
-                    .any(|o| matches!(o, Outcome::LeaseAcquired { .. }));
-                if quorum && !acquired_now && !trusted.is_some_and(|s| s.is_leader(self.me())) {
-                    // The votes were counted on an older view: count them again.
-                    self.act(Action::ReleaseLease);
-                    self.st.lease_until = None;
-                    self.say("not promoting: the quorum must be confirmed again; released the leader lock");
-                    return false;
-                }
                 if dc.synchronous_mode == crate::model::SynchronousMode::On
                     && !named
                     && trusted.is_some_and(|s| !s.contains(self.me()))

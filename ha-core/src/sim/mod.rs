@@ -258,14 +258,19 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
     if !cfg.check_lease {
         env.push_str("SIM_LEASE=0 ");
     }
-    if let [(mode, strict)] = cfg.synchronous_modes[..] {
-        if cfg.synchronous_percent == 100 {
-            env.push_str(&format!(
-                "SIM_SYNC={}{} ",
-                mode_name(mode),
-                if strict { "-strict" } else { "" }
-            ));
-        }
+    if cfg.synchronous_percent == 100 {
+        let modes: Vec<String> = cfg
+            .synchronous_modes
+            .iter()
+            .map(|(mode, strict)| {
+                format!(
+                    "{}{}",
+                    mode_name(*mode),
+                    if *strict { "-strict" } else { "" }
+                )
+            })
+            .collect();
+        env.push_str(&format!("SIM_SYNC={} ", modes.join(",")));
     }
     format!("{env}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
 }
@@ -278,9 +283,13 @@ fn mode_name(m: SynchronousMode) -> &'static str {
     }
 }
 
-/// Reads `SIM_SYNC` (`on`, `on-strict`, `quorum`, `quorum-strict`): every seed runs in
-/// that mode. `None` for anything else.
-pub fn forced_mode(value: &str) -> Option<(SynchronousMode, bool)> {
+/// Reads `SIM_SYNC`, a comma-separated list of `on`, `on-strict`, `quorum`,
+/// `quorum-strict`: every seed runs in one of them. `None` if any entry is unknown.
+pub fn forced_modes(value: &str) -> Option<Vec<(SynchronousMode, bool)>> {
+    value.split(',').map(|m| forced_mode(m.trim())).collect()
+}
+
+fn forced_mode(value: &str) -> Option<(SynchronousMode, bool)> {
     let (mode, strict) = match value.strip_suffix("-strict") {
         Some(m) => (m, true),
         None => (value, false),
