@@ -615,7 +615,7 @@ impl World {
 
     fn replicate(&mut self) {
         self.replicate_rounds += 1;
-        let slow_round = self.replicate_rounds % SLOW_STREAM_EVERY == 0;
+        let slow_round = self.replicate_rounds.is_multiple_of(SLOW_STREAM_EVERY);
         for i in 0..self.nodes.len() {
             let pg = &self.nodes[i].pg;
             if !pg.running || pg.hung || pg.role != PgRole::Replica || pg.data.is_none() {
