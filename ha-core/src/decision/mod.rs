@@ -561,7 +561,12 @@ impl<'a> Step<'a> {
                 expected: None,
             });
         }
-        if self.handle_failover_request(c) {
+        // Quorum mode hands over only from a running primary: a leader that is still a
+        // replica promotes first (the candidate's election needs this node's WAL).
+        let not_yet_primary = self.config().synchronous_mode
+            == crate::model::SynchronousMode::Quorum
+            && self.obs.pg.is_replica();
+        if !not_yet_primary && self.handle_failover_request(c) {
             return;
         }
         self.enforce_primary_role(c);
