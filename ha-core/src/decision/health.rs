@@ -89,7 +89,7 @@ pub(super) fn race_verdict(
                                 .collect(),
                         );
                     };
-                    match quorum::may_be_elected(&s, me, pg.wal_position(), &answers(peers)) {
+                    match quorum::may_be_elected(&s, me, wal_end_of(pg), &answers(peers)) {
                         Ok(()) => Verdict::Yes,
                         Err(why) => Verdict::No(why),
                     }
@@ -148,7 +148,7 @@ pub(super) fn race_verdict(
                 let Some(peers) = peers else {
                     return need(&others);
                 };
-                return match quorum::may_be_elected(s, me, my_wal, &answers(peers)) {
+                return match quorum::may_be_elected(s, me, wal_end_of(pg), &answers(peers)) {
                     Ok(()) => Verdict::Yes,
                     Err(why) => Verdict::No(why),
                 };
@@ -168,8 +168,7 @@ pub(super) fn race_verdict(
                             && quorum.is_none_or(|s| {
                                 let mut answers = answers(peers);
                                 answers.push(my_answer(me, pg));
-                                quorum::may_be_elected(s, candidate, r.wal_position, &answers)
-                                    .is_ok()
+                                quorum::may_be_elected(s, candidate, reply_end(r), &answers).is_ok()
                             })
                     });
                 if alive {
@@ -189,10 +188,12 @@ pub(super) fn race_verdict(
                         all.push(my_answer(me, pg));
                         let heir = peers.iter().find(|p| {
                             p.reply.as_ref().is_some_and(|r| {
+                                // Not behind me, or it would wait for me in turn.
                                 !r.is_primary
+                                    && wal_end_of(pg).not_ahead_of(&reply_end(r))
                                     && !r.tags.never_promote()
                                     && !r.watchdog_failed
-                                    && quorum::may_be_elected(s, &p.name, r.wal_position, &all)
+                                    && quorum::may_be_elected(s, &p.name, reply_end(r), &all)
                                         .is_ok()
                             })
                         });
@@ -222,7 +223,7 @@ pub(super) fn race_verdict(
         return Verdict::No("my timeline is behind the cluster's".into());
     }
     if others.is_empty() {
-        return match quorum.map(|s| quorum::may_be_elected(s, me, my_wal, &[])) {
+        return match quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &[])) {
             Some(Err(why)) => Verdict::No(why),
             _ => Verdict::Yes,
         };
@@ -230,7 +231,9 @@ pub(super) fn race_verdict(
     let Some(peers) = peers else {
         return need(&others);
     };
-    if let Some(Err(why)) = quorum.map(|s| quorum::may_be_elected(s, me, my_wal, &answers(peers))) {
+    if let Some(Err(why)) =
+        quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &answers(peers)))
+    {
         return Verdict::No(why);
     }
     let my_priority = cfg.tags.effective_failover_priority();
@@ -249,7 +252,13 @@ pub(super) fn race_verdict(
             continue;
         }
         let is_sync_leader = sync.as_ref().is_some_and(|s| s.is_leader(&p.name));
-        if r.wal_position > my_wal && !is_sync_leader {
+        // Quorum mode compares timelines first: a larger position on an older,
+        // forked timeline is not ahead.
+        let ahead = match quorum {
+            Some(_) => !reply_end(r).not_ahead_of(&wal_end_of(pg)),
+            None => r.wal_position > my_wal,
+        };
+        if ahead && !is_sync_leader {
             return Verdict::No(format!("{} has more WAL than me", p.name));
         }
         let is_former = former_leader.as_deref() == Some(p.name.as_str()) || is_sync_leader;
@@ -275,7 +284,7 @@ fn answers(peers: &[PeerStatus]) -> Vec<quorum::Answer> {
             let r = p.reply.as_ref()?;
             Some(quorum::Answer {
                 name: p.name.clone(),
-                wal: (r.timeline.is_some() && r.wal_position > 0).then_some(r.wal_position),
+                wal: (r.timeline.is_some() && r.wal_position > 0).then(|| reply_end(r)),
                 is_primary: r.is_primary,
             })
         })
@@ -285,8 +294,22 @@ fn answers(peers: &[PeerStatus]) -> Vec<quorum::Answer> {
 fn my_answer(me: &str, pg: &PgObservation) -> quorum::Answer {
     quorum::Answer {
         name: me.to_string(),
-        wal: pg.is_replica().then(|| pg.wal_position()),
+        wal: pg.is_replica().then(|| wal_end_of(pg)),
         is_primary: pg.is_primary(),
+    }
+}
+
+fn wal_end_of(pg: &PgObservation) -> quorum::WalEnd {
+    quorum::WalEnd {
+        timeline: pg.timeline.unwrap_or(0),
+        lsn: pg.wal_position(),
+    }
+}
+
+fn reply_end(r: &super::input::PeerReply) -> quorum::WalEnd {
+    quorum::WalEnd {
+        timeline: r.timeline.unwrap_or(0),
+        lsn: r.wal_position,
     }
 }
 

@@ -283,18 +283,37 @@ pub fn names_after_promotion(dc: &DynamicConfig) -> Option<String> {
         .flatten()
 }
 
+/// Where a node's WAL ends: timeline and position on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalEnd {
+    /// Timeline (0 when unknown: behind everyone).
+    pub timeline: u64,
+    /// Position.
+    pub lsn: Lsn,
+}
+
+impl WalEnd {
+    /// Whether `self` cannot hold a commit of the current leader's time that `other`
+    /// lacks: an older timeline (it forked before the last promotion) or the same
+    /// timeline and no further. Positions on different timelines do not compare by
+    /// number.
+    pub fn not_ahead_of(&self, other: &WalEnd) -> bool {
+        self.timeline < other.timeline || (self.timeline == other.timeline && self.lsn <= other.lsn)
+    }
+}
+
 /// A peer's answer as the quorum rule needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// Member name.
     pub name: String,
-    /// Its WAL position; `None` when it runs no Postgres that reports one.
-    pub wal: Option<Lsn>,
+    /// Its WAL end; `None` when it runs no Postgres that reports one.
+    pub wal: Option<WalEnd>,
     /// It runs as a primary.
     pub is_primary: bool,
 }
 
-/// Whether `candidate` (WAL `wal`) may be elected under `sync`, given the answers of
+/// Whether `candidate` (WAL ending at `wal`) may be elected under `sync`, given the answers of
 /// its peers. It may when it is the last primary (it has every commit it
 /// acknowledged); when the last primary answers as a replica not ahead of it; or when
 /// enough voters answer not ahead of it: `quorum` besides itself if it votes, one more
@@ -302,14 +321,16 @@ pub struct Answer {
 pub fn may_be_elected(
     sync: &SyncState,
     candidate: &str,
-    wal: Lsn,
+    wal: WalEnd,
     answers: &[Answer],
 ) -> Result<(), String> {
     if sync.is_leader(candidate) {
         return Ok(());
     }
     let not_ahead = |a: &&Answer| {
-        !a.is_primary && !a.name.eq_ignore_ascii_case(candidate) && a.wal.is_some_and(|w| w <= wal)
+        !a.is_primary
+            && !a.name.eq_ignore_ascii_case(candidate)
+            && a.wal.is_some_and(|w| w.not_ahead_of(&wal))
     };
     if answers
         .iter()
@@ -393,20 +414,44 @@ mod tests {
             sync_standby: vec!["b".into(), "c".into(), "d".into()],
             quorum: 1,
         };
-        let ans = |name: &str, wal: Option<Lsn>| Answer {
+        let at = |lsn: Lsn| WalEnd { timeline: 2, lsn };
+        let ans = |name: &str, lsn: Option<Lsn>| Answer {
             name: name.into(),
-            wal,
+            wal: lsn.map(at),
             is_primary: false,
         };
-        assert!(may_be_elected(&sync, "b", 100, &[ans("c", Some(90))]).is_ok());
+        assert!(may_be_elected(&sync, "b", at(100), &[ans("c", Some(90))]).is_ok());
         // A voter ahead of me, or without a WAL position, does not vote for me.
-        assert!(may_be_elected(&sync, "b", 100, &[ans("c", Some(110))]).is_err());
-        assert!(may_be_elected(&sync, "b", 100, &[ans("c", None)]).is_err());
+        assert!(may_be_elected(&sync, "b", at(100), &[ans("c", Some(110))]).is_err());
+        assert!(may_be_elected(&sync, "b", at(100), &[ans("c", None)]).is_err());
         // A non-voter needs one vote more.
-        assert!(may_be_elected(&sync, "e", 100, &[ans("c", Some(90))]).is_err());
-        assert!(may_be_elected(&sync, "e", 100, &[ans("c", Some(90)), ans("d", Some(80))]).is_ok());
+        assert!(may_be_elected(&sync, "e", at(100), &[ans("c", Some(90))]).is_err());
+        assert!(may_be_elected(
+            &sync,
+            "e",
+            at(100),
+            &[ans("c", Some(90)), ans("d", Some(80))]
+        )
+        .is_ok());
         // The last primary confirming it is not ahead is enough; it needs nobody itself.
-        assert!(may_be_elected(&sync, "e", 100, &[ans("a", Some(100))]).is_ok());
-        assert!(may_be_elected(&sync, "a", 100, &[]).is_ok());
+        assert!(may_be_elected(&sync, "e", at(100), &[ans("a", Some(100))]).is_ok());
+        assert!(may_be_elected(&sync, "a", at(100), &[]).is_ok());
+        // A bigger number on an older timeline is not ahead; any number on a newer one is.
+        let old_tl = Answer {
+            wal: Some(WalEnd {
+                timeline: 1,
+                lsn: 500,
+            }),
+            ..ans("c", None)
+        };
+        assert!(may_be_elected(&sync, "b", at(100), &[old_tl]).is_ok());
+        let new_tl = Answer {
+            wal: Some(WalEnd {
+                timeline: 3,
+                lsn: 50,
+            }),
+            ..ans("a", None)
+        };
+        assert!(may_be_elected(&sync, "e", at(100), &[new_tl]).is_err());
     }
 }
