@@ -161,6 +161,14 @@ async fn sync_and_quorum_standbys() {
     let (_, body) = s.get_json("/patroni").await;
     assert_eq!(body["sync_standby"], true);
     assert!(body.get("quorum_standby").is_none());
+    let role_of_pg1 = |c: &serde_json::Value| {
+        c["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["name"] == "pg1"))
+            .map(|m| m["role"].clone())
+    };
+    let (_, c) = s.get_json("/cluster").await;
+    assert_eq!(role_of_pg1(&c), Some(serde_json::json!("sync_standby")));
     node.set_key(
         "config",
         r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"synchronous_mode":"quorum"}"#,
@@ -168,8 +176,37 @@ async fn sync_and_quorum_standbys() {
     assert_eq!(s.code("/quorum").await, 200);
     assert_eq!(s.code("/read-only-quorum").await, 200);
     assert_eq!(s.code("/sync").await, 503);
+    assert_eq!(s.code("/async").await, 503);
     let (_, body) = s.get_json("/patroni").await;
     assert_eq!(body["quorum_standby"], true);
+    let (_, c) = s.get_json("/cluster").await;
+    assert_eq!(role_of_pg1(&c), Some(serde_json::json!("quorum_standby")));
+    let l = r#"{scope="batman",name="pg1"}"#;
+    let (_, text) = s.get("/metrics").await;
+    assert!(
+        text.contains(&format!("patroni_quorum_standby{l} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("patroni_sync_standby{l} 0")),
+        "{text}"
+    );
+    // Out of the voters (e.g. tagged nosync): an asynchronous standby.
+    node.set_key(
+        "sync",
+        r#"{"leader":"pg0","sync_standby":"pg2","quorum":0}"#,
+    );
+    assert_eq!(s.code("/quorum").await, 503);
+    assert_eq!(s.code("/async").await, 200);
+    let (_, text) = s.get("/metrics").await;
+    assert!(
+        text.contains(&format!("patroni_quorum_standby{l} 0")),
+        "{text}"
+    );
+    node.set_key(
+        "sync",
+        r#"{"leader":"pg0","sync_standby":"pg1","quorum":0}"#,
+    );
     // Without a cached DCS view, the DCS-dependent checks answer 503.
     node.keys.lock().unwrap().clear();
     assert_eq!(s.code("/async").await, 503);

@@ -281,3 +281,55 @@ async fn scheduled_switchover_and_cancel() {
         )
     );
 }
+
+#[tokio::test]
+async fn failover_to_a_member_outside_sync_is_refused_unless_forced() {
+    let n = node();
+    let s = start(n.clone(), ApiOptions::default()).await;
+    n.set_key(
+        "config",
+        r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"synchronous_mode":"on"}"#,
+    );
+    n.set_key(
+        "sync",
+        r#"{"leader":"pg0","sync_standby":"pg1","quorum":0}"#,
+    );
+    let (code, text) = s.post("/failover", r#"{"candidate":"pg2"}"#).await;
+    assert_eq!(code, 412, "{text}");
+    assert!(
+        text.contains("not a synchronous standby") && text.contains("data loss"),
+        "{text}"
+    );
+    assert!(n.failovers.lock().unwrap().is_empty(), "no key on refusal");
+    // A synchronous standby needs no force.
+    *n.failover_effect.lock().unwrap() =
+        FailoverEffect::LeaderBecomes("pg1".into(), Duration::from_millis(100));
+    assert_eq!(
+        s.post("/failover", r#"{"candidate":"pg1"}"#).await,
+        (200, "Successfully failed over to \"pg1\"".into())
+    );
+    // Forced: the operator accepted the risk.
+    *n.failover_effect.lock().unwrap() =
+        FailoverEffect::LeaderBecomes("pg2".into(), Duration::from_millis(100));
+    assert_eq!(
+        s.post("/failover", r#"{"candidate":"pg2","force":true}"#)
+            .await,
+        (200, "Successfully failed over to \"pg2\"".into())
+    );
+    // Quorum mode: the candidate still needs the votes, so the request passes.
+    n.set_key("leader", "pg0");
+    n.set_key(
+        "config",
+        r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"synchronous_mode":"quorum"}"#,
+    );
+    n.set_key(
+        "sync",
+        r#"{"leader":"pg0","sync_standby":"pg1","quorum":0}"#,
+    );
+    *n.failover_effect.lock().unwrap() =
+        FailoverEffect::LeaderBecomes("pg2".into(), Duration::from_millis(100));
+    assert_eq!(
+        s.post("/failover", r#"{"candidate":"pg2"}"#).await,
+        (200, "Successfully failed over to \"pg2\"".into())
+    );
+}

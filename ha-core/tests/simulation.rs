@@ -3,8 +3,10 @@
 //! lease, lease/DCS disagreement and convergence after the faults stop.
 
 use ha_core::sim::{
-    failure_report, replay_command, run_seed, run_seeds, Breakage, SimConfig, Violation,
+    failure_report, forced_modes, replay_command, run_seed, run_seeds, Breakage, SimConfig,
+    Violation,
 };
+use ha_core::SynchronousMode;
 use std::time::Instant;
 
 /// Seeds kept out of the CI range because they expose a known decision bug; each
@@ -25,12 +27,59 @@ fn env_seed() -> Option<u64> {
 
 #[test]
 fn ten_thousand_seeds_keep_safety_and_converge() {
-    let cfg = SimConfig::default();
+    ten_thousand_seeds(SimConfig::default(), "mixed (mostly asynchronous)");
+}
+
+/// Every seed in one synchronous mode: (c) is checked at every promotion of every run.
+fn only(mode: SynchronousMode, strict: bool) -> SimConfig {
+    SimConfig {
+        synchronous_percent: 100,
+        synchronous_modes: vec![(mode, strict)],
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn ten_thousand_seeds_synchronous_mode_on() {
+    ten_thousand_seeds(only(SynchronousMode::On, false), "synchronous_mode on");
+}
+
+#[test]
+fn ten_thousand_seeds_synchronous_mode_strict() {
+    ten_thousand_seeds(
+        only(SynchronousMode::On, true),
+        "synchronous_mode on, strict",
+    );
+}
+
+#[test]
+fn ten_thousand_seeds_synchronous_mode_quorum() {
+    let cfg = SimConfig {
+        synchronous_percent: 100,
+        synchronous_modes: vec![
+            (SynchronousMode::Quorum, false),
+            (SynchronousMode::Quorum, true),
+        ],
+        ..SimConfig::default()
+    };
+    ten_thousand_seeds(cfg, "synchronous_mode quorum (half strict)");
+}
+
+/// Seeds per mode: 10,000 unless `SIM_SEEDS` asks for fewer or more locally.
+fn seed_count() -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(10_000)
+}
+
+fn ten_thousand_seeds(cfg: SimConfig, label: &str) {
+    let seeds = seed_count();
     let began = Instant::now();
-    let (failures, totals) = run_seeds(0..10_000, &cfg, 2);
+    let (failures, totals) = run_seeds(0..seeds, &cfg, 2);
     let secs = began.elapsed().as_secs_f64();
     println!(
-        "{} seeds in {secs:.1}s ({:.0} seeds/s): {} faults, {} acknowledged writes ({} lost in \
+        "{label}: {} seeds in {secs:.1}s ({:.0} seeds/s): {} faults, {} acknowledged writes ({} lost in \
          async runs; {} synchronous runs with {} writes acknowledged by standbys, (c) checked at every promotion), \
          longest convergence after faults {:.1}s",
         totals.seeds,
@@ -42,9 +91,15 @@ fn ten_thousand_seeds_keep_safety_and_converge() {
         totals.synchronous_acks,
         totals.max_converged_after_ms as f64 / 1000.0
     );
-    assert_eq!(totals.seeds, 10_000);
-    assert!(totals.synchronous_seeds > 1_000 && totals.synchronous_acks > 0);
-    assert!(totals.faults > 10_000, "the fault phase must inject faults");
+    assert_eq!(totals.seeds, seeds);
+    let expected_sync = cfg.synchronous_percent * seeds / 100;
+    assert!(
+        totals.synchronous_seeds * 10 >= expected_sync * 9 && totals.synchronous_acks > 0,
+        "{} synchronous seeds, {} writes acknowledged by standbys",
+        totals.synchronous_seeds,
+        totals.synchronous_acks
+    );
+    assert!(totals.faults > seeds, "the fault phase must inject faults");
     assert!(
         totals.acked_writes > 0,
         "the client must get writes through"
@@ -80,7 +135,7 @@ fn ten_thousand_seeds_keep_safety_and_converge() {
             }
         }
         println!("{}", failure_report(first.seed, &cfg, 300));
-        panic!("{} of 10000 seeds broke an invariant", unexpected.len());
+        panic!("{} of {seeds} seeds broke an invariant", unexpected.len());
     }
 }
 
@@ -182,23 +237,53 @@ fn the_simulator_catches_acknowledged_writes_lost_in_synchronous_mode() {
 }
 
 #[test]
+fn the_simulator_catches_a_quorum_one_vote_short() {
+    let cfg = SimConfig {
+        breakage: Some(Breakage::QuorumOneVoteShort),
+        check_liveness: false,
+        // A short quorum only bites when the candidate lags and the standbys ahead of
+        // it are out of its reach: give the faults time to line up.
+        fault_phase_ms: (30_000, 60_000),
+        ..only(SynchronousMode::Quorum, false)
+    };
+    let (failures, _) = run_seeds(0..1_000, &cfg, 2);
+    let caught: Vec<_> = failures
+        .iter()
+        .filter(|f| matches!(f.violation, Some(Violation::AcknowledgedWriteLost { .. })))
+        .collect();
+    println!(
+        "quorum counted one vote short: {} of 1000 seeds caught",
+        caught.len()
+    );
+    let first = caught
+        .first()
+        .expect("a lost acknowledged write must be caught within 1000 seeds");
+    println!("{}", failure_report(first.seed, &cfg, 60));
+}
+
+#[test]
 fn replay() {
     let broken = match std::env::var("SIM_BROKEN").as_deref() {
         Ok("1") => Some(Breakage::NoFenceNoLeaseGuard),
         Ok("2") => Some(Breakage::AckWithoutStandbys),
+        Ok("3") => Some(Breakage::QuorumOneVoteShort),
         _ => None,
     };
+    let forced = std::env::var("SIM_SYNC")
+        .ok()
+        .and_then(|v| forced_modes(&v));
     let cfg = SimConfig {
         trace: true,
         strict_lease_view: std::env::var("SIM_STRICT").is_ok_and(|v| v == "1"),
         check_lease: std::env::var("SIM_LEASE").map_or(true, |v| v != "0"),
         breakage: broken,
         check_liveness: broken.is_none(),
-        synchronous_percent: if broken == Some(Breakage::AckWithoutStandbys) {
+        synchronous_percent: if broken == Some(Breakage::AckWithoutStandbys) || forced.is_some() {
             100
         } else {
             SimConfig::default().synchronous_percent
         },
+        synchronous_modes: forced.unwrap_or(SimConfig::default().synchronous_modes),
         ..SimConfig::default()
     };
     let broken = broken.is_some();

@@ -149,6 +149,18 @@ async fn parameter_changes_reload_or_report_pending_restart() {
     })
     .await;
     assert!(sync.is_some());
+    // Quorum commit (synchronous_mode: quorum) uses the ANY form.
+    let quorum = r#"ANY 2 ("r1","r2","r3")"#;
+    changed
+        .set_synchronous_standby_names(Some(quorum))
+        .await
+        .unwrap();
+    let any = wait_for(Duration::from_secs(10), || async {
+        let v = observe_settled(changed).await.synchronous_standby_names?;
+        (v == quorum).then_some(v)
+    })
+    .await;
+    assert!(any.is_some(), "ANY form accepted by postgres");
     changed.set_synchronous_standby_names(None).await.unwrap();
     let cleared = wait_for(Duration::from_secs(10), || async {
         (observe_settled(changed)

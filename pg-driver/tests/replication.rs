@@ -68,6 +68,25 @@ async fn clone_stream_promote_remaster_and_rewind() {
     .await;
     let senders = senders.expect("a lists b and c in pg_stat_replication");
     assert!(senders.replication.iter().all(|r| r.flush_lsn.is_some()));
+    // Quorum commit: both listed standbys report `quorum` and a commit returns once
+    // one of them flushed it.
+    a.driver
+        .set_synchronous_standby_names(Some(r#"ANY 1 ("b","c")"#))
+        .await
+        .unwrap();
+    let quorum = wait_for(Duration::from_secs(10), || async {
+        let o = observe_settled(&a.driver).await;
+        o.replication
+            .iter()
+            .all(|r| r.sync_state == "quorum")
+            .then_some(())
+            .filter(|_| o.replication.len() == 2)
+    })
+    .await;
+    assert!(quorum.is_some(), "b and c are quorum standbys");
+    a.sql("INSERT INTO t VALUES ('quorum')").await.unwrap();
+    a.sql("DELETE FROM t WHERE v = 'quorum'").await.unwrap();
+    a.driver.set_synchronous_standby_names(None).await.unwrap();
     // Replicas stream through their slots.
     assert_eq!(
         a.scalar("SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots WHERE active")

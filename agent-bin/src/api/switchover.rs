@@ -139,6 +139,26 @@ async fn failover_impossible(
     ))
 }
 
+/// `synchronous_mode: on`: a manual failover to a member that is not a synchronous
+/// standby may lose acknowledged transactions, so it needs `"force": true`. (Quorum
+/// mode needs no such guard: the candidate is promoted only with the voters' votes.)
+fn data_loss_risk(cluster: &Cluster, candidate: &str) -> Option<String> {
+    if is_sync_mode(cluster) != Some(SynchronousMode::On) {
+        return None;
+    }
+    let sync = cluster.sync.as_ref().map(|s| &s.value)?;
+    if sync.leader.is_none() && sync.sync_standby.is_empty() {
+        return None;
+    }
+    if sync.contains(candidate) {
+        return None;
+    }
+    Some(format!(
+        "candidate {candidate} is not a synchronous standby: failing over to it may lose \
+         transactions acknowledged to clients (data loss); send \"force\": true to do it anyway"
+    ))
+}
+
 /// A probed member may be promoted: not `nofailover` (or priority ≤ 0) and its
 /// watchdog did not fail.
 fn candidate_is_good(st: &Value) -> bool {
@@ -202,6 +222,12 @@ pub(crate) async fn handle(app: &App, req: Map<String, Value>, failover: bool) -
     let Some(cluster) = fresh_cluster(app).await else {
         return Reply::text(503, "failed to read the cluster from DCS");
     };
+    let forced = req.get("force").and_then(Value::as_bool).unwrap_or(false);
+    if let Some(c) = candidate.as_deref().filter(|_| failover && !forced) {
+        if let Some(why) = data_loss_risk(&cluster, c) {
+            return Reply::text(412, why);
+        }
+    }
     if scheduled_iso.is_none() {
         if let Some(why) = failover_impossible(
             app,

@@ -55,6 +55,9 @@ pub struct Plan {
     pub candidate: Option<String>,
     /// ISO time with offset.
     pub scheduled_at: Option<String>,
+    /// The operator accepted losing acknowledged transactions (failover to a member
+    /// that is not a synchronous standby).
+    pub force: bool,
 }
 
 impl Plan {
@@ -69,6 +72,9 @@ impl Plan {
         }
         if let Some(s) = &self.scheduled_at {
             o.insert("scheduled_at".into(), Value::from(s.clone()));
+        }
+        if self.force {
+            o.insert("force".into(), Value::from(true));
         }
         Value::Object(o)
     }
@@ -159,9 +165,11 @@ pub fn plan(
             )));
         }
     }
+    let mut force = false;
     if action == Action::Failover {
         let sync = cluster.sync.as_ref().map(|s| &s.value);
-        let async_candidate = config.synchronous_mode != SynchronousMode::Off
+        // Quorum mode needs no warning: a candidate is promoted only with the votes.
+        let async_candidate = config.synchronous_mode == SynchronousMode::On
             && sync.is_some_and(|s| s.leader.is_some() || !s.sync_standby.is_empty())
             && !sync.is_some_and(|s| s.contains(candidate.as_deref().unwrap_or_default()));
         if async_candidate {
@@ -177,6 +185,7 @@ pub fn plan(
             {
                 return Err(CtlError::failed("Aborting failover"));
             }
+            force = true;
         }
     }
     let mut scheduled_at = None;
@@ -229,6 +238,7 @@ pub fn plan(
         },
         candidate,
         scheduled_at,
+        force,
     })
 }
 
@@ -499,7 +509,12 @@ mod tests {
             force: true,
             ..Default::default()
         };
-        assert!(plan_with(Action::Failover, &c, forced, "").0.is_ok());
+        let p = plan_with(Action::Failover, &c, forced, "").0.unwrap();
+        // The API refuses such a failover unless told the operator accepted the risk.
+        assert_eq!(
+            p.body(),
+            serde_json::json!({"candidate": "pg2", "force": true})
+        );
         // The sync standby needs only the usual confirmation.
         let sync = Request {
             candidate: Some("pg1".into()),

@@ -2,6 +2,7 @@
 //! candidate checks of a switchover (§2.7).
 
 use super::input::{NodeConfig, PeerStatus};
+use super::quorum;
 use crate::model::{Cluster, DynamicConfig, Member, SynchronousMode};
 use crate::postgres::PgObservation;
 
@@ -25,6 +26,11 @@ fn sync_restriction(dc: &DynamicConfig, c: &Cluster) -> Option<crate::model::Syn
         .as_ref()
         .map(|s| s.value.clone())
         .filter(|s| s.leader.is_some())
+}
+
+/// The `sync` key when quorum mode decides who may be elected.
+fn quorum_restriction(dc: &DynamicConfig, c: &Cluster) -> Option<crate::model::SyncState> {
+    sync_restriction(dc, c).filter(|_| dc.synchronous_mode == SynchronousMode::Quorum)
 }
 
 /// Runs the ordered leader-race rules; the first decisive rule wins.
@@ -71,7 +77,25 @@ pub(super) fn race_verdict(
     // Pause: only a manual failover to a named candidate moves leadership.
     if dc.pause {
         return match request.and_then(|f| f.member.as_deref()) {
-            Some(m) if m == me => Verdict::Yes,
+            Some(m) if m == me => match quorum_restriction(dc, c) {
+                // Even a manual failover needs the quorum to keep acknowledged commits.
+                Some(s) => {
+                    let Some(peers) = peers else {
+                        return Verdict::NeedPeers(
+                            c.members
+                                .iter()
+                                .filter(|m| m.name != me && m.data.api_url.is_some())
+                                .map(|m| m.name.clone())
+                                .collect(),
+                        );
+                    };
+                    match quorum::may_be_elected(&s, me, wal_end_of(pg), &answers(peers)) {
+                        Ok(()) => Verdict::Yes,
+                        Err(why) => Verdict::No(why),
+                    }
+                }
+                None => Verdict::Yes,
+            },
             _ => Verdict::No("paused: no automatic promotion".into()),
         };
     }
@@ -92,6 +116,9 @@ pub(super) fn race_verdict(
         return Verdict::No("the sync key is malformed; refusing an automatic promotion".into());
     }
     let my_wal = pg.wal_position();
+    // Quorum mode: electing anyone but the last primary needs the voters' confirmation.
+    let quorum = quorum_restriction(dc, c);
+    let quorum = quorum.as_ref();
     // Candidate set: members now and in the last view with a leader, without me.
     let mut others: Vec<&Member> = Vec::new();
     for m in c
@@ -112,7 +139,20 @@ pub(super) fn race_verdict(
     let mut manual = false;
     if let Some(f) = request {
         match f.member.as_deref() {
-            Some(m) if m == me => return Verdict::Yes,
+            // The named candidate still needs the quorum: the request picks who, not
+            // whether acknowledged commits may be lost.
+            Some(m) if m == me => {
+                let Some(s) = quorum else {
+                    return Verdict::Yes;
+                };
+                let Some(peers) = peers else {
+                    return need(&others);
+                };
+                return match quorum::may_be_elected(s, me, wal_end_of(pg), &answers(peers)) {
+                    Ok(()) => Verdict::Yes,
+                    Err(why) => Verdict::No(why),
+                };
+            }
             Some(candidate) => {
                 let Some(peers) = peers else {
                     return need(&others);
@@ -122,7 +162,14 @@ pub(super) fn race_verdict(
                     .find(|p| p.name == candidate)
                     .and_then(|p| p.reply.as_ref())
                     .is_some_and(|r| {
-                        !r.is_primary && !r.tags.never_promote() && !r.watchdog_failed
+                        !r.is_primary
+                            && !r.tags.never_promote()
+                            && !r.watchdog_failed
+                            && quorum.is_none_or(|s| {
+                                let mut answers = answers(peers);
+                                answers.push(my_answer(me, pg));
+                                quorum::may_be_elected(s, candidate, reply_end(r), &answers).is_ok()
+                            })
                     });
                 if alive {
                     return Verdict::No(format!(
@@ -131,7 +178,34 @@ pub(super) fn race_verdict(
                 }
                 manual = true;
             }
-            None => manual = true,
+            None => {
+                manual = true;
+                // Quorum mode: the leader being switched away from leaves the race to
+                // anyone the voters (and its own answer) can elect.
+                if let (Some(s), Some(peers)) = (quorum, peers) {
+                    if f.leader.as_deref() == Some(me) {
+                        let mut all = answers(peers);
+                        all.push(my_answer(me, pg));
+                        let heir = peers.iter().find(|p| {
+                            p.reply.as_ref().is_some_and(|r| {
+                                // Not behind me, or it would wait for me in turn.
+                                !r.is_primary
+                                    && wal_end_of(pg).not_ahead_of(&reply_end(r))
+                                    && !r.tags.never_promote()
+                                    && !r.watchdog_failed
+                                    && quorum::may_be_elected(s, &p.name, reply_end(r), &all)
+                                        .is_ok()
+                            })
+                        });
+                        if let Some(h) = heir {
+                            return Verdict::No(format!(
+                                "switchover away from me: {} can be elected",
+                                h.name
+                            ));
+                        }
+                    }
+                }
+            }
         }
     }
     // Too far behind the last known leader position: promoting would lose data.
@@ -149,11 +223,19 @@ pub(super) fn race_verdict(
         return Verdict::No("my timeline is behind the cluster's".into());
     }
     if others.is_empty() {
-        return Verdict::Yes;
+        return match quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &[])) {
+            Some(Err(why)) => Verdict::No(why),
+            _ => Verdict::Yes,
+        };
     }
     let Some(peers) = peers else {
         return need(&others);
     };
+    if let Some(Err(why)) =
+        quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &answers(peers)))
+    {
+        return Verdict::No(why);
+    }
     let my_priority = cfg.tags.effective_failover_priority();
     for p in peers {
         if !others.iter().any(|m| m.name == p.name) {
@@ -170,7 +252,13 @@ pub(super) fn race_verdict(
             continue;
         }
         let is_sync_leader = sync.as_ref().is_some_and(|s| s.is_leader(&p.name));
-        if r.wal_position > my_wal && !is_sync_leader {
+        // Quorum mode compares timelines first: a larger position on an older,
+        // forked timeline is not ahead.
+        let ahead = match quorum {
+            Some(_) => !reply_end(r).not_ahead_of(&wal_end_of(pg)),
+            None => r.wal_position > my_wal,
+        };
+        if ahead && !is_sync_leader {
             return Verdict::No(format!("{} has more WAL than me", p.name));
         }
         let is_former = former_leader.as_deref() == Some(p.name.as_str()) || is_sync_leader;
@@ -185,6 +273,44 @@ pub(super) fn race_verdict(
         }
     }
     Verdict::Yes
+}
+
+/// Peer answers as the quorum rule reads them: a WAL position only from a running
+/// Postgres that reports one.
+fn answers(peers: &[PeerStatus]) -> Vec<quorum::Answer> {
+    peers
+        .iter()
+        .filter_map(|p| {
+            let r = p.reply.as_ref()?;
+            Some(quorum::Answer {
+                name: p.name.clone(),
+                wal: (r.timeline.is_some() && r.wal_position > 0).then(|| reply_end(r)),
+                is_primary: r.is_primary,
+            })
+        })
+        .collect()
+}
+
+fn my_answer(me: &str, pg: &PgObservation) -> quorum::Answer {
+    quorum::Answer {
+        name: me.to_string(),
+        wal: pg.is_replica().then(|| wal_end_of(pg)),
+        is_primary: pg.is_primary(),
+    }
+}
+
+fn wal_end_of(pg: &PgObservation) -> quorum::WalEnd {
+    quorum::WalEnd {
+        timeline: pg.timeline.unwrap_or(0),
+        lsn: pg.wal_position(),
+    }
+}
+
+fn reply_end(r: &super::input::PeerReply) -> quorum::WalEnd {
+    quorum::WalEnd {
+        timeline: r.timeline.unwrap_or(0),
+        lsn: r.wal_position,
+    }
 }
 
 fn need(others: &[&Member]) -> Verdict {

@@ -203,9 +203,13 @@ pub struct LocalState {
     pub fence_armed: bool,
     /// Check for divergence (pg_rewind) before starting as a replica again.
     pub rewind_pending: bool,
-    /// WAL position when `synchronous_standby_names` last changed: a new synchronous
-    /// standby is published only once it flushed up to here.
+    /// WAL position when `synchronous_standby_names` last changed (quorum mode: first
+    /// observed after the change): a new synchronous standby is published only once it
+    /// flushed up to here.
     pub sync_confirm_from: Option<crate::model::Lsn>,
+    /// Quorum mode: the `synchronous_standby_names` that `sync_confirm_from` belongs
+    /// to; a mark taken under another setting does not count.
+    pub sync_confirm_names: Option<String>,
     /// When each member was last seen in the cluster view: its replication slot is
     /// kept for `member_slots_ttl` after it disappears, so a briefly absent replica
     /// does not need a re-clone.

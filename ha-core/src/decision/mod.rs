@@ -24,6 +24,7 @@ mod health;
 mod input;
 mod member_record;
 mod operator;
+pub mod quorum;
 pub mod sync;
 #[cfg(test)]
 mod tests;
@@ -554,6 +555,14 @@ impl<'a> Step<'a> {
             Renewal::Renewed => {}
         }
         self.arm_fence();
+        if self.quorum_votes_outdated(c) {
+            // The votes were counted on an older view: race again with fresh ones.
+            self.act(Action::ReleaseLease);
+            self.st.lease_until = None;
+            return self.say(
+                "not promoting: the quorum must be confirmed again; released the leader lock",
+            );
+        }
         let pg = &self.obs.pg;
         if self.paused() && !pg.is_primary() && !pg.is_replica() {
             self.act(Action::ReleaseLease);
@@ -572,7 +581,12 @@ impl<'a> Step<'a> {
                 expected: None,
             });
         }
-        if self.handle_failover_request(c) {
+        // Quorum mode hands over only from a running primary: a leader that is still a
+        // replica promotes first (the candidate's election needs this node's WAL).
+        let not_yet_primary = self.config().synchronous_mode
+            == crate::model::SynchronousMode::Quorum
+            && self.obs.pg.is_replica();
+        if !not_yet_primary && self.handle_failover_request(c) {
             return;
         }
         self.enforce_primary_role(c);
@@ -635,14 +649,41 @@ impl<'a> Step<'a> {
         self.say("waiting for postgres to report its role");
     }
 
+    /// Quorum mode: I hold the key but still run as a replica, did not win it in this
+    /// cycle's race (whose votes the promotion relies on) and am not the last primary.
+    fn quorum_votes_outdated(&self, c: &Cluster) -> bool {
+        let dc = self.config();
+        let acquired_now = self
+            .obs
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::LeaseAcquired { .. }));
+        sync::is_active(&dc)
+            && dc.synchronous_mode == crate::model::SynchronousMode::Quorum
+            && self.obs.pg.is_replica()
+            && !acquired_now
+            && !self
+                .obs
+                .outcomes
+                .iter()
+                .any(|o| matches!(o, Outcome::SyncWritten { ok: true }))
+            && !c
+                .sync
+                .as_ref()
+                .is_some_and(|s| s.value.is_leader(self.me()))
+    }
+
     /// Before promoting in synchronous mode the winner takes over `sync` with CAS, so
     /// the old primary's standbys are not trusted blindly; a failed CAS postpones the
     /// promotion. Returns true when the promotion may go ahead now.
     fn sync_ready_for_promotion(&mut self, c: &Cluster) -> bool {
+        let dc = self.config();
+        let quorum = dc.synchronous_mode == crate::model::SynchronousMode::Quorum;
         match self.sync_write_outcome() {
             Some(true) => {
-                let strict = self.config().synchronous_mode_strict;
-                let names = if strict {
+                let names = if quorum {
+                    quorum::names_after_promotion(&dc)
+                } else if dc.synchronous_mode_strict {
                     Some(sync::ANY_STANDBY.to_string())
                 } else {
                     None
@@ -663,7 +704,7 @@ impl<'a> Step<'a> {
                     .as_ref()
                     .map(|s| &s.value)
                     .filter(|s| s.leader.is_some());
-                if self.config().synchronous_mode == crate::model::SynchronousMode::On
+                if dc.synchronous_mode == crate::model::SynchronousMode::On
                     && !named
                     && trusted.is_some_and(|s| !s.contains(self.me()))
                 {
@@ -714,12 +755,27 @@ impl<'a> Step<'a> {
             }
             return false;
         }
-        if self.sync_write_outcome().is_some() {
+        let names_changed = self
+            .obs
+            .executed
+            .iter()
+            .any(|a| matches!(a, Action::SetSynchronousStandbyNames { .. }));
+        if self.sync_write_outcome().is_some() || names_changed {
             // One move per cycle; the next cycle re-reads and continues.
             self.wake_no_later_than(self.now.plus(Duration::from_millis(100)));
             return false;
         }
-        match sync::next_step(self.cfg, &dc, c, &self.obs.pg, self.st.sync_confirm_from) {
+        let quorum = dc.synchronous_mode == crate::model::SynchronousMode::Quorum;
+        let step = if quorum {
+            let mark = self
+                .st
+                .sync_confirm_from
+                .filter(|_| self.st.sync_confirm_names == self.obs.pg.synchronous_standby_names);
+            quorum::next_step(self.cfg, &dc, c, &self.obs.pg, mark)
+        } else {
+            sync::next_step(self.cfg, &dc, c, &self.obs.pg, self.st.sync_confirm_from)
+        };
+        match step {
             sync::SyncStep::Settled => false,
             sync::SyncStep::WriteSync(state) => {
                 let expected = c.sync.as_ref().map(|s| s.version);
@@ -729,8 +785,16 @@ impl<'a> Step<'a> {
                 });
                 true
             }
+            sync::SyncStep::MarkConfirmPoint(lsn) => {
+                self.st.sync_confirm_from = Some(lsn);
+                self.st.sync_confirm_names = self.obs.pg.synchronous_standby_names.clone();
+                self.wake_no_later_than(self.now.plus(Duration::from_millis(100)));
+                false
+            }
             sync::SyncStep::SetStandbyNames(value) => {
-                self.st.sync_confirm_from = Some(self.obs.pg.wal_position());
+                // Quorum mode captures the mark on the next observation, which is
+                // certain to be taken after the change.
+                self.st.sync_confirm_from = (!quorum).then(|| self.obs.pg.wal_position());
                 self.act(Action::SetSynchronousStandbyNames { value });
                 // Re-check soon whether the new standbys report `sync` and caught up.
                 self.wake_no_later_than(self.now.plus(Duration::from_millis(200)));

@@ -26,32 +26,75 @@ pub enum SyncStep {
     /// Set `synchronous_standby_names` (None clears it); commits acknowledged up to the
     /// current WAL position must reach the new standbys before they are published.
     SetStandbyNames(Option<String>),
+    /// Quorum mode: remember this WAL position as the point the current
+    /// `synchronous_standby_names` is known to be in force by (observed after the
+    /// change, so every commit acknowledged under an older setting lies before it).
+    MarkConfirmPoint(Lsn),
+}
+
+/// `synchronous_standby_names` as Postgres reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StandbyNames {
+    /// `ANY k (...)`: quorum commit; otherwise FIRST/priority semantics.
+    pub any: bool,
+    /// How many standbys must confirm a commit (0 when empty).
+    pub count: usize,
+    /// The listed names, in order; `*` stands for every standby.
+    pub names: Vec<String>,
+}
+
+impl StandbyNames {
+    /// Parses a setting; empty or absent gives no synchronous standbys.
+    pub fn parse(value: Option<&str>) -> StandbyNames {
+        let v = value.unwrap_or("").trim();
+        if v.is_empty() {
+            return StandbyNames::default();
+        }
+        let (any, count, list) = match v.find('(') {
+            Some(open) => {
+                let head: Vec<&str> = v[..open].split_whitespace().collect();
+                let any = head.first().is_some_and(|w| w.eq_ignore_ascii_case("any"));
+                let n = head.last().and_then(|w| w.parse().ok()).unwrap_or(1);
+                (any, n, v[open + 1..].trim_end().trim_end_matches(')'))
+            }
+            None => (false, 1, v),
+        };
+        let names = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('"').to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        StandbyNames { any, count, names }
+    }
+
+    /// `ANY count ("a","b")`, or None for an empty list.
+    pub fn render_any(names: &[String], count: usize) -> Option<String> {
+        if names.is_empty() {
+            return None;
+        }
+        let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+        Some(format!(
+            "ANY {} ({})",
+            count.clamp(1, names.len()),
+            quoted.join(",")
+        ))
+    }
+
+    /// Whether commits wait for nobody.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() || self.count == 0
+    }
+
+    /// Whether `*` (any standby at all) is listed.
+    pub fn lists_every_standby(&self) -> bool {
+        self.names.iter().any(|n| n == ANY_STANDBY)
+    }
 }
 
 /// Parses `synchronous_standby_names` into (count, names); `*` gives `["*"]`.
 pub fn parse_standby_names(value: &str) -> (usize, Vec<String>) {
-    let v = value.trim();
-    if v.is_empty() {
-        return (0, Vec::new());
-    }
-    let (count, list) = match v.find('(') {
-        Some(open) => {
-            let head = v[..open].trim();
-            let n = head
-                .split_whitespace()
-                .last()
-                .and_then(|w| w.parse().ok())
-                .unwrap_or(1);
-            (n, v[open + 1..].trim_end().trim_end_matches(')'))
-        }
-        None => (1, v),
-    };
-    let names = list
-        .split(',')
-        .map(|n| n.trim().trim_matches('"').to_string())
-        .filter(|n| !n.is_empty())
-        .collect();
-    (count, names)
+    let p = StandbyNames::parse(Some(value));
+    (p.count, p.names)
 }
 
 /// Renders `synchronous_standby_names` for `names` with FIRST-n semantics.
@@ -71,8 +114,27 @@ pub fn render_standby_names(names: &[String], count: usize) -> Option<String> {
     }
 }
 
-/// Standbys eligible to be synchronous, best first, at most `synchronous_node_count`.
+/// Standbys eligible to be synchronous, best first, at most `synchronous_node_count`
+/// (sorted by name).
 pub fn pick_sync_standbys(
+    cfg: &NodeConfig,
+    dc: &DynamicConfig,
+    c: &Cluster,
+    pg: &PgObservation,
+) -> Vec<String> {
+    let n = dc.synchronous_node_count.max(1) as usize;
+    let mut names: Vec<String> = eligible_standbys(cfg, dc, c, pg)
+        .into_iter()
+        .take(n)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every standby that may be synchronous, best first: streams from me, runs, is not
+/// `nosync`, has reported a flush position and (with `maximum_lag_on_syncnode` > 0)
+/// is not lagging beyond it behind the best one.
+pub fn eligible_standbys(
     cfg: &NodeConfig,
     dc: &DynamicConfig,
     c: &Cluster,
@@ -105,23 +167,22 @@ pub fn pick_sync_standbys(
             .then_with(|| a.application_name.cmp(&b.application_name))
     });
     if dc.maximum_lag_on_syncnode > 0 {
-        let best = rows
-            .iter()
-            .filter_map(|(r, _)| r.flush_lsn)
-            .max()
-            .unwrap_or(0);
+        // Measured against the best standby, or the primary itself when there is one.
+        let best = match rows.len() {
+            1 => pg.wal_position(),
+            _ => rows
+                .iter()
+                .filter_map(|(r, _)| r.flush_lsn)
+                .max()
+                .unwrap_or(0),
+        };
         rows.retain(|(r, _)| {
             best.saturating_sub(r.flush_lsn.unwrap_or(0)) <= dc.maximum_lag_on_syncnode as u64
         });
     }
-    let n = dc.synchronous_node_count.max(1) as usize;
-    let mut names: Vec<String> = rows
-        .into_iter()
-        .take(n)
+    rows.into_iter()
         .map(|(r, _)| member_name(c, &r.application_name))
-        .collect();
-    names.sort();
-    names
+        .collect()
 }
 
 fn member_name(c: &Cluster, application_name: &str) -> String {
@@ -159,6 +220,16 @@ pub fn next_step(
             });
         }
     };
+    let have = StandbyNames::parse(pg.synchronous_standby_names.as_deref());
+    // 0. Coming from quorum mode: a voter alone need not hold every acknowledged
+    //    commit, so none is trusted until confirmed under FIRST semantics.
+    if (have.any || current.quorum > 0) && !current.sync_standby.is_empty() {
+        return SyncStep::WriteSync(SyncState {
+            sync_standby: Vec::new(),
+            quorum: 0,
+            ..current
+        });
+    }
     let picked = pick_sync_standbys(cfg, dc, c, pg);
     // 1. Standbys leaving: out of `sync` first.
     let keep: Vec<String> = current
@@ -180,13 +251,13 @@ pub fn next_step(
         picked.clone()
     };
     let wanted = render_standby_names(&wanted_names, wanted_names.len());
-    let (have_count, have_names) =
-        parse_standby_names(pg.synchronous_standby_names.as_deref().unwrap_or(""));
-    let mut have_sorted = have_names.clone();
+    let have_count = have.count;
+    let mut have_sorted = have.names.clone();
     have_sorted.sort();
     let mut want_sorted = wanted_names.clone();
     want_sorted.sort();
-    if have_sorted != want_sorted
+    if have.any
+        || have_sorted != want_sorted
         || (have_count != want_sorted.len().min(have_count.max(1)) && want_sorted.len() > 1)
     {
         return SyncStep::SetStandbyNames(wanted);

@@ -1020,3 +1020,421 @@ fn primary_keeps_slots_for_members_streaming_from_it() {
         names: vec!["b_1".into()]
     }));
 }
+
+// ----- synchronous replication: swaps and quorum commit ------------------------------
+
+/// One leader step of synchronous-replication bookkeeping for `a`, lease renewed.
+fn leader_step(c: Cluster, pg: PgObservation, st: &LocalState, at: u64) -> Decision {
+    decide(
+        &cfg("a"),
+        st,
+        &obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(at) }]),
+        t(at),
+    )
+}
+
+fn sync_of(leader: &str, standbys: &[&str], quorum: u32) -> String {
+    SyncState {
+        leader: Some(leader.into()),
+        sync_standby: standbys.iter().map(|s| s.to_string()).collect(),
+        quorum,
+    }
+    .to_json()
+}
+
+fn with_tags(view: View, name: &str, tags: Tags) -> View {
+    let d = MemberData {
+        conn_url: Some(format!(
+            "postgres://127.0.0.1:{}/postgres",
+            5432 + name.len()
+        )),
+        api_url: Some(format!("http://127.0.0.1:8008/{name}")),
+        state: Some(MemberState::Running),
+        role: Some(Role::from("replica".to_string())),
+        xlog_location: Some(100),
+        tags,
+        ..Default::default()
+    };
+    view.key(&format!("members/{name}"), &d.to_json())
+}
+
+fn written_sync(d: &Decision) -> Option<SyncState> {
+    sync_actions(d).into_iter().find_map(|a| match a {
+        Action::WriteSync { sync, .. } => Some(sync),
+        _ => None,
+    })
+}
+
+fn names_set(d: &Decision) -> Option<Option<String>> {
+    sync_actions(d).into_iter().find_map(|a| match a {
+        Action::SetSynchronousStandbyNames { value } => Some(value),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_sync_standby_lagging_beyond_the_limit_is_swapped_for_a_healthy_one_in_safe_order() {
+    let view = |sync: &str| {
+        View::new()
+            .key(
+                "config",
+                r#"{"synchronous_mode":"on","maximum_lag_on_syncnode":1000}"#,
+            )
+            .key("sync", sync)
+            .leader("a")
+            .member("a", "primary", 10_000)
+            .member("b", "replica", 5_000)
+            .member("c", "replica", 10_000)
+            .cluster()
+    };
+    let mut pg = pg_primary(10_000);
+    pg.synchronous_standby_names = Some("\"b\"".into());
+    // b is 5000 bytes behind c: over the 1000-byte limit.
+    pg.replication = vec![repl("b", "sync", 5_000), repl("c", "async", 10_000)];
+    let st = LocalState::default();
+    // 1. b leaves `sync` while Postgres still waits for it.
+    let d1 = leader_step(view(&sync_of("a", &["b"], 0)), pg.clone(), &st, 1000);
+    assert_eq!(written_sync(&d1).map(|s| s.sync_standby), Some(vec![]));
+    assert_eq!(
+        names_set(&d1),
+        None,
+        "names changed with the key: {:?}",
+        d1.actions
+    );
+    // 2. Postgres waits for c instead.
+    let d2 = leader_step(view(&sync_of("a", &[], 0)), pg.clone(), &d1.state, 1100);
+    assert_eq!(names_set(&d2), Some(Some("\"c\"".into())));
+    assert_eq!(written_sync(&d2), None);
+    // 3. c is published once it reports sync and confirmed the mark.
+    pg.synchronous_standby_names = Some("\"c\"".into());
+    pg.replication = vec![repl("b", "async", 5_000), repl("c", "sync", 10_000)];
+    let d3 = leader_step(view(&sync_of("a", &[], 0)), pg, &d2.state, 1200);
+    assert_eq!(
+        written_sync(&d3).map(|s| s.sync_standby),
+        Some(vec!["c".to_string()])
+    );
+}
+
+#[test]
+fn a_nosync_tag_takes_a_standby_out_of_sync_before_postgres_stops_waiting_for_it() {
+    let nosync = Tags {
+        nosync: true,
+        ..Tags::default()
+    };
+    let c = with_tags(
+        View::new()
+            .key("config", r#"{"synchronous_mode":"on"}"#)
+            .key("sync", &sync_of("a", &["b"], 0))
+            .leader("a")
+            .member("a", "primary", 100)
+            .member("c", "replica", 100),
+        "b",
+        nosync,
+    )
+    .cluster();
+    let mut pg = pg_primary(100);
+    pg.synchronous_standby_names = Some("\"b\"".into());
+    pg.replication = vec![repl("b", "sync", 100), repl("c", "async", 100)];
+    let d = leader_step(c, pg, &LocalState::default(), 1000);
+    assert_eq!(written_sync(&d).map(|s| s.sync_standby), Some(vec![]));
+    assert_eq!(names_set(&d), None);
+}
+
+fn quorum_view(sync: &str) -> View {
+    View::new()
+        .key("config", r#"{"synchronous_mode":"quorum"}"#)
+        .key("sync", sync)
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .member("c", "replica", 100)
+        .member("d", "replica", 100)
+}
+
+/// A leader whose confirm point was taken under the names it now observes.
+fn confirmed_state(names: &str, mark: u64) -> LocalState {
+    LocalState {
+        sync_confirm_from: Some(mark),
+        sync_confirm_names: Some(names.into()),
+        ..LocalState::default()
+    }
+}
+
+#[test]
+fn quorum_mode_publishes_a_new_voter_with_a_higher_quorum_before_postgres_lists_it() {
+    let names = r#"ANY 1 ("b","c")"#;
+    let mut pg = pg_primary(100);
+    pg.synchronous_standby_names = Some(names.into());
+    pg.replication = vec![
+        repl("b", "quorum", 100),
+        repl("c", "quorum", 100),
+        repl("d", "async", 100),
+    ];
+    let c = quorum_view(&sync_of("a", &["b", "c"], 1)).cluster();
+    let d = leader_step(c, pg.clone(), &confirmed_state(names, 100), 1000);
+    let s = written_sync(&d).expect("sync first");
+    assert_eq!(s.sync_standby, vec!["b", "c", "d"]);
+    assert_eq!(s.quorum, 2);
+    assert_eq!(names_set(&d), None);
+    // Then Postgres waits for any one of the three.
+    let c = quorum_view(&sync_of("a", &["b", "c", "d"], 2)).cluster();
+    let d2 = leader_step(c, pg, &d.state, 1100);
+    assert_eq!(names_set(&d2), Some(Some(r#"ANY 1 ("b","c","d")"#.into())));
+    assert_eq!(written_sync(&d2), None);
+}
+
+#[test]
+fn quorum_mode_removes_a_gone_voter_from_postgres_first_and_from_sync_once_confirmed() {
+    let names = r#"ANY 1 ("b","c","d")"#;
+    let mut pg = pg_primary(200);
+    pg.synchronous_standby_names = Some(names.into());
+    // d disconnected.
+    pg.replication = vec![repl("b", "quorum", 200), repl("c", "quorum", 200)];
+    let c = quorum_view(&sync_of("a", &["b", "c", "d"], 2)).cluster();
+    let d = leader_step(c.clone(), pg.clone(), &confirmed_state(names, 100), 1000);
+    assert_eq!(names_set(&d), Some(Some(r#"ANY 1 ("b","c")"#.into())));
+    assert_eq!(
+        written_sync(&d),
+        None,
+        "sync shrank too early: {:?}",
+        d.actions
+    );
+    // Next observation: the new names are in force; the point they hold by is taken first.
+    pg.synchronous_standby_names = Some(r#"ANY 1 ("b","c")"#.into());
+    pg.wal_lsn = Some(300);
+    let d2 = leader_step(c.clone(), pg.clone(), &d.state, 1100);
+    assert_eq!(sync_actions(&d2), vec![]);
+    assert_eq!(d2.state.sync_confirm_from, Some(300));
+    // Not confirmed yet (b and c flushed only to 200): sync stays as it is.
+    let d3 = leader_step(c.clone(), pg.clone(), &d2.state, 1200);
+    assert_eq!(sync_actions(&d3), vec![]);
+    // One of them confirmed past the point: sync drops d and lowers the quorum.
+    pg.replication = vec![repl("b", "quorum", 300), repl("c", "quorum", 250)];
+    let d4 = leader_step(c, pg, &d3.state, 1300);
+    let s = written_sync(&d4).expect("sync shrinks");
+    assert_eq!(
+        (s.sync_standby, s.quorum),
+        (vec!["b".into(), "c".into()], 1)
+    );
+}
+
+#[test]
+fn quorum_mode_raises_numsync_before_lowering_the_quorum() {
+    let names = r#"ANY 1 ("b","c","d")"#;
+    let mut pg = pg_primary(100);
+    pg.synchronous_standby_names = Some(names.into());
+    pg.replication = vec![
+        repl("b", "quorum", 100),
+        repl("c", "quorum", 100),
+        repl("d", "quorum", 100),
+    ];
+    let c = View::new()
+        .key(
+            "config",
+            r#"{"synchronous_mode":"quorum","synchronous_node_count":2}"#,
+        )
+        .key("sync", &sync_of("a", &["b", "c", "d"], 2))
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .member("c", "replica", 100)
+        .member("d", "replica", 100)
+        .cluster();
+    let d = leader_step(c, pg, &confirmed_state(names, 100), 1000);
+    assert_eq!(names_set(&d), Some(Some(r#"ANY 2 ("b","c","d")"#.into())));
+    assert_eq!(written_sync(&d), None);
+}
+
+#[test]
+fn quorum_mode_swaps_a_voter_by_widening_sync_first() {
+    // b stays, c leaves (nosync), d joins; one synchronous standby wanted.
+    let names = r#"ANY 1 ("b","c")"#;
+    let mut pg = pg_primary(100);
+    pg.synchronous_standby_names = Some(names.into());
+    pg.replication = vec![
+        repl("b", "quorum", 100),
+        repl("c", "quorum", 100),
+        repl("d", "async", 100),
+    ];
+    let nosync = Tags {
+        nosync: true,
+        ..Tags::default()
+    };
+    let c = with_tags(
+        View::new()
+            .key("config", r#"{"synchronous_mode":"quorum"}"#)
+            .key("sync", &sync_of("a", &["b", "c"], 1))
+            .leader("a")
+            .member("a", "primary", 100)
+            .member("b", "replica", 100)
+            .member("d", "replica", 100),
+        "c",
+        nosync,
+    )
+    .cluster();
+    let d = leader_step(c, pg, &confirmed_state(names, 100), 1000);
+    let s = written_sync(&d).expect("sync widens first");
+    assert_eq!(s.sync_standby, vec!["b", "c", "d"]);
+    assert_eq!(
+        s.quorum, 2,
+        "two of b,c,d must vote while c may hold commits"
+    );
+}
+
+#[test]
+fn quorum_mode_strict_without_standbys_waits_for_the_placeholder() {
+    let c = View::new()
+        .key(
+            "config",
+            r#"{"synchronous_mode":"quorum","synchronous_mode_strict":true}"#,
+        )
+        .key("sync", &sync_of("a", &[], 0))
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let no_names = LocalState {
+        sync_confirm_from: Some(100),
+        ..LocalState::default()
+    };
+    let d = leader_step(c, pg_primary(100), &no_names, 1000);
+    assert_eq!(
+        names_set(&d),
+        Some(Some(format!("ANY 1 (\"{}\")", quorum::STRICT_PLACEHOLDER)))
+    );
+}
+
+fn quorum_race(me: &str, my_wal: u64, peers: Vec<PeerStatus>) -> Decision {
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"quorum"}"#)
+        .key("sync", &sync_of("a", &["b", "c", "d"], 1))
+        .member("b", "replica", 100)
+        .member("c", "replica", 100)
+        .member("d", "replica", 100)
+        .member("e", "replica", 100)
+        .cluster();
+    decide(
+        &cfg(me),
+        &LocalState::default(),
+        &obs(c, pg_replica(my_wal), vec![Outcome::PeersProbed(peers)]),
+        t(1000),
+    )
+}
+
+fn silent(name: &str) -> PeerStatus {
+    PeerStatus {
+        name: name.into(),
+        reply: None,
+    }
+}
+
+#[test]
+fn quorum_promotion_needs_the_votes() {
+    // b is a voter; quorum 1: one more voter must confirm b is not behind it.
+    let alone = quorum_race(
+        "b",
+        100,
+        vec![silent("a"), silent("c"), silent("d"), silent("e")],
+    );
+    assert!(!alone.actions.contains(&Action::AcquireLease));
+    assert!(
+        alone.state.message.contains("quorum"),
+        "{}",
+        alone.state.message
+    );
+    let voted = quorum_race(
+        "b",
+        100,
+        vec![silent("a"), peer("c", 90), silent("d"), silent("e")],
+    );
+    assert!(
+        voted.actions.contains(&Action::AcquireLease),
+        "{:?}",
+        voted.state.message
+    );
+    // The async replica e needs one vote more than a voter.
+    let e_one = quorum_race(
+        "e",
+        100,
+        vec![silent("a"), peer("b", 90), silent("c"), silent("d")],
+    );
+    assert!(!e_one.actions.contains(&Action::AcquireLease));
+    let e_two = quorum_race(
+        "e",
+        100,
+        vec![silent("a"), peer("b", 90), peer("c", 90), silent("d")],
+    );
+    assert!(e_two.actions.contains(&Action::AcquireLease));
+    // The last primary, running as a replica and not ahead, vouches on its own.
+    let by_leader = quorum_race(
+        "e",
+        100,
+        vec![peer("a", 100), silent("b"), silent("c"), silent("d")],
+    );
+    assert!(by_leader.actions.contains(&Action::AcquireLease));
+}
+
+#[test]
+fn quorum_winner_rewrites_sync_with_cas_before_promoting() {
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"quorum"}"#)
+        .key("sync", &sync_of("a", &["b", "c"], 1))
+        .leader("b")
+        .member("b", "replica", 100)
+        .cluster();
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(
+            c.clone(),
+            pg_replica(100),
+            vec![Outcome::LeaseAcquired { sent_at: t(1000) }],
+        ),
+        t(1000),
+    );
+    match &sync_actions(&d)[..] {
+        [Action::WriteSync { sync, expected }] => {
+            assert_eq!(sync.leader.as_deref(), Some("b"));
+            assert!(sync.sync_standby.is_empty() && sync.quorum == 0);
+            assert_eq!(*expected, c.sync.as_ref().map(|s| s.version));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Promote { .. })));
+    // Holding the key in a later cycle without having won it then: race again.
+    let later = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(
+            c,
+            pg_replica(100),
+            vec![Outcome::LeaseRenewed { sent_at: t(2000) }],
+        ),
+        t(2000),
+    );
+    assert!(later.actions.contains(&Action::ReleaseLease));
+    assert!(!later
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Promote { .. })));
+}
+
+#[test]
+fn switching_from_quorum_to_on_trusts_no_voter_until_confirmed() {
+    let c = View::new()
+        .key("config", r#"{"synchronous_mode":"on"}"#)
+        .key("sync", &sync_of("a", &["b", "c"], 1))
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .member("c", "replica", 100)
+        .cluster();
+    let mut pg = pg_primary(100);
+    pg.synchronous_standby_names = Some(r#"ANY 1 ("b","c")"#.into());
+    pg.replication = vec![repl("b", "quorum", 100), repl("c", "quorum", 100)];
+    let d = leader_step(c, pg, &LocalState::default(), 1000);
+    let s = written_sync(&d).expect("sync reset first");
+    assert!(s.sync_standby.is_empty() && s.quorum == 0);
+}

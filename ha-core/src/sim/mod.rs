@@ -22,6 +22,7 @@ mod world;
 pub use invariants::Violation;
 pub use world::World;
 
+use crate::model::SynchronousMode;
 use std::time::Duration;
 
 /// A deliberately broken safety rule, to prove the checks can fail.
@@ -33,6 +34,9 @@ pub enum Breakage {
     /// Postgres acknowledges commits without waiting for the synchronous standbys
     /// (as if `synchronous_commit` were off): failovers then lose acknowledged writes.
     AckWithoutStandbys,
+    /// Quorum mode: candidates read the `sync` key's quorum one lower than published,
+    /// so an election counts one vote too few.
+    QuorumOneVoteShort,
 }
 
 /// What to simulate and check.
@@ -51,8 +55,10 @@ pub struct SimConfig {
     /// flags an agent that believes in a lease it is releasing while Postgres is down
     /// (harmless for safety; see the report on renew-during-demote).
     pub strict_lease_view: bool,
-    /// Percentage of seeds that run with `synchronous_mode: on` (half of them strict).
+    /// Percentage of seeds that run with synchronous replication.
     pub synchronous_percent: u64,
+    /// The synchronous modes those seeds pick from (mode, strict), uniformly.
+    pub synchronous_modes: Vec<(SynchronousMode, bool)>,
     /// Break a safety rule on purpose.
     pub breakage: Option<Breakage>,
     /// Fewest nodes.
@@ -72,6 +78,12 @@ impl Default for SimConfig {
             trace: false,
             strict_lease_view: false,
             synchronous_percent: 30,
+            synchronous_modes: vec![
+                (SynchronousMode::On, false),
+                (SynchronousMode::On, true),
+                (SynchronousMode::Quorum, false),
+                (SynchronousMode::Quorum, true),
+            ],
             breakage: None,
             min_nodes: 3,
             max_nodes: 5,
@@ -237,6 +249,7 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
     match cfg.breakage {
         Some(Breakage::NoFenceNoLeaseGuard) => env.push_str("SIM_BROKEN=1 "),
         Some(Breakage::AckWithoutStandbys) => env.push_str("SIM_BROKEN=2 "),
+        Some(Breakage::QuorumOneVoteShort) => env.push_str("SIM_BROKEN=3 "),
         None => {}
     }
     if cfg.strict_lease_view {
@@ -245,7 +258,48 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
     if !cfg.check_lease {
         env.push_str("SIM_LEASE=0 ");
     }
+    if cfg.synchronous_percent == 100 {
+        let modes: Vec<String> = cfg
+            .synchronous_modes
+            .iter()
+            .map(|(mode, strict)| {
+                format!(
+                    "{}{}",
+                    mode_name(*mode),
+                    if *strict { "-strict" } else { "" }
+                )
+            })
+            .collect();
+        env.push_str(&format!("SIM_SYNC={} ", modes.join(",")));
+    }
     format!("{env}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
+}
+
+fn mode_name(m: SynchronousMode) -> &'static str {
+    match m {
+        SynchronousMode::Off => "off",
+        SynchronousMode::On => "on",
+        SynchronousMode::Quorum => "quorum",
+    }
+}
+
+/// Reads `SIM_SYNC`, a comma-separated list of `on`, `on-strict`, `quorum`,
+/// `quorum-strict`: every seed runs in one of them. `None` if any entry is unknown.
+pub fn forced_modes(value: &str) -> Option<Vec<(SynchronousMode, bool)>> {
+    value.split(',').map(|m| forced_mode(m.trim())).collect()
+}
+
+fn forced_mode(value: &str) -> Option<(SynchronousMode, bool)> {
+    let (mode, strict) = match value.strip_suffix("-strict") {
+        Some(m) => (m, true),
+        None => (value, false),
+    };
+    let mode = match mode {
+        "on" => SynchronousMode::On,
+        "quorum" => SynchronousMode::Quorum,
+        _ => return None,
+    };
+    Some((mode, strict))
 }
 
 /// A failing seed as a report: seed, invariant, replay command and the trace (re-run

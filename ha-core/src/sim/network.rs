@@ -15,6 +15,9 @@ pub struct Network {
     pub cut_from_dcs: BTreeSet<usize>,
     /// Cut node↔node links, stored as (smaller, larger).
     pub cut_links: BTreeSet<(usize, usize)>,
+    /// Replicas that stay connected but receive WAL only now and then (slow disk or
+    /// network): they fall behind the others, which is when who may promote matters.
+    pub slow_stream: BTreeSet<usize>,
 }
 
 impl Network {
@@ -38,6 +41,9 @@ impl Network {
 pub fn pair(a: usize, b: usize) -> (usize, usize) {
     (a.min(b), a.max(b))
 }
+
+/// How many replication rounds a slow replica skips between two it takes part in.
+pub const SLOW_STREAM_EVERY: u64 = 20;
 
 /// One injected fault. Each has an end (heal) except requests to the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +97,13 @@ pub enum Fault {
     },
     /// DCS answers slowly.
     SlowDcs {
+        /// For how long.
+        duration: Duration,
+    },
+    /// A replica receives WAL only every [`SLOW_STREAM_EVERY`] replication rounds.
+    SlowReplica {
+        /// Node.
+        node: usize,
         /// For how long.
         duration: Duration,
     },

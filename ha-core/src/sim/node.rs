@@ -360,13 +360,23 @@ impl World {
             return;
         }
         let wall_millis = self.wall_millis();
+        let quorum_short = self.cfg.breakage == Some(super::Breakage::QuorumOneVoteShort);
         let n = &mut self.nodes[i];
         let Some(cyc) = n.cycle.as_mut() else {
             return;
         };
         if cyc.obs.is_none() {
             let cluster = match result {
-                Ok(DcsVal::Cluster(c)) => Ok(*c),
+                Ok(DcsVal::Cluster(mut c)) => {
+                    if quorum_short {
+                        // Broken on purpose: elections count one vote too few.
+                        if let Some(s) = c.sync.as_mut().filter(|s| !s.value.is_leader(&n.cfg.name))
+                        {
+                            s.value.quorum = s.value.quorum.saturating_sub(1);
+                        }
+                    }
+                    Ok(*c)
+                }
                 Ok(_) => Err(DcsError::Backend("unexpected answer".into())),
                 Err(e) => Err(e),
             };

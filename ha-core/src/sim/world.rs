@@ -3,7 +3,7 @@
 
 use super::client::{Client, Pending};
 use super::invariants::Violation;
-use super::network::{pair, Fault, Network};
+use super::network::{pair, Fault, Network, SLOW_STREAM_EVERY};
 use super::node::{DcsOp, DcsVal, Node};
 use super::rng::SimRng;
 use super::sim_pg::{PgRole, WAL_BASE, WAL_UNIT};
@@ -11,7 +11,7 @@ use super::trace::Trace;
 use super::{liveness_bound, Breakage, SimConfig, SimResult, SimStats};
 use crate::clock::MonoTime;
 use crate::dcs::{DcsError, DcsTiming};
-use crate::decision::sync::parse_standby_names;
+use crate::decision::sync::StandbyNames;
 use crate::decision::PeerStatus;
 use crate::memory_dcs::{MemoryDcsNode, MemoryStore};
 use crate::model::{ClusterKeys, DynamicConfig, Failover, SynchronousMode, Version};
@@ -92,6 +92,7 @@ pub(super) enum Heal {
     Outage,
     Slow,
     Unhang(usize),
+    Stream(usize),
 }
 
 /// Where a run stands.
@@ -141,6 +142,7 @@ pub struct World {
     pub(super) client: Client,
     pub(super) trace: Trace,
     next_record: u64,
+    replicate_rounds: u64,
     pub(super) ops: BTreeMap<u64, PendingOp>,
     pub(super) next_op: u64,
     pub(super) next_job: u64,
@@ -166,15 +168,20 @@ impl World {
         let mut rng = SimRng::new(seed);
         let n = rng.between(cfg.min_nodes as u64, cfg.max_nodes as u64) as usize;
         let ttl = TTL_CHOICES_S[rng.index(TTL_CHOICES_S.len())];
-        let synchronous = rng.chance(cfg.synchronous_percent);
-        let strict = synchronous && rng.chance(50);
+        let synchronous = rng.chance(cfg.synchronous_percent) && !cfg.synchronous_modes.is_empty();
+        let (mode, strict) = if synchronous {
+            cfg.synchronous_modes[rng.index(cfg.synchronous_modes.len())]
+        } else {
+            (SynchronousMode::Off, false)
+        };
         let bootstrap_config = DynamicConfig {
-            synchronous_mode: if synchronous {
-                SynchronousMode::On
-            } else {
-                SynchronousMode::Off
-            },
+            synchronous_mode: mode,
             synchronous_mode_strict: strict,
+            synchronous_node_count: if mode == SynchronousMode::Off {
+                1
+            } else {
+                rng.between(1, 2) as i64
+            },
             ttl: ttl as f64,
             loop_wait: LOOP_WAIT_S as f64,
             retry_timeout: RETRY_TIMEOUT_S as f64,
@@ -212,6 +219,7 @@ impl World {
             client: Client::default(),
             trace,
             next_record: 1,
+            replicate_rounds: 0,
             ops: BTreeMap::new(),
             next_op: 1,
             next_job: 1,
@@ -235,14 +243,17 @@ impl World {
     pub fn run(mut self) -> SimResult {
         let n = self.nodes.len();
         let ttl = self.bootstrap_config.ttl;
-        let mode = match (
-            self.synchronous,
-            self.bootstrap_config.synchronous_mode_strict,
-        ) {
-            (false, _) => "asynchronous",
-            (true, false) => "synchronous",
-            (true, true) => "synchronous strict",
-        };
+        let c = &self.bootstrap_config;
+        let mode = format!(
+            "synchronous_mode {:?}{} (node count {})",
+            c.synchronous_mode,
+            if c.synchronous_mode_strict {
+                " strict"
+            } else {
+                ""
+            },
+            c.synchronous_node_count
+        );
         self.trace.note(self.now, None, 1, || {
             format!("start: {n} nodes, {mode}, ttl {ttl}s, loop_wait {LOOP_WAIT_S}s, retry_timeout {RETRY_TIMEOUT_S}s")
         });
@@ -603,9 +614,14 @@ impl World {
     // ----- Postgres side -----------------------------------------------------------
 
     fn replicate(&mut self) {
+        self.replicate_rounds += 1;
+        let slow_round = self.replicate_rounds.is_multiple_of(SLOW_STREAM_EVERY);
         for i in 0..self.nodes.len() {
             let pg = &self.nodes[i].pg;
             if !pg.running || pg.hung || pg.role != PgRole::Replica || pg.data.is_none() {
+                continue;
+            }
+            if self.net.slow_stream.contains(&i) && !slow_round {
                 continue;
             }
             let source = pg
@@ -680,14 +696,23 @@ impl World {
                     .acknowledge(p.id, p.node, self.now.as_millis(), false);
                 continue;
             };
-            let (count, _) = parse_standby_names(&names);
+            let rule = StandbyNames::parse(Some(&names));
             let needed = WAL_BASE + (p.index as u64 + 1) * WAL_UNIT;
             let rows = self.replication_rows(p.node);
-            let sync: Vec<&ReplicationConnection> =
-                rows.iter().filter(|r| r.sync_state == "sync").collect();
             let flushed = !pg.hung
-                && sync.len() >= count.max(1)
-                && sync.iter().all(|r| r.flush_lsn.unwrap_or(0) >= needed);
+                && if rule.any {
+                    // ANY k: any k of the listed standbys.
+                    rows.iter()
+                        .filter(|r| r.sync_state == "quorum")
+                        .filter(|r| r.flush_lsn.unwrap_or(0) >= needed)
+                        .count()
+                        >= rule.count.max(1)
+                } else {
+                    let sync: Vec<&ReplicationConnection> =
+                        rows.iter().filter(|r| r.sync_state == "sync").collect();
+                    sync.len() >= rule.count.max(1)
+                        && sync.iter().all(|r| r.flush_lsn.unwrap_or(0) >= needed)
+                };
             if flushed {
                 self.client
                     .acknowledge(p.id, p.node, self.now.as_millis(), true);
@@ -705,8 +730,8 @@ impl World {
         if !me.pg.may_be_writable() {
             return Vec::new();
         }
-        let (count, listed) =
-            parse_standby_names(me.pg.synchronous_standby_names.as_deref().unwrap_or(""));
+        let rule = StandbyNames::parse(me.pg.synchronous_standby_names.as_deref());
+        let (count, listed) = (rule.count, rule.names);
         let any = listed.iter().any(|n| n == "*");
         let mut rows: Vec<(Option<usize>, usize, u64)> = Vec::new();
         for (j, n) in self.nodes.iter().enumerate() {
@@ -735,6 +760,7 @@ impl World {
             .map(|(priority, j, lsn)| {
                 let sync_state = match priority {
                     None => "async",
+                    Some(_) if rule.any => "quorum",
                     Some(_) if synced < count => {
                         synced += 1;
                         "sync"
@@ -853,9 +879,13 @@ impl World {
                 node,
                 duration: self.rng.millis(100, 4000),
             },
-            37..=51 => Fault::PartitionFromDcs {
+            37..=46 => Fault::PartitionFromDcs {
                 node,
                 duration: self.rng.millis(200, 8000),
+            },
+            47..=51 => Fault::SlowReplica {
+                node,
+                duration: self.rng.millis(500, 8000),
             },
             52..=63 => {
                 let other = (node + 1 + self.rng.index(n - 1)) % n;
@@ -950,6 +980,10 @@ impl World {
                 self.net.dcs_slow = true;
                 self.after(duration, Ev::Heal(Heal::Slow));
             }
+            Fault::SlowReplica { node, duration } => {
+                self.net.slow_stream.insert(node);
+                self.after(duration, Ev::Heal(Heal::Stream(node)));
+            }
             Fault::Switchover {
                 candidate,
                 with_leader,
@@ -999,8 +1033,10 @@ impl World {
         if member.is_none() && !with_leader {
             return;
         }
-        // The REST API refuses a candidate that is not a synchronous standby.
-        if let (true, Some(m)) = (self.synchronous, member.as_deref()) {
+        // The REST API refuses a candidate that is not a synchronous standby (in quorum
+        // mode any candidate may be named: it still needs the votes).
+        let on_mode = self.bootstrap_config.synchronous_mode == SynchronousMode::On;
+        if let (true, Some(m)) = (on_mode, member.as_deref()) {
             let sync = self
                 .store
                 .get(self.now, &self.keys.sync())
@@ -1035,6 +1071,9 @@ impl World {
             Heal::Outage => self.net.dcs_down = false,
             Heal::Slow => self.net.dcs_slow = false,
             Heal::Unhang(i) => self.nodes[i].pg.hung = false,
+            Heal::Stream(i) => {
+                self.net.slow_stream.remove(&i);
+            }
         }
     }
 
