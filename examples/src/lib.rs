@@ -44,6 +44,7 @@ pub fn advise(cluster: &Cluster, member: &str, now: MonoTime, wall_millis: i64) 
         outcomes: Vec::new(),
         executed: Vec::new(),
         wall_millis,
+        watchdog_failed: false,
     };
     decide(&cfg, &LocalState::default(), &obs, now)
         .actions

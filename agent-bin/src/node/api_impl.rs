@@ -120,7 +120,7 @@ pub fn status_from_snapshot(
         pending_restart: pg.is_some_and(|p| p.pending_restart),
         pending_restart_reason: None,
         scheduled_restart: None,
-        watchdog_failed: false,
+        watchdog_failed: snap.watchdog_failed,
         patroni: AgentInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             scope: cfg.scope.clone(),

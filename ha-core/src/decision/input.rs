@@ -150,6 +150,9 @@ pub struct Observation {
     pub executed: Vec<super::Action>,
     /// Wall-clock time, ms since the epoch (scheduled switchovers).
     pub wall_millis: i64,
+    /// A watchdog is required (`watchdog.mode: required`) but does not work: this
+    /// node must not lead.
+    pub watchdog_failed: bool,
 }
 
 /// What the node remembers between decisions.

@@ -324,7 +324,10 @@ impl<'a> Step<'a> {
             return self.say("waiting for the leader to publish its address");
         }
         if c.initialize.is_none() && c.is_unlocked() {
-            if !self.cfg.can_bootstrap || self.cfg.tags.never_promote() {
+            if !self.cfg.can_bootstrap
+                || self.cfg.tags.never_promote()
+                || self.watchdog_blocks_leadership()
+            {
                 return self.say("waiting for a node that may bootstrap the cluster");
             }
             return match self.obs.outcomes.iter().rev().find_map(|o| match o {
@@ -409,7 +412,10 @@ impl<'a> Step<'a> {
     fn restart_crashed_primary(&mut self, c: &Cluster) {
         let down_since = *self.st.down_since.get_or_insert(self.now);
         let timeout = self.config().primary_start_timeout();
-        if self.was_primary() && self.now.since(down_since) < timeout {
+        if self.was_primary()
+            && self.now.since(down_since) < timeout
+            && !self.watchdog_blocks_leadership()
+        {
             self.arm_fence();
             if let Some(token) = self.token(Some(c)) {
                 self.say(
@@ -494,16 +500,20 @@ impl<'a> Step<'a> {
             Outcome::PeersProbed(p) => Some(p.as_slice()),
             _ => None,
         });
-        let verdict = health::race_verdict(
-            self.cfg,
-            &self.config(),
-            c,
-            self.st.last_leader_view.as_ref(),
-            &self.obs.pg,
-            peers,
-            sysid,
-            self.obs.wall_millis,
-        );
+        let verdict = if self.watchdog_blocks_leadership() {
+            Verdict::No("the required watchdog is not working".into())
+        } else {
+            health::race_verdict(
+                self.cfg,
+                &self.config(),
+                c,
+                self.st.last_leader_view.as_ref(),
+                &self.obs.pg,
+                peers,
+                sysid,
+                self.obs.wall_millis,
+            )
+        };
         match verdict {
             Verdict::NeedPeers(names) => self.act(Action::ProbePeers { names }),
             Verdict::Yes => {
@@ -552,10 +562,36 @@ impl<'a> Step<'a> {
                 expected: None,
             });
         }
+        if self.watchdog_blocks_leadership() {
+            return self.step_down_without_watchdog(c);
+        }
         if self.handle_failover_request(c) {
             return;
         }
         self.enforce_primary_role(c);
+    }
+
+    /// `watchdog.mode: required` and the watchdog does not work (pause switches the
+    /// watchdog off, so it does not count then).
+    fn watchdog_blocks_leadership(&self) -> bool {
+        self.obs.watchdog_failed && !self.paused()
+    }
+
+    /// A leader whose required watchdog failed gives the lease up: nothing would reset
+    /// the node if the agent froze. A primary stops first (demote `immediate`).
+    fn step_down_without_watchdog(&mut self, c: &Cluster) {
+        if self.obs.pg.may_accept_writes() && !self.obs.pg.is_replica() {
+            self.st.rewind_pending = true;
+            let upstream = self.upstream_for_replica(c);
+            self.act(Action::Demote {
+                mode: DemoteMode::Immediate,
+                upstream,
+            });
+        } else {
+            self.act(Action::ReleaseLease);
+        }
+        self.st.lease_until = None;
+        self.say("the required watchdog is not working: releasing the leader lock");
     }
 
     /// The key is not mine any more: stop accepting writes unless paused.

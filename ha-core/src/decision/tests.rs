@@ -94,6 +94,7 @@ fn obs(c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Observation {
         outcomes,
         executed: Vec::new(),
         wall_millis: 1_700_000_000_000,
+        watchdog_failed: false,
     }
 }
 
@@ -1018,4 +1019,106 @@ fn primary_keeps_slots_for_members_streaming_from_it() {
     assert!(d3.actions.contains(&Action::SyncSlots {
         names: vec!["b_1".into()]
     }));
+}
+
+// ----- watchdog: required -------------------------------------------------------
+
+fn without_watchdog(mut o: Observation) -> Observation {
+    o.watchdog_failed = true;
+    o
+}
+
+#[test]
+fn replica_without_its_required_watchdog_stays_out_of_the_leader_race() {
+    let c = View::new().member("b", "replica", 100).cluster();
+    let o = without_watchdog(obs(c, pg_replica(100), vec![]));
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::AcquireLease | Action::ProbePeers { .. })));
+    assert!(d.state.message.contains("watchdog"), "{}", d.state.message);
+}
+
+#[test]
+fn running_primary_without_its_required_watchdog_does_not_take_the_key_back() {
+    let c = View::new().member("a", "primary", 100).cluster();
+    let o = without_watchdog(obs(c, pg_primary(100), vec![]));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(d.actions.iter().any(|a| matches!(
+        a,
+        Action::Demote {
+            mode: DemoteMode::ImmediateNoLock,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn leader_whose_required_watchdog_failed_demotes_and_releases() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let o = without_watchdog(obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    ));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1010));
+    assert!(d.actions.iter().any(|a| matches!(
+        a,
+        Action::Demote {
+            mode: DemoteMode::Immediate,
+            ..
+        }
+    )));
+    assert_eq!(d.state.lease_until, None);
+}
+
+#[test]
+fn lock_holding_replica_without_its_required_watchdog_releases_instead_of_promoting() {
+    let c = View::new()
+        .leader("b")
+        .member("b", "replica", 100)
+        .cluster();
+    let o = without_watchdog(obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    ));
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1010));
+    assert!(d.actions.contains(&Action::ReleaseLease));
+    assert!(d.actions.iter().all(|a| a.token().is_none()));
+}
+
+#[test]
+fn node_without_its_required_watchdog_does_not_bootstrap() {
+    let c = Cluster::from_entries(vec![]);
+    let o = without_watchdog(obs(c, PgObservation::stopped(DataDirState::Empty), vec![]));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::ClaimInitialize | Action::Bootstrap)));
+}
+
+#[test]
+fn paused_leader_keeps_the_lock_although_the_watchdog_is_off() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .key("config", r#"{"pause": true}"#)
+        .cluster();
+    let o = without_watchdog(obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    ));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1010));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Demote { .. } | Action::ReleaseLease)));
 }

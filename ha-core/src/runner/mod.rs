@@ -91,6 +91,8 @@ pub struct NodeSnapshot {
     pub cycle_at: MonoTime,
     /// Cycles run so far.
     pub cycles: u64,
+    /// A required watchdog does not work (reported as `watchdog_failed`).
+    pub watchdog_failed: bool,
 }
 
 impl NodeSnapshot {
@@ -175,6 +177,7 @@ impl Runner {
         let (snap_tx, snap_rx) = watch::channel(NodeSnapshot::default());
         let timing = timing_of(&cfg.bootstrap_config);
         parts.dcs.set_timing(timing);
+        parts.fence.timing_changed(timing.ttl, timing.loop_wait);
         let runner = Runner {
             cfg,
             parts,
@@ -264,6 +267,7 @@ impl Runner {
             outcomes: Vec::new(),
             executed: Vec::new(),
             wall_millis: self.parts.clock.wall_millis(),
+            watchdog_failed: !self.parts.fence.usable(),
         };
         let mut wake_at = None;
         let mut reread = false;
@@ -294,6 +298,13 @@ impl Runner {
                     reread = true;
                     break 'steps;
                 }
+                // A required watchdog that failed while arming this cycle blocks leading.
+                let leads = matches!(action, Action::AcquireLease) || action.token().is_some();
+                if leads && !self.parts.fence.usable() {
+                    tracing::warn!(node = %self.cfg.name, ?action, "refused: the required watchdog is not working");
+                    reread = true;
+                    break 'steps;
+                }
                 let query = action.is_query();
                 let record = (!query).then(|| action.clone());
                 if let Some(outcome) = self.execute(action, &obs).await {
@@ -313,6 +324,7 @@ impl Runner {
             busy: self.job.as_ref().map(|j| j.kind),
             cycle_at: now,
             cycles: self.cycles,
+            watchdog_failed: obs.watchdog_failed,
         };
         self.snapshot.send_replace(snap);
         if reread {
@@ -330,6 +342,7 @@ impl Runner {
                 if t != self.timing {
                     self.timing = t;
                     self.parts.dcs.set_timing(t);
+                    self.parts.fence.timing_changed(t.ttl, t.loop_wait);
                 }
             }
         }

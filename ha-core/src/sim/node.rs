@@ -391,6 +391,7 @@ impl World {
                 outcomes: Vec::new(),
                 executed: Vec::new(),
                 wall_millis,
+                watchdog_failed: false,
             };
             cyc.obs = Some(obs);
             return self.decide_step(i);
