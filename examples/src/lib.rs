@@ -45,6 +45,7 @@ pub fn advise(cluster: &Cluster, member: &str, now: MonoTime, wall_millis: i64) 
         executed: Vec::new(),
         wall_millis,
         watchdog_failed: false,
+        failsafe_leader: None,
     };
     decide(&cfg, &LocalState::default(), &obs, now)
         .actions

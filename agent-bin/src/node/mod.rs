@@ -47,7 +47,10 @@ pub async fn run(
     let pg: Arc<dyn ha_core::Postgres> =
         Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
     let run_settings = settings::runner_settings(&cfg);
-    let peers = Arc::new(HttpPeerProbe::new(run_settings.probe_timeout, insecure)?);
+    let auth = cfg
+        .client_auth()
+        .map(|a| (a.username.clone(), a.password.clone()));
+    let peers = Arc::new(HttpPeerProbe::new(run_settings.probe_timeout, insecure)?.with_auth(auth));
     let parts = Components {
         dcs: dcs.clone(),
         pg: pg.clone(),

@@ -78,6 +78,15 @@ pub(super) fn race_verdict(
     if cfg.tags.never_promote() {
         return Verdict::No("I am not allowed to promote".into());
     }
+    // A primary in failsafe mode calls only the members of this map: one outside it
+    // could take over unnoticed.
+    if dc.failsafe_mode
+        && c.failsafe
+            .as_ref()
+            .is_some_and(|f| !f.is_empty() && !f.contains_key(me))
+    {
+        return Verdict::No("failsafe mode: I am not in the failsafe topology".into());
+    }
     let sync = sync_restriction(dc, c);
     if let Some(s) = &sync {
         if dc.synchronous_mode == SynchronousMode::On && !s.contains(me) {

@@ -4,6 +4,7 @@
 //! decision asked for; long actions (bootstrap, clone, rewind, promote, demote) run in
 //! the background while the loop keeps renewing the lease.
 
+pub mod failsafe;
 pub mod guard;
 mod jobs;
 
@@ -28,6 +29,12 @@ use tokio::sync::{watch, Notify};
 pub trait PeerProbe: Send + Sync {
     /// The peer's answer, or `None` when it did not answer usefully.
     async fn probe(&self, member: &Member) -> Option<PeerReply>;
+
+    /// `POST <api_url without /patroni>/failsafe` with `body`: whether the member
+    /// answered `200 Accepted` (failsafe mode, DCS unreachable).
+    async fn failsafe_call(&self, _api_url: &str, _body: &serde_json::Value) -> bool {
+        false
+    }
 }
 
 /// A probe that never reaches anyone (single-node setups and tests).
@@ -108,9 +115,16 @@ pub struct RunnerHandle {
     wake: Arc<Notify>,
     shutdown: watch::Sender<bool>,
     snapshot: watch::Receiver<NodeSnapshot>,
+    failsafe: Arc<failsafe::FailsafeGate>,
 }
 
 impl RunnerHandle {
+    /// A leader's `POST /failsafe`: this node stays out of the leader race for `ttl`.
+    /// False when this node races for or holds the leader key itself.
+    pub fn failsafe_call(&self, leader: &str, now: MonoTime, ttl: Duration) -> bool {
+        self.failsafe.accept_call(leader, now, ttl)
+    }
+
     /// Runs a cycle now (after a config change, a switchover request, …).
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -163,6 +177,7 @@ pub struct Runner {
     last_cluster: Option<Cluster>,
     timing: DcsTiming,
     cycles: u64,
+    failsafe: Arc<failsafe::FailsafeGate>,
 }
 
 impl Runner {
@@ -176,6 +191,7 @@ impl Runner {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (snap_tx, snap_rx) = watch::channel(NodeSnapshot::default());
         let timing = timing_of(&cfg.bootstrap_config);
+        let failsafe = Arc::new(failsafe::FailsafeGate::default());
         parts.dcs.set_timing(timing);
         parts.fence.timing_changed(timing.ttl, timing.loop_wait);
         let runner = Runner {
@@ -192,11 +208,13 @@ impl Runner {
             last_cluster: None,
             timing,
             cycles: 0,
+            failsafe: failsafe.clone(),
         };
         let handle = RunnerHandle {
             wake,
             shutdown: shutdown_tx,
             snapshot: snap_rx,
+            failsafe,
         };
         (runner, handle)
     }
@@ -268,6 +286,7 @@ impl Runner {
             executed: Vec::new(),
             wall_millis: self.parts.clock.wall_millis(),
             watchdog_failed: !self.parts.fence.usable(),
+            failsafe_leader: self.failsafe.called_by(read_at),
         };
         let mut wake_at = None;
         let mut reread = false;
@@ -305,6 +324,12 @@ impl Runner {
                     reread = true;
                     break 'steps;
                 }
+                // A failsafe call that arrived after the observation keeps me out of the race.
+                if matches!(action, Action::AcquireLease) && !self.failsafe.claim(ctx.now) {
+                    tracing::warn!(node = %self.cfg.name, "refused: a leader in failsafe mode called me within ttl");
+                    reread = true;
+                    break 'steps;
+                }
                 let query = action.is_query();
                 let record = (!query).then(|| action.clone());
                 if let Some(outcome) = self.execute(action, &obs).await {
@@ -317,6 +342,7 @@ impl Runner {
             }
         }
         let now = self.parts.clock.now();
+        self.failsafe.settle(self.state.lease_until.is_some());
         let snap = NodeSnapshot {
             state: self.state.clone(),
             pg: Some(obs.pg.clone()),
@@ -485,6 +511,19 @@ impl Runner {
                     with_deadline(retry, dcs.set_status(&status)).await,
                 );
                 None
+            }
+            Action::WriteFailsafe(topology) => {
+                log_dcs(
+                    "write failsafe",
+                    with_deadline(retry, dcs.set_failsafe(&topology)).await,
+                );
+                None
+            }
+            Action::CheckFailsafe { members } => {
+                let sent_at = self.parts.clock.now();
+                let timeout = self.settings.probe_timeout;
+                let peers = self.parts.peers.clone();
+                Some(failsafe::call_members(&self.cfg, peers, &members, timeout, sent_at).await)
             }
             Action::WriteHistory(history) => {
                 log_dcs(

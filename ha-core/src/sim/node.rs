@@ -230,6 +230,8 @@ fn short(a: &Action) -> String {
         Action::ClearFailover { .. } => "ClearFailover".into(),
         Action::WriteStatus(_) => "WriteStatus".into(),
         Action::WriteHistory(_) => "WriteHistory".into(),
+        Action::WriteFailsafe(_) => "WriteFailsafe".into(),
+        Action::CheckFailsafe { .. } => "CheckFailsafe".into(),
         Action::ArmFence { deadline } => format!("ArmFence({})", ms(*deadline)),
         Action::DisarmFence => "DisarmFence".into(),
         Action::Bootstrap => "Bootstrap".into(),
@@ -285,6 +287,8 @@ fn action_code(a: &Action) -> u64 {
         Action::DeleteSync { .. } => 25,
         Action::SetSynchronousStandbyNames { .. } => 26,
         Action::SwitchoverTo { .. } => 27,
+        Action::WriteFailsafe(_) => 28,
+        Action::CheckFailsafe { .. } => 29,
     }
 }
 
@@ -392,6 +396,7 @@ impl World {
                 executed: Vec::new(),
                 wall_millis,
                 watchdog_failed: false,
+                failsafe_leader: None,
             };
             cyc.obs = Some(obs);
             return self.decide_step(i);
@@ -688,7 +693,19 @@ impl World {
                 self.stop_pg(i, *mode);
                 Flow::Continue
             }
-            Action::SyncSlots { .. } => Flow::Continue,
+            // Failsafe mode is not modelled: the topology is not stored and no member
+            // confirms, so a node behaves as with failsafe off.
+            Action::SyncSlots { .. } | Action::WriteFailsafe(_) => Flow::Continue,
+            Action::CheckFailsafe { .. } => {
+                let sent_at = self.now;
+                if let Some(obs) = self.nodes[i].cycle.as_mut().and_then(|c| c.obs.as_mut()) {
+                    obs.outcomes.push(Outcome::FailsafeChecked {
+                        sent_at,
+                        accepted: Vec::new(),
+                    });
+                }
+                Flow::Continue
+            }
             Action::Bootstrap
             | Action::CloneReplica { .. }
             | Action::StartPrimary { .. }
