@@ -291,11 +291,16 @@ impl NodeApi for AgentApi {
             return FailsafeReply::RunningAsLeader;
         }
         let leader = body.get("name").and_then(Value::as_str).unwrap_or_default();
+        // Stay out of the race for as long as the leader counts on (its ttl may be longer).
+        let leader_ttl = body
+            .get("ttl")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t > 0.0 && *t < 86_400.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or_default();
+        let ttl = dc.ttl().max(leader_ttl);
         // Refused while this node races for or holds the leader key itself.
-        if !self
-            .handle
-            .failsafe_call(leader, self.clock.now(), dc.ttl())
-        {
+        if !self.handle.failsafe_call(leader, self.clock.now(), ttl) {
             return FailsafeReply::RunningAsLeader;
         }
         self.handle.wake();

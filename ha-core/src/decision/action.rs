@@ -96,6 +96,9 @@ pub enum Action {
     CheckFailsafe {
         /// Members to call.
         members: Failsafe,
+        /// The ttl my lease is extended by: a member keeps me as its leader for at
+        /// least this long (its own ttl may be shorter during a config change).
+        ttl: std::time::Duration,
     },
     /// *Query.* CAS-write `sync` (synchronous replication bookkeeping).
     WriteSync {

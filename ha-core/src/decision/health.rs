@@ -78,13 +78,7 @@ pub(super) fn race_verdict(
     if cfg.tags.never_promote() {
         return Verdict::No("I am not allowed to promote".into());
     }
-    // A primary in failsafe mode calls only the members of this map: one outside it
-    // could take over unnoticed.
-    if dc.failsafe_mode
-        && c.failsafe
-            .as_ref()
-            .is_some_and(|f| !f.is_empty() && !f.contains_key(me))
-    {
+    if outside_failsafe_topology(dc, c, me) {
         return Verdict::No("failsafe mode: I am not in the failsafe topology".into());
     }
     let sync = sync_restriction(dc, c);
@@ -132,7 +126,8 @@ pub(super) fn race_verdict(
                     .and_then(|p| p.reply.as_ref())
                     .is_some_and(|r| {
                         !r.is_primary && !r.tags.never_promote() && !r.watchdog_failed
-                    });
+                    })
+                    && !outside_failsafe_topology(dc, c, candidate);
                 if alive {
                     return Verdict::No(format!(
                         "the requested candidate {candidate} will take over"
@@ -194,6 +189,15 @@ pub(super) fn race_verdict(
         }
     }
     Verdict::Yes
+}
+
+/// A primary in failsafe mode calls only the members of the `failsafe` map: one
+/// outside a non-empty map could take over unnoticed, so it may not lead.
+fn outside_failsafe_topology(dc: &DynamicConfig, c: &Cluster, name: &str) -> bool {
+    dc.failsafe_mode
+        && c.failsafe
+            .as_ref()
+            .is_some_and(|f| !f.is_empty() && !f.contains_key(name))
 }
 
 fn need(others: &[&Member]) -> Verdict {

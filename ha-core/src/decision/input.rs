@@ -195,6 +195,8 @@ pub struct LocalState {
     /// kept for `member_slots_ttl` after it disappears, so a briefly absent replica
     /// does not need a re-clone.
     pub members_seen: std::collections::BTreeMap<String, MonoTime>,
+    /// When this agent made its first decision (it remembers nothing from before).
+    pub started_at: Option<MonoTime>,
     /// Failsafe mode keeps this primary running without the DCS, or a leader's
     /// `POST /failsafe` keeps this replica out of the leader race.
     pub failsafe_active: bool,

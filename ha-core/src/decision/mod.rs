@@ -55,11 +55,13 @@ pub struct Decision {
 
 /// Runs one decision step. See the module docs for the timing rule.
 pub fn decide(cfg: &NodeConfig, state: &LocalState, obs: &Observation, now: MonoTime) -> Decision {
+    let mut st = state.clone();
+    st.started_at.get_or_insert(now);
     let mut step = Step {
         cfg,
         obs,
         now,
-        st: state.clone(),
+        st,
         actions: Vec::new(),
         rerun: false,
         reread: false,
@@ -508,6 +510,16 @@ impl<'a> Step<'a> {
             return self.say(format!(
                 "failsafe: {leader} called POST /failsafe within ttl and is still the leader; not racing"
             ));
+        }
+        if self.config().failsafe_mode && !self.obs.pg.is_primary() {
+            // Accepted failsafe calls are not remembered across an agent restart.
+            let since = self.st.started_at.unwrap_or(self.now).plus(self.ttl());
+            if self.now < since {
+                self.wake_no_later_than(since);
+                return self.say(
+                    "failsafe: started less than ttl ago and may have accepted a leader's call before; not racing",
+                );
+            }
         }
         let peers = self.obs.outcomes.iter().rev().find_map(|o| match o {
             Outcome::PeersProbed(p) => Some(p.as_slice()),
@@ -1134,7 +1146,11 @@ impl<'a> Step<'a> {
         let (sent_at, all_accepted) = match round {
             None if others.is_empty() => (self.now, true),
             None => {
-                self.act(Action::CheckFailsafe { members: others });
+                let ttl = self.ttl();
+                self.act(Action::CheckFailsafe {
+                    members: others,
+                    ttl,
+                });
                 return true;
             }
             Some((sent_at, accepted)) => {

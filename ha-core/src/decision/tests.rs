@@ -1217,7 +1217,8 @@ fn failsafe_primary_without_the_dcs_calls_every_other_member() {
     assert_eq!(
         d.actions,
         vec![Action::CheckFailsafe {
-            members: topology(&["b"])
+            members: topology(&["b"]),
+            ttl: Duration::from_secs(30)
         }]
     );
     assert!(d.rerun);
@@ -1295,7 +1296,8 @@ fn failsafe_also_calls_members_of_a_topology_written_but_not_read_back() {
     assert_eq!(
         d.actions,
         vec![Action::CheckFailsafe {
-            members: topology(&["b", "c"])
+            members: topology(&["b", "c"]),
+            ttl: Duration::from_secs(30)
         }]
     );
 }
@@ -1327,12 +1329,35 @@ fn member_outside_a_failsafe_topology_does_not_race() {
             &serde_json::to_string(&topology(&["a", "c"])).expect("json"),
         )
         .cluster();
+    let long_running = LocalState {
+        started_at: Some(t(0)),
+        ..Default::default()
+    };
     let d = decide(
         &cfg("b"),
-        &LocalState::default(),
+        &long_running,
         &obs(c, pg_replica(100), vec![]),
-        t(1000),
+        t(100_000),
     );
     assert!(!d.actions.contains(&Action::AcquireLease));
-    assert!(d.state.message.contains("failsafe"), "{}", d.state.message);
+    assert!(
+        d.state.message.contains("not in the failsafe topology"),
+        "{}",
+        d.state.message
+    );
+}
+
+#[test]
+fn freshly_started_replica_waits_a_ttl_before_racing_in_failsafe_mode() {
+    let c = View::new()
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .cluster();
+    let o = obs(c, pg_replica(100), vec![]);
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert_eq!(d.state.started_at, Some(t(1000)));
+    assert_eq!(d.wake_at, Some(t(31_000)));
+    let d = decide(&cfg("b"), &d.state, &o, t(31_000));
+    assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
 }

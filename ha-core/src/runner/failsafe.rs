@@ -72,22 +72,35 @@ impl FailsafeGate {
     }
 }
 
-/// `POST /failsafe` to every member of `members` in parallel; the outcome names those
-/// that answered `200 Accepted`, and when the round was sent.
+/// One round of `POST /failsafe` calls.
+pub(super) struct Round<'a> {
+    /// Who to call (name ⇒ api_url).
+    pub members: &'a Failsafe,
+    /// The ttl the leader extends its lease by; sent along (`ttl`, an extension to
+    /// Patroni's body) so a member with a shorter ttl still waits long enough.
+    pub ttl: Duration,
+    /// Per call.
+    pub timeout: Duration,
+    /// When the round started.
+    pub sent_at: MonoTime,
+}
+
+/// `POST /failsafe` to every member in parallel; the outcome names those that answered
+/// `200 Accepted`, and when the round was sent.
 pub(super) async fn call_members(
     cfg: &NodeConfig,
     peers: Arc<dyn PeerProbe>,
-    members: &Failsafe,
-    timeout: Duration,
-    sent_at: MonoTime,
+    round: Round<'_>,
 ) -> Outcome {
     let body = serde_json::json!({
         "name": cfg.name,
         "conn_url": cfg.conn_url,
         "api_url": cfg.api_url,
         "slots": {},
+        "ttl": round.ttl.as_secs_f64(),
     });
-    let calls = members.iter().map(|(name, url)| {
+    let (timeout, sent_at) = (round.timeout, round.sent_at);
+    let calls = round.members.iter().map(|(name, url)| {
         let peers = peers.clone();
         let body = &body;
         async move {

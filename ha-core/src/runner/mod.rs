@@ -519,11 +519,17 @@ impl Runner {
                 );
                 None
             }
-            Action::CheckFailsafe { members } => {
+            Action::CheckFailsafe { members, ttl } => {
                 let sent_at = self.parts.clock.now();
                 let timeout = self.settings.probe_timeout;
                 let peers = self.parts.peers.clone();
-                Some(failsafe::call_members(&self.cfg, peers, &members, timeout, sent_at).await)
+                let round = failsafe::Round {
+                    members: &members,
+                    ttl,
+                    timeout,
+                    sent_at,
+                };
+                Some(failsafe::call_members(&self.cfg, peers, round).await)
             }
             Action::WriteHistory(history) => {
                 log_dcs(

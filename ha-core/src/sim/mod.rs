@@ -33,6 +33,9 @@ pub enum Breakage {
     /// Postgres acknowledges commits without waiting for the synchronous standbys
     /// (as if `synchronous_commit` were off): failovers then lose acknowledged writes.
     AckWithoutStandbys,
+    /// Members accept `POST /failsafe` without keeping the caller as their leader, so
+    /// they race while a failsafe primary still counts on them.
+    FailsafeCallsForgotten,
 }
 
 /// What to simulate and check.
@@ -53,6 +56,9 @@ pub struct SimConfig {
     pub strict_lease_view: bool,
     /// Percentage of seeds that run with `synchronous_mode: on` (half of them strict).
     pub synchronous_percent: u64,
+    /// Percentage of seeds that run with `failsafe_mode: true` (0: never, and no random
+    /// draw, so other seeds replay as before).
+    pub failsafe_percent: u64,
     /// Break a safety rule on purpose.
     pub breakage: Option<Breakage>,
     /// Fewest nodes.
@@ -72,6 +78,7 @@ impl Default for SimConfig {
             trace: false,
             strict_lease_view: false,
             synchronous_percent: 30,
+            failsafe_percent: 0,
             breakage: None,
             min_nodes: 3,
             max_nodes: 5,
@@ -115,6 +122,8 @@ pub struct SimStats {
     pub lost_acked_writes: usize,
     /// Time from the end of the faults until the converged state held, ms.
     pub converged_after_ms: Option<u64>,
+    /// Decisions where failsafe mode kept a primary running without the DCS.
+    pub failsafe_keeps: u64,
 }
 
 /// The outcome of one seed.
@@ -201,6 +210,8 @@ pub struct SeedTotals {
     pub synchronous_seeds: u64,
     /// Longest convergence after the faults, ms.
     pub max_converged_after_ms: u64,
+    /// Decisions where failsafe mode kept a primary running without the DCS.
+    pub failsafe_keeps: u64,
 }
 
 impl SeedTotals {
@@ -213,6 +224,7 @@ impl SeedTotals {
         self.synchronous_acks += r.stats.synchronous_acks as u64;
         self.lost_acked_writes += r.stats.lost_acked_writes as u64;
         self.synchronous_seeds += r.stats.synchronous as u64;
+        self.failsafe_keeps += r.stats.failsafe_keeps;
         self.max_converged_after_ms = self
             .max_converged_after_ms
             .max(r.stats.converged_after_ms.unwrap_or(0));
@@ -227,6 +239,7 @@ impl SeedTotals {
         self.synchronous_acks += o.synchronous_acks;
         self.lost_acked_writes += o.lost_acked_writes;
         self.synchronous_seeds += o.synchronous_seeds;
+        self.failsafe_keeps += o.failsafe_keeps;
         self.max_converged_after_ms = self.max_converged_after_ms.max(o.max_converged_after_ms);
     }
 }
@@ -237,6 +250,7 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
     match cfg.breakage {
         Some(Breakage::NoFenceNoLeaseGuard) => env.push_str("SIM_BROKEN=1 "),
         Some(Breakage::AckWithoutStandbys) => env.push_str("SIM_BROKEN=2 "),
+        Some(Breakage::FailsafeCallsForgotten) => env.push_str("SIM_BROKEN=3 "),
         None => {}
     }
     if cfg.strict_lease_view {
@@ -244,6 +258,9 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
     }
     if !cfg.check_lease {
         env.push_str("SIM_LEASE=0 ");
+    }
+    if cfg.failsafe_percent > 0 {
+        env.push_str(&format!("SIM_FAILSAFE={} ", cfg.failsafe_percent));
     }
     format!("{env}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
 }
