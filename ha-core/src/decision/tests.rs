@@ -1361,3 +1361,33 @@ fn freshly_started_replica_waits_a_ttl_before_racing_in_failsafe_mode() {
     let d = decide(&cfg("b"), &d.state, &o, t(31_000));
     assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
 }
+
+#[test]
+fn requested_candidate_outside_the_failsafe_topology_does_not_hold_up_the_others() {
+    let c = View::new()
+        .member("a", "replica", 100)
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .key(
+            "failsafe",
+            &serde_json::to_string(&topology(&["b", "c"])).expect("json"),
+        )
+        .key("failover", r#"{"member":"a"}"#)
+        .cluster();
+    let long_running = LocalState {
+        started_at: Some(t(0)),
+        ..Default::default()
+    };
+    let o = obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::PeersProbed(vec![peer("a", 100)])],
+    );
+    let d = decide(&cfg("b"), &long_running, &o, t(100_000));
+    assert!(
+        !d.state.message.contains("will take over"),
+        "{}",
+        d.state.message
+    );
+    assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
+}
