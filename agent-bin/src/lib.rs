@@ -7,3 +7,4 @@ pub mod config;
 pub mod ctl;
 pub mod dcs_factory;
 pub mod node;
+pub mod watchdog;

@@ -226,3 +226,43 @@ fn yaml_syntax_errors_are_reported() {
     let with_env: EnvMap = [("PATRONI_NAME".to_string(), "pg1".to_string())].into();
     assert!(!validate_file_with_env(&f, &with_env).has_errors());
 }
+
+#[test]
+fn watchdog_section_rules() {
+    let good =
+        GOOD.to_string() + "watchdog: {mode: required, driver: testing, safety_margin: -1}\n";
+    let r = check(&good);
+    assert!(r.problems.is_empty(), "{}", r.render());
+    let (c, _) = Config::from_yaml_str(&good, &EnvMap::new()).expect("config");
+    assert_eq!(
+        c.watchdog.driver,
+        agent_bin::config::WatchdogDriver::Testing
+    );
+
+    let r = check(&(GOOD.to_string() + "watchdog: {driver: softdog, safety_margin: -0.5}\n"));
+    assert_has(
+        &r,
+        "error: watchdog.driver: expected one of default, testing, got \"softdog\"",
+    );
+    let r = check(&(GOOD.to_string() + "watchdog: {safety_margin: -0.5}\n"));
+    assert_has(
+        &r,
+        "error: watchdog.safety_margin: must be -1 (half the ttl) or at least 0, got -0.5",
+    );
+    // ttl 30 − 25 = 5 s, shorter than loop_wait 10 s: the watchdog would fire between kicks.
+    let r = check(&(GOOD.to_string() + "watchdog: {mode: required, safety_margin: 25}\n"));
+    assert_has(
+        &r,
+        "error: watchdog.safety_margin: the watchdog timeout ttl − safety_margin = 5 s is shorter than loop_wait (10 s) (bootstrap.dcs.ttl 30 s)",
+    );
+    let r = check(&(GOOD.to_string() + "watchdog: {mode: automatic, safety_margin: 25}\n"));
+    assert!(!r.has_errors(), "{}", r.render());
+    assert!(
+        r.render().contains("the watchdog will not be used"),
+        "{}",
+        r.render()
+    );
+    assert!(
+        !check(&(GOOD.to_string() + "watchdog: {mode: off, safety_margin: 25}\n")).has_errors()
+    );
+}

@@ -45,6 +45,8 @@ pub fn advise(cluster: &Cluster, member: &str, now: MonoTime, wall_millis: i64) 
         executed: Vec::new(),
         wall_millis,
         request: None,
+        watchdog_failed: false,
+        failsafe_leader: None,
     };
     decide(&cfg, &LocalState::default(), &obs, now)
         .actions

@@ -24,6 +24,14 @@ pub trait Watchdog: Send + Sync {
     async fn arm_until(&self, deadline: MonoTime) -> Result<(), WatchdogError>;
     /// Disarms it (Postgres no longer writable, or paused).
     async fn disarm(&self) -> Result<(), WatchdogError>;
+    /// Whether this node may lead: false when a watchdog is required but cannot be
+    /// used (device missing, keeper gone, a kick failed). Peers then exclude the node.
+    fn usable(&self) -> bool {
+        true
+    }
+    /// The lease timing changed (dynamic config): a watchdog whose timeout derives
+    /// from the ttl reconfigures itself at the next arm.
+    fn timing_changed(&self, _ttl: std::time::Duration, _loop_wait: std::time::Duration) {}
 }
 
 /// A fence that does nothing, for `watchdog.mode: off` and for tests that do not

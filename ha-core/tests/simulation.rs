@@ -139,6 +139,57 @@ fn ten_thousand_seeds(cfg: SimConfig, label: &str) {
     }
 }
 
+/// Failsafe mode in every seed: a primary cut off from the DCS may outlive its key
+/// while every member confirms it, which must never give two writable primaries and
+/// must not keep the cluster from converging.
+#[test]
+fn failsafe_seeds_keep_safety_and_converge() {
+    let cfg = SimConfig {
+        failsafe_percent: 100,
+        ..SimConfig::default()
+    };
+    let (failures, totals) = run_seeds(0..2_000, &cfg, 2);
+    assert_eq!(totals.seeds, 2_000);
+    println!(
+        "{} decisions kept a primary alive through failsafe mode",
+        totals.failsafe_keeps
+    );
+    assert!(
+        totals.failsafe_keeps > 100,
+        "the faults must put primaries into failsafe mode"
+    );
+    if let Some(first) = failures.first() {
+        for f in &failures {
+            if let Some(v) = &f.violation {
+                println!("seed {}: {v}\n  {}", f.seed, replay_command(f.seed, &cfg));
+            }
+        }
+        println!("{}", failure_report(first.seed, &cfg, 300));
+        panic!(
+            "{} of 2000 failsafe seeds broke an invariant",
+            failures.len()
+        );
+    }
+}
+
+/// Members that answer failsafe calls but do not stay out of the race: the simulator
+/// must see the resulting split brain.
+#[test]
+fn the_simulator_catches_failsafe_calls_that_are_not_honoured() {
+    let cfg = SimConfig {
+        failsafe_percent: 100,
+        breakage: Some(Breakage::FailsafeCallsForgotten),
+        check_liveness: false,
+        ..SimConfig::default()
+    };
+    let (failures, _) = run_seeds(0..1_000, &cfg, 2);
+    let first = failures
+        .iter()
+        .find(|f| matches!(f.violation, Some(Violation::SplitBrain { .. })))
+        .expect("forgotten failsafe calls must end in a split brain within 1000 seeds");
+    println!("{}", failure_report(first.seed, &cfg, 40));
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let traced = SimConfig {
@@ -267,6 +318,7 @@ fn replay() {
         Ok("1") => Some(Breakage::NoFenceNoLeaseGuard),
         Ok("2") => Some(Breakage::AckWithoutStandbys),
         Ok("3") => Some(Breakage::QuorumOneVoteShort),
+        Ok("4") => Some(Breakage::FailsafeCallsForgotten),
         _ => None,
     };
     let forced = std::env::var("SIM_SYNC")
@@ -276,6 +328,10 @@ fn replay() {
         trace: true,
         strict_lease_view: std::env::var("SIM_STRICT").is_ok_and(|v| v == "1"),
         check_lease: std::env::var("SIM_LEASE").map_or(true, |v| v != "0"),
+        failsafe_percent: std::env::var("SIM_FAILSAFE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         breakage: broken,
         check_liveness: broken.is_none(),
         synchronous_percent: if broken == Some(Breakage::AckWithoutStandbys) || forced.is_some() {

@@ -41,6 +41,24 @@ impl ProcessFence {
     /// Forks the keeper. `pid_file` is read when the fence fires, so it always targets
     /// the postmaster running at that moment.
     pub fn spawn(pid_file: &Path) -> Result<ProcessFence, FenceError> {
+        ProcessFence::fork_keeper(pid_file, false)
+    }
+
+    /// Forks a keeper that "resets the node" when it fires: it SIGKILLs the agent
+    /// (this process, the keeper's parent) before the postmaster and its children, as a
+    /// hardware watchdog's reboot would end both. The software stand-in for
+    /// `/dev/watchdog` (`watchdog.driver: testing`).
+    pub fn spawn_resetting(pid_file: &Path) -> Result<ProcessFence, FenceError> {
+        ProcessFence::fork_keeper(pid_file, true)
+    }
+
+    fn fork_keeper(pid_file: &Path, reset_agent: bool) -> Result<ProcessFence, FenceError> {
+        // SAFETY: getpid has no preconditions.
+        let agent = if reset_agent {
+            unsafe { libc::getpid() }
+        } else {
+            0
+        };
         let path = CString::new(pid_file.as_os_str().as_bytes())
             .map_err(|_| FenceError::BadPath(pid_file.to_path_buf()))?;
         let mut fds = [0 as libc::c_int; 2];
@@ -62,7 +80,7 @@ impl ProcessFence {
         }
         if pid == 0 {
             // SAFETY: in the child; see keeper_main.
-            unsafe { keeper_main(fds[0], path.as_ptr()) }
+            unsafe { keeper_main(fds[0], path.as_ptr(), agent) }
         }
         // SAFETY: the read end belongs to the child now; the write end is ours.
         unsafe { libc::close(fds[0]) };
@@ -125,19 +143,32 @@ impl Drop for ProcessFence {
     }
 }
 
-#[async_trait]
-impl Watchdog for ProcessFence {
-    async fn arm_until(&self, deadline: MonoTime) -> Result<(), WatchdogError> {
+impl ProcessFence {
+    /// Arms the keeper or moves its deadline (a non-blocking pipe write).
+    pub fn arm_now(&self, deadline: MonoTime) -> Result<(), WatchdogError> {
         self.send(OP_ARM, deadline.0.max(1))
     }
 
-    async fn disarm(&self) -> Result<(), WatchdogError> {
+    /// Disarms the keeper (a non-blocking pipe write).
+    pub fn disarm_now(&self) -> Result<(), WatchdogError> {
         self.send(OP_DISARM, 0)
     }
 }
 
-/// The keeper process. Only async-signal-safe calls; never returns.
-unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char) -> ! {
+#[async_trait]
+impl Watchdog for ProcessFence {
+    async fn arm_until(&self, deadline: MonoTime) -> Result<(), WatchdogError> {
+        self.arm_now(deadline)
+    }
+
+    async fn disarm(&self) -> Result<(), WatchdogError> {
+        self.disarm_now()
+    }
+}
+
+/// The keeper process. Only async-signal-safe calls; never returns. `agent` > 0 is
+/// killed first when the deadline passes.
+unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char, mut agent: libc::pid_t) -> ! {
     // Hold nothing of the agent's: no sockets, no listening ports.
     let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(256, 65536) as libc::c_int;
     for other in 3..max {
@@ -153,6 +184,10 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char) -> ! {
     loop {
         let now = monotonic_ns();
         if deadline != 0 && now >= deadline {
+            if agent > 1 {
+                // First the agent, so it cannot restart Postgres meanwhile.
+                libc::kill(agent, libc::SIGKILL);
+            }
             kill_postmaster(pid_file);
             deadline = 0;
         }
@@ -185,6 +220,8 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char) -> ! {
         let n = libc::read(fd, buf.as_mut_ptr().cast(), 16);
         if n == 0 {
             eof = true;
+            // The agent is gone: its pid may be reused, never kill it now.
+            agent = 0;
         } else if n == 16 {
             let mut op = [0u8; 8];
             let mut dl = [0u8; 8];
@@ -197,6 +234,7 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char) -> ! {
             }
         } else if n < 0 && *libc::__errno_location() != libc::EINTR {
             eof = true;
+            agent = 0;
         }
     }
 }
@@ -433,6 +471,50 @@ mod tests {
         drop(fence);
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Runs as a child "agent" only (see the next test): arms a resetting keeper and
+    /// waits to be killed by it.
+    #[test]
+    #[ignore]
+    fn resetting_keeper_child() {
+        let Some(pid_file) = std::env::var_os("FENCE_RESET_PID_FILE") else {
+            return;
+        };
+        let fence = ProcessFence::spawn_resetting(Path::new(&pid_file)).expect("fence");
+        let deadline = ha_core::clock::monotonic_now().plus(Duration::from_millis(200));
+        fence.arm_now(deadline).expect("arm");
+        std::thread::sleep(Duration::from_secs(20));
+        // Not killed: exit normally, which the parent test reports as a failure.
+    }
+
+    #[test]
+    fn resetting_keeper_kills_the_agent_and_the_postmaster() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut pm, pid_file) = victim(dir.path());
+        let mut agent = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "fence::tests::resetting_keeper_child",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("FENCE_RESET_PID_FILE", &pid_file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn child agent");
+        assert!(
+            exited(&mut agent, Duration::from_secs(10)),
+            "the keeper did not reset the agent"
+        );
+        let status = agent.wait().expect("status");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(
+            exited(&mut pm, Duration::from_secs(3)),
+            "the keeper did not kill the postmaster"
+        );
     }
 
     #[tokio::test]

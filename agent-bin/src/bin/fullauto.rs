@@ -63,7 +63,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let own: BTreeSet<i32> = [fence.keeper_pid()].into();
+    let mut own: BTreeSet<i32> = [fence.keeper_pid()].into();
+    // The testing watchdog forks too.
+    let (device, pids) = agent_bin::watchdog::open_configured(&cfg);
+    own.extend(pids);
+    let dc = &cfg.bootstrap.dcs;
+    let protection = agent_bin::watchdog::NodeWatchdog::new(
+        Arc::new(fence),
+        device,
+        cfg.watchdog.mode,
+        cfg.watchdog.safety_margin,
+        dc.ttl(),
+        dc.loop_wait(),
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,7 +87,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(agent_bin::node::run(cfg, path, Arc::new(fence), own)) {
+    match rt.block_on(agent_bin::node::run(cfg, path, Arc::new(protection), own)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

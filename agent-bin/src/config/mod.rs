@@ -389,6 +389,7 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
         }
     }
     check_bootstrap_dcs(top.get("bootstrap").and_then(|b| b.get("dcs")), out);
+    check_watchdog(top, out);
     // Tag conflicts (spec §7: nofailover wins, nosync wins).
     if let Some(t) = top.get("tags").and_then(Value::as_object) {
         let set = |k: &str| t.get(k).and_then(loose::as_bool).unwrap_or(false);
@@ -539,6 +540,55 @@ fn check_bootstrap_dcs(dcs: Option<&Value>, out: &mut Vec<Problem>) {
     }
 }
 
+/// `watchdog.safety_margin` is −1 (half the ttl) or a margin ≥ 0 that leaves a
+/// timeout of at least `loop_wait` with the bootstrap ttl. A watchdog that fires
+/// between two kicks is unusable: an error in `required` mode, a warning otherwise.
+fn check_watchdog(top: &Map<String, Value>, out: &mut Vec<Problem>) {
+    let Some(w) = top.get("watchdog").and_then(Value::as_object) else {
+        return;
+    };
+    if out
+        .iter()
+        .any(|p| p.is_error() && p.path.starts_with("watchdog"))
+    {
+        return;
+    }
+    let mode = match w.get("mode") {
+        Some(Value::Bool(false)) => "off".to_string(),
+        Some(v) => loose::as_string(v).unwrap_or_default().to_ascii_lowercase(),
+        None => "automatic".to_string(),
+    };
+    if mode == "off" || mode == "false" {
+        return;
+    }
+    let Some(margin) = w.get("safety_margin").and_then(loose::as_f64) else {
+        return;
+    };
+    if margin < 0.0 && margin != -1.0 {
+        out.push(Problem::error(
+            "watchdog.safety_margin",
+            format!("must be -1 (half the ttl) or at least 0, got {margin}"),
+        ));
+        return;
+    }
+    let dc = top
+        .get("bootstrap")
+        .and_then(|b| b.get("dcs"))
+        .and_then(|d| serde_json::from_value::<DynamicConfig>(d.clone()).ok())
+        .unwrap_or_default();
+    if let Err(why) = crate::watchdog::watchdog_timeout(dc.ttl(), dc.loop_wait(), margin) {
+        let msg = format!("{why} (bootstrap.dcs.ttl {} s)", dc.ttl().as_secs_f64());
+        if mode == "required" {
+            out.push(Problem::error("watchdog.safety_margin", msg));
+        } else {
+            out.push(Problem::warning(
+                "watchdog.safety_margin",
+                format!("{msg}: the watchdog will not be used"),
+            ));
+        }
+    }
+}
+
 fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
     v.get(key).unwrap_or(&Value::Null)
 }
@@ -673,8 +723,13 @@ fn build(doc: &Value) -> Result<Config, Problem> {
             _ => WatchdogMode::Automatic,
         },
     };
+    let driver = match str_of(get(w, "driver")).as_deref() {
+        Some("testing") => WatchdogDriver::Testing,
+        _ => WatchdogDriver::Default,
+    };
     let watchdog = WatchdogConfig {
         mode,
+        driver,
         device: str_of(get(w, "device")).unwrap_or_else(|| "/dev/watchdog".into()),
         safety_margin: loose::as_f64(get(w, "safety_margin")).unwrap_or(5.0),
     };

@@ -598,6 +598,7 @@ pub(crate) fn config_kind() -> Kind {
                 Kind::Bool,
             ]),
         ),
+        opt("driver", Kind::Enum(&["default", "testing"])),
         opt("device", Kind::Str),
         opt("safety_margin", Kind::Num(Some(-1.0))),
     ]);

@@ -665,11 +665,24 @@ pub enum WatchdogMode {
     Required,
 }
 
+/// `watchdog.driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchdogDriver {
+    /// The Linux watchdog device (`/dev/watchdog`).
+    #[default]
+    Default,
+    /// A software stand-in for tests: a keeper process that SIGKILLs the agent and
+    /// Postgres when not kicked in time.
+    Testing,
+}
+
 /// `watchdog`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WatchdogConfig {
     /// Mode.
     pub mode: WatchdogMode,
+    /// Driver.
+    pub driver: WatchdogDriver,
     /// Device path.
     pub device: String,
     /// Seconds between watchdog expiry and lease expiry (-1: ttl/2).
@@ -680,6 +693,7 @@ impl Default for WatchdogConfig {
     fn default() -> Self {
         WatchdogConfig {
             mode: WatchdogMode::Automatic,
+            driver: WatchdogDriver::Default,
             device: "/dev/watchdog".into(),
             safety_margin: 5.0,
         }

@@ -1,6 +1,7 @@
 //! The REST API's view of the running agent: snapshots from the runner, DCS writes
 //! for config and switchover requests.
 
+use crate::api::state::FailsafeReply;
 use crate::api::state::{
     AgentInfo, CancelSwitchover, ConfigWrite, NodeApi, NodeStatus, ReplicationRow, RestartOutcome,
     RestartRequest, Xlog,
@@ -144,7 +145,7 @@ pub fn status_from_snapshot(
             })
             .unwrap_or_default(),
         pause: dc.pause,
-        failsafe_mode_is_active: false,
+        failsafe_mode_is_active: snap.state.failsafe_active,
         dcs_last_seen: since_seen.map(|d| (wall_ms / 1000) - d.as_secs() as i64),
         tags: cfg.tags.clone(),
         database_system_identifier: pg.and_then(|p| match &p.data_dir {
@@ -156,7 +157,7 @@ pub fn status_from_snapshot(
         pending_restart: pg.is_some_and(|p| p.pending_restart),
         pending_restart_reason: None,
         scheduled_restart: None,
-        watchdog_failed: false,
+        watchdog_failed: snap.watchdog_failed,
         patroni: AgentInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             scope: cfg.scope.clone(),
@@ -361,5 +362,32 @@ impl NodeApi for AgentApi {
     async fn wait_cluster_change(&self, max: Duration) {
         let mut rx = self.handle.subscribe();
         let _ = tokio::time::timeout(max, rx.changed()).await;
+    }
+
+    async fn failsafe_heartbeat(&self, body: Value) -> FailsafeReply {
+        let snap = self.handle.snapshot();
+        let dc = self.dynamic_config(&snap);
+        if !dc.failsafe_mode {
+            return FailsafeReply::Disabled;
+        }
+        let pg = snap.pg.as_ref();
+        if pg.is_some_and(|p| p.may_accept_writes() && !p.is_replica()) {
+            return FailsafeReply::RunningAsLeader;
+        }
+        let leader = body.get("name").and_then(Value::as_str).unwrap_or_default();
+        // Stay out of the race for as long as the leader counts on (its ttl may be longer).
+        let leader_ttl = body
+            .get("ttl")
+            .and_then(Value::as_f64)
+            .filter(|t| t.is_finite() && *t > 0.0 && *t < 86_400.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or_default();
+        let ttl = dc.ttl().max(leader_ttl);
+        // Refused while this node races for or holds the leader key itself.
+        if !self.handle.failsafe_call(leader, self.clock.now(), ttl) {
+            return FailsafeReply::RunningAsLeader;
+        }
+        self.handle.wake();
+        FailsafeReply::Accepted(pg.map(|p| p.wal_position()))
     }
 }

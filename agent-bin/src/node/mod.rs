@@ -48,7 +48,10 @@ pub async fn run(
     let driver = Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
     let pg: Arc<dyn ha_core::Postgres> = driver.clone();
     let run_settings = settings::runner_settings(&cfg);
-    let peers = Arc::new(HttpPeerProbe::new(&cfg, run_settings.probe_timeout)?);
+    let auth = cfg
+        .client_auth()
+        .map(|a| (a.username.clone(), a.password.clone()));
+    let peers = Arc::new(HttpPeerProbe::new(&cfg, run_settings.probe_timeout)?.with_auth(auth));
     let parts = Components {
         dcs: dcs.clone(),
         pg: pg.clone(),

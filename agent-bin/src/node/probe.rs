@@ -10,6 +10,7 @@ use std::time::Duration;
 /// Probes peers with reqwest; the runner bounds each call by its probe timeout.
 pub struct HttpPeerProbe {
     client: reqwest::Client,
+    auth: Option<(String, String)>,
 }
 
 impl HttpPeerProbe {
@@ -18,8 +19,21 @@ impl HttpPeerProbe {
     /// require one (`restapi.verify_client`).
     pub fn new(cfg: &crate::config::Config, timeout: Duration) -> anyhow::Result<HttpPeerProbe> {
         let client = crate::api::build_api_client(cfg, timeout)?;
-        Ok(HttpPeerProbe { client })
+        Ok(HttpPeerProbe { client, auth: None })
     }
+
+    /// Sends Basic credentials (user, password) with `POST /failsafe`.
+    pub fn with_auth(mut self, auth: Option<(String, String)>) -> HttpPeerProbe {
+        self.auth = auth;
+        self
+    }
+}
+
+/// `<api_url>` names `/patroni`; `POST /failsafe` goes to the same server.
+fn failsafe_url(api_url: &str) -> String {
+    let base = api_url.trim_end_matches('/');
+    let base = base.strip_suffix("/patroni").unwrap_or(base);
+    format!("{base}/failsafe")
 }
 
 /// Reads the leader-race facts from a peer's status JSON (Patroni's shape).
@@ -63,6 +77,32 @@ impl PeerProbe for HttpPeerProbe {
         let resp = self.client.get(url).send().await.ok()?;
         let v: Value = resp.json().await.ok()?;
         reply_from_status(&v)
+    }
+
+    async fn failsafe_call(&self, api_url: &str, body: &Value) -> bool {
+        let mut req = self.client.post(failsafe_url(api_url)).json(body);
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        let Ok(resp) = req.send().await else {
+            return false;
+        };
+        let ok = resp.status() == reqwest::StatusCode::OK;
+        ok && resp.text().await.is_ok_and(|t| t.trim() == "Accepted")
+    }
+}
+
+#[cfg(test)]
+mod failsafe_tests {
+    use super::failsafe_url;
+
+    #[test]
+    fn failsafe_url_replaces_the_patroni_path() {
+        assert_eq!(
+            failsafe_url("http://10.0.0.1:8008/patroni"),
+            "http://10.0.0.1:8008/failsafe"
+        );
+        assert_eq!(failsafe_url("https://h:8008/"), "https://h:8008/failsafe");
     }
 }
 

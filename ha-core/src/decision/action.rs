@@ -1,7 +1,9 @@
 //! What the decision function asks the runner to do.
 
 use crate::clock::MonoTime;
-use crate::model::{DynamicConfig, History, Member, MemberData, Status, SyncState, Version};
+use crate::model::{
+    DynamicConfig, Failsafe, History, Member, MemberData, Status, SyncState, Version,
+};
 use crate::postgres::{StopMode, Upstream};
 
 /// The proof a role-changing action was justified by a live lease: the runner refuses
@@ -87,6 +89,17 @@ pub enum Action {
     WriteStatus(Status),
     /// Write `history` after a promotion.
     WriteHistory(History),
+    /// Write `failsafe` (member name ⇒ api_url), failsafe mode on the leader.
+    WriteFailsafe(Failsafe),
+    /// *Query.* The DCS is unreachable and failsafe mode is on: `POST /failsafe` to
+    /// these members (name ⇒ api_url), asking them to confirm me as the leader.
+    CheckFailsafe {
+        /// Members to call.
+        members: Failsafe,
+        /// The ttl my lease is extended by: a member keeps me as its leader for at
+        /// least this long (its own ttl may be shorter during a config change).
+        ttl: std::time::Duration,
+    },
     /// *Query.* CAS-write `sync` (synchronous replication bookkeeping).
     WriteSync {
         /// New value.
@@ -202,6 +215,7 @@ impl Action {
                 | Action::ProbePeers { .. }
                 | Action::ClaimInitialize
                 | Action::WriteSync { .. }
+                | Action::CheckFailsafe { .. }
         )
     }
 

@@ -102,6 +102,9 @@ pub(super) fn race_verdict(
     if cfg.tags.never_promote() {
         return Verdict::No("I am not allowed to promote".into());
     }
+    if outside_failsafe_topology(dc, c, me) {
+        return Verdict::No("failsafe mode: I am not in the failsafe topology".into());
+    }
     let sync = sync_restriction(dc, c);
     if let Some(s) = &sync {
         if dc.synchronous_mode == SynchronousMode::On && !s.contains(me) {
@@ -170,7 +173,8 @@ pub(super) fn race_verdict(
                                 answers.push(my_answer(me, pg));
                                 quorum::may_be_elected(s, candidate, reply_end(r), &answers).is_ok()
                             })
-                    });
+                    })
+                    && !outside_failsafe_topology(dc, c, candidate);
                 if alive {
                     return Verdict::No(format!(
                         "the requested candidate {candidate} will take over"
@@ -311,6 +315,15 @@ fn reply_end(r: &super::input::PeerReply) -> quorum::WalEnd {
         timeline: r.timeline.unwrap_or(0),
         lsn: r.wal_position,
     }
+}
+
+/// A primary in failsafe mode calls only the members of the `failsafe` map: one
+/// outside a non-empty map could take over unnoticed, so it may not lead.
+fn outside_failsafe_topology(dc: &DynamicConfig, c: &Cluster, name: &str) -> bool {
+    dc.failsafe_mode
+        && c.failsafe
+            .as_ref()
+            .is_some_and(|f| !f.is_empty() && !f.contains_key(name))
 }
 
 fn need(others: &[&Member]) -> Verdict {

@@ -102,6 +102,14 @@ pub enum Outcome {
         /// The write went through.
         ok: bool,
     },
+    /// CheckFailsafe: the members that answered `200 Accepted`.
+    FailsafeChecked {
+        /// When the calls were sent: a member's record of me lasts at least until
+        /// `sent_at + ttl`.
+        sent_at: MonoTime,
+        /// Names of the members that accepted.
+        accepted: Vec<String>,
+    },
 }
 
 /// A long action the runner is executing in the background.
@@ -156,6 +164,12 @@ pub struct Observation {
     pub executed: Vec<super::Action>,
     /// Wall-clock time, ms since the epoch (scheduled switchovers).
     pub wall_millis: i64,
+    /// A watchdog is required (`watchdog.mode: required`) but does not work: this
+    /// node must not lead.
+    pub watchdog_failed: bool,
+    /// The leader that called this node's `POST /failsafe` within the last ttl: this
+    /// node must not race for the leader key meanwhile.
+    pub failsafe_leader: Option<String>,
     /// An operator's request waiting for an answer (REST API, CLI).
     pub request: Option<OperatorRequest>,
 }
@@ -214,6 +228,14 @@ pub struct LocalState {
     /// kept for `member_slots_ttl` after it disappears, so a briefly absent replica
     /// does not need a re-clone.
     pub members_seen: std::collections::BTreeMap<String, MonoTime>,
+    /// When this agent made its first decision (it remembers nothing from before).
+    pub started_at: Option<MonoTime>,
+    /// Failsafe mode keeps this primary running without the DCS, or a leader's
+    /// `POST /failsafe` keeps this replica out of the leader race.
+    pub failsafe_active: bool,
+    /// The `failsafe` value last written and not yet read back: a member in it may
+    /// see it in the DCS, so failsafe checks call it too.
+    pub failsafe_written: Option<crate::model::Failsafe>,
     /// The last decision's explanation (for logs and `/patroni`).
     pub message: String,
 }

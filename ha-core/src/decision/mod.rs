@@ -38,7 +38,7 @@ pub use input::{
 
 use crate::clock::MonoTime;
 use crate::dcs::DcsError;
-use crate::model::{Cluster, DynamicConfig, History, HistoryEntry, Member, Status};
+use crate::model::{Cluster, DynamicConfig, Failsafe, History, HistoryEntry, Member, Status};
 use crate::postgres::{DataDirState, PgProcess, Upstream};
 use std::time::Duration;
 
@@ -62,11 +62,13 @@ pub struct Decision {
 
 /// Runs one decision step. See the module docs for the timing rule.
 pub fn decide(cfg: &NodeConfig, state: &LocalState, obs: &Observation, now: MonoTime) -> Decision {
+    let mut st = state.clone();
+    st.started_at.get_or_insert(now);
     let mut step = Step {
         cfg,
         obs,
         now,
-        st: state.clone(),
+        st,
         actions: Vec::new(),
         rerun: false,
         reread: false,
@@ -249,6 +251,7 @@ impl<'a> Step<'a> {
 
     fn cycle(&mut self, c: &Cluster) {
         self.st.dcs_last_seen = Some(self.obs.read_at);
+        self.st.failsafe_active = false;
         if let Some(cfg) = &c.config {
             self.st.config = Some(cfg.value.clone());
         }
@@ -345,7 +348,10 @@ impl<'a> Step<'a> {
             return self.say("waiting for the leader to publish its address");
         }
         if c.initialize.is_none() && c.is_unlocked() {
-            if !self.cfg.can_bootstrap || self.cfg.tags.never_promote() {
+            if !self.cfg.can_bootstrap
+                || self.cfg.tags.never_promote()
+                || self.watchdog_blocks_leadership()
+            {
                 return self.say("waiting for a node that may bootstrap the cluster");
             }
             return match self.obs.outcomes.iter().rev().find_map(|o| match o {
@@ -430,7 +436,10 @@ impl<'a> Step<'a> {
     fn restart_crashed_primary(&mut self, c: &Cluster) {
         let down_since = *self.st.down_since.get_or_insert(self.now);
         let timeout = self.config().primary_start_timeout();
-        if self.was_primary() && self.now.since(down_since) < timeout {
+        if self.was_primary()
+            && self.now.since(down_since) < timeout
+            && !self.watchdog_blocks_leadership()
+        {
             self.arm_fence();
             if let Some(token) = self.token(Some(c)) {
                 self.say(
@@ -511,20 +520,46 @@ impl<'a> Step<'a> {
             self.reread = true;
             return self.say("lost the leader race");
         }
+        if let Some(leader) = self
+            .obs
+            .failsafe_leader
+            .as_deref()
+            .filter(|l| *l != self.me())
+        {
+            // That primary lives on in failsafe mode, counting on this node not to race.
+            self.st.failsafe_active = true;
+            return self.say(format!(
+                "failsafe: {leader} called POST /failsafe within ttl and is still the leader; not racing"
+            ));
+        }
+        if self.config().failsafe_mode && !self.obs.pg.is_primary() {
+            // Accepted failsafe calls are not remembered across an agent restart.
+            let since = self.st.started_at.unwrap_or(self.now).plus(self.ttl());
+            if self.now < since {
+                self.wake_no_later_than(since);
+                return self.say(
+                    "failsafe: started less than ttl ago and may have accepted a leader's call before; not racing",
+                );
+            }
+        }
         let peers = self.obs.outcomes.iter().rev().find_map(|o| match o {
             Outcome::PeersProbed(p) => Some(p.as_slice()),
             _ => None,
         });
-        let verdict = health::race_verdict(
-            self.cfg,
-            &self.config(),
-            c,
-            self.st.last_leader_view.as_ref(),
-            &self.obs.pg,
-            peers,
-            sysid,
-            self.obs.wall_millis,
-        );
+        let verdict = if self.watchdog_blocks_leadership() {
+            Verdict::No("the required watchdog is not working".into())
+        } else {
+            health::race_verdict(
+                self.cfg,
+                &self.config(),
+                c,
+                self.st.last_leader_view.as_ref(),
+                &self.obs.pg,
+                peers,
+                sysid,
+                self.obs.wall_millis,
+            )
+        };
         match verdict {
             Verdict::NeedPeers(names) => self.act(Action::ProbePeers { names }),
             Verdict::Yes => {
@@ -581,6 +616,10 @@ impl<'a> Step<'a> {
                 expected: None,
             });
         }
+        self.publish_failsafe_topology(c);
+        if self.watchdog_blocks_leadership() {
+            return self.step_down_without_watchdog(c);
+        }
         // Quorum mode hands over only from a running primary: a leader that is still a
         // replica promotes first (the candidate's election needs this node's WAL).
         let not_yet_primary = self.config().synchronous_mode
@@ -590,6 +629,29 @@ impl<'a> Step<'a> {
             return;
         }
         self.enforce_primary_role(c);
+    }
+
+    /// `watchdog.mode: required` and the watchdog does not work (pause switches the
+    /// watchdog off, so it does not count then).
+    fn watchdog_blocks_leadership(&self) -> bool {
+        self.obs.watchdog_failed && !self.paused()
+    }
+
+    /// A leader whose required watchdog failed gives the lease up: nothing would reset
+    /// the node if the agent froze. A primary stops first (demote `immediate`).
+    fn step_down_without_watchdog(&mut self, c: &Cluster) {
+        if self.obs.pg.may_accept_writes() && !self.obs.pg.is_replica() {
+            self.st.rewind_pending = true;
+            let upstream = self.upstream_for_replica(c);
+            self.act(Action::Demote {
+                mode: DemoteMode::Immediate,
+                upstream,
+            });
+        } else {
+            self.act(Action::ReleaseLease);
+        }
+        self.st.lease_until = None;
+        self.say("the required watchdog is not working: releasing the leader lock");
     }
 
     /// The key is not mine any more: stop accepting writes unless paused.
@@ -1067,7 +1129,8 @@ impl<'a> Step<'a> {
     }
 
     /// The DCS could not be read or written: a primary keeps running only while its
-    /// lease is certainly valid through the next decision.
+    /// lease is certainly valid through the next decision, or while failsafe mode
+    /// extends it.
     fn dcs_unreachable(&mut self, e: &DcsError) {
         self.publish = false;
         if self.obs.request.is_some() {
@@ -1077,11 +1140,16 @@ impl<'a> Step<'a> {
             )));
         }
         self.apply_lease_outcomes(None);
+        self.st.failsafe_active = false;
         if self.paused() {
             return self.say(format!("DCS unreachable ({e}); paused, doing nothing"));
         }
         if !self.obs.pg.may_accept_writes() || self.obs.pg.is_replica() {
+            self.st.failsafe_active = self.obs.failsafe_leader.is_some();
             return self.say(format!("DCS unreachable ({e}); replica keeps running"));
+        }
+        if self.failsafe_keeps_primary(e) {
+            return;
         }
         let cfg = self.config();
         let next_decision = self.now.plus(cfg.loop_wait() + cfg.retry_timeout());
@@ -1103,6 +1171,107 @@ impl<'a> Step<'a> {
                 ))
             }
         }
+    }
+
+    // ----- failsafe mode -------------------------------------------------------------
+
+    /// The leader publishes who must confirm it when the DCS is gone: every member
+    /// with an API address, itself included. Written only when it changed.
+    fn publish_failsafe_topology(&mut self, c: &Cluster) {
+        if !self.config().failsafe_mode {
+            self.st.failsafe_written = None;
+            return;
+        }
+        let mut topology: Failsafe = c
+            .members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.data.api_url.clone()?)))
+            .collect();
+        if let Some(url) = &self.cfg.api_url {
+            topology.insert(self.me().to_string(), url.clone());
+        }
+        if c.failsafe.as_ref() == Some(&topology) {
+            self.st.failsafe_written = None;
+            return;
+        }
+        self.act(Action::WriteFailsafe(topology.clone()));
+        self.st.failsafe_written = Some(topology);
+    }
+
+    /// Who must confirm me: the `failsafe` map I last read, which must name me (so any
+    /// member that can still read the DCS sees a map, and races only if it is in it),
+    /// plus what I wrote after that read (it may have reached the DCS).
+    fn failsafe_topology(&self) -> Option<Failsafe> {
+        let read = self
+            .st
+            .last_leader_view
+            .as_ref()
+            .and_then(|c| c.failsafe.clone())
+            .filter(|f| f.contains_key(self.me()))?;
+        let mut all = read;
+        if let Some(written) = &self.st.failsafe_written {
+            all.extend(written.clone());
+        }
+        Some(all)
+    }
+
+    /// Failsafe mode: a primary cut off from the DCS keeps running while every member
+    /// of the failsafe topology accepts its `POST /failsafe` each cycle. Returns true
+    /// when the primary stays (or the calls are under way).
+    fn failsafe_keeps_primary(&mut self, e: &DcsError) -> bool {
+        if !self.config().failsafe_mode {
+            return false;
+        }
+        let Some(topology) = self.failsafe_topology() else {
+            return false;
+        };
+        let others: Failsafe = topology
+            .into_iter()
+            .filter(|(name, _)| name != self.me())
+            .collect();
+        let round = self.obs.outcomes.iter().rev().find_map(|o| match o {
+            Outcome::FailsafeChecked { sent_at, accepted } => Some((*sent_at, accepted)),
+            _ => None,
+        });
+        let (sent_at, all_accepted) = match round {
+            None if others.is_empty() => (self.now, true),
+            None => {
+                let ttl = self.ttl();
+                self.act(Action::CheckFailsafe {
+                    members: others,
+                    ttl,
+                });
+                return true;
+            }
+            Some((sent_at, accepted)) => {
+                (sent_at, others.keys().all(|name| accepted.contains(name)))
+            }
+        };
+        // Split-brain safety: each member that accepted will not race before sent_at + ttl
+        // (and one that is already racing refuses), a member outside the map may not race
+        // at all, and the lease still covered sent_at — so the fence at sent_at + ttl −
+        // margin stops these writes before any other node can become primary.
+        let Some(lease) = self.st.lease_until.filter(|l| sent_at < *l) else {
+            return false;
+        };
+        if !all_accepted {
+            self.say(format!(
+                "DCS unreachable ({e}); failsafe: not every member confirmed me as the leader"
+            ));
+            return false;
+        }
+        let ttl = self.ttl();
+        self.st.lease_until = Some(lease.max(sent_at.plus(ttl)));
+        self.arm_fence();
+        self.st.failsafe_active = true;
+        let cfg = self.config();
+        if let Some(t) = self.token(None) {
+            self.wake_no_later_than(t.valid_until.minus(cfg.loop_wait() + cfg.retry_timeout()));
+        }
+        self.say(format!(
+            "DCS unreachable ({e}); failsafe: every member confirmed me as the leader, keeping the primary"
+        ));
+        true
     }
 
     // ----- helpers -----------------------------------------------------------------

@@ -95,6 +95,8 @@ pub(super) fn obs(c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Obse
         executed: Vec::new(),
         wall_millis: 1_700_000_000_000,
         request: None,
+        watchdog_failed: false,
+        failsafe_leader: None,
     }
 }
 
@@ -1437,4 +1439,374 @@ fn switching_from_quorum_to_on_trusts_no_voter_until_confirmed() {
     let d = leader_step(c, pg, &LocalState::default(), 1000);
     let s = written_sync(&d).expect("sync reset first");
     assert!(s.sync_standby.is_empty() && s.quorum == 0);
+}
+
+// ----- watchdog: required -------------------------------------------------------
+
+fn without_watchdog(mut o: Observation) -> Observation {
+    o.watchdog_failed = true;
+    o
+}
+
+#[test]
+fn replica_without_its_required_watchdog_stays_out_of_the_leader_race() {
+    let c = View::new().member("b", "replica", 100).cluster();
+    let o = without_watchdog(obs(c, pg_replica(100), vec![]));
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::AcquireLease | Action::ProbePeers { .. })));
+    assert!(d.state.message.contains("watchdog"), "{}", d.state.message);
+}
+
+#[test]
+fn running_primary_without_its_required_watchdog_does_not_take_the_key_back() {
+    let c = View::new().member("a", "primary", 100).cluster();
+    let o = without_watchdog(obs(c, pg_primary(100), vec![]));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(d.actions.iter().any(|a| matches!(
+        a,
+        Action::Demote {
+            mode: DemoteMode::ImmediateNoLock,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn leader_whose_required_watchdog_failed_demotes_and_releases() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let o = without_watchdog(obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    ));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1010));
+    assert!(d.actions.iter().any(|a| matches!(
+        a,
+        Action::Demote {
+            mode: DemoteMode::Immediate,
+            ..
+        }
+    )));
+    assert_eq!(d.state.lease_until, None);
+}
+
+#[test]
+fn lock_holding_replica_without_its_required_watchdog_releases_instead_of_promoting() {
+    let c = View::new()
+        .leader("b")
+        .member("b", "replica", 100)
+        .cluster();
+    let o = without_watchdog(obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    ));
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1010));
+    assert!(d.actions.contains(&Action::ReleaseLease));
+    assert!(d.actions.iter().all(|a| a.token().is_none()));
+}
+
+#[test]
+fn node_without_its_required_watchdog_does_not_bootstrap() {
+    let c = Cluster::from_entries(vec![]);
+    let o = without_watchdog(obs(c, PgObservation::stopped(DataDirState::Empty), vec![]));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::ClaimInitialize | Action::Bootstrap)));
+}
+
+#[test]
+fn paused_leader_keeps_the_lock_although_the_watchdog_is_off() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .key("config", r#"{"pause": true}"#)
+        .cluster();
+    let o = without_watchdog(obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    ));
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1010));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Demote { .. } | Action::ReleaseLease)));
+}
+
+// ----- failsafe mode ------------------------------------------------------------
+
+const FAILSAFE_ON: &str = r#"{"failsafe_mode":true}"#;
+
+fn topology(names: &[&str]) -> crate::model::Failsafe {
+    names
+        .iter()
+        .map(|n| (n.to_string(), format!("http://127.0.0.1:8008/{n}")))
+        .collect()
+}
+
+/// Node `a`, primary, whose last successful read showed `failsafe` = `map`, with a
+/// lease until 31 s, and the DCS now unreachable.
+fn failsafe_primary(map: &[&str]) -> (LocalState, Observation) {
+    let view = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .member("b", "replica", 1)
+        .key("config", FAILSAFE_ON)
+        .key(
+            "failsafe",
+            &serde_json::to_string(&topology(map)).expect("json"),
+        )
+        .cluster();
+    let st = LocalState {
+        lease_until: Some(t(31_000)),
+        config: view.config.as_ref().map(|c| c.value.clone()),
+        last_leader_view: Some(view),
+        ..Default::default()
+    };
+    let mut o = obs(Cluster::default(), pg_primary(1), vec![]);
+    o.cluster = Err(DcsError::Unreachable("down".into()));
+    (st, o)
+}
+
+fn checked(sent_at: u64, accepted: &[&str]) -> Outcome {
+    Outcome::FailsafeChecked {
+        sent_at: t(sent_at),
+        accepted: accepted.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn leader_publishes_the_failsafe_topology_when_it_changed() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .cluster();
+    let mut node = cfg("a");
+    node.api_url = Some("http://127.0.0.1:8008/a".into());
+    let o = obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    );
+    let d = decide(&node, &LocalState::default(), &o, t(1010));
+    assert!(d
+        .actions
+        .contains(&Action::WriteFailsafe(topology(&["a", "b"]))));
+    assert_eq!(d.state.failsafe_written, Some(topology(&["a", "b"])));
+
+    // Already there: nothing to write.
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .key(
+            "failsafe",
+            &serde_json::to_string(&topology(&["a", "b"])).expect("json"),
+        )
+        .cluster();
+    let o = obs(
+        c,
+        pg_primary(100),
+        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    );
+    let d = decide(&node, &LocalState::default(), &o, t(1010));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::WriteFailsafe(_))));
+}
+
+#[test]
+fn failsafe_primary_without_the_dcs_calls_every_other_member() {
+    let (st, o) = failsafe_primary(&["a", "b"]);
+    let d = decide(&cfg("a"), &st, &o, t(11_000));
+    assert_eq!(
+        d.actions,
+        vec![Action::CheckFailsafe {
+            members: topology(&["b"]),
+            ttl: Duration::from_secs(30)
+        }]
+    );
+    assert!(d.rerun);
+}
+
+#[test]
+fn failsafe_primary_keeps_running_while_every_member_confirms() {
+    let node = cfg("a");
+    let (st, mut o) = failsafe_primary(&["a", "b"]);
+    o.outcomes.push(checked(11_000, &["b"]));
+    // Without failsafe this would demote (11 + 20 > 30.5 s, see the test above).
+    let d = decide(&node, &st, &o, t(11_050));
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Demote { .. })));
+    // The lease (and the fence) move to the calls' send time + ttl.
+    assert_eq!(d.state.lease_until, Some(t(41_000)));
+    assert!(d.actions.contains(&Action::ArmFence {
+        deadline: t(41_000).minus(node.fence_margin)
+    }));
+    assert!(d.state.failsafe_active);
+}
+
+#[test]
+fn failsafe_primary_demotes_as_without_failsafe_when_a_member_does_not_confirm() {
+    let (st, mut o) = failsafe_primary(&["a", "b", "c"]);
+    o.outcomes.push(checked(11_000, &["b"]));
+    let d = decide(&cfg("a"), &st, &o, t(11_050));
+    assert!(d.actions.contains(&Action::Demote {
+        mode: DemoteMode::Offline,
+        upstream: None
+    }));
+    assert_eq!(d.state.lease_until, Some(t(31_000)));
+    assert!(!d.state.failsafe_active);
+}
+
+#[test]
+fn failsafe_never_revives_a_lease_that_ended_before_the_calls() {
+    let (mut st, mut o) = failsafe_primary(&["a", "b"]);
+    st.lease_until = Some(t(10_000));
+    o.outcomes.push(checked(11_000, &["b"]));
+    let d = decide(&cfg("a"), &st, &o, t(11_050));
+    assert!(d.actions.contains(&Action::Demote {
+        mode: DemoteMode::Offline,
+        upstream: None
+    }));
+    assert_eq!(d.state.lease_until, None);
+}
+
+#[test]
+fn failsafe_needs_a_topology_naming_me() {
+    let (st, o) = failsafe_primary(&["b", "c"]);
+    let d = decide(&cfg("a"), &st, &o, t(11_000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CheckFailsafe { .. })));
+    assert!(d.actions.iter().any(|a| matches!(a, Action::Demote { .. })));
+}
+
+#[test]
+fn failsafe_single_member_topology_keeps_the_primary_without_calls() {
+    let (st, o) = failsafe_primary(&["a"]);
+    let d = decide(&cfg("a"), &st, &o, t(11_000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Demote { .. } | Action::CheckFailsafe { .. })));
+    assert_eq!(d.state.lease_until, Some(t(41_000)));
+}
+
+#[test]
+fn failsafe_also_calls_members_of_a_topology_written_but_not_read_back() {
+    let (mut st, o) = failsafe_primary(&["a", "b"]);
+    st.failsafe_written = Some(topology(&["a", "b", "c"]));
+    let d = decide(&cfg("a"), &st, &o, t(11_000));
+    assert_eq!(
+        d.actions,
+        vec![Action::CheckFailsafe {
+            members: topology(&["b", "c"]),
+            ttl: Duration::from_secs(30)
+        }]
+    );
+}
+
+#[test]
+fn replica_called_by_a_failsafe_leader_does_not_race() {
+    let c = View::new()
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .cluster();
+    let mut o = obs(c, pg_replica(100), vec![]);
+    o.failsafe_leader = Some("a".into());
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::AcquireLease | Action::ProbePeers { .. })));
+    assert!(d.state.failsafe_active);
+}
+
+#[test]
+fn member_outside_a_failsafe_topology_does_not_race() {
+    let c = View::new()
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .key(
+            "failsafe",
+            &serde_json::to_string(&topology(&["a", "c"])).expect("json"),
+        )
+        .cluster();
+    let long_running = LocalState {
+        started_at: Some(t(0)),
+        ..Default::default()
+    };
+    let d = decide(
+        &cfg("b"),
+        &long_running,
+        &obs(c, pg_replica(100), vec![]),
+        t(100_000),
+    );
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert!(
+        d.state.message.contains("not in the failsafe topology"),
+        "{}",
+        d.state.message
+    );
+}
+
+#[test]
+fn freshly_started_replica_waits_a_ttl_before_racing_in_failsafe_mode() {
+    let c = View::new()
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .cluster();
+    let o = obs(c, pg_replica(100), vec![]);
+    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert_eq!(d.state.started_at, Some(t(1000)));
+    assert_eq!(d.wake_at, Some(t(31_000)));
+    let d = decide(&cfg("b"), &d.state, &o, t(31_000));
+    assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
+}
+
+#[test]
+fn requested_candidate_outside_the_failsafe_topology_does_not_hold_up_the_others() {
+    let c = View::new()
+        .member("a", "replica", 100)
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .key(
+            "failsafe",
+            &serde_json::to_string(&topology(&["b", "c"])).expect("json"),
+        )
+        .key("failover", r#"{"member":"a"}"#)
+        .cluster();
+    let long_running = LocalState {
+        started_at: Some(t(0)),
+        ..Default::default()
+    };
+    let o = obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::PeersProbed(vec![peer("a", 100)])],
+    );
+    let d = decide(&cfg("b"), &long_running, &o, t(100_000));
+    assert!(
+        !d.state.message.contains("will take over"),
+        "{}",
+        d.state.message
+    );
+    assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
 }

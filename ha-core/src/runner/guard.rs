@@ -48,6 +48,7 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         // Writes only the lease holder may make: a stale leader must not overwrite them.
         Action::WriteStatus(_)
         | Action::WriteHistory(_)
+        | Action::WriteFailsafe(_)
         | Action::WriteInitialize { .. }
         | Action::WriteConfig { .. }
         | Action::ClearFailover { .. }
@@ -68,6 +69,7 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::StopPostgres { .. }
         | Action::RenewLease
         | Action::ProbePeers { .. }
+        | Action::CheckFailsafe { .. }
         | Action::ClaimInitialize => None,
         // Everything else follows from the view: refuse if the view is stale.
         // Racing for the lease is only sound on a fresh view of who is healthiest.

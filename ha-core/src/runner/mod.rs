@@ -4,6 +4,7 @@
 //! decision asked for; long actions (bootstrap, clone, rewind, promote, demote) run in
 //! the background while the loop keeps renewing the lease.
 
+pub mod failsafe;
 pub mod guard;
 mod jobs;
 
@@ -29,6 +30,12 @@ use tokio::sync::{oneshot, watch, Notify};
 pub trait PeerProbe: Send + Sync {
     /// The peer's answer, or `None` when it did not answer usefully.
     async fn probe(&self, member: &Member) -> Option<PeerReply>;
+
+    /// `POST <api_url without /patroni>/failsafe` with `body`: whether the member
+    /// answered `200 Accepted` (failsafe mode, DCS unreachable).
+    async fn failsafe_call(&self, _api_url: &str, _body: &serde_json::Value) -> bool {
+        false
+    }
 }
 
 /// A probe that never reaches anyone (single-node setups and tests).
@@ -94,6 +101,8 @@ pub struct NodeSnapshot {
     pub cycle_at: MonoTime,
     /// Cycles run so far.
     pub cycles: u64,
+    /// A required watchdog does not work (reported as `watchdog_failed`).
+    pub watchdog_failed: bool,
 }
 
 impl NodeSnapshot {
@@ -120,9 +129,16 @@ pub struct RunnerHandle {
     snapshot: watch::Receiver<NodeSnapshot>,
     requests: RequestSlot,
     reconfig: Arc<Mutex<Option<NodeConfig>>>,
+    failsafe: Arc<failsafe::FailsafeGate>,
 }
 
 impl RunnerHandle {
+    /// A leader's `POST /failsafe`: this node stays out of the leader race for `ttl`.
+    /// False when this node races for or holds the leader key itself.
+    pub fn failsafe_call(&self, leader: &str, now: MonoTime, ttl: Duration) -> bool {
+        self.failsafe.accept_call(leader, now, ttl)
+    }
+
     /// Replaces the node's settings (tags, addresses, …) from the next cycle on, e.g.
     /// after the config file was reloaded. The name cannot change and is kept.
     pub fn reconfigure(&self, cfg: NodeConfig) {
@@ -202,6 +218,7 @@ pub struct Runner {
     reconfig: Arc<Mutex<Option<NodeConfig>>>,
     /// Answered when the running job ends (a restart's outcome).
     job_reply: Option<oneshot::Sender<Result<(), String>>>,
+    failsafe: Arc<failsafe::FailsafeGate>,
 }
 
 impl Runner {
@@ -215,9 +232,11 @@ impl Runner {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (snap_tx, snap_rx) = watch::channel(NodeSnapshot::default());
         let timing = timing_of(&cfg.bootstrap_config);
+        let failsafe = Arc::new(failsafe::FailsafeGate::default());
         parts.dcs.set_timing(timing);
         let requests = RequestSlot::default();
         let reconfig = Arc::new(Mutex::new(None));
+        parts.fence.timing_changed(timing.ttl, timing.loop_wait);
         let runner = Runner {
             cfg,
             parts,
@@ -235,6 +254,7 @@ impl Runner {
             requests: requests.clone(),
             reconfig: reconfig.clone(),
             job_reply: None,
+            failsafe: failsafe.clone(),
         };
         let handle = RunnerHandle {
             wake,
@@ -242,6 +262,7 @@ impl Runner {
             snapshot: snap_rx,
             requests,
             reconfig,
+            failsafe,
         };
         (runner, handle)
     }
@@ -327,6 +348,8 @@ impl Runner {
             executed: Vec::new(),
             wall_millis: self.parts.clock.wall_millis(),
             request,
+            watchdog_failed: !self.parts.fence.usable(),
+            failsafe_leader: self.failsafe.called_by(read_at),
         };
         let mut verdict = None;
         let mut wake_at = None;
@@ -360,6 +383,19 @@ impl Runner {
                     reread = true;
                     break 'steps;
                 }
+                // A required watchdog that failed while arming this cycle blocks leading.
+                let leads = matches!(action, Action::AcquireLease) || action.token().is_some();
+                if leads && !self.parts.fence.usable() {
+                    tracing::warn!(node = %self.cfg.name, ?action, "refused: the required watchdog is not working");
+                    reread = true;
+                    break 'steps;
+                }
+                // A failsafe call that arrived after the observation keeps me out of the race.
+                if matches!(action, Action::AcquireLease) && !self.failsafe.claim(ctx.now) {
+                    tracing::warn!(node = %self.cfg.name, "refused: a leader in failsafe mode called me within ttl");
+                    reread = true;
+                    break 'steps;
+                }
                 let query = action.is_query();
                 let record = (!query).then(|| action.clone());
                 if let Some(outcome) = self.execute(action, &obs).await {
@@ -375,6 +411,7 @@ impl Runner {
             self.answer_request(v);
         }
         let now = self.parts.clock.now();
+        self.failsafe.settle(self.state.lease_until.is_some());
         let snap = NodeSnapshot {
             state: self.state.clone(),
             pg: Some(obs.pg.clone()),
@@ -382,6 +419,7 @@ impl Runner {
             busy: self.job.as_ref().map(|j| j.kind),
             cycle_at: now,
             cycles: self.cycles,
+            watchdog_failed: obs.watchdog_failed,
         };
         self.snapshot.send_replace(snap);
         if reread {
@@ -435,6 +473,7 @@ impl Runner {
                 if t != self.timing {
                     self.timing = t;
                     self.parts.dcs.set_timing(t);
+                    self.parts.fence.timing_changed(t.ttl, t.loop_wait);
                 }
             }
         }
@@ -577,6 +616,25 @@ impl Runner {
                     with_deadline(retry, dcs.set_status(&status)).await,
                 );
                 None
+            }
+            Action::WriteFailsafe(topology) => {
+                log_dcs(
+                    "write failsafe",
+                    with_deadline(retry, dcs.set_failsafe(&topology)).await,
+                );
+                None
+            }
+            Action::CheckFailsafe { members, ttl } => {
+                let sent_at = self.parts.clock.now();
+                let timeout = self.settings.probe_timeout;
+                let peers = self.parts.peers.clone();
+                let round = failsafe::Round {
+                    members: &members,
+                    ttl,
+                    timeout,
+                    sent_at,
+                };
+                Some(failsafe::call_members(&self.cfg, peers, round).await)
             }
             Action::WriteHistory(history) => {
                 log_dcs(

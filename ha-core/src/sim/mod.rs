@@ -37,6 +37,9 @@ pub enum Breakage {
     /// Quorum mode: candidates read the `sync` key's quorum one lower than published,
     /// so an election counts one vote too few.
     QuorumOneVoteShort,
+    /// Members accept `POST /failsafe` without keeping the caller as their leader, so
+    /// they race while a failsafe primary still counts on them.
+    FailsafeCallsForgotten,
 }
 
 /// What to simulate and check.
@@ -59,6 +62,9 @@ pub struct SimConfig {
     pub synchronous_percent: u64,
     /// The synchronous modes those seeds pick from (mode, strict), uniformly.
     pub synchronous_modes: Vec<(SynchronousMode, bool)>,
+    /// Percentage of seeds that run with `failsafe_mode: true` (0: never, and no random
+    /// draw, so other seeds replay as before).
+    pub failsafe_percent: u64,
     /// Break a safety rule on purpose.
     pub breakage: Option<Breakage>,
     /// Fewest nodes.
@@ -84,6 +90,7 @@ impl Default for SimConfig {
                 (SynchronousMode::Quorum, false),
                 (SynchronousMode::Quorum, true),
             ],
+            failsafe_percent: 0,
             breakage: None,
             min_nodes: 3,
             max_nodes: 5,
@@ -127,6 +134,8 @@ pub struct SimStats {
     pub lost_acked_writes: usize,
     /// Time from the end of the faults until the converged state held, ms.
     pub converged_after_ms: Option<u64>,
+    /// Decisions where failsafe mode kept a primary running without the DCS.
+    pub failsafe_keeps: u64,
 }
 
 /// The outcome of one seed.
@@ -213,6 +222,8 @@ pub struct SeedTotals {
     pub synchronous_seeds: u64,
     /// Longest convergence after the faults, ms.
     pub max_converged_after_ms: u64,
+    /// Decisions where failsafe mode kept a primary running without the DCS.
+    pub failsafe_keeps: u64,
 }
 
 impl SeedTotals {
@@ -225,6 +236,7 @@ impl SeedTotals {
         self.synchronous_acks += r.stats.synchronous_acks as u64;
         self.lost_acked_writes += r.stats.lost_acked_writes as u64;
         self.synchronous_seeds += r.stats.synchronous as u64;
+        self.failsafe_keeps += r.stats.failsafe_keeps;
         self.max_converged_after_ms = self
             .max_converged_after_ms
             .max(r.stats.converged_after_ms.unwrap_or(0));
@@ -239,6 +251,7 @@ impl SeedTotals {
         self.synchronous_acks += o.synchronous_acks;
         self.lost_acked_writes += o.lost_acked_writes;
         self.synchronous_seeds += o.synchronous_seeds;
+        self.failsafe_keeps += o.failsafe_keeps;
         self.max_converged_after_ms = self.max_converged_after_ms.max(o.max_converged_after_ms);
     }
 }
@@ -250,6 +263,7 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
         Some(Breakage::NoFenceNoLeaseGuard) => env.push_str("SIM_BROKEN=1 "),
         Some(Breakage::AckWithoutStandbys) => env.push_str("SIM_BROKEN=2 "),
         Some(Breakage::QuorumOneVoteShort) => env.push_str("SIM_BROKEN=3 "),
+        Some(Breakage::FailsafeCallsForgotten) => env.push_str("SIM_BROKEN=4 "),
         None => {}
     }
     if cfg.strict_lease_view {
@@ -271,6 +285,9 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
             })
             .collect();
         env.push_str(&format!("SIM_SYNC={} ", modes.join(",")));
+    }
+    if cfg.failsafe_percent > 0 {
+        env.push_str(&format!("SIM_FAILSAFE={} ", cfg.failsafe_percent));
     }
     format!("{env}SIM_SEED={seed} cargo test -p ha-core --test simulation replay -- --nocapture")
 }

@@ -47,6 +47,7 @@ pub(super) enum DcsOp {
     DeleteSync(Version),
     Status(Status),
     History(History),
+    Failsafe(crate::model::Failsafe),
 }
 
 /// A DCS answer.
@@ -142,6 +143,10 @@ pub struct Node {
     /// it as a primary before the race for the leader key (the `initialize` key keeps
     /// everyone else out meanwhile). Exempt from (b) until the first lease or a stop.
     pub(super) fresh_bootstrap: bool,
+    /// The horizon was last set by a failsafe extension (not backed by the DCS key).
+    pub(super) failsafe_horizon: bool,
+    /// The agent's record of `POST /failsafe` calls (in memory: lost on a crash).
+    pub(super) failsafe: crate::runner::failsafe::FailsafeGate,
     pub(super) cycles: u64,
 }
 
@@ -180,6 +185,8 @@ impl Node {
             wake_pending: false,
             horizon: None,
             fresh_bootstrap: false,
+            failsafe_horizon: false,
+            failsafe: Default::default(),
             cycles: 0,
         }
     }
@@ -219,6 +226,8 @@ fn short(a: &Action) -> String {
         Action::ClearFailover { .. } => "ClearFailover".into(),
         Action::WriteStatus(_) => "WriteStatus".into(),
         Action::WriteHistory(_) => "WriteHistory".into(),
+        Action::WriteFailsafe(_) => "WriteFailsafe".into(),
+        Action::CheckFailsafe { .. } => "CheckFailsafe".into(),
         Action::ArmFence { deadline } => format!("ArmFence({})", ms(*deadline)),
         Action::DisarmFence => "DisarmFence".into(),
         Action::Bootstrap => "Bootstrap".into(),
@@ -283,6 +292,8 @@ fn action_code(a: &Action) -> u64 {
         Action::SwitchoverTo { .. } => 27,
         Action::Restart { token, .. } => 28 + ((token.is_some() as u64) << 8),
         Action::Reinitialize { .. } => 29,
+        Action::WriteFailsafe(_) => 30,
+        Action::CheckFailsafe { .. } => 31,
     }
 }
 
@@ -400,6 +411,8 @@ impl World {
                 executed: Vec::new(),
                 wall_millis,
                 request: None,
+                watchdog_failed: false,
+                failsafe_leader: n.failsafe.called_by(p.sent_at),
             };
             cyc.obs = Some(obs);
             return self.decide_step(i);
@@ -429,6 +442,18 @@ impl World {
             if let Some(a) = action.filter(|a| !a.is_query()) {
                 obs.executed.push(a);
             }
+        }
+        self.proceed(i);
+    }
+
+    pub(super) fn failsafe_reply(&mut self, i: usize, sent_at: MonoTime, accepted: Vec<String>) {
+        let Some(cyc) = self.nodes[i].cycle.as_mut() else {
+            return;
+        };
+        cyc.waiting = None;
+        if let Some(obs) = cyc.obs.as_mut() {
+            obs.outcomes
+                .push(Outcome::FailsafeChecked { sent_at, accepted });
         }
         self.proceed(i);
     }
@@ -467,6 +492,10 @@ impl World {
         if let Some(t) = lease.filter(|t| before != Some(*t)) {
             n.horizon = Some(t);
             n.fresh_bootstrap = false;
+            n.failsafe_horizon = n.state.failsafe_active;
+            if n.state.failsafe_active {
+                self.failsafe_keeps += 1;
+            }
         }
         if self.trace.enabled() {
             let text = self.describe_step(i, lease);
@@ -563,6 +592,13 @@ impl World {
                 });
                 return self.end_cycle(i, true);
             }
+            // As the runner: a failsafe call accepted since the read keeps the node out.
+            if matches!(action, Action::AcquireLease) && !self.nodes[i].failsafe.claim(self.now) {
+                self.trace.note(self.now, Some(i), 109, || {
+                    "refused AcquireLease: a failsafe leader called within ttl".into()
+                });
+                return self.end_cycle(i, true);
+            }
             let record = (!action.is_query()).then(|| action.clone());
             match self.execute(i, action) {
                 Flow::Wait => return,
@@ -588,6 +624,7 @@ impl World {
             next = self.now;
         }
         n.wake_pending = false;
+        n.failsafe.settle(n.state.lease_until.is_some());
         // A cycle takes at least a millisecond, so a decision that keeps asking to run
         // again cannot stall simulated time.
         let next = next.max(self.now.plus(Duration::from_millis(1)));
@@ -697,6 +734,28 @@ impl World {
                 Flow::Continue
             }
             Action::SyncSlots { .. } => Flow::Continue,
+            Action::WriteFailsafe(f) => {
+                let op = DcsOp::Failsafe(f.clone());
+                self.wait_on_dcs(i, op, action)
+            }
+            Action::CheckFailsafe { members, ttl } => {
+                let (accepted, delay) = self.failsafe_calls(i, members, *ttl);
+                if let Some(cyc) = self.nodes[i].cycle.as_mut() {
+                    cyc.waiting = Some(action);
+                }
+                let epoch = self.nodes[i].epoch;
+                let sent_at = self.now;
+                self.after(
+                    delay,
+                    Ev::FailsafeReply {
+                        node: i,
+                        epoch,
+                        sent_at,
+                        accepted,
+                    },
+                );
+                Flow::Wait
+            }
             Action::Bootstrap
             | Action::CloneReplica { .. }
             | Action::StartPrimary { .. }
@@ -717,6 +776,44 @@ impl World {
         let now = self.now;
         let n = &mut self.nodes[i];
         n.horizon = n.horizon.map(|h| h.min(now));
+    }
+
+    /// `POST /failsafe` from node `i`: answered by a running, unfrozen agent over a
+    /// working link whose failsafe mode is on, whose Postgres is not writable and that
+    /// is not claiming the lease itself; it records `i` as its leader at once.
+    fn failsafe_calls(
+        &mut self,
+        i: usize,
+        members: &crate::model::Failsafe,
+        ttl: Duration,
+    ) -> (Vec<String>, Duration) {
+        let caller = self.nodes[i].cfg.name.clone();
+        let now = self.now;
+        let mut accepted = Vec::new();
+        for name in members.keys() {
+            let Some(j) = self.index_of(name) else {
+                continue;
+            };
+            let peer = &self.nodes[j];
+            if j == i || !self.net.link_up(i, j) || peer.down || peer.frozen {
+                continue;
+            }
+            let dc = peer.dynamic_config();
+            let record_for = dc.ttl().max(ttl);
+            let forget = self.cfg.breakage == Some(super::Breakage::FailsafeCallsForgotten);
+            if dc.failsafe_mode
+                && !peer.pg.may_be_writable()
+                && (forget || peer.failsafe.accept_call(&caller, now, record_for))
+            {
+                accepted.push(name.clone());
+            }
+        }
+        let delay = if accepted.len() == members.len() {
+            self.rng.millis(1, 10)
+        } else {
+            PROBE_TIMEOUT
+        };
+        (accepted, delay)
     }
 
     /// Peers' `/patroni` answers: only over a working link from a running agent whose

@@ -56,6 +56,13 @@ pub(super) enum Ev {
         epoch: u64,
         replies: Vec<PeerStatus>,
     },
+    /// Agent: `POST /failsafe` calls answered (or timed out).
+    FailsafeReply {
+        node: usize,
+        epoch: u64,
+        sent_at: MonoTime,
+        accepted: Vec<String>,
+    },
     /// Postgres side: a background step's effect happens.
     BgEffect { node: usize, epoch: u64, job: u64 },
     /// Agent: continue a background job after a step.
@@ -160,6 +167,7 @@ pub struct World {
     events: u64,
     converged_after: Option<Duration>,
     faults: u64,
+    pub(super) failsafe_keeps: u64,
 }
 
 impl World {
@@ -174,6 +182,7 @@ impl World {
         } else {
             (SynchronousMode::Off, false)
         };
+        let failsafe = cfg.failsafe_percent > 0 && rng.chance(cfg.failsafe_percent);
         let bootstrap_config = DynamicConfig {
             synchronous_mode: mode,
             synchronous_mode_strict: strict,
@@ -186,6 +195,7 @@ impl World {
             loop_wait: LOOP_WAIT_S as f64,
             retry_timeout: RETRY_TIMEOUT_S as f64,
             primary_start_timeout: 10.0,
+            failsafe_mode: failsafe,
             ..DynamicConfig::default()
         };
         let keys = ClusterKeys::new("service", "sim");
@@ -235,6 +245,7 @@ impl World {
             events: 0,
             converged_after: None,
             faults: 0,
+            failsafe_keeps: 0,
             cfg,
         }
     }
@@ -322,6 +333,7 @@ impl World {
                 synchronous: self.synchronous,
                 lost_acked_writes: lost,
                 converged_after_ms: self.converged_after.map(|d| d.as_millis() as u64),
+                failsafe_keeps: self.failsafe_keeps,
             },
             trace_hash: self.trace.hash(),
             trace: self.trace.into_lines(),
@@ -370,6 +382,7 @@ impl World {
         match ev {
             Ev::Tick { node, epoch, .. }
             | Ev::ProbeReply { node, epoch, .. }
+            | Ev::FailsafeReply { node, epoch, .. }
             | Ev::BgNext { node, epoch, .. }
             | Ev::Wake { node, epoch } => Some((*node, *epoch)),
             Ev::DcsReply { op } => self.ops.get(op).map(|p| (p.node, p.epoch)),
@@ -400,6 +413,12 @@ impl World {
             Ev::DcsApply { op } => self.dcs_apply(op),
             Ev::DcsReply { op } => self.dcs_reply(op),
             Ev::ProbeReply { node, replies, .. } => self.probe_reply(node, replies),
+            Ev::FailsafeReply {
+                node,
+                sent_at,
+                accepted,
+                ..
+            } => self.failsafe_reply(node, sent_at, accepted),
             Ev::BgEffect { node, epoch, job } => self.bg_effect(node, epoch, job),
             Ev::BgNext { node, job, .. } => {
                 if self.nodes[node].job.as_ref().is_some_and(|j| j.id == job) {
@@ -606,6 +625,10 @@ impl World {
             }
             DcsOp::History(h) => {
                 d.set_history(s, now, &h);
+                DcsVal::Done
+            }
+            DcsOp::Failsafe(f) => {
+                d.set_failsafe(s, now, &f);
                 DcsVal::Done
             }
         }
@@ -1089,7 +1112,9 @@ impl World {
         n.job = None;
         n.fence = None;
         n.horizon = None;
+        n.failsafe_horizon = false;
         n.state = Default::default();
+        n.failsafe = Default::default();
     }
 
     fn reboot(&mut self, i: usize) {
@@ -1314,7 +1339,9 @@ impl World {
                 continue;
             }
             if let Some(h) = n.horizon.filter(|h| *h > self.now) {
-                if holder.as_deref() != Some(n.cfg.name.as_str()) {
+                // A lease extended by failsafe mode outlives the key on purpose; (a)
+                // still holds it to a single writable primary.
+                if holder.as_deref() != Some(n.cfg.name.as_str()) && !n.failsafe_horizon {
                     self.violation = Some(Violation::LeaseNotInDcs {
                         at_ms,
                         node: i,

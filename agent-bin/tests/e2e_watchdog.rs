@@ -1,0 +1,160 @@
+//! `watchdog.mode: required` on real etcd and PostgreSQL 15, with the software
+//! `testing` driver (a keeper process that resets the node: SIGKILLs the agent and
+//! Postgres when it is not kicked in time) and with a device that cannot be opened.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+use support::{wait_until, Cluster, Writer, FAST};
+
+const BOOT: Duration = Duration::from_secs(90);
+
+/// Top-level YAML for a node (the harness appends it after the tags).
+const TESTING_WATCHDOG: &str = "watchdog: {mode: required, driver: testing, safety_margin: 2}";
+const MISSING_WATCHDOG: &str = "watchdog: {mode: required, device: /nonexistent/watchdog}";
+
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie no longer runs anything.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The primary's agent freezes; its testing watchdog (timeout ttl − 2 s from the last
+/// kick) resets the node, agent and Postgres, before the lease can expire and the
+/// replica take over. The two never accept writes at the same time.
+#[test]
+fn frozen_primary_with_a_required_watchdog_is_reset_before_the_lease_expires() {
+    let mut c = Cluster::new(2, &FAST, "", |i| {
+        if i == 0 {
+            TESTING_WATCHDOG.to_string()
+        } else {
+            String::new()
+        }
+    });
+    let (p, r) = (0, 1);
+    c.start(p);
+    assert_eq!(c.wait_primary(BOOT), Some(p), "pg0 did not bootstrap");
+    c.start(r);
+    assert!(c.wait_replica(r, BOOT), "pg1 did not stream");
+    let status = c.api(p, "/patroni").expect("status").1;
+    assert!(status.get("watchdog_failed").is_none(), "{status}");
+    c.sql(p, "CREATE TABLE w (id bigint primary key)")
+        .expect("create table");
+    assert!(wait_until(Duration::from_secs(20), || c
+        .sql(r, "SELECT count(*) FROM w")
+        .ok())
+    .is_some());
+    let postmaster = c.postmaster_pid(p).expect("postmaster pid");
+
+    let writer = Writer::start(&c, "w");
+    std::thread::sleep(Duration::from_millis(500));
+    let frozen_at = Instant::now();
+    c.signal_agent(p, libc::SIGSTOP);
+    let (mut agent_dead, mut pg_dead, mut new_leader) = (None, None, None);
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end
+        && (agent_dead.is_none() || pg_dead.is_none() || new_leader.is_none())
+    {
+        if agent_dead.is_none() {
+            if let Some(st) = c.nodes[p]
+                .child
+                .as_mut()
+                .and_then(|ch| ch.try_wait().ok().flatten())
+            {
+                agent_dead = Some((Instant::now(), st));
+            }
+        }
+        if pg_dead.is_none() && process_gone(postmaster) {
+            pg_dead = Some(Instant::now());
+        }
+        if new_leader.is_none() && c.leader().as_deref() == Some(c.nodes[r].name.as_str()) {
+            new_leader = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (agent_dead_at, exit) = agent_dead.expect("the frozen agent was never reset");
+    assert_eq!(exit.signal(), Some(libc::SIGKILL), "agent exit: {exit:?}");
+    let pg_dead_at = pg_dead.expect("postgres survived the reset");
+    let new_leader_at = new_leader.expect("the replica never took the lease");
+    assert!(
+        agent_dead_at < new_leader_at && pg_dead_at < new_leader_at,
+        "the node was reset {:?}/{:?} after freezing, the lease taken over after {:?}",
+        agent_dead_at - frozen_at,
+        pg_dead_at - frozen_at,
+        new_leader_at - frozen_at
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || c
+            .api(r, "/primary")
+            .filter(|(s, _)| *s == 200))
+        .is_some(),
+        "the replica did not become primary"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let acks = writer.finish();
+    let first_new = acks
+        .iter()
+        .filter(|a| a.node == r)
+        .map(|a| a.at)
+        .min()
+        .expect("the new primary accepted writes");
+    assert!(
+        acks.iter()
+            .filter(|a| a.node == p)
+            .all(|a| a.at < first_new),
+        "split brain: the reset node acknowledged a write after the new primary did"
+    );
+    // The reset node comes back (as after a reboot) and rejoins as a replica.
+    c.nodes[p].child = None;
+    c.start(p);
+    assert!(
+        c.wait_replica(p, BOOT),
+        "the reset node did not rejoin as a replica"
+    );
+}
+
+/// A node whose required watchdog cannot be opened reports `watchdog_failed` and
+/// never becomes primary, not even when it is the only one left.
+#[test]
+fn node_whose_required_watchdog_cannot_be_opened_never_becomes_primary() {
+    let mut c = Cluster::new(2, &FAST, "", |i| {
+        if i == 1 {
+            MISSING_WATCHDOG.to_string()
+        } else {
+            String::new()
+        }
+    });
+    let (p, r) = (0, 1);
+    c.start(p);
+    assert_eq!(c.wait_primary(BOOT), Some(p), "pg0 did not bootstrap");
+    c.start(r);
+    assert!(c.wait_replica(r, BOOT), "pg1 did not stream");
+    let status = c.api(r, "/patroni").expect("status").1;
+    assert_eq!(status["watchdog_failed"], true, "{status}");
+
+    c.kill_agent(p);
+    c.kill_postmaster(p);
+    let until = Instant::now() + Duration::from_secs(3 * FAST.ttl);
+    while Instant::now() < until {
+        assert_ne!(
+            c.api(r, "/primary").map(|x| x.0),
+            Some(200),
+            "promoted without its required watchdog"
+        );
+        assert_ne!(
+            c.leader().as_deref(),
+            Some(c.nodes[r].name.as_str()),
+            "took the leader lease without its required watchdog"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        c.sql(r, "SELECT pg_is_in_recovery()").as_deref() == Ok("t"),
+        "pg1 is not a read-only replica"
+    );
+}
