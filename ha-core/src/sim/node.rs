@@ -225,6 +225,7 @@ fn short(a: &Action) -> String {
         Action::CloneReplica { source, follow } => {
             format!("CloneReplica({}, follow {})", source.name, up(follow))
         }
+        Action::RestoreReplica => "RestoreReplica".into(),
         Action::StartPrimary { token } => format!("StartPrimary(token {})", ms(token.valid_until)),
         Action::StartReplica { upstream, rewind } => {
             format!("StartReplica({}, rewind={rewind})", up(upstream))
@@ -244,6 +245,7 @@ fn short(a: &Action) -> String {
         Action::Follow { upstream } => format!("Follow({})", up(upstream)),
         Action::StopPostgres { mode } => format!("StopPostgres({mode:?})"),
         Action::SyncSlots { .. } => "SyncSlots".into(),
+        Action::SyncCascadeSlots { .. } => "SyncCascadeSlots".into(),
         Action::WriteSync { sync, .. } => format!("WriteSync({:?})", sync.sync_standby),
         Action::DeleteSync { .. } => "DeleteSync".into(),
         Action::SetSynchronousStandbyNames { value } => {
@@ -283,6 +285,8 @@ fn action_code(a: &Action) -> u64 {
         Action::SwitchoverTo { .. } => 27,
         Action::Restart { token, .. } => 28 + ((token.is_some() as u64) << 8),
         Action::Reinitialize { .. } => 29,
+        Action::RestoreReplica => 30,
+        Action::SyncCascadeSlots { .. } => 31,
     }
 }
 
@@ -686,9 +690,10 @@ impl World {
                 self.stop_pg(i, *mode);
                 Flow::Continue
             }
-            Action::SyncSlots { .. } => Flow::Continue,
+            Action::SyncSlots { .. } | Action::SyncCascadeSlots { .. } => Flow::Continue,
             Action::Bootstrap
             | Action::CloneReplica { .. }
+            | Action::RestoreReplica
             | Action::StartPrimary { .. }
             | Action::StartReplica { .. }
             | Action::Promote { .. }
