@@ -17,12 +17,9 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
         conn_url: Some(cfg.conn_url()),
         can_bootstrap: cfg.raw.get("bootstrap").is_some(),
         bootstrap_config: cfg.bootstrap.dcs.clone(),
-        can_restore_without_leader: cfg.postgresql.create_replica_methods.iter().any(|m| {
-            cfg.postgresql
-                .methods
-                .get(m)
-                .is_some_and(|s| s.no_leader && s.command.is_some())
-        }),
+        // The driver's view, so methods listed only in bootstrap.dcs count too.
+        can_restore_without_leader: pg_config(cfg)
+            .is_ok_and(|p| p.can_create_replica_without_leader()),
         // The fence fires this long before the lease ends: covers the keeper's wake-up
         // and kill, and clock-rate differences between this host and the DCS.
         fence_margin: (ttl / 10).clamp(Duration::from_millis(300), Duration::from_secs(2)),
@@ -210,6 +207,15 @@ postgresql:
         let initdb = YAML.replace("method: restore", "method: initdb");
         let (cfg, _) = Config::from_yaml_str(&initdb, &EnvMap::new()).unwrap();
         assert!(pg_config(&cfg).unwrap().bootstrap_method.is_none());
+        // Methods listed only in the dynamic configuration count too.
+        let dynamic = YAML
+            .replace("  create_replica_methods: [walg, basebackup]\n", "")
+            .replace(
+                "bootstrap:\n",
+                "bootstrap:\n  dcs: {postgresql: {create_replica_methods: [walg]}}\n",
+            );
+        let (cfg, _) = Config::from_yaml_str(&dynamic, &EnvMap::new()).unwrap();
+        assert!(node_config(&cfg).can_restore_without_leader);
         let leader_only = YAML.replace("no_leader: 'yes', ", "");
         let (cfg, _) = Config::from_yaml_str(&leader_only, &EnvMap::new()).unwrap();
         assert!(!node_config(&cfg).can_restore_without_leader);
