@@ -266,3 +266,61 @@ fn watchdog_section_rules() {
         !check(&(GOOD.to_string() + "watchdog: {mode: off, safety_margin: 25}\n")).has_errors()
     );
 }
+
+#[test]
+fn custom_bootstrap_and_replica_method_sections_are_checked() {
+    let good = GOOD.replace(
+        "  dcs: {ttl: 30, loop_wait: 10, retry_timeout: 10}\n",
+        "  dcs: {ttl: 30, loop_wait: 10, retry_timeout: 10}\n  method: restore\n  restore:\n    command: /usr/local/bin/restore.sh\n    keep_existing_recovery_conf: false\n    recovery_conf: {restore_command: 'cp /a/%f %p', recovery_target_timeline: latest}\n    backup_id: 20\n  post_init: /usr/local/bin/post.sh\n",
+    )
+    .replace(
+        "  data_dir: /data\n",
+        "  data_dir: /data\n  create_replica_methods: [walg, basebackup]\n  walg: {command: walg.sh, no_leader: 'on', keep_data: false, threads: 4}\n",
+    );
+    let r = check(&good);
+    assert!(r.problems.is_empty(), "{}", r.render());
+    let (cfg, _) = Config::from_yaml_str(&good, &EnvMap::new()).unwrap();
+    assert_eq!(
+        cfg.bootstrap.post_bootstrap.as_deref(),
+        Some("/usr/local/bin/post.sh")
+    );
+
+    let bad = good
+        .replace(
+            "keep_existing_recovery_conf: false",
+            "keep_existing_recovery_conf: perhaps",
+        )
+        .replace("backup_id: 20", "backup_id: [1, 2]")
+        .replace(
+            "recovery_target_timeline: latest}",
+            "recovery_target_timeline: {x: 1}}",
+        )
+        .replace("no_leader: 'on'", "no_leader: sometimes")
+        .replace("post_init: /usr/local/bin/post.sh", "post_init: [a]");
+    let r = check(&bad);
+    assert_has(
+        &r,
+        "error: bootstrap.restore.keep_existing_recovery_conf: expected a boolean, got \"perhaps\"",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.restore.backup_id: expected a string, got a list",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.restore.recovery_conf.recovery_target_timeline: expected a string, got a mapping",
+    );
+    assert_has(
+        &r,
+        "error: postgresql.walg.no_leader: expected a boolean, got \"sometimes\"",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.post_bootstrap: expected a string, got a list",
+    );
+    let missing = good.replace("  method: restore\n", "  method: pitr\n");
+    assert_has(
+        &check(&missing),
+        "error: bootstrap.method: method \"pitr\" needs a bootstrap.pitr.command",
+    );
+}

@@ -237,6 +237,15 @@ pub trait Postgres: Send + Sync {
     /// configured replica-creation methods); does not start it.
     async fn clone_from(&self, source: &Upstream) -> Result<(), PgError>;
 
+    /// Fills the empty data directory without a running source, with the replica
+    /// methods that work without a leader (`no_leader`, e.g. a backup restore); does
+    /// not start it.
+    async fn create_replica_without_leader(&self) -> Result<(), PgError> {
+        Err(PgError::Invalid(
+            "no replica creation method works without a leader".into(),
+        ))
+    }
+
     /// Starts the server in the given role and waits until it accepts connections or
     /// the timeout passes.
     async fn start(&self, role: &StartRole, timeout: Duration) -> Result<(), PgError>;

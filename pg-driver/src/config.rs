@@ -186,6 +186,36 @@ pub struct ReplicaMethod {
     /// Do not empty the data directory if the method fails.
     #[serde(default)]
     pub keep_data: bool,
+    /// Pass only the section's own keys, not `--scope`, `--role`, `--datadir`,
+    /// `--connstring`.
+    #[serde(default)]
+    pub no_params: bool,
+    /// Other keys, passed as `--key=value`.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A custom bootstrap method (`bootstrap.method: <name>` and its `bootstrap.<name>:`
+/// section): a command that fills the empty data directory, e.g. by restoring a
+/// backup, instead of initdb.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct BootstrapMethod {
+    /// The section's name (for messages).
+    pub name: String,
+    /// Command line run through `sh -c`; gets `--scope=<scope> --datadir=<data_dir>`
+    /// (unless `no_params`) and the section's other keys as `--key=value`.
+    pub command: String,
+    /// Pass only the section's other keys.
+    #[serde(default)]
+    pub no_params: bool,
+    /// Keep the recovery configuration the command left (`recovery.signal`, recovery
+    /// settings in `postgresql.auto.conf`) instead of removing it.
+    #[serde(default)]
+    pub keep_existing_recovery_conf: bool,
+    /// Recovery settings (`restore_command`, `recovery_target*`, …) for the first
+    /// start: the server recovers with them, then ends recovery on a new timeline.
+    #[serde(default)]
+    pub recovery_conf: Option<BTreeMap<String, serde_json::Value>>,
     /// Other keys, passed as `--key=value`.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -269,6 +299,14 @@ pub struct PgConfig {
     /// Server log file for pg_ctl (default `<data_dir>/log/postmaster.log`).
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// Custom bootstrap method used instead of initdb (`bootstrap.method`).
+    #[serde(default)]
+    pub bootstrap_method: Option<BootstrapMethod>,
+    /// Script run once after a successful bootstrap with the superuser's connection
+    /// URL as its argument (`bootstrap.post_bootstrap`, alias `post_init`); failing
+    /// fails the bootstrap.
+    #[serde(default)]
+    pub post_bootstrap: Option<String>,
     /// Sections of custom replica methods, keyed by method name.
     #[serde(flatten)]
     pub method_sections: BTreeMap<String, serde_json::Value>,
@@ -280,6 +318,11 @@ fn default_true() -> bool {
 
 fn default_pg_ctl_timeout() -> u64 {
     60
+}
+
+/// Whether a `create_replica_methods` entry names the built-in pg_basebackup.
+pub fn is_basebackup(method: &str) -> bool {
+    method == "basebackup" || method == "pg_basebackup"
 }
 
 /// A parsed `host:port`.
@@ -333,6 +376,8 @@ impl PgConfig {
             os_user: None,
             ignore_slots: Vec::new(),
             log_file: None,
+            bootstrap_method: None,
+            post_bootstrap: None,
             method_sections: BTreeMap::new(),
         }
     }
@@ -396,6 +441,23 @@ impl PgConfig {
             .map_err(|e| DriverError::Config(format!("section `{name}`: {e}")))
     }
 
+    /// The configured replica methods in order (`basebackup` when none is given).
+    pub fn replica_methods(&self) -> Vec<String> {
+        if self.create_replica_methods.is_empty() {
+            vec!["basebackup".into()]
+        } else {
+            self.create_replica_methods.clone()
+        }
+    }
+
+    /// Whether a configured replica method works without a leader (`no_leader`).
+    pub fn can_create_replica_without_leader(&self) -> bool {
+        self.replica_methods()
+            .iter()
+            .filter(|m| !is_basebackup(m))
+            .any(|m| self.replica_method(m).is_ok_and(|m| m.no_leader))
+    }
+
     /// Checks what can be checked without touching the system.
     pub fn validate(&self) -> Result<()> {
         if self.name.is_empty() {
@@ -412,8 +474,20 @@ impl PgConfig {
             )));
         }
         for m in &self.create_replica_methods {
-            if m != "basebackup" && m != "pg_basebackup" {
+            if !is_basebackup(m) {
                 self.replica_method(m)?;
+            }
+        }
+        if let Some(m) = &self.bootstrap_method {
+            if m.command.trim().is_empty() {
+                return Err(DriverError::Config(format!(
+                    "bootstrap method `{}` has an empty command",
+                    m.name
+                )));
+            }
+            for (k, v) in m.extra.iter().chain(m.recovery_conf.iter().flatten()) {
+                json_scalar(v)
+                    .map_err(|e| DriverError::Config(format!("bootstrap.{}.{k}: {e}", m.name)))?;
             }
         }
         self.initdb.to_args()?;

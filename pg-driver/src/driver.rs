@@ -1,7 +1,7 @@
 //! `PgDriver`: ha-core's `Postgres` trait on a real server.
 
 use crate::binaries::Binaries;
-use crate::config::{PgConfig, ReplicaMethod};
+use crate::config::{is_basebackup, PgConfig, ReplicaMethod};
 use crate::controldata::ControlData;
 use crate::datadir::{self, DirContents};
 use crate::error::{DriverError, Result};
@@ -33,6 +33,8 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 const LONG_TOOL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Custom replica methods may restore large backups.
 const REPLICA_METHOD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+mod bootstrap;
 
 /// The local PostgreSQL server, driven through its own tools and SQL.
 #[derive(Debug)]
@@ -676,30 +678,30 @@ impl PgDriver {
         })
     }
 
-    async fn custom_method(&self, name: &str, m: &ReplicaMethod, source: &Upstream) -> Result<()> {
-        let auth = &self.cfg().authentication.replication;
-        let conn = format!(
-            "host={} port={} user={} dbname=postgres",
-            render::conninfo_quote(&source.host),
-            source.port,
-            render::conninfo_quote(&auth.username)
-        );
-        let mut line = m.command.clone();
-        let mut args = vec![
-            format!("--scope={}", self.cfg().scope.clone().unwrap_or_default()),
-            "--role=replica".to_string(),
-            format!("--datadir={}", self.data_dir().display()),
-            format!("--connstring={conn}"),
-        ];
+    async fn custom_method(
+        &self,
+        name: &str,
+        m: &ReplicaMethod,
+        source: Option<&Upstream>,
+    ) -> Result<()> {
+        let cfg = self.cfg();
+        let auth = &cfg.authentication.replication;
+        let conn = source
+            .map(|s| postgres_uri(&auth.username, &s.host, s.port))
+            .unwrap_or_default();
+        let mut args = Vec::new();
+        if !m.no_params {
+            args.extend([
+                format!("--scope={}", cfg.scope.clone().unwrap_or_default()),
+                "--role=replica".to_string(),
+                format!("--datadir={}", self.data_dir().display()),
+                format!("--connstring={conn}"),
+            ]);
+        }
         for (k, v) in &m.extra {
             args.push(format!("--{k}={}", crate::config::json_scalar(v)?));
         }
-        for a in args {
-            line.push(' ');
-            line.push_str(&shell_quote(&a));
-        }
-        let mut cmd = self.runner.command(Path::new("/bin/sh"), false);
-        cmd.arg("-c").arg(line);
+        let mut cmd = self.shell_command(&m.command, &args);
         if let Some(p) = &auth.password {
             cmd.env("PGPASSWORD", p);
         }
@@ -711,6 +713,18 @@ impl PgDriver {
             )
             .await?;
         Ok(())
+    }
+
+    /// `command` run through `sh -c` as the OS user, with `args` appended shell-quoted.
+    fn shell_command(&self, command: &str, args: &[String]) -> tokio::process::Command {
+        let mut line = command.to_string();
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+        let mut cmd = self.runner.command(Path::new("/bin/sh"), false);
+        cmd.arg("-c").arg(line);
+        cmd
     }
 
     /// The local position for the divergence check, recovering a crashed server first.
@@ -1001,62 +1015,10 @@ impl PgDriver {
         })
     }
 
-    async fn do_bootstrap(&self) -> Result<()> {
-        let dir = self.data_dir().to_path_buf();
-        match datadir::contents(&dir)? {
-            DirContents::Missing | DirContents::Empty => self.runner.create_dir(&dir, 0o700)?,
-            DirContents::Cluster => {
-                return Err(DriverError::DataDir {
-                    path: dir,
-                    reason: "already holds a cluster; bootstrap never overwrites a data directory"
-                        .into(),
-                })
-            }
-            DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
-        }
-        let su = &self.cfg().authentication.superuser;
-        let mut cmd = self.tool_cmd("initdb", false)?;
-        cmd.arg("-D").arg(&dir).arg("-U").arg(&su.username);
-        // The password goes through a file in a fresh private directory (mkdtemp), never
-        // on the command line or at a predictable path.
-        let mut pwdir: Option<PathBuf> = None;
-        if let Some(p) = &su.password {
-            let d = private_temp_dir()?;
-            self.runner.own(&d, 0o700)?;
-            let f = d.join("pwfile");
-            pwdir = Some(d);
-            self.runner.write_file(&f, &format!("{p}\n"), 0o600)?;
-            cmd.arg(format!("--pwfile={}", f.display()));
-        }
-        let initdb = &self.cfg().initdb;
-        // Checksums by default so pg_rewind works; `no-data-checksums` opts out (and is
-        // not passed on, PostgreSQL 15 has no such flag).
-        if !initdb.contains("data-checksums")
-            && !initdb.contains("k")
-            && !initdb.contains("no-data-checksums")
-        {
-            cmd.arg("--data-checksums");
-        }
-        cmd.args(
-            initdb
-                .to_args()?
-                .into_iter()
-                .filter(|a| a != "--no-data-checksums"),
-        );
-        if self.cfg().fsync_disabled() && !self.cfg().initdb.contains("no-sync") {
-            cmd.arg("--no-sync");
-        }
-        let res = self.runner.run_ok("initdb", cmd, LONG_TOOL_TIMEOUT).await;
-        if let Some(d) = pwdir {
-            let _ = std::fs::remove_dir_all(d);
-        }
-        res?;
-        self.do_start(&StartRole::Primary, self.cfg().pg_ctl_timeout())
-            .await?;
-        self.ensure_roles().await
-    }
-
-    async fn do_clone(&self, source: &Upstream) -> Result<()> {
+    /// Fills the empty data directory with the configured replica methods, in order,
+    /// until one leaves a cluster. Without a `source` (no leader) only the methods
+    /// marked `no_leader` are tried, with an empty `--connstring`.
+    async fn do_clone(&self, source: Option<&Upstream>) -> Result<()> {
         let dir = self.data_dir().to_path_buf();
         match datadir::contents(&dir)? {
             DirContents::Missing | DirContents::Empty => self.runner.create_dir(&dir, 0o700)?,
@@ -1068,22 +1030,26 @@ impl PgDriver {
             }
             DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
         }
-        tracing::info!(source = %source.name, "creating replica");
-        let methods: Vec<String> = if self.cfg().create_replica_methods.is_empty() {
-            vec!["basebackup".into()]
-        } else {
-            self.cfg().create_replica_methods.clone()
-        };
+        let cfg = self.cfg();
         let mut last_err = None;
-        for name in &methods {
-            let (res, keep) = if name == "basebackup" || name == "pg_basebackup" {
+        let mut tried = 0;
+        for name in cfg.replica_methods() {
+            let (res, keep) = if is_basebackup(&name) {
+                let Some(source) = source else { continue };
+                tracing::info!(source = %source.name, "creating replica with pg_basebackup");
                 (self.basebackup(source).await, false)
             } else {
-                let m = self.cfg().replica_method(name)?;
-                (self.custom_method(name, &m, source).await, m.keep_data)
+                let m = cfg.replica_method(&name)?;
+                if source.is_none() && !m.no_leader {
+                    continue;
+                }
+                tracing::info!(method = %name, source = ?source.map(|s| &s.name), "creating replica with a custom method");
+                (self.custom_method(&name, &m, source).await, m.keep_data)
             };
+            tried += 1;
             match res {
                 Ok(()) if datadir::contents(&dir)? == DirContents::Cluster => {
+                    tracing::info!(method = %name, "replica created");
                     last_err = None;
                     break;
                 }
@@ -1103,14 +1069,20 @@ impl PgDriver {
                 datadir::remove_contents(&dir)?;
             }
         }
+        if tried == 0 {
+            return Err(DriverError::Invalid(
+                "no replica creation method works without a leader (none has no_leader: true)"
+                    .into(),
+            ));
+        }
         if let Some(e) = last_err {
             return Err(e);
         }
         self.runner.own(&dir, 0o700)?;
         let state = ManagedState {
-            upstream: Some(source.into()),
+            upstream: source.map(UpstreamRecord::from),
             replica: true,
-            synchronous_standby_names: None,
+            ..Default::default()
         };
         self.write_config(&state)
     }
@@ -1145,6 +1117,7 @@ impl PgDriver {
         let mut state = self.state();
         state.replica = false;
         state.upstream = None;
+        state.recovery.clear();
         self.write_config(&state)?;
         self.pg_ctl_reload().await
     }
@@ -1231,6 +1204,7 @@ impl PgDriver {
             upstream: Some(source.into()),
             replica: true,
             synchronous_standby_names: None,
+            ..Default::default()
         };
         self.write_config(&state)?;
         if out.success {
@@ -1362,6 +1336,27 @@ fn private_temp_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
+/// `postgres://user@host:port/postgres`, the form Patroni hands to scripts.
+fn postgres_uri(user: &str, host: &str, port: u16) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        enc(host)
+    };
+    format!("postgres://{}@{host}:{port}/postgres", enc(user))
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -1390,7 +1385,11 @@ impl Postgres for PgDriver {
     }
 
     async fn clone_from(&self, source: &Upstream) -> Result<(), PgError> {
-        Ok(self.do_clone(source).await?)
+        Ok(self.do_clone(Some(source)).await?)
+    }
+
+    async fn create_replica_without_leader(&self) -> Result<(), PgError> {
+        Ok(self.do_clone(None).await?)
     }
 
     async fn start(&self, role: &StartRole, timeout: Duration) -> Result<(), PgError> {

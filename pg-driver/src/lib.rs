@@ -23,7 +23,9 @@ pub mod timeline;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{Authentication, Credentials, IgnoreSlot, PgConfig, ReplicaMethod, ToolOptions};
+pub use config::{
+    Authentication, BootstrapMethod, Credentials, IgnoreSlot, PgConfig, ReplicaMethod, ToolOptions,
+};
 pub use driver::PgDriver;
 pub use error::DriverError;
 pub use slots::slot_name_for_member;

@@ -26,6 +26,10 @@ pub struct ManagedState {
     pub replica: bool,
     /// `synchronous_standby_names`.
     pub synchronous_standby_names: Option<String>,
+    /// Recovery settings of a custom bootstrap's first start (`recovery_conf`),
+    /// rendered until that recovery has ended.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recovery: BTreeMap<String, String>,
 }
 
 /// Serializable copy of an `Upstream`.
@@ -153,6 +157,9 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
         p.insert("synchronous_standby_names".into(), String::new());
     }
     p.insert("recovery_target_timeline".into(), "latest".into());
+    for (k, v) in &state.recovery {
+        p.insert(k.clone(), v.clone());
+    }
     if state.replica {
         if let Some(up) = &state.upstream {
             let up = up.to_upstream();
@@ -182,6 +189,41 @@ pub fn managed_conf(cfg: &PgConfig, state: &ManagedState) -> Result<String> {
         out.push_str(&format!("{k} = {}\n", conf_quote(&v)));
     }
     Ok(out)
+}
+
+/// Settings that make a server recover or stream; a restored backup must not bring
+/// its own into the new cluster unless asked to.
+const RECOVERY_SETTINGS: &[&str] = &[
+    "primary_conninfo",
+    "primary_slot_name",
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "recovery_min_apply_delay",
+    "promote_trigger_file",
+    "standby_mode",
+];
+
+fn is_recovery_setting(name: &str) -> bool {
+    RECOVERY_SETTINGS.contains(&name) || name.starts_with("recovery_target")
+}
+
+/// `postgresql.auto.conf` without recovery settings (`None`: nothing to remove).
+pub fn without_recovery_settings(auto_conf: &str) -> Option<String> {
+    let keep = |l: &&str| {
+        let name = l
+            .trim_start()
+            .split(|c: char| c == '=' || c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        !is_recovery_setting(&name)
+    };
+    let kept: Vec<&str> = auto_conf.lines().filter(keep).collect();
+    if kept.len() == auto_conf.lines().count() {
+        return None;
+    }
+    Some(kept.iter().map(|l| format!("{l}\n")).collect())
 }
 
 /// postgresql.conf with the include line appended if missing.
@@ -237,6 +279,7 @@ mod tests {
             upstream: Some((&up).into()),
             replica: true,
             synchronous_standby_names: None,
+            ..Default::default()
         };
         let p = parameters(&cfg(), &state).unwrap();
         assert_eq!(p["port"], "5544", "listen wins over parameters");
@@ -260,6 +303,7 @@ mod tests {
             upstream: None,
             replica: false,
             synchronous_standby_names: Some("\"node-2\"".into()),
+            ..Default::default()
         };
         let p = parameters(&cfg(), &state).unwrap();
         assert_eq!(p["primary_conninfo"], "");

@@ -52,6 +52,8 @@ pub(crate) enum Extra {
     Allow,
     /// Mappings with a `command` are custom method sections; others warn.
     MethodSections,
+    /// Keep, but each value must be a scalar (passed on as `--key=value`).
+    Scalars,
 }
 
 /// One known key of a mapping.
@@ -244,7 +246,10 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
                     }
                     match extra {
                         Extra::Allow => {}
-                        Extra::MethodSections if x.get("command").is_some() => {}
+                        Extra::MethodSections if x.get("command").is_some() => {
+                            check(&method_section_kind(), x, &join(path, k), out)
+                        }
+                        Extra::Scalars => check(&Kind::Str, x, &join(path, k), out),
                         Extra::Warn | Extra::MethodSections => {
                             out.push(Problem::warning(join(path, k), "unknown key (ignored)"))
                         }
@@ -346,6 +351,22 @@ fn pg_user_kind() -> Kind {
             Kind::Enum(&["disable", "prefer", "require"]),
         ),
     ])
+}
+
+/// A custom bootstrap or replica-creation method section; its other keys are
+/// passed to the command as `--key=value`.
+fn method_section_kind() -> Kind {
+    Kind::Map(
+        vec![
+            req("command", Kind::Str),
+            opt("no_params", Kind::Bool),
+            opt("keep_existing_recovery_conf", Kind::Bool),
+            opt("recovery_conf", Kind::MapOf(Box::new(Kind::Str))),
+            opt("no_leader", Kind::Bool),
+            opt("keep_data", Kind::Bool),
+        ],
+        Extra::Scalars,
+    )
 }
 
 /// `initdb` / `basebackup` options: a list of `flag` or `{key: value}`, or a mapping.

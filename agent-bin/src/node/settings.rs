@@ -17,6 +17,9 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
         conn_url: Some(cfg.conn_url()),
         can_bootstrap: cfg.raw.get("bootstrap").is_some(),
         bootstrap_config: cfg.bootstrap.dcs.clone(),
+        // The driver's view, so methods listed only in bootstrap.dcs count too.
+        can_restore_without_leader: pg_config(cfg)
+            .is_ok_and(|p| p.can_create_replica_without_leader()),
         // The fence fires this long before the lease ends: covers the keeper's wake-up
         // and kill, and clock-rate differences between this host and the DCS.
         fence_margin: (ttl / 10).clamp(Duration::from_millis(300), Duration::from_secs(2)),
@@ -50,7 +53,8 @@ pub fn runner_settings(cfg: &Config) -> RunnerSettings {
 
 /// pg-driver's configuration: the local `postgresql` section with member name and
 /// scope, over the dynamic `bootstrap.dcs.postgresql` settings (local wins, as in
-/// Patroni), plus `bootstrap.initdb` and `bootstrap.pg_hba`.
+/// Patroni), plus `bootstrap.initdb`, `bootstrap.pg_hba`, the custom
+/// `bootstrap.method` and `bootstrap.post_bootstrap`.
 pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
     let mut merged = Map::new();
     if let Some(dynamic) = cfg
@@ -91,6 +95,23 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
             merged.insert("pg_hba".into(), hba.clone());
         }
     }
+    // Replica method sections with their flags read the lenient way (`on`, "true").
+    for (name, section) in &cfg.postgresql.methods {
+        if let Some(command) = &section.command {
+            let mut m = section.extra.clone();
+            m.insert("command".into(), Value::from(command.clone()));
+            m.insert("no_leader".into(), Value::from(section.no_leader));
+            m.insert("keep_data".into(), Value::from(section.keep_data));
+            m.insert("no_params".into(), Value::from(section.no_params));
+            merged.insert(name.clone(), Value::Object(m));
+        }
+    }
+    if let Some(m) = bootstrap_method(cfg) {
+        merged.insert("bootstrap_method".into(), m);
+    }
+    if let Some(script) = &cfg.bootstrap.post_bootstrap {
+        merged.insert("post_bootstrap".into(), Value::from(script.clone()));
+    }
     // Sections only the agent interprets.
     for k in [
         "callbacks",
@@ -110,4 +131,93 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
         merged.remove(k);
     }
     serde_json::from_value(Value::Object(merged)).context("postgresql section")
+}
+
+/// The custom `bootstrap.method` section in pg-driver's form (`None` for initdb).
+fn bootstrap_method(cfg: &Config) -> Option<Value> {
+    let name = cfg.bootstrap.method.as_deref().filter(|m| *m != "initdb")?;
+    let section = cfg.bootstrap.methods.get(name)?;
+    let mut m = section.extra.clone();
+    m.insert("name".into(), Value::from(name));
+    m.insert("command".into(), Value::from(section.command.clone()?));
+    m.insert("no_params".into(), Value::from(section.no_params));
+    m.insert(
+        "keep_existing_recovery_conf".into(),
+        Value::from(section.keep_existing_recovery_conf),
+    );
+    if !section.recovery_conf.is_empty() {
+        m.insert(
+            "recovery_conf".into(),
+            Value::Object(section.recovery_conf.clone()),
+        );
+    }
+    Some(Value::Object(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EnvMap;
+
+    const YAML: &str = r#"
+scope: batman
+name: pg0
+restapi: {listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008}
+etcd3: {host: 127.0.0.1:2379}
+bootstrap:
+  method: restore
+  restore:
+    command: /bin/restore.sh
+    keep_existing_recovery_conf: 'on'
+    recovery_conf: {restore_command: 'cp /a/%f %p'}
+    backup_id: 7
+  post_init: /bin/post.sh
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 127.0.0.1:5432
+  data_dir: /data
+  create_replica_methods: [walg, basebackup]
+  walg: {command: walg.sh, no_leader: 'yes', threads: 4}
+  authentication:
+    superuser: {username: postgres}
+    replication: {username: rep}
+"#;
+
+    #[test]
+    fn bootstrap_and_replica_methods_reach_the_driver_and_the_decision() {
+        let (cfg, _) = Config::from_yaml_str(YAML, &EnvMap::new()).unwrap();
+        let pg = pg_config(&cfg).unwrap();
+        let m = pg
+            .bootstrap_method
+            .clone()
+            .expect("custom bootstrap method");
+        assert_eq!(m.name, "restore");
+        assert_eq!(m.command, "/bin/restore.sh");
+        assert!(m.keep_existing_recovery_conf && !m.no_params);
+        assert_eq!(m.extra.get("backup_id"), Some(&serde_json::json!(7)));
+        assert!(m
+            .recovery_conf
+            .is_some_and(|r| r.contains_key("restore_command")));
+        assert_eq!(pg.post_bootstrap.as_deref(), Some("/bin/post.sh"));
+        let walg = pg.replica_method("walg").unwrap();
+        assert!(walg.no_leader);
+        assert!(pg.can_create_replica_without_leader());
+        assert!(node_config(&cfg).can_restore_without_leader);
+
+        let initdb = YAML.replace("method: restore", "method: initdb");
+        let (cfg, _) = Config::from_yaml_str(&initdb, &EnvMap::new()).unwrap();
+        assert!(pg_config(&cfg).unwrap().bootstrap_method.is_none());
+        // Methods listed only in the dynamic configuration count too.
+        let dynamic = YAML
+            .replace("  create_replica_methods: [walg, basebackup]\n", "")
+            .replace(
+                "bootstrap:\n",
+                "bootstrap:\n  dcs: {postgresql: {create_replica_methods: [walg]}}\n",
+            );
+        let (cfg, _) = Config::from_yaml_str(&dynamic, &EnvMap::new()).unwrap();
+        assert!(node_config(&cfg).can_restore_without_leader);
+        let leader_only = YAML.replace("no_leader: 'yes', ", "");
+        let (cfg, _) = Config::from_yaml_str(&leader_only, &EnvMap::new()).unwrap();
+        assert!(!node_config(&cfg).can_restore_without_leader);
+    }
 }

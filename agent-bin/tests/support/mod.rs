@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Timing used by the end-to-end tests: small so scenarios take seconds.
+#[derive(Clone, Copy)]
 pub struct Timing {
     pub ttl: u64,
     pub loop_wait: f64,
@@ -33,6 +34,19 @@ pub struct Node {
     pub log: PathBuf,
     pub child: Option<Child>,
     pub tags: String,
+    pub timing: Timing,
+    pub extra_dcs: String,
+    pub extra: Extra,
+}
+
+/// Extra YAML lines of one node's config file, each already indented for its section
+/// (two spaces for a key of `bootstrap:` or `postgresql:`).
+#[derive(Default, Clone)]
+pub struct Extra {
+    /// Lines appended to the `bootstrap:` section.
+    pub bootstrap: String,
+    /// Lines appended to the `postgresql:` section.
+    pub postgresql: String,
 }
 
 pub struct Cluster {
@@ -47,6 +61,12 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Gives `path` to the postgres OS user.
+pub fn chown_postgres(path: &Path) {
+    let (uid, gid) = postgres_ids();
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
 }
 
 fn postgres_ids() -> (u32, u32) {
@@ -77,6 +97,17 @@ impl Cluster {
         extra_dcs: &str,
         tags: impl Fn(usize) -> String,
     ) -> Cluster {
+        Cluster::new_with(n, timing, extra_dcs, tags, |_| Extra::default())
+    }
+
+    /// Like `new`, with `extra(i)` lines added to node `i`'s config.
+    pub fn new_with(
+        n: usize,
+        timing: &Timing,
+        extra_dcs: &str,
+        tags: impl Fn(usize) -> String,
+        extra: impl Fn(usize) -> Extra,
+    ) -> Cluster {
         let etcd = EtcdCluster::start_single().expect("etcd");
         let dir = tempfile::Builder::new()
             .prefix("fullauto-e2e-")
@@ -92,23 +123,46 @@ impl Cluster {
             scope,
         };
         for i in 0..n {
-            let node = c.write_node(i, timing, extra_dcs, &tags(i));
+            let node = c.write_node(i, timing, extra_dcs, &tags(i), &extra(i));
             c.nodes.push(node);
         }
         c
     }
 
-    fn write_node(&self, i: usize, t: &Timing, extra_dcs: &str, tags: &str) -> Node {
+    fn write_node(&self, i: usize, t: &Timing, extra_dcs: &str, tags: &str, extra: &Extra) -> Node {
         let name = format!("pg{i}");
-        let api_port = free_port();
-        let pg_port = free_port();
         let base = self.dir.path();
-        let data_dir = base.join(format!("data-{name}"));
+        let node = Node {
+            api_port: free_port(),
+            pg_port: free_port(),
+            config: base.join(format!("{name}.yml")),
+            data_dir: base.join(format!("data-{name}")),
+            log: base.join(format!("pg{i}.log")),
+            child: None,
+            tags: tags.to_string(),
+            timing: Timing { ..*t },
+            extra_dcs: extra_dcs.to_string(),
+            extra: extra.clone(),
+            name,
+        };
+        self.write_config(&node);
+        node
+    }
+
+    /// Replaces the extra lines of node `i`'s config file (same name and ports).
+    pub fn rewrite_node(&mut self, i: usize, extra: Extra) {
+        self.nodes[i].extra = extra;
+        self.write_config(&self.nodes[i]);
+    }
+
+    fn write_config(&self, n: &Node) {
+        let (t, extra) = (&n.timing, &n.extra);
+        let (api_port, pg_port) = (n.api_port, n.pg_port);
+        let base = self.dir.path();
         let run_dir = base.join("run");
         let _ = std::fs::create_dir_all(&run_dir);
         let (uid, gid) = postgres_ids();
         let _ = std::os::unix::fs::chown(&run_dir, Some(uid), Some(gid));
-        let config = base.join(format!("{name}.yml"));
         let etcd = self
             .etcd
             .endpoint(0)
@@ -116,7 +170,7 @@ impl Cluster {
             .to_string();
         let lines = [
             format!("scope: {}", self.scope),
-            format!("name: {name}"),
+            format!("name: {}", n.name),
             "restapi:".into(),
             format!("  listen: 127.0.0.1:{api_port}"),
             format!("  connect_address: 127.0.0.1:{api_port}"),
@@ -128,7 +182,7 @@ impl Cluster {
             format!("    loop_wait: {}", t.loop_wait),
             format!("    retry_timeout: {}", t.retry_timeout),
             "    primary_start_timeout: 30".into(),
-            extra_dcs.trim_end().to_string(),
+            n.extra_dcs.trim_end().to_string(),
             "    postgresql:".into(),
             "      use_pg_rewind: true".into(),
             "  initdb:".into(),
@@ -138,10 +192,11 @@ impl Cluster {
             "  - local all all trust".into(),
             "  - host all all 127.0.0.1/32 trust".into(),
             "  - host replication all 127.0.0.1/32 trust".into(),
+            extra.bootstrap.trim_end().to_string(),
             "postgresql:".into(),
             format!("  listen: 127.0.0.1:{pg_port}"),
             format!("  connect_address: 127.0.0.1:{pg_port}"),
-            format!("  data_dir: {}", data_dir.display()),
+            format!("  data_dir: {}", n.data_dir.display()),
             "  pg_ctl_timeout: 30".into(),
             "  parameters:".into(),
             format!("    unix_socket_directories: {}", run_dir.display()),
@@ -153,26 +208,17 @@ impl Cluster {
             "  authentication:".into(),
             "    superuser: {username: postgres}".into(),
             "    replication: {username: postgres}".into(),
+            extra.postgresql.trim_end().to_string(),
             "tags:".into(),
             "  noloadbalance: false".into(),
-            tags.trim_end().to_string(),
+            n.tags.trim_end().to_string(),
         ];
         let text: String = lines
             .iter()
             .filter(|l| !l.is_empty())
             .map(|l| format!("{l}\n"))
             .collect();
-        std::fs::write(&config, text).expect("write config");
-        Node {
-            name,
-            api_port,
-            pg_port,
-            config,
-            data_dir,
-            log: base.join(format!("pg{i}.log")),
-            child: None,
-            tags: tags.to_string(),
-        }
+        std::fs::write(&n.config, text).expect("write config");
     }
 
     /// A callback script that appends its arguments (action, role, scope) to
@@ -394,6 +440,22 @@ impl Cluster {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Writes an executable shell script into the cluster's directory (readable and
+    /// runnable by the postgres OS user) and returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).expect("script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// Stops node `i` completely: SIGKILL of its agent, then of its postmaster.
+    pub fn stop_node(&mut self, i: usize) {
+        self.kill_agent(i);
+        self.kill_postmaster(i);
+    }
 }
 
 impl Drop for Cluster {
@@ -537,5 +599,127 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs a PostgreSQL 15 tool as the postgres OS user; panics with its output on failure.
+pub fn pg_tool(tool: &str, args: &[&str]) -> String {
+    use std::os::unix::process::CommandExt;
+    let (uid, gid) = postgres_ids();
+    let out = Command::new(format!("/usr/lib/postgresql/15/bin/{tool}"))
+        .args(args)
+        .uid(uid)
+        .gid(gid)
+        .current_dir("/")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run postgres tool");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{tool} {args:?} failed: {text}");
+    text
+}
+
+/// A throwaway PostgreSQL (not managed by any agent) to take backups from; stopped on
+/// drop.
+pub struct Standalone {
+    pub data_dir: PathBuf,
+    pub port: u16,
+}
+
+impl Standalone {
+    /// initdb + start in `dir`, with `conf` lines appended to postgresql.conf.
+    pub fn start(dir: &Path, conf: &str) -> Standalone {
+        let data_dir = dir.join("standalone");
+        let d = data_dir.to_string_lossy().to_string();
+        pg_tool(
+            "initdb",
+            &["-D", &d, "-U", "postgres", "--auth=trust", "--no-sync"],
+        );
+        let port = free_port();
+        let mut text = std::fs::read_to_string(data_dir.join("postgresql.conf")).expect("conf");
+        text.push_str(&format!(
+            "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n{conf}\n",
+            dir.display()
+        ));
+        std::fs::write(data_dir.join("postgresql.conf"), text).expect("conf");
+        let s = Standalone { data_dir, port };
+        let log = dir.join("standalone.log").to_string_lossy().to_string();
+        pg_tool("pg_ctl", &["start", "-w", "-D", &d, "-l", &log]);
+        s
+    }
+
+    /// Runs SQL through psql.
+    pub fn sql(&self, q: &str) -> String {
+        let port = self.port.to_string();
+        pg_tool(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                q,
+            ],
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// A pg_basebackup (WAL included) into `target`.
+    pub fn basebackup(&self, target: &Path) {
+        let port = self.port.to_string();
+        pg_tool(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &target.to_string_lossy(),
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+        );
+    }
+
+    pub fn stop(&self) {
+        let d = self.data_dir.to_string_lossy().to_string();
+        let _ = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_ctl")
+            .args(["stop", "-m", "fast", "-w", "-D", &d])
+            .uid_gid_postgres()
+            .output();
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+trait AsPostgres {
+    fn uid_gid_postgres(&mut self) -> &mut Self;
+}
+
+impl AsPostgres for Command {
+    fn uid_gid_postgres(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        let (uid, gid) = postgres_ids();
+        self.uid(uid).gid(gid).current_dir("/")
     }
 }

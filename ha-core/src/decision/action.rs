@@ -135,6 +135,10 @@ pub enum Action {
         /// Who to stream from afterwards (the leader).
         follow: Option<Upstream>,
     },
+    /// *Background.* Create a replica without any running source, with the replica
+    /// methods that work without a leader (`no_leader`, e.g. a backup restore), then
+    /// start it as a replica of nobody.
+    RestoreReplica,
     /// *Background.* Start a stopped server as primary (crash restart while holding the lease).
     StartPrimary {
         /// Lease that justifies becoming writable.
@@ -203,6 +207,12 @@ pub enum Action {
         /// Slot names.
         names: Vec<String>,
     },
+    /// On a replica: make its physical slots exactly the slots of the members that
+    /// stream from it (`replicatefrom`).
+    SyncCascadeSlots {
+        /// Slot names.
+        names: Vec<String>,
+    },
 }
 
 impl Action {
@@ -225,6 +235,7 @@ impl Action {
             self,
             Action::Bootstrap
                 | Action::CloneReplica { .. }
+                | Action::RestoreReplica
                 | Action::StartPrimary { .. }
                 | Action::StartReplica { .. }
                 | Action::Promote { .. }
@@ -240,7 +251,7 @@ impl Action {
         use super::Busy;
         Some(match self {
             Action::Bootstrap => Busy::Bootstrap,
-            Action::CloneReplica { .. } => Busy::Clone,
+            Action::CloneReplica { .. } | Action::RestoreReplica => Busy::Clone,
             Action::StartPrimary { .. } | Action::StartReplica { .. } => Busy::Start,
             Action::Promote { .. } => Busy::Promote,
             Action::Demote { .. } | Action::SwitchoverTo { .. } => Busy::Demote,

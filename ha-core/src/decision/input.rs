@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub can_bootstrap: bool,
     /// Dynamic config to seed `config` with when the key is missing.
     pub bootstrap_config: DynamicConfig,
+    /// A configured replica method works without a leader (`no_leader`).
+    pub can_restore_without_leader: bool,
     /// How long before the end of the lease the write fence fires. Covers the fence's
     /// own reaction time and clock-rate differences between this host and the DCS.
     pub fence_margin: Duration,
@@ -41,6 +43,7 @@ impl NodeConfig {
             conn_url: None,
             can_bootstrap: true,
             bootstrap_config: DynamicConfig::default(),
+            can_restore_without_leader: false,
             fence_margin: Duration::from_millis(500),
             hung_grace: Duration::from_secs(5),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -236,6 +239,9 @@ pub struct LocalState {
     /// The `failsafe` value last written and not yet read back: a member in it may
     /// see it in the DCS, so failsafe checks call it too.
     pub failsafe_written: Option<crate::model::Failsafe>,
+    /// This replica keeps slots for members cascading from it: once none is left,
+    /// one more sync drops them.
+    pub cascade_slots: bool,
     /// The last decision's explanation (for logs and `/patroni`).
     pub message: String,
 }

@@ -367,6 +367,12 @@ impl<'a> Step<'a> {
                 Some(false) => self.say("failed to acquire the initialize lock"),
             };
         }
+        if c.is_unlocked() && c.system_identifier().is_some() && self.cfg.can_restore_without_leader
+        {
+            // The cluster exists but nobody leads: a backup can still seed a replica.
+            self.say("no leader: creating a replica with a no_leader replica method");
+            return self.act(Action::RestoreReplica);
+        }
         self.say("waiting for the leader to bootstrap");
     }
 
@@ -869,16 +875,10 @@ impl<'a> Step<'a> {
     /// (not `nostream`, not cascading from another member), and for
     /// `member_slots_ttl` after a member disappears.
     fn keep_member_slots(&mut self, c: &Cluster) {
-        let dc = self.config();
-        let use_slots = dc
-            .extra
-            .get("postgresql")
-            .and_then(|p| p.get("use_slots"))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(true);
-        if !use_slots {
+        if !self.use_slots() {
             return;
         }
+        let dc = self.config();
         for m in &c.members {
             self.st.members_seen.insert(m.name.clone(), self.now);
         }
@@ -895,11 +895,9 @@ impl<'a> Step<'a> {
             .filter(|name| {
                 c.member(name).is_none_or(|m| {
                     !m.data.tags.nostream
-                        && m.data
-                            .tags
-                            .replicatefrom
-                            .as_deref()
-                            .is_none_or(|f| f == self.me() || c.member(f).is_none())
+                        && m.data.tags.replicatefrom.as_deref().is_none_or(|f| {
+                            f == self.me() || c.member(f).is_none_or(|u| !is_running(u))
+                        })
                 })
             })
             .map(|name| crate::model::slot_name_for_member(name))
@@ -907,6 +905,39 @@ impl<'a> Step<'a> {
         names.sort();
         names.dedup();
         self.act(Action::SyncSlots { names });
+    }
+
+    /// A replica keeps a physical slot for every member that streams from it
+    /// (`replicatefrom`), as the primary does for the members streaming from it.
+    fn keep_cascade_slots(&mut self, c: &Cluster) {
+        if !self.use_slots() || !self.obs.pg.is_replica() {
+            return;
+        }
+        let mut names: Vec<String> = c
+            .members
+            .iter()
+            .filter(|m| m.name != self.me() && !m.data.tags.nostream)
+            .filter(|m| m.data.tags.replicatefrom.as_deref() == Some(self.me()))
+            .map(|m| crate::model::slot_name_for_member(&m.name))
+            .collect();
+        names.sort();
+        names.dedup();
+        // Replicas nobody cascades from have no slots to manage.
+        if names.is_empty() && !self.st.cascade_slots {
+            return;
+        }
+        self.st.cascade_slots = !names.is_empty();
+        self.act(Action::SyncCascadeSlots { names });
+    }
+
+    /// `postgresql.use_slots` of the dynamic config (default on).
+    fn use_slots(&self) -> bool {
+        self.config()
+            .extra
+            .get("postgresql")
+            .and_then(|p| p.get("use_slots"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true)
     }
 
     /// Adds the new timeline to `history` once after a promotion.
@@ -1063,6 +1094,7 @@ impl<'a> Step<'a> {
             });
             return self.say(format!("demoting: {leader} holds the leader lock"));
         }
+        self.keep_cascade_slots(c);
         let upstream = self.upstream_for_replica(c);
         let wanted = upstream.as_ref().map(|u| u.name.clone());
         if self.replica_needs_rewind_check(c) {

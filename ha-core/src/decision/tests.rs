@@ -1810,3 +1810,124 @@ fn requested_candidate_outside_the_failsafe_topology_does_not_hold_up_the_others
     );
     assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
 }
+
+fn member_with_tags(name: &str, role: &str, tags: Tags) -> (String, String) {
+    let (k, v) = member(name, role, 1);
+    let mut d: MemberData = serde_json::from_str(&v).expect("member json");
+    d.tags = tags;
+    (k, d.to_json())
+}
+
+#[test]
+fn empty_node_restores_without_leader_only_with_a_no_leader_method() {
+    let empty = || PgObservation::stopped(DataDirState::Empty);
+    let run = |cfg: &NodeConfig, c: Cluster| {
+        decide(
+            cfg,
+            &LocalState::default(),
+            &obs(c, empty(), vec![]),
+            t(1000),
+        )
+        .actions
+    };
+    let mut restorer = cfg("b");
+    restorer.can_restore_without_leader = true;
+    // Bootstrapped cluster, nobody leads: only a node with a no_leader method restores.
+    let leaderless = || View::new().member("c", "replica", 1).cluster();
+    assert!(run(&restorer, leaderless()).contains(&Action::RestoreReplica));
+    assert!(!run(&cfg("b"), leaderless()).contains(&Action::RestoreReplica));
+    // A leader exists: clone from it as usual.
+    let led = View::new().leader("a").member("a", "primary", 1).cluster();
+    let actions = run(&restorer, led);
+    assert!(!actions.contains(&Action::RestoreReplica));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::CloneReplica { source, .. } if source.name == "a")));
+    // Bootstrap still in progress (initialize claimed, no system identifier yet): wait.
+    let bootstrapping = Cluster::from_entries(vec![RawEntry {
+        key: "initialize".into(),
+        value: String::new(),
+        version: Version(1),
+        session: None,
+    }]);
+    assert!(!run(&restorer, bootstrapping).contains(&Action::RestoreReplica));
+}
+
+#[test]
+fn cascade_slots_live_on_the_replica_streamed_from() {
+    let cascading = Tags {
+        replicatefrom: Some("b".into()),
+        ..Tags::default()
+    };
+    let (ck, cv) = member_with_tags("c", "replica", cascading);
+    let view = || {
+        View::new()
+            .leader("a")
+            .member("a", "primary", 1)
+            .member("b", "replica", 1)
+            .key(&ck, &cv)
+    };
+    // The replica c streams from keeps c's slot.
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(view().cluster(), pg_replica(1), vec![]),
+        t(1000),
+    );
+    assert!(
+        d.actions.contains(&Action::SyncCascadeSlots {
+            names: vec!["c".into()]
+        }),
+        "{:?}",
+        d.actions
+    );
+    // Once c is gone, one more sync drops its slot; then nothing more to manage.
+    let alone = || {
+        View::new()
+            .leader("a")
+            .member("a", "primary", 1)
+            .member("b", "replica", 1)
+            .cluster()
+    };
+    let d2 = decide(
+        &cfg("b"),
+        &d.state,
+        &obs(alone(), pg_replica(1), vec![]),
+        t(2000),
+    );
+    assert!(d2
+        .actions
+        .contains(&Action::SyncCascadeSlots { names: vec![] }));
+    let d3 = decide(
+        &cfg("b"),
+        &d2.state,
+        &obs(alone(), pg_replica(1), vec![]),
+        t(3000),
+    );
+    assert!(!d3
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SyncCascadeSlots { .. })));
+    // The primary keeps no slot for c while b runs.
+    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+    let primary_slots = |c: Cluster| {
+        let d = decide(
+            &cfg("a"),
+            &LocalState::default(),
+            &obs(c, pg_primary(1), renewed.clone()),
+            t(1000),
+        );
+        d.actions.into_iter().find_map(|a| match a {
+            Action::SyncSlots { names } => Some(names),
+            _ => None,
+        })
+    };
+    assert_eq!(primary_slots(view().cluster()), Some(vec!["b".to_string()]));
+    // Once b is gone, c streams from the primary and gets its slot there.
+    let without_b = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .key(&ck, &cv)
+        .cluster();
+    assert_eq!(primary_slots(without_b), Some(vec!["c".to_string()]));
+}

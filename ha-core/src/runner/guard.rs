@@ -78,6 +78,8 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::CancelInitialize
         | Action::Bootstrap
         | Action::CloneReplica { .. }
+        | Action::RestoreReplica
+        | Action::SyncCascadeSlots { .. }
         | Action::StartReplica { .. }
         | Action::Restart { token: None, .. }
         | Action::Reinitialize { .. }

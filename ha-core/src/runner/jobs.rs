@@ -85,6 +85,12 @@ async fn run(
             emit(RunnerEvent::Started("replica"));
             Ok(())
         }
+        Action::RestoreReplica => {
+            pg.create_replica_without_leader().await?;
+            pg.start(&StartRole::Replica { upstream: None }, t).await?;
+            emit(RunnerEvent::Started("replica"));
+            Ok(())
+        }
         Action::StartPrimary { token } => {
             // The lease may have run out while the job was queued.
             if parts.clock.now() >= token.valid_until {

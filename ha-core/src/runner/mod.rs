@@ -655,7 +655,7 @@ impl Runner {
                 }
                 None
             }
-            Action::SyncSlots { names } => {
+            Action::SyncSlots { names } | Action::SyncCascadeSlots { names } => {
                 if let Err(e) = self.parts.pg.sync_replication_slots(&names).await {
                     tracing::warn!(node = %self.cfg.name, "slot sync failed: {e}");
                 }

@@ -234,6 +234,7 @@ fn short(a: &Action) -> String {
         Action::CloneReplica { source, follow } => {
             format!("CloneReplica({}, follow {})", source.name, up(follow))
         }
+        Action::RestoreReplica => "RestoreReplica".into(),
         Action::StartPrimary { token } => format!("StartPrimary(token {})", ms(token.valid_until)),
         Action::StartReplica { upstream, rewind } => {
             format!("StartReplica({}, rewind={rewind})", up(upstream))
@@ -253,6 +254,7 @@ fn short(a: &Action) -> String {
         Action::Follow { upstream } => format!("Follow({})", up(upstream)),
         Action::StopPostgres { mode } => format!("StopPostgres({mode:?})"),
         Action::SyncSlots { .. } => "SyncSlots".into(),
+        Action::SyncCascadeSlots { .. } => "SyncCascadeSlots".into(),
         Action::WriteSync { sync, .. } => format!("WriteSync({:?})", sync.sync_standby),
         Action::DeleteSync { .. } => "DeleteSync".into(),
         Action::SetSynchronousStandbyNames { value } => {
@@ -294,6 +296,8 @@ fn action_code(a: &Action) -> u64 {
         Action::Reinitialize { .. } => 29,
         Action::WriteFailsafe(_) => 30,
         Action::CheckFailsafe { .. } => 31,
+        Action::RestoreReplica => 32,
+        Action::SyncCascadeSlots { .. } => 33,
     }
 }
 
@@ -733,7 +737,7 @@ impl World {
                 self.stop_pg(i, *mode);
                 Flow::Continue
             }
-            Action::SyncSlots { .. } => Flow::Continue,
+            Action::SyncSlots { .. } | Action::SyncCascadeSlots { .. } => Flow::Continue,
             Action::WriteFailsafe(f) => {
                 let op = DcsOp::Failsafe(f.clone());
                 self.wait_on_dcs(i, op, action)
@@ -758,6 +762,7 @@ impl World {
             }
             Action::Bootstrap
             | Action::CloneReplica { .. }
+            | Action::RestoreReplica
             | Action::StartPrimary { .. }
             | Action::StartReplica { .. }
             | Action::Promote { .. }

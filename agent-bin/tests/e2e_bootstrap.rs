@@ -1,0 +1,207 @@
+//! End to end on real etcd and PostgreSQL 15: a cluster bootstrapped by a custom
+//! `bootstrap.method` that restores a backup (and archived WAL through
+//! `recovery_conf`), `post_bootstrap`, and a failing method that gives the bootstrap
+//! up so another node can do it.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+use support::{wait_until, Cluster, Extra, Standalone, FAST};
+
+const BOOT: Duration = Duration::from_secs(90);
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).map_or(true, |mut d| d.next().is_none())
+}
+
+#[test]
+fn custom_bootstrap_restores_a_backup_recovers_archived_wal_and_runs_post_bootstrap() {
+    let mut c = Cluster::new_with(2, &FAST, "", |_| String::new(), |_| Extra::default());
+    // Everything of the "backup store" lives in the cluster's directory (owned by
+    // the postgres OS user, which runs the scripts).
+    let store = c.path().to_path_buf();
+    let archive = store.join("archive");
+    std::fs::create_dir(&archive).expect("archive dir");
+    support::chown_postgres(&archive);
+    let source = Standalone::start(
+        &store,
+        &format!(
+            "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
+            archive.display()
+        ),
+    );
+    source.sql("CREATE TABLE t (id int primary key); INSERT INTO t SELECT generate_series(1, 100)");
+    let sysid = source.sql("SELECT system_identifier FROM pg_control_system()");
+    let backup = store.join("backup");
+    source.basebackup(&backup);
+    // Written after the backup: only archive recovery can bring these back.
+    source.sql("INSERT INTO t SELECT generate_series(101, 150)");
+    let segment = source.sql("SELECT pg_walfile_name(pg_switch_wal())");
+    let archived = wait_until(Duration::from_secs(30), || {
+        let last = source.sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver");
+        (last >= segment).then_some(())
+    });
+    assert!(archived.is_some(), "segment {segment} was not archived");
+    source.stop();
+
+    let restore = c.script(
+        "restore.sh",
+        &format!(
+            "echo \"$@\" >> {args}\n\
+             for a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${{a#--datadir=}}\";; --backup=*) b=\"${{a#--backup=}}\";; esac; done\n\
+             cp -a \"$b\"/. \"$d\"/\n",
+            args = store.join("restore.args").display()
+        ),
+    );
+    let post = c.script(
+        "post.sh",
+        &format!(
+            "echo \"$@\" >> {args}\nexec psql \"$1\" -XAtq -v ON_ERROR_STOP=1 -c 'CREATE TABLE post_marker (x int)'\n",
+            args = store.join("post.args").display()
+        ),
+    );
+    let bootstrap = format!(
+        "  method: restore\n  restore:\n    command: {}\n    backup: {}\n    recovery_conf:\n      restore_command: cp {}/%f %p\n  post_init: {}\n",
+        restore.display(),
+        backup.display(),
+        archive.display(),
+        post.display()
+    );
+    for i in 0..2 {
+        c.rewrite_node(
+            i,
+            Extra {
+                bootstrap: bootstrap.clone(),
+                postgresql: String::new(),
+            },
+        );
+    }
+    c.start_all();
+    let p = c.wait_primary(BOOT).expect("a primary");
+    let r = 1 - p;
+
+    // The backup's rows and the archived ones: recovery ran with restore_command.
+    assert_eq!(c.sql(p, "SELECT count(*) FROM t").as_deref(), Ok("150"));
+    // Recovery ended on a new timeline, and its settings are gone again.
+    assert_eq!(
+        c.sql(
+            p,
+            "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+        )
+        .as_deref(),
+        Ok("00000002")
+    );
+    assert_eq!(c.sql(p, "SHOW restore_command").as_deref(), Ok(""));
+    // The cluster is the backup's: the DCS records its system identifier.
+    let init = wait_until(Duration::from_secs(20), || c.key("initialize"));
+    assert_eq!(init.as_deref(), Some(sysid.as_str()));
+
+    // The method ran once, with Patroni's arguments and its own keys.
+    let args = lines(&store.join("restore.args"));
+    assert_eq!(
+        args,
+        vec![format!(
+            "--scope={} --datadir={} --backup={}",
+            c.scope,
+            c.nodes[p].data_dir.display(),
+            backup.display()
+        )]
+    );
+    // post_bootstrap ran once with the superuser's URL, against the new cluster.
+    let post_args = lines(&store.join("post.args"));
+    assert_eq!(
+        post_args,
+        vec![format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            c.nodes[p].pg_port
+        )]
+    );
+    assert_eq!(
+        c.sql(
+            p,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'post_marker'"
+        )
+        .as_deref(),
+        Ok("1")
+    );
+
+    // The other node clones the restored cluster and streams from it.
+    assert!(
+        c.wait_replica(r, BOOT),
+        "{} never streamed",
+        c.nodes[r].name
+    );
+    c.sql(p, "INSERT INTO t VALUES (151)").expect("write");
+    let seen = wait_until(Duration::from_secs(20), || {
+        c.sql(r, "SELECT count(*) FROM t")
+            .ok()
+            .filter(|n| n == "151")
+    });
+    assert!(seen.is_some(), "replica misses rows");
+    assert_eq!(
+        lines(&store.join("post.args")).len(),
+        1,
+        "post_bootstrap ran again"
+    );
+}
+
+#[test]
+fn failing_bootstrap_method_releases_initialize_and_another_node_bootstraps() {
+    let mut c = Cluster::new(2, &FAST, "", |_| String::new());
+    let attempts = c.path().join("attempts");
+    // First attempt fails outright; later ones "succeed" without leaving a cluster.
+    let broken = c.script(
+        "broken.sh",
+        &format!(
+            "echo x >> {a}\n\
+             for x in \"$@\"; do case \"$x\" in --datadir=*) d=\"${{x#--datadir=}}\";; esac; done\n\
+             echo junk > \"$d/junk\"\n\
+             [ \"$(wc -l < {a})\" -gt 1 ] && exit 0\n\
+             exit 3\n",
+            a = attempts.display()
+        ),
+    );
+    c.rewrite_node(
+        0,
+        Extra {
+            bootstrap: format!(
+                "  method: broken\n  broken:\n    command: {}\n",
+                broken.display()
+            ),
+            postgresql: String::new(),
+        },
+    );
+    c.start(0);
+    // Both kinds of failure happened and neither left anything behind.
+    let failed_twice = wait_until(BOOT, || (lines(&attempts).len() >= 2).then_some(()));
+    assert!(failed_twice.is_some(), "the method was not retried");
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    assert!(log.contains("bootstrap method broken failed"), "{log}");
+    assert!(
+        log.contains("left no cluster in the data directory"),
+        "{log}"
+    );
+    let clean = wait_until(Duration::from_secs(20), || {
+        (is_empty_dir(&c.nodes[0].data_dir) && c.key("initialize").is_none()).then_some(())
+    });
+    assert!(clean.is_some(), "data dir not cleaned or initialize kept");
+    assert_ne!(c.api(0, "/primary").map(|r| r.0), Some(200));
+    assert!(c.leader().is_none());
+
+    // A node with a working method (initdb) bootstraps; the broken one then joins.
+    c.start(1);
+    let p = wait_until(BOOT, || {
+        c.api(1, "/primary").filter(|(s, _)| *s == 200).map(|_| 1)
+    });
+    assert_eq!(p, Some(1), "node 1 did not bootstrap");
+    assert!(c.wait_replica(0, BOOT), "node 0 did not join as a replica");
+}

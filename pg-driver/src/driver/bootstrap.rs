@@ -1,0 +1,284 @@
+//! Creating a new cluster: initdb, or a custom bootstrap method (e.g. a backup
+//! restore, optionally followed by archive recovery), then the `post_bootstrap`
+//! script. A failed bootstrap leaves an empty data directory behind.
+
+use super::{
+    postgres_uri, private_temp_dir, PgDriver, LONG_TOOL_TIMEOUT, REPLICA_METHOD_TIMEOUT,
+    SQL_TIMEOUT,
+};
+use crate::config::{json_scalar, BootstrapMethod};
+use crate::datadir::{self, DirContents};
+use crate::error::{DriverError, Result};
+use crate::render::{self, ManagedState};
+use ha_core::{StartRole, StopMode};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How often the end of a bootstrap recovery is checked.
+const RECOVERY_POLL: Duration = Duration::from_secs(1);
+
+impl PgDriver {
+    /// Creates the cluster in the empty data directory and leaves it running as a
+    /// primary. On failure everything it created is removed again, so another node
+    /// (or a later attempt) can bootstrap.
+    pub(super) async fn do_bootstrap(&self) -> Result<()> {
+        let dir = self.data_dir().to_path_buf();
+        match datadir::contents(&dir)? {
+            DirContents::Missing | DirContents::Empty => self.runner.create_dir(&dir, 0o700)?,
+            DirContents::Cluster => {
+                return Err(DriverError::DataDir {
+                    path: dir,
+                    reason: "already holds a cluster; bootstrap never overwrites a data directory"
+                        .into(),
+                })
+            }
+            DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
+        }
+        let result = self.bootstrap_steps().await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "bootstrap failed: removing what it left in the data directory");
+            self.discard_failed_bootstrap().await;
+        }
+        result
+    }
+
+    async fn bootstrap_steps(&self) -> Result<()> {
+        match self.cfg().bootstrap_method.clone() {
+            None => {
+                self.initdb().await?;
+                self.do_start(&StartRole::Primary, self.cfg().pg_ctl_timeout())
+                    .await?;
+            }
+            Some(m) => {
+                self.run_bootstrap_method(&m).await?;
+                self.start_restored_cluster(&m).await?;
+            }
+        }
+        // Patroni's order: the script first, then the replication and rewind roles.
+        self.run_post_bootstrap().await?;
+        self.ensure_roles().await
+    }
+
+    /// Stops whatever the failed bootstrap started and empties the data directory
+    /// (it was empty before, so everything in it is the bootstrap's).
+    async fn discard_failed_bootstrap(&self) {
+        if self.postmaster_pid().is_some() {
+            if let Err(e) = self
+                .do_stop(StopMode::Immediate, self.cfg().pg_ctl_timeout())
+                .await
+            {
+                tracing::error!(error = %e, "could not stop postgres after a failed bootstrap");
+                return;
+            }
+        }
+        if let Err(e) = datadir::remove_contents(self.data_dir()) {
+            tracing::error!(error = %e, "could not empty the data directory after a failed bootstrap");
+        }
+        self.set_state(ManagedState::default());
+    }
+
+    async fn initdb(&self) -> Result<()> {
+        let cfg = self.cfg();
+        let su = &cfg.authentication.superuser;
+        let mut cmd = self.tool_cmd("initdb", false)?;
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-U")
+            .arg(&su.username);
+        // The password goes through a file in a fresh private directory (mkdtemp), never
+        // on the command line or at a predictable path.
+        let mut pwdir: Option<PathBuf> = None;
+        if let Some(p) = &su.password {
+            let d = private_temp_dir()?;
+            self.runner.own(&d, 0o700)?;
+            let f = d.join("pwfile");
+            pwdir = Some(d);
+            self.runner.write_file(&f, &format!("{p}\n"), 0o600)?;
+            cmd.arg(format!("--pwfile={}", f.display()));
+        }
+        let initdb = &cfg.initdb;
+        // Checksums by default so pg_rewind works; `no-data-checksums` opts out (and is
+        // not passed on, PostgreSQL 15 has no such flag).
+        if !initdb.contains("data-checksums")
+            && !initdb.contains("k")
+            && !initdb.contains("no-data-checksums")
+        {
+            cmd.arg("--data-checksums");
+        }
+        cmd.args(
+            initdb
+                .to_args()?
+                .into_iter()
+                .filter(|a| a != "--no-data-checksums"),
+        );
+        if cfg.fsync_disabled() && !initdb.contains("no-sync") {
+            cmd.arg("--no-sync");
+        }
+        let res = self.runner.run_ok("initdb", cmd, LONG_TOOL_TIMEOUT).await;
+        if let Some(d) = pwdir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        res.map(|_| ())
+    }
+
+    /// Runs the method's command as the OS user, as Patroni does: `--scope`,
+    /// `--datadir` (unless `no_params`) and the section's other keys as `--key=value`.
+    async fn run_bootstrap_method(&self, m: &BootstrapMethod) -> Result<()> {
+        let cfg = self.cfg();
+        let mut args = Vec::new();
+        if !m.no_params {
+            args.push(format!("--scope={}", cfg.scope.clone().unwrap_or_default()));
+            args.push(format!("--datadir={}", self.data_dir().display()));
+        }
+        for (k, v) in &m.extra {
+            args.push(format!("--{k}={}", json_scalar(v)?));
+        }
+        tracing::info!(method = %m.name, command = %m.command, "running custom bootstrap method");
+        let tool = format!("bootstrap method {}", m.name);
+        let cmd = self.shell_command(&m.command, &args);
+        self.runner
+            .run_ok(&tool, cmd, REPLICA_METHOD_TIMEOUT)
+            .await?;
+        if datadir::contents(self.data_dir())? != DirContents::Cluster {
+            return Err(DriverError::Tool {
+                tool,
+                output: "succeeded but left no cluster in the data directory".into(),
+            });
+        }
+        self.runner.own(self.data_dir(), 0o700)
+    }
+
+    /// Starts the restored cluster as a primary: with `recovery_conf` (or a kept
+    /// recovery configuration) it first recovers, then ends recovery on a new
+    /// timeline; returns once it accepts writes.
+    async fn start_restored_cluster(&self, m: &BootstrapMethod) -> Result<()> {
+        let recovery = self.prepare_recovery(m)?;
+        self.set_state(ManagedState {
+            recovery,
+            ..ManagedState::default()
+        });
+        // Reaching a consistent state may take long: no pg_ctl_timeout here.
+        self.do_start(&StartRole::Primary, LONG_TOOL_TIMEOUT)
+            .await?;
+        self.wait_end_of_recovery().await?;
+        let mut state = self.state();
+        if !state.recovery.is_empty() {
+            state.recovery.clear();
+            self.write_config(&state)?;
+            self.pg_ctl_reload().await?;
+        }
+        Ok(())
+    }
+
+    /// Decides how the restored cluster starts and returns the recovery settings for
+    /// the managed configuration. The method's own standby or recovery setup is
+    /// removed unless `keep_existing_recovery_conf`; `recovery_conf` replaces it.
+    fn prepare_recovery(
+        &self,
+        m: &BootstrapMethod,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let dir = self.data_dir();
+        let standby = dir.join("standby.signal");
+        let recovery = dir.join("recovery.signal");
+        let remove = |p: &std::path::Path| -> Result<()> {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(DriverError::io("remove", p, e))
+                }
+                _ => Ok(()),
+            }
+        };
+        if m.keep_existing_recovery_conf && m.recovery_conf.is_none() {
+            // A standby never ends recovery by itself: recover from the archive instead.
+            if standby.exists() {
+                std::fs::rename(&standby, &recovery)
+                    .map_err(|e| DriverError::io("rename", &standby, e))?;
+            }
+            return Ok(Default::default());
+        }
+        remove(&standby)?;
+        remove(&recovery)?;
+        let auto = dir.join("postgresql.auto.conf");
+        if let Ok(text) = std::fs::read_to_string(&auto) {
+            if let Some(clean) = render::without_recovery_settings(&text) {
+                self.runner.write_file(&auto, &clean, 0o600)?;
+            }
+        }
+        let Some(rc) = &m.recovery_conf else {
+            return Ok(Default::default());
+        };
+        self.runner.write_file(&recovery, "", 0o600)?;
+        rc.iter()
+            .map(|(k, v)| {
+                json_scalar(v)
+                    .map(|v| (k.clone(), v))
+                    .map_err(|e| DriverError::Config(format!("recovery_conf.{k}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Waits until the server has left recovery. Like Patroni it waits as long as
+    /// recovery takes; a recovery paused at its target is reported, not resumed.
+    async fn wait_end_of_recovery(&self) -> Result<()> {
+        let mut reported_pause = false;
+        loop {
+            if self.postmaster_pid().is_none() {
+                return Err(DriverError::StartFailed {
+                    reason: "postgres stopped during the bootstrap recovery".into(),
+                    log_tail: self.log_tail(),
+                });
+            }
+            let status = match self.connect_local(SQL_TIMEOUT).await {
+                Ok(client) => client
+                    .query_one(
+                        "SELECT pg_is_in_recovery(), pg_is_in_recovery() AND pg_is_wal_replay_paused()",
+                        &[],
+                    )
+                    .await
+                    .map(|r| (r.get::<_, bool>(0), r.get::<_, bool>(1)))
+                    .ok(),
+                Err(_) => None,
+            };
+            match status {
+                Some((false, _)) => return Ok(()),
+                Some((true, true)) if !reported_pause => {
+                    reported_pause = true;
+                    tracing::warn!(
+                        "bootstrap recovery is paused at its target: resume it with pg_wal_replay_resume() (or set recovery_target_action: promote)"
+                    );
+                }
+                _ => tracing::debug!("waiting for the end of recovery after bootstrap"),
+            }
+            tokio::time::sleep(RECOVERY_POLL).await;
+        }
+    }
+
+    /// Runs `post_bootstrap` with the superuser's connection URL, as Patroni does;
+    /// a non-zero exit fails the bootstrap.
+    async fn run_post_bootstrap(&self) -> Result<()> {
+        let cfg = self.cfg();
+        let Some(script) = cfg
+            .post_bootstrap
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        else {
+            return Ok(());
+        };
+        let hp = cfg.local_host_port()?;
+        let su = &cfg.authentication.superuser;
+        let url = postgres_uri(&su.username, &hp.host, hp.port);
+        tracing::info!(script, "running post_bootstrap");
+        let mut cmd = self.shell_command(script, &[url]);
+        cmd.env(
+            "PGOPTIONS",
+            "-c synchronous_commit=local -c statement_timeout=0",
+        );
+        if let Some(p) = &su.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        self.runner
+            .run_ok("post_bootstrap", cmd, LONG_TOOL_TIMEOUT)
+            .await
+            .map(|_| ())
+    }
+}
