@@ -21,6 +21,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
 
+/// SQL for a running replica's timeline: the walreceiver's while there is one, and
+/// never older than the minimum recovery point's or the last restartpoint's. The last
+/// restartpoint alone lags by minutes after pg_rewind or a timeline switch, which made a
+/// healthy replica look behind the leader as soon as its walreceiver stopped (the
+/// primary had just died) and got it restarted for a divergence check mid-failover.
+const REPLICA_TIMELINE: &str = "GREATEST((SELECT received_tli FROM pg_stat_wal_receiver), \
+     (SELECT timeline_id FROM pg_control_checkpoint()), \
+     (SELECT min_recovery_end_timeline FROM pg_control_recovery()))";
+
 /// Connect timeout of the health query: a SIGSTOPped postmaster never answers.
 const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Budget for the health query itself once connected.
@@ -44,6 +53,8 @@ pub struct PgDriver {
     bins: Binaries,
     runner: Runner,
     state: Mutex<ManagedState>,
+    /// The highest timeline a running replica reported, with its postmaster's start time.
+    replica_timeline: Mutex<Option<(String, u64)>>,
 }
 
 impl PgDriver {
@@ -60,6 +71,7 @@ impl PgDriver {
             bins,
             runner: Runner::new(user),
             state: Mutex::new(state),
+            replica_timeline: Mutex::new(None),
         })
     }
 
@@ -440,8 +452,7 @@ impl PgDriver {
                pg_last_wal_receive_lsn()::text,
                pg_last_wal_replay_lsn()::text,
                CASE WHEN pg_is_in_recovery()
-                 THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
-                               (SELECT timeline_id FROM pg_control_checkpoint()))::text
+                 THEN {REPLICA_TIMELINE}::text
                  ELSE (('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text END,
                (SELECT status FROM pg_stat_wal_receiver),
                current_setting('server_version_num'),
@@ -496,6 +507,21 @@ impl PgDriver {
         Ok(h)
     }
 
+    /// A replica's timeline never goes back while the same postmaster runs, so the
+    /// highest one seen since it started stands: once the walreceiver is gone (the
+    /// upstream died) Postgres may only show older evidence (the last restartpoint's).
+    fn replica_timeline_since_start(
+        &self,
+        start_time: Option<&str>,
+        seen: Option<u64>,
+    ) -> Option<u64> {
+        let mut cached = match self.replica_timeline.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        highest_timeline_since_start(&mut cached, start_time, seen)
+    }
+
     async fn observe_inner(&self) -> PgObservation {
         let (data_dir, control) = self.data_dir_state().await;
         let mut obs = PgObservation::stopped(data_dir);
@@ -511,7 +537,11 @@ impl PgDriver {
             PidFileState::Alive { status, .. } => match self.health().await {
                 Ok(h) => {
                     obs.in_recovery = h.in_recovery;
-                    obs.timeline = h.timeline;
+                    obs.timeline = if h.in_recovery == Some(true) {
+                        self.replica_timeline_since_start(h.start_time.as_deref(), h.timeline)
+                    } else {
+                        h.timeline
+                    };
                     obs.wal_lsn = h.wal_lsn;
                     obs.receive_lsn = h.receive_lsn;
                     obs.replay_lsn = h.replay_lsn;
@@ -732,15 +762,14 @@ impl PgDriver {
         if self.postmaster_pid().is_some() {
             let client = self.connect_local(SQL_TIMEOUT).await?;
             let rows = client
-                .simple_query(
+                .simple_query(&format!(
                     "SELECT pg_is_in_recovery()::text,
                        CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text
                             ELSE pg_current_wal_lsn()::text END,
                        CASE WHEN pg_is_in_recovery()
-                         THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
-                                       (SELECT timeline_id FROM pg_control_checkpoint()))::text
-                         ELSE (('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text END",
-                )
+                         THEN {REPLICA_TIMELINE}::text
+                         ELSE (('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int)::text END"
+                ))
                 .await
                 .map_err(sql::query_error)?;
             let row = rows
@@ -1303,6 +1332,24 @@ impl PgDriver {
     }
 }
 
+/// Folds a replica's reported timeline into `cached` (postmaster start time, highest
+/// timeline) and returns the highest seen since that postmaster started.
+fn highest_timeline_since_start(
+    cached: &mut Option<(String, u64)>,
+    start_time: Option<&str>,
+    seen: Option<u64>,
+) -> Option<u64> {
+    let (Some(start), Some(seen)) = (start_time, seen) else {
+        return seen;
+    };
+    let best = match cached.as_ref() {
+        Some((s, tl)) if s == start => seen.max(*tl),
+        _ => seen,
+    };
+    *cached = Some((start.to_string(), best));
+    Some(best)
+}
+
 struct Health {
     in_recovery: Option<bool>,
     wal_lsn: Option<u64>,
@@ -1476,5 +1523,42 @@ impl Postgres for PgDriver {
         }
         self.write_config(&self.state())?;
         Ok(self.pg_ctl_reload().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::highest_timeline_since_start;
+
+    #[test]
+    fn a_replica_timeline_never_goes_back_while_the_same_postmaster_runs() {
+        let mut cache = None;
+        let t0 = Some("2026-01-01 00:00:00+00");
+        // Streaming timeline 3, then the walreceiver goes and only the last
+        // restartpoint's timeline 2 is visible.
+        assert_eq!(
+            highest_timeline_since_start(&mut cache, t0, Some(3)),
+            Some(3)
+        );
+        assert_eq!(
+            highest_timeline_since_start(&mut cache, t0, Some(2)),
+            Some(3)
+        );
+        assert_eq!(
+            highest_timeline_since_start(&mut cache, t0, Some(4)),
+            Some(4)
+        );
+        // A restarted postmaster starts over from what it reports.
+        let t1 = Some("2026-01-01 00:05:00+00");
+        assert_eq!(
+            highest_timeline_since_start(&mut cache, t1, Some(2)),
+            Some(2)
+        );
+        // Nothing reported, nothing invented.
+        assert_eq!(highest_timeline_since_start(&mut cache, t1, None), None);
+        assert_eq!(
+            highest_timeline_since_start(&mut cache, None, Some(1)),
+            Some(1)
+        );
     }
 }
