@@ -214,6 +214,8 @@ pub struct LocalState {
     pub down_since: Option<MonoTime>,
     /// Since when a running replica has been stuck behind the leader's timeline.
     pub stuck_since: Option<MonoTime>,
+    /// The leader `stuck_since` counts against: a new leader restarts the count.
+    pub stuck_on_leader: Option<String>,
     /// Since when Postgres has been unresponsive.
     pub hung_since: Option<MonoTime>,
     /// Whether the write fence is armed.

@@ -42,6 +42,10 @@ use crate::model::{Cluster, DynamicConfig, Failsafe, History, HistoryEntry, Memb
 use crate::postgres::{DataDirState, PgProcess, Upstream};
 use std::time::Duration;
 
+/// How long a replica behind the leader's timeline may take to catch the timeline
+/// switch before it is stopped for a divergence check.
+const BEHIND_TIMELINE_GRACE: Duration = Duration::from_secs(10);
+
 /// The result of one decision step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -1147,11 +1151,20 @@ impl<'a> Step<'a> {
             .timeline
             .is_some_and(|tl| pg.timeline.is_some_and(|mine| mine < tl));
         let dc = self.config();
-        let grace = if behind || self.st.rewind_pending {
+        let grace = if self.st.rewind_pending {
             dc.loop_wait().max(Duration::from_secs(1))
+        } else if behind {
+            // After a failover the walreceiver reconnects to the new leader only on its
+            // retry interval (wal_retrieve_retry_interval, 5 s): give it two tries.
+            dc.loop_wait().max(BEHIND_TIMELINE_GRACE.min(dc.ttl()))
         } else {
             dc.ttl()
         };
+        // A new leader restarts the count: following it takes a reconnect.
+        if self.st.stuck_on_leader.as_deref() != Some(leader.name.as_str()) {
+            self.st.stuck_on_leader = Some(leader.name.clone());
+            self.st.stuck_since = None;
+        }
         let since = *self.st.stuck_since.get_or_insert(self.now);
         if self.now.since(since) < grace {
             self.wake_no_later_than(since.plus(grace));

@@ -1931,3 +1931,56 @@ fn cascade_slots_live_on_the_replica_streamed_from() {
         .cluster();
     assert_eq!(primary_slots(without_b), Some(vec!["c".to_string()]));
 }
+
+fn behind_timeline_view(leader: &str) -> Cluster {
+    let (k, v) = member(leader, "primary", 500);
+    let mut data = MemberData::parse(&v).expect("member json");
+    data.timeline = Some(2);
+    View::new()
+        .key("config", r#"{"ttl":30,"loop_wait":1,"retry_timeout":2}"#)
+        .leader(leader)
+        .key(&k, &data.to_json())
+        .member("b", "replica", 400)
+        .cluster()
+}
+
+fn stops_for_divergence_check(d: &Decision) -> bool {
+    d.actions
+        .iter()
+        .any(|a| matches!(a, Action::StopPostgres { .. }))
+}
+
+#[test]
+fn replica_behind_a_new_timeline_gets_time_to_reconnect_and_a_new_leader_restarts_the_count() {
+    let mut pg = pg_replica(400);
+    pg.replication_state = None;
+    let node = cfg("b");
+    let c = behind_timeline_view("a");
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(c.clone(), pg.clone(), vec![]),
+        t(1000),
+    );
+    assert!(!stops_for_divergence_check(&d));
+    // Several loop_waits later the walreceiver may still be waiting for its retry.
+    let d = decide(
+        &node,
+        &d.state,
+        &obs(c.clone(), pg.clone(), vec![]),
+        t(6000),
+    );
+    assert!(!stops_for_divergence_check(&d), "{:?}", d.actions);
+    // Another failover meanwhile: the count starts again for the new leader.
+    let c2 = behind_timeline_view("c");
+    let d = decide(
+        &node,
+        &d.state,
+        &obs(c2.clone(), pg.clone(), vec![]),
+        t(10_500),
+    );
+    assert!(!stops_for_divergence_check(&d), "{:?}", d.actions);
+    // Still not streaming long after: stopped for the divergence check.
+    let d = decide(&node, &d.state, &obs(c2, pg, vec![]), t(21_000));
+    assert!(stops_for_divergence_check(&d), "{:?}", d.actions);
+}
