@@ -252,7 +252,9 @@ pub(super) fn race_verdict(
         if r.is_primary {
             return Verdict::No(format!("primary ({}) is still alive", p.name));
         }
-        if r.tags.never_promote() {
+        // A peer that may never lead is no rival: deferring to it would leave the cluster
+        // without a leader (its WAL is rewound if it is ahead).
+        if r.tags.never_promote() || outside_failsafe_topology(dc, c, &p.name) {
             continue;
         }
         let is_sync_leader = sync.as_ref().is_some_and(|s| s.is_leader(&p.name));

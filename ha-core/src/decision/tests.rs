@@ -1984,3 +1984,33 @@ fn replica_behind_a_new_timeline_gets_time_to_reconnect_and_a_new_leader_restart
     let d = decide(&node, &d.state, &obs(c2, pg, vec![]), t(21_000));
     assert!(stops_for_divergence_check(&d), "{:?}", d.actions);
 }
+
+#[test]
+fn a_peer_outside_the_failsafe_topology_is_no_rival_in_the_race() {
+    // n0 has more WAL but is not in the topology, so it may not lead; deferring to it
+    // would leave the cluster without a leader (simulator seed 910).
+    let c = View::new()
+        .member("a", "replica", 100)
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .key(
+            "failsafe",
+            &serde_json::to_string(&topology(&["b", "c"])).expect("json"),
+        )
+        .cluster();
+    let long_running = LocalState {
+        started_at: Some(t(0)),
+        ..Default::default()
+    };
+    let o = obs(
+        c,
+        pg_replica(100),
+        vec![Outcome::PeersProbed(vec![peer("a", 500)])],
+    );
+    let d = decide(&cfg("b"), &long_running, &o, t(100_000));
+    assert!(
+        d.actions.contains(&Action::AcquireLease),
+        "{}",
+        d.state.message
+    );
+}
