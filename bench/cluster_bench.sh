@@ -25,7 +25,8 @@ ETCD=127.0.0.1:$FULLAUTO_DEMO_ETCD_PORT
 BIN=target/release
 now() { date +%s.%N; }
 ms() { python3 -c "print(round(($2-$1)*1000))"; }
-cleanup() { scripts/demo down >/dev/null 2>&1 || true; [ -n "${WATCH_PID:-}" ] && kill "$WATCH_PID" 2>/dev/null || true; }
+# The leader watch runs in its own process group so that etcdctl goes with it.
+cleanup() { scripts/demo down >/dev/null 2>&1 || true; [ -n "${WATCH_PID:-}" ] && kill -- "-$WATCH_PID" 2>/dev/null || true; }
 trap cleanup EXIT
 
 export FULLAUTO_DEMO_API_PORT=${FULLAUTO_DEMO_API_PORT:-8041} FULLAUTO_DEMO_PG_PORT=${FULLAUTO_DEMO_PG_PORT:-5441}
@@ -75,7 +76,8 @@ echo "switchover_$(cat "$DIR/gap") ($L -> $C)"
 # --- unplanned failover ---------------------------------------------------------
 sleep 3
 L=$(leader)
-( etcdctl --endpoints "$ETCD" watch /service/demo/leader | while read -r line; do echo "$(now) $line"; done > "$DIR/watch" ) & WATCH_PID=$!
+export ETCD DIR
+setsid bash -c 'etcdctl --endpoints "$ETCD" watch /service/demo/leader | while read -r line; do echo "$(date +%s.%N) $line"; done > "$DIR/watch"' & WATCH_PID=$!
 sleep 1
 T0=$(now)
 kill -9 "$(cat "$DIR/$L.pid")" "$(head -1 "$DIR/data/$L/postmaster.pid")"
