@@ -7,7 +7,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::{wait_until, Cluster, Writer, FAST};
+use support::{ack_span, wait_until, Cluster, Writer, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -65,12 +65,7 @@ fn primary_keeps_accepting_writes_without_the_dcs_while_every_member_confirms() 
         .api(1, "/patroni")
         .is_some_and(|(_, v)| v["failsafe_mode_is_active"] == true);
     let acks = writer.finish();
-    let last_write = acks
-        .iter()
-        .filter(|a| a.node == p)
-        .map(|a| a.at)
-        .max()
-        .expect("writes");
+    let last_write = ack_span(&acks, p).map(|s| s.1).expect("writes");
     assert!(
         last_write > lost_at + Duration::from_secs(2 * FAST.ttl),
         "the primary stopped accepting writes {:?} after losing the DCS although every member confirmed it",
@@ -111,11 +106,8 @@ fn primary_stops_writes_before_the_lease_ends_when_a_member_does_not_confirm() {
     c.etcd.pause(0);
     std::thread::sleep(Duration::from_secs(FAST.ttl + 3));
     let acks = writer.finish();
-    let last_write = acks
-        .iter()
-        .filter(|a| a.node == p)
-        .map(|a| a.at)
-        .max()
+    let last_write = ack_span(&acks, p)
+        .map(|s| s.1)
         .expect("writes before the outage");
     assert!(
         last_write < lost_at + Duration::from_secs(FAST.ttl),

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{wait_until, Cluster, Writer, FAST};
+use support::{ack_span, wait_until, Cluster, Writer, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -51,11 +51,8 @@ fn frozen_primary_agent_never_yields_two_writable_primaries() {
         .filter(|a| a.node == p && a.at > frozen_at)
         .map(|a| a.at)
         .max();
-    let first_new = acks
-        .iter()
-        .filter(|a| a.node == r)
-        .map(|a| a.at)
-        .min()
+    let first_new = ack_span(&acks, r)
+        .map(|s| s.0)
         .expect("new primary accepted writes");
     if let Some(last_old) = last_old {
         assert!(
@@ -100,11 +97,8 @@ fn primary_that_loses_the_dcs_stops_writes_before_the_lease_ends_then_heals() {
     // Give the lease time to run out everywhere, then bring etcd back.
     std::thread::sleep(Duration::from_secs(FAST.ttl + 3));
     let acks_during = writer.finish();
-    let last_write = acks_during
-        .iter()
-        .filter(|a| a.node == p)
-        .map(|a| a.at)
-        .max()
+    let last_write = ack_span(&acks_during, p)
+        .map(|s| s.1)
         .expect("writes before the outage");
     assert!(
         last_write < lost_at + Duration::from_secs(FAST.ttl),

@@ -6,7 +6,7 @@ mod support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
-use support::{wait_until, Cluster, Writer, FAST};
+use support::{ack_span, wait_until, Cluster, Writer, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -97,11 +97,8 @@ fn frozen_primary_with_a_required_watchdog_is_reset_before_the_lease_expires() {
     );
     std::thread::sleep(Duration::from_secs(1));
     let acks = writer.finish();
-    let first_new = acks
-        .iter()
-        .filter(|a| a.node == r)
-        .map(|a| a.at)
-        .min()
+    let first_new = ack_span(&acks, r)
+        .map(|s| s.0)
         .expect("the new primary accepted writes");
     assert!(
         acks.iter()

@@ -1044,21 +1044,30 @@ impl PgDriver {
         })
     }
 
-    /// Fills the empty data directory with the configured replica methods, in order,
-    /// until one leaves a cluster. Without a `source` (no leader) only the methods
-    /// marked `no_leader` are tried, with an empty `--connstring`.
-    async fn do_clone(&self, source: Option<&Upstream>) -> Result<()> {
+    /// The data directory, created if missing, for a bootstrap or clone to fill: one
+    /// that holds a cluster is refused with `refusal`, one with other files too.
+    fn claim_empty_data_dir(&self, refusal: &str) -> Result<PathBuf> {
         let dir = self.data_dir().to_path_buf();
         match datadir::contents(&dir)? {
             DirContents::Missing | DirContents::Empty => self.runner.create_dir(&dir, 0o700)?,
             DirContents::Cluster => {
                 return Err(DriverError::DataDir {
                     path: dir,
-                    reason: "already holds a cluster; clone never overwrites a data directory (remove it only if it is disposable)".into(),
+                    reason: refusal.into(),
                 })
             }
             DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
         }
+        Ok(dir)
+    }
+
+    /// Fills the empty data directory with the configured replica methods, in order,
+    /// until one leaves a cluster. Without a `source` (no leader) only the methods
+    /// marked `no_leader` are tried, with an empty `--connstring`.
+    async fn do_clone(&self, source: Option<&Upstream>) -> Result<()> {
+        let dir = self.claim_empty_data_dir(
+            "already holds a cluster; clone never overwrites a data directory (remove it only if it is disposable)",
+        )?;
         let cfg = self.cfg();
         let mut last_err = None;
         let mut tried = 0;

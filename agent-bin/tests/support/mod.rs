@@ -534,6 +534,12 @@ pub struct Ack {
     pub at: Instant,
 }
 
+/// The first and the last time `node` acknowledged a write, if it ever did.
+pub fn ack_span(acks: &[Ack], node: usize) -> Option<(Instant, Instant)> {
+    let mine = acks.iter().filter(|a| a.node == node).map(|a| a.at);
+    Some((mine.clone().min()?, mine.max()?))
+}
+
 impl Writer {
     pub fn start(c: &Cluster, table: &str) -> Writer {
         let ports: Vec<u16> = c.nodes.iter().map(|n| n.pg_port).collect();

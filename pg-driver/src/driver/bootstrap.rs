@@ -22,18 +22,9 @@ impl PgDriver {
     /// primary. On failure everything it created is removed again, so another node
     /// (or a later attempt) can bootstrap.
     pub(super) async fn do_bootstrap(&self) -> Result<()> {
-        let dir = self.data_dir().to_path_buf();
-        match datadir::contents(&dir)? {
-            DirContents::Missing | DirContents::Empty => self.runner.create_dir(&dir, 0o700)?,
-            DirContents::Cluster => {
-                return Err(DriverError::DataDir {
-                    path: dir,
-                    reason: "already holds a cluster; bootstrap never overwrites a data directory"
-                        .into(),
-                })
-            }
-            DirContents::Foreign(reason) => return Err(DriverError::DataDir { path: dir, reason }),
-        }
+        self.claim_empty_data_dir(
+            "already holds a cluster; bootstrap never overwrites a data directory",
+        )?;
         let result = self.bootstrap_steps().await;
         if let Err(e) = &result {
             tracing::error!(error = %e, "bootstrap failed: removing what it left in the data directory");
