@@ -24,6 +24,7 @@ mod health;
 mod input;
 mod member_record;
 mod operator;
+pub mod permanent_slots;
 pub mod quorum;
 pub mod sync;
 #[cfg(test)]
@@ -906,6 +907,8 @@ impl<'a> Step<'a> {
             })
             .map(|name| crate::model::slot_name_for_member(name))
             .collect();
+        // Permanent slots from the config outlive members and failovers: every leader keeps them.
+        names.extend(permanent_slots::permanent_physical_slots(&dc));
         names.sort();
         names.dedup();
         self.act(Action::SyncSlots { names });
