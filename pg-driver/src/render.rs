@@ -164,7 +164,8 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
         if let Some(up) = &state.upstream {
             let up = up.to_upstream();
             p.insert("primary_conninfo".into(), primary_conninfo(cfg, &up));
-            if cfg.use_slots {
+            // A standby cluster's remote primary keeps no slot for our members.
+            if cfg.use_slots && up.name != ha_core::decision::standby::REMOTE_NAME {
                 p.insert("primary_slot_name".into(), slot_name_for_member(&cfg.name));
             }
         }

@@ -15,6 +15,10 @@ pub(super) fn build(
 ) -> MemberData {
     let pg = &obs.pg;
     let leader = st.holds_lease(now) || c.is_leader(&cfg.name);
+    let config = st
+        .config
+        .clone()
+        .unwrap_or_else(|| cfg.bootstrap_config.clone());
     let state = match (obs.busy, pg.process) {
         (Some(Busy::Bootstrap), _) => MemberState::InitializingNewCluster,
         (Some(Busy::Clone | Busy::Reinitialize), _) => MemberState::CreatingReplica,
@@ -37,6 +41,8 @@ pub(super) fn build(
         }
     } else if obs.busy == Some(Busy::Promote) {
         Role::Promoted
+    } else if leader && super::standby::leader_stays_replica(&config) {
+        Role::StandbyLeader
     } else {
         Role::Replica
     };

@@ -26,6 +26,9 @@ mod member_record;
 mod operator;
 pub mod permanent_slots;
 pub mod quorum;
+pub mod standby;
+#[cfg(test)]
+mod standby_tests;
 pub mod sync;
 #[cfg(test)]
 mod tests;
@@ -365,10 +368,23 @@ impl<'a> Step<'a> {
                 _ => None,
             }) {
                 None => self.act(Action::ClaimInitialize),
-                Some(true) => {
-                    self.say("won the bootstrap race: initializing a new cluster");
-                    self.act(Action::Bootstrap);
-                }
+                Some(true) => match standby::remote_upstream(&self.config()) {
+                    // A standby cluster starts as a copy of its remote primary.
+                    Some(remote) => {
+                        self.say(format!(
+                            "won the bootstrap race: cloning the standby cluster from {}:{}",
+                            remote.host, remote.port
+                        ));
+                        self.act(Action::CloneReplica {
+                            source: remote.clone(),
+                            follow: Some(remote),
+                        });
+                    }
+                    None => {
+                        self.say("won the bootstrap race: initializing a new cluster");
+                        self.act(Action::Bootstrap);
+                    }
+                },
                 Some(false) => self.say("failed to acquire the initialize lock"),
             };
         }
@@ -600,7 +616,10 @@ impl<'a> Step<'a> {
             Renewal::Failed(e) => return self.dcs_unreachable(&e),
             Renewal::Renewed => {}
         }
-        self.arm_fence();
+        // A standby leader is read-only: there is no write to fence.
+        if !(standby::leader_stays_replica(&self.config()) && self.obs.pg.is_replica()) {
+            self.arm_fence();
+        }
         if self.quorum_votes_outdated(c) {
             // The votes were counted on an older view: race again with fresh ones.
             self.act(Action::ReleaseLease);
@@ -710,6 +729,9 @@ impl<'a> Step<'a> {
             let me = self.me().to_string();
             return self.say(format!("no action. I am ({me}), the leader with the lock"));
         }
+        if pg.is_replica() && standby::leader_stays_replica(&self.config()) {
+            return self.lead_standby_cluster(c);
+        }
         if pg.is_replica() {
             if let Some(token) = self.token(Some(c)) {
                 if sync::is_active(&self.config()) && !self.sync_ready_for_promotion(c) {
@@ -720,6 +742,22 @@ impl<'a> Step<'a> {
             }
         }
         self.say("waiting for postgres to report its role");
+    }
+
+    /// The standby leader never promotes: it streams from the remote primary and keeps
+    /// slots for the members that cascade from it.
+    fn lead_standby_cluster(&mut self, c: &Cluster) {
+        self.keep_member_slots(c);
+        let remote = standby::remote_upstream(&self.config());
+        let wanted = remote.as_ref().map(|u| u.name.clone());
+        if remote.is_some() && self.obs.pg.following != wanted {
+            self.say("standby leader: following the remote primary");
+            return self.act(Action::Follow { upstream: remote });
+        }
+        let me = self.me().to_string();
+        self.say(format!(
+            "no action. I am ({me}), the standby leader with the lock"
+        ))
     }
 
     /// Quorum mode: I hold the key but still run as a replica, did not win it in this

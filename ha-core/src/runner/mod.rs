@@ -662,8 +662,17 @@ impl Runner {
                 None
             }
             Action::Follow { upstream } => {
-                if let Err(e) = self.parts.pg.follow(upstream.as_ref()).await {
-                    tracing::warn!(node = %self.cfg.name, "follow failed: {e}");
+                match self.parts.pg.follow(upstream.as_ref()).await {
+                    Err(e) => tracing::warn!(node = %self.cfg.name, "follow failed: {e}"),
+                    // Only a standby leader streams from the standby cluster's remote.
+                    Ok(_)
+                        if upstream
+                            .as_ref()
+                            .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME) =>
+                    {
+                        self.emit(RunnerEvent::RoleChanged("standby_leader"))
+                    }
+                    Ok(_) => {}
                 }
                 None
             }
