@@ -82,6 +82,7 @@ fn custom_bootstrap_restores_a_backup_recovers_archived_wal_and_runs_post_bootst
             Extra {
                 bootstrap: bootstrap.clone(),
                 postgresql: String::new(),
+                ..Extra::default()
             },
         );
     }
@@ -178,6 +179,7 @@ fn failing_bootstrap_method_releases_initialize_and_another_node_bootstraps() {
                 broken.display()
             ),
             postgresql: String::new(),
+            ..Extra::default()
         },
     );
     c.start(0);

@@ -29,6 +29,7 @@ fn methods(first: &str, script: &Path, no_leader: bool) -> Extra {
             "  create_replica_methods: [{first}, basebackup]\n  {first}:\n    command: {}\n    no_leader: {no_leader}\n",
             script.display()
         ),
+        ..Extra::default()
     }
 }
 

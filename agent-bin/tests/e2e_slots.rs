@@ -1,11 +1,13 @@
-//! End to end on real etcd and PostgreSQL 15: a permanent physical slot from the
-//! dynamic config exists on the primary next to the member slots, and the new primary
-//! keeps it after an unplanned failover.
+//! End to end on real etcd and PostgreSQL 15: permanent slots from the dynamic config.
+//! A physical one exists on the primary next to the member slots and the new primary
+//! keeps it after an unplanned failover; a logical one is copied to the replica, kept
+//! at the position its consumer confirmed on the primary, and after a failover the
+//! consumer resumes on the new primary exactly where it stopped.
 
 mod support;
 
 use std::time::Duration;
-use support::{wait_until, Cluster, FAST};
+use support::{wait_until, Cluster, Extra, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -56,4 +58,104 @@ fn permanent_physical_slot_survives_a_failover() {
         kept.is_some(),
         "the new primary does not keep the permanent slot"
     );
+}
+
+fn slot_lsn(c: &Cluster, i: usize, name: &str) -> Option<String> {
+    c.sql(
+        i,
+        &format!(
+            "SELECT coalesce(confirmed_flush_lsn, restart_lsn)::text FROM pg_replication_slots WHERE slot_name = '{name}'"
+        ),
+    )
+    .ok()
+    .filter(|v| !v.is_empty())
+}
+
+#[test]
+fn permanent_logical_slot_follows_its_consumer_across_a_failover() {
+    let mut c = Cluster::new_with(
+        2,
+        &FAST,
+        "    slots:\n      cdc:\n        type: logical\n        database: postgres\n        plugin: test_decoding",
+        |_| String::new(),
+        |_| Extra {
+            dcs_postgresql: "      parameters:\n        wal_level: logical\n        hot_standby_feedback: 'on'"
+                .into(),
+            ..Extra::default()
+        },
+    );
+    c.start_all();
+    let p = c.wait_primary(BOOT).expect("a primary");
+    let r = 1 - p;
+    assert!(c.wait_replica(r, BOOT), "replica never streamed");
+    let created = wait_until(Duration::from_secs(30), || slot_lsn(&c, p, "cdc"));
+    assert!(
+        created.is_some(),
+        "no logical slot on the primary\n{}",
+        c.logs()
+    );
+    // The replica gets a copy (it restarts to load it) and a slot for the primary.
+    let copied = wait_until(Duration::from_secs(90), || slot_lsn(&c, r, "cdc"));
+    assert!(
+        copied.is_some(),
+        "the slot never reached the replica\n{}",
+        c.logs()
+    );
+    let primary_slot = c.nodes[p].name.clone();
+    let kept = wait_until(Duration::from_secs(30), || slot_lsn(&c, r, &primary_slot));
+    assert!(kept.is_some(), "the replica keeps no slot for the primary");
+    assert!(
+        c.wait_replica(r, BOOT),
+        "replica did not stream again after the copy"
+    );
+
+    // The consumer reads everything up to here on the primary ...
+    c.sql(
+        p,
+        "CREATE TABLE events(v text); INSERT INTO events VALUES ('consumed')",
+    )
+    .expect("write");
+    let read = c
+        .sql(
+            p,
+            "SELECT string_agg(data, ' ') FROM pg_logical_slot_get_changes('cdc', NULL, NULL)",
+        )
+        .expect("consume");
+    assert!(read.contains("consumed"), "{read}");
+    let confirmed = slot_lsn(&c, p, "cdc").expect("slot position");
+    // ... and the replica's copy moves to the confirmed position.
+    let synced = wait_until(Duration::from_secs(60), || {
+        (slot_lsn(&c, r, "cdc").as_deref() == Some(confirmed.as_str())).then_some(())
+    });
+    assert!(
+        synced.is_some(),
+        "replica slot at {:?}, primary confirmed {confirmed}\n{}",
+        slot_lsn(&c, r, "cdc"),
+        c.logs()
+    );
+    c.sql(p, "INSERT INTO events VALUES ('pending')")
+        .expect("write");
+    let replicated = wait_until(Duration::from_secs(30), || {
+        c.sql(r, "SELECT count(*) FROM events")
+            .ok()
+            .filter(|n| n == "2")
+    });
+    assert!(replicated.is_some(), "the replica never got the second row");
+
+    c.kill_agent(p);
+    c.kill_postmaster(p);
+    let new = c
+        .wait_primary(Duration::from_secs(60))
+        .expect("the replica took over");
+    assert_eq!(new, r);
+    // The consumer resumes on the new primary: the unread change is there, the
+    // consumed one is not delivered again.
+    let resumed = c
+        .sql(
+            new,
+            "SELECT string_agg(data, ' ') FROM pg_logical_slot_get_changes('cdc', NULL, NULL)",
+        )
+        .expect("consume on the new primary");
+    assert!(resumed.contains("pending"), "{resumed}");
+    assert!(!resumed.contains("consumed"), "{resumed}");
 }

@@ -1,7 +1,7 @@
 //! The `Postgres` trait: everything the HA loop asks of the local server, and what
 //! it observes of it.
 
-use crate::model::Lsn;
+use crate::model::{Lsn, ObservedSlot, SlotKind};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -99,6 +99,8 @@ pub struct PgObservation {
     pub synchronous_standby_names: Option<String>,
     /// `Database cluster state` from pg_control (`in production`, `shut down`, …).
     pub cluster_state: Option<String>,
+    /// Replication slots on this server (empty when it could not be asked).
+    pub slots: Vec<ObservedSlot>,
 }
 
 impl PgObservation {
@@ -120,6 +122,7 @@ impl PgObservation {
             postmaster_start_time: None,
             synchronous_standby_names: None,
             cluster_state: None,
+            slots: Vec::new(),
         }
     }
 
@@ -166,6 +169,56 @@ pub struct Upstream {
     pub host: String,
     /// Port.
     pub port: u16,
+}
+
+/// Replication slot changes for one server, worked out by the HA engine from what
+/// the server has and what the cluster needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotChanges {
+    /// Slots to create (physical ones reserve WAL at once).
+    pub create: Vec<NewSlot>,
+    /// Inactive slots to move forward (`pg_replication_slot_advance`).
+    pub advance: Vec<SlotAdvance>,
+    /// Slots to drop (skipped if a consumer connected meanwhile).
+    pub drop: Vec<String>,
+}
+
+impl SlotChanges {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.advance.is_empty() && self.drop.is_empty()
+    }
+}
+
+/// A slot to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSlot {
+    /// Slot name.
+    pub name: String,
+    /// Physical, or logical with database and plugin.
+    pub kind: SlotKind,
+}
+
+/// Moving one slot forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotAdvance {
+    /// Slot name.
+    pub name: String,
+    /// The database a logical slot belongs to (advancing it must connect there).
+    pub database: Option<String>,
+    /// Target position; Postgres caps it at what the server has replayed.
+    pub to: Lsn,
+}
+
+/// A logical slot's on-disk state (`pg_replslot/<name>/state`), read on the primary
+/// and installed on a replica: before PostgreSQL 16 a standby cannot create logical
+/// slots, so copying the file is how one gets there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotStateFile {
+    /// Slot name.
+    pub name: String,
+    /// The file's bytes, checksum included.
+    pub content: Vec<u8>,
 }
 
 /// How to start the server.
@@ -271,9 +324,31 @@ pub trait Postgres: Send + Sync {
     /// Deletes the data directory (only called when the config allows it).
     async fn remove_data_directory(&self) -> Result<(), PgError>;
 
-    /// Makes the physical replication slots on this server exactly `wanted`, leaving
-    /// slots that match the ignore rules alone.
-    async fn sync_replication_slots(&self, wanted: &[String]) -> Result<(), PgError>;
+    /// Creates, advances and drops replication slots as `changes` says. A slot that
+    /// cannot be changed (e.g. a consumer connected meanwhile) is logged and skipped:
+    /// the next cycle works out the changes again.
+    async fn apply_slot_changes(&self, changes: &SlotChanges) -> Result<(), PgError>;
+
+    /// Reads the state files of the named logical slots from `source`'s server.
+    async fn read_logical_slot_states(
+        &self,
+        source: &Upstream,
+        names: &[String],
+    ) -> Result<Vec<SlotStateFile>, PgError> {
+        let _ = (source, names);
+        Err(PgError::Invalid(
+            "this driver cannot copy logical slots".into(),
+        ))
+    }
+
+    /// Installs logical slot state files into the stopped server's data directory;
+    /// the server loads them at its next start.
+    async fn install_logical_slot_states(&self, files: &[SlotStateFile]) -> Result<(), PgError> {
+        let _ = files;
+        Err(PgError::Invalid(
+            "this driver cannot copy logical slots".into(),
+        ))
+    }
 
     /// Sets `synchronous_standby_names` (None clears it) and reloads.
     async fn set_synchronous_standby_names(&self, value: Option<&str>) -> Result<(), PgError>;

@@ -16,7 +16,7 @@ async fn main() {
     let env = TestEnv::durable();
     let a = env.primary("bench-a").await;
     a.driver
-        .sync_replication_slots(&["bench_b".into()])
+        .apply_slot_changes(&pg_driver::testing::create_physical(&["bench_b".into()]))
         .await
         .expect("slot");
     // ~250 bytes per row on disk.
@@ -67,7 +67,7 @@ async fn main() {
     let promote = t0.elapsed();
     println!("promote (pg_promote wait=true): {promote:.2?}");
     b.driver
-        .sync_replication_slots(&["bench_a".into()])
+        .apply_slot_changes(&pg_driver::testing::create_physical(&["bench_a".into()]))
         .await
         .expect("slot on new primary");
 

@@ -24,7 +24,6 @@
 //! basebackup: [{max-rate: 100M}]
 //! create_replica_methods: [wal_g, basebackup]
 //! wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
-//! ignore_slots: [{name: cdc, type: logical}]
 //! ```
 
 use crate::error::{DriverError, Result};
@@ -221,23 +220,6 @@ pub struct BootstrapMethod {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
-/// An `ignore_slots` matcher: a slot matching every given attribute is never dropped.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct IgnoreSlot {
-    /// Slot name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `physical` or `logical`.
-    #[serde(default, rename = "type")]
-    pub slot_type: Option<String>,
-    /// Database (logical slots).
-    #[serde(default)]
-    pub database: Option<String>,
-    /// Output plugin (logical slots).
-    #[serde(default)]
-    pub plugin: Option<String>,
-}
-
 /// The driver's configuration: Patroni's `postgresql:` section names where they exist.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PgConfig {
@@ -293,9 +275,6 @@ pub struct PgConfig {
     /// OS user that runs the server when the agent runs as root.
     #[serde(default)]
     pub os_user: Option<String>,
-    /// Slots never dropped.
-    #[serde(default)]
-    pub ignore_slots: Vec<IgnoreSlot>,
     /// Server log file for pg_ctl (default `<data_dir>/log/postmaster.log`).
     #[serde(default)]
     pub log_file: Option<PathBuf>,
@@ -374,7 +353,6 @@ impl PgConfig {
             initdb: ToolOptions::None,
             pg_ctl_timeout: default_pg_ctl_timeout(),
             os_user: None,
-            ignore_slots: Vec::new(),
             log_file: None,
             bootstrap_method: None,
             post_bootstrap: None,
@@ -568,7 +546,6 @@ initdb: [{encoding: UTF8}, data-checksums]
 basebackup: [{max-rate: 100M}]
 create_replica_methods: [wal_g, basebackup]
 wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
-ignore_slots: [{name: cdc, type: logical}]
 "#;
         let cfg: PgConfig = serde_yaml::from_str(yaml).unwrap();
         cfg.validate().unwrap();
@@ -579,7 +556,6 @@ ignore_slots: [{name: cdc, type: logical}]
             cfg.initdb.to_args().unwrap(),
             vec!["--encoding=UTF8", "--data-checksums"]
         );
-        assert_eq!(cfg.ignore_slots[0].slot_type.as_deref(), Some("logical"));
     }
 
     #[test]

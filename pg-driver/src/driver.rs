@@ -8,13 +8,14 @@ use crate::error::{DriverError, Result};
 use crate::pidfile::{self, PidFileState};
 use crate::render::{self, ManagedState, UpstreamRecord, MANAGED_CONF};
 use crate::runner::{tail_chars, OsUser, Runner};
-use crate::slots::{self, SlotInfo};
+use crate::slots;
 use crate::sql;
 use crate::timeline::{self, HistoryEntry, LocalPosition};
 use async_trait::async_trait;
 use ha_core::{
-    parse_lsn, DataDirState, PgError, PgObservation, PgProcess, Postgres, ReplicationConnection,
-    StartRole, StopMode, StopOutcome, Upstream,
+    parse_lsn, DataDirState, ObservedSlot, PgError, PgObservation, PgProcess, Postgres,
+    ReplicationConnection, SlotChanges, SlotKind, SlotStateFile, StartRole, StopMode, StopOutcome,
+    Upstream,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -460,7 +461,10 @@ impl PgDriver {
                current_setting('synchronous_standby_names'),
                (SELECT count(*) FROM pg_settings WHERE pending_restart)::text;
              SELECT application_name, state, sync_state, flush_lsn::text, write_lsn::text,
-               replay_lsn::text, client_addr::text FROM pg_stat_replication ORDER BY application_name",
+               replay_lsn::text, client_addr::text FROM pg_stat_replication ORDER BY application_name;
+             SELECT slot_name::text, slot_type, database::text, plugin::text, active::text,
+               (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text
+               FROM pg_replication_slots ORDER BY slot_name",
             HEALTH_QUERY_TIMEOUT.as_millis()
         );
         let msgs = match tokio::time::timeout(HEALTH_QUERY_TIMEOUT, client.simple_query(&q)).await {
@@ -468,14 +472,18 @@ impl PgDriver {
             Ok(Err(e)) => return Err(sql::query_error(e)),
             Ok(Ok(m)) => m,
         };
-        let rows: Vec<_> = msgs
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        let first = rows
+        // One result set per statement: SET, the health row, replication, slots.
+        let mut sets: Vec<Vec<&tokio_postgres::SimpleQueryRow>> = vec![Vec::new()];
+        for m in &msgs {
+            match m {
+                SimpleQueryMessage::Row(r) => sets.last_mut().map(|set| set.push(r)).unwrap_or(()),
+                SimpleQueryMessage::CommandComplete(_) => sets.push(Vec::new()),
+                _ => {}
+            }
+        }
+        let empty = Vec::new();
+        let set = |i: usize| sets.get(i).unwrap_or(&empty);
+        let first = set(1)
             .first()
             .ok_or_else(|| DriverError::Query("health query returned no row".into()))?;
         let s = |i: usize| first.get(i).map(str::to_string);
@@ -491,8 +499,9 @@ impl PgDriver {
             sync_names: s(8),
             pending_restart: s(9).map(|v| v != "0").unwrap_or(false),
             replication: Vec::new(),
+            slots: set(3).iter().filter_map(|r| observed_slot(r)).collect(),
         };
-        for r in rows.iter().skip(1) {
+        for r in set(2) {
             let g = |i: usize| r.get(i).map(str::to_string);
             h.replication.push(ReplicationConnection {
                 application_name: g(0).unwrap_or_default(),
@@ -558,6 +567,7 @@ impl PgDriver {
                     obs.synchronous_standby_names = h.sync_names;
                     obs.pending_restart = h.pending_restart;
                     obs.replication = h.replication;
+                    obs.slots = h.slots;
                     PgProcess::Running
                 }
                 Err(DriverError::Timeout(_)) => PgProcess::Hung,
@@ -1276,55 +1286,191 @@ impl PgDriver {
         Ok(())
     }
 
-    async fn do_sync_slots(&self, wanted: &[String]) -> Result<()> {
-        for w in wanted {
-            if !slots::is_valid_slot_name(w) {
+    /// Connects as the superuser to database `dbname` of the local server.
+    async fn connect_local_db(&self, dbname: &str) -> Result<tokio_postgres::Client> {
+        let hp = self.cfg().local_host_port()?;
+        sql::connect(
+            &hp.host,
+            hp.port,
+            &self.cfg().authentication.superuser,
+            dbname,
+            SQL_TIMEOUT,
+        )
+        .await
+    }
+
+    async fn do_apply_slot_changes(&self, changes: &SlotChanges) -> Result<()> {
+        let names = changes
+            .create
+            .iter()
+            .map(|s| &s.name)
+            .chain(changes.advance.iter().map(|a| &a.name))
+            .chain(changes.drop.iter());
+        for name in names {
+            if !slots::is_valid_slot_name(name) {
                 return Err(DriverError::Invalid(format!(
-                    "`{w}` is not a valid slot name (lowercase letters, digits, _; at most 63)"
+                    "`{name}` is not a valid slot name (lowercase letters, digits, _; at most 63)"
                 )));
             }
         }
         let client = self.connect_local(SQL_TIMEOUT).await?;
-        let rows = client
-            .query(
-                "SELECT slot_name::text, slot_type, database::text, plugin::text, active FROM pg_replication_slots",
-                &[],
-            )
-            .await
-            .map_err(sql::query_error)?;
-        let existing: Vec<SlotInfo> = rows
-            .iter()
-            .map(|r| SlotInfo {
-                name: r.get(0),
-                slot_type: r.get(1),
-                database: r.get(2),
-                plugin: r.get(3),
-                active: r.get(4),
-            })
-            .collect();
-        for w in wanted {
-            if !existing.iter().any(|s| &s.name == w) {
-                client
-                    .execute("SELECT pg_create_physical_replication_slot($1, true)", &[w])
-                    .await
-                    .map_err(sql::query_error)?;
+        // Every change is tried: one failing slot must not hold up the others.
+        let mut failures: Vec<String> = Vec::new();
+        for name in &changes.drop {
+            // A consumer may have connected since the observation: such a slot stays.
+            let r = client
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                     WHERE slot_name = $1 AND NOT active",
+                    &[name],
+                )
+                .await;
+            if let Err(e) = r {
+                failures.push(format!("drop {name}: {}", sql::query_error(e)));
             }
         }
-        for s in &existing {
-            if s.slot_type != "physical"
-                || wanted.contains(&s.name)
-                || slots::is_ignored(s, &self.cfg().ignore_slots)
-            {
-                continue;
+        for slot in &changes.create {
+            let r = match &slot.kind {
+                SlotKind::Physical => client
+                    .execute(
+                        "SELECT pg_create_physical_replication_slot($1, true)",
+                        &[&slot.name],
+                    )
+                    .await
+                    .map_err(sql::query_error),
+                SlotKind::Logical { database, plugin } => {
+                    match self.connect_local_db(database).await {
+                        Ok(db) => db
+                            .execute(
+                                "SELECT pg_create_logical_replication_slot($1, $2)",
+                                &[&slot.name, plugin],
+                            )
+                            .await
+                            .map_err(sql::query_error),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = r {
+                failures.push(format!("create {}: {e}", slot.name));
             }
-            if s.active {
-                tracing::info!(slot = %s.name, "unwanted slot is in use; dropping it later");
-                continue;
+        }
+        for adv in &changes.advance {
+            let target = ha_core::model::format_lsn(adv.to);
+            let r = match &adv.database {
+                None => Ok(None),
+                Some(db) => self.connect_local_db(db).await.map(Some),
+            };
+            let conn = match r {
+                Err(e) => {
+                    failures.push(format!("advance {} to {target}: {e}", adv.name));
+                    continue;
+                }
+                Ok(db) => db,
+            };
+            let conn = conn.as_ref().unwrap_or(&client);
+            let r = conn
+                .execute(
+                    "SELECT pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                    &[&adv.name, &target],
+                )
+                .await;
+            let Err(e) = r else { continue };
+            let wal_gone = e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FILE);
+            failures.push(format!(
+                "advance {} to {target}: {}",
+                adv.name,
+                sql::query_error(e)
+            ));
+            // A copied logical slot that starts before this server's oldest WAL can
+            // never decode: drop it so the next copy brings a newer state.
+            if wal_gone && adv.database.is_some() {
+                let dropped = conn
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&adv.name])
+                    .await;
+                if dropped.is_ok() {
+                    failures.push(format!(
+                        "dropped {}: it needs WAL this server no longer has",
+                        adv.name
+                    ));
+                }
             }
-            client
-                .execute("SELECT pg_drop_replication_slot($1)", &[&s.name])
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(DriverError::Query(failures.join("; ")))
+        }
+    }
+
+    async fn do_read_logical_slot_states(
+        &self,
+        source: &Upstream,
+        names: &[String],
+    ) -> Result<Vec<SlotStateFile>> {
+        let client = sql::connect(
+            &source.host,
+            source.port,
+            &self.cfg().authentication.superuser,
+            "postgres",
+            SQL_TIMEOUT,
+        )
+        .await?;
+        let mut files = Vec::new();
+        for name in names {
+            if !slots::is_valid_slot_name(name) {
+                return Err(DriverError::Invalid(format!(
+                    "`{name}` is not a valid slot name"
+                )));
+            }
+            // Only a logical slot's state is copied: a physical one is created in place.
+            let row = client
+                .query_opt(
+                    "SELECT pg_read_binary_file('pg_replslot/' || slot_name || '/state') \
+                     FROM pg_replication_slots WHERE slot_name = $1 AND slot_type = 'logical'",
+                    &[name],
+                )
                 .await
                 .map_err(sql::query_error)?;
+            let Some(row) = row else {
+                return Err(DriverError::Invalid(format!(
+                    "{} has no logical slot `{name}` to copy",
+                    source.name
+                )));
+            };
+            files.push(SlotStateFile {
+                name: name.clone(),
+                content: row.get(0),
+            });
+        }
+        Ok(files)
+    }
+
+    fn do_install_logical_slot_states(&self, files: &[SlotStateFile]) -> Result<()> {
+        if let Some(pid) = self.postmaster_pid() {
+            return Err(DriverError::Invalid(format!(
+                "postmaster {pid} runs on the data directory: stop it before installing slots"
+            )));
+        }
+        for f in files {
+            if !slots::is_valid_slot_name(&f.name) {
+                return Err(DriverError::Invalid(format!(
+                    "`{}` is not a valid slot name",
+                    f.name
+                )));
+            }
+            let replslot = self.data_dir().join("pg_replslot");
+            let dir = replslot.join(&f.name);
+            // A leftover of an interrupted copy (or an older slot) is replaced whole.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| DriverError::io("remove", &dir, e))?;
+            }
+            self.runner.create_dir(&dir, 0o700)?;
+            self.runner
+                .write_durable(&dir.join("state"), &f.content, 0o600)?;
+            std::fs::File::open(&replslot)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| DriverError::io("sync", &replslot, e))?;
         }
         Ok(())
     }
@@ -1371,6 +1517,25 @@ struct Health {
     sync_names: Option<String>,
     pending_restart: bool,
     replication: Vec<ReplicationConnection>,
+    slots: Vec<ObservedSlot>,
+}
+
+/// A `pg_replication_slots` row of the health query.
+fn observed_slot(r: &tokio_postgres::SimpleQueryRow) -> Option<ObservedSlot> {
+    let name = r.get(0)?.to_string();
+    let kind = match r.get(1)? {
+        "logical" => SlotKind::Logical {
+            database: r.get(2).unwrap_or_default().to_string(),
+            plugin: r.get(3).unwrap_or_default().to_string(),
+        },
+        _ => SlotKind::Physical,
+    };
+    Some(ObservedSlot {
+        name,
+        kind,
+        active: r.get(4) == Some("true"),
+        lsn: r.get(5).and_then(parse_lsn),
+    })
 }
 
 /// A new directory only we can have created (mkdtemp under the temp dir).
@@ -1489,8 +1654,20 @@ impl Postgres for PgDriver {
         Ok(self.do_remove().await?)
     }
 
-    async fn sync_replication_slots(&self, wanted: &[String]) -> Result<(), PgError> {
-        Ok(self.do_sync_slots(wanted).await?)
+    async fn apply_slot_changes(&self, changes: &SlotChanges) -> Result<(), PgError> {
+        Ok(self.do_apply_slot_changes(changes).await?)
+    }
+
+    async fn read_logical_slot_states(
+        &self,
+        source: &Upstream,
+        names: &[String],
+    ) -> Result<Vec<SlotStateFile>, PgError> {
+        Ok(self.do_read_logical_slot_states(source, names).await?)
+    }
+
+    async fn install_logical_slot_states(&self, files: &[SlotStateFile]) -> Result<(), PgError> {
+        Ok(self.do_install_logical_slot_states(files)?)
     }
 
     async fn set_synchronous_standby_names(&self, value: Option<&str>) -> Result<(), PgError> {

@@ -24,7 +24,7 @@ pub mod timeline;
 pub mod testing;
 
 pub use config::{
-    Authentication, BootstrapMethod, Credentials, IgnoreSlot, PgConfig, ReplicaMethod, ToolOptions,
+    Authentication, BootstrapMethod, Credentials, PgConfig, ReplicaMethod, ToolOptions,
 };
 pub use driver::PgDriver;
 pub use error::DriverError;

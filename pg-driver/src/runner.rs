@@ -245,6 +245,25 @@ impl Runner {
         std::fs::rename(&tmp, path).map_err(|e| DriverError::io("rename to", path, e))
     }
 
+    /// Writes a file owned by the OS user and flushes it and its directory to disk
+    /// before returning (for files the server trusts after a crash, like slot state).
+    pub fn write_durable(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("fullauto-tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| DriverError::io("create", &tmp, e))?;
+        f.write_all(contents)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| DriverError::io("write", &tmp, e))?;
+        self.own(&tmp, mode)?;
+        std::fs::rename(&tmp, path).map_err(|e| DriverError::io("rename to", path, e))?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| DriverError::io("sync", dir, e))?;
+        }
+        Ok(())
+    }
+
     /// Creates `dir` (and parents) with the last component owned by the OS user.
     pub fn create_dir(&self, dir: &Path, mode: u32) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| DriverError::io("create", dir, e))?;

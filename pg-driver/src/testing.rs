@@ -182,8 +182,13 @@ impl TestEnv {
     /// A replica of `upstream`, cloned with pg_basebackup and started; its slot is
     /// created on the upstream first.
     pub async fn replica(&self, name: &str, upstream: &TestNode) -> TestNode {
-        let driver = self.driver(self.config(name));
-        let slot = crate::slots::slot_name_for_member(name);
+        self.replica_with(self.config(name), upstream).await
+    }
+
+    /// A replica of `upstream` with the configuration `cfg` (see [`TestEnv::replica`]).
+    pub async fn replica_with(&self, cfg: PgConfig, upstream: &TestNode) -> TestNode {
+        let slot = crate::slots::slot_name_for_member(&cfg.name);
+        let driver = self.driver(cfg);
         upstream
             .sql(&format!(
                 "SELECT pg_create_physical_replication_slot('{slot}', true) \
@@ -355,5 +360,19 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Slot changes that create the physical slots `names`.
+pub fn create_physical(names: &[String]) -> ha_core::SlotChanges {
+    ha_core::SlotChanges {
+        create: names
+            .iter()
+            .map(|n| ha_core::NewSlot {
+                name: n.clone(),
+                kind: ha_core::SlotKind::Physical,
+            })
+            .collect(),
+        ..Default::default()
     }
 }

@@ -1,8 +1,10 @@
 //! Replication on real servers: clone, streaming, promote, remaster without reclone,
 //! rewind of a diverged former primary, slots and custom replica-creation methods.
 
-use ha_core::{PgProcess, Postgres, StartRole, StopMode};
-use pg_driver::testing::{observe_settled, wait_for, TestEnv, TestNode};
+use ha_core::{
+    NewSlot, PgProcess, Postgres, SlotAdvance, SlotChanges, SlotKind, StartRole, StopMode,
+};
+use pg_driver::testing::{create_physical, observe_settled, wait_for, TestEnv, TestNode};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
@@ -30,7 +32,7 @@ async fn clone_stream_promote_remaster_and_rewind() {
     let env = TestEnv::new();
     let a = env.primary("a").await;
     a.driver
-        .sync_replication_slots(&["b".into(), "c".into()])
+        .apply_slot_changes(&create_physical(&["b".into(), "c".into()]))
         .await
         .unwrap();
     let b = env.replica("b", &a).await;
@@ -109,7 +111,7 @@ async fn clone_stream_promote_remaster_and_rewind() {
     assert_eq!(obs_b.timeline, Some(2));
     assert_eq!(obs_b.following, None);
     b.driver
-        .sync_replication_slots(&["a".into(), "c".into()])
+        .apply_slot_changes(&create_physical(&["a".into(), "c".into()]))
         .await
         .unwrap();
 
@@ -174,7 +176,7 @@ async fn crashed_former_primary_is_recovered_and_rewound() {
     wait_row(&b, "SELECT count(*) FROM t", "1").await;
     b.driver.promote(T).await.unwrap();
     b.driver
-        .sync_replication_slots(&["x".into()])
+        .apply_slot_changes(&create_physical(&["x".into()]))
         .await
         .unwrap();
     // Divergent writes, then a crash (no shutdown checkpoint).
@@ -207,41 +209,189 @@ async fn crashed_former_primary_is_recovered_and_rewound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slots_follow_wanted_list_and_ignore_rules() {
+async fn slot_changes_create_advance_and_drop() {
     let env = TestEnv::new();
     let mut cfg = env.config("s");
-    cfg.ignore_slots = vec![pg_driver::IgnoreSlot {
-        name: Some("keep_me".into()),
-        ..Default::default()
-    }];
+    cfg.parameters
+        .insert("wal_level".into(), serde_json::json!("logical"));
     let node = TestNode::new(env.driver(cfg));
     node.driver.bootstrap().await.unwrap();
-    node.sql("SELECT pg_create_physical_replication_slot('keep_me'); SELECT pg_create_physical_replication_slot('stray')")
+    node.sql("SELECT pg_create_physical_replication_slot('stray')")
         .await
         .unwrap();
     let names = || async {
         node.scalar(
-            "SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots",
+            "SELECT string_agg(slot_name || ':' || slot_type, ',' ORDER BY slot_name) FROM pg_replication_slots",
         )
         .await
         .unwrap()
         .unwrap_or_default()
     };
-    node.driver
-        .sync_replication_slots(&[pg_driver::slot_name_for_member("Node-1"), "m2".into()])
+    let changes = SlotChanges {
+        create: vec![
+            NewSlot {
+                name: "m2".into(),
+                kind: SlotKind::Physical,
+            },
+            NewSlot {
+                name: "cdc".into(),
+                kind: cdc_kind(),
+            },
+        ],
+        drop: vec!["stray".into()],
+        ..Default::default()
+    };
+    node.driver.apply_slot_changes(&changes).await.unwrap();
+    assert_eq!(names().await, "cdc:logical,m2:physical");
+    // The observation reports both, with their positions.
+    let seen = observe_settled(&node.driver).await.slots;
+    let m2 = seen.iter().find(|s| s.name == "m2").expect("m2 observed");
+    let before = m2.lsn.expect("a physical slot created by us reserves WAL");
+    assert!(seen.iter().any(|s| s.name == "cdc" && s.kind == cdc_kind()));
+
+    node.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS v")
         .await
         .unwrap();
-    assert_eq!(names().await, "keep_me,m2,node_1");
-    node.driver
-        .sync_replication_slots(&["m2".into()])
-        .await
-        .unwrap();
-    assert_eq!(names().await, "keep_me,m2");
+    let now = observe_settled(&node.driver).await.wal_lsn.unwrap();
+    let advance = SlotChanges {
+        advance: vec![
+            SlotAdvance {
+                name: "m2".into(),
+                database: None,
+                to: now,
+            },
+            SlotAdvance {
+                name: "cdc".into(),
+                database: Some("postgres".into()),
+                to: now,
+            },
+        ],
+        ..Default::default()
+    };
+    node.driver.apply_slot_changes(&advance).await.unwrap();
+    let seen = observe_settled(&node.driver).await.slots;
+    for s in &seen {
+        assert!(s.lsn.unwrap() > before, "{} advanced: {seen:?}", s.name);
+    }
+    // One bad change does not stop the others; the error names it.
+    let mixed = SlotChanges {
+        create: vec![NewSlot {
+            name: "nodb".into(),
+            kind: SlotKind::Logical {
+                database: "no_such_db".into(),
+                plugin: "test_decoding".into(),
+            },
+        }],
+        drop: vec!["m2".into()],
+        ..Default::default()
+    };
+    let err = node.driver.apply_slot_changes(&mixed).await.unwrap_err();
+    assert!(err.to_string().contains("nodb"), "{err}");
+    assert_eq!(names().await, "cdc:logical");
     let bad = node
         .driver
-        .sync_replication_slots(&["Bad-Name".into()])
+        .apply_slot_changes(&create_physical(&["Bad-Name".into()]))
         .await;
     assert!(matches!(bad, Err(ha_core::PgError::Invalid(_))), "{bad:?}");
+}
+
+/// Before PostgreSQL 16 a standby cannot create a logical slot: it gets the primary's
+/// slot state file, loads it at restart and then moves it forward itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logical_slot_is_copied_to_a_replica_and_advanced_there() {
+    let env = TestEnv::new();
+    let logical_cfg = |name: &str| {
+        let mut cfg = env.config(name);
+        cfg.parameters
+            .insert("wal_level".into(), serde_json::json!("logical"));
+        cfg.parameters
+            .insert("hot_standby_feedback".into(), serde_json::json!("on"));
+        cfg
+    };
+    let a = TestNode::new(env.driver(logical_cfg("la")));
+    a.driver.bootstrap().await.unwrap();
+    let b = env.replica_with(logical_cfg("lb"), &a).await;
+    a.sql("SELECT pg_create_logical_replication_slot('cdc', 'test_decoding')")
+        .await
+        .unwrap();
+    a.sql("CREATE TABLE t(v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    wait_row(&b, "SELECT count(*) FROM t", "1").await;
+
+    let files = b
+        .driver
+        .read_logical_slot_states(&a.upstream(), &["cdc".into()])
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 1);
+    let missing = b
+        .driver
+        .read_logical_slot_states(&a.upstream(), &["nope".into()])
+        .await;
+    assert!(missing.is_err());
+    // Installing needs the server stopped.
+    assert!(b.driver.install_logical_slot_states(&files).await.is_err());
+    b.driver.stop(StopMode::Fast, T).await.unwrap();
+    b.driver.install_logical_slot_states(&files).await.unwrap();
+    b.driver
+        .start(
+            &StartRole::Replica {
+                upstream: Some(a.upstream()),
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    let copied = wait_for(Duration::from_secs(30), || async {
+        let o = observe_settled(&b.driver).await;
+        o.slots.into_iter().find(|s| s.name == "cdc")
+    })
+    .await
+    .expect("the copied slot is loaded on the replica");
+    assert_eq!(copied.kind, cdc_kind());
+
+    // The consumer reads on the primary; the replica's copy follows.
+    a.sql("INSERT INTO t VALUES (2)").await.unwrap();
+    a.sql("SELECT count(*) FROM pg_logical_slot_get_changes('cdc', NULL, NULL)")
+        .await
+        .unwrap();
+    let target = observe_settled(&a.driver)
+        .await
+        .slots
+        .into_iter()
+        .find(|s| s.name == "cdc")
+        .and_then(|s| s.lsn)
+        .unwrap();
+    assert!(target > copied.lsn.unwrap());
+    wait_row(&b, "SELECT count(*) FROM t", "2").await;
+    let advance = SlotChanges {
+        advance: vec![SlotAdvance {
+            name: "cdc".into(),
+            database: Some("postgres".into()),
+            to: target,
+        }],
+        ..Default::default()
+    };
+    let advanced = wait_for(Duration::from_secs(30), || async {
+        b.driver.apply_slot_changes(&advance).await.ok()?;
+        let o = observe_settled(&b.driver).await;
+        o.slots
+            .into_iter()
+            .find(|s| s.name == "cdc" && s.lsn == Some(target))
+    })
+    .await;
+    assert!(
+        advanced.is_some(),
+        "the replica's copy reaches the primary's position"
+    );
+}
+
+fn cdc_kind() -> SlotKind {
+    SlotKind::Logical {
+        database: "postgres".into(),
+        plugin: "test_decoding".into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +430,7 @@ async fn custom_replica_method_falls_back_in_order() {
         "used"
     );
     a.driver
-        .sync_replication_slots(&["cb".into()])
+        .apply_slot_changes(&create_physical(&["cb".into()]))
         .await
         .unwrap();
     b.driver
@@ -322,7 +472,7 @@ async fn clean_switchover_demotes_without_rewind() {
     );
     b.driver.promote(T).await.unwrap();
     b.driver
-        .sync_replication_slots(&["sw_a".into()])
+        .apply_slot_changes(&create_physical(&["sw_a".into()]))
         .await
         .unwrap();
 

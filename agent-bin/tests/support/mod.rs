@@ -47,6 +47,8 @@ pub struct Extra {
     pub bootstrap: String,
     /// Lines appended to the `postgresql:` section.
     pub postgresql: String,
+    /// Lines appended to `bootstrap.dcs.postgresql` (e.g. cluster-wide `parameters:`).
+    pub dcs_postgresql: String,
 }
 
 pub struct Cluster {
@@ -185,6 +187,7 @@ impl Cluster {
             n.extra_dcs.trim_end().to_string(),
             "    postgresql:".into(),
             "      use_pg_rewind: true".into(),
+            extra.dcs_postgresql.trim_end().to_string(),
             "  initdb:".into(),
             "  - encoding: UTF8".into(),
             "  - data-checksums".into(),

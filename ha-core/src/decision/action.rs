@@ -4,7 +4,7 @@ use crate::clock::MonoTime;
 use crate::model::{
     DynamicConfig, Failsafe, History, Member, MemberData, Status, SyncState, Version,
 };
-use crate::postgres::{StopMode, Upstream};
+use crate::postgres::{SlotChanges, StopMode, Upstream};
 
 /// The proof a role-changing action was justified by a live lease: the runner refuses
 /// to execute the action once `valid_until` has passed (a frozen or slow agent must not
@@ -202,16 +202,18 @@ pub enum Action {
         /// How.
         mode: StopMode,
     },
-    /// Make the replication slots exactly these physical slots.
-    SyncSlots {
+    /// Create, advance and drop replication slots.
+    ManageSlots(SlotChanges),
+    /// *Background.* On a replica: copy the named logical slots from `source` (the
+    /// leader) and restart Postgres streaming from `follow`, so the slots exist here
+    /// when this node is promoted.
+    CopyLogicalSlots {
+        /// Where the slots are read.
+        source: Upstream,
         /// Slot names.
         names: Vec<String>,
-    },
-    /// On a replica: make its physical slots exactly the slots of the members that
-    /// stream from it (`replicatefrom`).
-    SyncCascadeSlots {
-        /// Slot names.
-        names: Vec<String>,
+        /// Who to stream from after the restart.
+        follow: Option<Upstream>,
     },
 }
 
@@ -243,6 +245,7 @@ impl Action {
                 | Action::SwitchoverTo { .. }
                 | Action::Restart { .. }
                 | Action::Reinitialize { .. }
+                | Action::CopyLogicalSlots { .. }
         )
     }
 
@@ -257,6 +260,7 @@ impl Action {
             Action::Demote { .. } | Action::SwitchoverTo { .. } => Busy::Demote,
             Action::Restart { .. } => Busy::Restart,
             Action::Reinitialize { .. } => Busy::Reinitialize,
+            Action::CopyLogicalSlots { .. } => Busy::CopySlots,
             _ => return None,
         })
     }

@@ -132,6 +132,8 @@ pub enum Busy {
     Restart,
     /// Re-cloning the data directory on an operator's request.
     Reinitialize,
+    /// Copying logical slots from the leader (restarts Postgres).
+    CopySlots,
 }
 
 impl Busy {
@@ -145,6 +147,7 @@ impl Busy {
             Busy::Demote => "demote",
             Busy::Restart => "restart",
             Busy::Reinitialize => "reinitialize",
+            Busy::CopySlots => "copying logical slots",
         }
     }
 }
@@ -241,9 +244,13 @@ pub struct LocalState {
     /// The `failsafe` value last written and not yet read back: a member in it may
     /// see it in the DCS, so failsafe checks call it too.
     pub failsafe_written: Option<crate::model::Failsafe>,
-    /// This replica keeps slots for members cascading from it: once none is left,
-    /// one more sync drops them.
-    pub cascade_slots: bool,
+    /// The logical slots last copied from the leader with the positions the leader
+    /// published for them, and when: a copy restarts Postgres, so one that would bring
+    /// the same state again is not repeated soon.
+    pub slot_copy_attempt: Option<(
+        std::collections::BTreeMap<String, crate::model::Lsn>,
+        MonoTime,
+    )>,
     /// The last decision's explanation (for logs and `/patroni`).
     pub message: String,
 }

@@ -26,6 +26,9 @@ mod member_record;
 mod operator;
 pub mod permanent_slots;
 pub mod quorum;
+mod slot_plan;
+#[cfg(test)]
+mod slot_tests;
 pub mod standby;
 #[cfg(test)]
 mod standby_tests;
@@ -263,6 +266,7 @@ impl<'a> Step<'a> {
         if let Some(cfg) = &c.config {
             self.st.config = Some(cfg.value.clone());
         }
+        self.note_members_seen(c);
         if c.leader.is_some() {
             self.st.last_leader_view = Some(c.clone());
         }
@@ -711,18 +715,18 @@ impl<'a> Step<'a> {
                     expected: f.version,
                 });
             }
-            let wal = pg.wal_position();
-            if c.status.optime != Some(wal) {
-                let status = Status {
-                    optime: Some(wal),
-                    ..c.status.clone()
-                };
+            let status = Status {
+                optime: Some(pg.wal_position()),
+                slots: self.published_slots(c),
+                retain_slots: self.retained_member_slots(),
+            };
+            if c.status != status {
                 self.act(Action::WriteStatus(status));
             }
             if let Some(h) = self.history_update(c) {
                 self.act(Action::WriteHistory(h));
             }
-            self.keep_member_slots(c);
+            self.manage_slots(c, true);
             if self.manage_synchronous_replication(c) {
                 return;
             }
@@ -747,7 +751,7 @@ impl<'a> Step<'a> {
     /// The standby leader never promotes: it streams from the remote primary and keeps
     /// slots for the members that cascade from it.
     fn lead_standby_cluster(&mut self, c: &Cluster) {
-        self.keep_member_slots(c);
+        self.manage_slots(c, true);
         let remote = standby::remote_upstream(&self.config());
         let wanted = remote.as_ref().map(|u| u.name.clone());
         if remote.is_some() && self.obs.pg.following != wanted {
@@ -914,67 +918,6 @@ impl<'a> Step<'a> {
         }
     }
 
-    /// The primary keeps a physical slot for every member that streams from it
-    /// (not `nostream`, not cascading from another member), and for
-    /// `member_slots_ttl` after a member disappears.
-    fn keep_member_slots(&mut self, c: &Cluster) {
-        if !self.use_slots() {
-            return;
-        }
-        let dc = self.config();
-        for m in &c.members {
-            self.st.members_seen.insert(m.name.clone(), self.now);
-        }
-        let keep_for = Duration::from_secs_f64(dc.member_slots_ttl.max(0.0));
-        let now = self.now;
-        self.st
-            .members_seen
-            .retain(|_, seen| now.since(*seen) <= keep_for);
-        let mut names: Vec<String> = self
-            .st
-            .members_seen
-            .keys()
-            .filter(|name| name.as_str() != self.me())
-            .filter(|name| {
-                c.member(name).is_none_or(|m| {
-                    !m.data.tags.nostream
-                        && m.data.tags.replicatefrom.as_deref().is_none_or(|f| {
-                            f == self.me() || c.member(f).is_none_or(|u| !is_running(u))
-                        })
-                })
-            })
-            .map(|name| crate::model::slot_name_for_member(name))
-            .collect();
-        // Permanent slots from the config outlive members and failovers: every leader keeps them.
-        names.extend(permanent_slots::permanent_physical_slots(&dc));
-        names.sort();
-        names.dedup();
-        self.act(Action::SyncSlots { names });
-    }
-
-    /// A replica keeps a physical slot for every member that streams from it
-    /// (`replicatefrom`), as the primary does for the members streaming from it.
-    fn keep_cascade_slots(&mut self, c: &Cluster) {
-        if !self.use_slots() || !self.obs.pg.is_replica() {
-            return;
-        }
-        let mut names: Vec<String> = c
-            .members
-            .iter()
-            .filter(|m| m.name != self.me() && !m.data.tags.nostream)
-            .filter(|m| m.data.tags.replicatefrom.as_deref() == Some(self.me()))
-            .map(|m| crate::model::slot_name_for_member(&m.name))
-            .collect();
-        names.sort();
-        names.dedup();
-        // Replicas nobody cascades from have no slots to manage.
-        if names.is_empty() && !self.st.cascade_slots {
-            return;
-        }
-        self.st.cascade_slots = !names.is_empty();
-        self.act(Action::SyncCascadeSlots { names });
-    }
-
     /// `postgresql.use_slots` of the dynamic config (default on).
     fn use_slots(&self) -> bool {
         self.config()
@@ -1139,7 +1082,6 @@ impl<'a> Step<'a> {
             });
             return self.say(format!("demoting: {leader} holds the leader lock"));
         }
-        self.keep_cascade_slots(c);
         let upstream = self.upstream_for_replica(c);
         let wanted = upstream.as_ref().map(|u| u.name.clone());
         if self.replica_needs_rewind_check(c) {
@@ -1157,6 +1099,9 @@ impl<'a> Step<'a> {
                 wanted.clone().unwrap_or_default()
             ));
             return self.act(Action::Follow { upstream });
+        }
+        if self.manage_slots(c, false) {
+            return;
         }
         let me = self.me().to_string();
         self.say(format!(

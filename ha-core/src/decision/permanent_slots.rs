@@ -1,19 +1,30 @@
-//! Permanent replication slots from the dynamic config (`slots`, or its older names
-//! `permanent_slots` / `permanent_replication_slots`): `name: {type: physical}` entries
-//! the leader keeps next to the member slots, so an external consumer (a backup tool, a
-//! standby outside the cluster) finds its slot on whichever node leads.
+//! Permanent replication slots and `ignore_slots` from the dynamic config.
+//!
+//! `slots` (or its older names `permanent_slots` / `permanent_replication_slots`) maps a
+//! slot name to `{type: physical}` or `{type: logical, database, plugin}`. Such slots
+//! outlive members and failovers: an external consumer (a backup tool, a CDC reader)
+//! finds its slot, at the position it reached, on whichever node leads.
 
-use crate::model::DynamicConfig;
+use crate::model::{is_valid_slot_name, DynamicConfig, IgnoreSlotRule, SlotKind};
 use serde_json::Value;
 
 /// The config keys Patroni accepts for permanent slots, newest first.
 const KEYS: [&str; 3] = ["slots", "permanent_slots", "permanent_replication_slots"];
 
-/// Names of the permanent physical slots in `dc`. An entry is physical when its `type`
-/// says so, or when it has no type and names no logical decoding plugin. Logical slots
-/// and names PostgreSQL would reject are left out (a bad name must not stop the other
-/// slots from being kept).
-pub fn permanent_physical_slots(dc: &DynamicConfig) -> Vec<String> {
+/// One permanent slot from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermanentSlot {
+    /// Slot name.
+    pub name: String,
+    /// Physical, or logical with database and plugin.
+    pub kind: SlotKind,
+}
+
+/// The permanent slots in `dc`, by name. An entry is physical when its `type` says
+/// so, or when it has no type and names no plugin (`name: 0` or `name: {}` included);
+/// a logical entry needs both `database` and `plugin`. Entries PostgreSQL would
+/// reject are left out: one bad entry must not stop the other slots from being kept.
+pub fn permanent_slots(dc: &DynamicConfig) -> Vec<PermanentSlot> {
     let Some(slots) = KEYS
         .iter()
         .find_map(|k| dc.extra.get(*k))
@@ -21,30 +32,65 @@ pub fn permanent_physical_slots(dc: &DynamicConfig) -> Vec<String> {
     else {
         return Vec::new();
     };
-    let mut names: Vec<String> = slots
+    let mut out: Vec<PermanentSlot> = slots
         .iter()
-        .filter(|(_, spec)| is_physical(spec))
-        .map(|(name, _)| name.clone())
-        .filter(|name| is_valid_slot_name(name))
+        .filter(|(name, _)| is_valid_slot_name(name))
+        .filter_map(|(name, spec)| {
+            kind_of(spec).map(|kind| PermanentSlot {
+                name: name.clone(),
+                kind,
+            })
+        })
         .collect();
-    names.sort();
-    names
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
-fn is_physical(spec: &Value) -> bool {
-    match spec.get("type").and_then(Value::as_str) {
-        Some(t) => t == "physical",
-        None => spec.get("plugin").is_none(),
+/// Names of the permanent physical slots in `dc`.
+pub fn permanent_physical_slots(dc: &DynamicConfig) -> Vec<String> {
+    permanent_slots(dc)
+        .into_iter()
+        .filter(|s| s.kind == SlotKind::Physical)
+        .map(|s| s.name)
+        .collect()
+}
+
+/// Whether `dc` asks for any permanent logical slot.
+pub fn has_logical_slots(dc: &DynamicConfig) -> bool {
+    permanent_slots(dc)
+        .iter()
+        .any(|s| s.kind != SlotKind::Physical)
+}
+
+/// The `ignore_slots` matchers; malformed entries are skipped.
+pub fn ignore_rules(dc: &DynamicConfig) -> Vec<IgnoreSlotRule> {
+    dc.extra
+        .get("ignore_slots")
+        .and_then(Value::as_array)
+        .map(|rules| {
+            rules
+                .iter()
+                .filter_map(|r| serde_json::from_value(r.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn kind_of(spec: &Value) -> Option<SlotKind> {
+    let text = |k: &str| spec.get(k).and_then(Value::as_str).map(str::to_string);
+    let logical = match text("type").as_deref() {
+        Some("physical") => false,
+        Some("logical") => true,
+        Some(_) => return None,
+        None => spec.get("plugin").is_some(),
+    };
+    if !logical {
+        return Some(SlotKind::Physical);
     }
-}
-
-/// PostgreSQL's rule: lower-case letters, digits and `_`, at most 63 characters.
-fn is_valid_slot_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    Some(SlotKind::Logical {
+        database: text("database").filter(|d| !d.is_empty())?,
+        plugin: text("plugin").filter(|p| !p.is_empty())?,
+    })
 }
 
 #[cfg(test)]
@@ -56,20 +102,37 @@ mod tests {
     }
 
     #[test]
-    fn physical_entries_are_kept_logical_and_bad_names_are_not() {
+    fn physical_and_logical_entries_are_read_and_bad_ones_are_not() {
         let dc = config(
             r#"{"slots": {
                 "backup_tool": {"type": "physical"},
                 "untyped": {},
+                "zero": 0,
                 "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"},
                 "plugin_only": {"plugin": "test_decoding", "database": "app"},
+                "no_db": {"type": "logical", "plugin": "pgoutput"},
+                "odd_type": {"type": "wal"},
                 "Bad-Name": {"type": "physical"}
             }}"#,
         );
         assert_eq!(
             permanent_physical_slots(&dc),
-            vec!["backup_tool", "untyped"]
+            vec!["backup_tool", "untyped", "zero"]
         );
+        let logical: Vec<_> = permanent_slots(&dc)
+            .into_iter()
+            .filter(|s| s.kind != SlotKind::Physical)
+            .collect();
+        assert_eq!(logical.len(), 2);
+        assert_eq!(logical[0].name, "cdc");
+        assert_eq!(
+            logical[1].kind,
+            SlotKind::Logical {
+                database: "app".into(),
+                plugin: "test_decoding".into()
+            }
+        );
+        assert!(has_logical_slots(&dc));
     }
 
     #[test]
@@ -77,5 +140,14 @@ mod tests {
         let dc = config(r#"{"permanent_replication_slots": {"archiver": {"type": "physical"}}}"#);
         assert_eq!(permanent_physical_slots(&dc), vec!["archiver"]);
         assert!(permanent_physical_slots(&config("{}")).is_empty());
+        assert!(!has_logical_slots(&dc));
+    }
+
+    #[test]
+    fn ignore_rules_skip_malformed_entries() {
+        let dc = config(r#"{"ignore_slots": [{"name": "a"}, 5, {"type": "logical"}]}"#);
+        let rules = ignore_rules(&dc);
+        assert_eq!(rules.len(), 2);
+        assert_eq!(rules[1].slot_type.as_deref(), Some("logical"));
     }
 }

@@ -963,66 +963,6 @@ fn rerun_step_does_not_repeat_executed_actions() {
         .any(|a| matches!(a, Action::WriteStatus(_))));
 }
 
-#[test]
-fn primary_keeps_slots_for_members_streaming_from_it() {
-    let c = View::new()
-        .leader("a")
-        .member("a", "primary", 1)
-        .member("b-1", "replica", 1)
-        .member("c", "replica", 1)
-        .cluster();
-    let d = decide(
-        &cfg("a"),
-        &LocalState::default(),
-        &obs(
-            c,
-            pg_primary(1),
-            vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
-        ),
-        t(1000),
-    );
-    assert!(
-        d.actions.contains(&Action::SyncSlots {
-            names: vec!["b_1".into(), "c".into()]
-        }),
-        "{:?}",
-        d.actions
-    );
-    // c disappears: its slot stays while member_slots_ttl lasts.
-    let c2 = View::new()
-        .leader("a")
-        .member("a", "primary", 1)
-        .member("b-1", "replica", 1)
-        .cluster();
-    let d2 = decide(
-        &cfg("a"),
-        &d.state,
-        &obs(
-            c2.clone(),
-            pg_primary(1),
-            vec![Outcome::LeaseRenewed { sent_at: t(2000) }],
-        ),
-        t(2000),
-    );
-    assert!(d2.actions.contains(&Action::SyncSlots {
-        names: vec!["b_1".into(), "c".into()]
-    }));
-    let later = t(2000 + 1_801_000);
-    let d3 = decide(
-        &cfg("a"),
-        &d2.state,
-        &obs(
-            c2,
-            pg_primary(1),
-            vec![Outcome::LeaseRenewed { sent_at: later }],
-        ),
-        later,
-    );
-    assert!(d3.actions.contains(&Action::SyncSlots {
-        names: vec!["b_1".into()]
-    }));
-}
-
 // ----- synchronous replication: swaps and quorum commit ------------------------------
 
 /// One leader step of synchronous-replication bookkeeping for `a`, lease renewed.
@@ -1811,7 +1751,7 @@ fn requested_candidate_outside_the_failsafe_topology_does_not_hold_up_the_others
     assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
 }
 
-fn member_with_tags(name: &str, role: &str, tags: Tags) -> (String, String) {
+pub(super) fn member_with_tags(name: &str, role: &str, tags: Tags) -> (String, String) {
     let (k, v) = member(name, role, 1);
     let mut d: MemberData = serde_json::from_str(&v).expect("member json");
     d.tags = tags;
@@ -1851,85 +1791,6 @@ fn empty_node_restores_without_leader_only_with_a_no_leader_method() {
         session: None,
     }]);
     assert!(!run(&restorer, bootstrapping).contains(&Action::RestoreReplica));
-}
-
-#[test]
-fn cascade_slots_live_on_the_replica_streamed_from() {
-    let cascading = Tags {
-        replicatefrom: Some("b".into()),
-        ..Tags::default()
-    };
-    let (ck, cv) = member_with_tags("c", "replica", cascading);
-    let view = || {
-        View::new()
-            .leader("a")
-            .member("a", "primary", 1)
-            .member("b", "replica", 1)
-            .key(&ck, &cv)
-    };
-    // The replica c streams from keeps c's slot.
-    let d = decide(
-        &cfg("b"),
-        &LocalState::default(),
-        &obs(view().cluster(), pg_replica(1), vec![]),
-        t(1000),
-    );
-    assert!(
-        d.actions.contains(&Action::SyncCascadeSlots {
-            names: vec!["c".into()]
-        }),
-        "{:?}",
-        d.actions
-    );
-    // Once c is gone, one more sync drops its slot; then nothing more to manage.
-    let alone = || {
-        View::new()
-            .leader("a")
-            .member("a", "primary", 1)
-            .member("b", "replica", 1)
-            .cluster()
-    };
-    let d2 = decide(
-        &cfg("b"),
-        &d.state,
-        &obs(alone(), pg_replica(1), vec![]),
-        t(2000),
-    );
-    assert!(d2
-        .actions
-        .contains(&Action::SyncCascadeSlots { names: vec![] }));
-    let d3 = decide(
-        &cfg("b"),
-        &d2.state,
-        &obs(alone(), pg_replica(1), vec![]),
-        t(3000),
-    );
-    assert!(!d3
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::SyncCascadeSlots { .. })));
-    // The primary keeps no slot for c while b runs.
-    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
-    let primary_slots = |c: Cluster| {
-        let d = decide(
-            &cfg("a"),
-            &LocalState::default(),
-            &obs(c, pg_primary(1), renewed.clone()),
-            t(1000),
-        );
-        d.actions.into_iter().find_map(|a| match a {
-            Action::SyncSlots { names } => Some(names),
-            _ => None,
-        })
-    };
-    assert_eq!(primary_slots(view().cluster()), Some(vec!["b".to_string()]));
-    // Once b is gone, c streams from the primary and gets its slot there.
-    let without_b = View::new()
-        .leader("a")
-        .member("a", "primary", 1)
-        .key(&ck, &cv)
-        .cluster();
-    assert_eq!(primary_slots(without_b), Some(vec!["c".to_string()]));
 }
 
 fn behind_timeline_view(leader: &str) -> Cluster {

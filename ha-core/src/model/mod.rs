@@ -18,7 +18,7 @@ pub use failover::Failover;
 pub use history::{History, HistoryEntry};
 pub use keys::ClusterKeys;
 pub use member::{Member, MemberData, MemberState, Role};
-pub use slots::slot_name_for_member;
+pub use slots::{is_valid_slot_name, slot_name_for_member, IgnoreSlotRule, ObservedSlot, SlotKind};
 pub use status::{Failsafe, Status};
 pub use sync_state::SyncState;
 pub use tags::Tags;

@@ -54,8 +54,7 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::ClearFailover { .. }
         | Action::WriteSync { .. }
         | Action::DeleteSync { .. }
-        | Action::SetSynchronousStandbyNames { .. }
-        | Action::SyncSlots { .. } => ctx
+        | Action::SetSynchronousStandbyNames { .. } => ctx
             .lease_until
             .is_none_or(|t| ctx.now >= t)
             .then_some(Refusal::NotLeader),
@@ -79,7 +78,8 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::Bootstrap
         | Action::CloneReplica { .. }
         | Action::RestoreReplica
-        | Action::SyncCascadeSlots { .. }
+        | Action::ManageSlots(_)
+        | Action::CopyLogicalSlots { .. }
         | Action::StartReplica { .. }
         | Action::Restart { token: None, .. }
         | Action::Reinitialize { .. }

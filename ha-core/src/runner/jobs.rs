@@ -223,6 +223,20 @@ async fn run(
             emit(RunnerEvent::Started("replica"));
             Ok(())
         }
+        Action::CopyLogicalSlots {
+            source,
+            names,
+            follow,
+        } => {
+            // Read first: if the leader cannot give the files, Postgres keeps running.
+            let files = pg.read_logical_slot_states(&source, &names).await?;
+            pg.stop(StopMode::Fast, t).await?;
+            let installed = pg.install_logical_slot_states(&files).await;
+            pg.start(&StartRole::Replica { upstream: follow }, t)
+                .await?;
+            emit(RunnerEvent::Restarted("replica"));
+            installed
+        }
         _ => Ok(()),
     }
 }

@@ -655,8 +655,8 @@ impl Runner {
                 }
                 None
             }
-            Action::SyncSlots { names } | Action::SyncCascadeSlots { names } => {
-                if let Err(e) = self.parts.pg.sync_replication_slots(&names).await {
+            Action::ManageSlots(changes) => {
+                if let Err(e) = self.parts.pg.apply_slot_changes(&changes).await {
                     tracing::warn!(node = %self.cfg.name, "slot sync failed: {e}");
                 }
                 None

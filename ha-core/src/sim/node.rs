@@ -253,8 +253,8 @@ fn short(a: &Action) -> String {
         }
         Action::Follow { upstream } => format!("Follow({})", up(upstream)),
         Action::StopPostgres { mode } => format!("StopPostgres({mode:?})"),
-        Action::SyncSlots { .. } => "SyncSlots".into(),
-        Action::SyncCascadeSlots { .. } => "SyncCascadeSlots".into(),
+        Action::ManageSlots(_) => "ManageSlots".into(),
+        Action::CopyLogicalSlots { .. } => "CopyLogicalSlots".into(),
         Action::WriteSync { sync, .. } => format!("WriteSync({:?})", sync.sync_standby),
         Action::DeleteSync { .. } => "DeleteSync".into(),
         Action::SetSynchronousStandbyNames { value } => {
@@ -287,7 +287,7 @@ fn action_code(a: &Action) -> u64 {
         Action::Demote { mode, .. } => 20 + ((*mode as u64) << 8),
         Action::Follow { .. } => 21,
         Action::StopPostgres { .. } => 22,
-        Action::SyncSlots { .. } => 23,
+        Action::ManageSlots(_) => 23,
         Action::WriteSync { .. } => 24,
         Action::DeleteSync { .. } => 25,
         Action::SetSynchronousStandbyNames { .. } => 26,
@@ -297,7 +297,7 @@ fn action_code(a: &Action) -> u64 {
         Action::WriteFailsafe(_) => 30,
         Action::CheckFailsafe { .. } => 31,
         Action::RestoreReplica => 32,
-        Action::SyncCascadeSlots { .. } => 33,
+        Action::CopyLogicalSlots { .. } => 33,
     }
 }
 
@@ -737,7 +737,8 @@ impl World {
                 self.stop_pg(i, *mode);
                 Flow::Continue
             }
-            Action::SyncSlots { .. } | Action::SyncCascadeSlots { .. } => Flow::Continue,
+            // Simulated servers have no slots, so nothing is ever copied.
+            Action::ManageSlots(_) | Action::CopyLogicalSlots { .. } => Flow::Continue,
             Action::WriteFailsafe(f) => {
                 let op = DcsOp::Failsafe(f.clone());
                 self.wait_on_dcs(i, op, action)

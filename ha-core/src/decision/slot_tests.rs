@@ -1,0 +1,362 @@
+//! Scenario tests of the slot rules (`slot_plan`): which slots each role keeps, how
+//! replicas follow the leader's published positions and get logical slots.
+
+use super::tests::{cfg, member_with_tags, obs, pg_primary, pg_replica, t, View};
+use super::*;
+use crate::model::{ObservedSlot, SlotKind, Tags};
+use crate::postgres::{PgObservation, SlotChanges};
+
+fn renewed(at: u64) -> Vec<Outcome> {
+    vec![Outcome::LeaseRenewed { sent_at: t(at) }]
+}
+
+fn slot_changes(d: &Decision) -> Option<SlotChanges> {
+    d.actions.iter().find_map(|a| match a {
+        Action::ManageSlots(c) => Some(c.clone()),
+        _ => None,
+    })
+}
+
+fn created(d: &Decision) -> Vec<String> {
+    slot_changes(d)
+        .map(|c| c.create.into_iter().map(|s| s.name).collect())
+        .unwrap_or_default()
+}
+
+fn physical(name: &str, lsn: u64) -> ObservedSlot {
+    ObservedSlot {
+        name: name.into(),
+        kind: SlotKind::Physical,
+        lsn: Some(lsn),
+        active: false,
+    }
+}
+
+fn cdc_kind() -> SlotKind {
+    SlotKind::Logical {
+        database: "postgres".into(),
+        plugin: "test_decoding".into(),
+    }
+}
+
+/// A replica of PostgreSQL 15 (slots on replicas need 11+).
+fn pg15_replica(wal: u64, slots: Vec<ObservedSlot>) -> PgObservation {
+    PgObservation {
+        server_version: Some(150_004),
+        slots,
+        ..streaming_from_a(wal)
+    }
+}
+
+/// A replica already streaming from the leader `a`.
+fn streaming_from_a(wal: u64) -> PgObservation {
+    PgObservation {
+        following: Some("a".into()),
+        ..pg_replica(wal)
+    }
+}
+
+const PERMANENT: &str = r#"{"slots": {"backup": {"type": "physical"},
+    "cdc": {"type": "logical", "database": "postgres", "plugin": "test_decoding"}}}"#;
+
+#[test]
+fn primary_keeps_slots_for_members_streaming_from_it() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .member("b-1", "replica", 1)
+        .member("c", "replica", 1)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg_primary(1), renewed(1000)),
+        t(1000),
+    );
+    assert_eq!(created(&d), vec!["b_1", "c"], "{:?}", d.actions);
+    // c disappears: its slot stays while member_slots_ttl lasts.
+    let c2 = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .member("b-1", "replica", 1)
+        .cluster();
+    let has_both = PgObservation {
+        slots: vec![physical("b_1", 1), physical("c", 1)],
+        ..pg_primary(1)
+    };
+    let d2 = decide(
+        &cfg("a"),
+        &d.state,
+        &obs(c2.clone(), has_both.clone(), renewed(2000)),
+        t(2000),
+    );
+    assert_eq!(slot_changes(&d2), None, "{:?}", d2.actions);
+    let later = 2000 + 1_801_000;
+    let d3 = decide(
+        &cfg("a"),
+        &d2.state,
+        &obs(c2, has_both, renewed(later)),
+        t(later),
+    );
+    assert_eq!(
+        slot_changes(&d3).map(|c| c.drop),
+        Some(vec!["c".to_string()])
+    );
+}
+
+#[test]
+fn cascade_slots_live_on_the_replica_streamed_from() {
+    let cascading = Tags {
+        replicatefrom: Some("b".into()),
+        ..Tags::default()
+    };
+    let (ck, cv) = member_with_tags("c", "replica", cascading);
+    let view = || {
+        View::new()
+            .leader("a")
+            .member("a", "primary", 1)
+            .member("b", "replica", 1)
+            .key(&ck, &cv)
+    };
+    // The replica c streams from keeps c's slot (an old server keeps only that one).
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(view().cluster(), streaming_from_a(1), vec![]),
+        t(1000),
+    );
+    assert_eq!(created(&d), vec!["c"], "{:?}", d.actions);
+    // Once c is gone its slot is dropped; with no slot left, nothing to do.
+    let alone = || {
+        View::new()
+            .leader("a")
+            .member("a", "primary", 1)
+            .member("b", "replica", 1)
+            .cluster()
+    };
+    let with_c = PgObservation {
+        slots: vec![physical("c", 1)],
+        ..streaming_from_a(1)
+    };
+    let d2 = decide(&cfg("b"), &d.state, &obs(alone(), with_c, vec![]), t(2000));
+    assert_eq!(
+        slot_changes(&d2).map(|c| c.drop),
+        Some(vec!["c".to_string()])
+    );
+    let d3 = decide(
+        &cfg("b"),
+        &d2.state,
+        &obs(alone(), streaming_from_a(1), vec![]),
+        t(3000),
+    );
+    assert_eq!(slot_changes(&d3), None);
+    // The primary keeps no slot for c while b runs.
+    let primary_slots = |c: Cluster| {
+        created(&decide(
+            &cfg("a"),
+            &LocalState::default(),
+            &obs(c, pg_primary(1), renewed(1000)),
+            t(1000),
+        ))
+    };
+    assert_eq!(primary_slots(view().cluster()), vec!["b"]);
+    // Once b is gone, c streams from the primary and gets its slot there.
+    let without_b = View::new()
+        .leader("a")
+        .member("a", "primary", 1)
+        .key(&ck, &cv)
+        .cluster();
+    assert_eq!(primary_slots(without_b), vec!["c"]);
+}
+
+#[test]
+fn leader_creates_permanent_slots_and_publishes_every_slot_position() {
+    let c = View::new()
+        .key("config", PERMANENT)
+        .leader("a")
+        .member("a", "primary", 900)
+        .member("b", "replica", 800)
+        .cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg_primary(900), renewed(1000)),
+        t(1000),
+    );
+    assert_eq!(created(&d), vec!["b", "backup", "cdc"]);
+    let with_slots = PgObservation {
+        slots: vec![
+            physical("b", 800),
+            physical("backup", 100),
+            ObservedSlot {
+                name: "cdc".into(),
+                kind: cdc_kind(),
+                lsn: Some(700),
+                active: true,
+            },
+            physical("stray", 5),
+        ],
+        ..pg_primary(900)
+    };
+    let d2 = decide(
+        &cfg("a"),
+        &d.state,
+        &obs(c, with_slots, renewed(2000)),
+        t(2000),
+    );
+    let status = d2
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteStatus(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("status written");
+    assert_eq!(status.optime, Some(900));
+    let slots: Vec<(&str, u64)> = status.slots.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    // Unmanaged slots are not published; the leader's own name carries its WAL position.
+    assert_eq!(
+        slots,
+        vec![("a", 900), ("b", 800), ("backup", 100), ("cdc", 700)]
+    );
+    assert_eq!(status.retain_slots, vec!["a", "b"]);
+    assert_eq!(
+        slot_changes(&d2).map(|c| c.drop),
+        Some(vec!["stray".to_string()])
+    );
+}
+
+#[test]
+fn replicas_keep_the_leaders_slots_at_its_published_positions() {
+    let status = r#"{"optime": 900, "slots": {"a": 900, "b": 850, "c": 800, "backup": 300}}"#;
+    let c = View::new()
+        .key("config", PERMANENT)
+        .key("status", status)
+        .leader("a")
+        .member("a", "primary", 900)
+        .member("b", "replica", 850)
+        .member("c", "replica", 800)
+        .cluster();
+    let pg = pg15_replica(
+        850,
+        vec![
+            physical("a", 500),
+            physical("backup", 400),
+            physical("c", 100),
+        ],
+    );
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg, vec![]),
+        t(1000),
+    );
+    let changes = slot_changes(&d).expect("slot changes");
+    // b keeps no slot for itself; `cdc` waits for a copy (not replayed up to it yet is
+    // irrelevant: a logical slot is never created on a replica).
+    assert!(changes.create.is_empty(), "{changes:?}");
+    let advanced: Vec<(&str, u64)> = changes
+        .advance
+        .iter()
+        .map(|a| (a.name.as_str(), a.to))
+        .collect();
+    // `backup` is ahead of the published position: slots never move back.
+    assert_eq!(advanced, vec![("a", 900), ("c", 800)]);
+}
+
+#[test]
+fn replicas_copy_logical_slots_from_the_leader_once_replayed_past_them() {
+    let view = |cdc_at: u64| {
+        View::new()
+            .key("config", PERMANENT)
+            .key(
+                "status",
+                &format!(
+                    r#"{{"optime": 900, "slots": {{"a": 900, "backup": 300, "cdc": {cdc_at}}}}}"#
+                ),
+            )
+            .leader("a")
+            .member("a", "primary", 900)
+            .member("b", "replica", 850)
+            .cluster()
+    };
+    let have = || vec![physical("a", 900), physical("backup", 300)];
+    let copy = |d: &Decision| {
+        d.actions.iter().find_map(|a| match a {
+            Action::CopyLogicalSlots { source, names, .. } => {
+                Some((source.name.clone(), names.clone()))
+            }
+            _ => None,
+        })
+    };
+    // The leader's slot is ahead of what b replayed: copying now would give b a slot
+    // from its future.
+    let early = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(view(860), pg15_replica(850, have()), vec![]),
+        t(1000),
+    );
+    assert_eq!(copy(&early), None);
+    let d = decide(
+        &cfg("b"),
+        &early.state,
+        &obs(view(800), pg15_replica(850, have()), vec![]),
+        t(2000),
+    );
+    assert_eq!(copy(&d), Some(("a".to_string(), vec!["cdc".to_string()])));
+    assert_eq!(d.actions.iter().filter_map(Action::busy).count(), 1);
+    // The copy failed (the slot is still missing): the same state is not copied again
+    // soon ...
+    let again = decide(
+        &cfg("b"),
+        &d.state,
+        &obs(view(800), pg15_replica(850, have()), vec![]),
+        t(30_000),
+    );
+    assert_eq!(copy(&again), None);
+    // ... but once the consumer moved on, the leader's newer state is worth a copy.
+    let moved = decide(
+        &cfg("b"),
+        &again.state,
+        &obs(view(820), pg15_replica(850, have()), vec![]),
+        t(31_000),
+    );
+    assert!(copy(&moved).is_some());
+    let retry = decide(
+        &cfg("b"),
+        &moved.state,
+        &obs(view(820), pg15_replica(850, have()), vec![]),
+        t(31_000 + 301_000),
+    );
+    assert!(copy(&retry).is_some());
+}
+
+#[test]
+fn nofailover_replicas_and_standby_leaders_keep_fewer_slots() {
+    let status = r#"{"optime": 900, "slots": {"a": 900, "backup": 300, "cdc": 100}}"#;
+    let c = View::new()
+        .key("config", PERMANENT)
+        .key("status", status)
+        .leader("a")
+        .member("a", "primary", 900)
+        .member("b", "replica", 850)
+        .cluster();
+    let mut never_leads = cfg("b");
+    never_leads.tags.nofailover = true;
+    let d = decide(
+        &never_leads,
+        &LocalState::default(),
+        &obs(c, pg15_replica(850, vec![physical("a", 1)]), vec![]),
+        t(1000),
+    );
+    // It can never be promoted: no slot kept for after a failover.
+    assert_eq!(
+        slot_changes(&d).map(|c| c.drop),
+        Some(vec!["a".to_string()])
+    );
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CopyLogicalSlots { .. })));
+}
