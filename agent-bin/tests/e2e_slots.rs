@@ -24,7 +24,7 @@ fn permanent_physical_slot_survives_a_failover() {
     let mut c = Cluster::new(
         2,
         &FAST,
-        "    slots:\n      backup_tool:\n        type: physical",
+        "    slots:\n      backup_tool:\n        type: physical\n    ignore_slots:\n    - name: keep_me",
         |_| String::new(),
     );
     c.start_all();
@@ -44,6 +44,17 @@ fn permanent_physical_slot_survives_a_failover() {
         has_slot(&c, p, &member_slot),
         "the member slot is gone next to the permanent one"
     );
+    // Slots nobody asked for are dropped, unless an ignore_slots rule covers them.
+    c.sql(
+        p,
+        "SELECT pg_create_physical_replication_slot('keep_me'); SELECT pg_create_physical_replication_slot('stray')",
+    )
+    .expect("create unmanaged slots");
+    let dropped = wait_until(Duration::from_secs(30), || {
+        (!has_slot(&c, p, "stray")).then_some(())
+    });
+    assert!(dropped.is_some(), "an unmanaged slot was kept");
+    assert!(has_slot(&c, p, "keep_me"), "an ignored slot was dropped");
 
     c.kill_agent(p);
     c.kill_postmaster(p);
