@@ -64,6 +64,14 @@ fn primary_keeps_accepting_writes_without_the_dcs_while_every_member_confirms() 
     let active = c
         .api(1, "/patroni")
         .is_some_and(|(_, v)| v["failsafe_mode_is_active"] == true);
+    // Long into the outage the members still show the topology they work with.
+    let topology = c.api(1, "/failsafe");
+    assert!(
+        topology
+            .as_ref()
+            .is_some_and(|(s, b)| *s == 200 && b.as_object().is_some_and(|m| m.len() == 2)),
+        "GET /failsafe during the outage: {topology:?}"
+    );
     let acks = writer.finish();
     let last_write = ack_span(&acks, p).map(|s| s.1).expect("writes");
     assert!(

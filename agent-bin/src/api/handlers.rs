@@ -155,7 +155,7 @@ async fn route(app: &App, req: Request) -> Reply {
                 r.content_type = Some("text/plain");
                 r
             }
-            "failsafe" => match node.cached_cluster().and_then(|c| c.failsafe) {
+            "failsafe" => match node.last_known_cluster().and_then(|c| c.failsafe) {
                 Some(f) => Reply::json(200, &serde_json::to_value(f).unwrap_or(Value::Null)),
                 None => Reply::text(502, "failsafe is not available"),
             },

@@ -239,6 +239,12 @@ pub trait NodeApi: Send + Sync + 'static {
     /// The last cluster view read from the DCS, if still valid (≤ ttl old).
     fn cached_cluster(&self) -> Option<Cluster>;
 
+    /// The last cluster view read from the DCS however old it is: during a DCS outage
+    /// `GET /failsafe` still answers with the topology the members work with.
+    fn last_known_cluster(&self) -> Option<Cluster> {
+        self.cached_cluster()
+    }
+
     /// A fresh read of the DCS (for `/cluster`, `/history` and switchover checks).
     async fn read_cluster(&self) -> Result<Cluster, String>;
 

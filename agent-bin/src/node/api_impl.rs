@@ -196,6 +196,10 @@ impl NodeApi for AgentApi {
         }
     }
 
+    fn last_known_cluster(&self) -> Option<Cluster> {
+        self.handle.snapshot().cluster
+    }
+
     async fn read_cluster(&self) -> Result<Cluster, String> {
         self.dcs.get_cluster().await.map_err(|e| e.to_string())
     }
