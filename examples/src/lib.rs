@@ -47,6 +47,7 @@ pub fn advise(cluster: &Cluster, member: &str, now: MonoTime, wall_millis: i64) 
         request: None,
         watchdog_failed: false,
         failsafe_leader: None,
+        failsafe_slots: Default::default(),
     };
     decide(&cfg, &LocalState::default(), &obs, now)
         .actions

@@ -388,7 +388,20 @@ impl NodeApi for AgentApi {
             .unwrap_or_default();
         let ttl = dc.ttl().max(leader_ttl);
         // Refused while this node races for or holds the leader key itself.
-        if !self.handle.failsafe_call(leader, self.clock.now(), ttl) {
+        // The leader's slot positions (`{"name": lsn}`); malformed entries are skipped.
+        let slots = body
+            .get("slots")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !self
+            .handle
+            .failsafe_call(leader, slots, self.clock.now(), ttl)
+        {
             return FailsafeReply::RunningAsLeader;
         }
         self.handle.wake();

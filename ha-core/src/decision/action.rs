@@ -99,6 +99,9 @@ pub enum Action {
         /// The ttl my lease is extended by: a member keeps me as its leader for at
         /// least this long (its own ttl may be shorter during a config change).
         ttl: std::time::Duration,
+        /// My slot positions, as `status.slots` would have them: the members advance
+        /// their copies of my slots by them while the DCS is gone.
+        slots: std::collections::BTreeMap<String, crate::model::Lsn>,
     },
     /// *Query.* CAS-write `sync` (synchronous replication bookkeeping).
     WriteSync {

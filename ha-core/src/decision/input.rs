@@ -176,6 +176,9 @@ pub struct Observation {
     /// The leader that called this node's `POST /failsafe` within the last ttl: this
     /// node must not race for the leader key meanwhile.
     pub failsafe_leader: Option<String>,
+    /// The slot positions that leader sent along (replicas advance their slots by
+    /// them while the DCS is gone).
+    pub failsafe_slots: std::collections::BTreeMap<String, crate::model::Lsn>,
     /// An operator's request waiting for an answer (REST API, CLI).
     pub request: Option<OperatorRequest>,
 }

@@ -1177,6 +1177,7 @@ impl<'a> Step<'a> {
         }
         if !self.obs.pg.may_accept_writes() || self.obs.pg.is_replica() {
             self.st.failsafe_active = self.obs.failsafe_leader.is_some();
+            self.advance_slots_from_failsafe_leader();
             return self.say(format!("DCS unreachable ({e}); replica keeps running"));
         }
         if self.failsafe_keeps_primary(e) {
@@ -1268,9 +1269,14 @@ impl<'a> Step<'a> {
             None if others.is_empty() => (self.now, true),
             None => {
                 let ttl = self.ttl();
+                let slots = match self.st.last_leader_view.clone() {
+                    Some(view) => self.published_slots(&view),
+                    None => Default::default(),
+                };
                 self.act(Action::CheckFailsafe {
                     members: others,
                     ttl,
+                    slots,
                 });
                 return true;
             }

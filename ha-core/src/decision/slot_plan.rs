@@ -217,6 +217,26 @@ impl Step<'_> {
         false
     }
 
+    /// With the DCS gone, a replica the failsafe leader calls advances its slots by the
+    /// positions that leader sent; nothing is created, dropped or copied on a stale view.
+    pub(super) fn advance_slots_from_failsafe_leader(&mut self) {
+        if self.obs.failsafe_slots.is_empty() || !self.obs.pg.is_replica() || !self.use_slots() {
+            return;
+        }
+        let Some(mut view) = self.st.last_leader_view.clone() else {
+            return;
+        };
+        view.status.slots = self.obs.failsafe_slots.clone();
+        let wanted = self.replica_slots(&view);
+        let work = slot_work(&wanted, &self.obs.pg.slots, &[], false, false);
+        if !work.changes.advance.is_empty() {
+            self.act(Action::ManageSlots(SlotChanges {
+                advance: work.changes.advance,
+                ..SlotChanges::default()
+            }));
+        }
+    }
+
     /// The leader's `status` slot positions: its slots' positions, and its own member
     /// slot name at its WAL position (replicas keep a slot for the leader too).
     pub(super) fn published_slots(&self, c: &Cluster) -> BTreeMap<String, Lsn> {

@@ -360,3 +360,46 @@ fn nofailover_replicas_and_standby_leaders_keep_fewer_slots() {
         .iter()
         .any(|a| matches!(a, Action::CopyLogicalSlots { .. })));
 }
+
+#[test]
+fn without_the_dcs_replicas_advance_slots_by_the_failsafe_leaders_positions() {
+    let view = View::new()
+        .leader("a")
+        .member("a", "primary", 900)
+        .member("b", "replica", 850)
+        .member("c", "replica", 850)
+        .cluster();
+    let before_outage = LocalState {
+        last_leader_view: Some(view),
+        members_seen: ["a", "b", "c"].map(|m| (m.to_string(), t(500))).into(),
+        ..Default::default()
+    };
+    let mut o = obs(
+        View::new().cluster(),
+        pg15_replica(850, vec![physical("a", 500), physical("c", 400)]),
+        vec![],
+    );
+    o.cluster = Err(crate::dcs::DcsError::Unreachable("down".into()));
+    o.failsafe_leader = Some("a".into());
+    o.failsafe_slots = [("a".to_string(), 900u64), ("c".to_string(), 850)].into();
+    let d = decide(&cfg("b"), &before_outage, &o, t(1000));
+    let changes = slot_changes(&d).expect("advances");
+    // Only moves forward: nothing is created or dropped on a view from before the outage.
+    assert!(
+        changes.create.is_empty() && changes.drop.is_empty(),
+        "{changes:?}"
+    );
+    let advanced: Vec<(&str, u64)> = changes
+        .advance
+        .iter()
+        .map(|a| (a.name.as_str(), a.to))
+        .collect();
+    assert_eq!(advanced, vec![("a", 900), ("c", 850)]);
+    // No leader called: nothing to go by.
+    o.failsafe_leader = None;
+    o.failsafe_slots.clear();
+    assert_eq!(
+        slot_changes(&decide(&cfg("b"), &before_outage, &o, t(1000))),
+        None
+    );
+}

@@ -10,7 +10,8 @@
 use super::PeerProbe;
 use crate::clock::MonoTime;
 use crate::decision::{NodeConfig, Outcome};
-use crate::model::Failsafe;
+use crate::model::{Failsafe, Lsn};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ struct Gate {
     leader: Option<(String, MonoTime)>,
     /// This node is racing for, or holds, the leader key.
     claiming: bool,
+    /// The slot positions the leader sent with its last call.
+    slots: BTreeMap<String, Lsn>,
 }
 
 /// The `POST /failsafe` record of one node, shared by the REST API and the runner.
@@ -40,6 +43,22 @@ impl FailsafeGate {
         }
         g.leader = Some((leader.to_string(), now.plus(ttl)));
         true
+    }
+
+    /// Keeps the slot positions a leader sent along with an accepted call.
+    pub fn record_slots(&self, slots: BTreeMap<String, Lsn>) {
+        if let Ok(mut g) = self.gate.lock() {
+            g.slots = slots;
+        }
+    }
+
+    /// The slot positions of the leader that called within the last ttl (empty when
+    /// none did): a replica advances its slots by them while the DCS is gone.
+    pub fn leader_slots(&self, now: MonoTime) -> BTreeMap<String, Lsn> {
+        match self.gate.lock() {
+            Ok(g) if g.leader.as_ref().is_some_and(|(_, until)| now < *until) => g.slots.clone(),
+            _ => BTreeMap::new(),
+        }
     }
 
     /// The leader that called within the last ttl, if any.
@@ -83,6 +102,8 @@ pub(super) struct Round<'a> {
     pub timeout: Duration,
     /// When the round started.
     pub sent_at: MonoTime,
+    /// The leader's slot positions, for the replicas to advance theirs.
+    pub slots: &'a BTreeMap<String, Lsn>,
 }
 
 /// `POST /failsafe` to every member in parallel; the outcome names those that answered
@@ -96,7 +117,7 @@ pub(super) async fn call_members(
         "name": cfg.name,
         "conn_url": cfg.conn_url,
         "api_url": cfg.api_url,
-        "slots": {},
+        "slots": round.slots,
         "ttl": round.ttl.as_secs_f64(),
     });
     let (timeout, sent_at) = (round.timeout, round.sent_at);

@@ -58,6 +58,9 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
             .lease_until
             .is_none_or(|t| ctx.now >= t)
             .then_some(Refusal::NotLeader),
+        // Moving slots forward to positions a leader sent touches no role and drops
+        // nothing: fine on a view from before a DCS outage.
+        Action::ManageSlots(c) if c.create.is_empty() && c.drop.is_empty() => None,
         // Steps towards safety, and requests the DCS itself arbitrates (create-if-absent,
         // compare-and-set on my own name), are always allowed.
         Action::Demote { .. }

@@ -135,8 +135,19 @@ pub struct RunnerHandle {
 impl RunnerHandle {
     /// A leader's `POST /failsafe`: this node stays out of the leader race for `ttl`.
     /// False when this node races for or holds the leader key itself.
-    pub fn failsafe_call(&self, leader: &str, now: MonoTime, ttl: Duration) -> bool {
-        self.failsafe.accept_call(leader, now, ttl)
+    /// `slots` are the leader's slot positions from the call's body.
+    pub fn failsafe_call(
+        &self,
+        leader: &str,
+        slots: std::collections::BTreeMap<String, crate::model::Lsn>,
+        now: MonoTime,
+        ttl: Duration,
+    ) -> bool {
+        let accepted = self.failsafe.accept_call(leader, now, ttl);
+        if accepted {
+            self.failsafe.record_slots(slots);
+        }
+        accepted
     }
 
     /// Replaces the node's settings (tags, addresses, …) from the next cycle on, e.g.
@@ -350,6 +361,7 @@ impl Runner {
             request,
             watchdog_failed: !self.parts.fence.usable(),
             failsafe_leader: self.failsafe.called_by(read_at),
+            failsafe_slots: self.failsafe.leader_slots(read_at),
         };
         let mut verdict = None;
         let mut wake_at = None;
@@ -624,7 +636,11 @@ impl Runner {
                 );
                 None
             }
-            Action::CheckFailsafe { members, ttl } => {
+            Action::CheckFailsafe {
+                members,
+                ttl,
+                slots,
+            } => {
                 let sent_at = self.parts.clock.now();
                 let timeout = self.settings.probe_timeout;
                 let peers = self.parts.peers.clone();
@@ -633,6 +649,7 @@ impl Runner {
                     ttl,
                     timeout,
                     sent_at,
+                    slots: &slots,
                 };
                 Some(failsafe::call_members(&self.cfg, peers, round).await)
             }

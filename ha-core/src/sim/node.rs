@@ -417,6 +417,7 @@ impl World {
                 request: None,
                 watchdog_failed: false,
                 failsafe_leader: n.failsafe.called_by(p.sent_at),
+                failsafe_slots: Default::default(),
             };
             cyc.obs = Some(obs);
             return self.decide_step(i);
@@ -743,7 +744,7 @@ impl World {
                 let op = DcsOp::Failsafe(f.clone());
                 self.wait_on_dcs(i, op, action)
             }
-            Action::CheckFailsafe { members, ttl } => {
+            Action::CheckFailsafe { members, ttl, .. } => {
                 let (accepted, delay) = self.failsafe_calls(i, members, *ttl);
                 if let Some(cyc) = self.nodes[i].cycle.as_mut() {
                     cyc.waiting = Some(action);
