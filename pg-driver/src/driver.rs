@@ -1286,6 +1286,18 @@ impl PgDriver {
         Ok(())
     }
 
+    /// Connects as the superuser to another member's server.
+    async fn connect_peer(&self, peer: &Upstream) -> Result<tokio_postgres::Client> {
+        sql::connect(
+            &peer.host,
+            peer.port,
+            &self.cfg().authentication.superuser,
+            "postgres",
+            SQL_TIMEOUT,
+        )
+        .await
+    }
+
     /// Connects as the superuser to database `dbname` of the local server.
     async fn connect_local_db(&self, dbname: &str) -> Result<tokio_postgres::Client> {
         let hp = self.cfg().local_host_port()?;
@@ -1408,14 +1420,7 @@ impl PgDriver {
         source: &Upstream,
         names: &[String],
     ) -> Result<Vec<SlotStateFile>> {
-        let client = sql::connect(
-            &source.host,
-            source.port,
-            &self.cfg().authentication.superuser,
-            "postgres",
-            SQL_TIMEOUT,
-        )
-        .await?;
+        let client = self.connect_peer(source).await?;
         let mut files = Vec::new();
         for name in names {
             if !slots::is_valid_slot_name(name) {
@@ -1678,14 +1683,7 @@ impl Postgres for PgDriver {
     }
 
     async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<ha_core::Lsn>, PgError> {
-        let client = sql::connect(
-            &peer.host,
-            peer.port,
-            &self.cfg().authentication.superuser,
-            "postgres",
-            SQL_TIMEOUT,
-        )
-        .await?;
+        let client = self.connect_peer(peer).await?;
         let row = client
             .query_one("SELECT pg_last_wal_receive_lsn()::text", &[])
             .await

@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 
+/// Starts `node` as a replica streaming from `upstream`.
+async fn start_following(node: &TestNode, upstream: &TestNode) {
+    node.driver
+        .start(
+            &StartRole::Replica {
+                upstream: Some(upstream.upstream()),
+            },
+            T,
+        )
+        .await
+        .unwrap();
+}
+
 async fn wait_row(node: &TestNode, query: &str, want: &str) {
     let got = wait_for(Duration::from_secs(30), || async {
         let v = node.scalar(query).await.ok()??;
@@ -134,15 +147,7 @@ async fn clone_stream_promote_remaster_and_rewind() {
     a.driver.rewind(&b.upstream()).await.unwrap();
     println!("TIMING rewind: {:?}", t0.elapsed());
     assert!(!a.driver.needs_rewind(&b.upstream()).await.unwrap());
-    a.driver
-        .start(
-            &StartRole::Replica {
-                upstream: Some(b.upstream()),
-            },
-            T,
-        )
-        .await
-        .unwrap();
+    start_following(&a, &b).await;
     b.sql("INSERT INTO t VALUES ('three')").await.unwrap();
     wait_row(
         &a,
@@ -190,15 +195,7 @@ async fn crashed_former_primary_is_recovered_and_rewound() {
     );
     assert!(a.driver.needs_rewind(&b.upstream()).await.unwrap());
     a.driver.rewind(&b.upstream()).await.unwrap();
-    a.driver
-        .start(
-            &StartRole::Replica {
-                upstream: Some(b.upstream()),
-            },
-            T,
-        )
-        .await
-        .unwrap();
+    start_following(&a, &b).await;
     b.sql("INSERT INTO t VALUES (2)").await.unwrap();
     wait_row(
         &a,
@@ -334,15 +331,7 @@ async fn logical_slot_is_copied_to_a_replica_and_advanced_there() {
     assert!(b.driver.install_logical_slot_states(&files).await.is_err());
     b.driver.stop(StopMode::Fast, T).await.unwrap();
     b.driver.install_logical_slot_states(&files).await.unwrap();
-    b.driver
-        .start(
-            &StartRole::Replica {
-                upstream: Some(a.upstream()),
-            },
-            T,
-        )
-        .await
-        .unwrap();
+    start_following(&b, &a).await;
     let copied = wait_for(Duration::from_secs(30), || async {
         let o = observe_settled(&b.driver).await;
         o.slots.into_iter().find(|s| s.name == "cdc")
@@ -433,15 +422,7 @@ async fn custom_replica_method_falls_back_in_order() {
         .apply_slot_changes(&create_physical(&["cb".into()]))
         .await
         .unwrap();
-    b.driver
-        .start(
-            &StartRole::Replica {
-                upstream: Some(a.upstream()),
-            },
-            T,
-        )
-        .await
-        .unwrap();
+    start_following(&b, &a).await;
     a.sql("CREATE TABLE m(v int); INSERT INTO m VALUES (7)")
         .await
         .unwrap();
@@ -478,15 +459,7 @@ async fn clean_switchover_demotes_without_rewind() {
 
     // The old primary holds nothing the new one lacks: no rewind, just follow.
     assert!(!a.driver.needs_rewind(&b.upstream()).await.unwrap());
-    a.driver
-        .start(
-            &StartRole::Replica {
-                upstream: Some(b.upstream()),
-            },
-            T,
-        )
-        .await
-        .unwrap();
+    start_following(&a, &b).await;
     b.sql("INSERT INTO t VALUES (2)").await.unwrap();
     wait_row(
         &a,
