@@ -170,6 +170,23 @@ fn timing_rule_is_enforced() {
 }
 
 #[test]
+fn slot_entries_are_checked() {
+    let yaml = GOOD.replace(
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10}",
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10, slots: {cdc: {type: logical, database: app}, Bad-Name: {type: physical}}}",
+    );
+    let r = check(&yaml);
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.slots.cdc: type must be physical or logical, and a logical slot needs database and plugin",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.slots.Bad-Name: not a valid slot name (lowercase letters, digits and _, at most 63)",
+    );
+}
+
+#[test]
 fn tag_conflicts_warn() {
     let yaml = format!(
         "{GOOD}tags: {{nofailover: true, failover_priority: 2, nosync: true, sync_priority: 1}}\n"

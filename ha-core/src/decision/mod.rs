@@ -24,7 +24,7 @@ mod health;
 mod input;
 mod member_record;
 mod operator;
-pub mod permanent_slots;
+pub use crate::model::permanent_slots;
 pub mod quorum;
 mod slot_plan;
 #[cfg(test)]

@@ -275,10 +275,19 @@ impl DynamicConfig {
             .unwrap_or(false)
     }
 
+    /// Everything wrong with this config, as messages naming the field: the timing
+    /// rules and malformed slot entries. Writers of the config refuse it then.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errs = self.timing_problems();
+        errs.extend(super::permanent_slots::problems(self));
+        errs
+    }
+
     /// Problems with the timing settings, as messages naming the field. The rule
     /// `loop_wait + 2·retry_timeout ≤ ttl` is what lets a leader that lost the DCS
-    /// demote itself before its lease can expire; fullauto enforces it.
-    pub fn validate(&self) -> Vec<String> {
+    /// demote itself before its lease can expire; fullauto enforces it, and a running
+    /// agent ignores timing that breaks it.
+    pub fn timing_problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
         if self.ttl.is_nan() || self.ttl <= 0.0 {
             errs.push(format!("ttl: must be > 0, got {}", self.ttl));

@@ -7,6 +7,7 @@ mod failover;
 mod history;
 pub mod keys;
 mod member;
+pub mod permanent_slots;
 mod slots;
 mod status;
 mod sync_state;

@@ -480,7 +480,7 @@ impl Runner {
     /// Timing from the dynamic config reaches the backend when it changes.
     fn apply_dynamic_config(&mut self, c: &Cluster) {
         if let Some(cfg) = &c.config {
-            if cfg.value.validate().is_empty() {
+            if cfg.value.timing_problems().is_empty() {
                 let t = timing_of(&cfg.value);
                 if t != self.timing {
                     self.timing = t;

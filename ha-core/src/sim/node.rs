@@ -399,7 +399,11 @@ impl World {
                 // As the runner: a valid changed config reaches the DCS client before
                 // any request made on this view, so the lease it asks for matches the
                 // ttl decide counts with.
-                if let Some(cfg) = c.config.as_ref().filter(|v| v.value.validate().is_empty()) {
+                if let Some(cfg) = c
+                    .config
+                    .as_ref()
+                    .filter(|v| v.value.timing_problems().is_empty())
+                {
                     let t = timing_of(&cfg.value);
                     if t != n.dcs.timing() {
                         n.dcs.set_timing(t);

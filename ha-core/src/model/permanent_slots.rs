@@ -5,7 +5,7 @@
 //! outlive members and failovers: an external consumer (a backup tool, a CDC reader)
 //! finds its slot, at the position it reached, on whichever node leads.
 
-use crate::model::{is_valid_slot_name, DynamicConfig, IgnoreSlotRule, SlotKind};
+use super::{is_valid_slot_name, DynamicConfig, IgnoreSlotRule, SlotKind};
 use serde_json::Value;
 
 /// The config keys Patroni accepts for permanent slots, newest first.
@@ -76,6 +76,47 @@ pub fn ignore_rules(dc: &DynamicConfig) -> Vec<IgnoreSlotRule> {
         .unwrap_or_default()
 }
 
+/// What is wrong with the `slots` and `ignore_slots` entries, each message naming its
+/// path (`slots.cdc: …`). Such entries are skipped at run time; the config writers
+/// (REST API, CLI, config file check) refuse them.
+pub fn problems(dc: &DynamicConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in KEYS {
+        let Some(v) = dc.extra.get(key) else { continue };
+        let Some(slots) = v.as_object() else {
+            out.push(format!(
+                "{key}: expected a map of slot name to slot settings"
+            ));
+            continue;
+        };
+        for (name, spec) in slots {
+            if !is_valid_slot_name(name) {
+                out.push(format!(
+                    "{key}.{name}: not a valid slot name (lowercase letters, digits and _, at most 63)"
+                ));
+            } else if kind_of(spec).is_none() {
+                out.push(format!(
+                    "{key}.{name}: type must be physical or logical, and a logical slot needs database and plugin"
+                ));
+            }
+        }
+    }
+    match dc.extra.get("ignore_slots") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(rules)) => {
+            for (i, r) in rules.iter().enumerate() {
+                if serde_json::from_value::<IgnoreSlotRule>(r.clone()).is_err() {
+                    out.push(format!(
+                        "ignore_slots[{i}]: expected {{name, type, database, plugin}} strings"
+                    ));
+                }
+            }
+        }
+        Some(_) => out.push("ignore_slots: expected a list of matchers".into()),
+    }
+    out
+}
+
 fn kind_of(spec: &Value) -> Option<SlotKind> {
     let text = |k: &str| spec.get(k).and_then(Value::as_str).map(str::to_string);
     let logical = match text("type").as_deref() {
@@ -141,6 +182,20 @@ mod tests {
         assert_eq!(permanent_physical_slots(&dc), vec!["archiver"]);
         assert!(permanent_physical_slots(&config("{}")).is_empty());
         assert!(!has_logical_slots(&dc));
+    }
+
+    #[test]
+    fn problems_name_the_entry() {
+        let dc = config(
+            r#"{"slots": {"ok": {"type": "physical"}, "Bad": {}, "cdc": {"type": "logical"}},
+                "ignore_slots": [{"name": "x"}, {"name": 5}]}"#,
+        );
+        let p = problems(&dc);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].starts_with("slots.Bad: not a valid slot name"));
+        assert!(p[1].starts_with("slots.cdc: "));
+        assert!(p[2].starts_with("ignore_slots[1]: "));
+        assert!(problems(&config(r#"{"slots": {"a": 0}}"#)).is_empty());
     }
 
     #[test]
