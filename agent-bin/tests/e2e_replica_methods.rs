@@ -159,3 +159,58 @@ fn no_leader_method_restores_a_member_while_the_cluster_has_no_leader() {
         "{log}"
     );
 }
+
+/// A replica creation that hangs (a stuck backup download) is refused as "already in
+/// progress" by a plain `POST /reinitialize`, and cancelled by one with `force`: the
+/// hanging command is killed and the replica is cloned again.
+#[test]
+fn forced_reinitialize_cancels_a_hanging_replica_creation() {
+    let mut c = Cluster::new(2, &FAST, "", |_| String::new());
+    let marker = c.path().join("hung-once");
+    // Hangs the first time in a process of its own (the download), copies after.
+    let script = c.script(
+        "hang_once.sh",
+        &format!(
+            "{PARSE_ARGS}if [ ! -e {m} ]; then sleep 600 & echo $! > {m}; wait; exit 1; fi\npg_basebackup -d \"$conn\" -D \"$d\" -X stream --no-sync\n",
+            m = marker.display()
+        ),
+    );
+    c.rewrite_node(1, methods("hang_once", &script, false));
+    c.start(0);
+    assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
+    c.start(1);
+    let hanging = wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&marker)
+            .is_ok_and(|p| !p.trim().is_empty())
+            .then_some(())
+    });
+    assert!(hanging.is_some(), "the replica method never ran");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let plain = c.api_post(1, "/reinitialize", &serde_json::json!({}));
+    assert!(
+        plain.as_ref().is_some_and(|(s, _)| *s == 503),
+        "plain reinitialize while cloning: {plain:?}"
+    );
+    let forced = c.api_post(1, "/reinitialize", &serde_json::json!({"force": true}));
+    assert!(
+        forced.as_ref().is_some_and(|(s, _)| *s == 200),
+        "forced reinitialize: {forced:?}"
+    );
+    assert!(
+        c.wait_replica(1, BOOT),
+        "the replica was not cloned again after the cancel\n{}",
+        c.logs()
+    );
+    // What the cancelled command had started is gone too.
+    let download: i32 = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the script wrote its download's pid");
+    let alive = std::fs::read_to_string(format!("/proc/{download}/cmdline"))
+        .is_ok_and(|cmd| cmd.starts_with("sleep"));
+    assert!(
+        !alive,
+        "the hanging download {download} outlived the cancel"
+    );
+}

@@ -138,7 +138,13 @@ impl PgDriver {
     }
 
     fn tool_cmd(&self, name: &str, english: bool) -> Result<tokio::process::Command> {
-        Ok(self.runner.command(&self.bins.tool(name)?, english))
+        let mut cmd = self.runner.command(&self.bins.tool(name)?, english);
+        // A cancelled or timed-out tool takes its helpers with it (pg_basebackup's WAL
+        // streamer); pg_ctl and postgres must not: the postmaster outlives pg_ctl.
+        if !matches!(name, "pg_ctl" | "postgres") {
+            cmd.process_group(0);
+        }
+        Ok(cmd)
     }
 
     /// Reads pg_control of the data directory.
@@ -763,7 +769,8 @@ impl PgDriver {
             line.push_str(&shell_quote(a));
         }
         let mut cmd = self.runner.command(Path::new("/bin/sh"), false);
-        cmd.arg("-c").arg(line);
+        // Its own process group: cancelling the command ends what the script started.
+        cmd.arg("-c").arg(line).process_group(0);
         cmd
     }
 

@@ -190,13 +190,20 @@ impl Runner {
         c
     }
 
-    /// Runs `cmd` to completion within `timeout`; a timeout kills the child.
+    /// Runs `cmd` to completion within `timeout`. A timeout, or dropping the future
+    /// (a cancelled action), kills the child, and its whole process group when the
+    /// command was started in a group of its own.
     pub async fn run(&self, tool: &str, mut cmd: Command, timeout: Duration) -> Result<ToolOutput> {
         let child = cmd.spawn().map_err(|e| DriverError::Tool {
             tool: tool.into(),
             output: format!("could not start: {e}"),
         })?;
-        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        let mut group = GroupGuard::of(child.id());
+        let result = tokio::time::timeout(timeout, child.wait_with_output()).await;
+        if result.is_ok() {
+            group.disarm();
+        }
+        match result {
             Err(_) => Err(DriverError::Timeout(format!(
                 "{tool} did not finish within {}s",
                 timeout.as_secs()
@@ -268,5 +275,38 @@ impl Runner {
     pub fn create_dir(&self, dir: &Path, mode: u32) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| DriverError::io("create", dir, e))?;
         self.own(dir, mode)
+    }
+}
+
+/// Kills a child's process group when dropped while armed: a command cancelled or
+/// timed out must not leave the processes it started behind (a backup script's
+/// download, pg_basebackup's WAL streamer).
+struct GroupGuard {
+    /// The group id, when the child leads a group of its own.
+    group: Option<i32>,
+}
+
+impl GroupGuard {
+    fn of(pid: Option<u32>) -> Self {
+        let group = pid.and_then(|p| i32::try_from(p).ok()).filter(|&p| {
+            // SAFETY: getpgid only reads the process table.
+            p > 0 && unsafe { libc::getpgid(p) } == p
+        });
+        GroupGuard { group }
+    }
+
+    fn disarm(&mut self) {
+        self.group = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(g) = self.group {
+            // SAFETY: signals only the group the child leads; it was checked at spawn.
+            unsafe {
+                libc::kill(-g, libc::SIGKILL);
+            }
+        }
     }
 }

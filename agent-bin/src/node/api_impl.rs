@@ -341,10 +341,10 @@ impl NodeApi for AgentApi {
         self.scheduled_restart.cancel()
     }
 
-    async fn reinitialize(&self, _force: bool, from_leader: bool) -> Result<(), String> {
+    async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), String> {
         let answer = self
             .handle
-            .request(OperatorRequest::Reinitialize { from_leader });
+            .request(OperatorRequest::Reinitialize { from_leader, force });
         let wait = self.cycle_wait();
         match tokio::time::timeout(wait, answer).await {
             Ok(Ok(result)) => result,

@@ -205,6 +205,9 @@ pub enum Action {
         /// How.
         mode: StopMode,
     },
+    /// Cancel the running background action (its child processes are killed) so an
+    /// operator's forced reinitialize can start.
+    CancelBackground,
     /// Create, advance and drop replication slots.
     ManageSlots(SlotChanges),
     /// *Background.* On a replica: copy the named logical slots from `source` (the

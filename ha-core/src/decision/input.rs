@@ -192,6 +192,9 @@ pub enum OperatorRequest {
     Reinitialize {
         /// Clone from the leader even when a `clonefrom` member runs.
         from_leader: bool,
+        /// Cancel a running replica creation, start or restart first (e.g. a clone
+        /// that hangs) instead of refusing.
+        force: bool,
     },
 }
 

@@ -332,6 +332,15 @@ impl<'a> Step<'a> {
                 Renewal::Lost | Renewal::Failed(_) => {}
             }
         }
+        if let Some(OperatorRequest::Reinitialize {
+            from_leader,
+            force: true,
+        }) = self.obs.request
+        {
+            if self.cancel_for_reinitialize(c, busy, from_leader) {
+                return;
+            }
+        }
         if self.obs.request.is_some() {
             self.verdict = Some(RequestVerdict::Refused(format!(
                 "{} already in progress",

@@ -2,7 +2,7 @@
 //! they cannot cost the cluster its primary or its data, refused with Patroni's reasons
 //! otherwise. Allowed in pause mode too, as in Patroni.
 
-use super::input::{OperatorRequest, RequestVerdict};
+use super::input::{Busy, OperatorRequest, RequestVerdict};
 use super::{upstream_of, Action, Renewal, Step};
 use crate::model::Cluster;
 use crate::postgres::{DataDirState, PgProcess};
@@ -13,7 +13,7 @@ impl Step<'_> {
     pub(super) fn answer_request(&mut self, c: &Cluster, request: OperatorRequest) -> bool {
         match request {
             OperatorRequest::Restart => self.restart(c),
-            OperatorRequest::Reinitialize { from_leader } => self.reinitialize(c, from_leader),
+            OperatorRequest::Reinitialize { from_leader, .. } => self.reinitialize(c, from_leader),
         }
     }
 
@@ -69,6 +69,36 @@ impl Step<'_> {
                 true
             }
         }
+    }
+
+    /// A forced reinitialize cancels what a replica is busy with, when that is only
+    /// getting its data or its server up: nothing a leader does, nothing that changes
+    /// roles. Returns true when it took over this step.
+    pub(super) fn cancel_for_reinitialize(
+        &mut self,
+        c: &Cluster,
+        busy: Busy,
+        from_leader: bool,
+    ) -> bool {
+        let cancellable = matches!(
+            busy,
+            Busy::Clone | Busy::Start | Busy::Restart | Busy::Reinitialize | Busy::CopySlots
+        );
+        if !cancellable || c.is_leader(self.me()) || self.st.lease_until.is_some() {
+            return false;
+        }
+        let before = self.actions.len();
+        self.act(Action::CancelBackground);
+        if self.reinitialize(c, from_leader) {
+            self.say(format!(
+                "cancelled {} for a forced reinitialize",
+                busy.describe()
+            ));
+            return true;
+        }
+        // Refused (no leader to clone from): leave the running action alone.
+        self.actions.truncate(before);
+        true
     }
 
     fn reinitialize(&mut self, c: &Cluster, from_leader: bool) -> bool {
@@ -194,7 +224,10 @@ mod tests {
         let d = ask(
             "a",
             pg_primary(100),
-            OperatorRequest::Reinitialize { from_leader: false },
+            OperatorRequest::Reinitialize {
+                from_leader: false,
+                force: false,
+            },
             renewed,
         );
         assert_eq!(
@@ -216,7 +249,10 @@ mod tests {
             .member("b", "replica", 100)
             .cluster();
         let mut o = obs(c, pg_replica(100), vec![]);
-        o.request = Some(OperatorRequest::Reinitialize { from_leader: false });
+        o.request = Some(OperatorRequest::Reinitialize {
+            from_leader: false,
+            force: false,
+        });
         let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
         assert_eq!(
             d.verdict,
@@ -231,7 +267,10 @@ mod tests {
         let d = ask(
             "b",
             pg_replica(100),
-            OperatorRequest::Reinitialize { from_leader: true },
+            OperatorRequest::Reinitialize {
+                from_leader: true,
+                force: false,
+            },
             vec![],
         );
         assert_eq!(d.verdict, Some(RequestVerdict::Started));
@@ -257,10 +296,50 @@ mod tests {
     }
 
     #[test]
+    fn forced_reinitialize_cancels_a_replica_creation_but_nothing_a_leader_does() {
+        let forced = OperatorRequest::Reinitialize {
+            from_leader: false,
+            force: true,
+        };
+        let mut o = obs(three_node_view(), pg_replica(100), vec![]);
+        o.busy = Some(Busy::Clone);
+        o.request = Some(forced);
+        let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+        assert_eq!(d.verdict, Some(RequestVerdict::Started));
+        assert!(
+            matches!(
+                without_publish(&d.actions).as_slice(),
+                [Action::CancelBackground, Action::Reinitialize { .. }]
+            ),
+            "{:?}",
+            d.actions
+        );
+        // A promotion is never cancelled.
+        o.busy = Some(Busy::Promote);
+        let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+        assert!(matches!(d.verdict, Some(RequestVerdict::Refused(_))));
+        assert!(!d.actions.contains(&Action::CancelBackground));
+        // Without a leader to clone from, the running action is left alone.
+        let leaderless = View::new()
+            .member("a", "primary", 100)
+            .member("b", "replica", 100)
+            .cluster();
+        let mut o = obs(leaderless, pg_replica(100), vec![]);
+        o.busy = Some(Busy::Start);
+        o.request = Some(forced);
+        let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
+        assert!(matches!(d.verdict, Some(RequestVerdict::Refused(_))));
+        assert!(!d.actions.contains(&Action::CancelBackground));
+    }
+
+    #[test]
     fn requests_without_the_dcs_are_refused() {
         let mut o = obs(three_node_view(), pg_replica(100), vec![]);
         o.cluster = Err(DcsError::Unreachable("down".into()));
-        o.request = Some(OperatorRequest::Reinitialize { from_leader: false });
+        o.request = Some(OperatorRequest::Reinitialize {
+            from_leader: false,
+            force: false,
+        });
         let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
         assert!(matches!(d.verdict, Some(RequestVerdict::Refused(ref m)) if m.contains("DCS")));
         assert!(!d

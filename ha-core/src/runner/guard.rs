@@ -83,6 +83,7 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::RestoreReplica
         | Action::ManageSlots(_)
         | Action::CopyLogicalSlots { .. }
+        | Action::CancelBackground
         | Action::StartReplica { .. }
         | Action::Restart { token: None, .. }
         | Action::Reinitialize { .. }

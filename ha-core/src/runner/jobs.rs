@@ -49,6 +49,17 @@ impl BackgroundJob {
         self.handle.is_finished()
     }
 
+    /// Stops it where it is (child processes it started are killed with it) and waits
+    /// until it is gone.
+    pub(super) async fn cancel(self) -> Result<(), String> {
+        self.handle.abort();
+        match self.handle.await {
+            Ok(result) => result,
+            Err(e) if e.is_cancelled() => Err("cancelled".into()),
+            Err(e) => Err(format!("background action ended abnormally: {e}")),
+        }
+    }
+
     /// Waits for it to finish; its outcome.
     pub(super) async fn finish(self) -> Result<(), String> {
         match self.handle.await {

@@ -693,6 +693,16 @@ impl Runner {
                 }
                 None
             }
+            Action::CancelBackground => {
+                if let Some(job) = self.job.take() {
+                    tracing::warn!(node = %self.cfg.name, job = job.kind.describe(), "cancelling the running action");
+                    let result = job.cancel().await;
+                    if let Some(reply) = self.job_reply.take() {
+                        let _ = reply.send(result.and(Err("cancelled".into())));
+                    }
+                }
+                None
+            }
             Action::StopPostgres { mode } => {
                 if let Err(e) = self.parts.pg.stop(mode, self.settings.pg_ctl_timeout).await {
                     tracing::warn!(node = %self.cfg.name, "stop failed: {e}");

@@ -254,6 +254,7 @@ fn short(a: &Action) -> String {
         Action::Follow { upstream } => format!("Follow({})", up(upstream)),
         Action::StopPostgres { mode } => format!("StopPostgres({mode:?})"),
         Action::ManageSlots(_) => "ManageSlots".into(),
+        Action::CancelBackground => "CancelBackground".into(),
         Action::CopyLogicalSlots { .. } => "CopyLogicalSlots".into(),
         Action::WriteSync { sync, .. } => format!("WriteSync({:?})", sync.sync_standby),
         Action::DeleteSync { .. } => "DeleteSync".into(),
@@ -298,6 +299,7 @@ fn action_code(a: &Action) -> u64 {
         Action::CheckFailsafe { .. } => 31,
         Action::RestoreReplica => 32,
         Action::CopyLogicalSlots { .. } => 33,
+        Action::CancelBackground => 34,
     }
 }
 
@@ -744,6 +746,8 @@ impl World {
             }
             // Simulated servers have no slots, so nothing is ever copied.
             Action::ManageSlots(_) | Action::CopyLogicalSlots { .. } => Flow::Continue,
+            // Operator requests are not simulated.
+            Action::CancelBackground => Flow::Continue,
             Action::WriteFailsafe(f) => {
                 let op = DcsOp::Failsafe(f.clone());
                 self.wait_on_dcs(i, op, action)
