@@ -1,11 +1,12 @@
 //! End to end on real etcd and PostgreSQL 15: a `clonefrom` member is the clone
 //! source of a new node, a `replicatefrom` member streams from that replica (through
-//! a slot kept on the replica) and falls back to the primary when the replica is gone.
+//! a slot kept on the replica) and falls back to the primary when the replica is gone;
+//! a `nostream` member replays the WAL archive only.
 
 mod support;
 
 use std::time::Duration;
-use support::{wait_until, Cluster, FAST};
+use support::{wait_until, Cluster, Extra, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -93,4 +94,85 @@ fn cascading_replica_streams_from_its_replicatefrom_member_and_falls_back_to_the
     });
     assert!(seen.is_some(), "pg2 misses rows after the fallback");
     assert_eq!(c.api(0, "/primary").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn nostream_replica_replays_the_archive_without_streaming_or_a_slot() {
+    let archive = tempfile::Builder::new()
+        .prefix("fullauto-archive-")
+        .tempdir()
+        .expect("archive dir");
+    support::chown_postgres(archive.path());
+    let a = archive.path().display();
+    let mut c = Cluster::new_with(
+        2,
+        &FAST,
+        "",
+        |i| {
+            if i == 1 {
+                "  nostream: true".into()
+            } else {
+                String::new()
+            }
+        },
+        |_| {
+            Extra {
+            dcs_postgresql: format!(
+                "      parameters:\n        archive_mode: 'on'\n        archive_command: 'test ! -f {a}/%f && cp %p {a}/%f'\n        restore_command: 'cp {a}/%f %p'"
+            ),
+            ..Extra::default()
+        }
+        },
+    );
+    c.start(0);
+    assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
+    c.start(1);
+    let state = wait_until(BOOT, || {
+        c.api(1, "/patroni")
+            .filter(|(_, v)| v["replication_state"] == "in archive recovery")
+    });
+    assert!(
+        state.is_some(),
+        "pg1 never reported archive recovery\n{}",
+        c.logs()
+    );
+    c.sql(0, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .expect("write");
+    // After the commit (one psql call is one transaction): archive the segment.
+    c.sql(0, "SELECT pg_switch_wal()").expect("switch WAL");
+    let replayed = wait_until(Duration::from_secs(60), || {
+        c.sql(1, "SELECT count(*) FROM t").ok().filter(|n| n == "1")
+    });
+    let archived: Vec<String> = std::fs::read_dir(archive.path())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        replayed.is_some(),
+        "pg1 never replayed the archived WAL (archive: {archived:?})\n{}\n{}",
+        std::fs::read_to_string(c.nodes[1].data_dir.join("log/postmaster.log")).unwrap_or_default(),
+        c.logs()
+    );
+    // It never connected for streaming, and the primary keeps no slot for it.
+    assert_eq!(
+        c.sql(0, "SELECT count(*) FROM pg_stat_replication")
+            .as_deref(),
+        Ok("0")
+    );
+    assert_eq!(
+        c.sql(1, "SELECT count(*) FROM pg_stat_wal_receiver")
+            .as_deref(),
+        Ok("0")
+    );
+    assert_eq!(
+        c.sql(
+            0,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pg1'"
+        )
+        .as_deref(),
+        Ok("0")
+    );
 }

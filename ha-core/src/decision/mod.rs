@@ -1125,7 +1125,8 @@ impl<'a> Step<'a> {
     /// timeline, e.g. it received WAL the new leader never had).
     fn replica_needs_rewind_check(&mut self, c: &Cluster) -> bool {
         let pg = &self.obs.pg;
-        if !pg.is_replica() {
+        // A `nostream` replica never streams: not streaming proves nothing there.
+        if !pg.is_replica() || self.cfg.tags.nostream {
             return false;
         }
         if pg.replication_state.as_deref() == Some("streaming") {
@@ -1335,6 +1336,10 @@ impl<'a> Step<'a> {
 
     /// Where a replica should stream from: `replicatefrom` if that member runs, else the leader.
     fn upstream_for_replica(&self, c: &Cluster) -> Option<Upstream> {
+        // `nostream`: recovery from the WAL archive only (restore_command).
+        if self.cfg.tags.nostream {
+            return None;
+        }
         if let Some(from) = self
             .cfg
             .tags

@@ -1879,3 +1879,43 @@ fn a_peer_outside_the_failsafe_topology_is_no_rival_in_the_race() {
         d.state.message
     );
 }
+
+#[test]
+fn nostream_replica_recovers_from_the_archive_only() {
+    let c = || {
+        View::new()
+            .leader("a")
+            .member("a", "primary", 100)
+            .member("b", "replica", 90)
+            .cluster()
+    };
+    let mut node = cfg("b");
+    node.tags.nostream = true;
+    let archive_recovery = PgObservation {
+        replication_state: Some("in archive recovery".into()),
+        ..pg_replica(90)
+    };
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(c(), archive_recovery.clone(), vec![]),
+        t(1000),
+    );
+    // It never follows anyone, and not streaming is no sign of divergence here.
+    let later = decide(
+        &node,
+        &d.state,
+        &obs(c(), archive_recovery, vec![]),
+        t(1000 + 120_000),
+    );
+    for step in [&d, &later] {
+        assert!(
+            !step
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Follow { .. } | Action::StopPostgres { .. })),
+            "{:?}",
+            step.actions
+        );
+    }
+}
