@@ -362,7 +362,7 @@ impl EtcdDcs {
         let mut heard = cache.heard();
         heard.borrow_and_update();
         let asked = Instant::now();
-        cache.progress_wanted.notify_one();
+        let ticket = cache.ask_progress();
         let deadline = asked + timing.retry_timeout / 4;
         let mut answered = false;
         while tokio::time::timeout_at(deadline, heard.changed())
@@ -370,7 +370,7 @@ impl EtcdDcs {
             .is_ok_and(|r| r.is_ok())
         {
             answered = true;
-            if let Some(entries) = cache.view(own_writes, asked) {
+            if let Some(entries) = cache.view(own_writes, ticket) {
                 return Some(entries);
             }
         }

@@ -5,8 +5,12 @@
 //! the next read never shows an older value of a key this agent just wrote.
 //!
 //! Staleness rule: `get_cluster` serves the copy only when the watch stream answered
-//! a progress request sent by that very call (within `retry_timeout / 4`). etcd sends
-//! a watch's events and progress answers in order on one stream, so the copy then
+//! a progress request sent for that very call (within `retry_timeout / 4`). Answers
+//! carry no request id, so they are counted: etcd answers a stream's progress requests
+//! in order, and the n-th answer of a session confirms the n-th request, never a later
+//! one (a late answer to an earlier call that gave up must not vouch for a call made
+//! after etcd froze). etcd sends a watch's events and progress answers in order on one
+//! stream, so the copy then
 //! holds every change etcd had sent before answering, including other clients'
 //! writes acknowledged before the call (as a read from that etcd member would). No
 //! answer (dead, frozen or partitioned connection, session down) means a real range
@@ -19,7 +23,14 @@ use ha_core::{RawEntry, Version};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
+
+/// One call's progress request: confirmed by the session's `number`-th answer, or by a
+/// later session's fresh read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    session: u64,
+    number: u64,
+}
 
 #[derive(Default)]
 struct State {
@@ -33,9 +44,10 @@ struct State {
     base: i64,
     /// The highest revision applied: the session's range read, events, own writes.
     revision: i64,
-    /// When the watch connection last answered a progress request (or the session
-    /// was filled).
-    heard: Option<Instant>,
+    /// Progress requests asked for, sent and answered in this session.
+    asks: u64,
+    sent: u64,
+    answers: u64,
     /// Counts watch sessions, so a restart request is not held against the next one.
     session: u64,
     /// The session a restart was asked for.
@@ -85,10 +97,36 @@ impl ClusterCache {
         s.base = revision;
         s.revision = revision;
         s.synced = true;
-        s.heard = Some(Instant::now());
+        (s.asks, s.sent, s.answers) = (0, 0, 0);
         drop(s);
         self.heard_tx.send_modify(|n| *n = n.wrapping_add(1));
         session
+    }
+
+    /// Asks the watch session for a progress answer; the ticket says which answer
+    /// confirms the copy for this caller.
+    pub fn ask_progress(&self) -> Ticket {
+        let mut s = lock(&self.state);
+        s.asks += 1;
+        let ticket = Ticket {
+            session: s.session,
+            number: s.asks,
+        };
+        drop(s);
+        self.progress_wanted.notify_one();
+        ticket
+    }
+
+    /// For the watch session: whether one more progress request is due (it is then
+    /// counted as sent). One request per ask keeps answers and asks in step.
+    pub fn next_unsent(&self) -> bool {
+        let mut s = lock(&self.state);
+        if s.sent < s.asks {
+            s.sent += 1;
+            true
+        } else {
+            false
+        }
     }
 
     /// Asks the current watch session to end (its connection stopped answering).
@@ -138,7 +176,7 @@ impl ClusterCache {
             // Only a progress answer (no events) proves that etcd has sent
             // everything before it: an event batch may have been on its way for a while.
             if events.is_empty() {
-                s.heard = Some(Instant::now());
+                s.answers += 1;
             }
         }
         drop(s);
@@ -181,11 +219,12 @@ impl ClusterCache {
     }
 
     /// The cached entries, if the copy is synced, holds every own write up to
-    /// `own_writes` and the watch connection answered a progress request at or after
-    /// `since`.
-    pub fn view(&self, own_writes: i64, since: Instant) -> Option<Vec<RawEntry>> {
+    /// `own_writes` and `ticket`'s progress request was answered (or a session filled
+    /// the copy after it was asked).
+    pub fn view(&self, own_writes: i64, ticket: Ticket) -> Option<Vec<RawEntry>> {
         let s = lock(&self.state);
-        let confirmed = s.heard.is_some_and(|h| h >= since);
+        let confirmed = s.session > ticket.session
+            || (s.session == ticket.session && s.answers >= ticket.number);
         (s.synced && confirmed && s.revision >= own_writes)
             .then(|| s.entries.values().cloned().collect())
     }
@@ -247,8 +286,12 @@ mod tests {
         }
     }
 
-    fn long_ago() -> Instant {
-        Instant::now() - std::time::Duration::from_secs(3600)
+    /// A ticket asked before any session: every filled session is newer.
+    fn long_ago() -> Ticket {
+        Ticket {
+            session: 0,
+            number: 0,
+        }
     }
 
     #[test]
@@ -288,13 +331,26 @@ mod tests {
     }
 
     #[test]
-    fn only_a_copy_confirmed_after_the_question_is_served() {
+    fn only_the_answer_to_my_own_request_confirms_the_copy() {
         let cache = ClusterCache::new();
         cache.reset(vec![], 1);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        let asked = Instant::now();
-        assert!(cache.view(0, asked).is_none());
+        let first = cache.ask_progress();
+        assert!(cache.view(0, first).is_none());
+        assert!(cache.next_unsent());
+        // A second call asks before the first one's answer arrived ...
+        let second = cache.ask_progress();
+        assert!(cache.next_unsent());
+        assert!(!cache.next_unsent());
+        // ... so that late answer confirms the first call only.
         cache.apply_events(&[]);
-        assert!(cache.view(0, asked).is_some());
+        assert!(cache.view(0, first).is_some());
+        assert!(cache.view(0, second).is_none());
+        cache.apply_events(&[]);
+        assert!(cache.view(0, second).is_some());
+        // A session filled after the ask is a fresh read: it confirms too.
+        let third = cache.ask_progress();
+        cache.unsync();
+        cache.reset(vec![], 2);
+        assert!(cache.view(0, third).is_some());
     }
 }

@@ -155,8 +155,15 @@ async fn watch_session(
                 Err(e) => break e.to_string(),
             },
             _ = cache.progress_wanted.notified() => {
-                if let Err(e) = watcher.request_progress().await {
-                    break format!("progress request failed: {e}");
+                let mut failed = None;
+                while cache.next_unsent() {
+                    if let Err(e) = watcher.request_progress().await {
+                        failed = Some(format!("progress request failed: {e}"));
+                        break;
+                    }
+                }
+                if let Some(reason) = failed {
+                    break reason;
                 }
             }
             _ = cache.restart_wanted.notified() => {
