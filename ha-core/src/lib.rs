@@ -16,8 +16,8 @@ pub use clock::{Clock, ManualClock, MonoTime, SystemClock};
 pub use dcs::{Dcs, DcsError, DcsTiming};
 pub use model::*;
 pub use postgres::{
-    DataDirState, PgError, PgObservation, PgProcess, Postgres, ReplicationConnection, StartRole,
-    StopMode, StopOutcome, Upstream,
+    DataDirState, PgError, PgObservation, PgProcess, Postgres, RemoteSource, ReplicationConnection,
+    StartRole, StopMode, StopOutcome, Upstream,
 };
 pub use watchdog::{NoWatchdog, Watchdog, WatchdogError};
 

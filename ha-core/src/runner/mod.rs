@@ -643,8 +643,13 @@ impl Runner {
                 );
                 None
             }
-            Action::ArmFence { deadline } => {
-                if let Err(e) = self.parts.fence.arm_until(deadline).await {
+            Action::ArmFence { deadline, watchdog } => {
+                let armed = if watchdog {
+                    self.parts.fence.arm_until(deadline).await
+                } else {
+                    self.parts.fence.arm_fence_only(deadline).await
+                };
+                if let Err(e) = armed {
                     tracing::error!(node = %self.cfg.name, "arming the write fence failed: {e}");
                 }
                 None
