@@ -10,7 +10,7 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::{wait_until, Cluster, FAST};
+use support::{chown_postgres, wait_until, Cluster, Extra, FAST};
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -193,4 +193,70 @@ fn standby_leader_uses_the_sections_settings_and_a_promoted_cluster_can_be_demot
         wait_until(BOOT, || has_row(&b, other, 4)).is_some(),
         "B's other node does not follow the demoted leader"
     );
+}
+
+/// `standby_cluster` with `restore_command` alone: B's first node is created by the
+/// section's `create_replica_methods` (a script restoring a base backup of A, standing
+/// in for WAL-G / pgBackRest) and then recovers from A's WAL archive only, without a
+/// streaming connection.
+#[test]
+fn restore_command_alone_makes_a_standby_cluster_that_recovers_from_the_archive() {
+    let mut a = Cluster::new(1, &FAST, "", |_| String::new());
+    let archive = a.path().join("archive");
+    std::fs::create_dir(&archive).expect("archive dir");
+    chown_postgres(&archive);
+    let config = std::fs::read_to_string(&a.nodes[0].config).expect("A's config");
+    let config = config.replace(
+        "    fsync: 'off'\n",
+        &format!(
+            "    fsync: 'off'\n    archive_mode: 'on'\n    archive_command: 'cp %p {}/%f'\n",
+            archive.display()
+        ),
+    );
+    std::fs::write(&a.nodes[0].config, config).expect("rewrite A's config");
+    a.start_all();
+    let pa = a.wait_primary(BOOT).expect("A has a primary");
+    a.sql(pa, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+        .expect("write on A");
+
+    let restore = format!("cp {}/%f %p", archive.display());
+    let section = format!(
+        "    standby_cluster:\n      restore_command: '{restore}'\n      create_replica_methods: [from_backup]"
+    );
+    let mut b = Cluster::new(1, &FAST, &section, |_| String::new());
+    let from_backup = b.script(
+        "from_backup.sh",
+        &format!(
+            "echo \"$@\" >> {log}\nfor a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${{a#--datadir=}}\";; esac; done\npg_basebackup -h 127.0.0.1 -p {port} -U postgres -D \"$d\" -X stream --no-sync\n",
+            log = b.path().join("from_backup.args").display(),
+            port = a.nodes[pa].pg_port
+        ),
+    );
+    b.rewrite_node(
+        0,
+        Extra {
+            bootstrap: String::new(),
+            postgresql: format!("  from_backup:\n    command: {}\n", from_backup.display()),
+        },
+    );
+    b.start(0);
+    let sl = wait_until(BOOT, || standby_leader(&b)).expect("B has a standby leader");
+    let args = std::fs::read_to_string(b.path().join("from_backup.args")).unwrap_or_default();
+    assert!(
+        args.contains("--datadir=") && !args.contains("postgres://"),
+        "the method did not run, or got a connstring without a host to stream from: {args}"
+    );
+    assert_eq!(show(&b, sl, "primary_conninfo").as_deref(), Some(""));
+    assert_eq!(show(&b, sl, "restore_command"), Some(restore));
+
+    // A row reaches B only through the archive.
+    a.sql(pa, "INSERT INTO t VALUES (2)").expect("write on A");
+    a.sql(pa, "SELECT pg_switch_wal()")
+        .expect("switch wal on A");
+    assert!(
+        wait_until(BOOT, || has_row(&b, sl, 2)).is_some(),
+        "B never replayed row 2 from the archive"
+    );
+    assert_eq!(b.api(sl, "/primary").map(|(s, _)| s), Some(503));
+    assert!(b.sql(sl, "INSERT INTO t VALUES (99)").is_err());
 }
