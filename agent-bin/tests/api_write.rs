@@ -182,6 +182,17 @@ async fn patch_and_put_config() {
         .send(Method::PATCH, "/config", Some(r#"{"ttl": "abc"}"#), None)
         .await;
     assert_eq!(code, 400);
+    // A bad standby_cluster field is refused, named by its path.
+    let (code, msg) = s
+        .send(
+            Method::PATCH,
+            "/config",
+            Some(r#"{"standby_cluster": {"host": "h", "port": 70000}}"#),
+            None,
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(msg.contains("standby_cluster.port"), "{msg}");
     *node.config_write.lock().unwrap() = Some(ConfigWrite::Conflict);
     assert_eq!(
         s.send(Method::PATCH, "/config", Some(r#"{"pause": true}"#), None)

@@ -187,6 +187,29 @@ fn slot_entries_are_checked() {
 }
 
 #[test]
+fn standby_cluster_fields_are_checked_with_their_paths() {
+    let yaml = GOOD.replace(
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10}",
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10, standby_cluster: {host: h, primary_slot_name: Bad-Slot, recovery_min_apply_delay: soon}}",
+    );
+    let r = check(&yaml);
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.standby_cluster.primary_slot_name: \"Bad-Slot\" is not a replication slot name (lower-case letters, digits and underscores, at most 63)",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.standby_cluster.recovery_min_apply_delay: expected milliseconds or a duration such as '5min', got \"soon\"",
+    );
+    let good = GOOD.replace(
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10}",
+        "{ttl: 30, loop_wait: 10, retry_timeout: 10, standby_cluster: {host: h, port: 6000, primary_slot_name: b_leader, restore_command: 'cp /a/%f %p', create_replica_methods: [basebackup]}}",
+    );
+    let r = check(&good);
+    assert!(r.problems.is_empty(), "{}", r.render());
+}
+
+#[test]
 fn tag_conflicts_warn() {
     let yaml = format!(
         "{GOOD}tags: {{nofailover: true, failover_priority: 2, nosync: true, sync_priority: 1}}\n"

@@ -161,3 +161,61 @@ fn ctl_list_switchover_restart_reinit_and_sighup_reload() {
         "reload disturbed the replica"
     );
 }
+
+/// `fullautoctl restart --scheduled` a few seconds ahead, then `flush … restart`: the
+/// schedule is gone from `/patroni` and from the member key, and when its time has
+/// passed Postgres still runs under the same postmaster.
+#[test]
+fn flush_restart_cancels_a_scheduled_restart() {
+    let mut c = Cluster::new(1, &FAST, "", |_| String::new());
+    c.start_all();
+    let p = c.wait_primary(BOOT).expect("a primary");
+    let scope = c.scope.clone();
+    let name = c.nodes[p].name.clone();
+    let postmaster = c.postmaster_pid(p).expect("postmaster pid");
+
+    let due = chrono::Utc::now() + chrono::Duration::seconds(15);
+    let at = due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (ok, out) = c.ctl(&["restart", &scope, &name, "--scheduled", &at, "--force"]);
+    assert!(ok, "scheduling the restart failed: {out}");
+    let shown = |c: &mut Cluster| {
+        let (_, status) = c.api(p, "/patroni")?;
+        let member = c.key(&format!("members/{name}"))?;
+        Some((
+            !status["scheduled_restart"].is_null(),
+            member.contains("scheduled_restart"),
+        ))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || shown(&mut c)
+            .filter(|s| *s == (true, true)))
+        .is_some(),
+        "the scheduled restart is not shown: {:?}",
+        shown(&mut c)
+    );
+
+    let (ok, out) = c.ctl(&["flush", &scope, "restart", "--force"]);
+    assert!(ok, "flush failed: {out}");
+    assert!(
+        !out.contains("No scheduled restart"),
+        "flush found nothing to cancel: {out}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || shown(&mut c)
+            .filter(|s| *s == (false, false)))
+        .is_some(),
+        "the flushed restart is still shown: {:?}",
+        shown(&mut c)
+    );
+
+    // Past the restart's time: nothing restarted.
+    while chrono::Utc::now() < due + chrono::Duration::seconds(3) {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        c.postmaster_pid(p),
+        Some(postmaster),
+        "postgres restarted although the restart was flushed"
+    );
+    assert_eq!(c.api(p, "/primary").map(|r| r.0), Some(200));
+}

@@ -1,6 +1,7 @@
 //! `watchdog.mode: required` on real etcd and PostgreSQL 15, with the software
 //! `testing` driver (a keeper process that resets the node: SIGKILLs the agent and
-//! Postgres when it is not kicked in time) and with a device that cannot be opened.
+//! Postgres when it is not kicked in time) and with a device that cannot be opened;
+//! pause switches the watchdog off and resume on again.
 
 mod support;
 
@@ -154,4 +155,47 @@ fn node_whose_required_watchdog_cannot_be_opened_never_becomes_primary() {
         c.sql(r, "SELECT pg_is_in_recovery()").as_deref() == Ok("t"),
         "pg1 is not a read-only replica"
     );
+}
+
+/// Whether the agent of node `i` has exited, and how.
+fn agent_exit(c: &mut Cluster, i: usize) -> Option<std::process::ExitStatus> {
+    c.nodes[i]
+        .child
+        .as_mut()
+        .and_then(|ch| ch.try_wait().ok().flatten())
+}
+
+/// Pause disables the watchdog (Patroni §2.15): a frozen paused agent is not reset
+/// although its watchdog timeout passes many times. After resume the watchdog is
+/// armed again: a frozen agent is reset.
+#[test]
+fn pause_disables_the_watchdog_and_resume_enables_it_again() {
+    let mut c = Cluster::new(1, &FAST, "", |_| TESTING_WATCHDOG.to_string());
+    c.start(0);
+    assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
+    let scope = c.scope.clone();
+    let (ok, out) = c.ctl(&["pause", &scope, "--wait"]);
+    assert!(ok, "pause failed: {out}");
+    // A few cycles, so the paused leader has switched the watchdog off.
+    std::thread::sleep(Duration::from_secs(3));
+
+    c.signal_agent(0, libc::SIGSTOP);
+    // The watchdog timeout is ttl − 2 = 4 s from the last kick.
+    std::thread::sleep(Duration::from_secs(12));
+    let exit = agent_exit(&mut c, 0);
+    c.signal_agent(0, libc::SIGCONT);
+    assert_eq!(exit, None, "the paused node's watchdog reset the agent");
+
+    let (ok, out) = c.ctl(&["resume", &scope, "--wait"]);
+    assert!(ok, "resume failed: {out}");
+    assert_eq!(
+        c.wait_primary(BOOT),
+        Some(0),
+        "pg0 did not lead again after resume"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    c.signal_agent(0, libc::SIGSTOP);
+    let reset = wait_until(Duration::from_secs(20), || agent_exit(&mut c, 0));
+    let exit = reset.expect("after resume the watchdog did not reset the frozen agent");
+    assert_eq!(exit.signal(), Some(libc::SIGKILL), "agent exit: {exit:?}");
 }

@@ -87,6 +87,9 @@ pub struct PgObservation {
     pub replication_state: Option<String>,
     /// Member name in the current `primary_conninfo` (`None`: not following anyone).
     pub following: Option<String>,
+    /// The whole source the recovery configuration was written for (`following` is
+    /// its name), so a changed `standby_cluster` section can be told apart.
+    pub upstream: Option<Upstream>,
     /// A postmaster-context parameter changed.
     pub pending_restart: bool,
     /// Standbys connected to this primary.
@@ -116,6 +119,7 @@ impl PgObservation {
             replay_lsn: None,
             replication_state: None,
             following: None,
+            upstream: None,
             pending_restart: false,
             replication: Vec::new(),
             server_version: None,
@@ -165,10 +169,52 @@ impl PgObservation {
 pub struct Upstream {
     /// Member name of the source.
     pub name: String,
-    /// Host.
+    /// Host (empty: a standby cluster's archive-only source, nothing to connect to).
     pub host: String,
     /// Port.
     pub port: u16,
+    /// Set only for a standby cluster's remote source: what the standby leader uses
+    /// besides the address.
+    pub remote: Option<RemoteSource>,
+}
+
+impl Upstream {
+    /// A member (or any server) to stream from by address.
+    pub fn at(name: impl Into<String>, host: impl Into<String>, port: u16) -> Upstream {
+        Upstream {
+            name: name.into(),
+            host: host.into(),
+            port,
+            remote: None,
+        }
+    }
+
+    /// Whether there is a server to connect to (a standby cluster may recover from
+    /// its archive only).
+    pub fn streams(&self) -> bool {
+        !self.host.is_empty()
+    }
+}
+
+/// The dynamic `standby_cluster` settings a standby leader applies to its recovery
+/// configuration, and the replica methods the standby cluster's first node clones with.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RemoteSource {
+    /// Slot on the remote to stream through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_slot_name: Option<String>,
+    /// `restore_command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_command: Option<String>,
+    /// `archive_cleanup_command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_cleanup_command: Option<String>,
+    /// `recovery_min_apply_delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_min_apply_delay: Option<String>,
+    /// Replica methods to clone with (empty: the node's own list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_replica_methods: Vec<String>,
 }
 
 /// Replication slot changes for one server, worked out by the HA engine from what

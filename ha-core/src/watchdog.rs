@@ -22,8 +22,14 @@ pub enum WatchdogError {
 pub trait Watchdog: Send + Sync {
     /// Arms the fence, or moves its deadline. Moving it earlier must work too.
     async fn arm_until(&self, deadline: MonoTime) -> Result<(), WatchdogError>;
-    /// Disarms it (Postgres no longer writable, or paused).
+    /// Disarms it (Postgres no longer writable).
     async fn disarm(&self) -> Result<(), WatchdogError>;
+    /// Pause mode: arms or moves the write fence like [`Watchdog::arm_until`], but
+    /// switches a reset watchdog off instead of kicking it (Patroni disables the
+    /// watchdog in pause). The default, for fences without a watchdog, just arms.
+    async fn arm_fence_only(&self, deadline: MonoTime) -> Result<(), WatchdogError> {
+        self.arm_until(deadline).await
+    }
     /// Whether this node may lead: false when a watchdog is required but cannot be
     /// used (device missing, keeper gone, a kick failed). Peers then exclude the node.
     fn usable(&self) -> bool {

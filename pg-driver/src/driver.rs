@@ -602,6 +602,7 @@ impl PgDriver {
         }
         if signal && state.replica && obs.in_recovery != Some(false) {
             obs.following = state.upstream.as_ref().map(|u| u.name.clone());
+            obs.upstream = state.upstream.as_ref().map(|u| u.to_upstream());
         }
         obs
     }
@@ -733,6 +734,7 @@ impl PgDriver {
         let cfg = self.cfg();
         let auth = &cfg.authentication.replication;
         let conn = source
+            .filter(|s| s.streams())
             .map(|s| postgres_uri(&auth.username, &s.host, s.port))
             .unwrap_or_default();
         let mut args = Vec::new();
@@ -1088,9 +1090,18 @@ impl PgDriver {
         let cfg = self.cfg();
         let mut last_err = None;
         let mut tried = 0;
-        for name in cfg.replica_methods() {
+        // A standby cluster's first node clones with the section's methods, if any.
+        let methods = source
+            .and_then(|s| s.remote.as_ref())
+            .map(|r| r.create_replica_methods.clone())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| cfg.replica_methods());
+        for name in methods {
             let (res, keep) = if is_basebackup(&name) {
-                let Some(source) = source else { continue };
+                // An archive-only standby cluster source has nothing to copy from.
+                let Some(source) = source.filter(|s| s.streams()) else {
+                    continue;
+                };
                 tracing::info!(source = %source.name, "creating replica with pg_basebackup");
                 (self.basebackup(source).await, false)
             } else {
@@ -1125,10 +1136,13 @@ impl PgDriver {
             }
         }
         if tried == 0 {
-            return Err(DriverError::Invalid(
+            return Err(DriverError::Invalid(if source.is_some() {
+                "no replica creation method applies (pg_basebackup needs a host to copy from)"
+                    .into()
+            } else {
                 "no replica creation method works without a leader (none has no_leader: true)"
-                    .into(),
-            ));
+                    .into()
+            }));
         }
         if let Some(e) = last_err {
             return Err(e);

@@ -5,7 +5,7 @@
 use crate::config::{json_scalar, PgConfig};
 use crate::error::Result;
 use crate::slots::slot_name_for_member;
-use ha_core::Upstream;
+use ha_core::{RemoteSource, Upstream};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,6 +41,9 @@ pub struct UpstreamRecord {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// A standby cluster's remote source: its recovery settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSource>,
 }
 
 impl From<&Upstream> for UpstreamRecord {
@@ -49,6 +52,7 @@ impl From<&Upstream> for UpstreamRecord {
             name: u.name.clone(),
             host: u.host.clone(),
             port: u.port,
+            remote: u.remote.clone(),
         }
     }
 }
@@ -60,6 +64,7 @@ impl UpstreamRecord {
             name: self.name.clone(),
             host: self.host.clone(),
             port: self.port,
+            remote: self.remote.clone(),
         }
     }
 }
@@ -160,21 +165,51 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     for (k, v) in &state.recovery {
         p.insert(k.clone(), v.clone());
     }
+    p.insert("primary_conninfo".into(), String::new());
+    p.insert("primary_slot_name".into(), String::new());
     if state.replica {
         if let Some(up) = &state.upstream {
             let up = up.to_upstream();
-            p.insert("primary_conninfo".into(), primary_conninfo(cfg, &up));
-            // A standby cluster's remote primary keeps no slot for our members.
-            if cfg.use_slots && up.name != ha_core::decision::standby::REMOTE_NAME {
-                p.insert("primary_slot_name".into(), slot_name_for_member(&cfg.name));
+            if up.streams() {
+                p.insert("primary_conninfo".into(), primary_conninfo(cfg, &up));
+            }
+            match &up.remote {
+                Some(remote) => standby_leader_recovery(cfg, &up, remote, &mut p),
+                None if cfg.use_slots => {
+                    p.insert("primary_slot_name".into(), slot_name_for_member(&cfg.name));
+                }
+                None => {}
             }
         }
     }
-    if !state.replica || state.upstream.is_none() {
-        p.insert("primary_conninfo".into(), String::new());
-        p.insert("primary_slot_name".into(), String::new());
-    }
     Ok(p)
+}
+
+/// A standby leader's recovery settings from the `standby_cluster` section: the slot
+/// on the remote only when one is named (the remote keeps no slot for our members),
+/// and the archive commands and apply delay over the node's own.
+fn standby_leader_recovery(
+    cfg: &PgConfig,
+    up: &Upstream,
+    remote: &RemoteSource,
+    p: &mut BTreeMap<String, String>,
+) {
+    if let Some(slot) = remote
+        .primary_slot_name
+        .as_ref()
+        .filter(|_| cfg.use_slots && up.streams())
+    {
+        p.insert("primary_slot_name".into(), slot.clone());
+    }
+    for (k, v) in [
+        ("restore_command", &remote.restore_command),
+        ("archive_cleanup_command", &remote.archive_cleanup_command),
+        ("recovery_min_apply_delay", &remote.recovery_min_apply_delay),
+    ] {
+        if let Some(v) = v {
+            p.insert(k.into(), v.clone());
+        }
+    }
 }
 
 /// The managed file's text.
@@ -271,11 +306,7 @@ mod tests {
 
     #[test]
     fn replica_conf_streams_with_member_name_and_slot() {
-        let up = Upstream {
-            name: "node-0".into(),
-            host: "127.0.0.1".into(),
-            port: 5543,
-        };
+        let up = Upstream::at("node-0", "127.0.0.1", 5543);
         let state = ManagedState {
             upstream: Some((&up).into()),
             replica: true,
@@ -296,6 +327,59 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(MANAGED_CONF), &text).unwrap();
         assert_eq!(read_state(dir.path()), state);
+    }
+
+    fn standby_leader(remote: RemoteSource, host: &str) -> BTreeMap<String, String> {
+        let up = Upstream {
+            remote: Some(remote),
+            ..Upstream::at(ha_core::decision::standby::REMOTE_NAME, host, 6000)
+        };
+        let state = ManagedState {
+            upstream: Some((&up).into()),
+            replica: true,
+            ..Default::default()
+        };
+        parameters(&cfg(), &state).unwrap()
+    }
+
+    #[test]
+    fn standby_leader_uses_the_standby_cluster_settings() {
+        let p = standby_leader(
+            RemoteSource {
+                primary_slot_name: Some("b_leader".into()),
+                restore_command: Some("cp /arch/%f %p".into()),
+                archive_cleanup_command: Some("pg_archivecleanup /arch %r".into()),
+                recovery_min_apply_delay: Some("5min".into()),
+                create_replica_methods: vec![],
+            },
+            "10.0.0.9",
+        );
+        assert!(p["primary_conninfo"].contains("host=10.0.0.9 port=6000"));
+        assert_eq!(p["primary_slot_name"], "b_leader");
+        assert_eq!(p["restore_command"], "cp /arch/%f %p");
+        assert_eq!(p["archive_cleanup_command"], "pg_archivecleanup /arch %r");
+        assert_eq!(p["recovery_min_apply_delay"], "5min");
+    }
+
+    #[test]
+    fn standby_leader_without_slot_name_uses_no_slot_and_archive_only_has_no_conninfo() {
+        let p = standby_leader(RemoteSource::default(), "10.0.0.9");
+        assert_eq!(
+            p["primary_slot_name"], "",
+            "the remote keeps no slot for us"
+        );
+        assert!(!p.contains_key("restore_command"));
+        let archive = standby_leader(
+            RemoteSource {
+                restore_command: Some("cp /arch/%f %p".into()),
+                primary_slot_name: Some("unused".into()),
+                ..Default::default()
+            },
+            "",
+        );
+        assert_eq!(archive["primary_conninfo"], "");
+        assert_eq!(archive["primary_slot_name"], "");
+        assert_eq!(archive["restore_command"], "cp /arch/%f %p");
     }
 
     #[test]

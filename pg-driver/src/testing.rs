@@ -283,11 +283,7 @@ impl TestNode {
             .config()
             .local_host_port()
             .expect("valid listen address");
-        Upstream {
-            name: self.name().to_string(),
-            host: hp.host,
-            port: hp.port,
-        }
+        Upstream::at(self.name(), hp.host, hp.port)
     }
 
     /// Runs SQL (simple protocol) as superuser; rows as text.

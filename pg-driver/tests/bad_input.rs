@@ -146,11 +146,7 @@ async fn stale_garbage_and_foreign_pid_files() {
 async fn unreachable_clone_source() {
     let env = TestEnv::new();
     let pg = env.driver(env.config("orphan"));
-    let nobody = Upstream {
-        name: "ghost".into(),
-        host: "127.0.0.1".into(),
-        port: free_port(),
-    };
+    let nobody = Upstream::at("ghost", "127.0.0.1", free_port());
     match Postgres::clone_from(&*pg, &nobody).await {
         Err(PgError::Tool { message, .. }) => {
             assert!(message.contains("unreachable"), "{message}");

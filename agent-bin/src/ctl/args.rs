@@ -242,6 +242,34 @@ pub enum Command {
         #[arg(long = "wait")]
         wait: bool,
     },
+    /// Turn the cluster into a standby cluster of another one (adds `standby_cluster`).
+    DemoteCluster {
+        /// Cluster name (default: `scope` of the config).
+        cluster: Option<String>,
+        /// Host of the remote primary to follow.
+        #[arg(long = "host")]
+        host: Option<String>,
+        /// Port of the remote primary.
+        #[arg(long = "port")]
+        port: Option<u16>,
+        /// `restore_command` of the standby leader.
+        #[arg(long = "restore-command")]
+        restore_command: Option<String>,
+        /// Slot on the remote primary the standby leader streams through.
+        #[arg(long = "primary-slot-name")]
+        primary_slot_name: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long = "force")]
+        force: bool,
+    },
+    /// Turn a standby cluster into a normal one (removes `standby_cluster`).
+    PromoteCluster {
+        /// Cluster name (default: `scope` of the config).
+        cluster: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long = "force")]
+        force: bool,
+    },
     /// Print the dynamic configuration as YAML.
     ShowConfig {
         /// Cluster name (default: `scope` of the config).

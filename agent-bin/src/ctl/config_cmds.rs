@@ -187,46 +187,14 @@ pub async fn toggle_pause(
             "Cluster is not paused"
         }));
     }
-    let rest = session.rest()?;
     let body = json!({"pause": if paused { Value::Bool(true) } else { Value::Null }});
-    let mut sent = false;
-    for m in leader_first(&cluster) {
-        let url = m.data.api_url.as_deref().unwrap_or_default();
-        match rest
-            .request(url, Method::PATCH, "config", Some(&body), SHORT_TIMEOUT)
-            .await
-        {
-            Ok(r) if r.status == 200 => {
-                sent = true;
-                break;
-            }
-            Ok(r) => {
-                return Err(CtlError::failed(format!(
-                    "Failed: {word} cluster management status code={}, ({})",
-                    r.status,
-                    r.body.trim_end()
-                )))
-            }
-            Err(e) => eprintln!("Warning: member {} is not accessible: {e}", m.name),
-        }
-    }
-    if !sent {
-        // No member API answered: write the flag ourselves, with CAS, as the
-        // members' PATCH /config would have.
-        let current = cluster.config.as_ref().ok_or_else(|| {
-            CtlError::failed(
-                "Can not find accessible cluster member, and the config key does not exist",
-            )
-        })?;
-        let mut cfg = current.value.clone();
-        cfg.pause = paused;
-        if !session.dcs.set_config(&cfg, Some(current.version)).await? {
-            return Err(CtlError::failed(
-                "Config modification aborted due to concurrent changes",
-            ));
-        }
-        eprintln!("Warning: no member REST API answered; wrote the pause flag into the DCS config key directly");
-    }
+    patch_on_members(
+        &session,
+        &cluster,
+        &body,
+        &format!("{word} cluster management"),
+    )
+    .await?;
     if wait {
         say(&format!(
             "'{word}' request sent, waiting until it is recognized by all nodes"
@@ -236,6 +204,151 @@ pub async fn toggle_pause(
     say(&format!(
         "Success: cluster management is {}",
         if paused { "paused" } else { "resumed" }
+    ));
+    Ok(())
+}
+
+/// Sends a `PATCH /config` to the first member that answers (the leader first); when
+/// none does, merges `patch` into the config key with CAS, as the members would have.
+/// `what` names the change in messages.
+async fn patch_on_members(
+    session: &Session,
+    cluster: &Cluster,
+    patch: &Value,
+    what: &str,
+) -> CtlResult<()> {
+    let rest = session.rest()?;
+    for m in leader_first(cluster) {
+        let url = m.data.api_url.as_deref().unwrap_or_default();
+        match rest
+            .request(url, Method::PATCH, "config", Some(patch), SHORT_TIMEOUT)
+            .await
+        {
+            Ok(r) if r.status == 200 => return Ok(()),
+            Ok(r) => {
+                return Err(CtlError::failed(format!(
+                    "Failed: {what} status code={}, ({})",
+                    r.status,
+                    r.body.trim_end()
+                )))
+            }
+            Err(e) => eprintln!("Warning: member {} is not accessible: {e}", m.name),
+        }
+    }
+    let current = cluster.config.as_ref().ok_or_else(|| {
+        CtlError::failed(
+            "Can not find accessible cluster member, and the config key does not exist",
+        )
+    })?;
+    let mut doc = serde_json::to_value(&current.value)
+        .map_err(|e| CtlError::failed(format!("cannot read the config: {e}")))?;
+    crate::api::merge_config_patch(&mut doc, patch);
+    let cfg: DynamicConfig = serde_json::from_value(doc)
+        .map_err(|e| CtlError::failed(format!("invalid config: {e}")))?;
+    if let Some(problem) = cfg.validate().into_iter().next() {
+        return Err(CtlError::failed(format!("invalid config: {problem}")));
+    }
+    if !session.dcs.set_config(&cfg, Some(current.version)).await? {
+        return Err(CtlError::failed(
+            "Config modification aborted due to concurrent changes",
+        ));
+    }
+    eprintln!(
+        "Warning: no member REST API answered; wrote the change into the DCS config key directly"
+    );
+    Ok(())
+}
+
+/// `demote-cluster` options.
+#[derive(Debug, Clone, Default)]
+pub struct DemoteArgs {
+    /// Cluster name argument.
+    pub cluster: Option<String>,
+    /// `--host`.
+    pub host: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--restore-command`.
+    pub restore_command: Option<String>,
+    /// `--primary-slot-name`.
+    pub primary_slot_name: Option<String>,
+    /// `--force`.
+    pub force: bool,
+}
+
+/// The `standby_cluster` section `demote-cluster` writes.
+pub fn standby_section(a: &DemoteArgs) -> CtlResult<Value> {
+    if a.host.is_none() && a.restore_command.is_none() {
+        return Err(CtlError::failed(
+            "At least --host or --restore-command should be specified",
+        ));
+    }
+    let mut s = Map::new();
+    if let Some(h) = &a.host {
+        s.insert("host".into(), Value::from(h.clone()));
+    }
+    if let Some(p) = a.port {
+        s.insert("port".into(), Value::from(p));
+    }
+    if let Some(r) = &a.restore_command {
+        s.insert("restore_command".into(), Value::from(r.clone()));
+    }
+    if let Some(slot) = &a.primary_slot_name {
+        s.insert("primary_slot_name".into(), Value::from(slot.clone()));
+    }
+    let section = Value::Object(s);
+    if let Err(problems) = ha_core::StandbyClusterConfig::parse(Some(&section)) {
+        return Err(CtlError::failed(problems.join("; ")));
+    }
+    Ok(section)
+}
+
+/// `demote-cluster`: adds `standby_cluster` to the config; the primary becomes the
+/// standby leader following that source, its replicas keep following it.
+pub async fn demote_cluster(ctx: &Ctx, a: &DemoteArgs) -> CtlResult<()> {
+    let section = standby_section(a)?;
+    let name = ctx.settings.cluster_name(a.cluster.as_deref())?;
+    let session = ctx.open(&name).await?;
+    let cluster = session.read_existing().await?;
+    if cluster.dynamic_config().is_standby_cluster() {
+        return Err(CtlError::failed("Cluster is already in the standby mode"));
+    }
+    if !a.force {
+        let mut p = Prompter::stdio().with_hint("use --force to demote without a question");
+        if !p.confirm(&format!("Are you sure you want to demote {name} cluster?"))? {
+            return Err(CtlError::failed("Aborted"));
+        }
+    }
+    let body = json!({ "standby_cluster": section });
+    patch_on_members(&session, &cluster, &body, "demote cluster").await?;
+    say(&format!(
+        "Success: demote request for cluster {name} sent: its leader becomes the standby leader"
+    ));
+    Ok(())
+}
+
+/// `promote-cluster`: removes `standby_cluster`; the standby leader promotes.
+pub async fn promote_cluster(ctx: &Ctx, cluster: Option<&str>, force: bool) -> CtlResult<()> {
+    let name = ctx.settings.cluster_name(cluster)?;
+    let session = ctx.open(&name).await?;
+    let cluster = session.read_existing().await?;
+    if !cluster
+        .dynamic_config()
+        .extra
+        .contains_key("standby_cluster")
+    {
+        return Err(CtlError::failed("Cluster is not in the standby mode"));
+    }
+    if !force {
+        let mut p = Prompter::stdio().with_hint("use --force to promote without a question");
+        if !p.confirm(&format!("Are you sure you want to promote {name} cluster?"))? {
+            return Err(CtlError::failed("Aborted"));
+        }
+    }
+    let body = json!({ "standby_cluster": Value::Null });
+    patch_on_members(&session, &cluster, &body, "promote cluster").await?;
+    say(&format!(
+        "Success: promote request for cluster {name} sent: its standby leader becomes the primary"
     ));
     Ok(())
 }
@@ -277,6 +390,35 @@ async fn wait_for_pause_flag(session: &Session, before: &Cluster, paused: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demote_cluster_writes_the_given_source_and_checks_it() {
+        let a = DemoteArgs {
+            host: Some("10.0.0.1".into()),
+            port: Some(6543),
+            primary_slot_name: Some("b_leader".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            standby_section(&a).unwrap(),
+            json!({"host": "10.0.0.1", "port": 6543, "primary_slot_name": "b_leader"})
+        );
+        let archive = DemoteArgs {
+            restore_command: Some("cp /a/%f %p".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            standby_section(&archive).unwrap(),
+            json!({"restore_command": "cp /a/%f %p"})
+        );
+        assert!(standby_section(&DemoteArgs::default()).is_err());
+        let bad_slot = DemoteArgs {
+            primary_slot_name: Some("Bad-Slot".into()),
+            ..a
+        };
+        let err = standby_section(&bad_slot).unwrap_err().to_string();
+        assert!(err.contains("standby_cluster.primary_slot_name"), "{err}");
+    }
 
     fn run(
         current: Value,

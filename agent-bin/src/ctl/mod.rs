@@ -174,6 +174,27 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
         Command::Resume { cluster, wait } => {
             config_cmds::toggle_pause(&ctx, cluster.as_deref(), false, wait).await
         }
+        Command::DemoteCluster {
+            cluster,
+            host,
+            port,
+            restore_command,
+            primary_slot_name,
+            force,
+        } => {
+            let a = config_cmds::DemoteArgs {
+                cluster,
+                host,
+                port,
+                restore_command,
+                primary_slot_name,
+                force,
+            };
+            config_cmds::demote_cluster(&ctx, &a).await
+        }
+        Command::PromoteCluster { cluster, force } => {
+            config_cmds::promote_cluster(&ctx, cluster.as_deref(), force).await
+        }
         Command::ShowConfig { cluster } => config_cmds::show(&ctx, cluster.as_deref()).await,
         Command::EditConfig {
             cluster,

@@ -11,6 +11,9 @@ use async_trait::async_trait;
 use ha_core::decision::OperatorRequest;
 use ha_core::runner::{NodeSnapshot, RunnerHandle};
 use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Role};
+
+/// The member-record field of a pending scheduled restart (Patroni's name).
+const SCHEDULED_RESTART: &str = "scheduled_restart";
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -313,6 +316,8 @@ impl NodeApi for AgentApi {
             request,
             Duration::from_millis(due_in),
             move |request| async move {
+                // Due: no longer pending, whatever happens now.
+                handle.set_member_field(SCHEDULED_RESTART, None);
                 // Conditions are judged when the restart is due, as Patroni does.
                 let status = status_from_snapshot(
                     &cfg,
@@ -331,6 +336,9 @@ impl NodeApi for AgentApi {
             },
         );
         if scheduled {
+            // In the member key too, where `fullautoctl list` and `flush` look for it.
+            self.handle
+                .set_member_field(SCHEDULED_RESTART, self.scheduled_restart.shown());
             RestartOutcome::Scheduled
         } else {
             RestartOutcome::AlreadyScheduled
@@ -338,7 +346,9 @@ impl NodeApi for AgentApi {
     }
 
     async fn cancel_scheduled_restart(&self) -> bool {
-        self.scheduled_restart.cancel()
+        let cancelled = self.scheduled_restart.cancel();
+        self.handle.set_member_field(SCHEDULED_RESTART, None);
+        cancelled
     }
 
     async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), String> {

@@ -65,6 +65,8 @@ pub struct NodeWatchdog {
     timing: Mutex<(Duration, Duration)>,
     failed_at: Mutex<Option<Instant>>,
     warned: AtomicBool,
+    /// Kicked since it was last closed: a pause closes it once.
+    kicked: AtomicBool,
 }
 
 impl NodeWatchdog {
@@ -85,6 +87,7 @@ impl NodeWatchdog {
             timing: Mutex::new((ttl, loop_wait)),
             failed_at: Mutex::new(None),
             warned: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
         }
     }
 
@@ -128,6 +131,7 @@ impl NodeWatchdog {
             Ok(t) => t,
             Err(why) => return self.failure(WatchdogError::Unavailable(why)),
         };
+        self.kicked.store(true, Ordering::Relaxed);
         match device.keepalive(timeout) {
             Ok(()) => {
                 self.warned.store(false, Ordering::Relaxed);
@@ -148,7 +152,20 @@ impl Watchdog for NodeWatchdog {
 
     async fn disarm(&self) -> Result<(), WatchdogError> {
         let fence = self.fence.disarm().await;
+        self.kicked.store(false, Ordering::Relaxed);
         let watchdog = self.device.as_ref().map_or(Ok(()), |d| d.close());
+        fence.and(watchdog)
+    }
+
+    async fn arm_fence_only(&self, deadline: MonoTime) -> Result<(), WatchdogError> {
+        let fence = self.fence.arm_until(deadline).await;
+        let watchdog = match &self.device {
+            Some(d) if self.kicked.swap(false, Ordering::Relaxed) => {
+                tracing::info!("paused: {} disabled", d.describe());
+                d.close()
+            }
+            _ => Ok(()),
+        };
         fence.and(watchdog)
     }
 
@@ -283,6 +300,20 @@ mod tests {
         assert_eq!(dev.kicks.load(Ordering::Relaxed), 2);
         w.disarm().await.expect("disarm");
         assert_eq!(dev.closed.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn pause_closes_the_watchdog_once_and_the_next_arm_reopens_it() {
+        let dev = Arc::new(FakeDevice::default());
+        let w = node(WatchdogMode::Required, Some(dev.clone()), 5.0);
+        w.arm_until(MonoTime(1)).await.expect("arm");
+        w.arm_fence_only(MonoTime(2)).await.expect("paused arm");
+        w.arm_fence_only(MonoTime(3)).await.expect("paused arm");
+        assert_eq!(dev.kicks.load(Ordering::Relaxed), 1, "not kicked in pause");
+        assert_eq!(dev.closed.load(Ordering::Relaxed), 1, "closed once");
+        assert!(w.usable(), "a paused watchdog is not a failed one");
+        w.arm_until(MonoTime(4)).await.expect("resumed arm");
+        assert_eq!(dev.kicks.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

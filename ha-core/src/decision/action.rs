@@ -28,13 +28,16 @@ pub enum DemoteMode {
     ImmediateNoLock,
     /// DCS unreachable: fast stop, key not released, restart as replica with no upstream.
     Offline,
+    /// `standby_cluster` added to a running cluster: fast stop, the key is kept, the
+    /// node restarts as the standby leader following the remote.
+    DemoteCluster,
 }
 
 impl DemoteMode {
     /// The stop mode each demotion uses.
     pub fn stop_mode(self) -> StopMode {
         match self {
-            DemoteMode::Offline => StopMode::Fast,
+            DemoteMode::Offline | DemoteMode::DemoteCluster => StopMode::Fast,
             DemoteMode::Immediate | DemoteMode::ImmediateNoLock => StopMode::Immediate,
         }
     }
@@ -125,6 +128,8 @@ pub enum Action {
     ArmFence {
         /// Absolute monotonic deadline.
         deadline: MonoTime,
+        /// Kick the watchdog (reset device) too; `false` in pause, which disables it.
+        watchdog: bool,
     },
     /// Disarm the fence (Postgres is not writable any more, or paused).
     DisarmFence,

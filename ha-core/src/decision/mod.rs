@@ -238,13 +238,31 @@ impl<'a> Step<'a> {
         })
     }
 
-    /// Extends the write fence to just before the lease ends.
+    /// Extends the write fence to just before the lease ends. The watchdog is kicked
+    /// with it, except in pause, which disables the watchdog as Patroni does (the
+    /// write fence stays: it is what keeps a frozen agent's primary from writing past
+    /// its lease).
     fn arm_fence(&mut self) {
         if let Some(t) = self.token(None) {
             self.actions.push(Action::ArmFence {
                 deadline: t.valid_until,
+                watchdog: !self.paused(),
             });
             self.st.fence_armed = true;
+        }
+    }
+
+    /// A lease holder keeps the fence armed, except while it leads a standby cluster
+    /// read-only (there is no write to fence).
+    fn update_fence(&mut self) {
+        let read_only_standby_leader =
+            standby::leader_stays_replica(&self.config()) && !self.obs.pg.may_accept_writes();
+        if !read_only_standby_leader {
+            return self.arm_fence();
+        }
+        if self.st.fence_armed {
+            self.act(Action::DisarmFence);
+            self.st.fence_armed = false;
         }
     }
 
@@ -328,7 +346,7 @@ impl<'a> Step<'a> {
         if busy != Busy::Demote && (c.is_leader(self.me()) || self.st.lease_until.is_some()) {
             match self.ensure_renewed() {
                 Renewal::Pending => return,
-                Renewal::Renewed => self.arm_fence(),
+                Renewal::Renewed => self.update_fence(),
                 Renewal::Lost | Renewal::Failed(_) => {}
             }
         }
@@ -385,8 +403,8 @@ impl<'a> Step<'a> {
                     // A standby cluster starts as a copy of its remote primary.
                     Some(remote) => {
                         self.say(format!(
-                            "won the bootstrap race: cloning the standby cluster from {}:{}",
-                            remote.host, remote.port
+                            "won the bootstrap race: cloning the standby cluster from {}",
+                            describe_remote(&remote)
                         ));
                         self.act(Action::CloneReplica {
                             source: remote.clone(),
@@ -449,7 +467,12 @@ impl<'a> Step<'a> {
         if c.is_leader(self.me()) {
             match self.ensure_renewed() {
                 Renewal::Pending => return,
-                Renewal::Renewed => return self.restart_crashed_primary(c),
+                Renewal::Renewed => {
+                    if let Some(remote) = standby::remote_upstream(&self.config()) {
+                        return self.start_standby_leader(remote);
+                    }
+                    return self.restart_crashed_primary(c);
+                }
                 Renewal::Lost | Renewal::Failed(_) => {}
             }
         }
@@ -469,6 +492,23 @@ impl<'a> Step<'a> {
             upstream.as_ref().map_or("nobody", |u| u.name.as_str())
         ));
         self.act(Action::StartReplica { upstream, rewind });
+    }
+
+    /// The standby leader's Postgres is down (crashed, or stopped by a demote-cluster):
+    /// start it following the remote, keeping the key. A former primary is checked for
+    /// divergence from the remote first (pg_rewind as for a normal rejoin).
+    fn start_standby_leader(&mut self, remote: Upstream) {
+        self.update_fence();
+        let rewind = (self.st.rewind_pending || self.was_primary()) && remote.streams();
+        self.st.rewind_pending = false;
+        self.say(format!(
+            "starting postgres as the standby leader, following {}",
+            describe_remote(&remote)
+        ));
+        self.act(Action::StartReplica {
+            upstream: Some(remote),
+            rewind,
+        });
     }
 
     /// The leader's Postgres died: restart it in place within `primary_start_timeout`,
@@ -506,7 +546,7 @@ impl<'a> Step<'a> {
         if leader {
             match self.ensure_renewed() {
                 Renewal::Pending => return,
-                Renewal::Renewed => self.arm_fence(),
+                Renewal::Renewed => self.update_fence(),
                 Renewal::Lost | Renewal::Failed(_) => {}
             }
         }
@@ -542,7 +582,7 @@ impl<'a> Step<'a> {
         if c.is_leader(self.me()) {
             match self.ensure_renewed() {
                 Renewal::Pending => return,
-                Renewal::Renewed => self.arm_fence(),
+                Renewal::Renewed => self.update_fence(),
                 Renewal::Lost | Renewal::Failed(_) => {}
             }
         }
@@ -629,10 +669,7 @@ impl<'a> Step<'a> {
             Renewal::Failed(e) => return self.dcs_unreachable(&e),
             Renewal::Renewed => {}
         }
-        // A standby leader is read-only: there is no write to fence.
-        if !(standby::leader_stays_replica(&self.config()) && self.obs.pg.is_replica()) {
-            self.arm_fence();
-        }
+        self.update_fence();
         if self.quorum_votes_outdated(c) {
             // The votes were counted on an older view: race again with fresh ones.
             self.act(Action::ReleaseLease);
@@ -715,6 +752,11 @@ impl<'a> Step<'a> {
     /// Make sure the lock holder runs as primary, and keep `status`/`history` current.
     fn enforce_primary_role(&mut self, c: &Cluster) {
         let pg = &self.obs.pg;
+        if pg.is_primary() && !self.paused() {
+            if let Some(remote) = standby::remote_upstream(&self.config()) {
+                return self.demote_cluster(remote);
+            }
+        }
         if pg.is_primary() {
             if let Some(f) = c.failover.as_ref().filter(|f| {
                 f.value.member.as_deref() == Some(self.me()) && f.value.scheduled_at.is_none()
@@ -757,13 +799,28 @@ impl<'a> Step<'a> {
         self.say("waiting for postgres to report its role");
     }
 
+    /// `standby_cluster` was added to a running cluster (Patroni's `demote-cluster`):
+    /// the primary stops (fast) keeping the key, and the next cycle starts it as the
+    /// standby leader following the remote. Its replicas keep following it.
+    fn demote_cluster(&mut self, remote: Upstream) {
+        self.st.rewind_pending = true;
+        self.say(format!(
+            "demoting the cluster: standby_cluster names {}; becoming the standby leader",
+            describe_remote(&remote)
+        ));
+        self.act(Action::Demote {
+            mode: DemoteMode::DemoteCluster,
+            upstream: Some(remote),
+        });
+    }
+
     /// The standby leader never promotes: it streams from the remote primary and keeps
     /// slots for the members that cascade from it.
     fn lead_standby_cluster(&mut self, c: &Cluster) {
         self.manage_slots(c, true);
         let remote = standby::remote_upstream(&self.config());
-        let wanted = remote.as_ref().map(|u| u.name.clone());
-        if remote.is_some() && self.obs.pg.following != wanted {
+        // Also when only a setting of the section changed (slot, restore_command, …).
+        if remote.is_some() && self.obs.pg.upstream != remote {
             self.say("standby leader: following the remote primary");
             return self.act(Action::Follow { upstream: remote });
         }
@@ -1365,6 +1422,15 @@ impl<'a> Step<'a> {
     }
 }
 
+/// `host:port` of a standby cluster's remote, or "the archive" without a host.
+fn describe_remote(remote: &Upstream) -> String {
+    if remote.streams() {
+        format!("{}:{}", remote.host, remote.port)
+    } else {
+        "the archive (restore_command)".to_string()
+    }
+}
+
 fn is_running(m: &Member) -> bool {
     m.data.state == Some(crate::model::MemberState::Running)
 }
@@ -1372,9 +1438,5 @@ fn is_running(m: &Member) -> bool {
 /// The streaming source described by a member record.
 pub fn upstream_of(m: &Member) -> Option<Upstream> {
     let (host, port) = m.host_port()?;
-    Some(Upstream {
-        name: m.name.clone(),
-        host,
-        port,
-    })
+    Some(Upstream::at(m.name.clone(), host, port))
 }

@@ -3,33 +3,30 @@
 //! it streams from the remote and never promotes; the other members follow it.
 
 use crate::model::DynamicConfig;
-use crate::postgres::Upstream;
+use crate::postgres::{RemoteSource, Upstream};
+#[cfg(test)]
 use serde_json::Value;
 
 /// The upstream name a standby leader streams from (no member has this name).
 pub const REMOTE_NAME: &str = "standby_cluster";
 
-/// Default PostgreSQL port when `standby_cluster.port` is absent.
-const DEFAULT_PORT: u16 = 5432;
-
-/// The remote primary of a standby cluster, when `standby_cluster` names a host.
-/// A `restore_command`-only standby cluster has no streaming source: `None`.
+/// The remote source of a standby cluster with the section's recovery settings. A
+/// `restore_command`-only standby cluster gets a source without a host (archive
+/// recovery; nothing to stream from or connect to). `None` when the section is absent
+/// or invalid.
 pub fn remote_upstream(dc: &DynamicConfig) -> Option<Upstream> {
-    if !dc.is_standby_cluster() {
-        return None;
-    }
-    let section = dc.extra.get("standby_cluster")?.as_object()?;
-    let host = section.get("host").and_then(Value::as_str)?.to_string();
-    let port = match section.get("port") {
-        None | Some(Value::Null) => DEFAULT_PORT,
-        Some(Value::Number(n)) => u16::try_from(n.as_u64()?).ok()?,
-        Some(Value::String(s)) => s.trim().parse().ok()?,
-        Some(_) => return None,
-    };
+    let sc = dc.standby_cluster()?;
     Some(Upstream {
         name: REMOTE_NAME.to_string(),
-        host,
-        port,
+        host: sc.host.clone().unwrap_or_default(),
+        port: sc.port,
+        remote: Some(RemoteSource {
+            primary_slot_name: sc.primary_slot_name,
+            restore_command: sc.restore_command,
+            archive_cleanup_command: sc.archive_cleanup_command,
+            recovery_min_apply_delay: sc.recovery_min_apply_delay,
+            create_replica_methods: sc.create_replica_methods,
+        }),
     })
 }
 
@@ -66,11 +63,32 @@ mod tests {
     }
 
     #[test]
-    fn no_remote_without_section_or_host() {
+    fn remote_upstream_carries_the_recovery_settings() {
+        let u = remote_upstream(&dc(serde_json::json!({
+            "host": "h", "primary_slot_name": "b_leader", "restore_command": "cp a b",
+            "archive_cleanup_command": "true", "recovery_min_apply_delay": 500,
+            "create_replica_methods": ["walg"],
+        })))
+        .expect("upstream");
+        let r = u.remote.expect("remote settings");
+        assert_eq!(r.primary_slot_name.as_deref(), Some("b_leader"));
+        assert_eq!(r.restore_command.as_deref(), Some("cp a b"));
+        assert_eq!(r.archive_cleanup_command.as_deref(), Some("true"));
+        assert_eq!(r.recovery_min_apply_delay.as_deref(), Some("500"));
+        assert_eq!(r.create_replica_methods, vec!["walg"]);
+    }
+
+    #[test]
+    fn no_remote_without_a_source() {
         assert_eq!(remote_upstream(&DynamicConfig::default()), None);
         assert_eq!(remote_upstream(&dc(Value::Null)), None);
         let restore_only = dc(serde_json::json!({"restore_command": "cp x y"}));
         assert!(leader_stays_replica(&restore_only));
-        assert_eq!(remote_upstream(&restore_only), None);
+        let archive = remote_upstream(&restore_only).expect("archive source");
+        assert!(!archive.streams());
+        assert_eq!(
+            archive.remote.and_then(|r| r.restore_command).as_deref(),
+            Some("cp x y")
+        );
     }
 }

@@ -1,16 +1,39 @@
-//! Scenario tests for a standby cluster: the leader follows the remote and never
-//! promotes; the first node clones from the remote instead of running initdb.
-use super::tests::{cfg, obs, pg_replica, t, without_publish, View};
+//! Scenario tests for a standby cluster: the leader follows the remote with the
+//! section's recovery settings and never promotes; the first node clones from the
+//! remote instead of running initdb; adding the section to a running cluster demotes
+//! its primary (demote-cluster).
+use super::tests::{cfg, obs, pg_primary, pg_replica, t, without_publish, View};
 use super::*;
-use crate::postgres::{DataDirState, PgObservation, PgProcess};
+use crate::postgres::{DataDirState, PgObservation, PgProcess, Upstream};
 
 fn standby_cfg(name: &str) -> NodeConfig {
+    with_section(name, serde_json::json!({"host": "10.0.0.9", "port": 6000}))
+}
+
+fn with_section(name: &str, section: serde_json::Value) -> NodeConfig {
     let mut c = cfg(name);
-    c.bootstrap_config.extra.insert(
-        "standby_cluster".into(),
-        serde_json::json!({"host": "10.0.0.9", "port": 6000}),
-    );
+    c.bootstrap_config
+        .extra
+        .insert("standby_cluster".into(), section);
     c
+}
+
+fn renewed() -> Vec<Outcome> {
+    vec![Outcome::LeaseRenewed { sent_at: t(1000) }]
+}
+
+fn followed(d: &Decision) -> Option<Upstream> {
+    d.actions.iter().find_map(|a| match a {
+        Action::Follow { upstream } => upstream.clone(),
+        _ => None,
+    })
+}
+
+fn standby_leader_view() -> Cluster {
+    View::new()
+        .leader("b")
+        .member("b", "standby_leader", 100)
+        .cluster()
 }
 
 #[test]
@@ -50,6 +73,7 @@ fn standby_leader_already_on_the_remote_does_nothing() {
         .cluster();
     let mut pg = pg_replica(100);
     pg.following = Some(standby::REMOTE_NAME.into());
+    pg.upstream = standby::remote_upstream(&standby_cfg("b").bootstrap_config);
     let o = obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(1000) }]);
     let d = decide(&standby_cfg("b"), &LocalState::default(), &o, t(1010));
     assert!(!without_publish(&d.actions)
@@ -113,5 +137,219 @@ fn first_node_of_a_standby_cluster_clones_from_the_remote() {
         a,
         Action::CloneReplica { source, follow: Some(f) }
             if source.port == 6000 && f.name == standby::REMOTE_NAME
+    )));
+}
+
+#[test]
+fn standby_leader_streams_with_the_sections_slot_and_recovery_settings() {
+    let node = with_section(
+        "b",
+        serde_json::json!({
+            "host": "10.0.0.9", "port": 6000, "primary_slot_name": "b_leader",
+            "restore_command": "cp /arch/%f %p", "archive_cleanup_command": "true",
+            "recovery_min_apply_delay": "1s",
+        }),
+    );
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(standby_leader_view(), pg_replica(100), renewed()),
+        t(1010),
+    );
+    let remote = followed(&d)
+        .and_then(|u| u.remote)
+        .expect("follows the remote with its settings");
+    assert_eq!(remote.primary_slot_name.as_deref(), Some("b_leader"));
+    assert_eq!(remote.restore_command.as_deref(), Some("cp /arch/%f %p"));
+    assert_eq!(remote.archive_cleanup_command.as_deref(), Some("true"));
+    assert_eq!(remote.recovery_min_apply_delay.as_deref(), Some("1s"));
+}
+
+#[test]
+fn a_changed_section_setting_is_applied_to_the_running_standby_leader() {
+    let old = standby_cfg("b");
+    let mut pg = pg_replica(100);
+    pg.following = Some(standby::REMOTE_NAME.into());
+    pg.upstream = standby::remote_upstream(&old.bootstrap_config);
+    let node = with_section(
+        "b",
+        serde_json::json!({"host": "10.0.0.9", "port": 6000, "restore_command": "cp /new/%f %p"}),
+    );
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(standby_leader_view(), pg, renewed()),
+        t(1010),
+    );
+    let remote = followed(&d).and_then(|u| u.remote).expect("re-follows");
+    assert_eq!(remote.restore_command.as_deref(), Some("cp /new/%f %p"));
+}
+
+#[test]
+fn restore_command_alone_makes_an_archive_only_standby_leader() {
+    let node = with_section(
+        "b",
+        serde_json::json!({"restore_command": "cp /arch/%f %p"}),
+    );
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(standby_leader_view(), pg_replica(100), renewed()),
+        t(1010),
+    );
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Promote { .. })));
+    let u = followed(&d).expect("follows the archive");
+    assert!(!u.streams(), "no host to stream from: {u:?}");
+    assert_eq!(
+        u.remote.and_then(|r| r.restore_command).as_deref(),
+        Some("cp /arch/%f %p")
+    );
+}
+
+#[test]
+fn first_node_clones_with_the_sections_replica_methods() {
+    let node = with_section(
+        "a",
+        serde_json::json!({"host": "10.0.0.9", "create_replica_methods": ["walg", "basebackup"]}),
+    );
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(
+            Cluster::default(),
+            PgObservation::stopped(DataDirState::Empty),
+            vec![Outcome::InitializeWon],
+        ),
+        t(1000),
+    );
+    let methods = d.actions.iter().find_map(|a| match a {
+        Action::CloneReplica { source, .. } => source
+            .remote
+            .as_ref()
+            .map(|r| r.create_replica_methods.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        methods,
+        Some(vec!["walg".to_string(), "basebackup".to_string()])
+    );
+}
+
+#[test]
+fn other_members_cascade_with_their_own_settings() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "standby_leader", 100)
+        .member("b", "replica", 100)
+        .cluster();
+    let node = with_section(
+        "b",
+        serde_json::json!({"host": "10.0.0.9", "primary_slot_name": "x", "restore_command": "cp"}),
+    );
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(c, pg_replica(100), vec![]),
+        t(1000),
+    );
+    let u = followed(&d).expect("follows the standby leader");
+    assert_eq!((u.name.as_str(), u.remote), ("a", None));
+}
+
+// ----- demote-cluster ------------------------------------------------------------
+
+fn primary_view() -> Cluster {
+    View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .cluster()
+}
+
+#[test]
+fn adding_standby_cluster_demotes_the_primary_keeping_the_key() {
+    let d = decide(
+        &standby_cfg("a"),
+        &LocalState::default(),
+        &obs(primary_view(), pg_primary(100), renewed()),
+        t(1010),
+    );
+    let demote = d.actions.iter().find_map(|a| match a {
+        Action::Demote { mode, upstream } => Some((*mode, upstream.clone())),
+        _ => None,
+    });
+    let (mode, upstream) = demote.expect("demote-cluster");
+    assert_eq!(mode, DemoteMode::DemoteCluster);
+    assert!(!mode.releases_lease());
+    assert_eq!(mode.stop_mode(), crate::postgres::StopMode::Fast);
+    assert_eq!(upstream.map(|u| u.port), Some(6000));
+    assert!(!d.actions.iter().any(|a| matches!(
+        a,
+        Action::ReleaseLease | Action::WriteStatus(_) | Action::Promote { .. }
+    )));
+    assert!(
+        d.state.rewind_pending,
+        "the next start checks for divergence"
+    );
+}
+
+#[test]
+fn paused_primary_is_not_demoted_by_standby_cluster() {
+    let mut node = standby_cfg("a");
+    node.bootstrap_config.pause = true;
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(primary_view(), pg_primary(100), renewed()),
+        t(1010),
+    );
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Demote { .. })));
+}
+
+#[test]
+fn stopped_former_primary_starts_as_standby_leader_with_a_divergence_check() {
+    let mut pg = pg_primary(100);
+    pg.process = PgProcess::Stopped;
+    pg.in_recovery = None;
+    pg.cluster_state = Some("shut down".into());
+    let st = LocalState {
+        fence_armed: true,
+        ..Default::default()
+    };
+    let d = decide(
+        &standby_cfg("a"),
+        &st,
+        &obs(primary_view(), pg, renewed()),
+        t(1010),
+    );
+    assert!(!d.actions.contains(&Action::ReleaseLease), "keeps the key");
+    assert!(d.actions.contains(&Action::DisarmFence), "nothing to fence");
+    let start = d.actions.iter().find_map(|a| match a {
+        Action::StartReplica { upstream, rewind } => Some((upstream.clone(), *rewind)),
+        _ => None,
+    });
+    let (upstream, rewind) = start.expect("starts following the remote");
+    assert_eq!(upstream.map(|u| u.name), Some(standby::REMOTE_NAME.into()));
+    assert!(rewind);
+}
+
+#[test]
+fn crashed_standby_leader_restarts_on_the_remote_without_rewind() {
+    let mut pg = pg_replica(100);
+    pg.process = PgProcess::Crashed;
+    pg.in_recovery = None;
+    let d = decide(
+        &standby_cfg("b"),
+        &LocalState::default(),
+        &obs(standby_leader_view(), pg, renewed()),
+        t(1010),
+    );
+    assert!(!d.actions.contains(&Action::ReleaseLease));
+    assert!(d.actions.iter().any(|a| matches!(
+        a,
+        Action::StartReplica { upstream: Some(u), rewind: false } if u.name == standby::REMOTE_NAME
     )));
 }

@@ -156,7 +156,7 @@ fn renewed_leader_arms_fence_before_lease_end_and_stays_primary() {
     let node = cfg("a");
     let d = decide(&node, &LocalState::default(), &o, t(1010));
     let fence = d.actions.iter().find_map(|a| match a {
-        Action::ArmFence { deadline } => Some(*deadline),
+        Action::ArmFence { deadline, .. } => Some(*deadline),
         _ => None,
     });
     // ttl 30 s from the send time, minus the margin.
@@ -1484,6 +1484,46 @@ fn paused_leader_keeps_the_lock_although_the_watchdog_is_off() {
         .any(|a| matches!(a, Action::Demote { .. } | Action::ReleaseLease)));
 }
 
+fn armed_fence(d: &Decision) -> Option<bool> {
+    d.actions.iter().find_map(|a| match a {
+        Action::ArmFence { watchdog, .. } => Some(*watchdog),
+        _ => None,
+    })
+}
+
+#[test]
+fn pause_disables_the_watchdog_and_resume_reenables_it_on_the_primary() {
+    let view = |config: &str| {
+        View::new()
+            .leader("a")
+            .member("a", "primary", 100)
+            .key("config", config)
+            .cluster()
+    };
+    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(view(r#"{"pause": true}"#), pg_primary(100), renewed.clone()),
+        t(1010),
+    );
+    // The write fence stays armed (it stops a frozen agent's primary at the lease
+    // end); only the watchdog is off.
+    assert_eq!(armed_fence(&d), Some(false), "{:?}", d.actions);
+    assert!(
+        d.state.lease_until.is_some(),
+        "the paused leader keeps its key"
+    );
+
+    let d = decide(
+        &cfg("a"),
+        &d.state,
+        &obs(view(r#"{"pause": false}"#), pg_primary(100), renewed),
+        t(1020),
+    );
+    assert_eq!(armed_fence(&d), Some(true), "{:?}", d.actions);
+}
+
 // ----- failsafe mode ------------------------------------------------------------
 
 const FAILSAFE_ON: &str = r#"{"failsafe_mode":true}"#;
@@ -1600,7 +1640,8 @@ fn failsafe_primary_keeps_running_while_every_member_confirms() {
     // The lease (and the fence) move to the calls' send time + ttl.
     assert_eq!(d.state.lease_until, Some(t(41_000)));
     assert!(d.actions.contains(&Action::ArmFence {
-        deadline: t(41_000).minus(node.fence_margin)
+        deadline: t(41_000).minus(node.fence_margin),
+        watchdog: true,
     }));
     assert!(d.state.failsafe_active);
 }

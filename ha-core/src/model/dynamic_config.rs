@@ -1,5 +1,6 @@
 //! `config`: the global dynamic configuration shared by all members.
 
+use super::standby_cluster::StandbyClusterConfig;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -266,6 +267,15 @@ impl DynamicConfig {
             })
     }
 
+    /// The typed `standby_cluster` section; `None` when absent, without a source, or
+    /// invalid (`validate` names the problems). An invalid section with a source still
+    /// counts for [`DynamicConfig::is_standby_cluster`]: the leader never promotes on a typo.
+    pub fn standby_cluster(&self) -> Option<StandbyClusterConfig> {
+        StandbyClusterConfig::parse(self.extra.get("standby_cluster"))
+            .ok()
+            .flatten()
+    }
+
     /// `postgresql.use_pg_rewind`
     pub fn use_pg_rewind(&self) -> bool {
         self.extra
@@ -310,6 +320,9 @@ impl DynamicConfig {
         }
         if self.synchronous_node_count < 1 {
             errs.push("synchronous_node_count: must be >= 1".to_string());
+        }
+        if let Err(e) = StandbyClusterConfig::parse(self.extra.get("standby_cluster")) {
+            errs.extend(e);
         }
         errs
     }
@@ -385,6 +398,18 @@ mod tests {
                 .to_json(),
             r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576}"#
         );
+    }
+
+    #[test]
+    fn standby_cluster_problems_are_named_by_path() {
+        let c = DynamicConfig::parse(r#"{"standby_cluster":{"host":"h","port":0}}"#).unwrap();
+        assert_eq!(c.validate().len(), 1);
+        assert!(c.validate()[0].starts_with("standby_cluster.port: "));
+        assert!(c.is_standby_cluster(), "an invalid section never promotes");
+        assert_eq!(c.standby_cluster(), None);
+        let ok = DynamicConfig::parse(r#"{"standby_cluster":{"host":"h","port":6000}}"#).unwrap();
+        assert!(ok.validate().is_empty());
+        assert_eq!(ok.standby_cluster().map(|s| s.port), Some(6000));
     }
 
     #[test]

@@ -114,7 +114,9 @@ async fn run(
             Ok(())
         }
         Action::StartReplica { upstream, rewind } => {
-            if let (true, Some(source)) = (rewind, upstream.as_ref()) {
+            // An archive-only standby cluster source has no server to compare with.
+            let source = upstream.as_ref().filter(|u| u.streams());
+            if let (true, Some(source)) = (rewind, source) {
                 if pg.needs_rewind(source).await? {
                     if let Err(e) = pg.rewind(source).await {
                         if settings.remove_data_directory_on_rewind_failure {
@@ -128,8 +130,14 @@ async fn run(
                     }
                 }
             }
+            let standby_leader = upstream
+                .as_ref()
+                .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME);
             pg.start(&StartRole::Replica { upstream }, t).await?;
             emit(RunnerEvent::Started("replica"));
+            if standby_leader {
+                emit(RunnerEvent::RoleChanged("standby_leader"));
+            }
             Ok(())
         }
         Action::Promote { token } => {

@@ -130,9 +130,25 @@ pub struct RunnerHandle {
     requests: RequestSlot,
     reconfig: Arc<Mutex<Option<NodeConfig>>>,
     failsafe: Arc<failsafe::FailsafeGate>,
+    member_fields: MemberFields,
 }
 
+/// Fields the agent adds to the published member record (e.g. `scheduled_restart`).
+type MemberFields = Arc<Mutex<serde_json::Map<String, serde_json::Value>>>;
+
 impl RunnerHandle {
+    /// Publishes `key` in this node's member record from the next cycle on (`None`
+    /// removes it), e.g. `scheduled_restart`, which `fullautoctl flush` looks for.
+    pub fn set_member_field(&self, key: &str, value: Option<serde_json::Value>) {
+        let mut fields = self.member_fields.lock().unwrap_or_else(|p| p.into_inner());
+        match value {
+            Some(v) => fields.insert(key.to_string(), v),
+            None => fields.remove(key),
+        };
+        drop(fields);
+        self.wake.notify_one();
+    }
+
     /// A leader's `POST /failsafe`: this node stays out of the leader race for `ttl`.
     /// False when this node races for or holds the leader key itself.
     /// `slots` are the leader's slot positions from the call's body.
@@ -230,6 +246,7 @@ pub struct Runner {
     /// Answered when the running job ends (a restart's outcome).
     job_reply: Option<oneshot::Sender<Result<(), String>>>,
     failsafe: Arc<failsafe::FailsafeGate>,
+    member_fields: MemberFields,
 }
 
 impl Runner {
@@ -247,6 +264,7 @@ impl Runner {
         parts.dcs.set_timing(timing);
         let requests = RequestSlot::default();
         let reconfig = Arc::new(Mutex::new(None));
+        let member_fields = MemberFields::default();
         parts.fence.timing_changed(timing.ttl, timing.loop_wait);
         let runner = Runner {
             cfg,
@@ -266,6 +284,7 @@ impl Runner {
             reconfig: reconfig.clone(),
             job_reply: None,
             failsafe: failsafe.clone(),
+            member_fields: member_fields.clone(),
         };
         let handle = RunnerHandle {
             wake,
@@ -274,6 +293,7 @@ impl Runner {
             requests,
             reconfig,
             failsafe,
+            member_fields,
         };
         (runner, handle)
     }
@@ -567,7 +587,13 @@ impl Runner {
                 );
                 None
             }
-            Action::PublishMember(data) => {
+            Action::PublishMember(mut data) => {
+                let fields = self
+                    .member_fields
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                data.extra.extend(fields);
                 log_dcs(
                     "publish member",
                     with_deadline(retry, dcs.touch_member(&data)).await,
@@ -660,8 +686,13 @@ impl Runner {
                 );
                 None
             }
-            Action::ArmFence { deadline } => {
-                if let Err(e) = self.parts.fence.arm_until(deadline).await {
+            Action::ArmFence { deadline, watchdog } => {
+                let armed = if watchdog {
+                    self.parts.fence.arm_until(deadline).await
+                } else {
+                    self.parts.fence.arm_fence_only(deadline).await
+                };
+                if let Err(e) = armed {
                     tracing::error!(node = %self.cfg.name, "arming the write fence failed: {e}");
                 }
                 None

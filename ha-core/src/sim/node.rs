@@ -228,7 +228,7 @@ fn short(a: &Action) -> String {
         Action::WriteHistory(_) => "WriteHistory".into(),
         Action::WriteFailsafe(_) => "WriteFailsafe".into(),
         Action::CheckFailsafe { .. } => "CheckFailsafe".into(),
-        Action::ArmFence { deadline } => format!("ArmFence({})", ms(*deadline)),
+        Action::ArmFence { deadline, .. } => format!("ArmFence({})", ms(*deadline)),
         Action::DisarmFence => "DisarmFence".into(),
         Action::Bootstrap => "Bootstrap".into(),
         Action::CloneReplica { source, follow } => {
@@ -278,7 +278,7 @@ fn action_code(a: &Action) -> u64 {
         Action::ClearFailover { .. } => 10,
         Action::WriteStatus(_) => 11,
         Action::WriteHistory(_) => 12,
-        Action::ArmFence { deadline } => 13 ^ (deadline.0 << 8),
+        Action::ArmFence { deadline, .. } => 13 ^ (deadline.0 << 8),
         Action::DisarmFence => 14,
         Action::Bootstrap => 15,
         Action::CloneReplica { .. } => 16,
@@ -716,7 +716,7 @@ impl World {
                 );
                 Flow::Wait
             }
-            Action::ArmFence { deadline } => {
+            Action::ArmFence { deadline, .. } => {
                 if !self.broken() {
                     let n = &mut self.nodes[i];
                     n.fence = Some(*deadline);
