@@ -375,6 +375,17 @@ pub trait Postgres: Send + Sync {
     /// the next cycle works out the changes again.
     async fn apply_slot_changes(&self, changes: &SlotChanges) -> Result<(), PgError>;
 
+    /// The cluster-wide parameters of the dynamic config (`postgresql.parameters`)
+    /// changed: write them into the server's configuration and reload a running
+    /// server. Local settings keep precedence as the driver defines it.
+    async fn apply_dynamic_parameters(
+        &self,
+        parameters: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), PgError> {
+        let _ = parameters;
+        Ok(())
+    }
+
     /// Reads the state files of the named logical slots from `source`'s server.
     async fn read_logical_slot_states(
         &self,

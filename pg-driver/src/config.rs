@@ -242,9 +242,15 @@ pub struct PgConfig {
     /// Roles and passwords.
     #[serde(default)]
     pub authentication: Authentication,
-    /// GUCs written to the managed configuration file.
+    /// GUCs written to the managed configuration file; they win over
+    /// `dynamic_parameters`.
     #[serde(default)]
     pub parameters: BTreeMap<String, serde_json::Value>,
+    /// The cluster-wide GUCs of the dynamic configuration (`bootstrap.dcs`, then the
+    /// DCS `config` key), replaced at run time by [`crate::PgDriver`]'s
+    /// `apply_dynamic_parameters`.
+    #[serde(default)]
+    pub dynamic_parameters: BTreeMap<String, serde_json::Value>,
     /// `pg_hba.conf` lines; when empty the file is left as it is.
     #[serde(default)]
     pub pg_hba: Vec<String>,
@@ -343,6 +349,7 @@ impl PgConfig {
             bin_dir: None,
             authentication: Authentication::default(),
             parameters: BTreeMap::new(),
+            dynamic_parameters: BTreeMap::new(),
             pg_hba: Vec::new(),
             use_pg_rewind: false,
             use_slots: true,
@@ -470,7 +477,7 @@ impl PgConfig {
         }
         self.initdb.to_args()?;
         self.basebackup.to_args()?;
-        for (k, v) in &self.parameters {
+        for (k, v) in self.dynamic_parameters.iter().chain(&self.parameters) {
             json_scalar(v).map_err(|e| DriverError::Config(format!("parameter {k}: {e}")))?;
         }
         Ok(())

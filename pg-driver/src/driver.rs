@@ -1684,6 +1684,31 @@ impl Postgres for PgDriver {
         Ok(self.do_apply_slot_changes(changes).await?)
     }
 
+    async fn apply_dynamic_parameters(
+        &self,
+        parameters: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), PgError> {
+        // `null` removes a setting (the REST API's merge rule).
+        let wanted: std::collections::BTreeMap<String, serde_json::Value> = parameters
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let current = self.cfg();
+        if current.dynamic_parameters == wanted {
+            return Ok(());
+        }
+        let mut cfg = (*current).clone();
+        cfg.dynamic_parameters = wanted;
+        self.update_config(cfg)?;
+        tracing::info!("dynamic postgresql.parameters changed");
+        // A stopped server gets them at its next start.
+        if self.postmaster_pid().is_some() {
+            Postgres::reload(self).await?;
+        }
+        Ok(())
+    }
+
     async fn read_logical_slot_states(
         &self,
         source: &Upstream,

@@ -135,7 +135,7 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     ] {
         p.insert(k.into(), v.into());
     }
-    for (k, v) in &cfg.parameters {
+    for (k, v) in cfg.dynamic_parameters.iter().chain(&cfg.parameters) {
         p.insert(k.clone(), json_scalar(v)?);
     }
     let listen = cfg.listen_address()?;

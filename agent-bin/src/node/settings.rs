@@ -51,6 +51,21 @@ pub fn runner_settings(cfg: &Config) -> RunnerSettings {
     }
 }
 
+/// Parameters that must be equal on the primary and the replicas: only the dynamic
+/// configuration sets them (Patroni's list).
+const CLUSTER_WIDE_PARAMETERS: [&str; 10] = [
+    "max_connections",
+    "max_locks_per_transaction",
+    "max_worker_processes",
+    "max_prepared_transactions",
+    "wal_level",
+    "track_commit_timestamp",
+    "max_wal_senders",
+    "max_replication_slots",
+    "wal_keep_segments",
+    "wal_keep_size",
+];
+
 /// pg-driver's configuration: the local `postgresql` section with member name and
 /// scope, over the dynamic `bootstrap.dcs.postgresql` settings (local wins, as in
 /// Patroni), plus `bootstrap.initdb`, `bootstrap.pg_hba`, the custom
@@ -79,6 +94,29 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
             }
         }
     }
+    // Cluster-wide parameters come from the dynamic config (replaced at run time by
+    // the DCS `config` key); local ones win, except those every node must share.
+    let dynamic = cfg
+        .raw
+        .pointer("/bootstrap/dcs/postgresql/parameters")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    merged.insert("dynamic_parameters".into(), dynamic);
+    let mut local = cfg
+        .raw
+        .pointer("/postgresql/parameters")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for k in CLUSTER_WIDE_PARAMETERS {
+        if local.remove(k).is_some() {
+            tracing::warn!(
+                parameter = k,
+                "postgresql.parameters.{k} is ignored: it must be equal on every node, set it in the dynamic configuration"
+            );
+        }
+    }
+    merged.insert("parameters".into(), Value::Object(local));
     merged.insert("name".into(), Value::from(cfg.name.clone()));
     merged.insert("scope".into(), Value::from(cfg.scope.clone()));
     if !merged.contains_key("initdb") {
@@ -182,6 +220,31 @@ postgresql:
     superuser: {username: postgres}
     replication: {username: rep}
 "#;
+
+    #[test]
+    fn cluster_wide_parameters_come_only_from_the_dynamic_config() {
+        let yaml = YAML
+            .replace(
+                "  post_init: /bin/post.sh\n",
+                "  post_init: /bin/post.sh\n  dcs: {postgresql: {parameters: {max_connections: 300, work_mem: 4MB}}}\n",
+            )
+            .replace(
+                "  data_dir: /data\n",
+                "  data_dir: /data\n  parameters: {max_connections: 50, work_mem: 8MB}\n",
+            );
+        let (cfg, _) = Config::from_yaml_str(&yaml, &EnvMap::new()).unwrap();
+        let pg = pg_config(&cfg).unwrap();
+        assert_eq!(
+            pg.dynamic_parameters["max_connections"],
+            serde_json::json!(300)
+        );
+        // A local value wins, except for what every node must share.
+        assert_eq!(
+            pg.parameters.get("work_mem"),
+            Some(&serde_json::json!("8MB"))
+        );
+        assert!(!pg.parameters.contains_key("max_connections"));
+    }
 
     #[test]
     fn bootstrap_and_replica_methods_reach_the_driver_and_the_decision() {

@@ -247,6 +247,8 @@ pub struct Runner {
     job_reply: Option<oneshot::Sender<Result<(), String>>>,
     failsafe: Arc<failsafe::FailsafeGate>,
     member_fields: MemberFields,
+    /// The cluster-wide Postgres parameters last handed to the driver.
+    applied_parameters: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Runner {
@@ -285,6 +287,7 @@ impl Runner {
             job_reply: None,
             failsafe: failsafe.clone(),
             member_fields: member_fields.clone(),
+            applied_parameters: None,
         };
         let handle = RunnerHandle {
             wake,
@@ -368,6 +371,7 @@ impl Runner {
         );
         if let Ok(c) = &cluster {
             self.apply_dynamic_config(c);
+            self.apply_dynamic_parameters(c).await;
             self.last_cluster = Some(c.clone());
         }
         let mut obs = Observation {
@@ -507,6 +511,33 @@ impl Runner {
                     self.parts.dcs.set_timing(t);
                     self.parts.fence.timing_changed(t.ttl, t.loop_wait);
                 }
+            }
+        }
+    }
+
+    /// `postgresql.parameters` of the dynamic config reach Postgres when they change
+    /// (a reload; postmaster settings then show as pending restart). Permanent logical
+    /// slots force `hot_standby_feedback` on, so the replicas' copies stay usable.
+    async fn apply_dynamic_parameters(&mut self, c: &Cluster) {
+        let Some(cfg) = &c.config else { return };
+        let mut params = cfg
+            .value
+            .extra
+            .get("postgresql")
+            .and_then(|p| p.get("parameters"))
+            .and_then(serde_json::Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if crate::model::permanent_slots::has_logical_slots(&cfg.value) {
+            params.insert("hot_standby_feedback".into(), "on".into());
+        }
+        if self.applied_parameters.as_ref() == Some(&params) {
+            return;
+        }
+        match self.parts.pg.apply_dynamic_parameters(&params).await {
+            Ok(()) => self.applied_parameters = Some(params),
+            Err(e) => {
+                tracing::warn!(node = %self.cfg.name, "applying the dynamic parameters failed: {e}")
             }
         }
     }
