@@ -420,7 +420,7 @@ async fn pause_resume_fall_back_to_the_dcs_and_wait_for_members() {
     assert_eq!(out.stdout, "Success: cluster management is paused\n");
     assert!(
         out.stderr
-            .contains("wrote the pause flag into the DCS config key directly"),
+            .contains("wrote the change into the DCS config key directly"),
         "{}",
         out.stderr
     );
