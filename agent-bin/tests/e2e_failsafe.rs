@@ -1,18 +1,18 @@
-//! Failsafe mode on real etcd and PostgreSQL 15: with the DCS gone, a primary keeps
-//! accepting writes while every member confirms it through `POST /failsafe`, and stops
-//! before its lease ends when one does not. (With failsafe off, see e2e_safety.rs:
-//! writes stop before the lease ends.)
+//! Failsafe mode on real etcd and on real ZooKeeper, with PostgreSQL 15: with the DCS
+//! gone, a primary keeps accepting writes while every member confirms it through
+//! `POST /failsafe`, and stops before its lease ends when one does not. (With failsafe
+//! off, see e2e_safety.rs: writes stop before the lease ends.)
 
 mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::{ack_span, wait_until, Cluster, Writer, FAST};
+use support::{ack_span, wait_until, Cluster, DcsKind, Writer, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
-fn two_nodes_in_failsafe_mode() -> Cluster {
-    let mut c = Cluster::new(2, &FAST, "    failsafe_mode: true", |_| String::new());
+fn two_nodes_in_failsafe_mode(dcs: DcsKind) -> Cluster {
+    let mut c = Cluster::on(dcs, 2, &FAST, "    failsafe_mode: true", |_| String::new());
     c.start(0);
     assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
     c.start(1);
@@ -54,12 +54,21 @@ fn two_nodes_in_failsafe_mode() -> Cluster {
 /// leads.
 #[test]
 fn primary_keeps_accepting_writes_without_the_dcs_while_every_member_confirms() {
-    let mut c = two_nodes_in_failsafe_mode();
+    keeps_writes_while_every_member_confirms(DcsKind::Etcd);
+}
+
+#[test]
+fn on_zookeeper_primary_keeps_accepting_writes_without_the_dcs_while_every_member_confirms() {
+    keeps_writes_while_every_member_confirms(DcsKind::ZooKeeper);
+}
+
+fn keeps_writes_while_every_member_confirms(dcs: DcsKind) {
+    let mut c = two_nodes_in_failsafe_mode(dcs);
     let p = 0;
     let writer = Writer::start(&c, "w");
     std::thread::sleep(Duration::from_millis(500));
     let lost_at = Instant::now();
-    c.etcd.pause(0);
+    c.dcs.pause();
     std::thread::sleep(Duration::from_secs(3 * FAST.ttl));
     let active = c
         .api(1, "/patroni")
@@ -89,7 +98,7 @@ fn primary_keeps_accepting_writes_without_the_dcs_while_every_member_confirms() 
     );
     c.sql(p, "INSERT INTO w VALUES (-1)")
         .expect("the primary is writable in failsafe mode");
-    c.etcd.resume(0);
+    c.dcs.resume();
     assert!(
         wait_until(Duration::from_secs(30), || (c.leader().as_deref()
             == Some("pg0"))
@@ -105,13 +114,22 @@ fn primary_keeps_accepting_writes_without_the_dcs_while_every_member_confirms() 
 /// stops accepting writes before its lease ends, as without failsafe.
 #[test]
 fn primary_stops_writes_before_the_lease_ends_when_a_member_does_not_confirm() {
-    let mut c = two_nodes_in_failsafe_mode();
+    stops_writes_when_a_member_does_not_confirm(DcsKind::Etcd);
+}
+
+#[test]
+fn on_zookeeper_primary_stops_writes_before_the_lease_ends_when_a_member_does_not_confirm() {
+    stops_writes_when_a_member_does_not_confirm(DcsKind::ZooKeeper);
+}
+
+fn stops_writes_when_a_member_does_not_confirm(dcs: DcsKind) {
+    let mut c = two_nodes_in_failsafe_mode(dcs);
     let p = 0;
     c.signal_agent(1, libc::SIGSTOP);
     let writer = Writer::start(&c, "w");
     std::thread::sleep(Duration::from_millis(500));
     let lost_at = Instant::now();
-    c.etcd.pause(0);
+    c.dcs.pause();
     std::thread::sleep(Duration::from_secs(FAST.ttl + 3));
     let acks = writer.finish();
     let last_write = ack_span(&acks, p)
@@ -125,7 +143,7 @@ fn primary_stops_writes_before_the_lease_ends_when_a_member_does_not_confirm() {
     );
     assert!(c.sql(p, "INSERT INTO w VALUES (-1)").is_err());
     c.signal_agent(1, libc::SIGCONT);
-    c.etcd.resume(0);
+    c.dcs.resume();
     let healed = c.wait_primary(Duration::from_secs(90));
     assert!(healed.is_some(), "no primary after the DCS returned");
 }

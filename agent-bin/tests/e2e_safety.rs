@@ -1,17 +1,21 @@
 //! Split-brain and availability scenarios on real etcd and PostgreSQL 15: a frozen
-//! primary agent (SIGSTOP) without any hardware watchdog, a primary that loses the
-//! DCS, and pause mode.
+//! primary agent (SIGSTOP) without any hardware watchdog and a primary that loses the
+//! DCS (both also on ZooKeeper), and pause mode.
 
 mod support;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{ack_span, wait_until, Cluster, Writer, FAST};
+use support::{ack_span, wait_until, Cluster, DcsKind, Writer, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
 fn two_nodes() -> (Cluster, usize, usize) {
-    let mut c = Cluster::new(2, &FAST, "", |_| String::new());
+    two_nodes_on(DcsKind::Etcd)
+}
+
+fn two_nodes_on(dcs: DcsKind) -> (Cluster, usize, usize) {
+    let mut c = Cluster::on(dcs, 2, &FAST, "", |_| String::new());
     c.start(0);
     assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
     c.start(1);
@@ -31,7 +35,16 @@ fn two_nodes() -> (Cluster, usize, usize) {
 /// once resumed, must not act on its stale view.
 #[test]
 fn frozen_primary_agent_never_yields_two_writable_primaries() {
-    let (mut c, p, r) = two_nodes();
+    frozen_primary_agent_is_fenced(DcsKind::Etcd);
+}
+
+#[test]
+fn on_zookeeper_frozen_primary_agent_never_yields_two_writable_primaries() {
+    frozen_primary_agent_is_fenced(DcsKind::ZooKeeper);
+}
+
+fn frozen_primary_agent_is_fenced(dcs: DcsKind) {
+    let (mut c, p, r) = two_nodes_on(dcs);
     let writer = Writer::start(&c, "w");
     std::thread::sleep(Duration::from_millis(500));
     let frozen_at = Instant::now();
@@ -89,12 +102,21 @@ fn frozen_primary_agent_never_yields_two_writable_primaries() {
 /// expire anywhere; when the DCS returns the cluster heals to one primary.
 #[test]
 fn primary_that_loses_the_dcs_stops_writes_before_the_lease_ends_then_heals() {
-    let (mut c, p, _r) = two_nodes();
+    losing_the_dcs_stops_writes_then_heals(DcsKind::Etcd);
+}
+
+#[test]
+fn on_zookeeper_primary_that_loses_the_dcs_stops_writes_before_the_lease_ends_then_heals() {
+    losing_the_dcs_stops_writes_then_heals(DcsKind::ZooKeeper);
+}
+
+fn losing_the_dcs_stops_writes_then_heals(dcs: DcsKind) {
+    let (mut c, p, _r) = two_nodes_on(dcs);
     let writer = Writer::start(&c, "w");
     std::thread::sleep(Duration::from_millis(500));
     let lost_at = Instant::now();
-    c.etcd.pause(0);
-    // Give the lease time to run out everywhere, then bring etcd back.
+    c.dcs.pause();
+    // Give the lease time to run out everywhere, then bring the DCS back.
     std::thread::sleep(Duration::from_secs(FAST.ttl + 3));
     let acks_during = writer.finish();
     let last_write = ack_span(&acks_during, p)
@@ -110,7 +132,7 @@ fn primary_that_loses_the_dcs_stops_writes_before_the_lease_ends_then_heals() {
         c.sql(p, "INSERT INTO w VALUES (-1)").is_err(),
         "primary still writable without the DCS"
     );
-    c.etcd.resume(0);
+    c.dcs.resume();
     let healed = c.wait_primary(Duration::from_secs(90));
     assert!(healed.is_some(), "no primary after the DCS returned");
     let other = 1 - healed.unwrap_or(0);

@@ -1,13 +1,13 @@
-//! `watchdog.mode: required` on real etcd and PostgreSQL 15, with the software
-//! `testing` driver (a keeper process that resets the node: SIGKILLs the agent and
-//! Postgres when it is not kicked in time) and with a device that cannot be opened;
-//! pause switches the watchdog off and resume on again.
+//! `watchdog.mode: required` on real etcd (the frozen primary also on ZooKeeper) and
+//! PostgreSQL 15, with the software `testing` driver (a keeper process that resets the
+//! node: SIGKILLs the agent and Postgres when it is not kicked in time) and with a
+//! device that cannot be opened; pause switches the watchdog off and resume on again.
 
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
-use support::{ack_span, wait_until, Cluster, Writer, FAST};
+use support::{ack_span, wait_until, Cluster, DcsKind, Writer, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -30,7 +30,16 @@ fn process_gone(pid: i32) -> bool {
 /// replica take over. The two never accept writes at the same time.
 #[test]
 fn frozen_primary_with_a_required_watchdog_is_reset_before_the_lease_expires() {
-    let mut c = Cluster::new(2, &FAST, "", |i| {
+    frozen_primary_is_reset_before_the_lease_expires(DcsKind::Etcd);
+}
+
+#[test]
+fn on_zookeeper_frozen_primary_with_a_required_watchdog_is_reset_before_the_lease_expires() {
+    frozen_primary_is_reset_before_the_lease_expires(DcsKind::ZooKeeper);
+}
+
+fn frozen_primary_is_reset_before_the_lease_expires(dcs: DcsKind) {
+    let mut c = Cluster::on(dcs, 2, &FAST, "", |i| {
         if i == 0 {
             TESTING_WATCHDOG.to_string()
         } else {

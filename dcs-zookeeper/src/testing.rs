@@ -118,6 +118,26 @@ impl ZkServer {
         }
     }
 
+    /// Freezes the process with SIGSTOP: its sockets stay open but it answers nothing
+    /// and its clock-driven work (session expiry) stops, like a hung server.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a process frozen by [`ZkServer::pause`].
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        if let Some(child) = self.child.as_ref() {
+            // Safety: plain FFI call with a PID this harness spawned and has not reaped.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
     /// Starts the process and waits until it serves clients.
     pub async fn start(&mut self) -> Result<(), ZkError> {
         self.spawn()?;

@@ -1,10 +1,12 @@
-//! End-to-end harness: a real etcd and N real `fullauto` agents, each managing a real
-//! PostgreSQL 15, on loopback ports, in a temp dir. Everything started here is stopped
+//! End-to-end harness: a real etcd (or ZooKeeper) and N real `fullauto` agents, each
+//! managing a real PostgreSQL 15, on loopback ports, in a temp dir. Everything started here is stopped
 //! by PID when the harness is dropped, also when a test fails.
 
 #![allow(dead_code)]
 
-use dcs_etcd::testing::EtcdCluster;
+mod dcs;
+
+pub use dcs::{DcsKind, TestDcs};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -52,7 +54,7 @@ pub struct Extra {
 }
 
 pub struct Cluster {
-    pub etcd: EtcdCluster,
+    pub dcs: TestDcs,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     pub scope: String,
@@ -99,7 +101,18 @@ impl Cluster {
         extra_dcs: &str,
         tags: impl Fn(usize) -> String,
     ) -> Cluster {
-        Cluster::new_with(n, timing, extra_dcs, tags, |_| Extra::default())
+        Cluster::on(DcsKind::Etcd, n, timing, extra_dcs, tags)
+    }
+
+    /// Like `new`, on the DCS `kind`.
+    pub fn on(
+        kind: DcsKind,
+        n: usize,
+        timing: &Timing,
+        extra_dcs: &str,
+        tags: impl Fn(usize) -> String,
+    ) -> Cluster {
+        Cluster::build(kind, n, timing, extra_dcs, tags, |_| Extra::default())
     }
 
     /// Like `new`, with `extra(i)` lines added to node `i`'s config.
@@ -110,7 +123,18 @@ impl Cluster {
         tags: impl Fn(usize) -> String,
         extra: impl Fn(usize) -> Extra,
     ) -> Cluster {
-        let etcd = EtcdCluster::start_single().expect("etcd");
+        Cluster::build(DcsKind::Etcd, n, timing, extra_dcs, tags, extra)
+    }
+
+    fn build(
+        kind: DcsKind,
+        n: usize,
+        timing: &Timing,
+        extra_dcs: &str,
+        tags: impl Fn(usize) -> String,
+        extra: impl Fn(usize) -> Extra,
+    ) -> Cluster {
+        let dcs = TestDcs::start(kind);
         let dir = tempfile::Builder::new()
             .prefix("fullauto-e2e-")
             .tempdir()
@@ -119,7 +143,7 @@ impl Cluster {
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
         let scope = format!("e2e{}", std::process::id());
         let mut c = Cluster {
-            etcd,
+            dcs,
             dir,
             nodes: Vec::new(),
             scope,
@@ -165,19 +189,13 @@ impl Cluster {
         let _ = std::fs::create_dir_all(&run_dir);
         let (uid, gid) = postgres_ids();
         let _ = std::os::unix::fs::chown(&run_dir, Some(uid), Some(gid));
-        let etcd = self
-            .etcd
-            .endpoint(0)
-            .trim_start_matches("http://")
-            .to_string();
         let lines = [
             format!("scope: {}", self.scope),
             format!("name: {}", n.name),
             "restapi:".into(),
             format!("  listen: 127.0.0.1:{api_port}"),
             format!("  connect_address: 127.0.0.1:{api_port}"),
-            "etcd3:".into(),
-            format!("  hosts: {etcd}"),
+            self.dcs.config_section(),
             "bootstrap:".into(),
             "  dcs:".into(),
             format!("    ttl: {}", t.ttl),
@@ -351,24 +369,13 @@ impl Cluster {
 
     /// The leader key's value.
     pub fn leader(&mut self) -> Option<String> {
-        let key = format!("/service/{}/leader", self.scope);
-        let out = self
-            .etcd
-            .etcdctl(&["get", "--print-value-only", &key])
-            .ok()?;
-        let v = out.trim().to_string();
-        (!v.is_empty()).then_some(v)
+        self.key("leader")
     }
 
     /// A DCS key's value.
     pub fn key(&mut self, rel: &str) -> Option<String> {
         let key = format!("/service/{}/{}", self.scope, rel);
-        let out = self
-            .etcd
-            .etcdctl(&["get", "--print-value-only", &key])
-            .ok()?;
-        let v = out.trim().to_string();
-        (!v.is_empty()).then_some(v)
+        self.dcs.get(&key)
     }
 
     pub fn index_of(&self, name: &str) -> usize {

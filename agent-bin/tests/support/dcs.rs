@@ -1,0 +1,137 @@
+//! The DCS an end-to-end cluster runs on: a real etcd or a real ZooKeeper server,
+//! started for the test on loopback and stopped by PID on drop. Tests read keys and
+//! freeze the server through this, whichever backend it is.
+
+use dcs_etcd::testing::EtcdCluster;
+use dcs_zookeeper::testing::ZkCluster;
+use std::time::Duration;
+
+/// Which backend a test cluster uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DcsKind {
+    Etcd,
+    ZooKeeper,
+}
+
+/// A running DCS server.
+pub enum TestDcs {
+    Etcd(EtcdCluster),
+    ZooKeeper(ZooKeeperServer),
+}
+
+impl TestDcs {
+    pub fn start(kind: DcsKind) -> TestDcs {
+        match kind {
+            DcsKind::Etcd => TestDcs::Etcd(EtcdCluster::start_single().expect("etcd")),
+            DcsKind::ZooKeeper => TestDcs::ZooKeeper(ZooKeeperServer::start()),
+        }
+    }
+
+    /// The DCS section of an agent's config file (YAML lines).
+    pub fn config_section(&self) -> String {
+        match self {
+            TestDcs::Etcd(e) => format!(
+                "etcd3:\n  hosts: {}",
+                e.endpoint(0).trim_start_matches("http://")
+            ),
+            TestDcs::ZooKeeper(z) => {
+                format!("zookeeper:\n  hosts: [{}]", z.cluster.hosts().join(", "))
+            }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): clients keep their connections but get no answers.
+    pub fn pause(&mut self) {
+        match self {
+            TestDcs::Etcd(e) => e.pause(0),
+            TestDcs::ZooKeeper(z) => z.cluster.server(0).pause(),
+        }
+    }
+
+    /// Thaws a server frozen by [`TestDcs::pause`].
+    pub fn resume(&mut self) {
+        match self {
+            TestDcs::Etcd(e) => e.resume(0),
+            TestDcs::ZooKeeper(z) => z.cluster.server(0).resume(),
+        }
+    }
+
+    /// The value of an absolute key (`/service/<scope>/leader`), None when it is absent,
+    /// empty or the server does not answer.
+    pub fn get(&mut self, key: &str) -> Option<String> {
+        let value = match self {
+            TestDcs::Etcd(e) => e
+                .etcdctl(&["get", "--print-value-only", key])
+                .ok()?
+                .trim()
+                .to_string(),
+            TestDcs::ZooKeeper(z) => z.get(key)?,
+        };
+        (!value.is_empty()).then_some(value)
+    }
+}
+
+/// A standalone ZooKeeper server and a client session of the test's own to read it.
+pub struct ZooKeeperServer {
+    cluster: ZkCluster,
+    client: Option<zookeeper_client::Client>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ZooKeeperServer {
+    fn start() -> ZooKeeperServer {
+        // One worker keeps the reader's session alive between reads.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let cluster = runtime
+            .block_on(ZkCluster::standalone())
+            .expect("zookeeper");
+        ZooKeeperServer {
+            cluster,
+            client: None,
+            runtime,
+        }
+    }
+
+    /// Reads a znode's data; a failed read drops the session so the next read opens a
+    /// fresh one (the server may have been frozen and expired it).
+    fn get(&mut self, path: &str) -> Option<String> {
+        let address = self.cluster.hosts().join(",");
+        let client = self.client.take();
+        let (client, value) = self.runtime.block_on(async move {
+            let read = async {
+                let client = match client {
+                    Some(c) => c,
+                    None => zookeeper_client::Client::connector()
+                        .with_session_timeout(Duration::from_secs(10))
+                        .connect(&address)
+                        .await
+                        .ok()?,
+                };
+                let value = match client.get_data(path).await {
+                    Ok((data, _)) => Some(String::from_utf8_lossy(&data).into_owned()),
+                    Err(zookeeper_client::Error::NoNode) => Some(String::new()),
+                    Err(_) => None,
+                };
+                Some((client, value))
+            };
+            match tokio::time::timeout(Duration::from_secs(3), read).await {
+                Ok(Some((client, Some(value)))) => (Some(client), Some(value)),
+                _ => (None, None),
+            }
+        });
+        self.client = client;
+        value
+    }
+}
+
+impl Drop for ZooKeeperServer {
+    fn drop(&mut self) {
+        // The client's background task lives on this runtime: close it there.
+        let _guard = self.runtime.enter();
+        self.client = None;
+    }
+}
