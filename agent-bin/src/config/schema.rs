@@ -3,6 +3,7 @@
 
 use super::loose;
 use super::report::Problem;
+use ha_core::model::describe_value;
 use serde_json::Value;
 
 /// What a value at some path must look like.
@@ -119,18 +120,6 @@ impl Kind {
     }
 }
 
-/// How a value is shown in a message: strings quoted, containers by kind.
-pub(crate) fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "nothing".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("{s:?}"),
-        Value::Array(_) => "a list".into(),
-        Value::Object(_) => "a mapping".into(),
-    }
-}
-
 pub(crate) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_string()
@@ -144,7 +133,7 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
     let wrong = |out: &mut Vec<Problem>| {
         out.push(Problem::error(
             path,
-            format!("expected {}, got {}", kind.expected(), describe(v)),
+            format!("expected {}, got {}", kind.expected(), describe_value(v)),
         ))
     };
     match kind {

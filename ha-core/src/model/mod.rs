@@ -53,6 +53,20 @@ impl ValueError {
     }
 }
 
+/// How a config value is shown in an error message: scalars as written (strings
+/// quoted), containers by their kind.
+pub fn describe_value(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "nothing".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a mapping".into(),
+    }
+}
+
 /// Formats an LSN the way PostgreSQL prints it (`X/Y`).
 pub fn format_lsn(lsn: Lsn) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)

@@ -1,6 +1,7 @@
 //! The dynamic `standby_cluster` section, read into typed settings and checked
 //! field by field, each problem named by its path (`standby_cluster.port: …`).
 
+use super::describe_value;
 use serde_json::{Map, Value};
 
 /// The section's settings. A standby cluster needs a source: `host`/`port` to stream
@@ -38,7 +39,7 @@ impl StandbyClusterConfig {
             Some(other) => {
                 return Err(vec![format!(
                     "{PATH}: expected a mapping, got {}",
-                    kind_of(other)
+                    describe_value(other)
                 )])
             }
         };
@@ -57,7 +58,7 @@ impl StandbyClusterConfig {
                 Some(p) => out.port = p,
                 None => errs.push(format!(
                     "{PATH}.port: expected a port number 1-65535, got {}",
-                    kind_of(v)
+                    describe_value(v)
                 )),
             },
         }
@@ -77,7 +78,7 @@ impl StandbyClusterConfig {
                 Some(d) => out.recovery_min_apply_delay = Some(d),
                 None => errs.push(format!(
                     "{PATH}.recovery_min_apply_delay: expected milliseconds or a duration such as '5min', got {}",
-                    kind_of(v)
+                    describe_value(v)
                 )),
             },
         }
@@ -87,7 +88,7 @@ impl StandbyClusterConfig {
                 Some(list) => out.create_replica_methods = list,
                 None => errs.push(format!(
                     "{PATH}.create_replica_methods: expected a list of replica method names, got {}",
-                    kind_of(v)
+                    describe_value(v)
                 )),
             },
         }
@@ -106,17 +107,6 @@ impl StandbyClusterConfig {
     }
 }
 
-fn kind_of(v: &Value) -> String {
-    match v {
-        Value::Null => "nothing".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("{s:?}"),
-        Value::Array(_) => "a list".into(),
-        Value::Object(_) => "a mapping".into(),
-    }
-}
-
 /// A string field (numbers are read as text, as YAML may type them).
 fn text(s: &Map<String, Value>, key: &str, errs: &mut Vec<String>) -> Option<String> {
     match s.get(key)? {
@@ -126,7 +116,7 @@ fn text(s: &Map<String, Value>, key: &str, errs: &mut Vec<String>) -> Option<Str
         other => {
             errs.push(format!(
                 "{PATH}.{key}: expected a string, got {}",
-                kind_of(other)
+                describe_value(other)
             ));
             None
         }
