@@ -473,50 +473,6 @@ mod tests {
         let _ = child.wait();
     }
 
-    /// Runs as a child "agent" only (see the next test): arms a resetting keeper and
-    /// waits to be killed by it.
-    #[test]
-    #[ignore]
-    fn resetting_keeper_child() {
-        let Some(pid_file) = std::env::var_os("FENCE_RESET_PID_FILE") else {
-            return;
-        };
-        let fence = ProcessFence::spawn_resetting(Path::new(&pid_file)).expect("fence");
-        let deadline = ha_core::clock::monotonic_now().plus(Duration::from_millis(200));
-        fence.arm_now(deadline).expect("arm");
-        std::thread::sleep(Duration::from_secs(20));
-        // Not killed: exit normally, which the parent test reports as a failure.
-    }
-
-    #[test]
-    fn resetting_keeper_kills_the_agent_and_the_postmaster() {
-        use std::os::unix::process::ExitStatusExt;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut pm, pid_file) = victim(dir.path());
-        let mut agent = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "fence::tests::resetting_keeper_child",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("FENCE_RESET_PID_FILE", &pid_file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn child agent");
-        assert!(
-            exited(&mut agent, Duration::from_secs(10)),
-            "the keeper did not reset the agent"
-        );
-        let status = agent.wait().expect("status");
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
-        assert!(
-            exited(&mut pm, Duration::from_secs(3)),
-            "the keeper did not kill the postmaster"
-        );
-    }
-
     #[tokio::test]
     async fn fires_even_after_the_agent_is_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
