@@ -338,6 +338,67 @@ impl EtcdDcs {
         self.put_versioned(what, key, value, None).await.map(|_| ())
     }
 
+    /// Refreshes my lease and confirms (or re-binds) the leader key in one txn; with
+    /// `status`, the same txn writes it when the key is mine, so a leader whose WAL
+    /// moved still makes two requests per cycle (keepalive and txn), as Patroni's.
+    async fn renew(&self, status: Option<&Status>) -> Result<bool, DcsError> {
+        let key = self.shared.keys.leader();
+        let name = self.shared.name.clone();
+        let status_key = self.shared.keys.status();
+        let status = status.map(Status::to_json);
+        self.run("leader renew", |mut c, _| {
+            let key = key.clone();
+            let name = name.clone();
+            let status_key = status_key.clone();
+            let status = status.clone();
+            async move {
+                let lease = self.shared.lease.refresh(&mut c, self.lease_ttl()).await?;
+                let put_status = || {
+                    status
+                        .iter()
+                        .map(|v| TxnOp::put(status_key.clone(), v.clone(), None))
+                        .collect::<Vec<_>>()
+                };
+                let mut rebind_ops = vec![TxnOp::put(
+                    key.clone(),
+                    name.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )];
+                rebind_ops.extend(put_status());
+                // One round trip: nothing to do when the key holds my name on my
+                // lease; else re-bind it if it still holds my name. A key that is gone
+                // is NOT re-created (unlike Patroni): the lease was lost or released
+                // (e.g. by a switchover in flight), and taking it back is a new leader
+                // race that the HA engine must decide on a fresh view.
+                let rebind = Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, name.clone())])
+                    .and_then(rebind_ops);
+                let txn = Txn::new()
+                    .when([
+                        Compare::value(key.clone(), CompareOp::Equal, name.clone()),
+                        Compare::lease(key.clone(), CompareOp::Equal, lease),
+                    ])
+                    .and_then(put_status())
+                    .or_else([TxnOp::txn(rebind)]);
+                let resp = c.txn(txn).await?;
+                let mine = any_branch_succeeded(&resp);
+                let rev = revision(resp.header());
+                if !resp.succeeded() && mine {
+                    tracing::info!(
+                        lease,
+                        "leader key was not bound to my lease; re-bound it to my lease"
+                    );
+                    self.wrote_put(&key, &name, rev, Some(lease));
+                }
+                if let (true, Some(v)) = (mine, &status) {
+                    self.wrote_put(&status_key, v, rev, None);
+                }
+                Ok(mine)
+            }
+        })
+        .await
+    }
+
     /// Records my acknowledged put of `key` at `revision` in the cluster cache.
     fn wrote_put(&self, key: &str, value: &str, revision: i64, lease: Option<i64>) {
         self.shared.cache.own_put(key, value, revision, lease);
@@ -526,46 +587,11 @@ impl Dcs for EtcdDcs {
     }
 
     async fn renew_leader(&self) -> Result<bool, DcsError> {
-        let key = self.shared.keys.leader();
-        let name = self.shared.name.clone();
-        self.run("leader renew", |mut c, _| {
-            let key = key.clone();
-            let name = name.clone();
-            async move {
-                let lease = self.shared.lease.refresh(&mut c, self.lease_ttl()).await?;
-                let put = || {
-                    TxnOp::put(
-                        key.clone(),
-                        name.clone(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    )
-                };
-                // One round trip: nothing to do when the key holds my name on my
-                // lease; else re-bind it if it still holds my name. A key that is gone
-                // is NOT re-created (unlike Patroni): the lease was lost or released
-                // (e.g. by a switchover in flight), and taking it back is a new leader
-                // race that the HA engine must decide on a fresh view.
-                let rebind = Txn::new()
-                    .when([Compare::value(key.clone(), CompareOp::Equal, name.clone())])
-                    .and_then([put()]);
-                let txn = Txn::new()
-                    .when([
-                        Compare::value(key.clone(), CompareOp::Equal, name.clone()),
-                        Compare::lease(key.clone(), CompareOp::Equal, lease),
-                    ])
-                    .or_else([TxnOp::txn(rebind)]);
-                let resp = c.txn(txn).await?;
-                if !resp.succeeded() && any_branch_succeeded(&resp) {
-                    tracing::info!(
-                        lease,
-                        "leader key was not bound to my lease; re-bound it to my lease"
-                    );
-                    self.wrote_put(&key, &name, revision(resp.header()), Some(lease));
-                }
-                Ok(any_branch_succeeded(&resp))
-            }
-        })
-        .await
+        self.renew(None).await
+    }
+
+    async fn renew_leader_with_status(&self, status: &Status) -> Result<bool, DcsError> {
+        self.renew(Some(status)).await
     }
 
     async fn release_leader(&self) -> Result<bool, DcsError> {

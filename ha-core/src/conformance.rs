@@ -49,6 +49,7 @@ pub async fn run_all(h: &dyn DcsHarness) {
     lease_expiry_frees_leader_and_member(h).await;
     renew_keeps_leader_and_member(h).await;
     release_only_by_owner(h).await;
+    status_with_renewal_only_by_owner(h).await;
     cas_rejects_stale_versions(h).await;
     initialize_is_create_only(h).await;
     watch_fires_on_leader_change(h).await;
@@ -262,6 +263,60 @@ pub async fn renew_keeps_leader_and_member(h: &dyn DcsHarness) {
         "the renewing owner's release_leader returned false".into()
     });
     c.cleanup(b.as_ref()).await;
+}
+
+/// A renewal that carries the leader's `status` writes it only while the key is the
+/// caller's: a deposed leader must not overwrite the new leader's position.
+pub async fn status_with_renewal_only_by_owner(h: &dyn DcsHarness) {
+    let c = Check::start(h, "status_with_renewal_only_by_owner");
+    let a = c.client("alpha").await;
+    let b = c.client("beta").await;
+    let status = |optime| Status {
+        optime: Some(optime),
+        slots: [("alpha".to_string(), optime)].into(),
+        ..Default::default()
+    };
+    c.ensure(c.call("acquire_leader", a.acquire_leader()).await, || {
+        "acquire_leader on an empty cluster returned false".into()
+    });
+    let renewed = c
+        .call(
+            "renew_leader_with_status (owner)",
+            a.renew_leader_with_status(&status(100)),
+        )
+        .await;
+    c.ensure(renewed, || {
+        "the owner's renew_leader_with_status returned false".into()
+    });
+    let cluster = c.call("get_cluster", b.get_cluster()).await;
+    c.ensure(cluster.status == status(100), || {
+        format!(
+            "after the owner's renewal with status the status reads {:?}",
+            cluster.status
+        )
+    });
+
+    let renewed = c
+        .call(
+            "renew_leader_with_status (non-owner)",
+            b.renew_leader_with_status(&status(1)),
+        )
+        .await;
+    c.ensure(!renewed, || {
+        "a non-owner's renew_leader_with_status returned true".into()
+    });
+    let cluster = c.call("get_cluster", a.get_cluster()).await;
+    c.ensure(
+        cluster.status == status(100) && cluster.is_leader("alpha"),
+        || {
+            format!(
+                "a non-owner's renewal with status changed the cluster: status {:?}, leader {:?}",
+                cluster.status, cluster.leader
+            )
+        },
+    );
+    c.call("release_leader", a.release_leader()).await;
+    c.cleanup(a.as_ref()).await;
 }
 
 /// Only the owner releases the key; a former owner cannot renew someone else's key.

@@ -68,6 +68,22 @@ pub trait Dcs: Send + Sync {
     /// key belongs to someone else or is gone.
     async fn renew_leader(&self) -> Result<bool, DcsError>;
 
+    /// [`Dcs::renew_leader`], then writes `status` only if the key is still mine: a
+    /// leader whose WAL moved publishes it with its renewal. Stores that can do both
+    /// in one request (etcd: one transaction) override this, so the leader makes no
+    /// more requests per cycle than Patroni's. A failed status write is logged, not
+    /// returned: the renewal's answer is what the HA loop acts on, and the next cycle
+    /// writes the status again.
+    async fn renew_leader_with_status(&self, status: &Status) -> Result<bool, DcsError> {
+        if !self.renew_leader().await? {
+            return Ok(false);
+        }
+        if let Err(e) = self.set_status(status).await {
+            tracing::warn!("writing status after the leader renewal failed: {e}");
+        }
+        Ok(true)
+    }
+
     /// Deletes the leader key only if it holds my name. `Ok(false)`: it was not mine.
     async fn release_leader(&self) -> Result<bool, DcsError>;
 

@@ -496,6 +496,20 @@ impl MemoryDcsNode {
         }
     }
 
+    /// [`MemoryDcsNode::renew_leader`], writing `status` only when the key is mine.
+    pub fn renew_leader_with_status(
+        &mut self,
+        store: &mut MemoryStore,
+        now: MonoTime,
+        status: &Status,
+    ) -> bool {
+        let mine = self.renew_leader(store, now);
+        if mine {
+            self.set_status(store, now, status);
+        }
+        mine
+    }
+
     /// Deletes the leader key only if it holds my name.
     pub fn release_leader(&mut self, store: &mut MemoryStore, now: MonoTime) -> bool {
         store.delete_if_value(now, &self.keys.leader(), &self.name)
@@ -830,6 +844,11 @@ impl Dcs for MemoryDcs {
 
     async fn renew_leader(&self) -> Result<bool, DcsError> {
         self.call(|n, s, now| n.renew_leader(s, now)).await
+    }
+
+    async fn renew_leader_with_status(&self, status: &Status) -> Result<bool, DcsError> {
+        self.call(|n, s, now| n.renew_leader_with_status(s, now, status))
+            .await
     }
 
     async fn release_leader(&self) -> Result<bool, DcsError> {

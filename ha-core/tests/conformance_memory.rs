@@ -20,6 +20,8 @@ enum Fault {
     NonAtomicAcquire,
     /// Deletes the leader key whoever holds it.
     ReleaseIgnoresOwner,
+    /// A renewal carrying `status` writes it whoever holds the key.
+    StatusIgnoresOwner,
     /// Writes config/failover/sync without comparing versions.
     IgnoresCasVersion,
     /// `initialize` overwrites.
@@ -168,6 +170,14 @@ impl Dcs for Faulty {
         self.inner.renew_leader().await
     }
 
+    async fn renew_leader_with_status(&self, status: &Status) -> Result<bool, DcsError> {
+        if self.fault == Fault::StatusIgnoresOwner {
+            self.inner.set_status(status).await?;
+            return self.inner.renew_leader().await;
+        }
+        self.inner.renew_leader_with_status(status).await
+    }
+
     async fn release_leader(&self) -> Result<bool, DcsError> {
         if self.fault == Fault::ReleaseIgnoresOwner {
             let now = ha_core::clock::monotonic_now();
@@ -314,6 +324,11 @@ async fn release_only_by_owner() {
 }
 
 #[tokio::test]
+async fn status_with_renewal_only_by_owner() {
+    conformance::status_with_renewal_only_by_owner(&correct()).await;
+}
+
+#[tokio::test]
 async fn cas_rejects_stale_versions() {
     conformance::cas_rejects_stale_versions(&correct()).await;
 }
@@ -357,6 +372,13 @@ async fn non_atomic_acquire_is_caught() {
 async fn release_by_non_owner_is_caught() {
     let h = MemoryHarness::new(Fault::ReleaseIgnoresOwner);
     conformance::release_only_by_owner(&h).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "check `status_with_renewal_only_by_owner` failed")]
+async fn status_written_by_a_non_owner_is_caught() {
+    let h = MemoryHarness::new(Fault::StatusIgnoresOwner);
+    conformance::status_with_renewal_only_by_owner(&h).await;
 }
 
 #[tokio::test]

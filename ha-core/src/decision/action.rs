@@ -54,8 +54,12 @@ impl DemoteMode {
 pub enum Action {
     /// *Query.* Create the leader key with my name if absent (leader race).
     AcquireLease,
-    /// *Query.* Refresh my lease and confirm the leader key is still mine.
-    RenewLease,
+    /// *Query.* Refresh my lease and confirm the leader key is still mine; with
+    /// `status`, also publish it if the key is mine (one request on etcd).
+    RenewLease {
+        /// The leader's `status` when it changed since the view was read.
+        status: Option<Status>,
+    },
     /// Delete the leader key if it holds my name; done after Postgres stopped
     /// accepting writes, so a replica can take over without waiting for the ttl.
     ReleaseLease,
@@ -234,7 +238,7 @@ impl Action {
         matches!(
             self,
             Action::AcquireLease
-                | Action::RenewLease
+                | Action::RenewLease { .. }
                 | Action::ProbePeers { .. }
                 | Action::ClaimInitialize
                 | Action::WriteSync { .. }

@@ -220,13 +220,33 @@ impl<'a> Step<'a> {
 
     /// Renews the lease once per cycle before anything that relies on it.
     fn ensure_renewed(&mut self) -> Renewal {
+        self.ensure_renewed_publishing(None)
+    }
+
+    /// [`Self::ensure_renewed`], publishing `status` with the renewal: the leader's
+    /// position then costs no request of its own.
+    fn ensure_renewed_publishing(&mut self, status: Option<Status>) -> Renewal {
         match self.renewal() {
             Some(r) => r,
             None => {
-                self.act(Action::RenewLease);
+                self.st.status_in_renewal = status.clone();
+                self.act(Action::RenewLease { status });
                 Renewal::Pending
             }
         }
+    }
+
+    /// The `status` a running primary publishes, when it differs from the view's.
+    fn changed_leader_status(&self, c: &Cluster) -> Option<Status> {
+        if !self.obs.pg.is_primary() {
+            return None;
+        }
+        let status = Status {
+            optime: Some(self.obs.pg.wal_position()),
+            slots: self.published_slots(c),
+            retain_slots: self.retained_member_slots(),
+        };
+        (c.status != status).then_some(status)
     }
 
     /// The fence deadline and the token for writable-making actions.
@@ -663,7 +683,8 @@ impl<'a> Step<'a> {
 
     /// I hold the leader key.
     fn leader_cycle(&mut self, c: &Cluster, sysid: &str) {
-        match self.ensure_renewed() {
+        let status = self.changed_leader_status(c);
+        match self.ensure_renewed_publishing(status) {
             Renewal::Pending => return,
             Renewal::Lost => return self.lost_lease(c),
             Renewal::Failed(e) => return self.dcs_unreachable(&e),
@@ -766,12 +787,9 @@ impl<'a> Step<'a> {
                     expected: f.version,
                 });
             }
-            let status = Status {
-                optime: Some(pg.wal_position()),
-                slots: self.published_slots(c),
-                retain_slots: self.retained_member_slots(),
-            };
-            if c.status != status {
+            // Written with the renewal unless that did not carry it.
+            let sent_with_renewal = self.st.status_in_renewal.take().is_some();
+            if let Some(status) = self.changed_leader_status(c).filter(|_| !sent_with_renewal) {
                 self.act(Action::WriteStatus(status));
             }
             if let Some(h) = self.history_update(c) {

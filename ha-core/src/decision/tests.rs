@@ -1,7 +1,9 @@
 //! Scenario tests: given this cluster view and this local Postgres, the node does that.
 
 use super::*;
-use crate::model::{Failover, MemberData, MemberState, RawEntry, Role, SyncState, Tags, Version};
+use crate::model::{
+    Failover, MemberData, MemberState, RawEntry, Role, Status, SyncState, Tags, Version,
+};
 use crate::postgres::{DataDirState, PgObservation, PgProcess};
 
 const SYSID: &str = "7300000000000000001";
@@ -126,8 +128,15 @@ fn peer(name: &str, wal: u64) -> PeerStatus {
     }
 }
 
+fn renewal_status(actions: &[Action]) -> Option<Status> {
+    match actions {
+        [Action::RenewLease { status }] => status.clone(),
+        other => panic!("expected only a renewal, got {other:?}"),
+    }
+}
+
 #[test]
-fn leader_renews_before_anything_else() {
+fn leader_renews_before_anything_else_carrying_its_moved_position() {
     let c = View::new()
         .leader("a")
         .member("a", "primary", 100)
@@ -138,8 +147,75 @@ fn leader_renews_before_anything_else() {
         &obs(c, pg_primary(100), vec![]),
         t(1000),
     );
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    let status = renewal_status(&d.actions).expect("the view has no status yet");
+    assert_eq!(status.optime, Some(100));
     assert!(d.rerun);
+}
+
+#[test]
+fn leader_whose_status_is_current_renews_alone() {
+    let view = || View::new().leader("a").member("a", "primary", 100);
+    let first = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(view().cluster(), pg_primary(100), vec![]),
+        t(1000),
+    );
+    let published = renewal_status(&first.actions).expect("status to publish");
+    let c = view().key("status", &published.to_json()).cluster();
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg_primary(100), vec![]),
+        t(1000),
+    );
+    assert_eq!(renewal_status(&d.actions), None);
+}
+
+#[test]
+fn status_sent_with_the_renewal_is_not_written_again() {
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .cluster();
+    let first = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg_primary(100), vec![]),
+        t(1000),
+    );
+    assert!(renewal_status(&first.actions).is_some());
+    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+    let d = decide(
+        &cfg("a"),
+        &first.state,
+        &obs(c.clone(), pg_primary(100), renewed.clone()),
+        t(1010),
+    );
+    assert!(
+        d.state.message.contains("the leader with the lock"),
+        "{}",
+        d.state.message
+    );
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::WriteStatus(_))),
+        "{:?}",
+        d.actions
+    );
+    // A renewal that did not carry it (e.g. decided before the WAL moved): written alone.
+    let d = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c, pg_primary(100), renewed),
+        t(1010),
+    );
+    let written = d.actions.iter().find_map(|a| match a {
+        Action::WriteStatus(s) => s.optime,
+        _ => None,
+    });
+    assert_eq!(written, Some(100));
 }
 
 #[test]
@@ -715,7 +791,7 @@ fn busy_leader_only_renews() {
     let mut o = obs(c, pg_replica(1), vec![]);
     o.busy = Some(Busy::Promote);
     let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert_eq!(d.actions, vec![Action::RenewLease { status: None }]);
 }
 
 fn repl(name: &str, state: &str, flush: u64) -> crate::postgres::ReplicationConnection {

@@ -69,7 +69,7 @@ pub fn refuse(action: &Action, ctx: &GuardContext) -> Option<Refusal> {
         | Action::DisarmFence
         | Action::ArmFence { .. }
         | Action::StopPostgres { .. }
-        | Action::RenewLease
+        | Action::RenewLease { .. }
         | Action::ProbePeers { .. }
         | Action::CheckFailsafe { .. }
         | Action::ClaimInitialize => None,

@@ -554,9 +554,15 @@ impl Runner {
                     Err(e) => Outcome::LeaseError(e),
                 })
             }
-            Action::RenewLease => {
+            Action::RenewLease { status } => {
                 let sent_at = self.parts.clock.now();
-                Some(match with_deadline(retry, dcs.renew_leader()).await {
+                let renewal = match &status {
+                    Some(status) => {
+                        with_deadline(retry, dcs.renew_leader_with_status(status)).await
+                    }
+                    None => with_deadline(retry, dcs.renew_leader()).await,
+                };
+                Some(match renewal {
                     Ok(true) => Outcome::LeaseRenewed { sent_at },
                     Ok(false) => Outcome::LeaseLost,
                     Err(e) => Outcome::LeaseError(e),

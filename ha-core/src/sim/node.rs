@@ -35,7 +35,7 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub(super) enum DcsOp {
     Read,
     Acquire,
-    Renew,
+    Renew(Option<Status>),
     Release,
     Claim,
     SetInitialize(String),
@@ -215,7 +215,7 @@ fn short(a: &Action) -> String {
     };
     match a {
         Action::AcquireLease => "AcquireLease".into(),
-        Action::RenewLease => "RenewLease".into(),
+        Action::RenewLease { .. } => "RenewLease".into(),
         Action::ReleaseLease => "ReleaseLease".into(),
         Action::ProbePeers { names } => format!("ProbePeers({})", names.join(",")),
         Action::ClaimInitialize => "ClaimInitialize".into(),
@@ -267,7 +267,7 @@ fn short(a: &Action) -> String {
 fn action_code(a: &Action) -> u64 {
     match a {
         Action::AcquireLease => 1,
-        Action::RenewLease => 2,
+        Action::RenewLease { .. } => 2,
         Action::ReleaseLease => 3,
         Action::ProbePeers { .. } => 4,
         Action::ClaimInitialize => 5,
@@ -434,11 +434,11 @@ impl World {
                 Some(Outcome::LeaseAcquired { sent_at: p.sent_at })
             }
             (Some(Action::AcquireLease), Ok(_)) => Some(Outcome::LeaseTaken),
-            (Some(Action::RenewLease), Ok(DcsVal::Flag(true))) => {
+            (Some(Action::RenewLease { .. }), Ok(DcsVal::Flag(true))) => {
                 Some(Outcome::LeaseRenewed { sent_at: p.sent_at })
             }
-            (Some(Action::RenewLease), Ok(_)) => Some(Outcome::LeaseLost),
-            (Some(Action::AcquireLease | Action::RenewLease), Err(e)) => {
+            (Some(Action::RenewLease { .. }), Ok(_)) => Some(Outcome::LeaseLost),
+            (Some(Action::AcquireLease | Action::RenewLease { .. }), Err(e)) => {
                 Some(Outcome::LeaseError(e))
             }
             (Some(Action::ClaimInitialize), Ok(DcsVal::Flag(true))) => Some(Outcome::InitializeWon),
@@ -655,7 +655,10 @@ impl World {
     fn execute(&mut self, i: usize, action: Action) -> Flow {
         match &action {
             Action::AcquireLease => self.wait_on_dcs(i, DcsOp::Acquire, action),
-            Action::RenewLease => self.wait_on_dcs(i, DcsOp::Renew, action),
+            Action::RenewLease { status } => {
+                let op = DcsOp::Renew(status.clone());
+                self.wait_on_dcs(i, op, action)
+            }
             Action::ClaimInitialize => self.wait_on_dcs(i, DcsOp::Claim, action),
             Action::ReleaseLease => {
                 self.cut_horizon(i);

@@ -598,7 +598,8 @@ impl World {
                 }
             }
             DcsOp::Acquire => DcsVal::Flag(d.acquire_leader(s, now)),
-            DcsOp::Renew => DcsVal::Flag(d.renew_leader(s, now)),
+            DcsOp::Renew(None) => DcsVal::Flag(d.renew_leader(s, now)),
+            DcsOp::Renew(Some(st)) => DcsVal::Flag(d.renew_leader_with_status(s, now, &st)),
             DcsOp::Release => DcsVal::Flag(d.release_leader(s, now)),
             DcsOp::Claim => DcsVal::Flag(d.initialize(s, now, "")),
             DcsOp::SetInitialize(v) => {
