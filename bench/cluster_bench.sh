@@ -26,7 +26,11 @@ BIN=target/release
 now() { date +%s.%N; }
 ms() { python3 -c "print(round(($2-$1)*1000))"; }
 # The leader watch runs in its own process group so that etcdctl goes with it.
-cleanup() { scripts/demo down >/dev/null 2>&1 || true; [ -n "${WATCH_PID:-}" ] && kill -- "-$WATCH_PID" 2>/dev/null || true; }
+cleanup() {
+  [ -n "${WRITER:-}" ] && kill "$WRITER" 2>/dev/null
+  scripts/demo down >/dev/null 2>&1 || true
+  [ -n "${WATCH_PID:-}" ] && kill -- "-$WATCH_PID" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 export FULLAUTO_DEMO_API_PORT=${FULLAUTO_DEMO_API_PORT:-8041} FULLAUTO_DEMO_PG_PORT=${FULLAUTO_DEMO_PG_PORT:-5441}
@@ -49,10 +53,34 @@ for n in pg0 pg1 pg2; do
 done
 
 # --- DCS requests in steady state ---------------------------------------------
-count_requests() { curl -s "http://$ETCD/metrics" | awk '/^grpc_server_handled_total/ {s+=$2} END {print s}'; }
+# Per gRPC method, so a change in who calls what shows. Two windows: an idle cluster,
+# then one row written per second on the primary (the WAL moves every cycle, so the
+# leader publishes a new `status` each time).
+requests_by_method() {
+  curl -s "http://$ETCD/metrics" | awk '/^grpc_server_handled_total/ {
+    match($0, /grpc_method="[^"]*"/); m = substr($0, RSTART + 13, RLENGTH - 14); n[m] += $2 }
+    END { for (m in n) print m, n[m] }' | sort
+}
+measure_requests() {  # label window_s
+  local before after
+  before=$(requests_by_method); sleep "$2"; after=$(requests_by_method)
+  python3 - "$1" "$2" "$before" "$after" <<'PY'
+import sys
+label, window = sys.argv[1], float(sys.argv[2])
+parse = lambda t: {l.split()[0]: float(l.split()[1]) for l in t.splitlines() if l.strip()}
+b, a = parse(sys.argv[3]), parse(sys.argv[4])
+d = {m: a[m] - b.get(m, 0) for m in a if a[m] - b.get(m, 0) > 0}
+per = lambda n: round(n / 3 / window, 3)
+print(f"etcd_requests_per_member_per_s_{label} {per(sum(d.values()))} (window {window:g}s, 3 members; "
+      + ", ".join(f"{m} {per(n)}" for m, n in sorted(d.items())) + ")")
+PY
+}
 WINDOW=${DCS_WINDOW:-30}
-r0=$(count_requests); sleep "$WINDOW"; r1=$(count_requests)
-echo "etcd_requests_per_member_per_s $(python3 -c "print(round(($r1-$r0)/3/$WINDOW,2))") (window ${WINDOW}s, 3 members, all gRPC methods)"
+measure_requests idle "$WINDOW"
+LP=$(port_of "$(leader)")
+( while true; do psql_w "$LP" "INSERT INTO b DEFAULT VALUES" || true; sleep 1; done ) & WRITER=$!
+measure_requests writing "$WINDOW"
+kill "$WRITER" 2>/dev/null || true; wait "$WRITER" 2>/dev/null || true; WRITER=
 
 # --- false failovers under load -----------------------------------------------
 L=$(leader)
@@ -66,7 +94,7 @@ fi
 # A client with one persistent connection per node (bench/write-probe) commits rows
 # continuously; the gap is the longest pause between two acknowledged commits.
 cargo build --release -q -p write-probe
-L=$(leader); C=$(for n in pg0 pg1 pg2; do [ "$n" != "$L" ] && echo "$n"; done | head -1)
+L=$(leader); C=$(for n in pg0 pg1 pg2; do if [ "$n" != "$L" ]; then echo "$n"; fi; done | head -1)
 "$BIN/write-probe" --ports "$(port_of pg0),$(port_of pg1),$(port_of pg2)" --seconds 7 > "$DIR/gap" & WP=$!
 sleep 2
 curl -s -XPOST "http://127.0.0.1:$(api_of "$L")/switchover" -d "{\"leader\":\"$L\",\"candidate\":\"$C\"}" >/dev/null

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{wait_until, Cluster, FAST};
+use support::{wait_until, Cluster, Timing, FAST};
 
 const BOOT: Duration = Duration::from_secs(90);
 
@@ -271,4 +271,68 @@ fn graceful_shutdown_hands_over_and_nofailover_never_promotes() {
         "nofailover node should keep running"
     );
     assert_eq!(c.leader(), None);
+}
+
+/// Peers compare WAL positions through `GET /patroni`, so it reads them from Postgres
+/// when asked: with a 10 s loop_wait the HA loop's last reading can be megabytes
+/// behind, and a switchover right after a burst of writes must not be refused for a
+/// lag that is only the agent's cycle.
+#[test]
+fn switchover_right_after_a_write_burst_with_a_long_loop_wait() {
+    let slow = Timing {
+        ttl: 30,
+        loop_wait: 10.0,
+        retry_timeout: 10.0,
+    };
+    let c = {
+        let mut c = Cluster::new(2, &slow, "", |_| String::new());
+        c.start_all();
+        c
+    };
+    let p = c.wait_primary(BOOT).expect("a primary");
+    let r = 1 - p;
+    assert!(
+        c.wait_replica(r, BOOT),
+        "{} never streamed",
+        c.nodes[r].name
+    );
+    let lsn = |i: usize, f: &str| -> u64 {
+        c.sql(i, &format!("SELECT ({f} - '0/0'::pg_lsn)::bigint"))
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // Far more WAL than maximum_lag_on_failover (1 MiB).
+    c.sql(
+        p,
+        "CREATE TABLE burst (id bigserial primary key, pad text);
+         INSERT INTO burst (pad) SELECT repeat(md5(g::text), 40) FROM generate_series(1, 6000) g",
+    )
+    .expect("write burst");
+    let written = lsn(p, "pg_current_wal_lsn()");
+    let caught_up = wait_until(Duration::from_secs(30), || {
+        (lsn(r, "pg_last_wal_replay_lsn()") >= written).then_some(())
+    });
+    assert!(caught_up.is_some(), "the replica did not replay the burst");
+
+    let (_, status) = c.api(r, "/patroni").expect("/patroni of the replica");
+    let shown = status["xlog"]["replayed_location"].as_u64().unwrap_or(0);
+    assert!(
+        shown >= written,
+        "/patroni shows replayed_location {shown}, Postgres has replayed {written}: {status}"
+    );
+
+    let (leader, candidate) = (c.nodes[p].name.clone(), c.nodes[r].name.clone());
+    let (code, body) = c
+        .api_post(
+            p,
+            "/switchover",
+            &json!({"leader": leader, "candidate": candidate}),
+        )
+        .expect("POST /switchover");
+    assert_eq!(code, 200, "switchover refused: {body}");
+    let promoted = wait_until(Duration::from_secs(30), || {
+        c.api(r, "/primary").filter(|(s, _)| *s == 200)
+    });
+    assert!(promoted.is_some(), "{candidate} never became primary");
 }

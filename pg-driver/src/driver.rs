@@ -450,6 +450,19 @@ impl PgDriver {
         self.health().await.map(|_| ())
     }
 
+    /// Where this server's WAL is right now, read by one query (the HA loop's
+    /// observation can be a cycle old, and under writes a cycle is many megabytes):
+    /// what peers compare when they pick a leader or check a switchover candidate.
+    pub async fn wal_positions(&self) -> Result<WalPositions> {
+        let h = self.health().await?;
+        Ok(WalPositions {
+            in_recovery: h.in_recovery,
+            wal_lsn: h.wal_lsn,
+            receive_lsn: h.receive_lsn,
+            replay_lsn: h.replay_lsn,
+        })
+    }
+
     async fn health(&self) -> Result<Health> {
         let client = self.connect_local(HEALTH_CONNECT_TIMEOUT).await?;
         let q = format!(
@@ -1529,6 +1542,19 @@ fn highest_timeline_since_start(
     };
     *cached = Some((start.to_string(), best));
     Some(best)
+}
+
+/// A live reading of the server's WAL positions ([`PgDriver::wal_positions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalPositions {
+    /// `pg_is_in_recovery()`.
+    pub in_recovery: Option<bool>,
+    /// `pg_current_wal_lsn()` on a primary.
+    pub wal_lsn: Option<u64>,
+    /// `pg_last_wal_receive_lsn()` on a replica.
+    pub receive_lsn: Option<u64>,
+    /// `pg_last_wal_replay_lsn()` on a replica.
+    pub replay_lsn: Option<u64>,
 }
 
 struct Health {

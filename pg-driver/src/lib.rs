@@ -26,6 +26,6 @@ pub mod testing;
 pub use config::{
     Authentication, BootstrapMethod, Credentials, PgConfig, ReplicaMethod, ToolOptions,
 };
-pub use driver::PgDriver;
+pub use driver::{PgDriver, WalPositions};
 pub use error::DriverError;
 pub use slots::slot_name_for_member;

@@ -132,7 +132,13 @@ async fn route(app: &App, req: Request) -> Reply {
             config: node.config(),
         };
         return match first.as_str() {
-            "patroni" => Reply::json(200, &view().status_json()),
+            "patroni" => {
+                let live = View {
+                    status: node.live_status().await,
+                    ..view()
+                };
+                Reply::json(200, &live.status_json())
+            }
             "liveness" => Reply::status_only(if view().liveness_ok() { 200 } else { 503 }),
             "readiness" => {
                 let q = Query::parse(query.as_deref());

@@ -236,6 +236,13 @@ pub trait NodeApi: Send + Sync + 'static {
     /// A consistent snapshot of this node's status.
     fn status(&self) -> NodeStatus;
 
+    /// [`NodeApi::status`] with the WAL positions read from Postgres now: `GET
+    /// /patroni` is what peers compare positions on (leader race, switchover
+    /// candidates), and the HA loop's snapshot can be a whole cycle behind.
+    async fn live_status(&self) -> NodeStatus {
+        self.status()
+    }
+
     /// The last cluster view read from the DCS, if still valid (≤ ttl old).
     fn cached_cluster(&self) -> Option<Cluster>;
 

@@ -28,9 +28,22 @@ pub struct AgentApi {
     pub(super) http: reqwest::Client,
     pub(super) scheduled_restart: super::scheduled_restart::RestartSchedule,
     pub(super) reloader: std::sync::Arc<super::reload::ConfigReloader>,
+    /// The local server, for live WAL positions in `GET /patroni`.
+    pub(super) pg: Arc<pg_driver::PgDriver>,
 }
 
 impl AgentApi {
+    fn status_of(&self, snap: &NodeSnapshot) -> NodeStatus {
+        let mut status = status_from_snapshot(
+            &self.cfg.borrow(),
+            snap,
+            self.clock.now(),
+            self.clock.wall_millis(),
+        );
+        status.scheduled_restart = self.scheduled_restart.shown();
+        status
+    }
+
     fn ttl(&self, snap: &NodeSnapshot) -> Duration {
         self.dynamic_config(snap).ttl()
     }
@@ -175,15 +188,24 @@ pub fn status_from_snapshot(
 #[async_trait]
 impl NodeApi for AgentApi {
     fn status(&self) -> NodeStatus {
-        let snap = self.handle.snapshot();
-        let mut status = status_from_snapshot(
-            &self.cfg.borrow(),
-            &snap,
-            self.clock.now(),
-            self.clock.wall_millis(),
-        );
-        status.scheduled_restart = self.scheduled_restart.shown();
-        status
+        self.status_of(&self.handle.snapshot())
+    }
+
+    async fn live_status(&self) -> NodeStatus {
+        let mut snap = self.handle.snapshot();
+        if let Some(pg) = snap.pg.as_mut().filter(|p| p.process == PgProcess::Running) {
+            match self.pg.wal_positions().await {
+                // Same role as the HA loop saw: only the positions moved on.
+                Ok(now) if now.in_recovery == pg.in_recovery => {
+                    pg.wal_lsn = now.wal_lsn;
+                    pg.receive_lsn = now.receive_lsn;
+                    pg.replay_lsn = now.replay_lsn;
+                }
+                // A role change in progress or no answer: the HA loop's view stands.
+                _ => {}
+            }
+        }
+        self.status_of(&snap)
     }
 
     fn cached_cluster(&self) -> Option<Cluster> {

@@ -70,7 +70,7 @@ pub async fn run(
         path: config_path,
         config: config_tx,
         callbacks: callbacks_tx,
-        pg: driver,
+        pg: driver.clone(),
         runner: handle.clone(),
     });
 
@@ -82,6 +82,7 @@ pub async fn run(
         clock,
         http,
         scheduled_restart: Default::default(),
+        pg: driver,
     });
     let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
         .await

@@ -726,10 +726,17 @@ impl<'a> Step<'a> {
         let not_yet_primary = self.config().synchronous_mode
             == crate::model::SynchronousMode::Quorum
             && self.obs.pg.is_replica();
+        let before = self.st.message.clone();
         if !not_yet_primary && self.handle_failover_request(c) {
             return;
         }
+        // A refused request is said before "no action …": keep it in the log line.
+        let refusal = (self.st.message != before).then(|| self.st.message.clone());
         self.enforce_primary_role(c);
+        if let Some(refusal) = refusal {
+            let then = std::mem::take(&mut self.st.message);
+            self.say(format!("{refusal}; {then}"));
+        }
     }
 
     /// `watchdog.mode: required` and the watchdog does not work (pause switches the

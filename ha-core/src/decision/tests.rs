@@ -526,6 +526,48 @@ fn switchover_leader_probes_candidate_then_demotes_gracefully() {
 }
 
 #[test]
+fn switchover_to_a_lagging_candidate_is_refused_and_says_why() {
+    let f = Failover {
+        leader: Some("a".into()),
+        member: Some("b".into()),
+        scheduled_at: None,
+    };
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .key("failover", &f.to_json())
+        .cluster();
+    let far_behind = 100 + 2 * 1024 * 1024;
+    let o = obs(
+        c,
+        pg_primary(far_behind),
+        vec![
+            Outcome::LeaseRenewed { sent_at: t(1000) },
+            Outcome::PeersProbed(vec![peer("b", 100)]),
+        ],
+    );
+    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1001));
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::ClearFailover { .. })),
+        "{:?}",
+        d.actions
+    );
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::SwitchoverTo { .. })));
+    assert!(
+        d.state.message.contains("no healthy members found")
+            && d.state.message.contains("the leader with the lock"),
+        "{}",
+        d.state.message
+    );
+}
+
+#[test]
 fn switchover_candidate_wins_race_others_defer() {
     let f = Failover {
         leader: Some("a".into()),
