@@ -487,19 +487,24 @@ fn paused_cluster_never_races() {
     assert!(!d.actions.contains(&Action::AcquireLease));
 }
 
-#[test]
-fn switchover_leader_probes_candidate_then_demotes_gracefully() {
+/// `a` leads, `b` replicates, and a switchover from `a` to `b` was requested.
+fn switchover_a_to_b() -> Cluster {
     let f = Failover {
         leader: Some("a".into()),
         member: Some("b".into()),
         scheduled_at: None,
     };
-    let c = View::new()
+    View::new()
         .leader("a")
         .member("a", "primary", 100)
         .member("b", "replica", 100)
         .key("failover", &f.to_json())
-        .cluster();
+        .cluster()
+}
+
+#[test]
+fn switchover_leader_probes_candidate_then_demotes_gracefully() {
+    let c = switchover_a_to_b();
     let renewed = Outcome::LeaseRenewed { sent_at: t(1000) };
     let d = decide(
         &cfg("a"),
@@ -527,17 +532,7 @@ fn switchover_leader_probes_candidate_then_demotes_gracefully() {
 
 #[test]
 fn switchover_to_a_lagging_candidate_is_refused_and_says_why() {
-    let f = Failover {
-        leader: Some("a".into()),
-        member: Some("b".into()),
-        scheduled_at: None,
-    };
-    let c = View::new()
-        .leader("a")
-        .member("a", "primary", 100)
-        .member("b", "replica", 100)
-        .key("failover", &f.to_json())
-        .cluster();
+    let c = switchover_a_to_b();
     let far_behind = 100 + 2 * 1024 * 1024;
     let o = obs(
         c,
