@@ -250,8 +250,9 @@ pub struct LocalState {
     /// The `failsafe` value last written and not yet read back: a member in it may
     /// see it in the DCS, so failsafe checks call it too.
     pub failsafe_written: Option<crate::model::Failsafe>,
-    /// The `status` sent with this cycle's lease renewal, so it is not written again.
-    pub status_in_renewal: Option<crate::model::Status>,
+    /// The cycle (its `read_at`) whose lease renewal carried the leader's `status`, so
+    /// that cycle does not write it again.
+    pub status_sent_with_renewal: Option<MonoTime>,
     /// The logical slots last copied from the leader with the positions the leader
     /// published for them, and when: a copy restarts Postgres, so one that would bring
     /// the same state again is not repeated soon.

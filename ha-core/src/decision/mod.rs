@@ -229,7 +229,18 @@ impl<'a> Step<'a> {
         match self.renewal() {
             Some(r) => r,
             None => {
-                self.st.status_in_renewal = status.clone();
+                // A renewal the DCS applies but whose answer never arrives still sets
+                // the lease to (its arrival + the current ttl): after a ttl decrease
+                // that can end before the lease I counted on, so count on no more.
+                // The write fence follows the shorter lease before the request leaves.
+                let in_flight_floor = self.now.plus(self.ttl());
+                if self.st.lease_until.is_some_and(|t| t > in_flight_floor) {
+                    self.st.lease_until = Some(in_flight_floor);
+                    if self.st.fence_armed {
+                        self.arm_fence();
+                    }
+                }
+                self.st.status_sent_with_renewal = status.is_some().then_some(self.obs.read_at);
                 self.act(Action::RenewLease { status });
                 Renewal::Pending
             }
@@ -794,8 +805,8 @@ impl<'a> Step<'a> {
                     expected: f.version,
                 });
             }
-            // Written with the renewal unless that did not carry it.
-            let sent_with_renewal = self.st.status_in_renewal.take().is_some();
+            // Written with this cycle's renewal unless that did not carry it.
+            let sent_with_renewal = self.st.status_sent_with_renewal == Some(self.obs.read_at);
             if let Some(status) = self.changed_leader_status(c).filter(|_| !sent_with_renewal) {
                 self.act(Action::WriteStatus(status));
             }

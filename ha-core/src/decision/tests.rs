@@ -153,6 +153,38 @@ fn leader_renews_before_anything_else_carrying_its_moved_position() {
 }
 
 #[test]
+fn a_ttl_decrease_shortens_the_counted_lease_and_the_fence_before_renewing() {
+    // Counted on ttl 30 until 31 s; the config now says ttl 10. A renewal applied by
+    // the DCS whose answer is lost would leave the key only until (arrival + 10 s).
+    let c = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .key(
+            "config",
+            r#"{"ttl": 10, "loop_wait": 3, "retry_timeout": 3}"#,
+        )
+        .cluster();
+    let state = LocalState {
+        lease_until: Some(t(31_000)),
+        fence_armed: true,
+        ..LocalState::default()
+    };
+    let node = cfg("a");
+    let d = decide(&node, &state, &obs(c, pg_primary(100), vec![]), t(1000));
+    assert_eq!(d.state.lease_until, Some(t(11_000)));
+    let fence = d.actions.iter().find_map(|a| match a {
+        Action::ArmFence { deadline, .. } => Some(*deadline),
+        _ => None,
+    });
+    assert_eq!(fence, Some(t(11_000).minus(node.fence_margin)));
+    assert!(
+        matches!(d.actions.last(), Some(Action::RenewLease { .. })),
+        "the fence moves before the request leaves: {:?}",
+        d.actions
+    );
+}
+
+#[test]
 fn leader_whose_status_is_current_renews_alone() {
     let view = || View::new().leader("a").member("a", "primary", 100);
     let first = decide(
@@ -199,6 +231,21 @@ fn status_sent_with_the_renewal_is_not_written_again() {
     );
     assert!(
         !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::WriteStatus(_))),
+        "{:?}",
+        d.actions
+    );
+    // A later cycle whose lease came from an acquisition: nothing carried it there.
+    let mut later = obs(
+        c.clone(),
+        pg_primary(100),
+        vec![Outcome::LeaseAcquired { sent_at: t(5000) }],
+    );
+    later.read_at = t(5000);
+    let d = decide(&cfg("a"), &first.state, &later, t(5010));
+    assert!(
+        d.actions
             .iter()
             .any(|a| matches!(a, Action::WriteStatus(_))),
         "{:?}",
