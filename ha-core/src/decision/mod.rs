@@ -695,7 +695,7 @@ impl<'a> Step<'a> {
     /// I hold the leader key.
     fn leader_cycle(&mut self, c: &Cluster, sysid: &str) {
         let status = self.changed_leader_status(c);
-        match self.ensure_renewed_publishing(status) {
+        match self.ensure_renewed_publishing(status.clone()) {
             Renewal::Pending => return,
             Renewal::Lost => return self.lost_lease(c),
             Renewal::Failed(e) => return self.dcs_unreachable(&e),
@@ -743,7 +743,7 @@ impl<'a> Step<'a> {
         }
         // A refused request is said before "no action …": keep it in the log line.
         let refusal = (self.st.message != before).then(|| self.st.message.clone());
-        self.enforce_primary_role(c);
+        self.enforce_primary_role(c, status);
         if let Some(refusal) = refusal {
             let then = std::mem::take(&mut self.st.message);
             self.say(format!("{refusal}; {then}"));
@@ -788,8 +788,9 @@ impl<'a> Step<'a> {
         self.say("not promoting because failed to update leader lock in DCS");
     }
 
-    /// Make sure the lock holder runs as primary, and keep `status`/`history` current.
-    fn enforce_primary_role(&mut self, c: &Cluster) {
+    /// Make sure the lock holder runs as primary, and keep `status`/`history` current
+    /// (`changed_status`: this cycle's status when it differs from the view's).
+    fn enforce_primary_role(&mut self, c: &Cluster, changed_status: Option<Status>) {
         let pg = &self.obs.pg;
         if pg.is_primary() && !self.paused() {
             if let Some(remote) = standby::remote_upstream(&self.config()) {
@@ -807,7 +808,7 @@ impl<'a> Step<'a> {
             }
             // Written with this cycle's renewal unless that did not carry it.
             let sent_with_renewal = self.st.status_sent_with_renewal == Some(self.obs.read_at);
-            if let Some(status) = self.changed_leader_status(c).filter(|_| !sent_with_renewal) {
+            if let Some(status) = changed_status.filter(|_| !sent_with_renewal) {
                 self.act(Action::WriteStatus(status));
             }
             if let Some(h) = self.history_update(c) {
