@@ -18,6 +18,11 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long `GET /patroni` waits for live WAL positions before answering with the HA
+/// loop's: a peer probing in a leader race gives up after `ttl / 4` (300 ms at least),
+/// and a slow answer must not make a healthy member look unreachable.
+const LIVE_POSITIONS_BUDGET: Duration = Duration::from_millis(150);
+
 /// Implements [`NodeApi`] over a runner handle.
 pub struct AgentApi {
     /// The config file as last (re)loaded.
@@ -194,14 +199,15 @@ impl NodeApi for AgentApi {
     async fn live_status(&self) -> NodeStatus {
         let mut snap = self.handle.snapshot();
         if let Some(pg) = snap.pg.as_mut().filter(|p| p.process == PgProcess::Running) {
-            match self.pg.wal_positions().await {
+            match tokio::time::timeout(LIVE_POSITIONS_BUDGET, self.pg.wal_positions()).await {
                 // Same role as the HA loop saw: only the positions moved on.
-                Ok(now) if now.in_recovery == pg.in_recovery => {
+                Ok(Ok(now)) if now.in_recovery == pg.in_recovery => {
                     pg.wal_lsn = now.wal_lsn;
                     pg.receive_lsn = now.receive_lsn;
                     pg.replay_lsn = now.replay_lsn;
                 }
-                // A role change in progress or no answer: the HA loop's view stands.
+                // A role change in progress, an error, or a server too slow to answer
+                // within the budget: the HA loop's view stands.
                 _ => {}
             }
         }
