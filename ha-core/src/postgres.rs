@@ -64,6 +64,19 @@ pub struct ReplicationConnection {
     pub client_addr: Option<String>,
 }
 
+impl ReplicationConnection {
+    /// The position a commit waits for under the given `synchronous_commit`:
+    /// `remote_apply` waits for replay, `remote_write` for the write, everything else
+    /// for the flush. Patroni judges a synchronous standby's lag by the same column.
+    pub fn acknowledged_lsn(&self, synchronous_commit: Option<&str>) -> Option<Lsn> {
+        match synchronous_commit {
+            Some("remote_apply") => self.replay_lsn,
+            Some("remote_write") => self.write_lsn,
+            _ => self.flush_lsn,
+        }
+    }
+}
+
 /// What the agent observed of its Postgres this cycle. Unknown values are `None`:
 /// after a failed query the role is unknown, and the engine treats an unknown role
 /// as possibly writable.
@@ -100,6 +113,8 @@ pub struct PgObservation {
     pub postmaster_start_time: Option<String>,
     /// Current `synchronous_standby_names`.
     pub synchronous_standby_names: Option<String>,
+    /// Current `synchronous_commit` (`on`, `remote_apply`, …).
+    pub synchronous_commit: Option<String>,
     /// `Database cluster state` from pg_control (`in production`, `shut down`, …).
     pub cluster_state: Option<String>,
     /// Replication slots on this server (empty when it could not be asked).
@@ -125,6 +140,7 @@ impl PgObservation {
             server_version: None,
             postmaster_start_time: None,
             synchronous_standby_names: None,
+            synchronous_commit: None,
             cluster_state: None,
             slots: Vec::new(),
         }

@@ -478,7 +478,8 @@ impl PgDriver {
                current_setting('server_version_num'),
                pg_postmaster_start_time()::text,
                current_setting('synchronous_standby_names'),
-               (SELECT count(*) FROM pg_settings WHERE pending_restart)::text;
+               (SELECT count(*) FROM pg_settings WHERE pending_restart)::text,
+               current_setting('synchronous_commit');
              SELECT application_name, state, sync_state, flush_lsn::text, write_lsn::text,
                replay_lsn::text, client_addr::text FROM pg_stat_replication ORDER BY application_name;
              SELECT slot_name::text, slot_type, database::text, plugin::text, active::text,
@@ -517,6 +518,7 @@ impl PgDriver {
             start_time: s(7),
             sync_names: s(8),
             pending_restart: s(9).map(|v| v != "0").unwrap_or(false),
+            synchronous_commit: s(10),
             replication: Vec::new(),
             slots: set(3).iter().filter_map(|r| observed_slot(r)).collect(),
         };
@@ -584,6 +586,7 @@ impl PgDriver {
                     obs.server_version = h.server_version;
                     obs.postmaster_start_time = h.start_time;
                     obs.synchronous_standby_names = h.sync_names;
+                    obs.synchronous_commit = h.synchronous_commit;
                     obs.pending_restart = h.pending_restart;
                     obs.replication = h.replication;
                     obs.slots = h.slots;
@@ -1568,6 +1571,7 @@ struct Health {
     start_time: Option<String>,
     sync_names: Option<String>,
     pending_restart: bool,
+    synchronous_commit: Option<String>,
     replication: Vec<ReplicationConnection>,
     slots: Vec<ObservedSlot>,
 }

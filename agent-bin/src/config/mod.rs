@@ -528,6 +528,9 @@ fn check_bootstrap_dcs(dcs: Option<&Value>, out: &mut Vec<Problem>) {
     match serde_json::from_value::<DynamicConfig>(dcs.clone()) {
         Err(e) => out.push(Problem::error("bootstrap.dcs", e.to_string())),
         Ok(c) => {
+            if let Some(why) = c.timing_adjustment() {
+                out.push(Problem::warning("bootstrap.dcs.ttl", why));
+            }
             for msg in c.validate() {
                 match msg.split_once(": ") {
                     Some((field, why)) if !field.contains(' ') => {

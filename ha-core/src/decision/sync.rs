@@ -132,14 +132,18 @@ pub fn pick_sync_standbys(
 }
 
 /// Every standby that may be synchronous, best first: streams from me, runs, is not
-/// `nosync`, has reported a flush position and (with `maximum_lag_on_syncnode` > 0)
-/// is not lagging beyond it behind the best one.
+/// `nosync`, has reported the position commits wait for (flush, or replay/write under
+/// `synchronous_commit` `remote_apply`/`remote_write`) and, with
+/// `maximum_lag_on_syncnode` > 0, is not lagging beyond it behind the best one by that
+/// position: a standby that receives but stopped replaying holds up `remote_apply`
+/// commits as much as one that receives nothing.
 pub fn eligible_standbys(
     cfg: &NodeConfig,
     dc: &DynamicConfig,
     c: &Cluster,
     pg: &PgObservation,
 ) -> Vec<String> {
+    let acked = |r: &ReplicationConnection| r.acknowledged_lsn(pg.synchronous_commit.as_deref());
     let mut rows: Vec<(&ReplicationConnection, i64)> = pg
         .replication
         .iter()
@@ -156,28 +160,24 @@ pub fn eligible_standbys(
                     .replicatefrom
                     .as_deref()
                     .is_none_or(|f| f == cfg.name)
-                && r.flush_lsn.is_some();
+                && acked(r).is_some();
             eligible.then_some((r, m.data.tags.effective_sync_priority()))
         })
         .collect();
     rows.sort_by(|(a, pa), (b, pb)| {
         pb.cmp(pa)
             .then_with(|| (b.sync_state == "sync").cmp(&(a.sync_state == "sync")))
-            .then_with(|| b.flush_lsn.cmp(&a.flush_lsn))
+            .then_with(|| acked(b).cmp(&acked(a)))
             .then_with(|| a.application_name.cmp(&b.application_name))
     });
     if dc.maximum_lag_on_syncnode > 0 {
         // Measured against the best standby, or the primary itself when there is one.
         let best = match rows.len() {
             1 => pg.wal_position(),
-            _ => rows
-                .iter()
-                .filter_map(|(r, _)| r.flush_lsn)
-                .max()
-                .unwrap_or(0),
+            _ => rows.iter().filter_map(|(r, _)| acked(r)).max().unwrap_or(0),
         };
         rows.retain(|(r, _)| {
-            best.saturating_sub(r.flush_lsn.unwrap_or(0)) <= dc.maximum_lag_on_syncnode as u64
+            best.saturating_sub(acked(r).unwrap_or(0)) <= dc.maximum_lag_on_syncnode as u64
         });
     }
     rows.into_iter()

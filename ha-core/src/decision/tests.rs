@@ -1219,6 +1219,39 @@ fn a_sync_standby_lagging_beyond_the_limit_is_swapped_for_a_healthy_one_in_safe_
 }
 
 #[test]
+fn under_remote_apply_a_standby_that_stopped_replaying_is_lagging_though_it_flushes() {
+    // Patroni's acceptance suite: `synchronous_commit: remote_apply`, replay paused
+    // on the sync standby b while it still receives and flushes everything.
+    let c = View::new()
+        .key(
+            "config",
+            r#"{"synchronous_mode":"on","maximum_lag_on_syncnode":1000}"#,
+        )
+        .key("sync", &sync_of("a", &["b"], 0))
+        .leader("a")
+        .member("a", "primary", 10_000)
+        .member("b", "replica", 10_000)
+        .member("c", "replica", 10_000)
+        .cluster();
+    let mut pg = pg_primary(10_000);
+    pg.synchronous_standby_names = Some("\"b\"".into());
+    let replayed = |name: &str, state: &str, replay: u64| crate::postgres::ReplicationConnection {
+        replay_lsn: Some(replay),
+        ..repl(name, state, 10_000)
+    };
+    pg.replication = vec![replayed("b", "sync", 5_000), replayed("c", "async", 10_000)];
+    // Judged by flush, b is as good as c and stays.
+    let d = leader_step(c.clone(), pg.clone(), &LocalState::default(), 1000);
+    assert_eq!(written_sync(&d), None);
+    assert_eq!(names_set(&d), None);
+    // Judged by replay, b is 5000 bytes behind: it leaves `sync` first.
+    pg.synchronous_commit = Some("remote_apply".into());
+    let d = leader_step(c, pg, &LocalState::default(), 1000);
+    assert_eq!(written_sync(&d).map(|s| s.sync_standby), Some(vec![]));
+    assert_eq!(names_set(&d), None);
+}
+
+#[test]
 fn a_nosync_tag_takes_a_standby_out_of_sync_before_postgres_stops_waiting_for_it() {
     let nosync = Tags {
         nosync: true,

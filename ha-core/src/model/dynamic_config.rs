@@ -242,13 +242,56 @@ impl DynamicConfig {
     pub fn ttl(&self) -> Duration {
         secs(self.ttl)
     }
-    /// `loop_wait` as a duration.
+    /// The `loop_wait` in force, as a duration: the configured value, shortened when
+    /// it breaks the timing rule (see [`DynamicConfig::effective_timing`]).
     pub fn loop_wait(&self) -> Duration {
-        secs(self.loop_wait)
+        secs(self.effective_timing().0)
     }
-    /// `retry_timeout` as a duration.
+    /// The `retry_timeout` in force, as a duration: the configured value, shortened
+    /// when even the shortest `loop_wait` breaks the timing rule.
     pub fn retry_timeout(&self) -> Duration {
-        secs(self.retry_timeout)
+        secs(self.effective_timing().1)
+    }
+
+    /// `(loop_wait, retry_timeout)` in force, in seconds. The rule
+    /// `loop_wait + 2·retry_timeout ≤ ttl` is what lets a leader that lost the DCS
+    /// demote itself before its lease can expire. Patroni accepts a config that breaks
+    /// it and shortens the timeouts instead, and so does fullauto, in Patroni's order:
+    /// `loop_wait` first, down to 1 s (or its own value if that is shorter); only then
+    /// `retry_timeout`, to `(ttl − loop_wait) / 2`. The stored config keeps the values
+    /// the operator wrote.
+    pub fn effective_timing(&self) -> (f64, f64) {
+        let (ttl, loop_wait, retry) = (self.ttl, self.loop_wait, self.retry_timeout);
+        if loop_wait + 2.0 * retry <= ttl {
+            return (loop_wait, retry);
+        }
+        let shortest_loop = loop_wait.min(1.0);
+        if shortest_loop + 2.0 * retry > ttl {
+            (shortest_loop, (ttl - shortest_loop) / 2.0)
+        } else {
+            (ttl - 2.0 * retry, retry)
+        }
+    }
+
+    /// What [`DynamicConfig::effective_timing`] changed, in words for the operator's
+    /// log and `--validate-config`; `None` when the configured values are used as
+    /// they are.
+    pub fn timing_adjustment(&self) -> Option<String> {
+        let (loop_wait, retry) = self.effective_timing();
+        if loop_wait == self.loop_wait && retry == self.retry_timeout {
+            return None;
+        }
+        let mut msg = format!(
+            "loop_wait + 2*retry_timeout ({}) exceeds ttl ({}): using loop_wait {}",
+            self.loop_wait + 2.0 * self.retry_timeout,
+            self.ttl,
+            loop_wait
+        );
+        if retry != self.retry_timeout {
+            msg.push_str(&format!(" and retry_timeout {retry}"));
+        }
+        msg.push_str(" (as Patroni does); set them so the rule holds to silence this");
+        Some(msg)
     }
     /// `primary_start_timeout` as a duration.
     pub fn primary_start_timeout(&self) -> Duration {
@@ -293,10 +336,10 @@ impl DynamicConfig {
         errs
     }
 
-    /// Problems with the timing settings, as messages naming the field. The rule
-    /// `loop_wait + 2·retry_timeout ≤ ttl` is what lets a leader that lost the DCS
-    /// demote itself before its lease can expire; fullauto enforces it, and a running
-    /// agent ignores timing that breaks it.
+    /// Problems with the timing settings, as messages naming the field. A config that
+    /// breaks `loop_wait + 2·retry_timeout ≤ ttl` is not one of them: its timeouts are
+    /// shortened ([`DynamicConfig::effective_timing`]); a ttl that leaves no room for
+    /// any retry is. A running agent ignores timing with problems.
     pub fn timing_problems(&self) -> Vec<String> {
         let mut errs = Vec::new();
         if self.ttl.is_nan() || self.ttl <= 0.0 {
@@ -311,11 +354,11 @@ impl DynamicConfig {
                 self.retry_timeout
             ));
         }
-        if self.loop_wait + 2.0 * self.retry_timeout > self.ttl {
+        let (loop_wait, retry) = self.effective_timing();
+        if errs.is_empty() && (retry <= 0.0 || loop_wait >= self.ttl) {
             errs.push(format!(
-                "ttl: loop_wait + 2*retry_timeout ({}) must not exceed ttl ({})",
-                self.loop_wait + 2.0 * self.retry_timeout,
-                self.ttl
+                "ttl: {} leaves no time for loop_wait and two retries (loop_wait {}, retry_timeout {})",
+                self.ttl, self.loop_wait, self.retry_timeout
             ));
         }
         if self.synchronous_node_count < 1 {
@@ -413,9 +456,37 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unsafe_timing() {
-        let c = DynamicConfig::parse(r#"{"ttl":10,"loop_wait":5,"retry_timeout":5}"#).unwrap();
+    fn timing_that_breaks_the_rule_is_shortened_as_patroni_does() {
+        // Patroni's acceptance suite: loop_wait 2, retry_timeout 10, then ttl 20.
+        let c = DynamicConfig::parse(r#"{"ttl":20,"loop_wait":2,"retry_timeout":10}"#).unwrap();
+        assert!(c.validate().is_empty());
+        assert_eq!(c.effective_timing(), (1.0, 9.5));
+        assert_eq!(c.loop_wait(), Duration::from_secs(1));
+        assert_eq!(c.retry_timeout(), Duration::from_millis(9500));
+        assert_eq!(
+            c.timing_adjustment().as_deref(),
+            Some("loop_wait + 2*retry_timeout (22) exceeds ttl (20): using loop_wait 1 and retry_timeout 9.5 (as Patroni does); set them so the rule holds to silence this")
+        );
+        // loop_wait alone is shortened when that is enough.
+        let c = DynamicConfig::parse(r#"{"ttl":30,"loop_wait":15,"retry_timeout":10}"#).unwrap();
+        assert_eq!(c.effective_timing(), (10.0, 10.0));
+        assert_eq!(
+            c.timing_adjustment().as_deref(),
+            Some("loop_wait + 2*retry_timeout (35) exceeds ttl (30): using loop_wait 10 (as Patroni does); set them so the rule holds to silence this")
+        );
+        // A short fast-profile loop_wait stays as written.
+        let c = DynamicConfig::parse(r#"{"ttl":2,"loop_wait":0.5,"retry_timeout":1}"#).unwrap();
+        assert_eq!(c.effective_timing(), (0.5, 0.75));
+        // A rule-abiding config is used as it is.
+        assert_eq!(DynamicConfig::default().timing_adjustment(), None);
+    }
+
+    #[test]
+    fn rejects_unusable_timing() {
+        let c = DynamicConfig::parse(r#"{"ttl":1,"loop_wait":5,"retry_timeout":5}"#).unwrap();
         assert_eq!(c.validate().len(), 1);
+        let c = DynamicConfig::parse(r#"{"ttl":0,"loop_wait":5,"retry_timeout":5}"#).unwrap();
+        assert_eq!(c.validate(), vec!["ttl: must be > 0, got 0".to_string()]);
         assert!(DynamicConfig::parse("[1]").is_err());
         assert!(DynamicConfig::parse(r#"{"ttl":"abc"}"#).is_err());
     }

@@ -507,6 +507,9 @@ impl Runner {
             if cfg.value.timing_problems().is_empty() {
                 let t = timing_of(&cfg.value);
                 if t != self.timing {
+                    if let Some(why) = cfg.value.timing_adjustment() {
+                        tracing::warn!("dynamic configuration: {why}");
+                    }
                     self.timing = t;
                     self.parts.dcs.set_timing(t);
                     self.parts.fence.timing_changed(t.ttl, t.loop_wait);
