@@ -65,11 +65,12 @@ impl ClientTlsFiles {
             let mut roots = rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             let trusted = match &self.ca {
-                Some(ca) => read_certs(ca)?,
+                Some(ca) => read_certs("CA file", ca)?,
                 None => Vec::new(),
             };
             for c in &trusted {
                 roots.add(c.clone()).map_err(|e| TlsError::File {
+                    what: "CA file",
                     file: self.ca.clone().unwrap_or_default(),
                     reason: e.to_string(),
                 })?;
@@ -88,8 +89,12 @@ impl ClientTlsFiles {
             Some(cert) => {
                 let key = self.key.as_deref().unwrap_or(cert);
                 builder
-                    .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+                    .with_client_auth_cert(
+                        read_certs("client certificate", cert)?,
+                        read_key("client key", key)?,
+                    )
                     .map_err(|e| TlsError::File {
+                        what: "client certificate",
                         file: cert.clone(),
                         reason: e.to_string(),
                     })?

@@ -12,41 +12,48 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read or holds no usable PEM item.
-    #[error("restapi tls: {file}: {reason}")]
+    #[error("cannot read {what} {file}: {reason}")]
     File {
+        /// What the file is for, e.g. `restapi certificate`.
+        what: &'static str,
         /// Which file.
         file: String,
         /// What was wrong.
         reason: String,
     },
     /// rustls refused the combination.
-    #[error("restapi tls: {0}")]
+    #[error("TLS settings: {0}")]
     Config(String),
 }
 
-pub(crate) fn file_err(file: &str, reason: impl ToString) -> TlsError {
+pub(crate) fn file_err(what: &'static str, file: &str, reason: impl ToString) -> TlsError {
     TlsError::File {
+        what,
         file: file.to_string(),
         reason: reason.to_string(),
     }
 }
 
 /// The certificates of a PEM file (at least one).
-pub(crate) fn read_certs(file: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(
+    what: &'static str,
+    file: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-        .map_err(|e| file_err(file, e))?
+        .map_err(|e| file_err(what, file, e))?
         .collect::<Result<_, _>>()
-        .map_err(|e| file_err(file, e))?;
+        .map_err(|e| file_err(what, file, e))?;
     if certs.is_empty() {
-        return Err(file_err(file, "no certificate found"));
+        return Err(file_err(what, file, "no certificate found"));
     }
     Ok(certs)
 }
 
 /// The private key of a PEM file (unencrypted).
-pub(crate) fn read_key(file: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn read_key(what: &'static str, file: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(file).map_err(|e| {
         file_err(
+            what,
             file,
             format!("{e} (an unencrypted PEM private key is needed)"),
         )
@@ -67,8 +74,8 @@ pub fn load_server_tls(c: &RestApiConfig) -> Result<Option<Arc<rustls::ServerCon
         .as_deref()
         .filter(|f| !f.is_empty())
         .unwrap_or(certfile);
-    let certs = read_certs(certfile)?;
-    let key = read_key(keyfile)?;
+    let certs = read_certs("restapi certificate", certfile)?;
+    let key = read_key("restapi private key", keyfile)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -83,10 +90,12 @@ pub fn load_server_tls(c: &RestApiConfig) -> Result<Option<Arc<rustls::ServerCon
             ))
         }
         (mode, Some(cafile)) => {
-            let trusted = read_certs(cafile)?;
+            let trusted = read_certs("restapi CA file", cafile)?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in &trusted {
-                roots.add(cert.clone()).map_err(|e| file_err(cafile, e))?;
+                roots
+                    .add(cert.clone())
+                    .map_err(|e| file_err("restapi CA file", cafile, e))?;
             }
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
             let v = match mode {
