@@ -352,3 +352,36 @@ postgresql:
     let wrong_name = base.replace("127.0.0.1", "localhost");
     assert!(c.get(format!("{wrong_name}/patroni")).send().await.is_err());
 }
+
+/// A reload that adds or removes `restapi.certfile` switches the running listener
+/// between plain HTTP and HTTPS for new connections.
+#[tokio::test]
+async fn a_reload_can_switch_between_http_and_https() {
+    let pki = make_pki();
+    let cfg = restapi(pki.dir.path(), VerifyClient::None);
+    let mut plain_cfg = cfg.clone();
+    plain_cfg.certfile = None;
+    plain_cfg.keyfile = None;
+    let tls = ReloadableTls::from_config(&plain_cfg).unwrap();
+    let node = TestNode::new(primary_status("pg0"), cluster_keys("pg0"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_reloadable(
+        listener,
+        router(node, ApiOptions::from_config(&plain_cfg)),
+        Some(tls.clone()),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let plain = format!("http://127.0.0.1:{port}/patroni");
+    let secure = format!("https://localhost:{port}/patroni");
+    assert_eq!(reqwest::get(&plain).await.unwrap().status(), 200);
+    tls.set(load_server_tls(&cfg).unwrap());
+    assert!(reqwest::get(&plain).await.is_err());
+    let r = client(&pki, false).get(&secure).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tls.set(load_server_tls(&plain_cfg).unwrap());
+    assert_eq!(reqwest::get(&plain).await.unwrap().status(), 200);
+}
