@@ -294,6 +294,94 @@ postgresql:
     // Without a client certificate the same peer does not answer.
     let mut no_cert = cfg.clone();
     no_cert.restapi.verify_client = VerifyClient::None;
+    no_cert.restapi.certfile = None;
+    no_cert.restapi.keyfile = None;
     let probe = agent_bin::node::HttpPeerProbe::new(&no_cert, Duration::from_secs(2)).unwrap();
     assert_eq!(probe.probe(&peer(format!("{base}/patroni"))).await, None);
+}
+
+/// Patroni's acceptance suite uses one self-signed CA certificate (`openssl req
+/// -x509`, so `CA:TRUE`) as CA file, server and client certificate. OpenSSL accepts
+/// that; so must we, on both sides of the connection.
+#[tokio::test]
+async fn one_self_signed_ca_certificate_for_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = p.self_signed(&key).unwrap();
+    let crt = dir.path().join("patroni.crt");
+    let kf = dir.path().join("patroni.key");
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&kf, key.serialize_pem()).unwrap();
+    let (crt, kf) = (crt.display().to_string(), kf.display().to_string());
+    let rest = RestApiConfig {
+        listen: "127.0.0.1:0".into(),
+        connect_address: "127.0.0.1:0".into(),
+        certfile: Some(crt.clone()),
+        keyfile: Some(kf.clone()),
+        cafile: Some(crt.clone()),
+        verify_client: VerifyClient::Required,
+        ..RestApiConfig::default()
+    };
+    let (base, _stop) = start_tls(&rest).await;
+    let base = base.replace("localhost", "127.0.0.1");
+    let yaml = format!(
+        r#"
+scope: s
+name: n
+restapi: {{listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008, certfile: {crt}, keyfile: {kf}, cafile: {crt}, verify_client: required}}
+ctl: {{cacert: {crt}, certfile: {crt}, keyfile: {kf}}}
+etcd3: {{host: 127.0.0.1:2379}}
+postgresql:
+  listen: 127.0.0.1:5432
+  connect_address: 127.0.0.1:5432
+  data_dir: /data
+  authentication:
+    superuser: {{username: postgres}}
+    replication: {{username: rep}}
+"#
+    );
+    let (cfg, _) = Config::from_yaml_str(&yaml, &EnvMap::new()).unwrap();
+    let c = build_api_client(&cfg, Duration::from_secs(2)).unwrap();
+    let r = c.get(format!("{base}/patroni")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.post(format!("{base}/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    // The pinned certificate still has to name the address called.
+    let wrong_name = base.replace("127.0.0.1", "localhost");
+    assert!(c.get(format!("{wrong_name}/patroni")).send().await.is_err());
+}
+
+/// A reload that adds or removes `restapi.certfile` switches the running listener
+/// between plain HTTP and HTTPS for new connections.
+#[tokio::test]
+async fn a_reload_can_switch_between_http_and_https() {
+    let pki = make_pki();
+    let cfg = restapi(pki.dir.path(), VerifyClient::None);
+    let mut plain_cfg = cfg.clone();
+    plain_cfg.certfile = None;
+    plain_cfg.keyfile = None;
+    let tls = ReloadableTls::from_config(&plain_cfg).unwrap();
+    let node = TestNode::new(primary_status("pg0"), cluster_keys("pg0"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_reloadable(
+        listener,
+        router(node, ApiOptions::from_config(&plain_cfg)),
+        Some(tls.clone()),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let plain = format!("http://127.0.0.1:{port}/patroni");
+    let secure = format!("https://localhost:{port}/patroni");
+    assert_eq!(reqwest::get(&plain).await.unwrap().status(), 200);
+    tls.set(load_server_tls(&cfg).unwrap());
+    assert!(reqwest::get(&plain).await.is_err());
+    let r = client(&pki, false).get(&secure).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tls.set(load_server_tls(&plain_cfg).unwrap());
+    assert_eq!(reqwest::get(&plain).await.unwrap().status(), 200);
 }

@@ -137,7 +137,6 @@ fn environment_wins_over_the_file() {
         ("PATRONI_RESTAPI_PASSWORD", "secret"),
         ("PATRONI_RESTAPI_CERTFILE", "/c.pem"),
         ("PATRONI_RESTAPI_KEYFILE", "/k.pem"),
-        ("PATRONI_RESTAPI_KEYFILE_PASSWORD", "kp"),
         ("PATRONI_RESTAPI_CAFILE", "/ca.pem"),
         ("PATRONI_RESTAPI_VERIFY_CLIENT", "optional"),
         ("PATRONI_RESTAPI_ALLOWLIST", "127.0.0.1,10.0.0.0/8"),
@@ -185,7 +184,6 @@ fn environment_wins_over_the_file() {
     assert_eq!(r.authentication.as_ref().unwrap().username, "admin");
     assert_eq!(r.authentication.as_ref().unwrap().password, "secret");
     assert_eq!(r.certfile.as_deref(), Some("/c.pem"));
-    assert_eq!(r.keyfile_password.as_deref(), Some("kp"));
     assert_eq!(r.verify_client, VerifyClient::Optional);
     assert_eq!(r.allowlist, vec!["127.0.0.1", "10.0.0.0/8"]);
     assert!(r.allowlist_include_members);

@@ -249,6 +249,35 @@ fn tls_and_method_rules() {
 }
 
 #[test]
+fn encrypted_keys_are_refused_with_the_key_named() {
+    let yaml = GOOD.replace(
+        "restapi: {listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008}",
+        "restapi: {listen: 127.0.0.1:8008, connect_address: 127.0.0.1:8008, certfile: /c, keyfile_password: pw}\nctl: {certfile: /c, keyfile_password: pw}",
+    );
+    let r = check(&yaml);
+    for key in ["restapi.keyfile_password", "ctl.keyfile_password"] {
+        assert!(
+            r.render().lines().any(|l| l.starts_with(&format!(
+                "error: {key}: encrypted private keys are not supported"
+            ))),
+            "{key} not refused in:\n{}",
+            r.render()
+        );
+    }
+    // The environment form is refused the same way.
+    let env = EnvMap::from([(
+        "PATRONI_RESTAPI_KEYFILE_PASSWORD".to_string(),
+        "pw".to_string(),
+    )]);
+    let r = validate_str(GOOD, &env);
+    assert!(
+        r.render().contains("error: restapi.keyfile_password:"),
+        "{}",
+        r.render()
+    );
+}
+
+#[test]
 fn yaml_syntax_errors_are_reported() {
     let r = check("scope: [unclosed\n");
     assert!(

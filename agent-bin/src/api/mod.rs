@@ -10,17 +10,18 @@ mod cluster_json;
 mod handlers;
 mod health;
 mod metrics;
+mod pinned;
 pub mod state;
 mod switchover;
 mod tls;
 
-pub use client::{build_api_client, with_api_auth};
+pub use client::{build_api_client, with_api_auth, ApiClient, ClientTlsFiles, SharedClient};
 pub use cluster_json::{cluster_json, history_json};
 pub use handlers::{postgres_version_to_int, restart_conditions_hold};
 pub use health::parse_size;
 pub use metrics::version_number;
 pub use state::*;
-pub use tls::{load_server_tls, TlsError};
+pub use tls::{load_server_tls, ReloadableTls, TlsError};
 
 use crate::config::{BasicAuth, RestApiConfig, VerifyClient};
 use axum::Router;
@@ -116,6 +117,13 @@ pub struct ApiControl {
 }
 
 impl ApiControl {
+    /// A handle holding `opts`, for [`router_with`].
+    pub fn new(opts: ApiOptions) -> ApiControl {
+        ApiControl {
+            opts: Arc::new(std::sync::RwLock::new(opts)),
+        }
+    }
+
     /// Options for requests from now on.
     pub fn set_options(&self, opts: ApiOptions) {
         match self.opts.write() {
@@ -127,42 +135,18 @@ impl ApiControl {
 
 /// The router plus a handle to change its options later.
 pub fn router_with_control(node: Arc<dyn NodeApi>, opts: ApiOptions) -> (Router, ApiControl) {
-    let opts = Arc::new(std::sync::RwLock::new(opts));
-    let app = Arc::new(handlers::App {
-        node,
-        opts: opts.clone(),
-    });
-    (
-        Router::new().fallback(handlers::dispatch).with_state(app),
-        ApiControl { opts },
-    )
+    let control = ApiControl::new(opts);
+    (router_with(node, &control), control)
 }
 
-/// A server TLS config that can be replaced while serving (certificate reload on
-/// SIGHUP); new connections use the latest one.
-#[derive(Clone)]
-pub struct ReloadableTls(Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>);
-
-impl ReloadableTls {
-    /// Wraps the initial config.
-    pub fn new(cfg: Arc<rustls::ServerConfig>) -> Self {
-        ReloadableTls(Arc::new(std::sync::RwLock::new(cfg)))
-    }
-
-    /// Uses `cfg` for connections accepted from now on.
-    pub fn replace(&self, cfg: Arc<rustls::ServerConfig>) {
-        match self.0.write() {
-            Ok(mut c) => *c = cfg,
-            Err(poisoned) => *poisoned.into_inner() = cfg,
-        }
-    }
-
-    fn current(&self) -> Arc<rustls::ServerConfig> {
-        match self.0.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
+/// The router, taking its options from `control` (made before the node, e.g. for
+/// the reloader the node itself holds).
+pub fn router_with(node: Arc<dyn NodeApi>, control: &ApiControl) -> Router {
+    let app = Arc::new(handlers::App {
+        node,
+        opts: control.opts.clone(),
+    });
+    Router::new().fallback(handlers::dispatch).with_state(app)
 }
 
 /// Merges a `PATCH /config` body into `config` as Patroni does: `null` deletes,
@@ -251,7 +235,8 @@ pub async fn serve_reloadable(
         let router = router.clone();
         let acceptor = tls
             .as_ref()
-            .map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
+            .and_then(ReloadableTls::current)
+            .map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             match acceptor {
                 None => {
@@ -262,11 +247,21 @@ pub async fn serve_reloadable(
                     serve_conn(router, TokioIo::new(stream), info).await;
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await
-                    else {
-                        return;
+                    let tls_stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!("rest api: TLS handshake with {peer} failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("rest api: TLS handshake with {peer} timed out");
+                            return;
+                        }
                     };
                     let client_cert = tls_stream
                         .get_ref()

@@ -415,6 +415,7 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
             }
         }
     }
+    check_encrypted_keys(top, out);
     if let Some(r) = top.get("restapi").and_then(Value::as_object) {
         let has = |k: &str| {
             r.get(k)
@@ -509,6 +510,27 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
             out.push(Problem::warning(
                 "bootstrap.users",
                 "removed in Patroni 4; create users in post_bootstrap (ignored)",
+            ));
+        }
+    }
+}
+
+/// Encrypted private keys (`keyfile_password`) cannot be read by the TLS library:
+/// refused rather than ignored, so the operator decrypts the key instead of getting
+/// a server or client without it.
+fn check_encrypted_keys(top: &Map<String, Value>, out: &mut Vec<Problem>) {
+    for section in ["restapi", "ctl"] {
+        let set = top
+            .get(section)
+            .and_then(|s| s.get("keyfile_password"))
+            .and_then(loose::as_string)
+            .is_some_and(|p| !p.is_empty());
+        if set {
+            out.push(Problem::error(
+                format!("{section}.keyfile_password"),
+                "encrypted private keys are not supported; decrypt the key \
+                 (openssl pkey -in KEY -out PLAIN_KEY), point keyfile at the result \
+                 and remove keyfile_password",
             ));
         }
     }

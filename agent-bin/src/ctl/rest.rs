@@ -2,7 +2,8 @@
 //! and TLS settings.
 
 use super::error::{CtlError, CtlResult};
-use crate::config::{BasicAuth, Config, VerifyClient};
+use crate::api::ClientTlsFiles;
+use crate::config::{BasicAuth, Config};
 use reqwest::{Method, Url};
 use serde_json::Value;
 use std::time::Duration;
@@ -40,70 +41,45 @@ fn ctl_text(cfg: &Config, section: &str, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn read(path: &str, what: &str) -> CtlResult<Vec<u8>> {
-    std::fs::read(path).map_err(|e| CtlError::Config(format!("cannot read {what} {path}: {e}")))
-}
-
 impl RestClient {
-    /// A client with `ctl.authentication` (else `restapi.authentication`), the CA from
-    /// `ctl.cacert`/`ctl.cafile` (else `restapi.cafile`), and a client certificate from
-    /// `ctl.certfile`/`keyfile` (else, when this node's API verifies clients, the REST
-    /// API's own certificate if readable): the policy of `api::build_api_client`, plus
-    /// `-k`, separate connect and request deadlines, and no environment proxies.
+    /// A client with `ctl.authentication` (else `restapi.authentication`) and the TLS
+    /// files of [`ClientTlsFiles::from_config`] (`ctl.cafile` is read as a synonym of
+    /// `ctl.cacert`), plus `-k`, separate connect and request deadlines, and no
+    /// environment proxies. The REST API's own certificate is only a fallback: when
+    /// it cannot be read (another OS user), no client certificate is presented.
     pub fn new(cfg: &Config, insecure: bool) -> CtlResult<RestClient> {
-        let mut b = reqwest::Client::builder()
+        let mut files = ClientTlsFiles::from_config(cfg);
+        files.insecure |= insecure;
+        if cfg.ctl.cacert.as_deref().is_none_or(str::is_empty) {
+            if let Some(ca) = ctl_text(cfg, "ctl", "cafile") {
+                files.ca = Some(ca);
+            }
+        }
+        if files.cert.is_some() && !files.cert_from_restapi && cfg.ctl.keyfile_password.is_some() {
+            return Err(CtlError::Config(
+                "ctl.keyfile_password: encrypted client keys are not supported; use an \
+                 unencrypted key file"
+                    .to_string(),
+            ));
+        }
+        let tls = match files.client_config() {
+            Ok(tls) => tls,
+            Err(_) if files.cert_from_restapi => {
+                let without_cert = ClientTlsFiles {
+                    cert: None,
+                    key: None,
+                    ..files
+                };
+                without_cert
+                    .client_config()
+                    .map_err(|e| CtlError::Config(e.to_string()))?
+            }
+            Err(e) => return Err(CtlError::Config(e.to_string())),
+        };
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .no_proxy()
-            .danger_accept_invalid_certs(insecure || cfg.ctl.insecure);
-        let ca = cfg
-            .ctl
-            .cacert
-            .clone()
-            .or_else(|| ctl_text(cfg, "ctl", "cafile"))
-            .or_else(|| cfg.restapi.cafile.clone());
-        if let Some(ca) = ca.filter(|c| !c.is_empty()) {
-            let pem = read(&ca, "CA file")?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| CtlError::Config(format!("CA file {ca}: {e}")))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
-        }
-        let own = cfg.ctl.certfile.clone().filter(|c| !c.is_empty());
-        let (cert, key, required) = match own {
-            Some(c) => (Some(c), cfg.ctl.keyfile.clone(), true),
-            // Members that demand client certificates accept their own.
-            None if cfg.restapi.verify_client != VerifyClient::None => (
-                cfg.restapi.certfile.clone().filter(|c| !c.is_empty()),
-                cfg.restapi.keyfile.clone(),
-                false,
-            ),
-            None => (None, None, false),
-        };
-        if let Some(cert) = cert {
-            if required && cfg.ctl.keyfile_password.is_some() {
-                return Err(CtlError::Config(
-                    "ctl.keyfile_password: encrypted client keys are not supported; use an \
-                     unencrypted key file"
-                        .to_string(),
-                ));
-            }
-            let identity = (|| -> CtlResult<reqwest::Identity> {
-                let mut pem = read(&cert, "client certificate")?;
-                if let Some(k) = key.as_deref().filter(|k| !k.is_empty() && *k != cert) {
-                    pem.push(b'\n');
-                    pem.extend(read(k, "client key")?);
-                }
-                reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| CtlError::Config(format!("client certificate {cert}: {e}")))
-            })();
-            match identity {
-                Ok(i) => b = b.identity(i),
-                Err(e) if required => return Err(e),
-                Err(_) => {} // the REST API's own certificate is only a fallback
-            }
-        }
-        let client = b
             .build()
             .map_err(|e| CtlError::Config(format!("cannot set up the HTTP client: {e}")))?;
         Ok(RestClient {

@@ -30,7 +30,7 @@ pub struct AgentApi {
     pub(super) handle: RunnerHandle,
     pub(super) dcs: Arc<dyn Dcs>,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) http: reqwest::Client,
+    pub(super) http: crate::api::SharedClient,
     pub(super) scheduled_restart: super::scheduled_restart::RestartSchedule,
     pub(super) reloader: std::sync::Arc<super::reload::ConfigReloader>,
     /// The local server, for live WAL positions in `GET /patroni`.
@@ -318,6 +318,7 @@ impl NodeApi for AgentApi {
     async fn probe_member(&self, api_url: &str) -> Option<Value> {
         let resp = self
             .http
+            .http()
             .get(api_url)
             .timeout(Duration::from_secs(2))
             .send()

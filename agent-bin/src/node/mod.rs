@@ -40,18 +40,18 @@ pub async fn run(
         .await
         .context("connecting to the DCS")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let http = crate::api::build_api_client(&cfg, Duration::from_secs(5))
+    let http = crate::api::SharedClient::new(&cfg, Duration::from_secs(5))
         .context("REST API client (ctl/restapi TLS settings)")?;
+    let tls = crate::api::ReloadableTls::from_config(&cfg.restapi)
+        .context("REST API server certificate (restapi certfile/keyfile/cafile)")?;
     refuse_duplicate_name(&cfg, dcs.as_ref(), &http).await?;
 
     let pg_cfg = settings::pg_config(&cfg)?;
     let driver = Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
     let pg: Arc<dyn ha_core::Postgres> = driver.clone();
     let run_settings = settings::runner_settings(&cfg);
-    let auth = cfg
-        .client_auth()
-        .map(|a| (a.username.clone(), a.password.clone()));
-    let peers = Arc::new(HttpPeerProbe::new(&cfg, run_settings.probe_timeout)?.with_auth(auth));
+    let peers = Arc::new(HttpPeerProbe::new(&cfg, run_settings.probe_timeout)?);
+    let peer_client = peers.client();
     let parts = Components {
         dcs: dcs.clone(),
         pg: pg.clone(),
@@ -66,12 +66,17 @@ pub async fn run(
         tokio::sync::watch::channel(cfg.postgresql.callbacks.clone());
     tokio::spawn(callbacks::run(callbacks_rx, cfg.scope.clone(), events_rx));
     let (config_tx, config_rx) = tokio::sync::watch::channel(cfg.clone());
+    let api_control =
+        crate::api::ApiControl::new(crate::api::ApiOptions::from_config(&cfg.restapi));
     let reloader = Arc::new(reload::ConfigReloader {
         path: config_path,
         config: config_tx,
         callbacks: callbacks_tx,
         pg: driver.clone(),
         runner: handle.clone(),
+        api: api_control.clone(),
+        tls: tls.clone(),
+        clients: vec![http.clone(), peer_client],
     });
 
     let api = Arc::new(AgentApi {
@@ -87,11 +92,16 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
         .await
         .with_context(|| format!("restapi.listen {}", cfg.restapi.listen))?;
-    let router = crate::api::router(api, crate::api::ApiOptions::from_config(&cfg.restapi));
+    let router = crate::api::router_with(api, &api_control);
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
-    let api_task = tokio::spawn(crate::api::serve(listener, router, None, async move {
-        let _ = stop_api_rx.await;
-    }));
+    let api_task = tokio::spawn(crate::api::serve_reloadable(
+        listener,
+        router,
+        Some(tls),
+        async move {
+            let _ = stop_api_rx.await;
+        },
+    ));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -120,7 +130,7 @@ pub async fn run(
 async fn refuse_duplicate_name(
     cfg: &Config,
     dcs: &dyn ha_core::Dcs,
-    http: &reqwest::Client,
+    http: &crate::api::SharedClient,
 ) -> anyhow::Result<()> {
     let Ok(cluster) = dcs.get_cluster().await else {
         return Ok(());
@@ -138,6 +148,7 @@ async fn refuse_duplicate_name(
     }
     let liveness = api_url.trim_end_matches("/patroni").to_string() + "/liveness";
     let alive = http
+        .http()
         .get(&liveness)
         .timeout(Duration::from_secs(2))
         .send()

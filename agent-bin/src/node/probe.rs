@@ -9,23 +9,22 @@ use std::time::Duration;
 
 /// Probes peers with reqwest; the runner bounds each call by its probe timeout.
 pub struct HttpPeerProbe {
-    client: reqwest::Client,
-    auth: Option<(String, String)>,
+    client: crate::api::SharedClient,
 }
 
 impl HttpPeerProbe {
     /// A prober whose requests give up after `timeout`. It speaks the REST API's TLS
-    /// as `fullautoctl` does: the configured CA, and a client certificate when peers
-    /// require one (`restapi.verify_client`).
+    /// as `fullautoctl` does (the configured CA, and the `ctl` else `restapi` client
+    /// certificate) and sends `ctl.authentication` (else `restapi.authentication`)
+    /// with `POST /failsafe`.
     pub fn new(cfg: &crate::config::Config, timeout: Duration) -> anyhow::Result<HttpPeerProbe> {
-        let client = crate::api::build_api_client(cfg, timeout)?;
-        Ok(HttpPeerProbe { client, auth: None })
+        let client = crate::api::SharedClient::new(cfg, timeout)?;
+        Ok(HttpPeerProbe { client })
     }
 
-    /// Sends Basic credentials (user, password) with `POST /failsafe`.
-    pub fn with_auth(mut self, auth: Option<(String, String)>) -> HttpPeerProbe {
-        self.auth = auth;
-        self
+    /// The client, for a reload to replace.
+    pub fn client(&self) -> crate::api::SharedClient {
+        self.client.clone()
     }
 }
 
@@ -74,17 +73,18 @@ pub fn reply_from_status(v: &Value) -> Option<PeerReply> {
 impl PeerProbe for HttpPeerProbe {
     async fn probe(&self, member: &Member) -> Option<PeerReply> {
         let url = member.data.api_url.as_deref()?;
-        let resp = self.client.get(url).send().await.ok()?;
+        let resp = self.client.http().get(url).send().await.ok()?;
         let v: Value = resp.json().await.ok()?;
         reply_from_status(&v)
     }
 
     async fn failsafe_call(&self, api_url: &str, body: &Value) -> bool {
-        let mut req = self.client.post(failsafe_url(api_url)).json(body);
-        if let Some((user, password)) = &self.auth {
-            req = req.basic_auth(user, Some(password));
-        }
-        let Ok(resp) = req.send().await else {
+        let client = self.client.current();
+        let req = client.http.post(failsafe_url(api_url)).json(body);
+        let Ok(resp) = crate::api::with_api_auth(req, client.auth.as_ref())
+            .send()
+            .await
+        else {
             return false;
         };
         let ok = resp.status() == reqwest::StatusCode::OK;

@@ -1,6 +1,8 @@
 //! SIGHUP and `POST /reload`: re-read the config file (and `PATRONI_*` variables) and
 //! apply what can change while running — tags, callbacks, the `postgresql` section's
-//! parameters and pg_hba — as Patroni does. A file with errors changes nothing.
+//! parameters and pg_hba, the REST API's options and certificates, the certificates
+//! and credentials used towards other members — as Patroni does. A file with errors,
+//! or certificate files that cannot be used, change nothing.
 
 use crate::config::{Callbacks, Config};
 use ha_core::runner::RunnerHandle;
@@ -15,6 +17,12 @@ pub struct ConfigReloader {
     pub(super) callbacks: watch::Sender<Callbacks>,
     pub(super) pg: Arc<pg_driver::PgDriver>,
     pub(super) runner: RunnerHandle,
+    /// The REST API's options (auth, allowlist, client certificate policy).
+    pub(super) api: crate::api::ApiControl,
+    /// The REST API's server certificate, swapped for new connections.
+    pub(super) tls: crate::api::ReloadableTls,
+    /// Clients towards other members (API handlers, peer probes).
+    pub(super) clients: Vec<crate::api::SharedClient>,
 }
 
 impl ConfigReloader {
@@ -28,6 +36,13 @@ impl ConfigReloader {
         if new.name != old.name || new.scope != old.scope {
             return Err("name and scope cannot change while running; restart the agent".into());
         }
+        let server_tls = crate::api::load_server_tls(&new.restapi).map_err(|e| e.to_string())?;
+        let clients = self
+            .clients
+            .iter()
+            .map(|c| c.prepare(&new).map(|next| (c, next)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("client certificates towards members: {e}"))?;
         let pg_cfg = super::settings::pg_config(&new).map_err(|e| e.to_string())?;
         self.pg
             .update_config(pg_cfg)
@@ -35,6 +50,15 @@ impl ConfigReloader {
         if let Err(e) = ha_core::Postgres::reload(self.pg.as_ref()).await {
             // Postgres may be stopped: the new settings apply at its next start.
             tracing::info!("postgres not reloaded ({e}); new settings apply at its next start");
+        }
+        if server_tls.is_some() {
+            tracing::info!("REST API certificates reloaded; new connections use them");
+        }
+        self.tls.set(server_tls);
+        self.api
+            .set_options(crate::api::ApiOptions::from_config(&new.restapi));
+        for (client, next) in clients {
+            client.replace(next);
         }
         self.runner.reconfigure(super::settings::node_config(&new));
         self.callbacks

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod dcs;
+pub mod tls;
 
 pub use dcs::{DcsKind, TestDcs};
 use serde_json::Value;
@@ -51,6 +52,10 @@ pub struct Extra {
     pub postgresql: String,
     /// Lines appended to `bootstrap.dcs.postgresql` (e.g. cluster-wide `parameters:`).
     pub dcs_postgresql: String,
+    /// Lines appended to the `restapi:` section (e.g. `certfile:`).
+    pub restapi: String,
+    /// Top-level lines (e.g. a `ctl:` section).
+    pub top: String,
 }
 
 pub struct Cluster {
@@ -58,6 +63,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     pub scope: String,
+    /// Set when the nodes serve HTTPS: the harness's API calls use this client.
+    pub https: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// A port nothing listens on, picked below the kernel's ephemeral range (32768 and
@@ -165,6 +172,7 @@ impl Cluster {
             dir,
             nodes: Vec::new(),
             scope,
+            https: None,
         };
         for i in 0..n {
             let node = c.write_node(i, timing, extra_dcs, &tags(i), &extra(i));
@@ -213,6 +221,8 @@ impl Cluster {
             "restapi:".into(),
             format!("  listen: 127.0.0.1:{api_port}"),
             format!("  connect_address: 127.0.0.1:{api_port}"),
+            extra.restapi.trim_end().to_string(),
+            extra.top.trim_end().to_string(),
             self.dcs.config_section(),
             "bootstrap:".into(),
             "  dcs:".into(),
@@ -374,15 +384,30 @@ impl Cluster {
 
     /// GET an API path of node `i`: (status, JSON body).
     pub fn api(&self, i: usize, path: &str) -> Option<(u16, Value)> {
-        http("GET", self.nodes[i].api_port, path, None)
+        self.call("GET", i, path, None)
     }
 
     pub fn api_post(&self, i: usize, path: &str, body: &Value) -> Option<(u16, Value)> {
-        http("POST", self.nodes[i].api_port, path, Some(body))
+        self.call("POST", i, path, Some(body))
     }
 
     pub fn api_patch(&self, i: usize, path: &str, body: &Value) -> Option<(u16, Value)> {
-        http("PATCH", self.nodes[i].api_port, path, Some(body))
+        self.call("PATCH", i, path, Some(body))
+    }
+
+    /// An API call over HTTP, or over HTTPS with `self.https` when set.
+    fn call(
+        &self,
+        method: &str,
+        i: usize,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<(u16, Value)> {
+        let port = self.nodes[i].api_port;
+        match &self.https {
+            Some(tls) => tls::https_call(tls, method, port, path, body).answer,
+            None => http(method, port, path, body),
+        }
     }
 
     /// The leader key's value.
