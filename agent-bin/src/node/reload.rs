@@ -28,6 +28,9 @@ impl ConfigReloader {
         if new.name != old.name || new.scope != old.scope {
             return Err("name and scope cannot change while running; restart the agent".into());
         }
+        if new.log != old.log {
+            return Err("the log section cannot change while running; restart the agent".into());
+        }
         let pg_cfg = super::settings::pg_config(&new).map_err(|e| e.to_string())?;
         self.pg
             .update_config(pg_cfg)
