@@ -203,3 +203,61 @@ fn json_lines_at_warning_level_with_static_fields() {
     }
     assert!(warned, "the config warning is logged: {text}");
 }
+
+/// A config the validator accepts, with `log` lines appended (no server is started).
+fn config_with_log(dir: &Path, log: &str) -> std::path::PathBuf {
+    let path = dir.join("patroni.yml");
+    let text = format!(
+        "scope: s\nname: n\nrestapi: {{listen: 127.0.0.1:18100, connect_address: 127.0.0.1:18100}}\n\
+         etcd3: {{host: 127.0.0.1:12379}}\npostgresql:\n  listen: 127.0.0.1:15432\n  \
+         connect_address: 127.0.0.1:15432\n  data_dir: {}/data\n  authentication:\n    \
+         superuser: {{username: postgres}}\n    replication: {{username: postgres}}\n{log}",
+        dir.display()
+    );
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+fn fullauto(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fullauto"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run fullauto");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn unknown_levels_are_refused_by_validation_and_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let validate = std::ffi::OsStr::new("--validate-config");
+    let good = config_with_log(dir.path(), "log: {level: fatal, traceback_level: DEBUG}\n");
+    assert_eq!(
+        fullauto(&[validate, good.as_os_str()], &[]),
+        (0, String::new())
+    );
+    let (code, out) = fullauto(
+        &[validate, good.as_os_str()],
+        &[("PATRONI_LOG_LEVEL", "NOTICE")],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "error: log.level: unknown level \"NOTICE\": use DEBUG, INFO, WARNING (or WARN), ERROR, \
+         CRITICAL (or FATAL), TRACE (set by PATRONI_LOG_LEVEL)\n"
+    );
+    let bad = config_with_log(
+        dir.path(),
+        "log:\n  level: WARNING\n  format: '%(asctime)s %(funcName)s'\n",
+    );
+    let (code, out) = fullauto(&[bad.as_os_str()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("error: log.format: %(funcName)s is not an attribute fullauto fills"),
+        "{out}"
+    );
+}
