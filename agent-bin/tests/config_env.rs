@@ -176,7 +176,7 @@ fn environment_wins_over_the_file() {
         (c.name.as_str(), c.scope.as_str(), c.namespace.as_str()),
         ("pg9", "robin", "/ns")
     );
-    assert_eq!(c.log.level, "DEBUG");
+    assert_eq!(c.log.level, agent_bin::config::LogLevel::Debug);
     assert_eq!(c.log.dir.as_deref(), Some("/var/log/x"));
     let r = &c.restapi;
     assert_eq!(r.listen, "127.0.0.1:9008");

@@ -112,7 +112,7 @@ fn patroni_sample_loads() {
     assert_eq!(c.postgresql.pg_ctl_timeout, 60.0);
     assert!(!c.tags.noloadbalance);
     assert_eq!(c.watchdog.mode, WatchdogMode::Automatic);
-    assert_eq!(c.log.level, "INFO");
+    assert_eq!(c.log.level, agent_bin::config::LogLevel::Info);
 }
 
 #[test]
@@ -229,8 +229,8 @@ log: {level: debug, type: json, dir: /var/log/fa}
     assert_eq!(c.watchdog.safety_margin, -1.0);
     assert_eq!(c.tags.failover_priority, Some(3));
     assert_eq!(c.tags.value_as_text("zone").as_deref(), Some("a"));
-    assert_eq!(c.log.level, "DEBUG");
-    assert!(c.log.json);
+    assert_eq!(c.log.level, agent_bin::config::LogLevel::Debug);
+    assert!(c.log.is_json());
 }
 
 #[test]

@@ -39,6 +39,8 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    // Before any thread or child process exists.
+    agent_bin::systemd::take_notify_socket();
     let path = match std::path::absolute(&path) {
         Ok(p) => p,
         Err(_) => path,
@@ -50,7 +52,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(&cfg);
+    let _log = match agent_bin::logging::init(&cfg.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("fullauto: {e}");
+            return ExitCode::from(1);
+        }
+    };
     for w in warnings {
         tracing::warn!("{}", w.to_string().trim_end());
     }
@@ -94,23 +102,5 @@ fn main() -> ExitCode {
             eprintln!("fullauto: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn init_logging(cfg: &Config) {
-    let level = std::env::var("PATRONI_LOG_LEVEL")
-        .unwrap_or_else(|_| cfg.log.level.clone())
-        .to_lowercase();
-    let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "{level},tokio_postgres=warn,hyper=warn,h2=warn,tower=warn"
-    ))
-    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cfg.log.json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }

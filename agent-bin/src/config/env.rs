@@ -39,21 +39,25 @@ enum Form {
     Bool,
     List,
     Dict,
+    /// A `%(attr)s` template, else a list of attributes (Patroni's `log.format`).
+    Format,
 }
 
 const LOG_KEYS: &[(&str, Form)] = &[
     ("type", Form::Text),
     ("level", Form::Text),
     ("traceback_level", Form::Text),
-    ("format", Form::Text),
+    ("format", Form::Format),
     ("dateformat", Form::Text),
     ("static_fields", Form::Dict),
     ("max_queue_size", Form::Int),
     ("dir", Form::Text),
-    ("mode", Form::Int),
+    // Octal as C's strtol reads it (`0640`): read by the log section.
+    ("mode", Form::Text),
     ("file_num", Form::Int),
     ("file_size", Form::Int),
     ("loggers", Form::Dict),
+    ("deduplicate_heartbeat_logs", Form::Bool),
 ];
 
 const RESTAPI_KEYS: &[(&str, Form)] = &[
@@ -214,6 +218,8 @@ fn convert(text: &str, form: Form) -> Value {
             .unwrap_or_else(|| Value::String(text.to_string())),
         Form::List => parse_list(text),
         Form::Dict => parse_dict(text).unwrap_or_else(|| Value::String(text.to_string())),
+        Form::Format if text.contains("%(") => Value::String(text.to_string()),
+        Form::Format => parse_list(text),
     }
 }
 

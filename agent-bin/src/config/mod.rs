@@ -7,12 +7,17 @@
 //! [`Config`]. Only a document without errors becomes a `Config`.
 
 mod env;
+mod log;
 mod loose;
 mod report;
 mod schema;
 mod types;
 
 pub use env::{overlay_from_env, parse_dict, parse_list, process_env, EnvMap, EnvOverlay};
+pub use log::{
+    check_dateformat, logger_targets, parse_mode, parse_template, Conversion, FieldSpec, JsonField,
+    LogAttr, LogConfig, LogLayout, LogLevel, Piece, DEFAULT_FORMAT,
+};
 pub use report::{ConfigErrors, Problem, Report, Severity, Warning};
 pub use types::*;
 
@@ -389,6 +394,14 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
         }
     }
     check_bootstrap_dcs(top.get("bootstrap").and_then(|b| b.get("dcs")), out);
+    if let Err(problems) = LogConfig::from_value(get(doc, "log")) {
+        // A key with a type error was already reported with its path.
+        for p in problems {
+            if !out.iter().any(|o| o.is_error() && o.path == p.path) {
+                out.push(p);
+            }
+        }
+    }
     check_watchdog(top, out);
     // Tag conflicts (spec §7: nofailover wins, nosync wins).
     if let Some(t) = top.get("tags").and_then(Value::as_object) {
@@ -759,15 +772,7 @@ fn build(doc: &Value) -> Result<Config, Problem> {
         safety_margin: loose::as_f64(get(w, "safety_margin")).unwrap_or(5.0),
     };
 
-    let l = get(doc, "log");
-    let log = LogConfig {
-        level: str_of(get(l, "level"))
-            .unwrap_or_else(|| "INFO".into())
-            .to_ascii_uppercase(),
-        json: str_of(get(l, "type")).is_some_and(|t| t.eq_ignore_ascii_case("json")),
-        dir: str_of(get(l, "dir")),
-        format: str_of(get(l, "format")),
-    };
+    let log = LogConfig::from_value(get(doc, "log")).map_err(|mut p| p.swap_remove(0))?;
 
     Ok(Config {
         scope: str_of(get(doc, "scope")).unwrap_or_default(),

@@ -625,24 +625,21 @@ pub(crate) fn config_kind() -> Kind {
         ],
         Extra::Allow,
     );
+    // Levels, format, mode and loggers are read (and refused) by `LogConfig::from_value`.
     let log = map(vec![
         opt("type", Kind::Enum(&["plain", "json"])),
-        opt(
-            "level",
-            Kind::Enum(&[
-                "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "TRACE",
-            ]),
-        ),
-        opt("traceback_level", Kind::Str),
+        opt("level", Kind::Any),
+        opt("traceback_level", Kind::Any),
         opt("format", Kind::Any),
         opt("dateformat", Kind::Str),
         opt("static_fields", Kind::MapOf(Box::new(Kind::Any))),
         opt("max_queue_size", Kind::Int(Some(1))),
         opt("dir", Kind::Str),
-        opt("mode", Kind::Int(Some(0))),
+        opt("mode", Kind::Any),
         opt("file_num", Kind::Int(Some(1))),
         opt("file_size", Kind::Int(Some(1))),
-        opt("loggers", Kind::MapOf(Box::new(Kind::Str))),
+        opt("loggers", Kind::MapOf(Box::new(Kind::Any))),
+        opt("deduplicate_heartbeat_logs", Kind::Bool),
     ]);
     map(vec![
         req("scope", Kind::Str),

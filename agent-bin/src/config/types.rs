@@ -700,29 +700,5 @@ impl Default for WatchdogConfig {
     }
 }
 
-/// `log`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogConfig {
-    /// Upper-case level (`INFO`).
-    pub level: String,
-    /// `plain` or `json`.
-    pub json: bool,
-    /// Directory for log files (stderr when unset).
-    pub dir: Option<String>,
-    /// Format string (informative; fullauto has one plain layout).
-    pub format: Option<String>,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            level: "INFO".into(),
-            json: false,
-            dir: None,
-            format: None,
-        }
-    }
-}
-
 /// Re-export for callers that name tags through the config.
 pub type ConfigTags = Tags;

@@ -106,19 +106,24 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    // The REST API listens and the HA loop runs.
+    crate::systemd::notify("READY=1");
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                crate::systemd::notify_reloading();
                 if let Err(e) = reloader.reload().await {
                     tracing::error!("reload refused, keeping the running configuration: {e}");
                 }
+                crate::systemd::notify("READY=1");
             }
         }
     }
     tracing::info!("shutting down");
+    crate::systemd::notify("STOPPING=1");
     handle.shutdown();
     let _ = runner_task.await;
     let _ = stop_api_tx.send(());

@@ -36,6 +36,9 @@ impl ConfigReloader {
         if new.name != old.name || new.scope != old.scope {
             return Err("name and scope cannot change while running; restart the agent".into());
         }
+        if new.log != old.log {
+            return Err("the log section cannot change while running; restart the agent".into());
+        }
         let server_tls = crate::api::load_server_tls(&new.restapi).map_err(|e| e.to_string())?;
         let clients = self
             .clients

@@ -261,6 +261,7 @@ impl Cluster {
             "tags:".into(),
             "  noloadbalance: false".into(),
             n.tags.trim_end().to_string(),
+            extra.top.trim_end().to_string(),
         ];
         let text: String = lines
             .iter()
@@ -298,6 +299,12 @@ impl Cluster {
 
     /// Starts the agent of node `i`.
     pub fn start(&mut self, i: usize) {
+        self.start_with_env(i, &[]);
+    }
+
+    /// Starts the agent of node `i` with extra environment variables (applied after
+    /// the harness's `PATRONI_LOG_LEVEL=debug`, so they can replace it).
+    pub fn start_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let n = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -308,6 +315,7 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_fullauto"))
             .arg(&n.config)
             .env("PATRONI_LOG_LEVEL", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
