@@ -51,6 +51,9 @@ pub struct Extra {
     pub postgresql: String,
     /// Lines appended to `bootstrap.dcs.postgresql` (e.g. cluster-wide `parameters:`).
     pub dcs_postgresql: String,
+    /// Replaces the `postgresql.authentication` section's lines (four spaces for a
+    /// user) when not empty.
+    pub authentication: String,
 }
 
 pub struct Cluster {
@@ -245,8 +248,11 @@ impl Cluster {
             format!("    on_start: {}", self.callback_script().display()),
             format!("    on_role_change: {}", self.callback_script().display()),
             "  authentication:".into(),
-            "    superuser: {username: postgres}".into(),
-            "    replication: {username: postgres}".into(),
+            if extra.authentication.is_empty() {
+                "    superuser: {username: postgres}\n    replication: {username: postgres}".into()
+            } else {
+                extra.authentication.trim_end().to_string()
+            },
             extra.postgresql.trim_end().to_string(),
             "tags:".into(),
             "  noloadbalance: false".into(),
