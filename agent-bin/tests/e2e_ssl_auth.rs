@@ -237,6 +237,8 @@ fn tls_client_certificates_unix_socket_and_pgpass() {
         log.contains("running pg_rewind"),
         "no pg_rewind ran:\n{log}"
     );
+    // The superuser's TLS connection (encrypted key) to the new primary worked.
+    assert!(!log.contains("could not connect to rewind source"), "{log}");
     assert_eq!(
         sql(
             &c,

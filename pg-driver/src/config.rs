@@ -457,7 +457,8 @@ impl PgConfig {
     }
 
     /// Where replication connections to the local server go: the socket with
-    /// `use_unix_socket_repl`, else TCP.
+    /// `use_unix_socket_repl`, else TCP. (The driver itself opens none today: the
+    /// running server's timeline comes over the superuser connection.)
     pub fn local_replication_endpoint(&self) -> Result<Endpoint> {
         self.local_endpoint(self.use_unix_socket_repl)
     }
@@ -649,6 +650,39 @@ wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
         assert_eq!(
             cfg.initdb.to_args().unwrap(),
             vec!["--encoding=UTF8", "--data-checksums"]
+        );
+    }
+
+    #[test]
+    fn local_endpoints_follow_use_unix_socket_and_the_first_absolute_directory() {
+        let mut cfg = PgConfig::new("a", "0.0.0.0:5432", "/d");
+        assert_eq!(
+            cfg.local_superuser_endpoint().unwrap(),
+            Endpoint::tcp("127.0.0.1", 5432)
+        );
+        cfg.use_unix_socket = true;
+        let sock = |d: &str| Endpoint {
+            host: Host::Socket(d.into()),
+            port: 5432,
+        };
+        assert_eq!(cfg.local_superuser_endpoint().unwrap(), sock("/tmp"));
+        cfg.parameters.insert(
+            "unix_socket_directories".into(),
+            serde_json::json!("@abstract, /run/pg ,/x"),
+        );
+        assert_eq!(cfg.local_superuser_endpoint().unwrap(), sock("/run/pg"));
+        assert_eq!(
+            cfg.local_replication_endpoint().unwrap(),
+            Endpoint::tcp("127.0.0.1", 5432)
+        );
+        cfg.use_unix_socket_repl = true;
+        assert_eq!(cfg.local_replication_endpoint().unwrap(), sock("/run/pg"));
+        // No absolute directory: TCP, as in Patroni.
+        cfg.parameters
+            .insert("unix_socket_directories".into(), serde_json::json!("@abs"));
+        assert_eq!(
+            cfg.local_superuser_endpoint().unwrap(),
+            Endpoint::tcp("127.0.0.1", 5432)
         );
     }
 

@@ -127,3 +127,35 @@ pub fn connector(creds: &Credentials, home: Option<&Path>) -> Result<MakeTlsConn
     });
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(c: &Credentials, home: Option<&Path>) -> String {
+        match connector(c, home) {
+            Ok(_) => panic!("connector built"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn verification_without_root_certificate_and_missing_files_name_the_key() {
+        let home = tempfile::tempdir().unwrap();
+        let mut c = Credentials::user("u");
+        c.sslmode = Some(SslMode::VerifyCa);
+        let e = err(&c, Some(home.path()));
+        assert!(
+            e.contains("sslmode verify-ca needs a root certificate"),
+            "{e}"
+        );
+        c.sslrootcert = Some("/nonexistent/ca.crt".into());
+        assert!(err(&c, Some(home.path())).contains("sslrootcert /nonexistent/ca.crt"));
+        // Without verification nothing is required.
+        let mut prefer = Credentials::user("u");
+        prefer.sslmode = Some(SslMode::Require);
+        assert!(connector(&prefer, Some(home.path())).is_ok());
+        prefer.sslcert = Some("/nonexistent/c.crt".into());
+        assert!(err(&prefer, Some(home.path())).contains("sslcert /nonexistent/c.crt"));
+    }
+}
