@@ -26,21 +26,12 @@
 //! wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
 //! ```
 
+pub use crate::credentials::Credentials;
 use crate::error::{DriverError, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// A user name and password.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-pub struct Credentials {
-    /// Role name.
-    pub username: String,
-    /// Password (`None`: rely on trust / peer / a passfile).
-    #[serde(default)]
-    pub password: Option<String>,
-}
 
 /// `authentication:` — the three roles Patroni knows.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -67,17 +58,11 @@ impl Default for Authentication {
 }
 
 fn default_superuser() -> Credentials {
-    Credentials {
-        username: "postgres".into(),
-        password: None,
-    }
+    Credentials::user("postgres")
 }
 
 fn default_replication() -> Credentials {
-    Credentials {
-        username: "replicator".into(),
-        password: None,
-    }
+    Credentials::user("replicator")
 }
 
 /// One command-line option in Patroni's list form: `- data-checksums` or
@@ -239,9 +224,23 @@ pub struct PgConfig {
     /// Directory of initdb, pg_ctl, … (discovered when unset).
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
-    /// Roles and passwords.
+    /// Roles, passwords and their libpq TLS options.
     #[serde(default)]
     pub authentication: Authentication,
+    /// The agent's own superuser connections to the local server go through the
+    /// unix socket in the first absolute `unix_socket_directories` entry (TCP when
+    /// there is none), without TLS.
+    #[serde(default)]
+    pub use_unix_socket: bool,
+    /// Replication connections to the local server go through that socket too.
+    #[serde(default)]
+    pub use_unix_socket_repl: bool,
+    /// The password file written before pg_basebackup, pg_rewind, custom replica
+    /// methods and `post_bootstrap` run (handed to them as `PGPASSFILE`) and named
+    /// by `primary_conninfo`'s `passfile`. [`crate::PgDriver`] fills in
+    /// `<OS user's home>/pgpass` when unset, as Patroni does.
+    #[serde(default)]
+    pub pgpass: Option<PathBuf>,
     /// GUCs written to the managed configuration file; they win over
     /// `dynamic_parameters`.
     #[serde(default)]
@@ -319,6 +318,42 @@ pub struct HostPort {
     pub port: u16,
 }
 
+/// How a connection reaches a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// TCP to a host name or address (TLS per the role's `sslmode`).
+    Tcp(String),
+    /// The unix socket in this directory (never TLS, as in libpq).
+    Socket(PathBuf),
+}
+
+/// A server to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host or socket directory.
+    pub host: Host,
+    /// Port (also names the socket file).
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// TCP to `host:port`.
+    pub fn tcp(host: &str, port: u16) -> Self {
+        Endpoint {
+            host: Host::Tcp(host.into()),
+            port,
+        }
+    }
+
+    /// The libpq `host` value: the name, address or socket directory.
+    pub fn host_text(&self) -> String {
+        match &self.host {
+            Host::Tcp(h) => h.clone(),
+            Host::Socket(d) => d.display().to_string(),
+        }
+    }
+}
+
 /// Parses `host:port` (IPv6 hosts in brackets).
 pub fn parse_host_port(text: &str) -> Result<HostPort> {
     let (host, port) = text
@@ -348,6 +383,9 @@ impl PgConfig {
             data_dir: data_dir.into(),
             bin_dir: None,
             authentication: Authentication::default(),
+            use_unix_socket: false,
+            use_unix_socket_repl: false,
+            pgpass: None,
             parameters: BTreeMap::new(),
             dynamic_parameters: BTreeMap::new(),
             pg_hba: Vec::new(),
@@ -383,6 +421,46 @@ impl PgConfig {
             h => h.to_string(),
         };
         Ok(HostPort { host, port: l.port })
+    }
+
+    /// The first absolute directory of `unix_socket_directories` (the rendered value:
+    /// `/tmp` unless set), Patroni's rule for the local socket.
+    pub fn socket_dir(&self) -> Option<PathBuf> {
+        let dirs = self
+            .parameters
+            .get("unix_socket_directories")
+            .or_else(|| self.dynamic_parameters.get("unix_socket_directories"))
+            .and_then(|v| json_scalar(v).ok())
+            .unwrap_or_else(|| crate::render::DEFAULT_SOCKET_DIR.to_string());
+        dirs.split(',')
+            .map(str::trim)
+            .find(|d| d.starts_with('/'))
+            .map(PathBuf::from)
+    }
+
+    fn local_endpoint(&self, socket: bool) -> Result<Endpoint> {
+        let tcp = self.local_host_port()?;
+        let host = match self.socket_dir().filter(|_| socket) {
+            Some(dir) => Host::Socket(dir),
+            None => Host::Tcp(tcp.host),
+        };
+        Ok(Endpoint {
+            host,
+            port: tcp.port,
+        })
+    }
+
+    /// Where the agent's superuser connections to the local server go: the socket
+    /// with `use_unix_socket`, else TCP to [`PgConfig::local_host_port`].
+    pub fn local_superuser_endpoint(&self) -> Result<Endpoint> {
+        self.local_endpoint(self.use_unix_socket)
+    }
+
+    /// Where replication connections to the local server go: the socket with
+    /// `use_unix_socket_repl`, else TCP. (The driver itself opens none today: the
+    /// running server's timeline comes over the superuser connection.)
+    pub fn local_replication_endpoint(&self) -> Result<Endpoint> {
+        self.local_endpoint(self.use_unix_socket_repl)
     }
 
     /// pg_ctl's default timeout.
@@ -475,6 +553,16 @@ impl PgConfig {
                     .map_err(|e| DriverError::Config(format!("bootstrap.{}.{k}: {e}", m.name)))?;
             }
         }
+        self.authentication.superuser.validate("superuser")?;
+        self.authentication.replication.validate("replication")?;
+        if let Some(r) = &self.authentication.rewind {
+            r.validate("rewind")?;
+        }
+        if self.pgpass.as_ref().is_some_and(|p| !p.is_absolute()) {
+            return Err(DriverError::Config(
+                "pgpass must be an absolute path".into(),
+            ));
+        }
         self.initdb.to_args()?;
         self.basebackup.to_args()?;
         for (k, v) in self.dynamic_parameters.iter().chain(&self.parameters) {
@@ -562,6 +650,39 @@ wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
         assert_eq!(
             cfg.initdb.to_args().unwrap(),
             vec!["--encoding=UTF8", "--data-checksums"]
+        );
+    }
+
+    #[test]
+    fn local_endpoints_follow_use_unix_socket_and_the_first_absolute_directory() {
+        let mut cfg = PgConfig::new("a", "0.0.0.0:5432", "/d");
+        assert_eq!(
+            cfg.local_superuser_endpoint().unwrap(),
+            Endpoint::tcp("127.0.0.1", 5432)
+        );
+        cfg.use_unix_socket = true;
+        let sock = |d: &str| Endpoint {
+            host: Host::Socket(d.into()),
+            port: 5432,
+        };
+        assert_eq!(cfg.local_superuser_endpoint().unwrap(), sock("/tmp"));
+        cfg.parameters.insert(
+            "unix_socket_directories".into(),
+            serde_json::json!("@abstract, /run/pg ,/x"),
+        );
+        assert_eq!(cfg.local_superuser_endpoint().unwrap(), sock("/run/pg"));
+        assert_eq!(
+            cfg.local_replication_endpoint().unwrap(),
+            Endpoint::tcp("127.0.0.1", 5432)
+        );
+        cfg.use_unix_socket_repl = true;
+        assert_eq!(cfg.local_replication_endpoint().unwrap(), sock("/run/pg"));
+        // No absolute directory: TCP, as in Patroni.
+        cfg.parameters
+            .insert("unix_socket_directories".into(), serde_json::json!("@abs"));
+        assert_eq!(
+            cfg.local_superuser_endpoint().unwrap(),
+            Endpoint::tcp("127.0.0.1", 5432)
         );
     }
 

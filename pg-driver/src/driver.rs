@@ -1,10 +1,12 @@
 //! `PgDriver`: ha-core's `Postgres` trait on a real server.
 
 use crate::binaries::Binaries;
-use crate::config::{is_basebackup, PgConfig, ReplicaMethod};
+use crate::config::{is_basebackup, Credentials, Endpoint, PgConfig, ReplicaMethod};
+use crate::conninfo::{self, Secret};
 use crate::controldata::ControlData;
 use crate::datadir::{self, DirContents};
 use crate::error::{DriverError, Result};
+use crate::pgpass;
 use crate::pidfile::{self, PidFileState};
 use crate::render::{self, ManagedState, UpstreamRecord, MANAGED_CONF};
 use crate::runner::{tail_chars, OsUser, Runner};
@@ -61,10 +63,11 @@ pub struct PgDriver {
 impl PgDriver {
     /// Validates `cfg`, finds the binaries and the OS user. Fails when a binary is
     /// missing (naming the package) or the OS user does not exist.
-    pub fn new(cfg: PgConfig) -> Result<Self> {
+    pub fn new(mut cfg: PgConfig) -> Result<Self> {
         cfg.validate()?;
         let bins = Binaries::discover(cfg.bin_dir.as_deref())?;
         let user = OsUser::resolve(cfg.os_user.as_deref())?;
+        default_pgpass(&mut cfg, &user);
         let state = render::read_state(&cfg.data_dir);
         Ok(PgDriver {
             data_dir: cfg.data_dir.clone(),
@@ -91,8 +94,9 @@ impl PgDriver {
     /// Replaces the configuration (e.g. new parameters from the DCS); takes effect
     /// at the next `reload`, start or role change. The data directory, bin dir and OS
     /// user cannot change under a driver.
-    pub fn update_config(&self, cfg: PgConfig) -> Result<()> {
+    pub fn update_config(&self, mut cfg: PgConfig) -> Result<()> {
         cfg.validate()?;
+        default_pgpass(&mut cfg, self.os_user());
         let cur = self.cfg();
         if cfg.data_dir != cur.data_dir || cfg.bin_dir != cur.bin_dir || cfg.os_user != cur.os_user
         {
@@ -198,17 +202,53 @@ impl PgDriver {
         Ok(())
     }
 
-    /// A fresh superuser connection to the local server.
+    /// A fresh superuser connection to the local server (through the unix socket
+    /// with `use_unix_socket`).
     pub async fn connect_local(&self, timeout: Duration) -> Result<tokio_postgres::Client> {
-        let hp = self.cfg().local_host_port()?;
+        let cfg = self.cfg();
         sql::connect(
-            &hp.host,
-            hp.port,
-            &self.cfg().authentication.superuser,
+            &cfg.local_superuser_endpoint()?,
+            &cfg.authentication.superuser,
             "postgres",
             timeout,
+            Some(&self.os_user().home),
         )
         .await
+    }
+
+    /// A connection as `creds` to `to`, TLS as the role's options ask.
+    async fn connect_as(
+        &self,
+        to: &Endpoint,
+        creds: &Credentials,
+        dbname: &str,
+        timeout: Duration,
+    ) -> Result<tokio_postgres::Client> {
+        sql::connect(to, creds, dbname, timeout, Some(&self.os_user().home)).await
+    }
+
+    /// The password file tools read (`postgresql.pgpass`, else `~/pgpass`).
+    fn pgpass_path(&self) -> PathBuf {
+        self.cfg()
+            .pgpass
+            .clone()
+            .unwrap_or_else(|| self.os_user().home.join("pgpass"))
+    }
+
+    /// Writes `creds`' password for `to` into the password file and points `cmd`'s
+    /// `PGPASSFILE` at it, as Patroni does before running a tool; no password, no
+    /// file.
+    fn hand_password(
+        &self,
+        cmd: &mut tokio::process::Command,
+        creds: &Credentials,
+        to: &Endpoint,
+    ) -> Result<()> {
+        let path = self.pgpass_path();
+        if pgpass::write(&self.runner, &path, creds, to)? {
+            cmd.env("PGPASSFILE", &path);
+        }
+        Ok(())
     }
 
     /// Writes the managed conf, the include line, pg_hba.conf and standby.signal for
@@ -219,6 +259,16 @@ impl PgDriver {
         let base = std::fs::read_to_string(&conf).map_err(|e| DriverError::io("read", &conf, e))?;
         if let Some(new) = render::with_include(&base) {
             self.runner.write_file(&conf, &new, 0o600)?;
+        }
+        // primary_conninfo names the password file: it must hold the replication
+        // role's line (a tool run since may have written another role's).
+        if let Some(up) = state.upstream.as_ref().filter(|_| state.replica) {
+            let up = up.to_upstream();
+            if up.streams() && self.cfg().pgpass.is_some() {
+                let cfg = self.cfg();
+                let (creds, to) = render::primary_conninfo_target(&cfg, &up);
+                pgpass::write(&self.runner, &self.pgpass_path(), creds, &to)?;
+            }
         }
         self.runner.write_file(
             &dir.join(MANAGED_CONF),
@@ -689,18 +739,16 @@ impl PgDriver {
 
     async fn basebackup(&self, source: &Upstream) -> Result<()> {
         self.check_reachable(source).await?;
-        let auth = &self.cfg().authentication.replication;
+        let cfg = self.cfg();
+        let auth = &cfg.authentication.replication;
+        let to = Endpoint::tcp(&source.host, source.port);
+        let conn = conninfo::dsn(&conninfo::params(auth, &to, "postgres", Secret::Omit, None));
         let mut cmd = self.tool_cmd("pg_basebackup", true)?;
         cmd.arg("-D")
             .arg(self.data_dir())
             .arg("-X")
             .arg("stream")
-            .arg("-h")
-            .arg(&source.host)
-            .arg("-p")
-            .arg(source.port.to_string())
-            .arg("-U")
-            .arg(&auth.username)
+            .arg(format!("--dbname={conn}"))
             .arg("--no-password");
         if !self.cfg().basebackup.contains("checkpoint") {
             cmd.arg("--checkpoint=fast");
@@ -709,9 +757,7 @@ impl PgDriver {
         if self.cfg().fsync_disabled() && !self.cfg().basebackup.contains("no-sync") {
             cmd.arg("--no-sync");
         }
-        if let Some(p) = &auth.password {
-            cmd.env("PGPASSWORD", p);
-        }
+        self.hand_password(&mut cmd, auth, &to)?;
         let out = self
             .runner
             .run("pg_basebackup", cmd, REPLICA_METHOD_TIMEOUT)
@@ -749,9 +795,12 @@ impl PgDriver {
     ) -> Result<()> {
         let cfg = self.cfg();
         let auth = &cfg.authentication.replication;
-        let conn = source
+        let to = source
             .filter(|s| s.streams())
-            .map(|s| postgres_uri(&auth.username, &s.host, s.port))
+            .map(|s| Endpoint::tcp(&s.host, s.port));
+        let conn = to
+            .as_ref()
+            .map(|to| conninfo::uri(auth, to, "postgres"))
             .unwrap_or_default();
         let mut args = Vec::new();
         if !m.no_params {
@@ -766,8 +815,8 @@ impl PgDriver {
             args.push(format!("--{k}={}", crate::config::json_scalar(v)?));
         }
         let mut cmd = self.shell_command(&m.command, &args);
-        if let Some(p) = &auth.password {
-            cmd.env("PGPASSWORD", p);
+        if let Some(to) = &to {
+            self.hand_password(&mut cmd, auth, to)?;
         }
         self.runner
             .run_ok(
@@ -856,13 +905,20 @@ impl PgDriver {
         source: &Upstream,
         command: &str,
     ) -> Result<Vec<Vec<String>>> {
-        let auth = &self.cfg().authentication.replication;
-        let conninfo = format!(
-            "host={} port={} user={} dbname=replication replication=1 connect_timeout=3 application_name=fullauto",
-            render::conninfo_quote(&source.host),
-            source.port,
-            render::conninfo_quote(&auth.username)
+        let cfg = self.cfg();
+        let auth = &cfg.authentication.replication;
+        let mut params = conninfo::params(
+            auth,
+            &Endpoint::tcp(&source.host, source.port),
+            "replication",
+            Secret::Omit,
+            Some("fullauto"),
         );
+        params.extend([
+            ("replication", "1".to_string()),
+            ("connect_timeout", "3".to_string()),
+        ]);
+        let conninfo = conninfo::dsn(&params);
         let mut cmd = self.tool_cmd("psql", true)?;
         cmd.arg("-X")
             .arg("-A")
@@ -943,15 +999,15 @@ impl PgDriver {
     async fn checkpoint_source(&self, source: &Upstream) {
         // pg_rewind reads the source's timeline from its pg_control, which a fresh
         // promotion updates only at the next checkpoint.
-        let su = &self.cfg().authentication.superuser;
-        match sql::connect(
-            &source.host,
-            source.port,
-            su,
-            "postgres",
-            Duration::from_secs(3),
-        )
-        .await
+        let cfg = self.cfg();
+        match self
+            .connect_as(
+                &Endpoint::tcp(&source.host, source.port),
+                &cfg.authentication.superuser,
+                "postgres",
+                Duration::from_secs(3),
+            )
+            .await
         {
             Ok(c) => {
                 if let Err(e) = sql::batch(&c, "CHECKPOINT", Duration::from_secs(60)).await {
@@ -1268,21 +1324,17 @@ impl PgDriver {
         tracing::info!(source = %source.name, "running pg_rewind");
         let cfg = self.cfg();
         let creds = cfg.rewind_credentials();
-        let conn = format!(
-            "host={} port={} user={} dbname=postgres connect_timeout=5",
-            render::conninfo_quote(&source.host),
-            source.port,
-            render::conninfo_quote(&creds.username)
-        );
+        let to = Endpoint::tcp(&source.host, source.port);
+        let mut params = conninfo::params(creds, &to, "postgres", Secret::Omit, None);
+        params.push(("connect_timeout", "5".to_string()));
+        let conn = conninfo::dsn(&params);
         let mut cmd = self.tool_cmd("pg_rewind", true)?;
         cmd.arg(format!("--target-pgdata={}", self.data_dir().display()))
             .arg(format!("--source-server={conn}"));
         if self.cfg().fsync_disabled() {
             cmd.arg("--no-sync");
         }
-        if let Some(p) = &creds.password {
-            cmd.env("PGPASSWORD", p);
-        }
+        self.hand_password(&mut cmd, creds, &to)?;
         let out = self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT).await?;
         // pg_rewind copied the source's configuration files, ours included.
         let state = ManagedState {
@@ -1325,9 +1377,8 @@ impl PgDriver {
 
     /// Connects as the superuser to another member's server.
     async fn connect_peer(&self, peer: &Upstream) -> Result<tokio_postgres::Client> {
-        sql::connect(
-            &peer.host,
-            peer.port,
+        self.connect_as(
+            &Endpoint::tcp(&peer.host, peer.port),
             &self.cfg().authentication.superuser,
             "postgres",
             SQL_TIMEOUT,
@@ -1337,11 +1388,10 @@ impl PgDriver {
 
     /// Connects as the superuser to database `dbname` of the local server.
     async fn connect_local_db(&self, dbname: &str) -> Result<tokio_postgres::Client> {
-        let hp = self.cfg().local_host_port()?;
-        sql::connect(
-            &hp.host,
-            hp.port,
-            &self.cfg().authentication.superuser,
+        let cfg = self.cfg();
+        self.connect_as(
+            &cfg.local_superuser_endpoint()?,
+            &cfg.authentication.superuser,
             dbname,
             SQL_TIMEOUT,
         )
@@ -1613,25 +1663,11 @@ fn private_temp_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
-/// `postgres://user@host:port/postgres`, the form Patroni hands to scripts.
-fn postgres_uri(user: &str, host: &str, port: u16) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        enc(host)
-    };
-    format!("postgres://{}@{host}:{port}/postgres", enc(user))
+/// The password file defaults to `~/pgpass` of the server's OS user, as in Patroni.
+fn default_pgpass(cfg: &mut PgConfig, user: &OsUser) {
+    if cfg.pgpass.is_none() {
+        cfg.pgpass = Some(user.home.join("pgpass"));
+    }
 }
 
 fn shell_quote(s: &str) -> String {

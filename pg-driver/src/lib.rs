@@ -7,24 +7,29 @@
 
 pub mod binaries;
 pub mod config;
+pub mod conninfo;
 pub mod controldata;
+pub mod credentials;
 pub mod datadir;
 pub mod driver;
 pub mod error;
 pub mod fence;
+pub mod pgpass;
 pub mod pidfile;
 pub mod render;
 pub mod runner;
 pub mod slots;
 pub mod sql;
 pub mod timeline;
+pub mod tls;
 
 /// A harness that runs real servers in temp dirs, for tests here and in agent-bin.
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{
-    Authentication, BootstrapMethod, Credentials, PgConfig, ReplicaMethod, ToolOptions,
+    Authentication, BootstrapMethod, Credentials, Endpoint, Host, PgConfig, ReplicaMethod,
+    ToolOptions,
 };
 pub use driver::{PgDriver, WalPositions};
 pub use error::DriverError;

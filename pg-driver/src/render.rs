@@ -2,7 +2,8 @@
 //! `postgresql.fullauto.conf` (included from postgresql.conf), `pg_hba.conf`, and the
 //! standby settings (`standby.signal`, `primary_conninfo`, `primary_slot_name`).
 
-use crate::config::{json_scalar, PgConfig};
+use crate::config::{json_scalar, Credentials, Endpoint, PgConfig};
+use crate::conninfo::{self, Secret};
 use crate::error::Result;
 use crate::slots::slot_name_for_member;
 use ha_core::{RemoteSource, Upstream};
@@ -14,6 +15,9 @@ use std::path::Path;
 pub const MANAGED_CONF: &str = "postgresql.fullauto.conf";
 /// The line postgresql.conf must contain.
 pub const INCLUDE_LINE: &str = "include_if_exists 'postgresql.fullauto.conf'";
+/// The socket directory rendered when `unix_socket_directories` is not set (not the
+/// data directory: pg_rewind and pg_basebackup would try to copy the socket file).
+pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
 const STATE_PREFIX: &str = "# fullauto-state: ";
 
 /// What the driver remembers across agent restarts, kept as a comment in the managed
@@ -86,32 +90,35 @@ pub fn conf_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// Quotes a libpq conninfo value.
-pub fn conninfo_quote(v: &str) -> String {
-    if !v.is_empty()
-        && v.chars()
-            .all(|c| !c.is_whitespace() && c != '\'' && c != '\\')
-    {
-        v.to_string()
-    } else {
-        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-    }
+/// The `primary_conninfo` for streaming from `upstream`, as Patroni writes it: the
+/// replication role with its TLS options, `sslmode`, `gssencmode` and
+/// `channel_binding` defaulting to `prefer`, and `passfile` instead of the password
+/// when a password file is configured (the caller writes it, see
+/// [`primary_conninfo_target`]); plus a 5 s `connect_timeout`.
+pub fn primary_conninfo(cfg: &PgConfig, upstream: &Upstream) -> String {
+    let (creds, to) = primary_conninfo_target(cfg, upstream);
+    let secret = match (&cfg.pgpass, &creds.password) {
+        (Some(f), Some(_)) => Secret::Passfile(f),
+        _ => Secret::Inline,
+    };
+    let mut p = conninfo::params(creds, &to, "postgres", secret, Some(&cfg.name));
+    conninfo::set_default(&mut p, "sslmode", "prefer");
+    conninfo::set_default(&mut p, "gssencmode", "prefer");
+    conninfo::set_default(&mut p, "channel_binding", "prefer");
+    p.push(("connect_timeout", "5".into()));
+    conninfo::dsn(&p)
 }
 
-/// The `primary_conninfo` for streaming from `upstream`.
-pub fn primary_conninfo(cfg: &PgConfig, upstream: &Upstream) -> String {
-    let auth = &cfg.authentication.replication;
-    let mut parts = vec![
-        format!("host={}", conninfo_quote(&upstream.host)),
-        format!("port={}", upstream.port),
-        format!("user={}", conninfo_quote(&auth.username)),
-    ];
-    if let Some(p) = &auth.password {
-        parts.push(format!("password={}", conninfo_quote(p)));
-    }
-    parts.push(format!("application_name={}", conninfo_quote(&cfg.name)));
-    parts.push("connect_timeout=5".into());
-    parts.join(" ")
+/// Whom `primary_conninfo` connects as, and where: the password file must hold this
+/// role's line for this endpoint.
+pub fn primary_conninfo_target<'a>(
+    cfg: &'a PgConfig,
+    upstream: &Upstream,
+) -> (&'a Credentials, Endpoint) {
+    (
+        &cfg.authentication.replication,
+        Endpoint::tcp(&upstream.host, upstream.port),
+    )
 }
 
 /// The effective GUCs: defaults, then user parameters, then what the driver must own.
@@ -144,10 +151,8 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     if let Some(scope) = &cfg.scope {
         p.insert("cluster_name".into(), scope.clone());
     }
-    // Not in the data directory: pg_rewind and pg_basebackup would try to copy the
-    // socket file.
     p.entry("unix_socket_directories".into())
-        .or_insert_with(|| "/tmp".into());
+        .or_insert_with(|| DEFAULT_SOCKET_DIR.into());
     // Recovery settings belong to the driver: the role decides them.
     for k in [
         "primary_conninfo",
@@ -319,7 +324,24 @@ mod tests {
         assert_eq!(p["cluster_name"], "batman");
         assert_eq!(p["primary_slot_name"], "node_1");
         assert!(p["primary_conninfo"].contains("application_name=node-1"));
-        assert!(p["primary_conninfo"].contains("password='s3 \\'cret'"));
+        assert_eq!(
+            p["primary_conninfo"],
+            "dbname=postgres user=replicator password=s3\\ \\'cret host=127.0.0.1 port=5543 \
+             sslmode=prefer application_name=node-1 gssencmode=prefer channel_binding=prefer \
+             connect_timeout=5"
+        );
+        let mut tls = cfg();
+        tls.pgpass = Some("/run/fa/pgpass".into());
+        tls.authentication.replication.sslmode = Some(crate::credentials::SslMode::VerifyCa);
+        tls.authentication.replication.sslrootcert = Some("/c/ca.crt".into());
+        tls.authentication.replication.sslcert = Some("/c/rep.crt".into());
+        tls.authentication.replication.sslkey = Some("/c/rep.key".into());
+        assert_eq!(
+            parameters(&tls, &state).unwrap()["primary_conninfo"],
+            "dbname=postgres user=replicator passfile=/run/fa/pgpass host=127.0.0.1 port=5543 \
+             sslmode=verify-ca sslcert=/c/rep.crt sslkey=/c/rep.key sslrootcert=/c/ca.crt \
+             application_name=node-1 gssencmode=prefer channel_binding=prefer connect_timeout=5"
+        );
         assert_eq!(p["unix_socket_directories"], "/tmp");
         let text = managed_conf(&cfg(), &state).unwrap();
         assert!(text.contains("wal_log_hints = 'on'"));

@@ -121,17 +121,19 @@ impl TestEnv {
         let mut cfg = PgConfig::new(name, &format!("127.0.0.1:{port}"), &data_dir);
         cfg.scope = Some("fullauto-test".into());
         cfg.bin_dir = Some(self.bins.dir().to_path_buf());
+        // One password file per member: several share this host and HOME.
+        cfg.pgpass = Some(self.dir(name).join("pgpass"));
         cfg.authentication.superuser = Credentials {
-            username: "postgres".into(),
             password: Some(SUPERUSER_PASSWORD.into()),
+            ..Credentials::user("postgres")
         };
         cfg.authentication.replication = Credentials {
-            username: "replicator".into(),
             password: Some(REPLICATION_PASSWORD.into()),
+            ..Credentials::user("replicator")
         };
         cfg.authentication.rewind = Some(Credentials {
-            username: "rewinder".into(),
             password: Some(REWIND_PASSWORD.into()),
+            ..Credentials::user("rewinder")
         });
         cfg.pg_hba = vec![
             "local all all trust".into(),

@@ -150,6 +150,22 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
     if let Some(script) = &cfg.bootstrap.post_bootstrap {
         merged.insert("post_bootstrap".into(), Value::from(script.clone()));
     }
+    // Read the lenient way (`on`, "true"); the password file as an absolute path,
+    // relative ones from the agent's working directory, as Patroni does.
+    merged.insert(
+        "use_unix_socket".into(),
+        Value::from(cfg.postgresql.use_unix_socket),
+    );
+    merged.insert(
+        "use_unix_socket_repl".into(),
+        Value::from(cfg.postgresql.use_unix_socket_repl),
+    );
+    merged.remove("pgpass");
+    if let Some(p) = cfg.postgresql.pgpass.as_deref().filter(|p| !p.is_empty()) {
+        let abs = std::path::absolute(p)
+            .with_context(|| format!("postgresql.pgpass {p}: cannot make it absolute"))?;
+        merged.insert("pgpass".into(), Value::from(abs.display().to_string()));
+    }
     // Sections only the agent interprets.
     for k in [
         "callbacks",
@@ -157,9 +173,6 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
         "before_stop",
         "recovery_conf",
         "proxy_address",
-        "pgpass",
-        "use_unix_socket",
-        "use_unix_socket_repl",
         "config_dir",
         "bin_name",
         "pg_ident",

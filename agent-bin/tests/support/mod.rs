@@ -56,6 +56,9 @@ pub struct Extra {
     pub restapi: String,
     /// Top-level lines (e.g. a `ctl:` section).
     pub top: String,
+    /// Replaces the `postgresql.authentication` section's lines (four spaces for a
+    /// user) when not empty.
+    pub authentication: String,
 }
 
 pub struct Cluster {
@@ -255,8 +258,11 @@ impl Cluster {
             format!("    on_start: {}", self.callback_script().display()),
             format!("    on_role_change: {}", self.callback_script().display()),
             "  authentication:".into(),
-            "    superuser: {username: postgres}".into(),
-            "    replication: {username: postgres}".into(),
+            if extra.authentication.is_empty() {
+                "    superuser: {username: postgres}\n    replication: {username: postgres}".into()
+            } else {
+                extra.authentication.trim_end().to_string()
+            },
             extra.postgresql.trim_end().to_string(),
             "tags:".into(),
             "  noloadbalance: false".into(),

@@ -2,11 +2,9 @@
 //! restore, optionally followed by archive recovery), then the `post_bootstrap`
 //! script. A failed bootstrap leaves an empty data directory behind.
 
-use super::{
-    postgres_uri, private_temp_dir, PgDriver, LONG_TOOL_TIMEOUT, REPLICA_METHOD_TIMEOUT,
-    SQL_TIMEOUT,
-};
+use super::{private_temp_dir, PgDriver, LONG_TOOL_TIMEOUT, REPLICA_METHOD_TIMEOUT, SQL_TIMEOUT};
 use crate::config::{json_scalar, BootstrapMethod};
+use crate::conninfo;
 use crate::datadir::{self, DirContents};
 use crate::error::{DriverError, Result};
 use crate::render::{self, ManagedState};
@@ -255,18 +253,16 @@ impl PgDriver {
         else {
             return Ok(());
         };
-        let hp = cfg.local_host_port()?;
+        let to = cfg.local_superuser_endpoint()?;
         let su = &cfg.authentication.superuser;
-        let url = postgres_uri(&su.username, &hp.host, hp.port);
+        let url = conninfo::uri(su, &to, "postgres");
         tracing::info!(script, "running post_bootstrap");
         let mut cmd = self.shell_command(script, &[url]);
         cmd.env(
             "PGOPTIONS",
             "-c synchronous_commit=local -c statement_timeout=0",
         );
-        if let Some(p) = &su.password {
-            cmd.env("PGPASSWORD", p);
-        }
+        self.hand_password(&mut cmd, su, &to)?;
         self.runner
             .run_ok("post_bootstrap", cmd, LONG_TOOL_TIMEOUT)
             .await
