@@ -8,6 +8,7 @@ use crate::error::{DriverError, Result};
 use crate::pidfile::{self, PidFileState};
 use crate::render::{self, ManagedState, UpstreamRecord, MANAGED_CONF};
 use crate::runner::{tail_chars, OsUser, Runner};
+use crate::server_facts::ServerFacts;
 use crate::slots;
 use crate::sql;
 use crate::timeline::{self, HistoryEntry, LocalPosition};
@@ -222,7 +223,7 @@ impl PgDriver {
         }
         self.runner.write_file(
             &dir.join(MANAGED_CONF),
-            &render::managed_conf(&self.cfg(), state)?,
+            &render::managed_conf(&self.cfg(), state, &ServerFacts::read(dir))?,
             0o600,
         )?;
         if let Some(hba) = render::pg_hba(&self.cfg()) {

@@ -15,9 +15,11 @@ pub mod fence;
 pub mod pidfile;
 pub mod render;
 pub mod runner;
+pub mod server_facts;
 pub mod slots;
 pub mod sql;
 pub mod timeline;
+pub mod version_params;
 
 /// A harness that runs real servers in temp dirs, for tests here and in agent-bin.
 #[cfg(feature = "testing")]
