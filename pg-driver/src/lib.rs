@@ -13,6 +13,7 @@ pub mod driver;
 pub mod error;
 pub mod fence;
 pub mod pidfile;
+pub mod rejection;
 pub mod render;
 pub mod runner;
 pub mod server_facts;
