@@ -142,6 +142,11 @@ fn exactly_one_dcs() {
         &check(&empty_etcd),
         "error: etcd3: one of host, hosts, url, srv or proxy is required",
     );
+    let encrypted = none.clone() + "etcd3: {host: 127.0.0.1:2379, key_password: x}\n";
+    assert_has(
+        &check(&encrypted),
+        "error: etcd3.key_password: encrypted client keys are not supported: decrypt the key (openssl pkey -in KEY -out PLAIN_KEY), point key at it and remove key_password",
+    );
     let bad_hosts = none + "zookeeper: {hosts: ['127.0.0.1:2181', 'zk:port']}\n";
     assert_has(
         &check(&bad_hosts),

@@ -1,7 +1,8 @@
 //! End to end on real etcd and PostgreSQL 15: a cluster bootstrapped by a custom
 //! `bootstrap.method` that restores a backup (and archived WAL through
-//! `recovery_conf`), `post_bootstrap`, and a failing method that gives the bootstrap
-//! up so another node can do it.
+//! `recovery_conf`), `post_bootstrap`, a failing method that gives the bootstrap
+//! up so another node can do it, and a parameter postgres refuses, which stops the
+//! agent instead of re-running initdb forever.
 
 mod support;
 
@@ -206,4 +207,44 @@ fn failing_bootstrap_method_releases_initialize_and_another_node_bootstraps() {
     });
     assert_eq!(p, Some(1), "node 1 did not bootstrap");
     assert!(c.wait_replica(0, BOOT), "node 0 did not join as a replica");
+}
+
+/// Patroni's behaviour for a bootstrap that cannot succeed: `initialize` released, the
+/// data directory emptied, the agent exits with "Failed to bootstrap cluster" and the
+/// reason (here the parameter postgres refused) instead of re-running initdb.
+#[test]
+fn a_parameter_postgres_refuses_stops_the_bootstrap_with_its_reason() {
+    let mut c = Cluster::new_with(
+        1,
+        &FAST,
+        "",
+        |_| String::new(),
+        |_| Extra {
+            dcs_postgresql: "      parameters:\n        no_such_setting: 100\n".into(),
+            ..Extra::default()
+        },
+    );
+    c.start(0);
+    let status = c.agent_exit_status(0, BOOT);
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("the agent kept running:\n{log}"));
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fullauto: Failed to bootstrap cluster: postgres refused its configuration: unrecognized configuration parameter \"no_such_setting\""),
+        "{log}"
+    );
+    assert!(last.contains("Fix or remove that setting"), "{last}");
+    assert_eq!(
+        log.matches("bootstrap failed: removing what it left")
+            .count(),
+        1,
+        "initdb ran more than once:\n{log}"
+    );
+    assert!(
+        is_empty_dir(&c.nodes[0].data_dir),
+        "data directory not emptied"
+    );
+    assert!(c.key("initialize").is_none(), "initialize kept");
+    assert!(c.postmaster_pid(0).is_none());
 }

@@ -210,6 +210,13 @@ fn read_pem(path: &Path, what: &str, labels: &[&str]) -> Result<Vec<u8>, DcsErro
             labels.join(" or ")
         )));
     }
+    if text.contains("ENCRYPTED") {
+        return Err(DcsError::Config(format!(
+            "{what}: `{}` is encrypted, which is not supported: decrypt it \
+             (openssl pkey -in KEY -out PLAIN_KEY) and point {what} at the result",
+            path.display()
+        )));
+    }
     Ok(bytes)
 }
 
@@ -277,6 +284,27 @@ mod tests {
         };
         let err = c.tls_material().unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
+        let encrypted = dir.path().join("enc.key");
+        std::fs::write(
+            &encrypted,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let cert = dir.path().join("c.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let c = EtcdConfig {
+            host: Some("a:1".into()),
+            cert: Some(cert),
+            key: Some(encrypted),
+            ..Default::default()
+        };
+        let err = c.tls_material().unwrap_err();
+        assert!(err.to_string().contains("etcd3.key: "), "{err}");
+        assert!(err.to_string().contains("is encrypted"), "{err}");
         let c = EtcdConfig {
             host: Some("a:1".into()),
             cert: Some(dir.path().join("c.pem")),

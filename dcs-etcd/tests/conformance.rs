@@ -1,6 +1,7 @@
-//! ha-core's shared DCS conformance suite against a real single-member etcd.
+//! ha-core's shared DCS conformance suite against a real single-member etcd, over
+//! plain HTTP and over TLS with client certificates.
 
-use dcs_etcd::testing::EtcdCluster;
+use dcs_etcd::testing::{EtcdCluster, TestCerts};
 use dcs_etcd::{EtcdConfig, EtcdDcs};
 use ha_core::conformance::{run_all, DcsHarness};
 use ha_core::{Dcs, DcsTiming};
@@ -62,5 +63,24 @@ async fn etcd_passes_the_dcs_conformance_suite() {
         etcd: EtcdCluster::start_single().unwrap(),
         dead_port,
     };
+    run_all(&harness).await;
+}
+
+/// etcd serving clients only over TLS and requiring a client certificate
+/// (`--client-cert-auth`): the backend connects with `cacert`, `cert` and `key`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates_passes_the_conformance_suite() {
+    let dead_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let certs_dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(certs_dir.path()).unwrap();
+    let harness = EtcdHarness {
+        etcd: EtcdCluster::start_tls(1, certs).unwrap(),
+        dead_port,
+    };
+    assert!(harness.etcd.endpoint(0).starts_with("https://"));
     run_all(&harness).await;
 }

@@ -282,6 +282,30 @@ async fn tls_works_and_bad_tls_set_ups_are_config_errors() {
             ),
         }
     }
+
+    // Username and password on top of the client certificate.
+    etcd.enable_auth("s3cret").unwrap();
+    let with_user = |password: &str| EtcdConfig {
+        username: Some("root".into()),
+        password: Some(password.into()),
+        ..base.clone()
+    };
+    let authed = connect_with(&with_user("s3cret"), "batman", "pg2", fast_timing()).await;
+    authed.touch_member(&member_data("pg2")).await.unwrap();
+    assert!(authed.get_cluster().await.unwrap().member("pg2").is_some());
+    match EtcdDcs::connect(
+        &with_user("wrong"),
+        "service",
+        "batman",
+        "pg3",
+        fast_timing(),
+    )
+    .await
+    {
+        Err(DcsError::Config(msg)) => assert!(msg.contains("credentials"), "{msg}"),
+        Err(other) => panic!("wrong password over TLS: expected a config error, got {other:?}"),
+        Ok(_) => panic!("wrong password over TLS: connect succeeded"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

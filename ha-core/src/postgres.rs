@@ -334,6 +334,11 @@ pub enum PgError {
     /// The request does not make sense in the current state.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The configuration makes the operation fail (postgres refuses a parameter,
+    /// initdb an option), and will on every attempt until it is changed: retrying
+    /// cannot help. The message names the setting and where to fix it.
+    #[error("{0}")]
+    Misconfigured(String),
 }
 
 /// The local PostgreSQL server as the HA loop drives it.

@@ -568,6 +568,12 @@ impl PgConfig {
         for (k, v) in self.dynamic_parameters.iter().chain(&self.parameters) {
             json_scalar(v).map_err(|e| DriverError::Config(format!("parameter {k}: {e}")))?;
         }
+        crate::version_params::check(
+            self.dynamic_parameters
+                .iter()
+                .chain(&self.parameters)
+                .filter_map(|(k, v)| Some((k, json_scalar(v).ok()?))),
+        )?;
         Ok(())
     }
 }

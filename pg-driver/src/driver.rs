@@ -8,8 +8,10 @@ use crate::datadir::{self, DirContents};
 use crate::error::{DriverError, Result};
 use crate::pgpass;
 use crate::pidfile::{self, PidFileState};
+use crate::rejection;
 use crate::render::{self, ManagedState, UpstreamRecord, MANAGED_CONF};
 use crate::runner::{tail_chars, OsUser, Runner};
+use crate::server_facts::ServerFacts;
 use crate::slots;
 use crate::sql;
 use crate::timeline::{self, HistoryEntry, LocalPosition};
@@ -32,6 +34,11 @@ use tokio_postgres::SimpleQueryMessage;
 const REPLICA_TIMELINE: &str = "GREATEST((SELECT received_tli FROM pg_stat_wal_receiver), \
      (SELECT timeline_id FROM pg_control_checkpoint()), \
      (SELECT min_recovery_end_timeline FROM pg_control_recovery()))";
+
+/// Where an operator fixes a parameter postgres refuses.
+const FIX_PARAMETERS: &str = "Fix or remove that setting in the agent's configuration file \
+     (postgresql.parameters, or bootstrap.dcs.postgresql.parameters before the cluster exists) \
+     or in the cluster's dynamic configuration (fullautoctl edit-config), then start the agent again";
 
 /// Connect timeout of the health query: a SIGSTOPped postmaster never answers.
 const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -272,7 +279,7 @@ impl PgDriver {
         }
         self.runner.write_file(
             &dir.join(MANAGED_CONF),
-            &render::managed_conf(&self.cfg(), state)?,
+            &render::managed_conf(&self.cfg(), state, &ServerFacts::read(dir))?,
             0o600,
         )?;
         if let Some(hba) = render::pg_hba(&self.cfg()) {
@@ -399,7 +406,20 @@ impl PgDriver {
         tail_chars(&lines[start..].join("\n"), 4000)
     }
 
+    /// What the server log got after its first `offset` bytes (all of it when it
+    /// was truncated or replaced since).
+    fn log_since(&self, offset: u64) -> String {
+        let text = std::fs::read(self.cfg().log_file()).unwrap_or_default();
+        let from = usize::try_from(offset)
+            .ok()
+            .filter(|o| *o <= text.len())
+            .unwrap_or(0);
+        String::from_utf8_lossy(&text[from..]).into_owned()
+    }
+
     async fn pg_ctl_start(&self, timeout: Duration) -> Result<()> {
+        // Only this start's log lines tell why it failed.
+        let log_offset = std::fs::metadata(self.cfg().log_file()).map_or(0, |m| m.len());
         let mut cmd = self.tool_cmd("pg_ctl", true)?;
         cmd.arg("start")
             .arg("-D")
@@ -423,9 +443,17 @@ impl PgDriver {
                 self.log_tail()
             )));
         }
+        let log_tail = self.log_tail();
+        if let Some(cause) = rejection::refused_configuration(&self.log_since(log_offset)) {
+            return Err(DriverError::Misconfigured {
+                tool: "postgres",
+                cause,
+                fix: FIX_PARAMETERS,
+            });
+        }
         Err(DriverError::StartFailed {
             reason: out.message(),
-            log_tail: self.log_tail(),
+            log_tail,
         })
     }
 

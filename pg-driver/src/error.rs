@@ -104,6 +104,17 @@ pub enum DriverError {
         /// The last lines of the server log.
         log_tail: String,
     },
+    /// The server or initdb refused the configuration it was given: every attempt
+    /// fails the same way until the configuration changes.
+    #[error("{tool} refused its configuration: {cause}. {fix}")]
+    Misconfigured {
+        /// `postgres` or `initdb`.
+        tool: &'static str,
+        /// Its complaint.
+        cause: String,
+        /// Where to fix it.
+        fix: &'static str,
+    },
     /// A stop did not finish.
     #[error("{0}")]
     StopFailed(String),
@@ -144,7 +155,10 @@ impl From<DriverError> for PgError {
         let msg = e.to_string();
         match e {
             DriverError::BinaryMissing { .. } => PgError::BinaryMissing(msg),
-            DriverError::Config(_) | DriverError::Invalid(_) => PgError::Invalid(msg),
+            DriverError::Config(_) | DriverError::Misconfigured { .. } => {
+                PgError::Misconfigured(msg)
+            }
+            DriverError::Invalid(_) => PgError::Invalid(msg),
             DriverError::DataDirOwner { .. }
             | DriverError::DataDirPermissions { .. }
             | DriverError::DataDir { .. }

@@ -16,12 +16,15 @@ pub mod error;
 pub mod fence;
 pub mod pgpass;
 pub mod pidfile;
+pub mod rejection;
 pub mod render;
 pub mod runner;
+pub mod server_facts;
 pub mod slots;
 pub mod sql;
 pub mod timeline;
 pub mod tls;
+pub mod version_params;
 
 /// A harness that runs real servers in temp dirs, for tests here and in agent-bin.
 #[cfg(feature = "testing")]

@@ -5,7 +5,9 @@
 use crate::config::{json_scalar, Credentials, Endpoint, PgConfig};
 use crate::conninfo::{self, Secret};
 use crate::error::Result;
+use crate::server_facts::ServerFacts;
 use crate::slots::slot_name_for_member;
+use crate::version_params;
 use ha_core::{RemoteSource, Upstream};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -121,9 +123,14 @@ pub fn primary_conninfo_target<'a>(
     )
 }
 
-/// The effective GUCs: defaults, then user parameters, then what the driver must own.
-/// The unix socket goes to `/tmp` unless `unix_socket_directories` is set.
-pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<String, String>> {
+/// The effective GUCs: defaults, then user parameters translated for the server's
+/// version (`facts`, see [`version_params`]), then what the driver must own. The unix
+/// socket goes to `/tmp` unless `unix_socket_directories` is set.
+pub fn parameters(
+    cfg: &PgConfig,
+    state: &ManagedState,
+    facts: &ServerFacts,
+) -> Result<BTreeMap<String, String>> {
     let mut p: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in [
         ("wal_level", "replica"),
@@ -131,7 +138,6 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
         ("wal_log_hints", "on"),
         ("max_wal_senders", "10"),
         ("max_replication_slots", "10"),
-        ("wal_keep_size", "128MB"),
         // Postmaster-context settings a replica needs at least as high as its primary;
         // rendering the same defaults everywhere keeps them equal.
         ("max_connections", "100"),
@@ -145,6 +151,7 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     for (k, v) in cfg.dynamic_parameters.iter().chain(&cfg.parameters) {
         p.insert(k.clone(), json_scalar(v)?);
     }
+    version_params::adapt(&mut p, facts)?;
     let listen = cfg.listen_address()?;
     p.insert("listen_addresses".into(), listen.host.clone());
     p.insert("port".into(), listen.port.to_string());
@@ -217,8 +224,8 @@ fn standby_leader_recovery(
     }
 }
 
-/// The managed file's text.
-pub fn managed_conf(cfg: &PgConfig, state: &ManagedState) -> Result<String> {
+/// The managed file's text for the server `facts` describes.
+pub fn managed_conf(cfg: &PgConfig, state: &ManagedState, facts: &ServerFacts) -> Result<String> {
     let mut out = String::from(
         "# Managed by fullauto: rewritten on every start, role change and reload. Do not edit;\n\
          # change the agent's postgresql configuration instead.\n",
@@ -226,7 +233,7 @@ pub fn managed_conf(cfg: &PgConfig, state: &ManagedState) -> Result<String> {
     out.push_str(STATE_PREFIX);
     out.push_str(&serde_json::to_string(state).unwrap_or_else(|_| "{}".into()));
     out.push('\n');
-    for (k, v) in parameters(cfg, state)? {
+    for (k, v) in parameters(cfg, state, facts)? {
         out.push_str(&format!("{k} = {}\n", conf_quote(&v)));
     }
     Ok(out)
@@ -299,6 +306,11 @@ pub fn pg_hba(cfg: &PgConfig) -> Option<String> {
 mod tests {
     use super::*;
 
+    const PG15: ServerFacts = ServerFacts {
+        major: Some(15),
+        wal_segment_mb: 16,
+    };
+
     fn cfg() -> PgConfig {
         let mut c = PgConfig::new("node-1", "127.0.0.1:5544", "/tmp/x/data");
         c.scope = Some("batman".into());
@@ -318,7 +330,7 @@ mod tests {
             synchronous_standby_names: None,
             ..Default::default()
         };
-        let p = parameters(&cfg(), &state).unwrap();
+        let p = parameters(&cfg(), &state, &PG15).unwrap();
         assert_eq!(p["port"], "5544", "listen wins over parameters");
         assert_eq!(p["max_connections"], "42");
         assert_eq!(p["cluster_name"], "batman");
@@ -343,7 +355,7 @@ mod tests {
              application_name=node-1 gssencmode=prefer channel_binding=prefer connect_timeout=5"
         );
         assert_eq!(p["unix_socket_directories"], "/tmp");
-        let text = managed_conf(&cfg(), &state).unwrap();
+        let text = managed_conf(&cfg(), &state, &PG15).unwrap();
         assert!(text.contains("wal_log_hints = 'on'"));
         // The state comment round-trips.
         let dir = tempfile::tempdir().unwrap();
@@ -361,7 +373,7 @@ mod tests {
             replica: true,
             ..Default::default()
         };
-        parameters(&cfg(), &state).unwrap()
+        parameters(&cfg(), &state, &PG15).unwrap()
     }
 
     #[test]
@@ -412,9 +424,38 @@ mod tests {
             synchronous_standby_names: Some("\"node-2\"".into()),
             ..Default::default()
         };
-        let p = parameters(&cfg(), &state).unwrap();
+        let p = parameters(&cfg(), &state, &PG15).unwrap();
         assert_eq!(p["primary_conninfo"], "");
         assert_eq!(p["synchronous_standby_names"], "\"node-2\"");
+    }
+
+    #[test]
+    fn dynamic_wal_keep_segments_is_rendered_as_the_name_the_server_knows() {
+        let mut c = cfg();
+        c.dynamic_parameters
+            .insert("wal_keep_segments".into(), serde_json::json!(100));
+        let state = ManagedState::default();
+        let lines = |c: &PgConfig, facts: &ServerFacts| -> Vec<String> {
+            managed_conf(c, &state, facts)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("wal_keep"))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(lines(&c, &PG15), vec!["wal_keep_size = '1600MB'"]);
+        assert_eq!(
+            lines(&c, &ServerFacts::major(12)),
+            vec!["wal_keep_segments = '100'"]
+        );
+        c.dynamic_parameters.clear();
+        c.dynamic_parameters
+            .insert("wal_keep_size".into(), serde_json::json!("1GB"));
+        assert_eq!(lines(&c, &PG15), vec!["wal_keep_size = '1GB'"]);
+        assert_eq!(
+            lines(&c, &ServerFacts::major(12)),
+            vec!["wal_keep_segments = '64'"]
+        );
     }
 
     #[test]

@@ -235,13 +235,30 @@ async fn start_failure_carries_the_server_log_tail() {
     cfg.parameters
         .insert("shared_buffers".into(), serde_json::json!("plenty"));
     let pg = PgDriver::new(cfg).unwrap();
+    // A setting postgres refuses: a misconfiguration naming it.
+    match pg.start(&StartRole::Primary, T).await {
+        Err(PgError::Misconfigured(m)) => {
+            assert!(
+                m.starts_with("postgres refused its configuration: invalid value for parameter \"shared_buffers\": \"plenty\""),
+                "{m}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pg.observe().await.process, PgProcess::Stopped);
+    // Any other reason: the server log tail.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = (*node.driver.config()).clone();
+    cfg.listen = taken.local_addr().unwrap().to_string();
+    let pg = PgDriver::new(cfg).unwrap();
     match pg.start(&StartRole::Primary, T).await {
         Err(PgError::StartFailed(m)) => {
-            assert!(m.contains("shared_buffers"), "{m}");
+            assert!(m.contains("Address already in use"), "{m}");
             assert!(m.contains("log tail"), "{m}");
         }
         other => panic!("{other:?}"),
     }
+    drop(taken);
     assert_eq!(pg.observe().await.process, PgProcess::Stopped);
     // The good configuration starts it again.
     node.driver.start(&StartRole::Primary, T).await.unwrap();
@@ -274,4 +291,38 @@ async fn rewind_refused_when_impossible_or_unsafe() {
         other => panic!("{other:?}"),
     }
     assert!(pg.data_dir().join("PG_VERSION").exists());
+}
+
+/// A parameter postgres refuses and an option initdb refuses fail the bootstrap as
+/// misconfigured (the HA loop then gives up instead of retrying), naming the setting,
+/// and leave the data directory empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_parameters_and_initdb_options_are_misconfigurations() {
+    let env = TestEnv::new();
+    let mut cfg = env.config("badparam");
+    cfg.dynamic_parameters
+        .insert("no_such_setting".into(), serde_json::json!(1));
+    let pg = env.driver(cfg);
+    match pg.bootstrap().await {
+        Err(PgError::Misconfigured(m)) => assert!(
+            m.starts_with(
+                "postgres refused its configuration: unrecognized configuration parameter \"no_such_setting\""
+            ),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(observe_settled(&pg).await.data_dir, DataDirState::Empty);
+
+    let mut cfg = env.config("badinitdb");
+    cfg.initdb = serde_json::from_value(serde_json::json!([{"encoding": "NO-SUCH"}])).unwrap();
+    let pg = env.driver(cfg);
+    let err = pg.bootstrap().await.unwrap_err();
+    match &err {
+        PgError::Misconfigured(m) => {
+            assert!(m.starts_with("initdb refused its configuration: initdb: error: \"NO-SUCH\" is not a valid server encoding name. Fix bootstrap.initdb"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(observe_settled(&pg).await.data_dir, DataDirState::Empty);
 }

@@ -280,3 +280,25 @@ fn lifecycle_also_runs_as_the_postgres_user() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Patroni's sample configuration keeps `wal_keep_segments: 100` in the dynamic
+/// parameters; PostgreSQL 13+ only knows `wal_keep_size` and refuses to start on the
+/// old name, so the driver renders 100 segments × 16MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_keep_segments_starts_postgres_15_with_wal_keep_size() {
+    let env = TestEnv::new();
+    let mut cfg = env.config("keep");
+    cfg.parameters.remove("wal_keep_size");
+    cfg.dynamic_parameters
+        .insert("wal_keep_segments".into(), serde_json::json!(100));
+    let driver = env.driver(cfg);
+    driver
+        .bootstrap()
+        .await
+        .expect("bootstrap with wal_keep_segments");
+    let node = pg_driver::testing::TestNode::new(driver);
+    assert_eq!(
+        node.scalar("SHOW wal_keep_size").await.unwrap().as_deref(),
+        Some("1600MB")
+    );
+}

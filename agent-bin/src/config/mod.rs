@@ -383,6 +383,13 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
                     "one of host, hosts, url, srv or proxy is required",
                 ));
             }
+            if has("key_password") {
+                out.push(Problem::error(
+                    format!("{s}.key_password"),
+                    "encrypted client keys are not supported: decrypt the key \
+                     (openssl pkey -in KEY -out PLAIN_KEY), point key at it and remove key_password",
+                ));
+            }
         }
     }
     if let Some(name) = top.get("name").and_then(loose::as_string) {

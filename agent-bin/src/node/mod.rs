@@ -61,7 +61,7 @@ pub async fn run(
     };
     let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let runner_task = tokio::spawn(runner.with_events(events_tx).run());
+    let mut runner_task = tokio::spawn(runner.with_events(events_tx).run());
     let (callbacks_tx, callbacks_rx) =
         tokio::sync::watch::channel(cfg.postgresql.callbacks.clone());
     tokio::spawn(callbacks::run(callbacks_rx, cfg.scope.clone(), events_rx));
@@ -108,10 +108,13 @@ pub async fn run(
     let mut hup = signal(SignalKind::hangup())?;
     // The REST API listens and the HA loop runs.
     crate::systemd::notify("READY=1");
-    loop {
+    // The runner ends on its own only when the node cannot go on (a bootstrap the
+    // configuration makes fail): the agent then exits with its reason, as Patroni does.
+    let runner_ended = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => break None,
+            _ = int.recv() => break None,
+            ended = &mut runner_task => break Some(ended),
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 crate::systemd::notify_reloading();
@@ -121,14 +124,22 @@ pub async fn run(
                 crate::systemd::notify("READY=1");
             }
         }
-    }
-    tracing::info!("shutting down");
+    };
     crate::systemd::notify("STOPPING=1");
-    handle.shutdown();
-    let _ = runner_task.await;
+    let outcome = match runner_ended {
+        None => {
+            tracing::info!("shutting down");
+            handle.shutdown();
+            let _ = runner_task.await;
+            Ok(())
+        }
+        Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(fatal))) => Err(anyhow::Error::new(fatal)),
+        Some(Err(e)) => Err(anyhow::anyhow!("the HA loop ended abnormally: {e}")),
+    };
     let _ = stop_api_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
-    Ok(())
+    outcome
 }
 
 /// Patroni refuses to start a second agent with a name that is alive in the cluster.

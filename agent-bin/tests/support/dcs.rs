@@ -2,7 +2,7 @@
 //! started for the test on loopback and stopped by PID on drop. Tests read keys and
 //! freeze the server through this, whichever backend it is.
 
-use dcs_etcd::testing::EtcdCluster;
+use dcs_etcd::testing::{EtcdCluster, TestCerts};
 use dcs_zookeeper::testing::ZkCluster;
 use std::time::Duration;
 
@@ -10,12 +10,20 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DcsKind {
     Etcd,
+    /// etcd serving clients over TLS only, with required client certificates.
+    EtcdTls,
     ZooKeeper,
 }
 
 /// A running DCS server.
 pub enum TestDcs {
     Etcd(EtcdCluster),
+    EtcdTls {
+        etcd: EtcdCluster,
+        certs: TestCerts,
+        /// Holds the certificate files.
+        _dir: tempfile::TempDir,
+    },
     ZooKeeper(ZooKeeperServer),
 }
 
@@ -23,6 +31,19 @@ impl TestDcs {
     pub fn start(kind: DcsKind) -> TestDcs {
         match kind {
             DcsKind::Etcd => TestDcs::Etcd(EtcdCluster::start_single().expect("etcd")),
+            DcsKind::EtcdTls => {
+                let dir = tempfile::Builder::new()
+                    .prefix("fullauto-e2e-certs-")
+                    .tempdir()
+                    .expect("tempdir");
+                let certs = TestCerts::generate(dir.path()).expect("certificates (openssl)");
+                let etcd = EtcdCluster::start_tls(1, certs.clone()).expect("etcd over TLS");
+                TestDcs::EtcdTls {
+                    etcd,
+                    certs,
+                    _dir: dir,
+                }
+            }
             DcsKind::ZooKeeper => TestDcs::ZooKeeper(ZooKeeperServer::start()),
         }
     }
@@ -34,6 +55,13 @@ impl TestDcs {
                 "etcd3:\n  hosts: {}",
                 e.endpoint(0).trim_start_matches("http://")
             ),
+            TestDcs::EtcdTls { etcd, certs, .. } => format!(
+                "etcd3:\n  hosts: {}\n  protocol: https\n  cacert: {}\n  cert: {}\n  key: {}",
+                etcd.hosts()[0],
+                certs.ca.display(),
+                certs.client_cert.display(),
+                certs.client_key.display()
+            ),
             TestDcs::ZooKeeper(z) => {
                 format!("zookeeper:\n  hosts: [{}]", z.cluster.hosts().join(", "))
             }
@@ -43,7 +71,7 @@ impl TestDcs {
     /// Freezes the server (SIGSTOP): clients keep their connections but get no answers.
     pub fn pause(&mut self) {
         match self {
-            TestDcs::Etcd(e) => e.pause(0),
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e.pause(0),
             TestDcs::ZooKeeper(z) => z.cluster.server(0).pause(),
         }
     }
@@ -51,7 +79,7 @@ impl TestDcs {
     /// Thaws a server frozen by [`TestDcs::pause`].
     pub fn resume(&mut self) {
         match self {
-            TestDcs::Etcd(e) => e.resume(0),
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e.resume(0),
             TestDcs::ZooKeeper(z) => z.cluster.server(0).resume(),
         }
     }
@@ -60,7 +88,7 @@ impl TestDcs {
     /// empty or the server does not answer.
     pub fn get(&mut self, key: &str) -> Option<String> {
         let value = match self {
-            TestDcs::Etcd(e) => e
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e
                 .etcdctl(&["get", "--print-value-only", key])
                 .ok()?
                 .trim()

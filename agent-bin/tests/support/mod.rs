@@ -368,19 +368,26 @@ impl Cluster {
 
     /// Waits for the agent process of node `i` to exit.
     pub fn wait_agent_exit(&mut self, i: usize, within: Duration) -> bool {
+        self.nodes[i].child.is_none() || self.agent_exit_status(i, within).is_some()
+    }
+
+    /// Waits for the agent process of node `i` to exit on its own; its exit status
+    /// (`None`: still running after `within`, or not started).
+    pub fn agent_exit_status(
+        &mut self,
+        i: usize,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
         let end = Instant::now() + within;
         while Instant::now() < end {
-            if let Some(c) = self.nodes[i].child.as_mut() {
-                if c.try_wait().ok().flatten().is_some() {
-                    self.nodes[i].child = None;
-                    return true;
-                }
-            } else {
-                return true;
+            let c = self.nodes[i].child.as_mut()?;
+            if let Some(status) = c.try_wait().ok().flatten() {
+                self.nodes[i].child = None;
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        false
+        None
     }
 
     pub fn postmaster_pid(&self, i: usize) -> Option<i32> {

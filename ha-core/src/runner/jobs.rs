@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 /// A running background action.
 pub(super) struct BackgroundJob {
     pub(super) kind: Busy,
-    handle: JoinHandle<Result<(), String>>,
+    handle: JoinHandle<Result<(), PgError>>,
 }
 
 impl BackgroundJob {
@@ -39,7 +39,7 @@ impl BackgroundJob {
                 Err(e) => tracing::warn!("background action failed: {e}"),
             }
             done.notify_one();
-            result.map_err(|e| e.to_string())
+            result
         });
         Some(BackgroundJob { kind, handle })
     }
@@ -54,17 +54,19 @@ impl BackgroundJob {
     pub(super) async fn cancel(self) -> Result<(), String> {
         self.handle.abort();
         match self.handle.await {
-            Ok(result) => result,
+            Ok(result) => result.map_err(|e| e.to_string()),
             Err(e) if e.is_cancelled() => Err("cancelled".into()),
             Err(e) => Err(format!("background action ended abnormally: {e}")),
         }
     }
 
     /// Waits for it to finish; its outcome.
-    pub(super) async fn finish(self) -> Result<(), String> {
+    pub(super) async fn finish(self) -> Result<(), PgError> {
         match self.handle.await {
             Ok(result) => result,
-            Err(e) => Err(format!("background action ended abnormally: {e}")),
+            Err(e) => Err(PgError::Invalid(format!(
+                "background action ended abnormally: {e}"
+            ))),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::decision::{
     PeerReply, PeerStatus, RequestVerdict,
 };
 use crate::model::{Cluster, Failover, Member};
-use crate::postgres::{PgObservation, Postgres};
+use crate::postgres::{PgError, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
 use guard::{refuse, GuardContext};
@@ -60,6 +60,17 @@ pub enum RunnerEvent {
     RoleChanged(&'static str),
     /// Postgres was restarted on request (role given).
     Restarted(&'static str),
+}
+
+/// Why a runner stopped on its own: the node cannot go on until an operator acts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fatal {
+    /// The bootstrap failed because of the configuration (postgres refused a
+    /// parameter, initdb an option): every new attempt would fail the same way. As in
+    /// Patroni, the node has released `initialize`, emptied the data directory and
+    /// stops.
+    #[error("Failed to bootstrap cluster: {0}")]
+    BootstrapMisconfigured(String),
 }
 
 /// Timeouts the runner applies to Postgres operations.
@@ -249,6 +260,8 @@ pub struct Runner {
     member_fields: MemberFields,
     /// The cluster-wide Postgres parameters last handed to the driver.
     applied_parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Set when the node cannot go on: the run loop ends with it.
+    fatal: Option<Fatal>,
 }
 
 impl Runner {
@@ -288,6 +301,7 @@ impl Runner {
             failsafe: failsafe.clone(),
             member_fields: member_fields.clone(),
             applied_parameters: None,
+            fatal: None,
         };
         let handle = RunnerHandle {
             wake,
@@ -307,8 +321,10 @@ impl Runner {
         self
     }
 
-    /// Runs until shut down through the handle.
-    pub async fn run(mut self) {
+    /// Runs until shut down through the handle (`Ok`), or until the node cannot go on
+    /// without an operator (`Err`, already logged); Postgres is stopped either way
+    /// (unless paused).
+    pub async fn run(mut self) -> Result<(), Fatal> {
         let mut changes = self.parts.dcs.subscribe();
         let mut next = self.parts.clock.now();
         loop {
@@ -332,6 +348,9 @@ impl Runner {
             }
             let started = self.parts.clock.now();
             let wake_at = self.cycle().await;
+            if self.fatal.is_some() {
+                break;
+            }
             let loop_wait = self.timing.loop_wait;
             next = started.plus(loop_wait);
             if let Some(w) = wake_at {
@@ -339,6 +358,7 @@ impl Runner {
             }
         }
         self.shut_down_node().await;
+        self.fatal.take().map_or(Ok(()), Err)
     }
 
     /// One HA cycle; returns when the decision wants to run again at the latest.
@@ -356,9 +376,16 @@ impl Runner {
         }
         if self.job.as_ref().is_some_and(BackgroundJob::is_finished) {
             if let Some(job) = self.job.take() {
+                let kind = job.kind;
                 let result = job.finish().await;
+                if let (Busy::Bootstrap, Err(PgError::Misconfigured(why))) = (kind, &result) {
+                    let fatal = Fatal::BootstrapMisconfigured(why.clone());
+                    tracing::error!(node = %self.cfg.name, "{fatal}; not retrying: initialize is released and the data directory emptied, the agent stops");
+                    self.fatal = Some(fatal);
+                    return None;
+                }
                 if let Some(reply) = self.job_reply.take() {
-                    let _ = reply.send(result);
+                    let _ = reply.send(result.map_err(|e| e.to_string()));
                 }
             }
         }

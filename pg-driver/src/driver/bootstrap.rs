@@ -7,6 +7,7 @@ use crate::config::{json_scalar, BootstrapMethod};
 use crate::conninfo;
 use crate::datadir::{self, DirContents};
 use crate::error::{DriverError, Result};
+use crate::rejection;
 use crate::render::{self, ManagedState};
 use ha_core::{StartRole, StopMode};
 use std::path::PathBuf;
@@ -107,7 +108,19 @@ impl PgDriver {
         if let Some(d) = pwdir {
             let _ = std::fs::remove_dir_all(d);
         }
-        res.map(|_| ())
+        match res {
+            Ok(_) => Ok(()),
+            Err(DriverError::Tool { output, .. })
+                if rejection::refused_initdb_options(&output).is_some() =>
+            {
+                Err(DriverError::Misconfigured {
+                    tool: "initdb",
+                    cause: rejection::refused_initdb_options(&output).unwrap_or(output),
+                    fix: "Fix bootstrap.initdb (or postgresql.initdb) in the agent's configuration file, then start the agent again",
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs the method's command as the OS user, as Patroni does: `--scope`,
