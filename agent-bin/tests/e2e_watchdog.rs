@@ -1,7 +1,8 @@
 //! `watchdog.mode: required` on real etcd (the frozen primary also on ZooKeeper) and
 //! PostgreSQL 15, with the software `testing` driver (a keeper process that resets the
 //! node: SIGKILLs the agent and Postgres when it is not kicked in time) and with a
-//! device that cannot be opened; pause switches the watchdog off and resume on again.
+//! device that cannot be opened; pause switches the watchdog off and resume on again;
+//! the `testing` driver on a named pipe speaks Patroni's test-harness protocol.
 
 mod support;
 
@@ -207,4 +208,77 @@ fn pause_disables_the_watchdog_and_resume_enables_it_again() {
     let reset = wait_until(Duration::from_secs(20), || agent_exit(&mut c, 0));
     let exit = reset.expect("after resume the watchdog did not reset the frozen agent");
     assert_eq!(exit.signal(), Some(libc::SIGKILL), "agent exit: {exit:?}");
+}
+
+/// Patroni's watchdog test harness: `driver: testing` with `device` naming a named
+/// pipe gets Patroni's protocol (`Ctimeout=N\n`, `1` per kick, `V` on close), as its
+/// acceptance suite reads it. The leader opens it with timeout ttl − safety_margin,
+/// kicks it, and closes it when paused.
+#[test]
+fn testing_driver_on_a_named_pipe_speaks_patronis_harness_protocol() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("watchdog.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: creating a FIFO at a path we own as a C string.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let seen = Arc::new(Mutex::new(Vec::<u8>::new()));
+    {
+        // The harness's reader: reopen after each close, record every byte.
+        let (fifo, seen) = (fifo.clone(), seen.clone());
+        std::thread::spawn(move || loop {
+            let Ok(mut f) = std::fs::File::open(&fifo) else {
+                return;
+            };
+            let mut buf = [0u8; 64];
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+    }
+    let watchdog = format!(
+        "watchdog: {{mode: required, driver: testing, device: {}, safety_margin: 2}}",
+        fifo.display()
+    );
+    let mut c = Cluster::new(1, &FAST, "", |_| watchdog.clone());
+    c.start(0);
+    assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
+    let text = || String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+    let expected_open = format!("Ctimeout={}\n1", FAST.ttl - 2);
+    assert!(
+        wait_until(Duration::from_secs(10), || text()
+            .starts_with(&format!("{expected_open}1"))
+            .then_some(()))
+        .is_some(),
+        "no timeout and kicks on the pipe: {:?}",
+        text()
+    );
+    let scope = c.scope.clone();
+    let (ok, out) = c.ctl(&["pause", &scope, "--wait"]);
+    assert!(ok, "pause failed: {out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || text()
+            .ends_with('V')
+            .then_some(()))
+        .is_some(),
+        "the paused leader did not close the watchdog: {:?}",
+        text()
+    );
+    let (ok, out) = c.ctl(&["resume", &scope, "--wait"]);
+    assert!(ok, "resume failed: {out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let t = text();
+            t.rsplit_once('V')
+                .is_some_and(|(_, after)| after.starts_with(&expected_open))
+                .then_some(())
+        })
+        .is_some(),
+        "after resume the watchdog was not opened and kicked again: {:?}",
+        text()
+    );
 }

@@ -1,7 +1,8 @@
 //! The node's protection against a frozen agent, behind ha-core's one `Watchdog`
 //! trait: the write fence (always on) plus, per `watchdog.mode`, a watchdog that
 //! resets the node when the agent stops kicking it (`/dev/watchdog`, or the software
-//! `testing` driver).
+//! `testing` driver: a resetting keeper process, or Patroni's test-harness pipe when
+//! `device` names a named pipe).
 //!
 //! The fence fires just before the lease ends; the watchdog is the second line: its
 //! timeout is `ttl − safety_margin` whole seconds from each kick (Patroni's rule), and
@@ -11,6 +12,7 @@
 //! reports `watchdog_failed` so peers exclude it).
 
 pub mod device;
+pub mod pipe;
 pub mod testing;
 
 use crate::config::{Config, WatchdogDriver, WatchdogMode};
@@ -199,6 +201,10 @@ pub fn open_configured(cfg: &Config) -> (Option<Box<dyn ResetDevice>>, Vec<i32>)
     }
     let device: Box<dyn ResetDevice> = match w.driver {
         WatchdogDriver::Default => Box::new(device::DeviceWatchdog::new(&w.device)),
+        // Patroni's watchdog test harness reads a named pipe: speak its protocol.
+        WatchdogDriver::Testing if pipe::is_named_pipe(&w.device) => {
+            Box::new(pipe::PipeWatchdog::new(&w.device))
+        }
         WatchdogDriver::Testing => {
             let pid_file = std::path::Path::new(&cfg.postgresql.data_dir).join("postmaster.pid");
             match testing::TestingWatchdog::spawn(&pid_file) {
