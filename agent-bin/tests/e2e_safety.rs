@@ -154,8 +154,26 @@ fn pause_blocks_automatic_failover_and_resume_restores_it() {
         .api(r, "/patroni")
         .filter(|(_, v)| v["pause"] == true))
     .is_some());
-    c.kill_agent(p);
+    // A health check right after the postmaster died must not answer from the last
+    // cycle's observation (Patroni's acceptance suite asks at once).
+    let postmaster = c.postmaster_pid(p).expect("postmaster pid");
     c.kill_postmaster(p);
+    let dead = wait_until(Duration::from_secs(2), || {
+        let stat = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next());
+        matches!(state, None | Some(Some('Z'))).then_some(())
+    });
+    assert!(dead.is_some(), "the postmaster did not die");
+    assert_eq!(
+        c.api(p, "/primary").map(|x| x.0),
+        Some(503),
+        "dead postmaster, /primary 200"
+    );
+    let (_, status) = c.api(p, "/patroni").expect("status");
+    assert_eq!(status["state"], "unknown", "{status}");
+    c.kill_agent(p);
     std::thread::sleep(Duration::from_secs(2 * FAST.ttl));
     assert_eq!(
         c.api(r, "/primary").map(|x| x.0),

@@ -308,6 +308,13 @@ impl PgDriver {
         pidfile::read(self.data_dir())
     }
 
+    /// Whether a postmaster runs on the data directory now (its pid file names a live
+    /// process): a cheap check for answers that must not trust a cycle-old
+    /// observation, such as health checks right after the postmaster died.
+    pub fn postmaster_alive(&self) -> bool {
+        self.postmaster_pid().is_some()
+    }
+
     fn postmaster_pid(&self) -> Option<i32> {
         match self.pid_state() {
             PidFileState::Alive { pid, .. } => Some(pid),
@@ -1210,7 +1217,14 @@ impl PgDriver {
                     continue;
                 }
                 tracing::info!(method = %name, source = ?source.map(|s| &s.name), "creating replica with a custom method");
-                (self.custom_method(&name, &m, source).await, m.keep_data)
+                if !m.keep_data {
+                    self.runner.vacate_empty_dir(&dir)?;
+                }
+                let ran = self.custom_method(&name, &m, source).await;
+                if datadir::contents(&dir)? == DirContents::Missing {
+                    self.runner.create_dir(&dir, 0o700)?;
+                }
+                (ran, m.keep_data)
             };
             tried += 1;
             match res {

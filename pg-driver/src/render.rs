@@ -349,7 +349,7 @@ mod tests {
         tls.authentication.replication.sslcert = Some("/c/rep.crt".into());
         tls.authentication.replication.sslkey = Some("/c/rep.key".into());
         assert_eq!(
-            parameters(&tls, &state).unwrap()["primary_conninfo"],
+            parameters(&tls, &state, &PG15).unwrap()["primary_conninfo"],
             "dbname=postgres user=replicator passfile=/run/fa/pgpass host=127.0.0.1 port=5543 \
              sslmode=verify-ca sslcert=/c/rep.crt sslkey=/c/rep.key sslrootcert=/c/ca.crt \
              application_name=node-1 gssencmode=prefer channel_binding=prefer connect_timeout=5"

@@ -177,16 +177,17 @@ impl Runner {
         c.env("HOME", &self.user.home)
             .env("USER", &self.user.name)
             .env("LOGNAME", &self.user.name)
-            // The child may not be allowed into our cwd (e.g. /root).
-            .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         if self.user.switch {
-            // std calls setgroups(0) before setuid when we are root.
-            c.uid(self.user.uid).gid(self.user.gid);
+            // std calls setgroups(0) before setuid when we are root. The other user
+            // may not be allowed into our cwd (e.g. /root).
+            c.uid(self.user.uid).gid(self.user.gid).current_dir("/");
         }
+        // Otherwise the agent's cwd, as Patroni's commands get: custom bootstrap and
+        // replica methods, scripts and callbacks may name files relative to it.
         c
     }
 
@@ -275,6 +276,27 @@ impl Runner {
     pub fn create_dir(&self, dir: &Path, mode: u32) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| DriverError::io("create", dir, e))?;
         self.own(dir, mode)
+    }
+
+    /// Removes `dir` when it is empty, so a custom command finds no data directory, as
+    /// under Patroni (whose scripts may copy a whole tree into place). Only when the
+    /// commands' user may create it again: they run as the agent's own user, or that
+    /// user owns the parent directory.
+    pub fn vacate_empty_dir(&self, dir: &Path) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let parent_is_theirs = dir
+            .parent()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.uid() == self.user.uid);
+        if self.user.switch && !parent_is_theirs {
+            return Ok(());
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            // Not empty (or not removable): leave it as it is.
+            Err(_) => Ok(()),
+        }
     }
 }
 

@@ -96,7 +96,9 @@ async fn replica_without_leader_uses_only_no_leader_methods() {
         &env,
         "restore.sh",
         &format!(
-            "echo \"$@\" >> {log}\nfor a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${{a#--datadir=}}\";; esac; done\ncp -a {b}/. \"$d\"/\n",
+            // Copies the whole tree into place, as Patroni's harness does
+            // (shutil.copytree): the data directory must not exist yet.
+            "echo \"$@\" >> {log}\nfor a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${{a#--datadir=}}\";; esac; done\n[ -e \"$d\" ] && {{ echo \"$d exists\" >&2; exit 1; }}\ncp -a {b} \"$d\"\n",
             log = args_log.display(),
             b = store.display()
         ),

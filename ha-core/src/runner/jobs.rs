@@ -10,6 +10,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedSender, Notify};
 use tokio::task::JoinHandle;
 
+/// How long after a failed background action the HA loop is woken for its next
+/// cycle (a success wakes it at once).
+const FAILED_ACTION_BACKOFF: Duration = Duration::from_secs(1);
+
 /// A running background action.
 pub(super) struct BackgroundJob {
     pub(super) kind: Busy,
@@ -35,10 +39,19 @@ impl BackgroundJob {
             };
             let result = run(action, &parts, settings, &emit).await;
             match &result {
-                Ok(()) => tracing::debug!("{name}: done"),
-                Err(e) => tracing::warn!("background action failed: {e}"),
+                Ok(()) => done.notify_one(),
+                Err(e) => {
+                    tracing::warn!("background action failed: {e}");
+                    // The next cycle may well decide the same action again (a bootstrap
+                    // method that fails at once): retry after a pause, not in a tight
+                    // loop. Any other wake-up (DCS event, loop_wait) still comes first.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(FAILED_ACTION_BACKOFF).await;
+                        done.notify_one();
+                    });
+                }
             }
-            done.notify_one();
+            tracing::debug!("{name}: finished");
             result
         });
         Some(BackgroundJob { kind, handle })

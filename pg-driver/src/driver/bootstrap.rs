@@ -138,9 +138,13 @@ impl PgDriver {
         tracing::info!(method = %m.name, command = %m.command, "running custom bootstrap method");
         let tool = format!("bootstrap method {}", m.name);
         let cmd = self.shell_command(&m.command, &args);
-        self.runner
-            .run_ok(&tool, cmd, REPLICA_METHOD_TIMEOUT)
-            .await?;
+        self.runner.vacate_empty_dir(self.data_dir())?;
+        let ran = self.runner.run_ok(&tool, cmd, REPLICA_METHOD_TIMEOUT).await;
+        // The failure path empties the directory; it must exist again for that.
+        if datadir::contents(self.data_dir())? == DirContents::Missing {
+            self.runner.create_dir(self.data_dir(), 0o700)?;
+        }
+        ran?;
         if datadir::contents(self.data_dir())? != DirContents::Cluster {
             return Err(DriverError::Tool {
                 tool,
