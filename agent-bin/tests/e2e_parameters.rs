@@ -1,6 +1,7 @@
 //! End to end on real etcd and PostgreSQL 15: `postgresql.parameters` of the dynamic
 //! configuration reach every node at run time. A reloadable one is live after a
-//! reload; a postmaster one shows `pending_restart` until the node restarts.
+//! reload; a postmaster one shows `pending_restart` until the node restarts. Every
+//! node keeps the configuration in `patroni.dynamic.json`, as Patroni does.
 
 mod support;
 
@@ -57,6 +58,19 @@ fn dynamic_parameters_reload_everywhere_and_postmaster_ones_wait_for_a_restart()
             c.nodes[i].name
         );
         assert_eq!(show(&c, i, "max_connections").as_deref(), Some("100"));
+        // Every node keeps the cluster's last dynamic configuration where Patroni
+        // keeps it (tools written for Patroni read and delete this file).
+        let cached = wait_until(Duration::from_secs(30), || {
+            let text =
+                std::fs::read_to_string(c.nodes[i].data_dir.join("patroni.dynamic.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            (v["postgresql"]["parameters"]["max_connections"] == 120).then_some(v)
+        });
+        assert!(
+            cached.is_some(),
+            "{} has no patroni.dynamic.json with the new configuration",
+            c.nodes[i].name
+        );
     }
     // A replica restarts first, as an operator would.
     for i in [r, p] {

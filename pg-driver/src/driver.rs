@@ -134,6 +134,19 @@ impl PgDriver {
         &self.data_dir
     }
 
+    /// Writes a file of the agent's own into the data directory (owned by the server's
+    /// OS user, mode 0600, atomically), only when the directory holds a cluster:
+    /// nothing may appear in a directory a clone or bootstrap is about to fill.
+    /// Returns whether it was written.
+    pub fn write_agent_file(&self, name: &str, contents: &str) -> Result<bool> {
+        if !self.data_dir.join("PG_VERSION").exists() {
+            return Ok(false);
+        }
+        self.runner
+            .write_file(&self.data_dir.join(name), contents, 0o600)?;
+        Ok(true)
+    }
+
     fn state(&self) -> ManagedState {
         match self.state.lock() {
             Ok(s) => s.clone(),

@@ -3,6 +3,7 @@
 
 mod api_impl;
 mod callbacks;
+mod dynamic_cache;
 mod probe;
 mod reaper;
 mod reload;
@@ -30,6 +31,14 @@ pub async fn run(
     own_children: BTreeSet<i32>,
 ) -> anyhow::Result<()> {
     reaper::spawn_if_pid1(own_children);
+    let mut cfg = cfg;
+    if let Some(cached) = dynamic_cache::load(std::path::Path::new(&cfg.postgresql.data_dir)) {
+        tracing::info!(
+            "using the dynamic configuration cached in {} instead of bootstrap.dcs",
+            dynamic_cache::FILE
+        );
+        cfg.bootstrap.dcs = cached;
+    }
     let dc = &cfg.bootstrap.dcs;
     let timing = DcsTiming {
         ttl: dc.ttl(),
@@ -62,6 +71,7 @@ pub async fn run(
     let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut runner_task = tokio::spawn(runner.with_events(events_tx).run());
+    tokio::spawn(dynamic_cache::keep(handle.clone(), driver.clone()));
     let (callbacks_tx, callbacks_rx) =
         tokio::sync::watch::channel(cfg.postgresql.callbacks.clone());
     tokio::spawn(callbacks::run(callbacks_rx, cfg.scope.clone(), events_rx));
