@@ -721,6 +721,25 @@ impl PgDriver {
         obs
     }
 
+    /// Gives the configured superuser its password, creating the role if needed (only
+    /// when a password is configured, as Patroni): after a custom bootstrap the roles
+    /// are the backup's, whose superuser password may differ from this node's.
+    async fn ensure_superuser(&self) -> Result<()> {
+        let su = &self.cfg().authentication.superuser;
+        let Some(password) = &su.password else {
+            return Ok(());
+        };
+        let client = self.connect_local(SQL_TIMEOUT).await?;
+        let stmts = format!(
+            "DO $fa$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {lit}) THEN CREATE ROLE {id}; END IF; END $fa$;
+             ALTER ROLE {id} WITH LOGIN SUPERUSER PASSWORD {pw};\n",
+            lit = sql::literal(&su.username),
+            id = sql::ident(&su.username),
+            pw = sql::literal(password),
+        );
+        sql::batch(&client, &stmts, SQL_TIMEOUT).await
+    }
+
     async fn ensure_roles(&self) -> Result<()> {
         let client = self.connect_local(SQL_TIMEOUT).await?;
         let su = &self.cfg().authentication.superuser.username;

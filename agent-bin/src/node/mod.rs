@@ -70,6 +70,10 @@ pub async fn run(
     };
     let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let runner = match failsafe_record_path(&cfg) {
+        Some(path) => runner.with_failsafe_record(path),
+        None => runner,
+    };
     let mut runner_task = tokio::spawn(runner.with_events(events_tx).run());
     tokio::spawn(dynamic_cache::keep(handle.clone(), driver.clone()));
     let (callbacks_tx, callbacks_rx) =
@@ -150,6 +154,33 @@ pub async fn run(
     let _ = stop_api_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
     outcome
+}
+
+/// Where accepted `POST /failsafe` calls are recorded: beside the data directory (not
+/// in it: a clone or reinitialize empties it, and pg_basebackup would copy it to other
+/// nodes). `None` when that place is not writable: calls are then remembered in
+/// memory only, and a restarted agent sits out a ttl before it races.
+fn failsafe_record_path(cfg: &Config) -> Option<std::path::PathBuf> {
+    let data_dir = std::path::Path::new(&cfg.postgresql.data_dir);
+    let name = data_dir.file_name()?.to_string_lossy().to_string();
+    let path = data_dir.with_file_name(format!(".{name}.fullauto-failsafe.json"));
+    if path.exists() {
+        return Some(path);
+    }
+    let probe = path.with_extension("probe");
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Some(path)
+        }
+        Err(e) => {
+            tracing::info!(
+                "failsafe calls are remembered in memory only ({} is not writable: {e})",
+                probe.display()
+            );
+            None
+        }
+    }
 }
 
 /// Patroni refuses to start a second agent with a name that is alive in the cluster.

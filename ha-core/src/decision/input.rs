@@ -31,6 +31,9 @@ pub struct NodeConfig {
     pub hung_grace: Duration,
     /// Agent version published in the member record.
     pub version: String,
+    /// Accepted `POST /failsafe` calls are recorded on disk and restored at start, so
+    /// a restarted agent need not sit out a ttl in case it promised a leader before.
+    pub failsafe_record_durable: bool,
 }
 
 impl NodeConfig {
@@ -47,6 +50,7 @@ impl NodeConfig {
             fence_margin: Duration::from_millis(500),
             hung_grace: Duration::from_secs(5),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            failsafe_record_durable: false,
         }
     }
 }

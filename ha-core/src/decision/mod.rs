@@ -643,7 +643,10 @@ impl<'a> Step<'a> {
                 "failsafe: {leader} called POST /failsafe within ttl and is still the leader; not racing"
             ));
         }
-        if self.config().failsafe_mode && !self.obs.pg.is_primary() {
+        if self.config().failsafe_mode
+            && !self.cfg.failsafe_record_durable
+            && !self.obs.pg.is_primary()
+        {
             // Accepted failsafe calls are not remembered across an agent restart.
             let since = self.st.started_at.unwrap_or(self.now).plus(self.ttl());
             if self.now < since {

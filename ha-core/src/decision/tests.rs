@@ -1960,6 +1960,28 @@ fn freshly_started_replica_waits_a_ttl_before_racing_in_failsafe_mode() {
 }
 
 #[test]
+fn with_a_durable_failsafe_record_a_freshly_started_replica_races_at_once() {
+    // The runner restored any call this node accepted before it restarted; none is
+    // valid (no failsafe leader in the observation), so there is nothing to wait for.
+    let c = View::new()
+        .member("b", "replica", 100)
+        .key("config", FAILSAFE_ON)
+        .cluster();
+    let o = obs(c, pg_replica(100), vec![]);
+    let durable = NodeConfig {
+        failsafe_record_durable: true,
+        ..cfg("b")
+    };
+    let d = decide(&durable, &LocalState::default(), &o, t(1000));
+    assert!(d.actions.contains(&Action::AcquireLease), "{:?}", d.actions);
+    assert!(
+        !d.state.message.contains("started less than ttl ago"),
+        "{}",
+        d.state.message
+    );
+}
+
+#[test]
 fn requested_candidate_outside_the_failsafe_topology_does_not_hold_up_the_others() {
     let c = View::new()
         .member("a", "replica", 100)

@@ -11,9 +11,11 @@ use super::PeerProbe;
 use crate::clock::MonoTime;
 use crate::decision::{NodeConfig, Outcome};
 use crate::model::{Failsafe, Lsn};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Default)]
 struct Gate {
@@ -29,17 +31,83 @@ struct Gate {
 #[derive(Debug, Default)]
 pub struct FailsafeGate {
     gate: Mutex<Gate>,
+    /// Where accepted calls are written before they are answered, so an agent that
+    /// restarts still knows it promised not to race (`None`: memory only).
+    record: Mutex<Option<PathBuf>>,
+}
+
+/// The on-disk form of an accepted call: the leader, and until when (wall clock, ms
+/// since the epoch: monotonic time does not survive the process).
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    leader: String,
+    until_unix_ms: u64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64)
 }
 
 impl FailsafeGate {
+    /// Keeps accepted calls in `path` from now on, and takes over a call recorded there
+    /// by an earlier run of the agent that is still valid. Whether a recorded call is
+    /// valid is judged by the wall clock, the only one both runs share.
+    pub fn keep_record_in(&self, path: PathBuf, now: MonoTime) {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            match serde_json::from_str::<Record>(&text) {
+                Ok(r) => {
+                    let left = r.until_unix_ms.saturating_sub(unix_ms(SystemTime::now()));
+                    if left > 0 {
+                        tracing::info!(
+                            "failsafe: {} called this node before the agent restarted; not racing for another {} ms",
+                            r.leader,
+                            left
+                        );
+                        if let Ok(mut g) = self.gate.lock() {
+                            g.leader = Some((r.leader, now.plus(Duration::from_millis(left))));
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "failsafe record {} is unreadable ({e}); ignoring it",
+                    path.display()
+                ),
+            }
+        }
+        if let Ok(mut r) = self.record.lock() {
+            *r = Some(path);
+        }
+    }
+
+    /// Whether accepted calls survive an agent restart (see
+    /// [`FailsafeGate::keep_record_in`]).
+    pub fn is_durable(&self) -> bool {
+        self.record.lock().is_ok_and(|r| r.is_some())
+    }
+
     /// A leader's `POST /failsafe`: records `leader` until `now + ttl`. Refused (false)
-    /// while this node races for or holds the leader key.
+    /// while this node races for or holds the leader key, and when the record cannot
+    /// be written: a promise that a restart would forget is not given.
     pub fn accept_call(&self, leader: &str, now: MonoTime, ttl: Duration) -> bool {
         let Ok(mut g) = self.gate.lock() else {
             return false;
         };
         if g.claiming {
             return false;
+        }
+        if let Some(path) = self.record.lock().ok().and_then(|r| r.clone()) {
+            let record = Record {
+                leader: leader.to_string(),
+                until_unix_ms: unix_ms(SystemTime::now() + ttl),
+            };
+            if let Err(e) = write_durably(&path, &record) {
+                tracing::warn!(
+                    "failsafe: refusing the call of {leader}: cannot record it in {}: {e}",
+                    path.display()
+                );
+                return false;
+            }
         }
         g.leader = Some((leader.to_string(), now.plus(ttl)));
         true
@@ -89,6 +157,16 @@ impl FailsafeGate {
             g.claiming = holds_lease;
         }
     }
+}
+
+/// Writes the record through a temporary file, synced, then renamed into place.
+fn write_durably(path: &Path, record: &Record) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(serde_json::to_string(record)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// One round of `POST /failsafe` calls.
@@ -155,6 +233,43 @@ mod tests {
         assert!(!g.claim(MonoTime::from_millis(30_999)));
         assert_eq!(g.called_by(MonoTime::from_millis(31_000)), None);
         assert!(g.claim(MonoTime::from_millis(31_000)));
+    }
+
+    #[test]
+    fn an_accepted_call_survives_a_restart_when_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("failsafe.json");
+        let ttl = Duration::from_secs(30);
+        let before = FailsafeGate::default();
+        before.keep_record_in(path.clone(), MonoTime::from_millis(1000));
+        assert!(before.is_durable());
+        assert!(before.accept_call("a", MonoTime::from_millis(1000), ttl));
+        // A new agent process: its monotonic clock starts anywhere.
+        let after = FailsafeGate::default();
+        assert!(!after.is_durable());
+        after.keep_record_in(path.clone(), MonoTime::from_millis(50));
+        assert_eq!(
+            after.called_by(MonoTime::from_millis(60)).as_deref(),
+            Some("a")
+        );
+        assert!(!after.claim(MonoTime::from_millis(60)));
+        // Nothing recorded, or an expired record: free to race at once.
+        std::fs::write(&path, r#"{"leader":"a","until_unix_ms":5}"#).unwrap();
+        let fresh = FailsafeGate::default();
+        fresh.keep_record_in(path, MonoTime::from_millis(50));
+        assert_eq!(fresh.called_by(MonoTime::from_millis(60)), None);
+        assert!(fresh.claim(MonoTime::from_millis(60)));
+    }
+
+    #[test]
+    fn a_call_that_cannot_be_recorded_is_refused() {
+        let g = FailsafeGate::default();
+        g.keep_record_in(
+            PathBuf::from("/nonexistent/dir/failsafe.json"),
+            MonoTime::from_millis(0),
+        );
+        assert!(!g.accept_call("a", MonoTime::from_millis(1), Duration::from_secs(30)));
+        assert_eq!(g.called_by(MonoTime::from_millis(2)), None);
     }
 
     #[test]

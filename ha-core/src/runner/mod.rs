@@ -321,6 +321,15 @@ impl Runner {
         self
     }
 
+    /// Records accepted `POST /failsafe` calls in `path` and restores one recorded by
+    /// an earlier run: a restarted agent then knows whether it promised a leader not
+    /// to race, instead of sitting out a ttl after every start.
+    pub fn with_failsafe_record(mut self, path: std::path::PathBuf) -> Self {
+        self.failsafe.keep_record_in(path, self.parts.clock.now());
+        self.cfg.failsafe_record_durable = self.failsafe.is_durable();
+        self
+    }
+
     /// Runs until shut down through the handle (`Ok`), or until the node cannot go on
     /// without an operator (`Err`, already logged); Postgres is stopped either way
     /// (unless paused).

@@ -44,7 +44,9 @@ impl PgDriver {
                 self.start_restored_cluster(&m).await?;
             }
         }
-        // Patroni's order: the script first, then the replication and rewind roles.
+        // Patroni's order: the superuser's password, the script, then the replication
+        // and rewind roles.
+        self.ensure_superuser().await?;
         self.run_post_bootstrap().await?;
         self.ensure_roles().await
     }
