@@ -50,8 +50,8 @@ async fn host_hosts_url_and_proxy_forms_reach_the_same_etcd() {
     let none = EnvMap::new();
 
     // Written through the `host` form...
-    let (cfg, _) = Config::from_yaml_str(&format!("{BASE}etcd3: {{host: '{host}'}}\n"), &none)
-        .unwrap();
+    let (cfg, _) =
+        Config::from_yaml_str(&format!("{BASE}etcd3: {{host: '{host}'}}\n"), &none).unwrap();
     let dcs = connect_dcs(&cfg, "pg0", timing()).await.unwrap();
     assert!(dcs.initialize("7000000000000000001").await.unwrap());
     drop(dcs);
