@@ -77,7 +77,7 @@ fn dcs_section_can_come_from_the_environment_alone() {
     let DcsConfig::Consul(cs) = &c.dcs else {
         panic!()
     };
-    assert_eq!(cs.base_url(), "http://127.0.0.1:8500");
+    assert_eq!(cs.base_url().unwrap(), "http://127.0.0.1:8500");
     assert_eq!(cs.token.as_deref(), Some("tok"));
     assert_eq!(cs.verify, Some(false));
     assert_eq!(cs.dc.as_deref(), Some("dc2"));
@@ -103,23 +103,26 @@ fn etcd3_variables_all_apply() {
     let DcsConfig::Etcd3(e) = &c.dcs else {
         panic!()
     };
-    assert_eq!(e.endpoints(), vec!["https://127.0.0.1:2379"]);
+    assert_eq!(e.endpoints().unwrap(), vec!["https://127.0.0.1:2379"]);
     assert_eq!(e.username.as_deref(), Some("root"));
     assert_eq!(e.password.as_deref(), Some("pw"));
     assert_eq!(
         (e.cacert.as_deref(), e.cert.as_deref(), e.key.as_deref()),
         (Some("/ca"), Some("/cert"), Some("/key"))
     );
-    // `etcd` is read as etcd3 too.
-    let (c, _) = Config::from_yaml_str(
+    // `etcd` (Patroni's etcd v2 section) is refused, naming the variable.
+    let e = Config::from_yaml_str(
         NO_DCS,
         &env(&[("PATRONI_ETCD_URL", "http://127.0.0.1:2379")]),
     )
-    .unwrap();
-    let DcsConfig::Etcd3(e) = &c.dcs else {
-        panic!()
-    };
-    assert_eq!(e.endpoints(), vec!["http://127.0.0.1:2379"]);
+    .unwrap_err();
+    let p = e.0.errors().next().unwrap();
+    assert_eq!(p.path, "etcd");
+    assert!(
+        p.message
+            .starts_with("Patroni's etcd v2 API section is not supported"),
+        "{p}"
+    );
 }
 
 #[test]

@@ -73,7 +73,7 @@ fn patroni_sample_loads() {
     assert_eq!(c.api_url(), "http://127.0.0.1:8008/patroni");
     assert_eq!(c.conn_url(), "postgres://127.0.0.1:5432/postgres");
     match &c.dcs {
-        DcsConfig::Etcd3(e) => assert_eq!(e.endpoints(), vec!["http://127.0.0.1:2379"]),
+        DcsConfig::Etcd3(e) => assert_eq!(e.endpoints().unwrap(), vec!["http://127.0.0.1:2379"]),
         other => panic!("wrong dcs {other:?}"),
     }
     assert_eq!(c.bootstrap.dcs.ttl, 30.0);
@@ -187,7 +187,7 @@ log: {level: debug, type: json, dir: /var/log/fa}
     let DcsConfig::Consul(cs) = &c.dcs else {
         panic!("consul expected")
     };
-    assert_eq!(cs.base_url(), "https://127.0.0.1:8501");
+    assert_eq!(cs.base_url().unwrap(), "https://127.0.0.1:8501");
     assert_eq!(cs.service_tags, vec!["master", "x"]);
     assert_eq!(
         cs.checks.as_deref(),
@@ -245,13 +245,13 @@ fn zookeeper_and_etcd_lists() {
     assert_eq!(z.set_acls["CN=x"], vec!["READ", "CREATE"]);
     assert_eq!(z.auth_data, vec![("digest".to_string(), "u:p".to_string())]);
     let etcd =
-        format!("{base}\netcd:\n  hosts: 127.0.0.1:2379,127.0.0.2:2379\n  protocol: https\n");
+        format!("{base}\netcd3:\n  hosts: 127.0.0.1:2379,127.0.0.2:2379\n  protocol: https\n");
     let (c, _) = Config::from_yaml_str(&etcd, &no_env()).unwrap();
     let DcsConfig::Etcd3(e) = &c.dcs else {
         panic!()
     };
     assert_eq!(
-        e.endpoints(),
+        e.endpoints().unwrap(),
         vec!["https://127.0.0.1:2379", "https://127.0.0.2:2379"]
     );
 }

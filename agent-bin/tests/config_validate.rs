@@ -107,7 +107,10 @@ fn unknown_keys_are_warnings_and_the_config_still_loads() {
     let yaml = format!("{GOOD}  paramters: {{x: 1}}\nrestapi_typo: 1\ntags: {{custom_zone: a}}\n");
     let r = check(&yaml);
     assert!(!r.has_errors(), "{}", r.render());
-    assert_has(&r, "warning: postgresql.paramters: unknown key (ignored)");
+    assert_has(
+        &r,
+        "warning: postgresql.paramters: unknown key (ignored); did you mean parameters?",
+    );
     assert_has(&r, "warning: restapi_typo: unknown key (ignored)");
     assert_eq!(
         r.warnings().count(),
@@ -140,7 +143,7 @@ fn exactly_one_dcs() {
     let empty_etcd = none.clone() + "etcd3: {protocol: http}\n";
     assert_has(
         &check(&empty_etcd),
-        "error: etcd3: one of host, hosts, url, srv or proxy is required",
+        "error: etcd3: one of host, hosts, url or proxy is required",
     );
     let encrypted = none.clone() + "etcd3: {host: 127.0.0.1:2379, key_password: x}\n";
     assert_has(
@@ -397,4 +400,173 @@ fn custom_bootstrap_and_replica_method_sections_are_checked() {
         &check(&missing),
         "error: bootstrap.method: method \"pitr\" needs a bootstrap.pitr.command",
     );
+}
+
+/// GOOD without its DCS section, plus `section`.
+fn with_dcs(section: &str) -> String {
+    GOOD.replace("etcd3: {host: 127.0.0.1:2379}\n", section)
+}
+
+fn assert_refused_at_start(yaml: &str, line: &str) {
+    let e = Config::from_yaml_str(yaml, &EnvMap::new()).unwrap_err();
+    assert!(
+        e.0.render().lines().any(|l| l == line),
+        "missing line {line:?} in:\n{}",
+        e.0.render()
+    );
+}
+
+#[test]
+fn etcd_v2_section_is_refused_naming_etcd3() {
+    let yaml = with_dcs("etcd: {host: 127.0.0.1:2379}\n");
+    let line = "error: etcd: Patroni's etcd v2 API section is not supported: fullauto speaks \
+                only the etcd v3 API, whose keyspace is separate (a cluster that Patroni runs \
+                with `etcd:` is invisible to v3 clients); rename the section to etcd3 \
+                (variables PATRONI_ETCD3_*) and switch every member of the cluster to etcd3 \
+                together";
+    assert_has(&check(&yaml), line);
+    assert_refused_at_start(&yaml, line);
+    // From the environment too.
+    let env: EnvMap = [(
+        "PATRONI_ETCD_HOSTS".to_string(),
+        "127.0.0.1:2379".to_string(),
+    )]
+    .into_iter()
+    .collect();
+    let r = validate_str(&with_dcs(""), &env);
+    assert!(
+        r.find("etcd", "etcd v2 API section is not supported")
+            .is_some(),
+        "{}",
+        r.render()
+    );
+}
+
+#[test]
+fn etcd3_keys_fullauto_cannot_honour_are_refused() {
+    let srv = with_dcs("etcd3: {srv: example.com, srv_suffix: pg}\n");
+    let r = check(&srv);
+    let why = "DNS SRV discovery is not supported by fullauto; list the etcd endpoints in \
+               etcd3.hosts (or etcd3.url)";
+    assert_has(&r, &format!("error: etcd3.srv: {why}"));
+    assert_has(&r, &format!("error: etcd3.srv_suffix: {why}"));
+    assert_has(
+        &r,
+        "error: etcd3: one of host, hosts, url or proxy is required",
+    );
+    assert_refused_at_start(&srv, &format!("error: etcd3.srv: {why}"));
+    let r = check(&with_dcs(
+        "etcd3: {host: 127.0.0.1:2379, cert: /c.pem, password: x, retry_timeout: 5}\n",
+    ));
+    assert_has(
+        &r,
+        "error: etcd3.cert: set without etcd3.key: client TLS needs both (for a file holding \
+         certificate and key, give it as both cert and key)",
+    );
+    assert_has(
+        &r,
+        "error: etcd3: password is set but username is not: set etcd3.username",
+    );
+    assert_has(
+        &r,
+        "warning: etcd3.retry_timeout: ignored (as by Patroni): the DCS retry timeout is the \
+         dynamic setting retry_timeout (bootstrap.dcs.retry_timeout)",
+    );
+    let r = check(&with_dcs("etcd3: {url: 'unix:///run/etcd.sock'}\n"));
+    assert_has(
+        &r,
+        "error: etcd3: etcd3 endpoint `unix:///run/etcd.sock`: scheme `unix` is not supported: use http or https",
+    );
+    let r = check(&with_dcs(
+        "etcd3: {hots: [127.0.0.1:2379], host: 127.0.0.1:2379}\n",
+    ));
+    assert_has(
+        &r,
+        "warning: etcd3.hots: unknown key (ignored); did you mean host?",
+    );
+}
+
+#[test]
+fn etcd3_url_and_proxy_forms_are_honoured() {
+    for section in [
+        "etcd3: {url: 'http://127.0.0.1:2379'}\n",
+        "etcd3: {proxy: 'http://127.0.0.1:2379', use_proxies: true}\n",
+        "etcd3: {url: 'http://root:pw@127.0.0.1:2379'}\n",
+    ] {
+        let r = check(&with_dcs(section));
+        assert!(r.problems.is_empty(), "{section}: {}", r.render());
+    }
+    let r = check(&with_dcs(
+        "etcd3: {proxy: 'http://127.0.0.1:2379', url: 'http://127.0.0.2:2379'}\n",
+    ));
+    assert_has(
+        &r,
+        "warning: etcd3.url: ignored because etcd3.proxy is set (proxy wins, as in Patroni)",
+    );
+}
+
+#[test]
+fn zookeeper_tls_is_refused_and_tls_files_without_it_are_ignored() {
+    let yaml = with_dcs("zookeeper: {hosts: '127.0.0.1:2181', use_ssl: true, cacert: /ca.pem}\n");
+    let line = "error: zookeeper.use_ssl: ZooKeeper over TLS is not supported by fullauto: \
+                connect to a plain-text client port (or through a TLS tunnel such as stunnel) \
+                and remove use_ssl";
+    assert_has(&check(&yaml), line);
+    assert_refused_at_start(&yaml, line);
+    let env: EnvMap = [
+        (
+            "PATRONI_ZOOKEEPER_HOSTS".to_string(),
+            "127.0.0.1:2181".to_string(),
+        ),
+        ("PATRONI_ZOOKEEPER_USE_SSL".to_string(), "true".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert_has(
+        &validate_str(&with_dcs(""), &env),
+        &format!("{line} (set by PATRONI_ZOOKEEPER_USE_SSL)"),
+    );
+    let r = check(&with_dcs(
+        "zookeeper: {hosts: '127.0.0.1:2181', use_ssl: false, verify: true, cert: /c.pem}\n",
+    ));
+    assert!(!r.has_errors(), "{}", r.render());
+    assert_has(
+        &r,
+        "warning: zookeeper.verify: ignored because zookeeper.use_ssl is not set (as in Patroni)",
+    );
+    assert_has(
+        &r,
+        "warning: zookeeper.cert: ignored because zookeeper.use_ssl is not set (as in Patroni)",
+    );
+    let r = check(&with_dcs(
+        "zookeeper: {hosts: '127.0.0.1:2181', set_acls: {'CN=x': [FLY]}}\n",
+    ));
+    assert_has(
+        &r,
+        "error: zookeeper.set_acls: set_acls `CN=x`: unknown permission `FLY` (use READ, WRITE, CREATE, DELETE, ADMIN or ALL)",
+    );
+}
+
+#[test]
+fn consul_service_settings_are_checked() {
+    let r = check(&with_dcs(
+        "consul: {host: 127.0.0.1:8500, register_service: true, service_check_interval: often}\n",
+    ));
+    assert_has(
+        &r,
+        "error: consul.service_check_interval: consul.service_check_interval `often` is not a duration: use e.g. 5s, 500ms or 1m30s",
+    );
+    let r = check(&with_dcs(
+        "consul: {host: 127.0.0.1:8500, service_tags: [a], service_check_interval: 5s}\n",
+    ));
+    assert!(!r.has_errors(), "{}", r.render());
+    assert_has(
+        &r,
+        "warning: consul.service_tags: ignored because consul.register_service is not set",
+    );
+    let r = check(&with_dcs(
+        "consul: {host: 127.0.0.1:8500, register_service: true, service_tags: [a], \
+         service_check_interval: 10s, service_check_tls_server_name: pg}\n",
+    ));
+    assert!(r.problems.is_empty(), "{}", r.render());
 }

@@ -3,6 +3,7 @@
 use crate::client::{ConsulClient, DeleteOptions, KvPair, PutOptions, SessionRequest};
 use crate::config::ConsulConfig;
 use crate::error::ConsulError;
+use crate::service::{signature, ServiceAction, ServiceSettings};
 use crate::watch::PrefixWatcher;
 use async_trait::async_trait;
 use ha_core::{
@@ -37,6 +38,10 @@ pub struct ConsulDcs {
     session: tokio::sync::Mutex<Option<LiveSession>>,
     changes: watch::Receiver<u64>,
     _watcher: PrefixWatcher,
+    scope: String,
+    service: Option<ServiceSettings>,
+    /// The member data of the last successful service update.
+    service_done: tokio::sync::Mutex<Option<(String, String, String, String)>>,
 }
 
 impl ConsulDcs {
@@ -50,9 +55,7 @@ impl ConsulDcs {
         member: &str,
         timing: DcsTiming,
     ) -> Result<Self, DcsError> {
-        if config.register_service {
-            tracing::warn!("consul.register_service is not supported by fullauto; ignoring it");
-        }
+        let service = config.service_settings()?;
         let client = ConsulClient::new(config)?;
         let keys = ClusterKeys::new(namespace, scope);
         let (watcher, changes) =
@@ -69,7 +72,54 @@ impl ConsulDcs {
             session: tokio::sync::Mutex::new(None),
             changes,
             _watcher: watcher,
+            scope: scope.to_string(),
+            service,
+            service_done: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// Registers, deregisters or keeps this member's Consul service after a member
+    /// write, when `register_service` is on and the registration-relevant data
+    /// changed since the last successful update. Failures are logged and retried
+    /// with the next member write (as Patroni: the member key matters more).
+    async fn update_service(&self, data: &MemberData) {
+        let Some(settings) = &self.service else {
+            return;
+        };
+        let mut done = self.service_done.lock().await;
+        let current = signature(data);
+        if current.is_some() && *done == current {
+            return;
+        }
+        let timing = self.timing();
+        let action = match settings.action(&self.scope, &self.member, data, timing.ttl) {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::warn!("could not register the consul service: {why}");
+                return;
+            }
+        };
+        let deadline = Instant::now() + timing.retry_timeout / 2;
+        let result = match &action {
+            ServiceAction::Register(body) => {
+                tracing::info!(service = %body, "registering the consul service");
+                self.client.service_register(body, deadline).await
+            }
+            ServiceAction::Deregister(id) => {
+                tracing::info!(id, "deregistering the consul service");
+                self.client.service_deregister(id, deadline).await
+            }
+            ServiceAction::Keep => Ok(()),
+        };
+        match result {
+            Ok(()) => *done = current,
+            Err(e) => {
+                tracing::warn!(
+                    "consul service update failed (retried with the next member write): {e}"
+                );
+                *done = None;
+            }
+        }
     }
 
     /// The current session ID, if one was created (for tests and diagnostics).
@@ -269,7 +319,7 @@ fn parse_ttl_minimum(body: &str) -> Option<Duration> {
 }
 
 /// Parses the simple Go durations Consul prints for its limits (`10s`, `1m0s`, `500ms`).
-fn parse_go_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
@@ -401,6 +451,7 @@ impl Dcs for ConsulDcs {
             })
             .await?;
         if written {
+            self.update_service(data).await;
             Ok(())
         } else {
             Err(DcsError::Backend(format!(

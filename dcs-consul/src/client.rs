@@ -1,5 +1,5 @@
 //! A thin typed client for the Consul HTTP endpoints the backend needs
-//! (`/v1/session/*`, `/v1/kv/*`), on reqwest, with a deadline on every call.
+//! (`/v1/session/*`, `/v1/kv/*`, `/v1/agent/service/*`), on reqwest, with a deadline on every call.
 
 use crate::config::{Consistency, ConsulConfig};
 use crate::error::ConsulError;
@@ -413,6 +413,51 @@ impl ConsulClient {
             .send(what, Method::PUT, url, None, Retry::Always, deadline)
             .await?;
         if !answer.status.is_success() {
+            return Err(self.failed(what, &answer));
+        }
+        Ok(())
+    }
+
+    /// Registers a service instance with the local agent
+    /// (`PUT /v1/agent/service/register`); registering the same ID again replaces
+    /// it, so the call is retried on any transport failure.
+    pub async fn service_register(
+        &self,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<(), ConsulError> {
+        let what = "service register";
+        // Agent endpoints are local: no `?dc=`.
+        let url = format!("{}/v1/agent/service/register", self.base);
+        let answer = self
+            .send(
+                what,
+                Method::PUT,
+                url,
+                Some(body.to_string().into_bytes()),
+                Retry::Always,
+                deadline,
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.failed(what, &answer));
+        }
+        Ok(())
+    }
+
+    /// Removes a service instance from the local agent
+    /// (`PUT /v1/agent/service/deregister/<id>`); an unknown ID is not an error.
+    pub async fn service_deregister(&self, id: &str, deadline: Instant) -> Result<(), ConsulError> {
+        let what = "service deregister";
+        let url = format!(
+            "{}/v1/agent/service/deregister/{}",
+            self.base,
+            encode_key(id)
+        );
+        let answer = self
+            .send(what, Method::PUT, url, None, Retry::Always, deadline)
+            .await?;
+        if !answer.status.is_success() && answer.status != StatusCode::NOT_FOUND {
             return Err(self.failed(what, &answer));
         }
         Ok(())

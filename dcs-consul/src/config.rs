@@ -1,6 +1,7 @@
 //! The `consul` section of a Patroni-style configuration.
 
 use crate::error::ConsulError;
+use crate::service::ServiceSettings;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -58,8 +59,15 @@ pub struct ConsulConfig {
     pub consistency: Consistency,
     /// Health checks bound to the session (Patroni's default: none).
     pub checks: Vec<String>,
-    /// Patroni's service registration; not implemented by this backend.
+    /// Register the member as an instance of the Consul service named after the
+    /// scope (Patroni's `register_service`; see [`crate::service`]).
     pub register_service: bool,
+    /// Tags added to the role tag of the registered service.
+    pub service_tags: Vec<String>,
+    /// Interval of the service's HTTP check, a Go duration (default `5s`).
+    pub service_check_interval: Option<String>,
+    /// Server name the check verifies the REST API's certificate against.
+    pub service_check_tls_server_name: Option<String>,
 }
 
 impl ConsulConfig {
@@ -69,6 +77,35 @@ impl ConsulConfig {
             url: Some(url.into()),
             ..ConsulConfig::default()
         }
+    }
+
+    /// The service registration settings, `None` when `register_service` is off.
+    /// An interval that is not a positive Go duration is a config error.
+    pub fn service_settings(&self) -> Result<Option<ServiceSettings>, ConsulError> {
+        if !self.register_service {
+            return Ok(None);
+        }
+        let interval = self
+            .service_check_interval
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .unwrap_or("5s");
+        if crate::backend::parse_go_duration(interval).is_none_or(|d| d.is_zero()) {
+            return Err(ConsulError::Config(format!(
+                "consul.service_check_interval `{interval}` is not a duration: use e.g. 5s, 500ms or 1m30s"
+            )));
+        }
+        let mut tags = self.service_tags.clone();
+        tags.sort();
+        Ok(Some(ServiceSettings {
+            tags,
+            check_interval: interval.to_string(),
+            check_tls_server_name: self
+                .service_check_tls_server_name
+                .clone()
+                .filter(|n| !n.is_empty()),
+        }))
     }
 
     /// The agent's base URL without a trailing slash.

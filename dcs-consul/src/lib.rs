@@ -54,6 +54,14 @@
 //! "No cluster leader" or "No known Consul servers"). A refused ACL token is
 //! `DcsError::Config`.
 //!
+//! # Service registration
+//!
+//! With `register_service: true` each member registers itself with its local
+//! agent as an instance of the service named after the scope, as Patroni does
+//! (see [`service`]): tags are the role (`primary` plus `master`, `replica`,
+//! `standby-leader`) and `service_tags`, the HTTP check probes the member's REST
+//! API at `/<role>` every `service_check_interval`.
+//!
 //! This backend is verified against the emulator in [`emulator`] only; no real
 //! Consul agent runs in this project's tests.
 
@@ -61,6 +69,7 @@ pub mod backend;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod service;
 mod watch;
 
 #[cfg(feature = "emulator")]

@@ -348,3 +348,29 @@ pub fn overlay_from_env(env: &EnvMap) -> EnvOverlay {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of a DCS section's model can be set by `PATRONI_<SECTION>_<KEY>`,
+    /// and every such variable names a key the section knows.
+    #[test]
+    fn dcs_variables_cover_the_section_models() {
+        for (section, keys) in [
+            ("etcd3", ETCD_KEYS),
+            ("zookeeper", ZOOKEEPER_KEYS),
+            ("consul", CONSUL_KEYS),
+        ] {
+            let mut from_env: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+            let mut model = super::super::dcs::section_keys(section);
+            if section == "etcd3" {
+                // Not an environment setting in Patroni either.
+                model.retain(|k| *k != "retry_timeout");
+            }
+            from_env.sort_unstable();
+            model.sort_unstable();
+            assert_eq!(from_env, model, "{section}");
+        }
+    }
+}

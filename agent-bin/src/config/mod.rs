@@ -6,6 +6,7 @@
 //! schema walk (types, required and unknown keys) ⇒ cross-field rules ⇒ typed
 //! [`Config`]. Only a document without errors becomes a `Config`.
 
+mod dcs;
 mod env;
 mod log;
 mod loose;
@@ -13,6 +14,10 @@ mod report;
 mod schema;
 mod types;
 
+pub use dcs::{
+    from_document as dcs_from_document, ConsulConfig, DcsConfig, Etcd3Config, ZookeeperConfig,
+    ETCD_V2_REFUSAL,
+};
 pub use env::{overlay_from_env, parse_dict, parse_list, process_env, EnvMap, EnvOverlay};
 pub use log::{
     check_dateformat, logger_targets, parse_mode, parse_template, Conversion, FieldSpec, JsonField,
@@ -293,7 +298,7 @@ fn apply_synonyms(doc: &mut Value) {
     }
 }
 
-const DCS_SECTIONS: &[&str] = &["etcd3", "etcd", "zookeeper", "consul"];
+use dcs::SECTIONS as DCS_SECTIONS;
 const UNSUPPORTED_DCS: &[&str] = &["kubernetes", "raft", "exhibitor"];
 
 /// Everything short of building the typed config: returns the merged document and
@@ -371,27 +376,7 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
             ),
         )),
     }
-    for s in ["etcd3", "etcd"] {
-        if let Some(e) = top.get(s).and_then(Value::as_object) {
-            let has = |k: &str| e.get(k).is_some_and(|v| !v.is_null());
-            if !["host", "hosts", "url", "srv", "proxy"]
-                .iter()
-                .any(|k| has(k))
-            {
-                out.push(Problem::error(
-                    s,
-                    "one of host, hosts, url, srv or proxy is required",
-                ));
-            }
-            if has("key_password") {
-                out.push(Problem::error(
-                    format!("{s}.key_password"),
-                    "encrypted client keys are not supported: decrypt the key \
-                     (openssl pkey -in KEY -out PLAIN_KEY), point key at it and remove key_password",
-                ));
-            }
-        }
-    }
+    dcs::check(top, out);
     if let Some(name) = top.get("name").and_then(loose::as_string) {
         if name.contains('/') || name.trim().is_empty() {
             out.push(Problem::error(
@@ -686,18 +671,7 @@ const POSTGRESQL_KEYS: &[&str] = &[
 
 /// Builds the typed config from a checked document.
 fn build(doc: &Value) -> Result<Config, Problem> {
-    let dcs = if let Some(e) = ["etcd3", "etcd"]
-        .iter()
-        .find_map(|k| doc.get(*k).filter(|v| !v.is_null()))
-    {
-        DcsConfig::Etcd3(typed(e, "etcd3")?)
-    } else if let Some(z) = doc.get("zookeeper").filter(|v| !v.is_null()) {
-        DcsConfig::Zookeeper(typed(z, "zookeeper")?)
-    } else if let Some(c) = doc.get("consul").filter(|v| !v.is_null()) {
-        DcsConfig::Consul(typed(c, "consul")?)
-    } else {
-        return Err(Problem::error("", "no DCS configured"));
-    };
+    let dcs = dcs::from_document(doc)?;
 
     let b = get(doc, "bootstrap");
     let bootstrap = BootstrapConfig {

@@ -64,7 +64,7 @@ pub(crate) struct Field {
     pub required: bool,
 }
 
-fn opt(name: &'static str, kind: Kind) -> Field {
+pub(crate) fn opt(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
         kind,
@@ -72,7 +72,7 @@ fn opt(name: &'static str, kind: Kind) -> Field {
     }
 }
 
-fn req(name: &'static str, kind: Kind) -> Field {
+pub(crate) fn req(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
         kind,
@@ -80,11 +80,11 @@ fn req(name: &'static str, kind: Kind) -> Field {
     }
 }
 
-fn map(fields: Vec<Field>) -> Kind {
+pub(crate) fn map(fields: Vec<Field>) -> Kind {
     Kind::Map(fields, Extra::Warn)
 }
 
-const ADDR: AddrRule = AddrRule {
+pub(crate) const ADDR: AddrRule = AddrRule {
     listen: false,
     port_optional: false,
 };
@@ -92,7 +92,7 @@ const LISTEN: AddrRule = AddrRule {
     listen: true,
     port_optional: false,
 };
-const HOST_MAYBE_PORT: AddrRule = AddrRule {
+pub(crate) const HOST_MAYBE_PORT: AddrRule = AddrRule {
     listen: false,
     port_optional: true,
 };
@@ -240,7 +240,13 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
                         }
                         Extra::Scalars => check(&Kind::Str, x, &join(path, k), out),
                         Extra::Warn | Extra::MethodSections => {
-                            out.push(Problem::warning(join(path, k), "unknown key (ignored)"))
+                            let message = match closest(k, fields.iter().map(|f| f.name)) {
+                                Some(near) => {
+                                    format!("unknown key (ignored); did you mean {near}?")
+                                }
+                                None => "unknown key (ignored)".to_string(),
+                            };
+                            out.push(Problem::warning(join(path, k), message))
                         }
                     }
                 }
@@ -259,6 +265,43 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
             wrong(out)
         }
     }
+}
+
+/// The known key nearest to an unknown one, when it is close enough to be a typo
+/// (edit distance at most 2, and less than half the key's length).
+fn closest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let key_l = key.to_ascii_lowercase();
+    known
+        .map(|k| (edit_distance(&key_l, &k.to_ascii_lowercase()), k))
+        .filter(|(d, _)| *d <= 2 && *d * 2 < key.chars().count())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, counting an adjacent swap as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// Checks `host:port` (`[v6]:port`; listen addresses may list several hosts and use
@@ -453,24 +496,6 @@ pub(crate) fn dynamic_config_kind() -> Kind {
     ])
 }
 
-fn etcd_kind() -> Kind {
-    let mut etcd = vec![
-        opt("host", Kind::Addr(ADDR)),
-        opt("hosts", Kind::AddrList(ADDR)),
-        opt("url", Kind::Str),
-        opt("proxy", Kind::Str),
-        opt("srv", Kind::Str),
-        opt("srv_suffix", Kind::Str),
-        opt("protocol", Kind::Enum(&["http", "https"])),
-        opt("username", Kind::Str),
-        opt("password", Kind::Str),
-        opt("use_proxies", Kind::Bool),
-        opt("retry_timeout", Kind::Num(Some(0.0))),
-    ];
-    tls_files(&mut etcd, &["cacert", "cert", "key", "key_password"]);
-    map(etcd)
-}
-
 fn tls_files(fields: &mut Vec<Field>, names: &[&'static str]) {
     for n in names {
         fields.push(opt(n, Kind::Str));
@@ -507,39 +532,6 @@ pub(crate) fn config_kind() -> Kind {
         &mut ctl,
         &["cacert", "certfile", "keyfile", "keyfile_password"],
     );
-    let mut zookeeper = vec![
-        req("hosts", Kind::AddrList(HOST_MAYBE_PORT)),
-        opt("use_ssl", Kind::Bool),
-        opt("verify", Kind::Bool),
-        opt("set_acls", Kind::MapOf(Box::new(Kind::StrList))),
-        opt(
-            "auth_data",
-            Kind::Either(vec![
-                Kind::MapOf(Box::new(Kind::Str)),
-                Kind::List(Box::new(Kind::List(Box::new(Kind::Str)))),
-            ]),
-        ),
-    ];
-    tls_files(&mut zookeeper, &["cacert", "cert", "key", "key_password"]);
-    let mut consul = vec![
-        opt("host", Kind::Addr(HOST_MAYBE_PORT)),
-        opt("url", Kind::Str),
-        opt("port", Kind::Int(Some(1))),
-        opt("scheme", Kind::Enum(&["http", "https"])),
-        opt("token", Kind::Str),
-        opt("verify", Kind::Bool),
-        opt("dc", Kind::Str),
-        opt(
-            "consistency",
-            Kind::Enum(&["default", "consistent", "stale"]),
-        ),
-        opt("checks", Kind::StrList),
-        opt("register_service", Kind::Bool),
-        opt("service_tags", Kind::StrList),
-        opt("service_check_interval", Kind::Str),
-        opt("service_check_tls_server_name", Kind::Str),
-    ];
-    tls_files(&mut consul, &["cacert", "cert", "key"]);
     let bootstrap = Kind::Map(
         vec![
             opt("dcs", dynamic_config_kind()),
@@ -648,10 +640,10 @@ pub(crate) fn config_kind() -> Kind {
         opt("thread_pool_size", Kind::Int(Some(1))),
         req("restapi", restapi),
         opt("ctl", map(ctl)),
-        opt("etcd3", etcd_kind()),
-        opt("etcd", etcd_kind()),
-        opt("zookeeper", map(zookeeper)),
-        opt("consul", map(consul)),
+        opt("etcd3", super::dcs::section_kind("etcd3")),
+        opt("etcd", super::dcs::section_kind("etcd")),
+        opt("zookeeper", super::dcs::section_kind("zookeeper")),
+        opt("consul", super::dcs::section_kind("consul")),
         opt("kubernetes", Kind::Any),
         opt("raft", Kind::Any),
         opt("exhibitor", Kind::Any),
@@ -687,5 +679,15 @@ mod tests {
         assert!(ok("zk1", HOST_MAYBE_PORT));
         assert!(ok("zk1:2181", HOST_MAYBE_PORT));
         assert!(!ok("zk1:port", HOST_MAYBE_PORT));
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        let known = ["hosts", "host", "url", "protocol", "parameters"];
+        assert_eq!(closest("urll", known.into_iter()), Some("url"));
+        assert_eq!(closest("protcol", known.into_iter()), Some("protocol"));
+        assert_eq!(closest("paramters", known.into_iter()), Some("parameters"));
+        assert_eq!(closest("xyz", known.into_iter()), None);
+        assert_eq!(closest("ur", known.into_iter()), None);
     }
 }

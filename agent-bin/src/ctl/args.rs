@@ -20,8 +20,9 @@ pub struct Cli {
         global = true
     )]
     pub config_file: Option<PathBuf>,
-    /// DCS to use instead of the config file's: etcd3://host:port, etcd://…,
-    /// zookeeper://host:port, consul://host:port (a path sets the namespace).
+    /// DCS to use instead of the config file's: etcd3://host:port,
+    /// zookeeper://host:port, consul://host:port (a path sets the namespace; etcd://,
+    /// the v2 API, is refused).
     #[arg(
         short = 'd',
         long = "dcs-url",

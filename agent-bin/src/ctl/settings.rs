@@ -4,9 +4,8 @@
 
 use super::error::{CtlError, CtlResult};
 use crate::config::{
-    deep_merge, overlay_from_env, process_env, yaml_to_json, BootstrapConfig, Config, ConsulConfig,
-    CtlConfig, DcsConfig, Etcd3Config, LogConfig, PostgresqlConfig, RestApiConfig, WatchdogConfig,
-    ZookeeperConfig,
+    dcs_from_document, deep_merge, overlay_from_env, process_env, yaml_to_json, BootstrapConfig,
+    Config, CtlConfig, LogConfig, PostgresqlConfig, RestApiConfig, WatchdogConfig, ETCD_V2_REFUSAL,
 };
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -19,7 +18,7 @@ const DCS_SECTIONS: &[&str] = &["etcd3", "etcd", "zookeeper", "consul"];
 /// The DCS named by `--dcs-url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DcsUrl {
-    /// `etcd3`, `zookeeper` or `consul` (`etcd://` is read as etcd3).
+    /// `etcd3`, `zookeeper` or `consul` (`etcd://`, Patroni's etcd v2, is refused).
     pub kind: &'static str,
     /// Host name or address (without brackets).
     pub host: String,
@@ -68,12 +67,15 @@ impl DcsUrl {
             None => None,
         };
         let kind = match scheme.as_deref() {
-            Some("etcd3") | Some("etcd") => "etcd3",
+            Some("etcd3") => "etcd3",
+            Some("etcd") => {
+                return Err(bad(&format!("etcd:// is {ETCD_V2_REFUSAL}; use etcd3://")))
+            }
             Some("zookeeper") => "zookeeper",
             Some("consul") => "consul",
             Some(other) => {
                 return Err(bad(&format!(
-                    "unknown DCS scheme {other:?} (use etcd3, etcd, zookeeper or consul)"
+                    "unknown DCS scheme {other:?} (use etcd3, zookeeper or consul)"
                 )))
             }
             None => match port {
@@ -276,30 +278,19 @@ impl Settings {
                     .map_err(|e| CtlError::Config(format!("config section {what}: {e}"))),
             }
         }
-        let present: Vec<&str> = DCS_SECTIONS
+        let present = DCS_SECTIONS
             .iter()
-            .copied()
-            .filter(|s| doc.get(*s).is_some_and(|v| !v.is_null()))
-            .collect();
+            .any(|s| doc.get(*s).is_some_and(|v| !v.is_null()));
+        if !present {
+            return Err(CtlError::Config(
+                "no DCS configured: give --dcs-url (e.g. etcd3://127.0.0.1:2379) or a config \
+                 file (-c) with an etcd3, zookeeper or consul section"
+                    .to_string(),
+            ));
+        }
+        // The agent's own model and refusals.
         let dcs =
-            match present.as_slice() {
-                [] => return Err(CtlError::Config(
-                    "no DCS configured: give --dcs-url (e.g. etcd3://127.0.0.1:2379) or a config \
-                     file (-c) with an etcd3, zookeeper or consul section"
-                        .to_string(),
-                )),
-                [one] => match *one {
-                    "etcd3" | "etcd" => DcsConfig::Etcd3(parse::<Etcd3Config>(typed(one), one)?),
-                    "zookeeper" => DcsConfig::Zookeeper(parse::<ZookeeperConfig>(typed(one), one)?),
-                    _ => DcsConfig::Consul(parse::<ConsulConfig>(typed(one), one)?),
-                },
-                many => {
-                    return Err(CtlError::Config(format!(
-                        "more than one DCS configured ({}): keep exactly one",
-                        many.join(", ")
-                    )))
-                }
-            };
+            dcs_from_document(doc).map_err(|p| CtlError::Config(format!("config section {p}")))?;
         Ok(Config {
             scope: cluster.to_string(),
             namespace: self.namespace.clone(),
@@ -345,8 +336,8 @@ mod tests {
             ("etcd3", "127.0.0.1", 23790)
         );
         assert_eq!(u.section(), json!({"host": "127.0.0.1:23790"}));
-        let u = DcsUrl::parse("etcd://db1").unwrap();
-        assert_eq!((u.kind, u.port), ("etcd3", 2379));
+        let e = DcsUrl::parse("etcd://db1").unwrap_err().to_string();
+        assert!(e.contains("use etcd3://"), "{e}");
         let u = DcsUrl::parse("zookeeper://zk:2182").unwrap();
         assert_eq!(u.kind, "zookeeper");
         assert_eq!(u.section(), json!({"hosts": ["zk:2182"]}));
@@ -400,7 +391,7 @@ mod tests {
         assert_eq!(s.namespace, "/ns");
         let cfg = s.config_for("batman").unwrap();
         assert_eq!(cfg.scope, "batman");
-        assert!(matches!(cfg.dcs, DcsConfig::Etcd3(_)));
+        assert!(matches!(cfg.dcs, crate::config::DcsConfig::Etcd3(_)));
         assert!(cfg.name.starts_with("fullautoctl-"));
     }
 

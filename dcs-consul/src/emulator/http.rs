@@ -39,6 +39,12 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/session/info/{id}", get(session_info))
         .route("/v1/session/list", get(session_list))
         .route("/v1/status/leader", get(status_leader))
+        .route("/v1/agent/service/register", put(service_register))
+        .route(
+            "/v1/agent/service/deregister/{*id}",
+            put(service_deregister),
+        )
+        .route("/v1/agent/services", get(agent_services))
         .route(
             "/v1/kv/{*key}",
             get(kv_get_path).put(kv_put_path).delete(kv_delete_path),
@@ -350,6 +356,125 @@ async fn session_list(
 async fn status_leader(State(shared): AppState) -> Response {
     shared.wait_unfrozen().await;
     axum::Json(json!("127.0.0.1:8300")).into_response()
+}
+
+// -------------------------------------------------------------- agent services
+
+/// The registration fields the emulator knows, in Consul's spelling.
+const SERVICE_FIELDS: &[&str] = &[
+    "ID",
+    "Name",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "Check",
+    "Checks",
+    "EnableTagOverride",
+];
+
+async fn service_register(
+    State(shared): AppState,
+    Query(params): Params,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = admit(&shared, &headers, &params).await {
+        return r;
+    }
+    let Ok(Value::Object(raw)) = serde_json::from_slice::<Value>(&body) else {
+        return error(400, "Request decode failed: expected a JSON object");
+    };
+    // Consul decodes field names case-insensitively.
+    let mut service = serde_json::Map::new();
+    for (k, v) in raw {
+        match SERVICE_FIELDS.iter().find(|f| f.eq_ignore_ascii_case(&k)) {
+            Some(f) => service.insert(f.to_string(), v),
+            None => return error(400, format!("Request decode failed: unknown field {k:?}")),
+        };
+    }
+    let Some(name) = service
+        .get("Name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+    else {
+        return error(400, "Missing service name");
+    };
+    if let Some(Value::Object(check)) = service.get("Check") {
+        let field = |f: &str| check.iter().find(|(k, _)| k.eq_ignore_ascii_case(f));
+        let probes = field("HTTP").is_some() || field("TCP").is_some();
+        let interval = field("Interval")
+            .and_then(|(_, v)| v.as_str())
+            .and_then(duration::parse)
+            .filter(|d| !d.is_zero());
+        if probes && interval.is_none() {
+            return error(
+                400,
+                "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, or TCP checks",
+            );
+        }
+    }
+    let id = service
+        .get("ID")
+        .and_then(Value::as_str)
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| name.clone());
+    service.insert("ID".into(), Value::String(id.clone()));
+    shared.services().insert(id, Value::Object(service));
+    StatusCode::OK.into_response()
+}
+
+async fn service_deregister(
+    State(shared): AppState,
+    Path(id): Path<String>,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&shared, &headers, &params).await {
+        return r;
+    }
+    if shared.services().remove(&id).is_none() {
+        return error(
+            404,
+            format!(
+                "Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."
+            ),
+        );
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn agent_services(
+    State(shared): AppState,
+    Query(params): Params,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit(&shared, &headers, &params).await {
+        return r;
+    }
+    let datacenter = shared.config().datacenter.clone();
+    let listed: serde_json::Map<String, Value> = shared
+        .services()
+        .iter()
+        .map(|(id, s)| {
+            let field = |f: &str| s.get(f).cloned();
+            (
+                id.clone(),
+                json!({
+                    "ID": id,
+                    "Service": field("Name").unwrap_or(Value::Null),
+                    "Tags": field("Tags").unwrap_or(json!([])),
+                    "Address": field("Address").unwrap_or(json!("")),
+                    "Port": field("Port").unwrap_or(json!(0)),
+                    "EnableTagOverride": field("EnableTagOverride").unwrap_or(json!(false)),
+                    "Datacenter": datacenter,
+                }),
+            )
+        })
+        .collect();
+    axum::Json(Value::Object(listed)).into_response()
 }
 
 // ------------------------------------------------------------------------- kv

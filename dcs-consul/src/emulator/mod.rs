@@ -72,6 +72,15 @@
 //!   accepted and ignored.
 //! * `?dc=` other than the emulator's datacenter (`dc1`) ⇒ 500
 //!   `No path to datacenter`. `GET /v1/status/leader` answers a fixed address.
+//! * **Agent services** (what `register_service` needs):
+//!   `PUT /v1/agent/service/register` with a JSON body whose field names are
+//!   matched case-insensitively, as Consul does (`Name` required, else 400
+//!   `Missing service name`; `ID` defaults to the name; a `Check` with `HTTP` or
+//!   `TCP` needs an `Interval`, else 400); registering an ID again replaces it.
+//!   `PUT /v1/agent/service/deregister/<id>` (404 `Unknown service ID` when not
+//!   registered) and `GET /v1/agent/services` (ID ⇒ `ID`, `Service`, `Tags`,
+//!   `Address`, `Port`, `EnableTagOverride`, `Datacenter`). Checks are stored, not
+//!   run; [`Emulator::services`] shows each registration as sent.
 //! * Test controls that a real agent lacks: stop the HTTP server and serve the
 //!   same state again on the same port (an agent restart while the servers keep
 //!   the state; TTL timers keep running meanwhile), and *freeze* it (requests are
@@ -83,8 +92,9 @@
 //! leader` errors, stale reads are never stale, renewals are never lost, session
 //! timers are not reset by a leader failover); gossip and node failure (the
 //! `serfHealth` check never fails, so sessions die only by TTL or destroy);
-//! health checks other than `serfHealth`; catalog, agent, health, service
-//! registration, transactions (`/v1/txn`), events, prepared queries, namespaces,
+//! running health checks (service checks are stored only), health
+//! checks other than `serfHealth` for sessions; catalog and health endpoints,
+//! other agent endpoints, transactions (`/v1/txn`), events, prepared queries, namespaces,
 //! partitions and multiple datacenters; ACL policies (one all-powerful token
 //! or none); tombstone garbage collection (tombstones are kept forever); the
 //! random jitter of up to wait/16 Consul adds to blocking queries; the
@@ -147,6 +157,8 @@ pub(crate) struct Shared {
     expiry_wake: Notify,
     frozen: watch::Sender<bool>,
     config: EmulatorConfig,
+    /// Registered services by ID: the registration as sent, keys normalised.
+    services: Mutex<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 impl Shared {
@@ -168,6 +180,12 @@ impl Shared {
 
     pub(crate) fn session_created(&self) {
         self.expiry_wake.notify_one();
+    }
+
+    pub(crate) fn services(
+        &self,
+    ) -> MutexGuard<'_, std::collections::BTreeMap<String, serde_json::Value>> {
+        self.services.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn config(&self) -> &EmulatorConfig {
@@ -221,6 +239,7 @@ impl Emulator {
             expiry_wake: Notify::new(),
             frozen,
             config,
+            services: Mutex::new(Default::default()),
         });
         let expiry = tokio::spawn(expire_sessions(shared.clone()));
         Emulator {
@@ -259,6 +278,13 @@ impl Emulator {
     /// The current raft index.
     pub fn index(&self) -> u64 {
         self.inner.shared.store().index()
+    }
+
+    /// Registered agent services by ID, each as registered (top-level field
+    /// names in Consul's spelling: `ID`, `Name`, `Tags`, `Address`, `Port`,
+    /// `Check`, `EnableTagOverride`).
+    pub fn services(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        self.inner.shared.services().clone()
     }
 
     /// Number of live sessions.
