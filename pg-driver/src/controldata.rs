@@ -27,7 +27,19 @@ pub struct ControlData {
     pub wal_log_hints: bool,
     /// `Bytes per WAL segment`.
     pub wal_segment_size: u64,
+    /// The settings a server in recovery needs at least as high as the primary's, as
+    /// pg_control recorded them, by parameter name (`max_connections`, …).
+    pub recovery_floor: BTreeMap<String, i64>,
 }
+
+/// pg_controldata's names for the settings of [`ControlData::recovery_floor`].
+const RECOVERY_FLOOR_FIELDS: [(&str, &str); 5] = [
+    ("max_connections", "max_connections setting"),
+    ("max_prepared_transactions", "max_prepared_xacts setting"),
+    ("max_locks_per_transaction", "max_locks_per_xact setting"),
+    ("max_worker_processes", "max_worker_processes setting"),
+    ("max_wal_senders", "max_wal_senders setting"),
+];
 
 impl ControlData {
     /// Parses `pg_controldata` output (run with `LC_ALL=C`).
@@ -69,6 +81,12 @@ impl ControlData {
                 .and_then(|v| v.parse().ok())
                 .filter(|v: &u64| v.is_power_of_two())
                 .unwrap_or(16 * 1024 * 1024),
+            recovery_floor: RECOVERY_FLOOR_FIELDS
+                .iter()
+                .filter_map(|(name, field)| {
+                    Some((name.to_string(), map.get(field)?.parse::<i64>().ok()?))
+                })
+                .collect(),
         })
     }
 
@@ -109,6 +127,11 @@ Latest checkpoint's TimeLineID:       2
 Minimum recovery ending location:     0/0
 Min recovery ending loc's timeline:   0
 wal_log_hints setting:                on
+max_connections setting:              101
+max_worker_processes setting:         8
+max_wal_senders setting:              10
+max_prepared_xacts setting:           0
+max_locks_per_xact setting:           64
 Data page checksum version:           1
 ";
 
@@ -121,6 +144,16 @@ Data page checksum version:           1
         assert_eq!(c.checkpoint_timeline, Some(2));
         assert_eq!(c.min_recovery_lsn, Some(0));
         assert!(c.rewindable());
+        assert_eq!(
+            c.recovery_floor.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("max_connections".to_string(), 101),
+                ("max_locks_per_transaction".to_string(), 64),
+                ("max_prepared_transactions".to_string(), 0),
+                ("max_wal_senders".to_string(), 10),
+                ("max_worker_processes".to_string(), 8),
+            ]
+        );
         assert!(ControlData::parse("garbage").is_none());
     }
 }

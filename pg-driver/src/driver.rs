@@ -1101,6 +1101,15 @@ impl PgDriver {
                 state.upstream = upstream.as_ref().map(UpstreamRecord::from);
             }
         }
+        if state.in_recovery() && self.postmaster_pid().is_none() {
+            state.recovery_floor = match self.controldata().await {
+                Ok(c) => c.recovery_floor,
+                Err(e) => {
+                    tracing::warn!("pg_controldata before a start in recovery failed: {e}");
+                    Default::default()
+                }
+            };
+        }
         if let Some(pid) = self.postmaster_pid() {
             let running_as_replica = self.data_dir().join("standby.signal").exists();
             if running_as_replica == state.replica {

@@ -36,6 +36,19 @@ pub struct ManagedState {
     /// rendered until that recovery has ended.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub recovery: BTreeMap<String, String>,
+    /// The values pg_control recorded for the settings a server in recovery needs at
+    /// least as high as the primary's (`max_connections`, …), read before a start in
+    /// recovery: a higher one wins over the configuration, as in Patroni, or the
+    /// server would refuse to recover ("insufficient parameter settings").
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recovery_floor: BTreeMap<String, i64>,
+}
+
+impl ManagedState {
+    /// Whether the server starts (or runs) in recovery with this state.
+    pub fn in_recovery(&self) -> bool {
+        self.replica || !self.recovery.is_empty()
+    }
 }
 
 /// Serializable copy of an `Upstream`.
@@ -126,6 +139,20 @@ pub fn primary_conninfo_target<'a>(
 /// The effective GUCs: defaults, then user parameters translated for the server's
 /// version (`facts`, see [`version_params`]), then what the driver must own. The unix
 /// socket goes to `/tmp` unless `unix_socket_directories` is set.
+/// Raises each setting to the value pg_control recorded for it when that is higher.
+fn raise_to_recovery_floor(p: &mut BTreeMap<String, String>, floor: &BTreeMap<String, i64>) {
+    for (name, recorded) in floor {
+        let configured = p.get(name).and_then(|v| v.trim().parse::<i64>().ok());
+        if configured.is_some_and(|c| c < *recorded) {
+            tracing::info!(
+                "{name} value in pg_controldata: {recorded}, in the configuration: {}; using pg_controldata's until the server leaves recovery",
+                configured.unwrap_or_default()
+            );
+            p.insert(name.clone(), recorded.to_string());
+        }
+    }
+}
+
 pub fn parameters(
     cfg: &PgConfig,
     state: &ManagedState,
@@ -152,6 +179,9 @@ pub fn parameters(
         p.insert(k.clone(), json_scalar(v)?);
     }
     version_params::adapt(&mut p, facts)?;
+    if state.in_recovery() {
+        raise_to_recovery_floor(&mut p, &state.recovery_floor);
+    }
     let listen = cfg.listen_address()?;
     p.insert("listen_addresses".into(), listen.host.clone());
     p.insert("port".into(), listen.port.to_string());
@@ -304,6 +334,32 @@ pub fn pg_hba(cfg: &PgConfig) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn in_recovery_pg_controls_higher_settings_win_over_the_configuration() {
+        let floor: BTreeMap<String, i64> = [
+            ("max_connections".to_string(), 101),
+            ("max_wal_senders".to_string(), 5),
+        ]
+        .into_iter()
+        .collect();
+        let replica = ManagedState {
+            replica: true,
+            recovery_floor: floor.clone(),
+            ..ManagedState::default()
+        };
+        let p = parameters(&cfg(), &replica, &PG15).unwrap();
+        assert_eq!(p["max_connections"], "101");
+        assert_eq!(p["max_wal_senders"], "10", "the configured value is higher");
+        // A primary renders its configuration as it is.
+        let primary = ManagedState {
+            recovery_floor: floor,
+            ..ManagedState::default()
+        };
+        let p = parameters(&cfg(), &primary, &PG15).unwrap();
+        assert_eq!(p["max_connections"], "42");
+    }
+
     use super::*;
 
     const PG15: ServerFacts = ServerFacts {

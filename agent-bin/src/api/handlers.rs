@@ -153,7 +153,7 @@ async fn route(app: &App, req: Request) -> Reply {
                 None => Reply::text(502, "cluster state is not available"),
             },
             "config" => match current_config(app) {
-                Some(c) => Reply::json(200, &serde_json::to_value(c).unwrap_or(Value::Null)),
+                Some(c) => Reply::json(200, &c.to_value()),
                 None => Reply::status_only(502),
             },
             "metrics" => {

@@ -26,8 +26,7 @@ pub fn config_document(cluster: &Cluster, name: &str) -> CtlResult<(Value, Versi
             "The config key does not exist in the cluster {name}"
         ))
     })?;
-    let v = serde_json::to_value(&c.value)
-        .map_err(|e| CtlError::failed(format!("cannot show the config: {e}")))?;
+    let v = c.value.to_value();
     Ok((yaml::normalize(&v), c.version))
 }
 

@@ -258,7 +258,7 @@ impl NodeApi for AgentApi {
         };
         let mut merged = serde_json::to_value(&current.value).unwrap_or(Value::Null);
         crate::api::merge_config_patch(&mut merged, &patch);
-        let new = match serde_json::from_value::<DynamicConfig>(merged.clone()) {
+        let new = match DynamicConfig::from_value(merged.clone()) {
             Ok(c) => c,
             Err(e) => return ConfigWrite::WriteFailed(format!("invalid config: {e}")),
         };
@@ -268,7 +268,7 @@ impl NodeApi for AgentApi {
         match self.dcs.set_config(&new, Some(current.version)).await {
             Ok(true) => {
                 self.handle.wake();
-                ConfigWrite::Ok(serde_json::to_value(&new).unwrap_or(merged))
+                ConfigWrite::Ok(new.to_value())
             }
             Ok(false) => ConfigWrite::Conflict,
             Err(e) => ConfigWrite::WriteFailed(e.to_string()),
@@ -276,7 +276,7 @@ impl NodeApi for AgentApi {
     }
 
     async fn put_config(&self, config: Value) -> ConfigWrite {
-        let new = match serde_json::from_value::<DynamicConfig>(config.clone()) {
+        let new = match DynamicConfig::from_value(config.clone()) {
             Ok(c) => c,
             Err(e) => return ConfigWrite::WriteFailed(format!("invalid config: {e}")),
         };

@@ -151,6 +151,38 @@ pub struct DynamicConfig {
     /// Everything else (`postgresql`, `slots`, `standby_cluster`, …).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Patroni 3 names (`master_start_timeout`, `master_stop_timeout`) the value was
+    /// read with: written back under the same name, so the key keeps what the
+    /// operator wrote (as in Patroni, which stores it as given).
+    #[serde(skip)]
+    pub legacy_names: LegacyNames,
+}
+
+/// Which Patroni 3 key names a [`DynamicConfig`] was read with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LegacyNames {
+    /// `master_start_timeout` instead of `primary_start_timeout`.
+    pub master_start_timeout: bool,
+    /// `master_stop_timeout` instead of `primary_stop_timeout`.
+    pub master_stop_timeout: bool,
+}
+
+impl LegacyNames {
+    /// The `(legacy, current)` key pairs this value uses the legacy name of.
+    fn used(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        [
+            (
+                self.master_start_timeout,
+                ("master_start_timeout", "primary_start_timeout"),
+            ),
+            (
+                self.master_stop_timeout,
+                ("master_stop_timeout", "primary_stop_timeout"),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(used, names)| used.then_some(names))
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -230,11 +262,41 @@ impl DynamicConfig {
         if !v.is_object() {
             return Err("config must be a JSON object".to_string());
         }
-        serde_json::from_value(v).map_err(|e| e.to_string())
+        Self::from_value(v).map_err(|e| e.to_string())
     }
 
-    /// Compact JSON.
+    /// Reads a JSON object, remembering the Patroni 3 key names it uses.
+    pub fn from_value(v: Value) -> Result<Self, serde_json::Error> {
+        let has = |k: &str| v.get(k).is_some();
+        let legacy_names = LegacyNames {
+            master_start_timeout: has("master_start_timeout") && !has("primary_start_timeout"),
+            master_stop_timeout: has("master_stop_timeout") && !has("primary_stop_timeout"),
+        };
+        let mut c: DynamicConfig = serde_json::from_value(v)?;
+        c.legacy_names = legacy_names;
+        Ok(c)
+    }
+
+    /// The JSON object as stored in the DCS: defaults left out, and the key names the
+    /// value was read with.
+    pub fn to_value(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()));
+        if let Some(obj) = v.as_object_mut() {
+            for (legacy, current) in self.legacy_names.used() {
+                if let Some(x) = obj.remove(current) {
+                    obj.insert(legacy.to_string(), x);
+                }
+            }
+        }
+        v
+    }
+
+    /// Compact JSON, as [`DynamicConfig::to_value`] (fields in declaration order
+    /// unless a legacy name had to be put back).
     pub fn to_json(&self) -> String {
+        if self.legacy_names.used().next().is_some() {
+            return self.to_value().to_string();
+        }
         serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
     }
 
@@ -441,6 +503,18 @@ mod tests {
                 .to_json(),
             r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576}"#
         );
+    }
+
+    #[test]
+    fn patroni_3_key_names_are_written_back_as_read() {
+        let c = DynamicConfig::parse(r#"{"ttl":30,"master_start_timeout":0}"#).unwrap();
+        assert_eq!(c.primary_start_timeout, 0.0);
+        assert_eq!(
+            c.to_json(),
+            r#"{"loop_wait":10,"master_start_timeout":0,"maximum_lag_on_failover":1048576,"retry_timeout":10,"ttl":30}"#
+        );
+        let c = DynamicConfig::parse(r#"{"primary_start_timeout":0}"#).unwrap();
+        assert!(c.to_json().contains(r#""primary_start_timeout":0"#));
     }
 
     #[test]
