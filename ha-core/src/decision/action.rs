@@ -44,7 +44,10 @@ impl DemoteMode {
 
     /// Whether the leader key is released after the stop.
     pub fn releases_lease(self) -> bool {
-        matches!(self, DemoteMode::Immediate)
+        match self {
+            DemoteMode::Immediate => true,
+            DemoteMode::ImmediateNoLock | DemoteMode::Offline | DemoteMode::DemoteCluster => false,
+        }
     }
 }
 
@@ -235,38 +238,54 @@ pub enum Action {
 impl Action {
     /// Whether the result must be fed back before deciding further.
     pub fn is_query(&self) -> bool {
-        matches!(
-            self,
+        // One arm per variant, so a new action cannot be added without deciding this.
+        match self {
             Action::AcquireLease
-                | Action::RenewLease { .. }
-                | Action::ProbePeers { .. }
-                | Action::ClaimInitialize
-                | Action::WriteSync { .. }
-                | Action::CheckFailsafe { .. }
-        )
+            | Action::RenewLease { .. }
+            | Action::ProbePeers { .. }
+            | Action::ClaimInitialize
+            | Action::WriteSync { .. }
+            | Action::CheckFailsafe { .. } => true,
+            Action::ReleaseLease
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::PublishMember(_)
+            | Action::WriteConfig { .. }
+            | Action::ClearFailover { .. }
+            | Action::WriteStatus(_)
+            | Action::WriteHistory(_)
+            | Action::WriteFailsafe(_)
+            | Action::DeleteSync { .. }
+            | Action::SetSynchronousStandbyNames { .. }
+            | Action::ArmFence { .. }
+            | Action::DisarmFence
+            | Action::Bootstrap
+            | Action::CloneReplica { .. }
+            | Action::RestoreReplica
+            | Action::StartPrimary { .. }
+            | Action::StartReplica { .. }
+            | Action::Promote { .. }
+            | Action::Demote { .. }
+            | Action::SwitchoverTo { .. }
+            | Action::Restart { .. }
+            | Action::Reinitialize { .. }
+            | Action::Follow { .. }
+            | Action::StopPostgres { .. }
+            | Action::CancelBackground
+            | Action::ManageSlots(_)
+            | Action::CopyLogicalSlots { .. } => false,
+        }
     }
 
     /// Whether the action runs in the background while the loop keeps renewing.
     pub fn is_background(&self) -> bool {
-        matches!(
-            self,
-            Action::Bootstrap
-                | Action::CloneReplica { .. }
-                | Action::RestoreReplica
-                | Action::StartPrimary { .. }
-                | Action::StartReplica { .. }
-                | Action::Promote { .. }
-                | Action::Demote { .. }
-                | Action::SwitchoverTo { .. }
-                | Action::Restart { .. }
-                | Action::Reinitialize { .. }
-                | Action::CopyLogicalSlots { .. }
-        )
+        self.busy().is_some()
     }
 
     /// What a background action keeps the node busy with; `None` for the others.
     pub fn busy(&self) -> Option<super::Busy> {
         use super::Busy;
+        // One arm per variant: this is where an action is declared background.
         Some(match self {
             Action::Bootstrap => Busy::Bootstrap,
             Action::CloneReplica { .. } | Action::RestoreReplica => Busy::Clone,
@@ -276,7 +295,29 @@ impl Action {
             Action::Restart { .. } => Busy::Restart,
             Action::Reinitialize { .. } => Busy::Reinitialize,
             Action::CopyLogicalSlots { .. } => Busy::CopySlots,
-            _ => return None,
+            Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease
+            | Action::ProbePeers { .. }
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::PublishMember(_)
+            | Action::WriteConfig { .. }
+            | Action::ClearFailover { .. }
+            | Action::WriteStatus(_)
+            | Action::WriteHistory(_)
+            | Action::WriteFailsafe(_)
+            | Action::CheckFailsafe { .. }
+            | Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+            | Action::SetSynchronousStandbyNames { .. }
+            | Action::ArmFence { .. }
+            | Action::DisarmFence
+            | Action::Follow { .. }
+            | Action::StopPostgres { .. }
+            | Action::CancelBackground
+            | Action::ManageSlots(_) => return None,
         })
     }
 
@@ -285,7 +326,39 @@ impl Action {
         match self {
             Action::StartPrimary { token } | Action::Promote { token } => Some(*token),
             Action::Restart { token, .. } => *token,
-            _ => None,
+            // A switchover's token only bounds its abort path (restart as primary),
+            // which the job checks itself; the rest never make Postgres writable.
+            Action::SwitchoverTo { .. }
+            | Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease
+            | Action::ProbePeers { .. }
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::PublishMember(_)
+            | Action::WriteConfig { .. }
+            | Action::ClearFailover { .. }
+            | Action::WriteStatus(_)
+            | Action::WriteHistory(_)
+            | Action::WriteFailsafe(_)
+            | Action::CheckFailsafe { .. }
+            | Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+            | Action::SetSynchronousStandbyNames { .. }
+            | Action::ArmFence { .. }
+            | Action::DisarmFence
+            | Action::Bootstrap
+            | Action::CloneReplica { .. }
+            | Action::RestoreReplica
+            | Action::StartReplica { .. }
+            | Action::Demote { .. }
+            | Action::Reinitialize { .. }
+            | Action::Follow { .. }
+            | Action::StopPostgres { .. }
+            | Action::CancelBackground
+            | Action::ManageSlots(_)
+            | Action::CopyLogicalSlots { .. } => None,
         }
     }
 }

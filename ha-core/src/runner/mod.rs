@@ -808,7 +808,17 @@ impl Runner {
                 self.emit(RunnerEvent::Stopped);
                 None
             }
-            background => {
+            background @ (Action::Bootstrap
+            | Action::CloneReplica { .. }
+            | Action::RestoreReplica
+            | Action::StartPrimary { .. }
+            | Action::StartReplica { .. }
+            | Action::Promote { .. }
+            | Action::Demote { .. }
+            | Action::SwitchoverTo { .. }
+            | Action::Restart { .. }
+            | Action::Reinitialize { .. }
+            | Action::CopyLogicalSlots { .. }) => {
                 if self.job.is_some() {
                     tracing::warn!(node = %self.cfg.name, ?background, "a background action is already running");
                     return None;

@@ -386,7 +386,18 @@ impl World {
             | Ev::BgNext { node, epoch, .. }
             | Ev::Wake { node, epoch } => Some((*node, *epoch)),
             Ev::DcsReply { op } => self.ops.get(op).map(|p| (p.node, p.epoch)),
-            _ => None,
+            Ev::DcsApply { .. }
+            | Ev::BgEffect { .. }
+            | Ev::Fence { .. }
+            | Ev::Check
+            | Ev::DcsExpiry
+            | Ev::Replicate
+            | Ev::ClientWrite
+            | Ev::FaultTick
+            | Ev::Heal(_)
+            | Ev::Unfreeze { .. }
+            | Ev::Reboot { .. }
+            | Ev::Phase => None,
         }
     }
 
