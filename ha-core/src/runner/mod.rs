@@ -274,7 +274,7 @@ impl Runner {
         let wake = Arc::new(Notify::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (snap_tx, snap_rx) = watch::channel(NodeSnapshot::default());
-        let timing = timing_of(&cfg.bootstrap_config);
+        let timing = cfg.bootstrap_config.timing();
         let failsafe = Arc::new(failsafe::FailsafeGate::default());
         parts.dcs.set_timing(timing);
         let requests = RequestSlot::default();
@@ -532,7 +532,7 @@ impl Runner {
     fn apply_dynamic_config(&mut self, c: &Cluster) {
         if let Some(cfg) = &c.config {
             if cfg.value.timing_problems().is_empty() {
-                let t = timing_of(&cfg.value);
+                let t = cfg.value.timing();
                 if t != self.timing {
                     if let Some(why) = cfg.value.timing_adjustment() {
                         tracing::warn!("dynamic configuration: {why}");
@@ -879,14 +879,6 @@ impl Runner {
             self.state.lease_until = None;
         }
         let _ = self.parts.fence.disarm().await;
-    }
-}
-
-fn timing_of(c: &crate::model::DynamicConfig) -> DcsTiming {
-    DcsTiming {
-        ttl: c.ttl(),
-        retry_timeout: c.retry_timeout(),
-        loop_wait: c.loop_wait(),
     }
 }
 

@@ -9,7 +9,7 @@
 //! refusal, a DCS watch event or the end of a background action.
 
 use super::sim_pg::{PgRole, SimPg};
-use super::world::{timing_of, two, Ev, World};
+use super::world::{two, Ev, World};
 use crate::clock::MonoTime;
 use crate::dcs::{DcsError, DcsTiming};
 use crate::decision::{
@@ -406,7 +406,7 @@ impl World {
                     .as_ref()
                     .filter(|v| v.value.timing_problems().is_empty())
                 {
-                    let t = timing_of(&cfg.value);
+                    let t = cfg.value.timing();
                     if t != n.dcs.timing() {
                         n.dcs.set_timing(t);
                     }
