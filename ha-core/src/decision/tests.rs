@@ -1,9 +1,7 @@
 //! Scenario tests: given this cluster view and this local Postgres, the node does that.
 
 use super::*;
-use crate::model::{
-    Failover, MemberData, MemberState, RawEntry, Role, Status, SyncState, Tags, Version,
-};
+use crate::model::{Failover, MemberData, MemberState, RawEntry, Role, SyncState, Tags, Version};
 use crate::postgres::{DataDirState, PgObservation, PgProcess};
 
 const SYSID: &str = "7300000000000000001";
@@ -107,6 +105,42 @@ pub(super) fn cfg(name: &str) -> NodeConfig {
     NodeConfig::named(name)
 }
 
+/// `me` decides with a fresh local state on view `c`, Postgres `pg` and the query
+/// `outcomes` of this cycle, at 1 s (the view was read at 1 s).
+pub(super) fn step(me: &str, c: Cluster, pg: PgObservation, outcomes: Vec<Outcome>) -> Decision {
+    step_at(me, c, pg, outcomes, 1000)
+}
+
+/// [`step`] at `ms`.
+pub(super) fn step_at(
+    me: &str,
+    c: Cluster,
+    pg: PgObservation,
+    outcomes: Vec<Outcome>,
+    ms: u64,
+) -> Decision {
+    decide(
+        &cfg(me),
+        &LocalState::default(),
+        &obs(c, pg, outcomes),
+        t(ms),
+    )
+}
+
+/// Asserts that `actions` are exactly `expected`, one [`Action`] line each (its
+/// `Display`); on a mismatch it prints what was emitted, ready to paste.
+#[track_caller]
+pub(super) fn assert_actions(actions: &[Action], expected: &[&str]) {
+    let got: Vec<String> = actions.iter().map(Action::to_string).collect();
+    if got != expected {
+        let pasted: Vec<String> = got.iter().map(|l| format!("        {l:?},")).collect();
+        panic!(
+            "emitted actions differ\n  expected: {expected:#?}\n  emitted:\n{}",
+            pasted.join("\n")
+        );
+    }
+}
+
 pub(super) fn without_publish(actions: &[Action]) -> Vec<Action> {
     actions
         .iter()
@@ -128,27 +162,15 @@ fn peer(name: &str, wal: u64) -> PeerStatus {
     }
 }
 
-fn renewal_status(actions: &[Action]) -> Option<Status> {
-    match actions {
-        [Action::RenewLease { status }] => status.clone(),
-        other => panic!("expected only a renewal, got {other:?}"),
-    }
-}
-
 #[test]
 fn leader_renews_before_anything_else_carrying_its_moved_position() {
     let c = View::new()
         .leader("a")
         .member("a", "primary", 100)
         .cluster();
-    let d = decide(
-        &cfg("a"),
-        &LocalState::default(),
-        &obs(c, pg_primary(100), vec![]),
-        t(1000),
-    );
-    let status = renewal_status(&d.actions).expect("the view has no status yet");
-    assert_eq!(status.optime, Some(100));
+    let d = step("a", c, pg_primary(100), vec![]);
+    // The view has no status yet: the renewal carries it.
+    assert_actions(&d.actions, &["RenewLease optime=100 slots=a:100 retain=a"]);
     assert!(d.rerun);
 }
 
@@ -172,36 +194,30 @@ fn a_ttl_decrease_shortens_the_counted_lease_and_the_fence_before_renewing() {
     let node = cfg("a");
     let d = decide(&node, &state, &obs(c, pg_primary(100), vec![]), t(1000));
     assert_eq!(d.state.lease_until, Some(t(11_000)));
-    let fence = d.actions.iter().find_map(|a| match a {
-        Action::ArmFence { deadline, .. } => Some(*deadline),
-        _ => None,
-    });
-    assert_eq!(fence, Some(t(11_000).minus(node.fence_margin)));
-    assert!(
-        matches!(d.actions.last(), Some(Action::RenewLease { .. })),
-        "the fence moves before the request leaves: {:?}",
-        d.actions
+    // The fence moves (to 11 s minus the margin) before the request leaves.
+    assert_eq!(node.fence_margin, Duration::from_millis(500));
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=10.500s watchdog",
+            "RenewLease optime=100 slots=a:100 retain=a",
+        ],
     );
 }
 
 #[test]
 fn leader_whose_status_is_current_renews_alone() {
     let view = || View::new().leader("a").member("a", "primary", 100);
-    let first = decide(
-        &cfg("a"),
-        &LocalState::default(),
-        &obs(view().cluster(), pg_primary(100), vec![]),
-        t(1000),
-    );
-    let published = renewal_status(&first.actions).expect("status to publish");
+    let first = step("a", view().cluster(), pg_primary(100), vec![]);
+    let Some(Action::RenewLease {
+        status: Some(published),
+    }) = first.actions.first()
+    else {
+        panic!("expected a renewal with the status: {:?}", first.actions);
+    };
     let c = view().key("status", &published.to_json()).cluster();
-    let d = decide(
-        &cfg("a"),
-        &LocalState::default(),
-        &obs(c, pg_primary(100), vec![]),
-        t(1000),
-    );
-    assert_eq!(renewal_status(&d.actions), None);
+    let d = step("a", c, pg_primary(100), vec![]);
+    assert_actions(&d.actions, &["RenewLease"]);
 }
 
 #[test]
@@ -210,13 +226,11 @@ fn status_sent_with_the_renewal_is_not_written_again() {
         .leader("a")
         .member("a", "primary", 100)
         .cluster();
-    let first = decide(
-        &cfg("a"),
-        &LocalState::default(),
-        &obs(c.clone(), pg_primary(100), vec![]),
-        t(1000),
+    let first = step("a", c.clone(), pg_primary(100), vec![]);
+    assert_actions(
+        &first.actions,
+        &["RenewLease optime=100 slots=a:100 retain=a"],
     );
-    assert!(renewal_status(&first.actions).is_some());
     let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
     let d = decide(
         &cfg("a"),
@@ -229,12 +243,14 @@ fn status_sent_with_the_renewal_is_not_written_again() {
         "{}",
         d.state.message
     );
-    assert!(
-        !d.actions
-            .iter()
-            .any(|a| matches!(a, Action::WriteStatus(_))),
-        "{:?}",
-        d.actions
+    // No WriteStatus: the renewal carried it.
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteConfig new",
+            "PublishMember role=primary state=running",
+        ],
     );
     // A later cycle whose lease came from an acquisition: nothing carried it there.
     let mut later = obs(
@@ -244,25 +260,26 @@ fn status_sent_with_the_renewal_is_not_written_again() {
     );
     later.read_at = t(5000);
     let d = decide(&cfg("a"), &first.state, &later, t(5010));
-    assert!(
-        d.actions
-            .iter()
-            .any(|a| matches!(a, Action::WriteStatus(_))),
-        "{:?}",
-        d.actions
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=34.500s watchdog",
+            "WriteConfig new",
+            "WriteStatus optime=100 slots=a:100 retain=a",
+            "PublishMember role=primary state=running",
+        ],
     );
     // A renewal that did not carry it (e.g. decided before the WAL moved): written alone.
-    let d = decide(
-        &cfg("a"),
-        &LocalState::default(),
-        &obs(c, pg_primary(100), renewed),
-        t(1010),
+    let d = step_at("a", c, pg_primary(100), renewed, 1010);
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteConfig new",
+            "WriteStatus optime=100 slots=a:100 retain=a",
+            "PublishMember role=primary state=running",
+        ],
     );
-    let written = d.actions.iter().find_map(|a| match a {
-        Action::WriteStatus(s) => s.optime,
-        _ => None,
-    });
-    assert_eq!(written, Some(100));
 }
 
 #[test]
@@ -271,24 +288,19 @@ fn renewed_leader_arms_fence_before_lease_end_and_stays_primary() {
         .leader("a")
         .member("a", "primary", 100)
         .cluster();
-    let o = obs(
-        c,
-        pg_primary(100),
-        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
-    );
-    let node = cfg("a");
-    let d = decide(&node, &LocalState::default(), &o, t(1010));
-    let fence = d.actions.iter().find_map(|a| match a {
-        Action::ArmFence { deadline, .. } => Some(*deadline),
-        _ => None,
-    });
+    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+    let d = step_at("a", c, pg_primary(100), renewed, 1010);
     // ttl 30 s from the send time, minus the margin.
-    assert_eq!(fence, Some(t(1000 + 30_000).minus(node.fence_margin)));
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteConfig new",
+            "WriteStatus optime=100 slots=a:100 retain=a",
+            "PublishMember role=primary state=running",
+        ],
+    );
     assert_eq!(d.state.lease_until, Some(t(31_000)));
-    assert!(!d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Demote { .. } | Action::Promote { .. })));
     assert!(d.state.message.contains("the leader with the lock"));
 }
 
@@ -298,14 +310,13 @@ fn leader_that_lost_the_key_demotes_without_releasing() {
         .leader("a")
         .member("a", "primary", 100)
         .cluster();
-    let o = obs(c, pg_primary(100), vec![Outcome::LeaseLost]);
-    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1010));
-    assert_eq!(
-        without_publish(&d.actions),
-        vec![Action::Demote {
-            mode: DemoteMode::ImmediateNoLock,
-            upstream: None
-        }]
+    let d = step_at("a", c, pg_primary(100), vec![Outcome::LeaseLost], 1010);
+    assert_actions(
+        &d.actions,
+        &[
+            "Demote ImmediateNoLock upstream=-",
+            "PublishMember role=primary state=running",
+        ],
     );
     assert_eq!(d.state.lease_until, None);
 }
@@ -316,24 +327,19 @@ fn replica_holding_the_lock_promotes_with_a_token() {
         .leader("b")
         .member("b", "replica", 100)
         .cluster();
-    let o = obs(
-        c,
-        pg_replica(100),
-        vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
+    let renewed = vec![Outcome::LeaseRenewed { sent_at: t(1000) }];
+    let d = step_at("b", c, pg_replica(100), renewed, 1010);
+    // The fence is armed before the promotion, whose token ends with the lease
+    // (sent at 1 s + ttl 30 s) minus the margin.
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteConfig new",
+            "Promote token=30.500s",
+            "PublishMember role=replica state=running",
+        ],
     );
-    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1010));
-    let token = d.actions.iter().find_map(Action::token).expect("promote");
-    assert!(token.valid_until > t(1010) && token.valid_until < t(31_000));
-    // The fence is armed before the promotion is started.
-    let fence_pos = d
-        .actions
-        .iter()
-        .position(|a| matches!(a, Action::ArmFence { .. }));
-    let promote_pos = d
-        .actions
-        .iter()
-        .position(|a| matches!(a, Action::Promote { .. }));
-    assert!(fence_pos < promote_pos);
 }
 
 #[test]
@@ -343,16 +349,11 @@ fn replica_follows_the_leader() {
         .member("a", "primary", 100)
         .member("b", "replica", 100)
         .cluster();
-    let d = decide(
-        &cfg("b"),
-        &LocalState::default(),
-        &obs(c, pg_replica(100), vec![]),
-        t(1000),
+    let d = step("b", c, pg_replica(100), vec![]);
+    assert_actions(
+        &d.actions,
+        &["Follow a", "PublishMember role=replica state=running"],
     );
-    match &without_publish(&d.actions)[..] {
-        [Action::Follow { upstream: Some(u) }] => assert_eq!(u.name, "a"),
-        other => panic!("expected follow, got {other:?}"),
-    }
 }
 
 #[test]
@@ -362,19 +363,14 @@ fn primary_without_the_lock_demotes_when_another_node_leads() {
         .member("b", "primary", 100)
         .member("a", "primary", 90)
         .cluster();
-    let d = decide(
-        &cfg("a"),
-        &LocalState::default(),
-        &obs(c, pg_primary(90), vec![]),
-        t(1000),
+    let d = step("a", c, pg_primary(90), vec![]);
+    assert_actions(
+        &d.actions,
+        &[
+            "Demote ImmediateNoLock upstream=b",
+            "PublishMember role=demoted state=running",
+        ],
     );
-    assert!(matches!(
-        without_publish(&d.actions)[..],
-        [Action::Demote {
-            mode: DemoteMode::ImmediateNoLock,
-            upstream: Some(_)
-        }]
-    ));
 }
 
 #[test]
@@ -383,25 +379,11 @@ fn leader_race_probes_peers_then_acquires_when_healthiest() {
         .member("b", "replica", 100)
         .member("c", "replica", 90)
         .cluster();
-    let d = decide(
-        &cfg("b"),
-        &LocalState::default(),
-        &obs(c.clone(), pg_replica(100), vec![]),
-        t(1000),
-    );
-    assert_eq!(
-        d.actions,
-        vec![Action::ProbePeers {
-            names: vec!["c".into()]
-        }]
-    );
-    let o = obs(
-        c,
-        pg_replica(100),
-        vec![Outcome::PeersProbed(vec![peer("c", 90)])],
-    );
-    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1001));
-    assert_eq!(d.actions, vec![Action::AcquireLease]);
+    let d = step("b", c.clone(), pg_replica(100), vec![]);
+    assert_actions(&d.actions, &["ProbePeers c"]);
+    let probed = vec![Outcome::PeersProbed(vec![peer("c", 90)])];
+    let d = step_at("b", c, pg_replica(100), probed, 1001);
+    assert_actions(&d.actions, &["AcquireLease"]);
 }
 
 #[test]
@@ -410,13 +392,9 @@ fn leader_race_lost_to_a_peer_with_more_wal() {
         .member("b", "replica", 90)
         .member("c", "replica", 100)
         .cluster();
-    let o = obs(
-        c,
-        pg_replica(90),
-        vec![Outcome::PeersProbed(vec![peer("c", 100)])],
-    );
-    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1001));
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    let probed = vec![Outcome::PeersProbed(vec![peer("c", 100)])];
+    let d = step_at("b", c, pg_replica(90), probed, 1001);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
     assert!(d.state.message.contains("more WAL"), "{}", d.state.message);
 }
 
@@ -426,13 +404,8 @@ fn leader_race_refused_when_lagging_beyond_the_limit() {
         .member("b", "replica", 10)
         .key("status", r#"{"optime":5000000}"#)
         .cluster();
-    let d = decide(
-        &cfg("b"),
-        &LocalState::default(),
-        &obs(c, pg_replica(10), vec![]),
-        t(1000),
-    );
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    let d = step("b", c, pg_replica(10), vec![]);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
     assert!(d.state.message.contains("behind"));
 }
 
@@ -447,7 +420,7 @@ fn nofailover_never_races_even_alone() {
         &obs(c, pg_replica(100), vec![]),
         t(1000),
     );
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
     assert!(d.state.message.contains("not allowed to promote"));
 }
 
@@ -461,9 +434,8 @@ fn equal_wal_higher_priority_peer_wins() {
     if let Some(r) = p.reply.as_mut() {
         r.tags.failover_priority = Some(5);
     }
-    let o = obs(c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
-    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    let d = step("b", c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
 }
 
 #[test]
@@ -476,9 +448,8 @@ fn live_primary_peer_blocks_the_race() {
     if let Some(r) = p.reply.as_mut() {
         r.is_primary = true;
     }
-    let o = obs(c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
-    let d = decide(&cfg("b"), &LocalState::default(), &o, t(1000));
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    let d = step("b", c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
 }
 
 #[test]
@@ -493,13 +464,8 @@ fn sync_mode_only_sync_standby_may_race() {
         .key("sync", &sync.to_json())
         .member("b", "replica", 100)
         .cluster();
-    let d = decide(
-        &cfg("b"),
-        &LocalState::default(),
-        &obs(c, pg_replica(100), vec![]),
-        t(1000),
-    );
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    let d = step("b", c, pg_replica(100), vec![]);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
     assert!(d.state.message.contains("synchronous"));
 }
 
@@ -510,13 +476,8 @@ fn malformed_sync_key_blocks_automatic_promotion_in_sync_mode() {
         .key("sync", "garbage")
         .member("b", "replica", 1)
         .cluster();
-    let d = decide(
-        &cfg("b"),
-        &LocalState::default(),
-        &obs(c, pg_replica(1), vec![]),
-        t(1000),
-    );
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    let d = step("b", c, pg_replica(1), vec![]);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
 }
 
 #[test]
@@ -525,13 +486,8 @@ fn paused_cluster_never_races() {
         .key("config", r#"{"pause":true}"#)
         .member("b", "replica", 100)
         .cluster();
-    let d = decide(
-        &cfg("b"),
-        &LocalState::default(),
-        &obs(c, pg_replica(100), vec![]),
-        t(1000),
-    );
-    assert!(!d.actions.contains(&Action::AcquireLease));
+    let d = step("b", c, pg_replica(100), vec![]);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
 }
 
 /// `a` leads, `b` replicates, and a switchover from `a` to `b` was requested.
