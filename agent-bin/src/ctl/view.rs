@@ -128,7 +128,7 @@ pub fn display_role(cluster: &Cluster, m: &Member) -> DisplayRole {
     match (standby_cluster, config.synchronous_mode, in_sync) {
         (false, SynchronousMode::On, true) => DisplayRole::SyncStandby,
         (false, SynchronousMode::Quorum, true) => DisplayRole::QuorumStandby,
-        _ => DisplayRole::Replica,
+        (true, _, _) | (_, SynchronousMode::Off, _) | (_, _, false) => DisplayRole::Replica,
     }
 }
 

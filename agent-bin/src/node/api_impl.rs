@@ -8,7 +8,7 @@ use crate::api::state::{
 };
 use crate::config::Config;
 use async_trait::async_trait;
-use ha_core::decision::OperatorRequest;
+use ha_core::decision::{Busy, OperatorRequest};
 use ha_core::runner::{NodeSnapshot, RunnerHandle};
 use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Role};
 
@@ -109,13 +109,12 @@ pub fn status_from_snapshot(
         Some(PgProcess::Crashed) => "crashed",
         Some(PgProcess::Hung) => "unknown",
         Some(PgProcess::Stopped) | None => match snap.busy {
-            Some(ha_core::decision::Busy::Clone | ha_core::decision::Busy::Reinitialize) => {
-                "creating replica"
-            }
-            Some(ha_core::decision::Busy::Restart) => "restarting",
-            Some(ha_core::decision::Busy::Bootstrap) => "initializing new cluster",
-            Some(ha_core::decision::Busy::Start) => "starting",
-            _ => "stopped",
+            Some(Busy::Clone | Busy::Reinitialize) => "creating replica",
+            Some(Busy::Restart) => "restarting",
+            Some(Busy::Bootstrap) => "initializing new cluster",
+            Some(Busy::Start) => "starting",
+            // No state name of their own while Postgres is down.
+            Some(Busy::Promote | Busy::Demote | Busy::CopySlots) | None => "stopped",
         },
     };
     let role = match pg {
@@ -178,7 +177,7 @@ pub fn status_from_snapshot(
             ha_core::DataDirState::Initialized { system_identifier } => {
                 Some(system_identifier.clone())
             }
-            _ => None,
+            ha_core::DataDirState::Empty | ha_core::DataDirState::Invalid(_) => None,
         }),
         pending_restart: pg.is_some_and(|p| p.pending_restart),
         pending_restart_reason: None,

@@ -16,7 +16,7 @@ pub use probe::{reply_from_status, HttpPeerProbe};
 use crate::config::Config;
 use anyhow::Context;
 use ha_core::runner::{Components, Runner};
-use ha_core::{Clock, DcsTiming, SystemClock, Watchdog};
+use ha_core::{Clock, SystemClock, Watchdog};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,12 +39,7 @@ pub async fn run(
         );
         cfg.bootstrap.dcs = cached;
     }
-    let dc = &cfg.bootstrap.dcs;
-    let timing = DcsTiming {
-        ttl: dc.ttl(),
-        retry_timeout: dc.retry_timeout(),
-        loop_wait: dc.loop_wait(),
-    };
+    let timing = cfg.bootstrap.dcs.timing();
     let dcs = crate::dcs_factory::connect_dcs(&cfg, &cfg.name, timing)
         .await
         .context("connecting to the DCS")?;

@@ -126,7 +126,7 @@ impl NodeWatchdog {
                 WatchdogMode::Required => Err(WatchdogError::Unavailable(
                     "watchdog required but not available".into(),
                 )),
-                _ => Ok(()),
+                WatchdogMode::Off | WatchdogMode::Automatic => Ok(()),
             };
         };
         let timeout = match self.timeout() {
@@ -227,7 +227,7 @@ pub fn open_configured(cfg: &Config) -> (Option<Box<dyn ResetDevice>>, Vec<i32>)
                     device.describe()
                 );
             }
-            _ => {
+            WatchdogMode::Off | WatchdogMode::Automatic => {
                 tracing::info!("{} cannot be used: running without it", device.describe());
                 return (None, Vec::new());
             }

@@ -5,6 +5,7 @@ use crate::model::{
     DynamicConfig, Failsafe, History, Member, MemberData, Status, SyncState, Version,
 };
 use crate::postgres::{SlotChanges, StopMode, Upstream};
+use std::fmt;
 
 /// The proof a role-changing action was justified by a live lease: the runner refuses
 /// to execute the action once `valid_until` has passed (a frozen or slow agent must not
@@ -44,7 +45,10 @@ impl DemoteMode {
 
     /// Whether the leader key is released after the stop.
     pub fn releases_lease(self) -> bool {
-        matches!(self, DemoteMode::Immediate)
+        match self {
+            DemoteMode::Immediate => true,
+            DemoteMode::ImmediateNoLock | DemoteMode::Offline | DemoteMode::DemoteCluster => false,
+        }
     }
 }
 
@@ -235,38 +239,54 @@ pub enum Action {
 impl Action {
     /// Whether the result must be fed back before deciding further.
     pub fn is_query(&self) -> bool {
-        matches!(
-            self,
+        // One arm per variant, so a new action cannot be added without deciding this.
+        match self {
             Action::AcquireLease
-                | Action::RenewLease { .. }
-                | Action::ProbePeers { .. }
-                | Action::ClaimInitialize
-                | Action::WriteSync { .. }
-                | Action::CheckFailsafe { .. }
-        )
+            | Action::RenewLease { .. }
+            | Action::ProbePeers { .. }
+            | Action::ClaimInitialize
+            | Action::WriteSync { .. }
+            | Action::CheckFailsafe { .. } => true,
+            Action::ReleaseLease
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::PublishMember(_)
+            | Action::WriteConfig { .. }
+            | Action::ClearFailover { .. }
+            | Action::WriteStatus(_)
+            | Action::WriteHistory(_)
+            | Action::WriteFailsafe(_)
+            | Action::DeleteSync { .. }
+            | Action::SetSynchronousStandbyNames { .. }
+            | Action::ArmFence { .. }
+            | Action::DisarmFence
+            | Action::Bootstrap
+            | Action::CloneReplica { .. }
+            | Action::RestoreReplica
+            | Action::StartPrimary { .. }
+            | Action::StartReplica { .. }
+            | Action::Promote { .. }
+            | Action::Demote { .. }
+            | Action::SwitchoverTo { .. }
+            | Action::Restart { .. }
+            | Action::Reinitialize { .. }
+            | Action::Follow { .. }
+            | Action::StopPostgres { .. }
+            | Action::CancelBackground
+            | Action::ManageSlots(_)
+            | Action::CopyLogicalSlots { .. } => false,
+        }
     }
 
     /// Whether the action runs in the background while the loop keeps renewing.
     pub fn is_background(&self) -> bool {
-        matches!(
-            self,
-            Action::Bootstrap
-                | Action::CloneReplica { .. }
-                | Action::RestoreReplica
-                | Action::StartPrimary { .. }
-                | Action::StartReplica { .. }
-                | Action::Promote { .. }
-                | Action::Demote { .. }
-                | Action::SwitchoverTo { .. }
-                | Action::Restart { .. }
-                | Action::Reinitialize { .. }
-                | Action::CopyLogicalSlots { .. }
-        )
+        self.busy().is_some()
     }
 
     /// What a background action keeps the node busy with; `None` for the others.
     pub fn busy(&self) -> Option<super::Busy> {
         use super::Busy;
+        // One arm per variant: this is where an action is declared background.
         Some(match self {
             Action::Bootstrap => Busy::Bootstrap,
             Action::CloneReplica { .. } | Action::RestoreReplica => Busy::Clone,
@@ -276,7 +296,29 @@ impl Action {
             Action::Restart { .. } => Busy::Restart,
             Action::Reinitialize { .. } => Busy::Reinitialize,
             Action::CopyLogicalSlots { .. } => Busy::CopySlots,
-            _ => return None,
+            Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease
+            | Action::ProbePeers { .. }
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::PublishMember(_)
+            | Action::WriteConfig { .. }
+            | Action::ClearFailover { .. }
+            | Action::WriteStatus(_)
+            | Action::WriteHistory(_)
+            | Action::WriteFailsafe(_)
+            | Action::CheckFailsafe { .. }
+            | Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+            | Action::SetSynchronousStandbyNames { .. }
+            | Action::ArmFence { .. }
+            | Action::DisarmFence
+            | Action::Follow { .. }
+            | Action::StopPostgres { .. }
+            | Action::CancelBackground
+            | Action::ManageSlots(_) => return None,
         })
     }
 
@@ -285,7 +327,198 @@ impl Action {
         match self {
             Action::StartPrimary { token } | Action::Promote { token } => Some(*token),
             Action::Restart { token, .. } => *token,
-            _ => None,
+            // A switchover's token only bounds its abort path (restart as primary),
+            // which the job checks itself; the rest never make Postgres writable.
+            Action::SwitchoverTo { .. }
+            | Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease
+            | Action::ProbePeers { .. }
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::PublishMember(_)
+            | Action::WriteConfig { .. }
+            | Action::ClearFailover { .. }
+            | Action::WriteStatus(_)
+            | Action::WriteHistory(_)
+            | Action::WriteFailsafe(_)
+            | Action::CheckFailsafe { .. }
+            | Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+            | Action::SetSynchronousStandbyNames { .. }
+            | Action::ArmFence { .. }
+            | Action::DisarmFence
+            | Action::Bootstrap
+            | Action::CloneReplica { .. }
+            | Action::RestoreReplica
+            | Action::StartReplica { .. }
+            | Action::Demote { .. }
+            | Action::Reinitialize { .. }
+            | Action::Follow { .. }
+            | Action::StopPostgres { .. }
+            | Action::CancelBackground
+            | Action::ManageSlots(_)
+            | Action::CopyLogicalSlots { .. } => None,
         }
     }
+}
+
+/// One short line per action: its name and the fields that tell two of a kind apart
+/// (times in seconds since the clock's origin, `-` for none). Decision tests compare
+/// these lines with the exact output they expect.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = |t: MonoTime| format!("{}.{:03}s", t.as_millis() / 1000, t.as_millis() % 1000);
+        let up = |u: &Option<Upstream>| u.as_ref().map_or("-".to_string(), |u| u.name.clone());
+        let ver = |v: &Option<Version>| v.map_or("new".to_string(), |v| format!("v{}", v.0));
+        let names = |m: &Failsafe| m.keys().cloned().collect::<Vec<_>>().join(",");
+        match self {
+            Action::AcquireLease => write!(f, "AcquireLease"),
+            Action::RenewLease { status: None } => write!(f, "RenewLease"),
+            Action::RenewLease { status: Some(s) } => write!(f, "RenewLease {}", status(s)),
+            Action::ReleaseLease => write!(f, "ReleaseLease"),
+            Action::ProbePeers { names } => write!(f, "ProbePeers {}", names.join(",")),
+            Action::ClaimInitialize => write!(f, "ClaimInitialize"),
+            Action::WriteInitialize { system_identifier } => {
+                write!(f, "WriteInitialize {system_identifier}")
+            }
+            Action::CancelInitialize => write!(f, "CancelInitialize"),
+            Action::PublishMember(d) => write!(
+                f,
+                "PublishMember role={} state={}",
+                d.role.as_ref().map_or("-", |r| r.as_str()),
+                d.state.as_ref().map_or("-", |s| s.as_str())
+            ),
+            Action::WriteConfig { expected, .. } => write!(f, "WriteConfig {}", ver(expected)),
+            Action::ClearFailover { expected } => write!(f, "ClearFailover v{}", expected.0),
+            Action::WriteStatus(s) => write!(f, "WriteStatus {}", status(s)),
+            Action::WriteHistory(h) => {
+                let last = h.0.last();
+                write!(
+                    f,
+                    "WriteHistory lines={} last_timeline={}",
+                    h.0.len(),
+                    last.map_or("-".to_string(), |e| e.timeline.to_string())
+                )
+            }
+            Action::WriteFailsafe(m) => write!(f, "WriteFailsafe {}", names(m)),
+            Action::CheckFailsafe { members, ttl, .. } => {
+                write!(
+                    f,
+                    "CheckFailsafe {} ttl={}s",
+                    names(members),
+                    ttl.as_secs_f64()
+                )
+            }
+            Action::WriteSync { sync, expected } => write!(
+                f,
+                "WriteSync leader={} standbys={} quorum={} {}",
+                sync.leader.as_deref().unwrap_or("-"),
+                sync.sync_standby.join(","),
+                sync.quorum,
+                ver(expected)
+            ),
+            Action::DeleteSync { expected } => write!(f, "DeleteSync v{}", expected.0),
+            Action::SetSynchronousStandbyNames { value } => write!(
+                f,
+                "SetSynchronousStandbyNames {}",
+                value
+                    .as_deref()
+                    .map_or("-".to_string(), |v| format!("'{v}'"))
+            ),
+            Action::ArmFence { deadline, watchdog } => write!(
+                f,
+                "ArmFence until={}{}",
+                at(*deadline),
+                if *watchdog { " watchdog" } else { "" }
+            ),
+            Action::DisarmFence => write!(f, "DisarmFence"),
+            Action::Bootstrap => write!(f, "Bootstrap"),
+            Action::CloneReplica { source, follow } => {
+                write!(f, "CloneReplica from={} follow={}", source.name, up(follow))
+            }
+            Action::RestoreReplica => write!(f, "RestoreReplica"),
+            Action::StartPrimary { token } => {
+                write!(f, "StartPrimary token={}", at(token.valid_until))
+            }
+            Action::StartReplica { upstream, rewind } => write!(
+                f,
+                "StartReplica upstream={}{}",
+                up(upstream),
+                if *rewind { " rewind" } else { "" }
+            ),
+            Action::Promote { token } => write!(f, "Promote token={}", at(token.valid_until)),
+            Action::Demote { mode, upstream } => {
+                write!(f, "Demote {mode:?} upstream={}", up(upstream))
+            }
+            Action::SwitchoverTo { candidate, token } => write!(
+                f,
+                "SwitchoverTo {} token={}",
+                candidate.name,
+                at(token.valid_until)
+            ),
+            Action::Restart {
+                token: Some(t),
+                upstream,
+            } => write!(
+                f,
+                "Restart primary token={} upstream={}",
+                at(t.valid_until),
+                up(upstream)
+            ),
+            Action::Restart {
+                token: None,
+                upstream,
+            } => write!(f, "Restart replica upstream={}", up(upstream)),
+            Action::Reinitialize { source, follow } => {
+                write!(f, "Reinitialize from={} follow={}", source.name, up(follow))
+            }
+            Action::Follow { upstream } => write!(f, "Follow {}", up(upstream)),
+            Action::StopPostgres { mode } => write!(f, "StopPostgres {mode:?}"),
+            Action::CancelBackground => write!(f, "CancelBackground"),
+            Action::ManageSlots(c) => {
+                let created: Vec<&str> = c.create.iter().map(|s| s.name.as_str()).collect();
+                let advanced: Vec<String> = c
+                    .advance
+                    .iter()
+                    .map(|a| format!("{}:{}", a.name, a.to))
+                    .collect();
+                write!(
+                    f,
+                    "ManageSlots create=[{}] advance=[{}] drop=[{}]",
+                    created.join(","),
+                    advanced.join(","),
+                    c.drop.join(",")
+                )
+            }
+            Action::CopyLogicalSlots {
+                source,
+                names,
+                follow,
+            } => write!(
+                f,
+                "CopyLogicalSlots {} from={} follow={}",
+                names.join(","),
+                source.name,
+                up(follow)
+            ),
+        }
+    }
+}
+
+/// `optime=… slots=name:lsn,… retain=…`, leaving out what is empty.
+fn status(s: &Status) -> String {
+    let mut out = format!(
+        "optime={}",
+        s.optime.map_or("-".to_string(), |o| o.to_string())
+    );
+    if !s.slots.is_empty() {
+        let slots: Vec<String> = s.slots.iter().map(|(n, l)| format!("{n}:{l}")).collect();
+        out.push_str(&format!(" slots={}", slots.join(",")));
+    }
+    if !s.retain_slots.is_empty() {
+        out.push_str(&format!(" retain={}", s.retain_slots.join(",")));
+    }
+    out
 }

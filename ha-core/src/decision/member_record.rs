@@ -19,17 +19,25 @@ pub(super) fn build(
         .config
         .clone()
         .unwrap_or_else(|| cfg.bootstrap_config.clone());
-    let state = match (obs.busy, pg.process) {
-        (Some(Busy::Bootstrap), _) => MemberState::InitializingNewCluster,
-        (Some(Busy::Clone | Busy::Reinitialize), _) => MemberState::CreatingReplica,
-        (Some(Busy::Restart), PgProcess::Stopped | PgProcess::Starting) => MemberState::Restarting,
-        (_, PgProcess::Running) => MemberState::Running,
-        (_, PgProcess::Starting) => MemberState::Starting,
-        (Some(Busy::Start), _) => MemberState::Starting,
-        (Some(Busy::Demote), _) => MemberState::Stopping,
-        (_, PgProcess::Stopped) => MemberState::Stopped,
-        (_, PgProcess::Crashed) => MemberState::Crashed,
-        (_, PgProcess::Hung) => MemberState::Other("unknown".to_string()),
+    let (up, by_process) = match pg.process {
+        PgProcess::Running => (true, MemberState::Running),
+        PgProcess::Starting => (true, MemberState::Starting),
+        PgProcess::Stopped => (false, MemberState::Stopped),
+        PgProcess::Crashed => (false, MemberState::Crashed),
+        PgProcess::Hung => (false, MemberState::Other("unknown".to_string())),
+    };
+    // A job that replaces the data directory names the state; otherwise a running or
+    // starting server says what it is, and a down one is described by the job.
+    let state = match obs.busy {
+        Some(Busy::Bootstrap) => MemberState::InitializingNewCluster,
+        Some(Busy::Clone | Busy::Reinitialize) => MemberState::CreatingReplica,
+        Some(Busy::Restart) if matches!(pg.process, PgProcess::Stopped | PgProcess::Starting) => {
+            MemberState::Restarting
+        }
+        Some(Busy::Start) if !up => MemberState::Starting,
+        Some(Busy::Demote) if !up => MemberState::Stopping,
+        Some(Busy::Restart | Busy::Start | Busy::Demote | Busy::Promote | Busy::CopySlots)
+        | None => by_process,
     };
     let role = if pg.data_dir == DataDirState::Empty {
         Role::Uninitialized

@@ -201,7 +201,14 @@ impl<'a> Step<'a> {
                     self.st.lease_until = Some(sent_at.plus(ttl));
                 }
                 Outcome::LeaseLost | Outcome::LeaseTaken => self.st.lease_until = None,
-                _ => {}
+                // An error proves nothing either way; a failsafe round extends the
+                // lease in its own rule; the rest are not about the lease.
+                Outcome::LeaseError(_)
+                | Outcome::FailsafeChecked { .. }
+                | Outcome::PeersProbed(_)
+                | Outcome::InitializeWon
+                | Outcome::InitializeLost
+                | Outcome::SyncWritten { .. } => {}
             }
         }
         if !self.st.holds_lease(self.now) {
@@ -214,7 +221,11 @@ impl<'a> Step<'a> {
             Outcome::LeaseAcquired { .. } | Outcome::LeaseRenewed { .. } => Some(Renewal::Renewed),
             Outcome::LeaseLost | Outcome::LeaseTaken => Some(Renewal::Lost),
             Outcome::LeaseError(e) => Some(Renewal::Failed(e.clone())),
-            _ => None,
+            Outcome::FailsafeChecked { .. }
+            | Outcome::PeersProbed(_)
+            | Outcome::InitializeWon
+            | Outcome::InitializeLost
+            | Outcome::SyncWritten { .. } => None,
         })
     }
 

@@ -1,7 +1,7 @@
 //! Scenario tests of the slot rules (`slot_plan`): which slots each role keeps, how
 //! replicas follow the leader's published positions and get logical slots.
 
-use super::tests::{cfg, member_with_tags, obs, pg_primary, pg_replica, t, View};
+use super::tests::{assert_actions, cfg, member_with_tags, obs, pg_primary, pg_replica, t, View};
 use super::*;
 use crate::model::{ObservedSlot, SlotKind, Tags};
 use crate::postgres::{PgObservation, SlotChanges};
@@ -73,6 +73,16 @@ fn primary_keeps_slots_for_members_streaming_from_it() {
         &obs(c, pg_primary(1), renewed(1000)),
         t(1000),
     );
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteConfig new",
+            "WriteStatus optime=1 slots=a:1 retain=a,b_1,c",
+            "ManageSlots create=[b_1,c] advance=[] drop=[]",
+            "PublishMember role=primary state=running",
+        ],
+    );
     assert_eq!(created(&d), vec!["b_1", "c"], "{:?}", d.actions);
     // c disappears: its slot stays while member_slots_ttl lasts.
     let c2 = View::new()
@@ -90,6 +100,15 @@ fn primary_keeps_slots_for_members_streaming_from_it() {
         &obs(c2.clone(), has_both.clone(), renewed(2000)),
         t(2000),
     );
+    assert_actions(
+        &d2.actions,
+        &[
+            "ArmFence until=31.500s watchdog",
+            "WriteConfig new",
+            "WriteStatus optime=1 slots=a:1,b_1:1,c:1 retain=a,b_1,c",
+            "PublishMember role=primary state=running",
+        ],
+    );
     assert_eq!(slot_changes(&d2), None, "{:?}", d2.actions);
     let later = 2000 + 1_801_000;
     let d3 = decide(
@@ -97,6 +116,16 @@ fn primary_keeps_slots_for_members_streaming_from_it() {
         &d2.state,
         &obs(c2, has_both, renewed(later)),
         t(later),
+    );
+    assert_actions(
+        &d3.actions,
+        &[
+            "ArmFence until=1832.500s watchdog",
+            "WriteConfig new",
+            "WriteStatus optime=1 slots=a:1,b_1:1 retain=a,b_1",
+            "ManageSlots create=[] advance=[] drop=[c]",
+            "PublishMember role=primary state=running",
+        ],
     );
     assert_eq!(
         slot_changes(&d3).map(|c| c.drop),
@@ -125,6 +154,13 @@ fn cascade_slots_live_on_the_replica_streamed_from() {
         &obs(view().cluster(), streaming_from_a(1), vec![]),
         t(1000),
     );
+    assert_actions(
+        &d.actions,
+        &[
+            "ManageSlots create=[c] advance=[] drop=[]",
+            "PublishMember role=replica state=running",
+        ],
+    );
     assert_eq!(created(&d), vec!["c"], "{:?}", d.actions);
     // Once c is gone its slot is dropped; with no slot left, nothing to do.
     let alone = || {
@@ -139,6 +175,13 @@ fn cascade_slots_live_on_the_replica_streamed_from() {
         ..streaming_from_a(1)
     };
     let d2 = decide(&cfg("b"), &d.state, &obs(alone(), with_c, vec![]), t(2000));
+    assert_actions(
+        &d2.actions,
+        &[
+            "ManageSlots create=[] advance=[] drop=[c]",
+            "PublishMember role=replica state=running",
+        ],
+    );
     assert_eq!(
         slot_changes(&d2).map(|c| c.drop),
         Some(vec!["c".to_string()])
@@ -149,6 +192,7 @@ fn cascade_slots_live_on_the_replica_streamed_from() {
         &obs(alone(), streaming_from_a(1), vec![]),
         t(3000),
     );
+    assert_actions(&d3.actions, &["PublishMember role=replica state=running"]);
     assert_eq!(slot_changes(&d3), None);
     // The primary keeps no slot for c while b runs.
     let primary_slots = |c: Cluster| {
@@ -183,6 +227,15 @@ fn leader_creates_permanent_slots_and_publishes_every_slot_position() {
         &obs(c.clone(), pg_primary(900), renewed(1000)),
         t(1000),
     );
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteStatus optime=900 slots=a:900 retain=a,b",
+            "ManageSlots create=[b,backup,cdc] advance=[] drop=[]",
+            "PublishMember role=primary state=running",
+        ],
+    );
     assert_eq!(created(&d), vec!["b", "backup", "cdc"]);
     let with_slots = PgObservation {
         slots: vec![
@@ -203,6 +256,15 @@ fn leader_creates_permanent_slots_and_publishes_every_slot_position() {
         &d.state,
         &obs(c, with_slots, renewed(2000)),
         t(2000),
+    );
+    assert_actions(
+        &d2.actions,
+        &[
+            "ArmFence until=31.500s watchdog",
+            "WriteStatus optime=900 slots=a:900,b:800,backup:100,cdc:700 retain=a,b",
+            "ManageSlots create=[] advance=[] drop=[stray]",
+            "PublishMember role=primary state=running",
+        ],
     );
     let status = d2
         .actions
@@ -251,6 +313,13 @@ fn replicas_keep_the_leaders_slots_at_its_published_positions() {
         &obs(c, pg, vec![]),
         t(1000),
     );
+    assert_actions(
+        &d.actions,
+        &[
+            "ManageSlots create=[] advance=[a:900,c:800] drop=[]",
+            "PublishMember role=replica state=running",
+        ],
+    );
     let changes = slot_changes(&d).expect("slot changes");
     // b keeps no slot for itself; `cdc` waits for a copy (not replayed up to it yet is
     // irrelevant: a logical slot is never created on a replica).
@@ -297,12 +366,23 @@ fn replicas_copy_logical_slots_from_the_leader_once_replayed_past_them() {
         &obs(view(860), pg15_replica(850, have()), vec![]),
         t(1000),
     );
+    assert_actions(
+        &early.actions,
+        &["PublishMember role=replica state=running"],
+    );
     assert_eq!(copy(&early), None);
     let d = decide(
         &cfg("b"),
         &early.state,
         &obs(view(800), pg15_replica(850, have()), vec![]),
         t(2000),
+    );
+    assert_actions(
+        &d.actions,
+        &[
+            "CopyLogicalSlots cdc from=a follow=a",
+            "PublishMember role=replica state=running",
+        ],
     );
     assert_eq!(copy(&d), Some(("a".to_string(), vec!["cdc".to_string()])));
     assert_eq!(d.actions.iter().filter_map(Action::busy).count(), 1);
@@ -314,6 +394,10 @@ fn replicas_copy_logical_slots_from_the_leader_once_replayed_past_them() {
         &obs(view(800), pg15_replica(850, have()), vec![]),
         t(30_000),
     );
+    assert_actions(
+        &again.actions,
+        &["PublishMember role=replica state=running"],
+    );
     assert_eq!(copy(&again), None);
     // ... but once the consumer moved on, the leader's newer state is worth a copy.
     let moved = decide(
@@ -322,12 +406,26 @@ fn replicas_copy_logical_slots_from_the_leader_once_replayed_past_them() {
         &obs(view(820), pg15_replica(850, have()), vec![]),
         t(31_000),
     );
+    assert_actions(
+        &moved.actions,
+        &[
+            "CopyLogicalSlots cdc from=a follow=a",
+            "PublishMember role=replica state=running",
+        ],
+    );
     assert!(copy(&moved).is_some());
     let retry = decide(
         &cfg("b"),
         &moved.state,
         &obs(view(820), pg15_replica(850, have()), vec![]),
         t(31_000 + 301_000),
+    );
+    assert_actions(
+        &retry.actions,
+        &[
+            "CopyLogicalSlots cdc from=a follow=a",
+            "PublishMember role=replica state=running",
+        ],
     );
     assert!(copy(&retry).is_some());
 }
@@ -350,15 +448,18 @@ fn nofailover_replicas_and_standby_leaders_keep_fewer_slots() {
         &obs(c, pg15_replica(850, vec![physical("a", 1)]), vec![]),
         t(1000),
     );
+    assert_actions(
+        &d.actions,
+        &[
+            "ManageSlots create=[] advance=[] drop=[a]",
+            "PublishMember role=replica state=running",
+        ],
+    );
     // It can never be promoted: no slot kept for after a failover.
     assert_eq!(
         slot_changes(&d).map(|c| c.drop),
         Some(vec!["a".to_string()])
     );
-    assert!(!d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::CopyLogicalSlots { .. })));
 }
 
 #[test]
@@ -383,6 +484,10 @@ fn without_the_dcs_replicas_advance_slots_by_the_failsafe_leaders_positions() {
     o.failsafe_leader = Some("a".into());
     o.failsafe_slots = [("a".to_string(), 900u64), ("c".to_string(), 850)].into();
     let d = decide(&cfg("b"), &before_outage, &o, t(1000));
+    assert_actions(
+        &d.actions,
+        &["ManageSlots create=[] advance=[a:900,c:850] drop=[]"],
+    );
     let changes = slot_changes(&d).expect("advances");
     // Only moves forward: nothing is created or dropped on a view from before the outage.
     assert!(

@@ -2,7 +2,7 @@
 //! section's recovery settings and never promotes; the first node clones from the
 //! remote instead of running initdb; adding the section to a running cluster demotes
 //! its primary (demote-cluster).
-use super::tests::{cfg, obs, pg_primary, pg_replica, t, without_publish, View};
+use super::tests::{assert_actions, cfg, obs, pg_primary, pg_replica, t, without_publish, View};
 use super::*;
 use crate::postgres::{DataDirState, PgObservation, PgProcess, Upstream};
 
@@ -48,10 +48,14 @@ fn standby_leader_follows_the_remote_and_never_promotes() {
         vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
     );
     let d = decide(&standby_cfg("b"), &LocalState::default(), &o, t(1010));
-    assert!(!d.actions.iter().any(|a| matches!(
-        a,
-        Action::Promote { .. } | Action::ArmFence { .. } | Action::WriteStatus(_)
-    )));
+    assert_actions(
+        &d.actions,
+        &[
+            "WriteConfig new",
+            "Follow standby_cluster",
+            "PublishMember role=standby_leader state=running",
+        ],
+    );
     let follow = d.actions.iter().find_map(|a| match a {
         Action::Follow { upstream: Some(u) } => Some(u.clone()),
         _ => None,
@@ -76,9 +80,13 @@ fn standby_leader_already_on_the_remote_does_nothing() {
     pg.upstream = standby::remote_upstream(&standby_cfg("b").bootstrap_config);
     let o = obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(1000) }]);
     let d = decide(&standby_cfg("b"), &LocalState::default(), &o, t(1010));
-    assert!(!without_publish(&d.actions)
-        .iter()
-        .any(|a| matches!(a, Action::Promote { .. } | Action::Follow { .. })));
+    assert_actions(
+        &d.actions,
+        &[
+            "WriteConfig new",
+            "PublishMember role=standby_leader state=running",
+        ],
+    );
 }
 
 #[test]
@@ -93,6 +101,10 @@ fn other_members_follow_the_standby_leader() {
         &LocalState::default(),
         &obs(c, pg_replica(100), vec![]),
         t(1000),
+    );
+    assert_actions(
+        &d.actions,
+        &["Follow a", "PublishMember role=replica state=running"],
     );
     match &without_publish(&d.actions)[..] {
         [Action::Follow { upstream: Some(u) }] => assert_eq!(u.name, "a"),
@@ -112,14 +124,15 @@ fn removing_standby_cluster_promotes_the_leader() {
         vec![Outcome::LeaseRenewed { sent_at: t(1000) }],
     );
     let d = decide(&cfg("b"), &LocalState::default(), &o, t(1010));
-    assert!(d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Promote { .. })));
-    assert!(d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::ArmFence { .. })));
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteConfig new",
+            "Promote token=30.500s",
+            "PublishMember role=replica state=running",
+        ],
+    );
 }
 
 #[test]
@@ -132,12 +145,19 @@ fn first_node_of_a_standby_cluster_clones_from_the_remote() {
         &obs(Cluster::default(), pg, vec![Outcome::InitializeWon]),
         t(1000),
     );
-    assert!(!d.actions.contains(&Action::Bootstrap));
-    assert!(d.actions.iter().any(|a| matches!(
-        a,
-        Action::CloneReplica { source, follow: Some(f) }
-            if source.port == 6000 && f.name == standby::REMOTE_NAME
-    )));
+    // No initdb: a copy of the remote (port 6000), then streaming from it.
+    assert_actions(
+        &d.actions,
+        &[
+            "CloneReplica from=standby_cluster follow=standby_cluster",
+            "PublishMember role=uninitialized state=stopped",
+        ],
+    );
+    let source = d.actions.iter().find_map(|a| match a {
+        Action::CloneReplica { source, .. } => Some(source.port),
+        _ => None,
+    });
+    assert_eq!(source, Some(6000));
 }
 
 #[test]
@@ -155,6 +175,14 @@ fn standby_leader_streams_with_the_sections_slot_and_recovery_settings() {
         &LocalState::default(),
         &obs(standby_leader_view(), pg_replica(100), renewed()),
         t(1010),
+    );
+    assert_actions(
+        &d.actions,
+        &[
+            "WriteConfig new",
+            "Follow standby_cluster",
+            "PublishMember role=standby_leader state=running",
+        ],
     );
     let remote = followed(&d)
         .and_then(|u| u.remote)
@@ -181,6 +209,14 @@ fn a_changed_section_setting_is_applied_to_the_running_standby_leader() {
         &obs(standby_leader_view(), pg, renewed()),
         t(1010),
     );
+    assert_actions(
+        &d.actions,
+        &[
+            "WriteConfig new",
+            "Follow standby_cluster",
+            "PublishMember role=standby_leader state=running",
+        ],
+    );
     let remote = followed(&d).and_then(|u| u.remote).expect("re-follows");
     assert_eq!(remote.restore_command.as_deref(), Some("cp /new/%f %p"));
 }
@@ -197,10 +233,14 @@ fn restore_command_alone_makes_an_archive_only_standby_leader() {
         &obs(standby_leader_view(), pg_replica(100), renewed()),
         t(1010),
     );
-    assert!(!d
-        .actions
-        .iter()
-        .any(|a| matches!(a, Action::Promote { .. })));
+    assert_actions(
+        &d.actions,
+        &[
+            "WriteConfig new",
+            "Follow standby_cluster",
+            "PublishMember role=standby_leader state=running",
+        ],
+    );
     let u = followed(&d).expect("follows the archive");
     assert!(!u.streams(), "no host to stream from: {u:?}");
     assert_eq!(
@@ -224,6 +264,13 @@ fn first_node_clones_with_the_sections_replica_methods() {
             vec![Outcome::InitializeWon],
         ),
         t(1000),
+    );
+    assert_actions(
+        &d.actions,
+        &[
+            "CloneReplica from=standby_cluster follow=standby_cluster",
+            "PublishMember role=uninitialized state=stopped",
+        ],
     );
     let methods = d.actions.iter().find_map(|a| match a {
         Action::CloneReplica { source, .. } => source
@@ -255,6 +302,10 @@ fn other_members_cascade_with_their_own_settings() {
         &obs(c, pg_replica(100), vec![]),
         t(1000),
     );
+    assert_actions(
+        &d.actions,
+        &["Follow a", "PublishMember role=replica state=running"],
+    );
     let u = followed(&d).expect("follows the standby leader");
     assert_eq!((u.name.as_str(), u.remote), ("a", None));
 }
@@ -277,6 +328,15 @@ fn adding_standby_cluster_demotes_the_primary_keeping_the_key() {
         &obs(primary_view(), pg_primary(100), renewed()),
         t(1010),
     );
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteConfig new",
+            "Demote DemoteCluster upstream=standby_cluster",
+            "PublishMember role=primary state=running",
+        ],
+    );
     let demote = d.actions.iter().find_map(|a| match a {
         Action::Demote { mode, upstream } => Some((*mode, upstream.clone())),
         _ => None,
@@ -286,10 +346,6 @@ fn adding_standby_cluster_demotes_the_primary_keeping_the_key() {
     assert!(!mode.releases_lease());
     assert_eq!(mode.stop_mode(), crate::postgres::StopMode::Fast);
     assert_eq!(upstream.map(|u| u.port), Some(6000));
-    assert!(!d.actions.iter().any(|a| matches!(
-        a,
-        Action::ReleaseLease | Action::WriteStatus(_) | Action::Promote { .. }
-    )));
     assert!(
         d.state.rewind_pending,
         "the next start checks for divergence"
@@ -306,7 +362,16 @@ fn paused_primary_is_not_demoted_by_standby_cluster() {
         &obs(primary_view(), pg_primary(100), renewed()),
         t(1010),
     );
-    assert!(!d.actions.iter().any(|a| matches!(a, Action::Demote { .. })));
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s",
+            "WriteConfig new",
+            "WriteStatus optime=100 slots=a:100 retain=a,b",
+            "ManageSlots create=[b] advance=[] drop=[]",
+            "PublishMember role=primary state=running",
+        ],
+    );
 }
 
 #[test]
@@ -325,8 +390,15 @@ fn stopped_former_primary_starts_as_standby_leader_with_a_divergence_check() {
         &obs(primary_view(), pg, renewed()),
         t(1010),
     );
-    assert!(!d.actions.contains(&Action::ReleaseLease), "keeps the key");
-    assert!(d.actions.contains(&Action::DisarmFence), "nothing to fence");
+    // It keeps the key (no ReleaseLease) and has nothing left to fence.
+    assert_actions(
+        &d.actions,
+        &[
+            "DisarmFence",
+            "StartReplica upstream=standby_cluster rewind",
+            "PublishMember role=standby_leader state=stopped",
+        ],
+    );
     let start = d.actions.iter().find_map(|a| match a {
         Action::StartReplica { upstream, rewind } => Some((upstream.clone(), *rewind)),
         _ => None,
@@ -347,9 +419,11 @@ fn crashed_standby_leader_restarts_on_the_remote_without_rewind() {
         &obs(standby_leader_view(), pg, renewed()),
         t(1010),
     );
-    assert!(!d.actions.contains(&Action::ReleaseLease));
-    assert!(d.actions.iter().any(|a| matches!(
-        a,
-        Action::StartReplica { upstream: Some(u), rewind: false } if u.name == standby::REMOTE_NAME
-    )));
+    assert_actions(
+        &d.actions,
+        &[
+            "StartReplica upstream=standby_cluster",
+            "PublishMember role=standby_leader state=crashed",
+        ],
+    );
 }

@@ -315,6 +315,16 @@ impl DynamicConfig {
         secs(self.effective_timing().1)
     }
 
+    /// The timing a DCS backend and the HA loop run with: `ttl` and the effective
+    /// `loop_wait`/`retry_timeout`.
+    pub fn timing(&self) -> crate::dcs::DcsTiming {
+        crate::dcs::DcsTiming {
+            ttl: self.ttl(),
+            retry_timeout: self.retry_timeout(),
+            loop_wait: self.loop_wait(),
+        }
+    }
+
     /// `(loop_wait, retry_timeout)` in force, in seconds. The rule
     /// `loop_wait + 2·retry_timeout ≤ ttl` is what lets a leader that lost the DCS
     /// demote itself before its lease can expire. Patroni accepts a config that breaks
@@ -537,6 +547,15 @@ mod tests {
         assert_eq!(c.effective_timing(), (1.0, 9.5));
         assert_eq!(c.loop_wait(), Duration::from_secs(1));
         assert_eq!(c.retry_timeout(), Duration::from_millis(9500));
+        // The DCS and the HA loop run with the effective values too.
+        assert_eq!(
+            c.timing(),
+            crate::dcs::DcsTiming {
+                ttl: Duration::from_secs(20),
+                retry_timeout: Duration::from_millis(9500),
+                loop_wait: Duration::from_secs(1),
+            }
+        );
         assert_eq!(
             c.timing_adjustment().as_deref(),
             Some("loop_wait + 2*retry_timeout (22) exceeds ttl (20): using loop_wait 1 and retry_timeout 9.5 (as Patroni does); set them so the rule holds to silence this")

@@ -271,7 +271,33 @@ async fn run(
             emit(RunnerEvent::Restarted("replica"));
             installed
         }
-        _ => Ok(()),
+        // `spawn` only runs actions whose `busy()` is set; one reaching here is a bug
+        // that must fail loudly rather than succeed as a no-op.
+        other @ (Action::AcquireLease
+        | Action::RenewLease { .. }
+        | Action::ReleaseLease
+        | Action::ProbePeers { .. }
+        | Action::ClaimInitialize
+        | Action::WriteInitialize { .. }
+        | Action::CancelInitialize
+        | Action::PublishMember(_)
+        | Action::WriteConfig { .. }
+        | Action::ClearFailover { .. }
+        | Action::WriteStatus(_)
+        | Action::WriteHistory(_)
+        | Action::WriteFailsafe(_)
+        | Action::CheckFailsafe { .. }
+        | Action::WriteSync { .. }
+        | Action::DeleteSync { .. }
+        | Action::SetSynchronousStandbyNames { .. }
+        | Action::ArmFence { .. }
+        | Action::DisarmFence
+        | Action::Follow { .. }
+        | Action::StopPostgres { .. }
+        | Action::CancelBackground
+        | Action::ManageSlots(_)) => Err(PgError::Invalid(format!(
+            "{other:?} is not a background action"
+        ))),
     }
 }
 

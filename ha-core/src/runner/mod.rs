@@ -274,7 +274,7 @@ impl Runner {
         let wake = Arc::new(Notify::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (snap_tx, snap_rx) = watch::channel(NodeSnapshot::default());
-        let timing = timing_of(&cfg.bootstrap_config);
+        let timing = cfg.bootstrap_config.timing();
         let failsafe = Arc::new(failsafe::FailsafeGate::default());
         parts.dcs.set_timing(timing);
         let requests = RequestSlot::default();
@@ -541,7 +541,7 @@ impl Runner {
     fn apply_dynamic_config(&mut self, c: &Cluster) {
         if let Some(cfg) = &c.config {
             if cfg.value.timing_problems().is_empty() {
-                let t = timing_of(&cfg.value);
+                let t = cfg.value.timing();
                 if t != self.timing {
                     if let Some(why) = cfg.value.timing_adjustment() {
                         tracing::warn!("dynamic configuration: {why}");
@@ -817,7 +817,17 @@ impl Runner {
                 self.emit(RunnerEvent::Stopped);
                 None
             }
-            background => {
+            background @ (Action::Bootstrap
+            | Action::CloneReplica { .. }
+            | Action::RestoreReplica
+            | Action::StartPrimary { .. }
+            | Action::StartReplica { .. }
+            | Action::Promote { .. }
+            | Action::Demote { .. }
+            | Action::SwitchoverTo { .. }
+            | Action::Restart { .. }
+            | Action::Reinitialize { .. }
+            | Action::CopyLogicalSlots { .. }) => {
                 if self.job.is_some() {
                     tracing::warn!(node = %self.cfg.name, ?background, "a background action is already running");
                     return None;
@@ -878,14 +888,6 @@ impl Runner {
             self.state.lease_until = None;
         }
         let _ = self.parts.fence.disarm().await;
-    }
-}
-
-fn timing_of(c: &crate::model::DynamicConfig) -> DcsTiming {
-    DcsTiming {
-        ttl: c.ttl(),
-        retry_timeout: c.retry_timeout(),
-        loop_wait: c.loop_wait(),
     }
 }
 

@@ -9,7 +9,7 @@
 //! refusal, a DCS watch event or the end of a background action.
 
 use super::sim_pg::{PgRole, SimPg};
-use super::world::{timing_of, two, Ev, World};
+use super::world::{two, Ev, World};
 use crate::clock::MonoTime;
 use crate::dcs::{DcsError, DcsTiming};
 use crate::decision::{
@@ -406,7 +406,7 @@ impl World {
                     .as_ref()
                     .filter(|v| v.value.timing_problems().is_empty())
                 {
-                    let t = timing_of(&cfg.value);
+                    let t = cfg.value.timing();
                     if t != n.dcs.timing() {
                         n.dcs.set_timing(t);
                     }
@@ -446,7 +446,44 @@ impl World {
             (Some(Action::WriteSync { .. }), r) => Some(Outcome::SyncWritten {
                 ok: matches!(r, Ok(DcsVal::Flag(true))),
             }),
-            _ => None,
+            // Probes and failsafe calls answer through their own events; the rest
+            // are not queries and feed nothing back.
+            (
+                None
+                | Some(
+                    Action::ProbePeers { .. }
+                    | Action::CheckFailsafe { .. }
+                    | Action::ReleaseLease
+                    | Action::WriteInitialize { .. }
+                    | Action::CancelInitialize
+                    | Action::PublishMember(_)
+                    | Action::WriteConfig { .. }
+                    | Action::ClearFailover { .. }
+                    | Action::WriteStatus(_)
+                    | Action::WriteHistory(_)
+                    | Action::WriteFailsafe(_)
+                    | Action::DeleteSync { .. }
+                    | Action::SetSynchronousStandbyNames { .. }
+                    | Action::ArmFence { .. }
+                    | Action::DisarmFence
+                    | Action::Bootstrap
+                    | Action::CloneReplica { .. }
+                    | Action::RestoreReplica
+                    | Action::StartPrimary { .. }
+                    | Action::StartReplica { .. }
+                    | Action::Promote { .. }
+                    | Action::Demote { .. }
+                    | Action::SwitchoverTo { .. }
+                    | Action::Restart { .. }
+                    | Action::Reinitialize { .. }
+                    | Action::Follow { .. }
+                    | Action::StopPostgres { .. }
+                    | Action::CancelBackground
+                    | Action::ManageSlots(_)
+                    | Action::CopyLogicalSlots { .. },
+                ),
+                _,
+            ) => None,
         };
         if let Some(obs) = cyc.obs.as_mut() {
             obs.outcomes.extend(outcome);
@@ -935,7 +972,33 @@ impl World {
                     follow: name(follow),
                 },
             ],
-            _ => return,
+            // Not emitted here: simulated nodes have no `no_leader` replica method and
+            // no slots (`execute` skips CopyLogicalSlots).
+            Action::RestoreReplica | Action::CopyLogicalSlots { .. } => return,
+            // Not background actions: `execute` never starts a job for them.
+            Action::AcquireLease
+            | Action::RenewLease { .. }
+            | Action::ReleaseLease
+            | Action::ProbePeers { .. }
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::PublishMember(_)
+            | Action::WriteConfig { .. }
+            | Action::ClearFailover { .. }
+            | Action::WriteStatus(_)
+            | Action::WriteHistory(_)
+            | Action::WriteFailsafe(_)
+            | Action::CheckFailsafe { .. }
+            | Action::WriteSync { .. }
+            | Action::DeleteSync { .. }
+            | Action::SetSynchronousStandbyNames { .. }
+            | Action::ArmFence { .. }
+            | Action::DisarmFence
+            | Action::Follow { .. }
+            | Action::StopPostgres { .. }
+            | Action::CancelBackground
+            | Action::ManageSlots(_) => return,
         };
         let Some(kind) = action.busy() else {
             return;
@@ -973,7 +1036,12 @@ impl World {
             JobStep::StartPrimary { valid_until } | JobStep::Promote { valid_until } => {
                 Some(*valid_until)
             }
-            _ => None,
+            JobStep::Bootstrap
+            | JobStep::Clone { .. }
+            | JobStep::Stop(_)
+            | JobStep::Release
+            | JobStep::StartReplica { .. }
+            | JobStep::StartUnlessDiverged { .. } => None,
         };
         if token_end.is_some_and(|t| self.now >= t) && !self.broken() {
             self.trace.note(self.now, Some(i), 112, || {
@@ -992,7 +1060,11 @@ impl World {
             JobStep::Stop(StopMode::Immediate) => self.rng.millis(20, 200),
             JobStep::Stop(_) => self.rng.millis(50, 1000),
             JobStep::Bootstrap | JobStep::Clone { .. } => self.rng.millis(200, 2000),
-            _ => self.rng.millis(50, 1500),
+            JobStep::Release
+            | JobStep::StartPrimary { .. }
+            | JobStep::StartReplica { .. }
+            | JobStep::StartUnlessDiverged { .. }
+            | JobStep::Promote { .. } => self.rng.millis(50, 1500),
         };
         if let Some(job) = self.nodes[i].job.as_mut() {
             job.current = Some(step);

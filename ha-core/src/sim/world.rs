@@ -10,7 +10,7 @@ use super::sim_pg::{PgRole, WAL_BASE, WAL_UNIT};
 use super::trace::Trace;
 use super::{liveness_bound, Breakage, SimConfig, SimResult, SimStats};
 use crate::clock::MonoTime;
-use crate::dcs::{DcsError, DcsTiming};
+use crate::dcs::DcsError;
 use crate::decision::sync::StandbyNames;
 use crate::decision::PeerStatus;
 use crate::memory_dcs::{MemoryDcsNode, MemoryStore};
@@ -199,7 +199,7 @@ impl World {
             ..DynamicConfig::default()
         };
         let keys = ClusterKeys::new("service", "sim");
-        let timing = timing_of(&bootstrap_config);
+        let timing = bootstrap_config.timing();
         let nodes = (0..n)
             .map(|i| Node::new(i, &keys, timing, &bootstrap_config))
             .collect();
@@ -386,7 +386,18 @@ impl World {
             | Ev::BgNext { node, epoch, .. }
             | Ev::Wake { node, epoch } => Some((*node, *epoch)),
             Ev::DcsReply { op } => self.ops.get(op).map(|p| (p.node, p.epoch)),
-            _ => None,
+            Ev::DcsApply { .. }
+            | Ev::BgEffect { .. }
+            | Ev::Fence { .. }
+            | Ev::Check
+            | Ev::DcsExpiry
+            | Ev::Replicate
+            | Ev::ClientWrite
+            | Ev::FaultTick
+            | Ev::Heal(_)
+            | Ev::Unfreeze { .. }
+            | Ev::Reboot { .. }
+            | Ev::Phase => None,
         }
     }
 
@@ -1383,15 +1394,6 @@ impl NotConverged {
                 why: self.why,
             },
         }
-    }
-}
-
-/// DCS timing from a dynamic config.
-pub(super) fn timing_of(c: &DynamicConfig) -> DcsTiming {
-    DcsTiming {
-        ttl: c.ttl(),
-        retry_timeout: c.retry_timeout(),
-        loop_wait: c.loop_wait(),
     }
 }
 
