@@ -155,12 +155,12 @@ pub fn status_from_snapshot(
                 p.replication
                     .iter()
                     .map(|r| ReplicationRow {
-                        usename: String::new(),
+                        usename: r.usename.clone(),
                         application_name: r.application_name.clone(),
-                        client_addr: r.client_addr.clone().unwrap_or_default(),
+                        client_addr: r.client_addr.clone(),
                         state: r.state.clone(),
                         sync_state: r.sync_state.clone(),
-                        sync_priority: 0,
+                        sync_priority: r.sync_priority,
                     })
                     .collect()
             })
