@@ -142,7 +142,11 @@ pub fn status_from_snapshot(
     NodeStatus {
         state: state.to_string(),
         role,
-        postmaster_start_time: pg.and_then(|p| p.postmaster_start_time.clone()),
+        postmaster_start_time: pg.and_then(|p| {
+            p.postmaster_start_time
+                .as_deref()
+                .map(crate::api::patroni_timestamp)
+        }),
         server_version: pg.and_then(|p| p.server_version),
         xlog,
         timeline: pg.and_then(|p| p.timeline),
