@@ -356,7 +356,9 @@ async fn metrics_use_patroni_names_and_labels() {
         format!("patroni_version{l} 000100"),
         format!("patroni_postgres_running{l} 1"),
         format!("patroni_primary{l} 1"),
+        format!("patroni_master{l} 1"),
         format!("patroni_replica{l} 0"),
+        format!("patroni_postgres_state{l} 5"),
         format!("patroni_xlog_location{l} 50331648"),
         format!("patroni_postgres_server_version{l} 150004"),
         format!("patroni_postgres_timeline{l} 2"),
@@ -375,8 +377,6 @@ async fn metrics_use_patroni_names_and_labels() {
         "patroni_standby_leader",
         "patroni_sync_standby",
         "patroni_quorum_standby",
-        "patroni_xlog_received_location",
-        "patroni_xlog_replayed_location",
         "patroni_xlog_replayed_timestamp",
         "patroni_xlog_paused",
         "patroni_postgres_streaming",
@@ -386,6 +386,19 @@ async fn metrics_use_patroni_names_and_labels() {
     ] {
         assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}");
     }
+    // WAL positions only grow: Patroni types them as counters.
+    for name in [
+        "patroni_xlog_location",
+        "patroni_xlog_received_location",
+        "patroni_xlog_replayed_location",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    assert!(text.contains(
+        "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, \
+         4=creating_replica, 5=running, 6=starting, 7=bootstrap_starting, 8=start_failed, \
+         9=restarting, 10=restart_failed, 11=stopping, 12=stopped, 13=stop_failed, 14=crashed\n"
+    ));
     node.update_status(|st| {
         *st = replica_status("pg0");
     });
@@ -394,6 +407,17 @@ async fn metrics_use_patroni_names_and_labels() {
     assert!(text.contains(&format!("patroni_replica{l} 1")));
     assert!(text.contains(&format!("patroni_xlog_replayed_location{l} 50329600")));
     assert!(text.contains(&format!("patroni_postgres_streaming{l} 1")));
+    assert!(text.contains(&format!("patroni_master{l} 0")));
+    // Postgres down: no server version, so no streaming/archive gauges (as Patroni).
+    node.update_status(|st| {
+        st.state = "stopped".into();
+        st.server_version = None;
+        st.replication_state = None;
+    });
+    let (_, text) = s.get("/metrics").await;
+    assert!(text.contains(&format!("patroni_postgres_state{l} 12")));
+    assert!(!text.contains("patroni_postgres_streaming"), "{text}");
+    assert!(!text.contains("patroni_postgres_in_archive_recovery"));
 }
 
 #[test]
