@@ -10,8 +10,12 @@ use std::time::Duration;
 /// `patroni` block of the status JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AgentInfo {
-    /// Agent version (`0.1.0`).
+    /// The Patroni version whose behaviour the agent implements
+    /// ([`ha_core::PATRONI_VERSION`]): what Patroni's tools read.
     pub version: String,
+    /// fullauto's own version (`0.1.0`); left out when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub fullauto_version: String,
     /// Cluster name.
     pub scope: String,
     /// Member name.

@@ -184,7 +184,8 @@ pub fn status_from_snapshot(
         scheduled_restart: None,
         watchdog_failed: snap.watchdog_failed,
         patroni: AgentInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: ha_core::PATRONI_VERSION.to_string(),
+            fullauto_version: env!("CARGO_PKG_VERSION").to_string(),
             scope: cfg.scope.clone(),
             name: cfg.name.clone(),
         },
