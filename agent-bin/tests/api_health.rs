@@ -301,11 +301,18 @@ async fn cluster_history_config_failsafe() {
     assert_eq!(m[0]["host"], "127.0.0.1");
     assert_eq!(m[0]["port"], 5432);
     assert_eq!(m[0]["api_url"], "http://127.0.0.1:8008/patroni");
-    assert_eq!(m[0]["lsn"], "0/3000000");
+    // As Patroni 4.1: positions and lags for non-leaders only.
+    assert!(m[0].get("lsn").is_none());
     assert!(m[0].get("lag").is_none());
+    assert!(m[0].get("receive_lsn").is_none());
     assert_eq!(m[1]["role"], "replica");
     assert_eq!(m[1]["state"], "streaming");
     assert_eq!(m[1]["lag"], 1024);
+    assert_eq!(m[1]["lsn"], "0/2FFFC00");
+    assert_eq!(m[1]["receive_lsn"], "0/2FFFC00");
+    assert_eq!(m[1]["receive_lag"], 1024);
+    assert_eq!(m[1]["replay_lsn"], "0/2FFF800");
+    assert_eq!(m[1]["replay_lag"], 2048);
     assert_eq!(m[2]["lag"], 2048);
     assert_eq!(m[2]["replay_lag"], 4096);
     assert_eq!(m[2]["timeline"], 2);
