@@ -195,6 +195,9 @@ pub enum Command {
         /// Do not ask; cancel a running action first.
         #[arg(long = "force")]
         force: bool,
+        /// Take the base backup from the leader.
+        #[arg(long = "from-leader")]
+        from_leader: bool,
         /// Wait until the rebuild has finished.
         #[arg(long = "wait")]
         wait: bool,

@@ -154,8 +154,9 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
             cluster,
             members,
             force,
+            from_leader,
             wait,
-        } => members::reinit(&ctx, &cluster, &members, force, wait).await,
+        } => members::reinit(&ctx, &cluster, &members, force, from_leader, wait).await,
         Command::Reload {
             cluster,
             members,
