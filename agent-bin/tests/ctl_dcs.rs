@@ -614,18 +614,39 @@ async fn errors_are_one_line_with_a_nonzero_exit() {
     )
     .await
     .fails_with("invalid --dcs-url");
-    // Nothing listens there: unreachable within --dcs-timeout.
+    // Nothing listens there: refused at once (not after --dcs-timeout), naming
+    // the setting that says where the DCS is.
     let dead = dead_api_url()
         .replace("http://", "etcd3://")
         .replace("/patroni", "");
-    run_ctl(
-        &["-d", &dead, "--dcs-timeout", "1", "list", "b"],
+    let dead_addr = dead.trim_start_matches("etcd3://").to_string();
+    let conf = h.join("dead-etcd.yaml");
+    std::fs::write(&conf, format!("scope: b\netcd3:\n  hosts: {dead_addr}\n")).unwrap();
+    let out = run_ctl(
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--dcs-timeout",
+            "30",
+            "list",
+            "b",
+        ],
         "",
         h,
         &[],
     )
-    .await
-    .fails_with("dcs unreachable");
+    .await;
+    out.fails_with(&format!("cannot reach the DCS ({dead_addr}: "));
+    assert!(
+        out.stderr.contains(&format!(
+            "Check etcd3.hosts ({dead_addr}) (or pass --dcs-url)"
+        )),
+        "{}",
+        out.stderr
+    );
+    run_ctl(&["-d", &dead, "list", "b"], "", h, &[])
+        .await
+        .fails_with("cannot reach the DCS");
     run_ctl(&["list"], "", h, &[])
         .await
         .fails_with("no cluster name given and no scope");

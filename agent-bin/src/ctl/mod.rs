@@ -10,6 +10,7 @@ pub mod list;
 pub mod members;
 pub mod misc;
 pub mod prompt;
+pub mod reach;
 pub mod rest;
 pub mod schedule;
 pub mod session;
