@@ -91,6 +91,56 @@ fn status_fields_look_like_patronis_and_a_clean_shutdown_leaves_stopped_members(
     assert_eq!(record["version"], ha_core::PATRONI_VERSION);
     assert_eq!(record["fullauto_version"], env!("CARGO_PKG_VERSION"));
 
+    // query: the leader by default, as a table of Python-like values; SQL errors
+    // are a row, not a failure; -r replica checks pg_is_in_recovery() itself.
+    let scope = c.scope.clone();
+    let (ok, out) = c.ctl(&[
+        "query",
+        &scope,
+        "-U",
+        "postgres",
+        "-c",
+        "SELECT 1 AS one, NULL::int AS n, pg_is_in_recovery() AS b",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "one\tn\tb\n1\tNone\tFalse\n");
+    let (ok, out) = c.ctl(&[
+        "query",
+        &scope,
+        "-U",
+        "postgres",
+        "-r",
+        "replica",
+        "--format",
+        "json",
+        "-c",
+        "SELECT pg_is_in_recovery() AS r, current_setting('port')::int AS port",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        format!("[{{\"r\": true, \"port\": {}}}]\n", c.nodes[r].pg_port)
+    );
+    let (ok, out) = c.ctl(&[
+        "query",
+        &scope,
+        "-U",
+        "postgres",
+        "-m",
+        &replica,
+        "-d",
+        "template1",
+        "-c",
+        "SELECT * FROM no_such_table",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.ends_with("\tERROR, SQLSTATE: 42P01\n"), "{out}");
+    let (ok, out) = c.ctl(&["query", &scope, "-U", "postgres"]);
+    assert!(
+        !ok && out.contains("You need to specify either --command or --file"),
+        "{out}"
+    );
+
     // A clean shutdown rewrites the member record as stopped, keeping the role and
     // dropping the WAL positions; the leader also gives up the leader key.
     let stopped = stop_cleanly(&mut c, r);
