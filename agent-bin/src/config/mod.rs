@@ -11,6 +11,7 @@ mod log;
 mod loose;
 mod report;
 mod schema;
+mod summary;
 mod types;
 
 pub use env::{overlay_from_env, parse_dict, parse_list, process_env, EnvMap, EnvOverlay};
@@ -151,8 +152,17 @@ pub fn validate_str(text: &str, env: &EnvMap) -> Report {
 /// The whole `--validate-config` output for `path` (process environment applied):
 /// one line per problem, and whether the file is usable.
 pub fn validate_config_output(path: impl AsRef<Path>) -> (String, bool) {
+    let path = path.as_ref();
     let report = validate_file(path);
-    (report.render(), !report.has_errors())
+    let mut out = report.render();
+    if report.has_errors() {
+        return (out, false);
+    }
+    // Usable: say what was checked and will be used.
+    if let Ok((cfg, _)) = Config::load(path) {
+        out.push_str(&summary::summary(path, &cfg));
+    }
+    (out, true)
 }
 
 /// Converts YAML to the JSON data model (non-string keys are printed).
@@ -327,8 +337,9 @@ fn check_document(file_doc: Value, env: &EnvMap) -> (Value, Report) {
             p.message.push_str(&format!(" (set by {var})"));
         }
     }
-    // Errors first, each group in discovery (file) order.
-    problems.sort_by_key(|p| p.severity);
+    // Unknown keys first (a misspelt key often explains an error below it), then
+    // errors, then the other warnings, each group in discovery (file) order.
+    problems.sort_by_key(|p| (!p.is_unknown_key(), p.severity));
     (doc, Report { problems })
 }
 
@@ -571,6 +582,23 @@ fn check_bootstrap_dcs(dcs: Option<&Value>, out: &mut Vec<Problem>) {
         Err(e) => out.push(Problem::error("bootstrap.dcs", e.to_string())),
         Ok(c) => {
             if let Some(why) = c.timing_adjustment() {
+                let unset: Vec<String> = [
+                    ("ttl", c.ttl),
+                    ("loop_wait", c.loop_wait),
+                    ("retry_timeout", c.retry_timeout),
+                ]
+                .iter()
+                .filter(|(k, _)| matches!(dcs.get(*k), None | Some(Value::Null)))
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+                let why = if unset.is_empty() {
+                    why
+                } else {
+                    format!(
+                        "{why} (not set, so the default was used: {})",
+                        unset.join(", ")
+                    )
+                };
                 out.push(Problem::warning("bootstrap.dcs.ttl", why));
             }
             for msg in c.validate() {

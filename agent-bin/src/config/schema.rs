@@ -2,7 +2,7 @@
 //! document against it, reporting every problem with its dotted path.
 
 use super::loose;
-use super::report::Problem;
+use super::report::{Problem, UNKNOWN_KEY};
 use ha_core::model::describe_value;
 use serde_json::Value;
 
@@ -240,7 +240,12 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
                         }
                         Extra::Scalars => check(&Kind::Str, x, &join(path, k), out),
                         Extra::Warn | Extra::MethodSections => {
-                            out.push(Problem::warning(join(path, k), "unknown key (ignored)"))
+                            let known = fields.iter().map(|f| f.name);
+                            let msg = match nearest(k, known) {
+                                Some(n) => format!("{UNKNOWN_KEY}; did you mean {n}?"),
+                                None => UNKNOWN_KEY.to_string(),
+                            };
+                            out.push(Problem::warning(join(path, k), msg))
                         }
                     }
                 }
@@ -662,6 +667,43 @@ pub(crate) fn config_kind() -> Kind {
         opt("tags", tags),
         opt("log", log),
     ])
+}
+
+/// The known key closest to the misspelt `key` (at most a third of its letters, and
+/// at least one, different), for "did you mean …?".
+pub fn nearest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (key.chars().count() / 3).max(1);
+    known
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (insert, delete, substitute, and a swap of neighbours).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
