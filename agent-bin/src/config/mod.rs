@@ -11,8 +11,10 @@ mod log;
 mod loose;
 mod report;
 mod schema;
-mod summary;
 mod types;
+mod validate;
+
+pub use validate::{validate_config_output, validate_file, validate_file_with_env, validate_str};
 
 pub use env::{overlay_from_env, parse_dict, parse_list, process_env, EnvMap, EnvOverlay};
 pub use log::{
@@ -110,59 +112,6 @@ impl Config {
             .as_ref()
             .or(self.restapi.authentication.as_ref())
     }
-}
-
-/// Checks `path` with the process environment applied.
-pub fn validate_file(path: impl AsRef<Path>) -> Report {
-    validate_file_with_env(path, &process_env())
-}
-
-/// Checks `path` with the given environment applied.
-pub fn validate_file_with_env(path: impl AsRef<Path>, env: &EnvMap) -> Report {
-    match read_document(path.as_ref()) {
-        Err(problems) => Report { problems },
-        Ok(doc) => {
-            let (merged, mut report) = check_document(doc, env);
-            if !report.has_errors() {
-                if let Err(p) = build(&merged) {
-                    report.problems.insert(0, p);
-                }
-            }
-            report
-        }
-    }
-}
-
-/// Checks YAML text with the given environment applied.
-pub fn validate_str(text: &str, env: &EnvMap) -> Report {
-    match parse_yaml(text, "") {
-        Err(p) => Report { problems: vec![p] },
-        Ok(doc) => {
-            let (merged, mut report) = check_document(doc, env);
-            if !report.has_errors() {
-                if let Err(p) = build(&merged) {
-                    report.problems.insert(0, p);
-                }
-            }
-            report
-        }
-    }
-}
-
-/// The whole `--validate-config` output for `path` (process environment applied):
-/// one line per problem, and whether the file is usable.
-pub fn validate_config_output(path: impl AsRef<Path>) -> (String, bool) {
-    let path = path.as_ref();
-    let report = validate_file(path);
-    let mut out = report.render();
-    if report.has_errors() {
-        return (out, false);
-    }
-    // Usable: say what was checked and will be used.
-    if let Ok((cfg, _)) = Config::load(path) {
-        out.push_str(&summary::summary(path, &cfg));
-    }
-    (out, true)
 }
 
 /// Converts YAML to the JSON data model (non-string keys are printed).
