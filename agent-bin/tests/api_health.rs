@@ -301,11 +301,18 @@ async fn cluster_history_config_failsafe() {
     assert_eq!(m[0]["host"], "127.0.0.1");
     assert_eq!(m[0]["port"], 5432);
     assert_eq!(m[0]["api_url"], "http://127.0.0.1:8008/patroni");
-    assert_eq!(m[0]["lsn"], "0/3000000");
+    // As Patroni 4.1: positions and lags for non-leaders only.
+    assert!(m[0].get("lsn").is_none());
     assert!(m[0].get("lag").is_none());
+    assert!(m[0].get("receive_lsn").is_none());
     assert_eq!(m[1]["role"], "replica");
     assert_eq!(m[1]["state"], "streaming");
     assert_eq!(m[1]["lag"], 1024);
+    assert_eq!(m[1]["lsn"], "0/2FFFC00");
+    assert_eq!(m[1]["receive_lsn"], "0/2FFFC00");
+    assert_eq!(m[1]["receive_lag"], 1024);
+    assert_eq!(m[1]["replay_lsn"], "0/2FFF800");
+    assert_eq!(m[1]["replay_lag"], 2048);
     assert_eq!(m[2]["lag"], 2048);
     assert_eq!(m[2]["replay_lag"], 4096);
     assert_eq!(m[2]["timeline"], 2);
@@ -356,7 +363,9 @@ async fn metrics_use_patroni_names_and_labels() {
         format!("patroni_version{l} 000100"),
         format!("patroni_postgres_running{l} 1"),
         format!("patroni_primary{l} 1"),
+        format!("patroni_master{l} 1"),
         format!("patroni_replica{l} 0"),
+        format!("patroni_postgres_state{l} 5"),
         format!("patroni_xlog_location{l} 50331648"),
         format!("patroni_postgres_server_version{l} 150004"),
         format!("patroni_postgres_timeline{l} 2"),
@@ -375,8 +384,6 @@ async fn metrics_use_patroni_names_and_labels() {
         "patroni_standby_leader",
         "patroni_sync_standby",
         "patroni_quorum_standby",
-        "patroni_xlog_received_location",
-        "patroni_xlog_replayed_location",
         "patroni_xlog_replayed_timestamp",
         "patroni_xlog_paused",
         "patroni_postgres_streaming",
@@ -386,6 +393,19 @@ async fn metrics_use_patroni_names_and_labels() {
     ] {
         assert!(text.contains(&format!("# TYPE {name} gauge")), "{name}");
     }
+    // WAL positions only grow: Patroni types them as counters.
+    for name in [
+        "patroni_xlog_location",
+        "patroni_xlog_received_location",
+        "patroni_xlog_replayed_location",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} counter")), "{name}");
+    }
+    assert!(text.contains(
+        "# Values: 0=initdb, 1=initdb_failed, 2=custom_bootstrap, 3=custom_bootstrap_failed, \
+         4=creating_replica, 5=running, 6=starting, 7=bootstrap_starting, 8=start_failed, \
+         9=restarting, 10=restart_failed, 11=stopping, 12=stopped, 13=stop_failed, 14=crashed\n"
+    ));
     node.update_status(|st| {
         *st = replica_status("pg0");
     });
@@ -394,6 +414,17 @@ async fn metrics_use_patroni_names_and_labels() {
     assert!(text.contains(&format!("patroni_replica{l} 1")));
     assert!(text.contains(&format!("patroni_xlog_replayed_location{l} 50329600")));
     assert!(text.contains(&format!("patroni_postgres_streaming{l} 1")));
+    assert!(text.contains(&format!("patroni_master{l} 0")));
+    // Postgres down: no server version, so no streaming/archive gauges (as Patroni).
+    node.update_status(|st| {
+        st.state = "stopped".into();
+        st.server_version = None;
+        st.replication_state = None;
+    });
+    let (_, text) = s.get("/metrics").await;
+    assert!(text.contains(&format!("patroni_postgres_state{l} 12")));
+    assert!(!text.contains("patroni_postgres_streaming"), "{text}");
+    assert!(!text.contains("patroni_postgres_in_archive_recovery"));
 }
 
 #[test]

@@ -55,6 +55,15 @@ async fn requests_missing_names_are_refused() {
         .await,
         (400, "Failover can't be scheduled".into())
     );
+    // Naming the leader makes it a switchover, but still not a scheduled one.
+    assert_eq!(
+        s.post(
+            "/failover",
+            r#"{"leader":"pg0","candidate":"pg1","scheduled_at":"2099-01-01T00:00:00+00:00"}"#
+        )
+        .await,
+        (400, "Failover can't be scheduled".into())
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! `--validate-config`: every problem reported with its path.
 
-use agent_bin::config::{validate_file_with_env, validate_str, Config, EnvMap, Report};
+use agent_bin::config::{
+    validate_config_output, validate_file_with_env, validate_str, Config, EnvMap, Report,
+};
 
 const GOOD: &str = r#"
 scope: batman
@@ -569,4 +571,60 @@ fn consul_service_settings_are_checked() {
          service_check_interval: 10s, service_check_tls_server_name: pg}\n",
     ));
     assert!(r.problems.is_empty(), "{}", r.render());
+}
+
+#[test]
+fn misspelt_keys_come_first_with_the_nearest_known_key() {
+    let yaml = GOOD
+        .replace(
+            "connect_address: 127.0.0.1:8008",
+            "conect_address: 127.0.0.1:8008",
+        )
+        .replace("loop_wait: 10,", "loop_wiat: 10,");
+    let r = check(&yaml);
+    let lines: Vec<String> = r.render().lines().map(str::to_string).collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "warning: restapi.conect_address: unknown key (ignored); did you mean connect_address?",
+            "warning: bootstrap.dcs.loop_wiat: unknown key (ignored); did you mean loop_wait?",
+            "error: restapi.connect_address: missing",
+        ],
+        "{}",
+        r.render()
+    );
+    // Nothing close: no guess.
+    let r = check(&format!("{GOOD}zzzz: 1\n"));
+    assert_has(&r, "warning: zzzz: unknown key (ignored)");
+}
+
+#[test]
+fn a_timing_problem_says_which_values_were_defaults() {
+    let yaml = GOOD.replace("{ttl: 30, loop_wait: 10, retry_timeout: 10}", "{ttl: 20}");
+    assert_has(
+        &check(&yaml),
+        "warning: bootstrap.dcs.ttl: loop_wait + 2*retry_timeout (30) exceeds ttl (20): using \
+         loop_wait 1 and retry_timeout 9.5 (as Patroni does); set them so the rule holds to \
+         silence this (not set, so the default was used: loop_wait 10, retry_timeout 10)",
+    );
+}
+
+#[test]
+fn a_valid_file_is_reported_with_what_was_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yml");
+    std::fs::write(&path, GOOD).unwrap();
+    let (out, ok) = validate_config_output(&path);
+    assert!(ok);
+    assert_eq!(
+        out,
+        format!(
+            "{}: the configuration is valid\n  cluster batman (namespace /service), member \
+             postgresql0\n  DCS: etcd3 at http://127.0.0.1:2379\n  REST API: listen \
+             127.0.0.1:8008, connect_address 127.0.0.1:8008\n  PostgreSQL: listen \
+             127.0.0.1:5432, connect_address 127.0.0.1:5432, data_dir /data\n  \
+             bootstrap.dcs timing: ttl 30, loop_wait 10, retry_timeout 10\n",
+            path.display()
+        )
+    );
 }

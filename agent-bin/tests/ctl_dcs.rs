@@ -20,7 +20,8 @@ async fn read_commands_show_the_seeded_cluster() {
     let api = dead3();
     let _members = seed(&env, "batman", [&api[0], &api[1], &api[2]], CONFIG).await;
 
-    // Pretty table: title with the system identifier, roles, lag in MB, tags.
+    // Pretty table: title with the system identifier, roles, Patroni 4.1's
+    // receive/replay columns (both lag columns headed `Lag`), tags.
     let out = env.ctl(&["list", "batman"], "").await;
     out.ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -31,23 +32,23 @@ async fn read_commands_show_the_seeded_cluster() {
     );
     assert_eq!(
         lines[1],
-        "| Member | Host           | Role    | State     | TL | Lag in MB | Tags               |"
+        "| Member | Host           | Role    | State     | TL | Receive LSN | Lag | Replay LSN | Lag | Tags               |"
     );
     assert_eq!(
         lines[3],
-        "| pg0    | 127.0.0.1:5432 | Leader  | running   |  2 |           |                    |"
+        "| pg0    | 127.0.0.1:5432 | Leader  | running   |  2 |             |     |            |     |                    |"
     );
     assert_eq!(
         lines[4],
-        "| pg1    | 127.0.0.1:5433 | Replica | streaming |  2 |         3 |                    |"
+        "| pg1    | 127.0.0.1:5433 | Replica | streaming |  2 |   0/2D00000 |   3 |    unknown |     |                    |"
     );
     assert_eq!(
         lines[5],
-        "| pg2    | 127.0.0.1:5434 | Replica | running   |  2 |         0 | nofailover: true   |"
+        "| pg2    | 127.0.0.1:5434 | Replica | running   |  2 |     unknown |     |  0/3000000 |   0 | nofailover: true   |"
     );
     assert_eq!(
         lines[6],
-        "|        |                |         |           |    |           | replicatefrom: pg1 |"
+        "|        |                |         |           |    |             |     |            |     | replicatefrom: pg1 |"
     );
     assert_eq!(lines.len(), 8, "{}", out.stdout);
 
@@ -63,8 +64,12 @@ async fn read_commands_show_the_seeded_cluster() {
     assert_eq!(rows[0]["Role"], "Leader");
     assert_eq!(rows[0]["State"], "running");
     assert_eq!(rows[0]["TL"], 2);
-    assert!(rows[0].get("Lag in MB").is_none());
-    assert_eq!(rows[1]["Lag in MB"], 3);
+    assert!(rows[0].get("Receive Lag").is_none());
+    assert!(rows[0].get("Replay LSN").is_none());
+    assert_eq!(rows[1]["Receive LSN"], "0/2D00000");
+    assert_eq!(rows[1]["Receive Lag"], 3);
+    assert_eq!(rows[1]["Replay LSN"], "unknown");
+    assert!(rows[1].get("Replay Lag").is_none());
     assert_eq!(rows[2]["Tags"]["nofailover"], true);
 
     // YAML: the same records.
@@ -73,16 +78,16 @@ async fn read_commands_show_the_seeded_cluster() {
     let y: serde_yaml::Value = serde_yaml::from_str(&out.stdout).unwrap();
     assert_eq!(y[1]["Member"].as_str(), Some("pg1"));
     assert_eq!(y[1]["State"].as_str(), Some("streaming"));
-    assert_eq!(y[1]["Lag in MB"].as_u64(), Some(3));
+    assert_eq!(y[1]["Receive Lag"].as_u64(), Some(3));
 
     // TSV keeps the cluster column.
     let out = env.ctl(&["list", "batman", "-f", "tsv"], "").await;
     out.ok();
     assert_eq!(
         out.stdout.lines().next(),
-        Some("Cluster\tMember\tHost\tRole\tState\tTL\tLag in MB\tTags")
+        Some("Cluster\tMember\tHost\tRole\tState\tTL\tReceive LSN\tReceive Lag\tReplay LSN\tReplay Lag\tTags")
     );
-    assert!(out.stdout.contains("batman\tpg2\t127.0.0.1:5434\tReplica\trunning\t2\t0\t{nofailover: true, replicatefrom: pg1}"), "{}", out.stdout);
+    assert!(out.stdout.contains("batman\tpg2\t127.0.0.1:5434\tReplica\trunning\t2\tunknown\t\t0/3000000\t0\t{nofailover: true, replicatefrom: pg1}"), "{}", out.stdout);
 
     // Topology: pg2 under pg1 under pg0.
     let out = env.ctl(&["topology", "batman"], "").await;
@@ -609,18 +614,39 @@ async fn errors_are_one_line_with_a_nonzero_exit() {
     )
     .await
     .fails_with("invalid --dcs-url");
-    // Nothing listens there: unreachable within --dcs-timeout.
+    // Nothing listens there: refused at once (not after --dcs-timeout), naming
+    // the setting that says where the DCS is.
     let dead = dead_api_url()
         .replace("http://", "etcd3://")
         .replace("/patroni", "");
-    run_ctl(
-        &["-d", &dead, "--dcs-timeout", "1", "list", "b"],
+    let dead_addr = dead.trim_start_matches("etcd3://").to_string();
+    let conf = h.join("dead-etcd.yaml");
+    std::fs::write(&conf, format!("scope: b\netcd3:\n  hosts: {dead_addr}\n")).unwrap();
+    let out = run_ctl(
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--dcs-timeout",
+            "30",
+            "list",
+            "b",
+        ],
         "",
         h,
         &[],
     )
-    .await
-    .fails_with("dcs unreachable");
+    .await;
+    out.fails_with(&format!("cannot reach the DCS ({dead_addr}: "));
+    assert!(
+        out.stderr.contains(&format!(
+            "Check etcd3.hosts ({dead_addr}) (or pass --dcs-url)"
+        )),
+        "{}",
+        out.stderr
+    );
+    run_ctl(&["-d", &dead, "list", "b"], "", h, &[])
+        .await
+        .fails_with("cannot reach the DCS");
     run_ctl(&["list"], "", h, &[])
         .await
         .fails_with("no cluster name given and no scope");

@@ -451,7 +451,16 @@ async fn member_action_requests() {
     );
     assert_eq!(
         only(&f.actions()[1], "POST", "/reinitialize").json(),
-        json!({"force": true})
+        json!({"force": true, "from_leader": false})
+    );
+    // --from-leader: the base backup comes from the leader.
+    let out = f
+        .ctl(&["reinit", "arkham", "pg1", "--force", "--from-leader"], "")
+        .await;
+    out.ok();
+    assert_eq!(
+        only(&f.actions()[1], "POST", "/reinitialize").json(),
+        json!({"force": true, "from_leader": true})
     );
     f.ctl(&["reinit", "arkham", "pg0", "--force"], "")
         .await
@@ -472,8 +481,11 @@ async fn member_action_requests() {
     );
     let a = f.actions();
     assert_eq!(a[1].len(), 2, "{:?}", a[1]);
-    assert_eq!(a[1][0].json(), json!({"force": false}));
-    assert_eq!(a[1][1].json(), json!({"force": true}));
+    assert_eq!(
+        a[1][0].json(),
+        json!({"force": false, "from_leader": false})
+    );
+    assert_eq!(a[1][1].json(), json!({"force": true, "from_leader": false}));
 
     // reload.
     f.stubs[2].answer("POST", "/reload", 202, "reload scheduled");

@@ -24,6 +24,18 @@ pub use watchdog::{NoWatchdog, Watchdog, WatchdogError};
 
 pub mod memory_dcs;
 
+/// The Patroni release whose behaviour fullauto implements. Patroni's tools judge a
+/// member's capabilities by the `version` of its member record and of `GET /patroni`
+/// (`checkpoint_after_promote` trusted above 1.5.6, slot positions taken from the
+/// leader's `/status` from 4.0.0 on, the legacy `optime/leader` key written while a
+/// member is older than 2.1.0), so fullauto reports this there and its own version in
+/// [`FULLAUTO_VERSION_FIELD`].
+pub const PATRONI_VERSION: &str = "4.1.4";
+
+/// The extra field of the member record and of `GET /patroni`'s `patroni` block that
+/// carries fullauto's own version.
+pub const FULLAUTO_VERSION_FIELD: &str = "fullauto_version";
+
 /// The shared DCS conformance suite that every backend runs against a real server.
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -60,8 +60,13 @@ pub struct ReplicationConnection {
     pub write_lsn: Option<Lsn>,
     /// Replayed LSN.
     pub replay_lsn: Option<Lsn>,
-    /// Client address.
+    /// Client address as Postgres prints an `inet` (`127.0.0.1`, no `/32`);
+    /// `None` for a Unix-socket connection.
     pub client_addr: Option<String>,
+    /// The role the standby connected as (`usename`).
+    pub usename: Option<String>,
+    /// The standby's priority in `synchronous_standby_names` (0 = asynchronous).
+    pub sync_priority: i64,
 }
 
 impl ReplicationConnection {

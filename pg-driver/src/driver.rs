@@ -579,7 +579,8 @@ impl PgDriver {
                (SELECT count(*) FROM pg_settings WHERE pending_restart)::text,
                current_setting('synchronous_commit');
              SELECT application_name, state, sync_state, flush_lsn::text, write_lsn::text,
-               replay_lsn::text, client_addr::text FROM pg_stat_replication ORDER BY application_name;
+               replay_lsn::text, host(client_addr), usename::text, sync_priority::text
+               FROM pg_stat_replication ORDER BY application_name;
              SELECT slot_name::text, slot_type, database::text, plugin::text, active::text,
                (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text
                FROM pg_replication_slots ORDER BY slot_name",
@@ -630,6 +631,8 @@ impl PgDriver {
                 write_lsn: g(4).and_then(|v| parse_lsn(&v)),
                 replay_lsn: g(5).and_then(|v| parse_lsn(&v)),
                 client_addr: g(6),
+                usename: g(7),
+                sync_priority: g(8).and_then(|v| v.parse().ok()).unwrap_or(0),
             });
         }
         Ok(h)

@@ -72,24 +72,21 @@ pub fn cluster_json(cluster: &Cluster, scope: &str) -> Value {
                 o.insert(k.into(), v.clone());
             }
         }
-        if is_leader {
-            if let Some(l) = m.data.xlog_location {
-                o.insert("lsn".into(), json!(format_lsn(l)));
-            }
-        } else {
+        if !is_leader {
+            // Each position with its lag behind the leader's last reported one
+            // (0 when ahead), or `unknown` for both when the member reports none.
             let cluster_lsn = leader_lsn.unwrap_or(0);
-            let lag = |pos: Option<u64>| match pos {
-                None => json!("unknown"),
-                Some(p) => json!(cluster_lsn.saturating_sub(p)),
-            };
-            o.insert("lag".into(), lag(m.data.xlog_location));
-            if let Some(r) = m.data.receive_lsn {
-                o.insert("receive_lsn".into(), json!(format_lsn(r)));
-                o.insert("receive_lag".into(), lag(Some(r)));
-            }
-            if let Some(r) = m.data.replay_lsn {
-                o.insert("replay_lsn".into(), json!(format_lsn(r)));
-                o.insert("replay_lag".into(), lag(Some(r)));
+            for (kind, pos) in [
+                ("receive_", m.data.receive_lsn),
+                ("replay_", m.data.replay_lsn),
+                ("", m.data.xlog_location),
+            ] {
+                let (lsn, lag) = match pos.filter(|p| *p > 0) {
+                    None => (json!("unknown"), json!("unknown")),
+                    Some(p) => (json!(format_lsn(p)), json!(cluster_lsn.saturating_sub(p))),
+                };
+                o.insert(format!("{kind}lsn"), lsn);
+                o.insert(format!("{kind}lag"), lag);
             }
         }
         members.push(Value::Object(o));

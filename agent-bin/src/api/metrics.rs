@@ -35,9 +35,54 @@ struct Out {
 
 impl Out {
     fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.metric(name, "gauge", help, value);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.metric(name, "counter", help, value);
+    }
+
+    fn metric(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
         let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} gauge");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
         let _ = writeln!(self.text, "{name}{{{}}} {value}", self.labels);
+    }
+}
+
+/// Patroni's numbers for Postgres states (`PostgresqlState`; they never change), as
+/// `(state, name in the "# Values" line, number)`.
+const POSTGRES_STATES: [(&str, &str, i32); 15] = [
+    ("initializing new cluster", "initdb", 0),
+    ("initdb failed", "initdb_failed", 1),
+    ("running custom bootstrap script", "custom_bootstrap", 2),
+    ("custom bootstrap failed", "custom_bootstrap_failed", 3),
+    ("creating replica", "creating_replica", 4),
+    ("running", "running", 5),
+    ("starting", "starting", 6),
+    ("starting after custom bootstrap", "bootstrap_starting", 7),
+    ("start failed", "start_failed", 8),
+    ("restarting", "restarting", 9),
+    ("restart failed", "restart_failed", 10),
+    ("stopping", "stopping", 11),
+    ("stopped", "stopped", 12),
+    ("stop failed", "stop_failed", 13),
+    ("crashed", "crashed", 14),
+];
+
+/// Patroni's number of a Postgres state; -1 for one it has no number for (`unknown`).
+pub fn postgres_state_number(state: &str) -> i32 {
+    POSTGRES_STATES
+        .iter()
+        .find(|(s, _, _)| *s == state)
+        .map_or(-1, |(_, _, n)| *n)
+}
+
+/// Epoch seconds as Python prints a float (`1704110400.5`, `1704110400.0`), or `0`
+/// when unknown, as Patroni's metrics show them.
+fn python_seconds(value: Option<f64>) -> String {
+    match value {
+        Some(v) => format!("{v:?}"),
+        None => "0".into(),
     }
 }
 
@@ -74,12 +119,15 @@ pub(crate) fn render(view: &View) -> String {
     o.gauge(
         "patroni_postmaster_start_time",
         "Epoch seconds since Postgres started.",
-        s.postmaster_start_time
-            .as_deref()
-            .and_then(epoch_seconds)
-            .unwrap_or(0.0),
+        python_seconds(s.postmaster_start_time.as_deref().and_then(epoch_seconds)),
     );
     let primary = view.is_primary_ok();
+    // Patroni 3.x's name, still read by its dashboards.
+    o.gauge(
+        "patroni_master",
+        "Value is 1 if this node is the leader, 0 otherwise.",
+        b(primary),
+    );
     o.gauge(
         "patroni_primary",
         "Value is 1 if this node is the leader, 0 otherwise.",
@@ -89,7 +137,7 @@ pub(crate) fn render(view: &View) -> String {
         Some(Xlog::Primary { location }) => *location,
         _ => 0,
     };
-    o.gauge(
+    o.counter(
         "patroni_xlog_location",
         "Current location of the Postgres transaction log, 0 if this node is not the leader.",
         location,
@@ -106,12 +154,12 @@ pub(crate) fn render(view: &View) -> String {
     );
     o.gauge(
         "patroni_sync_standby",
-        "Value is 1 if this node is a sync standby replica, 0 otherwise.",
+        "Value is 1 if this node is a sync standby, 0 otherwise.",
         b(view.is_sync_standby()),
     );
     o.gauge(
         "patroni_quorum_standby",
-        "Value is 1 if this node is a quorum standby replica, 0 otherwise.",
+        "Value is 1 if this node is a quorum standby, 0 otherwise.",
         b(view.is_quorum_standby()),
     );
     let (received, replayed, replayed_ts, paused) = match &s.xlog {
@@ -123,20 +171,17 @@ pub(crate) fn render(view: &View) -> String {
         }) => (
             received_location.unwrap_or(0),
             replayed_location.unwrap_or(0),
-            replayed_timestamp
-                .as_deref()
-                .and_then(epoch_seconds)
-                .unwrap_or(0.0),
+            python_seconds(replayed_timestamp.as_deref().and_then(epoch_seconds)),
             *paused,
         ),
-        _ => (0, 0, 0.0, false),
+        _ => (0, 0, python_seconds(None), false),
     };
-    o.gauge(
+    o.counter(
         "patroni_xlog_received_location",
         "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
         received,
     );
-    o.gauge(
+    o.counter(
         "patroni_xlog_replayed_location",
         "Current location of the replayed Postgres transaction log, 0 if this node is not a replica.",
         replayed,
@@ -151,16 +196,19 @@ pub(crate) fn render(view: &View) -> String {
         "Value is 1 if the Postgres xlog is paused, 0 otherwise.",
         b(paused),
     );
-    o.gauge(
-        "patroni_postgres_streaming",
-        "Value is 1 if Postgres is streaming, 0 otherwise.",
-        b(s.replication_state.as_deref() == Some("streaming")),
-    );
-    o.gauge(
-        "patroni_postgres_in_archive_recovery",
-        "Value is 1 if Postgres is replicating from archive, 0 otherwise.",
-        b(s.replication_state.as_deref() == Some("in archive recovery")),
-    );
+    // Patroni shows these two only while it knows the server version (9.6 and up).
+    if s.server_version.is_some_and(|v| v >= 90600) {
+        o.gauge(
+            "patroni_postgres_streaming",
+            "Value is 1 if Postgres is streaming, 0 otherwise.",
+            b(s.replication_state.as_deref() == Some("streaming")),
+        );
+        o.gauge(
+            "patroni_postgres_in_archive_recovery",
+            "Value is 1 if Postgres is replicating from archive, 0 otherwise.",
+            b(s.replication_state.as_deref() == Some("in archive recovery")),
+        );
+    }
     o.gauge(
         "patroni_postgres_server_version",
         "Version of Postgres (if running), 0 otherwise.",
@@ -208,13 +256,50 @@ pub(crate) fn render(view: &View) -> String {
     );
     let _ = writeln!(
         o.text,
-        "# HELP patroni_postgres_state Postgres state of this node (the state label), always 1."
+        "# HELP patroni_postgres_state Numeric representation of Postgres state."
     );
+    let values: Vec<String> = POSTGRES_STATES
+        .iter()
+        .map(|(_, name, n)| format!("{n}={name}"))
+        .collect();
+    let _ = writeln!(o.text, "# Values: {}", values.join(", "));
     let _ = writeln!(o.text, "# TYPE patroni_postgres_state gauge");
     let _ = writeln!(
         o.text,
-        "patroni_postgres_state{{{labels},state=\"{}\"}} 1",
-        escape(&s.state)
+        "patroni_postgres_state{{{labels}}} {}",
+        postgres_state_number(&s.state)
     );
     o.text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{postgres_state_number, python_seconds, version_number};
+
+    #[test]
+    fn postgres_states_have_patronis_numbers() {
+        assert_eq!(postgres_state_number("initializing new cluster"), 0);
+        assert_eq!(postgres_state_number("creating replica"), 4);
+        assert_eq!(postgres_state_number("running"), 5);
+        assert_eq!(postgres_state_number("restarting"), 9);
+        assert_eq!(postgres_state_number("stopped"), 12);
+        assert_eq!(postgres_state_number("crashed"), 14);
+        assert_eq!(postgres_state_number("unknown"), -1);
+    }
+
+    #[test]
+    fn seconds_print_like_python_floats() {
+        assert_eq!(
+            python_seconds(Some(1_795_600_800.123456)),
+            "1795600800.123456"
+        );
+        assert_eq!(python_seconds(Some(1_795_600_800.0)), "1795600800.0");
+        assert_eq!(python_seconds(None), "0");
+    }
+
+    #[test]
+    fn versions_are_zero_padded_pairs() {
+        assert_eq!(version_number("4.1.4"), "040104");
+        assert_eq!(version_number("0.1.0"), "000100");
+    }
 }

@@ -13,6 +13,7 @@ mod metrics;
 mod pinned;
 pub mod state;
 mod switchover;
+mod timestamp;
 mod tls;
 
 pub use client::{build_api_client, with_api_auth, ApiClient, ClientTlsFiles, SharedClient};
@@ -21,6 +22,7 @@ pub use handlers::{postgres_version_to_int, restart_conditions_hold};
 pub use health::parse_size;
 pub use metrics::version_number;
 pub use state::*;
+pub use timestamp::patroni_timestamp;
 pub use tls::{load_server_tls, ReloadableTls, TlsError};
 
 use crate::config::{BasicAuth, RestApiConfig, VerifyClient};

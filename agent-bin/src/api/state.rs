@@ -10,8 +10,12 @@ use std::time::Duration;
 /// `patroni` block of the status JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AgentInfo {
-    /// Agent version (`0.1.0`).
+    /// The Patroni version whose behaviour the agent implements
+    /// ([`ha_core::PATRONI_VERSION`]): what Patroni's tools read.
     pub version: String,
+    /// fullauto's own version (`0.1.0`); left out when empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub fullauto_version: String,
     /// Cluster name.
     pub scope: String,
     /// Member name.
@@ -39,20 +43,21 @@ pub enum Xlog {
     },
 }
 
-/// One `pg_stat_replication` row.
+/// One `pg_stat_replication` row, with the fields and names Patroni shows in
+/// `GET /patroni` `replication[]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ReplicationRow {
-    /// Replication user.
-    pub usename: String,
+    /// The role the standby connected as.
+    pub usename: Option<String>,
     /// Standby's application_name (its member name).
     pub application_name: String,
-    /// Standby's address.
-    pub client_addr: String,
+    /// Standby's address as Postgres prints it (`127.0.0.1`); `null` over a Unix socket.
+    pub client_addr: Option<String>,
     /// `streaming`, `catchup`, …
     pub state: String,
     /// `async`, `sync`, `quorum`, `potential`.
     pub sync_state: String,
-    /// Position in synchronous_standby_names.
+    /// Position in synchronous_standby_names (0 = asynchronous).
     pub sync_priority: i64,
 }
 

@@ -187,6 +187,9 @@ pub(crate) async fn handle(app: &App, req: Map<String, Value>, failover: bool) -
             "Failover could be performed only to a specific candidate",
         );
     }
+    // `POST /failover` cannot be scheduled even when it names the leader (Patroni
+    // checks the endpoint before it turns such a request into a switchover).
+    let failover_endpoint = failover;
     // A failover request naming the leader is a switchover.
     let failover = failover && leader.is_none();
     let action = if failover { "failover" } else { "switchover" };
@@ -200,7 +203,7 @@ pub(crate) async fn handle(app: &App, req: Map<String, Value>, failover: bool) -
     let paused = status.pause || app.node.config().map(|c| c.pause).unwrap_or(false);
     let mut scheduled_iso = None;
     if let Some(at) = &scheduled_at {
-        if failover {
+        if failover_endpoint {
             return Reply::text(400, "Failover can't be scheduled");
         }
         if paused {

@@ -13,6 +13,9 @@ mod loose;
 mod report;
 mod schema;
 mod types;
+mod validate;
+
+pub use validate::{validate_config_output, validate_file, validate_file_with_env, validate_str};
 
 pub use dcs::{
     from_document as dcs_from_document, ConsulConfig, DcsConfig, Etcd3Config, ZookeeperConfig,
@@ -114,50 +117,6 @@ impl Config {
             .as_ref()
             .or(self.restapi.authentication.as_ref())
     }
-}
-
-/// Checks `path` with the process environment applied.
-pub fn validate_file(path: impl AsRef<Path>) -> Report {
-    validate_file_with_env(path, &process_env())
-}
-
-/// Checks `path` with the given environment applied.
-pub fn validate_file_with_env(path: impl AsRef<Path>, env: &EnvMap) -> Report {
-    match read_document(path.as_ref()) {
-        Err(problems) => Report { problems },
-        Ok(doc) => {
-            let (merged, mut report) = check_document(doc, env);
-            if !report.has_errors() {
-                if let Err(p) = build(&merged) {
-                    report.problems.insert(0, p);
-                }
-            }
-            report
-        }
-    }
-}
-
-/// Checks YAML text with the given environment applied.
-pub fn validate_str(text: &str, env: &EnvMap) -> Report {
-    match parse_yaml(text, "") {
-        Err(p) => Report { problems: vec![p] },
-        Ok(doc) => {
-            let (merged, mut report) = check_document(doc, env);
-            if !report.has_errors() {
-                if let Err(p) = build(&merged) {
-                    report.problems.insert(0, p);
-                }
-            }
-            report
-        }
-    }
-}
-
-/// The whole `--validate-config` output for `path` (process environment applied):
-/// one line per problem, and whether the file is usable.
-pub fn validate_config_output(path: impl AsRef<Path>) -> (String, bool) {
-    let report = validate_file(path);
-    (report.render(), !report.has_errors())
 }
 
 /// Converts YAML to the JSON data model (non-string keys are printed).
@@ -332,8 +291,9 @@ fn check_document(file_doc: Value, env: &EnvMap) -> (Value, Report) {
             p.message.push_str(&format!(" (set by {var})"));
         }
     }
-    // Errors first, each group in discovery (file) order.
-    problems.sort_by_key(|p| p.severity);
+    // Unknown keys first (a misspelt key often explains an error below it), then
+    // errors, then the other warnings, each group in discovery (file) order.
+    problems.sort_by_key(|p| (!p.is_unknown_key(), p.severity));
     (doc, Report { problems })
 }
 
@@ -556,6 +516,23 @@ fn check_bootstrap_dcs(dcs: Option<&Value>, out: &mut Vec<Problem>) {
         Err(e) => out.push(Problem::error("bootstrap.dcs", e.to_string())),
         Ok(c) => {
             if let Some(why) = c.timing_adjustment() {
+                let unset: Vec<String> = [
+                    ("ttl", c.ttl),
+                    ("loop_wait", c.loop_wait),
+                    ("retry_timeout", c.retry_timeout),
+                ]
+                .iter()
+                .filter(|(k, _)| matches!(dcs.get(*k), None | Some(Value::Null)))
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+                let why = if unset.is_empty() {
+                    why
+                } else {
+                    format!(
+                        "{why} (not set, so the default was used: {})",
+                        unset.join(", ")
+                    )
+                };
                 out.push(Problem::warning("bootstrap.dcs.ttl", why));
             }
             for msg in c.validate() {

@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+/// The start of the message about a key the schema does not know.
+pub const UNKNOWN_KEY: &str = "unknown key (ignored)";
+
 /// How bad a problem is: errors stop the agent, warnings do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -48,6 +51,11 @@ impl Problem {
     /// Whether this is an error.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    /// Whether this is the warning about a key the schema does not know.
+    pub fn is_unknown_key(&self) -> bool {
+        self.severity == Severity::Warning && self.message.starts_with(UNKNOWN_KEY)
     }
 }
 

@@ -2,7 +2,7 @@
 //! document against it, reporting every problem with its dotted path.
 
 use super::loose;
-use super::report::Problem;
+use super::report::{Problem, UNKNOWN_KEY};
 use ha_core::model::describe_value;
 use serde_json::Value;
 
@@ -240,13 +240,12 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
                         }
                         Extra::Scalars => check(&Kind::Str, x, &join(path, k), out),
                         Extra::Warn | Extra::MethodSections => {
-                            let message = match closest(k, fields.iter().map(|f| f.name)) {
-                                Some(near) => {
-                                    format!("unknown key (ignored); did you mean {near}?")
-                                }
-                                None => "unknown key (ignored)".to_string(),
+                            let known = fields.iter().map(|f| f.name);
+                            let msg = match nearest(k, known) {
+                                Some(n) => format!("{UNKNOWN_KEY}; did you mean {n}?"),
+                                None => UNKNOWN_KEY.to_string(),
                             };
-                            out.push(Problem::warning(join(path, k), message))
+                            out.push(Problem::warning(join(path, k), msg))
                         }
                     }
                 }
@@ -265,43 +264,6 @@ pub(crate) fn check(kind: &Kind, v: &Value, path: &str, out: &mut Vec<Problem>) 
             wrong(out)
         }
     }
-}
-
-/// The known key nearest to an unknown one, when it is close enough to be a typo
-/// (edit distance at most 2, and less than half the key's length).
-fn closest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let key_l = key.to_ascii_lowercase();
-    known
-        .map(|k| (edit_distance(&key_l, &k.to_ascii_lowercase()), k))
-        .filter(|(d, _)| *d <= 2 && *d * 2 < key.chars().count())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-/// Levenshtein distance, counting an adjacent swap as one edit.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
 }
 
 /// Checks `host:port` (`[v6]:port`; listen addresses may list several hosts and use
@@ -656,6 +618,43 @@ pub(crate) fn config_kind() -> Kind {
     ])
 }
 
+/// The known key closest to the misspelt `key` (at most a third of its letters, and
+/// at least one, different), for "did you mean …?".
+pub fn nearest<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (key.chars().count() / 3).max(1);
+    known
+        .map(|k| (edit_distance(key, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (insert, delete, substitute, and a swap of neighbours).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,10 +683,9 @@ mod tests {
     #[test]
     fn typos_get_a_suggestion() {
         let known = ["hosts", "host", "url", "protocol", "parameters"];
-        assert_eq!(closest("urll", known.into_iter()), Some("url"));
-        assert_eq!(closest("protcol", known.into_iter()), Some("protocol"));
-        assert_eq!(closest("paramters", known.into_iter()), Some("parameters"));
-        assert_eq!(closest("xyz", known.into_iter()), None);
-        assert_eq!(closest("ur", known.into_iter()), None);
+        assert_eq!(nearest("urll", known.into_iter()), Some("url"));
+        assert_eq!(nearest("protcol", known.into_iter()), Some("protocol"));
+        assert_eq!(nearest("paramters", known.into_iter()), Some("parameters"));
+        assert_eq!(nearest("xyz", known.into_iter()), None);
     }
 }

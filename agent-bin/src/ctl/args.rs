@@ -12,24 +12,15 @@ use std::path::PathBuf;
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Configuration file (a Patroni or fullauto config works).
-    #[arg(
-        short = 'c',
-        long = "config-file",
-        env = "PATRONICTL_CONFIG_FILE",
-        global = true
-    )]
+    /// Configuration file (a Patroni or fullauto config works). Given before the
+    /// command, as with patronictl (`query` has its own `-c`).
+    #[arg(short = 'c', long = "config-file", env = "PATRONICTL_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
     /// DCS to use instead of the config file's: etcd3://host:port,
     /// zookeeper://host:port, consul://host:port (a path sets the namespace; etcd://,
-    /// the v2 API, is refused).
-    #[arg(
-        short = 'd',
-        long = "dcs-url",
-        alias = "dcs",
-        env = "DCS_URL",
-        global = true
-    )]
+    /// the v2 API, is refused). Given before the command, as with patronictl (`query`
+    /// has its own `-d`).
+    #[arg(short = 'd', long = "dcs-url", alias = "dcs", env = "DCS_URL")]
     pub dcs_url: Option<String>,
     /// Do not verify the REST API's TLS certificates.
     #[arg(short = 'k', long = "insecure", global = true)]
@@ -196,6 +187,9 @@ pub enum Command {
         /// Do not ask; cancel a running action first.
         #[arg(long = "force")]
         force: bool,
+        /// Take the base backup from the leader.
+        #[arg(long = "from-leader")]
+        from_leader: bool,
         /// Wait until the rebuild has finished.
         #[arg(long = "wait")]
         wait: bool,
@@ -325,6 +319,41 @@ pub enum Command {
         /// This member.
         #[arg(short = 'm', long = "member")]
         member: Option<String>,
+    },
+    /// Run SQL on a member (the leader unless -r or -m says otherwise).
+    Query {
+        /// Cluster name (default: `scope` of the config).
+        cluster: Option<String>,
+        /// The SQL to run.
+        #[arg(short = 'c', long = "command")]
+        command: Option<String>,
+        /// Run the SQL in this file.
+        #[arg(short = 'f', long = "file")]
+        file: Option<std::path::PathBuf>,
+        /// Run it on this member.
+        #[arg(short = 'm', long = "member")]
+        member: Option<String>,
+        /// Run it on a member with this role.
+        #[arg(short = 'r', long = "role", value_enum)]
+        role: Option<RoleFilter>,
+        /// Database to connect to.
+        #[arg(short = 'd', long = "dbname")]
+        dbname: Option<String>,
+        /// Role to connect as.
+        #[arg(short = 'U', long = "username")]
+        username: Option<String>,
+        /// Ask for the password.
+        #[arg(long = "password")]
+        password: bool,
+        /// Output format.
+        #[arg(long = "format", value_enum, default_value_t = Format::Tsv)]
+        format: Format,
+        /// Column separator of the tsv format.
+        #[arg(long = "delimiter", default_value = "\t")]
+        delimiter: String,
+        /// Repeat.
+        #[command(flatten)]
+        watch: WatchArgs,
     },
     /// Print the version of fullautoctl, and of each member with a cluster name.
     Version {

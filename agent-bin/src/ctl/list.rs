@@ -25,7 +25,9 @@ pub fn members_table(
     cluster: &Cluster,
     extended: bool,
     layout: Layout,
+    format: Format,
 ) -> (Table, ClusterView) {
+    let hide_long = format == Format::Pretty;
     let view = cluster_view(cluster);
     let mut columns: Vec<String> = [
         "Cluster",
@@ -34,17 +36,24 @@ pub fn members_table(
         "Role",
         "State",
         "TL",
-        "Lag in MB",
+        "Receive LSN",
+        "Receive Lag",
+        "Replay LSN",
+        "Replay Lag",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     let with_host: Vec<&MemberRow> = view.members.iter().filter(|m| m.host.is_some()).collect();
     let any_pending = with_host.iter().any(|m| m.pending_restart);
+    let any_reason = with_host
+        .iter()
+        .any(|m| !m.pending_restart_reason.is_empty());
     let any_scheduled = with_host.iter().any(|m| m.scheduled_restart.is_some());
     let any_tags = with_host.iter().any(|m| !m.tags.is_empty());
     for (col, shown) in [
         ("Pending restart", any_pending),
+        ("Pending restart reason", any_reason),
         ("Scheduled restart", any_scheduled),
         ("Tags", any_tags),
     ] {
@@ -72,6 +81,14 @@ pub fn members_table(
                 0 => m.name.clone(),
                 l => format!("{}+ {}", " ".repeat(l - 1), m.name),
             };
+            let (receive, replay) = match m.positions {
+                Some(p) => {
+                    let (r, p) = p.shown(&m.state);
+                    (Some(r), Some(p))
+                }
+                None => (None, None),
+            };
+            let empty = || Value::from("");
             columns
                 .iter()
                 .map(|c| match c.as_str() {
@@ -84,8 +101,14 @@ pub fn members_table(
                         .timeline
                         .map(Value::from)
                         .unwrap_or_else(|| Value::from("")),
-                    "Lag in MB" => m.lag.map(|l| l.in_mb()).unwrap_or_else(|| Value::from("")),
+                    "Receive LSN" => receive.map_or_else(empty, |p| p.lsn_cell()),
+                    "Receive Lag" => receive.map_or_else(empty, |p| p.lag_cell()),
+                    "Replay LSN" => replay.map_or_else(empty, |p| p.lsn_cell()),
+                    "Replay Lag" => replay.map_or_else(empty, |p| p.lag_cell()),
                     "Pending restart" => Value::from(if m.pending_restart { "*" } else { "" }),
+                    "Pending restart reason" => {
+                        Value::from(restart_reason_text(&m.pending_restart_reason, hide_long))
+                    }
                     "Scheduled restart" => {
                         Value::from(scheduled_restart_text(m.scheduled_restart.as_ref()))
                     }
@@ -99,9 +122,35 @@ pub fn members_table(
         title: Some(format!(" Cluster: {name} ({}) ", view.initialize)),
         columns,
         rows,
-        right_aligned: vec!["TL", "Lag in MB"],
+        right_aligned: vec!["TL", "Receive LSN", "Replay LSN", "Lag"],
     };
     (table, view)
+}
+
+/// The `Pending restart reason` cell: `name: old->new` per line; in the pretty table
+/// a line longer than 50 characters becomes `name: [hidden - too long]`.
+fn restart_reason_text(reason: &serde_json::Map<String, Value>, hide_long: bool) -> String {
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    reason
+        .iter()
+        .map(|(name, change)| {
+            let full = format!(
+                "{name}: {}->{}",
+                text(change.get("old_value")),
+                text(change.get("new_value"))
+            );
+            if hide_long && full.chars().count() > 50 {
+                format!("{name}: [hidden - too long]")
+            } else {
+                full
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn scheduled_restart_text(v: Option<&Value>) -> String {
@@ -187,7 +236,15 @@ pub fn render_cluster(
     format: Format,
     layout: Layout,
 ) -> String {
-    let (table, view) = members_table(name, cluster, extended, layout);
+    let (mut table, view) = members_table(name, cluster, extended, layout, format);
+    if format == Format::Pretty {
+        // The pretty table heads both lag columns `Lag`, as patronictl does.
+        for c in table.columns.iter_mut() {
+            if c == "Receive Lag" || c == "Replay Lag" {
+                *c = "Lag".to_string();
+            }
+        }
+    }
     let mut out = table.render(format);
     if format == Format::Pretty {
         let info = service_info(&view);
@@ -278,10 +335,12 @@ mod tests {
             lines[0].starts_with("+ Cluster: batman (7311111111111111111) "),
             "{out}"
         );
-        assert_eq!(lines[1], "| Member | Host           | Role    | State     | TL | Lag in MB | Tags               |");
-        assert_eq!(lines[3], "| pg0    | 127.0.0.1:5432 | Leader  | running   |  3 |           |                    |");
-        assert_eq!(lines[4], "| pg1    | 127.0.0.1:5433 | Replica | streaming |  3 |        32 |                    |");
-        assert_eq!(lines[5], "| pg2    | 127.0.0.1:5434 | Replica | running   |  3 |         0 | replicatefrom: pg1 |");
+        // Patroni 4.1's columns; members reporting only xlog_location (Patroni
+        // before 3.1) show it as received while streaming, as replayed otherwise.
+        assert_eq!(lines[1], "| Member | Host           | Role    | State     | TL | Receive LSN | Lag | Replay LSN | Lag | Tags               |");
+        assert_eq!(lines[3], "| pg0    | 127.0.0.1:5432 | Leader  | running   |  3 |             |     |            |     |                    |");
+        assert_eq!(lines[4], "| pg1    | 127.0.0.1:5433 | Replica | streaming |  3 |   0/1000000 |  32 |    unknown |     |                    |");
+        assert_eq!(lines[5], "| pg2    | 127.0.0.1:5434 | Replica | running   |  3 |     unknown |     |  0/3000000 |   0 | replicatefrom: pg1 |");
         assert_eq!(lines.len(), 7);
     }
 
@@ -321,9 +380,13 @@ mod tests {
         assert_eq!(v[0]["Member"], "pg0");
         assert_eq!(v[0]["Role"], "Leader");
         assert_eq!(v[0]["TL"], 3);
-        assert!(v[0].get("Lag in MB").is_none());
+        assert!(v[0].get("Receive Lag").is_none());
+        assert!(v[0].get("Receive LSN").is_none());
         assert!(v[0].get("Tags").is_none());
-        assert_eq!(v[1]["Lag in MB"], 32);
+        assert_eq!(v[1]["Receive LSN"], "0/1000000");
+        assert_eq!(v[1]["Receive Lag"], 32);
+        assert_eq!(v[1]["Replay LSN"], "unknown");
+        assert!(v[1].get("Replay Lag").is_none());
         assert_eq!(v[1]["State"], "streaming");
         assert_eq!(v[2]["Tags"]["replicatefrom"], "pg1");
         assert!(out.starts_with(
@@ -340,15 +403,48 @@ mod tests {
                 r#"{"conn_url":"postgres://10.0.0.1:5432/postgres","state":"running","pending_restart":true,"scheduled_restart":{"schedule":"2030-01-01T00:00:00+00:00","postgres_version":"15.5"}}"#,
             ),
         ]);
-        let (t, _) = members_table("b", &c, false, Layout::Flat);
-        assert_eq!(&t.columns[7..], ["Pending restart", "Scheduled restart"]);
-        assert_eq!(t.rows[0][7], "*");
-        assert_eq!(t.rows[0][8], "2030-01-01T00:00:00+00:00 if version < 15.5");
+        let (t, _) = members_table("b", &c, false, Layout::Flat, Format::Pretty);
+        assert_eq!(&t.columns[10..], ["Pending restart", "Scheduled restart"]);
+        assert_eq!(t.rows[0][10], "*");
+        assert_eq!(t.rows[0][11], "2030-01-01T00:00:00+00:00 if version < 15.5");
         assert_eq!(t.rows[0][2], "10.0.0.1");
-        let (t, _) = members_table("b", &c, true, Layout::Flat);
-        assert_eq!(t.columns.last().unwrap(), "Tags");
+        let (t, _) = members_table("b", &c, true, Layout::Flat, Format::Pretty);
+        assert_eq!(
+            &t.columns[10..],
+            [
+                "Pending restart",
+                "Pending restart reason",
+                "Scheduled restart",
+                "Tags"
+            ]
+        );
         let out = render_cluster("b", &c, false, Format::Pretty, Layout::Flat);
         assert!(out.contains("+ Cluster: b (uninitialized) "), "{out}");
+    }
+
+    #[test]
+    fn pending_restart_reasons_one_per_line_long_ones_hidden_in_pretty() {
+        let long = "x".repeat(40);
+        let c = Cluster::from_entries(vec![e(
+            "members/pg0",
+            &format!(
+                r#"{{"conn_url":"postgres://10.0.0.1:5432/postgres","state":"running","pending_restart":true,"pending_restart_reason":{{"max_connections":{{"old_value":"100","new_value":"200"}},"shared_preload_libraries":{{"old_value":"","new_value":"{long}"}}}}}}"#
+            ),
+        )]);
+        let (t, _) = members_table("b", &c, false, Layout::Flat, Format::Pretty);
+        let at = t.columns.iter().position(|c| c == "Pending restart reason");
+        assert_eq!(
+            t.rows[0][at.expect("reason column")],
+            "max_connections: 100->200\nshared_preload_libraries: [hidden - too long]"
+        );
+        let (t, _) = members_table("b", &c, false, Layout::Flat, Format::Json);
+        let at = t.columns.iter().position(|c| c == "Pending restart reason");
+        assert_eq!(
+            t.rows[0][at.expect("reason column")],
+            Value::from(format!(
+                "max_connections: 100->200\nshared_preload_libraries: ->{long}"
+            ))
+        );
     }
 
     #[test]

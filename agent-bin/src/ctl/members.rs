@@ -296,12 +296,14 @@ pub async fn restart(ctx: &Ctx, a: &RestartArgs) -> CtlResult<()> {
     failures(failed, members.len(), "restart")
 }
 
-/// `reinit CLUSTER MEMBERS`.
+/// `reinit CLUSTER MEMBERS`; `from_leader` takes the base backup from the leader
+/// even when the member would clone from another replica.
 pub async fn reinit(
     ctx: &Ctx,
     cluster_name: &str,
     names: &[String],
     force: bool,
+    from_leader: bool,
     wait: bool,
 ) -> CtlResult<()> {
     let session = ctx.open(cluster_name).await?;
@@ -328,7 +330,7 @@ pub async fn reinit(
     let mut waiting: Vec<&Member> = Vec::new();
     let mut failed = 0;
     for m in &members {
-        let mut body = json!({"force": force});
+        let mut body = json!({"force": force, "from_leader": from_leader});
         loop {
             let r = call(
                 &rest,
@@ -348,7 +350,7 @@ pub async fn reinit(
                     && !force
                     && p.confirm("Do you want to cancel it and reinitialize anyway?")?
                 {
-                    body = json!({"force": true});
+                    body = json!({"force": true, "from_leader": from_leader});
                     continue;
                 }
                 failed += 1;

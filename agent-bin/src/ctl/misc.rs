@@ -175,17 +175,7 @@ pub async fn version(ctx: &Ctx, cluster: Option<&str>, members: &[String]) -> Ct
             });
         match answer {
             Ok(v) => {
-                let agent = v
-                    .get("patroni")
-                    .and_then(|p| p.get("version"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown");
-                let pg = v
-                    .get("server_version")
-                    .and_then(Value::as_u64)
-                    .map(|n| format!(" PostgreSQL {}", format_pg_version(n)))
-                    .unwrap_or_default();
-                say(&format!("{}: Patroni {agent}{pg}", m.name));
+                say(&format!("{}: {}", m.name, member_version_line(&v)));
             }
             Err(e) => say(&format!("{}: failed to get version: {e}", m.name)),
         }
@@ -193,10 +183,42 @@ pub async fn version(ctx: &Ctx, cluster: Option<&str>, members: &[String]) -> Ct
     Ok(())
 }
 
+/// What `version` shows for one member's `GET /patroni` answer: fullauto's own
+/// version next to the Patroni version it implements (`fullauto 0.1.0 (Patroni 4.1.4)
+/// PostgreSQL 15.4`), or `Patroni 4.1.4 PostgreSQL 15.4` for a Patroni member.
+pub fn member_version_line(status: &Value) -> String {
+    let patroni = status.get("patroni");
+    let field = |k: &str| patroni.and_then(|p| p.get(k)).and_then(Value::as_str);
+    let compat = field("version").unwrap_or("unknown");
+    let pg = status
+        .get("server_version")
+        .and_then(Value::as_u64)
+        .map(|n| format!(" PostgreSQL {}", format_pg_version(n)))
+        .unwrap_or_default();
+    match field(ha_core::FULLAUTO_VERSION_FIELD) {
+        Some(own) => format!("fullauto {own} (Patroni {compat}){pg}"),
+        None => format!("Patroni {compat}{pg}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ha_core::{RawEntry, Version};
+
+    #[test]
+    fn version_lines_name_fullauto_and_the_patroni_version_it_implements() {
+        let ours = serde_json::json!({
+            "server_version": 150004,
+            "patroni": {"version": "4.1.4", "fullauto_version": "0.1.0", "scope": "s", "name": "pg0"}
+        });
+        assert_eq!(
+            member_version_line(&ours),
+            "fullauto 0.1.0 (Patroni 4.1.4) PostgreSQL 15.4"
+        );
+        let patroni = serde_json::json!({"patroni": {"version": "4.0.2"}});
+        assert_eq!(member_version_line(&patroni), "Patroni 4.0.2");
+    }
 
     fn e(k: &str, v: &str) -> RawEntry {
         RawEntry {

@@ -10,6 +10,8 @@ pub mod list;
 pub mod members;
 pub mod misc;
 pub mod prompt;
+pub mod query;
+pub mod reach;
 pub mod rest;
 pub mod schedule;
 pub mod session;
@@ -154,8 +156,9 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
             cluster,
             members,
             force,
+            from_leader,
             wait,
-        } => members::reinit(&ctx, &cluster, &members, force, wait).await,
+        } => members::reinit(&ctx, &cluster, &members, force, from_leader, wait).await,
         Command::Reload {
             cluster,
             members,
@@ -225,6 +228,34 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
             role,
             member,
         } => misc::dsn(&ctx, cluster.as_deref(), role, member.as_deref()).await,
+        Command::Query {
+            cluster,
+            command,
+            file,
+            member,
+            role,
+            dbname,
+            username,
+            password,
+            format,
+            delimiter,
+            watch,
+        } => {
+            let a = query::QueryArgs {
+                cluster,
+                command,
+                file,
+                member,
+                role,
+                dbname,
+                username,
+                password,
+                format,
+                delimiter,
+                watch,
+            };
+            query::run(&ctx, &a).await
+        }
         Command::Version { cluster, members } => {
             misc::version(&ctx, cluster.as_deref(), &members).await
         }

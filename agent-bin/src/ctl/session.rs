@@ -39,7 +39,12 @@ impl Ctx {
             retry_timeout: self.dcs_timeout,
             ..DcsTiming::default()
         };
-        let dcs = crate::dcs_factory::connect_dcs(&config, &config.name, timing).await?;
+        // Fail at once, naming the setting to check, when no endpoint answers at all.
+        super::reach::check_reachable(&super::reach::dcs_addresses(&config), &dcs_setting(&config))
+            .await?;
+        let dcs = crate::dcs_factory::connect_dcs(&config, &config.name, timing)
+            .await
+            .map_err(|e| with_hint(e, &config))?;
         Ok(Session {
             name: cluster.to_string(),
             dcs,
@@ -52,7 +57,10 @@ impl Ctx {
 impl Session {
     /// Reads the whole cluster.
     pub async fn read(&self) -> CtlResult<Cluster> {
-        Ok(self.dcs.get_cluster().await?)
+        self.dcs
+            .get_cluster()
+            .await
+            .map_err(|e| with_hint(e, &self.config))
     }
 
     /// Reads the cluster and fails when nothing at all is stored under its prefix (a
@@ -82,6 +90,54 @@ impl Session {
         } else {
             lw
         }
+    }
+}
+
+/// A DCS failure; when the DCS could not be reached, with the setting that says
+/// where it is, so the operator knows what to check.
+fn with_hint(e: ha_core::DcsError, config: &Config) -> CtlError {
+    if !e.is_unreachable() {
+        return CtlError::Dcs(e);
+    }
+    CtlError::Failed(format!(
+        "{e}. Is the DCS running and reachable? Check {} (or pass --dcs-url)",
+        dcs_setting(config)
+    ))
+}
+
+/// The setting that names the DCS endpoints, with its value: `etcd3.hosts
+/// (127.0.0.1:2379)`.
+pub fn dcs_setting(config: &Config) -> String {
+    let raw = &config.raw;
+    let (section, keys): (&str, &[&str]) = match &config.dcs {
+        crate::config::DcsConfig::Etcd3(_) => {
+            let section = if raw.get("etcd3").is_some_and(|v| !v.is_null()) {
+                "etcd3"
+            } else {
+                "etcd"
+            };
+            (section, &["hosts", "host", "url"])
+        }
+        crate::config::DcsConfig::Zookeeper(_) => ("zookeeper", &["hosts"]),
+        crate::config::DcsConfig::Consul(_) => ("consul", &["url", "host"]),
+    };
+    let found = keys.iter().find_map(|k| {
+        raw.get(section)
+            .and_then(|s| s.get(*k))
+            .filter(|v| !v.is_null())
+            .map(|v| (*k, v))
+    });
+    match found {
+        Some((k, serde_json::Value::String(v))) => format!("{section}.{k} ({v})"),
+        Some((k, serde_json::Value::Array(list))) => {
+            let items: Vec<String> = list
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .collect();
+            format!("{section}.{k} ({})", items.join(","))
+        }
+        Some((k, v)) => format!("{section}.{k} ({v})"),
+        None => format!("{section}.{}", keys[0]),
     }
 }
 
@@ -168,6 +224,29 @@ mod tests {
         let cl = c(r#"{"standby_cluster":{"host":"x"}}"#);
         assert_eq!(members_with_role(&cl, RoleFilter::StandbyLeader).len(), 1);
         assert!(members_with_role(&cl, RoleFilter::Primary).is_empty());
+    }
+
+    #[test]
+    fn unreachable_dcs_hint_names_the_setting_and_its_value() {
+        let cfg = |yaml: &str| {
+            let raw: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+            Settings::from_document(raw, false)
+                .unwrap()
+                .config_for("s")
+                .unwrap()
+        };
+        let c = cfg("scope: s\nname: n\netcd3:\n  hosts: [127.0.0.1:1, 127.0.0.1:2]\n");
+        assert_eq!(dcs_setting(&c), "etcd3.hosts (127.0.0.1:1,127.0.0.1:2)");
+        let c = cfg("scope: s\nname: n\netcd3:\n  host: 127.0.0.1:1\n");
+        assert_eq!(dcs_setting(&c), "etcd3.host (127.0.0.1:1)");
+        let c = cfg("scope: s\nname: n\nzookeeper:\n  hosts: z1:2181\n");
+        assert_eq!(dcs_setting(&c), "zookeeper.hosts (z1:2181)");
+        let e = with_hint(ha_core::DcsError::Unreachable("no answer".into()), &c);
+        assert_eq!(
+            e.to_string(),
+            "dcs unreachable: no answer. Is the DCS running and reachable? Check \
+             zookeeper.hosts (z1:2181) (or pass --dcs-url)"
+        );
     }
 
     #[test]

@@ -48,24 +48,79 @@ impl DisplayRole {
     }
 }
 
-/// How far a replica is behind the leader's last reported position.
+/// One WAL position a replica reports (`xlog_location`, `receive_lsn` or
+/// `replay_lsn`) against the leader's last reported position, as patronictl's
+/// `cluster_as_json` computes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lag {
-    /// Bytes behind.
-    Bytes(u64),
-    /// The member reports no position.
+pub enum Position {
+    /// The member reports it: the LSN and how many bytes it is behind (0 when ahead).
+    Known {
+        /// The position.
+        lsn: u64,
+        /// Bytes behind the leader.
+        lag: u64,
+    },
+    /// The member reports none.
     Unknown,
 }
 
-impl Lag {
-    /// The `Lag in MB` cell: MiB rounded half to even (Python's `round`), or `unknown`.
-    pub fn in_mb(self) -> Value {
+impl Position {
+    /// `lsn` against the leader's position `cluster_lsn`.
+    pub fn of(lsn: Option<u64>, cluster_lsn: u64) -> Position {
+        match lsn.filter(|l| *l > 0) {
+            Some(lsn) => Position::Known {
+                lsn,
+                lag: cluster_lsn.saturating_sub(lsn),
+            },
+            None => Position::Unknown,
+        }
+    }
+
+    /// An LSN cell: `0/3000000`, or `unknown`.
+    pub fn lsn_cell(self) -> Value {
         match self {
-            Lag::Bytes(b) => {
-                let mb = (b as f64 / 1024.0 / 1024.0).round_ties_even();
+            Position::Known { lsn, .. } => Value::from(ha_core::format_lsn(lsn)),
+            Position::Unknown => Value::from("unknown"),
+        }
+    }
+
+    /// A lag cell: MiB rounded half to even (Python's `round`), or empty when unknown.
+    pub fn lag_cell(self) -> Value {
+        match self {
+            Position::Known { lag, .. } => {
+                let mb = (lag as f64 / 1024.0 / 1024.0).round_ties_even();
                 Value::from(mb as u64)
             }
-            Lag::Unknown => Value::from("unknown"),
+            Position::Unknown => Value::from(""),
+        }
+    }
+}
+
+/// A replica's positions: `xlog_location`, received and replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions {
+    /// `xlog_location` (what Patroni before 3.1 reported alone).
+    pub current: Position,
+    /// `receive_lsn`.
+    pub receive: Position,
+    /// `replay_lsn`.
+    pub replay: Position,
+}
+
+impl Positions {
+    /// The `(Receive, Replay)` positions `list` shows. A member reporting neither
+    /// (an old Patroni) shows its `xlog_location` as received while streaming and as
+    /// replayed otherwise, as patronictl does.
+    pub fn shown(self, state: &str) -> (Position, Position) {
+        match (self.receive, self.replay, self.current) {
+            (Position::Unknown, Position::Unknown, Position::Known { .. }) => {
+                if state == "streaming" {
+                    (self.current, Position::Unknown)
+                } else {
+                    (Position::Unknown, self.current)
+                }
+            }
+            _ => (self.receive, self.replay),
         }
     }
 }
@@ -85,10 +140,12 @@ pub struct MemberRow {
     pub port: Option<u16>,
     /// Timeline the member reports.
     pub timeline: Option<u64>,
-    /// Lag; `None` for the leader.
-    pub lag: Option<Lag>,
+    /// WAL positions and lags; `None` for the leader.
+    pub positions: Option<Positions>,
     /// A restart is pending.
     pub pending_restart: bool,
+    /// Why: setting name ⇒ `{old_value, new_value}` (empty when unknown).
+    pub pending_restart_reason: Map<String, Value>,
     /// `scheduled_restart` as the member published it.
     pub scheduled_restart: Option<Value>,
     /// Effective tags (empty when none).
@@ -161,15 +218,10 @@ pub fn cluster_view(cluster: &Cluster) -> ClusterView {
                 Some((h, p)) => (Some(h), Some(p)),
                 None => (host_only(m), None),
             };
-            let lag = (!cluster.is_leader(&m.name)).then(|| {
-                let pos = m
-                    .data
-                    .xlog_location
-                    .or_else(|| m.data.replay_lsn.max(m.data.receive_lsn));
-                match pos {
-                    None => Lag::Unknown,
-                    Some(p) => Lag::Bytes(lsn.saturating_sub(p)),
-                }
+            let positions = (!cluster.is_leader(&m.name)).then(|| Positions {
+                current: Position::of(m.data.xlog_location, lsn),
+                receive: Position::of(m.data.receive_lsn, lsn),
+                replay: Position::of(m.data.replay_lsn, lsn),
             });
             let tags = match serde_json::to_value(&m.data.tags) {
                 Ok(Value::Object(o)) => o,
@@ -182,8 +234,12 @@ pub fn cluster_view(cluster: &Cluster) -> ClusterView {
                 host,
                 port,
                 timeline: m.data.timeline,
-                lag,
+                positions,
                 pending_restart: m.data.pending_restart.unwrap_or(false),
+                pending_restart_reason: match m.data.extra.get("pending_restart_reason") {
+                    Some(Value::Object(o)) => o.clone(),
+                    _ => Map::new(),
+                },
                 scheduled_restart: m
                     .data
                     .extra
@@ -284,17 +340,30 @@ mod tests {
         let pg0 = &v.members[0];
         assert_eq!(pg0.role, DisplayRole::Leader);
         assert_eq!(pg0.state, "running");
-        assert_eq!(pg0.lag, None);
+        assert_eq!(pg0.positions, None);
         let pg1 = &v.members[1];
         assert_eq!(pg1.role, DisplayRole::Replica);
         assert_eq!(pg1.state, "streaming");
-        assert_eq!(pg1.lag, Some(Lag::Bytes(2 * 1024 * 1024)));
-        assert_eq!(pg1.lag.unwrap().in_mb(), Value::from(2));
+        let p1 = pg1.positions.unwrap();
+        assert_eq!(
+            p1.current,
+            Position::Known {
+                lsn: 8388608,
+                lag: 2 * 1024 * 1024
+            }
+        );
+        assert_eq!(p1.current.lag_cell(), Value::from(2));
+        assert_eq!(p1.current.lsn_cell(), Value::from("0/800000"));
+        // Only xlog_location: shown as received while streaming.
+        assert_eq!(p1.shown("streaming"), (p1.current, Position::Unknown));
+        assert_eq!(p1.shown("running"), (Position::Unknown, p1.current));
         assert_eq!(pg1.tags.get("nofailover"), Some(&Value::Bool(true)));
         let pg2 = &v.members[2];
         assert_eq!(pg2.state, "starting");
-        assert_eq!(pg2.lag, Some(Lag::Unknown));
-        assert_eq!(pg2.lag.unwrap().in_mb(), Value::from("unknown"));
+        let p2 = pg2.positions.unwrap();
+        assert_eq!(p2.receive, Position::Unknown);
+        assert_eq!(p2.receive.lsn_cell(), Value::from("unknown"));
+        assert_eq!(p2.receive.lag_cell(), Value::from(""));
         assert!(pg2.pending_restart);
         assert_eq!(v.initialize, "7311111111111111111");
         assert!(!v.paused);
@@ -334,11 +403,17 @@ mod tests {
     #[test]
     fn lag_rounds_half_to_even_like_python() {
         let mib = 1024 * 1024;
-        assert_eq!(Lag::Bytes(mib / 2).in_mb(), Value::from(0));
-        assert_eq!(Lag::Bytes(mib + mib / 2).in_mb(), Value::from(2));
-        assert_eq!(Lag::Bytes(2 * mib + mib / 2).in_mb(), Value::from(2));
-        assert_eq!(Lag::Bytes(mib / 2 + 1).in_mb(), Value::from(1));
-        assert_eq!(Lag::Bytes(0).in_mb(), Value::from(0));
+        let cell = |lag: u64| Position::Known { lsn: 1, lag }.lag_cell();
+        assert_eq!(cell(mib / 2), Value::from(0));
+        assert_eq!(cell(mib + mib / 2), Value::from(2));
+        assert_eq!(cell(2 * mib + mib / 2), Value::from(2));
+        assert_eq!(cell(mib / 2 + 1), Value::from(1));
+        assert_eq!(cell(0), Value::from(0));
+        // Ahead of the leader's last report: no lag.
+        assert_eq!(
+            Position::of(Some(10), 5),
+            Position::Known { lsn: 10, lag: 0 }
+        );
     }
 
     #[test]

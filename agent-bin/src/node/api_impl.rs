@@ -146,7 +146,11 @@ pub fn status_from_snapshot(
     NodeStatus {
         state: state.to_string(),
         role,
-        postmaster_start_time: pg.and_then(|p| p.postmaster_start_time.clone()),
+        postmaster_start_time: pg.and_then(|p| {
+            p.postmaster_start_time
+                .as_deref()
+                .map(crate::api::patroni_timestamp)
+        }),
         server_version: pg.and_then(|p| p.server_version),
         xlog,
         timeline: pg.and_then(|p| p.timeline),
@@ -159,12 +163,12 @@ pub fn status_from_snapshot(
                 p.replication
                     .iter()
                     .map(|r| ReplicationRow {
-                        usename: String::new(),
+                        usename: r.usename.clone(),
                         application_name: r.application_name.clone(),
-                        client_addr: r.client_addr.clone().unwrap_or_default(),
+                        client_addr: r.client_addr.clone(),
                         state: r.state.clone(),
                         sync_state: r.sync_state.clone(),
-                        sync_priority: 0,
+                        sync_priority: r.sync_priority,
                     })
                     .collect()
             })
@@ -184,7 +188,8 @@ pub fn status_from_snapshot(
         scheduled_restart: None,
         watchdog_failed: snap.watchdog_failed,
         patroni: AgentInfo {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: ha_core::PATRONI_VERSION.to_string(),
+            fullauto_version: env!("CARGO_PKG_VERSION").to_string(),
             scope: cfg.scope.clone(),
             name: cfg.name.clone(),
         },

@@ -64,6 +64,12 @@ pub async fn run(
         peers,
     };
     let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
+    // The member record's `version` is the Patroni version fullauto implements (what
+    // Patroni's tools judge); fullauto's own version goes next to it.
+    handle.set_member_field(
+        ha_core::FULLAUTO_VERSION_FIELD,
+        Some(serde_json::Value::String(env!("CARGO_PKG_VERSION").into())),
+    );
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let runner = match failsafe_record_path(&cfg) {
         Some(path) => runner.with_failsafe_record(path),

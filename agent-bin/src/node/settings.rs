@@ -25,7 +25,7 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
         fence_margin: (ttl / 10).clamp(Duration::from_millis(300), Duration::from_secs(2)),
         // Short stalls of a busy server are normal; a third of the lease is not.
         hung_grace: (ttl / 3).max(Duration::from_secs(1)),
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: ha_core::PATRONI_VERSION.to_string(),
         // Set by the runner once the record file is known to be writable.
         failsafe_record_durable: false,
     }

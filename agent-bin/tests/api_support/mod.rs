@@ -58,6 +58,7 @@ pub fn primary_status(name: &str) -> NodeStatus {
             version: "0.1.0".into(),
             scope: "batman".into(),
             name: name.into(),
+            ..AgentInfo::default()
         },
         holds_leader_lease: true,
         ..NodeStatus::default()

@@ -49,7 +49,7 @@ impl NodeConfig {
             can_restore_without_leader: false,
             fence_margin: Duration::from_millis(500),
             hung_grace: Duration::from_secs(5),
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: crate::PATRONI_VERSION.to_string(),
             failsafe_record_durable: false,
         }
     }

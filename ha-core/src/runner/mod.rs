@@ -7,6 +7,7 @@
 pub mod failsafe;
 pub mod guard;
 mod jobs;
+mod shutdown;
 
 use crate::clock::{Clock, MonoTime};
 use crate::dcs::{Dcs, DcsError, DcsTiming};
@@ -262,6 +263,8 @@ pub struct Runner {
     applied_parameters: Option<serde_json::Map<String, serde_json::Value>>,
     /// Set when the node cannot go on: the run loop ends with it.
     fatal: Option<Fatal>,
+    /// The member record last published, rewritten as `stopped` on shutdown.
+    last_member: Option<crate::model::MemberData>,
 }
 
 impl Runner {
@@ -302,6 +305,7 @@ impl Runner {
             member_fields: member_fields.clone(),
             applied_parameters: None,
             fatal: None,
+            last_member: None,
         };
         let handle = RunnerHandle {
             wake,
@@ -674,6 +678,7 @@ impl Runner {
                     "publish member",
                     with_deadline(retry, dcs.touch_member(&data)).await,
                 );
+                self.last_member = Some(data);
                 None
             }
             Action::WriteConfig { config, expected } => {
@@ -848,46 +853,6 @@ impl Runner {
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
         }
-    }
-
-    /// SIGTERM: stop Postgres (fast) and release the lease so a replica takes over at
-    /// once; in pause mode leave Postgres running and keep the key.
-    async fn shut_down_node(&mut self) {
-        if let Some(job) = self.job.take() {
-            let _ = job.finish().await;
-        }
-        let paused = self.state.config.as_ref().is_some_and(|c| c.pause);
-        if paused {
-            tracing::info!(node = %self.cfg.name, "shutting down in pause mode: leaving postgres running");
-            return;
-        }
-        tracing::info!(node = %self.cfg.name, "shutting down: stopping postgres");
-        // From here on this node must not be advertised as the primary.
-        let lease_until = self.state.lease_until.take();
-        self.snapshot.send_modify(|s| s.state.lease_until = None);
-        let stopped = self
-            .parts
-            .pg
-            .stop(
-                crate::postgres::StopMode::Fast,
-                self.settings.pg_ctl_timeout,
-            )
-            .await;
-        if let Err(e) = &stopped {
-            tracing::error!(node = %self.cfg.name, "postgres failed to stop: {e}; keeping the leader key");
-            return;
-        }
-        self.emit(RunnerEvent::Stopped);
-        if lease_until.is_some_and(|t| self.parts.clock.now() < t) {
-            log_dcs(
-                "release leader",
-                with_deadline(self.timing.retry_timeout, self.parts.dcs.release_leader())
-                    .await
-                    .map(|_| ()),
-            );
-            self.state.lease_until = None;
-        }
-        let _ = self.parts.fence.disarm().await;
     }
 }
 

@@ -812,6 +812,8 @@ impl World {
                         write_lsn: Some(lsn),
                         replay_lsn: Some(lsn),
                         client_addr: None,
+                        usename: None,
+                        sync_priority: 0,
                     },
                 )
             })
