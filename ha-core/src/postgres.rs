@@ -429,6 +429,31 @@ pub trait Postgres: Send + Sync {
     /// Re-renders the managed configuration and reloads.
     async fn reload(&self) -> Result<(), PgError>;
 
+    /// The `pg_hba` and `pg_ident` lines of the dynamic config changed: write them
+    /// (local lines keep precedence as the driver defines it) and reload a running
+    /// server. Returns whether the server was reloaded. The default does nothing.
+    async fn apply_dynamic_access(
+        &self,
+        pg_hba: &[String],
+        pg_ident: &[String],
+    ) -> Result<bool, PgError> {
+        let _ = (pg_hba, pg_ident);
+        Ok(false)
+    }
+
+    /// Runs the operator's pre-promote check (Patroni's `pre_promote` script) after
+    /// the leader lock is taken and before promoting; an error cancels the
+    /// promotion. The default allows it.
+    async fn pre_promote(&self) -> Result<(), PgError> {
+        Ok(())
+    }
+
+    /// Whether pg_rewind could bring this (stopped) data directory back in line
+    /// (data checksums or `wal_log_hints`). The default says yes.
+    async fn can_rewind(&self) -> bool {
+        true
+    }
+
     /// The WAL position `peer`'s server has received (`pg_last_wal_receive_lsn()`),
     /// asked directly of its Postgres: a switchover hands over only once the candidate
     /// has the old primary's shutdown checkpoint.

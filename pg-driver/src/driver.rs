@@ -63,7 +63,7 @@ impl PgDriver {
     /// missing (naming the package) or the OS user does not exist.
     pub fn new(cfg: PgConfig) -> Result<Self> {
         cfg.validate()?;
-        let bins = Binaries::discover(cfg.bin_dir.as_deref())?;
+        let bins = Binaries::discover_named(cfg.bin_dir.as_deref(), &cfg.bin_name)?;
         let user = OsUser::resolve(cfg.os_user.as_deref())?;
         let state = render::read_state(&cfg.data_dir);
         Ok(PgDriver {
@@ -94,10 +94,13 @@ impl PgDriver {
     pub fn update_config(&self, cfg: PgConfig) -> Result<()> {
         cfg.validate()?;
         let cur = self.cfg();
-        if cfg.data_dir != cur.data_dir || cfg.bin_dir != cur.bin_dir || cfg.os_user != cur.os_user
+        if cfg.data_dir != cur.data_dir
+            || cfg.bin_dir != cur.bin_dir
+            || cfg.bin_name != cur.bin_name
+            || cfg.os_user != cur.os_user
         {
             return Err(DriverError::Config(
-                "data_dir, bin_dir and os_user cannot change while the agent runs: restart it"
+                "data_dir, bin_dir, bin_name and os_user cannot change while the agent runs: restart it"
                     .into(),
             ));
         }
@@ -229,6 +232,10 @@ impl PgDriver {
             self.runner
                 .write_file(&dir.join("pg_hba.conf"), &hba, 0o600)?;
         }
+        if let Some(ident) = render::pg_ident(&self.cfg()) {
+            self.runner
+                .write_file(&dir.join("pg_ident.conf"), &ident, 0o600)?;
+        }
         let signal = dir.join("standby.signal");
         if state.replica {
             if !signal.exists() {
@@ -249,6 +256,11 @@ impl PgDriver {
 
     fn pid_state(&self) -> PidFileState {
         pidfile::read(self.data_dir())
+    }
+
+    /// Whether a postmaster runs on the data directory (per `postmaster.pid`).
+    pub fn postmaster_running(&self) -> bool {
+        self.postmaster_pid().is_some()
     }
 
     fn postmaster_pid(&self) -> Option<i32> {
@@ -356,7 +368,7 @@ impl PgDriver {
             .arg(self.data_dir())
             .arg("-w")
             .arg("-t")
-            .arg(timeout.as_secs().max(1).to_string())
+            .arg((timeout.as_secs_f64().ceil() as u64).max(1).to_string())
             .arg("-l")
             .arg(self.cfg().log_file());
         let out = self
@@ -997,8 +1009,54 @@ impl PgDriver {
         self.pg_ctl_start(timeout).await
     }
 
+    /// Runs an operator script (`pre_promote`, `before_stop`) as the agent's user,
+    /// without a shell, and waits for it; its exit code (`None`: killed by a signal).
+    async fn run_script(&self, what: &str, line: &str) -> Result<Option<i32>> {
+        let argv = shlex::split(line).unwrap_or_default();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(DriverError::Config(format!("{what} is empty")));
+        };
+        tracing::info!("running the {what} script `{line}`");
+        let status = tokio::process::Command::new(program)
+            .args(args)
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| DriverError::Tool {
+                tool: what.into(),
+                output: format!("`{line}` could not start: {e}"),
+            })?;
+        tracing::info!("{what} script `{line}` exited with {status}");
+        Ok(status.code())
+    }
+
+    async fn do_pre_promote(&self) -> Result<()> {
+        let Some(line) = self.cfg().pre_promote.clone() else {
+            return Ok(());
+        };
+        match self.run_script("pre_promote", &line).await? {
+            Some(0) => Ok(()),
+            code => Err(DriverError::Tool {
+                tool: "pre_promote".into(),
+                output: format!(
+                    "`{line}` exited with {}: the promotion is cancelled",
+                    code.map_or("a signal".to_string(), |c| c.to_string())
+                ),
+            }),
+        }
+    }
+
     async fn do_stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome> {
         tracing::info!(?mode, "stopping postgres");
+        if self.postmaster_pid().is_some() {
+            // Patroni runs it before every stop of a running server; the outcome only
+            // gets logged.
+            if let Some(line) = self.cfg().before_stop.clone() {
+                if let Err(e) = self.run_script("before_stop", &line).await {
+                    tracing::error!("{e}");
+                }
+            }
+        }
         if let Some(pid) = self.postmaster_pid() {
             let m = match mode {
                 StopMode::Smart => "smart",
@@ -1052,7 +1110,7 @@ impl PgDriver {
                     };
                     return Err(DriverError::StopFailed(format!(
                         "{m} stop of postmaster {pid} did not finish within {}s: {msg}",
-                        timeout.as_secs()
+                        timeout.as_secs_f64()
                     )));
                 }
                 // An immediate stop that did not work (stopped or stuck process):
@@ -1775,6 +1833,40 @@ impl Postgres for PgDriver {
             .await
             .map_err(sql::query_error)?;
         Ok(())
+    }
+
+    async fn apply_dynamic_access(
+        &self,
+        pg_hba: &[String],
+        pg_ident: &[String],
+    ) -> Result<bool, PgError> {
+        let current = self.cfg();
+        if current.dynamic_pg_hba == pg_hba && current.dynamic_pg_ident == pg_ident {
+            return Ok(false);
+        }
+        let mut cfg = (*current).clone();
+        cfg.dynamic_pg_hba = pg_hba.to_vec();
+        cfg.dynamic_pg_ident = pg_ident.to_vec();
+        self.update_config(cfg)?;
+        let new = self.cfg();
+        let rewritten = |old: Option<String>, new: Option<String>| new.is_some() && new != old;
+        let changed = rewritten(render::pg_hba(&current), render::pg_hba(&new))
+            || rewritten(render::pg_ident(&current), render::pg_ident(&new));
+        if !changed || self.postmaster_pid().is_none() {
+            // Local lines win, or a stopped server gets them at its next start.
+            return Ok(false);
+        }
+        tracing::info!("dynamic pg_hba or pg_ident changed: rewriting the files and reloading");
+        Postgres::reload(self).await?;
+        Ok(true)
+    }
+
+    async fn pre_promote(&self) -> Result<(), PgError> {
+        Ok(self.do_pre_promote().await?)
+    }
+
+    async fn can_rewind(&self) -> bool {
+        self.controldata().await.is_ok_and(|c| c.rewindable())
     }
 
     async fn reload(&self) -> Result<(), PgError> {

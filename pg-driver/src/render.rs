@@ -168,6 +168,16 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     p.insert("primary_conninfo".into(), String::new());
     p.insert("primary_slot_name".into(), String::new());
     if state.replica {
+        // The operator's recovery settings; the ones the driver owns stay its own.
+        for (k, v) in &cfg.recovery_conf {
+            let lower = k.to_ascii_lowercase();
+            if !lower.starts_with("recovery_target")
+                && lower != "primary_conninfo"
+                && lower != "primary_slot_name"
+            {
+                p.insert(k.clone(), json_scalar(v)?);
+            }
+        }
         if let Some(up) = &state.upstream {
             let up = up.to_upstream();
             if up.streams() {
@@ -277,13 +287,22 @@ pub fn with_include(postgresql_conf: &str) -> Option<String> {
     Some(s)
 }
 
-/// pg_hba.conf text from the configured lines.
+/// pg_hba.conf text from the configured lines (local, else dynamic).
 pub fn pg_hba(cfg: &PgConfig) -> Option<String> {
-    if cfg.pg_hba.is_empty() {
+    access_file("pg_hba", cfg.effective_pg_hba())
+}
+
+/// pg_ident.conf text from the configured lines (local, else dynamic).
+pub fn pg_ident(cfg: &PgConfig) -> Option<String> {
+    access_file("pg_ident", cfg.effective_pg_ident())
+}
+
+fn access_file(key: &str, lines: &[String]) -> Option<String> {
+    if lines.is_empty() {
         return None;
     }
-    let mut s = String::from("# Managed by fullauto from postgresql.pg_hba.\n");
-    for l in &cfg.pg_hba {
+    let mut s = format!("# Managed by fullauto from postgresql.{key}.\n");
+    for l in lines {
         s.push_str(l.trim());
         s.push('\n');
     }
@@ -393,6 +412,56 @@ mod tests {
         let p = parameters(&cfg(), &state).unwrap();
         assert_eq!(p["primary_conninfo"], "");
         assert_eq!(p["synchronous_standby_names"], "\"node-2\"");
+    }
+
+    #[test]
+    fn replicas_get_recovery_conf_except_what_the_driver_owns() {
+        let mut c = cfg();
+        for (k, v) in [
+            ("recovery_min_apply_delay", "5min"),
+            ("restore_command", "cp /arch/%f %p"),
+            ("recovery_target_lsn", "0/3000000"),
+            ("primary_conninfo", "host=elsewhere"),
+        ] {
+            c.recovery_conf.insert(k.into(), serde_json::json!(v));
+        }
+        let up = Upstream::at("node-0", "127.0.0.1", 5543);
+        let replica = ManagedState {
+            upstream: Some((&up).into()),
+            replica: true,
+            ..Default::default()
+        };
+        let p = parameters(&c, &replica).unwrap();
+        assert_eq!(p["recovery_min_apply_delay"], "5min");
+        assert_eq!(p["restore_command"], "cp /arch/%f %p");
+        assert!(!p.contains_key("recovery_target_lsn"));
+        assert_eq!(
+            p["primary_conninfo"],
+            "host=127.0.0.1 port=5543 user=replicator password='s3 \\'cret' application_name=node-1 connect_timeout=5"
+        );
+        let primary = parameters(&c, &ManagedState::default()).unwrap();
+        assert!(!primary.contains_key("recovery_min_apply_delay"));
+    }
+
+    #[test]
+    fn access_files_use_local_lines_else_dynamic_ones() {
+        let mut c = cfg();
+        assert_eq!(pg_ident(&c), None);
+        c.dynamic_pg_ident = vec!["map1 bob postgres".into()];
+        assert_eq!(
+            pg_ident(&c).unwrap(),
+            "# Managed by fullauto from postgresql.pg_ident.\nmap1 bob postgres\n"
+        );
+        c.pg_ident = vec![" map2 alice postgres ".into()];
+        assert_eq!(
+            pg_ident(&c).unwrap(),
+            "# Managed by fullauto from postgresql.pg_ident.\nmap2 alice postgres\n"
+        );
+        c.dynamic_pg_hba = vec!["host all all 10.0.0.0/8 md5".into()];
+        assert_eq!(
+            pg_hba(&c).unwrap(),
+            "# Managed by fullauto from postgresql.pg_hba.\nhost all all 10.0.0.0/8 md5\n"
+        );
     }
 
     #[test]

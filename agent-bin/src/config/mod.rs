@@ -471,6 +471,7 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
         }
     }
     if let Some(pg) = top.get("postgresql").and_then(Value::as_object) {
+        check_config_files(pg, out);
         let methods = pg
             .get("create_replica_methods")
             .and_then(loose::as_string_list)
@@ -512,6 +513,41 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
                 "removed in Patroni 4; create users in post_bootstrap (ignored)",
             ));
         }
+    }
+}
+
+/// `config_dir` other than the data directory and `custom_conf` are refused: the
+/// agent keeps postgresql.conf, pg_hba.conf and pg_ident.conf in the data directory
+/// and renders every setting from the configuration, so neither would take effect.
+fn check_config_files(pg: &Map<String, Value>, out: &mut Vec<Problem>) {
+    let text = |k: &str| {
+        pg.get(k)
+            .and_then(loose::as_string)
+            .filter(|s| !s.trim().is_empty())
+    };
+    let norm = |p: String| p.trim_end_matches('/').to_string();
+    if let Some(dir) = text("config_dir") {
+        if Some(norm(dir.clone())) != text("data_dir").map(norm) {
+            out.push(Problem::error(
+                "postgresql.config_dir",
+                format!(
+                    "a configuration directory apart from data_dir ({dir}) is not supported: \
+                     fullauto writes postgresql.conf, pg_hba.conf and pg_ident.conf in data_dir; \
+                     remove config_dir and set the settings with postgresql.parameters, \
+                     pg_hba and pg_ident"
+                ),
+            ));
+        }
+    }
+    if let Some(file) = text("custom_conf") {
+        out.push(Problem::error(
+            "postgresql.custom_conf",
+            format!(
+                "a custom base configuration file ({file}) is not supported: put its \
+                 settings in postgresql.parameters (or bootstrap.dcs.postgresql.parameters) \
+                 and remove custom_conf"
+            ),
+        ));
     }
 }
 

@@ -61,7 +61,7 @@ pub async fn run(
     };
     let (runner, handle) = Runner::new(settings::node_config(&cfg), parts, run_settings);
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let runner_task = tokio::spawn(runner.with_events(events_tx).run());
+    let runner_task = tokio::spawn(runner.with_events(events_tx.clone()).run());
     let (callbacks_tx, callbacks_rx) =
         tokio::sync::watch::channel(cfg.postgresql.callbacks.clone());
     tokio::spawn(callbacks::run(callbacks_rx, cfg.scope.clone(), events_rx));
@@ -77,6 +77,7 @@ pub async fn run(
         api: api_control.clone(),
         tls: tls.clone(),
         clients: vec![http.clone(), peer_client],
+        events: events_tx,
     });
 
     let api = Arc::new(AgentApi {

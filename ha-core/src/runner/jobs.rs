@@ -4,7 +4,8 @@ use super::{Components, RunnerEvent, RunnerSettings};
 use crate::clock::MonoTime;
 use crate::decision::{Action, Busy};
 use crate::model::{Failover, Lsn};
-use crate::postgres::{PgError, StartRole, StopMode, Upstream};
+use crate::postgres::{PgError, Postgres, StartRole, StopMode, StopOutcome, Upstream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedSender, Notify};
@@ -24,6 +25,7 @@ impl BackgroundJob {
         settings: RunnerSettings,
         done: Arc<Notify>,
         events: Option<UnboundedSender<RunnerEvent>>,
+        pre_promote_refused: Arc<AtomicBool>,
     ) -> Option<BackgroundJob> {
         let kind = action.busy()?;
         let handle = tokio::spawn(async move {
@@ -33,7 +35,7 @@ impl BackgroundJob {
                     let _ = tx.send(e);
                 }
             };
-            let result = run(action, &parts, settings, &emit).await;
+            let result = run(action, &parts, settings, &emit, &pre_promote_refused).await;
             match &result {
                 Ok(()) => tracing::debug!("{name}: done"),
                 Err(e) => tracing::warn!("background action failed: {e}"),
@@ -74,6 +76,7 @@ async fn run(
     parts: &Components,
     settings: RunnerSettings,
     emit: &(dyn Fn(RunnerEvent) + Send + Sync),
+    pre_promote_refused: &AtomicBool,
 ) -> Result<(), PgError> {
     let pg = &parts.pg;
     let t = settings.pg_ctl_timeout;
@@ -116,8 +119,21 @@ async fn run(
         Action::StartReplica { upstream, rewind } => {
             // An archive-only standby cluster source has no server to compare with.
             let source = upstream.as_ref().filter(|u| u.streams());
+            let standby_leader = upstream
+                .as_ref()
+                .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME);
             if let (true, Some(source)) = (rewind, source) {
                 if pg.needs_rewind(source).await? {
+                    if settings.remove_data_directory_on_diverged_timelines
+                        && !standby_leader
+                        && !pg.can_rewind().await
+                    {
+                        tracing::warn!(
+                            "timelines diverged and pg_rewind is not possible; removing the data directory to re-clone (remove_data_directory_on_diverged_timelines)"
+                        );
+                        pg.remove_data_directory().await?;
+                        return Ok(());
+                    }
                     if let Err(e) = pg.rewind(source).await {
                         if settings.remove_data_directory_on_rewind_failure {
                             tracing::warn!(
@@ -130,9 +146,6 @@ async fn run(
                     }
                 }
             }
-            let standby_leader = upstream
-                .as_ref()
-                .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME);
             pg.start(&StartRole::Replica { upstream }, t).await?;
             emit(RunnerEvent::Started("replica"));
             if standby_leader {
@@ -144,12 +157,34 @@ async fn run(
             if parts.clock.now() >= token.valid_until {
                 return Err(PgError::Invalid("lease expired before promotion".into()));
             }
+            if let Err(e) = pg.pre_promote().await {
+                // Patroni's rule: no promotion, and the leader key goes so another
+                // member may take over.
+                tracing::warn!("promotion cancelled: {e}; releasing the leader key voluntarily");
+                pre_promote_refused.store(true, Ordering::SeqCst);
+                if let Err(d) = parts.dcs.release_leader().await {
+                    tracing::warn!(
+                        "releasing the leader key after the pre_promote failure failed: {d}"
+                    );
+                }
+                return Err(e);
+            }
+            // The script may have taken long.
+            if parts.clock.now() >= token.valid_until {
+                return Err(PgError::Invalid("lease expired before promotion".into()));
+            }
             pg.promote(settings.promote_timeout).await?;
             emit(RunnerEvent::RoleChanged("primary"));
             Ok(())
         }
         Action::Demote { mode, .. } => {
-            pg.stop(mode.stop_mode(), t).await?;
+            stop_primary(
+                pg.as_ref(),
+                mode.stop_mode(),
+                t,
+                settings.primary_stop_timeout,
+            )
+            .await?;
             emit(RunnerEvent::Stopped);
             if mode.releases_lease() {
                 if let Err(e) = parts.dcs.release_leader().await {
@@ -172,7 +207,13 @@ async fn run(
             if let Err(e) = pg.checkpoint().await {
                 tracing::debug!("checkpoint before the switchover stop failed: {e}");
             }
-            let stopped = pg.stop(StopMode::Fast, t).await?;
+            let stopped = stop_primary(
+                pg.as_ref(),
+                StopMode::Fast,
+                t,
+                settings.primary_stop_timeout,
+            )
+            .await?;
             emit(RunnerEvent::Stopped);
             let confirmed = match stopped.checkpoint_lsn {
                 Some(checkpoint) => {
@@ -257,6 +298,30 @@ async fn run(
             installed
         }
         _ => Ok(()),
+    }
+}
+
+/// Stops a primary: with a `primary_stop_timeout` (synchronous mode), a stop that
+/// has not finished by then is made immediate, as Patroni does; without one it gets
+/// `pg_ctl_timeout`.
+pub(super) async fn stop_primary(
+    pg: &dyn Postgres,
+    mode: StopMode,
+    pg_ctl_timeout: Duration,
+    primary_stop_timeout: Option<Duration>,
+) -> Result<StopOutcome, PgError> {
+    let Some(limit) = primary_stop_timeout.filter(|_| mode != StopMode::Immediate) else {
+        return pg.stop(mode, pg_ctl_timeout).await;
+    };
+    match pg.stop(mode, limit).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            tracing::warn!(
+                "postgres did not stop within primary_stop_timeout ({}s): {e}; stopping it immediately",
+                limit.as_secs_f64()
+            );
+            pg.stop(StopMode::Immediate, pg_ctl_timeout).await
+        }
     }
 }
 

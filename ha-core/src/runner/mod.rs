@@ -60,6 +60,9 @@ pub enum RunnerEvent {
     RoleChanged(&'static str),
     /// Postgres was restarted on request (role given).
     Restarted(&'static str),
+    /// Postgres re-read its configuration (a reload), e.g. after a change of the
+    /// dynamic parameters or access lines.
+    Reloaded,
 }
 
 /// Timeouts the runner applies to Postgres operations.
@@ -73,6 +76,13 @@ pub struct RunnerSettings {
     pub probe_timeout: Duration,
     /// Delete the data directory when pg_rewind fails, so the node re-clones.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// Delete the data directory when the timelines diverged and pg_rewind is not
+    /// possible, so the node re-clones (never for a standby leader).
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// How long a primary's stop may take before it is made immediate: the dynamic
+    /// `primary_stop_timeout` in synchronous mode (`None`: `pg_ctl_timeout`, no
+    /// escalation). Filled in by the runner from the cluster's config.
+    pub primary_stop_timeout: Option<Duration>,
 }
 
 impl Default for RunnerSettings {
@@ -82,6 +92,8 @@ impl Default for RunnerSettings {
             promote_timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(2),
             remove_data_directory_on_rewind_failure: false,
+            remove_data_directory_on_diverged_timelines: false,
+            primary_stop_timeout: None,
         }
     }
 }
@@ -249,6 +261,13 @@ pub struct Runner {
     member_fields: MemberFields,
     /// The cluster-wide Postgres parameters last handed to the driver.
     applied_parameters: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The dynamic `pg_hba` and `pg_ident` lines last handed to the driver.
+    applied_access: Option<(Vec<String>, Vec<String>)>,
+    /// Set by a promotion job whose pre-promote check failed (it released the lock).
+    pre_promote_refused: Arc<std::sync::atomic::AtomicBool>,
+    /// After a failed pre-promote check the node stays out of the leader race until
+    /// then (one ttl, as Patroni).
+    no_race_until: Option<MonoTime>,
 }
 
 impl Runner {
@@ -288,6 +307,9 @@ impl Runner {
             failsafe: failsafe.clone(),
             member_fields: member_fields.clone(),
             applied_parameters: None,
+            applied_access: None,
+            pre_promote_refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            no_race_until: None,
         };
         let handle = RunnerHandle {
             wake,
@@ -362,6 +384,15 @@ impl Runner {
                 }
             }
         }
+        if self
+            .pre_promote_refused
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            // The job released the leader key: this node is no leader any more, and
+            // keeps out of the next races for a ttl so another member may take over.
+            self.state.lease_until = None;
+            self.no_race_until = Some(self.parts.clock.now().plus(self.timing.ttl));
+        }
         let request = self.pending_request();
         let read_at = self.parts.clock.now();
         let retry = self.timing.retry_timeout;
@@ -371,7 +402,8 @@ impl Runner {
         );
         if let Ok(c) = &cluster {
             self.apply_dynamic_config(c);
-            self.apply_dynamic_parameters(c).await;
+            self.apply_dynamic_parameters(c, pg.is_alive()).await;
+            self.apply_dynamic_access(c).await;
             self.last_cluster = Some(c.clone());
         }
         let mut obs = Observation {
@@ -521,7 +553,7 @@ impl Runner {
     /// `postgresql.parameters` of the dynamic config reach Postgres when they change
     /// (a reload; postmaster settings then show as pending restart). Permanent logical
     /// slots force `hot_standby_feedback` on, so the replicas' copies stay usable.
-    async fn apply_dynamic_parameters(&mut self, c: &Cluster) {
+    async fn apply_dynamic_parameters(&mut self, c: &Cluster, pg_alive: bool) {
         let Some(cfg) = &c.config else { return };
         let mut params = cfg
             .value
@@ -537,12 +569,66 @@ impl Runner {
         if self.applied_parameters.as_ref() == Some(&params) {
             return;
         }
+        let first = self.applied_parameters.is_none();
         match self.parts.pg.apply_dynamic_parameters(&params).await {
-            Ok(()) => self.applied_parameters = Some(params),
+            Ok(()) => {
+                self.applied_parameters = Some(params);
+                if pg_alive && !first {
+                    self.emit(RunnerEvent::Reloaded);
+                }
+            }
             Err(e) => {
                 tracing::warn!(node = %self.cfg.name, "applying the dynamic parameters failed: {e}")
             }
         }
+    }
+
+    /// `postgresql.pg_hba` and `postgresql.pg_ident` of the dynamic config reach
+    /// Postgres when they change (rewritten files and a reload).
+    async fn apply_dynamic_access(&mut self, c: &Cluster) {
+        let Some(cfg) = &c.config else { return };
+        let lines = |key: &str| -> Vec<String> {
+            cfg.value
+                .extra
+                .get("postgresql")
+                .and_then(|p| p.get(key))
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let wanted = (lines("pg_hba"), lines("pg_ident"));
+        if self.applied_access.as_ref() == Some(&wanted) {
+            return;
+        }
+        match self
+            .parts
+            .pg
+            .apply_dynamic_access(&wanted.0, &wanted.1)
+            .await
+        {
+            Ok(reloaded) => {
+                self.applied_access = Some(wanted);
+                if reloaded {
+                    self.emit(RunnerEvent::Reloaded);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.cfg.name, "applying the dynamic pg_hba and pg_ident failed: {e}")
+            }
+        }
+    }
+
+    /// The dynamic `primary_stop_timeout` when it applies: set and in synchronous mode.
+    fn primary_stop_timeout(&self) -> Option<Duration> {
+        let c = self.state.config.as_ref()?;
+        let sync = !matches!(c.synchronous_mode, crate::model::SynchronousMode::Off);
+        (sync && c.primary_stop_timeout > 0.0)
+            .then(|| Duration::try_from_secs_f64(c.primary_stop_timeout).ok())
+            .flatten()
     }
 
     async fn execute(&mut self, action: Action, obs: &Observation) -> Option<Outcome> {
@@ -551,6 +637,10 @@ impl Runner {
         match action {
             Action::AcquireLease => {
                 let sent_at = self.parts.clock.now();
+                if self.no_race_until.is_some_and(|t| sent_at < t) {
+                    tracing::info!(node = %self.cfg.name, "not taking part in the leader race: the pre_promote script failed less than a ttl ago");
+                    return Some(Outcome::LeaseTaken);
+                }
                 Some(match with_deadline(retry, dcs.acquire_leader()).await {
                     Ok(true) => Outcome::LeaseAcquired { sent_at },
                     Ok(false) => Outcome::LeaseTaken,
@@ -786,12 +876,17 @@ impl Runner {
                     tracing::warn!(node = %self.cfg.name, ?background, "a background action is already running");
                     return None;
                 }
+                let settings = RunnerSettings {
+                    primary_stop_timeout: self.primary_stop_timeout(),
+                    ..self.settings
+                };
                 self.job = BackgroundJob::spawn(
                     background,
                     self.parts.clone(),
-                    self.settings,
+                    settings,
                     self.job_done.clone(),
                     self.events.clone(),
+                    self.pre_promote_refused.clone(),
                 );
                 None
             }
@@ -819,14 +914,13 @@ impl Runner {
         // From here on this node must not be advertised as the primary.
         let lease_until = self.state.lease_until.take();
         self.snapshot.send_modify(|s| s.state.lease_until = None);
-        let stopped = self
-            .parts
-            .pg
-            .stop(
-                crate::postgres::StopMode::Fast,
-                self.settings.pg_ctl_timeout,
-            )
-            .await;
+        let stopped = jobs::stop_primary(
+            self.parts.pg.as_ref(),
+            crate::postgres::StopMode::Fast,
+            self.settings.pg_ctl_timeout,
+            self.primary_stop_timeout(),
+        )
+        .await;
         if let Err(e) = &stopped {
             tracing::error!(node = %self.cfg.name, "postgres failed to stop: {e}; keeping the leader key");
             return;
