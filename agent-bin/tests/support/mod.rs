@@ -56,6 +56,8 @@ pub struct Extra {
     pub restapi: String,
     /// Top-level lines (e.g. a `ctl:` section).
     pub top: String,
+    /// Lines appended to `postgresql.callbacks` (four spaces, e.g. `on_reload:`).
+    pub callbacks: String,
 }
 
 pub struct Cluster {
@@ -254,6 +256,7 @@ impl Cluster {
             "  callbacks:".into(),
             format!("    on_start: {}", self.callback_script().display()),
             format!("    on_role_change: {}", self.callback_script().display()),
+            extra.callbacks.trim_end().to_string(),
             "  authentication:".into(),
             "    superuser: {username: postgres}".into(),
             "    replication: {username: postgres}".into(),
