@@ -349,3 +349,217 @@ async fn candidate_has_wal_past(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock, MonoTime};
+    use crate::dcs::{Dcs, DcsTiming};
+    use crate::decision::LeaseToken;
+    use crate::memory_dcs::{MemoryDcs, SharedMemoryStore};
+    use crate::model::ClusterKeys;
+    use crate::postgres::{PgObservation, SlotChanges};
+    use crate::runner::NoPeers;
+    use crate::watchdog::NoWatchdog;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    /// A server that records what was asked of it.
+    #[derive(Default)]
+    struct FakePg {
+        calls: Mutex<Vec<String>>,
+        /// Non-immediate stops fail with this timeout or less.
+        slow_stop_below: Option<Duration>,
+        pre_promote_fails: bool,
+        rewindable: bool,
+    }
+
+    impl FakePg {
+        fn log(&self, s: String) {
+            self.calls.lock().unwrap().push(s);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl Postgres for FakePg {
+        async fn observe(&self) -> PgObservation {
+            PgObservation::stopped(crate::postgres::DataDirState::Empty)
+        }
+        async fn bootstrap(&self) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn clone_from(&self, _: &Upstream) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn start(&self, _: &StartRole, _: Duration) -> Result<(), PgError> {
+            self.log("start".into());
+            Ok(())
+        }
+        async fn stop(&self, mode: StopMode, t: Duration) -> Result<StopOutcome, PgError> {
+            self.log(format!("stop {mode:?} {}s", t.as_secs_f64()));
+            match self.slow_stop_below {
+                Some(limit) if mode != StopMode::Immediate && t <= limit => {
+                    Err(PgError::StopFailed("still running".into()))
+                }
+                _ => Ok(StopOutcome::default()),
+            }
+        }
+        async fn restart(&self, _: Duration) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn promote(&self, _: Duration) -> Result<(), PgError> {
+            self.log("promote".into());
+            Ok(())
+        }
+        async fn follow(&self, _: Option<&Upstream>) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
+            Ok(true)
+        }
+        async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
+            self.log("rewind".into());
+            Ok(())
+        }
+        async fn remove_data_directory(&self) -> Result<(), PgError> {
+            self.log("remove data directory".into());
+            Ok(())
+        }
+        async fn apply_slot_changes(&self, _: &SlotChanges) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn set_synchronous_standby_names(&self, _: Option<&str>) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn reload(&self) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
+            Ok(None)
+        }
+        async fn pre_promote(&self) -> Result<(), PgError> {
+            self.log("pre_promote".into());
+            if self.pre_promote_fails {
+                return Err(PgError::Tool {
+                    tool: "pre_promote".into(),
+                    message: "exited with 1".into(),
+                });
+            }
+            Ok(())
+        }
+        async fn can_rewind(&self) -> bool {
+            self.rewindable
+        }
+    }
+
+    fn parts(pg: Arc<FakePg>) -> (Components, Arc<dyn Dcs>) {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(MonoTime::from_millis(1000), 0));
+        let timing = DcsTiming {
+            ttl: Duration::from_secs(30),
+            retry_timeout: Duration::from_secs(10),
+            loop_wait: Duration::from_secs(10),
+        };
+        let dcs: Arc<dyn Dcs> = Arc::new(MemoryDcs::new(
+            &SharedMemoryStore::new(),
+            clock.clone(),
+            ClusterKeys::new("/service", "batman"),
+            "pg1",
+            timing,
+        ));
+        let parts = Components {
+            dcs: dcs.clone(),
+            pg,
+            fence: Arc::new(NoWatchdog),
+            clock,
+            peers: Arc::new(NoPeers),
+        };
+        (parts, dcs)
+    }
+
+    async fn execute(action: Action, pg: Arc<FakePg>, settings: RunnerSettings) -> (bool, bool) {
+        let (parts, _) = parts(pg);
+        let refused = AtomicBool::new(false);
+        let ok = run(action, &parts, settings, &|_| {}, &refused)
+            .await
+            .is_ok();
+        (ok, refused.load(Ordering::SeqCst))
+    }
+
+    fn token() -> LeaseToken {
+        LeaseToken {
+            valid_until: MonoTime::from_millis(60_000),
+            leader_version: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_pre_promote_cancels_the_promotion_and_gives_the_key_back() {
+        let pg = Arc::new(FakePg {
+            pre_promote_fails: true,
+            ..FakePg::default()
+        });
+        let (parts, dcs) = parts(pg.clone());
+        assert!(dcs.acquire_leader().await.unwrap());
+        let refused = AtomicBool::new(false);
+        let action = Action::Promote { token: token() };
+        let result = run(action, &parts, RunnerSettings::default(), &|_| {}, &refused).await;
+        assert!(result.is_err());
+        assert!(refused.load(Ordering::SeqCst));
+        assert_eq!(pg.calls(), ["pre_promote"]);
+        let cluster = dcs.get_cluster().await.unwrap();
+        assert!(cluster.leader.is_none(), "the leader key was released");
+
+        let pg = Arc::new(FakePg::default());
+        let action = Action::Promote { token: token() };
+        let (ok, refused) = execute(action, pg.clone(), RunnerSettings::default()).await;
+        assert!(ok && !refused);
+        assert_eq!(pg.calls(), ["pre_promote", "promote"]);
+    }
+
+    #[tokio::test]
+    async fn diverged_timelines_wipe_the_data_directory_only_when_rewind_is_impossible() {
+        let start = |pg: &Arc<FakePg>, diverged_flag: bool| {
+            let settings = RunnerSettings {
+                remove_data_directory_on_diverged_timelines: diverged_flag,
+                ..RunnerSettings::default()
+            };
+            let action = Action::StartReplica {
+                upstream: Some(Upstream::at("pg0", "127.0.0.1", 5432)),
+                rewind: true,
+            };
+            execute(action, pg.clone(), settings)
+        };
+        let impossible = Arc::new(FakePg::default());
+        assert!(start(&impossible, true).await.0);
+        assert_eq!(impossible.calls(), ["remove data directory"]);
+        let without_flag = Arc::new(FakePg::default());
+        assert!(start(&without_flag, false).await.0);
+        assert_eq!(without_flag.calls(), ["rewind", "start"]);
+        let rewindable = Arc::new(FakePg {
+            rewindable: true,
+            ..FakePg::default()
+        });
+        assert!(start(&rewindable, true).await.0);
+        assert_eq!(rewindable.calls(), ["rewind", "start"]);
+    }
+
+    #[tokio::test]
+    async fn primary_stop_timeout_makes_a_slow_stop_immediate() {
+        let pg = FakePg {
+            slow_stop_below: Some(Duration::from_secs(5)),
+            ..FakePg::default()
+        };
+        let t = Duration::from_secs(60);
+        stop_primary(&pg, StopMode::Fast, t, Some(Duration::from_millis(2500)))
+            .await
+            .unwrap();
+        stop_primary(&pg, StopMode::Fast, t, None).await.unwrap();
+        assert_eq!(
+            pg.calls(),
+            ["stop Fast 2.5s", "stop Immediate 60s", "stop Fast 60s"]
+        );
+    }
+}
