@@ -1,6 +1,8 @@
 //! End to end on real etcd and PostgreSQL 15: keys of Patroni's `postgresql` section
 //! that shape the server and its life cycle. One cluster of two for all of them:
-//! `bin_name` (the only pg_ctl in `bin_dir` has another name), local `pg_ident` and
+//! `bin_name` (the only pg_ctl in `bin_dir` has another name), `custom_conf` as the
+//! base configuration (its setting live, the agent's parameters still winning), local
+//! `pg_ident` and
 //! the dynamic one (local wins), `proxy_address` in the member key, a dynamic
 //! `pg_hba` change applied with a reload that fires `on_reload`, `before_stop` when
 //! the primary shuts down, and a failing `pre_promote` that keeps the replica from
@@ -58,10 +60,13 @@ fn postgresql_section_keys_take_effect() {
         "pre_promote.sh",
         &format!("echo pre_promote >> {}\nexit 3\n", marks.display()),
     );
+    let custom = dir.join("custom.conf");
+    std::fs::write(&custom, "work_mem = '3MB'\nwal_keep_size = '16MB'\n").unwrap();
     for i in 0..2 {
         let mut postgresql = format!(
-            "  bin_dir: {}\n  bin_name: {{pg_ctl: pg_ctl_fa}}\n",
-            bin.display()
+            "  bin_dir: {}\n  bin_name: {{pg_ctl: pg_ctl_fa}}\n  custom_conf: {}\n",
+            bin.display(),
+            custom.display()
         );
         if i == 0 {
             postgresql.push_str(&format!(
@@ -90,6 +95,16 @@ fn postgresql_section_keys_take_effect() {
 
     // bin_name: the cluster runs although bin_dir has no file called pg_ctl.
     assert!(!bin.join("pg_ctl").exists());
+    // custom_conf is the base; the managed settings (wal_keep_size 128MB) win.
+    for i in 0..2 {
+        assert_eq!(c.sql(i, "SHOW work_mem").as_deref(), Ok("3MB"), "pg{i}");
+        assert_eq!(
+            c.sql(i, "SHOW wal_keep_size").as_deref(),
+            Ok("128MB"),
+            "pg{i}"
+        );
+    }
+    assert!(c.nodes[0].data_dir.join("postgresql.base.conf").exists());
     // proxy_address is published as Patroni's proxy_url.
     let member: serde_json::Value =
         serde_json::from_str(&c.key("members/pg0").expect("member key")).unwrap();

@@ -20,6 +20,7 @@
 //! parameters: {max_connections: 200, shared_buffers: 1GB}
 //! pg_hba: ["host replication replicator 10.0.0.0/24 scram-sha-256", "host all all 0.0.0.0/0 scram-sha-256"]
 //! pg_ident: ["ops alice postgres"]
+//! custom_conf: /etc/postgresql/base.conf   # optional: base configuration instead of initdb's postgresql.conf
 //! recovery_conf: {recovery_min_apply_delay: 5min}   # replicas only
 //! use_pg_rewind: true
 //! use_slots: true
@@ -277,6 +278,11 @@ pub struct PgConfig {
     /// `pg_ident.conf` lines of the dynamic configuration.
     #[serde(default)]
     pub dynamic_pg_ident: Vec<String>,
+    /// A configuration file used as the base configuration instead of the
+    /// postgresql.conf initdb wrote (kept as `postgresql.base.conf` meanwhile); a
+    /// relative path is relative to the data directory. The managed settings win.
+    #[serde(default)]
+    pub custom_conf: Option<String>,
     /// Extra recovery settings a replica gets (`recovery_conf`, e.g.
     /// `recovery_min_apply_delay`, `restore_command`); `primary_conninfo`,
     /// `primary_slot_name` and `recovery_target*` are the driver's and ignored here.
@@ -394,6 +400,7 @@ impl PgConfig {
             pg_ident: Vec::new(),
             dynamic_pg_ident: Vec::new(),
             recovery_conf: BTreeMap::new(),
+            custom_conf: None,
             use_pg_rewind: false,
             use_slots: true,
             remove_data_directory_on_rewind_failure: false,
@@ -646,6 +653,7 @@ authentication:
 parameters: {max_connections: 200, shared_buffers: 1GB}
 pg_hba: ["host replication replicator 10.0.0.0/24 scram-sha-256", "host all all 0.0.0.0/0 scram-sha-256"]
 pg_ident: ["ops alice postgres"]
+custom_conf: /etc/postgresql/base.conf   # optional: base configuration instead of initdb's postgresql.conf
 recovery_conf: {recovery_min_apply_delay: 5min}   # replicas only
 use_pg_rewind: true
 use_slots: true

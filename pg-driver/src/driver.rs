@@ -218,11 +218,7 @@ impl PgDriver {
     /// `state`.
     fn write_config(&self, state: &ManagedState) -> Result<()> {
         let dir = self.data_dir();
-        let conf = dir.join("postgresql.conf");
-        let base = std::fs::read_to_string(&conf).map_err(|e| DriverError::io("read", &conf, e))?;
-        if let Some(new) = render::with_include(&base) {
-            self.runner.write_file(&conf, &new, 0o600)?;
-        }
+        self.write_main_conf()?;
         self.runner.write_file(
             &dir.join(MANAGED_CONF),
             &render::managed_conf(&self.cfg(), state)?,
@@ -251,6 +247,46 @@ impl PgDriver {
             }
         }
         self.set_state(state.clone());
+        Ok(())
+    }
+
+    /// postgresql.conf: initdb's (or the custom bootstrap's) file with the include
+    /// line of the managed settings, or with `custom_conf` one the driver writes that
+    /// includes that file instead (the original kept as `postgresql.base.conf`, and
+    /// restored when `custom_conf` goes away again).
+    fn write_main_conf(&self) -> Result<()> {
+        let dir = self.data_dir();
+        let conf = dir.join("postgresql.conf");
+        let saved = dir.join(render::BASE_CONF);
+        let current =
+            std::fs::read_to_string(&conf).map_err(|e| DriverError::io("read", &conf, e))?;
+        let own = render::is_custom_conf_main(&current);
+        let wanted = match &self.cfg().custom_conf {
+            Some(custom) => {
+                let path = dir.join(custom);
+                if !path.is_file() {
+                    return Err(DriverError::Config(format!(
+                        "custom_conf {} is not a file: create it or remove custom_conf",
+                        path.display()
+                    )));
+                }
+                if !own && !saved.exists() {
+                    self.runner.write_file(&saved, &current, 0o600)?;
+                }
+                render::custom_conf_main(custom)
+            }
+            None => {
+                let base = if own {
+                    std::fs::read_to_string(&saved).unwrap_or_default()
+                } else {
+                    current.clone()
+                };
+                render::with_include(&base).unwrap_or(base)
+            }
+        };
+        if wanted != current {
+            self.runner.write_file(&conf, &wanted, 0o600)?;
+        }
         Ok(())
     }
 

@@ -14,6 +14,12 @@ use std::path::Path;
 pub const MANAGED_CONF: &str = "postgresql.fullauto.conf";
 /// The line postgresql.conf must contain.
 pub const INCLUDE_LINE: &str = "include_if_exists 'postgresql.fullauto.conf'";
+/// Where the original postgresql.conf is kept while `custom_conf` replaces it as the
+/// base configuration (Patroni's name for the base file).
+pub const BASE_CONF: &str = "postgresql.base.conf";
+/// First line of a postgresql.conf the driver wrote for `custom_conf`.
+const CUSTOM_CONF_MARKER: &str =
+    "# Written by fullauto: postgresql.custom_conf is the base configuration.";
 const STATE_PREFIX: &str = "# fullauto-state: ";
 
 /// What the driver remembers across agent restarts, kept as a comment in the managed
@@ -287,6 +293,21 @@ pub fn with_include(postgresql_conf: &str) -> Option<String> {
     Some(s)
 }
 
+/// The postgresql.conf of a server whose base configuration is the operator's
+/// `custom_conf` file: that file, then the managed settings (so they win).
+pub fn custom_conf_main(custom_conf: &str) -> String {
+    format!(
+        "{CUSTOM_CONF_MARKER}\n# Do not edit: change postgresql.custom_conf or the agent's parameters.\n\
+         include {}\n{INCLUDE_LINE}\n",
+        conf_quote(custom_conf)
+    )
+}
+
+/// Whether `postgresql_conf` is one [`custom_conf_main`] wrote.
+pub fn is_custom_conf_main(postgresql_conf: &str) -> bool {
+    postgresql_conf.starts_with(CUSTOM_CONF_MARKER)
+}
+
 /// pg_hba.conf text from the configured lines (local, else dynamic).
 pub fn pg_hba(cfg: &PgConfig) -> Option<String> {
     access_file("pg_hba", cfg.effective_pg_hba())
@@ -462,6 +483,20 @@ mod tests {
             pg_hba(&c).unwrap(),
             "# Managed by fullauto from postgresql.pg_hba.\nhost all all 10.0.0.0/8 md5\n"
         );
+    }
+
+    #[test]
+    fn custom_conf_is_the_base_and_the_managed_settings_win() {
+        let text = custom_conf_main("/etc/pg/base's.conf");
+        assert_eq!(
+            text,
+            "# Written by fullauto: postgresql.custom_conf is the base configuration.\n\
+             # Do not edit: change postgresql.custom_conf or the agent's parameters.\n\
+             include '/etc/pg/base''s.conf'\n\
+             include_if_exists 'postgresql.fullauto.conf'\n"
+        );
+        assert!(is_custom_conf_main(&text));
+        assert!(!is_custom_conf_main("max_connections = 100\n"));
     }
 
     #[test]

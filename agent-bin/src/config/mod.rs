@@ -516,9 +516,8 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
     }
 }
 
-/// `config_dir` other than the data directory and `custom_conf` are refused: the
-/// agent keeps postgresql.conf, pg_hba.conf and pg_ident.conf in the data directory
-/// and renders every setting from the configuration, so neither would take effect.
+/// `config_dir` other than the data directory is refused: the agent keeps
+/// postgresql.conf, pg_hba.conf and pg_ident.conf in the data directory.
 fn check_config_files(pg: &Map<String, Value>, out: &mut Vec<Problem>) {
     let text = |k: &str| {
         pg.get(k)
@@ -534,20 +533,10 @@ fn check_config_files(pg: &Map<String, Value>, out: &mut Vec<Problem>) {
                     "a configuration directory apart from data_dir ({dir}) is not supported: \
                      fullauto writes postgresql.conf, pg_hba.conf and pg_ident.conf in data_dir; \
                      remove config_dir and set the settings with postgresql.parameters, \
-                     pg_hba and pg_ident"
+                     pg_hba and pg_ident (a base configuration file with custom_conf)"
                 ),
             ));
         }
-    }
-    if let Some(file) = text("custom_conf") {
-        out.push(Problem::error(
-            "postgresql.custom_conf",
-            format!(
-                "a custom base configuration file ({file}) is not supported: put its \
-                 settings in postgresql.parameters (or bootstrap.dcs.postgresql.parameters) \
-                 and remove custom_conf"
-            ),
-        ));
     }
 }
 

@@ -208,7 +208,6 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
         "use_unix_socket",
         "use_unix_socket_repl",
         "config_dir",
-        "custom_conf",
         "rewind",
     ] {
         merged.remove(k);
