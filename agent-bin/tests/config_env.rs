@@ -152,7 +152,7 @@ fn environment_wins_over_the_file() {
         ("PATRONI_POSTGRESQL_CONNECT_ADDRESS", "127.0.0.9:6432"),
         ("PATRONI_POSTGRESQL_PROXY_ADDRESS", "127.0.0.9:7432"),
         ("PATRONI_POSTGRESQL_DATA_DIR", "/pgdata"),
-        ("PATRONI_POSTGRESQL_CONFIG_DIR", "/pgdata/"),
+        ("PATRONI_POSTGRESQL_CONFIG_DIR", "/pgconf"),
         ("PATRONI_POSTGRESQL_BIN_DIR", "/usr/lib/postgresql/15/bin"),
         ("PATRONI_POSTGRESQL_BIN_PG_CTL", "pg_ctl15"),
         ("PATRONI_POSTGRESQL_PGPASS", "/tmp/pgpass"),
@@ -196,7 +196,7 @@ fn environment_wins_over_the_file() {
     assert_eq!(pg.connect_address, "127.0.0.9:6432");
     assert_eq!(pg.proxy_address.as_deref(), Some("127.0.0.9:7432"));
     assert_eq!(pg.data_dir, "/pgdata");
-    assert_eq!(pg.config_dir.as_deref(), Some("/pgdata/"));
+    assert_eq!(pg.config_dir.as_deref(), Some("/pgconf"));
     assert_eq!(pg.bin_dir.as_deref(), Some("/usr/lib/postgresql/15/bin"));
     assert_eq!(pg.bin_name.pg_ctl.as_deref(), Some("pg_ctl15"));
     assert_eq!(pg.pgpass.as_deref(), Some("/tmp/pgpass"));

@@ -395,25 +395,24 @@ fn custom_bootstrap_and_replica_method_sections_are_checked() {
 }
 
 #[test]
-fn a_config_dir_apart_from_data_dir_is_refused_with_what_to_do() {
+fn config_dir_must_be_absolute() {
     let yaml = GOOD.replace(
         "  data_dir: /data\n",
-        "  data_dir: /data\n  config_dir: /etc/pg\n  custom_conf: /etc/pg/base.conf\n",
+        "  data_dir: /data\n  config_dir: etc/pg\n  custom_conf: base.conf\n",
     );
     let r = check(&yaml);
     assert_has(
         &r,
-        "error: postgresql.config_dir: a configuration directory apart from data_dir (/etc/pg) is not supported: fullauto writes postgresql.conf, pg_hba.conf and pg_ident.conf in data_dir; remove config_dir and set the settings with postgresql.parameters, pg_hba and pg_ident (a base configuration file with custom_conf)",
+        "error: postgresql.config_dir: \"etc/pg\" must be an absolute path",
     );
     assert_eq!(r.problems.len(), 1, "{}", r.render());
-    // The data directory itself is what config_dir means by default.
-    let same = GOOD.replace(
+    let fine = GOOD.replace(
         "  data_dir: /data\n",
-        "  data_dir: /data\n  config_dir: /data/\n",
+        "  data_dir: /data\n  config_dir: /etc/pg\n",
     );
     assert!(
-        check(&same).problems.is_empty(),
+        check(&fine).problems.is_empty(),
         "{}",
-        check(&same).render()
+        check(&fine).render()
     );
 }

@@ -1,6 +1,8 @@
 //! End to end on real etcd and PostgreSQL 15: keys of Patroni's `postgresql` section
 //! that shape the server and its life cycle. One cluster of two for all of them:
-//! `bin_name` (the only pg_ctl in `bin_dir` has another name), `custom_conf` as the
+//! `bin_name` (the only pg_ctl in `bin_dir` has another name), `config_dir` (the
+//! configuration files apart from the data directory, for the bootstrapped and the
+//! cloned node), `custom_conf` as the
 //! base configuration (its setting live, the agent's parameters still winning), local
 //! `pg_ident` and
 //! the dynamic one (local wins), `proxy_address` in the member key, a dynamic
@@ -37,6 +39,10 @@ fn renamed_bin_dir(dir: &Path) -> std::path::PathBuf {
     bin
 }
 
+fn conf_dir(dir: &Path, i: usize) -> std::path::PathBuf {
+    dir.join(format!("conf-pg{i}"))
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -64,9 +70,10 @@ fn postgresql_section_keys_take_effect() {
     std::fs::write(&custom, "work_mem = '3MB'\nwal_keep_size = '16MB'\n").unwrap();
     for i in 0..2 {
         let mut postgresql = format!(
-            "  bin_dir: {}\n  bin_name: {{pg_ctl: pg_ctl_fa}}\n  custom_conf: {}\n",
+            "  bin_dir: {}\n  bin_name: {{pg_ctl: pg_ctl_fa}}\n  custom_conf: {}\n  config_dir: {}\n",
             bin.display(),
-            custom.display()
+            custom.display(),
+            conf_dir(&dir, i).display()
         );
         if i == 0 {
             postgresql.push_str(&format!(
@@ -104,7 +111,24 @@ fn postgresql_section_keys_take_effect() {
             "pg{i}"
         );
     }
-    assert!(c.nodes[0].data_dir.join("postgresql.base.conf").exists());
+    // config_dir holds the configuration the servers run with.
+    for i in 0..2 {
+        let conf = conf_dir(&dir, i);
+        let shown = |what: &str| c.sql(i, &format!("SHOW {what}")).unwrap();
+        assert_eq!(
+            shown("config_file"),
+            conf.join("postgresql.conf").display().to_string()
+        );
+        assert_eq!(
+            shown("hba_file"),
+            conf.join("pg_hba.conf").display().to_string()
+        );
+        assert_eq!(
+            shown("ident_file"),
+            conf.join("pg_ident.conf").display().to_string()
+        );
+        assert!(conf.join("postgresql.base.conf").exists(), "pg{i}");
+    }
     // proxy_address is published as Patroni's proxy_url.
     let member: serde_json::Value =
         serde_json::from_str(&c.key("members/pg0").expect("member key")).unwrap();

@@ -7,6 +7,7 @@
 //! listen: 0.0.0.0:5432
 //! connect_address: 10.0.0.1:5432
 //! data_dir: /var/lib/postgresql/15/main
+//! config_dir: /etc/postgresql/15/main   # optional: postgresql.conf, pg_hba.conf, pg_ident.conf (default data_dir)
 //! bin_dir: /usr/lib/postgresql/15/bin   # optional: pg_config --bindir, else newest /usr/lib/postgresql/*/bin
 //! bin_name: {pg_ctl: pg_ctl}      # optional: a tool's file name in bin_dir
 //! os_user: postgres               # used when the agent runs as root
@@ -242,6 +243,11 @@ pub struct PgConfig {
     pub connect_address: Option<String>,
     /// PGDATA.
     pub data_dir: PathBuf,
+    /// Where postgresql.conf, pg_hba.conf, pg_ident.conf and the managed settings
+    /// live (default: `data_dir`); the server is started with `config_file` there
+    /// and `hba_file`/`ident_file` pointing there.
+    #[serde(default)]
+    pub config_dir: Option<PathBuf>,
     /// Directory of initdb, pg_ctl, … (discovered when unset).
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
@@ -280,7 +286,8 @@ pub struct PgConfig {
     pub dynamic_pg_ident: Vec<String>,
     /// A configuration file used as the base configuration instead of the
     /// postgresql.conf initdb wrote (kept as `postgresql.base.conf` meanwhile); a
-    /// relative path is relative to the data directory. The managed settings win.
+    /// relative path is relative to the configuration directory. The managed
+    /// settings win.
     #[serde(default)]
     pub custom_conf: Option<String>,
     /// Extra recovery settings a replica gets (`recovery_conf`, e.g.
@@ -390,6 +397,7 @@ impl PgConfig {
             listen: listen.into(),
             connect_address: None,
             data_dir: data_dir.into(),
+            config_dir: None,
             bin_dir: None,
             bin_name: BTreeMap::new(),
             authentication: Authentication::default(),
@@ -447,6 +455,13 @@ impl PgConfig {
     /// Whether the parameter `name` is set (locally or dynamically).
     fn has_parameter(&self, name: &str) -> bool {
         self.parameters.contains_key(name) || self.dynamic_parameters.contains_key(name)
+    }
+
+    /// The directory of the configuration files: `config_dir`, else `data_dir`.
+    pub fn conf_dir(&self) -> PathBuf {
+        self.config_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
     }
 
     /// The `pg_hba.conf` lines in force: local ones, else the dynamic ones; none when
@@ -539,6 +554,12 @@ impl PgConfig {
             return Err(DriverError::Config(format!(
                 "data_dir {} must be an absolute path",
                 self.data_dir.display()
+            )));
+        }
+        if let Some(d) = self.config_dir.as_ref().filter(|d| !d.is_absolute()) {
+            return Err(DriverError::Config(format!(
+                "config_dir {} must be an absolute path",
+                d.display()
             )));
         }
         for m in &self.create_replica_methods {
@@ -640,6 +661,7 @@ scope: batman                   # cluster_name
 listen: 0.0.0.0:5432
 connect_address: 10.0.0.1:5432
 data_dir: /var/lib/postgresql/15/main
+config_dir: /etc/postgresql/15/main   # optional: postgresql.conf, pg_hba.conf, pg_ident.conf (default data_dir)
 bin_dir: /usr/lib/postgresql/15/bin   # optional: pg_config --bindir, else newest /usr/lib/postgresql/*/bin
 bin_name: {pg_ctl: pg_ctl}      # optional: a tool's file name in bin_dir
 os_user: postgres               # used when the agent runs as root

@@ -65,7 +65,7 @@ impl PgDriver {
         cfg.validate()?;
         let bins = Binaries::discover_named(cfg.bin_dir.as_deref(), &cfg.bin_name)?;
         let user = OsUser::resolve(cfg.os_user.as_deref())?;
-        let state = render::read_state(&cfg.data_dir);
+        let state = render::read_state(&cfg.conf_dir());
         Ok(PgDriver {
             data_dir: cfg.data_dir.clone(),
             cfg: RwLock::new(Arc::new(cfg)),
@@ -95,12 +95,13 @@ impl PgDriver {
         cfg.validate()?;
         let cur = self.cfg();
         if cfg.data_dir != cur.data_dir
+            || cfg.conf_dir() != cur.conf_dir()
             || cfg.bin_dir != cur.bin_dir
             || cfg.bin_name != cur.bin_name
             || cfg.os_user != cur.os_user
         {
             return Err(DriverError::Config(
-                "data_dir, bin_dir, bin_name and os_user cannot change while the agent runs: restart it"
+                "data_dir, config_dir, bin_dir, bin_name and os_user cannot change while the agent runs: restart it"
                     .into(),
             ));
         }
@@ -218,19 +219,33 @@ impl PgDriver {
     /// `state`.
     fn write_config(&self, state: &ManagedState) -> Result<()> {
         let dir = self.data_dir();
+        let conf_dir = self.cfg().conf_dir();
+        if !conf_dir.exists() {
+            self.runner.create_dir(&conf_dir, 0o700)?;
+        }
         self.write_main_conf()?;
         self.runner.write_file(
-            &dir.join(MANAGED_CONF),
+            &conf_dir.join(MANAGED_CONF),
             &render::managed_conf(&self.cfg(), state)?,
             0o600,
         )?;
-        if let Some(hba) = render::pg_hba(&self.cfg()) {
-            self.runner
-                .write_file(&dir.join("pg_hba.conf"), &hba, 0o600)?;
-        }
-        if let Some(ident) = render::pg_ident(&self.cfg()) {
-            self.runner
-                .write_file(&dir.join("pg_ident.conf"), &ident, 0o600)?;
+        for (file, text) in [
+            ("pg_hba.conf", render::pg_hba(&self.cfg())),
+            ("pg_ident.conf", render::pg_ident(&self.cfg())),
+        ] {
+            let path = conf_dir.join(file);
+            match text {
+                Some(text) => self.runner.write_file(&path, &text, 0o600)?,
+                // A config_dir apart from the data directory starts with the data
+                // directory's file (initdb's, or the one a clone brought).
+                None if !path.exists() && conf_dir != dir => {
+                    let original = dir.join(file);
+                    let text = std::fs::read_to_string(&original)
+                        .map_err(|e| DriverError::io("read", &original, e))?;
+                    self.runner.write_file(&path, &text, 0o600)?;
+                }
+                None => {}
+            }
         }
         let signal = dir.join("standby.signal");
         if state.replica {
@@ -255,11 +270,18 @@ impl PgDriver {
     /// includes that file instead (the original kept as `postgresql.base.conf`, and
     /// restored when `custom_conf` goes away again).
     fn write_main_conf(&self) -> Result<()> {
-        let dir = self.data_dir();
+        let dir = self.cfg().conf_dir();
         let conf = dir.join("postgresql.conf");
         let saved = dir.join(render::BASE_CONF);
+        // A config_dir apart from the data directory starts from the data
+        // directory's postgresql.conf.
+        let source = if conf.exists() {
+            conf.clone()
+        } else {
+            self.data_dir().join("postgresql.conf")
+        };
         let current =
-            std::fs::read_to_string(&conf).map_err(|e| DriverError::io("read", &conf, e))?;
+            std::fs::read_to_string(&source).map_err(|e| DriverError::io("read", &source, e))?;
         let own = render::is_custom_conf_main(&current);
         let wanted = match &self.cfg().custom_conf {
             Some(custom) => {
@@ -284,7 +306,7 @@ impl PgDriver {
                 render::with_include(&base).unwrap_or(base)
             }
         };
-        if wanted != current {
+        if wanted != current || source != conf {
             self.runner.write_file(&conf, &wanted, 0o600)?;
         }
         Ok(())
@@ -292,6 +314,15 @@ impl PgDriver {
 
     fn pid_state(&self) -> PidFileState {
         pidfile::read(self.data_dir())
+    }
+
+    /// `config_file=<config_dir>/postgresql.conf` when config_dir is apart from the
+    /// data directory.
+    fn config_file_option(&self) -> Option<String> {
+        let cfg = self.cfg();
+        let dir = cfg.conf_dir();
+        (dir != cfg.data_dir)
+            .then(|| format!("config_file={}", dir.join("postgresql.conf").display()))
     }
 
     /// Whether a postmaster runs on the data directory (per `postmaster.pid`).
@@ -407,6 +438,12 @@ impl PgDriver {
             .arg((timeout.as_secs_f64().ceil() as u64).max(1).to_string())
             .arg("-l")
             .arg(self.cfg().log_file());
+        if let Some(file) = self.config_file_option() {
+            // pg_ctl hands -o to a shell.
+            let quoted = shlex::try_quote(&file)
+                .map_err(|e| DriverError::Config(format!("config_dir: {e}")))?;
+            cmd.arg("-o").arg(format!("-c {quoted}"));
+        }
         let out = self
             .runner
             .run("pg_ctl start", cmd, timeout + Duration::from_secs(10))
@@ -462,10 +499,11 @@ impl PgDriver {
             std::fs::rename(&signal, &aside).map_err(|e| DriverError::io("rename", &signal, e))?;
         }
         let mut cmd = self.tool_cmd("postgres", true)?;
-        cmd.arg("--single")
-            .arg("-D")
-            .arg(self.data_dir())
-            .arg("-c")
+        cmd.arg("--single").arg("-D").arg(self.data_dir());
+        if let Some(file) = self.config_file_option() {
+            cmd.arg("-c").arg(file);
+        }
+        cmd.arg("-c")
             .arg("archive_mode=off")
             .arg("-c")
             .arg("archive_command=false")

@@ -150,6 +150,13 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     if let Some(scope) = &cfg.scope {
         p.insert("cluster_name".into(), scope.clone());
     }
+    // The access files live with the configuration (config_dir).
+    if let Some(dir) = cfg.config_dir.as_ref().filter(|d| **d != cfg.data_dir) {
+        for (k, file) in [("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")] {
+            p.entry(k.into())
+                .or_insert_with(|| dir.join(file).display().to_string());
+        }
+    }
     // Not in the data directory: pg_rewind and pg_basebackup would try to copy the
     // socket file.
     p.entry("unix_socket_directories".into())

@@ -516,27 +516,21 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
     }
 }
 
-/// `config_dir` other than the data directory is refused: the agent keeps
-/// postgresql.conf, pg_hba.conf and pg_ident.conf in the data directory.
+/// `config_dir` must be an absolute path (the server is started with its
+/// postgresql.conf as `config_file`).
 fn check_config_files(pg: &Map<String, Value>, out: &mut Vec<Problem>) {
-    let text = |k: &str| {
-        pg.get(k)
-            .and_then(loose::as_string)
-            .filter(|s| !s.trim().is_empty())
+    let Some(dir) = pg
+        .get("config_dir")
+        .and_then(loose::as_string)
+        .filter(|s| !s.trim().is_empty())
+    else {
+        return;
     };
-    let norm = |p: String| p.trim_end_matches('/').to_string();
-    if let Some(dir) = text("config_dir") {
-        if Some(norm(dir.clone())) != text("data_dir").map(norm) {
-            out.push(Problem::error(
-                "postgresql.config_dir",
-                format!(
-                    "a configuration directory apart from data_dir ({dir}) is not supported: \
-                     fullauto writes postgresql.conf, pg_hba.conf and pg_ident.conf in data_dir; \
-                     remove config_dir and set the settings with postgresql.parameters, \
-                     pg_hba and pg_ident (a base configuration file with custom_conf)"
-                ),
-            ));
-        }
+    if !dir.starts_with('/') {
+        out.push(Problem::error(
+            "postgresql.config_dir",
+            format!("{dir:?} must be an absolute path"),
+        ));
     }
 }
 

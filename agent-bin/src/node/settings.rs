@@ -207,7 +207,6 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
         "pgpass",
         "use_unix_socket",
         "use_unix_socket_repl",
-        "config_dir",
         "rewind",
     ] {
         merged.remove(k);
