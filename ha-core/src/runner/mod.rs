@@ -768,13 +768,18 @@ impl Runner {
                 None
             }
             Action::SetSynchronousStandbyNames { value } => {
-                if let Err(e) = self
+                match self
                     .parts
                     .pg
                     .set_synchronous_standby_names(value.as_deref())
                     .await
                 {
-                    tracing::warn!(node = %self.cfg.name, "setting synchronous_standby_names failed: {e}");
+                    Err(e) => {
+                        tracing::warn!(node = %self.cfg.name, "setting synchronous_standby_names failed: {e}")
+                    }
+                    // A reload of a running server, as in Patroni (`on_reload`).
+                    Ok(()) if obs.pg.is_alive() => self.emit(RunnerEvent::Reloaded),
+                    Ok(()) => {}
                 }
                 None
             }
@@ -850,6 +855,8 @@ impl Runner {
                     {
                         self.emit(RunnerEvent::RoleChanged("standby_leader"))
                     }
+                    // Same role, new upstream: a reload (`on_reload`), as in Patroni.
+                    Ok(_) if obs.pg.is_alive() => self.emit(RunnerEvent::Reloaded),
                     Ok(_) => {}
                 }
                 None
