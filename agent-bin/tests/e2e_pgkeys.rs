@@ -2,13 +2,11 @@
 //! that shape the server and its life cycle. One cluster of two for all of them:
 //! `bin_name` (the only pg_ctl in `bin_dir` has another name), `config_dir` (the
 //! configuration files apart from the data directory, for the bootstrapped and the
-//! cloned node), `custom_conf` as the
-//! base configuration (its setting live, the agent's parameters still winning), local
-//! `pg_ident` and
-//! the dynamic one (local wins), `proxy_address` in the member key, a dynamic
-//! `pg_hba` change applied with a reload that fires `on_reload`, `before_stop` when
-//! the primary shuts down, and a failing `pre_promote` that keeps the replica from
-//! promoting.
+//! cloned node), `custom_conf` as the base configuration (its setting live, the
+//! managed ones still winning), local `pg_ident` and the dynamic one (local wins),
+//! `proxy_address` in the member key, dynamic `pg_hba` and `recovery_conf` changes
+//! applied with a reload that fires `on_reload`, `before_stop` when the primary shuts
+//! down, and a failing `pre_promote` that keeps the replica from promoting.
 
 mod support;
 
@@ -149,7 +147,8 @@ fn postgresql_section_keys_take_effect() {
                 "host replication all 127.0.0.1/32 trust",
                 "host all fa_marker 127.0.0.2/32 reject"
             ],
-            "pg_ident": ["fa_dynamic bob postgres"]
+            "pg_ident": ["fa_dynamic bob postgres"],
+            "recovery_conf": {"recovery_min_apply_delay": "10ms"}
         }}),
     );
     assert!(patched.is_some_and(|(s, _)| s == 200));
@@ -162,6 +161,11 @@ fn postgresql_section_keys_take_effect() {
         assert!(applied.is_some(), "pg_hba on pg{i}: {:?}", c.sql(i, hba_q));
         assert_eq!(c.sql(i, ident_q).as_deref(), Ok(ident), "pg_ident on pg{i}");
     }
+    // Dynamic recovery_conf reaches the replica.
+    let delayed = wait_until(Duration::from_secs(30), || {
+        (c.sql(1, "SHOW recovery_min_apply_delay").ok().as_deref() == Some("10ms")).then_some(())
+    });
+    assert!(delayed.is_some(), "recovery_conf on pg1");
     let reloaded = wait_until(Duration::from_secs(10), || {
         let cbs = c.callbacks();
         (cbs.iter().any(|l| l.starts_with("on_reload primary "))

@@ -336,6 +336,44 @@ pub enum PgError {
     Invalid(String),
 }
 
+/// The parts of the dynamic config's `postgresql` section, besides `parameters`,
+/// that reach the server at run time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DynamicPostgresql {
+    /// `pg_hba` lines.
+    pub pg_hba: Vec<String>,
+    /// `pg_ident` lines.
+    pub pg_ident: Vec<String>,
+    /// `recovery_conf`: extra recovery settings of replicas.
+    pub recovery_conf: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DynamicPostgresql {
+    /// The section of a dynamic config's `postgresql` value (absent keys empty).
+    pub fn from_section(postgresql: Option<&serde_json::Value>) -> DynamicPostgresql {
+        let lines = |key: &str| -> Vec<String> {
+            postgresql
+                .and_then(|p| p.get(key))
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        DynamicPostgresql {
+            pg_hba: lines("pg_hba"),
+            pg_ident: lines("pg_ident"),
+            recovery_conf: postgresql
+                .and_then(|p| p.get("recovery_conf"))
+                .and_then(serde_json::Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The local PostgreSQL server as the HA loop drives it.
 #[async_trait]
 pub trait Postgres: Send + Sync {
@@ -429,15 +467,12 @@ pub trait Postgres: Send + Sync {
     /// Re-renders the managed configuration and reloads.
     async fn reload(&self) -> Result<(), PgError>;
 
-    /// The `pg_hba` and `pg_ident` lines of the dynamic config changed: write them
-    /// (local lines keep precedence as the driver defines it) and reload a running
-    /// server. Returns whether the server was reloaded. The default does nothing.
-    async fn apply_dynamic_access(
-        &self,
-        pg_hba: &[String],
-        pg_ident: &[String],
-    ) -> Result<bool, PgError> {
-        let _ = (pg_hba, pg_ident);
+    /// The dynamic config's `pg_hba`, `pg_ident` or `recovery_conf` changed: write
+    /// them (local settings keep precedence as the driver defines it) and reload a
+    /// running server. Returns whether the server was reloaded. The default does
+    /// nothing.
+    async fn apply_dynamic_files(&self, section: &DynamicPostgresql) -> Result<bool, PgError> {
+        let _ = section;
         Ok(false)
     }
 

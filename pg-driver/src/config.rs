@@ -291,10 +291,14 @@ pub struct PgConfig {
     #[serde(default)]
     pub custom_conf: Option<String>,
     /// Extra recovery settings a replica gets (`recovery_conf`, e.g.
-    /// `recovery_min_apply_delay`, `restore_command`); `primary_conninfo`,
+    /// `recovery_min_apply_delay`, `restore_command`) of the local configuration;
+    /// when empty, those of the dynamic configuration. `primary_conninfo`,
     /// `primary_slot_name` and `recovery_target*` are the driver's and ignored here.
     #[serde(default)]
     pub recovery_conf: BTreeMap<String, serde_json::Value>,
+    /// `recovery_conf` of the dynamic configuration.
+    #[serde(default)]
+    pub dynamic_recovery_conf: BTreeMap<String, serde_json::Value>,
     /// Whether pg_rewind may be used.
     #[serde(default)]
     pub use_pg_rewind: bool,
@@ -408,6 +412,7 @@ impl PgConfig {
             pg_ident: Vec::new(),
             dynamic_pg_ident: Vec::new(),
             recovery_conf: BTreeMap::new(),
+            dynamic_recovery_conf: BTreeMap::new(),
             custom_conf: None,
             use_pg_rewind: false,
             use_slots: true,
@@ -450,6 +455,16 @@ impl PgConfig {
         Duration::try_from_secs_f64(self.pg_ctl_timeout)
             .unwrap_or(Duration::from_secs(60))
             .max(Duration::from_secs(1))
+    }
+
+    /// The recovery settings in force: local ones, else the dynamic ones (as a
+    /// whole, as Patroni lets a local key replace the dynamic one).
+    pub fn effective_recovery_conf(&self) -> &BTreeMap<String, serde_json::Value> {
+        if self.recovery_conf.is_empty() {
+            &self.dynamic_recovery_conf
+        } else {
+            &self.recovery_conf
+        }
     }
 
     /// Whether the parameter `name` is set (locally or dynamically).
@@ -584,7 +599,7 @@ impl PgConfig {
         for (k, v) in self.dynamic_parameters.iter().chain(&self.parameters) {
             json_scalar(v).map_err(|e| DriverError::Config(format!("parameter {k}: {e}")))?;
         }
-        for (k, v) in &self.recovery_conf {
+        for (k, v) in self.recovery_conf.iter().chain(&self.dynamic_recovery_conf) {
             json_scalar(v).map_err(|e| DriverError::Config(format!("recovery_conf.{k}: {e}")))?;
         }
         if !(self.pg_ctl_timeout.is_finite() && self.pg_ctl_timeout >= 0.0) {

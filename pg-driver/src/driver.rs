@@ -13,9 +13,9 @@ use crate::sql;
 use crate::timeline::{self, HistoryEntry, LocalPosition};
 use async_trait::async_trait;
 use ha_core::{
-    parse_lsn, DataDirState, ObservedSlot, PgError, PgObservation, PgProcess, Postgres,
-    ReplicationConnection, SlotChanges, SlotKind, SlotStateFile, StartRole, StopMode, StopOutcome,
-    Upstream,
+    parse_lsn, DataDirState, DynamicPostgresql, ObservedSlot, PgError, PgObservation, PgProcess,
+    Postgres, ReplicationConnection, SlotChanges, SlotKind, SlotStateFile, StartRole, StopMode,
+    StopOutcome, Upstream,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -1909,28 +1909,37 @@ impl Postgres for PgDriver {
         Ok(())
     }
 
-    async fn apply_dynamic_access(
-        &self,
-        pg_hba: &[String],
-        pg_ident: &[String],
-    ) -> Result<bool, PgError> {
+    async fn apply_dynamic_files(&self, section: &DynamicPostgresql) -> Result<bool, PgError> {
         let current = self.cfg();
-        if current.dynamic_pg_hba == pg_hba && current.dynamic_pg_ident == pg_ident {
+        let recovery: std::collections::BTreeMap<String, serde_json::Value> = section
+            .recovery_conf
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if current.dynamic_pg_hba == section.pg_hba
+            && current.dynamic_pg_ident == section.pg_ident
+            && current.dynamic_recovery_conf == recovery
+        {
             return Ok(false);
         }
         let mut cfg = (*current).clone();
-        cfg.dynamic_pg_hba = pg_hba.to_vec();
-        cfg.dynamic_pg_ident = pg_ident.to_vec();
+        cfg.dynamic_pg_hba = section.pg_hba.clone();
+        cfg.dynamic_pg_ident = section.pg_ident.clone();
+        cfg.dynamic_recovery_conf = recovery;
         self.update_config(cfg)?;
         let new = self.cfg();
         let rewritten = |old: Option<String>, new: Option<String>| new.is_some() && new != old;
         let changed = rewritten(render::pg_hba(&current), render::pg_hba(&new))
-            || rewritten(render::pg_ident(&current), render::pg_ident(&new));
+            || rewritten(render::pg_ident(&current), render::pg_ident(&new))
+            || (self.state().replica
+                && current.effective_recovery_conf() != new.effective_recovery_conf());
         if !changed || self.postmaster_pid().is_none() {
-            // Local lines win, or a stopped server gets them at its next start.
+            // Local settings win, or a stopped server gets them at its next start.
             return Ok(false);
         }
-        tracing::info!("dynamic pg_hba or pg_ident changed: rewriting the files and reloading");
+        tracing::info!(
+            "dynamic pg_hba, pg_ident or recovery_conf changed: rewriting the configuration and reloading"
+        );
         Postgres::reload(self).await?;
         Ok(true)
     }

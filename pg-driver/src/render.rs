@@ -182,7 +182,7 @@ pub fn parameters(cfg: &PgConfig, state: &ManagedState) -> Result<BTreeMap<Strin
     p.insert("primary_slot_name".into(), String::new());
     if state.replica {
         // The operator's recovery settings; the ones the driver owns stay its own.
-        for (k, v) in &cfg.recovery_conf {
+        for (k, v) in cfg.effective_recovery_conf() {
             let lower = k.to_ascii_lowercase();
             if !lower.starts_with("recovery_target")
                 && lower != "primary_conninfo"
@@ -469,6 +469,15 @@ mod tests {
         );
         let primary = parameters(&c, &ManagedState::default()).unwrap();
         assert!(!primary.contains_key("recovery_min_apply_delay"));
+        // Local recovery_conf replaces the dynamic one as a whole.
+        c.dynamic_recovery_conf
+            .insert("archive_cleanup_command".into(), serde_json::json!("true"));
+        let p = parameters(&c, &replica).unwrap();
+        assert!(!p.contains_key("archive_cleanup_command"));
+        c.recovery_conf.clear();
+        let p = parameters(&c, &replica).unwrap();
+        assert_eq!(p["archive_cleanup_command"], "true");
+        assert!(!p.contains_key("recovery_min_apply_delay"));
     }
 
     #[test]

@@ -52,6 +52,7 @@ impl ConfigReloader {
         pg_cfg.dynamic_parameters = running.dynamic_parameters.clone();
         pg_cfg.dynamic_pg_hba = running.dynamic_pg_hba.clone();
         pg_cfg.dynamic_pg_ident = running.dynamic_pg_ident.clone();
+        pg_cfg.dynamic_recovery_conf = running.dynamic_recovery_conf.clone();
         self.pg
             .update_config(pg_cfg)
             .map_err(|e| format!("postgresql section: {e}"))?;

@@ -166,20 +166,26 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
             merged.insert("initdb".into(), initdb.clone());
         }
     }
-    // pg_hba and pg_ident: the local lines, else the dynamic ones (replaced at run
-    // time by the DCS `config` key; `bootstrap.pg_hba` stands in for absent ones).
-    for key in ["pg_hba", "pg_ident"] {
+    // pg_hba, pg_ident and recovery_conf: the local ones, else the dynamic ones
+    // (replaced at run time by the DCS `config` key; `bootstrap.pg_hba` stands in for
+    // absent dynamic lines).
+    for (key, empty) in [
+        ("pg_hba", Value::Array(Vec::new())),
+        ("pg_ident", Value::Array(Vec::new())),
+        ("recovery_conf", Value::Object(Map::new())),
+    ] {
         let local = cfg.raw.pointer(&format!("/postgresql/{key}")).cloned();
         let dynamic = cfg
             .raw
             .pointer(&format!("/bootstrap/dcs/postgresql/{key}"))
-            .or_else(|| cfg.raw.pointer(&format!("/bootstrap/{key}")))
+            .or_else(|| {
+                (key == "pg_hba")
+                    .then(|| cfg.raw.pointer("/bootstrap/pg_hba"))
+                    .flatten()
+            })
             .cloned();
-        merged.insert(key.into(), local.unwrap_or(Value::Array(Vec::new())));
-        merged.insert(
-            format!("dynamic_{key}"),
-            dynamic.unwrap_or(Value::Array(Vec::new())),
-        );
+        merged.insert(key.into(), local.unwrap_or_else(|| empty.clone()));
+        merged.insert(format!("dynamic_{key}"), dynamic.unwrap_or(empty));
     }
     merged.insert("pg_ctl_timeout".into(), Value::from(pg_ctl_timeout(cfg)));
     merged.insert("bin_name".into(), Value::Object(bin_names(cfg)));
@@ -360,6 +366,7 @@ postgresql:
             pg.recovery_conf.get("recovery_min_apply_delay"),
             Some(&serde_json::json!("5min"))
         );
+        assert!(pg.dynamic_recovery_conf.is_empty());
         let run = runner_settings(&cfg);
         assert_eq!(run.pg_ctl_timeout, Duration::from_millis(2500));
         assert!(run.remove_data_directory_on_diverged_timelines);

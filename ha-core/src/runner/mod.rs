@@ -15,7 +15,7 @@ use crate::decision::{
     PeerReply, PeerStatus, RequestVerdict,
 };
 use crate::model::{Cluster, Failover, Member};
-use crate::postgres::{PgObservation, Postgres};
+use crate::postgres::{DynamicPostgresql, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
 use guard::{refuse, GuardContext};
@@ -261,8 +261,8 @@ pub struct Runner {
     member_fields: MemberFields,
     /// The cluster-wide Postgres parameters last handed to the driver.
     applied_parameters: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The dynamic `pg_hba` and `pg_ident` lines last handed to the driver.
-    applied_access: Option<(Vec<String>, Vec<String>)>,
+    /// The dynamic `pg_hba`, `pg_ident` and `recovery_conf` last handed to the driver.
+    applied_files: Option<DynamicPostgresql>,
     /// Set by a promotion job whose pre-promote check failed (it released the lock).
     pre_promote_refused: Arc<std::sync::atomic::AtomicBool>,
     /// After a failed pre-promote check the node stays out of the leader race until
@@ -307,7 +307,7 @@ impl Runner {
             failsafe: failsafe.clone(),
             member_fields: member_fields.clone(),
             applied_parameters: None,
-            applied_access: None,
+            applied_files: None,
             pre_promote_refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             no_race_until: None,
         };
@@ -403,7 +403,7 @@ impl Runner {
         if let Ok(c) = &cluster {
             self.apply_dynamic_config(c);
             self.apply_dynamic_parameters(c, pg.is_alive()).await;
-            self.apply_dynamic_access(c).await;
+            self.apply_dynamic_files(c).await;
             self.last_cluster = Some(c.clone());
         }
         let mut obs = Observation {
@@ -583,41 +583,23 @@ impl Runner {
         }
     }
 
-    /// `postgresql.pg_hba` and `postgresql.pg_ident` of the dynamic config reach
-    /// Postgres when they change (rewritten files and a reload).
-    async fn apply_dynamic_access(&mut self, c: &Cluster) {
+    /// `postgresql.pg_hba`, `pg_ident` and `recovery_conf` of the dynamic config
+    /// reach Postgres when they change (rewritten files and a reload).
+    async fn apply_dynamic_files(&mut self, c: &Cluster) {
         let Some(cfg) = &c.config else { return };
-        let lines = |key: &str| -> Vec<String> {
-            cfg.value
-                .extra
-                .get("postgresql")
-                .and_then(|p| p.get(key))
-                .and_then(serde_json::Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|l| l.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let wanted = (lines("pg_hba"), lines("pg_ident"));
-        if self.applied_access.as_ref() == Some(&wanted) {
+        let wanted = DynamicPostgresql::from_section(cfg.value.extra.get("postgresql"));
+        if self.applied_files.as_ref() == Some(&wanted) {
             return;
         }
-        match self
-            .parts
-            .pg
-            .apply_dynamic_access(&wanted.0, &wanted.1)
-            .await
-        {
+        match self.parts.pg.apply_dynamic_files(&wanted).await {
             Ok(reloaded) => {
-                self.applied_access = Some(wanted);
+                self.applied_files = Some(wanted);
                 if reloaded {
                     self.emit(RunnerEvent::Reloaded);
                 }
             }
             Err(e) => {
-                tracing::warn!(node = %self.cfg.name, "applying the dynamic pg_hba and pg_ident failed: {e}")
+                tracing::warn!(node = %self.cfg.name, "applying the dynamic pg_hba, pg_ident and recovery_conf failed: {e}")
             }
         }
     }
