@@ -49,6 +49,7 @@ pub fn runner_settings(cfg: &Config) -> RunnerSettings {
     let ttl = cfg.bootstrap.dcs.ttl();
     RunnerSettings {
         pg_ctl_timeout: pg_ctl,
+        pg_ctl_timeout_is_local: cfg.raw.pointer("/postgresql/pg_ctl_timeout").is_some(),
         promote_timeout: pg_ctl,
         // A dead or frozen peer must not hold up a leader race for long.
         probe_timeout: (ttl / 4).clamp(Duration::from_millis(300), Duration::from_secs(2)),
@@ -369,6 +370,7 @@ postgresql:
         assert!(pg.dynamic_recovery_conf.is_empty());
         let run = runner_settings(&cfg);
         assert_eq!(run.pg_ctl_timeout, Duration::from_millis(2500));
+        assert!(run.pg_ctl_timeout_is_local);
         assert!(run.remove_data_directory_on_diverged_timelines);
         assert_eq!(
             node_config(&cfg).proxy_url.as_deref(),

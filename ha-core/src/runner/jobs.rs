@@ -562,4 +562,37 @@ mod tests {
             ["stop Fast 2.5s", "stop Immediate 60s", "stop Fast 60s"]
         );
     }
+
+    #[test]
+    fn dynamic_pg_ctl_timeout_and_primary_stop_timeout_apply_unless_local() {
+        let (parts, _) = parts(Arc::new(FakePg::default()));
+        let settings = RunnerSettings {
+            pg_ctl_timeout: Duration::from_secs(30),
+            promote_timeout: Duration::from_secs(30),
+            ..RunnerSettings::default()
+        };
+        let (mut runner, _) =
+            super::super::Runner::new(crate::decision::NodeConfig::named("pg1"), parts, settings);
+        let mut config: crate::model::DynamicConfig = serde_json::from_value(serde_json::json!({
+            "postgresql": {"pg_ctl_timeout": 7.5},
+            "primary_stop_timeout": 3,
+        }))
+        .unwrap();
+        runner.state.config = Some(config.clone());
+        let s = runner.current_settings();
+        assert_eq!(s.pg_ctl_timeout, Duration::from_millis(7500));
+        assert_eq!(s.promote_timeout, Duration::from_millis(7500));
+        assert_eq!(s.primary_stop_timeout, None, "asynchronous mode");
+        config.synchronous_mode = crate::model::SynchronousMode::On;
+        runner.state.config = Some(config);
+        assert_eq!(
+            runner.current_settings().primary_stop_timeout,
+            Some(Duration::from_secs(3))
+        );
+        runner.settings.pg_ctl_timeout_is_local = true;
+        assert_eq!(
+            runner.current_settings().pg_ctl_timeout,
+            Duration::from_secs(30)
+        );
+    }
 }

@@ -70,6 +70,9 @@ pub enum RunnerEvent {
 pub struct RunnerSettings {
     /// `pg_ctl` start/stop timeout.
     pub pg_ctl_timeout: Duration,
+    /// Whether `pg_ctl_timeout` comes from the local configuration; when not, the
+    /// dynamic config's `postgresql.pg_ctl_timeout` replaces it at run time.
+    pub pg_ctl_timeout_is_local: bool,
     /// Time allowed for a promotion.
     pub promote_timeout: Duration,
     /// Time a peer probe may take.
@@ -89,6 +92,7 @@ impl Default for RunnerSettings {
     fn default() -> Self {
         RunnerSettings {
             pg_ctl_timeout: Duration::from_secs(60),
+            pg_ctl_timeout_is_local: false,
             promote_timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(2),
             remove_data_directory_on_rewind_failure: false,
@@ -604,6 +608,30 @@ impl Runner {
         }
     }
 
+    /// The settings in force: the configured ones, with the dynamic config's
+    /// `pg_ctl_timeout` (unless set locally) and `primary_stop_timeout`.
+    fn current_settings(&self) -> RunnerSettings {
+        let dynamic_pg_ctl = self
+            .state
+            .config
+            .as_ref()
+            .filter(|_| !self.settings.pg_ctl_timeout_is_local)
+            .and_then(|c| c.extra.get("postgresql"))
+            .and_then(|p| p.get("pg_ctl_timeout"))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+                v => v.as_f64(),
+            })
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map(|d| d.max(Duration::from_secs(1)));
+        RunnerSettings {
+            pg_ctl_timeout: dynamic_pg_ctl.unwrap_or(self.settings.pg_ctl_timeout),
+            promote_timeout: dynamic_pg_ctl.unwrap_or(self.settings.promote_timeout),
+            primary_stop_timeout: self.primary_stop_timeout(),
+            ..self.settings
+        }
+    }
+
     /// The dynamic `primary_stop_timeout` when it applies: set and in synchronous mode.
     fn primary_stop_timeout(&self) -> Option<Duration> {
         let c = self.state.config.as_ref()?;
@@ -854,7 +882,8 @@ impl Runner {
                 None
             }
             Action::StopPostgres { mode } => {
-                if let Err(e) = self.parts.pg.stop(mode, self.settings.pg_ctl_timeout).await {
+                let timeout = self.current_settings().pg_ctl_timeout;
+                if let Err(e) = self.parts.pg.stop(mode, timeout).await {
                     tracing::warn!(node = %self.cfg.name, "stop failed: {e}");
                 }
                 self.emit(RunnerEvent::Stopped);
@@ -865,10 +894,7 @@ impl Runner {
                     tracing::warn!(node = %self.cfg.name, ?background, "a background action is already running");
                     return None;
                 }
-                let settings = RunnerSettings {
-                    primary_stop_timeout: self.primary_stop_timeout(),
-                    ..self.settings
-                };
+                let settings = self.current_settings();
                 self.job = BackgroundJob::spawn(
                     background,
                     self.parts.clone(),
@@ -906,7 +932,7 @@ impl Runner {
         let stopped = jobs::stop_primary(
             self.parts.pg.as_ref(),
             crate::postgres::StopMode::Fast,
-            self.settings.pg_ctl_timeout,
+            self.current_settings().pg_ctl_timeout,
             self.primary_stop_timeout(),
         )
         .await;
