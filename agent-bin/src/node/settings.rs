@@ -54,9 +54,9 @@ pub fn runner_settings(cfg: &Config) -> RunnerSettings {
         // A dead or frozen peer must not hold up a leader race for long.
         probe_timeout: (ttl / 4).clamp(Duration::from_millis(300), Duration::from_secs(2)),
         remove_data_directory_on_rewind_failure: flag("remove_data_directory_on_rewind_failure"),
-        remove_data_directory_on_diverged_timelines: flag(
-            "remove_data_directory_on_diverged_timelines",
-        ),
+        remove_data_directory_on_diverged_timelines: cfg
+            .postgresql
+            .remove_data_directory_on_diverged_timelines,
         // Filled in from the DCS `config` key by the runner.
         primary_stop_timeout: None,
     }
