@@ -6,7 +6,8 @@
 //! managed ones still winning), local `pg_ident` and the dynamic one (local wins),
 //! `proxy_address` in the member key, dynamic `pg_hba` and `recovery_conf` changes
 //! applied with a reload that fires `on_reload`, `before_stop` when the primary shuts
-//! down, and a failing `pre_promote` that keeps the replica from promoting.
+//! down, a failing `pre_promote` that keeps the replica from promoting, and the same
+//! script letting it promote once it exits with 0.
 
 mod support;
 
@@ -203,5 +204,17 @@ fn postgresql_section_keys_take_effect() {
             .unwrap()
             .contains("promotion cancelled"),
         "no cancellation logged"
+    );
+
+    // Once the script lets it, the replica promotes (after its ttl out of the race),
+    // the script having run right before.
+    c.script(
+        "pre_promote.sh",
+        &format!("echo pre_promote_ok >> {}\n", marks.display()),
+    );
+    assert_eq!(c.wait_primary(BOOT), Some(1), "pg1 never promoted");
+    assert_eq!(
+        lines(&marks).last().map(String::as_str),
+        Some("pre_promote_ok")
     );
 }
