@@ -54,6 +54,9 @@ pub fn runner_settings(cfg: &Config) -> RunnerSettings {
         // A dead or frozen peer must not hold up a leader race for long.
         probe_timeout: (ttl / 4).clamp(Duration::from_millis(300), Duration::from_secs(2)),
         remove_data_directory_on_rewind_failure: flag("remove_data_directory_on_rewind_failure"),
+        local_use_pg_rewind: cfg.postgresql.use_pg_rewind,
+        // Filled in from the local setting and the DCS `config` key by the runner.
+        use_pg_rewind: false,
         remove_data_directory_on_diverged_timelines: cfg
             .postgresql
             .remove_data_directory_on_diverged_timelines,

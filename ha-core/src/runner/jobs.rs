@@ -122,19 +122,25 @@ async fn run(
             let standby_leader = upstream
                 .as_ref()
                 .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME);
-            if let (true, Some(source)) = (rewind, source) {
+            // Patroni checks for divergence only when something can be done about it.
+            let may_wipe = settings.remove_data_directory_on_diverged_timelines && !standby_leader;
+            let check = rewind && (settings.use_pg_rewind || may_wipe);
+            if let (true, Some(source)) = (check, source) {
                 if pg.needs_rewind(source).await? {
-                    if settings.remove_data_directory_on_diverged_timelines
-                        && !standby_leader
-                        && !pg.can_rewind().await
-                    {
+                    let can_rewind = settings.use_pg_rewind && pg.can_rewind().await;
+                    if !can_rewind && may_wipe {
                         tracing::warn!(
                             "timelines diverged and pg_rewind is not possible; removing the data directory to re-clone (remove_data_directory_on_diverged_timelines)"
                         );
                         pg.remove_data_directory().await?;
                         return Ok(());
                     }
-                    if let Err(e) = pg.rewind(source).await {
+                    if !settings.use_pg_rewind {
+                        tracing::warn!(
+                            source = %source.name,
+                            "timelines diverged and use_pg_rewind is off: starting as a replica anyway; it will not stream until reinitialized (or set use_pg_rewind or remove_data_directory_on_diverged_timelines)"
+                        );
+                    } else if let Err(e) = pg.rewind(source).await {
                         if settings.remove_data_directory_on_rewind_failure {
                             tracing::warn!(
                                 "pg_rewind failed ({e}); removing the data directory to re-clone"
@@ -418,6 +424,7 @@ mod tests {
             Ok(())
         }
         async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
+            self.log("divergence check".into());
             Ok(true)
         }
         async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
@@ -520,9 +527,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn diverged_timelines_wipe_the_data_directory_only_when_rewind_is_impossible() {
-        let start = |pg: &Arc<FakePg>, diverged_flag: bool| {
+    async fn diverged_timelines_rewind_wipe_or_start_as_use_pg_rewind_and_the_flag_say() {
+        let start = |rewindable: bool, use_pg_rewind: bool, diverged_flag: bool| async move {
+            let pg = Arc::new(FakePg {
+                rewindable,
+                ..FakePg::default()
+            });
             let settings = RunnerSettings {
+                use_pg_rewind,
                 remove_data_directory_on_diverged_timelines: diverged_flag,
                 ..RunnerSettings::default()
             };
@@ -530,20 +542,19 @@ mod tests {
                 upstream: Some(Upstream::at("pg0", "127.0.0.1", 5432)),
                 rewind: true,
             };
-            execute(action, pg.clone(), settings)
+            assert!(execute(action, pg.clone(), settings).await.0);
+            pg.calls()
         };
-        let impossible = Arc::new(FakePg::default());
-        assert!(start(&impossible, true).await.0);
-        assert_eq!(impossible.calls(), ["remove data directory"]);
-        let without_flag = Arc::new(FakePg::default());
-        assert!(start(&without_flag, false).await.0);
-        assert_eq!(without_flag.calls(), ["rewind", "start"]);
-        let rewindable = Arc::new(FakePg {
-            rewindable: true,
-            ..FakePg::default()
-        });
-        assert!(start(&rewindable, true).await.0);
-        assert_eq!(rewindable.calls(), ["rewind", "start"]);
+        let check = "divergence check";
+        let wipe = "remove data directory";
+        // Rewind impossible (no checksums, no wal_log_hints): wipe only with the flag.
+        assert_eq!(start(false, true, true).await, [check, wipe]);
+        assert_eq!(start(false, true, false).await, [check, "rewind", "start"]);
+        // Rewind possible and allowed.
+        assert_eq!(start(true, true, true).await, [check, "rewind", "start"]);
+        // use_pg_rewind off: wipe with the flag, else start as it is (Patroni).
+        assert_eq!(start(true, false, true).await, [check, wipe]);
+        assert_eq!(start(true, false, false).await, ["start"]);
     }
 
     #[tokio::test]
@@ -564,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn dynamic_pg_ctl_timeout_and_primary_stop_timeout_apply_unless_local() {
+    fn dynamic_pg_ctl_timeout_use_pg_rewind_and_primary_stop_timeout_apply_unless_local() {
         let (parts, _) = parts(Arc::new(FakePg::default()));
         let settings = RunnerSettings {
             pg_ctl_timeout: Duration::from_secs(30),
@@ -574,7 +585,7 @@ mod tests {
         let (mut runner, _) =
             super::super::Runner::new(crate::decision::NodeConfig::named("pg1"), parts, settings);
         let mut config: crate::model::DynamicConfig = serde_json::from_value(serde_json::json!({
-            "postgresql": {"pg_ctl_timeout": 7.5},
+            "postgresql": {"pg_ctl_timeout": 7.5, "use_pg_rewind": true},
             "primary_stop_timeout": 3,
         }))
         .unwrap();
@@ -589,10 +600,13 @@ mod tests {
             runner.current_settings().primary_stop_timeout,
             Some(Duration::from_secs(3))
         );
+        assert!(runner.current_settings().use_pg_rewind);
         runner.settings.pg_ctl_timeout_is_local = true;
+        runner.settings.local_use_pg_rewind = Some(false);
         assert_eq!(
             runner.current_settings().pg_ctl_timeout,
             Duration::from_secs(30)
         );
+        assert!(!runner.current_settings().use_pg_rewind);
     }
 }

@@ -79,6 +79,11 @@ pub struct RunnerSettings {
     pub probe_timeout: Duration,
     /// Delete the data directory when pg_rewind fails, so the node re-clones.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// The local `postgresql.use_pg_rewind`, which wins over the dynamic one.
+    pub local_use_pg_rewind: Option<bool>,
+    /// Whether a diverged member may be rewound: the local setting, else the
+    /// dynamic config's `postgresql.use_pg_rewind`. Filled in by the runner.
+    pub use_pg_rewind: bool,
     /// Delete the data directory when the timelines diverged and pg_rewind is not
     /// possible, so the node re-clones (never for a standby leader).
     pub remove_data_directory_on_diverged_timelines: bool,
@@ -96,6 +101,8 @@ impl Default for RunnerSettings {
             promote_timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(2),
             remove_data_directory_on_rewind_failure: false,
+            local_use_pg_rewind: None,
+            use_pg_rewind: false,
             remove_data_directory_on_diverged_timelines: false,
             primary_stop_timeout: None,
         }
@@ -609,7 +616,8 @@ impl Runner {
     }
 
     /// The settings in force: the configured ones, with the dynamic config's
-    /// `pg_ctl_timeout` (unless set locally) and `primary_stop_timeout`.
+    /// `pg_ctl_timeout` and `use_pg_rewind` (unless set locally) and
+    /// `primary_stop_timeout`.
     fn current_settings(&self) -> RunnerSettings {
         let dynamic_pg_ctl = self
             .state
@@ -624,7 +632,14 @@ impl Runner {
             })
             .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
             .map(|d| d.max(Duration::from_secs(1)));
+        let dynamic_rewind = self
+            .state
+            .config
+            .as_ref()
+            .unwrap_or(&self.cfg.bootstrap_config)
+            .use_pg_rewind();
         RunnerSettings {
+            use_pg_rewind: self.settings.local_use_pg_rewind.unwrap_or(dynamic_rewind),
             pg_ctl_timeout: dynamic_pg_ctl.unwrap_or(self.settings.pg_ctl_timeout),
             promote_timeout: dynamic_pg_ctl.unwrap_or(self.settings.promote_timeout),
             primary_stop_timeout: self.primary_stop_timeout(),
