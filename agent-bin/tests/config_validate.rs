@@ -628,3 +628,49 @@ fn a_valid_file_is_reported_with_what_was_checked() {
         )
     );
 }
+
+#[test]
+fn config_dir_must_be_absolute() {
+    let yaml = GOOD.replace(
+        "  data_dir: /data\n",
+        "  data_dir: /data\n  config_dir: etc/pg\n  custom_conf: base.conf\n",
+    );
+    let r = check(&yaml);
+    assert_has(
+        &r,
+        "error: postgresql.config_dir: \"etc/pg\" must be an absolute path",
+    );
+    assert_eq!(r.problems.len(), 1, "{}", r.render());
+    let fine = GOOD.replace(
+        "  data_dir: /data\n",
+        "  data_dir: /data\n  config_dir: /etc/pg\n",
+    );
+    assert!(
+        check(&fine).problems.is_empty(),
+        "{}",
+        check(&fine).render()
+    );
+}
+
+#[test]
+fn role_specific_parameters_are_refused() {
+    let yaml = GOOD
+        .replace(
+            "  dcs: {ttl: 30, loop_wait: 10, retry_timeout: 10}\n",
+            "  dcs: {ttl: 30, loop_wait: 10, retry_timeout: 10, postgresql: {parameters_replica: {work_mem: 8MB}}}\n",
+        )
+        .replace(
+            "  data_dir: /data\n",
+            "  data_dir: /data\n  parameters_primary: {work_mem: 4MB}\n",
+        );
+    let r = check(&yaml);
+    assert_has(
+        &r,
+        "error: postgresql.parameters_primary: role-specific parameters are not part of Patroni 4.1 and not supported; put the settings in parameters (the same on every role) and remove this key",
+    );
+    assert_has(
+        &r,
+        "error: bootstrap.dcs.postgresql.parameters_replica: role-specific parameters are not part of Patroni 4.1 and not supported; put the settings in parameters (the same on every role) and remove this key",
+    );
+    assert_eq!(r.problems.len(), 2, "{}", r.render());
+}

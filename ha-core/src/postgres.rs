@@ -346,6 +346,44 @@ pub enum PgError {
     Misconfigured(String),
 }
 
+/// The parts of the dynamic config's `postgresql` section, besides `parameters`,
+/// that reach the server at run time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DynamicPostgresql {
+    /// `pg_hba` lines.
+    pub pg_hba: Vec<String>,
+    /// `pg_ident` lines.
+    pub pg_ident: Vec<String>,
+    /// `recovery_conf`: extra recovery settings of replicas.
+    pub recovery_conf: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DynamicPostgresql {
+    /// The section of a dynamic config's `postgresql` value (absent keys empty).
+    pub fn from_section(postgresql: Option<&serde_json::Value>) -> DynamicPostgresql {
+        let lines = |key: &str| -> Vec<String> {
+            postgresql
+                .and_then(|p| p.get(key))
+                .and_then(serde_json::Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        DynamicPostgresql {
+            pg_hba: lines("pg_hba"),
+            pg_ident: lines("pg_ident"),
+            recovery_conf: postgresql
+                .and_then(|p| p.get("recovery_conf"))
+                .and_then(serde_json::Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// The local PostgreSQL server as the HA loop drives it.
 #[async_trait]
 pub trait Postgres: Send + Sync {
@@ -438,6 +476,28 @@ pub trait Postgres: Send + Sync {
 
     /// Re-renders the managed configuration and reloads.
     async fn reload(&self) -> Result<(), PgError>;
+
+    /// The dynamic config's `pg_hba`, `pg_ident` or `recovery_conf` changed: write
+    /// them (local settings keep precedence as the driver defines it) and reload a
+    /// running server. Returns whether the server was reloaded. The default does
+    /// nothing.
+    async fn apply_dynamic_files(&self, section: &DynamicPostgresql) -> Result<bool, PgError> {
+        let _ = section;
+        Ok(false)
+    }
+
+    /// Runs the operator's pre-promote check (Patroni's `pre_promote` script) after
+    /// the leader lock is taken and before promoting; an error cancels the
+    /// promotion. The default allows it.
+    async fn pre_promote(&self) -> Result<(), PgError> {
+        Ok(())
+    }
+
+    /// Whether pg_rewind could bring this (stopped) data directory back in line
+    /// (data checksums or `wal_log_hints`). The default says yes.
+    async fn can_rewind(&self) -> bool {
+        true
+    }
 
     /// The WAL position `peer`'s server has received (`pg_last_wal_receive_lsn()`),
     /// asked directly of its Postgres: a switchover hands over only once the candidate

@@ -7,15 +7,22 @@
 //! listen: 0.0.0.0:5432
 //! connect_address: 10.0.0.1:5432
 //! data_dir: /var/lib/postgresql/15/main
+//! config_dir: /etc/postgresql/15/main   # optional: postgresql.conf, pg_hba.conf, pg_ident.conf (default data_dir)
 //! bin_dir: /usr/lib/postgresql/15/bin   # optional: pg_config --bindir, else newest /usr/lib/postgresql/*/bin
+//! bin_name: {pg_ctl: pg_ctl}      # optional: a tool's file name in bin_dir
 //! os_user: postgres               # used when the agent runs as root
-//! pg_ctl_timeout: 60
+//! pg_ctl_timeout: 60              # seconds, fractions allowed
+//! pre_promote: /usr/local/bin/fence.sh   # optional: non-zero exit cancels a promotion
+//! before_stop: /usr/local/bin/drain.sh   # optional: run before postgres is stopped
 //! authentication:
 //!   superuser: {username: postgres, password: secret}
 //!   replication: {username: replicator, password: secret}
 //!   rewind: {username: rewinder, password: secret}   # optional, else the superuser
 //! parameters: {max_connections: 200, shared_buffers: 1GB}
 //! pg_hba: ["host replication replicator 10.0.0.0/24 scram-sha-256", "host all all 0.0.0.0/0 scram-sha-256"]
+//! pg_ident: ["ops alice postgres"]
+//! custom_conf: /etc/postgresql/base.conf   # optional: base configuration instead of initdb's postgresql.conf
+//! recovery_conf: {recovery_min_apply_delay: 5min}   # replicas only
 //! use_pg_rewind: true
 //! use_slots: true
 //! remove_data_directory_on_rewind_failure: false
@@ -221,9 +228,19 @@ pub struct PgConfig {
     pub connect_address: Option<String>,
     /// PGDATA.
     pub data_dir: PathBuf,
+    /// Where postgresql.conf, pg_hba.conf, pg_ident.conf and the managed settings
+    /// live (default: `data_dir`); the server is started with `config_file` there
+    /// and `hba_file`/`ident_file` pointing there.
+    #[serde(default)]
+    pub config_dir: Option<PathBuf>,
     /// Directory of initdb, pg_ctl, … (discovered when unset).
     #[serde(default)]
     pub bin_dir: Option<PathBuf>,
+    /// File names of tools in `bin_dir` that differ from the tool's own name
+    /// (`pg_ctl`, `initdb`, `pg_controldata`, `pg_basebackup`, `postgres`,
+    /// `pg_isready`, `pg_rewind`).
+    #[serde(default)]
+    pub bin_name: BTreeMap<String, String>,
     /// Roles, passwords and their libpq TLS options.
     #[serde(default)]
     pub authentication: Authentication,
@@ -250,9 +267,37 @@ pub struct PgConfig {
     /// `apply_dynamic_parameters`.
     #[serde(default)]
     pub dynamic_parameters: BTreeMap<String, serde_json::Value>,
-    /// `pg_hba.conf` lines; when empty the file is left as it is.
+    /// `pg_hba.conf` lines of the local configuration; when empty, those of the
+    /// dynamic configuration; when both are empty the file is left as it is.
     #[serde(default)]
     pub pg_hba: Vec<String>,
+    /// `pg_hba.conf` lines of the dynamic configuration (`bootstrap.dcs`, then the
+    /// DCS `config` key), replaced at run time by [`crate::PgDriver`]'s
+    /// `apply_dynamic_access`.
+    #[serde(default)]
+    pub dynamic_pg_hba: Vec<String>,
+    /// `pg_ident.conf` lines of the local configuration; when empty, those of the
+    /// dynamic configuration; when both are empty the file is left as it is.
+    #[serde(default)]
+    pub pg_ident: Vec<String>,
+    /// `pg_ident.conf` lines of the dynamic configuration.
+    #[serde(default)]
+    pub dynamic_pg_ident: Vec<String>,
+    /// A configuration file used as the base configuration instead of the
+    /// postgresql.conf initdb wrote (kept as `postgresql.base.conf` meanwhile); a
+    /// relative path is relative to the configuration directory. The managed
+    /// settings win.
+    #[serde(default)]
+    pub custom_conf: Option<String>,
+    /// Extra recovery settings a replica gets (`recovery_conf`, e.g.
+    /// `recovery_min_apply_delay`, `restore_command`) of the local configuration;
+    /// when empty, those of the dynamic configuration. `primary_conninfo`,
+    /// `primary_slot_name` and `recovery_target*` are the driver's and ignored here.
+    #[serde(default)]
+    pub recovery_conf: BTreeMap<String, serde_json::Value>,
+    /// `recovery_conf` of the dynamic configuration.
+    #[serde(default)]
+    pub dynamic_recovery_conf: BTreeMap<String, serde_json::Value>,
     /// Whether pg_rewind may be used.
     #[serde(default)]
     pub use_pg_rewind: bool,
@@ -274,9 +319,19 @@ pub struct PgConfig {
     /// initdb options (Patroni list form); `data-checksums` is added unless present.
     #[serde(default)]
     pub initdb: ToolOptions,
-    /// Seconds pg_ctl waits for start / stop when the caller gives no timeout.
+    /// Seconds pg_ctl waits for start / stop when the caller gives no timeout
+    /// (fractions allowed).
     #[serde(default = "default_pg_ctl_timeout")]
-    pub pg_ctl_timeout: u64,
+    pub pg_ctl_timeout: f64,
+    /// Command line (split as a shell would, run without a shell) run after the
+    /// leader lock is taken and before promoting; a non-zero exit cancels the
+    /// promotion.
+    #[serde(default)]
+    pub pre_promote: Option<String>,
+    /// Command line run before a running server is stopped; its exit code is
+    /// ignored.
+    #[serde(default)]
+    pub before_stop: Option<String>,
     /// OS user that runs the server when the agent runs as root.
     #[serde(default)]
     pub os_user: Option<String>,
@@ -300,8 +355,8 @@ fn default_true() -> bool {
     true
 }
 
-fn default_pg_ctl_timeout() -> u64 {
-    60
+fn default_pg_ctl_timeout() -> f64 {
+    60.0
 }
 
 /// Whether a `create_replica_methods` entry names the built-in pg_basebackup.
@@ -381,7 +436,9 @@ impl PgConfig {
             listen: listen.into(),
             connect_address: None,
             data_dir: data_dir.into(),
+            config_dir: None,
             bin_dir: None,
+            bin_name: BTreeMap::new(),
             authentication: Authentication::default(),
             use_unix_socket: false,
             use_unix_socket_repl: false,
@@ -389,6 +446,12 @@ impl PgConfig {
             parameters: BTreeMap::new(),
             dynamic_parameters: BTreeMap::new(),
             pg_hba: Vec::new(),
+            dynamic_pg_hba: Vec::new(),
+            pg_ident: Vec::new(),
+            dynamic_pg_ident: Vec::new(),
+            recovery_conf: BTreeMap::new(),
+            dynamic_recovery_conf: BTreeMap::new(),
+            custom_conf: None,
             use_pg_rewind: false,
             use_slots: true,
             remove_data_directory_on_rewind_failure: false,
@@ -397,6 +460,8 @@ impl PgConfig {
             basebackup: ToolOptions::None,
             initdb: ToolOptions::None,
             pg_ctl_timeout: default_pg_ctl_timeout(),
+            pre_promote: None,
+            before_stop: None,
             os_user: None,
             log_file: None,
             bootstrap_method: None,
@@ -463,9 +528,57 @@ impl PgConfig {
         self.local_endpoint(self.use_unix_socket_repl)
     }
 
-    /// pg_ctl's default timeout.
+    /// pg_ctl's default timeout (at least a second).
     pub fn pg_ctl_timeout(&self) -> Duration {
-        Duration::from_secs(self.pg_ctl_timeout.max(1))
+        Duration::try_from_secs_f64(self.pg_ctl_timeout)
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_secs(1))
+    }
+
+    /// The recovery settings in force: local ones, else the dynamic ones (as a
+    /// whole, as Patroni lets a local key replace the dynamic one).
+    pub fn effective_recovery_conf(&self) -> &BTreeMap<String, serde_json::Value> {
+        if self.recovery_conf.is_empty() {
+            &self.dynamic_recovery_conf
+        } else {
+            &self.recovery_conf
+        }
+    }
+
+    /// Whether the parameter `name` is set (locally or dynamically).
+    fn has_parameter(&self, name: &str) -> bool {
+        self.parameters.contains_key(name) || self.dynamic_parameters.contains_key(name)
+    }
+
+    /// The directory of the configuration files: `config_dir`, else `data_dir`.
+    pub fn conf_dir(&self) -> PathBuf {
+        self.config_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.clone())
+    }
+
+    /// The `pg_hba.conf` lines in force: local ones, else the dynamic ones; none when
+    /// the `hba_file` parameter points elsewhere (Patroni's rule).
+    pub fn effective_pg_hba(&self) -> &[String] {
+        if self.has_parameter("hba_file") {
+            &[]
+        } else if self.pg_hba.is_empty() {
+            &self.dynamic_pg_hba
+        } else {
+            &self.pg_hba
+        }
+    }
+
+    /// The `pg_ident.conf` lines in force: local ones, else the dynamic ones; none
+    /// when the `ident_file` parameter points elsewhere.
+    pub fn effective_pg_ident(&self) -> &[String] {
+        if self.has_parameter("ident_file") {
+            &[]
+        } else if self.pg_ident.is_empty() {
+            &self.dynamic_pg_ident
+        } else {
+            &self.pg_ident
+        }
     }
 
     /// `parameters.fsync` is off: durability is given up already, so initdb,
@@ -536,6 +649,12 @@ impl PgConfig {
                 self.data_dir.display()
             )));
         }
+        if let Some(d) = self.config_dir.as_ref().filter(|d| !d.is_absolute()) {
+            return Err(DriverError::Config(format!(
+                "config_dir {} must be an absolute path",
+                d.display()
+            )));
+        }
         for m in &self.create_replica_methods {
             if !is_basebackup(m) {
                 self.replica_method(m)?;
@@ -574,6 +693,27 @@ impl PgConfig {
                 .chain(&self.parameters)
                 .filter_map(|(k, v)| Some((k, json_scalar(v).ok()?))),
         )?;
+        for (k, v) in self.recovery_conf.iter().chain(&self.dynamic_recovery_conf) {
+            json_scalar(v).map_err(|e| DriverError::Config(format!("recovery_conf.{k}: {e}")))?;
+        }
+        if !(self.pg_ctl_timeout.is_finite() && self.pg_ctl_timeout >= 0.0) {
+            return Err(DriverError::Config(format!(
+                "pg_ctl_timeout {} is not a number of seconds",
+                self.pg_ctl_timeout
+            )));
+        }
+        for (what, script) in [
+            ("pre_promote", &self.pre_promote),
+            ("before_stop", &self.before_stop),
+        ] {
+            if let Some(s) = script {
+                if shlex::split(s).is_none_or(|a| a.is_empty()) {
+                    return Err(DriverError::Config(format!(
+                        "{what} `{s}` is not a command line (empty or unbalanced quotes)"
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -630,15 +770,22 @@ scope: batman                   # cluster_name
 listen: 0.0.0.0:5432
 connect_address: 10.0.0.1:5432
 data_dir: /var/lib/postgresql/15/main
+config_dir: /etc/postgresql/15/main   # optional: postgresql.conf, pg_hba.conf, pg_ident.conf (default data_dir)
 bin_dir: /usr/lib/postgresql/15/bin   # optional: pg_config --bindir, else newest /usr/lib/postgresql/*/bin
+bin_name: {pg_ctl: pg_ctl}      # optional: a tool's file name in bin_dir
 os_user: postgres               # used when the agent runs as root
-pg_ctl_timeout: 60
+pg_ctl_timeout: 60              # seconds, fractions allowed
+pre_promote: /usr/local/bin/fence.sh   # optional: non-zero exit cancels a promotion
+before_stop: /usr/local/bin/drain.sh   # optional: run before postgres is stopped
 authentication:
   superuser: {username: postgres, password: secret}
   replication: {username: replicator, password: secret}
   rewind: {username: rewinder, password: secret}   # optional, else the superuser
 parameters: {max_connections: 200, shared_buffers: 1GB}
 pg_hba: ["host replication replicator 10.0.0.0/24 scram-sha-256", "host all all 0.0.0.0/0 scram-sha-256"]
+pg_ident: ["ops alice postgres"]
+custom_conf: /etc/postgresql/base.conf   # optional: base configuration instead of initdb's postgresql.conf
+recovery_conf: {recovery_min_apply_delay: 5min}   # replicas only
 use_pg_rewind: true
 use_slots: true
 remove_data_directory_on_rewind_failure: false
@@ -656,6 +803,26 @@ wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
         assert_eq!(
             cfg.initdb.to_args().unwrap(),
             vec!["--encoding=UTF8", "--data-checksums"]
+        );
+        assert_eq!(cfg.effective_pg_ident(), ["ops alice postgres"]);
+        assert_eq!(cfg.pre_promote.as_deref(), Some("/usr/local/bin/fence.sh"));
+    }
+
+    #[test]
+    fn pg_ctl_timeout_takes_fractions_and_local_access_lines_win() {
+        let mut cfg = PgConfig::new("a", "127.0.0.1:5432", "/d");
+        cfg.pg_ctl_timeout = 2.5;
+        assert_eq!(cfg.pg_ctl_timeout(), Duration::from_millis(2500));
+        cfg.pg_ctl_timeout = 0.2;
+        assert_eq!(cfg.pg_ctl_timeout(), Duration::from_secs(1));
+        cfg.dynamic_pg_hba = vec!["host all all 0.0.0.0/0 md5".into()];
+        assert_eq!(cfg.effective_pg_hba(), ["host all all 0.0.0.0/0 md5"]);
+        cfg.pg_hba = vec!["local all all trust".into()];
+        assert_eq!(cfg.effective_pg_hba(), ["local all all trust"]);
+        cfg.before_stop = Some("'unbalanced".into());
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            "bad postgresql configuration: before_stop `'unbalanced` is not a command line (empty or unbalanced quotes)"
         );
     }
 

@@ -17,9 +17,9 @@ use crate::sql;
 use crate::timeline::{self, HistoryEntry, LocalPosition};
 use async_trait::async_trait;
 use ha_core::{
-    parse_lsn, DataDirState, ObservedSlot, PgError, PgObservation, PgProcess, Postgres,
-    ReplicationConnection, SlotChanges, SlotKind, SlotStateFile, StartRole, StopMode, StopOutcome,
-    Upstream,
+    parse_lsn, DataDirState, DynamicPostgresql, ObservedSlot, PgError, PgObservation, PgProcess,
+    Postgres, ReplicationConnection, SlotChanges, SlotKind, SlotStateFile, StartRole, StopMode,
+    StopOutcome, Upstream,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -72,10 +72,10 @@ impl PgDriver {
     /// missing (naming the package) or the OS user does not exist.
     pub fn new(mut cfg: PgConfig) -> Result<Self> {
         cfg.validate()?;
-        let bins = Binaries::discover(cfg.bin_dir.as_deref())?;
+        let bins = Binaries::discover_named(cfg.bin_dir.as_deref(), &cfg.bin_name)?;
         let user = OsUser::resolve(cfg.os_user.as_deref())?;
         default_pgpass(&mut cfg, &user);
-        let state = render::read_state(&cfg.data_dir);
+        let state = render::read_state(&cfg.conf_dir());
         Ok(PgDriver {
             data_dir: cfg.data_dir.clone(),
             cfg: RwLock::new(Arc::new(cfg)),
@@ -105,10 +105,14 @@ impl PgDriver {
         cfg.validate()?;
         default_pgpass(&mut cfg, self.os_user());
         let cur = self.cfg();
-        if cfg.data_dir != cur.data_dir || cfg.bin_dir != cur.bin_dir || cfg.os_user != cur.os_user
+        if cfg.data_dir != cur.data_dir
+            || cfg.conf_dir() != cur.conf_dir()
+            || cfg.bin_dir != cur.bin_dir
+            || cfg.bin_name != cur.bin_name
+            || cfg.os_user != cur.os_user
         {
             return Err(DriverError::Config(
-                "data_dir, bin_dir and os_user cannot change while the agent runs: restart it"
+                "data_dir, config_dir, bin_dir, bin_name and os_user cannot change while the agent runs: restart it"
                     .into(),
             ));
         }
@@ -275,10 +279,9 @@ impl PgDriver {
     /// `state`.
     fn write_config(&self, state: &ManagedState) -> Result<()> {
         let dir = self.data_dir();
-        let conf = dir.join("postgresql.conf");
-        let base = std::fs::read_to_string(&conf).map_err(|e| DriverError::io("read", &conf, e))?;
-        if let Some(new) = render::with_include(&base) {
-            self.runner.write_file(&conf, &new, 0o600)?;
+        let conf_dir = self.cfg().conf_dir();
+        if !conf_dir.exists() {
+            self.runner.create_dir(&conf_dir, 0o700)?;
         }
         // primary_conninfo names the password file: it must hold the replication
         // role's line (a tool run since may have written another role's).
@@ -290,14 +293,29 @@ impl PgDriver {
                 pgpass::write(&self.runner, &self.pgpass_path(), creds, &to)?;
             }
         }
+        self.write_main_conf()?;
         self.runner.write_file(
-            &dir.join(MANAGED_CONF),
+            &conf_dir.join(MANAGED_CONF),
             &render::managed_conf(&self.cfg(), state, &ServerFacts::read(dir))?,
             0o600,
         )?;
-        if let Some(hba) = render::pg_hba(&self.cfg()) {
-            self.runner
-                .write_file(&dir.join("pg_hba.conf"), &hba, 0o600)?;
+        for (file, text) in [
+            ("pg_hba.conf", render::pg_hba(&self.cfg())),
+            ("pg_ident.conf", render::pg_ident(&self.cfg())),
+        ] {
+            let path = conf_dir.join(file);
+            match text {
+                Some(text) => self.runner.write_file(&path, &text, 0o600)?,
+                // A config_dir apart from the data directory starts with the data
+                // directory's file (initdb's, or the one a clone brought).
+                None if !path.exists() && conf_dir != dir => {
+                    let original = dir.join(file);
+                    let text = std::fs::read_to_string(&original)
+                        .map_err(|e| DriverError::io("read", &original, e))?;
+                    self.runner.write_file(&path, &text, 0o600)?;
+                }
+                None => {}
+            }
         }
         let signal = dir.join("standby.signal");
         if state.replica {
@@ -317,14 +335,68 @@ impl PgDriver {
         Ok(())
     }
 
+    /// postgresql.conf: initdb's (or the custom bootstrap's) file with the include
+    /// line of the managed settings, or with `custom_conf` one the driver writes that
+    /// includes that file instead (the original kept as `postgresql.base.conf`, and
+    /// restored when `custom_conf` goes away again).
+    fn write_main_conf(&self) -> Result<()> {
+        let dir = self.cfg().conf_dir();
+        let conf = dir.join("postgresql.conf");
+        let saved = dir.join(render::BASE_CONF);
+        // A config_dir apart from the data directory starts from the data
+        // directory's postgresql.conf.
+        let source = if conf.exists() {
+            conf.clone()
+        } else {
+            self.data_dir().join("postgresql.conf")
+        };
+        let current =
+            std::fs::read_to_string(&source).map_err(|e| DriverError::io("read", &source, e))?;
+        let own = render::is_custom_conf_main(&current);
+        let wanted = match &self.cfg().custom_conf {
+            Some(custom) => {
+                let path = dir.join(custom);
+                if !path.is_file() {
+                    return Err(DriverError::Config(format!(
+                        "custom_conf {} is not a file: create it or remove custom_conf",
+                        path.display()
+                    )));
+                }
+                if !own && !saved.exists() {
+                    self.runner.write_file(&saved, &current, 0o600)?;
+                }
+                render::custom_conf_main(custom)
+            }
+            None => {
+                let base = if own {
+                    std::fs::read_to_string(&saved).unwrap_or_default()
+                } else {
+                    current.clone()
+                };
+                render::with_include(&base).unwrap_or(base)
+            }
+        };
+        if wanted != current || source != conf {
+            self.runner.write_file(&conf, &wanted, 0o600)?;
+        }
+        Ok(())
+    }
+
     fn pid_state(&self) -> PidFileState {
         pidfile::read(self.data_dir())
     }
 
-    /// Whether a postmaster runs on the data directory now (its pid file names a live
-    /// process): a cheap check for answers that must not trust a cycle-old
-    /// observation, such as health checks right after the postmaster died.
-    pub fn postmaster_alive(&self) -> bool {
+    /// `config_file=<config_dir>/postgresql.conf` when config_dir is apart from the
+    /// data directory.
+    fn config_file_option(&self) -> Option<String> {
+        let cfg = self.cfg();
+        let dir = cfg.conf_dir();
+        (dir != cfg.data_dir)
+            .then(|| format!("config_file={}", dir.join("postgresql.conf").display()))
+    }
+
+    /// Whether a postmaster runs on the data directory (per `postmaster.pid`).
+    pub fn postmaster_running(&self) -> bool {
         self.postmaster_pid().is_some()
     }
 
@@ -446,9 +518,15 @@ impl PgDriver {
             .arg(self.data_dir())
             .arg("-w")
             .arg("-t")
-            .arg(timeout.as_secs().max(1).to_string())
+            .arg((timeout.as_secs_f64().ceil() as u64).max(1).to_string())
             .arg("-l")
             .arg(self.cfg().log_file());
+        if let Some(file) = self.config_file_option() {
+            // pg_ctl hands -o to a shell.
+            let quoted = shlex::try_quote(&file)
+                .map_err(|e| DriverError::Config(format!("config_dir: {e}")))?;
+            cmd.arg("-o").arg(format!("-c {quoted}"));
+        }
         let out = self
             .runner
             .run("pg_ctl start", cmd, timeout + Duration::from_secs(10))
@@ -512,10 +590,11 @@ impl PgDriver {
             std::fs::rename(&signal, &aside).map_err(|e| DriverError::io("rename", &signal, e))?;
         }
         let mut cmd = self.tool_cmd("postgres", true)?;
-        cmd.arg("--single")
-            .arg("-D")
-            .arg(self.data_dir())
-            .arg("-c")
+        cmd.arg("--single").arg("-D").arg(self.data_dir());
+        if let Some(file) = self.config_file_option() {
+            cmd.arg("-c").arg(file);
+        }
+        cmd.arg("-c")
             .arg("archive_mode=off")
             .arg("-c")
             .arg("archive_command=false")
@@ -1132,8 +1211,54 @@ impl PgDriver {
         self.pg_ctl_start(timeout).await
     }
 
+    /// Runs an operator script (`pre_promote`, `before_stop`) as the agent's user,
+    /// without a shell, and waits for it; its exit code (`None`: killed by a signal).
+    async fn run_script(&self, what: &str, line: &str) -> Result<Option<i32>> {
+        let argv = shlex::split(line).unwrap_or_default();
+        let Some((program, args)) = argv.split_first() else {
+            return Err(DriverError::Config(format!("{what} is empty")));
+        };
+        tracing::info!("running the {what} script `{line}`");
+        let status = tokio::process::Command::new(program)
+            .args(args)
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| DriverError::Tool {
+                tool: what.into(),
+                output: format!("`{line}` could not start: {e}"),
+            })?;
+        tracing::info!("{what} script `{line}` exited with {status}");
+        Ok(status.code())
+    }
+
+    async fn do_pre_promote(&self) -> Result<()> {
+        let Some(line) = self.cfg().pre_promote.clone() else {
+            return Ok(());
+        };
+        match self.run_script("pre_promote", &line).await? {
+            Some(0) => Ok(()),
+            code => Err(DriverError::Tool {
+                tool: "pre_promote".into(),
+                output: format!(
+                    "`{line}` exited with {}: the promotion is cancelled",
+                    code.map_or("a signal".to_string(), |c| c.to_string())
+                ),
+            }),
+        }
+    }
+
     async fn do_stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome> {
         tracing::info!(?mode, "stopping postgres");
+        if self.postmaster_pid().is_some() {
+            // Patroni runs it before every stop of a running server; the outcome only
+            // gets logged.
+            if let Some(line) = self.cfg().before_stop.clone() {
+                if let Err(e) = self.run_script("before_stop", &line).await {
+                    tracing::error!("{e}");
+                }
+            }
+        }
         if let Some(pid) = self.postmaster_pid() {
             let m = match mode {
                 StopMode::Smart => "smart",
@@ -1187,7 +1312,7 @@ impl PgDriver {
                     };
                     return Err(DriverError::StopFailed(format!(
                         "{m} stop of postmaster {pid} did not finish within {}s: {msg}",
-                        timeout.as_secs()
+                        timeout.as_secs_f64()
                     )));
                 }
                 // An immediate stop that did not work (stopped or stuck process):
@@ -1897,6 +2022,49 @@ impl Postgres for PgDriver {
             .await
             .map_err(sql::query_error)?;
         Ok(())
+    }
+
+    async fn apply_dynamic_files(&self, section: &DynamicPostgresql) -> Result<bool, PgError> {
+        let current = self.cfg();
+        let recovery: std::collections::BTreeMap<String, serde_json::Value> = section
+            .recovery_conf
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if current.dynamic_pg_hba == section.pg_hba
+            && current.dynamic_pg_ident == section.pg_ident
+            && current.dynamic_recovery_conf == recovery
+        {
+            return Ok(false);
+        }
+        let mut cfg = (*current).clone();
+        cfg.dynamic_pg_hba = section.pg_hba.clone();
+        cfg.dynamic_pg_ident = section.pg_ident.clone();
+        cfg.dynamic_recovery_conf = recovery;
+        self.update_config(cfg)?;
+        let new = self.cfg();
+        let rewritten = |old: Option<String>, new: Option<String>| new.is_some() && new != old;
+        let changed = rewritten(render::pg_hba(&current), render::pg_hba(&new))
+            || rewritten(render::pg_ident(&current), render::pg_ident(&new))
+            || (self.state().replica
+                && current.effective_recovery_conf() != new.effective_recovery_conf());
+        if !changed || self.postmaster_pid().is_none() {
+            // Local settings win, or a stopped server gets them at its next start.
+            return Ok(false);
+        }
+        tracing::info!(
+            "dynamic pg_hba, pg_ident or recovery_conf changed: rewriting the configuration and reloading"
+        );
+        Postgres::reload(self).await?;
+        Ok(true)
+    }
+
+    async fn pre_promote(&self) -> Result<(), PgError> {
+        Ok(self.do_pre_promote().await?)
+    }
+
+    async fn can_rewind(&self) -> bool {
+        self.controldata().await.is_ok_and(|c| c.rewindable())
     }
 
     async fn reload(&self) -> Result<(), PgError> {

@@ -20,6 +20,12 @@ pub const INCLUDE_LINE: &str = "include_if_exists 'postgresql.fullauto.conf'";
 /// The socket directory rendered when `unix_socket_directories` is not set (not the
 /// data directory: pg_rewind and pg_basebackup would try to copy the socket file).
 pub const DEFAULT_SOCKET_DIR: &str = "/tmp";
+/// Where the original postgresql.conf is kept while `custom_conf` replaces it as the
+/// base configuration (Patroni's name for the base file).
+pub const BASE_CONF: &str = "postgresql.base.conf";
+/// First line of a postgresql.conf the driver wrote for `custom_conf`.
+const CUSTOM_CONF_MARKER: &str =
+    "# Written by fullauto: postgresql.custom_conf is the base configuration.";
 const STATE_PREFIX: &str = "# fullauto-state: ";
 
 /// What the driver remembers across agent restarts, kept as a comment in the managed
@@ -188,6 +194,15 @@ pub fn parameters(
     if let Some(scope) = &cfg.scope {
         p.insert("cluster_name".into(), scope.clone());
     }
+    // The access files live with the configuration (config_dir).
+    if let Some(dir) = cfg.config_dir.as_ref().filter(|d| **d != cfg.data_dir) {
+        for (k, file) in [("hba_file", "pg_hba.conf"), ("ident_file", "pg_ident.conf")] {
+            p.entry(k.into())
+                .or_insert_with(|| dir.join(file).display().to_string());
+        }
+    }
+    // Not in the data directory: pg_rewind and pg_basebackup would try to copy the
+    // socket file.
     p.entry("unix_socket_directories".into())
         .or_insert_with(|| DEFAULT_SOCKET_DIR.into());
     // Recovery settings belong to the driver: the role decides them.
@@ -210,6 +225,16 @@ pub fn parameters(
     p.insert("primary_conninfo".into(), String::new());
     p.insert("primary_slot_name".into(), String::new());
     if state.replica {
+        // The operator's recovery settings; the ones the driver owns stay its own.
+        for (k, v) in cfg.effective_recovery_conf() {
+            let lower = k.to_ascii_lowercase();
+            if !lower.starts_with("recovery_target")
+                && lower != "primary_conninfo"
+                && lower != "primary_slot_name"
+            {
+                p.insert(k.clone(), json_scalar(v)?);
+            }
+        }
         if let Some(up) = &state.upstream {
             let up = up.to_upstream();
             if up.streams() {
@@ -319,13 +344,37 @@ pub fn with_include(postgresql_conf: &str) -> Option<String> {
     Some(s)
 }
 
-/// pg_hba.conf text from the configured lines.
+/// The postgresql.conf of a server whose base configuration is the operator's
+/// `custom_conf` file: that file, then the managed settings (so they win).
+pub fn custom_conf_main(custom_conf: &str) -> String {
+    format!(
+        "{CUSTOM_CONF_MARKER}\n# Do not edit: change postgresql.custom_conf or the agent's parameters.\n\
+         include {}\n{INCLUDE_LINE}\n",
+        conf_quote(custom_conf)
+    )
+}
+
+/// Whether `postgresql_conf` is one [`custom_conf_main`] wrote.
+pub fn is_custom_conf_main(postgresql_conf: &str) -> bool {
+    postgresql_conf.starts_with(CUSTOM_CONF_MARKER)
+}
+
+/// pg_hba.conf text from the configured lines (local, else dynamic).
 pub fn pg_hba(cfg: &PgConfig) -> Option<String> {
-    if cfg.pg_hba.is_empty() {
+    access_file("pg_hba", cfg.effective_pg_hba())
+}
+
+/// pg_ident.conf text from the configured lines (local, else dynamic).
+pub fn pg_ident(cfg: &PgConfig) -> Option<String> {
+    access_file("pg_ident", cfg.effective_pg_ident())
+}
+
+fn access_file(key: &str, lines: &[String]) -> Option<String> {
+    if lines.is_empty() {
         return None;
     }
-    let mut s = String::from("# Managed by fullauto from postgresql.pg_hba.\n");
-    for l in &cfg.pg_hba {
+    let mut s = format!("# Managed by fullauto from postgresql.{key}.\n");
+    for l in lines {
         s.push_str(l.trim());
         s.push('\n');
     }
@@ -512,6 +561,80 @@ mod tests {
             lines(&c, &ServerFacts::major(12)),
             vec!["wal_keep_segments = '64'"]
         );
+    }
+
+    #[test]
+    fn replicas_get_recovery_conf_except_what_the_driver_owns() {
+        let mut c = cfg();
+        for (k, v) in [
+            ("recovery_min_apply_delay", "5min"),
+            ("restore_command", "cp /arch/%f %p"),
+            ("recovery_target_lsn", "0/3000000"),
+            ("primary_conninfo", "host=elsewhere"),
+        ] {
+            c.recovery_conf.insert(k.into(), serde_json::json!(v));
+        }
+        let up = Upstream::at("node-0", "127.0.0.1", 5543);
+        let replica = ManagedState {
+            upstream: Some((&up).into()),
+            replica: true,
+            ..Default::default()
+        };
+        let p = parameters(&c, &replica, &PG15).unwrap();
+        assert_eq!(p["recovery_min_apply_delay"], "5min");
+        assert_eq!(p["restore_command"], "cp /arch/%f %p");
+        assert!(!p.contains_key("recovery_target_lsn"));
+        assert_eq!(
+            p["primary_conninfo"],
+            "dbname=postgres user=replicator password=s3\\ \\'cret host=127.0.0.1 port=5543 sslmode=prefer application_name=node-1 gssencmode=prefer channel_binding=prefer connect_timeout=5",
+            "the driver's primary_conninfo, not recovery_conf's"
+        );
+        let primary = parameters(&c, &ManagedState::default(), &PG15).unwrap();
+        assert!(!primary.contains_key("recovery_min_apply_delay"));
+        // Local recovery_conf replaces the dynamic one as a whole.
+        c.dynamic_recovery_conf
+            .insert("archive_cleanup_command".into(), serde_json::json!("true"));
+        let p = parameters(&c, &replica, &PG15).unwrap();
+        assert!(!p.contains_key("archive_cleanup_command"));
+        c.recovery_conf.clear();
+        let p = parameters(&c, &replica, &PG15).unwrap();
+        assert_eq!(p["archive_cleanup_command"], "true");
+        assert!(!p.contains_key("recovery_min_apply_delay"));
+    }
+
+    #[test]
+    fn access_files_use_local_lines_else_dynamic_ones() {
+        let mut c = cfg();
+        assert_eq!(pg_ident(&c), None);
+        c.dynamic_pg_ident = vec!["map1 bob postgres".into()];
+        assert_eq!(
+            pg_ident(&c).unwrap(),
+            "# Managed by fullauto from postgresql.pg_ident.\nmap1 bob postgres\n"
+        );
+        c.pg_ident = vec![" map2 alice postgres ".into()];
+        assert_eq!(
+            pg_ident(&c).unwrap(),
+            "# Managed by fullauto from postgresql.pg_ident.\nmap2 alice postgres\n"
+        );
+        c.dynamic_pg_hba = vec!["host all all 10.0.0.0/8 md5".into()];
+        assert_eq!(
+            pg_hba(&c).unwrap(),
+            "# Managed by fullauto from postgresql.pg_hba.\nhost all all 10.0.0.0/8 md5\n"
+        );
+    }
+
+    #[test]
+    fn custom_conf_is_the_base_and_the_managed_settings_win() {
+        let text = custom_conf_main("/etc/pg/base's.conf");
+        assert_eq!(
+            text,
+            "# Written by fullauto: postgresql.custom_conf is the base configuration.\n\
+             # Do not edit: change postgresql.custom_conf or the agent's parameters.\n\
+             include '/etc/pg/base''s.conf'\n\
+             include_if_exists 'postgresql.fullauto.conf'\n"
+        );
+        assert!(is_custom_conf_main(&text));
+        assert!(!is_custom_conf_main("max_connections = 100\n"));
     }
 
     #[test]

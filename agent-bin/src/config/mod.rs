@@ -354,6 +354,14 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
             }
         }
     }
+    if let Some(pg) = top
+        .get("bootstrap")
+        .and_then(|b| b.get("dcs"))
+        .and_then(|d| d.get("postgresql"))
+        .and_then(Value::as_object)
+    {
+        check_role_parameters("bootstrap.dcs.postgresql", pg, out);
+    }
     check_watchdog(top, out);
     // Tag conflicts (spec §7: nofailover wins, nosync wins).
     if let Some(t) = top.get("tags").and_then(Value::as_object) {
@@ -436,6 +444,8 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
         }
     }
     if let Some(pg) = top.get("postgresql").and_then(Value::as_object) {
+        check_config_dir(pg, out);
+        check_role_parameters("postgresql", pg, out);
         let methods = pg
             .get("create_replica_methods")
             .and_then(loose::as_string_list)
@@ -475,6 +485,43 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
             out.push(Problem::warning(
                 "bootstrap.users",
                 "removed in Patroni 4; create users in post_bootstrap (ignored)",
+            ));
+        }
+    }
+}
+
+/// `config_dir` must be an absolute path (the server is started with its
+/// postgresql.conf as `config_file`).
+fn check_config_dir(pg: &Map<String, Value>, out: &mut Vec<Problem>) {
+    let Some(dir) = pg
+        .get("config_dir")
+        .and_then(loose::as_string)
+        .filter(|s| !s.trim().is_empty())
+    else {
+        return;
+    };
+    if !dir.starts_with('/') {
+        out.push(Problem::error(
+            "postgresql.config_dir",
+            format!("{dir:?} must be an absolute path"),
+        ));
+    }
+}
+
+/// Role-specific parameters (`parameters_primary`, …) are not in Patroni 4.1 and
+/// not applied: refused rather than ignored, in `section` (`postgresql` or
+/// `bootstrap.dcs.postgresql`).
+fn check_role_parameters(section: &str, pg: &Map<String, Value>, out: &mut Vec<Problem>) {
+    for key in [
+        "parameters_primary",
+        "parameters_replica",
+        "parameters_standby_leader",
+    ] {
+        if pg.get(key).is_some_and(|v| !v.is_null()) {
+            out.push(Problem::error(
+                format!("{section}.{key}"),
+                "role-specific parameters are not part of Patroni 4.1 and not supported; \
+                 put the settings in parameters (the same on every role) and remove this key",
             ));
         }
     }

@@ -48,7 +48,7 @@ impl AgentApi {
         status.scheduled_restart = self.scheduled_restart.shown();
         // The observation can be a cycle old: a postmaster that died since is not
         // "running" (Patroni asks Postgres for every health check and says "unknown").
-        if status.state == "running" && !self.pg.postmaster_alive() {
+        if status.state == "running" && !self.pg.postmaster_running() {
             status.state = "unknown".to_string();
         }
         status

@@ -1,6 +1,7 @@
 //! Runs the configured callback scripts (`postgresql.callbacks`) as Patroni does:
 //! `<cmd> <action> <role> <scope>`, asynchronously; a new callback kills a previous
-//! one that is still running (except `on_reload`).
+//! one that is still running, except `on_reload`, which runs on its own: it neither
+//! kills nor is killed by the others.
 
 use crate::config::{Callbacks, Script};
 use ha_core::runner::RunnerEvent;
@@ -30,6 +31,13 @@ pub async fn run(
             RunnerEvent::Restarted(r) => {
                 role = r;
                 ("on_restart", callbacks.on_restart.as_ref())
+            }
+            RunnerEvent::Reloaded => {
+                if let Some(script) = callbacks.on_reload.as_ref() {
+                    // Reaped by tokio once it exits.
+                    let _ = spawn(script, "on_reload", role, &scope);
+                }
+                continue;
             }
         };
         let Some(script) = script else { continue };

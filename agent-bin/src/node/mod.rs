@@ -75,7 +75,7 @@ pub async fn run(
         Some(path) => runner.with_failsafe_record(path),
         None => runner,
     };
-    let mut runner_task = tokio::spawn(runner.with_events(events_tx).run());
+    let mut runner_task = tokio::spawn(runner.with_events(events_tx.clone()).run());
     tokio::spawn(dynamic_cache::keep(handle.clone(), driver.clone()));
     let (callbacks_tx, callbacks_rx) =
         tokio::sync::watch::channel(cfg.postgresql.callbacks.clone());
@@ -92,6 +92,7 @@ pub async fn run(
         api: api_control.clone(),
         tls: tls.clone(),
         clients: vec![http.clone(), peer_client],
+        events: events_tx,
     });
 
     let api = Arc::new(AgentApi {

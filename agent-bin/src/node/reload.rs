@@ -5,7 +5,7 @@
 //! or certificate files that cannot be used, change nothing.
 
 use crate::config::{Callbacks, Config};
-use ha_core::runner::RunnerHandle;
+use ha_core::runner::{RunnerEvent, RunnerHandle};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -23,6 +23,8 @@ pub struct ConfigReloader {
     pub(super) tls: crate::api::ReloadableTls,
     /// Clients towards other members (API handlers, peer probes).
     pub(super) clients: Vec<crate::api::SharedClient>,
+    /// Where a Postgres reload is announced (the `on_reload` callback).
+    pub(super) events: tokio::sync::mpsc::UnboundedSender<RunnerEvent>,
 }
 
 impl ConfigReloader {
@@ -46,13 +48,26 @@ impl ConfigReloader {
             .map(|c| c.prepare(&new).map(|next| (c, next)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("client certificates towards members: {e}"))?;
-        let pg_cfg = super::settings::pg_config(&new).map_err(|e| e.to_string())?;
+        let mut pg_cfg = super::settings::pg_config(&new).map_err(|e| e.to_string())?;
+        // The dynamic settings in force come from the DCS `config` key, not from
+        // the file's bootstrap section.
+        let running = self.pg.config();
+        pg_cfg.dynamic_parameters = running.dynamic_parameters.clone();
+        pg_cfg.dynamic_pg_hba = running.dynamic_pg_hba.clone();
+        pg_cfg.dynamic_pg_ident = running.dynamic_pg_ident.clone();
+        pg_cfg.dynamic_recovery_conf = running.dynamic_recovery_conf.clone();
         self.pg
             .update_config(pg_cfg)
             .map_err(|e| format!("postgresql section: {e}"))?;
-        if let Err(e) = ha_core::Postgres::reload(self.pg.as_ref()).await {
+        match ha_core::Postgres::reload(self.pg.as_ref()).await {
+            Ok(()) if self.pg.postmaster_running() => {
+                let _ = self.events.send(RunnerEvent::Reloaded);
+            }
+            Ok(()) => {}
             // Postgres may be stopped: the new settings apply at its next start.
-            tracing::info!("postgres not reloaded ({e}); new settings apply at its next start");
+            Err(e) => {
+                tracing::info!("postgres not reloaded ({e}); new settings apply at its next start")
+            }
         }
         if server_tls.is_some() {
             tracing::info!("REST API certificates reloaded; new connections use them");

@@ -15,6 +15,11 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
         tags: cfg.tags.clone(),
         api_url: Some(cfg.api_url()),
         conn_url: Some(cfg.conn_url()),
+        proxy_url: cfg
+            .postgresql
+            .proxy_address
+            .as_ref()
+            .map(|a| format!("postgres://{a}/postgres")),
         can_bootstrap: cfg.raw.get("bootstrap").is_some(),
         bootstrap_config: cfg.bootstrap.dcs.clone(),
         // The driver's view, so methods listed only in bootstrap.dcs count too.
@@ -39,18 +44,59 @@ pub fn runner_settings(cfg: &Config) -> RunnerSettings {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     };
-    let pg_ctl = pg
-        .and_then(|p| p.get("pg_ctl_timeout"))
-        .and_then(Value::as_u64)
-        .unwrap_or(60);
+    // Fractions of a second are fine (Patroni takes any number); at least a second.
+    let pg_ctl = Duration::try_from_secs_f64(pg_ctl_timeout(cfg))
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_secs(1));
     let ttl = cfg.bootstrap.dcs.ttl();
     RunnerSettings {
-        pg_ctl_timeout: Duration::from_secs(pg_ctl),
-        promote_timeout: Duration::from_secs(pg_ctl),
+        pg_ctl_timeout: pg_ctl,
+        pg_ctl_timeout_is_local: cfg.raw.pointer("/postgresql/pg_ctl_timeout").is_some(),
+        promote_timeout: pg_ctl,
         // A dead or frozen peer must not hold up a leader race for long.
         probe_timeout: (ttl / 4).clamp(Duration::from_millis(300), Duration::from_secs(2)),
         remove_data_directory_on_rewind_failure: flag("remove_data_directory_on_rewind_failure"),
+        local_use_pg_rewind: cfg.postgresql.use_pg_rewind,
+        // Filled in from the local setting and the DCS `config` key by the runner.
+        use_pg_rewind: false,
+        remove_data_directory_on_diverged_timelines: cfg
+            .postgresql
+            .remove_data_directory_on_diverged_timelines,
+        // Filled in from the DCS `config` key by the runner.
+        primary_stop_timeout: None,
     }
+}
+
+/// `pg_ctl_timeout` in seconds: the local value, else the dynamic one, else 60.
+fn pg_ctl_timeout(cfg: &Config) -> f64 {
+    let number = |v: &Value| match v {
+        Value::String(s) => s.trim().parse().ok(),
+        v => v.as_f64(),
+    };
+    [
+        "/postgresql/pg_ctl_timeout",
+        "/bootstrap/dcs/postgresql/pg_ctl_timeout",
+    ]
+    .iter()
+    .find_map(|p| cfg.raw.pointer(p).and_then(number))
+    .unwrap_or(60.0)
+}
+
+/// `postgresql.bin_name` as tool ⇒ file name.
+fn bin_names(cfg: &Config) -> Map<String, Value> {
+    let b = &cfg.postgresql.bin_name;
+    [
+        ("pg_ctl", &b.pg_ctl),
+        ("initdb", &b.initdb),
+        ("pg_controldata", &b.pg_controldata),
+        ("pg_basebackup", &b.pg_basebackup),
+        ("postgres", &b.postgres),
+        ("pg_isready", &b.pg_isready),
+        ("pg_rewind", &b.pg_rewind),
+    ]
+    .into_iter()
+    .filter_map(|(tool, name)| Some((tool.to_string(), Value::from(name.clone()?))))
+    .collect()
 }
 
 /// Parameters that must be equal on the primary and the replicas: only the dynamic
@@ -126,15 +172,29 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
             merged.insert("initdb".into(), initdb.clone());
         }
     }
-    let hba_empty = merged
-        .get("pg_hba")
-        .and_then(Value::as_array)
-        .is_none_or(|a| a.is_empty());
-    if hba_empty {
-        if let Some(hba) = cfg.raw.pointer("/bootstrap/pg_hba") {
-            merged.insert("pg_hba".into(), hba.clone());
-        }
+    // pg_hba, pg_ident and recovery_conf: the local ones, else the dynamic ones
+    // (replaced at run time by the DCS `config` key; `bootstrap.pg_hba` stands in for
+    // absent dynamic lines).
+    for (key, empty) in [
+        ("pg_hba", Value::Array(Vec::new())),
+        ("pg_ident", Value::Array(Vec::new())),
+        ("recovery_conf", Value::Object(Map::new())),
+    ] {
+        let local = cfg.raw.pointer(&format!("/postgresql/{key}")).cloned();
+        let dynamic = cfg
+            .raw
+            .pointer(&format!("/bootstrap/dcs/postgresql/{key}"))
+            .or_else(|| {
+                (key == "pg_hba")
+                    .then(|| cfg.raw.pointer("/bootstrap/pg_hba"))
+                    .flatten()
+            })
+            .cloned();
+        merged.insert(key.into(), local.unwrap_or_else(|| empty.clone()));
+        merged.insert(format!("dynamic_{key}"), dynamic.unwrap_or(empty));
     }
+    merged.insert("pg_ctl_timeout".into(), Value::from(pg_ctl_timeout(cfg)));
+    merged.insert("bin_name".into(), Value::Object(bin_names(cfg)));
     // Replica method sections with their flags read the lenient way (`on`, "true").
     for (name, section) in &cfg.postgresql.methods {
         if let Some(command) = &section.command {
@@ -169,18 +229,7 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
         merged.insert("pgpass".into(), Value::from(abs.display().to_string()));
     }
     // Sections only the agent interprets.
-    for k in [
-        "callbacks",
-        "pre_promote",
-        "before_stop",
-        "recovery_conf",
-        "proxy_address",
-        "config_dir",
-        "bin_name",
-        "pg_ident",
-        "custom_conf",
-        "rewind",
-    ] {
+    for k in ["callbacks", "proxy_address", "rewind"] {
         merged.remove(k);
     }
     serde_json::from_value(Value::Object(merged)).context("postgresql section")
@@ -297,5 +346,49 @@ postgresql:
         let leader_only = YAML.replace("no_leader: 'yes', ", "");
         let (cfg, _) = Config::from_yaml_str(&leader_only, &EnvMap::new()).unwrap();
         assert!(!node_config(&cfg).can_restore_without_leader);
+    }
+
+    #[test]
+    fn postgresql_keys_reach_the_driver_runner_and_member_record() {
+        let yaml = YAML
+            .replace(
+                "  post_init: /bin/post.sh\n",
+                "  post_init: /bin/post.sh\n  dcs: {postgresql: {pg_hba: [host all all 10.0.0.0/8 md5], pg_ident: [m a b]}}\n",
+            )
+            .replace(
+                "  data_dir: /data\n",
+                "  data_dir: /data\n  pg_ctl_timeout: 2.5\n  bin_name: {pg_ctl: pg_ctl15}\n  pg_ident: [ops alice postgres]\n  pre_promote: /bin/fence.sh --check 'a b'\n  before_stop: /bin/drain.sh\n  recovery_conf: {recovery_min_apply_delay: 5min}\n  proxy_address: 10.0.0.1:6432\n  remove_data_directory_on_diverged_timelines: true\n",
+            );
+        let (cfg, _) = Config::from_yaml_str(&yaml, &EnvMap::new()).unwrap();
+        let pg = pg_config(&cfg).unwrap();
+        assert_eq!(pg.pg_ctl_timeout, 2.5);
+        assert_eq!(
+            pg.bin_name.get("pg_ctl").map(String::as_str),
+            Some("pg_ctl15")
+        );
+        assert_eq!(pg.bin_name.len(), 1);
+        assert!(pg.pg_hba.is_empty());
+        assert_eq!(pg.dynamic_pg_hba, ["host all all 10.0.0.0/8 md5"]);
+        assert_eq!(pg.pg_ident, ["ops alice postgres"]);
+        assert_eq!(pg.dynamic_pg_ident, ["m a b"]);
+        assert_eq!(pg.effective_pg_ident(), ["ops alice postgres"]);
+        assert_eq!(
+            pg.pre_promote.as_deref(),
+            Some("/bin/fence.sh --check 'a b'")
+        );
+        assert_eq!(pg.before_stop.as_deref(), Some("/bin/drain.sh"));
+        assert_eq!(
+            pg.recovery_conf.get("recovery_min_apply_delay"),
+            Some(&serde_json::json!("5min"))
+        );
+        assert!(pg.dynamic_recovery_conf.is_empty());
+        let run = runner_settings(&cfg);
+        assert_eq!(run.pg_ctl_timeout, Duration::from_millis(2500));
+        assert!(run.pg_ctl_timeout_is_local);
+        assert!(run.remove_data_directory_on_diverged_timelines);
+        assert_eq!(
+            node_config(&cfg).proxy_url.as_deref(),
+            Some("postgres://10.0.0.1:6432/postgres")
+        );
     }
 }

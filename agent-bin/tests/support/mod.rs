@@ -59,6 +59,8 @@ pub struct Extra {
     /// Replaces the `postgresql.authentication` section's lines (four spaces for a
     /// user) when not empty.
     pub authentication: String,
+    /// Lines appended to `postgresql.callbacks` (four spaces, e.g. `on_reload:`).
+    pub callbacks: String,
 }
 
 pub struct Cluster {
@@ -257,6 +259,7 @@ impl Cluster {
             "  callbacks:".into(),
             format!("    on_start: {}", self.callback_script().display()),
             format!("    on_role_change: {}", self.callback_script().display()),
+            extra.callbacks.trim_end().to_string(),
             "  authentication:".into(),
             if extra.authentication.is_empty() {
                 "    superuser: {username: postgres}\n    replication: {username: postgres}".into()

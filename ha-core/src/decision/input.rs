@@ -18,6 +18,9 @@ pub struct NodeConfig {
     pub api_url: Option<String>,
     /// Published `conn_url` (`postgres://host:port/postgres`).
     pub conn_url: Option<String>,
+    /// Published `proxy_url` (`postgres://proxy_address/postgres`): a connection
+    /// pooler in front of this member, for clients that discover it in the DCS.
+    pub proxy_url: Option<String>,
     /// Whether this node may win the bootstrap race (has a `bootstrap` section).
     pub can_bootstrap: bool,
     /// Dynamic config to seed `config` with when the key is missing.
@@ -44,6 +47,7 @@ impl NodeConfig {
             tags: Tags::default(),
             api_url: None,
             conn_url: None,
+            proxy_url: None,
             can_bootstrap: true,
             bootstrap_config: DynamicConfig::default(),
             can_restore_without_leader: false,

@@ -70,6 +70,10 @@ pub(super) fn build(
         pending_restart: pg.pending_restart.then_some(true),
         pause: st.config.as_ref().is_some_and(|c| c.pause).then_some(true),
         checkpoint_after_promote: None,
-        extra: Default::default(),
+        extra: cfg
+            .proxy_url
+            .iter()
+            .map(|u| ("proxy_url".to_string(), serde_json::Value::from(u.clone())))
+            .collect(),
     }
 }

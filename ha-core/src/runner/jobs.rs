@@ -4,7 +4,8 @@ use super::{Components, RunnerEvent, RunnerSettings};
 use crate::clock::MonoTime;
 use crate::decision::{Action, Busy};
 use crate::model::{Failover, Lsn};
-use crate::postgres::{PgError, StartRole, StopMode, Upstream};
+use crate::postgres::{PgError, Postgres, StartRole, StopMode, StopOutcome, Upstream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc::UnboundedSender, Notify};
@@ -28,6 +29,7 @@ impl BackgroundJob {
         settings: RunnerSettings,
         done: Arc<Notify>,
         events: Option<UnboundedSender<RunnerEvent>>,
+        pre_promote_refused: Arc<AtomicBool>,
     ) -> Option<BackgroundJob> {
         let kind = action.busy()?;
         let handle = tokio::spawn(async move {
@@ -37,7 +39,7 @@ impl BackgroundJob {
                     let _ = tx.send(e);
                 }
             };
-            let result = run(action, &parts, settings, &emit).await;
+            let result = run(action, &parts, settings, &emit, &pre_promote_refused).await;
             match &result {
                 Ok(()) => done.notify_one(),
                 Err(e) => {
@@ -89,6 +91,7 @@ async fn run(
     parts: &Components,
     settings: RunnerSettings,
     emit: &(dyn Fn(RunnerEvent) + Send + Sync),
+    pre_promote_refused: &AtomicBool,
 ) -> Result<(), PgError> {
     let pg = &parts.pg;
     let t = settings.pg_ctl_timeout;
@@ -131,9 +134,28 @@ async fn run(
         Action::StartReplica { upstream, rewind } => {
             // An archive-only standby cluster source has no server to compare with.
             let source = upstream.as_ref().filter(|u| u.streams());
-            if let (true, Some(source)) = (rewind, source) {
+            let standby_leader = upstream
+                .as_ref()
+                .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME);
+            // Patroni checks for divergence only when something can be done about it.
+            let may_wipe = settings.remove_data_directory_on_diverged_timelines && !standby_leader;
+            let check = rewind && (settings.use_pg_rewind || may_wipe);
+            if let (true, Some(source)) = (check, source) {
                 if pg.needs_rewind(source).await? {
-                    if let Err(e) = pg.rewind(source).await {
+                    let can_rewind = settings.use_pg_rewind && pg.can_rewind().await;
+                    if !can_rewind && may_wipe {
+                        tracing::warn!(
+                            "timelines diverged and pg_rewind is not possible; removing the data directory to re-clone (remove_data_directory_on_diverged_timelines)"
+                        );
+                        pg.remove_data_directory().await?;
+                        return Ok(());
+                    }
+                    if !settings.use_pg_rewind {
+                        tracing::warn!(
+                            source = %source.name,
+                            "timelines diverged and use_pg_rewind is off: starting as a replica anyway; it will not stream until reinitialized (or set use_pg_rewind or remove_data_directory_on_diverged_timelines)"
+                        );
+                    } else if let Err(e) = pg.rewind(source).await {
                         if settings.remove_data_directory_on_rewind_failure {
                             tracing::warn!(
                                 "pg_rewind failed ({e}); removing the data directory to re-clone"
@@ -145,9 +167,6 @@ async fn run(
                     }
                 }
             }
-            let standby_leader = upstream
-                .as_ref()
-                .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME);
             pg.start(&StartRole::Replica { upstream }, t).await?;
             emit(RunnerEvent::Started("replica"));
             if standby_leader {
@@ -159,12 +178,34 @@ async fn run(
             if parts.clock.now() >= token.valid_until {
                 return Err(PgError::Invalid("lease expired before promotion".into()));
             }
+            if let Err(e) = pg.pre_promote().await {
+                // Patroni's rule: no promotion, and the leader key goes so another
+                // member may take over.
+                tracing::warn!("promotion cancelled: {e}; releasing the leader key voluntarily");
+                pre_promote_refused.store(true, Ordering::SeqCst);
+                if let Err(d) = parts.dcs.release_leader().await {
+                    tracing::warn!(
+                        "releasing the leader key after the pre_promote failure failed: {d}"
+                    );
+                }
+                return Err(e);
+            }
+            // The script may have taken long.
+            if parts.clock.now() >= token.valid_until {
+                return Err(PgError::Invalid("lease expired before promotion".into()));
+            }
             pg.promote(settings.promote_timeout).await?;
             emit(RunnerEvent::RoleChanged("primary"));
             Ok(())
         }
         Action::Demote { mode, .. } => {
-            pg.stop(mode.stop_mode(), t).await?;
+            stop_primary(
+                pg.as_ref(),
+                mode.stop_mode(),
+                t,
+                settings.primary_stop_timeout,
+            )
+            .await?;
             emit(RunnerEvent::Stopped);
             if mode.releases_lease() {
                 if let Err(e) = parts.dcs.release_leader().await {
@@ -187,7 +228,13 @@ async fn run(
             if let Err(e) = pg.checkpoint().await {
                 tracing::debug!("checkpoint before the switchover stop failed: {e}");
             }
-            let stopped = pg.stop(StopMode::Fast, t).await?;
+            let stopped = stop_primary(
+                pg.as_ref(),
+                StopMode::Fast,
+                t,
+                settings.primary_stop_timeout,
+            )
+            .await?;
             emit(RunnerEvent::Stopped);
             let confirmed = match stopped.checkpoint_lsn {
                 Some(checkpoint) => {
@@ -301,6 +348,30 @@ async fn run(
     }
 }
 
+/// Stops a primary: with a `primary_stop_timeout` (synchronous mode), a stop that
+/// has not finished by then is made immediate, as Patroni does; without one it gets
+/// `pg_ctl_timeout`.
+pub(super) async fn stop_primary(
+    pg: &dyn Postgres,
+    mode: StopMode,
+    pg_ctl_timeout: Duration,
+    primary_stop_timeout: Option<Duration>,
+) -> Result<StopOutcome, PgError> {
+    let Some(limit) = primary_stop_timeout.filter(|_| mode != StopMode::Immediate) else {
+        return pg.stop(mode, pg_ctl_timeout).await;
+    };
+    match pg.stop(mode, limit).await {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            tracing::warn!(
+                "postgres did not stop within primary_stop_timeout ({}s): {e}; stopping it immediately",
+                limit.as_secs_f64()
+            );
+            pg.stop(StopMode::Immediate, pg_ctl_timeout).await
+        }
+    }
+}
+
 /// Waits (bounded by half the remaining lease, at most 5 s) until `candidate`'s
 /// Postgres has received WAL beyond `checkpoint`, i.e. the old primary's shutdown
 /// checkpoint and with it every acknowledged commit.
@@ -323,5 +394,260 @@ async fn candidate_has_wal_past(
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock, MonoTime};
+    use crate::dcs::{Dcs, DcsTiming};
+    use crate::decision::LeaseToken;
+    use crate::memory_dcs::{MemoryDcs, SharedMemoryStore};
+    use crate::model::ClusterKeys;
+    use crate::postgres::{PgObservation, SlotChanges};
+    use crate::runner::NoPeers;
+    use crate::watchdog::NoWatchdog;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+
+    /// A server that records what was asked of it.
+    #[derive(Default)]
+    struct FakePg {
+        calls: Mutex<Vec<String>>,
+        /// Non-immediate stops fail with this timeout or less.
+        slow_stop_below: Option<Duration>,
+        pre_promote_fails: bool,
+        rewindable: bool,
+    }
+
+    impl FakePg {
+        fn log(&self, s: String) {
+            self.calls.lock().unwrap().push(s);
+        }
+        fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl Postgres for FakePg {
+        async fn observe(&self) -> PgObservation {
+            PgObservation::stopped(crate::postgres::DataDirState::Empty)
+        }
+        async fn bootstrap(&self) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn clone_from(&self, _: &Upstream) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn start(&self, _: &StartRole, _: Duration) -> Result<(), PgError> {
+            self.log("start".into());
+            Ok(())
+        }
+        async fn stop(&self, mode: StopMode, t: Duration) -> Result<StopOutcome, PgError> {
+            self.log(format!("stop {mode:?} {}s", t.as_secs_f64()));
+            match self.slow_stop_below {
+                Some(limit) if mode != StopMode::Immediate && t <= limit => {
+                    Err(PgError::StopFailed("still running".into()))
+                }
+                _ => Ok(StopOutcome::default()),
+            }
+        }
+        async fn restart(&self, _: Duration) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn promote(&self, _: Duration) -> Result<(), PgError> {
+            self.log("promote".into());
+            Ok(())
+        }
+        async fn follow(&self, _: Option<&Upstream>) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
+            self.log("divergence check".into());
+            Ok(true)
+        }
+        async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
+            self.log("rewind".into());
+            Ok(())
+        }
+        async fn remove_data_directory(&self) -> Result<(), PgError> {
+            self.log("remove data directory".into());
+            Ok(())
+        }
+        async fn apply_slot_changes(&self, _: &SlotChanges) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn set_synchronous_standby_names(&self, _: Option<&str>) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn reload(&self) -> Result<(), PgError> {
+            Ok(())
+        }
+        async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
+            Ok(None)
+        }
+        async fn pre_promote(&self) -> Result<(), PgError> {
+            self.log("pre_promote".into());
+            if self.pre_promote_fails {
+                return Err(PgError::Tool {
+                    tool: "pre_promote".into(),
+                    message: "exited with 1".into(),
+                });
+            }
+            Ok(())
+        }
+        async fn can_rewind(&self) -> bool {
+            self.rewindable
+        }
+    }
+
+    fn parts(pg: Arc<FakePg>) -> (Components, Arc<dyn Dcs>) {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(MonoTime::from_millis(1000), 0));
+        let timing = DcsTiming {
+            ttl: Duration::from_secs(30),
+            retry_timeout: Duration::from_secs(10),
+            loop_wait: Duration::from_secs(10),
+        };
+        let dcs: Arc<dyn Dcs> = Arc::new(MemoryDcs::new(
+            &SharedMemoryStore::new(),
+            clock.clone(),
+            ClusterKeys::new("/service", "batman"),
+            "pg1",
+            timing,
+        ));
+        let parts = Components {
+            dcs: dcs.clone(),
+            pg,
+            fence: Arc::new(NoWatchdog),
+            clock,
+            peers: Arc::new(NoPeers),
+        };
+        (parts, dcs)
+    }
+
+    async fn execute(action: Action, pg: Arc<FakePg>, settings: RunnerSettings) -> (bool, bool) {
+        let (parts, _) = parts(pg);
+        let refused = AtomicBool::new(false);
+        let ok = run(action, &parts, settings, &|_| {}, &refused)
+            .await
+            .is_ok();
+        (ok, refused.load(Ordering::SeqCst))
+    }
+
+    fn token() -> LeaseToken {
+        LeaseToken {
+            valid_until: MonoTime::from_millis(60_000),
+            leader_version: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_pre_promote_cancels_the_promotion_and_gives_the_key_back() {
+        let pg = Arc::new(FakePg {
+            pre_promote_fails: true,
+            ..FakePg::default()
+        });
+        let (parts, dcs) = parts(pg.clone());
+        assert!(dcs.acquire_leader().await.unwrap());
+        let refused = AtomicBool::new(false);
+        let action = Action::Promote { token: token() };
+        let result = run(action, &parts, RunnerSettings::default(), &|_| {}, &refused).await;
+        assert!(result.is_err());
+        assert!(refused.load(Ordering::SeqCst));
+        assert_eq!(pg.calls(), ["pre_promote"]);
+        let cluster = dcs.get_cluster().await.unwrap();
+        assert!(cluster.leader.is_none(), "the leader key was released");
+
+        let pg = Arc::new(FakePg::default());
+        let action = Action::Promote { token: token() };
+        let (ok, refused) = execute(action, pg.clone(), RunnerSettings::default()).await;
+        assert!(ok && !refused);
+        assert_eq!(pg.calls(), ["pre_promote", "promote"]);
+    }
+
+    #[tokio::test]
+    async fn diverged_timelines_rewind_wipe_or_start_as_use_pg_rewind_and_the_flag_say() {
+        let start = |rewindable: bool, use_pg_rewind: bool, diverged_flag: bool| async move {
+            let pg = Arc::new(FakePg {
+                rewindable,
+                ..FakePg::default()
+            });
+            let settings = RunnerSettings {
+                use_pg_rewind,
+                remove_data_directory_on_diverged_timelines: diverged_flag,
+                ..RunnerSettings::default()
+            };
+            let action = Action::StartReplica {
+                upstream: Some(Upstream::at("pg0", "127.0.0.1", 5432)),
+                rewind: true,
+            };
+            assert!(execute(action, pg.clone(), settings).await.0);
+            pg.calls()
+        };
+        let check = "divergence check";
+        let wipe = "remove data directory";
+        // Rewind impossible (no checksums, no wal_log_hints): wipe only with the flag.
+        assert_eq!(start(false, true, true).await, [check, wipe]);
+        assert_eq!(start(false, true, false).await, [check, "rewind", "start"]);
+        // Rewind possible and allowed.
+        assert_eq!(start(true, true, true).await, [check, "rewind", "start"]);
+        // use_pg_rewind off: wipe with the flag, else start as it is (Patroni).
+        assert_eq!(start(true, false, true).await, [check, wipe]);
+        assert_eq!(start(true, false, false).await, ["start"]);
+    }
+
+    #[tokio::test]
+    async fn primary_stop_timeout_makes_a_slow_stop_immediate() {
+        let pg = FakePg {
+            slow_stop_below: Some(Duration::from_secs(5)),
+            ..FakePg::default()
+        };
+        let t = Duration::from_secs(60);
+        stop_primary(&pg, StopMode::Fast, t, Some(Duration::from_millis(2500)))
+            .await
+            .unwrap();
+        stop_primary(&pg, StopMode::Fast, t, None).await.unwrap();
+        assert_eq!(
+            pg.calls(),
+            ["stop Fast 2.5s", "stop Immediate 60s", "stop Fast 60s"]
+        );
+    }
+
+    #[test]
+    fn dynamic_pg_ctl_timeout_use_pg_rewind_and_primary_stop_timeout_apply_unless_local() {
+        let (parts, _) = parts(Arc::new(FakePg::default()));
+        let settings = RunnerSettings {
+            pg_ctl_timeout: Duration::from_secs(30),
+            promote_timeout: Duration::from_secs(30),
+            ..RunnerSettings::default()
+        };
+        let (mut runner, _) =
+            super::super::Runner::new(crate::decision::NodeConfig::named("pg1"), parts, settings);
+        let mut config: crate::model::DynamicConfig = serde_json::from_value(serde_json::json!({
+            "postgresql": {"pg_ctl_timeout": 7.5, "use_pg_rewind": true},
+            "primary_stop_timeout": 3,
+        }))
+        .unwrap();
+        runner.state.config = Some(config.clone());
+        let s = runner.current_settings();
+        assert_eq!(s.pg_ctl_timeout, Duration::from_millis(7500));
+        assert_eq!(s.promote_timeout, Duration::from_millis(7500));
+        assert_eq!(s.primary_stop_timeout, None, "asynchronous mode");
+        config.synchronous_mode = crate::model::SynchronousMode::On;
+        runner.state.config = Some(config);
+        assert_eq!(
+            runner.current_settings().primary_stop_timeout,
+            Some(Duration::from_secs(3))
+        );
+        assert!(runner.current_settings().use_pg_rewind);
+        runner.settings.pg_ctl_timeout_is_local = true;
+        runner.settings.local_use_pg_rewind = Some(false);
+        assert_eq!(
+            runner.current_settings().pg_ctl_timeout,
+            Duration::from_secs(30)
+        );
+        assert!(!runner.current_settings().use_pg_rewind);
     }
 }

@@ -16,7 +16,7 @@ use crate::decision::{
     PeerReply, PeerStatus, RequestVerdict,
 };
 use crate::model::{Cluster, Failover, Member};
-use crate::postgres::{PgError, PgObservation, Postgres};
+use crate::postgres::{DynamicPostgresql, PgError, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
 use guard::{refuse, GuardContext};
@@ -61,6 +61,9 @@ pub enum RunnerEvent {
     RoleChanged(&'static str),
     /// Postgres was restarted on request (role given).
     Restarted(&'static str),
+    /// Postgres re-read its configuration (a reload), e.g. after a change of the
+    /// dynamic parameters or access lines.
+    Reloaded,
 }
 
 /// Why a runner stopped on its own: the node cannot go on until an operator acts.
@@ -79,21 +82,41 @@ pub enum Fatal {
 pub struct RunnerSettings {
     /// `pg_ctl` start/stop timeout.
     pub pg_ctl_timeout: Duration,
+    /// Whether `pg_ctl_timeout` comes from the local configuration; when not, the
+    /// dynamic config's `postgresql.pg_ctl_timeout` replaces it at run time.
+    pub pg_ctl_timeout_is_local: bool,
     /// Time allowed for a promotion.
     pub promote_timeout: Duration,
     /// Time a peer probe may take.
     pub probe_timeout: Duration,
     /// Delete the data directory when pg_rewind fails, so the node re-clones.
     pub remove_data_directory_on_rewind_failure: bool,
+    /// The local `postgresql.use_pg_rewind`, which wins over the dynamic one.
+    pub local_use_pg_rewind: Option<bool>,
+    /// Whether a diverged member may be rewound: the local setting, else the
+    /// dynamic config's `postgresql.use_pg_rewind`. Filled in by the runner.
+    pub use_pg_rewind: bool,
+    /// Delete the data directory when the timelines diverged and pg_rewind is not
+    /// possible, so the node re-clones (never for a standby leader).
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// How long a primary's stop may take before it is made immediate: the dynamic
+    /// `primary_stop_timeout` in synchronous mode (`None`: `pg_ctl_timeout`, no
+    /// escalation). Filled in by the runner from the cluster's config.
+    pub primary_stop_timeout: Option<Duration>,
 }
 
 impl Default for RunnerSettings {
     fn default() -> Self {
         RunnerSettings {
             pg_ctl_timeout: Duration::from_secs(60),
+            pg_ctl_timeout_is_local: false,
             promote_timeout: Duration::from_secs(60),
             probe_timeout: Duration::from_secs(2),
             remove_data_directory_on_rewind_failure: false,
+            local_use_pg_rewind: None,
+            use_pg_rewind: false,
+            remove_data_directory_on_diverged_timelines: false,
+            primary_stop_timeout: None,
         }
     }
 }
@@ -265,6 +288,13 @@ pub struct Runner {
     fatal: Option<Fatal>,
     /// The member record last published, rewritten as `stopped` on shutdown.
     last_member: Option<crate::model::MemberData>,
+    /// The dynamic `pg_hba`, `pg_ident` and `recovery_conf` last handed to the driver.
+    applied_files: Option<DynamicPostgresql>,
+    /// Set by a promotion job whose pre-promote check failed (it released the lock).
+    pre_promote_refused: Arc<std::sync::atomic::AtomicBool>,
+    /// After a failed pre-promote check the node stays out of the leader race until
+    /// then (one ttl, as Patroni).
+    no_race_until: Option<MonoTime>,
 }
 
 impl Runner {
@@ -306,6 +336,9 @@ impl Runner {
             applied_parameters: None,
             fatal: None,
             last_member: None,
+            applied_files: None,
+            pre_promote_refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            no_race_until: None,
         };
         let handle = RunnerHandle {
             wake,
@@ -402,6 +435,15 @@ impl Runner {
                 }
             }
         }
+        if self
+            .pre_promote_refused
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            // The job released the leader key: this node is no leader any more, and
+            // keeps out of the next races for a ttl so another member may take over.
+            self.state.lease_until = None;
+            self.no_race_until = Some(self.parts.clock.now().plus(self.timing.ttl));
+        }
         let request = self.pending_request();
         let read_at = self.parts.clock.now();
         let retry = self.timing.retry_timeout;
@@ -411,7 +453,8 @@ impl Runner {
         );
         if let Ok(c) = &cluster {
             self.apply_dynamic_config(c);
-            self.apply_dynamic_parameters(c).await;
+            self.apply_dynamic_parameters(c, pg.is_alive()).await;
+            self.apply_dynamic_files(c).await;
             self.last_cluster = Some(c.clone());
         }
         let mut obs = Observation {
@@ -561,7 +604,7 @@ impl Runner {
     /// `postgresql.parameters` of the dynamic config reach Postgres when they change
     /// (a reload; postmaster settings then show as pending restart). Permanent logical
     /// slots force `hot_standby_feedback` on, so the replicas' copies stay usable.
-    async fn apply_dynamic_parameters(&mut self, c: &Cluster) {
+    async fn apply_dynamic_parameters(&mut self, c: &Cluster, pg_alive: bool) {
         let Some(cfg) = &c.config else { return };
         let mut params = cfg
             .value
@@ -577,12 +620,80 @@ impl Runner {
         if self.applied_parameters.as_ref() == Some(&params) {
             return;
         }
+        let first = self.applied_parameters.is_none();
         match self.parts.pg.apply_dynamic_parameters(&params).await {
-            Ok(()) => self.applied_parameters = Some(params),
+            Ok(()) => {
+                self.applied_parameters = Some(params);
+                if pg_alive && !first {
+                    self.emit(RunnerEvent::Reloaded);
+                }
+            }
             Err(e) => {
                 tracing::warn!(node = %self.cfg.name, "applying the dynamic parameters failed: {e}")
             }
         }
+    }
+
+    /// `postgresql.pg_hba`, `pg_ident` and `recovery_conf` of the dynamic config
+    /// reach Postgres when they change (rewritten files and a reload).
+    async fn apply_dynamic_files(&mut self, c: &Cluster) {
+        let Some(cfg) = &c.config else { return };
+        let wanted = DynamicPostgresql::from_section(cfg.value.extra.get("postgresql"));
+        if self.applied_files.as_ref() == Some(&wanted) {
+            return;
+        }
+        match self.parts.pg.apply_dynamic_files(&wanted).await {
+            Ok(reloaded) => {
+                self.applied_files = Some(wanted);
+                if reloaded {
+                    self.emit(RunnerEvent::Reloaded);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.cfg.name, "applying the dynamic pg_hba, pg_ident and recovery_conf failed: {e}")
+            }
+        }
+    }
+
+    /// The settings in force: the configured ones, with the dynamic config's
+    /// `pg_ctl_timeout` and `use_pg_rewind` (unless set locally) and
+    /// `primary_stop_timeout`.
+    fn current_settings(&self) -> RunnerSettings {
+        let dynamic_pg_ctl = self
+            .state
+            .config
+            .as_ref()
+            .filter(|_| !self.settings.pg_ctl_timeout_is_local)
+            .and_then(|c| c.extra.get("postgresql"))
+            .and_then(|p| p.get("pg_ctl_timeout"))
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+                v => v.as_f64(),
+            })
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .map(|d| d.max(Duration::from_secs(1)));
+        let dynamic_rewind = self
+            .state
+            .config
+            .as_ref()
+            .unwrap_or(&self.cfg.bootstrap_config)
+            .use_pg_rewind();
+        RunnerSettings {
+            use_pg_rewind: self.settings.local_use_pg_rewind.unwrap_or(dynamic_rewind),
+            pg_ctl_timeout: dynamic_pg_ctl.unwrap_or(self.settings.pg_ctl_timeout),
+            promote_timeout: dynamic_pg_ctl.unwrap_or(self.settings.promote_timeout),
+            primary_stop_timeout: self.primary_stop_timeout(),
+            ..self.settings
+        }
+    }
+
+    /// The dynamic `primary_stop_timeout` when it applies: set and in synchronous mode.
+    fn primary_stop_timeout(&self) -> Option<Duration> {
+        let c = self.state.config.as_ref()?;
+        let sync = !matches!(c.synchronous_mode, crate::model::SynchronousMode::Off);
+        (sync && c.primary_stop_timeout > 0.0)
+            .then(|| Duration::try_from_secs_f64(c.primary_stop_timeout).ok())
+            .flatten()
     }
 
     async fn execute(&mut self, action: Action, obs: &Observation) -> Option<Outcome> {
@@ -591,6 +702,10 @@ impl Runner {
         match action {
             Action::AcquireLease => {
                 let sent_at = self.parts.clock.now();
+                if self.no_race_until.is_some_and(|t| sent_at < t) {
+                    tracing::info!(node = %self.cfg.name, "not taking part in the leader race: the pre_promote script failed less than a ttl ago");
+                    return Some(Outcome::LeaseTaken);
+                }
                 Some(match with_deadline(retry, dcs.acquire_leader()).await {
                     Ok(true) => Outcome::LeaseAcquired { sent_at },
                     Ok(false) => Outcome::LeaseTaken,
@@ -719,13 +834,18 @@ impl Runner {
                 None
             }
             Action::SetSynchronousStandbyNames { value } => {
-                if let Err(e) = self
+                match self
                     .parts
                     .pg
                     .set_synchronous_standby_names(value.as_deref())
                     .await
                 {
-                    tracing::warn!(node = %self.cfg.name, "setting synchronous_standby_names failed: {e}");
+                    Err(e) => {
+                        tracing::warn!(node = %self.cfg.name, "setting synchronous_standby_names failed: {e}")
+                    }
+                    // A reload of a running server, as in Patroni (`on_reload`).
+                    Ok(()) if obs.pg.is_alive() => self.emit(RunnerEvent::Reloaded),
+                    Ok(()) => {}
                 }
                 None
             }
@@ -801,6 +921,8 @@ impl Runner {
                     {
                         self.emit(RunnerEvent::RoleChanged("standby_leader"))
                     }
+                    // Same role, new upstream: a reload (`on_reload`), as in Patroni.
+                    Ok(_) if obs.pg.is_alive() => self.emit(RunnerEvent::Reloaded),
                     Ok(_) => {}
                 }
                 None
@@ -816,7 +938,8 @@ impl Runner {
                 None
             }
             Action::StopPostgres { mode } => {
-                if let Err(e) = self.parts.pg.stop(mode, self.settings.pg_ctl_timeout).await {
+                let timeout = self.current_settings().pg_ctl_timeout;
+                if let Err(e) = self.parts.pg.stop(mode, timeout).await {
                     tracing::warn!(node = %self.cfg.name, "stop failed: {e}");
                 }
                 self.emit(RunnerEvent::Stopped);
@@ -837,12 +960,14 @@ impl Runner {
                     tracing::warn!(node = %self.cfg.name, ?background, "a background action is already running");
                     return None;
                 }
+                let settings = self.current_settings();
                 self.job = BackgroundJob::spawn(
                     background,
                     self.parts.clone(),
-                    self.settings,
+                    settings,
                     self.job_done.clone(),
                     self.events.clone(),
+                    self.pre_promote_refused.clone(),
                 );
                 None
             }
