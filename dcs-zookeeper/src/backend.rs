@@ -89,6 +89,7 @@ impl ZooKeeperDcs {
         }
         let connect_string = config.connect_string()?;
         let acls = config.acls()?;
+        let tls = config.tls_options()?;
         let auth = config
             .auth_data
             .iter()
@@ -105,7 +106,7 @@ impl ZooKeeperDcs {
         let inner = Arc::new(Inner {
             keys,
             name,
-            sessions: Sessions::new(connect_string, auth, timing, paths, opened_tx),
+            sessions: Sessions::new(connect_string, auth, tls, timing, paths, opened_tx),
             acls,
             changes: tokio::sync::watch::Sender::new(0),
         });
