@@ -77,6 +77,11 @@ impl Sessions {
         }
     }
 
+    /// Whether sessions are opened over TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub(crate) fn timing(&self) -> DcsTiming {
         *self.timing.lock().unwrap_or_else(|p| p.into_inner())
     }

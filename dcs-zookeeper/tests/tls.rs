@@ -34,7 +34,10 @@ fn member() -> MemberData {
 async fn assert_no_session(config: &ZooKeeperConfig, what: &str) {
     let d = dcs(config, "batman", "outsider");
     match d.get_cluster().await {
-        Err(DcsError::Unreachable(_)) => {}
+        // Over TLS the message says what to check.
+        Err(DcsError::Unreachable(m)) => {
+            assert_eq!(m.contains("TLS: "), config.use_ssl, "{what}: {m}")
+        }
         other => panic!("{what}: expected no session (Unreachable), got {other:?}"),
     }
     assert_eq!(d.session_id(), None, "{what}: no session was opened");
