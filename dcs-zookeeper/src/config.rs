@@ -205,7 +205,10 @@ impl ZooKeeperConfig {
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             let cert_pem = read_pem("cert", cert)?;
             let key_pem = read_pem("key", key)?;
-            if key_pem.contains("ENCRYPTED") {
+            // PKCS#8 encrypted, or OpenSSL's traditional encrypted PEM.
+            if key_pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+                || key_pem.contains("Proc-Type: 4,ENCRYPTED")
+            {
                 return Err(ZkError::Config(format!(
                     "`key`: {} is encrypted, which is not supported; decrypt it (for \
                      example `openssl pkey -in key.pem -out plain-key.pem`) and point key \

@@ -166,6 +166,13 @@ async fn unusable_tls_settings_fail_at_construction_naming_the_key() {
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
     )
     .unwrap();
+    let traditional = dir.path().join("traditional-key.pem");
+    std::fs::write(
+        &traditional,
+        "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\n\
+         AAAA\n-----END EC PRIVATE KEY-----\n",
+    )
+    .unwrap();
     for (key, config) in [
         (
             "cacert",
@@ -192,6 +199,13 @@ async fn unusable_tls_settings_fail_at_construction_naming_the_key() {
             "key",
             ZooKeeperConfig {
                 key: Some(encrypted.clone()),
+                ..base.clone()
+            },
+        ),
+        (
+            "key",
+            ZooKeeperConfig {
+                key: Some(traditional.clone()),
                 ..base.clone()
             },
         ),
