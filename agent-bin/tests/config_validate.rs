@@ -508,25 +508,48 @@ fn etcd3_url_and_proxy_forms_are_honoured() {
 }
 
 #[test]
-fn zookeeper_tls_is_refused_and_tls_files_without_it_are_ignored() {
-    let yaml = with_dcs("zookeeper: {hosts: '127.0.0.1:2181', use_ssl: true, cacert: /ca.pem}\n");
-    let line = "error: zookeeper.use_ssl: ZooKeeper over TLS is not supported by fullauto: \
-                connect to a plain-text client port (or through a TLS tunnel such as stunnel) \
-                and remove use_ssl";
-    assert_has(&check(&yaml), line);
-    assert_refused_at_start(&yaml, line);
+fn zookeeper_tls_is_honoured_its_unsupported_keys_refused_and_ignored_without_use_ssl() {
+    let yaml = with_dcs(
+        "zookeeper: {hosts: '127.0.0.1:2281', use_ssl: true, cacert: /ca.pem, cert: /c.pem, \
+         key: /k.pem, verify: true}\n",
+    );
+    let r = check(&yaml);
+    assert!(r.problems.is_empty(), "{}", r.render());
+    let password = with_dcs(
+        "zookeeper: {hosts: '127.0.0.1:2281', use_ssl: true, cert: /c.pem, key: /k.pem, \
+         key_password: pw}\n",
+    );
+    let line = "error: zookeeper.key_password: encrypted client keys are not supported; \
+                decrypt the key (for example `openssl pkey -in key.pem -out plain-key.pem`), \
+                point `key` at the result and remove key_password";
+    assert_has(&check(&password), line);
+    assert_refused_at_start(&password, line);
     let env: EnvMap = [
         (
             "PATRONI_ZOOKEEPER_HOSTS".to_string(),
-            "127.0.0.1:2181".to_string(),
+            "127.0.0.1:2281".to_string(),
         ),
         ("PATRONI_ZOOKEEPER_USE_SSL".to_string(), "true".to_string()),
+        ("PATRONI_ZOOKEEPER_VERIFY".to_string(), "false".to_string()),
     ]
     .into_iter()
     .collect();
+    let r = validate_str(&with_dcs(""), &env);
+    assert!(
+        r.render().lines().any(|l| l.starts_with(
+            "error: zookeeper.verify: `verify: false` (no server certificate check) is not \
+             supported; give the CA"
+        ) && l.ends_with("(set by PATRONI_ZOOKEEPER_VERIFY)")),
+        "{}",
+        r.render()
+    );
+    let r = check(&with_dcs(
+        "zookeeper: {hosts: '127.0.0.1:2281', use_ssl: true, cert: /c.pem}\n",
+    ));
     assert_has(
-        &validate_str(&with_dcs(""), &env),
-        &format!("{line} (set by PATRONI_ZOOKEEPER_USE_SSL)"),
+        &r,
+        "error: zookeeper.cert: set without key: a client certificate needs its key (for a \
+         file holding both, give it as cert and key)",
     );
     let r = check(&with_dcs(
         "zookeeper: {hosts: '127.0.0.1:2181', use_ssl: false, verify: true, cert: /c.pem}\n",

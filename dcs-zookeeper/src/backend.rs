@@ -74,7 +74,9 @@ impl Drop for ZooKeeperDcs {
 
 impl ZooKeeperDcs {
     /// A backend for member `name` of the cluster under `keys`. Connects lazily: an
-    /// unreachable ensemble shows up as `DcsError::Unreachable` from the calls.
+    /// unreachable ensemble (or, with `use_ssl`, a failed TLS handshake) shows up as
+    /// `DcsError::Unreachable` from the calls. The TLS files are read here: an
+    /// unreadable or unusable one is a `ZkError::Config` naming its key.
     pub fn new(
         config: &ZooKeeperConfig,
         keys: ClusterKeys,
@@ -89,6 +91,7 @@ impl ZooKeeperDcs {
         }
         let connect_string = config.connect_string()?;
         let acls = config.acls()?;
+        let tls = config.tls_options()?;
         let auth = config
             .auth_data
             .iter()
@@ -105,7 +108,7 @@ impl ZooKeeperDcs {
         let inner = Arc::new(Inner {
             keys,
             name,
-            sessions: Sessions::new(connect_string, auth, timing, paths, opened_tx),
+            sessions: Sessions::new(connect_string, auth, tls, timing, paths, opened_tx),
             acls,
             changes: tokio::sync::watch::Sender::new(0),
         });
@@ -133,8 +136,15 @@ impl ZooKeeperDcs {
             let now = Instant::now();
             if now >= deadline {
                 let why = last.map_or_else(|| "no answer".to_string(), |e| e.to_string());
+                let tls = if self.inner.sessions.uses_tls() {
+                    " (TLS: the hosts must be TLS client ports whose certificates chain to \
+                     `cacert`, and a server that requires a client certificate needs `cert` \
+                     and `key` signed by a CA it trusts)"
+                } else {
+                    ""
+                };
                 return Err(DcsError::Unreachable(format!(
-                    "{what}: zookeeper not reachable within {bound:?} ({why}); check the ensemble and `hosts`"
+                    "{what}: zookeeper not reachable within {bound:?} ({why}); check the ensemble and `hosts`{tls}"
                 )));
             }
             let attempt = async {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use zookeeper_client::{
     Acl, Acls, AddWatchMode, Client, CreateMode, Error as ZkClientError, PersistentWatcher,
-    StateWatcher,
+    StateWatcher, TlsOptions,
 };
 
 /// What the watch task needs from a newly opened session: its state changes and the
@@ -26,6 +26,8 @@ pub(crate) struct Watched {
 pub(crate) struct Sessions {
     connect_string: String,
     auth: Vec<(String, Vec<u8>)>,
+    /// Set: every host is reached over TLS with these settings.
+    tls: Option<TlsOptions>,
     timing: Mutex<DcsTiming>,
     current: tokio::sync::Mutex<Option<Client>>,
     ttl_changed: AtomicBool,
@@ -58,6 +60,7 @@ impl Sessions {
     pub(crate) fn new(
         connect_string: String,
         auth: Vec<(String, Vec<u8>)>,
+        tls: Option<TlsOptions>,
         timing: DcsTiming,
         paths: SessionPaths,
         opened: mpsc::UnboundedSender<Watched>,
@@ -65,12 +68,18 @@ impl Sessions {
         Sessions {
             connect_string,
             auth,
+            tls,
             timing: Mutex::new(timing),
             current: tokio::sync::Mutex::new(None),
             ttl_changed: AtomicBool::new(false),
             paths,
             opened,
         }
+    }
+
+    /// Whether sessions are opened over TLS.
+    pub(crate) fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub(crate) fn timing(&self) -> DcsTiming {
@@ -126,7 +135,15 @@ impl Sessions {
         for (scheme, credential) in &self.auth {
             connector = connector.with_auth(scheme, credential);
         }
-        let client = connector.connect(&self.connect_string).await?;
+        let client = match &self.tls {
+            Some(tls) => {
+                connector
+                    .with_tls(tls.clone())
+                    .secure_connect(&self.connect_string)
+                    .await?
+            }
+            None => connector.connect(&self.connect_string).await?,
+        };
         if client.session_timeout() != t.ttl {
             tracing::info!(
                 wanted = ?t.ttl,

@@ -4,6 +4,9 @@
 //!
 //! Servers use a short tick (200 ms) so that sessions of a few seconds are allowed,
 //! a 128 MiB heap, no admin HTTP server, and are killed by PID when dropped.
+//!
+//! [`ZkCluster::standalone_tls`] adds a TLS client port (Netty, PEM key and trust
+//! stores) with certificates made for the test by [`TlsFiles`].
 
 use crate::error::ZkError;
 use crate::ZooKeeperConfig;
@@ -23,6 +26,11 @@ pub const TICK: Duration = Duration::from_millis(200);
 const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 /// A logging backend for the server's slf4j calls, if installed (logs to the file).
 const SLF4J_SIMPLE_JAR: &str = "/usr/share/java/slf4j-simple.jar";
+/// Netty jars that ZooKeeper's TLS port needs beyond those its manifest names.
+const NETTY_TLS_JARS: &[&str] = &[
+    "/usr/share/java/netty-codec.jar",
+    "/usr/share/java/netty-resolver.jar",
+];
 /// How long a server may take to start serving (JVM start on a busy 2-core box).
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -40,13 +48,20 @@ pub struct ZkServer {
     id: usize,
     dir: PathBuf,
     client_port: u16,
+    secure_port: Option<u16>,
     child: Option<Child>,
 }
 
 impl ZkServer {
-    /// `127.0.0.1:<client port>`.
+    /// `127.0.0.1:<client port>` (plain text; a TLS server keeps it for its health
+    /// checks).
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `127.0.0.1:<TLS client port>`, for a server started with TLS.
+    pub fn secure_address(&self) -> Option<String> {
+        self.secure_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// The server's log file (for diagnosing a failed test); lines start with a UTC
@@ -74,6 +89,18 @@ impl ZkServer {
         if Path::new(SLF4J_SIMPLE_JAR).exists() {
             classpath.push(':');
             classpath.push_str(SLF4J_SIMPLE_JAR);
+        }
+        if self.secure_port.is_some() {
+            for jar in NETTY_TLS_JARS {
+                if !Path::new(jar).exists() {
+                    return Err(ZkError::Server(format!(
+                        "{jar} not found; ZooKeeper's TLS port needs it (Debian package \
+                         libnetty-java, a dependency of `zookeeper`)"
+                    )));
+                }
+                classpath.push(':');
+                classpath.push_str(jar);
+            }
         }
         let log = std::fs::File::create(self.log_path())
             .map_err(|e| ZkError::Server(format!("create {}: {e}", self.log_path().display())))?;
@@ -209,33 +236,131 @@ async fn four_letter(address: &str, cmd: &str) -> Option<String> {
 /// servers are killed).
 pub struct ZkCluster {
     servers: Vec<ZkServer>,
+    tls: Option<TlsFiles>,
     _dir: tempfile::TempDir,
+}
+
+/// Whether a TLS test server asks clients for a certificate (`ssl.clientAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// A client certificate is required: clients without one are refused.
+    Need,
+    /// A client certificate is requested, and checked when given.
+    Want,
+}
+
+/// PEM files made for a TLS test: a CA, the server's certificate and key (signed by
+/// it, for `127.0.0.1` and `localhost`), a client's, and an unrelated CA that signed
+/// nothing here.
+pub struct TlsFiles {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// The server's private key followed by its certificate (ZooKeeper's PEM key
+    /// store).
+    pub server_keystore: PathBuf,
+    /// The client certificate (subject `CN=fullauto-client`).
+    pub client_cert: PathBuf,
+    /// The client certificate's private key (PKCS#8, unencrypted).
+    pub client_key: PathBuf,
+    /// A CA that signed neither the server nor the client certificate.
+    pub other_ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes the certificates and writes them into `dir`.
+    pub fn create(dir: &Path) -> Result<TlsFiles, ZkError> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let fail = |what: &str, e: rcgen::Error| ZkError::Server(format!("{what}: {e}"));
+        let ca_for = |cn: &str| -> Result<(rcgen::Certificate, KeyPair), ZkError> {
+            let key = KeyPair::generate().map_err(|e| fail("generate CA key", e))?;
+            let mut params =
+                CertificateParams::new(Vec::<String>::new()).map_err(|e| fail("CA params", e))?;
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let cert = params
+                .self_signed(&key)
+                .map_err(|e| fail("sign CA certificate", e))?;
+            Ok((cert, key))
+        };
+        let (ca, ca_key) = ca_for("fullauto test ZooKeeper CA")?;
+        let (other_ca, _) = ca_for("fullauto unrelated CA")?;
+        let leaf = |names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().map_err(|e| fail("generate key", e))?;
+            let mut params = CertificateParams::new(names).map_err(|e| fail("params", e))?;
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            let cert = params
+                .signed_by(&key, &ca, &ca_key)
+                .map_err(|e| fail("sign certificate", e))?;
+            Ok::<_, ZkError>((cert, key))
+        };
+        let (server, server_key) = leaf(
+            vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
+        let (client, client_key) = leaf(
+            vec!["fullauto-client".to_string()],
+            "fullauto-client",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+        let files = TlsFiles {
+            ca: dir.join("ca.pem"),
+            server_keystore: dir.join("server-keystore.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+            other_ca: dir.join("other-ca.pem"),
+        };
+        let write = |path: &Path, text: String| {
+            std::fs::write(path, text)
+                .map_err(|e| ZkError::Server(format!("write {}: {e}", path.display())))
+        };
+        write(&files.ca, ca.pem())?;
+        write(
+            &files.server_keystore,
+            format!("{}{}", server_key.serialize_pem(), server.pem()),
+        )?;
+        write(&files.client_cert, client.pem())?;
+        write(&files.client_key, client_key.serialize_pem())?;
+        write(&files.other_ca, other_ca.pem())?;
+        Ok(files)
+    }
 }
 
 impl ZkCluster {
     /// One standalone server, started and serving.
     pub async fn standalone() -> Result<ZkCluster, ZkError> {
-        Self::start(1).await
+        Self::start(1, None).await
     }
 
     /// `n` servers forming one ensemble on loopback, all started and serving.
     pub async fn ensemble(n: usize) -> Result<ZkCluster, ZkError> {
-        Self::start(n).await
+        Self::start(n, None).await
     }
 
-    async fn start(n: usize) -> Result<ZkCluster, ZkError> {
+    /// One standalone server with a TLS client port (certificates from
+    /// [`TlsFiles`], see [`ZkCluster::tls_files`]) next to its plain one, started and
+    /// serving. [`ZkCluster::config`] then connects over TLS with the client
+    /// certificate.
+    pub async fn standalone_tls(client_auth: ClientAuth) -> Result<ZkCluster, ZkError> {
+        Self::start(1, Some(client_auth)).await
+    }
+
+    async fn start(n: usize, tls: Option<ClientAuth>) -> Result<ZkCluster, ZkError> {
         // A port picked by `free_port` can be taken by someone else before the JVM
         // binds it; one more try with fresh ports covers that race.
-        match Self::start_once(n).await {
+        match Self::start_once(n, tls).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 tracing::warn!(error = %e, "zookeeper test servers failed to start; retrying once");
-                Self::start_once(n).await
+                Self::start_once(n, tls).await
             }
         }
     }
 
-    async fn start_once(n: usize) -> Result<ZkCluster, ZkError> {
+    async fn start_once(n: usize, tls: Option<ClientAuth>) -> Result<ZkCluster, ZkError> {
         let dir = tempfile::Builder::new()
             .prefix("fullauto-zk-")
             .tempdir()
@@ -244,6 +369,10 @@ impl ZkCluster {
         for _ in 0..n {
             ports.push((free_port()?, free_port()?, free_port()?));
         }
+        let tls_files = match tls {
+            Some(_) => Some(TlsFiles::create(dir.path())?),
+            None => None,
+        };
         let mut servers = Vec::new();
         for (i, (client_port, _, _)) in ports.iter().enumerate() {
             let id = i + 1;
@@ -267,6 +396,29 @@ impl ZkCluster {
                 data = data.display(),
                 min = 2 * TICK.as_millis(),
             );
+            let secure_port = match (tls, &tls_files) {
+                (Some(auth), Some(files)) => {
+                    let port = free_port()?;
+                    cfg.push_str(&format!(
+                        "secureClientPort={port}\n\
+                         secureClientPortAddress=127.0.0.1\n\
+                         serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+                         ssl.keyStore.location={keystore}\n\
+                         ssl.keyStore.type=PEM\n\
+                         ssl.trustStore.location={ca}\n\
+                         ssl.trustStore.type=PEM\n\
+                         ssl.clientAuth={auth}\n",
+                        keystore = files.server_keystore.display(),
+                        ca = files.ca.display(),
+                        auth = match auth {
+                            ClientAuth::Need => "need",
+                            ClientAuth::Want => "want",
+                        },
+                    ));
+                    Some(port)
+                }
+                _ => None,
+            };
             if n > 1 {
                 std::fs::write(data.join("myid"), format!("{id}\n"))
                     .map_err(|e| ZkError::Server(format!("write myid: {e}")))?;
@@ -280,10 +432,15 @@ impl ZkCluster {
                 id,
                 dir: sdir,
                 client_port: *client_port,
+                secure_port,
                 child: None,
             });
         }
-        let mut cluster = ZkCluster { servers, _dir: dir };
+        let mut cluster = ZkCluster {
+            servers,
+            tls: tls_files,
+            _dir: dir,
+        };
         for s in &mut cluster.servers {
             s.spawn()?;
         }
@@ -293,14 +450,37 @@ impl ZkCluster {
         Ok(cluster)
     }
 
-    /// Client addresses of all servers.
+    /// Plain-text client addresses of all servers.
     pub fn hosts(&self) -> Vec<String> {
         self.servers.iter().map(ZkServer::address).collect()
     }
 
-    /// A backend config listing every server.
+    /// TLS client addresses of all servers (empty without TLS).
+    pub fn secure_hosts(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter_map(ZkServer::secure_address)
+            .collect()
+    }
+
+    /// The certificates of a cluster started with TLS.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// A backend config listing every server: for a TLS cluster, its TLS ports with
+    /// `use_ssl`, `cacert` and the client certificate.
     pub fn config(&self) -> ZooKeeperConfig {
-        ZooKeeperConfig::with_hosts(self.hosts())
+        match &self.tls {
+            None => ZooKeeperConfig::with_hosts(self.hosts()),
+            Some(files) => ZooKeeperConfig {
+                use_ssl: true,
+                cacert: Some(files.ca.clone()),
+                cert: Some(files.client_cert.clone()),
+                key: Some(files.client_key.clone()),
+                ..ZooKeeperConfig::with_hosts(self.secure_hosts())
+            },
+        }
     }
 
     /// Server `i` (0-based).

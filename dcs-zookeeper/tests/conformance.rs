@@ -1,6 +1,7 @@
-//! ha-core's shared DCS conformance suite against a real standalone ZooKeeper.
+//! ha-core's shared DCS conformance suite against a real standalone ZooKeeper, over
+//! plain text and over TLS with a client certificate.
 
-use dcs_zookeeper::testing::{Blackhole, TcpProxy, ZkCluster};
+use dcs_zookeeper::testing::{Blackhole, ClientAuth, TcpProxy, ZkCluster};
 use dcs_zookeeper::{ZooKeeperConfig, ZooKeeperDcs};
 use ha_core::conformance::{run_all, DcsHarness};
 use ha_core::{ClusterKeys, Dcs, DcsTiming};
@@ -16,6 +17,16 @@ struct Harness {
     proxies: Mutex<HashMap<usize, TcpProxy>>,
 }
 
+impl Harness {
+    /// The cluster's client config (TLS settings included) with other hosts.
+    fn config<const N: usize>(&self, hosts: [String; N]) -> ZooKeeperConfig {
+        ZooKeeperConfig {
+            hosts: hosts.to_vec(),
+            ..self.zk.config()
+        }
+    }
+}
+
 fn key_of(dcs: &Arc<dyn Dcs>) -> usize {
     Arc::as_ptr(dcs) as *const () as usize
 }
@@ -23,8 +34,12 @@ fn key_of(dcs: &Arc<dyn Dcs>) -> usize {
 #[async_trait::async_trait]
 impl DcsHarness for Harness {
     async fn connect(&self, scope: &str, member: &str, timing: DcsTiming) -> Arc<dyn Dcs> {
-        let proxy = TcpProxy::start(&self.zk.hosts()[0]).await.unwrap();
-        let config = ZooKeeperConfig::with_hosts([proxy.address()]);
+        let upstream = match self.zk.secure_hosts().first() {
+            Some(tls) => tls.clone(),
+            None => self.zk.hosts()[0].clone(),
+        };
+        let proxy = TcpProxy::start(&upstream).await.unwrap();
+        let config = self.config([proxy.address()]);
         let dcs: Arc<dyn Dcs> = Arc::new(
             ZooKeeperDcs::new(&config, ClusterKeys::new("service", scope), member, timing).unwrap(),
         );
@@ -40,7 +55,7 @@ impl DcsHarness for Harness {
     ) -> Arc<dyn Dcs> {
         // A server that accepts connections and never answers: the harder case
         // (a refused connection fails fast on its own).
-        let config = ZooKeeperConfig::with_hosts([self.blackhole.address()]);
+        let config = self.config([self.blackhole.address()]);
         Arc::new(
             ZooKeeperDcs::new(&config, ClusterKeys::new("service", scope), member, timing).unwrap(),
         )
@@ -80,5 +95,18 @@ async fn conformance_suite_passes_against_real_zookeeper() {
         blackhole: Blackhole::start().await.unwrap(),
         proxies: Mutex::new(HashMap::new()),
     };
+    run_all(&h).await;
+}
+
+/// The same suite with every client on the server's TLS port (`use_ssl`, `cacert`,
+/// client certificate required by the server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_passes_over_tls() {
+    let h = Harness {
+        zk: ZkCluster::standalone_tls(ClientAuth::Need).await.unwrap(),
+        blackhole: Blackhole::start().await.unwrap(),
+        proxies: Mutex::new(HashMap::new()),
+    };
+    assert!(h.zk.config().use_ssl);
     run_all(&h).await;
 }

@@ -3,7 +3,7 @@
 //! freeze the server through this, whichever backend it is.
 
 use dcs_etcd::testing::{EtcdCluster, TestCerts};
-use dcs_zookeeper::testing::ZkCluster;
+use dcs_zookeeper::testing::{ClientAuth, ZkCluster};
 use std::time::Duration;
 
 /// Which backend a test cluster uses.
@@ -13,6 +13,9 @@ pub enum DcsKind {
     /// etcd serving clients over TLS only, with required client certificates.
     EtcdTls,
     ZooKeeper,
+    /// ZooKeeper with a TLS client port that requires client certificates; the agents
+    /// use it (`use_ssl: true`), the test reads through the plain port.
+    ZooKeeperTls,
 }
 
 /// A running DCS server.
@@ -44,7 +47,8 @@ impl TestDcs {
                     _dir: dir,
                 }
             }
-            DcsKind::ZooKeeper => TestDcs::ZooKeeper(ZooKeeperServer::start()),
+            DcsKind::ZooKeeper => TestDcs::ZooKeeper(ZooKeeperServer::start(false)),
+            DcsKind::ZooKeeperTls => TestDcs::ZooKeeper(ZooKeeperServer::start(true)),
         }
     }
 
@@ -62,9 +66,17 @@ impl TestDcs {
                 certs.client_cert.display(),
                 certs.client_key.display()
             ),
-            TestDcs::ZooKeeper(z) => {
-                format!("zookeeper:\n  hosts: [{}]", z.cluster.hosts().join(", "))
-            }
+            TestDcs::ZooKeeper(z) => match z.cluster.tls_files() {
+                None => format!("zookeeper:\n  hosts: [{}]", z.cluster.hosts().join(", ")),
+                Some(files) => format!(
+                    "zookeeper:\n  hosts: [{}]\n  use_ssl: true\n  cacert: {}\n  cert: {}\n  \
+                     key: {}",
+                    z.cluster.secure_hosts().join(", "),
+                    files.ca.display(),
+                    files.client_cert.display(),
+                    files.client_key.display()
+                ),
+            },
         }
     }
 
@@ -107,7 +119,7 @@ pub struct ZooKeeperServer {
 }
 
 impl ZooKeeperServer {
-    fn start() -> ZooKeeperServer {
+    fn start(tls: bool) -> ZooKeeperServer {
         // One worker keeps the reader's session alive between reads.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -115,7 +127,13 @@ impl ZooKeeperServer {
             .build()
             .expect("tokio runtime");
         let cluster = runtime
-            .block_on(ZkCluster::standalone())
+            .block_on(async {
+                if tls {
+                    ZkCluster::standalone_tls(ClientAuth::Need).await
+                } else {
+                    ZkCluster::standalone().await
+                }
+            })
             .expect("zookeeper");
         ZooKeeperServer {
             cluster,

@@ -7,8 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// `zookeeper`. TLS (`use_ssl: true`) is refused: the client library's TLS has
-/// not been verified against a ZooKeeper server here.
+/// `zookeeper`. With `use_ssl: true` the client connects over TLS, checks the
+/// server certificate against `cacert` (not the host name, as Patroni) and presents
+/// `cert`/`key`; `key_password` and `verify: false` are refused.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 pub struct ZookeeperConfig {
     /// `host[:port]` list.
@@ -20,10 +21,26 @@ pub struct ZookeeperConfig {
     /// Principal ⇒ permissions applied to created znodes.
     #[serde(default, deserialize_with = "acls")]
     pub set_acls: BTreeMap<String, Vec<String>>,
+    /// Connect over TLS.
+    #[serde(default, deserialize_with = "loose::bool")]
+    pub use_ssl: bool,
+    /// CA bundle the servers' certificates must chain to (default: the system's).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cacert: Option<String>,
+    /// Client certificate (PEM).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub cert: Option<String>,
+    /// Client key (PEM, unencrypted).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub key: Option<String>,
+    /// Password of an encrypted key: refused with `use_ssl`.
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub key_password: Option<String>,
+    /// Verify the server certificate (default true); `false` is refused with
+    /// `use_ssl`.
+    #[serde(default, deserialize_with = "loose::opt_bool")]
+    pub verify: Option<bool>,
 }
-
-const USE_SSL_REFUSAL: &str = "ZooKeeper over TLS is not supported by fullauto: connect to a \
-     plain-text client port (or through a TLS tunnel such as stunnel) and remove use_ssl";
 
 /// TLS settings that only matter with `use_ssl: true`.
 const TLS_KEYS: &[&str] = &["cacert", "cert", "key", "key_password", "verify"];
@@ -53,9 +70,7 @@ pub(crate) fn check(section: &Map<String, Value>, out: &mut Vec<Problem>) {
         .get("use_ssl")
         .and_then(loose::as_bool)
         .unwrap_or(false);
-    if use_ssl {
-        out.push(Problem::error("zookeeper.use_ssl", USE_SSL_REFUSAL));
-    } else {
+    if !use_ssl {
         for k in TLS_KEYS {
             if section.get(*k).is_some_and(|v| !v.is_null()) {
                 out.push(Problem::warning(
@@ -71,6 +86,9 @@ pub(crate) fn check(section: &Map<String, Value>, out: &mut Vec<Problem>) {
     match c.backend() {
         Err(p) => out.push(p),
         Ok(b) => {
+            if let Some((key, why)) = b.tls_refusal() {
+                out.push(Problem::error(format!("zookeeper.{key}"), why));
+            }
             if let Err(e) = b.connect_string() {
                 out.push(Problem::error("zookeeper.hosts", message(e)));
             }
@@ -96,7 +114,14 @@ impl ZookeeperConfig {
             hosts,
             auth_data,
             set_acls,
+            use_ssl,
+            cacert,
+            cert,
+            key,
+            key_password,
+            verify,
         } = self.clone();
+        let path = |p: Option<String>| p.filter(|p| !p.is_empty()).map(Into::into);
         let mut auth = BTreeMap::new();
         for (scheme, credential) in auth_data {
             if auth.insert(scheme.clone(), credential).is_some() {
@@ -113,7 +138,12 @@ impl ZookeeperConfig {
             hosts,
             auth_data: auth,
             set_acls,
-            use_ssl: false,
+            use_ssl,
+            cacert: path(cacert),
+            cert: path(cert),
+            key: path(key),
+            key_password,
+            verify: verify.unwrap_or(true),
         })
     }
 }
@@ -155,12 +185,7 @@ mod tests {
 
     #[test]
     fn model_matches_schema() {
-        let mut not_fields = TLS_KEYS.to_vec();
-        not_fields.push("use_ssl");
-        super::super::tests::assert_model_matches_schema::<ZookeeperConfig>(
-            "zookeeper",
-            &not_fields,
-        );
+        super::super::tests::assert_model_matches_schema::<ZookeeperConfig>("zookeeper", &[]);
     }
 
     #[test]
@@ -176,7 +201,19 @@ mod tests {
         assert_eq!(b.auth_data["digest"], "u:p");
         assert_eq!(b.set_acls["CN=node1"], vec!["READ", "CREATE"]);
         assert!(!b.use_ssl);
+        assert!(b.verify, "verify defaults to true");
         assert_eq!(b.acls().unwrap().len(), 1);
+        let tls: ZookeeperConfig = serde_json::from_value(serde_json::json!({
+            "hosts": "a:2281", "use_ssl": "true", "cacert": "/ca.pem", "cert": "/c.pem",
+            "key": "/k.pem", "verify": "true",
+        }))
+        .unwrap();
+        let b = tls.backend().unwrap();
+        assert!(b.use_ssl && b.verify);
+        assert_eq!(b.cacert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(b.cert.as_deref(), Some(std::path::Path::new("/c.pem")));
+        assert_eq!(b.key.as_deref(), Some(std::path::Path::new("/k.pem")));
+        assert_eq!(b.tls_refusal(), None);
         let twice: ZookeeperConfig = serde_json::from_value(serde_json::json!({
             "hosts": "a", "auth_data": [["digest", "u:p"], ["digest", "v:q"]],
         }))
