@@ -1298,13 +1298,16 @@ impl<'a> Step<'a> {
             self.advance_slots_from_failsafe_leader();
             return self.say(format!("DCS unreachable ({e}); replica keeps running"));
         }
-        if self.failsafe_keeps_primary(e) {
+        let failsafe = self.failsafe_keeps_primary(e);
+        if failsafe == FailsafeVerdict::Keep {
             return;
         }
         let cfg = self.config();
         let next_decision = self.now.plus(cfg.loop_wait() + cfg.retry_timeout());
         match self.token(None) {
-            Some(t) if next_decision < t.valid_until => {
+            // A member that did not confirm me may be cut off with the DCS, or taking
+            // over: in failsafe mode that ends the primary at once, as in Patroni.
+            Some(t) if next_decision < t.valid_until && failsafe != FailsafeVerdict::Refuted => {
                 self.wake_no_later_than(t.valid_until.minus(cfg.loop_wait() + cfg.retry_timeout()));
                 self.say(format!(
                     "DCS unreachable ({e}); the leader lease is still valid, keeping the primary"
@@ -1366,14 +1369,13 @@ impl<'a> Step<'a> {
     }
 
     /// Failsafe mode: a primary cut off from the DCS keeps running while every member
-    /// of the failsafe topology accepts its `POST /failsafe` each cycle. Returns true
-    /// when the primary stays (or the calls are under way).
-    fn failsafe_keeps_primary(&mut self, e: &DcsError) -> bool {
+    /// of the failsafe topology accepts its `POST /failsafe` each cycle.
+    fn failsafe_keeps_primary(&mut self, e: &DcsError) -> FailsafeVerdict {
         if !self.config().failsafe_mode {
-            return false;
+            return FailsafeVerdict::NotApplicable;
         }
         let Some(topology) = self.failsafe_topology() else {
-            return false;
+            return FailsafeVerdict::NotApplicable;
         };
         let others: Failsafe = topology
             .into_iter()
@@ -1396,7 +1398,7 @@ impl<'a> Step<'a> {
                     ttl,
                     slots,
                 });
-                return true;
+                return FailsafeVerdict::Keep;
             }
             Some((sent_at, accepted)) => {
                 (sent_at, others.keys().all(|name| accepted.contains(name)))
@@ -1407,13 +1409,13 @@ impl<'a> Step<'a> {
         // at all, and the lease still covered sent_at — so the fence at sent_at + ttl −
         // margin stops these writes before any other node can become primary.
         let Some(lease) = self.st.lease_until.filter(|l| sent_at < *l) else {
-            return false;
+            return FailsafeVerdict::NotApplicable;
         };
         if !all_accepted {
             self.say(format!(
                 "DCS unreachable ({e}); failsafe: not every member confirmed me as the leader"
             ));
-            return false;
+            return FailsafeVerdict::Refuted;
         }
         let ttl = self.ttl();
         self.st.lease_until = Some(lease.max(sent_at.plus(ttl)));
@@ -1426,7 +1428,7 @@ impl<'a> Step<'a> {
         self.say(format!(
             "DCS unreachable ({e}); failsafe: every member confirmed me as the leader, keeping the primary"
         ));
-        true
+        FailsafeVerdict::Keep
     }
 
     // ----- helpers -----------------------------------------------------------------
@@ -1490,4 +1492,15 @@ fn is_running(m: &Member) -> bool {
 pub fn upstream_of(m: &Member) -> Option<Upstream> {
     let (host, port) = m.host_port()?;
     Some(Upstream::at(m.name.clone(), host, port))
+}
+
+/// What failsafe mode says about a primary cut off from the DCS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailsafeVerdict {
+    /// Every member confirmed it (or the calls are under way): it stays primary.
+    Keep,
+    /// A member did not confirm it: it stops being primary now.
+    Refuted,
+    /// Failsafe mode does not decide (off, no topology, or the round came too late).
+    NotApplicable,
 }

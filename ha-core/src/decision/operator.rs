@@ -28,11 +28,15 @@ impl Step<'_> {
         }
         match self.obs.pg.process {
             PgProcess::Starting => return self.refuse_request("postgres is still starting"),
-            // A leader's crashed or hung Postgres is the recovery rules' job, not a restart's.
-            PgProcess::Stopped | PgProcess::Crashed | PgProcess::Hung => {
+            // A hung postmaster may still commit: the recovery rules stop it first.
+            PgProcess::Hung => return self.refuse_request("postgres is not running"),
+            // Unpaused, a leader's stopped or crashed Postgres is the recovery rules'
+            // job. Otherwise a restart starts it, as Patroni's does (a stop of a stopped
+            // server is a no-op): in pause nothing else would.
+            PgProcess::Stopped | PgProcess::Crashed if c.is_leader(self.me()) && !self.paused() => {
                 return self.refuse_request("postgres is not running")
             }
-            PgProcess::Running => {}
+            PgProcess::Stopped | PgProcess::Crashed | PgProcess::Running => {}
         }
         if !c.is_leader(self.me()) {
             if self.obs.pg.may_accept_writes() {
@@ -208,6 +212,31 @@ mod tests {
             Some("a".to_string()),
             "{:?}",
             d.actions
+        );
+    }
+
+    #[test]
+    fn restart_starts_a_replica_whose_postgres_died() {
+        // Patroni's acceptance suite: in pause, kill a replica's postmaster, then
+        // `patronictl restart`: the restart starts it again.
+        let mut pg = pg_replica(100);
+        pg.process = crate::postgres::PgProcess::Crashed;
+        let d = ask("b", pg, OperatorRequest::Restart, vec![]);
+        assert_eq!(d.verdict, Some(RequestVerdict::Started));
+        assert!(
+            d.actions.iter().any(
+                |a| matches!(a, Action::Restart { token: None, upstream: Some(u) } if u.name == "a")
+            ),
+            "{:?}",
+            d.actions
+        );
+        // The leader's dead Postgres stays the recovery rules' job (not paused here).
+        let mut pg = pg_primary(100);
+        pg.process = crate::postgres::PgProcess::Crashed;
+        let d = ask("a", pg, OperatorRequest::Restart, vec![]);
+        assert_eq!(
+            d.verdict,
+            Some(RequestVerdict::Refused("postgres is not running".into()))
         );
     }
 

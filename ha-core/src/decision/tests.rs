@@ -2121,6 +2121,17 @@ fn failsafe_primary_demotes_as_without_failsafe_when_a_member_does_not_confirm()
 }
 
 #[test]
+fn failsafe_primary_demotes_at_once_when_a_member_does_not_confirm_though_the_lease_runs_on() {
+    // Patroni's rule (and its acceptance suite): in failsafe mode an unconfirmed
+    // primary stops now, not when the lease is about to end.
+    let (st, mut o) = failsafe_primary(&["a", "b", "c"]);
+    o.outcomes.push(checked(2_000, &["b"]));
+    let d = decide(&cfg("a"), &st, &o, t(2_050));
+    assert_actions(&d.actions, &["Demote Offline upstream=-"]);
+    assert!(!d.state.failsafe_active);
+}
+
+#[test]
 fn failsafe_never_revives_a_lease_that_ended_before_the_calls() {
     let (mut st, mut o) = failsafe_primary(&["a", "b"]);
     st.lease_until = Some(t(10_000));
