@@ -170,6 +170,10 @@ fn failsafe_record_path(cfg: &Config) -> Option<std::path::PathBuf> {
         return Some(path);
     }
     let probe = path.with_extension("probe");
+    // The data directory's parent may not exist before the first bootstrap or clone.
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
     match std::fs::write(&probe, b"") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
