@@ -46,6 +46,10 @@ const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const HEALTH_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Timeout of the driver's own short SQL (promote excluded).
 const SQL_TIMEOUT: Duration = Duration::from_secs(5);
+/// pg_basebackup attempts per clone, and the pause between them (Patroni's).
+const BASEBACKUP_ATTEMPTS: u32 = 2;
+const BASEBACKUP_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
 /// Short tools (pg_controldata, pg_ctl reload, psql).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Long tools without a natural bound (initdb, single-user recovery, pg_rewind).
@@ -886,7 +890,28 @@ impl PgDriver {
         }
     }
 
+    /// pg_basebackup from `source`, tried twice 5 s apart as Patroni does: a source
+    /// that restarts mid-copy (an operator's restart, a switchover) ends the stream,
+    /// and a second attempt usually succeeds. A full disk is not retried.
     async fn basebackup(&self, source: &Upstream) -> Result<()> {
+        let mut attempt = 1;
+        loop {
+            match self.basebackup_once(source).await {
+                Err(e)
+                    if attempt < BASEBACKUP_ATTEMPTS
+                        && !matches!(e, DriverError::DiskFull { .. }) =>
+                {
+                    tracing::warn!("pg_basebackup failed, trying again in 5 seconds: {e}");
+                    datadir::remove_contents(self.data_dir())?;
+                    tokio::time::sleep(BASEBACKUP_RETRY_PAUSE).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn basebackup_once(&self, source: &Upstream) -> Result<()> {
         self.check_reachable(source).await?;
         let cfg = self.cfg();
         let auth = &cfg.authentication.replication;
