@@ -58,7 +58,8 @@ async fn method_that_leaves_no_cluster_fails_and_the_junk_is_removed() {
     let junk = script(
         &env,
         "junk.sh",
-        "for a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${a#--datadir=}\";; esac; done\necho x > \"$d/not-a-cluster\"\n",
+        // Like Patroni's scripts it finds no data directory and makes one.
+        "for a in \"$@\"; do case \"$a\" in --datadir=*) d=\"${a#--datadir=}\";; esac; done\nmkdir -p \"$d\"\necho x > \"$d/not-a-cluster\"\n",
     );
     let mut cfg = env.config("junk");
     cfg.bootstrap_method = Some(method(&junk));

@@ -227,7 +227,6 @@ impl Cluster {
             format!("  listen: 127.0.0.1:{api_port}"),
             format!("  connect_address: 127.0.0.1:{api_port}"),
             extra.restapi.trim_end().to_string(),
-            extra.top.trim_end().to_string(),
             self.dcs.config_section(),
             "bootstrap:".into(),
             "  dcs:".into(),
