@@ -1293,19 +1293,6 @@ impl<'a> Step<'a> {
         if self.paused() {
             return self.say(format!("DCS unreachable ({e}); paused, doing nothing"));
         }
-        let initialized = matches!(self.obs.pg.data_dir, DataDirState::Initialized { .. });
-        if initialized && matches!(self.obs.pg.process, PgProcess::Stopped | PgProcess::Crashed) {
-            // A demoted (or dead) server comes back read-only, as Patroni's offline
-            // demotion does: it cannot accept writes, and it is ready to follow whoever
-            // leads once the DCS answers (a rewind check comes with that).
-            self.say(format!(
-                "DCS unreachable ({e}); starting postgres read-only until a leader is known"
-            ));
-            return self.act(Action::StartReplica {
-                upstream: None,
-                rewind: false,
-            });
-        }
         if !self.obs.pg.may_accept_writes() || self.obs.pg.is_replica() {
             self.st.failsafe_active = self.obs.failsafe_leader.is_some();
             self.advance_slots_from_failsafe_leader();

@@ -661,20 +661,6 @@ fn dcs_outage_without_lease_demotes_at_once_and_replica_is_untouched() {
 }
 
 #[test]
-fn dcs_outage_after_a_demotion_brings_postgres_back_read_only() {
-    // Patroni's offline demotion restarts the server as a replica at once; its
-    // acceptance suite expects it in recovery within seconds, with the DCS still down.
-    let mut pg = pg_primary(1);
-    pg.process = PgProcess::Stopped;
-    pg.in_recovery = None;
-    let mut o = obs(Cluster::default(), pg, vec![]);
-    o.cluster = Err(DcsError::Unreachable("down".into()));
-    let d = decide(&cfg("a"), &LocalState::default(), &o, t(1000));
-    assert_actions(&d.actions, &["StartReplica upstream=-"]);
-    assert!(d.state.message.contains("read-only"), "{}", d.state.message);
-}
-
-#[test]
 fn crashed_primary_restarts_in_place_while_holding_lease() {
     let c = View::new().leader("a").member("a", "primary", 1).cluster();
     let mut pg = pg_primary(1);
