@@ -254,12 +254,12 @@ fn unknown_levels_are_refused_by_validation_and_at_start() {
     );
     let bad = config_with_log(
         dir.path(),
-        "log:\n  level: WARNING\n  format: '%(asctime)s %(funcName)s'\n",
+        "log:\n  level: WARNING\n  format: '%(asctime)s %(funcname)s'\n",
     );
     let (code, out) = fullauto(&[bad.as_os_str()], &[]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.starts_with("error: log.format: %(funcName)s is not an attribute fullauto fills"),
+        out.starts_with("error: log.format: %(funcname)s is not an attribute fullauto fills"),
         "{out}"
     );
 }

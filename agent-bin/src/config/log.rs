@@ -101,6 +101,9 @@ pub enum LogAttr {
     Thread,
     /// Thread name.
     ThreadName,
+    /// Python's function name. Rust log events carry none: the nearest is the last
+    /// segment of the logging module's path (`ha_core::runner` gives `runner`).
+    FuncName,
 }
 
 const ATTRS: &[(&str, LogAttr)] = &[
@@ -118,6 +121,7 @@ const ATTRS: &[(&str, LogAttr)] = &[
     ("process", LogAttr::Process),
     ("thread", LogAttr::Thread),
     ("threadName", LogAttr::ThreadName),
+    ("funcName", LogAttr::FuncName),
 ];
 
 impl LogAttr {
@@ -807,11 +811,20 @@ mod tests {
                 f(LogAttr::Message, false, false, 0, Some(3), Conversion::Str),
             ]
         );
+        // Patroni 4's acceptance suite logs `%(funcName)s`.
         assert_eq!(
-            parse_template("%(funcName)s %(message)s").unwrap_err(),
-            "%(funcName)s is not an attribute fullauto fills; use asctime, created, msecs, \
+            parse_template("%(funcName)s %(message)s").unwrap(),
+            vec![
+                f(LogAttr::FuncName, false, false, 0, None, Conversion::Str),
+                Piece::Text(" ".into()),
+                f(LogAttr::Message, false, false, 0, None, Conversion::Str),
+            ]
+        );
+        assert_eq!(
+            parse_template("%(funcname)s %(message)s").unwrap_err(),
+            "%(funcname)s is not an attribute fullauto fills; use asctime, created, msecs, \
              levelname, levelno, message, name, module, filename, pathname, lineno, process, \
-             thread, threadName"
+             thread, threadName, funcName"
         );
         assert_eq!(
             parse_template("%s: %(message)s").unwrap_err(),

@@ -102,6 +102,7 @@ fn value(attr: LogAttr, r: &Record, dateformat: Option<&str>, plain: bool) -> Va
         }
         LogAttr::Message => r.message.into(),
         LogAttr::Name => r.target.into(),
+        LogAttr::FuncName => r.target.rsplit("::").next().unwrap_or(r.target).into(),
         LogAttr::Module => base.split('.').next().unwrap_or(base).into(),
         LogAttr::Filename => base.into(),
         LogAttr::Pathname => file.into(),
