@@ -252,3 +252,44 @@ fn a_parameter_postgres_refuses_stops_the_bootstrap_with_its_reason() {
     assert!(c.key("initialize").is_none(), "initialize kept");
     assert!(c.postmaster_pid(0).is_none());
 }
+
+/// Patroni refuses to start a second agent under a name that is alive in the
+/// cluster, probing the member's published API address even when it is this
+/// config's own (its acceptance suite starts the duplicate with another listen port
+/// and the same connect_address).
+#[test]
+fn a_second_agent_with_a_live_members_name_refuses_to_start() {
+    let mut c = Cluster::new(1, &FAST, "", |_| String::new());
+    c.start(0);
+    assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
+    let config = std::fs::read_to_string(&c.nodes[0].config).expect("config");
+    let listen = format!("  listen: 127.0.0.1:{}", c.nodes[0].api_port);
+    assert!(config.contains(&listen), "{config}");
+    let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = spare.local_addr().expect("addr").port();
+    drop(spare);
+    let dup = c.path().join("dup.yml");
+    std::fs::write(
+        &dup,
+        config.replace(&listen, &format!("  listen: 127.0.0.1:{port}")),
+    )
+    .expect("write dup config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fullauto"))
+        .arg(&dup)
+        .output()
+        .expect("run the duplicate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the duplicate started: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Can't start; there is already a node named '{}' running",
+            c.nodes[0].name
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        c.api(0, "/primary").map(|r| r.0),
+        Some(200),
+        "the first agent was disturbed"
+    );
+}
