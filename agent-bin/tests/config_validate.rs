@@ -228,7 +228,7 @@ fn tag_conflicts_warn() {
     assert!(!r.has_errors());
     assert_has(
         &r,
-        "warning: tags.failover_priority: ignored because nofailover is set",
+        "warning: tags.failover_priority: Conflicting configuration between nofailover: True and failover_priority: 2. Defaulting to nofailover: True",
     );
     assert_has(
         &r,

@@ -368,9 +368,16 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
         let set = |k: &str| t.get(k).and_then(loose::as_bool).unwrap_or(false);
         let given = |k: &str| t.get(k).is_some_and(|v| !v.is_null());
         if set("nofailover") && given("failover_priority") {
+            // Patroni's words (operators and its acceptance suite grep for them).
+            let priority = t
+                .get("failover_priority")
+                .and_then(loose::as_string)
+                .unwrap_or_default();
             out.push(Problem::warning(
                 "tags.failover_priority",
-                "ignored because nofailover is set",
+                format!(
+                    "Conflicting configuration between nofailover: True and failover_priority: {priority}. Defaulting to nofailover: True"
+                ),
             ));
         }
         if set("nosync") && given("sync_priority") {

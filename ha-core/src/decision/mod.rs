@@ -701,6 +701,11 @@ impl<'a> Step<'a> {
                     });
                     return self.say(format!("demoting: the cluster has no leader and {why}"));
                 }
+                if self.cfg.tags.never_promote() {
+                    // Patroni's words: operators (and its acceptance suite) grep for them.
+                    return self
+                        .say("following a different leader because I am not allowed to promote");
+                }
                 self.say(format!("following nobody: {why}"));
             }
         }

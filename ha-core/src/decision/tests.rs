@@ -421,7 +421,10 @@ fn nofailover_never_races_even_alone() {
         t(1000),
     );
     assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
-    assert!(d.state.message.contains("not allowed to promote"));
+    assert_eq!(
+        d.state.message, "following a different leader because I am not allowed to promote",
+        "Patroni's words"
+    );
 }
 
 #[test]
