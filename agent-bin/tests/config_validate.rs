@@ -232,7 +232,7 @@ fn tag_conflicts_warn() {
     );
     assert_has(
         &r,
-        "warning: tags.sync_priority: ignored because nosync is set",
+        "warning: tags.sync_priority: Conflicting configuration between nosync: True and sync_priority: 1. Defaulting to nosync: True",
     );
 }
 

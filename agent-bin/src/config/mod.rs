@@ -381,9 +381,15 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
             ));
         }
         if set("nosync") && given("sync_priority") {
+            let priority = t
+                .get("sync_priority")
+                .and_then(loose::as_string)
+                .unwrap_or_default();
             out.push(Problem::warning(
                 "tags.sync_priority",
-                "ignored because nosync is set",
+                format!(
+                    "Conflicting configuration between nosync: True and sync_priority: {priority}. Defaulting to nosync: True"
+                ),
             ));
         }
         if let Some(r) = t.get("replicatefrom").and_then(loose::as_string) {
