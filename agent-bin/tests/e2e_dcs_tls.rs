@@ -1,8 +1,9 @@
-//! End to end on a real ZooKeeper whose TLS client port requires client
-//! certificates: the real `fullauto` binary, configured with Patroni's
-//! `zookeeper: {hosts, use_ssl: true, cacert, cert, key}`, bootstraps a one-node
+//! End to end on a real DCS that serves clients only over TLS and requires client
+//! certificates: etcd (`--client-cert-auth`, Patroni's `etcd3: {protocol: https,
+//! cacert, cert, key}`) and ZooKeeper's TLS client port (`zookeeper: {hosts, use_ssl:
+//! true, cacert, cert, key}`). The real `fullauto` binary bootstraps a one-node
 //! cluster, and `fullautoctl` reads it with the same settings, from the file or as
-//! `PATRONI_ZOOKEEPER_*` variables.
+//! `PATRONI_<SECTION>_*` variables; without them it cannot.
 
 mod support;
 
@@ -13,10 +14,31 @@ use support::{Cluster, DcsKind, FAST};
 const BOOT: Duration = Duration::from_secs(90);
 
 #[test]
+fn one_node_bootstraps_on_etcd_with_client_certificates() {
+    bootstraps_over_tls(
+        DcsKind::EtcdTls,
+        "  protocol: https\n",
+        "ETCD3",
+        "  protocol: ",
+    );
+}
+
+#[test]
 fn one_node_bootstraps_on_zookeeper_over_tls_with_a_client_certificate() {
-    let mut c = Cluster::on(DcsKind::ZooKeeperTls, 1, &FAST, "", |_| String::new());
+    bootstraps_over_tls(
+        DcsKind::ZooKeeperTls,
+        "  use_ssl: true\n",
+        "ZOOKEEPER",
+        "  use_ssl: ",
+    );
+}
+
+/// `tls_switch` is the section's line that turns TLS on (`switch_key` its prefix),
+/// `env_section` the section's name in `PATRONI_<SECTION>_*`.
+fn bootstraps_over_tls(kind: DcsKind, tls_switch: &str, env_section: &str, switch_key: &str) {
+    let mut c = Cluster::on(kind, 1, &FAST, "", |_| String::new());
     let config = std::fs::read_to_string(&c.nodes[0].config).unwrap();
-    assert!(config.contains("  use_ssl: true\n"), "{config}");
+    assert!(config.contains(tls_switch), "{config}");
     assert!(config.contains("  cert: "), "{config}");
     c.start(0);
     let primary = c.wait_primary(BOOT);
@@ -27,14 +49,14 @@ fn one_node_bootstraps_on_zookeeper_over_tls_with_a_client_certificate() {
     assert!(ok && out.contains("pg0") && out.contains("Leader"), "{out}");
 
     // The same settings from the environment, Patroni's variable names.
-    let tls_lines = ["  use_ssl: ", "  cacert: ", "  cert: ", "  key: "];
+    let tls_lines = [switch_key, "  cacert: ", "  cert: ", "  key: "];
     let mut env = Vec::new();
     let mut plain = String::new();
     for line in config.lines() {
         match tls_lines.iter().find(|p| line.starts_with(*p)) {
             Some(p) => env.push((
                 format!(
-                    "PATRONI_ZOOKEEPER_{}",
+                    "PATRONI_{env_section}_{}",
                     p.trim().trim_end_matches(':').to_uppercase()
                 ),
                 line[p.len()..].to_string(),
