@@ -1629,7 +1629,7 @@ fn quorum_mode_swaps_a_voter_by_widening_sync_first() {
 }
 
 #[test]
-fn quorum_mode_strict_without_standbys_waits_for_the_placeholder() {
+fn quorum_mode_strict_without_standbys_waits_for_any_standby() {
     let c = View::new()
         .key(
             "config",
@@ -1649,14 +1649,11 @@ fn quorum_mode_strict_without_standbys_waits_for_the_placeholder() {
         &[
             "ArmFence until=30.500s watchdog",
             "WriteStatus optime=100 slots=a:100 retain=a",
-            "SetSynchronousStandbyNames 'ANY 1 (\"__patroni_strict_sync_replica_placeholder__\")'",
+            "SetSynchronousStandbyNames 'ANY 1 (*)'",
             "PublishMember role=primary state=running",
         ],
     );
-    assert_eq!(
-        names_set(&d),
-        Some(Some(format!("ANY 1 (\"{}\")", quorum::STRICT_PLACEHOLDER)))
-    );
+    assert_eq!(names_set(&d), Some(Some("ANY 1 (*)".to_string())));
 }
 
 fn quorum_race(me: &str, my_wal: u64, peers: Vec<PeerStatus>) -> Decision {
