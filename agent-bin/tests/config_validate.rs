@@ -234,6 +234,14 @@ fn tag_conflicts_warn() {
         &r,
         "warning: tags.sync_priority: Conflicting configuration between nosync: True and sync_priority: 1. Defaulting to nosync: True",
     );
+    // An explicit false against a priority that says never: the boolean wins too.
+    let r = check(&format!(
+        "{GOOD}tags: {{nofailover: false, failover_priority: '0', nosync: false, sync_priority: 3}}\n"
+    ));
+    assert_eq!(
+        r.warnings().map(|p| p.to_string()).collect::<Vec<_>>(),
+        vec!["warning: tags.failover_priority: Conflicting configuration between nofailover: False and failover_priority: 0. Defaulting to nofailover: False"],
+    );
 }
 
 #[test]

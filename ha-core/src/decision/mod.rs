@@ -1239,7 +1239,7 @@ impl<'a> Step<'a> {
     fn replica_needs_rewind_check(&mut self, c: &Cluster) -> bool {
         let pg = &self.obs.pg;
         // A `nostream` replica never streams: not streaming proves nothing there.
-        if !pg.is_replica() || self.cfg.tags.nostream {
+        if !pg.is_replica() || self.cfg.tags.no_stream() {
             return false;
         }
         if pg.replication_state.as_deref() == Some("streaming") {
@@ -1452,7 +1452,7 @@ impl<'a> Step<'a> {
     /// Where a replica should stream from: `replicatefrom` if that member runs, else the leader.
     fn upstream_for_replica(&self, c: &Cluster) -> Option<Upstream> {
         // `nostream`: recovery from the WAL archive only (restore_command).
-        if self.cfg.tags.nostream {
+        if self.cfg.tags.no_stream() {
             return None;
         }
         if let Some(from) = self
@@ -1475,7 +1475,7 @@ impl<'a> Step<'a> {
     fn clone_source(&self, c: &Cluster) -> Option<Upstream> {
         c.members
             .iter()
-            .filter(|m| m.name != self.cfg.name && m.data.tags.clonefrom && is_running(m))
+            .filter(|m| m.name != self.cfg.name && m.data.tags.clone_from() && is_running(m))
             .find_map(upstream_of)
     }
 }

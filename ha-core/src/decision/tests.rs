@@ -395,7 +395,10 @@ fn leader_race_lost_to_a_peer_with_more_wal() {
     let probed = vec![Outcome::PeersProbed(vec![peer("c", 100)])];
     let d = step_at("b", c, pg_replica(90), probed, 1001);
     assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
-    assert!(d.state.message.contains("more WAL"), "{}", d.state.message);
+    assert_eq!(
+        d.state.message,
+        "following nobody: Wal position of c is ahead of my wal position"
+    );
 }
 
 #[test]
@@ -413,7 +416,7 @@ fn leader_race_refused_when_lagging_beyond_the_limit() {
 fn nofailover_never_races_even_alone() {
     let c = View::new().member("b", "replica", 100).cluster();
     let mut node = cfg("b");
-    node.tags.nofailover = true;
+    node.tags.nofailover = Some(true);
     let d = decide(
         &node,
         &LocalState::default(),
@@ -435,10 +438,29 @@ fn equal_wal_higher_priority_peer_wins() {
         .cluster();
     let mut p = peer("c", 100);
     if let Some(r) = p.reply.as_mut() {
-        r.tags.failover_priority = Some(5);
+        r.tags.failover_priority = Some(5.into());
     }
     let d = step("b", c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
     assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
+    assert_eq!(
+        d.state.message,
+        "following nobody: c has equally tolerable WAL position and priority 5, while this node has priority 1"
+    );
+}
+
+#[test]
+fn explicit_nofailover_false_overrides_priority_zero() {
+    let c = View::new().member("b", "replica", 100).cluster();
+    let mut node = cfg("b");
+    node.tags.nofailover = Some(false);
+    node.tags.failover_priority = Some(0.into());
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(c, pg_replica(100), vec![]),
+        t(1000),
+    );
+    assert_actions(&d.actions, &["AcquireLease"]);
 }
 
 #[test]
@@ -1381,7 +1403,7 @@ fn under_remote_apply_a_standby_that_stopped_replaying_is_lagging_though_it_flus
 #[test]
 fn a_nosync_tag_takes_a_standby_out_of_sync_before_postgres_stops_waiting_for_it() {
     let nosync = Tags {
-        nosync: true,
+        nosync: Some(true),
         ..Tags::default()
     };
     let c = with_tags(
@@ -1595,7 +1617,7 @@ fn quorum_mode_swaps_a_voter_by_widening_sync_first() {
         repl("d", "async", 100),
     ];
     let nosync = Tags {
-        nosync: true,
+        nosync: Some(true),
         ..Tags::default()
     };
     let c = with_tags(
@@ -2437,7 +2459,7 @@ fn nostream_replica_recovers_from_the_archive_only() {
             .cluster()
     };
     let mut node = cfg("b");
-    node.tags.nostream = true;
+    node.tags.nostream = Some(true);
     let archive_recovery = PgObservation {
         replication_state: Some("in archive recovery".into()),
         ..pg_replica(90)
