@@ -98,7 +98,8 @@ fn main() -> ExitCode {
     match rt.block_on(agent_bin::node::run(cfg, path, Arc::new(protection), own)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // The agent exits: Python's CRITICAL, as Patroni logs its fatal start errors.
+            tracing::error!(critical = true, "{e:#}");
             eprintln!("fullauto: {e:#}");
             ExitCode::from(1)
         }
