@@ -183,6 +183,18 @@ impl PgObservation {
     pub fn is_replica(&self) -> bool {
         self.process == PgProcess::Running && self.in_recovery == Some(true)
     }
+
+    /// Whether pg_control says this data directory last ran as a primary (in
+    /// production, or shut down / crashed from there).
+    pub fn was_primary(&self) -> bool {
+        matches!(
+            self.cluster_state.as_deref(),
+            Some("in production")
+                | Some("shut down")
+                | Some("shutting down")
+                | Some("in crash recovery")
+        )
+    }
 }
 
 /// Where a replica streams from (or a clone / rewind copies from).

@@ -1440,13 +1440,7 @@ impl<'a> Step<'a> {
 
     /// Whether pg_control says this data directory was last a primary.
     fn was_primary(&self) -> bool {
-        matches!(
-            self.obs.pg.cluster_state.as_deref(),
-            Some("in production")
-                | Some("shut down")
-                | Some("shutting down")
-                | Some("in crash recovery")
-        )
+        self.obs.pg.was_primary()
     }
 
     /// Where a replica should stream from: `replicatefrom` if that member runs, else the leader.
