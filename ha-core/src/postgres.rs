@@ -516,6 +516,15 @@ pub trait Postgres: Send + Sync {
     /// has the old primary's shutdown checkpoint.
     async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<Lsn>, PgError>;
 
+    /// After a stop that demotes the whole cluster to a standby cluster: hands the WAL
+    /// segment holding the shutdown checkpoint to `archive_command` (Postgres archives
+    /// only full segments), so the cluster taking over from the archive replays up to
+    /// it and this one can follow the new timeline without a rewind (Patroni does the
+    /// same). Does nothing when archiving is off. The default does nothing.
+    async fn archive_shutdown_checkpoint(&self) -> Result<(), PgError> {
+        Ok(())
+    }
+
     /// Runs a `CHECKPOINT` while the server still takes writes, so the shutdown
     /// checkpoint of a following planned stop has little left to flush (a switchover's
     /// write gap). The default does nothing.

@@ -1257,6 +1257,51 @@ impl PgDriver {
         Ok(status.code())
     }
 
+    async fn do_archive_shutdown_checkpoint(&self) -> Result<()> {
+        let cfg = self.cfg();
+        let setting = |name: &str| {
+            cfg.parameters
+                .get(name)
+                .or_else(|| cfg.dynamic_parameters.get(name))
+                .and_then(|v| match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Bool(b) => Some(if *b { "on" } else { "off" }.into()),
+                    _ => None,
+                })
+        };
+        let mode = setting("archive_mode").unwrap_or_default().to_ascii_lowercase();
+        let command = setting("archive_command").unwrap_or_default();
+        if !matches!(mode.as_str(), "on" | "always" | "true") || command.trim().is_empty() {
+            tracing::info!("Not archiving latest checkpoint WAL file. Archiving is not configured.");
+            return Ok(());
+        }
+        let Some(file) = self.controldata().await?.redo_wal_file else {
+            return Err(DriverError::Tool {
+                tool: "pg_controldata".into(),
+                output: "Cannot extract latest checkpoint's WAL file name".into(),
+            });
+        };
+        let path = self.data_dir.join("pg_wal").join(&file);
+        let line = archiver_command(&command, &path.to_string_lossy(), &file);
+        tracing::info!("archiving the WAL file {file} with the shutdown checkpoint");
+        let status = tokio::process::Command::new("/bin/sh")
+            .args(["-c", &line])
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| DriverError::Tool {
+                tool: "archive_command".into(),
+                output: format!("`{line}` could not start: {e}"),
+            })?;
+        if !status.success() {
+            return Err(DriverError::Tool {
+                tool: "archive_command".into(),
+                output: format!("`{line}` exited with {status}"),
+            });
+        }
+        Ok(())
+    }
+
     async fn do_pre_promote(&self) -> Result<()> {
         let Some(line) = self.cfg().pre_promote.clone() else {
             return Ok(());
@@ -2092,6 +2137,10 @@ impl Postgres for PgDriver {
         self.controldata().await.is_ok_and(|c| c.rewindable())
     }
 
+    async fn archive_shutdown_checkpoint(&self) -> Result<(), PgError> {
+        Ok(self.do_archive_shutdown_checkpoint().await?)
+    }
+
     async fn reload(&self) -> Result<(), PgError> {
         if datadir::contents(self.data_dir())? != DirContents::Cluster {
             return Err(PgError::Invalid("no cluster to reload".into()));
@@ -2101,9 +2150,43 @@ impl Postgres for PgDriver {
     }
 }
 
+/// `archive_command` with Postgres' placeholders filled in for one WAL file: `%p` its
+/// path, `%f` its name, `%r` the oldest file to keep (the first one: keep everything),
+/// `%%` a percent sign; any other `%` stays as it is.
+fn archiver_command(command: &str, path: &str, file: &str) -> String {
+    let mut out = String::new();
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('p') => out.push_str(path),
+            Some('f') => out.push_str(file),
+            Some('r') => out.push_str("000000010000000000000001"),
+            Some('%') => out.push('%'),
+            _ => {
+                out.push('%');
+                continue;
+            }
+        }
+        chars.next();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::highest_timeline_since_start;
+    use super::{archiver_command, highest_timeline_since_start};
+
+    #[test]
+    fn archive_command_placeholders() {
+        assert_eq!(
+            archiver_command("cp %p /a/%f && echo 100%% %r %x%", "/d/pg_wal/F", "F"),
+            "cp /d/pg_wal/F /a/F && echo 100% 000000010000000000000001 %x%"
+        );
+    }
 
     #[test]
     fn a_replica_timeline_never_goes_back_while_the_same_postmaster_runs() {
