@@ -559,7 +559,7 @@ impl PgDriver {
                 .run("pg_ctl start", cmd, timeout + Duration::from_secs(10)),
             self.progress_every(),
             |elapsed| {
-                let log = self.log_since(log_offset);
+                let log = progress::log_tail_since(&self.cfg().log_file(), log_offset);
                 match log.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
                     Some(last) => format!(
                         "PostgreSQL is still starting after {}s; its last message: {last}",

@@ -48,6 +48,24 @@ pub fn dir_size(dir: &Path) -> u64 {
     total
 }
 
+/// The last 8 KiB (at most) of what `file` got after its first `offset` bytes;
+/// empty when nothing was added or it cannot be read.
+pub fn log_tail_since(file: &Path, offset: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(file) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    // A truncated or replaced log: all of it counts.
+    let offset = if offset > len { 0 } else { offset };
+    let from = offset.max(len.saturating_sub(8192));
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// `12.3 MiB` style.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -92,6 +110,17 @@ pub fn copy_reporter(what: &'static str, dir: &Path) -> impl FnMut(Duration) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_tail_reads_only_what_was_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("log");
+        std::fs::write(&f, "old line\nnew line\n").unwrap();
+        assert_eq!(log_tail_since(&f, 9), "new line\n");
+        assert_eq!(log_tail_since(&f, 18), "");
+        assert_eq!(log_tail_since(&f, 1000), "old line\nnew line\n");
+        assert_eq!(log_tail_since(&dir.path().join("none"), 0), "");
+    }
 
     #[test]
     fn sizes_read_as_words() {
