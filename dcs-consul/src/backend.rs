@@ -214,7 +214,11 @@ impl ConsulDcs {
             } else {
                 // The old session is left to expire: destroying it would delete
                 // the leader key before renew_leader re-binds it.
-                tracing::info!(old = ?live.ttl, new = ?ttl, "ttl changed; creating a new consul session");
+                tracing::info!(
+                    "ttl changed from {} s to {} s; creating a new consul session",
+                    live.ttl.as_secs_f64(),
+                    ttl.as_secs_f64()
+                );
             }
         }
         let id = self.create_session(ttl, deadline).await?;

@@ -348,6 +348,34 @@ pub enum StartRole {
     },
 }
 
+impl std::fmt::Display for StartRole {
+    /// For operators: `primary`, `replica of pg1 (10.0.0.1:5432)`, `replica of the
+    /// archive (restore_command)`, `replica without an upstream`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartRole::Primary => f.write_str("primary"),
+            StartRole::Replica { upstream: None } => f.write_str("replica without an upstream"),
+            StartRole::Replica { upstream: Some(u) } if u.streams() => {
+                write!(f, "replica of {} ({}:{})", u.name, u.host, u.port)
+            }
+            StartRole::Replica { upstream: Some(_) } => {
+                f.write_str("replica of the archive (restore_command)")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for StopMode {
+    /// pg_ctl's word for the mode: `smart`, `fast`, `immediate`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StopMode::Smart => "smart",
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        })
+    }
+}
+
 /// Result of a stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StopOutcome {

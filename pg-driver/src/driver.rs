@@ -1248,7 +1248,10 @@ impl PgDriver {
     }
 
     async fn do_start(&self, role: &StartRole, timeout: Duration) -> Result<()> {
-        tracing::info!(?role, data_dir = %self.data_dir().display(), "starting postgres");
+        tracing::info!(
+            "starting postgres as {role} in {}",
+            self.data_dir().display()
+        );
         self.check_startable()?;
         let mut state = self.state();
         match role {
@@ -1322,10 +1325,14 @@ impl PgDriver {
                     _ => None,
                 })
         };
-        let mode = setting("archive_mode").unwrap_or_default().to_ascii_lowercase();
+        let mode = setting("archive_mode")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let command = setting("archive_command").unwrap_or_default();
         if !matches!(mode.as_str(), "on" | "always" | "true") || command.trim().is_empty() {
-            tracing::info!("Not archiving latest checkpoint WAL file. Archiving is not configured.");
+            tracing::info!(
+                "Not archiving latest checkpoint WAL file. Archiving is not configured."
+            );
             return Ok(());
         }
         let Some(file) = self.controldata().await?.redo_wal_file else {
@@ -1372,7 +1379,7 @@ impl PgDriver {
     }
 
     async fn do_stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome> {
-        tracing::info!(?mode, "stopping postgres");
+        tracing::info!("stopping postgres ({mode} mode)");
         if self.postmaster_pid().is_some() {
             // Patroni runs it before every stop of a running server; the outcome only
             // gets logged.
@@ -1598,7 +1605,10 @@ impl PgDriver {
     }
 
     async fn do_follow(&self, upstream: Option<&Upstream>) -> Result<()> {
-        tracing::info!(upstream = ?upstream.map(|u| &u.name), "pointing replica at new upstream");
+        match upstream {
+            Some(u) => tracing::info!("pointing the replica at its new upstream {}", u.name),
+            None => tracing::info!("pointing the replica at no upstream"),
+        }
         if self.postmaster_pid().is_some() {
             let client = self.connect_local(SQL_TIMEOUT).await?;
             let row = client

@@ -417,7 +417,7 @@ impl Runner {
             .take();
         if let Some(mut cfg) = reconfigured {
             cfg.name = self.cfg.name.clone();
-            tracing::info!(node = %self.cfg.name, tags = ?cfg.tags, "settings reloaded");
+            tracing::info!(node = %self.cfg.name, "settings reloaded; tags: {}", serde_json::to_string(&cfg.tags).unwrap_or_default());
             self.cfg = cfg;
         }
         if self.job.as_ref().is_some_and(BackgroundJob::is_finished) {
@@ -498,14 +498,14 @@ impl Runner {
                     max_view_age: retry + Duration::from_millis(500),
                 };
                 if let Some(why) = refuse(&action, &ctx) {
-                    tracing::warn!(node = %self.cfg.name, ?action, "refused: {why}; re-reading the cluster");
+                    tracing::warn!(node = %self.cfg.name, "refused {action}: {why}; re-reading the cluster");
                     reread = true;
                     break 'steps;
                 }
                 // A required watchdog that failed while arming this cycle blocks leading.
                 let leads = matches!(action, Action::AcquireLease) || action.token().is_some();
                 if leads && !self.parts.fence.usable() {
-                    tracing::warn!(node = %self.cfg.name, ?action, "refused: the required watchdog is not working");
+                    tracing::warn!(node = %self.cfg.name, "refused {action}: the required watchdog is not working");
                     reread = true;
                     break 'steps;
                 }
@@ -962,7 +962,7 @@ impl Runner {
             | Action::Reinitialize { .. }
             | Action::CopyLogicalSlots { .. }) => {
                 if self.job.is_some() {
-                    tracing::warn!(node = %self.cfg.name, ?background, "a background action is already running");
+                    tracing::warn!(node = %self.cfg.name, "not starting {background}: a background action is already running");
                     return None;
                 }
                 let settings = self.current_settings();
