@@ -120,9 +120,24 @@ fn postgres_crash_restarts_in_place_and_switchover_keeps_acknowledged_writes() {
     let leader = c.nodes[p].name.clone();
     let old_pm = c.postmaster_pid(p).expect("postmaster pid");
     c.kill_postmaster(p);
-    let back = wait_until(Duration::from_secs(60), || {
+    // The health check agrees with Postgres as soon as clients get in (Patroni's
+    // suite checks GET / right after its first successful query).
+    let answered = wait_until(Duration::from_secs(60), || {
         let new_pm = c.postmaster_pid(p)?;
-        (new_pm != old_pm && c.api(p, "/primary").is_some_and(|(s, _)| s == 200)).then_some(())
+        (new_pm != old_pm).then_some(())?;
+        c.sql(p, "SELECT 1").ok()
+    });
+    assert!(answered.is_some(), "primary not restarted in place");
+    let health = c.api(p, "/primary");
+    assert_eq!(
+        health.as_ref().map(|r| r.0),
+        Some(200),
+        "Postgres takes queries again but the agent still says it is down: {health:?}"
+    );
+    let back = wait_until(Duration::from_secs(60), || {
+        c.api(p, "/primary")
+            .is_some_and(|(s, _)| s == 200)
+            .then_some(())
     });
     assert!(back.is_some(), "primary not restarted in place");
     assert_eq!(

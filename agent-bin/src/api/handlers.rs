@@ -167,7 +167,12 @@ async fn route(app: &App, req: Request) -> Reply {
             },
             // Every other GET path is a health check (Patroni's generic handler).
             _ => {
-                let v = view();
+                let mut v = view();
+                if v.status.state != "running" {
+                    // The HA loop learns that Postgres is up again a moment after
+                    // clients do; a check arriving in between asks Postgres itself.
+                    v.status = node.live_status().await;
+                }
                 let q = Query::parse(query.as_deref());
                 let code = v.health_status(&path, &q);
                 if status_only {

@@ -207,10 +207,21 @@ impl NodeApi for AgentApi {
 
     async fn live_status(&self) -> NodeStatus {
         let mut snap = self.handle.snapshot();
-        if let Some(pg) = snap.pg.as_mut().filter(|p| p.process == PgProcess::Running) {
+        // A hung server would only use up the budget.
+        if let Some(pg) = snap.pg.as_mut().filter(|p| p.process != PgProcess::Hung) {
             match tokio::time::timeout(LIVE_POSITIONS_BUDGET, self.pg.wal_positions()).await {
                 // Same role as the HA loop saw: only the positions moved on.
                 Ok(Ok(now)) if now.in_recovery == pg.in_recovery => {
+                    pg.process = PgProcess::Running;
+                    pg.wal_lsn = now.wal_lsn;
+                    pg.receive_lsn = now.receive_lsn;
+                    pg.replay_lsn = now.replay_lsn;
+                }
+                // (Re)started since the HA loop looked: it answers queries now, in
+                // the role it reports.
+                Ok(Ok(now)) if pg.process != PgProcess::Running => {
+                    pg.process = PgProcess::Running;
+                    pg.in_recovery = now.in_recovery;
                     pg.wal_lsn = now.wal_lsn;
                     pg.receive_lsn = now.receive_lsn;
                     pg.replay_lsn = now.replay_lsn;
