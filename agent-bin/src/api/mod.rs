@@ -9,6 +9,7 @@ mod client;
 mod cluster_json;
 mod handlers;
 mod health;
+pub mod listen;
 mod metrics;
 mod pinned;
 pub mod state;

@@ -87,6 +87,17 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
         .ok_or_else(|| invalid("a boolean", &v))
 }
 
+/// `Option<i64>` field.
+pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Value::deserialize(d)?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    as_i64(&v)
+        .map(Some)
+        .ok_or_else(|| invalid("an integer", &v))
+}
+
 /// `Option<u16>` field (ports).
 pub fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     let v = Value::deserialize(d)?;

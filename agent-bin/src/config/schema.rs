@@ -483,8 +483,8 @@ pub(crate) fn config_kind() -> Kind {
         opt("allowlist_include_members", Kind::Bool),
         opt("http_extra_headers", Kind::MapOf(Box::new(Kind::Str))),
         opt("https_extra_headers", Kind::MapOf(Box::new(Kind::Str))),
+        opt("request_queue_size", Kind::Int(Some(0))),
         // Refused by the key table (agent-bin/src/config/keys/table.rs).
-        opt("request_queue_size", Kind::Any),
         opt("thread_pool_size", Kind::Any),
         opt(
             "server_tokens",

@@ -132,6 +132,10 @@ pub struct RestApiConfig {
     /// Headers added to every HTTPS answer.
     #[serde(default, deserialize_with = "loose::string_map")]
     pub https_extra_headers: BTreeMap<String, String>,
+    /// `request_queue_size`: the listen backlog of the API's socket (the system's
+    /// default without it).
+    #[serde(default, deserialize_with = "loose::opt_i64")]
+    pub request_queue_size: Option<i64>,
     /// `server_tokens`: what the `Server` header says.
     #[serde(default)]
     pub server_tokens: ServerTokens,

@@ -216,7 +216,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "restapi.allowlist_include_members", status: Status::Honoured { test: "agent-bin/tests/api_write.rs::allowlist_refuses_other_addresses" } },
     Key { path: "restapi.http_extra_headers", status: Status::Honoured { test: "agent-bin/tests/api_write.rs::failsafe_post_is_refused_when_disabled_and_extra_headers_are_sent" } },
     Key { path: "restapi.https_extra_headers", status: Status::Honoured { test: "agent-bin/tests/api_tls.rs::https_without_client_certificates" } },
-    Key { path: "restapi.request_queue_size", status: Status::Refused { why: "fullauto's REST API does not expose the listen backlog of its socket; remove the key" } },
+    Key { path: "restapi.request_queue_size", status: Status::Honoured { test: "agent-bin/src/api/listen.rs::request_queue_size_sets_the_listen_backlog" } },
     Key { path: "restapi.server_tokens", status: Status::Honoured { test: "agent-bin/src/api/mod.rs::server_tokens_set_the_server_header" } },
     Key { path: "ctl", status: Status::Honoured { test: "agent-bin/tests/ctl_rest.rs::member_apis_over_tls_with_client_certificates" } },
     Key { path: "ctl.authentication", status: Status::Honoured { test: "agent-bin/tests/ctl_rest.rs::switchover_and_failover_requests" } },
