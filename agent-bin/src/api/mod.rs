@@ -5,6 +5,7 @@
 //! The API is decoupled from the HA runner through [`NodeApi`].
 
 mod access;
+pub mod ciphers;
 mod client;
 mod cluster_json;
 mod handlers;

@@ -403,6 +403,15 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
                 .and_then(loose::as_string)
                 .is_some_and(|s| !s.is_empty())
         };
+        if let Some(spec) = r
+            .get("ciphers")
+            .and_then(loose::as_string)
+            .filter(|s| !s.trim().is_empty())
+        {
+            if let Err(why) = crate::api::ciphers::tls12_suites(&spec) {
+                out.push(Problem::error("restapi.ciphers", why));
+            }
+        }
         if has("keyfile") && !has("certfile") {
             out.push(Problem::error(
                 "restapi.keyfile",

@@ -474,7 +474,7 @@ pub(crate) fn config_kind() -> Kind {
         opt("keyfile", Kind::Str),
         opt("keyfile_password", Kind::Str),
         opt("cafile", Kind::Str),
-        opt("ciphers", Kind::Any),
+        opt("ciphers", Kind::Str),
         opt(
             "verify_client",
             Kind::Enum(&["none", "optional", "required"]),

@@ -117,6 +117,9 @@ pub struct RestApiConfig {
     /// CA bundle for client certificates.
     #[serde(default, deserialize_with = "loose::opt_string")]
     pub cafile: Option<String>,
+    /// OpenSSL cipher string narrowing the TLS 1.2 suites (`api::ciphers`).
+    #[serde(default, deserialize_with = "loose::opt_string")]
+    pub ciphers: Option<String>,
     /// Client certificate policy.
     #[serde(default)]
     pub verify_client: VerifyClient,
