@@ -6,6 +6,7 @@ pub mod api;
 pub mod config;
 pub mod ctl;
 pub mod dcs_factory;
+pub mod generate;
 pub mod logging;
 pub mod node;
 pub mod systemd;

@@ -129,11 +129,11 @@ async fn replica_checks_with_lag_tag_and_state_filters() {
     assert_eq!(body["xlog"]["paused"], false);
     assert_eq!(body["tags"]["zone"], "a");
     // noloadbalance takes the node out of /replica.
-    node.update_status(|st| st.tags.noloadbalance = true);
+    node.update_status(|st| st.tags.noloadbalance = Some(true));
     assert_eq!(s.code("/replica").await, 503);
     assert_eq!(s.code("/read-only").await, 503);
     node.update_status(|st| {
-        st.tags.noloadbalance = false;
+        st.tags.noloadbalance = Some(false);
         st.state = "starting".into();
     });
     assert_eq!(s.code("/replica").await, 503);

@@ -278,4 +278,9 @@ fn list_formats() {
         serde_json::json!(["a:1", "b:2"])
     );
     assert_eq!(parse_list("- a\n- b"), serde_json::json!(["a", "b"]));
+    // Patroni's documented form for PATRONI_ZOOKEEPER_HOSTS.
+    assert_eq!(
+        parse_list("'zk1:2181','zk2:2181'"),
+        serde_json::json!(["zk1:2181", "zk2:2181"])
+    );
 }

@@ -110,7 +110,7 @@ fn patroni_sample_loads() {
     assert_eq!(c.postgresql.parameters["unix_socket_directories"], "..");
     assert_eq!(c.postgresql.create_replica_methods, vec!["basebackup"]);
     assert_eq!(c.postgresql.pg_ctl_timeout, 60.0);
-    assert!(!c.tags.noloadbalance);
+    assert!(!c.tags.no_load_balance());
     assert_eq!(c.watchdog.mode, WatchdogMode::Automatic);
     assert_eq!(c.log.level, agent_bin::config::LogLevel::Info);
 }
@@ -227,7 +227,7 @@ log: {level: debug, type: json, dir: /var/log/fa}
     assert!(pg.remove_data_directory_on_rewind_failure);
     assert_eq!(c.watchdog.mode, WatchdogMode::Required);
     assert_eq!(c.watchdog.safety_margin, -1.0);
-    assert_eq!(c.tags.failover_priority, Some(3));
+    assert_eq!(c.tags.failover_priority, Some(3.into()));
     assert_eq!(c.tags.value_as_text("zone").as_deref(), Some("a"));
     assert_eq!(c.log.level, agent_bin::config::LogLevel::Debug);
     assert!(c.log.is_json());

@@ -234,6 +234,14 @@ fn tag_conflicts_warn() {
         &r,
         "warning: tags.sync_priority: Conflicting configuration between nosync: True and sync_priority: 1. Defaulting to nosync: True",
     );
+    // An explicit false against a priority that says never: the boolean wins too.
+    let r = check(&format!(
+        "{GOOD}tags: {{nofailover: false, failover_priority: '0', nosync: false, sync_priority: 3}}\n"
+    ));
+    assert_eq!(
+        r.warnings().map(|p| p.to_string()).collect::<Vec<_>>(),
+        vec!["warning: tags.failover_priority: Conflicting configuration between nofailover: False and failover_priority: 0. Defaulting to nofailover: False"],
+    );
 }
 
 #[test]
@@ -696,4 +704,62 @@ fn role_specific_parameters_are_refused() {
         "error: bootstrap.dcs.postgresql.parameters_replica: role-specific parameters are not part of Patroni 4.1 and not supported; put the settings in parameters (the same on every role) and remove this key",
     );
     assert_eq!(r.problems.len(), 2, "{}", r.render());
+}
+
+/// `fullauto --validate-config FILE` itself: misspelt keys first with the nearest
+/// known one, a timing warning naming the defaults it used, then what was checked;
+/// exit 0. An error: exit 1 and no summary.
+#[test]
+fn the_binary_reports_what_it_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.yml");
+    let yaml = GOOD
+        .replace("{ttl: 30, loop_wait: 10, retry_timeout: 10}", "{ttl: 20}")
+        .replace(
+            "  data_dir: /data\n",
+            "  data_dir: /data\n  paramters: {}\n",
+        );
+    std::fs::write(&path, yaml).unwrap();
+    let run = |path: &std::path::Path| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_fullauto"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("PATRONI_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("--validate-config").arg(path).output().unwrap()
+    };
+    let out = run(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0], "warning: postgresql.paramters: unknown key (ignored); did you mean parameters?",
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "warning: bootstrap.dcs.ttl: loop_wait + 2*retry_timeout (30) exceeds ttl (20)"
+        ) && lines[1]
+            .ends_with("(not set, so the default was used: loop_wait 10, retry_timeout 10)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("{}: the configuration is valid", path.display()),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  bootstrap.dcs timing: ttl 20, loop_wait 1, retry_timeout 9.5\n"),
+        "{stdout}"
+    );
+    std::fs::write(&path, GOOD.replace("  data_dir: /data\n", "")).unwrap();
+    let out = run(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error: postgresql.data_dir: missing"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("the configuration is valid"), "{stdout}");
 }

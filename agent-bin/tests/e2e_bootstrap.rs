@@ -280,9 +280,10 @@ fn a_second_agent_with_a_live_members_name_refuses_to_start() {
         .expect("run the duplicate");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the duplicate started: {stderr}");
+    // Patroni logs it as CRITICAL; its acceptance suite greps for that level.
     assert!(
         stderr.contains(&format!(
-            "Can't start; there is already a node named '{}' running",
+            "CRITICAL: Can't start; there is already a node named '{}' running",
             c.nodes[0].name
         )),
         "{stderr}"

@@ -222,6 +222,32 @@ fn postgres_crash_restarts_in_place_and_switchover_keeps_acknowledged_writes() {
         c.wait_replica(p, Duration::from_secs(60)),
         "old primary did not follow the new one"
     );
+
+    // 6. a crashed primary that cannot start again (a parameter Postgres refuses)
+    //    gives the lease up at once, the replica takes over, and the callback says
+    //    "demoted" (Patroni 4's role for a primary that stopped being one).
+    std::fs::write(
+        c.nodes[new].data_dir.join("postgresql.auto.conf"),
+        "foo=bar\n",
+    )
+    .expect("spoil postgresql.auto.conf");
+    c.kill_postmaster(new);
+    let taken = wait_until(Duration::from_secs(60), || {
+        c.api(p, "/primary")
+            .is_some_and(|(s, _)| s == 200)
+            .then_some(())
+    });
+    assert!(taken.is_some(), "the replica did not take over");
+    let demoted = format!("on_role_change demoted {}", c.scope);
+    assert!(
+        wait_until(Duration::from_secs(20), || c
+            .callbacks()
+            .contains(&demoted)
+            .then_some(()))
+        .is_some(),
+        "no '{demoted}' callback: {:?}",
+        c.callbacks()
+    );
 }
 
 #[test]

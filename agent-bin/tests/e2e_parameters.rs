@@ -52,12 +52,20 @@ fn dynamic_parameters_reload_everywhere_and_postmaster_ones_wait_for_a_restart()
             c.api(i, "/patroni")
                 .filter(|(_, v)| v["pending_restart"] == true)
         });
-        assert!(
-            pending.is_some(),
-            "{} shows no pending restart",
-            c.nodes[i].name
-        );
+        let (_, status) =
+            pending.unwrap_or_else(|| panic!("{} shows no pending restart", c.nodes[i].name));
+        // Patroni 4's reason: the running value and the configured one.
+        let why = json!({"max_connections": {"old_value": "100", "new_value": "120"}});
+        assert_eq!(status["pending_restart_reason"], why, "{status}");
         assert_eq!(show(&c, i, "max_connections").as_deref(), Some("100"));
+        // The same in the member key, which patronictl and fullautoctl read.
+        let name = c.nodes[i].name.clone();
+        let member = wait_until(Duration::from_secs(30), || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.key(&format!("members/{name}"))?).ok()?;
+            (v["pending_restart_reason"] == why).then_some(v)
+        });
+        assert!(member.is_some(), "member key of {name} has no reason");
         // Every node keeps the cluster's last dynamic configuration where Patroni
         // keeps it (tools written for Patroni read and delete this file).
         let cached = wait_until(Duration::from_secs(30), || {
@@ -70,6 +78,16 @@ fn dynamic_parameters_reload_everywhere_and_postmaster_ones_wait_for_a_restart()
             cached.is_some(),
             "{} has no patroni.dynamic.json with the new configuration",
             c.nodes[i].name
+        );
+    }
+    let (ok, out) = c.ctl(&["list", "-f", "json"]);
+    assert!(ok, "{out}");
+    let rows: serde_json::Value = serde_json::from_str(&out).expect("list json");
+    for row in rows.as_array().expect("rows") {
+        assert_eq!(row["Pending restart"], "*", "{out}");
+        assert_eq!(
+            row["Pending restart reason"], "max_connections: 100->120",
+            "{out}"
         );
     }
     // A replica restarts first, as an operator would.

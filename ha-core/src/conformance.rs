@@ -981,7 +981,7 @@ fn sample_member(name: &str, lsn: u64, role: Role) -> MemberData {
         replication_state: None,
         timeline: Some(3),
         tags: Tags {
-            clonefrom: true,
+            clonefrom: Some(true),
             ..Default::default()
         },
         extra,

@@ -45,6 +45,17 @@ pub enum DataDirState {
     Invalid(String),
 }
 
+/// A parameter whose configured value only takes effect after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PendingParameter {
+    /// Parameter name.
+    pub name: String,
+    /// The value the running server uses.
+    pub old_value: String,
+    /// The value in the configuration files, used after a restart.
+    pub new_value: String,
+}
+
 /// One row of `pg_stat_replication`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReplicationConnection {
@@ -110,6 +121,9 @@ pub struct PgObservation {
     pub upstream: Option<Upstream>,
     /// A postmaster-context parameter changed.
     pub pending_restart: bool,
+    /// Why: each parameter waiting for a restart, with its running value and the
+    /// configured one (Patroni 4's `pending_restart_reason`), in name order.
+    pub pending_restart_reason: Vec<PendingParameter>,
     /// Standbys connected to this primary.
     pub replication: Vec<ReplicationConnection>,
     /// `server_version_num`.
@@ -127,6 +141,27 @@ pub struct PgObservation {
 }
 
 impl PgObservation {
+    /// Patroni 4's `pending_restart_reason`: `{parameter: {old_value, new_value}}`,
+    /// `None` when no parameter waits for a restart.
+    pub fn pending_restart_reason_json(
+        &self,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        if self.pending_restart_reason.is_empty() {
+            return None;
+        }
+        Some(
+            self.pending_restart_reason
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        serde_json::json!({"old_value": p.old_value, "new_value": p.new_value}),
+                    )
+                })
+                .collect(),
+        )
+    }
+
     /// A stopped server with the given data directory.
     pub fn stopped(data_dir: DataDirState) -> Self {
         PgObservation {
@@ -141,6 +176,7 @@ impl PgObservation {
             following: None,
             upstream: None,
             pending_restart: false,
+            pending_restart_reason: Vec::new(),
             replication: Vec::new(),
             server_version: None,
             postmaster_start_time: None,
@@ -182,6 +218,18 @@ impl PgObservation {
     /// Known to run as a replica.
     pub fn is_replica(&self) -> bool {
         self.process == PgProcess::Running && self.in_recovery == Some(true)
+    }
+
+    /// Whether pg_control says this data directory last ran as a primary (in
+    /// production, or shut down / crashed from there).
+    pub fn was_primary(&self) -> bool {
+        matches!(
+            self.cluster_state.as_deref(),
+            Some("in production")
+                | Some("shut down")
+                | Some("shutting down")
+                | Some("in crash recovery")
+        )
     }
 }
 
@@ -503,6 +551,15 @@ pub trait Postgres: Send + Sync {
     /// asked directly of its Postgres: a switchover hands over only once the candidate
     /// has the old primary's shutdown checkpoint.
     async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<Lsn>, PgError>;
+
+    /// After a stop that demotes the whole cluster to a standby cluster: hands the WAL
+    /// segment holding the shutdown checkpoint to `archive_command` (Postgres archives
+    /// only full segments), so the cluster taking over from the archive replays up to
+    /// it and this one can follow the new timeline without a rewind (Patroni does the
+    /// same). Does nothing when archiving is off. The default does nothing.
+    async fn archive_shutdown_checkpoint(&self) -> Result<(), PgError> {
+        Ok(())
+    }
 
     /// Runs a `CHECKPOINT` while the server still takes writes, so the shutdown
     /// checkpoint of a following planned stop has little left to flush (a switchover's

@@ -17,6 +17,8 @@ pub struct ControlData {
     pub redo_lsn: Option<Lsn>,
     /// `Latest checkpoint's TimeLineID`.
     pub checkpoint_timeline: Option<u64>,
+    /// `Latest checkpoint's REDO WAL file`: the segment a shutdown checkpoint is in.
+    pub redo_wal_file: Option<String>,
     /// `Minimum recovery ending location` (0 when none).
     pub min_recovery_lsn: Option<Lsn>,
     /// `Min recovery ending loc's timeline`.
@@ -62,6 +64,10 @@ impl ControlData {
             checkpoint_timeline: map
                 .get("Latest checkpoint's TimeLineID")
                 .and_then(|v| v.parse().ok()),
+            redo_wal_file: map
+                .get("Latest checkpoint's REDO WAL file")
+                .filter(|v| !v.is_empty())
+                .map(|v| v.to_string()),
             min_recovery_lsn: map
                 .get("Minimum recovery ending location")
                 .and_then(|v| parse_lsn(v)),

@@ -8,6 +8,7 @@ use crate::datadir::{self, DirContents};
 use crate::error::{DriverError, Result};
 use crate::pgpass;
 use crate::pidfile::{self, PidFileState};
+use crate::progress;
 use crate::rejection;
 use crate::render::{self, ManagedState, UpstreamRecord, MANAGED_CONF};
 use crate::runner::{tail_chars, OsUser, Runner};
@@ -17,9 +18,9 @@ use crate::sql;
 use crate::timeline::{self, HistoryEntry, LocalPosition};
 use async_trait::async_trait;
 use ha_core::{
-    parse_lsn, DataDirState, DynamicPostgresql, ObservedSlot, PgError, PgObservation, PgProcess,
-    Postgres, ReplicationConnection, SlotChanges, SlotKind, SlotStateFile, StartRole, StopMode,
-    StopOutcome, Upstream,
+    parse_lsn, DataDirState, DynamicPostgresql, ObservedSlot, PendingParameter, PgError,
+    PgObservation, PgProcess, Postgres, ReplicationConnection, SlotChanges, SlotKind,
+    SlotStateFile, StartRole, StopMode, StopOutcome, Upstream,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -69,6 +70,8 @@ pub struct PgDriver {
     state: Mutex<ManagedState>,
     /// The highest timeline a running replica reported, with its postmaster's start time.
     replica_timeline: Mutex<Option<(String, u64)>>,
+    /// How often a long operation (clone, rewind, start) logs its progress, in ms.
+    progress_every_ms: std::sync::atomic::AtomicU64,
 }
 
 impl PgDriver {
@@ -87,7 +90,25 @@ impl PgDriver {
             runner: Runner::new(user),
             state: Mutex::new(state),
             replica_timeline: Mutex::new(None),
+            progress_every_ms: std::sync::atomic::AtomicU64::new(10_000),
         })
+    }
+
+    /// How often a long operation (pg_basebackup, pg_rewind, a start that replays
+    /// WAL) logs a progress line (10 s unless set; the agent uses `loop_wait`).
+    pub fn set_progress_interval(&self, every: Duration) {
+        let ms = u64::try_from(every.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(100);
+        self.progress_every_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn progress_every(&self) -> Duration {
+        Duration::from_millis(
+            self.progress_every_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// The configuration in force.
@@ -531,10 +552,24 @@ impl PgDriver {
                 .map_err(|e| DriverError::Config(format!("config_dir: {e}")))?;
             cmd.arg("-o").arg(format!("-c {quoted}"));
         }
-        let out = self
-            .runner
-            .run("pg_ctl start", cmd, timeout + Duration::from_secs(10))
-            .await?;
+        // Recovery before the server accepts connections can take long: say what the
+        // server last logged (its startup progress, `redo in progress … current LSN`).
+        let out = progress::logged(
+            self.runner
+                .run("pg_ctl start", cmd, timeout + Duration::from_secs(10)),
+            self.progress_every(),
+            |elapsed| {
+                let log = progress::log_tail_since(&self.cfg().log_file(), log_offset);
+                match log.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+                    Some(last) => format!(
+                        "PostgreSQL is still starting after {}s; its last message: {last}",
+                        elapsed.as_secs()
+                    ),
+                    None => format!("PostgreSQL is still starting after {}s", elapsed.as_secs()),
+                }
+            },
+        )
+        .await?;
         if out.success {
             return Ok(());
         }
@@ -666,7 +701,11 @@ impl PgDriver {
                FROM pg_stat_replication ORDER BY application_name;
              SELECT slot_name::text, slot_type, database::text, plugin::text, active::text,
                (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text
-               FROM pg_replication_slots ORDER BY slot_name",
+               FROM pg_replication_slots ORDER BY slot_name;
+             SELECT s.name, current_setting(s.name),
+               (SELECT f.setting FROM pg_file_settings f
+                 WHERE lower(f.name) = lower(s.name) ORDER BY f.seqno DESC LIMIT 1)
+               FROM pg_settings s WHERE s.pending_restart ORDER BY s.name",
             HEALTH_QUERY_TIMEOUT.as_millis()
         );
         let msgs = match tokio::time::timeout(HEALTH_QUERY_TIMEOUT, client.simple_query(&q)).await {
@@ -674,7 +713,8 @@ impl PgDriver {
             Ok(Err(e)) => return Err(sql::query_error(e)),
             Ok(Ok(m)) => m,
         };
-        // One result set per statement: SET, the health row, replication, slots.
+        // One result set per statement: SET, the health row, replication, slots,
+        // parameters waiting for a restart.
         let mut sets: Vec<Vec<&tokio_postgres::SimpleQueryRow>> = vec![Vec::new()];
         for m in &msgs {
             match m {
@@ -703,6 +743,15 @@ impl PgDriver {
             synchronous_commit: s(10),
             replication: Vec::new(),
             slots: set(3).iter().filter_map(|r| observed_slot(r)).collect(),
+            pending_restart_reason: set(4)
+                .iter()
+                .map(|r| PendingParameter {
+                    name: r.get(0).unwrap_or_default().to_string(),
+                    old_value: r.get(1).unwrap_or_default().to_string(),
+                    // Not in a configuration file (set on the command line): unknown.
+                    new_value: r.get(2).unwrap_or("?").to_string(),
+                })
+                .collect(),
         };
         for r in set(2) {
             let g = |i: usize| r.get(i).map(str::to_string);
@@ -772,6 +821,7 @@ impl PgDriver {
                     obs.synchronous_standby_names = h.sync_names;
                     obs.synchronous_commit = h.synchronous_commit;
                     obs.pending_restart = h.pending_restart;
+                    obs.pending_restart_reason = h.pending_restart_reason;
                     obs.replication = h.replication;
                     obs.slots = h.slots;
                     PgProcess::Running
@@ -932,10 +982,13 @@ impl PgDriver {
             cmd.arg("--no-sync");
         }
         self.hand_password(&mut cmd, auth, &to)?;
-        let out = self
-            .runner
-            .run("pg_basebackup", cmd, REPLICA_METHOD_TIMEOUT)
-            .await?;
+        let out = progress::logged(
+            self.runner
+                .run("pg_basebackup", cmd, REPLICA_METHOD_TIMEOUT),
+            self.progress_every(),
+            progress::copy_reporter("pg_basebackup", self.data_dir()),
+        )
+        .await?;
         if out.success {
             return Ok(());
         }
@@ -1257,6 +1310,51 @@ impl PgDriver {
         Ok(status.code())
     }
 
+    async fn do_archive_shutdown_checkpoint(&self) -> Result<()> {
+        let cfg = self.cfg();
+        let setting = |name: &str| {
+            cfg.parameters
+                .get(name)
+                .or_else(|| cfg.dynamic_parameters.get(name))
+                .and_then(|v| match v {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Bool(b) => Some(if *b { "on" } else { "off" }.into()),
+                    _ => None,
+                })
+        };
+        let mode = setting("archive_mode").unwrap_or_default().to_ascii_lowercase();
+        let command = setting("archive_command").unwrap_or_default();
+        if !matches!(mode.as_str(), "on" | "always" | "true") || command.trim().is_empty() {
+            tracing::info!("Not archiving latest checkpoint WAL file. Archiving is not configured.");
+            return Ok(());
+        }
+        let Some(file) = self.controldata().await?.redo_wal_file else {
+            return Err(DriverError::Tool {
+                tool: "pg_controldata".into(),
+                output: "Cannot extract latest checkpoint's WAL file name".into(),
+            });
+        };
+        let path = self.data_dir.join("pg_wal").join(&file);
+        let line = archiver_command(&command, &path.to_string_lossy(), &file);
+        tracing::info!("archiving the WAL file {file} with the shutdown checkpoint");
+        let status = tokio::process::Command::new("/bin/sh")
+            .args(["-c", &line])
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(|e| DriverError::Tool {
+                tool: "archive_command".into(),
+                output: format!("`{line}` could not start: {e}"),
+            })?;
+        if !status.success() {
+            return Err(DriverError::Tool {
+                tool: "archive_command".into(),
+                output: format!("`{line}` exited with {status}"),
+            });
+        }
+        Ok(())
+    }
+
     async fn do_pre_promote(&self) -> Result<()> {
         let Some(line) = self.cfg().pre_promote.clone() else {
             return Ok(());
@@ -1571,7 +1669,12 @@ impl PgDriver {
             cmd.arg("--no-sync");
         }
         self.hand_password(&mut cmd, creds, &to)?;
-        let out = self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT).await?;
+        let out = progress::logged(
+            self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT),
+            self.progress_every(),
+            |elapsed| format!("pg_rewind still running after {}s", elapsed.as_secs()),
+        )
+        .await?;
         // pg_rewind copied the source's configuration files, ours included.
         let state = ManagedState {
             upstream: Some(source.into()),
@@ -1857,6 +1960,7 @@ struct Health {
     start_time: Option<String>,
     sync_names: Option<String>,
     pending_restart: bool,
+    pending_restart_reason: Vec<PendingParameter>,
     synchronous_commit: Option<String>,
     replication: Vec<ReplicationConnection>,
     slots: Vec<ObservedSlot>,
@@ -2092,6 +2196,10 @@ impl Postgres for PgDriver {
         self.controldata().await.is_ok_and(|c| c.rewindable())
     }
 
+    async fn archive_shutdown_checkpoint(&self) -> Result<(), PgError> {
+        Ok(self.do_archive_shutdown_checkpoint().await?)
+    }
+
     async fn reload(&self) -> Result<(), PgError> {
         if datadir::contents(self.data_dir())? != DirContents::Cluster {
             return Err(PgError::Invalid("no cluster to reload".into()));
@@ -2101,9 +2209,43 @@ impl Postgres for PgDriver {
     }
 }
 
+/// `archive_command` with Postgres' placeholders filled in for one WAL file: `%p` its
+/// path, `%f` its name, `%r` the oldest file to keep (the first one: keep everything),
+/// `%%` a percent sign; any other `%` stays as it is.
+fn archiver_command(command: &str, path: &str, file: &str) -> String {
+    let mut out = String::new();
+    let mut chars = command.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('p') => out.push_str(path),
+            Some('f') => out.push_str(file),
+            Some('r') => out.push_str("000000010000000000000001"),
+            Some('%') => out.push('%'),
+            _ => {
+                out.push('%');
+                continue;
+            }
+        }
+        chars.next();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::highest_timeline_since_start;
+    use super::{archiver_command, highest_timeline_since_start};
+
+    #[test]
+    fn archive_command_placeholders() {
+        assert_eq!(
+            archiver_command("cp %p /a/%f && echo 100%% %r %x%", "/d/pg_wal/F", "F"),
+            "cp /d/pg_wal/F /a/F && echo 100% 000000010000000000000001 %x%"
+        );
+    }
 
     #[test]
     fn a_replica_timeline_never_goes_back_while_the_same_postmaster_runs() {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod fence;
 pub mod pgpass;
 pub mod pidfile;
+pub mod progress;
 pub mod rejection;
 pub mod render;
 pub mod runner;

@@ -97,7 +97,7 @@ impl View {
     /// Replica check *R* of spec §4.2.
     pub fn is_replica_ok(&self, q: &Query) -> bool {
         let s = &self.status;
-        if s.role != Role::Replica || !s.is_running() || s.tags.noloadbalance {
+        if s.role != Role::Replica || !s.is_running() || s.tags.no_load_balance() {
             return false;
         }
         if let Some(max) = q.lag {

@@ -15,14 +15,29 @@ use std::sync::Arc;
 )]
 struct Args {
     /// Check the config file and report every problem with its path, then exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["generate_sample_config", "generate_config"])]
     validate_config: bool,
+    /// Write a sample configuration (defaults and the PATRONI_* environment) to the
+    /// file given, or to stdout, then exit.
+    #[arg(long, conflicts_with = "generate_config")]
+    generate_sample_config: bool,
+    /// Write a configuration for the PostgreSQL server running on this machine to the
+    /// file given, or to stdout, then exit.
+    #[arg(long)]
+    generate_config: bool,
+    /// With --generate-config: how to connect to the server (libpq's key=value or URL
+    /// form; the PG* environment variables otherwise).
+    #[arg(long, requires = "generate_config")]
+    dsn: Option<String>,
     /// The config file (Patroni's patroni.yml format), or a directory of YAML files.
     config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.generate_sample_config || args.generate_config {
+        return generate(&args);
+    }
     let Some(path) = args
         .config
         .or_else(|| std::env::var_os("PATRONI_CONFIG_FILE").map(PathBuf::from))
@@ -98,8 +113,37 @@ fn main() -> ExitCode {
     match rt.block_on(agent_bin::node::run(cfg, path, Arc::new(protection), own)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // The agent exits: Python's CRITICAL, as Patroni logs its fatal start errors.
+            tracing::error!(critical = true, "{e:#}");
             eprintln!("fullauto: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--generate-sample-config` and `--generate-config`.
+fn generate(args: &Args) -> ExitCode {
+    use agent_bin::generate;
+    let env = agent_bin::config::process_env();
+    let config = if args.generate_sample_config {
+        Ok(generate::sample_config(&env))
+    } else {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(generate::running_config(
+                args.dsn.as_deref(),
+                &env,
+                generate::prompt_password,
+            )),
+            Err(e) => Err(format!("cannot start the runtime: {e}")),
+        }
+    };
+    match config.and_then(|c| generate::write_out(&generate::render(&c), args.config.as_deref())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fullauto: {e}");
             ExitCode::from(1)
         }
     }

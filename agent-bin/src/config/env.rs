@@ -177,11 +177,25 @@ const UNSUPPORTED: &[&str] = &["KUBERNETES", "EXHIBITOR", "RAFT", "CITUS"];
 /// comma-separated string.
 pub fn parse_list(text: &str) -> Value {
     let t = text.trim();
-    if t.starts_with('-') || t.starts_with('[') {
-        if let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(t) {
-            if let Some(j) = super::yaml_to_json(&v).filter(Value::is_array) {
-                return j;
-            }
+    // Patroni reads a value that is not already a YAML list as `[value]`, so quoted
+    // items (`'zk1:2181','zk2:2181'`, its documented form) lose their quotes.
+    let doc = if t.starts_with('-') || t.contains('[') {
+        t.to_string()
+    } else {
+        format!("[{t}]")
+    };
+    if let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&doc) {
+        if let Some(Value::Array(items)) = super::yaml_to_json(&v) {
+            return Value::Array(
+                items
+                    .into_iter()
+                    .filter(|i| !i.is_null())
+                    .map(|i| match i {
+                        Value::Number(_) | Value::Bool(_) => Value::String(i.to_string()),
+                        other => other,
+                    })
+                    .collect(),
+            );
         }
     }
     Value::Array(

@@ -360,32 +360,31 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
     check_watchdog(top, out);
     // Tag conflicts (spec §7: nofailover wins, nosync wins).
     if let Some(t) = top.get("tags").and_then(Value::as_object) {
-        let set = |k: &str| t.get(k).and_then(loose::as_bool).unwrap_or(false);
-        let given = |k: &str| t.get(k).is_some_and(|v| !v.is_null());
-        if set("nofailover") && given("failover_priority") {
-            // Patroni's words (operators and its acceptance suite grep for them).
-            let priority = t
-                .get("failover_priority")
-                .and_then(loose::as_string)
-                .unwrap_or_default();
-            out.push(Problem::warning(
-                "tags.failover_priority",
-                format!(
-                    "Conflicting configuration between nofailover: True and failover_priority: {priority}. Defaulting to nofailover: True"
-                ),
-            ));
-        }
-        if set("nosync") && given("sync_priority") {
-            let priority = t
-                .get("sync_priority")
-                .and_then(loose::as_string)
-                .unwrap_or_default();
-            out.push(Problem::warning(
-                "tags.sync_priority",
-                format!(
-                    "Conflicting configuration between nosync: True and sync_priority: {priority}. Defaulting to nosync: True"
-                ),
-            ));
+        // Patroni's rule and words (operators and its acceptance suite grep for them):
+        // a written boolean tag wins over its priority tag when they disagree.
+        for (flag, priority_key) in [
+            ("nofailover", "failover_priority"),
+            ("nosync", "sync_priority"),
+        ] {
+            let Some(set) = t
+                .get(flag)
+                .filter(|v| !v.is_null())
+                .map(|v| loose::as_bool(v).unwrap_or(false))
+            else {
+                continue;
+            };
+            let Some(priority) = t.get(priority_key).and_then(loose::as_i64) else {
+                continue;
+            };
+            if (set && priority > 0) || (!set && priority <= 0) {
+                let word = if set { "True" } else { "False" };
+                out.push(Problem::warning(
+                    format!("tags.{priority_key}"),
+                    format!(
+                        "Conflicting configuration between {flag}: {word} and {priority_key}: {priority}. Defaulting to {flag}: {word}"
+                    ),
+                ));
+            }
         }
         if let Some(r) = t.get("replicatefrom").and_then(loose::as_string) {
             if top.get("name").and_then(loose::as_string).as_deref() == Some(r.as_str()) {

@@ -7,7 +7,7 @@ mod render;
 mod rotate;
 
 pub use queue::{LineQueue, Sink};
-pub use render::{asctime, json, level_name, plain, Record};
+pub use render::{asctime, json, plain, Record};
 pub use rotate::{RotatingFile, FILE_NAME};
 
 use crate::config::{LogConfig, LogLayout, LogLevel};
@@ -188,7 +188,14 @@ impl<S: Subscriber> Layer<S> for LineLayer {
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u64;
         let mut r = Record {
             time: now,
-            level: *meta.level(),
+            level: match *meta.level() {
+                Level::ERROR if v.critical => LogLevel::Critical,
+                Level::ERROR => LogLevel::Error,
+                Level::WARN => LogLevel::Warning,
+                Level::INFO => LogLevel::Info,
+                Level::DEBUG => LogLevel::Debug,
+                Level::TRACE => LogLevel::Trace,
+            },
             target: meta.target(),
             file: meta.file(),
             line: meta.line(),
@@ -207,7 +214,7 @@ impl<S: Subscriber> Layer<S> for LineLayer {
                 "the log queue (log.max_queue_size {}) was full: {lost} log lines were lost",
                 self.capacity
             );
-            r.level = Level::WARN;
+            r.level = LogLevel::Warning;
             r.target = module_path!();
             r.message = &message;
             r.fields = &[];
@@ -222,6 +229,8 @@ impl<S: Subscriber> Layer<S> for LineLayer {
 struct Collect {
     message: String,
     fields: Vec<(String, Value)>,
+    /// `critical = true`: an error the agent exits on, shown as Python's CRITICAL.
+    critical: bool,
 }
 
 impl Collect {
@@ -234,6 +243,7 @@ impl Collect {
                 }
             }
             n if n.starts_with("log.") => {}
+            "critical" if v == Value::Bool(true) => self.critical = true,
             n => self.fields.push((n.to_string(), v)),
         }
     }

@@ -1,18 +1,17 @@
 //! Turns one log event into one line: Patroni's plain template or a JSON object with
 //! Python's attribute names.
 
-use crate::config::{Conversion, FieldSpec, JsonField, LogAttr, Piece};
+use crate::config::{Conversion, FieldSpec, JsonField, LogAttr, LogLevel, Piece};
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
-use tracing::Level;
 
 /// What a line is made of.
 #[derive(Debug, Clone)]
 pub struct Record<'a> {
     /// When the event happened, in the local time zone.
     pub time: DateTime<FixedOffset>,
-    /// Level.
-    pub level: Level,
+    /// Level (`Critical` for an error event marked `critical = true`).
+    pub level: LogLevel,
     /// The tracing target (a Rust module path).
     pub target: &'a str,
     /// Source file.
@@ -31,34 +30,26 @@ pub struct Record<'a> {
     pub thread_name: &'a str,
 }
 
-/// Python's level name.
-pub fn level_name(level: Level) -> &'static str {
+/// Python's level number.
+fn level_no(level: LogLevel) -> i64 {
     match level {
-        Level::ERROR => "ERROR",
-        Level::WARN => "WARNING",
-        Level::INFO => "INFO",
-        Level::DEBUG => "DEBUG",
-        Level::TRACE => "TRACE",
+        LogLevel::Critical => 50,
+        LogLevel::Error => 40,
+        LogLevel::Warning => 30,
+        LogLevel::Info => 20,
+        LogLevel::Debug => 10,
+        LogLevel::Trace => 5,
     }
 }
 
-fn level_no(level: Level) -> i64 {
+fn colour(level: LogLevel) -> &'static str {
     match level {
-        Level::ERROR => 40,
-        Level::WARN => 30,
-        Level::INFO => 20,
-        Level::DEBUG => 10,
-        Level::TRACE => 5,
-    }
-}
-
-fn colour(level: Level) -> &'static str {
-    match level {
-        Level::ERROR => "\x1b[31m",
-        Level::WARN => "\x1b[33m",
-        Level::INFO => "\x1b[32m",
-        Level::DEBUG => "\x1b[34m",
-        Level::TRACE => "\x1b[35m",
+        LogLevel::Critical => "\x1b[1;31m",
+        LogLevel::Error => "\x1b[31m",
+        LogLevel::Warning => "\x1b[33m",
+        LogLevel::Info => "\x1b[32m",
+        LogLevel::Debug => "\x1b[34m",
+        LogLevel::Trace => "\x1b[35m",
     }
 }
 
@@ -91,7 +82,7 @@ fn value(attr: LogAttr, r: &Record, dateformat: Option<&str>, plain: bool) -> Va
             .map(Value::Number)
             .unwrap_or(Value::Null),
         LogAttr::Msecs => r.time.timestamp_subsec_millis().into(),
-        LogAttr::Levelname => level_name(r.level).into(),
+        LogAttr::Levelname => r.level.name().into(),
         LogAttr::Levelno => level_no(r.level).into(),
         LogAttr::Message if plain => {
             let mut m = r.message.to_string();
@@ -213,7 +204,7 @@ mod tests {
     fn record<'a>(fields: &'a [(String, Value)]) -> Record<'a> {
         Record {
             time: DateTime::parse_from_rfc3339("2024-01-31T12:34:56.789+01:00").unwrap(),
-            level: Level::WARN,
+            level: LogLevel::Warning,
             target: "ha_core::runner",
             file: Some("ha-core/src/runner.rs"),
             line: Some(42),

@@ -184,7 +184,7 @@ pub fn status_from_snapshot(
             ha_core::DataDirState::Empty | ha_core::DataDirState::Invalid(_) => None,
         }),
         pending_restart: pg.is_some_and(|p| p.pending_restart),
-        pending_restart_reason: None,
+        pending_restart_reason: pg.and_then(|p| p.pending_restart_reason_json()),
         scheduled_restart: None,
         watchdog_failed: snap.watchdog_failed,
         patroni: AgentInfo {

@@ -52,6 +52,9 @@ pub async fn run(
 
     let pg_cfg = settings::pg_config(&cfg)?;
     let driver = Arc::new(pg_driver::PgDriver::new(pg_cfg).context("postgresql section")?);
+    // Long operations say how far they got once per loop_wait, like the HA loop's
+    // own lines.
+    driver.set_progress_interval(cfg.bootstrap.dcs.loop_wait());
     let pg: Arc<dyn ha_core::Postgres> = driver.clone();
     let run_settings = settings::runner_settings(&cfg);
     let peers = Arc::new(HttpPeerProbe::new(&cfg, run_settings.probe_timeout)?);

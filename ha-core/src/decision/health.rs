@@ -265,7 +265,11 @@ pub(super) fn race_verdict(
             None => r.wal_position > my_wal,
         };
         if ahead && !is_sync_leader {
-            return Verdict::No(format!("{} has more WAL than me", p.name));
+            // Patroni's words: operators (and its acceptance suite) grep for them.
+            return Verdict::No(format!(
+                "Wal position of {} is ahead of my wal position",
+                p.name
+            ));
         }
         let is_former = former_leader.as_deref() == Some(p.name.as_str()) || is_sync_leader;
         if r.wal_position == my_wal
@@ -273,8 +277,9 @@ pub(super) fn race_verdict(
             && !is_former
         {
             return Verdict::No(format!(
-                "{} has the same WAL and a higher failover priority",
-                p.name
+                "{} has equally tolerable WAL position and priority {}, while this node has priority {my_priority}",
+                p.name,
+                r.tags.effective_failover_priority()
             ));
         }
     }

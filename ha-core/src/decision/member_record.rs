@@ -74,6 +74,12 @@ pub(super) fn build(
             .proxy_url
             .iter()
             .map(|u| ("proxy_url".to_string(), serde_json::Value::from(u.clone())))
+            .chain(pg.pending_restart_reason_json().map(|r| {
+                (
+                    "pending_restart_reason".to_string(),
+                    serde_json::Value::Object(r),
+                )
+            }))
             .collect(),
     }
 }

@@ -1239,7 +1239,7 @@ impl<'a> Step<'a> {
     fn replica_needs_rewind_check(&mut self, c: &Cluster) -> bool {
         let pg = &self.obs.pg;
         // A `nostream` replica never streams: not streaming proves nothing there.
-        if !pg.is_replica() || self.cfg.tags.nostream {
+        if !pg.is_replica() || self.cfg.tags.no_stream() {
             return false;
         }
         if pg.replication_state.as_deref() == Some("streaming") {
@@ -1440,19 +1440,13 @@ impl<'a> Step<'a> {
 
     /// Whether pg_control says this data directory was last a primary.
     fn was_primary(&self) -> bool {
-        matches!(
-            self.obs.pg.cluster_state.as_deref(),
-            Some("in production")
-                | Some("shut down")
-                | Some("shutting down")
-                | Some("in crash recovery")
-        )
+        self.obs.pg.was_primary()
     }
 
     /// Where a replica should stream from: `replicatefrom` if that member runs, else the leader.
     fn upstream_for_replica(&self, c: &Cluster) -> Option<Upstream> {
         // `nostream`: recovery from the WAL archive only (restore_command).
-        if self.cfg.tags.nostream {
+        if self.cfg.tags.no_stream() {
             return None;
         }
         if let Some(from) = self
@@ -1475,7 +1469,7 @@ impl<'a> Step<'a> {
     fn clone_source(&self, c: &Cluster) -> Option<Upstream> {
         c.members
             .iter()
-            .filter(|m| m.name != self.cfg.name && m.data.tags.clonefrom && is_running(m))
+            .filter(|m| m.name != self.cfg.name && m.data.tags.clone_from() && is_running(m))
             .find_map(upstream_of)
     }
 }

@@ -24,14 +24,10 @@
 //! goes up before the quorum goes down and the quorum goes up before `numsync` goes down.
 
 use super::input::NodeConfig;
-use super::sync::{eligible_standbys, StandbyNames, SyncStep};
+use super::sync::{eligible_standbys, StandbyNames, SyncStep, ANY_STANDBY};
 use crate::model::{Cluster, DynamicConfig, Lsn, SyncState};
 use crate::postgres::PgObservation;
 use std::collections::BTreeSet;
-
-/// Listed in strict mode when no standby can be synchronous: a name no standby has,
-/// so commits wait (the name Patroni uses, for mixed clusters).
-pub const STRICT_PLACEHOLDER: &str = "__patroni_strict_sync_replica_placeholder__";
 
 /// Who may elect a new primary: the voters and the quorum of the `sync` key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +41,7 @@ pub struct Voters {
 fn lowered<'a>(names: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
     names
         .into_iter()
-        .filter(|n| n.as_str() != STRICT_PLACEHOLDER)
+        .filter(|n| n.as_str() != ANY_STANDBY)
         .map(|n| n.to_ascii_lowercase())
         .collect()
 }
@@ -148,7 +144,8 @@ fn render(acks: &StandbyNames) -> Option<String> {
 
 /// Where the leader heads: `ANY min(W, |A|) (A)` over the active standbys A with all
 /// of them voting and `quorum = |A| − numsync`. With no active standby, strict mode
-/// keeps waiting for the last voters (or for nobody, the placeholder); otherwise
+/// keeps waiting for the last voters (or, with none, for any standby: `ANY 1 (*)`, as
+/// Patroni does; safe because nobody but the leader is electable then); otherwise
 /// commits stop waiting and only the leader stays electable.
 pub fn target(
     cfg: &NodeConfig,
@@ -177,10 +174,7 @@ pub fn target(
         let numsync = current.set().len() - current.quorum;
         return (any_of(current.names.clone(), numsync), current.clone());
     }
-    (
-        any_of(vec![STRICT_PLACEHOLDER.to_string()], 1),
-        Voters::nobody(),
-    )
+    (any_of(vec![ANY_STANDBY.to_string()], 1), Voters::nobody())
 }
 
 /// Whether `count` listed standbys flushed up to `mark`: then every commit
@@ -207,7 +201,7 @@ fn confirmed(acks: &StandbyNames, pg: &PgObservation, mark: Lsn) -> bool {
 fn widened(voters: &Voters, have: &StandbyNames, want: &StandbyNames) -> Option<Voters> {
     let mut names: Vec<String> = voters.names.clone();
     for n in &want.names {
-        if n != STRICT_PLACEHOLDER && !names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
+        if n != ANY_STANDBY && !names.iter().any(|m| m.eq_ignore_ascii_case(n)) {
             names.push(n.clone());
         }
     }
@@ -276,10 +270,11 @@ pub fn next_step(
 }
 
 /// The `synchronous_standby_names` a new quorum-mode primary starts with: strict
-/// mode waits for a standby that is not there yet, otherwise commits wait for nobody.
+/// mode waits for any standby (`ANY 1 (*)`; none is a voter yet, so nobody else is
+/// electable), otherwise commits wait for nobody.
 pub fn names_after_promotion(dc: &DynamicConfig) -> Option<String> {
     dc.synchronous_mode_strict
-        .then(|| render(&any_of(vec![STRICT_PLACEHOLDER.to_string()], 1)))
+        .then(|| render(&any_of(vec![ANY_STANDBY.to_string()], 1)))
         .flatten()
 }
 
@@ -384,9 +379,9 @@ mod tests {
         // Asynchronous commits: only the leader may be elected.
         assert!(!v(&["b"], 0).overlaps(&StandbyNames::default()));
         assert!(Voters::nobody().overlaps(&StandbyNames::default()));
-        // `*` is anybody; the placeholder acknowledges nothing.
-        assert!(!v(&["b"], 0).overlaps(&StandbyNames::parse(Some("*"))));
-        assert!(v(&["b"], 0).overlaps(&any(1, &[STRICT_PLACEHOLDER])));
+        // `*` is anybody: only electing nobody but the leader is safe under it.
+        assert!(!v(&["b"], 0).overlaps(&StandbyNames::parse(Some("ANY 1 (*)"))));
+        assert!(Voters::nobody().overlaps(&StandbyNames::parse(Some("ANY 1 (*)"))));
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Step<'_> {
         let me = self.me();
         let streams_from_me = |name: &str| {
             c.member(name).is_none_or(|m| {
-                !m.data.tags.nostream
+                !m.data.tags.no_stream()
                     && m.data
                         .tags
                         .replicatefrom
@@ -151,7 +151,7 @@ impl Step<'_> {
         let mut wanted: Vec<WantedSlot> = c
             .members
             .iter()
-            .filter(|m| m.name != me && !m.data.tags.nostream)
+            .filter(|m| m.name != me && !m.data.tags.no_stream())
             .filter(|m| m.data.tags.replicatefrom.as_deref() == Some(me))
             .map(|m| physical(slot_name_for_member(&m.name), None))
             .collect();
@@ -162,12 +162,16 @@ impl Step<'_> {
             .is_some_and(|v| v >= MIN_VERSION_FOR_REPLICA_SLOTS);
         let tags = &self.cfg.tags;
         // A node that can never lead needs no slots for after a failover.
-        if tags.nofailover || tags.nostream || !version_ok || self.config().is_standby_cluster() {
+        if tags.never_promote()
+            || tags.no_stream()
+            || !version_ok
+            || self.config().is_standby_cluster()
+        {
             return self.without_own_and_duplicates(wanted);
         }
         let published = &c.status.slots;
         for name in self.st.members_seen.keys() {
-            if name == me || c.member(name).is_some_and(|m| m.data.tags.nostream) {
+            if name == me || c.member(name).is_some_and(|m| m.data.tags.no_stream()) {
                 continue;
             }
             let slot = slot_name_for_member(name);

@@ -441,7 +441,7 @@ fn nofailover_replicas_and_standby_leaders_keep_fewer_slots() {
         .member("b", "replica", 850)
         .cluster();
     let mut never_leads = cfg("b");
-    never_leads.tags.nofailover = true;
+    never_leads.tags.nofailover = Some(true);
     let d = decide(
         &never_leads,
         &LocalState::default(),

@@ -72,7 +72,13 @@ impl StandbyNames {
         if names.is_empty() {
             return None;
         }
-        let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+        let quoted: Vec<String> = names
+            .iter()
+            .map(|n| match n.as_str() {
+                ANY_STANDBY => n.clone(),
+                _ => format!("\"{n}\""),
+            })
+            .collect();
         Some(format!(
             "ANY {} ({})",
             count.clamp(1, names.len()),

@@ -395,7 +395,10 @@ fn leader_race_lost_to_a_peer_with_more_wal() {
     let probed = vec![Outcome::PeersProbed(vec![peer("c", 100)])];
     let d = step_at("b", c, pg_replica(90), probed, 1001);
     assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
-    assert!(d.state.message.contains("more WAL"), "{}", d.state.message);
+    assert_eq!(
+        d.state.message,
+        "following nobody: Wal position of c is ahead of my wal position"
+    );
 }
 
 #[test]
@@ -432,7 +435,7 @@ fn check_timeline_keeps_a_replica_on_an_old_timeline_out_of_the_race() {
 fn nofailover_never_races_even_alone() {
     let c = View::new().member("b", "replica", 100).cluster();
     let mut node = cfg("b");
-    node.tags.nofailover = true;
+    node.tags.nofailover = Some(true);
     let d = decide(
         &node,
         &LocalState::default(),
@@ -454,10 +457,29 @@ fn equal_wal_higher_priority_peer_wins() {
         .cluster();
     let mut p = peer("c", 100);
     if let Some(r) = p.reply.as_mut() {
-        r.tags.failover_priority = Some(5);
+        r.tags.failover_priority = Some(5.into());
     }
     let d = step("b", c, pg_replica(100), vec![Outcome::PeersProbed(vec![p])]);
     assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
+    assert_eq!(
+        d.state.message,
+        "following nobody: c has equally tolerable WAL position and priority 5, while this node has priority 1"
+    );
+}
+
+#[test]
+fn explicit_nofailover_false_overrides_priority_zero() {
+    let c = View::new().member("b", "replica", 100).cluster();
+    let mut node = cfg("b");
+    node.tags.nofailover = Some(false);
+    node.tags.failover_priority = Some(0.into());
+    let d = decide(
+        &node,
+        &LocalState::default(),
+        &obs(c, pg_replica(100), vec![]),
+        t(1000),
+    );
+    assert_actions(&d.actions, &["AcquireLease"]);
 }
 
 #[test]
@@ -1429,7 +1451,7 @@ fn under_remote_apply_a_standby_that_stopped_replaying_is_lagging_though_it_flus
 #[test]
 fn a_nosync_tag_takes_a_standby_out_of_sync_before_postgres_stops_waiting_for_it() {
     let nosync = Tags {
-        nosync: true,
+        nosync: Some(true),
         ..Tags::default()
     };
     let c = with_tags(
@@ -1643,7 +1665,7 @@ fn quorum_mode_swaps_a_voter_by_widening_sync_first() {
         repl("d", "async", 100),
     ];
     let nosync = Tags {
-        nosync: true,
+        nosync: Some(true),
         ..Tags::default()
     };
     let c = with_tags(
@@ -1677,7 +1699,7 @@ fn quorum_mode_swaps_a_voter_by_widening_sync_first() {
 }
 
 #[test]
-fn quorum_mode_strict_without_standbys_waits_for_the_placeholder() {
+fn quorum_mode_strict_without_standbys_waits_for_any_standby() {
     let c = View::new()
         .key(
             "config",
@@ -1697,14 +1719,11 @@ fn quorum_mode_strict_without_standbys_waits_for_the_placeholder() {
         &[
             "ArmFence until=30.500s watchdog",
             "WriteStatus optime=100 slots=a:100 retain=a",
-            "SetSynchronousStandbyNames 'ANY 1 (\"__patroni_strict_sync_replica_placeholder__\")'",
+            "SetSynchronousStandbyNames 'ANY 1 (*)'",
             "PublishMember role=primary state=running",
         ],
     );
-    assert_eq!(
-        names_set(&d),
-        Some(Some(format!("ANY 1 (\"{}\")", quorum::STRICT_PLACEHOLDER)))
-    );
+    assert_eq!(names_set(&d), Some(Some("ANY 1 (*)".to_string())));
 }
 
 fn quorum_race(me: &str, my_wal: u64, peers: Vec<PeerStatus>) -> Decision {
@@ -2488,7 +2507,7 @@ fn nostream_replica_recovers_from_the_archive_only() {
             .cluster()
     };
     let mut node = cfg("b");
-    node.tags.nostream = true;
+    node.tags.nostream = Some(true);
     let archive_recovery = PgObservation {
         replication_state: Some("in archive recovery".into()),
         ..pg_replica(90)

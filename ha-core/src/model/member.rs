@@ -263,7 +263,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.role, Some(Role::Primary));
         assert_eq!(m.state, Some(MemberState::Running));
-        assert!(m.tags.clonefrom);
+        assert!(m.tags.clone_from());
         let out = m.to_json();
         assert!(out.contains(r#""role":"primary""#));
         assert!(out.contains(r#""future":1"#));

@@ -2,7 +2,7 @@
 
 use super::{Components, RunnerEvent, RunnerSettings};
 use crate::clock::MonoTime;
-use crate::decision::{Action, Busy};
+use crate::decision::{Action, Busy, DemoteMode};
 use crate::model::{Failover, Lsn};
 use crate::postgres::{PgError, Postgres, StartRole, StopMode, StopOutcome, Upstream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,6 +207,13 @@ async fn run(
             )
             .await?;
             emit(RunnerEvent::Stopped);
+            if mode == DemoteMode::DemoteCluster {
+                if let Err(e) = pg.archive_shutdown_checkpoint().await {
+                    tracing::error!(
+                        "Failed to archive WAL file with the shutdown checkpoint: {e}"
+                    );
+                }
+            }
             if mode.releases_lease() {
                 if let Err(e) = parts.dcs.release_leader().await {
                     tracing::warn!("release after demote failed: {e}");

@@ -731,6 +731,11 @@ impl Runner {
                     "release leader",
                     with_deadline(retry, dcs.release_leader()).await.map(|_| ()),
                 );
+                // A primary whose Postgres is down and could not be restarted gives up
+                // its role with the lease: Patroni's `on_role_change` "demoted".
+                if !obs.pg.is_alive() && obs.pg.was_primary() {
+                    self.emit(RunnerEvent::RoleChanged("demoted"));
+                }
                 None
             }
             Action::ProbePeers { names } => {
