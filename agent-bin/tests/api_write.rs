@@ -207,12 +207,13 @@ async fn patch_and_put_config() {
     // null (removing the key) is fine.
     for body in [
         r#"{"postgresql": {"parameters_primary": {"work_mem": "1MB"}}}"#,
-        r#"{"slots": {"s1": {"type": "physical", "cluster_type": "standby"}}}"#,
+        r#"{"standby_cluster": {"host": "h", "leader_tags": {"a": 1}}}"#,
     ] {
         let (code, msg) = s.send(Method::PATCH, "/config", Some(body), None).await;
         assert_eq!(code, 400, "{body}: {msg}");
         assert!(
-            msg.contains("postgresql.parameters_primary") || msg.contains("slots.s1.cluster_type"),
+            msg.contains("postgresql.parameters_primary")
+                || msg.contains("standby_cluster.leader_tags"),
             "{msg}"
         );
         let (code, msg) = s.send(Method::PUT, "/config", Some(body), None).await;

@@ -1322,10 +1322,14 @@ impl PgDriver {
                     _ => None,
                 })
         };
-        let mode = setting("archive_mode").unwrap_or_default().to_ascii_lowercase();
+        let mode = setting("archive_mode")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let command = setting("archive_command").unwrap_or_default();
         if !matches!(mode.as_str(), "on" | "always" | "true") || command.trim().is_empty() {
-            tracing::info!("Not archiving latest checkpoint WAL file. Archiving is not configured.");
+            tracing::info!(
+                "Not archiving latest checkpoint WAL file. Archiving is not configured."
+            );
             return Ok(());
         }
         let Some(file) = self.controldata().await?.redo_wal_file else {

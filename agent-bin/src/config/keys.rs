@@ -272,14 +272,10 @@ mod tests {
 
     #[test]
     fn refused_keys_are_found_below_placeholders() {
-        let doc = serde_json::json!({"bootstrap": {"dcs": {"slots": {"s1": {
-            "type": "physical", "cluster_type": "standby"}}}}, "citus": {"group": 0}});
+        let doc = serde_json::json!({"bootstrap": {"method": "restore", "restore": {
+            "command": "restore.sh", "keep_data": true}}, "citus": {"group": 0}});
         let paths: Vec<String> = refusals(&doc, "").into_iter().map(|p| p.path).collect();
-        assert_eq!(
-            paths,
-            ["bootstrap.dcs.slots.s1.cluster_type", "citus"],
-            "{paths:?}"
-        );
+        assert_eq!(paths, ["bootstrap.restore.keep_data", "citus"], "{paths:?}");
         let patch = serde_json::json!({"postgresql": {"parameters_primary": {"a": 1}}});
         let p = dynamic_refusals(&patch);
         assert_eq!(p[0].path, "postgresql.parameters_primary");

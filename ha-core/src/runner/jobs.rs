@@ -209,9 +209,7 @@ async fn run(
             emit(RunnerEvent::Stopped);
             if mode == DemoteMode::DemoteCluster {
                 if let Err(e) = pg.archive_shutdown_checkpoint().await {
-                    tracing::error!(
-                        "Failed to archive WAL file with the shutdown checkpoint: {e}"
-                    );
+                    tracing::error!("Failed to archive WAL file with the shutdown checkpoint: {e}");
                 }
             }
             if mode.releases_lease() {

@@ -74,7 +74,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "bootstrap.dcs.slots.<slot>.type", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_logical_slot_follows_its_consumer_across_a_failover" } },
     Key { path: "bootstrap.dcs.slots.<slot>.database", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_logical_slot_follows_its_consumer_across_a_failover" } },
     Key { path: "bootstrap.dcs.slots.<slot>.plugin", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_logical_slot_follows_its_consumer_across_a_failover" } },
-    Key { path: "bootstrap.dcs.slots.<slot>.cluster_type", status: Status::Refused { why: "restricting a permanent slot to primary or standby clusters is not supported: fullauto keeps each permanent slot in every cluster; remove cluster_type (or the slot from the standby cluster's slots)" } },
+    Key { path: "bootstrap.dcs.slots.<slot>.cluster_type", status: Status::Honoured { test: "ha-core/src/model/permanent_slots.rs::cluster_type_keeps_a_physical_slot_to_its_kind_of_cluster" } },
     Key { path: "bootstrap.dcs.ignore_slots", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_logical_slot_follows_its_consumer_across_a_failover" } },
     Key { path: "bootstrap.dcs.ignore_slots.name", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_logical_slot_follows_its_consumer_across_a_failover" } },
     Key { path: "bootstrap.dcs.ignore_slots.type", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_logical_slot_follows_its_consumer_across_a_failover" } },
