@@ -385,3 +385,69 @@ async fn a_reload_can_switch_between_http_and_https() {
     tls.set(load_server_tls(&plain_cfg).unwrap());
     assert_eq!(reqwest::get(&plain).await.unwrap().status(), 200);
 }
+
+/// Runs a TLS 1.2 handshake in memory between the API's server config for `cfg`
+/// and a client offering only `offered`; the negotiated suite, or the error.
+fn handshake(
+    cfg: &RestApiConfig,
+    ca_pem: &str,
+    offered: rustls::SupportedCipherSuite,
+) -> Result<rustls::CipherSuite, rustls::Error> {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let server = load_server_tls(cfg).unwrap().expect("certfile set");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![offered],
+        ..rustls::crypto::ring::default_provider()
+    };
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut c =
+        rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::ServerConnection::new(server).unwrap();
+    while c.is_handshaking() || s.is_handshaking() {
+        let mut buf = Vec::new();
+        c.write_tls(&mut buf).unwrap();
+        s.read_tls(&mut &buf[..]).unwrap();
+        let server_result = s.process_new_packets();
+        let mut back = Vec::new();
+        s.write_tls(&mut back).unwrap();
+        c.read_tls(&mut &back[..]).unwrap();
+        server_result?;
+        c.process_new_packets()?;
+    }
+    Ok(c.negotiated_cipher_suite().unwrap().suite())
+}
+
+#[test]
+fn ciphers_choose_the_tls12_suites_the_server_accepts() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    // rcgen's keys are ECDSA: the server can use the ECDHE-ECDSA suites.
+    let pki = make_pki();
+    let mut cfg = restapi(pki.dir.path(), VerifyClient::None);
+    let chacha = cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256;
+    let aes = cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+    // Without ciphers both are accepted.
+    assert_eq!(
+        handshake(&cfg, &pki.ca_pem, chacha).unwrap(),
+        chacha.suite()
+    );
+    assert_eq!(handshake(&cfg, &pki.ca_pem, aes).unwrap(), aes.suite());
+    // Only the named one is.
+    cfg.ciphers = Some("ECDHE-ECDSA-AES128-GCM-SHA256:!SSLv3".into());
+    assert_eq!(handshake(&cfg, &pki.ca_pem, aes).unwrap(), aes.suite());
+    assert!(handshake(&cfg, &pki.ca_pem, chacha).is_err());
+    cfg.ciphers = Some("HIGH:!AESGCM".into());
+    assert_eq!(
+        handshake(&cfg, &pki.ca_pem, chacha).unwrap(),
+        chacha.suite()
+    );
+    assert!(handshake(&cfg, &pki.ca_pem, aes).is_err());
+}

@@ -203,6 +203,36 @@ async fn patch_and_put_config() {
         .await;
     assert_eq!(code, 400);
     assert!(msg.contains("standby_cluster.port"), "{msg}");
+    // Keys fullauto refuses are refused here too, named, and nothing is written;
+    // null (removing the key) is fine.
+    for body in [
+        r#"{"postgresql": {"parameters_primary": {"work_mem": "1MB"}}}"#,
+        r#"{"standby_cluster": {"host": "h", "leader_tags": {"a": 1}}}"#,
+    ] {
+        let (code, msg) = s.send(Method::PATCH, "/config", Some(body), None).await;
+        assert_eq!(code, 400, "{body}: {msg}");
+        assert!(
+            msg.contains("postgresql.parameters_primary")
+                || msg.contains("standby_cluster.leader_tags"),
+            "{msg}"
+        );
+        let (code, msg) = s.send(Method::PUT, "/config", Some(body), None).await;
+        assert_eq!(code, 400, "{body}: {msg}");
+    }
+    let (_, cfg) = s.get_json("/config").await;
+    assert!(
+        cfg["postgresql"].get("parameters_primary").is_none(),
+        "{cfg}"
+    );
+    let (code, msg) = s
+        .send(
+            Method::PATCH,
+            "/config",
+            Some(r#"{"postgresql": {"parameters_primary": null}}"#),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{msg}");
     *node.config_write.lock().unwrap() = Some(ConfigWrite::Conflict);
     assert_eq!(
         s.send(Method::PATCH, "/config", Some(r#"{"pause": true}"#), None)

@@ -253,17 +253,21 @@ fn bad_environment_values_name_their_variable() {
 }
 
 #[test]
-fn unsupported_sections_from_env_warn() {
-    let (_, w) = Config::from_yaml_str(
-        NO_DCS,
-        &env(&[
-            ("PATRONI_ETCD3_HOST", "127.0.0.1:2379"),
-            ("PATRONI_KUBERNETES_NAMESPACE", "x"),
-        ]),
-    )
-    .unwrap();
-    assert_eq!(w.len(), 1);
-    assert!(w[0].message.contains("PATRONI_KUBERNETES_NAMESPACE"));
+fn unsupported_sections_from_env_are_refused_naming_the_variable() {
+    for (var, path) in [
+        ("PATRONI_KUBERNETES_NAMESPACE", "kubernetes"),
+        ("PATRONI_CITUS_GROUP", "citus"),
+        ("PATRONI_THREAD_POOL_SIZE", "thread_pool_size"),
+    ] {
+        let e = Config::from_yaml_str(
+            NO_DCS,
+            &env(&[("PATRONI_ETCD3_HOST", "127.0.0.1:2379"), (var, "1")]),
+        )
+        .unwrap_err();
+        let p = e.0.errors().next().unwrap();
+        assert_eq!(p.path, path, "{var}: {p}");
+        assert!(p.message.contains(var), "{var}: {p}");
+    }
 }
 
 #[test]

@@ -367,8 +367,24 @@ fn validate_dynamic(v: &Value) -> Result<(), String> {
     }
 }
 
+/// `400` naming every key of a `PATCH`/`PUT /config` body that fullauto refuses
+/// (the key table's dynamic refusals), so it is never stored and ignored.
+fn refused_keys(body: &Value) -> Option<Reply> {
+    let refused = crate::config::keys::dynamic_refusals(body);
+    (!refused.is_empty()).then(|| {
+        let lines: Vec<String> = refused
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect();
+        Reply::text(400, format!("invalid configuration: {}", lines.join("; ")))
+    })
+}
+
 async fn patch_config(app: &App, patch: Map<String, Value>) -> Reply {
     let patch = Value::Object(patch);
+    if let Some(r) = refused_keys(&patch) {
+        return r;
+    }
     if let Some(current) = current_config(app) {
         let mut merged = serde_json::to_value(current).unwrap_or(Value::Null);
         merge_config_patch(&mut merged, &patch);
@@ -388,6 +404,9 @@ async fn patch_config(app: &App, patch: Map<String, Value>) -> Reply {
 
 async fn put_config(app: &App, config: Map<String, Value>) -> Reply {
     let config = Value::Object(config);
+    if let Some(r) = refused_keys(&config) {
+        return r;
+    }
     if let Err(e) = validate_dynamic(&config) {
         return Reply::text(400, format!("invalid configuration: {e}"));
     }

@@ -5,10 +5,12 @@
 //! The API is decoupled from the HA runner through [`NodeApi`].
 
 mod access;
+pub mod ciphers;
 mod client;
 mod cluster_json;
 mod handlers;
 mod health;
+pub mod listen;
 mod metrics;
 mod pinned;
 pub mod state;
@@ -74,11 +76,14 @@ impl ApiOptions {
     /// Options from the `restapi` section.
     pub fn from_config(c: &RestApiConfig) -> ApiOptions {
         let tls = c.is_tls();
-        let mut extra_headers: Vec<(String, String)> = c
-            .http_extra_headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        // `server_tokens` first, so an extra header named Server replaces it.
+        let mut extra_headers: Vec<(String, String)> =
+            vec![("Server".to_string(), c.server_tokens.header())];
+        extra_headers.extend(
+            c.http_extra_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         if tls {
             extra_headers.extend(
                 c.https_extra_headers
@@ -298,4 +303,41 @@ where
     let _ = Builder::new(TokioExecutor::new())
         .serve_connection(io, svc)
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerTokens;
+
+    #[test]
+    fn server_tokens_set_the_server_header() {
+        let server = |t: ServerTokens| {
+            let c = RestApiConfig {
+                server_tokens: t,
+                ..RestApiConfig::default()
+            };
+            ApiOptions::from_config(&c)
+                .extra_headers
+                .into_iter()
+                .find(|(k, _)| k == "Server")
+                .map(|(_, v)| v)
+        };
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            server(ServerTokens::Original),
+            Some(format!(
+                "fullauto/{version} (Patroni/{})",
+                ha_core::PATRONI_VERSION
+            ))
+        );
+        assert_eq!(
+            server(ServerTokens::ProductOnly).as_deref(),
+            Some("fullauto")
+        );
+        assert_eq!(
+            server(ServerTokens::Minimal),
+            Some(format!("fullauto/{version}"))
+        );
+    }
 }

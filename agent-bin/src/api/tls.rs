@@ -76,7 +76,18 @@ pub fn load_server_tls(c: &RestApiConfig) -> Result<Option<Arc<rustls::ServerCon
         .unwrap_or(certfile);
     let certs = read_certs("restapi certificate", certfile)?;
     let key = read_key("restapi private key", keyfile)?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
+    // `ciphers` narrows the TLS 1.2 suites (validation refused a string selecting none).
+    let server_provider = match c.ciphers.as_deref().filter(|s| !s.trim().is_empty()) {
+        None => provider(),
+        Some(spec) => {
+            let tls12 = super::ciphers::tls12_suites(spec).map_err(TlsError::Config)?;
+            Arc::new(rustls::crypto::CryptoProvider {
+                cipher_suites: super::ciphers::with_tls13(tls12),
+                ..rustls::crypto::ring::default_provider()
+            })
+        }
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(server_provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = match (

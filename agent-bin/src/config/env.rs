@@ -169,7 +169,8 @@ const CONSUL_KEYS: &[(&str, Form)] = &[
     ("service_tags", Form::List),
 ];
 
-/// Sections Patroni reads from the environment that fullauto does not support.
+/// Sections Patroni reads from the environment that fullauto refuses: their
+/// variables land in the overlay, where the key table refuses the section.
 const UNSUPPORTED: &[&str] = &["KUBERNETES", "EXHIBITOR", "RAFT", "CITUS"];
 
 /// Parses a list the way Patroni does: a YAML list (`[a, b]` or `- a`) or a
@@ -343,7 +344,31 @@ pub fn overlay_from_env(env: &EnvMap) -> EnvOverlay {
     o.section(env, "etcd3", ETCD_KEYS);
     o.section(env, "zookeeper", ZOOKEEPER_KEYS);
     o.section(env, "consul", CONSUL_KEYS);
-    for (var, _) in env.iter() {
+    // Documented by Patroni, refused by fullauto's key table: set them so the
+    // refusal names the key and the variable.
+    for (var, path) in [
+        ("PATRONI_THREAD_POOL_SIZE", &["thread_pool_size"][..]),
+        ("PATRONI_THREAD_STACK_SIZE", &["thread_stack_size"]),
+        (
+            "PATRONI_RESTAPI_THREAD_POOL_SIZE",
+            &["restapi", "thread_pool_size"],
+        ),
+        // Patroni's documentation names it so; it belongs to the kubernetes section.
+        (
+            "PATRONI_RETRIABLE_HTTP_CODES",
+            &["kubernetes", "retriable_http_codes"],
+        ),
+        // Patroni's documentation spells pg_isready's variable so.
+        (
+            "PATRONI_POSTGRESQL_BIN_IS_READY",
+            &["postgresql", "bin_name", "pg_isready"],
+        ),
+    ] {
+        if let Some(text) = env.get(var).filter(|t| !t.is_empty()) {
+            o.set(path, Value::String(text.clone()), var);
+        }
+    }
+    for (var, text) in env.iter().filter(|(_, t)| !t.is_empty()) {
         let Some(rest) = var.strip_prefix(PREFIX) else {
             continue;
         };
@@ -351,13 +376,12 @@ pub fn overlay_from_env(env: &EnvMap) -> EnvOverlay {
             .iter()
             .find(|s| rest.starts_with(&format!("{s}_")))
         {
-            o.warnings.push(Problem::warning(
-                "",
-                format!(
-                    "{var}: the {} section is not supported by fullauto (ignored)",
-                    section.to_ascii_lowercase()
-                ),
-            ));
+            let key = rest[section.len() + 1..].to_ascii_lowercase();
+            o.set(
+                &[&section.to_ascii_lowercase(), &key],
+                Value::String(text.clone()),
+                var,
+            );
         }
     }
     o

@@ -8,6 +8,7 @@
 
 mod dcs;
 mod env;
+pub mod keys;
 mod log;
 mod loose;
 mod report;
@@ -282,11 +283,19 @@ fn check_document(file_doc: Value, env: &EnvMap) -> (Value, Report) {
     apply_synonyms(&mut doc);
     schema::check(&schema::config_kind(), &doc, "", &mut problems);
     cross_checks(&doc, &mut problems);
+    // Keys the table refuses whatever their value (once per path).
+    for p in keys::refusals(&doc, "") {
+        if !problems.iter().any(|o| o.is_error() && o.path == p.path) {
+            problems.push(p);
+        }
+    }
     for p in &mut problems {
         if let Some((_, var)) = overlay.origins.iter().rev().find(|(path, _)| {
             p.path == **path
                 || p.path.starts_with(&format!("{path}."))
                 || p.path.starts_with(&format!("{path}["))
+                // A refused section whose key a variable set.
+                || (!p.path.is_empty() && path.starts_with(&format!("{}.", p.path)))
         }) {
             p.message.push_str(&format!(" (set by {var})"));
         }
@@ -314,12 +323,6 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
                 "this DCS is not supported by fullauto; use etcd3, zookeeper or consul",
             ));
         }
-    }
-    if top.contains_key("citus") {
-        out.push(Problem::warning(
-            "citus",
-            "Citus is not supported (ignored)",
-        ));
     }
     match present.len() {
         0 => out.push(Problem::error(
@@ -353,14 +356,6 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
                 out.push(p);
             }
         }
-    }
-    if let Some(pg) = top
-        .get("bootstrap")
-        .and_then(|b| b.get("dcs"))
-        .and_then(|d| d.get("postgresql"))
-        .and_then(Value::as_object)
-    {
-        check_role_parameters("bootstrap.dcs.postgresql", pg, out);
     }
     check_watchdog(top, out);
     // Tag conflicts (spec §7: nofailover wins, nosync wins).
@@ -407,6 +402,15 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
                 .and_then(loose::as_string)
                 .is_some_and(|s| !s.is_empty())
         };
+        if let Some(spec) = r
+            .get("ciphers")
+            .and_then(loose::as_string)
+            .filter(|s| !s.trim().is_empty())
+        {
+            if let Err(why) = crate::api::ciphers::tls12_suites(&spec) {
+                out.push(Problem::error("restapi.ciphers", why));
+            }
+        }
         if has("keyfile") && !has("certfile") {
             out.push(Problem::error(
                 "restapi.keyfile",
@@ -457,7 +461,6 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
     }
     if let Some(pg) = top.get("postgresql").and_then(Value::as_object) {
         check_config_dir(pg, out);
-        check_role_parameters("postgresql", pg, out);
         let methods = pg
             .get("create_replica_methods")
             .and_then(loose::as_string_list)
@@ -493,12 +496,6 @@ fn cross_checks(doc: &Value, out: &mut Vec<Problem>) {
                 ));
             }
         }
-        if b.contains_key("users") {
-            out.push(Problem::warning(
-                "bootstrap.users",
-                "removed in Patroni 4; create users in post_bootstrap (ignored)",
-            ));
-        }
     }
 }
 
@@ -517,25 +514,6 @@ fn check_config_dir(pg: &Map<String, Value>, out: &mut Vec<Problem>) {
             "postgresql.config_dir",
             format!("{dir:?} must be an absolute path"),
         ));
-    }
-}
-
-/// Role-specific parameters (`parameters_primary`, …) are not in Patroni 4.1 and
-/// not applied: refused rather than ignored, in `section` (`postgresql` or
-/// `bootstrap.dcs.postgresql`).
-fn check_role_parameters(section: &str, pg: &Map<String, Value>, out: &mut Vec<Problem>) {
-    for key in [
-        "parameters_primary",
-        "parameters_replica",
-        "parameters_standby_leader",
-    ] {
-        if pg.get(key).is_some_and(|v| !v.is_null()) {
-            out.push(Problem::error(
-                format!("{section}.{key}"),
-                "role-specific parameters are not part of Patroni 4.1 and not supported; \
-                 put the settings in parameters (the same on every role) and remove this key",
-            ));
-        }
     }
 }
 

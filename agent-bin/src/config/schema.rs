@@ -349,7 +349,7 @@ fn pg_user_kind() -> Kind {
 
 /// A custom bootstrap or replica-creation method section; its other keys are
 /// passed to the command as `--key=value`.
-fn method_section_kind() -> Kind {
+pub(crate) fn method_section_kind() -> Kind {
     Kind::Map(
         vec![
             req("command", Kind::Str),
@@ -484,6 +484,8 @@ pub(crate) fn config_kind() -> Kind {
         opt("http_extra_headers", Kind::MapOf(Box::new(Kind::Str))),
         opt("https_extra_headers", Kind::MapOf(Box::new(Kind::Str))),
         opt("request_queue_size", Kind::Int(Some(0))),
+        // Refused by the key table (agent-bin/src/config/keys/table.rs).
+        opt("thread_pool_size", Kind::Any),
         opt(
             "server_tokens",
             Kind::Enum(&["original", "productonly", "minimal"]),
@@ -599,7 +601,9 @@ pub(crate) fn config_kind() -> Kind {
         req("scope", Kind::Str),
         opt("namespace", Kind::Str),
         req("name", Kind::Str),
-        opt("thread_pool_size", Kind::Int(Some(1))),
+        // Refused by the key table (agent-bin/src/config/keys/table.rs).
+        opt("thread_pool_size", Kind::Any),
+        opt("thread_stack_size", Kind::Any),
         req("restapi", restapi),
         opt("ctl", map(ctl)),
         opt("etcd3", super::dcs::section_kind("etcd3")),

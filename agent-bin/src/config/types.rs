@@ -48,6 +48,51 @@ impl<'de> Deserialize<'de> for VerifyClient {
     }
 }
 
+/// `restapi.server_tokens`: the `Server` header of every answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerTokens {
+    /// `fullauto/VERSION (Patroni/VERSION)`: fullauto's version and the Patroni
+    /// version whose behaviour it implements.
+    #[default]
+    Original,
+    /// `fullauto`.
+    ProductOnly,
+    /// `fullauto/VERSION`.
+    Minimal,
+}
+
+impl ServerTokens {
+    /// The header's value.
+    pub fn header(self) -> String {
+        let version = env!("CARGO_PKG_VERSION");
+        match self {
+            ServerTokens::Original => {
+                format!("fullauto/{version} (Patroni/{})", ha_core::PATRONI_VERSION)
+            }
+            ServerTokens::ProductOnly => "fullauto".to_string(),
+            ServerTokens::Minimal => format!("fullauto/{version}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerTokens {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        match loose::as_string(&v)
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "" | "original" => Ok(ServerTokens::Original),
+            "productonly" => Ok(ServerTokens::ProductOnly),
+            "minimal" => Ok(ServerTokens::Minimal),
+            other => Err(serde::de::Error::custom(format!(
+                "server_tokens: expected Original, ProductOnly or Minimal, got {other:?}"
+            ))),
+        }
+    }
+}
+
 /// `restapi`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct RestApiConfig {
@@ -72,7 +117,7 @@ pub struct RestApiConfig {
     /// CA bundle for client certificates.
     #[serde(default, deserialize_with = "loose::opt_string")]
     pub cafile: Option<String>,
-    /// Allowed TLS ciphers (OpenSSL syntax; informative here).
+    /// OpenSSL cipher string narrowing the TLS 1.2 suites (`api::ciphers`).
     #[serde(default, deserialize_with = "loose::opt_string")]
     pub ciphers: Option<String>,
     /// Client certificate policy.
@@ -90,9 +135,13 @@ pub struct RestApiConfig {
     /// Headers added to every HTTPS answer.
     #[serde(default, deserialize_with = "loose::string_map")]
     pub https_extra_headers: BTreeMap<String, String>,
-    /// Listen backlog.
+    /// `request_queue_size`: the listen backlog of the API's socket (the system's
+    /// default without it).
     #[serde(default, deserialize_with = "loose::opt_i64")]
     pub request_queue_size: Option<i64>,
+    /// `server_tokens`: what the `Server` header says.
+    #[serde(default)]
+    pub server_tokens: ServerTokens,
 }
 
 impl RestApiConfig {

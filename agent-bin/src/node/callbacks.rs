@@ -66,3 +66,64 @@ fn spawn(script: &Script, action: &str, role: &str, scope: &str) -> Option<tokio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// The lines the script wrote, once there are `n` of them.
+    async fn lines(log: &Path, n: usize) -> Vec<String> {
+        for _ in 0..500 {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= n {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the callback script did not write {n} lines");
+    }
+
+    #[tokio::test]
+    async fn each_event_runs_its_script_with_action_role_and_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let script = dir.path().join("callback.sh");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = || Some(Script::Line(script.display().to_string()));
+        let callbacks = Callbacks {
+            on_start: s(),
+            on_stop: s(),
+            on_restart: s(),
+            on_reload: s(),
+            on_role_change: s(),
+        };
+        let (_keep, rx) = tokio::sync::watch::channel(callbacks);
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(run(rx, "demo".into(), events));
+        let steps = [
+            (RunnerEvent::Started("replica"), "on_start replica demo"),
+            (
+                RunnerEvent::RoleChanged("primary"),
+                "on_role_change primary demo",
+            ),
+            (RunnerEvent::Reloaded, "on_reload primary demo"),
+            (RunnerEvent::Restarted("primary"), "on_restart primary demo"),
+            (RunnerEvent::Stopped, "on_stop primary demo"),
+        ];
+        for (i, (event, want)) in steps.into_iter().enumerate() {
+            tx.send(event).unwrap();
+            assert_eq!(lines(&log, i + 1).await[i], want);
+        }
+        drop(tx);
+        task.await.unwrap();
+    }
+}

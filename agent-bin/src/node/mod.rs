@@ -108,7 +108,7 @@ pub async fn run(
         scheduled_restart: Default::default(),
         pg: driver,
     });
-    let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
+    let listener = crate::api::listen::bind(&cfg.restapi.listen, cfg.restapi.request_queue_size)
         .await
         .with_context(|| format!("restapi.listen {}", cfg.restapi.listen))?;
     let router = crate::api::router_with(api, &api_control);

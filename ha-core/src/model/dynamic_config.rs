@@ -136,7 +136,7 @@ pub struct DynamicConfig {
     /// Keep absent members' slots this long, seconds.
     #[serde(
         default = "defaults::member_slots_ttl",
-        deserialize_with = "seconds",
+        deserialize_with = "seconds_with_unit",
         serialize_with = "write_seconds",
         skip_serializing_if = "is_default_slots_ttl"
     )]
@@ -464,6 +464,33 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     number(&v).ok_or_else(|| serde::de::Error::custom(format!("expected seconds, got {v}")))
 }
 
+/// Seconds, or a number with one of Postgres' time units (`30min`, `1h`, `500ms`), as
+/// Patroni reads `member_slots_ttl`.
+fn seconds_with_unit<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = Value::deserialize(d)?;
+    let with_unit = || {
+        let s = v.as_str()?.trim();
+        let at = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (n, unit) = s.split_at(at);
+        let n: f64 = n.parse().ok()?;
+        let scale = match unit.trim() {
+            "us" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return None,
+        };
+        Some(n * scale)
+    };
+    number(&v).or_else(with_unit).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "expected seconds or a time with a unit (us, ms, s, min, h, d), got {v}"
+        ))
+    })
+}
+
 fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     let v = Value::deserialize(d)?;
     number(&v)
@@ -582,5 +609,27 @@ mod tests {
         assert_eq!(c.validate(), vec!["ttl: must be > 0, got 0".to_string()]);
         assert!(DynamicConfig::parse("[1]").is_err());
         assert!(DynamicConfig::parse(r#"{"ttl":"abc"}"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::DynamicConfig;
+
+    #[test]
+    fn member_slots_ttl_takes_postgres_time_units() {
+        for (text, secs) in [
+            ("\"30min\"", 1800.0),
+            ("\"1h\"", 3600.0),
+            ("\"500ms\"", 0.5),
+            ("90", 90.0),
+        ] {
+            let c: DynamicConfig =
+                serde_json::from_str(&format!("{{\"member_slots_ttl\": {text}}}")).unwrap();
+            assert_eq!(c.member_slots_ttl, secs, "{text}");
+        }
+        assert!(
+            serde_json::from_str::<DynamicConfig>(r#"{"member_slots_ttl": "5 parsecs"}"#).is_err()
+        );
     }
 }

@@ -32,6 +32,7 @@ pub fn permanent_slots(dc: &DynamicConfig) -> Vec<PermanentSlot> {
     else {
         return Vec::new();
     };
+    let standby = dc.is_standby_cluster();
     let mut out: Vec<PermanentSlot> = slots
         .iter()
         .filter(|(name, _)| is_valid_slot_name(name))
@@ -40,6 +41,16 @@ pub fn permanent_slots(dc: &DynamicConfig) -> Vec<PermanentSlot> {
                 name: name.clone(),
                 kind,
             })
+        })
+        // `cluster_type` keeps a physical slot to primary or standby clusters, as
+        // Patroni reads it (other values: every cluster).
+        .filter(|p| {
+            p.kind != SlotKind::Physical
+                || match slots[&p.name].get("cluster_type").and_then(Value::as_str) {
+                    Some("primary") => !standby,
+                    Some("standby") => standby,
+                    _ => true,
+                }
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -174,6 +185,28 @@ mod tests {
             }
         );
         assert!(has_logical_slots(&dc));
+    }
+
+    #[test]
+    fn cluster_type_keeps_a_physical_slot_to_its_kind_of_cluster() {
+        let slots = r#""slots": {
+            "everywhere": {"type": "physical"},
+            "any": {"type": "physical", "cluster_type": "any"},
+            "on_primary": {"type": "physical", "cluster_type": "primary"},
+            "on_standby": {"type": "physical", "cluster_type": "standby"}
+        }"#;
+        let primary = config(&format!("{{{slots}}}"));
+        assert_eq!(
+            permanent_physical_slots(&primary),
+            vec!["any", "everywhere", "on_primary"]
+        );
+        let standby = config(&format!(
+            r#"{{{slots}, "standby_cluster": {{"host": "10.0.0.9", "port": 5432}}}}"#
+        ));
+        assert_eq!(
+            permanent_physical_slots(&standby),
+            vec!["any", "everywhere", "on_standby"]
+        );
     }
 
     #[test]
