@@ -647,6 +647,11 @@ impl World {
                 });
                 return self.end_cycle(i, true);
             }
+            if self.cfg.record_actions {
+                let ms = self.now.as_millis();
+                let line = format!("{}.{:03}s {action}", ms / 1000, ms % 1000);
+                self.executed[i].push(line);
+            }
             let record = (!action.is_query()).then(|| action.clone());
             match self.execute(i, action) {
                 Flow::Wait => return,

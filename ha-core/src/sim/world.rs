@@ -168,6 +168,8 @@ pub struct World {
     converged_after: Option<Duration>,
     faults: u64,
     pub(super) failsafe_keeps: u64,
+    /// Per node, the executed actions (only with `SimConfig::record_actions`).
+    pub(super) executed: Vec<Vec<String>>,
 }
 
 impl World {
@@ -246,6 +248,7 @@ impl World {
             converged_after: None,
             faults: 0,
             failsafe_keeps: 0,
+            executed: vec![Vec::new(); n],
             cfg,
         }
     }
@@ -337,6 +340,7 @@ impl World {
             },
             trace_hash: self.trace.hash(),
             trace: self.trace.into_lines(),
+            actions: self.executed,
         }
     }
 
