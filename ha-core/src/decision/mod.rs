@@ -21,6 +21,8 @@
 
 mod action;
 mod failsafe;
+#[cfg(test)]
+mod fixtures;
 mod health;
 mod input;
 mod leader_sync;
