@@ -54,6 +54,9 @@ pub struct SimConfig {
     pub check_liveness: bool,
     /// Keep readable trace lines (costly; failing seeds are re-run with it).
     pub trace: bool,
+    /// Keep, per node, every action it executes as a `time action` line
+    /// ([`SimResult::actions`]), to prove a refactor leaves the runs unchanged.
+    pub record_actions: bool,
     /// Check (e) for every node, not only those whose Postgres may accept writes: also
     /// flags an agent that believes in a lease it is releasing while Postgres is down
     /// (harmless for safety; see the report on renew-during-demote).
@@ -82,6 +85,7 @@ impl Default for SimConfig {
             check_lease: true,
             check_liveness: true,
             trace: false,
+            record_actions: false,
             strict_lease_view: false,
             synchronous_percent: 30,
             synchronous_modes: vec![
@@ -153,6 +157,9 @@ pub struct SimResult {
     pub trace_hash: u64,
     /// Readable trace (only with `SimConfig::trace`).
     pub trace: Vec<String>,
+    /// Per node, the actions it executed, one `time action` line each (only with
+    /// `SimConfig::record_actions`).
+    pub actions: Vec<Vec<String>>,
 }
 
 /// Runs one seed.

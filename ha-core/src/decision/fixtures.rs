@@ -1,0 +1,456 @@
+//! Decision scenarios as data, in the manner of raft-rs's `testdata`: every file in
+//! `src/decision/testdata/` is a list of blocks, each a cluster view, a local Postgres
+//! and the exact actions `decide` emits for them, one [`Action`] `Display` line each.
+//! Adding a case is adding text. `REWRITE=1 cargo test -p ha-core fixtures` writes
+//! the emitted actions into the files (review the diff before committing it).
+//!
+//! A block:
+//! ```text
+//! # what the scenario shows (comment lines are kept as they are)
+//! decide me=b at=1010 keep
+//! leader a
+//! member a primary 100
+//! key config {"synchronous_mode":"on"}
+//! pg replica 100
+//! outcome renewed 1000
+//! ----
+//! Follow a
+//! PublishMember role=replica state=running
+//! ```
+//! `decide` takes `me` (the deciding member), `at` (ms, default 1000), `read_at` (ms
+//! the view was read, default 1000), `keep` (start from the state the previous block
+//! left instead of a fresh one), `save=NAME` (remember the state this block leaves)
+//! and `from=NAME` (start from a remembered state). Input lines:
+//! - `leader NAME`, `member NAME ROLE WAL`, `key KEY VALUE` (the rest of the line):
+//!   the cluster view (an `initialize` key is there unless `view empty`, a cluster
+//!   nobody initialized); `dcs unreachable TEXT`: the read failed;
+//! - `pg primary WAL`, `pg replica WAL`: the local Postgres, running on timeline 1,
+//!   then any of `process=running|starting|stopped|crashed|hung`,
+//!   `in_recovery=true|false|-`, `sysid=ID`, `timeline=N`, `wal=LSN`; `pg empty`: no
+//!   data directory; `repl NAME SYNC_STATE FLUSH`: a replication connection (streaming)
+//!   the primary reports; `ssn VALUE` (the rest of the line): its
+//!   `synchronous_standby_names`; `busy promote|demote|restart|…`: a background action
+//!   runs;
+//! - `outcome renewed MS`, `outcome acquired MS`, `outcome lost`, `outcome taken`,
+//!   `outcome initialize-won`, `outcome initialize-lost`, `outcome probed PEER…` with
+//!   each peer `NAME:WAL` followed by `,primary` or `,priority=N` as needed, or `NAME:-`
+//!   for no answer: the query outcomes of this cycle;
+//! - `tag nofailover`, `tag nostream`: the node's tags (set); `tag KEY=VALUE`: a tag
+//!   with a JSON value (or a string), as the config file would give it;
+//! - `state lease_until=MS`, `state started_at=MS`, `state fence_armed`: the local
+//!   state to start from;
+//! - `assert message ~ TEXT` (the message contains TEXT), `assert message = TEXT`,
+//!   `assert lease_until MS|-`, `assert rerun true|false`, `assert wake_at MS|-`:
+//!   checks beyond the actions.
+
+use super::tests::{cfg, obs, pg_primary, pg_replica, t, View};
+use super::{decide, Busy, LocalState, Outcome, PeerReply, PeerStatus};
+use crate::dcs::DcsError;
+use crate::model::{Cluster, Tags};
+use crate::postgres::{DataDirState, PgObservation, PgProcess, ReplicationConnection};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One block of a fixture file.
+struct Block {
+    /// Line number of the `decide` line (1-based).
+    line: usize,
+    /// Comment lines before it.
+    comments: Vec<String>,
+    /// The `decide` line.
+    command: String,
+    /// Input lines.
+    input: Vec<String>,
+    /// The expected output lines.
+    expected: Vec<String>,
+}
+
+fn parse(text: &str) -> Result<Vec<Block>, String> {
+    let mut blocks = Vec::new();
+    let mut lines = text.lines().enumerate().peekable();
+    let mut comments = Vec::new();
+    while let Some((i, l)) = lines.next() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        if l.starts_with('#') {
+            comments.push(l.to_string());
+            continue;
+        }
+        if !l.starts_with("decide") {
+            return Err(format!("line {}: expected `decide`, found {l:?}", i + 1));
+        }
+        let mut input = Vec::new();
+        loop {
+            match lines.next() {
+                Some((_, "----")) => break,
+                Some((_, x)) => input.push(x.to_string()),
+                None => return Err(format!("line {}: block without `----`", i + 1)),
+            }
+        }
+        let mut expected = Vec::new();
+        while let Some((_, x)) = lines.peek() {
+            if x.trim().is_empty() {
+                break;
+            }
+            expected.push(x.to_string());
+            lines.next();
+        }
+        blocks.push(Block {
+            line: i + 1,
+            comments: std::mem::take(&mut comments),
+            command: l.to_string(),
+            input,
+            expected,
+        });
+    }
+    Ok(blocks)
+}
+
+fn ms(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("not a time in ms: {s:?}"))
+}
+
+fn peer(spec: &str) -> Result<PeerStatus, String> {
+    let mut parts = spec.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (name, wal) = head
+        .split_once(':')
+        .ok_or_else(|| format!("peer {spec:?}: expected NAME:WAL"))?;
+    if wal == "-" {
+        return Ok(PeerStatus {
+            name: name.into(),
+            reply: None,
+        });
+    }
+    let mut reply = PeerReply {
+        is_primary: false,
+        wal_position: wal.parse().map_err(|_| format!("peer {spec:?}: bad WAL"))?,
+        timeline: Some(1),
+        tags: Tags::default(),
+        watchdog_failed: false,
+    };
+    for flag in parts {
+        match flag.split_once('=') {
+            None if flag == "primary" => reply.is_primary = true,
+            Some(("priority", n)) => {
+                reply.tags.failover_priority = Some(
+                    n.parse::<i64>()
+                        .map_err(|_| format!("peer {spec:?}: bad priority"))?
+                        .into(),
+                )
+            }
+            _ => return Err(format!("peer {spec:?}: unknown flag {flag:?}")),
+        }
+    }
+    Ok(PeerStatus {
+        name: name.into(),
+        reply: Some(reply),
+    })
+}
+
+/// A local Postgres: `primary|replica WAL [process=…] [in_recovery=…] [sysid=…]` or
+/// `empty`.
+fn postgres(words: &[&str]) -> Result<PgObservation, String> {
+    let mut pg = match words {
+        ["empty"] => return Ok(PgObservation::stopped(DataDirState::Empty)),
+        ["primary", wal, ..] => pg_primary(ms(wal)?),
+        ["replica", wal, ..] => pg_replica(ms(wal)?),
+        _ => return Err(format!("unknown pg {words:?}")),
+    };
+    for kv in &words[2..] {
+        match kv.split_once('=') {
+            Some(("process", p)) => {
+                pg.process = match p {
+                    "running" => PgProcess::Running,
+                    "starting" => PgProcess::Starting,
+                    "stopped" => PgProcess::Stopped,
+                    "crashed" => PgProcess::Crashed,
+                    "hung" => PgProcess::Hung,
+                    _ => return Err(format!("unknown process {p:?}")),
+                }
+            }
+            Some(("in_recovery", r)) => {
+                pg.in_recovery = match r {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    "-" => None,
+                    _ => return Err(format!("unknown in_recovery {r:?}")),
+                }
+            }
+            Some(("timeline", n)) => pg.timeline = Some(ms(n)?),
+            Some(("wal", n)) => pg.wal_lsn = Some(ms(n)?),
+            Some(("sysid", id)) => {
+                pg.data_dir = DataDirState::Initialized {
+                    system_identifier: id.to_string(),
+                }
+            }
+            _ => return Err(format!("unknown pg field {kv:?}")),
+        }
+    }
+    Ok(pg)
+}
+
+fn busy(what: &str) -> Result<Busy, String> {
+    Ok(match what {
+        "bootstrap" => Busy::Bootstrap,
+        "clone" => Busy::Clone,
+        "start" => Busy::Start,
+        "promote" => Busy::Promote,
+        "demote" => Busy::Demote,
+        "restart" => Busy::Restart,
+        "reinitialize" => Busy::Reinitialize,
+        "copy-slots" => Busy::CopySlots,
+        _ => return Err(format!("unknown busy {what:?}")),
+    })
+}
+
+/// Runs one block; returns the emitted output lines.
+fn run(
+    block: &Block,
+    prev: &mut LocalState,
+    saved: &mut BTreeMap<String, LocalState>,
+) -> Result<Vec<String>, String> {
+    let mut me = None;
+    let mut at = 1000;
+    let mut read_at = 1000;
+    let mut start = LocalState::default();
+    let mut save = None;
+    for arg in block.command.split_whitespace().skip(1) {
+        match arg.split_once('=') {
+            Some(("me", v)) => me = Some(v.to_string()),
+            Some(("at", v)) => at = ms(v)?,
+            Some(("read_at", v)) => read_at = ms(v)?,
+            Some(("save", v)) => save = Some(v.to_string()),
+            Some(("from", v)) => {
+                start = saved
+                    .get(v)
+                    .cloned()
+                    .ok_or_else(|| format!("no saved state {v:?}"))?
+            }
+            None if arg == "keep" => start = prev.clone(),
+            _ => return Err(format!("unknown argument {arg:?}")),
+        }
+    }
+    let me = me.ok_or("decide needs me=NAME")?;
+    let mut node = cfg(&me);
+    let mut state = start;
+    let mut view = View::new();
+    let mut empty_view = false;
+    let mut unreachable = None;
+    let mut pg: Option<PgObservation> = None;
+    let mut busy = None;
+    let mut outcomes = Vec::new();
+    let mut asserts = Vec::new();
+    for l in &block.input {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        match words.as_slice() {
+            ["leader", name] => view = view.leader(name),
+            ["member", name, role, wal] => view = view.member(name, role, ms(wal)?),
+            ["key", k, ..] => {
+                let value = l.trim_start()["key".len()..].trim_start()[k.len()..].trim_start();
+                view = view.key(k, value)
+            }
+            ["view", "empty"] => empty_view = true,
+            ["dcs", "unreachable", ..] => {
+                unreachable = Some(l.trim_start()["dcs unreachable".len()..].trim().to_string())
+            }
+            ["pg", rest @ ..] => pg = Some(postgres(rest)?),
+            ["repl", name, sync_state, flush] => {
+                let pg = pg.as_mut().ok_or("`repl` before `pg`")?;
+                pg.replication.push(ReplicationConnection {
+                    application_name: name.to_string(),
+                    state: "streaming".into(),
+                    sync_state: sync_state.to_string(),
+                    flush_lsn: Some(ms(flush)?),
+                    ..Default::default()
+                })
+            }
+            ["ssn", ..] => {
+                let pg = pg.as_mut().ok_or("`ssn` before `pg`")?;
+                pg.synchronous_standby_names =
+                    Some(l.trim_start()["ssn".len()..].trim().to_string())
+            }
+            ["busy", what] => busy = Some(self::busy(what)?),
+            ["outcome", "renewed", sent] => outcomes.push(Outcome::LeaseRenewed {
+                sent_at: t(ms(sent)?),
+            }),
+            ["outcome", "acquired", sent] => outcomes.push(Outcome::LeaseAcquired {
+                sent_at: t(ms(sent)?),
+            }),
+            ["outcome", "lost"] => outcomes.push(Outcome::LeaseLost),
+            ["outcome", "taken"] => outcomes.push(Outcome::LeaseTaken),
+            ["outcome", "initialize-won"] => outcomes.push(Outcome::InitializeWon),
+            ["outcome", "initialize-lost"] => outcomes.push(Outcome::InitializeLost),
+            ["outcome", "probed", peers @ ..] => outcomes.push(Outcome::PeersProbed(
+                peers.iter().map(|p| peer(p)).collect::<Result<_, _>>()?,
+            )),
+            ["tag", "nofailover"] => node.tags.nofailover = Some(true),
+            ["tag", "nostream"] => node.tags.nostream = Some(true),
+            ["tag", kv] => {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or(format!("tag {kv:?} is not KEY=VALUE"))?;
+                let mut all = match serde_json::to_value(&node.tags) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => serde_json::Map::new(),
+                };
+                // The flags as written, also when false (the record hides them then).
+                for (flag, set) in [
+                    ("nofailover", node.tags.nofailover),
+                    ("nosync", node.tags.nosync),
+                ] {
+                    if let Some(b) = set {
+                        all.insert(flag.into(), b.into());
+                    }
+                }
+                let value = serde_json::from_str(v).unwrap_or_else(|_| v.into());
+                all.insert(k.into(), value);
+                node.tags = serde_json::from_value(all.into()).map_err(|e| e.to_string())?;
+            }
+            ["state", "fence_armed"] => state.fence_armed = true,
+            ["state", kv] => match kv.split_once('=') {
+                Some(("lease_until", v)) => state.lease_until = Some(t(ms(v)?)),
+                Some(("started_at", v)) => state.started_at = Some(t(ms(v)?)),
+                _ => return Err(format!("unknown state {kv:?}")),
+            },
+            ["assert", ..] => asserts.push(l.trim_start()["assert".len()..].trim().to_string()),
+            _ => return Err(format!("unknown input line {l:?}")),
+        }
+    }
+    let pg = pg.ok_or("no `pg` line")?;
+    let cluster = if empty_view {
+        Cluster::default()
+    } else {
+        view.cluster()
+    };
+    let mut o = obs(cluster, pg, outcomes);
+    o.read_at = t(read_at);
+    o.busy = busy;
+    if let Some(why) = unreachable {
+        o.cluster = Err(DcsError::Unreachable(why));
+    }
+    let d = decide(&node, &state, &o, t(at));
+    for a in &asserts {
+        let fail = |what: String| Err(format!("assert {a}: {what}"));
+        let msg = &d.state.message;
+        if let Some(text) = a.strip_prefix("message ~ ") {
+            if !msg.contains(text) {
+                return fail(format!("message is {msg:?}"));
+            }
+        } else if let Some(text) = a.strip_prefix("message = ") {
+            if msg != text {
+                return fail(format!("message is {msg:?}"));
+            }
+        } else if let Some(v) = a.strip_prefix("lease_until ") {
+            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
+            if d.state.lease_until != want {
+                return fail(format!("lease_until is {:?}", d.state.lease_until));
+            }
+        } else if let Some(v) = a.strip_prefix("wake_at ") {
+            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
+            if d.wake_at != want {
+                return fail(format!("wake_at is {:?}", d.wake_at));
+            }
+        } else if let Some(v) = a.strip_prefix("rerun ") {
+            if d.rerun.to_string() != v {
+                return fail(format!("rerun is {}", d.rerun));
+            }
+        } else {
+            return Err(format!("unknown assert {a:?}"));
+        }
+    }
+    *prev = d.state.clone();
+    if let Some(name) = save {
+        saved.insert(name, d.state.clone());
+    }
+    Ok(d.actions.iter().map(ToString::to_string).collect())
+}
+
+fn render(blocks: &[Block], outputs: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    for (b, o) in blocks.iter().zip(outputs) {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        for c in &b.comments {
+            let _ = writeln!(out, "{c}");
+        }
+        let _ = writeln!(out, "{}", b.command);
+        for l in &b.input {
+            let _ = writeln!(out, "{l}");
+        }
+        out.push_str("----\n");
+        for l in o {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    out
+}
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/decision/testdata")
+}
+
+#[test]
+fn fixtures() {
+    let rewrite = std::env::var("REWRITE").is_ok_and(|v| v == "1");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(testdata())
+        .expect("src/decision/testdata")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixture files");
+    let mut failures = Vec::new();
+    let mut blocks_run = 0;
+    for f in &files {
+        let name = f
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let text = std::fs::read_to_string(f).expect("fixture file");
+        let blocks = match parse(&text) {
+            Ok(b) => b,
+            Err(e) => {
+                failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let mut state = LocalState::default();
+        let mut saved = BTreeMap::new();
+        let mut outputs = Vec::new();
+        for b in &blocks {
+            blocks_run += 1;
+            match run(b, &mut state, &mut saved) {
+                Ok(got) => {
+                    if got != b.expected && !rewrite {
+                        failures.push(format!(
+                            "{name}:{}: emitted actions differ\n  expected:\n    {}\n  emitted:\n    {}",
+                            b.line,
+                            b.expected.join("\n    "),
+                            got.join("\n    ")
+                        ));
+                    }
+                    outputs.push(got);
+                }
+                Err(e) => {
+                    failures.push(format!("{name}:{}: {e}", b.line));
+                    outputs.push(b.expected.clone());
+                }
+            }
+        }
+        if rewrite {
+            let new = render(&blocks, &outputs);
+            if new != text {
+                std::fs::write(f, new).expect("rewrite fixture");
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {blocks_run} fixture blocks failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -1,0 +1,114 @@
+//! Switchover and manual failover (the `failover` key) from the leader's side.
+
+use super::{failover_candidates, upstream_of, Action, Outcome, Step};
+use crate::model::Cluster;
+use std::time::Duration;
+
+impl Step<'_> {
+    /// Switchover / manual failover from the leader's side. Returns true when it acted.
+    pub(super) fn handle_failover_request(&mut self, c: &Cluster) -> bool {
+        let Some(fv) = c.failover.as_ref() else {
+            return false;
+        };
+        let f = &fv.value;
+        if f.is_empty() {
+            return false;
+        }
+        let clear = Action::ClearFailover {
+            expected: fv.version,
+        };
+        if f.leader.as_deref().is_some_and(|l| l != self.me())
+            || f.member.as_deref() == Some(self.me())
+        {
+            self.act(clear);
+            return false;
+        }
+        let loop_wait = self.config().loop_wait();
+        match f.scheduled_at_millis() {
+            Err(why) => {
+                self.act(clear);
+                self.say(format!("ignoring failover request: {why}"));
+                return false;
+            }
+            Ok(Some(at)) => {
+                let wall = self.obs.wall_millis;
+                if at > wall + loop_wait.as_millis() as i64 {
+                    let wait = Duration::from_millis((at - wall) as u64);
+                    self.wake_no_later_than(self.now.plus(wait));
+                    return false;
+                }
+                if at < wall - (loop_wait.as_millis() as i64 * 3 / 2) {
+                    self.act(clear);
+                    self.say("ignoring a stale scheduled switchover");
+                    return false;
+                }
+                if at > wall {
+                    self.wake_no_later_than(
+                        self.now.plus(Duration::from_millis((at - wall) as u64)),
+                    );
+                    return false;
+                }
+            }
+            Ok(None) => {}
+        }
+        if self.paused() && f.member.is_none() {
+            self.act(clear);
+            self.say("switchover in pause mode needs a named candidate");
+            return false;
+        }
+        let candidates = failover_candidates(self.cfg, &self.config(), c, f.member.as_deref());
+        let probed = self.obs.outcomes.iter().rev().find_map(|o| match o {
+            Outcome::PeersProbed(p) => Some(p),
+            _ => None,
+        });
+        let Some(probed) = probed else {
+            if candidates.is_empty() {
+                self.act(clear);
+                self.say("switchover: no eligible candidates");
+                return false;
+            }
+            self.act(Action::ProbePeers {
+                names: candidates.iter().map(|m| m.name.clone()).collect(),
+            });
+            return true;
+        };
+        let dc = self.config();
+        let my_wal = self.obs.pg.wal_position();
+        let best = candidates
+            .iter()
+            .filter_map(|m| {
+                let r = probed.iter().find(|p| p.name == m.name)?.reply.as_ref()?;
+                let healthy = !r.is_primary
+                    && !r.tags.never_promote()
+                    && !r.watchdog_failed
+                    && my_wal.saturating_sub(r.wal_position)
+                        <= dc.maximum_lag_on_failover.max(0) as u64;
+                healthy.then_some((m, r.wal_position))
+            })
+            .max_by_key(|(_, wal)| *wal)
+            .map(|(m, _)| m);
+        match (
+            best.filter(|m| upstream_of(m).is_some()),
+            self.token(Some(c)),
+        ) {
+            (Some(target), Some(token)) => {
+                self.st.rewind_pending = true;
+                self.say(format!(
+                    "manual switchover: demoting myself in favour of {}",
+                    target.name
+                ));
+                self.act(Action::SwitchoverTo {
+                    candidate: (*target).clone(),
+                    token,
+                });
+                self.st.lease_until = None;
+                true
+            }
+            _ => {
+                self.act(clear);
+                self.say("switchover: no healthy members found");
+                false
+            }
+        }
+    }
+}
