@@ -142,6 +142,17 @@ fn stops_writes_when_a_member_does_not_confirm(dcs: DcsKind) {
         FAST.ttl
     );
     assert!(c.sql(p, "INSERT INTO w VALUES (-1)").is_err());
+    // Demoted offline, it serves reads as a replica of nobody (Patroni's offline
+    // demotion), instead of staying down until the DCS answers.
+    let read_only = wait_until(Duration::from_secs(30), || {
+        c.sql(p, "SELECT pg_is_in_recovery()")
+            .ok()
+            .filter(|r| r == "t")
+    });
+    assert!(
+        read_only.is_some(),
+        "the demoted primary does not run read-only while the DCS is down"
+    );
     c.signal_agent(1, libc::SIGCONT);
     c.dcs.resume();
     let healed = c.wait_primary(Duration::from_secs(90));

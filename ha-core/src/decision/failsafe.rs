@@ -5,6 +5,7 @@ use super::input::RequestVerdict;
 use super::{Action, DemoteMode, Outcome, Step};
 use crate::dcs::DcsError;
 use crate::model::{Cluster, Failsafe};
+use crate::postgres::{DataDirState, PgProcess};
 
 impl Step<'_> {
     /// The DCS could not be read or written: a primary keeps running only while its
@@ -25,6 +26,23 @@ impl Step<'_> {
         }
         if !self.obs.pg.may_accept_writes() || self.obs.pg.is_replica() {
             self.st.failsafe_active = self.obs.failsafe_leader.is_some();
+            if matches!(self.obs.pg.process, PgProcess::Stopped | PgProcess::Crashed)
+                && matches!(self.obs.pg.data_dir, DataDirState::Initialized { .. })
+            {
+                // Nobody can be followed without the DCS: serve reads, as Patroni's
+                // offline demotion does (also after the write fence stopped it). A
+                // former primary is checked for divergence once a leader is known.
+                if self.obs.pg.was_primary() {
+                    self.st.rewind_pending = true;
+                }
+                self.say(format!(
+                    "DCS unreachable ({e}); starting postgres read-only"
+                ));
+                return self.act(Action::StartReplica {
+                    upstream: None,
+                    rewind: false,
+                });
+            }
             self.advance_slots_from_failsafe_leader();
             return self.say(format!("DCS unreachable ({e}); replica keeps running"));
         }

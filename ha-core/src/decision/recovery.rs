@@ -123,7 +123,12 @@ impl Step<'_> {
             });
         }
         let upstream = self.upstream_for_replica(c);
-        let rewind = self.st.rewind_pending || self.was_primary();
+        // Patroni checks every start against the leader: a data directory shut down
+        // in recovery may still hold WAL of a primary it was before (an offline
+        // demotion, then an agent restart).
+        let rewind = self.st.rewind_pending
+            || self.was_primary()
+            || upstream.as_ref().is_some_and(Upstream::streams);
         self.st.rewind_pending = false;
         self.say(format!(
             "starting postgres as a replica of {}",

@@ -141,7 +141,20 @@ async fn run(
             let may_wipe = settings.remove_data_directory_on_diverged_timelines && !standby_leader;
             let check = rewind && (settings.use_pg_rewind || may_wipe);
             if let (true, Some(source)) = (check, source) {
-                if pg.needs_rewind(source).await? {
+                // A leader that cannot be asked now does not keep the replica down (as in
+                // Patroni): it starts, and a replica that then cannot stream is checked
+                // again by the decision.
+                let diverged = match pg.needs_rewind(source).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(
+                            "could not check for divergence from {}: {e}; starting as a replica anyway",
+                            source.name
+                        );
+                        false
+                    }
+                };
+                if diverged {
                     let can_rewind = settings.use_pg_rewind && pg.can_rewind().await;
                     if !can_rewind && may_wipe {
                         tracing::warn!(
@@ -218,8 +231,15 @@ async fn run(
                 }
             }
             emit(RunnerEvent::RoleChanged("demoted"));
-            // A former primary may have diverged: the next cycle starts it as a
-            // replica, with a rewind check, once the new leader is known.
+            if mode == DemoteMode::Offline {
+                // Without the DCS nobody can be followed: serve read-only, as
+                // Patroni does; a rewind check follows once a leader is known.
+                pg.start(&StartRole::Replica { upstream: None }, t).await?;
+                emit(RunnerEvent::Started("replica"));
+            }
+            // A former primary may have diverged: the next cycle starts (or
+            // restarts) it as a replica, with a rewind check, once the new leader
+            // is known.
             Ok(())
         }
         Action::SwitchoverTo { candidate, token } => {

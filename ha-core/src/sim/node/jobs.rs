@@ -34,6 +34,13 @@ impl World {
                 if mode.releases_lease() {
                     s.push(JobStep::Release);
                 }
+                if *mode == crate::decision::DemoteMode::Offline {
+                    // As the runner: read-only until a leader is known.
+                    s.push(JobStep::StartReplica {
+                        upstream: None,
+                        rewind: false,
+                    });
+                }
                 s
             }
             // The simulated fast stop hands the remaining WAL to connected replicas.
