@@ -206,12 +206,15 @@ fn environment_wins_over_the_file() {
     let a = &pg.authentication;
     assert_eq!(a.replication.username, "rep2");
     assert_eq!(a.replication.password.as_deref(), Some("rp2"));
-    assert_eq!(a.replication.sslmode.as_deref(), Some("verify-ca"));
+    assert_eq!(a.replication.sslmode.map(|m| m.as_str()), Some("verify-ca"));
     assert_eq!(a.replication.sslrootcert.as_deref(), Some("/root.crt"));
     assert_eq!(a.superuser.username, "su2");
     assert_eq!(a.superuser.sslkey.as_deref(), Some("/su.key"));
-    assert_eq!(a.superuser.gssencmode.as_deref(), Some("disable"));
-    assert_eq!(a.superuser.channel_binding.as_deref(), Some("prefer"));
+    assert_eq!(a.superuser.gssencmode.map(|m| m.as_str()), Some("disable"));
+    assert_eq!(
+        a.superuser.channel_binding.map(|m| m.as_str()),
+        Some("prefer")
+    );
     assert_eq!(a.rewind.as_ref().unwrap().password.as_deref(), Some("rwp"));
 }
 

@@ -1,7 +1,7 @@
 //! Loading Patroni-shaped config files into the typed config.
 
 use agent_bin::config::{
-    validate_file_with_env, Config, DcsConfig, EnvMap, ToolOption, VerifyClient, WatchdogMode,
+    validate_file_with_env, Config, DcsConfig, EnvMap, VerifyClient, WatchdogMode,
 };
 use ha_core::SynchronousMode;
 
@@ -80,18 +80,7 @@ fn patroni_sample_loads() {
     assert_eq!(c.bootstrap.dcs.maximum_lag_on_failover, 1_048_576);
     assert!(c.bootstrap.dcs.use_pg_rewind());
     assert_eq!(
-        c.bootstrap.initdb,
-        vec![
-            ToolOption::Value("encoding".into(), "UTF8".into()),
-            ToolOption::Flag("data-checksums".into())
-        ]
-    );
-    assert_eq!(
-        c.bootstrap
-            .initdb
-            .iter()
-            .map(ToolOption::to_arg)
-            .collect::<Vec<_>>(),
+        c.bootstrap.initdb.to_args().unwrap(),
         vec!["--encoding=UTF8", "--data-checksums"]
     );
     assert_eq!(
@@ -108,8 +97,8 @@ fn patroni_sample_loads() {
         "rewind_user"
     );
     assert_eq!(c.postgresql.parameters["unix_socket_directories"], "..");
-    assert_eq!(c.postgresql.create_replica_methods, vec!["basebackup"]);
-    assert_eq!(c.postgresql.pg_ctl_timeout, 60.0);
+    assert_eq!(c.postgresql.create_replica_methods, None);
+    assert_eq!(c.postgresql.pg_ctl_timeout, None);
     assert!(!c.tags.no_load_balance());
     assert_eq!(c.watchdog.mode, WatchdogMode::Automatic);
     assert_eq!(c.log.level, agent_bin::config::LogLevel::Info);
@@ -205,13 +194,13 @@ log: {level: debug, type: json, dir: /var/log/fa}
     assert!(pg.use_unix_socket && pg.use_unix_socket_repl);
     assert_eq!(pg.bin_name.pg_ctl.as_deref(), Some("pg_ctl15"));
     assert_eq!(
-        pg.create_replica_methods,
-        vec!["clone_with_script", "basebackup"]
+        pg.create_replica_methods.as_deref(),
+        Some(&["clone_with_script".to_string(), "basebackup".to_string()][..])
     );
-    assert!(pg.methods["clone_with_script"].no_leader);
-    assert_eq!(pg.methods["clone_with_script"].extra["extra"], 1);
-    assert!(!pg.methods.contains_key("basebackup"));
-    assert_eq!(pg.basebackup.len(), 2);
+    assert!(pg.methods.0["clone_with_script"].no_leader);
+    assert_eq!(pg.methods.0["clone_with_script"].extra["extra"], 1);
+    assert!(!pg.methods.0.contains_key("basebackup"));
+    assert_eq!(pg.basebackup.to_args().unwrap().len(), 2);
     assert_eq!(
         pg.callbacks.on_role_change.as_ref().unwrap().argv(),
         vec!["/cb.sh", "arg"]
@@ -221,10 +210,13 @@ log: {level: debug, type: json, dir: /var/log/fa}
         vec!["/start.sh", "x"]
     );
     assert_eq!(
-        pg.authentication.superuser.ssl_options(),
-        vec![("sslmode", "verify-full"), ("sslrootcert", "/root.crt")]
+        pg.authentication.superuser.libpq_options(),
+        vec![
+            ("sslmode", "verify-full".to_string()),
+            ("sslrootcert", "/root.crt".to_string())
+        ]
     );
-    assert!(pg.remove_data_directory_on_rewind_failure);
+    assert_eq!(pg.remove_data_directory_on_rewind_failure, Some(true));
     assert_eq!(c.watchdog.mode, WatchdogMode::Required);
     assert_eq!(c.watchdog.safety_margin, -1.0);
     assert_eq!(c.tags.failover_priority, Some(3.into()));

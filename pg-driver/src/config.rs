@@ -29,6 +29,7 @@
 //! remove_data_directory_on_diverged_timelines: false
 //! initdb: [{encoding: UTF8}, data-checksums]
 //! basebackup: [{max-rate: 100M}]
+//! rewind: [debug]               # pg_rewind options
 //! create_replica_methods: [wal_g, basebackup]
 //! wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
 //! ```
@@ -316,6 +317,10 @@ pub struct PgConfig {
     /// pg_basebackup options (Patroni list form).
     #[serde(default)]
     pub basebackup: ToolOptions,
+    /// pg_rewind options (Patroni list form), e.g. `[debug]`; added after
+    /// `--target-pgdata` and `--source-server`.
+    #[serde(default)]
+    pub rewind: ToolOptions,
     /// initdb options (Patroni list form); `data-checksums` is added unless present.
     #[serde(default)]
     pub initdb: ToolOptions,
@@ -458,6 +463,7 @@ impl PgConfig {
             remove_data_directory_on_diverged_timelines: false,
             create_replica_methods: Vec::new(),
             basebackup: ToolOptions::None,
+            rewind: ToolOptions::None,
             initdb: ToolOptions::None,
             pg_ctl_timeout: default_pg_ctl_timeout(),
             pre_promote: None,
@@ -591,6 +597,16 @@ impl PgConfig {
         })
     }
 
+    /// pg_rewind's options after `--target-pgdata` and `--source-server`: the
+    /// `rewind` ones, and `--no-sync` when `fsync` is off.
+    pub fn rewind_args(&self) -> Result<Vec<String>> {
+        let mut args = self.rewind.to_args()?;
+        if self.fsync_disabled() && !self.rewind.contains("no-sync") {
+            args.push("--no-sync".into());
+        }
+        Ok(args)
+    }
+
     /// The rewind role (falls back to the superuser).
     pub fn rewind_credentials(&self) -> &Credentials {
         self.authentication
@@ -684,6 +700,7 @@ impl PgConfig {
         }
         self.initdb.to_args()?;
         self.basebackup.to_args()?;
+        self.rewind.to_args()?;
         for (k, v) in self.dynamic_parameters.iter().chain(&self.parameters) {
             json_scalar(v).map_err(|e| DriverError::Config(format!("parameter {k}: {e}")))?;
         }
@@ -824,6 +841,22 @@ wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
             cfg.validate().unwrap_err().to_string(),
             "bad postgresql configuration: before_stop `'unbalanced` is not a command line (empty or unbalanced quotes)"
         );
+    }
+
+    #[test]
+    fn rewind_options_reach_pg_rewinds_command_line() {
+        let mut cfg = PgConfig::new("a", "127.0.0.1:5432", "/d");
+        assert!(cfg.rewind_args().unwrap().is_empty());
+        cfg.rewind =
+            serde_json::from_str(r#"["debug", {"config-file": "/etc/pg/pg.conf"}]"#).unwrap();
+        cfg.parameters
+            .insert("fsync".into(), serde_json::json!("off"));
+        assert_eq!(
+            cfg.rewind_args().unwrap(),
+            ["--debug", "--config-file=/etc/pg/pg.conf", "--no-sync"]
+        );
+        cfg.rewind = serde_json::from_str(r#"[{"a": 1, "b": 2}]"#).unwrap();
+        assert!(cfg.validate().is_err());
     }
 
     #[test]

@@ -1674,10 +1674,8 @@ impl PgDriver {
         let conn = conninfo::dsn(&params);
         let mut cmd = self.tool_cmd("pg_rewind", true)?;
         cmd.arg(format!("--target-pgdata={}", self.data_dir().display()))
-            .arg(format!("--source-server={conn}"));
-        if self.cfg().fsync_disabled() {
-            cmd.arg("--no-sync");
-        }
+            .arg(format!("--source-server={conn}"))
+            .args(cfg.rewind_args()?);
         self.hand_password(&mut cmd, creds, &to)?;
         let out = progress::logged(
             self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT),

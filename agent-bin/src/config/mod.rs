@@ -11,6 +11,7 @@ mod env;
 pub mod keys;
 mod log;
 mod loose;
+mod postgresql;
 mod report;
 mod schema;
 mod types;
@@ -27,6 +28,7 @@ pub use log::{
     check_dateformat, logger_targets, parse_mode, parse_template, Conversion, FieldSpec, JsonField,
     LogAttr, LogConfig, LogLayout, LogLevel, Piece, DEFAULT_FORMAT,
 };
+pub use postgresql::{DynamicPostgresql, MethodSections, PostgresqlConfig};
 pub use report::{ConfigErrors, Problem, Report, Severity, Warning};
 pub use types::*;
 
@@ -672,17 +674,6 @@ const BOOTSTRAP_KEYS: &[&str] = &[
     "post_init",
     "users",
 ];
-const POSTGRESQL_KEYS: &[&str] = &[
-    "parameters",
-    "parameters_primary",
-    "parameters_replica",
-    "parameters_standby_leader",
-    "recovery_conf",
-    "authentication",
-    "bin_name",
-    "callbacks",
-];
-
 /// Builds the typed config from a checked document.
 fn build(doc: &Value) -> Result<Config, Problem> {
     let dcs = dcs::from_document(doc)?;
@@ -690,57 +681,16 @@ fn build(doc: &Value) -> Result<Config, Problem> {
     let b = get(doc, "bootstrap");
     let bootstrap = BootstrapConfig {
         dcs: typed(get(b, "dcs"), "bootstrap.dcs")?,
+        dcs_postgresql: typed(get(get(b, "dcs"), "postgresql"), "bootstrap.dcs.postgresql")?,
         method: str_of(get(b, "method")),
-        initdb: tool_options(get(b, "initdb")),
+        initdb: postgresql::tool_options(get(b, "initdb"))
+            .map_err(|e| Problem::error("bootstrap.initdb", e.to_string()))?,
         pg_hba: loose::as_string_list(get(b, "pg_hba")).unwrap_or_default(),
         post_bootstrap: str_of(get(b, "post_bootstrap")),
         methods: method_sections(b, BOOTSTRAP_KEYS),
     };
 
-    let pg = get(doc, "postgresql");
-    let b_opt = |k: &str| loose::as_bool(get(pg, k));
-    let obj = |k: &str| get(pg, k).as_object().cloned().unwrap_or_default();
-    let create_replica_methods = loose::as_string_list(get(pg, "create_replica_methods"))
-        .filter(|l| !l.is_empty())
-        .unwrap_or_else(|| vec!["basebackup".to_string()]);
-    let postgresql = PostgresqlConfig {
-        listen: str_of(get(pg, "listen")).unwrap_or_default(),
-        connect_address: str_of(get(pg, "connect_address")).unwrap_or_default(),
-        proxy_address: str_of(get(pg, "proxy_address")),
-        data_dir: str_of(get(pg, "data_dir")).unwrap_or_default(),
-        config_dir: str_of(get(pg, "config_dir")),
-        bin_dir: str_of(get(pg, "bin_dir")),
-        bin_name: typed(get(pg, "bin_name"), "postgresql.bin_name")?,
-        pgpass: str_of(get(pg, "pgpass")),
-        authentication: typed(get(pg, "authentication"), "postgresql.authentication")?,
-        parameters: obj("parameters"),
-        pg_hba: loose::as_string_list(get(pg, "pg_hba")).filter(|_| !get(pg, "pg_hba").is_null()),
-        pg_ident: loose::as_string_list(get(pg, "pg_ident"))
-            .filter(|_| !get(pg, "pg_ident").is_null()),
-        custom_conf: str_of(get(pg, "custom_conf")),
-        use_unix_socket: b_opt("use_unix_socket").unwrap_or(false),
-        use_unix_socket_repl: b_opt("use_unix_socket_repl").unwrap_or(false),
-        pg_ctl_timeout: loose::as_f64(get(pg, "pg_ctl_timeout")).unwrap_or(60.0),
-        use_pg_rewind: b_opt("use_pg_rewind"),
-        use_slots: b_opt("use_slots"),
-        rewind: tool_options(get(pg, "rewind")),
-        remove_data_directory_on_rewind_failure: b_opt("remove_data_directory_on_rewind_failure")
-            .unwrap_or(false),
-        remove_data_directory_on_diverged_timelines: b_opt(
-            "remove_data_directory_on_diverged_timelines",
-        )
-        .unwrap_or(false),
-        methods: method_sections(pg, POSTGRESQL_KEYS)
-            .into_iter()
-            .filter(|(k, _)| k != "basebackup" && k != "rewind")
-            .collect(),
-        create_replica_methods,
-        basebackup: tool_options(get(pg, "basebackup")),
-        recovery_conf: obj("recovery_conf"),
-        callbacks: typed(get(pg, "callbacks"), "postgresql.callbacks")?,
-        pre_promote: str_of(get(pg, "pre_promote")),
-        before_stop: str_of(get(pg, "before_stop")),
-    };
+    let postgresql = typed(get(doc, "postgresql"), "postgresql")?;
 
     let w = get(doc, "watchdog");
     let mode = match get(w, "mode") {

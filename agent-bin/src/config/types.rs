@@ -2,7 +2,9 @@
 //! already passed the schema check, so their readers only need to be lenient.
 
 use super::loose;
+use super::postgresql::DynamicPostgresql;
 use ha_core::{DynamicConfig, Tags};
+use pg_driver::config::ToolOptions;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -180,55 +182,6 @@ pub struct CtlConfig {
     pub keyfile_password: Option<String>,
 }
 
-/// One `initdb` / `basebackup` option: `--flag` or `--key=value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToolOption {
-    /// `- data-checksums`
-    Flag(String),
-    /// `- encoding: UTF8` or `encoding: UTF8`
-    Value(String, String),
-}
-
-impl ToolOption {
-    /// The command-line argument.
-    pub fn to_arg(&self) -> String {
-        match self {
-            ToolOption::Flag(f) => format!("--{f}"),
-            ToolOption::Value(k, v) => format!("--{k}={v}"),
-        }
-    }
-}
-
-/// Reads a list of flags / single-key maps, or one mapping.
-pub(crate) fn tool_options(v: &Value) -> Vec<ToolOption> {
-    let mut out = Vec::new();
-    let from_map = |m: &Map<String, Value>, out: &mut Vec<ToolOption>| {
-        for (k, x) in m {
-            out.push(ToolOption::Value(
-                k.clone(),
-                loose::as_string(x).unwrap_or_default(),
-            ));
-        }
-    };
-    match v {
-        Value::Array(items) => {
-            for i in items {
-                match i {
-                    Value::Object(m) => from_map(m, &mut out),
-                    other => {
-                        if let Some(s) = loose::as_string(other) {
-                            out.push(ToolOption::Flag(s));
-                        }
-                    }
-                }
-            }
-        }
-        Value::Object(m) => from_map(m, &mut out),
-        _ => {}
-    }
-    out
-}
-
 /// A custom bootstrap or replica-creation method section.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MethodSection {
@@ -277,88 +230,18 @@ impl MethodSection {
 pub struct BootstrapConfig {
     /// Initial `/config` (validated timing).
     pub dcs: DynamicConfig,
+    /// `dcs.postgresql`, typed.
+    pub dcs_postgresql: DynamicPostgresql,
     /// `initdb` or the name of a custom method section.
     pub method: Option<String>,
     /// initdb options.
-    pub initdb: Vec<ToolOption>,
+    pub initdb: ToolOptions,
     /// pg_hba lines for a new cluster.
     pub pg_hba: Vec<String>,
     /// Script run after the new cluster started (`post_init` is the older name).
     pub post_bootstrap: Option<String>,
     /// Custom method sections by name.
     pub methods: BTreeMap<String, MethodSection>,
-}
-
-/// One Postgres user's connection settings.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-pub struct PgUser {
-    /// Role name.
-    #[serde(default, deserialize_with = "loose::string")]
-    pub username: String,
-    /// Password (empty: rely on pg_hba / .pgpass / certificates).
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub password: Option<String>,
-    /// libpq `sslmode`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub sslmode: Option<String>,
-    /// libpq `sslcert`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub sslcert: Option<String>,
-    /// libpq `sslkey`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub sslkey: Option<String>,
-    /// libpq `sslpassword`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub sslpassword: Option<String>,
-    /// libpq `sslrootcert`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub sslrootcert: Option<String>,
-    /// libpq `sslcrl`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub sslcrl: Option<String>,
-    /// libpq `sslcrldir`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub sslcrldir: Option<String>,
-    /// libpq `gssencmode`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub gssencmode: Option<String>,
-    /// libpq `channel_binding`.
-    #[serde(default, deserialize_with = "loose::opt_string")]
-    pub channel_binding: Option<String>,
-}
-
-impl PgUser {
-    /// libpq connection options other than user/password, as `(key, value)`.
-    pub fn ssl_options(&self) -> Vec<(&'static str, &str)> {
-        [
-            ("sslmode", &self.sslmode),
-            ("sslcert", &self.sslcert),
-            ("sslkey", &self.sslkey),
-            ("sslpassword", &self.sslpassword),
-            ("sslrootcert", &self.sslrootcert),
-            ("sslcrl", &self.sslcrl),
-            ("sslcrldir", &self.sslcrldir),
-            ("gssencmode", &self.gssencmode),
-            ("channel_binding", &self.channel_binding),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, v.as_deref()?)))
-        .collect()
-    }
-}
-
-/// `postgresql.authentication`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-pub struct Authentication {
-    /// The superuser Patroni connects as.
-    #[serde(default)]
-    pub superuser: PgUser,
-    /// The user replicas stream as.
-    #[serde(default)]
-    pub replication: PgUser,
-    /// The user pg_rewind connects as (defaults to the superuser).
-    #[serde(default)]
-    pub rewind: Option<PgUser>,
 }
 
 /// `postgresql.bin_name`: overrides of tool names.
@@ -434,67 +317,6 @@ pub struct Callbacks {
     /// Promoted or demoted.
     #[serde(default, deserialize_with = "opt_script")]
     pub on_role_change: Option<Script>,
-}
-
-/// `postgresql`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PostgresqlConfig {
-    /// `host[,host]:port` Postgres listens on.
-    pub listen: String,
-    /// `host:port` published in `conn_url`.
-    pub connect_address: String,
-    /// `host:port` of a connection pooler published as `proxy_url`.
-    pub proxy_address: Option<String>,
-    /// PGDATA.
-    pub data_dir: String,
-    /// Where postgresql.conf lives (default: data_dir).
-    pub config_dir: Option<String>,
-    /// Directory of the Postgres binaries.
-    pub bin_dir: Option<String>,
-    /// Tool name overrides.
-    pub bin_name: BinNames,
-    /// .pgpass file Patroni writes.
-    pub pgpass: Option<String>,
-    /// Users.
-    pub authentication: Authentication,
-    /// GUCs.
-    pub parameters: Map<String, Value>,
-    /// pg_hba lines (local wins over dynamic).
-    pub pg_hba: Option<Vec<String>>,
-    /// pg_ident lines.
-    pub pg_ident: Option<Vec<String>>,
-    /// Base config file included from postgresql.conf.
-    pub custom_conf: Option<String>,
-    /// Connect through the Unix socket.
-    pub use_unix_socket: bool,
-    /// Replication connections through the Unix socket.
-    pub use_unix_socket_repl: bool,
-    /// pg_ctl wait timeout, seconds.
-    pub pg_ctl_timeout: f64,
-    /// Local override of `use_pg_rewind`.
-    pub use_pg_rewind: Option<bool>,
-    /// Local `use_slots` (Patroni does not let it override the dynamic value).
-    pub use_slots: Option<bool>,
-    /// pg_rewind extra options.
-    pub rewind: Vec<ToolOption>,
-    /// Wipe the data directory when rewind fails.
-    pub remove_data_directory_on_rewind_failure: bool,
-    /// Wipe the data directory when timelines diverged and rewind is off.
-    pub remove_data_directory_on_diverged_timelines: bool,
-    /// Replica creation methods, in order (default `basebackup`).
-    pub create_replica_methods: Vec<String>,
-    /// pg_basebackup options.
-    pub basebackup: Vec<ToolOption>,
-    /// Extra recovery settings.
-    pub recovery_conf: Map<String, Value>,
-    /// Callbacks.
-    pub callbacks: Callbacks,
-    /// Run before promotion; non-zero aborts it.
-    pub pre_promote: Option<String>,
-    /// Run before a stop.
-    pub before_stop: Option<String>,
-    /// Custom replica method sections by name.
-    pub methods: BTreeMap<String, MethodSection>,
 }
 
 /// `watchdog.mode`.

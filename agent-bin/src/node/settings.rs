@@ -1,10 +1,12 @@
 //! Translates the agent's config file into the settings of ha-core and pg-driver.
 
-use crate::config::Config;
+use crate::config::{BinNames, Config, DynamicPostgresql, MethodSection, PostgresqlConfig};
 use anyhow::Context;
 use ha_core::decision::NodeConfig;
 use ha_core::runner::RunnerSettings;
+use pg_driver::config::ToolOptions;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The node's static settings for the decision function.
@@ -38,30 +40,27 @@ pub fn node_config(cfg: &Config) -> NodeConfig {
 
 /// Runner timeouts from the config.
 pub fn runner_settings(cfg: &Config) -> RunnerSettings {
-    let pg = cfg.raw.get("postgresql");
-    let flag = |k: &str| {
-        pg.and_then(|p| p.get(k))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-    };
     // Fractions of a second are fine (Patroni takes any number); at least a second.
     let pg_ctl = Duration::try_from_secs_f64(pg_ctl_timeout(cfg))
         .unwrap_or(Duration::from_secs(60))
         .max(Duration::from_secs(1));
     let ttl = cfg.bootstrap.dcs.ttl();
+    let local = &cfg.postgresql;
     RunnerSettings {
         pg_ctl_timeout: pg_ctl,
-        pg_ctl_timeout_is_local: cfg.raw.pointer("/postgresql/pg_ctl_timeout").is_some(),
+        pg_ctl_timeout_is_local: local.pg_ctl_timeout.is_some(),
         promote_timeout: pg_ctl,
         // A dead or frozen peer must not hold up a leader race for long.
         probe_timeout: (ttl / 4).clamp(Duration::from_millis(300), Duration::from_secs(2)),
-        remove_data_directory_on_rewind_failure: flag("remove_data_directory_on_rewind_failure"),
-        local_use_pg_rewind: cfg.postgresql.use_pg_rewind,
+        remove_data_directory_on_rewind_failure: local
+            .remove_data_directory_on_rewind_failure
+            .unwrap_or(false),
+        local_use_pg_rewind: local.use_pg_rewind,
         // Filled in from the local setting and the DCS `config` key by the runner.
         use_pg_rewind: false,
-        remove_data_directory_on_diverged_timelines: cfg
-            .postgresql
-            .remove_data_directory_on_diverged_timelines,
+        remove_data_directory_on_diverged_timelines: local
+            .remove_data_directory_on_diverged_timelines
+            .unwrap_or(false),
         // Filled in from the DCS `config` key by the runner.
         primary_stop_timeout: None,
     }
@@ -69,33 +68,34 @@ pub fn runner_settings(cfg: &Config) -> RunnerSettings {
 
 /// `pg_ctl_timeout` in seconds: the local value, else the dynamic one, else 60.
 fn pg_ctl_timeout(cfg: &Config) -> f64 {
-    let number = |v: &Value| match v {
-        Value::String(s) => s.trim().parse().ok(),
-        v => v.as_f64(),
-    };
-    [
-        "/postgresql/pg_ctl_timeout",
-        "/bootstrap/dcs/postgresql/pg_ctl_timeout",
-    ]
-    .iter()
-    .find_map(|p| cfg.raw.pointer(p).and_then(number))
-    .unwrap_or(60.0)
+    cfg.postgresql
+        .pg_ctl_timeout
+        .or(cfg.bootstrap.dcs_postgresql.pg_ctl_timeout)
+        .unwrap_or(60.0)
 }
 
 /// `postgresql.bin_name` as tool ⇒ file name.
-fn bin_names(cfg: &Config) -> Map<String, Value> {
-    let b = &cfg.postgresql.bin_name;
+fn bin_names(cfg: &Config) -> BTreeMap<String, String> {
+    let BinNames {
+        pg_ctl,
+        initdb,
+        pg_controldata,
+        pg_basebackup,
+        postgres,
+        pg_isready,
+        pg_rewind,
+    } = &cfg.postgresql.bin_name;
     [
-        ("pg_ctl", &b.pg_ctl),
-        ("initdb", &b.initdb),
-        ("pg_controldata", &b.pg_controldata),
-        ("pg_basebackup", &b.pg_basebackup),
-        ("postgres", &b.postgres),
-        ("pg_isready", &b.pg_isready),
-        ("pg_rewind", &b.pg_rewind),
+        ("pg_ctl", pg_ctl),
+        ("initdb", initdb),
+        ("pg_controldata", pg_controldata),
+        ("pg_basebackup", pg_basebackup),
+        ("postgres", postgres),
+        ("pg_isready", pg_isready),
+        ("pg_rewind", pg_rewind),
     ]
     .into_iter()
-    .filter_map(|(tool, name)| Some((tool.to_string(), Value::from(name.clone()?))))
+    .filter_map(|(tool, name)| Some((tool.to_string(), name.clone()?)))
     .collect()
 }
 
@@ -114,146 +114,182 @@ const CLUSTER_WIDE_PARAMETERS: [&str; 10] = [
     "wal_keep_size",
 ];
 
-/// pg-driver's configuration: the local `postgresql` section with member name and
-/// scope, over the dynamic `bootstrap.dcs.postgresql` settings (local wins, as in
-/// Patroni), plus `bootstrap.initdb`, `bootstrap.pg_hba`, the custom
-/// `bootstrap.method` and `bootstrap.post_bootstrap`.
+fn btree(m: &Map<String, Value>) -> BTreeMap<String, Value> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The local tool options, else the dynamic ones (local wins, as in Patroni).
+fn options(local: &ToolOptions, dynamic: &ToolOptions) -> ToolOptions {
+    match local {
+        ToolOptions::None => dynamic.clone(),
+        l => l.clone(),
+    }
+}
+
+/// A replica method section in the driver's form.
+fn replica_method(section: &MethodSection) -> Option<Value> {
+    let mut m = section.extra.clone();
+    m.insert("command".into(), Value::from(section.command.clone()?));
+    m.insert("no_leader".into(), Value::from(section.no_leader));
+    m.insert("keep_data".into(), Value::from(section.keep_data));
+    m.insert("no_params".into(), Value::from(section.no_params));
+    Some(Value::Object(m))
+}
+
+/// pg-driver's configuration, built from the typed `postgresql` section with
+/// member name and scope, over the typed `bootstrap.dcs.postgresql` settings (local
+/// wins, as in Patroni), plus `bootstrap.initdb`, `bootstrap.pg_hba`, the custom
+/// `bootstrap.method` and `bootstrap.post_bootstrap`. Every field of the local
+/// section is named below (the destructuring is exhaustive), so a key the
+/// validation reads cannot be left out here.
 pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
-    let mut merged = Map::new();
-    if let Some(dynamic) = cfg
-        .raw
-        .pointer("/bootstrap/dcs/postgresql")
-        .and_then(Value::as_object)
-    {
-        for (k, v) in dynamic {
-            if k != "use_slots" || !merged.contains_key(k) {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    if let Some(local) = cfg.raw.get("postgresql").and_then(Value::as_object) {
-        for (k, v) in local {
-            if let (Some(Value::Object(base)), Value::Object(over)) = (merged.get_mut(k), v) {
-                for (kk, vv) in over {
-                    base.insert(kk.clone(), vv.clone());
-                }
-            } else {
-                merged.insert(k.clone(), v.clone());
-            }
-        }
-    }
+    let PostgresqlConfig {
+        listen,
+        connect_address,
+        // The member record's `proxy_url` (`node_config`).
+        proxy_address: _,
+        data_dir,
+        config_dir,
+        bin_dir,
+        // `bin_names`.
+        bin_name: _,
+        pgpass,
+        authentication,
+        parameters,
+        pg_hba,
+        pg_ident,
+        custom_conf,
+        use_unix_socket,
+        use_unix_socket_repl,
+        // `pg_ctl_timeout`.
+        pg_ctl_timeout: _,
+        use_pg_rewind,
+        use_slots,
+        rewind,
+        basebackup,
+        remove_data_directory_on_rewind_failure,
+        remove_data_directory_on_diverged_timelines,
+        create_replica_methods,
+        recovery_conf,
+        // The agent runs them (`node::callbacks`).
+        callbacks: _,
+        pre_promote,
+        before_stop,
+        methods,
+    } = &cfg.postgresql;
+    let DynamicPostgresql {
+        parameters: dynamic_parameters,
+        pg_hba: dynamic_pg_hba,
+        pg_ident: dynamic_pg_ident,
+        recovery_conf: dynamic_recovery_conf,
+        // `pg_ctl_timeout`.
+        pg_ctl_timeout: _,
+        use_pg_rewind: dynamic_use_pg_rewind,
+        use_slots: dynamic_use_slots,
+        rewind: dynamic_rewind,
+        basebackup: dynamic_basebackup,
+        remove_data_directory_on_rewind_failure: dynamic_remove_on_rewind_failure,
+        remove_data_directory_on_diverged_timelines: dynamic_remove_on_diverged,
+        create_replica_methods: dynamic_create_replica_methods,
+        methods: dynamic_methods,
+    } = &cfg.bootstrap.dcs_postgresql;
+
     // Cluster-wide parameters come from the dynamic config (replaced at run time by
     // the DCS `config` key); local ones win, except those every node must share.
-    let dynamic = cfg
-        .raw
-        .pointer("/bootstrap/dcs/postgresql/parameters")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    merged.insert("dynamic_parameters".into(), dynamic);
-    let mut local = cfg
-        .raw
-        .pointer("/postgresql/parameters")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let mut local_parameters = btree(parameters);
     for k in CLUSTER_WIDE_PARAMETERS {
-        if local.remove(k).is_some() {
+        if local_parameters.remove(k).is_some() {
             tracing::warn!(
                 parameter = k,
                 "postgresql.parameters.{k} is ignored: it must be equal on every node, set it in the dynamic configuration"
             );
         }
     }
-    merged.insert("parameters".into(), Value::Object(local));
-    merged.insert("name".into(), Value::from(cfg.name.clone()));
-    merged.insert("scope".into(), Value::from(cfg.scope.clone()));
-    if !merged.contains_key("initdb") {
-        if let Some(initdb) = cfg.raw.pointer("/bootstrap/initdb") {
-            merged.insert("initdb".into(), initdb.clone());
+    // Replica method sections, the local one of a name winning over the dynamic one.
+    let mut method_sections = BTreeMap::new();
+    for (name, section) in dynamic_methods.0.iter().chain(&methods.0) {
+        if let Some(m) = replica_method(section) {
+            method_sections.insert(name.clone(), m);
         }
     }
-    // pg_hba, pg_ident and recovery_conf: the local ones, else the dynamic ones
-    // (replaced at run time by the DCS `config` key; `bootstrap.pg_hba` stands in for
-    // absent dynamic lines).
-    for (key, empty) in [
-        ("pg_hba", Value::Array(Vec::new())),
-        ("pg_ident", Value::Array(Vec::new())),
-        ("recovery_conf", Value::Object(Map::new())),
-    ] {
-        let local = cfg.raw.pointer(&format!("/postgresql/{key}")).cloned();
-        let dynamic = cfg
-            .raw
-            .pointer(&format!("/bootstrap/dcs/postgresql/{key}"))
-            .or_else(|| {
-                (key == "pg_hba")
-                    .then(|| cfg.raw.pointer("/bootstrap/pg_hba"))
-                    .flatten()
-            })
-            .cloned();
-        merged.insert(key.into(), local.unwrap_or_else(|| empty.clone()));
-        merged.insert(format!("dynamic_{key}"), dynamic.unwrap_or(empty));
-    }
-    merged.insert("pg_ctl_timeout".into(), Value::from(pg_ctl_timeout(cfg)));
-    merged.insert("bin_name".into(), Value::Object(bin_names(cfg)));
-    // Replica method sections with their flags read the lenient way (`on`, "true").
-    for (name, section) in &cfg.postgresql.methods {
-        if let Some(command) = &section.command {
-            let mut m = section.extra.clone();
-            m.insert("command".into(), Value::from(command.clone()));
-            m.insert("no_leader".into(), Value::from(section.no_leader));
-            m.insert("keep_data".into(), Value::from(section.keep_data));
-            m.insert("no_params".into(), Value::from(section.no_params));
-            merged.insert(name.clone(), Value::Object(m));
-        }
-    }
-    if let Some(m) = bootstrap_method(cfg) {
-        merged.insert("bootstrap_method".into(), m);
-    }
-    if let Some(script) = &cfg.bootstrap.post_bootstrap {
-        merged.insert("post_bootstrap".into(), Value::from(script.clone()));
-    }
-    // Read the lenient way (`on`, "true"); the password file as an absolute path,
-    // relative ones from the agent's working directory, as Patroni does.
-    merged.insert(
-        "use_unix_socket".into(),
-        Value::from(cfg.postgresql.use_unix_socket),
-    );
-    merged.insert(
-        "use_unix_socket_repl".into(),
-        Value::from(cfg.postgresql.use_unix_socket_repl),
-    );
-    merged.remove("pgpass");
-    if let Some(p) = cfg.postgresql.pgpass.as_deref().filter(|p| !p.is_empty()) {
-        let abs = std::path::absolute(p)
-            .with_context(|| format!("postgresql.pgpass {p}: cannot make it absolute"))?;
-        merged.insert("pgpass".into(), Value::from(abs.display().to_string()));
-    }
-    // Sections only the agent interprets.
-    for k in ["callbacks", "proxy_address", "rewind"] {
-        merged.remove(k);
-    }
-    serde_json::from_value(Value::Object(merged)).context("postgresql section")
+    // The password file as an absolute path, relative ones from the agent's working
+    // directory, as Patroni does.
+    let pgpass = match pgpass.as_deref() {
+        Some(p) => Some(
+            std::path::absolute(p)
+                .with_context(|| format!("postgresql.pgpass {p}: cannot make it absolute"))?,
+        ),
+        None => None,
+    };
+    let pg = pg_driver::PgConfig {
+        name: cfg.name.clone(),
+        scope: Some(cfg.scope.clone()),
+        listen: listen.clone(),
+        connect_address: Some(connect_address.clone()).filter(|c| !c.is_empty()),
+        data_dir: data_dir.into(),
+        config_dir: config_dir.as_ref().map(Into::into),
+        bin_dir: bin_dir.as_ref().map(Into::into),
+        bin_name: bin_names(cfg),
+        authentication: authentication.clone(),
+        use_unix_socket: *use_unix_socket,
+        use_unix_socket_repl: *use_unix_socket_repl,
+        pgpass,
+        parameters: local_parameters,
+        dynamic_parameters: btree(dynamic_parameters),
+        // pg_hba, pg_ident and recovery_conf: the local ones, else the dynamic ones
+        // (replaced at run time by the DCS `config` key; `bootstrap.pg_hba` stands
+        // in for absent dynamic lines).
+        pg_hba: pg_hba.clone().unwrap_or_default(),
+        dynamic_pg_hba: dynamic_pg_hba
+            .clone()
+            .unwrap_or_else(|| cfg.bootstrap.pg_hba.clone()),
+        pg_ident: pg_ident.clone().unwrap_or_default(),
+        dynamic_pg_ident: dynamic_pg_ident.clone().unwrap_or_default(),
+        custom_conf: custom_conf.clone(),
+        recovery_conf: btree(recovery_conf),
+        dynamic_recovery_conf: dynamic_recovery_conf
+            .as_ref()
+            .map(btree)
+            .unwrap_or_default(),
+        use_pg_rewind: use_pg_rewind.or(*dynamic_use_pg_rewind).unwrap_or(false),
+        use_slots: use_slots.or(*dynamic_use_slots).unwrap_or(true),
+        remove_data_directory_on_rewind_failure: remove_data_directory_on_rewind_failure
+            .or(*dynamic_remove_on_rewind_failure)
+            .unwrap_or(false),
+        remove_data_directory_on_diverged_timelines: remove_data_directory_on_diverged_timelines
+            .or(*dynamic_remove_on_diverged)
+            .unwrap_or(false),
+        create_replica_methods: create_replica_methods
+            .clone()
+            .or_else(|| dynamic_create_replica_methods.clone())
+            .unwrap_or_default(),
+        basebackup: options(basebackup, dynamic_basebackup),
+        rewind: options(rewind, dynamic_rewind),
+        initdb: cfg.bootstrap.initdb.clone(),
+        pg_ctl_timeout: pg_ctl_timeout(cfg),
+        pre_promote: pre_promote.clone(),
+        before_stop: before_stop.clone(),
+        os_user: None,
+        log_file: None,
+        bootstrap_method: bootstrap_method(cfg),
+        post_bootstrap: cfg.bootstrap.post_bootstrap.clone(),
+        method_sections,
+    };
+    Ok(pg)
 }
 
 /// The custom `bootstrap.method` section in pg-driver's form (`None` for initdb).
-fn bootstrap_method(cfg: &Config) -> Option<Value> {
+fn bootstrap_method(cfg: &Config) -> Option<pg_driver::config::BootstrapMethod> {
     let name = cfg.bootstrap.method.as_deref().filter(|m| *m != "initdb")?;
     let section = cfg.bootstrap.methods.get(name)?;
-    let mut m = section.extra.clone();
-    m.insert("name".into(), Value::from(name));
-    m.insert("command".into(), Value::from(section.command.clone()?));
-    m.insert("no_params".into(), Value::from(section.no_params));
-    m.insert(
-        "keep_existing_recovery_conf".into(),
-        Value::from(section.keep_existing_recovery_conf),
-    );
-    if !section.recovery_conf.is_empty() {
-        m.insert(
-            "recovery_conf".into(),
-            Value::Object(section.recovery_conf.clone()),
-        );
-    }
-    Some(Value::Object(m))
+    Some(pg_driver::config::BootstrapMethod {
+        name: name.to_string(),
+        command: section.command.clone()?,
+        no_params: section.no_params,
+        keep_existing_recovery_conf: section.keep_existing_recovery_conf,
+        recovery_conf: Some(btree(&section.recovery_conf)).filter(|r| !r.is_empty()),
+        extra: btree(&section.extra),
+    })
 }
 
 #[cfg(test)]
@@ -390,5 +426,27 @@ postgresql:
             node_config(&cfg).proxy_url.as_deref(),
             Some("postgres://10.0.0.1:6432/postgres")
         );
+    }
+
+    #[test]
+    fn rewind_and_basebackup_options_reach_the_driver_local_over_dynamic() {
+        let yaml = YAML
+            .replace(
+                "  post_init: /bin/post.sh\n",
+                "  post_init: /bin/post.sh\n  dcs: {postgresql: {rewind: [progress], basebackup: [{max-rate: 1M}]}}\n",
+            );
+        let (cfg, _) = Config::from_yaml_str(&yaml, &EnvMap::new()).unwrap();
+        let pg = pg_config(&cfg).unwrap();
+        assert_eq!(pg.rewind_args().unwrap(), ["--progress"]);
+        assert_eq!(pg.basebackup.to_args().unwrap(), ["--max-rate=1M"]);
+        let local = yaml.replace(
+            "  data_dir: /data\n",
+            "  data_dir: /data\n  rewind: [debug]\n  basebackup: {checkpoint: spread}\n",
+        );
+        let (cfg, _) = Config::from_yaml_str(&local, &EnvMap::new()).unwrap();
+        let pg = pg_config(&cfg).unwrap();
+        assert_eq!(pg.rewind_args().unwrap(), ["--debug"]);
+        assert_eq!(pg.basebackup.to_args().unwrap(), ["--checkpoint=spread"]);
+        pg.validate().unwrap();
     }
 }
