@@ -1,6 +1,7 @@
 //! End to end on real etcd and PostgreSQL 15: a `clonefrom` member is the clone
 //! source of a new node, a `replicatefrom` member streams from that replica (through
-//! a slot kept on the replica) and falls back to the primary when the replica is gone;
+//! a slot kept on the replica; the primary's slot for it follows its position) and
+//! falls back to the primary when the replica is gone;
 //! a `nostream` member replays the WAL archive only.
 
 mod support;
@@ -64,23 +65,36 @@ fn cascading_replica_streams_from_its_replicatefrom_member_and_falls_back_to_the
             .as_deref(),
         Ok("pg2")
     );
-    let slot_on_primary = wait_until(Duration::from_secs(20), || {
-        c.sql(
-            0,
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pg2'",
-        )
-        .ok()
-        .filter(|n| n == "0")
-    });
-    assert!(
-        slot_on_primary.is_some(),
-        "the primary keeps a slot for pg2"
-    );
     c.sql(0, "INSERT INTO t VALUES (2)").expect("write");
     let seen = wait_until(Duration::from_secs(20), || {
         c.sql(2, "SELECT count(*) FROM t").ok().filter(|n| n == "2")
     });
     assert!(seen.is_some(), "cascaded replica misses rows");
+    // The primary keeps a slot for pg2 too (for after a failover); nobody streams from
+    // it, so it follows the position pg2 reports, and /status publishes it.
+    let written = c.sql(0, "SELECT pg_current_wal_lsn()").expect("lsn");
+    let followed = wait_until(Duration::from_secs(30), || {
+        c.sql(
+            0,
+            &format!(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pg2' \
+                 AND NOT active AND restart_lsn >= '{written}'"
+            ),
+        )
+        .ok()
+        .filter(|n| n == "1")
+    });
+    assert!(
+        followed.is_some(),
+        "the primary's slot for pg2 does not follow pg2: {:?}\n{}",
+        c.sql(
+            0,
+            "SELECT slot_name, active, restart_lsn FROM pg_replication_slots"
+        ),
+        c.logs()
+    );
+    let status = c.key("status").unwrap_or_default();
+    assert!(status.contains("\"pg2\""), "{status}");
 
     // pg1 is gone (agent and postgres): pg2 streams from the primary instead.
     c.stop_node(1);

@@ -2,7 +2,8 @@
 //! A physical one exists on the primary next to the member slots and the new primary
 //! keeps it after an unplanned failover; a logical one is copied to the replica, kept
 //! at the position its consumer confirmed on the primary, and after a failover the
-//! consumer resumes on the new primary exactly where it stopped.
+//! consumer resumes on the new primary exactly where it stopped. A primary turned
+//! replica drops the slot its old replica's hot standby feedback left an xmin on.
 
 mod support;
 
@@ -169,4 +170,64 @@ fn permanent_logical_slot_follows_its_consumer_across_a_failover() {
         .expect("consume on the new primary");
     assert!(resumed.contains("pending"), "{resumed}");
     assert!(!resumed.contains("consumed"), "{resumed}");
+}
+
+fn slot_xmin(c: &Cluster, i: usize, name: &str) -> Option<String> {
+    c.sql(
+        i,
+        &format!("SELECT coalesce(xmin::text, 'none') FROM pg_replication_slots WHERE slot_name = '{name}'"),
+    )
+    .ok()
+    .filter(|v| !v.is_empty())
+}
+
+#[test]
+fn a_demoted_primary_replaces_the_slot_holding_its_old_replicas_xmin() {
+    let mut c = Cluster::new_with(
+        2,
+        &FAST,
+        "",
+        |_| String::new(),
+        |_| Extra {
+            dcs_postgresql: "      parameters:\n        hot_standby_feedback: 'on'".into(),
+            ..Extra::default()
+        },
+    );
+    c.start_all();
+    let p = c.wait_primary(BOOT).expect("a primary");
+    let r = 1 - p;
+    assert!(c.wait_replica(r, BOOT), "replica never streamed");
+    let replica_slot = c.nodes[r].name.clone();
+    let held = wait_until(Duration::from_secs(30), || {
+        slot_xmin(&c, p, &replica_slot).filter(|x| x != "none")
+    });
+    assert!(
+        held.is_some(),
+        "hot standby feedback set no xmin\n{}",
+        c.logs()
+    );
+
+    let scope = c.scope.clone();
+    let (ok, out) = c.ctl(&[
+        "switchover",
+        &scope,
+        "--leader",
+        &c.nodes[p].name,
+        "--candidate",
+        &c.nodes[r].name,
+        "--force",
+    ]);
+    assert!(ok, "switchover failed: {out}");
+    assert_eq!(c.wait_primary(Duration::from_secs(30)), Some(r));
+    assert!(c.wait_replica(p, BOOT), "the old primary never streamed");
+    // Nobody streams from that slot now: its xmin would hold back vacuum for good.
+    let cleared = wait_until(Duration::from_secs(30), || {
+        slot_xmin(&c, p, &replica_slot).filter(|x| x == "none")
+    });
+    assert!(
+        cleared.is_some(),
+        "slot {replica_slot} on the old primary: xmin {:?}\n{}",
+        slot_xmin(&c, p, &replica_slot),
+        c.logs()
+    );
 }

@@ -700,7 +700,8 @@ impl PgDriver {
                replay_lsn::text, host(client_addr), usename::text, sync_priority::text
                FROM pg_stat_replication ORDER BY application_name;
              SELECT slot_name::text, slot_type, database::text, plugin::text, active::text,
-               (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text
+               (CASE WHEN slot_type = 'logical' THEN confirmed_flush_lsn ELSE restart_lsn END)::text,
+               xmin::text
                FROM pg_replication_slots ORDER BY slot_name;
              SELECT s.name, current_setting(s.name),
                (SELECT f.setting FROM pg_file_settings f
@@ -1989,6 +1990,7 @@ fn observed_slot(r: &tokio_postgres::SimpleQueryRow) -> Option<ObservedSlot> {
         kind,
         active: r.get(4) == Some("true"),
         lsn: r.get(5).and_then(parse_lsn),
+        xmin: r.get(6).and_then(|x| x.parse().ok()),
     })
 }
 

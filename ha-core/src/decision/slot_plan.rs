@@ -1,16 +1,24 @@
 //! Which replication slots a node keeps, and the changes that get it there
-//! (Patroni's rules for PostgreSQL 11+):
-//! - the leader keeps a physical slot for each member streaming from it, for
-//!   `member_slots_ttl` after the member disappears, and every permanent slot;
-//! - a replica that may be promoted keeps the slots a leader would keep — the other
-//!   members' and the permanent ones, logical included — moved forward to the
-//!   positions the leader publishes in `status.slots`, so after a failover no replica
-//!   has to re-clone and no consumer finds its slot missing or behind;
-//! - every node keeps a slot for each member cascading from it (`replicatefrom`).
+//! (Patroni 4.1's rules):
+//! - with PostgreSQL 11+ (slots can be advanced) and `member_slots_ttl` > 0 every node
+//!   keeps a physical slot for every other member that streams WAL (not `nostream`),
+//!   so whoever leads next has them; a `nofailover` node only for the members naming
+//!   it in `replicatefrom`. Otherwise a node keeps slots only for the members that
+//!   stream from it. Slots of members gone from the DCS stay while `retain_slots`
+//!   (the leader's memory of `member_slots_ttl`) lists them;
+//! - a slot nobody is expected to stream from is moved forward: on the leader to the
+//!   position its cascading member reports, on a replica to the position the leader
+//!   publishes in `status.slots`. Such a slot holding an `xmin` (left from hot standby
+//!   feedback) would hold back vacuum forever: it is dropped and recreated;
+//! - permanent slots live on every node that may lead (not `nofailover`); a node whose
+//!   WAL passes through a `nostream` node gets only the physical ones: no feedback
+//!   reaches the primary, so a logical copy could not be trusted.
 
 use super::permanent_slots::{self, PermanentSlot};
-use super::{is_running, Action, Step};
-use crate::model::{slot_name_for_member, Cluster, IgnoreSlotRule, Lsn, ObservedSlot, SlotKind};
+use super::{Action, Step};
+use crate::model::{
+    slot_name_for_member, Cluster, IgnoreSlotRule, Lsn, Member, ObservedSlot, SlotKind, Tags,
+};
 use crate::postgres::{NewSlot, SlotAdvance, SlotChanges};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,8 +30,8 @@ const COPY_SAME_RETRY: Duration = Duration::from_secs(300);
 /// ... and any copy at least this long after the previous one.
 const COPY_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Logical slots on a standby need PostgreSQL 11 (`pg_replication_slot_advance`).
-const MIN_VERSION_FOR_REPLICA_SLOTS: u32 = 110_000;
+/// `pg_replication_slot_advance` exists from PostgreSQL 11 on.
+const MIN_VERSION_TO_ADVANCE_SLOTS: u32 = 110_000;
 
 /// A slot this node should have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +40,21 @@ pub(super) struct WantedSlot {
     pub kind: SlotKind,
     /// Move the slot forward to here while no consumer uses it.
     pub advance_to: Option<Lsn>,
+    /// Whether a standby should be streaming from this physical slot on this node
+    /// (`None`: not known, e.g. a retained slot of a member gone from the DCS).
+    pub expected_active: Option<bool>,
+}
+
+/// How `slot_work` may treat the observed slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SlotRules {
+    /// This node can create logical slots (a primary); a replica copies them instead.
+    pub may_create_logical: bool,
+    /// Drop slots nobody wants (off in pause: only member and permanent slots are managed).
+    pub drop_unknown: bool,
+    /// Drop physical slots not expected to be active that carry an `xmin`; off while
+    /// the cluster has no leader or this node leads but still runs as a standby.
+    pub drop_stale_xmin: bool,
 }
 
 /// What to change, and the logical slots this node lacks but cannot create itself.
@@ -42,14 +65,12 @@ pub(super) struct SlotWork {
 }
 
 /// The changes that turn `observed` into `wanted`. Slots matching an ignore rule are
-/// never touched; a slot in use is never dropped (the next cycle tries again);
-/// `drop_unknown` is off in pause, where only member and permanent slots are managed.
+/// never touched; a slot in use is never dropped (the next cycle tries again).
 pub(super) fn slot_work(
     wanted: &[WantedSlot],
     observed: &[ObservedSlot],
     ignore: &[IgnoreSlotRule],
-    may_create_logical: bool,
-    drop_unknown: bool,
+    rules: SlotRules,
 ) -> SlotWork {
     let mut work = SlotWork::default();
     let ignored = |o: &ObservedSlot| ignore.iter().any(|r| r.matches(o));
@@ -60,8 +81,23 @@ pub(super) fn slot_work(
         }
         match existing {
             Some(o) if o.kind == w.kind => {
+                let physical = o.kind == SlotKind::Physical;
+                let maybe_inactive = w.expected_active != Some(true);
+                // Nobody streams from it, so its xmin never moves: it would hold back
+                // vacuum; a fresh slot (next cycle) has none.
+                if physical
+                    && rules.drop_stale_xmin
+                    && w.expected_active == Some(false)
+                    && o.xmin.is_some()
+                    && !o.active
+                {
+                    work.changes.drop.push(o.name.clone());
+                    continue;
+                }
+                // An inactive slot with an xmin is never moved: that would not clear it.
+                let advanceable = !o.active && !(physical && (o.xmin.is_some() || !maybe_inactive));
                 if let (Some(to), Some(at)) = (w.advance_to, o.lsn) {
-                    if to > at && !o.active {
+                    if to > at && advanceable {
                         work.changes.advance.push(SlotAdvance {
                             name: w.name.clone(),
                             database: w.kind.database().map(str::to_string),
@@ -75,7 +111,7 @@ pub(super) fn slot_work(
             Some(o) => work.changes.drop.push(o.name.clone()),
             None => {}
         }
-        if matches!(w.kind, SlotKind::Logical { .. }) && !may_create_logical {
+        if matches!(w.kind, SlotKind::Logical { .. }) && !rules.may_create_logical {
             work.missing_logical.push(w.name.clone());
         } else {
             work.changes.create.push(NewSlot {
@@ -84,7 +120,7 @@ pub(super) fn slot_work(
             });
         }
     }
-    if drop_unknown {
+    if rules.drop_unknown {
         for o in observed {
             if !o.active && !ignored(o) && !wanted.iter().any(|w| w.name == o.name) {
                 work.changes.drop.push(o.name.clone());
@@ -94,11 +130,38 @@ pub(super) fn slot_work(
     work
 }
 
+/// Whether this node's WAL reaches it from the primary without passing a `nostream`
+/// node (Patroni's `get_slot_name_on_primary` is not None): only then do its logical
+/// slots get the feedback that keeps them usable. A `replicatefrom` loop counts as no.
+fn streams_from_primary(c: &Cluster, me: &str, my_tags: &Tags) -> bool {
+    let mut seen: Vec<&str> = Vec::new();
+    let (mut name, mut tags) = (me, my_tags);
+    loop {
+        seen.push(name);
+        if tags.no_stream() {
+            return false;
+        }
+        let upstream: Option<&Member> = tags
+            .replicatefrom
+            .as_deref()
+            .filter(|f| *f != name)
+            .and_then(|f| c.member(f));
+        let Some(up) = upstream else {
+            return true;
+        };
+        if seen.contains(&up.name.as_str()) {
+            return false;
+        }
+        name = &up.name;
+        tags = &up.data.tags;
+    }
+}
+
 impl Step<'_> {
-    /// Remembers when each member was last seen: its slot outlives it by
-    /// `member_slots_ttl`, on the leader and on the replicas that may succeed it.
+    /// Remembers when each member streaming WAL was last seen: its slot outlives it by
+    /// `member_slots_ttl` (a `nostream` member has no slot to keep).
     pub(super) fn note_members_seen(&mut self, c: &Cluster) {
-        for m in &c.members {
+        for m in c.members.iter().filter(|m| !m.data.tags.no_stream()) {
             self.st.members_seen.insert(m.name.clone(), self.now);
         }
         let keep_for = Duration::from_secs_f64(self.config().member_slots_ttl.max(0.0));
@@ -108,89 +171,167 @@ impl Step<'_> {
             .retain(|_, seen| now.since(*seen) <= keep_for);
     }
 
-    /// The leader's (or standby leader's) slots: member slots for the members streaming
-    /// from it and the permanent slots (a standby cluster has no logical ones: its
-    /// leader cannot decode).
+    /// `pg_replication_slot_advance` is available (PostgreSQL 11+).
+    fn can_advance_slots(&self) -> bool {
+        self.obs
+            .pg
+            .server_version
+            .is_some_and(|v| v >= MIN_VERSION_TO_ADVANCE_SLOTS)
+    }
+
+    /// The leader's (or standby leader's) slots.
     pub(super) fn leader_slots(&self, c: &Cluster) -> Vec<WantedSlot> {
-        let me = self.me();
-        let streams_from_me = |name: &str| {
-            c.member(name).is_none_or(|m| {
-                !m.data.tags.no_stream()
-                    && m.data
-                        .tags
-                        .replicatefrom
-                        .as_deref()
-                        .is_none_or(|f| f == me || c.member(f).is_none_or(|u| !is_running(u)))
-            })
-        };
-        let mut wanted: Vec<WantedSlot> = self
-            .st
-            .members_seen
-            .keys()
-            .filter(|name| name.as_str() != me && streams_from_me(name))
-            .map(|name| physical(slot_name_for_member(name), None))
-            .collect();
-        let standby = self.config().is_standby_cluster();
-        for p in self.permanent_slots() {
-            if standby && p.kind != SlotKind::Physical {
-                continue;
-            }
-            wanted.push(WantedSlot {
-                name: p.name,
-                kind: p.kind,
-                advance_to: None,
-            });
-        }
+        self.wanted_slots(c, true)
+    }
+
+    /// A replica's slots.
+    fn replica_slots(&self, c: &Cluster) -> Vec<WantedSlot> {
+        self.wanted_slots(c, false)
+    }
+
+    /// Member slots first, then permanent ones; never one for myself.
+    fn wanted_slots(&self, c: &Cluster, as_leader: bool) -> Vec<WantedSlot> {
+        let mut wanted = self.member_slots(c, as_leader);
+        let permanent = self.permanent_wanted(c, as_leader, &wanted);
+        wanted.extend(permanent);
         self.without_own_and_duplicates(wanted)
     }
 
-    /// A replica's slots: one per member cascading from it and, if it may be promoted
-    /// in a normal cluster, the leader's slots at the positions the leader published.
-    fn replica_slots(&self, c: &Cluster) -> Vec<WantedSlot> {
+    /// Physical slots for the other members (Patroni's `_get_members_slots`).
+    fn member_slots(&self, c: &Cluster, as_leader: bool) -> Vec<WantedSlot> {
         let me = self.me();
-        let mut wanted: Vec<WantedSlot> = c
-            .members
-            .iter()
-            .filter(|m| m.name != me && !m.data.tags.no_stream())
-            .filter(|m| m.data.tags.replicatefrom.as_deref() == Some(me))
-            .map(|m| physical(slot_name_for_member(&m.name), None))
-            .collect();
-        let version_ok = self
-            .obs
-            .pg
-            .server_version
-            .is_some_and(|v| v >= MIN_VERSION_FOR_REPLICA_SLOTS);
-        let tags = &self.cfg.tags;
-        // A node that can never lead needs no slots for after a failover.
-        if tags.never_promote()
-            || tags.no_stream()
-            || !version_ok
-            || self.config().is_standby_cluster()
-        {
-            return self.without_own_and_duplicates(wanted);
-        }
-        let published = &c.status.slots;
-        for name in self.st.members_seen.keys() {
-            if name == me || c.member(name).is_some_and(|m| m.data.tags.no_stream()) {
+        let never_leads = self.cfg.tags.never_promote();
+        let leader = c.leader.as_ref().map(|l| l.name.as_str());
+        // Who streams from this node: on the leader every member not cascading from
+        // another member; on a replica the members naming it (never the leader).
+        let streams_from_me = |m: &Member| {
+            let from = m.data.tags.replicatefrom.as_deref();
+            if as_leader {
+                from.is_none_or(|f| f == me || c.member(f).is_none())
+            } else {
+                from == Some(me) && leader != Some(m.name.as_str())
+            }
+        };
+        let can_advance = self.can_advance_slots();
+        // Slots can follow their members everywhere: keep them all for after a failover.
+        let keep_all = can_advance && self.config().member_slots_ttl > 0.0;
+        let mut wanted = Vec::new();
+        for m in c.members.iter().filter(|m| m.name != me) {
+            // `nostream` members take WAL from the archive only.
+            if m.data.tags.no_stream() {
                 continue;
             }
-            let slot = slot_name_for_member(name);
-            let at = published.get(&slot).copied();
-            wanted.push(physical(slot, at));
-        }
-        for p in self.permanent_slots() {
-            let at = published.get(&p.name).copied();
-            // A logical slot comes from the leader's copy: wait until the leader has one.
-            if p.kind != SlotKind::Physical && at.is_none() {
+            let expected_active = streams_from_me(m);
+            let cascades_from_me = m.data.tags.replicatefrom.as_deref() == Some(me);
+            // A node that never leads keeps only the slots members may connect to.
+            let keep = if keep_all {
+                !never_leads || cascades_from_me
+            } else {
+                expected_active
+            };
+            if !keep {
                 continue;
+            }
+            let name = slot_name_for_member(&m.name);
+            let mut at = c.status.slots.get(&name).copied().unwrap_or(0);
+            // A member streaming from elsewhere leaves its slot here unused: its own
+            // reported position tells how far it got.
+            if m.data.tags.replicatefrom.is_some() {
+                at = at.max(m.data.xlog_location.unwrap_or(0));
             }
             wanted.push(WantedSlot {
-                name: p.name,
-                kind: p.kind,
-                advance_to: at,
+                name,
+                kind: SlotKind::Physical,
+                advance_to: (can_advance && at > 0).then_some(at),
+                expected_active: Some(expected_active),
             });
         }
-        self.without_own_and_duplicates(wanted)
+        if never_leads {
+            return wanted;
+        }
+        // Slots of members gone from the DCS, kept for `member_slots_ttl`: the leader
+        // remembers them itself and publishes them as `retain_slots`.
+        let retained: Vec<String> = if as_leader {
+            self.leader_retained_slots()
+        } else {
+            c.status.retain_slots.clone()
+        };
+        for name in retained {
+            if !wanted.iter().any(|w| w.name == name) {
+                wanted.push(WantedSlot {
+                    name,
+                    kind: SlotKind::Physical,
+                    advance_to: None,
+                    expected_active: None,
+                });
+            }
+        }
+        wanted
+    }
+
+    /// The permanent slots this node keeps, besides `members` (Patroni's
+    /// `_get_permanent_slots` and `_merge_permanent_slots`).
+    fn permanent_wanted(
+        &self,
+        c: &Cluster,
+        as_leader: bool,
+        members: &[WantedSlot],
+    ) -> Vec<WantedSlot> {
+        // A node that never leads needs no slot for after a failover.
+        if self.cfg.tags.never_promote() {
+            return Vec::new();
+        }
+        let standby_cluster = self.config().is_standby_cluster();
+        // A standby cluster's leader cannot decode; nor can a node fed through a
+        // `nostream` node keep a logical slot safely.
+        let physical_only = standby_cluster || !streams_from_primary(c, self.me(), &self.cfg.tags);
+        // Before PostgreSQL 11 only the leader keeps them: replicas could not advance them.
+        let can_advance = self.can_advance_slots();
+        if !(can_advance || as_leader) {
+            return Vec::new();
+        }
+        let mut wanted = Vec::new();
+        for p in self.permanent_slots() {
+            if members.iter().any(|w| w.name == p.name) {
+                // A member's slot of the same name already covers a physical one; a
+                // logical one conflicts with it and is left out.
+                continue;
+            }
+            let published = c.status.slots.get(&p.name).copied();
+            match p.kind {
+                SlotKind::Physical => {
+                    // A permanent slot named after a member cascading elsewhere is not
+                    // streamed from here: it follows that member's reported position.
+                    let cascading = c.members.iter().find(|m| {
+                        slot_name_for_member(&m.name) == p.name
+                            && m.data.tags.replicatefrom.is_some()
+                    });
+                    let at = published
+                        .unwrap_or(0)
+                        .max(cascading.and_then(|m| m.data.xlog_location).unwrap_or(0));
+                    wanted.push(WantedSlot {
+                        name: p.name,
+                        kind: p.kind,
+                        advance_to: (can_advance && at > 0).then_some(at),
+                        expected_active: Some(as_leader && cascading.is_none()),
+                    });
+                }
+                SlotKind::Logical { .. } => {
+                    // Logical slots need PostgreSQL 11; a replica copies the leader's
+                    // once the leader has one.
+                    if physical_only || !can_advance || (!as_leader && published.is_none()) {
+                        continue;
+                    }
+                    wanted.push(WantedSlot {
+                        name: p.name,
+                        kind: p.kind,
+                        advance_to: published,
+                        expected_active: None,
+                    });
+                }
+            }
+        }
+        wanted
     }
 
     /// Brings this node's slots in line with its role. A replica missing logical slots
@@ -205,12 +346,19 @@ impl Step<'_> {
             self.replica_slots(c)
         };
         let dc = self.config();
+        let leader = c.leader.as_ref().map(|l| l.name.as_str());
+        let rules = SlotRules {
+            may_create_logical: as_leader && !dc.is_standby_cluster(),
+            drop_unknown: !self.paused(),
+            // Without a leader, or as a leader not yet promoted, the xmin may still be
+            // needed by a standby that will stream from here.
+            drop_stale_xmin: leader.is_some_and(|l| l != self.me() || self.obs.pg.is_primary()),
+        };
         let work = slot_work(
             &wanted,
             &self.obs.pg.slots,
             &permanent_slots::ignore_rules(&dc),
-            as_leader && !dc.is_standby_cluster(),
-            !self.paused(),
+            rules,
         );
         if !as_leader && self.copy_logical_slots(c, &work.missing_logical) {
             return true;
@@ -232,7 +380,12 @@ impl Step<'_> {
         };
         view.status.slots = self.obs.failsafe_slots.clone();
         let wanted = self.replica_slots(&view);
-        let work = slot_work(&wanted, &self.obs.pg.slots, &[], false, false);
+        let rules = SlotRules {
+            may_create_logical: false,
+            drop_unknown: false,
+            drop_stale_xmin: false,
+        };
+        let work = slot_work(&wanted, &self.obs.pg.slots, &[], rules);
         if !work.changes.advance.is_empty() {
             self.act(Action::ManageSlots(SlotChanges {
                 advance: work.changes.advance,
@@ -260,13 +413,25 @@ impl Step<'_> {
         out
     }
 
-    /// `status.retain_slots`: the member slots kept for members seen within
-    /// `member_slots_ttl` (the leader's own included), minus permanent ones.
+    /// The member slots the leader keeps for members seen within `member_slots_ttl`:
+    /// those it has (a member it kept no slot for leaves none behind).
+    fn leader_retained_slots(&self) -> Vec<String> {
+        self.st
+            .members_seen
+            .keys()
+            .map(|m| slot_name_for_member(m))
+            .filter(|s| self.obs.pg.slots.iter().any(|o| o.name == *s))
+            .collect()
+    }
+
+    /// `status.retain_slots`: the slots of members seen within `member_slots_ttl` (the
+    /// leader's own included: its replicas keep one), minus permanent physical ones
+    /// (those stay anyway).
     pub(super) fn retained_member_slots(&self) -> Vec<String> {
         if !self.use_slots() {
             return Vec::new();
         }
-        let permanent: Vec<String> = self.permanent_slots().into_iter().map(|p| p.name).collect();
+        let permanent = permanent_slots::permanent_physical_slots(&self.config());
         let mut out: Vec<String> = self
             .st
             .members_seen
@@ -343,14 +508,6 @@ impl Step<'_> {
     }
 }
 
-fn physical(name: String, advance_to: Option<Lsn>) -> WantedSlot {
-    WantedSlot {
-        name,
-        kind: SlotKind::Physical,
-        advance_to,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +518,14 @@ mod tests {
             kind,
             lsn: Some(lsn),
             active,
+            xmin: None,
+        }
+    }
+
+    fn with_xmin(slot: ObservedSlot) -> ObservedSlot {
+        ObservedSlot {
+            xmin: Some(750),
+            ..slot
         }
     }
 
@@ -371,12 +536,37 @@ mod tests {
         }
     }
 
+    /// A physical slot nobody is expected to stream from on this node.
+    fn inactive(name: &str, advance_to: Option<Lsn>) -> WantedSlot {
+        WantedSlot {
+            name: name.into(),
+            kind: SlotKind::Physical,
+            advance_to,
+            expected_active: Some(false),
+        }
+    }
+
+    const ALL: SlotRules = SlotRules {
+        may_create_logical: true,
+        drop_unknown: true,
+        drop_stale_xmin: true,
+    };
+
+    const REPLICA: SlotRules = SlotRules {
+        may_create_logical: false,
+        ..ALL
+    };
+
+    fn names<'a>(i: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
+        i.into_iter().map(String::as_str).collect()
+    }
+
     #[test]
     fn missing_slots_are_created_behind_ones_advanced_unknown_ones_dropped() {
         let wanted = vec![
-            physical("a".into(), Some(200)),
-            physical("b".into(), None),
-            physical("c".into(), Some(100)),
+            inactive("a", Some(200)),
+            inactive("b", None),
+            inactive("c", Some(100)),
         ];
         let observed = vec![
             seen("a", SlotKind::Physical, 100, false),
@@ -384,9 +574,14 @@ mod tests {
             seen("old", SlotKind::Physical, 1, false),
             seen("busy", SlotKind::Physical, 1, true),
         ];
-        let work = slot_work(&wanted, &observed, &[], true, true);
-        assert_eq!(work.changes.create.len(), 1);
-        assert_eq!(work.changes.create[0].name, "b");
+        let work = slot_work(&wanted, &observed, &[], ALL);
+        assert_eq!(
+            work.changes.create,
+            vec![NewSlot {
+                name: "b".into(),
+                kind: SlotKind::Physical
+            }]
+        );
         // `c` is ahead of the published position: slots never move back.
         assert_eq!(
             work.changes.advance,
@@ -401,17 +596,84 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_expected_to_be_streamed_from_is_never_advanced() {
+        let wanted = vec![WantedSlot {
+            expected_active: Some(true),
+            ..inactive("a", Some(200))
+        }];
+        let work = slot_work(
+            &wanted,
+            &[seen("a", SlotKind::Physical, 100, false)],
+            &[],
+            ALL,
+        );
+        assert_eq!(work, SlotWork::default());
+    }
+
+    #[test]
+    fn an_inactive_physical_slot_with_an_xmin_is_dropped_not_advanced() {
+        let wanted = vec![inactive("a", Some(200)), inactive("b", Some(200))];
+        let observed = vec![
+            with_xmin(seen("a", SlotKind::Physical, 100, false)),
+            seen("b", SlotKind::Physical, 100, false),
+        ];
+        let work = slot_work(&wanted, &observed, &[], REPLICA);
+        assert_eq!(names(&work.changes.drop), vec!["a"]);
+        assert_eq!(
+            work.changes.advance,
+            vec![SlotAdvance {
+                name: "b".into(),
+                database: None,
+                to: 200
+            }]
+        );
+        assert!(work.changes.create.is_empty());
+        // Without a leader (or as a leader not promoted yet) it stays, unmoved.
+        let kept = slot_work(
+            &wanted,
+            &observed,
+            &[],
+            SlotRules {
+                drop_stale_xmin: false,
+                ..REPLICA
+            },
+        );
+        assert!(kept.changes.drop.is_empty());
+        assert_eq!(
+            kept.changes.advance,
+            vec![SlotAdvance {
+                name: "b".into(),
+                database: None,
+                to: 200
+            }]
+        );
+        // A slot whose activity is unknown (a retained one) keeps its xmin too.
+        let retained = vec![WantedSlot {
+            expected_active: None,
+            ..inactive("a", None)
+        }];
+        assert_eq!(
+            slot_work(&retained, &observed[..1], &[], REPLICA),
+            SlotWork::default()
+        );
+    }
+
+    #[test]
     fn replicas_report_missing_logical_slots_instead_of_creating_them() {
         let wanted = vec![WantedSlot {
             name: "cdc".into(),
             kind: logical(),
             advance_to: Some(10),
+            expected_active: None,
         }];
-        let work = slot_work(&wanted, &[], &[], false, true);
+        let work = slot_work(&wanted, &[], &[], REPLICA);
         assert!(work.changes.is_empty());
         assert_eq!(work.missing_logical, vec!["cdc".to_string()]);
-        let on_primary = slot_work(&wanted, &[], &[], true, true);
-        assert_eq!(on_primary.changes.create.len(), 1);
+        let on_primary = slot_work(&wanted, &[], &[], ALL);
+        assert_eq!(
+            names(on_primary.changes.create.iter().map(|s| &s.name)),
+            vec!["cdc"]
+        );
         assert!(on_primary.missing_logical.is_empty());
     }
 
@@ -421,33 +683,26 @@ mod tests {
             name: "cdc".into(),
             kind: logical(),
             advance_to: Some(500),
+            expected_active: None,
         }];
-        let work = slot_work(
-            &wanted,
-            &[seen("cdc", logical(), 300, false)],
-            &[],
-            false,
-            true,
-        );
+        let work = slot_work(&wanted, &[seen("cdc", logical(), 300, false)], &[], REPLICA);
         assert_eq!(
-            work.changes.advance[0].database.as_deref(),
-            Some("postgres")
+            work.changes.advance,
+            vec![SlotAdvance {
+                name: "cdc".into(),
+                database: Some("postgres".into()),
+                to: 500
+            }]
         );
         // In use (a consumer reads it on this node): leave it to the consumer.
-        let work = slot_work(
-            &wanted,
-            &[seen("cdc", logical(), 300, true)],
-            &[],
-            false,
-            true,
-        );
+        let work = slot_work(&wanted, &[seen("cdc", logical(), 300, true)], &[], REPLICA);
         assert!(work.changes.is_empty());
     }
 
     #[test]
     fn a_slot_of_the_wrong_kind_is_replaced() {
-        let wanted = vec![physical("x".into(), None)];
-        let work = slot_work(&wanted, &[seen("x", logical(), 1, false)], &[], true, true);
+        let wanted = vec![inactive("x", None)];
+        let work = slot_work(&wanted, &[seen("x", logical(), 1, false)], &[], ALL);
         assert_eq!(work.changes.drop, vec!["x".to_string()]);
         assert_eq!(work.changes.create[0].kind, SlotKind::Physical);
     }
@@ -459,11 +714,19 @@ mod tests {
             seen("x", logical(), 1, false),
             seen("stray", SlotKind::Physical, 1, false),
         ];
-        let wanted = vec![physical("x".into(), None)];
-        let work = slot_work(&wanted, &observed, std::slice::from_ref(&rule), true, true);
+        let wanted = vec![inactive("x", None)];
+        let work = slot_work(&wanted, &observed, std::slice::from_ref(&rule), ALL);
         assert_eq!(work.changes.drop, vec!["stray".to_string()]);
         assert!(work.changes.create.is_empty());
-        let paused = slot_work(&[], &observed, &[rule], true, false);
+        let paused = slot_work(
+            &[],
+            &observed,
+            &[rule],
+            SlotRules {
+                drop_unknown: false,
+                ..ALL
+            },
+        );
         assert!(paused.changes.is_empty());
     }
 }

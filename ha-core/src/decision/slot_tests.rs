@@ -3,7 +3,7 @@
 
 use super::tests::{assert_actions, cfg, member_with_tags, obs, pg_primary, pg_replica, t, View};
 use super::*;
-use crate::model::{ObservedSlot, SlotKind, Tags};
+use crate::model::{MemberData, ObservedSlot, SlotKind, Tags};
 use crate::postgres::{PgObservation, SlotChanges};
 
 fn renewed(at: u64) -> Vec<Outcome> {
@@ -15,6 +15,14 @@ fn slot_changes(d: &Decision) -> Option<SlotChanges> {
         Action::ManageSlots(c) => Some(c.clone()),
         _ => None,
     })
+}
+
+/// The `ManageSlots` action as the logs show it.
+fn slot_line(d: &Decision) -> Option<String> {
+    d.actions
+        .iter()
+        .find(|a| matches!(a, Action::ManageSlots(_)))
+        .map(|a| a.to_string())
 }
 
 fn created(d: &Decision) -> Vec<String> {
@@ -29,6 +37,7 @@ fn physical(name: &str, lsn: u64) -> ObservedSlot {
         kind: SlotKind::Physical,
         lsn: Some(lsn),
         active: false,
+        xmin: None,
     }
 }
 
@@ -36,6 +45,15 @@ fn cdc_kind() -> SlotKind {
     SlotKind::Logical {
         database: "postgres".into(),
         plugin: "test_decoding".into(),
+    }
+}
+
+/// A primary of PostgreSQL 15 (logical slots and advancing slots need 11+).
+fn pg15_primary(wal: u64, slots: Vec<ObservedSlot>) -> PgObservation {
+    PgObservation {
+        server_version: Some(150_004),
+        slots,
+        ..pg_primary(wal)
     }
 }
 
@@ -224,7 +242,7 @@ fn leader_creates_permanent_slots_and_publishes_every_slot_position() {
     let d = decide(
         &cfg("a"),
         &LocalState::default(),
-        &obs(c.clone(), pg_primary(900), renewed(1000)),
+        &obs(c.clone(), pg15_primary(900, vec![]), renewed(1000)),
         t(1000),
     );
     assert_actions(
@@ -246,10 +264,11 @@ fn leader_creates_permanent_slots_and_publishes_every_slot_position() {
                 kind: cdc_kind(),
                 lsn: Some(700),
                 active: true,
+                xmin: None,
             },
             physical("stray", 5),
         ],
-        ..pg_primary(900)
+        ..pg15_primary(900, vec![])
     };
     let d2 = decide(
         &cfg("a"),
@@ -506,5 +525,272 @@ fn without_the_dcs_replicas_advance_slots_by_the_failsafe_leaders_positions() {
     assert_eq!(
         slot_changes(&decide(&cfg("b"), &before_outage, &o, t(1000))),
         None
+    );
+}
+
+/// A member record at `wal` with `tags`.
+fn tagged(name: &str, role: &str, wal: u64, tags: Tags) -> (String, String) {
+    let d = MemberData {
+        conn_url: Some(format!("postgres://127.0.0.1:{}/postgres", 5432 + wal % 7)),
+        api_url: Some(format!("http://127.0.0.1:8008/{name}")),
+        state: Some(crate::model::MemberState::Running),
+        role: Some(crate::model::Role::from(role.to_string())),
+        xlog_location: Some(wal),
+        tags,
+        ..Default::default()
+    };
+    (format!("members/{name}"), d.to_json())
+}
+
+fn replicating_from(upstream: &str) -> Tags {
+    Tags {
+        replicatefrom: Some(upstream.into()),
+        ..Tags::default()
+    }
+}
+
+fn with_xmin(slot: ObservedSlot) -> ObservedSlot {
+    ObservedSlot {
+        xmin: Some(750),
+        ..slot
+    }
+}
+
+fn active(slot: ObservedSlot) -> ObservedSlot {
+    ObservedSlot {
+        active: true,
+        ..slot
+    }
+}
+
+/// Patroni's permanent_slots feature: a leads, b replicates, c never fails over, d
+/// cascades from c; `test_physical` and `d` (a member's slot name) are permanent.
+fn permanent_slots_cluster() -> Cluster {
+    let (ck, cv) = tagged(
+        "c",
+        "replica",
+        800,
+        Tags {
+            nofailover: Some(true),
+            ..Tags::default()
+        },
+    );
+    let (dk, dv) = tagged("d", "replica", 820, replicating_from("c"));
+    View::new()
+        .key("config", r#"{"slots": {"test_physical": 0, "d": 0}}"#)
+        .key(
+            "status",
+            r#"{"optime": 900, "slots": {"a": 900, "b": 850, "c": 800, "d": 700, "test_physical": 600},
+                "retain_slots": ["a", "b", "c"]}"#,
+        )
+        .leader("a")
+        .member("a", "primary", 900)
+        .member("b", "replica", 850)
+        .key(&ck, &cv)
+        .key(&dk, &dv)
+        .cluster()
+}
+
+#[test]
+fn with_postgres_11_the_leader_keeps_a_slot_for_every_member_cascading_ones_included() {
+    let c = permanent_slots_cluster();
+    let fresh = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(c.clone(), pg15_primary(900, vec![]), renewed(1000)),
+        t(1000),
+    );
+    // d streams from c, yet the leader keeps d's slot too: whoever leads next needs it.
+    assert_eq!(
+        slot_line(&fresh).as_deref(),
+        Some("ManageSlots create=[b,c,d,test_physical] advance=[] drop=[]")
+    );
+    let slots = vec![
+        active(physical("b", 850)),
+        active(physical("c", 800)),
+        physical("d", 700),
+        physical("test_physical", 600),
+    ];
+    let d = decide(
+        &cfg("a"),
+        &fresh.state,
+        &obs(c, pg15_primary(900, slots), renewed(2000)),
+        t(2000),
+    );
+    // d's slot here is unused: it moves to where d reports to be. The status in the
+    // view is what a publishes (no WriteStatus): every slot with its position, and in
+    // retain_slots no `d`: a permanent slot is no member slot to retain.
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=31.500s watchdog",
+            "ManageSlots create=[] advance=[d:820] drop=[]",
+            "PublishMember role=primary state=running",
+        ],
+    );
+}
+
+#[test]
+fn a_replica_keeps_every_members_slot_at_the_published_positions_and_drops_one_holding_an_xmin() {
+    let slots = vec![
+        physical("a", 500),
+        physical("c", 800),
+        with_xmin(physical("d", 100)),
+        physical("test_physical", 300),
+    ];
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(permanent_slots_cluster(), pg15_replica(850, slots), vec![]),
+        t(1000),
+    );
+    // Nobody streams from b: d's xmin would never move and hold back vacuum, so the
+    // slot goes (the next cycle creates it afresh); the others follow the leader.
+    assert_actions(
+        &d.actions,
+        &[
+            "ManageSlots create=[] advance=[a:900,test_physical:600] drop=[d]",
+            "PublishMember role=replica state=running",
+        ],
+    );
+}
+
+#[test]
+fn a_nofailover_replica_keeps_only_the_slots_of_members_cascading_from_it() {
+    let mut c_cfg = cfg("c");
+    c_cfg.tags.nofailover = Some(true);
+    let d = decide(
+        &c_cfg,
+        &LocalState::default(),
+        &obs(
+            permanent_slots_cluster(),
+            pg15_replica(800, vec![physical("a", 1)]),
+            vec![],
+        ),
+        t(1000),
+    );
+    // No permanent slot either: c never leads.
+    assert_actions(
+        &d.actions,
+        &[
+            "ManageSlots create=[d] advance=[] drop=[a]",
+            "PublishMember role=replica state=running",
+        ],
+    );
+    // The cascading member d keeps the others' slots and the permanent ones.
+    let mut d_cfg = cfg("d");
+    d_cfg.tags.replicatefrom = Some("c".into());
+    let at_d = decide(
+        &d_cfg,
+        &LocalState::default(),
+        &obs(
+            permanent_slots_cluster(),
+            PgObservation {
+                following: Some("c".into()),
+                ..pg15_replica(820, vec![])
+            },
+            vec![],
+        ),
+        t(1000),
+    );
+    assert_eq!(
+        slot_line(&at_d).as_deref(),
+        Some("ManageSlots create=[a,b,c,test_physical] advance=[] drop=[]")
+    );
+}
+
+/// Patroni's nostream_node feature: a leads, b takes WAL from the archive only
+/// (`nostream`), c cascades from b; `test_logical` is a permanent logical slot.
+fn nostream_cluster() -> Cluster {
+    let (bk, bv) = tagged(
+        "b",
+        "replica",
+        850,
+        Tags {
+            nostream: Some(true),
+            ..Tags::default()
+        },
+    );
+    let (ck, cv) = tagged("c", "replica", 820, replicating_from("b"));
+    View::new()
+        .key(
+            "config",
+            r#"{"slots": {"test_logical": {"type": "logical", "database": "postgres", "plugin": "test_decoding"}}}"#,
+        )
+        .key(
+            "status",
+            r#"{"optime": 900, "slots": {"a": 900, "c": 700, "test_logical": 500}}"#,
+        )
+        .leader("a")
+        .member("a", "primary", 900)
+        .key(&bk, &bv)
+        .key(&ck, &cv)
+        .cluster()
+}
+
+#[test]
+fn no_slot_for_a_nostream_member_and_no_logical_slot_behind_one() {
+    let leader = decide(
+        &cfg("a"),
+        &LocalState::default(),
+        &obs(
+            nostream_cluster(),
+            pg15_primary(900, vec![physical("c", 700)]),
+            renewed(1000),
+        ),
+        t(1000),
+    );
+    // b streams nothing: no slot for it, not even in status.
+    assert_actions(
+        &leader.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "WriteStatus optime=900 slots=a:900,c:700 retain=a,c",
+            "ManageSlots create=[test_logical] advance=[c:820] drop=[]",
+            "PublishMember role=primary state=running",
+        ],
+    );
+    let mut b_cfg = cfg("b");
+    b_cfg.tags.nostream = Some(true);
+    let at_b = decide(
+        &b_cfg,
+        &LocalState::default(),
+        &obs(nostream_cluster(), pg15_replica(850, vec![]), vec![]),
+        t(1000),
+    );
+    // No feedback reaches the primary from b or c: no logical slot (nor copy) there.
+    assert_actions(
+        &at_b.actions,
+        &[
+            "ManageSlots create=[a,c] advance=[] drop=[]",
+            "PublishMember role=replica state=running",
+        ],
+    );
+    let mut c_cfg = cfg("c");
+    c_cfg.tags.replicatefrom = Some("b".into());
+    let at_c = decide(
+        &c_cfg,
+        &LocalState::default(),
+        &obs(
+            nostream_cluster(),
+            PgObservation {
+                following: Some("b".into()),
+                ..pg15_replica(820, vec![])
+            },
+            vec![],
+        ),
+        t(1000),
+    );
+    assert_eq!(
+        slot_line(&at_c).as_deref(),
+        Some("ManageSlots create=[a] advance=[] drop=[]")
+    );
+    assert!(
+        !at_c
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CopyLogicalSlots { .. })),
+        "{:?}",
+        at_c.actions
     );
 }

@@ -64,6 +64,9 @@ pub struct ObservedSlot {
     pub lsn: Option<Lsn>,
     /// A walsender (or a backend) uses it now.
     pub active: bool,
+    /// The oldest transaction a physical slot holds back for hot standby feedback
+    /// (`None`: none).
+    pub xmin: Option<u64>,
 }
 
 /// One `ignore_slots` matcher from the dynamic config: a slot that matches every
@@ -132,6 +135,7 @@ mod tests {
             },
             lsn: None,
             active: false,
+            xmin: None,
         }
     }
 
