@@ -37,7 +37,8 @@
 //!   for no answer: the query outcomes of this cycle;
 //! - `tag nofailover`, `tag nostream`: the node's tags (set); `tag KEY=VALUE`: a tag
 //!   with a JSON value (or a string), as the config file would give it;
-//! - `state lease_until=MS`, `state started_at=MS`, `state fence_armed`: the local
+//! - `state lease_until=MS`, `state started_at=MS`, `state switchover_waiting_since=MS`,
+//!   `state fence_armed`: the local
 //!   state to start from;
 //! - `assert message ~ TEXT` (the message contains TEXT), `assert message = TEXT`,
 //!   `assert lease_until MS|-`, `assert rerun true|false`, `assert wake_at MS|-`:
@@ -313,6 +314,9 @@ fn run(
             ["state", kv] => match kv.split_once('=') {
                 Some(("lease_until", v)) => state.lease_until = Some(t(ms(v)?)),
                 Some(("started_at", v)) => state.started_at = Some(t(ms(v)?)),
+                Some(("switchover_waiting_since", v)) => {
+                    state.switchover_waiting_since = Some(t(ms(v)?))
+                }
                 _ => return Err(format!("unknown state {kv:?}")),
             },
             ["assert", ..] => asserts.push(l.trim_start()["assert".len()..].trim().to_string()),

@@ -231,6 +231,8 @@ pub struct LocalState {
     pub down_since: Option<MonoTime>,
     /// Since when a running replica has been stuck behind the leader's timeline.
     pub stuck_since: Option<MonoTime>,
+    /// Since when a requested switchover waits for its candidate to stream from me.
+    pub switchover_waiting_since: Option<MonoTime>,
     /// The leader `stuck_since` counts against: a new leader restarts the count.
     pub stuck_on_leader: Option<String>,
     /// Since when Postgres has been unresponsive.

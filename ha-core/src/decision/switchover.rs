@@ -4,6 +4,10 @@ use super::{failover_candidates, upstream_of, Action, Outcome, Step};
 use crate::model::Cluster;
 use std::time::Duration;
 
+/// How long a switchover waits for its candidate to stream from the leader: longer
+/// than a walreceiver's default retry interval (`wal_retrieve_retry_interval`, 5 s).
+const SWITCHOVER_STREAM_WAIT: Duration = Duration::from_secs(12);
+
 impl Step<'_> {
     /// Switchover / manual failover from the leader's side. Returns true when it acted.
     pub(super) fn handle_failover_request(&mut self, c: &Cluster) -> bool {
@@ -87,10 +91,36 @@ impl Step<'_> {
             })
             .max_by_key(|(_, wal)| *wal)
             .map(|(m, _)| m);
-        match (
-            best.filter(|m| upstream_of(m).is_some()),
-            self.token(Some(c)),
-        ) {
+        let best = best.filter(|m| upstream_of(m).is_some());
+        // My shutdown checkpoint reaches the candidate only over a live stream (one
+        // cascading through another member gets it from there): after a restart of
+        // either side it reconnects on its own retry interval, so wait for it.
+        if let Some(target) = best.filter(|m| m.data.tags.replicatefrom.is_none()) {
+            let streams = self.obs.pg.replication.iter().any(|r| {
+                r.application_name.eq_ignore_ascii_case(&target.name) && r.state == "streaming"
+            });
+            if streams {
+                self.st.switchover_waiting_since = None;
+            } else {
+                let since = *self.st.switchover_waiting_since.get_or_insert(self.now);
+                if self.now.since(since) < SWITCHOVER_STREAM_WAIT {
+                    self.wake_no_later_than(self.now.plus(Duration::from_millis(500)));
+                    self.say(format!(
+                        "switchover: waiting for {} to stream from me",
+                        target.name
+                    ));
+                    return true;
+                }
+                self.st.switchover_waiting_since = None;
+                self.act(clear);
+                self.say(format!(
+                    "switchover: {} does not stream from me; not demoting",
+                    target.name
+                ));
+                return false;
+            }
+        }
+        match (best, self.token(Some(c))) {
             (Some(target), Some(token)) => {
                 self.st.rewind_pending = true;
                 self.say(format!(
