@@ -1,0 +1,240 @@
+//! `fullauto-proxy` routing from the DCS alone, on a real etcd and real PostgreSQL 15
+//! servers. No agents run here: the test writes the member records and the leader
+//! key itself (as Patroni's layout has them), so it decides exactly when the lease
+//! "moves" while every server keeps running, and the proxy alone must keep clients
+//! off the node that lost it.
+
+mod support;
+
+use dcs_etcd::testing::EtcdCluster;
+use std::time::Duration;
+use support::proxy::{server_port, via, ProxyProcess};
+use support::{chown_postgres, free_port, wait_until, Standalone};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// etcd, the servers, and the cluster prefix the test writes.
+struct Fixture {
+    etcd: EtcdCluster,
+    scope: String,
+    servers: Vec<Standalone>,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// etcd and `n` running PostgreSQL servers.
+    fn start(n: usize) -> Fixture {
+        let etcd = EtcdCluster::start_single().expect("etcd");
+        let dir = tempfile::Builder::new()
+            .prefix("fullauto-proxy-")
+            .tempdir()
+            .expect("tempdir");
+        let servers = (0..n)
+            .map(|i| {
+                let d = dir.path().join(format!("pg{i}"));
+                std::fs::create_dir_all(&d).expect("dir");
+                chown_postgres(&d);
+                Standalone::start(&d, "")
+            })
+            .collect();
+        Fixture {
+            etcd,
+            scope: format!("proxy{}", std::process::id()),
+            servers,
+            dir,
+        }
+    }
+
+    fn key(&self, rel: &str) -> String {
+        format!("/service/{}/{rel}", self.scope)
+    }
+
+    fn put(&mut self, rel: &str, value: &str) {
+        let key = self.key(rel);
+        self.etcd
+            .etcdctl(&["put", &key, value])
+            .expect("etcdctl put");
+    }
+
+    fn del(&mut self, rel: &str) {
+        let key = self.key(rel);
+        self.etcd.etcdctl(&["del", &key]).expect("etcdctl del");
+    }
+
+    /// Publishes member `name` on server `server` with `role`, `state` and `tags`.
+    fn member(&mut self, name: &str, server: usize, role: &str, state: &str, tags: &str) {
+        let port = self.servers[server].port;
+        let value = format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:1/patroni","state":"{state}","role":"{role}","tags":{{{tags}}}}}"#
+        );
+        self.put(&format!("members/{name}"), &value);
+    }
+
+    fn port(&self, server: usize) -> u16 {
+        self.servers[server].port
+    }
+
+    /// Starts `fullauto-proxy` with the given `proxy:` section lines.
+    fn proxy(&self, name: &str, proxy_lines: &str) -> ProxyProcess {
+        let config = self.dir.path().join(format!("{name}.yml"));
+        let text = format!(
+            "scope: {scope}\nname: {name}\nrestapi:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n\
+             etcd3:\n  hosts: {hosts}\npostgresql:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n\
+             \x20 data_dir: {dir}/unused\n  authentication:\n    superuser: {{username: postgres}}\n\
+             \x20   replication: {{username: postgres}}\nproxy:\n{proxy_lines}",
+            scope = self.scope,
+            hosts = self.etcd.hosts()[0],
+            dir = self.dir.path().display(),
+        );
+        std::fs::write(&config, text).expect("config");
+        ProxyProcess::start(&config, &self.dir.path().join(format!("{name}.log")))
+    }
+}
+
+#[test]
+fn read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it() {
+    let mut f = Fixture::start(2);
+    f.member("a", 0, "primary", "running", "");
+    f.member("b", 1, "replica", "running", "");
+    f.put("leader", "a");
+    let rw = free_port();
+    let _proxy = f.proxy(
+        "rw",
+        &format!("  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 0\n"),
+    );
+    let (a, b) = (f.port(0), f.port(1));
+
+    // New connections reach the member the leader key names (SSL is declined).
+    let reached = wait_until(WAIT, || server_port(rw).ok());
+    assert_eq!(reached, Some(a));
+
+    // A session held open on a, through the proxy.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dsn = format!("host=127.0.0.1 port={rw} user=postgres dbname=postgres connect_timeout=10");
+    let (client, connection) = rt
+        .block_on(tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
+        .expect("connect through the proxy");
+    let connection = rt.spawn(connection);
+    let port: i32 = rt
+        .block_on(client.query_one("SELECT inet_server_port()", &[]))
+        .expect("query")
+        .get(0);
+    assert_eq!(port, i32::from(a));
+
+    // The lease moves to b while a keeps running: the held session is closed by the
+    // proxy with a FATAL error, and new connections reach b.
+    f.put("leader", "b");
+    let ended = rt
+        .block_on(async { tokio::time::timeout(WAIT, connection).await })
+        .expect("the session on the old leader was not closed")
+        .expect("connection task");
+    let error = ended.expect_err("the session must end with an error");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(db.code(), &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN);
+    assert!(
+        db.message().contains("a no longer holds the leader key"),
+        "{}",
+        db.message()
+    );
+    assert!(
+        rt.block_on(client.query_one("SELECT 1", &[])).is_err(),
+        "the closed session still answers"
+    );
+    assert_eq!(
+        wait_until(WAIT, || server_port(rw).ok().filter(|p| *p == b)),
+        Some(b)
+    );
+    // a itself is still up: only the proxy keeps clients off it.
+    assert_eq!(f.servers[0].sql("SELECT 1"), "1");
+
+    // No leader key: new read-write connections are refused with the reason.
+    f.del("leader");
+    let refused = wait_until(WAIT, || via(rw, "SELECT 1").err());
+    let refused = refused.expect("connections were not refused without a leader");
+    assert!(
+        refused.contains("no member holds the leader key"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn read_only_clients_go_round_robin_to_replicas_that_accept_load() {
+    let mut f = Fixture::start(3);
+    f.member("a", 0, "primary", "running", "");
+    f.member("b", 1, "replica", "running", "");
+    f.member("c", 2, "replica", "running", "");
+    // Tagged noloadbalance: never chosen (it points at the primary's server, so a
+    // read-only session there would show).
+    f.member("d", 0, "replica", "running", r#""noloadbalance":true"#);
+    f.put("leader", "a");
+    let ro = free_port();
+    let _proxy = f.proxy(
+        "ro",
+        &format!("  listen_ro: 127.0.0.1:{ro}\n  ro_fallback_to_primary: true\n"),
+    );
+    let (a, b, c) = (f.port(0), f.port(1), f.port(2));
+    wait_until(WAIT, || server_port(ro).ok().filter(|p| *p == b || *p == c))
+        .expect("read-only clients never reached a replica");
+    let seen: Vec<u16> = (0..6)
+        .map(|_| server_port(ro).expect("read-only"))
+        .collect();
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "not round robin: {seen:?}");
+    }
+    assert!(
+        seen.iter().all(|p| *p == b || *p == c),
+        "a read-only client reached the primary or a noloadbalance member: {seen:?}"
+    );
+
+    // No replica left running: read-only clients fall back to the primary.
+    f.member("b", 1, "replica", "stopped", "");
+    f.member("c", 2, "replica", "stopped", "");
+    assert_eq!(
+        wait_until(WAIT, || server_port(ro).ok().filter(|p| *p == a)),
+        Some(a),
+        "read-only clients did not fall back to the primary"
+    );
+}
+
+#[test]
+fn new_read_write_connections_wait_for_a_primary_up_to_the_pause_deadline() {
+    let mut f = Fixture::start(2);
+    f.member("a", 0, "primary", "running", "");
+    f.member("b", 1, "replica", "running", "");
+    f.put("leader", "a");
+    let rw = free_port();
+    let proxy = f.proxy(
+        "pause",
+        &format!("  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 60\n"),
+    );
+    let (a, b) = (f.port(0), f.port(1));
+    assert_eq!(wait_until(WAIT, || server_port(rw).ok()), Some(a));
+
+    // A switchover is requested: a new connection waits instead of reaching a...
+    f.put("failover", r#"{"leader":"a","member":"b"}"#);
+    wait_until(WAIT, || proxy.logged("switchover requested").then_some(()))
+        .expect("the proxy never saw the switchover request");
+    let waiting = std::thread::spawn(move || server_port(rw));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !waiting.is_finished(),
+        "a new read-write connection went through during the switchover: {:?}",
+        waiting.join()
+    );
+    // ...and once b holds the key and the request is done, it lands on b.
+    f.put("leader", "b");
+    f.del("failover");
+    let landed = waiting.join().expect("client thread");
+    assert_eq!(landed, Ok(b));
+
+    // With no leader and a short deadline, a connection is refused once it passes.
+    let rw2 = free_port();
+    let _short = f.proxy(
+        "short",
+        &format!("  listen_rw: 127.0.0.1:{rw2}\n  pause_deadline: 0.5\n"),
+    );
+    assert_eq!(wait_until(WAIT, || server_port(rw2).ok()), Some(b));
+    f.del("leader");
+    let refused = wait_until(WAIT, || via(rw2, "SELECT 1").err()).expect("never refused");
+    assert!(refused.contains("pause_deadline"), "{refused}");
+}
