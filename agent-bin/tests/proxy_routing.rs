@@ -221,9 +221,24 @@ fn new_read_write_connections_wait_for_a_primary_up_to_the_pause_deadline() {
         "a new read-write connection went through during the switchover: {:?}",
         waiting.join()
     );
-    // ...and once b holds the key and the request is done, it lands on b.
+    // ...b takes the key and the request is done, but b's record does not say it
+    // runs as primary yet: still waiting...
     f.put("leader", "b");
     f.del("failover");
+    wait_until(WAIT, || {
+        proxy
+            .logged("b holds the leader key but does not run as primary yet")
+            .then_some(())
+    })
+    .expect("the proxy never saw b take the key");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !waiting.is_finished(),
+        "a new read-write connection went to b before it ran as primary: {:?}",
+        waiting.join()
+    );
+    // ...and once it does, the connection lands on b.
+    f.member("b", 1, "primary", "running", "");
     let landed = waiting.join().expect("client thread");
     assert_eq!(landed, Ok(b));
 

@@ -78,6 +78,9 @@ pub struct Routes {
     /// A switchover or failover was requested (the `failover` key is set and due):
     /// new read-write connections wait for it to finish.
     pub switching: bool,
+    /// The leader's member record does not say it runs as primary yet (it took the
+    /// key and is still promoting): new read-write connections wait for it.
+    pub promoting: bool,
 }
 
 impl Default for Routes {
@@ -86,6 +89,7 @@ impl Default for Routes {
             primary: Err(NoPrimary::NotRead),
             replicas: Vec::new(),
             switching: false,
+            promoting: false,
         }
     }
 }
@@ -137,11 +141,24 @@ impl Routes {
                     Ok(None) | Err(_) => true,
                 }
         });
+        // The new leader clears the failover key as it takes the lease, before its
+        // promotion ends; its record says `primary` once Postgres left recovery.
+        let promoting = primary.is_ok()
+            && !cluster
+                .leader_member()
+                .is_some_and(|m| matches!(m.data.role, Some(Role::Primary | Role::StandbyLeader)));
         Routes {
             primary,
             replicas,
             switching,
+            promoting,
         }
+    }
+
+    /// Whether a new read-write connection can go to the primary now (else it waits,
+    /// up to the pause deadline).
+    pub fn ready_for_writes(&self) -> bool {
+        self.primary.is_ok() && !self.switching && !self.promoting
     }
 
     /// The same routes with the primary withdrawn for `why` (replicas stay: they
@@ -191,11 +208,16 @@ mod tests {
         assert_eq!(r.replicas[0].name, "b");
         assert!(!r.switching);
 
-        // The record's role does not matter for the primary: the key does.
+        assert!(r.ready_for_writes());
+
+        // The record's role does not matter for the primary: the key does. But until
+        // the record says primary, new writers wait.
         let c = cluster(&[("leader", "b"), ("members/a", &a), ("members/b", &b)]);
         let r = Routes::from_cluster(&c, None, 0);
         assert_eq!(r.primary_name(), Some("b"));
         assert!(r.replicas.is_empty(), "{r:?}");
+        assert!(r.promoting);
+        assert!(!r.ready_for_writes());
     }
 
     #[test]

@@ -159,8 +159,8 @@ async fn route(kind: Listener, shared: &Shared) -> Result<Target, String> {
     }
 }
 
-/// The primary, waiting up to the pause deadline while there is none or a
-/// switchover is under way.
+/// The primary, waiting up to the pause deadline while there is none, a
+/// switchover is under way, or the leader is still promoting.
 async fn primary(shared: &Shared) -> Result<Target, String> {
     let mut routes = shared.routes.clone();
     let deadline = tokio::time::Instant::now() + shared.settings.pause_deadline;
@@ -168,7 +168,7 @@ async fn primary(shared: &Shared) -> Result<Target, String> {
     loop {
         {
             let r = routes.borrow_and_update();
-            if let (Ok(t), false) = (&r.primary, r.switching) {
+            if let (Ok(t), true) = (&r.primary, r.ready_for_writes()) {
                 return Ok(t.clone());
             }
         }
@@ -181,8 +181,8 @@ async fn primary(shared: &Shared) -> Result<Target, String> {
             Ok(Err(_)) | Err(_) => break,
         }
     }
-    // Past the deadline a pending switchover does not matter: whoever holds the
-    // leader key now is the primary.
+    // Past the deadline a pending switchover or promotion does not matter: whoever
+    // holds the leader key now is the primary.
     let r = routes.borrow();
     match &r.primary {
         Ok(t) => Ok(t.clone()),

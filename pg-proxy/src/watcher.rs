@@ -103,6 +103,11 @@ fn publish(tx: &watch::Sender<Routes>, routes: Routes) {
                 }
             );
         }
+        if routes.promoting && !current.promoting {
+            if let Ok(t) = &routes.primary {
+                tracing::info!("{} holds the leader key but does not run as primary yet: new read-write connections wait", t.name);
+            }
+        }
         if current.switching != routes.switching {
             if routes.switching {
                 tracing::info!("switchover requested: new read-write connections wait for it");

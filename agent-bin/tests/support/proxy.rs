@@ -29,6 +29,11 @@ impl ProxyProcess {
         }
     }
 
+    /// The proxy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Whether the proxy's log contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         std::fs::read_to_string(&self.log).is_ok_and(|l| l.contains(text))
