@@ -253,3 +253,54 @@ fn new_read_write_connections_wait_for_a_primary_up_to_the_pause_deadline() {
     let refused = wait_until(WAIT, || via(rw2, "SELECT 1").err()).expect("never refused");
     assert!(refused.contains("pause_deadline"), "{refused}");
 }
+
+#[test]
+fn a_dcs_silent_for_longer_than_the_ttl_withdraws_the_primary() {
+    let mut f = Fixture::start(1);
+    f.member("a", 0, "primary", "running", "");
+    f.put("leader", "a");
+    f.put("config", r#"{"ttl":6,"loop_wait":1,"retry_timeout":2}"#);
+    let rw = free_port();
+    let _proxy = f.proxy(
+        "silent",
+        &format!("  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 0\n"),
+    );
+    let a = f.port(0);
+    assert_eq!(wait_until(WAIT, || server_port(rw).ok()), Some(a));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dsn = format!("host=127.0.0.1 port={rw} user=postgres dbname=postgres connect_timeout=10");
+    let (client, connection) = rt
+        .block_on(tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
+        .expect("connect through the proxy");
+    let connection = rt.spawn(connection);
+    rt.block_on(client.query_one("SELECT 1", &[]))
+        .expect("query");
+
+    // etcd freezes: the proxy cannot know whether a still holds the lease once a
+    // ttl has passed, so it closes the session and refuses new ones.
+    f.etcd.pause(0);
+    let ended = rt
+        .block_on(async { tokio::time::timeout(WAIT, connection).await })
+        .map(|joined| joined.expect("connection task"));
+    let refused = via(rw, "SELECT 1");
+    f.etcd.resume(0);
+    let error = ended
+        .expect("the session stayed open while the DCS was silent")
+        .expect_err("the session must end with an error");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(db.code(), &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN);
+    assert!(
+        db.message().contains("the DCS has not answered"),
+        "{}",
+        db.message()
+    );
+    let refused = refused.expect_err("a new connection went through while the DCS was silent");
+    assert!(refused.contains("the DCS has not answered"), "{refused}");
+
+    // etcd answers again: routing resumes.
+    assert_eq!(
+        wait_until(WAIT, || server_port(rw).ok()),
+        Some(a),
+        "routing did not resume with the DCS"
+    );
+}
