@@ -1,8 +1,9 @@
 //! End to end on real etcd, PostgreSQL 15 and two `fullauto` agents, with a
 //! `fullauto-proxy` reading the same config file: a client writing through the
 //! proxy's read-write port follows a `fullautoctl switchover` to the new primary, the
-//! session it held on the old primary is closed, and no write the proxy let through
-//! and the server acknowledged is lost.
+//! session it held on the old primary is closed, no write the proxy let through and
+//! the server acknowledged is lost, and after an unplanned failover clients reach the
+//! next primary.
 
 mod support;
 
@@ -16,7 +17,7 @@ use support::{free_port, wait_until, Cluster, Extra, FAST};
 const BOOT: Duration = Duration::from_secs(90);
 
 #[test]
-fn clients_through_the_proxy_follow_a_switchover_and_lose_the_old_primary() {
+fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
     let rw = free_port();
     let mut c = Cluster::new_with(
         2,
@@ -103,7 +104,9 @@ fn clients_through_the_proxy_follow_a_switchover_and_lose_the_old_primary() {
 
     // New connections land on the new primary, which takes writes.
     assert_eq!(
-        wait_until(BOOT, || server_port(rw).ok().filter(|p| *p == new_port)),
+        wait_until(BOOT, || server_port(rw)
+            .ok()
+            .filter(|port| *port == new_port)),
         Some(new_port),
         "new connections did not follow the switchover"
     );
@@ -145,6 +148,23 @@ fn clients_through_the_proxy_follow_a_switchover_and_lose_the_old_primary() {
         .filter(|id| !present.contains(id))
         .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+
+    // Unplanned: the new primary dies with its agent. Once the lease expires and the
+    // old primary takes over, clients through the proxy reach it again.
+    assert!(
+        c.wait_replica(p, BOOT),
+        "the old primary did not rejoin as a replica"
+    );
+    c.stop_node(r);
+    assert_eq!(
+        wait_until(BOOT, || server_port(rw)
+            .ok()
+            .filter(|port| *port == old_port)),
+        Some(old_port),
+        "clients did not follow the failover"
+    );
+    let id = via(rw, "INSERT INTO t VALUES (-2) RETURNING id").expect("write after failover");
+    assert_eq!(id, "-2");
     assert!(
         proxy.logged("read-write clients now go to"),
         "the proxy did not log its routing"
