@@ -97,10 +97,12 @@ fn read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it() {
     f.member("a", 0, "primary", "running", "");
     f.member("b", 1, "replica", "running", "");
     f.put("leader", "a");
-    let rw = free_port();
+    let (rw, metrics) = (free_port(), free_port());
     let _proxy = f.proxy(
         "rw",
-        &format!("  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 0\n"),
+        &format!(
+            "  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 0\n  metrics_listen: 127.0.0.1:{metrics}\n"
+        ),
     );
     let (a, b) = (f.port(0), f.port(1));
 
@@ -155,6 +157,36 @@ fn read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it() {
         refused.contains("no member holds the leader key"),
         "{refused}"
     );
+
+    // The metrics count the fenced session, the refusals and the sessions by target.
+    let (status, body) = support::http("GET", metrics, "/metrics", None).expect("GET /metrics");
+    assert_eq!(status, 200);
+    let text = body.as_str().expect("text").to_string();
+    for line in [
+        "fullauto_proxy_sessions_fenced_total 1",
+        "fullauto_proxy_switchover_pending 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
+    let count = |prefix: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("fullauto_proxy_connections_refused_total ") >= 1,
+        "{text}"
+    );
+    assert!(
+        count("fullauto_proxy_sessions_routed_total{listener=\"rw\",target=\"a\"} ") >= 2,
+        "{text}"
+    );
+    assert!(
+        count("fullauto_proxy_sessions_routed_total{listener=\"rw\",target=\"b\"} ") >= 1,
+        "{text}"
+    );
+    assert!(!text.contains("fullauto_proxy_primary{"), "{text}");
 }
 
 #[test]

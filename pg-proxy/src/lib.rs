@@ -11,14 +11,16 @@
 //! declined ('N'), so clients must allow plain connections.
 
 pub mod cancel;
+pub mod metrics;
 pub mod routes;
 pub mod session;
 pub mod settings;
 pub mod watcher;
 pub mod wire;
 
+pub use metrics::Counters;
 pub use routes::{NoPrimary, Routes, Target};
-pub use session::{Counters, Listener, FENCED, REFUSED};
+pub use session::{Listener, FENCED, REFUSED};
 pub use settings::{ProxySettings, SettingsError};
 
 use ha_core::Dcs;
@@ -51,6 +53,8 @@ pub struct Proxy {
     pub rw_address: Option<SocketAddr>,
     /// Bound address of the read-only listener.
     pub ro_address: Option<SocketAddr>,
+    /// Bound address of the metrics listener.
+    pub metrics_address: Option<SocketAddr>,
     shared: Arc<session::Shared>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -75,6 +79,7 @@ impl Proxy {
         };
         let rw = bind("listen_rw", settings.listen_rw.clone()).await?;
         let ro = bind("listen_ro", settings.listen_ro.clone()).await?;
+        let metrics = bind("metrics_listen", settings.metrics_listen.clone()).await?;
         let routes = watcher::spawn(dcs, settings.max_replica_lag);
         let shared = Arc::new(session::Shared {
             settings,
@@ -86,6 +91,7 @@ impl Proxy {
         let mut proxy = Proxy {
             rw_address: rw.as_ref().and_then(|l| l.local_addr().ok()),
             ro_address: ro.as_ref().and_then(|l| l.local_addr().ok()),
+            metrics_address: metrics.as_ref().and_then(|l| l.local_addr().ok()),
             shared: shared.clone(),
             tasks: Vec::new(),
         };
@@ -98,6 +104,14 @@ impl Proxy {
                     .tasks
                     .push(tokio::spawn(accept(l, kind, shared.clone())));
             }
+        }
+        if let Some(l) = metrics {
+            if let Ok(a) = l.local_addr() {
+                tracing::info!("metrics on http://{a}/metrics");
+            }
+            proxy
+                .tasks
+                .push(tokio::spawn(metrics::serve(l, shared.clone())));
         }
         Ok(proxy)
     }

@@ -5,11 +5,12 @@
 //! leader key.
 
 use crate::cancel::CancelKeys;
+use crate::metrics::Counters;
 use crate::routes::{Routes, Target};
 use crate::settings::ProxySettings;
 use crate::wire::{self, FirstPacket, Framer};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,19 +42,6 @@ impl std::fmt::Display for Listener {
             Listener::ReadOnly => "read-only",
         })
     }
-}
-
-/// Counters of what the proxy did, for logs and tests.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Sessions relayed to a server.
-    pub routed: AtomicU64,
-    /// New connections refused (no server to route to, or unreachable).
-    pub refused: AtomicU64,
-    /// Read-write sessions closed because their server lost the leader key.
-    pub fenced: AtomicU64,
-    /// New read-write connections that waited for a primary.
-    pub paused: AtomicU64,
 }
 
 /// What every session shares.
@@ -125,13 +113,15 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, kind: Listener, shar
         let _ = client.write_all(&wire::fatal(REFUSED, &why)).await;
         return;
     }
-    shared.counters.routed.fetch_add(1, Ordering::Relaxed);
+    shared.counters.routed(kind, &target.name);
     tracing::debug!(
         "client {peer} on the {kind} listener (user {}, database {}) goes to {target}",
         first.param("user").unwrap_or("?"),
         first.param("database").unwrap_or("(user's)")
     );
+    shared.counters.active.fetch_add(1, Ordering::Relaxed);
     relay(client, server, &target, kind, &shared).await;
+    shared.counters.active.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The server for a new session on `kind`'s listener, or why there is none.
@@ -163,12 +153,19 @@ async fn route(kind: Listener, shared: &Shared) -> Result<Target, String> {
 /// switchover is under way, or the leader is still promoting.
 async fn primary(shared: &Shared) -> Result<Target, String> {
     let mut routes = shared.routes.clone();
-    let deadline = tokio::time::Instant::now() + shared.settings.pause_deadline;
+    let started = tokio::time::Instant::now();
+    let deadline = started + shared.settings.pause_deadline;
     let mut waited = false;
+    let waited_for = |waited: bool| {
+        if waited {
+            shared.counters.pause_ended(started.elapsed());
+        }
+    };
     loop {
         {
             let r = routes.borrow_and_update();
             if let (Ok(t), true) = (&r.primary, r.ready_for_writes()) {
+                waited_for(waited);
                 return Ok(t.clone());
             }
         }
@@ -183,6 +180,7 @@ async fn primary(shared: &Shared) -> Result<Target, String> {
     }
     // Past the deadline a pending switchover or promotion does not matter: whoever
     // holds the leader key now is the primary.
+    waited_for(waited);
     let r = routes.borrow();
     match &r.primary {
         Ok(t) => Ok(t.clone()),

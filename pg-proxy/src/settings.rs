@@ -19,6 +19,8 @@ pub struct ProxySettings {
     /// How long a new read-write connection waits for a primary while none is
     /// usable (no leader, or a switchover under way) before it is refused.
     pub pause_deadline: Duration,
+    /// Where `GET /metrics` is served (`host:port`; `None`: not served).
+    pub metrics_listen: Option<String>,
     /// How long connecting to a server may take (not a config key: 5 s).
     pub connect_timeout: Duration,
 }
@@ -31,6 +33,7 @@ impl Default for ProxySettings {
             ro_fallback_to_primary: false,
             max_replica_lag: None,
             pause_deadline: Duration::from_secs(5),
+            metrics_listen: None,
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -121,6 +124,7 @@ impl ProxySettings {
                 ),
             },
             pause_deadline: seconds(section, "pause_deadline", defaults.pause_deadline)?,
+            metrics_listen: get("metrics_listen").and_then(text),
             connect_timeout: defaults.connect_timeout,
         };
         if s.listen_rw.is_none() && s.listen_ro.is_none() {

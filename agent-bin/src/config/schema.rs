@@ -588,6 +588,7 @@ pub(crate) fn config_kind() -> Kind {
         opt("ro_fallback_to_primary", Kind::Bool),
         opt("max_replica_lag", Kind::Int(Some(0))),
         opt("pause_deadline", Kind::Num(Some(0.0))),
+        opt("metrics_listen", Kind::Addr(ADDR)),
     ]);
     // Levels, format, mode and loggers are read (and refused) by `LogConfig::from_value`.
     let log = map(vec![

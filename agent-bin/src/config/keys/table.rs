@@ -251,5 +251,6 @@ pub const KEYS: &[Key] = &[
     Key { path: "proxy.listen_ro", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_only_clients_go_round_robin_to_replicas_that_accept_load" } },
     Key { path: "proxy.ro_fallback_to_primary", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_only_clients_go_round_robin_to_replicas_that_accept_load" } },
     Key { path: "proxy.max_replica_lag", status: Status::Honoured { test: "pg-proxy/src/routes.rs::replicas_skip_noloadbalance_stopped_and_lagging_members" } },
+    Key { path: "proxy.metrics_listen", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it" } },
     Key { path: "proxy.pause_deadline", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::new_read_write_connections_wait_for_a_primary_up_to_the_pause_deadline" } },
 ];
