@@ -74,17 +74,14 @@ impl Fixture {
         self.servers[server].port
     }
 
-    /// Starts `fullauto-proxy` with the given `proxy:` section lines.
+    /// Starts `fullauto-proxy` with the given `proxy:` section lines, from a
+    /// proxy-only config file (as on an application host: no agent sections).
     fn proxy(&self, name: &str, proxy_lines: &str) -> ProxyProcess {
         let config = self.dir.path().join(format!("{name}.yml"));
         let text = format!(
-            "scope: {scope}\nname: {name}\nrestapi:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n\
-             etcd3:\n  hosts: {hosts}\npostgresql:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n\
-             \x20 data_dir: {dir}/unused\n  authentication:\n    superuser: {{username: postgres}}\n\
-             \x20   replication: {{username: postgres}}\nproxy:\n{proxy_lines}",
+            "scope: {scope}\netcd3:\n  hosts: {hosts}\nproxy:\n{proxy_lines}",
             scope = self.scope,
             hosts = self.etcd.hosts()[0],
-            dir = self.dir.path().display(),
         );
         std::fs::write(&config, text).expect("config");
         ProxyProcess::start(&config, &self.dir.path().join(format!("{name}.log")))
@@ -335,4 +332,38 @@ fn a_dcs_silent_for_longer_than_the_ttl_withdraws_the_primary() {
         Some(a),
         "routing did not resume with the DCS"
     );
+}
+
+/// Runs `fullauto-proxy` on a config text until it exits: success and its output.
+fn run_proxy_on(dir: &std::path::Path, text: &str) -> (bool, String) {
+    let config = dir.join("refused.yml");
+    std::fs::write(&config, text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fullauto-proxy"))
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run fullauto-proxy");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_proxy_refuses_a_config_without_a_listener_or_with_a_bad_proxy_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dcs = "scope: x\netcd3:\n  hosts: 127.0.0.1:1\n";
+    let (ok, out) = run_proxy_on(dir.path(), dcs);
+    assert!(!ok && out.contains("has no proxy section"), "{out}");
+    let (ok, out) = run_proxy_on(dir.path(), &format!("{dcs}proxy:\n  pause_deadline: 1\n"));
+    assert!(!ok && out.contains("proxy.listen_rw"), "{out}");
+    // An agent's config is checked as the agent checks it, proxy section included.
+    let agent = format!(
+        "{dcs}name: n\nrestapi:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n\
+         postgresql:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n  data_dir: /x\n\
+         \x20 authentication:\n    superuser: {{username: postgres}}\n\
+         \x20   replication: {{username: postgres}}\n\
+         proxy:\n  listen_rw: 127.0.0.1:1\n  pause_deadline: -1\n"
+    );
+    let (ok, out) = run_proxy_on(dir.path(), &agent);
+    assert!(!ok && out.contains("proxy.pause_deadline"), "{out}");
 }

@@ -1,11 +1,12 @@
-//! `fullauto-proxy CONFIG.yml`: the PostgreSQL proxy (crate `pg-proxy`). It reads the
-//! agent's config file: the DCS section, `scope`/`namespace` and the `proxy:`
-//! section, and routes clients from the DCS alone.
+//! `fullauto-proxy CONFIG.yml`: the PostgreSQL proxy (crate `pg-proxy`). It reads an
+//! agent's config file, or a proxy-only one, for the DCS section, `scope`/`namespace`
+//! and the `proxy:` section, and routes clients from the DCS alone.
 
-use agent_bin::config::Config;
+use agent_bin::config::{Config, LogConfig, Warning};
+use agent_bin::ctl::settings::Settings;
 use clap::Parser;
 use pg_proxy::{Proxy, ProxySettings};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -16,35 +17,36 @@ use tokio::signal::unix::{signal, SignalKind};
     about = "PostgreSQL proxy that follows the fullauto (Patroni) leader key"
 )]
 struct Args {
-    /// The config file (the agent's), or a directory of YAML files.
+    /// The config file (an agent's, or one with only scope, the DCS section and
+    /// proxy), or a directory of YAML files.
     config: PathBuf,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let (cfg, warnings) = match Config::load(&args.config) {
+    let (cfg, warnings) = match load(&args.config) {
         Ok(x) => x,
-        Err(errors) => {
-            eprint!("{}", errors.0.render());
+        Err(text) => {
+            eprint!("{text}");
             return ExitCode::from(1);
         }
     };
-    let settings =
-        match ProxySettings::from_value(cfg.raw.get("proxy").unwrap_or(&serde_json::Value::Null)) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                eprintln!(
-                    "fullauto-proxy: {} has no proxy section: add one with listen_rw (read-write \
+    let section = cfg.raw.get("proxy").unwrap_or(&serde_json::Value::Null);
+    let settings = match ProxySettings::from_value(section) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "fullauto-proxy: {} has no proxy section: add one with listen_rw (read-write \
                  clients, host:port) and/or listen_ro (read-only clients)",
-                    args.config.display()
-                );
-                return ExitCode::from(1);
-            }
-            Err(e) => {
-                eprintln!("fullauto-proxy: {e}");
-                return ExitCode::from(1);
-            }
-        };
+                args.config.display()
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("fullauto-proxy: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let _log = match agent_bin::logging::init(&cfg.log) {
         Ok(guard) => guard,
         Err(e) => {
@@ -74,6 +76,35 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// An agent's config file (it has a `postgresql` or `restapi` section) is loaded and
+/// checked as the agent does; a proxy-only file (`scope`, `namespace`, the DCS section,
+/// `proxy`, as on an application host) only needs what the proxy reads.
+fn load(path: &Path) -> Result<(Config, Vec<Warning>), String> {
+    let lenient =
+        Settings::load(Some(path), None, false).map_err(|e| format!("fullauto-proxy: {e}\n"))?;
+    let is_agent_config = ["postgresql", "restapi"]
+        .iter()
+        .any(|k| lenient.doc.get(*k).is_some_and(|v| !v.is_null()));
+    if is_agent_config {
+        return Config::load(path).map_err(|errors| errors.0.render());
+    }
+    let scope = lenient.scope.clone().ok_or_else(|| {
+        format!(
+            "fullauto-proxy: {} names no cluster: add scope: <cluster name>\n",
+            path.display()
+        )
+    })?;
+    let mut cfg = lenient
+        .config_for(&scope)
+        .map_err(|e| format!("fullauto-proxy: {e}\n"))?;
+    let log = lenient.doc.get("log").unwrap_or(&serde_json::Value::Null);
+    cfg.log = LogConfig::from_value(log).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(|p| format!("{p}\n")).collect();
+        lines.concat()
+    })?;
+    Ok((cfg, Vec::new()))
 }
 
 async fn run(cfg: Config, settings: ProxySettings) -> anyhow::Result<()> {
