@@ -21,6 +21,9 @@ use tokio::sync::watch;
 /// How long a client may take to send its first packet.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a fenced session waits for its client to close after the error.
+const LINGER: Duration = Duration::from_secs(5);
+
 /// SQLSTATE `connection_failure`: no server to route a new connection to.
 pub const REFUSED: &str = "08006";
 /// SQLSTATE `admin_shutdown`: a session closed because its server lost the lease.
@@ -243,11 +246,21 @@ async fn relay(
                 target.name
             );
             tracing::info!("closed a read-write session on {target}: {message}");
+            // The old primary's session ends now.
+            drop(sw);
+            drop(sr);
             // Only between two messages: inside one, the client could not read it.
             if framer.at_boundary() && !writing {
                 let _ = cw.write_all(&wire::fatal(FENCED, &message)).await;
             }
             let _ = cw.shutdown().await;
+            // Read what the client still sends until it closes: a socket closed with
+            // unread data is reset, and a reset discards the error it has not read yet.
+            let drain = async {
+                let mut sink = [0u8; 4096];
+                while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
         }
         End::Client(r) => {
             if let Err(e) = r {
