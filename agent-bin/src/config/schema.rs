@@ -581,6 +581,15 @@ pub(crate) fn config_kind() -> Kind {
         ],
         Extra::Allow,
     );
+    // Read by pg-proxy (`fullauto-proxy`); the agent itself ignores the section.
+    let proxy = map(vec![
+        opt("listen_rw", Kind::Addr(ADDR)),
+        opt("listen_ro", Kind::Addr(ADDR)),
+        opt("ro_fallback_to_primary", Kind::Bool),
+        opt("max_replica_lag", Kind::Int(Some(0))),
+        opt("pause_deadline", Kind::Num(Some(0.0))),
+        opt("metrics_listen", Kind::Addr(ADDR)),
+    ]);
     // Levels, format, mode and loggers are read (and refused) by `LogConfig::from_value`.
     let log = map(vec![
         opt("type", Kind::Enum(&["plain", "json"])),
@@ -619,6 +628,7 @@ pub(crate) fn config_kind() -> Kind {
         opt("watchdog", watchdog),
         opt("tags", tags),
         opt("log", log),
+        opt("proxy", proxy),
     ])
 }
 

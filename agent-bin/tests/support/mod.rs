@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod dcs;
+pub mod proxy;
 pub mod tls;
 
 pub use dcs::{DcsKind, TestDcs};
@@ -76,7 +77,7 @@ pub struct Cluster {
 /// up by default): a port bound and released there can be taken as the source port of
 /// an outgoing connection before the server binds it (seen in CI: Postgres "Address
 /// already in use", and the node never started).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;

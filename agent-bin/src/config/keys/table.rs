@@ -246,4 +246,11 @@ pub const KEYS: &[Key] = &[
     Key { path: "tags.failover_priority", status: Status::Honoured { test: "ha-core/src/decision/tests.rs::equal_wal_higher_priority_peer_wins" } },
     Key { path: "tags.nostream", status: Status::Honoured { test: "agent-bin/tests/e2e_cascade.rs::nostream_replica_replays_the_archive_without_streaming_or_a_slot" } },
     Key { path: "tags.<tag>", status: Status::Honoured { test: "agent-bin/tests/config_load.rs::every_section_is_typed" } },
+    Key { path: "proxy", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it" } },
+    Key { path: "proxy.listen_rw", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it" } },
+    Key { path: "proxy.listen_ro", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_only_clients_go_round_robin_to_replicas_that_accept_load" } },
+    Key { path: "proxy.ro_fallback_to_primary", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_only_clients_go_round_robin_to_replicas_that_accept_load" } },
+    Key { path: "proxy.max_replica_lag", status: Status::Honoured { test: "pg-proxy/src/routes.rs::replicas_skip_noloadbalance_stopped_and_lagging_members" } },
+    Key { path: "proxy.metrics_listen", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it" } },
+    Key { path: "proxy.pause_deadline", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::new_read_write_connections_wait_for_a_primary_up_to_the_pause_deadline" } },
 ];

@@ -1,0 +1,369 @@
+//! `fullauto-proxy` routing from the DCS alone, on a real etcd and real PostgreSQL 15
+//! servers. No agents run here: the test writes the member records and the leader
+//! key itself (as Patroni's layout has them), so it decides exactly when the lease
+//! "moves" while every server keeps running, and the proxy alone must keep clients
+//! off the node that lost it.
+
+mod support;
+
+use dcs_etcd::testing::EtcdCluster;
+use std::time::Duration;
+use support::proxy::{server_port, via, ProxyProcess};
+use support::{chown_postgres, free_port, wait_until, Standalone};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// etcd, the servers, and the cluster prefix the test writes.
+struct Fixture {
+    etcd: EtcdCluster,
+    scope: String,
+    servers: Vec<Standalone>,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// etcd and `n` running PostgreSQL servers.
+    fn start(n: usize) -> Fixture {
+        let etcd = EtcdCluster::start_single().expect("etcd");
+        let dir = tempfile::Builder::new()
+            .prefix("fullauto-proxy-")
+            .tempdir()
+            .expect("tempdir");
+        let servers = (0..n)
+            .map(|i| {
+                let d = dir.path().join(format!("pg{i}"));
+                std::fs::create_dir_all(&d).expect("dir");
+                chown_postgres(&d);
+                Standalone::start(&d, "")
+            })
+            .collect();
+        Fixture {
+            etcd,
+            scope: format!("proxy{}", std::process::id()),
+            servers,
+            dir,
+        }
+    }
+
+    fn key(&self, rel: &str) -> String {
+        format!("/service/{}/{rel}", self.scope)
+    }
+
+    fn put(&mut self, rel: &str, value: &str) {
+        let key = self.key(rel);
+        self.etcd
+            .etcdctl(&["put", &key, value])
+            .expect("etcdctl put");
+    }
+
+    fn del(&mut self, rel: &str) {
+        let key = self.key(rel);
+        self.etcd.etcdctl(&["del", &key]).expect("etcdctl del");
+    }
+
+    /// Publishes member `name` on server `server` with `role`, `state` and `tags`.
+    fn member(&mut self, name: &str, server: usize, role: &str, state: &str, tags: &str) {
+        let port = self.servers[server].port;
+        let value = format!(
+            r#"{{"conn_url":"postgres://127.0.0.1:{port}/postgres","api_url":"http://127.0.0.1:1/patroni","state":"{state}","role":"{role}","tags":{{{tags}}}}}"#
+        );
+        self.put(&format!("members/{name}"), &value);
+    }
+
+    fn port(&self, server: usize) -> u16 {
+        self.servers[server].port
+    }
+
+    /// Starts `fullauto-proxy` with the given `proxy:` section lines, from a
+    /// proxy-only config file (as on an application host: no agent sections).
+    fn proxy(&self, name: &str, proxy_lines: &str) -> ProxyProcess {
+        let config = self.dir.path().join(format!("{name}.yml"));
+        let text = format!(
+            "scope: {scope}\netcd3:\n  hosts: {hosts}\nproxy:\n{proxy_lines}",
+            scope = self.scope,
+            hosts = self.etcd.hosts()[0],
+        );
+        std::fs::write(&config, text).expect("config");
+        ProxyProcess::start(&config, &self.dir.path().join(format!("{name}.log")))
+    }
+}
+
+#[test]
+fn read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it() {
+    let mut f = Fixture::start(2);
+    f.member("a", 0, "primary", "running", "");
+    f.member("b", 1, "replica", "running", "");
+    f.put("leader", "a");
+    let (rw, metrics) = (free_port(), free_port());
+    let _proxy = f.proxy(
+        "rw",
+        &format!(
+            "  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 0\n  metrics_listen: 127.0.0.1:{metrics}\n"
+        ),
+    );
+    let (a, b) = (f.port(0), f.port(1));
+
+    // New connections reach the member the leader key names (SSL is declined).
+    let reached = wait_until(WAIT, || server_port(rw).ok());
+    assert_eq!(reached, Some(a));
+
+    // A session held open on a, through the proxy.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dsn = format!("host=127.0.0.1 port={rw} user=postgres dbname=postgres connect_timeout=10");
+    let (client, connection) = rt
+        .block_on(tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
+        .expect("connect through the proxy");
+    let connection = rt.spawn(connection);
+    let port: i32 = rt
+        .block_on(client.query_one("SELECT inet_server_port()", &[]))
+        .expect("query")
+        .get(0);
+    assert_eq!(port, i32::from(a));
+
+    // The lease moves to b while a keeps running: the held session is closed by the
+    // proxy with a FATAL error, and new connections reach b.
+    f.put("leader", "b");
+    let ended = rt
+        .block_on(async { tokio::time::timeout(WAIT, connection).await })
+        .expect("the session on the old leader was not closed")
+        .expect("connection task");
+    let error = ended.expect_err("the session must end with an error");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(db.code(), &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN);
+    assert!(
+        db.message().contains("a no longer holds the leader key"),
+        "{}",
+        db.message()
+    );
+    assert!(
+        rt.block_on(client.query_one("SELECT 1", &[])).is_err(),
+        "the closed session still answers"
+    );
+    assert_eq!(
+        wait_until(WAIT, || server_port(rw).ok().filter(|p| *p == b)),
+        Some(b)
+    );
+    // a itself is still up: only the proxy keeps clients off it.
+    assert_eq!(f.servers[0].sql("SELECT 1"), "1");
+
+    // No leader key: new read-write connections are refused with the reason.
+    f.del("leader");
+    let refused = wait_until(WAIT, || via(rw, "SELECT 1").err());
+    let refused = refused.expect("connections were not refused without a leader");
+    assert!(
+        refused.contains("no member holds the leader key"),
+        "{refused}"
+    );
+
+    // The metrics count the fenced session, the refusals and the sessions by target.
+    let (status, body) = support::http("GET", metrics, "/metrics", None).expect("GET /metrics");
+    assert_eq!(status, 200);
+    let text = body.as_str().expect("text").to_string();
+    for line in [
+        "fullauto_proxy_sessions_fenced_total 1",
+        "fullauto_proxy_switchover_pending 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
+    let count = |prefix: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("fullauto_proxy_connections_refused_total ") >= 1,
+        "{text}"
+    );
+    assert!(
+        count("fullauto_proxy_sessions_routed_total{listener=\"rw\",target=\"a\"} ") >= 2,
+        "{text}"
+    );
+    assert!(
+        count("fullauto_proxy_sessions_routed_total{listener=\"rw\",target=\"b\"} ") >= 1,
+        "{text}"
+    );
+    assert!(!text.contains("fullauto_proxy_primary{"), "{text}");
+}
+
+#[test]
+fn read_only_clients_go_round_robin_to_replicas_that_accept_load() {
+    let mut f = Fixture::start(3);
+    f.member("a", 0, "primary", "running", "");
+    f.member("b", 1, "replica", "running", "");
+    f.member("c", 2, "replica", "running", "");
+    // Tagged noloadbalance: never chosen (it points at the primary's server, so a
+    // read-only session there would show).
+    f.member("d", 0, "replica", "running", r#""noloadbalance":true"#);
+    f.put("leader", "a");
+    let ro = free_port();
+    let _proxy = f.proxy(
+        "ro",
+        &format!("  listen_ro: 127.0.0.1:{ro}\n  ro_fallback_to_primary: true\n"),
+    );
+    let (a, b, c) = (f.port(0), f.port(1), f.port(2));
+    wait_until(WAIT, || server_port(ro).ok().filter(|p| *p == b || *p == c))
+        .expect("read-only clients never reached a replica");
+    let seen: Vec<u16> = (0..6)
+        .map(|_| server_port(ro).expect("read-only"))
+        .collect();
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "not round robin: {seen:?}");
+    }
+    assert!(
+        seen.iter().all(|p| *p == b || *p == c),
+        "a read-only client reached the primary or a noloadbalance member: {seen:?}"
+    );
+
+    // No replica left running: read-only clients fall back to the primary.
+    f.member("b", 1, "replica", "stopped", "");
+    f.member("c", 2, "replica", "stopped", "");
+    assert_eq!(
+        wait_until(WAIT, || server_port(ro).ok().filter(|p| *p == a)),
+        Some(a),
+        "read-only clients did not fall back to the primary"
+    );
+}
+
+#[test]
+fn new_read_write_connections_wait_for_a_primary_up_to_the_pause_deadline() {
+    let mut f = Fixture::start(2);
+    f.member("a", 0, "primary", "running", "");
+    f.member("b", 1, "replica", "running", "");
+    f.put("leader", "a");
+    let rw = free_port();
+    let proxy = f.proxy(
+        "pause",
+        &format!("  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 60\n"),
+    );
+    let (a, b) = (f.port(0), f.port(1));
+    assert_eq!(wait_until(WAIT, || server_port(rw).ok()), Some(a));
+
+    // A switchover is requested: a new connection waits instead of reaching a...
+    f.put("failover", r#"{"leader":"a","member":"b"}"#);
+    wait_until(WAIT, || proxy.logged("switchover requested").then_some(()))
+        .expect("the proxy never saw the switchover request");
+    let waiting = std::thread::spawn(move || server_port(rw));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !waiting.is_finished(),
+        "a new read-write connection went through during the switchover: {:?}",
+        waiting.join()
+    );
+    // ...b takes the key and the request is done, but b's record does not say it
+    // runs as primary yet: still waiting...
+    f.put("leader", "b");
+    f.del("failover");
+    wait_until(WAIT, || {
+        proxy
+            .logged("b holds the leader key but does not run as primary yet")
+            .then_some(())
+    })
+    .expect("the proxy never saw b take the key");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !waiting.is_finished(),
+        "a new read-write connection went to b before it ran as primary: {:?}",
+        waiting.join()
+    );
+    // ...and once it does, the connection lands on b.
+    f.member("b", 1, "primary", "running", "");
+    let landed = waiting.join().expect("client thread");
+    assert_eq!(landed, Ok(b));
+
+    // With no leader and a short deadline, a connection is refused once it passes.
+    let rw2 = free_port();
+    let _short = f.proxy(
+        "short",
+        &format!("  listen_rw: 127.0.0.1:{rw2}\n  pause_deadline: 0.5\n"),
+    );
+    assert_eq!(wait_until(WAIT, || server_port(rw2).ok()), Some(b));
+    f.del("leader");
+    let refused = wait_until(WAIT, || via(rw2, "SELECT 1").err()).expect("never refused");
+    assert!(refused.contains("pause_deadline"), "{refused}");
+}
+
+#[test]
+fn a_dcs_silent_for_longer_than_the_ttl_withdraws_the_primary() {
+    let mut f = Fixture::start(1);
+    f.member("a", 0, "primary", "running", "");
+    f.put("leader", "a");
+    f.put("config", r#"{"ttl":6,"loop_wait":1,"retry_timeout":2}"#);
+    let rw = free_port();
+    let _proxy = f.proxy(
+        "silent",
+        &format!("  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 0\n"),
+    );
+    let a = f.port(0);
+    assert_eq!(wait_until(WAIT, || server_port(rw).ok()), Some(a));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let dsn = format!("host=127.0.0.1 port={rw} user=postgres dbname=postgres connect_timeout=10");
+    let (client, connection) = rt
+        .block_on(tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
+        .expect("connect through the proxy");
+    let connection = rt.spawn(connection);
+    rt.block_on(client.query_one("SELECT 1", &[]))
+        .expect("query");
+
+    // etcd freezes: the proxy cannot know whether a still holds the lease once a
+    // ttl has passed, so it closes the session and refuses new ones.
+    f.etcd.pause(0);
+    let ended = rt
+        .block_on(async { tokio::time::timeout(WAIT, connection).await })
+        .map(|joined| joined.expect("connection task"));
+    let refused = via(rw, "SELECT 1");
+    f.etcd.resume(0);
+    let error = ended
+        .expect("the session stayed open while the DCS was silent")
+        .expect_err("the session must end with an error");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+    assert_eq!(db.code(), &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN);
+    assert!(
+        db.message().contains("the DCS has not answered"),
+        "{}",
+        db.message()
+    );
+    let refused = refused.expect_err("a new connection went through while the DCS was silent");
+    assert!(refused.contains("the DCS has not answered"), "{refused}");
+
+    // etcd answers again: routing resumes.
+    assert_eq!(
+        wait_until(WAIT, || server_port(rw).ok()),
+        Some(a),
+        "routing did not resume with the DCS"
+    );
+}
+
+/// Runs `fullauto-proxy` on a config text until it exits: success and its output.
+fn run_proxy_on(dir: &std::path::Path, text: &str) -> (bool, String) {
+    let config = dir.join("refused.yml");
+    std::fs::write(&config, text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fullauto-proxy"))
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run fullauto-proxy");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_proxy_refuses_a_config_without_a_listener_or_with_a_bad_proxy_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dcs = "scope: x\netcd3:\n  hosts: 127.0.0.1:1\n";
+    let (ok, out) = run_proxy_on(dir.path(), dcs);
+    assert!(!ok && out.contains("has no proxy section"), "{out}");
+    let (ok, out) = run_proxy_on(dir.path(), &format!("{dcs}proxy:\n  pause_deadline: 1\n"));
+    assert!(!ok && out.contains("proxy.listen_rw"), "{out}");
+    // An agent's config is checked as the agent checks it, proxy section included.
+    let agent = format!(
+        "{dcs}name: n\nrestapi:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n\
+         postgresql:\n  listen: 127.0.0.1:1\n  connect_address: 127.0.0.1:1\n  data_dir: /x\n\
+         \x20 authentication:\n    superuser: {{username: postgres}}\n\
+         \x20   replication: {{username: postgres}}\n\
+         proxy:\n  listen_rw: 127.0.0.1:1\n  pause_deadline: -1\n"
+    );
+    let (ok, out) = run_proxy_on(dir.path(), &agent);
+    assert!(!ok && out.contains("proxy.pause_deadline"), "{out}");
+}

@@ -1,0 +1,151 @@
+//! pg-proxy is fullauto's PostgreSQL proxy. It knows the cluster from the DCS alone
+//! (the leader key and the member records, through the `ha_core::Dcs` trait; never
+//! the REST API), so routing changes the moment the lease changes. Its read-write
+//! listener sends clients to the member the leader key names; its read-only listener
+//! sends them round robin to running replicas that accept load. It fences at the
+//! routing layer: once the leader key no longer names a node, new read-write
+//! connections do not reach it and the open ones are closed with a PostgreSQL error.
+//! While there is no primary or a switchover is under way, new read-write
+//! connections wait (up to `pause_deadline`) instead of failing. Clients
+//! authenticate to the server through the proxy (the bytes pass through); TLS is
+//! declined ('N'), so clients must allow plain connections.
+
+pub mod cancel;
+pub mod metrics;
+pub mod routes;
+pub mod session;
+pub mod settings;
+pub mod watcher;
+pub mod wire;
+
+pub use metrics::Counters;
+pub use routes::{NoPrimary, Routes, Target};
+pub use session::{Listener, FENCED, REFUSED};
+pub use settings::{ProxySettings, SettingsError};
+
+use ha_core::Dcs;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {address} (proxy.{key}): {source}; is another process using the port? choose another address")]
+    Bind {
+        /// The settings key.
+        key: &'static str,
+        /// The address as configured.
+        address: String,
+        /// The system's answer.
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy: its listeners and the DCS watcher. Dropping it stops accepting
+/// new clients; relayed sessions end with their sockets.
+pub struct Proxy {
+    /// Bound address of the read-write listener.
+    pub rw_address: Option<SocketAddr>,
+    /// Bound address of the read-only listener.
+    pub ro_address: Option<SocketAddr>,
+    /// Bound address of the metrics listener.
+    pub metrics_address: Option<SocketAddr>,
+    shared: Arc<session::Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Binds the configured listeners and starts watching `dcs`.
+    pub async fn start(settings: ProxySettings, dcs: Arc<dyn Dcs>) -> Result<Proxy, ProxyError> {
+        let bind = |key: &'static str, address: Option<String>| async move {
+            match address {
+                None => Ok(None),
+                Some(a) => {
+                    TcpListener::bind(&a)
+                        .await
+                        .map(Some)
+                        .map_err(|source| ProxyError::Bind {
+                            key,
+                            address: a,
+                            source,
+                        })
+                }
+            }
+        };
+        let rw = bind("listen_rw", settings.listen_rw.clone()).await?;
+        let ro = bind("listen_ro", settings.listen_ro.clone()).await?;
+        let metrics = bind("metrics_listen", settings.metrics_listen.clone()).await?;
+        let routes = watcher::spawn(dcs, settings.max_replica_lag);
+        let shared = Arc::new(session::Shared {
+            settings,
+            routes,
+            cancel: Default::default(),
+            next_replica: AtomicUsize::new(0),
+            counters: Default::default(),
+        });
+        let mut proxy = Proxy {
+            rw_address: rw.as_ref().and_then(|l| l.local_addr().ok()),
+            ro_address: ro.as_ref().and_then(|l| l.local_addr().ok()),
+            metrics_address: metrics.as_ref().and_then(|l| l.local_addr().ok()),
+            shared: shared.clone(),
+            tasks: Vec::new(),
+        };
+        for (listener, kind) in [(rw, Listener::ReadWrite), (ro, Listener::ReadOnly)] {
+            if let Some(l) = listener {
+                if let Ok(a) = l.local_addr() {
+                    tracing::info!("{kind} listener on {a}");
+                }
+                proxy
+                    .tasks
+                    .push(tokio::spawn(accept(l, kind, shared.clone())));
+            }
+        }
+        if let Some(l) = metrics {
+            if let Ok(a) = l.local_addr() {
+                tracing::info!("metrics on http://{a}/metrics");
+            }
+            proxy
+                .tasks
+                .push(tokio::spawn(metrics::serve(l, shared.clone())));
+        }
+        Ok(proxy)
+    }
+
+    /// The routes the proxy currently uses.
+    pub fn routes(&self) -> watch::Receiver<Routes> {
+        self.shared.routes.clone()
+    }
+
+    /// What the proxy did so far.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept(listener: TcpListener, kind: Listener, shared: Arc<session::Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                tokio::spawn(session::serve(socket, peer, kind, shared.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a moment, keep serving.
+                tracing::warn!("{kind} listener cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The `proxy:` section of the config file, read from its JSON form (the agent's
+//! config loader has already checked the types; this reads them the same loose way).
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// What the proxy serves and how it routes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    /// Read-write listener (`host:port`): clients reach the current primary.
+    pub listen_rw: Option<String>,
+    /// Read-only listener (`host:port`): clients reach a replica, round robin.
+    pub listen_ro: Option<String>,
+    /// Read-only clients reach the primary when no replica qualifies.
+    pub ro_fallback_to_primary: bool,
+    /// Replicas further behind the leader's last known WAL position than this many
+    /// bytes get no read-only clients (`None`: no limit).
+    pub max_replica_lag: Option<u64>,
+    /// How long a new read-write connection waits for a primary while none is
+    /// usable (no leader, or a switchover under way) before it is refused.
+    pub pause_deadline: Duration,
+    /// Where `GET /metrics` is served (`host:port`; `None`: not served).
+    pub metrics_listen: Option<String>,
+    /// How long connecting to a server may take (not a config key: 5 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            listen_rw: None,
+            listen_ro: None,
+            ro_fallback_to_primary: false,
+            max_replica_lag: None,
+            pause_deadline: Duration::from_secs(5),
+            metrics_listen: None,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A `proxy:` section that cannot be used, with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("proxy.{key}: {why}")]
+pub struct SettingsError {
+    /// The key below `proxy`.
+    pub key: String,
+    /// What is wrong and what to write instead.
+    pub why: String,
+}
+
+fn err(key: &str, why: impl Into<String>) -> SettingsError {
+    SettingsError {
+        key: key.to_string(),
+        why: why.into(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn boolean(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Some(true),
+            "false" | "no" | "off" | "0" => Some(false),
+            _ => None,
+        },
+        Value::Number(n) => n.as_i64().map(|i| i != 0),
+        _ => None,
+    }
+}
+
+fn seconds(section: &Value, key: &str, default: Duration) -> Result<Duration, SettingsError> {
+    match section.get(key).filter(|v| !v.is_null()) {
+        None => Ok(default),
+        Some(v) => match number(v) {
+            Some(s) if s >= 0.0 && s.is_finite() => Ok(Duration::from_secs_f64(s)),
+            _ => Err(err(key, "must be a number of seconds, 0 or more")),
+        },
+    }
+}
+
+impl ProxySettings {
+    /// Reads the `proxy` section (`null` or absent: no proxy configured, `None`).
+    pub fn from_value(section: &Value) -> Result<Option<ProxySettings>, SettingsError> {
+        if section.is_null() {
+            return Ok(None);
+        }
+        if !section.is_object() {
+            return Err(err("", "must be a mapping with listen_rw and/or listen_ro"));
+        }
+        let get = |k: &str| section.get(k).filter(|v| !v.is_null());
+        let defaults = ProxySettings::default();
+        let s = ProxySettings {
+            listen_rw: get("listen_rw").and_then(text),
+            listen_ro: get("listen_ro").and_then(text),
+            ro_fallback_to_primary: match get("ro_fallback_to_primary") {
+                None => false,
+                Some(v) => boolean(v)
+                    .ok_or_else(|| err("ro_fallback_to_primary", "must be true or false"))?,
+            },
+            max_replica_lag: match get("max_replica_lag") {
+                None => None,
+                Some(v) => Some(
+                    number(v)
+                        .filter(|n| *n >= 0.0)
+                        .map(|n| n as u64)
+                        .ok_or_else(|| err("max_replica_lag", "must be a number of bytes"))?,
+                ),
+            },
+            pause_deadline: seconds(section, "pause_deadline", defaults.pause_deadline)?,
+            metrics_listen: get("metrics_listen").and_then(text),
+            connect_timeout: defaults.connect_timeout,
+        };
+        if s.listen_rw.is_none() && s.listen_ro.is_none() {
+            return Err(err(
+                "listen_rw",
+                "the proxy needs a listener: set listen_rw (read-write, host:port) and/or \
+                 listen_ro (read-only)",
+            ));
+        }
+        Ok(Some(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn absent_section_means_no_proxy_and_loose_values_are_read() {
+        assert_eq!(ProxySettings::from_value(&Value::Null), Ok(None));
+        let s = ProxySettings::from_value(&json!({
+            "listen_rw": "127.0.0.1:6432",
+            "ro_fallback_to_primary": "on",
+            "max_replica_lag": "1048576",
+            "pause_deadline": 2.5,
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.listen_rw.as_deref(), Some("127.0.0.1:6432"));
+        assert_eq!(s.listen_ro, None);
+        assert!(s.ro_fallback_to_primary);
+        assert_eq!(s.max_replica_lag, Some(1_048_576));
+        assert_eq!(s.pause_deadline, Duration::from_millis(2500));
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_section_without_listeners_or_with_bad_values_names_the_key() {
+        let e = ProxySettings::from_value(&json!({"pause_deadline": 1})).unwrap_err();
+        assert_eq!(e.key, "listen_rw");
+        let e = ProxySettings::from_value(&json!({"listen_ro": ":6433", "pause_deadline": -1}))
+            .unwrap_err();
+        assert_eq!(e.key, "pause_deadline");
+        assert!(e.to_string().starts_with("proxy.pause_deadline: "), "{e}");
+    }
+}
