@@ -1597,3 +1597,51 @@ fn nostream_replica_recovers_from_the_archive_only() {
         &["PublishMember role=replica state=running"],
     );
 }
+
+#[test]
+fn check_timeline_keeps_a_replica_on_an_old_timeline_out_of_the_race() {
+    // The cluster is on timeline 2 (one history entry); b is still on timeline 1.
+    let view = |config: &str| {
+        View::new()
+            .member("b", "replica", 100)
+            .key("history", r#"[[1,50,"r"]]"#)
+            .key("config", config)
+            .cluster()
+    };
+    let mut pg = pg_replica(100);
+    pg.timeline = Some(1);
+    let d = step("b", view(r#"{"check_timeline": true}"#), pg.clone(), vec![]);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
+    assert!(d.state.message.contains("timeline"), "{}", d.state.message);
+    let d = step("b", view("{}"), pg, vec![]);
+    assert_actions(&d.actions, &["AcquireLease"]);
+}
+
+#[test]
+fn history_is_trimmed_to_max_timelines_history() {
+    let history = r#"[[1,100,"r"],[2,200,"r"],[3,300,"r"]]"#;
+    let c = View::new()
+        .leader("b")
+        .member("b", "primary", 1)
+        .key("history", history)
+        .key("config", r#"{"max_timelines_history": 2}"#)
+        .cluster();
+    let mut pg = pg_primary(1);
+    pg.timeline = Some(5);
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, pg, vec![Outcome::LeaseRenewed { sent_at: t(1000) }]),
+        t(1000),
+    );
+    let h = d
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::WriteHistory(h) => Some(h.clone()),
+            _ => None,
+        })
+        .expect("history written");
+    let timelines: Vec<u64> = h.0.iter().map(|e| e.timeline).collect();
+    assert_eq!(timelines, [3, 4], "the oldest entries are dropped");
+}
