@@ -19,7 +19,8 @@ pub use table::KEYS;
 /// What fullauto does with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Honoured; `test` (`file::function`) shows its effect.
+    /// Honoured; `test` (`file::function`, or `testdata/FILE.txt::words of the
+    /// scenario comment` for a decision fixture) shows its effect.
     Honoured {
         /// The test that shows the key's effect.
         test: &'static str,
