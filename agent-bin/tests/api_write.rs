@@ -142,8 +142,12 @@ fn patch_merge_semantics() {
     assert!(changed);
     assert_eq!(
         c,
-        json!({"ttl": 30, "postgresql": {"parameters": {"b": "x", "c": "on"}, "use_pg_rewind": true}, "new": {"k": 1}})
+        json!({"ttl": 30, "postgresql": {"parameters": {"b": "x", "c": "on"}, "use_pg_rewind": true}, "new": {"k": 1, "gone": null}})
     );
+    // A new section keeps its nulls (Patroni: `slots: {x: null}` is a physical slot).
+    let mut d = json!({"ttl": 30});
+    assert!(merge_config_patch(&mut d, &json!({"slots": {"s1": null}})));
+    assert_eq!(d, json!({"ttl": 30, "slots": {"s1": null}}));
     // Same text is no change ("30" vs 30).
     assert!(!merge_config_patch(
         &mut c,

@@ -157,7 +157,8 @@ pub fn router_with(node: Arc<dyn NodeApi>, control: &ApiControl) -> Router {
 }
 
 /// Merges a `PATCH /config` body into `config` as Patroni does: `null` deletes,
-/// mappings merge recursively, scalars are replaced when their text differs.
+/// mappings merge recursively into existing mappings (a new one is added as it is),
+/// scalars are replaced when their text differs.
 /// Returns whether anything changed.
 pub fn merge_config_patch(config: &mut Value, patch: &Value) -> bool {
     let (Some(base), Some(patch)) = (config.as_object_mut(), patch.as_object()) else {
@@ -170,7 +171,9 @@ pub fn merge_config_patch(config: &mut Value, patch: &Value) -> bool {
             Value::Object(_) => match base.get_mut(k) {
                 Some(existing @ Value::Object(_)) => changed |= merge_config_patch(existing, v),
                 _ => {
-                    base.insert(k.clone(), strip_nulls(v));
+                    // A new section goes in as written, `null`s included: Patroni
+                    // reads `slots: {x: null}` as a physical slot `x`.
+                    base.insert(k.clone(), v.clone());
                     changed = true;
                 }
             },
@@ -190,18 +193,6 @@ fn as_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-fn strip_nulls(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(_, x)| !x.is_null())
-                .map(|(k, x)| (k.clone(), strip_nulls(x)))
-                .collect(),
-        ),
-        other => other.clone(),
     }
 }
 

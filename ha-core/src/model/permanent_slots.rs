@@ -160,6 +160,7 @@ mod tests {
                 "backup_tool": {"type": "physical"},
                 "untyped": {},
                 "zero": 0,
+                "nothing": null,
                 "cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"},
                 "plugin_only": {"plugin": "test_decoding", "database": "app"},
                 "no_db": {"type": "logical", "plugin": "pgoutput"},
@@ -169,7 +170,7 @@ mod tests {
         );
         assert_eq!(
             permanent_physical_slots(&dc),
-            vec!["backup_tool", "untyped", "zero"]
+            vec!["backup_tool", "nothing", "untyped", "zero"]
         );
         let logical: Vec<_> = permanent_slots(&dc)
             .into_iter()
