@@ -9,5 +9,6 @@ pub mod dcs_factory;
 pub mod generate;
 pub mod logging;
 pub mod node;
+pub mod secret;
 pub mod systemd;
 pub mod watchdog;

@@ -408,33 +408,12 @@ pub fn render(out: &Output, format: Format, delimiter: &str) -> String {
 }
 
 fn read_password() -> CtlResult<String> {
-    use std::io::{BufRead, Write};
-    print!("Password: ");
-    let _ = std::io::stdout().flush();
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios calls on our own stdin; the old settings are restored below.
-    let mut term: libc::termios = unsafe { std::mem::zeroed() };
-    let tty = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
-    if tty {
-        let mut quiet = term;
-        quiet.c_lflag &= !libc::ECHO;
-        // SAFETY: as above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
-    }
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    if tty {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
-    }
-    println!();
-    match read {
-        Ok(n) if n > 0 => Ok(line.trim_end_matches(['\n', '\r']).to_string()),
-        _ => Err(CtlError::NoAnswer {
+    crate::secret::read_line("Password: ", crate::secret::Ask::Stdout).ok_or_else(|| {
+        CtlError::NoAnswer {
             question: "Password".into(),
             hint: "give it on stdin or set PGPASSWORD".into(),
-        }),
-    }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -225,32 +225,13 @@ pub fn write_out(text: &str, path: Option<&Path>) -> Result<(), String> {
 /// Asks for the superuser's password on stdin (without echo on a terminal); the
 /// question goes to stderr, so the configuration on stdout stays clean.
 pub fn prompt_password() -> Result<String, String> {
-    use std::io::{BufRead, Write};
-    eprint!("Please enter the user password: ");
-    let _ = std::io::stderr().flush();
-    let fd = libc::STDIN_FILENO;
-    // SAFETY: termios calls on our own stdin; the old settings are restored below.
-    let mut term: libc::termios = unsafe { std::mem::zeroed() };
-    let tty = unsafe { libc::tcgetattr(fd, &mut term) } == 0;
-    if tty {
-        let mut quiet = term;
-        quiet.c_lflag &= !libc::ECHO;
-        // SAFETY: as above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
-    }
-    let mut line = String::new();
-    let read = std::io::stdin().lock().read_line(&mut line);
-    if tty {
-        // SAFETY: restores the settings read above.
-        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
-    }
-    eprintln!();
-    match read {
-        Ok(n) if n > 0 => Ok(line.trim_end_matches(['\n', '\r']).to_string()),
-        _ => Err(
-            "no password given: put it in --dsn (password=…), set PGPASSWORD or \
-                  PATRONI_SUPERUSER_PASSWORD, or type it when asked"
-                .into(),
-        ),
-    }
+    crate::secret::read_line(
+        "Please enter the user password: ",
+        crate::secret::Ask::Stderr,
+    )
+    .ok_or_else(|| {
+        "no password given: put it in --dsn (password=…), set PGPASSWORD or \
+         PATRONI_SUPERUSER_PASSWORD, or type it when asked"
+            .into()
+    })
 }
