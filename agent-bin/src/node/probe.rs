@@ -78,17 +78,24 @@ impl PeerProbe for HttpPeerProbe {
         reply_from_status(&v)
     }
 
-    async fn failsafe_call(&self, api_url: &str, body: &Value) -> bool {
+    async fn failsafe_call(&self, api_url: &str, body: &Value) -> Option<Option<ha_core::Lsn>> {
         let client = self.client.current();
         let req = client.http.post(failsafe_url(api_url)).json(body);
-        let Ok(resp) = crate::api::with_api_auth(req, client.auth.as_ref())
+        let resp = crate::api::with_api_auth(req, client.auth.as_ref())
             .send()
             .await
-        else {
-            return false;
-        };
-        let ok = resp.status() == reqwest::StatusCode::OK;
-        ok && resp.text().await.is_ok_and(|t| t.trim() == "Accepted")
+            .ok()?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        // The member's received/replayed position (Patroni's `lsn` header).
+        let lsn = resp
+            .headers()
+            .get("lsn")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let text = resp.text().await.ok()?;
+        (text.trim() == "Accepted").then_some(lsn)
     }
 }
 

@@ -128,11 +128,15 @@ impl Step<'_> {
             .filter(|(name, _)| name != self.me())
             .collect();
         let round = self.obs.outcomes.iter().rev().find_map(|o| match o {
-            Outcome::FailsafeChecked { sent_at, accepted } => Some((*sent_at, accepted)),
+            Outcome::FailsafeChecked {
+                sent_at,
+                accepted,
+                positions,
+            } => Some((*sent_at, accepted, positions)),
             _ => None,
         });
-        let (sent_at, all_accepted) = match round {
-            None if others.is_empty() => (self.now, true),
+        let (sent_at, all_accepted, positions) = match round {
+            None if others.is_empty() => (self.now, true, None),
             None => {
                 let ttl = self.ttl();
                 let slots = match self.st.last_leader_view.clone() {
@@ -146,9 +150,11 @@ impl Step<'_> {
                 });
                 return FailsafeVerdict::Keep;
             }
-            Some((sent_at, accepted)) => {
-                (sent_at, others.keys().all(|name| accepted.contains(name)))
-            }
+            Some((sent_at, accepted, positions)) => (
+                sent_at,
+                others.keys().all(|name| accepted.contains(name)),
+                Some(positions.clone()),
+            ),
         };
         // Split-brain safety: each member that accepted will not race before sent_at + ttl
         // (and one that is already racing refuses), a member outside the map may not race
@@ -170,6 +176,9 @@ impl Step<'_> {
         let cfg = self.config();
         if let Some(t) = self.token(None) {
             self.wake_no_later_than(t.valid_until.minus(cfg.loop_wait() + cfg.retry_timeout()));
+        }
+        if let Some(positions) = positions {
+            self.advance_cascading_slots_in_failsafe(&positions);
         }
         self.say(format!(
             "DCS unreachable ({e}); failsafe: every member confirmed me as the leader, keeping the primary"

@@ -120,6 +120,9 @@ pub enum Outcome {
         sent_at: MonoTime,
         /// Names of the members that accepted.
         accepted: Vec<String>,
+        /// The WAL positions they reported: members cascading from a replica have
+        /// their slots on the leader advanced by them.
+        positions: std::collections::BTreeMap<String, Lsn>,
     },
 }
 

@@ -394,6 +394,40 @@ impl Step<'_> {
         }
     }
 
+    /// Failsafe mode, as the leader: a member cascading from a replica reports its
+    /// WAL position in its answer to `POST /failsafe`, and its slot here advances to
+    /// it, as from its member record while the DCS answers (advances only: the view
+    /// is from before the outage).
+    pub(super) fn advance_cascading_slots_in_failsafe(
+        &mut self,
+        positions: &BTreeMap<String, Lsn>,
+    ) {
+        if positions.is_empty() || !self.obs.pg.is_primary() || !self.use_slots() {
+            return;
+        }
+        let Some(mut view) = self.st.last_leader_view.clone() else {
+            return;
+        };
+        for m in &mut view.members {
+            if let (Some(_), Some(lsn)) = (&m.data.tags.replicatefrom, positions.get(&m.name)) {
+                m.data.xlog_location = Some(*lsn);
+            }
+        }
+        let wanted = self.leader_slots(&view);
+        let rules = SlotRules {
+            may_create_logical: false,
+            drop_unknown: false,
+            drop_stale_xmin: false,
+        };
+        let work = slot_work(&wanted, &self.obs.pg.slots, &[], rules);
+        if !work.changes.advance.is_empty() {
+            self.act(Action::ManageSlots(SlotChanges {
+                advance: work.changes.advance,
+                ..SlotChanges::default()
+            }));
+        }
+    }
+
     /// The leader's `status` slot positions: its slots' positions, and its own member
     /// slot name at its WAL position (replicas keep a slot for the leader too).
     pub(super) fn published_slots(&self, c: &Cluster) -> BTreeMap<String, Lsn> {

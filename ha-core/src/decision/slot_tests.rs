@@ -794,3 +794,49 @@ fn no_slot_for_a_nostream_member_and_no_logical_slot_behind_one() {
         at_c.actions
     );
 }
+
+#[test]
+fn without_the_dcs_the_failsafe_leader_advances_a_cascading_members_slot_to_its_reported_position()
+{
+    // Patroni's dcs_failsafe_mode feature: c cascades from b; while the DCS is gone the
+    // leader learns c's position only from c's answer to POST /failsafe.
+    let (ck, cv) = tagged("c", "replica", 40, replicating_from("b"));
+    let view = View::new()
+        .leader("a")
+        .member("a", "primary", 100)
+        .member("b", "replica", 100)
+        .key(&ck, &cv)
+        .key(
+            "config",
+            r#"{"failsafe_mode": true, "ttl": 30, "loop_wait": 10, "retry_timeout": 10}"#,
+        )
+        .key(
+            "failsafe",
+            r#"{"a": "http://127.0.0.1:8008/a", "b": "http://127.0.0.1:8008/b", "c": "http://127.0.0.1:8008/c"}"#,
+        )
+        .cluster();
+    let st = LocalState {
+        lease_until: Some(t(31_000)),
+        config: view.config.as_ref().map(|c| c.value.clone()),
+        last_leader_view: Some(view),
+        ..Default::default()
+    };
+    let slots = vec![active(physical("b", 100)), physical("c", 40)];
+    let mut o = obs(Cluster::default(), pg15_primary(100, slots), vec![]);
+    o.cluster = Err(crate::dcs::DcsError::Unreachable("down".into()));
+    o.outcomes.push(Outcome::FailsafeChecked {
+        sent_at: t(11_000),
+        accepted: vec!["b".into(), "c".into()],
+        positions: [("b".to_string(), 100), ("c".to_string(), 90)]
+            .into_iter()
+            .collect(),
+    });
+    let d = decide(&cfg("a"), &st, &o, t(11_050));
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=40.500s watchdog",
+            "ManageSlots create=[] advance=[c:90] drop=[]",
+        ],
+    );
+}

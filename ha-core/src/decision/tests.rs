@@ -1154,6 +1154,7 @@ fn checked(sent_at: u64, accepted: &[&str]) -> Outcome {
     Outcome::FailsafeChecked {
         sent_at: t(sent_at),
         accepted: accepted.iter().map(|s| s.to_string()).collect(),
+        positions: Default::default(),
     }
 }
 

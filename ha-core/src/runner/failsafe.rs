@@ -203,18 +203,26 @@ pub(super) async fn call_members(
         let peers = peers.clone();
         let body = &body;
         async move {
-            let ok = tokio::time::timeout(timeout, peers.failsafe_call(url, body))
+            let answer = tokio::time::timeout(timeout, peers.failsafe_call(url, body))
                 .await
-                .unwrap_or(false);
-            ok.then(|| name.clone())
+                .ok()
+                .flatten();
+            answer.map(|lsn| (name.clone(), lsn))
         }
     });
-    let accepted = futures::future::join_all(calls)
+    let answers: Vec<(String, Option<Lsn>)> = futures::future::join_all(calls)
         .await
         .into_iter()
         .flatten()
         .collect();
-    Outcome::FailsafeChecked { sent_at, accepted }
+    Outcome::FailsafeChecked {
+        sent_at,
+        positions: answers
+            .iter()
+            .filter_map(|(name, lsn)| Some((name.clone(), (*lsn)?)))
+            .collect(),
+        accepted: answers.into_iter().map(|(name, _)| name).collect(),
+    }
 }
 
 #[cfg(test)]

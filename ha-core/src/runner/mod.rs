@@ -32,10 +32,15 @@ pub trait PeerProbe: Send + Sync {
     /// The peer's answer, or `None` when it did not answer usefully.
     async fn probe(&self, member: &Member) -> Option<PeerReply>;
 
-    /// `POST <api_url without /patroni>/failsafe` with `body`: whether the member
-    /// answered `200 Accepted` (failsafe mode, DCS unreachable).
-    async fn failsafe_call(&self, _api_url: &str, _body: &serde_json::Value) -> bool {
-        false
+    /// `POST <api_url without /patroni>/failsafe` with `body` (failsafe mode, DCS
+    /// unreachable): `Some` when the member answered `200 Accepted`, with the WAL
+    /// position it reported (the `lsn` header), if any.
+    async fn failsafe_call(
+        &self,
+        _api_url: &str,
+        _body: &serde_json::Value,
+    ) -> Option<Option<crate::model::Lsn>> {
+        None
     }
 }
 

@@ -196,8 +196,11 @@ impl World {
         };
         cyc.waiting = None;
         if let Some(obs) = cyc.obs.as_mut() {
-            obs.outcomes
-                .push(Outcome::FailsafeChecked { sent_at, accepted });
+            obs.outcomes.push(Outcome::FailsafeChecked {
+                sent_at,
+                accepted,
+                positions: Default::default(),
+            });
         }
         self.proceed(i);
     }
