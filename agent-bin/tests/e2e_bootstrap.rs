@@ -259,9 +259,27 @@ fn a_parameter_postgres_refuses_stops_the_bootstrap_with_its_reason() {
 /// and the same connect_address).
 #[test]
 fn a_second_agent_with_a_live_members_name_refuses_to_start() {
-    let mut c = Cluster::new(1, &FAST, "", |_| String::new());
+    // Also Patroni 3's `bootstrap.users`: roles made once after the bootstrap.
+    let users = Extra {
+        bootstrap: "  users:\n    app:\n      password: s3cret\n      options: [createdb]\n    \
+                    reader:\n      options: [nologin]\n"
+            .into(),
+        ..Extra::default()
+    };
+    let mut c = Cluster::new_with(1, &FAST, "", |_| String::new(), |_| users.clone());
     c.start(0);
     assert_eq!(c.wait_primary(BOOT), Some(0), "pg0 did not bootstrap");
+    assert_eq!(
+        c.sql(
+            0,
+            "SELECT string_agg(rolname || ':' || rolcanlogin || ':' || rolcreatedb || ':' \
+             || (rolpassword IS NOT NULL), ',' ORDER BY rolname) FROM pg_authid \
+             WHERE rolname IN ('app', 'reader')"
+        )
+        .as_deref(),
+        Ok("app:true:true:true,reader:false:false:false"),
+        "bootstrap.users were not created as configured"
+    );
     let config = std::fs::read_to_string(&c.nodes[0].config).expect("config");
     let listen = format!("  listen: 127.0.0.1:{}", c.nodes[0].api_port);
     assert!(config.contains(&listen), "{config}");

@@ -351,9 +351,50 @@ pub struct PgConfig {
     /// fails the bootstrap.
     #[serde(default)]
     pub post_bootstrap: Option<String>,
+    /// Roles created (or updated) once after a successful bootstrap
+    /// (`bootstrap.users`, as Patroni 3 does; Patroni 4 dropped it).
+    #[serde(default)]
+    pub bootstrap_users: Vec<BootstrapUser>,
     /// Sections of custom replica methods, keyed by method name.
     #[serde(flatten)]
     pub method_sections: BTreeMap<String, serde_json::Value>,
+}
+
+/// A role of `bootstrap.users`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BootstrapUser {
+    /// Role name.
+    pub name: String,
+    /// Its password, if any.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Role options (`createrole`, `createdb`, …), as `CREATE ROLE` takes them.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl BootstrapUser {
+    /// The role's attributes: the options upper-cased, `LOGIN` unless `LOGIN` or
+    /// `NOLOGIN` is given (Patroni's rule). `None` when an option is not a plain
+    /// word (it would go into SQL as it is).
+    pub fn attributes(&self) -> Option<String> {
+        let mut words: Vec<String> = Vec::new();
+        for o in &self.options {
+            let w = o.trim().to_ascii_uppercase();
+            if w.is_empty()
+                || !w
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
+            {
+                return None;
+            }
+            words.push(w);
+        }
+        if !words.iter().any(|w| w == "LOGIN" || w == "NOLOGIN") {
+            words.push("LOGIN".into());
+        }
+        Some(words.join(" "))
+    }
 }
 
 fn default_true() -> bool {
@@ -472,6 +513,7 @@ impl PgConfig {
             log_file: None,
             bootstrap_method: None,
             post_bootstrap: None,
+            bootstrap_users: Vec::new(),
             method_sections: BTreeMap::new(),
         }
     }

@@ -915,6 +915,29 @@ impl PgDriver {
                 }
             }
         }
+        // `bootstrap.users`, except the roles configured above.
+        let rewind = self
+            .cfg()
+            .authentication
+            .rewind
+            .as_ref()
+            .map(|r| r.username.clone());
+        for u in &self.cfg().bootstrap_users {
+            if &u.name == su
+                || u.name == repl.username
+                || rewind.as_deref() == Some(u.name.as_str())
+            {
+                continue;
+            }
+            let Some(attrs) = u.attributes() else {
+                tracing::error!(
+                    "bootstrap.users.{}: options must be role attributes such as CREATEDB; the role is not created",
+                    u.name
+                );
+                continue;
+            };
+            stmts.push_str(&role_sql(&u.name, &u.password, &attrs));
+        }
         if !stmts.is_empty() {
             sql::batch(&client, &stmts, SQL_TIMEOUT).await?;
         }

@@ -665,6 +665,38 @@ fn method_sections(
         .unwrap_or_default()
 }
 
+/// `bootstrap.users`: `{name: {password, options: [...]}}`, as Patroni 3 reads it.
+fn bootstrap_users(v: &Value) -> Result<Vec<pg_driver::config::BootstrapUser>, Problem> {
+    let Some(users) = v.as_object() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (name, spec) in users {
+        let path = format!("bootstrap.users.{name}");
+        let user = pg_driver::config::BootstrapUser {
+            name: name.clone(),
+            password: str_of(get(spec, "password")),
+            options: match get(spec, "options") {
+                Value::Null => Vec::new(),
+                other => loose::as_string_list(other).ok_or_else(|| {
+                    Problem::error(
+                        format!("{path}.options"),
+                        "expected a list of role attributes",
+                    )
+                })?,
+            },
+        };
+        if user.attributes().is_none() {
+            return Err(Problem::error(
+                format!("{path}.options"),
+                "role attributes are words such as createdb or createrole",
+            ));
+        }
+        out.push(user);
+    }
+    Ok(out)
+}
+
 const BOOTSTRAP_KEYS: &[&str] = &[
     "dcs",
     "method",
@@ -687,6 +719,7 @@ fn build(doc: &Value) -> Result<Config, Problem> {
             .map_err(|e| Problem::error("bootstrap.initdb", e.to_string()))?,
         pg_hba: loose::as_string_list(get(b, "pg_hba")).unwrap_or_default(),
         post_bootstrap: str_of(get(b, "post_bootstrap")),
+        users: bootstrap_users(get(b, "users"))?,
         methods: method_sections(b, BOOTSTRAP_KEYS),
     };
 

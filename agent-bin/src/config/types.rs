@@ -240,6 +240,8 @@ pub struct BootstrapConfig {
     pub pg_hba: Vec<String>,
     /// Script run after the new cluster started (`post_init` is the older name).
     pub post_bootstrap: Option<String>,
+    /// Roles to create after the bootstrap (Patroni 3's `bootstrap.users`).
+    pub users: Vec<pg_driver::config::BootstrapUser>,
     /// Custom method sections by name.
     pub methods: BTreeMap<String, MethodSection>,
 }

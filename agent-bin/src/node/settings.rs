@@ -273,6 +273,7 @@ pub fn pg_config(cfg: &Config) -> anyhow::Result<pg_driver::PgConfig> {
         log_file: None,
         bootstrap_method: bootstrap_method(cfg),
         post_bootstrap: cfg.bootstrap.post_bootstrap.clone(),
+        bootstrap_users: cfg.bootstrap.users.clone(),
         method_sections,
     };
     Ok(pg)

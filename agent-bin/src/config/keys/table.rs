@@ -93,7 +93,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "bootstrap.post_bootstrap", status: Status::Honoured { test: "agent-bin/tests/e2e_bootstrap.rs::custom_bootstrap_restores_a_backup_recovers_archived_wal_and_runs_post_bootstrap" } },
     Key { path: "bootstrap.post_init", status: Status::Honoured { test: "agent-bin/tests/config_load.rs::patroni_sample_loads" } },
     Key { path: "bootstrap.pg_hba", status: Status::Honoured { test: "pg-driver/src/config.rs::pg_ctl_timeout_takes_fractions_and_local_access_lines_win" } },
-    Key { path: "bootstrap.users", status: Status::Refused { why: "removed in Patroni 4 and not supported: create users in the bootstrap.post_bootstrap script" } },
+    Key { path: "bootstrap.users", status: Status::Honoured { test: "agent-bin/tests/e2e_bootstrap.rs::a_second_agent_with_a_live_members_name_refuses_to_start" } },
     Key { path: "citus", status: Status::Refused { why: "Citus clusters are not supported by fullauto; remove the citus section (and PATRONI_CITUS_* variables)" } },
     Key { path: "consul", status: Status::Honoured { test: "agent-bin/src/config/dcs/consul.rs::settings_reach_the_backend" } },
     Key { path: "consul.host", status: Status::Honoured { test: "agent-bin/src/config/dcs/consul.rs::settings_reach_the_backend" } },
