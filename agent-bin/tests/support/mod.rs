@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod dcs;
+pub mod patroni;
 pub mod proxy;
 pub mod tls;
 
