@@ -67,9 +67,12 @@ fn rolling_replacement(kind: Patroni) {
     let started = Instant::now();
     // Make the virtualenv (once per machine) before any server runs.
     let _ = kind.program("patroni");
-    let mut c = Cluster::new(3, &TIMING, "    synchronous_mode: true\n    synchronous_node_count: 2", |_| {
-        String::new()
-    });
+    let mut c = Cluster::new(
+        3,
+        &TIMING,
+        "    synchronous_mode: true\n    synchronous_node_count: 2",
+        |_| String::new(),
+    );
     for i in 0..3 {
         let dir = c.path().to_path_buf();
         c.rewrite_node(
@@ -84,7 +87,11 @@ fn rolling_replacement(kind: Patroni) {
         );
     }
     c.start_patroni(0, kind);
-    assert_eq!(c.wait_primary(WAIT), Some(0), "Patroni never bootstrapped pg0");
+    assert_eq!(
+        c.wait_primary(WAIT),
+        Some(0),
+        "Patroni never bootstrapped pg0"
+    );
     c.start_patroni(1, kind);
     c.start_patroni(2, kind);
     for r in [1, 2] {
@@ -114,10 +121,20 @@ fn rolling_replacement(kind: Patroni) {
         let (ok, out) = m.c.patronictl(
             m.kind,
             0,
-            &["switchover", "--leader", "pg0", "--candidate", "pg1", "--force"],
+            &[
+                "switchover",
+                "--leader",
+                "pg0",
+                "--candidate",
+                "pg1",
+                "--force",
+            ],
         );
         // patronictl exits 0 when the leader refuses (412): read what it says.
-        assert!(ok && out.contains("Successfully"), "patronictl switchover: {out}");
+        assert!(
+            ok && out.contains("Successfully"),
+            "patronictl switchover: {out}"
+        );
         m.wait_leader(1);
     });
     let (ok, list) = m.c.patronictl(m.kind, 0, &["list"]);
@@ -138,22 +155,36 @@ fn rolling_replacement(kind: Patroni) {
 
     // The other Patroni agents are replaced; the leader's after a switchover away.
     let other = 2 - new_leader; // the remaining Patroni replica (0 or 2)
-    m.step(&format!("pg{other}: Patroni replaced by fullauto"), new_leader, |m| {
-        m.mark(other);
-        m.replace(other, Agent::Fullauto);
-    });
+    m.step(
+        &format!("pg{other}: Patroni replaced by fullauto"),
+        new_leader,
+        |m| {
+            m.mark(other);
+            m.replace(other, Agent::Fullauto);
+        },
+    );
     m.assert_not_recloned(other);
     m.step("fullautoctl switchover to pg1", 1, |m| {
         let leader = format!("pg{new_leader}");
-        let (ok, out) =
-            m.c.ctl(&["switchover", "--leader", &leader, "--candidate", "pg1", "--force"]);
+        let (ok, out) = m.c.ctl(&[
+            "switchover",
+            "--leader",
+            &leader,
+            "--candidate",
+            "pg1",
+            "--force",
+        ]);
         assert!(ok, "fullautoctl switchover: {out}");
         m.wait_leader(1);
     });
-    m.step(&format!("pg{new_leader}: Patroni replaced by fullauto"), 1, |m| {
-        m.mark(new_leader);
-        m.replace(new_leader, Agent::Fullauto);
-    });
+    m.step(
+        &format!("pg{new_leader}: Patroni replaced by fullauto"),
+        1,
+        |m| {
+            m.mark(new_leader);
+            m.replace(new_leader, Agent::Fullauto);
+        },
+    );
     m.assert_not_recloned(new_leader);
 
     // And back: Patroni on one node, made the leader by patronictl.
@@ -166,10 +197,20 @@ fn rolling_replacement(kind: Patroni) {
         let (ok, out) = m.c.patronictl(
             m.kind,
             0,
-            &["switchover", "--leader", "pg1", "--candidate", "pg2", "--force"],
+            &[
+                "switchover",
+                "--leader",
+                "pg1",
+                "--candidate",
+                "pg2",
+                "--force",
+            ],
         );
         // patronictl exits 0 when the leader refuses (412): read what it says.
-        assert!(ok && out.contains("Successfully"), "patronictl switchover: {out}");
+        assert!(
+            ok && out.contains("Successfully"),
+            "patronictl switchover: {out}"
+        );
         m.wait_leader(2);
     });
     let (ok, list) = m.c.ctl(&["list"]);
@@ -198,6 +239,34 @@ fn rolling_replacement(kind: Patroni) {
         started.elapsed().as_secs()
     );
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    if std::env::var_os("MIGRATE_LOGS").is_some() {
+        let logs = m.c.logs();
+        std::fs::write(format!("/tmp/migrate-logs-{:?}.txt", m.kind), logs).unwrap();
+        for i in 0..3 {
+            let d = &m.c.nodes[i].data_dir;
+            let mut files = String::new();
+            for f in [
+                "postgresql.conf",
+                "postgresql.base.conf",
+                "patroni.dynamic.json",
+                "pg_hba.conf",
+                "postgresql.fullauto.conf",
+                "postgresql.auto.conf",
+            ] {
+                files += &format!(
+                    "=== {f}\n{}\n",
+                    std::fs::read_to_string(d.join(f)).unwrap_or_default()
+                );
+            }
+            let ls = std::process::Command::new("ls")
+                .arg("-la")
+                .arg(d)
+                .output()
+                .unwrap();
+            files += &String::from_utf8_lossy(&ls.stdout);
+            std::fs::write(format!("/tmp/migrate-files-{:?}-pg{i}.txt", m.kind), files).unwrap();
+        }
+    }
 }
 
 impl Migration {
@@ -291,8 +360,16 @@ impl Migration {
     fn check(&mut self, what: &str, leader: usize) {
         let name = format!("pg{leader}");
         let c = &mut self.c;
-        assert_eq!(c.wait_primary(WAIT), Some(leader), "{what}: not one primary");
-        assert_eq!(c.leader().as_deref(), Some(name.as_str()), "{what}: leader key");
+        assert_eq!(
+            c.wait_primary(WAIT),
+            Some(leader),
+            "{what}: not one primary"
+        );
+        assert_eq!(
+            c.leader().as_deref(),
+            Some(name.as_str()),
+            "{what}: leader key"
+        );
         for r in (0..3).filter(|&r| r != leader) {
             assert!(
                 streaming(c, r),
@@ -300,6 +377,9 @@ impl Migration {
                 self.agents[r]
             );
             assert_eq!(c.sql(r, "SELECT pg_is_in_recovery()").as_deref(), Ok("t"));
+        }
+        for i in 0..3 {
+            files_of(c, i, self.agents[i], what);
         }
         let sync = wait_until(WAIT, || {
             let v: Value = serde_json::from_str(&c.key("sync")?).ok()?;
@@ -323,13 +403,48 @@ impl Migration {
             .map(|a| a.0)
             .filter(|id| !present.contains(id))
             .collect();
-        assert!(lost.is_empty(), "{what}: acknowledged commits missing: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "{what}: acknowledged commits missing: {lost:?}"
+        );
         println!(
             "ok: {what}: primary {name}, agents {:?}, sync standby {}",
             self.agents,
             sync.unwrap_or_default()
         );
     }
+}
+
+/// The configuration files in node `i`'s data directory are its agent's: Patroni's
+/// generated postgresql.conf over postgresql.base.conf, or under fullauto the base file
+/// and the include of fullauto's settings (none of Patroni's rendered settings left
+/// behind). postgresql.base.conf, Patroni's base, stays in place either way.
+fn files_of(c: &Cluster, i: usize, agent: Agent, what: &str) {
+    let dir = &c.nodes[i].data_dir;
+    let conf = std::fs::read_to_string(dir.join("postgresql.conf")).expect("postgresql.conf");
+    let base = std::fs::read_to_string(dir.join("postgresql.base.conf"))
+        .expect("postgresql.base.conf kept");
+    assert!(
+        base.contains("max_connections"),
+        "{what}: pg{i} base file: {base}"
+    );
+    let patronis =
+        conf.starts_with("# Do not edit this file manually!\n# It will be overwritten by Patroni!");
+    let include = "include_if_exists 'postgresql.fullauto.conf'";
+    match agent {
+        Agent::Patroni => assert!(patronis, "{what}: pg{i} under Patroni: {conf}"),
+        Agent::Fullauto => assert!(
+            !patronis && !set_in(&conf, "primary_conninfo") && conf.trim_end().ends_with(include),
+            "{what}: pg{i} under fullauto: {conf}"
+        ),
+    }
+}
+
+/// Whether a postgresql.conf text sets `name` (a line not commented out).
+fn set_in(conf: &str, name: &str) -> bool {
+    conf.lines()
+        .map(str::trim_start)
+        .any(|l| l.starts_with(name) && !l.starts_with('#'))
 }
 
 /// Waits until node `i` answers `/replica` with 200 and its WAL receiver streams

@@ -377,7 +377,7 @@ impl PgDriver {
         };
         let current =
             std::fs::read_to_string(&source).map_err(|e| DriverError::io("read", &source, e))?;
-        let own = render::is_custom_conf_main(&current);
+        let own = render::is_custom_conf_main(&current) || render::is_patroni_main(&current);
         let wanted = match &self.cfg().custom_conf {
             Some(custom) => {
                 let path = dir.join(custom);
@@ -392,14 +392,7 @@ impl PgDriver {
                 }
                 render::custom_conf_main(custom)
             }
-            None => {
-                let base = if own {
-                    std::fs::read_to_string(&saved).unwrap_or_default()
-                } else {
-                    current.clone()
-                };
-                render::with_include(&base).unwrap_or(base)
-            }
+            None => render::main_conf(&current, std::fs::read_to_string(&saved).ok().as_deref()),
         };
         if wanted != current || source != conf {
             self.runner.write_file(&conf, &wanted, 0o600)?;
