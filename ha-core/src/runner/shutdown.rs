@@ -2,7 +2,9 @@
 //! says `stopped`, as Patroni does on a clean shutdown.
 
 use super::{log_dcs, with_deadline, Runner, RunnerEvent};
-use crate::model::{MemberData, MemberState};
+use crate::dcs::{Dcs, DcsTiming};
+use crate::model::{Cluster, MemberData, MemberState};
+use std::time::Duration;
 
 impl Runner {
     /// SIGTERM: stop Postgres (fast), release the lease so a replica takes over at
@@ -17,6 +19,7 @@ impl Runner {
             tracing::info!(node = %self.cfg.name, "shutting down in pause mode: leaving postgres running");
             return;
         }
+        self.leave_sync_duty().await;
         tracing::info!(node = %self.cfg.name, "shutting down: stopping postgres");
         // From here on this node must not be advertised as the primary.
         let lease_until = self.state.lease_until.take();
@@ -55,6 +58,73 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// See [`leave_sync_duty`].
+    async fn leave_sync_duty(&mut self) {
+        let (Some(cluster), Some(record)) = (self.last_cluster.as_ref(), self.last_member.clone())
+        else {
+            return;
+        };
+        let dcs = self.parts.dcs.as_ref();
+        if let Some(record) =
+            leave_sync_duty(dcs, &self.cfg.name, cluster, record, self.timing).await
+        {
+            self.last_member = Some(record);
+        }
+    }
+}
+
+/// A synchronous standby about to stop asks the leader to release it first, as
+/// Patroni does: its member record says `nosync` (and `sync_priority` 0 where it has
+/// one) and it waits up to two `loop_wait`s for `sync` to stop naming it, so the
+/// leader's commits do not wait for a standby that is gone. Only a hint: a DCS that
+/// does not answer ends the wait. Returns the record published, if one was.
+pub(super) async fn leave_sync_duty(
+    dcs: &dyn Dcs,
+    me: &str,
+    cluster: &Cluster,
+    mut record: MemberData,
+    timing: DcsTiming,
+) -> Option<MemberData> {
+    let listed = |c: &Cluster| {
+        let active = c
+            .config
+            .as_ref()
+            .is_some_and(|dc| crate::decision::sync::is_active(&dc.value));
+        active
+            && c.sync
+                .as_ref()
+                .is_some_and(|s| s.value.is_standby(me) && !s.value.is_leader(me))
+    };
+    if !listed(cluster) {
+        return None;
+    }
+    record.tags.nosync = Some(true);
+    if let Some(p) = record.tags.sync_priority.as_mut() {
+        p.value = 0;
+    }
+    with_deadline(timing.retry_timeout, dcs.touch_member(&record))
+        .await
+        .ok()?;
+    tracing::info!(node = %me, "asking the leader to release this node from synchronous duty before it stops");
+    let step = (timing.loop_wait / 2).max(Duration::from_millis(100));
+    let mut waited = Duration::ZERO;
+    while waited < timing.loop_wait * 2 {
+        tokio::time::sleep(step).await;
+        waited += step;
+        match with_deadline(timing.retry_timeout, dcs.get_cluster()).await {
+            Ok(c) if listed(&c) => {}
+            Ok(_) => {
+                tracing::info!(node = %me, "released from synchronous duty");
+                return Some(record);
+            }
+            Err(_) => return Some(record),
+        }
+    }
+    tracing::info!(node = %me, "the leader did not release this node from synchronous duty in time; stopping anyway");
+    Some(record)
+}
+
 /// The member record of a node whose Postgres was stopped on shutdown: state
 /// `stopped`, same role, no WAL positions or timeline (Patroni reports those only
 /// while Postgres runs).
@@ -70,8 +140,122 @@ pub(super) fn stopped_record(mut record: MemberData) -> MemberData {
 
 #[cfg(test)]
 mod tests {
-    use super::stopped_record;
-    use crate::model::MemberData;
+    use super::{leave_sync_duty, stopped_record};
+    use crate::clock::{Clock, ManualClock, MonoTime};
+    use crate::dcs::{Dcs, DcsTiming};
+    use crate::memory_dcs::{MemoryDcs, SharedMemoryStore};
+    use crate::model::{ClusterKeys, DynamicConfig, MemberData, SyncState};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const TIMING: DcsTiming = DcsTiming {
+        ttl: Duration::from_secs(30),
+        retry_timeout: Duration::from_secs(10),
+        loop_wait: Duration::from_secs(10),
+    };
+
+    fn dcs(store: &SharedMemoryStore, name: &str) -> Arc<dyn Dcs> {
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(MonoTime::from_millis(1000), 0));
+        Arc::new(MemoryDcs::new(
+            store,
+            clock,
+            ClusterKeys::new("/service", "batman"),
+            name,
+            TIMING,
+        ))
+    }
+
+    fn replica_record() -> MemberData {
+        MemberData::parse(
+            r#"{"conn_url":"postgres://127.0.0.1:5433/postgres","api_url":"http://127.0.0.1:8009/patroni","state":"running","role":"replica","tags":{"sync_priority":2}}"#,
+        )
+        .expect("member record")
+    }
+
+    /// pg1, a synchronous standby of pg0 in synchronous mode, stops.
+    async fn sync_cluster(store: &SharedMemoryStore) -> (Arc<dyn Dcs>, Arc<dyn Dcs>) {
+        let (leader, me) = (dcs(store, "pg0"), dcs(store, "pg1"));
+        let config = DynamicConfig::parse(r#"{"synchronous_mode":true}"#).unwrap();
+        assert!(leader.set_config(&config, None).await.unwrap());
+        let sync = SyncState {
+            leader: Some("pg0".into()),
+            sync_standby: vec!["pg1".into(), "pg2".into()],
+            quorum: 0,
+        };
+        assert!(leader.set_sync(&sync, None).await.unwrap().is_some());
+        me.touch_member(&replica_record()).await.unwrap();
+        (leader, me)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopping_sync_standby_says_nosync_and_waits_until_the_leader_releases_it() {
+        let store = SharedMemoryStore::new();
+        let (leader, me) = sync_cluster(&store).await;
+        let cluster = me.get_cluster().await.unwrap();
+        // The leader drops pg1 once its record asks for it (as Patroni's and ours do).
+        let releaser = tokio::spawn(async move {
+            loop {
+                let c = leader.get_cluster().await.unwrap();
+                let asks = c
+                    .members
+                    .iter()
+                    .any(|m| m.name == "pg1" && m.data.tags.nosync == Some(true));
+                if asks {
+                    let sync = SyncState {
+                        leader: Some("pg0".into()),
+                        sync_standby: vec!["pg2".into()],
+                        quorum: 0,
+                    };
+                    let version = c.sync.map(|s| s.version);
+                    assert!(leader.set_sync(&sync, version).await.unwrap().is_some());
+                    return tokio::time::Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let record = leave_sync_duty(me.as_ref(), "pg1", &cluster, replica_record(), TIMING)
+            .await
+            .expect("a record asking for release");
+        let returned = tokio::time::Instant::now();
+        let released = releaser.await.unwrap();
+        assert!(returned >= released, "returned before the release");
+        assert!(
+            returned - released <= Duration::from_secs(5),
+            "waited on after the release"
+        );
+        let published = me.get_cluster().await.unwrap();
+        let mine = published.members.iter().find(|m| m.name == "pg1").unwrap();
+        assert_eq!(mine.data.tags.nosync, Some(true));
+        assert_eq!(
+            mine.data.tags.sync_priority.as_ref().map(|p| p.value),
+            Some(0)
+        );
+        assert_eq!(record, mine.data);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_a_listed_standby_asks_and_it_stops_waiting_after_two_loop_waits() {
+        let store = SharedMemoryStore::new();
+        let (leader, me) = sync_cluster(&store).await;
+        let cluster = me.get_cluster().await.unwrap();
+        // The leader itself, and a replica not named in `sync`, do not ask.
+        assert_eq!(
+            leave_sync_duty(leader.as_ref(), "pg0", &cluster, replica_record(), TIMING).await,
+            None
+        );
+        assert_eq!(
+            leave_sync_duty(me.as_ref(), "pg3", &cluster, replica_record(), TIMING).await,
+            None
+        );
+        // A leader that never releases it: the stop goes on after two loop_waits.
+        let before = tokio::time::Instant::now();
+        assert!(
+            leave_sync_duty(me.as_ref(), "pg1", &cluster, replica_record(), TIMING)
+                .await
+                .is_some()
+        );
+        assert_eq!(before.elapsed(), TIMING.loop_wait * 2);
+    }
 
     #[test]
     fn a_stopped_record_keeps_addresses_role_and_tags_and_drops_positions() {
