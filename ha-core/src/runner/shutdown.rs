@@ -78,7 +78,8 @@ impl Runner {
 /// Patroni does: its member record says `nosync` (and `sync_priority` 0 where it has
 /// one) and it waits up to two `loop_wait`s for `sync` to stop naming it, so the
 /// leader's commits do not wait for a standby that is gone. Only a hint: a DCS that
-/// does not answer ends the wait. Returns the record published, if one was.
+/// does not answer ends the wait; once released it streams for one more `loop_wait`,
+/// the leader's next cycle. Returns the record published, if one was.
 pub(super) async fn leave_sync_duty(
     dcs: &dyn Dcs,
     me: &str,
@@ -115,6 +116,13 @@ pub(super) async fn leave_sync_duty(
         match with_deadline(timing.retry_timeout, dcs.get_cluster()).await {
             Ok(c) if listed(&c) => {}
             Ok(_) => {
+                // A leader drops a standby from `sync` one cycle before it drops it
+                // from synchronous_standby_names (ours does; Patroni does both in one
+                // cycle): stopping in between would hold its commits, and the waiters
+                // would only be woken by the next reply of another standby (up to
+                // wal_receiver_status_interval when no other commit comes). Keep
+                // streaming for one more of its cycles.
+                tokio::time::sleep(timing.loop_wait).await;
                 tracing::info!(node = %me, "released from synchronous duty");
                 return Some(record);
             }
@@ -218,9 +226,13 @@ mod tests {
             .expect("a record asking for release");
         let returned = tokio::time::Instant::now();
         let released = releaser.await.unwrap();
-        assert!(returned >= released, "returned before the release");
+        // Released, it streams for one more leader cycle, no longer.
         assert!(
-            returned - released <= Duration::from_secs(5),
+            returned >= released + TIMING.loop_wait,
+            "stopped before the leader's next cycle"
+        );
+        assert!(
+            returned - released <= TIMING.loop_wait + TIMING.loop_wait / 2,
             "waited on after the release"
         );
         let published = me.get_cluster().await.unwrap();
