@@ -177,7 +177,8 @@ pub fn member_electability(dc: &DynamicConfig, c: &Cluster, m: &Member) -> Elect
     if m.data.api_url.is_none() {
         why.push(Blocker::NoApiUrl);
     }
-    if m.data.state != Some(MemberState::Running) {
+    let running = m.data.state == Some(MemberState::Running);
+    if !running {
         why.push(Blocker::NotRunning {
             state: m
                 .data
@@ -203,13 +204,16 @@ pub fn member_electability(dc: &DynamicConfig, c: &Cluster, m: &Member) -> Elect
             why.push(Blocker::Quorum(reason));
         }
     }
-    why.extend(position_blockers(
-        dc,
-        c,
-        m.data.wal_position(),
-        m.data.timeline.unwrap_or(0),
-        false,
-    ));
+    // A stopped member reports no position: its lag and timeline say nothing more.
+    if running || m.data.wal_position() > 0 {
+        why.extend(position_blockers(
+            dc,
+            c,
+            m.data.wal_position(),
+            m.data.timeline.unwrap_or(0),
+            false,
+        ));
+    }
     if why.is_empty() {
         Electability::Electable
     } else {
@@ -309,7 +313,7 @@ mod tests {
                 "a: leader",
                 "b: lag 900 bytes is over maximum_lag_on_failover (500)",
                 "c: tagged nofailover",
-                "d: postgres is not running (stopped); lag 1000 bytes is over maximum_lag_on_failover (500); timeline 0 is behind the cluster's timeline 2",
+                "d: postgres is not running (stopped)",
                 "e: unreachable: its member key has no api_url",
                 "f: timeline 1 is behind the cluster's timeline 2",
             ]
