@@ -53,7 +53,7 @@ function spark(points) {
 
 function roleBadge(role) {
   const cls = role === "leader" || role === "standby_leader" ? "ok" :
-    (role === "sync_standby" || role === "quorum_standby" ? "" : "");
+    (role === "sync_standby" || role === "quorum_standby" ? "sync" : "");
   return el("span", { class: "badge " + cls }, role.replace("_", " "));
 }
 
