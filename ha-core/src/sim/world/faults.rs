@@ -244,6 +244,7 @@ impl World {
         n.failsafe_horizon = false;
         n.state = Default::default();
         n.failsafe = Default::default();
+        n.leader_seen = None;
     }
 
     pub(super) fn reboot(&mut self, i: usize) {
