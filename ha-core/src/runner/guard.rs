@@ -34,12 +34,17 @@ pub struct LeaderKeySeen {
     /// The key's version when it named this node; `None` when it named another member
     /// or nobody.
     pub mine_at: Option<Version>,
+    /// When this node's latest confirmed acquire or renewal before that read was sent:
+    /// a renewal may rebind the key to a new lease, which gives it a new version
+    /// under the same leadership.
+    pub renewed_at: Option<MonoTime>,
 }
 
 /// Whether the leadership behind `token`, decided on the read sent at `decided_on`, is
 /// gone according to the latest read (`seen`): only a newer read can say so. A token
 /// without a version (the lease was acquired after the read) only needs the key to
-/// still name me.
+/// still name me; another version of my key counts unless a renewal of mine since the
+/// decision may have rebound it (seen in the simulator after an agent restart).
 pub fn leadership_changed(
     token: &LeaseToken,
     decided_on: MonoTime,
@@ -50,7 +55,7 @@ pub fn leadership_changed(
     };
     match (seen.mine_at, token.leader_version) {
         (None, _) => true,
-        (Some(now), Some(then)) => now != then,
+        (Some(now), Some(then)) => now != then && seen.renewed_at.is_none_or(|r| r < decided_on),
         (Some(_), None) => false,
     }
 }
@@ -158,6 +163,7 @@ mod tests {
             leader_key: Some(LeaderKeySeen {
                 read_at: MonoTime::from_millis(1000),
                 mine_at: Some(Version(7)),
+                renewed_at: None,
             }),
         }
     }
@@ -190,13 +196,15 @@ mod tests {
             leader_version: Some(Version(7)),
         };
         let a = Action::Promote { token };
-        let seen = |read_at, mine_at| GuardContext {
+        let seen_renewed = |read_at, mine_at, renewed_at: Option<u64>| GuardContext {
             leader_key: Some(LeaderKeySeen {
                 read_at: MonoTime::from_millis(read_at),
                 mine_at,
+                renewed_at: renewed_at.map(MonoTime::from_millis),
             }),
             ..ctx(2000)
         };
+        let seen = |read_at, mine_at| seen_renewed(read_at, mine_at, None);
         // The decision's own read, and a newer read at the same version: go ahead.
         assert_eq!(refuse(&a, &seen(1000, None)), None);
         assert_eq!(refuse(&a, &seen(1500, Some(Version(7)))), None);
@@ -204,6 +212,15 @@ mod tests {
         assert_eq!(refuse(&a, &seen(1500, None)), Some(Refusal::LeaderChanged));
         assert_eq!(
             refuse(&a, &seen(1500, Some(Version(9)))),
+            Some(Refusal::LeaderChanged)
+        );
+        // My own renewal since the decision may have rebound the key: same leadership.
+        assert_eq!(
+            refuse(&a, &seen_renewed(1500, Some(Version(9)), Some(1200))),
+            None
+        );
+        assert_eq!(
+            refuse(&a, &seen_renewed(1500, Some(Version(9)), Some(900))),
             Some(Refusal::LeaderChanged)
         );
         // Acquired after the read (no version in the token): only the holder matters.

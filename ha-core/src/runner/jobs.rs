@@ -646,6 +646,7 @@ mod tests {
             tx.send_replace(Some(LeaderKeySeen {
                 read_at: MonoTime::from_millis(1500),
                 mine_at,
+                renewed_at: None,
             }));
             let fencing = Fencing {
                 decided_on: MonoTime::from_millis(1000),

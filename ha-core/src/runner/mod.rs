@@ -303,6 +303,8 @@ pub struct Runner {
     /// The leader key as the latest successful read showed it; background jobs check
     /// their lease token against it before a writable-making step.
     leader_key: Arc<watch::Sender<Option<LeaderKeySeen>>>,
+    /// When my latest confirmed acquire or renewal was sent.
+    renewed_at: Option<MonoTime>,
 }
 
 impl Runner {
@@ -348,6 +350,7 @@ impl Runner {
             pre_promote_refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             no_race_until: None,
             leader_key: Arc::new(watch::channel(None).0),
+            renewed_at: None,
         };
         let handle = RunnerHandle {
             wake,
@@ -465,6 +468,7 @@ impl Runner {
             self.leader_key.send_replace(Some(LeaderKeySeen {
                 read_at,
                 mine_at: mine_at.map(|l| l.version),
+                renewed_at: self.renewed_at,
             }));
             self.apply_dynamic_config(c);
             self.apply_dynamic_parameters(c, pg.is_alive()).await;
@@ -533,6 +537,11 @@ impl Runner {
                 let query = action.is_query();
                 let record = (!query).then(|| action.clone());
                 if let Some(outcome) = self.execute(action, &obs).await {
+                    if let Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at } =
+                        &outcome
+                    {
+                        self.renewed_at = Some(*sent_at);
+                    }
                     obs.outcomes.push(outcome);
                 }
                 obs.executed.extend(record);

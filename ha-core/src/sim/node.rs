@@ -159,6 +159,8 @@ pub struct Node {
     /// The leader key as this agent's latest successful read showed it (as the
     /// runner keeps it for its jobs' fencing check).
     pub(super) leader_seen: Option<crate::runner::guard::LeaderKeySeen>,
+    /// When this agent's latest confirmed acquire or renewal was sent.
+    pub(super) renewed_at: Option<MonoTime>,
     pub(super) cycles: u64,
 }
 
@@ -200,6 +202,7 @@ impl Node {
             failsafe_horizon: false,
             failsafe: Default::default(),
             leader_seen: None,
+            renewed_at: None,
             cycles: 0,
         }
     }

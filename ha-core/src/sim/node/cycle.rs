@@ -93,6 +93,7 @@ impl World {
                 n.leader_seen = Some(LeaderKeySeen {
                     read_at: p.sent_at,
                     mine_at: mine.map(|l| l.version),
+                    renewed_at: n.renewed_at,
                 });
                 // As the runner: a valid changed config reaches the DCS client before
                 // any request made on this view, so the lease it asks for matches the
@@ -180,6 +181,14 @@ impl World {
                 ),
                 _,
             ) => None,
+        };
+        if let Some(Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at }) =
+            &outcome
+        {
+            n.renewed_at = Some(*sent_at);
+        }
+        let Some(cyc) = n.cycle.as_mut() else {
+            return;
         };
         if let Some(obs) = cyc.obs.as_mut() {
             obs.outcomes.extend(outcome);

@@ -245,6 +245,7 @@ impl World {
         n.state = Default::default();
         n.failsafe = Default::default();
         n.leader_seen = None;
+        n.renewed_at = None;
     }
 
     pub(super) fn reboot(&mut self, i: usize) {
