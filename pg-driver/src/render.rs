@@ -159,6 +159,10 @@ fn raise_to_recovery_floor(p: &mut BTreeMap<String, String>, floor: &BTreeMap<St
     }
 }
 
+/// Every server parameter of `postgresql.conf` as fullauto renders it: its replication
+/// defaults, the dynamic then local parameters adapted to the server version (raised
+/// to what pg_control recorded while in recovery), the listen address and the
+/// role's recovery settings, which belong to the driver.
 pub fn parameters(
     cfg: &PgConfig,
     state: &ManagedState,

@@ -3,6 +3,9 @@
 
 use super::handlers::{fresh_cluster, App, Reply};
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
+use ha_core::decision::{
+    answer_allows_promotion, sync_allows, sync_restricts, why_not_candidate, NotCandidate,
+};
 use ha_core::{Cluster, Failover, SynchronousMode};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -81,15 +84,13 @@ async fn failover_impossible(
             return Some("leader name does not match".into());
         }
     }
-    let sync = is_sync_mode(cluster);
-    let listed = |name: &str| {
-        cluster
-            .sync
-            .as_ref()
-            .is_some_and(|s| s.value.is_standby(name))
-    };
+    // The engine's candidate rule, asked in Patroni's order of answers: the record's
+    // `nofailover` is left to the candidates' own answers below.
+    let dc = cluster.dynamic_config();
+    let sync = is_sync_mode(cluster).is_some() && sync_restricts(&dc, cluster);
+    let leader_name = cluster.leader.as_ref().map(|l| l.name.as_str());
     let members: Vec<&ha_core::Member> = if let Some(c) = candidate {
-        if action == "switchover" && sync == Some(SynchronousMode::On) && !listed(c) {
+        if action == "switchover" && sync && !sync_allows(&dc, cluster, c) {
             return Some("candidate name does not match with sync_standby".into());
         }
         let m: Vec<_> = cluster.members.iter().filter(|m| m.name == c).collect();
@@ -97,25 +98,29 @@ async fn failover_impossible(
             return Some("candidate does not exists".into());
         }
         m
-    } else if sync == Some(SynchronousMode::On) {
-        let m: Vec<_> = cluster.members.iter().filter(|m| listed(&m.name)).collect();
-        if m.is_empty() {
-            return Some(format!(
-                "{action} is not possible: can not find sync_standby"
-            ));
-        }
-        m
     } else {
-        let leader_name = cluster.leader.as_ref().map(|l| l.name.as_str());
         let m: Vec<_> = cluster
             .members
             .iter()
-            .filter(|m| Some(m.name.as_str()) != leader_name && m.data.api_url.is_some())
+            .filter(|m| {
+                why_not_candidate(m, leader_name, &dc, cluster)
+                    .iter()
+                    .all(|w| match w {
+                        NotCandidate::Leader => false,
+                        NotCandidate::NotSyncStandby => !sync,
+                        // Patroni asks a synchronous standby without one all the same (it
+                        // cannot answer), and every member when nobody leads.
+                        NotCandidate::NoApiUrl => sync || leader_name.is_none(),
+                        NotCandidate::NoFailover => true,
+                    })
+            })
             .collect();
         if m.is_empty() {
-            return Some(format!(
-                "{action} is not possible: cluster does not have members except leader"
-            ));
+            return Some(if sync {
+                format!("{action} is not possible: can not find sync_standby")
+            } else {
+                format!("{action} is not possible: cluster does not have members except leader")
+            });
         }
         m
     };
@@ -143,14 +148,9 @@ async fn failover_impossible(
 /// standby may lose acknowledged transactions, so it needs `"force": true`. (Quorum
 /// mode needs no such guard: the candidate is promoted only with the voters' votes.)
 fn data_loss_risk(cluster: &Cluster, candidate: &str) -> Option<String> {
-    if is_sync_mode(cluster) != Some(SynchronousMode::On) {
-        return None;
-    }
-    let sync = cluster.sync.as_ref().map(|s| &s.value)?;
-    if sync.leader.is_none() && sync.sync_standby.is_empty() {
-        return None;
-    }
-    if sync.contains(candidate) {
+    if is_sync_mode(cluster) != Some(SynchronousMode::On)
+        || sync_allows(&cluster.dynamic_config(), cluster, candidate)
+    {
         return None;
     }
     Some(format!(
@@ -170,7 +170,7 @@ fn candidate_is_good(st: &Value) -> bool {
         .get("watchdog_failed")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    !tags.never_promote() && !watchdog_failed
+    answer_allows_promotion(&tags, watchdog_failed)
 }
 
 /// Handles both endpoints; `failover` is true for `POST /failover`.

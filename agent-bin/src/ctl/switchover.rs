@@ -9,7 +9,8 @@ use super::rest::LONG_TIMEOUT;
 use super::schedule::{next_hour_example, parse_scheduled, timestamp};
 use super::session::{Ctx, Session};
 use super::{args::Format, say, say_raw};
-use ha_core::{Cluster, Failover, SynchronousMode};
+use ha_core::decision::{sync_allows, why_not_candidate, NotCandidate};
+use ha_core::{Cluster, Failover};
 use reqwest::Method;
 use serde_json::{Map, Value};
 
@@ -80,13 +81,24 @@ impl Plan {
     }
 }
 
-/// Names a switchover/failover may promote: every member but the leader that may be
-/// promoted (not `nofailover`, priority above 0), sorted.
+/// Names a switchover/failover may promote, sorted: by the engine's candidate rule,
+/// every member but the leader whose record allows promotion (not `nofailover`,
+/// priority above 0). A member outside the synchronous standbys is offered too (a
+/// failover to it asks for confirmation; the REST API refuses such a switchover), and
+/// one without `api_url` is left for the REST API to judge.
 pub fn candidate_names(cluster: &Cluster, leader: Option<&str>) -> Vec<String> {
+    let dc = cluster.dynamic_config();
     let mut names: Vec<String> = cluster
         .members
         .iter()
-        .filter(|m| Some(m.name.as_str()) != leader && !m.data.tags.never_promote())
+        .filter(|m| {
+            why_not_candidate(m, leader, &dc, cluster)
+                .iter()
+                .all(|w| match w {
+                    NotCandidate::Leader | NotCandidate::NoFailover => false,
+                    NotCandidate::NotSyncStandby | NotCandidate::NoApiUrl => true,
+                })
+        })
         .map(|m| m.name.clone())
         .collect();
     names.sort();
@@ -167,11 +179,10 @@ pub fn plan(
     }
     let mut force = false;
     if action == Action::Failover {
-        let sync = cluster.sync.as_ref().map(|s| &s.value);
-        // Quorum mode needs no warning: a candidate is promoted only with the votes.
-        let async_candidate = config.synchronous_mode == SynchronousMode::On
-            && sync.is_some_and(|s| s.leader.is_some() || !s.sync_standby.is_empty())
-            && !sync.is_some_and(|s| s.contains(candidate.as_deref().unwrap_or_default()));
+        // The candidate rule's synchronous part (quorum mode needs no warning: a
+        // candidate is promoted only with the votes).
+        let async_candidate =
+            !sync_allows(&config, cluster, candidate.as_deref().unwrap_or_default());
         if async_candidate {
             let c = candidate.clone().unwrap_or_default();
             eprintln!(

@@ -9,13 +9,15 @@ use std::fmt;
 
 /// The proof a role-changing action was justified by a live lease: the runner refuses
 /// to execute the action once `valid_until` has passed (a frozen or slow agent must not
-/// act on a view older than its lease).
+/// act on a view older than its lease), or once a newer read shows the leader key at
+/// another version than `leader_version` (the leadership it was decided under is gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseToken {
     /// End of the lease as this node computes it (send time of the last successful
     /// acquire/renew + ttl), minus the fence margin.
     pub valid_until: MonoTime,
-    /// Version of the leader key this lease was observed at, when known.
+    /// Version of the leader key when the view the action was decided on showed it as
+    /// mine; `None` when the lease was acquired after that read.
     pub leader_version: Option<Version>,
 }
 

@@ -40,12 +40,22 @@
 //! - `state lease_until=MS`, `state started_at=MS`, `state switchover_waiting_since=MS`,
 //!   `state fence_armed`: the local
 //!   state to start from;
+//! - `request restart`, `request reinitialize [from-leader] [force]`: an operator
+//!   request waits for the decision; `watchdog failed`: a required watchdog does not
+//!   work; `failsafe_leader NAME`: a failsafe leader called this node within ttl;
+//!   `node api_url=URL`, `node failsafe_record_durable`: the node's settings;
 //! - `assert message ~ TEXT` (the message contains TEXT), `assert message = TEXT`,
-//!   `assert lease_until MS|-`, `assert rerun true|false`, `assert wake_at MS|-`:
+//!   `assert lease_until MS|-`, `assert rerun true|false`, `assert wake_at MS|-`,
+//!   `assert started_at MS|-`, `assert failsafe_active true|false`,
+//!   `assert verdict -|started`, `assert verdict refused TEXT` (the exact reason),
+//!   `assert history TIMELINE,…` (the timelines of the history written):
 //!   checks beyond the actions.
 
 use super::tests::{cfg, obs, pg_primary, pg_replica, t, View};
-use super::{decide, Busy, LocalState, Outcome, PeerReply, PeerStatus};
+use super::{
+    decide, Action, Busy, LocalState, OperatorRequest, Outcome, PeerReply, PeerStatus,
+    RequestVerdict,
+};
 use crate::dcs::DcsError;
 use crate::model::{Cluster, Tags};
 use crate::postgres::{DataDirState, PgObservation, PgProcess, ReplicationConnection};
@@ -244,6 +254,9 @@ fn run(
     let mut busy = None;
     let mut outcomes = Vec::new();
     let mut asserts = Vec::new();
+    let mut request = None;
+    let mut watchdog_failed = false;
+    let mut failsafe_leader = None;
     for l in &block.input {
         let words: Vec<&str> = l.split_whitespace().collect();
         match words.as_slice() {
@@ -319,6 +332,20 @@ fn run(
                 }
                 _ => return Err(format!("unknown state {kv:?}")),
             },
+            ["request", "restart"] => request = Some(OperatorRequest::Restart),
+            ["request", "reinitialize", flags @ ..] => {
+                request = Some(OperatorRequest::Reinitialize {
+                    from_leader: flags.contains(&"from-leader"),
+                    force: flags.contains(&"force"),
+                })
+            }
+            ["watchdog", "failed"] => watchdog_failed = true,
+            ["failsafe_leader", name] => failsafe_leader = Some(name.to_string()),
+            ["node", "failsafe_record_durable"] => node.failsafe_record_durable = true,
+            ["node", kv] => match kv.split_once('=') {
+                Some(("api_url", v)) => node.api_url = Some(v.to_string()),
+                _ => return Err(format!("unknown node setting {kv:?}")),
+            },
             ["assert", ..] => asserts.push(l.trim_start()["assert".len()..].trim().to_string()),
             _ => return Err(format!("unknown input line {l:?}")),
         }
@@ -332,6 +359,9 @@ fn run(
     let mut o = obs(cluster, pg, outcomes);
     o.read_at = t(read_at);
     o.busy = busy;
+    o.request = request;
+    o.watchdog_failed = watchdog_failed;
+    o.failsafe_leader = failsafe_leader;
     if let Some(why) = unreachable {
         o.cluster = Err(DcsError::Unreachable(why));
     }
@@ -356,6 +386,33 @@ fn run(
             let want = if v == "-" { None } else { Some(t(ms(v)?)) };
             if d.wake_at != want {
                 return fail(format!("wake_at is {:?}", d.wake_at));
+            }
+        } else if let Some(v) = a.strip_prefix("started_at ") {
+            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
+            if d.state.started_at != want {
+                return fail(format!("started_at is {:?}", d.state.started_at));
+            }
+        } else if let Some(v) = a.strip_prefix("failsafe_active ") {
+            if d.state.failsafe_active.to_string() != v {
+                return fail(format!("failsafe_active is {}", d.state.failsafe_active));
+            }
+        } else if let Some(v) = a.strip_prefix("verdict ") {
+            let got = match &d.verdict {
+                None => "-".to_string(),
+                Some(RequestVerdict::Started) => "started".to_string(),
+                Some(RequestVerdict::Refused(why)) => format!("refused {why}"),
+            };
+            if got != v {
+                return fail(format!("verdict is {got}"));
+            }
+        } else if let Some(v) = a.strip_prefix("history ") {
+            let written = d.actions.iter().find_map(|a| match a {
+                Action::WriteHistory(h) => Some(h.0.iter().map(|e| e.timeline.to_string())),
+                _ => None,
+            });
+            let got = written.map(|t| t.collect::<Vec<_>>().join(","));
+            if got.as_deref() != Some(v) {
+                return fail(format!("history written is {got:?}"));
             }
         } else if let Some(v) = a.strip_prefix("rerun ") {
             if d.rerun.to_string() != v {

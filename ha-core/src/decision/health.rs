@@ -402,23 +402,145 @@ fn need(others: &[&Member]) -> Verdict {
     Verdict::NeedPeers(others.iter().map(|m| m.name.clone()).collect())
 }
 
-/// Members a switchover or manual failover may hand leadership to: not me, with an
-/// `api_url`, allowed to promote, the requested one if named, and in sync mode only
-/// synchronous standbys.
+/// Why a member may not take over in a switchover or manual failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCandidate {
+    /// It is the leader (or the node deciding, which is the leader).
+    Leader,
+    /// Its member record says `nofailover` (or `failover_priority` 0).
+    NoFailover,
+    /// `synchronous_mode: on` and the `sync` key does not list it: promoting it may
+    /// lose transactions acknowledged to clients.
+    NotSyncStandby,
+    /// It publishes no `api_url`: nobody can ask it how it is.
+    NoApiUrl,
+}
+
+/// Whether the synchronous mode lets `name` take over: in `synchronous_mode: on`
+/// with a `sync` key naming a leader, only the synchronous standbys it lists (quorum
+/// mode elects by votes instead).
+pub fn sync_allows(dc: &DynamicConfig, c: &Cluster, name: &str) -> bool {
+    match sync_restriction(dc, c) {
+        Some(s) if dc.synchronous_mode == SynchronousMode::On => s.is_standby(name),
+        _ => true,
+    }
+}
+
+/// Whether the synchronous mode restricts candidates to the `sync` key's standbys.
+pub fn sync_restricts(dc: &DynamicConfig, c: &Cluster) -> bool {
+    dc.synchronous_mode == SynchronousMode::On && sync_restriction(dc, c).is_some()
+}
+
+/// The candidate rule of a switchover or manual failover (§2.7), from the member's
+/// record: every reason `m` may not take over from `leader`, none when it may.
+/// `decide`, the REST API's admission of `POST /switchover` and `fullautoctl
+/// switchover` all ask this one rule (each then asks the candidates themselves).
+pub fn why_not_candidate(
+    m: &Member,
+    leader: Option<&str>,
+    dc: &DynamicConfig,
+    c: &Cluster,
+) -> Vec<NotCandidate> {
+    let mut why = Vec::new();
+    if leader == Some(m.name.as_str()) {
+        why.push(NotCandidate::Leader);
+    }
+    if m.data.tags.never_promote() {
+        why.push(NotCandidate::NoFailover);
+    }
+    if !sync_allows(dc, c, &m.name) {
+        why.push(NotCandidate::NotSyncStandby);
+    }
+    if m.data.api_url.is_none() {
+        why.push(NotCandidate::NoApiUrl);
+    }
+    why
+}
+
+/// Whether a candidate's own answer (`GET /patroni`) still allows promoting it: not
+/// tagged `nofailover` as it runs now, and its watchdog works.
+pub fn answer_allows_promotion(tags: &crate::model::Tags, watchdog_failed: bool) -> bool {
+    !tags.never_promote() && !watchdog_failed
+}
+
+/// Members a switchover or manual failover may hand leadership to: those
+/// [`why_not_candidate`] finds nothing against (`cfg` being the leader), and the
+/// requested one if named.
 pub fn failover_candidates<'c>(
     cfg: &NodeConfig,
     dc: &DynamicConfig,
     c: &'c Cluster,
     wanted: Option<&str>,
 ) -> Vec<&'c Member> {
-    let sync = sync_restriction(dc, c);
     c.members
         .iter()
-        .filter(|m| m.name != cfg.name && m.data.api_url.is_some() && !m.data.tags.never_promote())
         .filter(|m| wanted.is_none_or(|w| w == m.name))
-        .filter(|m| match &sync {
-            Some(s) if dc.synchronous_mode == SynchronousMode::On => s.is_standby(&m.name),
-            _ => true,
-        })
+        .filter(|m| why_not_candidate(m, Some(&cfg.name), dc, c).is_empty())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::tests::{member_with_tags, View};
+    use crate::model::Tags;
+
+    fn nofailover() -> Tags {
+        Tags {
+            nofailover: Some(true),
+            ..Tags::default()
+        }
+    }
+
+    #[test]
+    fn the_candidate_rule_names_every_reason_in_its_order() {
+        let (k, v) = member_with_tags("c", "replica", nofailover());
+        let c = View::new()
+            .leader("a")
+            .member("a", "primary", 100)
+            .member("b", "replica", 100)
+            .key(&k, &v)
+            .key("config", r#"{"synchronous_mode":"on"}"#)
+            .key("sync", r#"{"leader":"a","sync_standby":"b"}"#)
+            .cluster();
+        let dc = c.dynamic_config();
+        let why = |name: &str| why_not_candidate(c.member(name).unwrap(), Some("a"), &dc, &c);
+        assert_eq!(
+            why("a"),
+            [NotCandidate::Leader, NotCandidate::NotSyncStandby]
+        );
+        assert_eq!(why("b"), []);
+        assert_eq!(
+            why("c"),
+            [NotCandidate::NoFailover, NotCandidate::NotSyncStandby]
+        );
+        assert!(sync_restricts(&dc, &c));
+        assert!(sync_allows(&dc, &c, "b") && !sync_allows(&dc, &c, "c"));
+        let names: Vec<_> = failover_candidates(&NodeConfig::named("a"), &dc, &c, None)
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names, ["b"]);
+        // Quorum mode elects by votes: the sync key restricts nobody here.
+        let q = View::new()
+            .leader("a")
+            .member("a", "primary", 100)
+            .member("d", "replica", 100)
+            .key("config", r#"{"synchronous_mode":"quorum"}"#)
+            .key("sync", r#"{"leader":"a","sync_standby":"b","quorum":1}"#)
+            .cluster();
+        let qdc = q.dynamic_config();
+        assert!(!sync_restricts(&qdc, &q));
+        assert_eq!(
+            why_not_candidate(q.member("d").unwrap(), Some("a"), &qdc, &q),
+            []
+        );
+    }
+
+    #[test]
+    fn a_candidates_answer_allows_promotion_unless_nofailover_or_watchdog_failed() {
+        assert!(answer_allows_promotion(&Tags::default(), false));
+        assert!(!answer_allows_promotion(&nofailover(), false));
+        assert!(!answer_allows_promotion(&Tags::default(), true));
+    }
 }

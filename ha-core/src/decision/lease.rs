@@ -103,7 +103,13 @@ impl Step<'_> {
         let until = self.st.lease_until?;
         Some(LeaseToken {
             valid_until: until.minus(self.cfg.fence_margin),
-            leader_version: c.and_then(|c| c.leader.as_ref()).map(|l| l.version),
+            // The key's version only when the view shows it as mine: a lease acquired
+            // after the read has no version in this view (the key was someone else's
+            // or nobody's when read).
+            leader_version: c
+                .and_then(|c| c.leader.as_ref())
+                .filter(|l| l.name == self.cfg.name)
+                .map(|l| l.version),
         })
     }
 

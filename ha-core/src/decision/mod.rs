@@ -46,7 +46,10 @@ mod tests;
 
 pub use action::{Action, DemoteMode, LeaseToken};
 pub use electability::{explain, Blocker, Electability, MemberElectability};
-pub use health::{failover_candidates, Verdict};
+pub use health::{
+    answer_allows_promotion, failover_candidates, sync_allows, sync_restricts, why_not_candidate,
+    NotCandidate, Verdict,
+};
 pub use input::{
     Busy, LocalState, NodeConfig, Observation, OperatorRequest, Outcome, PeerReply, PeerStatus,
     RequestVerdict,

@@ -1,5 +1,6 @@
 //! Switchover and manual failover (the `failover` key) from the leader's side.
 
+use super::health::answer_allows_promotion;
 use super::{failover_candidates, upstream_of, Action, Outcome, Step};
 use crate::model::Cluster;
 use std::time::Duration;
@@ -83,8 +84,7 @@ impl Step<'_> {
             .filter_map(|m| {
                 let r = probed.iter().find(|p| p.name == m.name)?.reply.as_ref()?;
                 let healthy = !r.is_primary
-                    && !r.tags.never_promote()
-                    && !r.watchdog_failed
+                    && answer_allows_promotion(&r.tags, r.watchdog_failed)
                     && my_wal.saturating_sub(r.wal_position)
                         <= dc.maximum_lag_on_failover.max(0) as u64;
                 healthy.then_some((m, r.wal_position))

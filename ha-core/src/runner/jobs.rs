@@ -2,7 +2,7 @@
 
 use super::{Components, RunnerEvent, RunnerSettings};
 use crate::clock::MonoTime;
-use crate::decision::{Action, Busy, DemoteMode};
+use crate::decision::{Action, Busy, DemoteMode, LeaseToken};
 use crate::model::{Failover, Lsn};
 use crate::postgres::{PgError, Postgres, StartRole, StopMode, StopOutcome, Upstream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,26 @@ use tokio::task::JoinHandle;
 /// How long after a failed background action the HA loop is woken for its next
 /// cycle (a success wakes it at once).
 const FAILED_ACTION_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What a job checks its lease token against before a writable-making step: the
+/// read its action was decided on, and the runner's latest read of the leader key.
+pub(super) struct Fencing {
+    /// When the read behind the decision was sent.
+    pub(super) decided_on: MonoTime,
+    /// The leader key as the runner's latest successful read showed it.
+    pub(super) seen: tokio::sync::watch::Receiver<Option<super::guard::LeaderKeySeen>>,
+}
+
+impl Fencing {
+    /// `Err` (saying why) when `token` no longer justifies making Postgres writable.
+    fn check(&self, token: &LeaseToken, now: MonoTime, what: &str) -> Result<(), PgError> {
+        let seen = *self.seen.borrow();
+        match super::guard::refuse_writable(token, now, self.decided_on, seen.as_ref()) {
+            None => Ok(()),
+            Some(why) => Err(PgError::Invalid(format!("{what} refused: {why}"))),
+        }
+    }
+}
 
 /// A running background action.
 pub(super) struct BackgroundJob {
@@ -27,6 +47,7 @@ impl BackgroundJob {
         action: Action,
         parts: Components,
         settings: RunnerSettings,
+        fencing: Fencing,
         done: Arc<Notify>,
         events: Option<UnboundedSender<RunnerEvent>>,
         pre_promote_refused: Arc<AtomicBool>,
@@ -39,7 +60,15 @@ impl BackgroundJob {
                     let _ = tx.send(e);
                 }
             };
-            let result = run(action, &parts, settings, &emit, &pre_promote_refused).await;
+            let result = run(
+                action,
+                &parts,
+                settings,
+                &fencing,
+                &emit,
+                &pre_promote_refused,
+            )
+            .await;
             match &result {
                 Ok(()) => done.notify_one(),
                 Err(e) => {
@@ -90,6 +119,7 @@ async fn run(
     action: Action,
     parts: &Components,
     settings: RunnerSettings,
+    fencing: &Fencing,
     emit: &(dyn Fn(RunnerEvent) + Send + Sync),
     pre_promote_refused: &AtomicBool,
 ) -> Result<(), PgError> {
@@ -121,12 +151,8 @@ async fn run(
             Ok(())
         }
         Action::StartPrimary { token } => {
-            // The lease may have run out while the job was queued.
-            if parts.clock.now() >= token.valid_until {
-                return Err(PgError::Invalid(
-                    "lease expired before the primary could start".into(),
-                ));
-            }
+            // The lease may have run out (or been lost) while the job was queued.
+            fencing.check(&token, parts.clock.now(), "starting as primary")?;
             pg.start(&StartRole::Primary, t).await?;
             emit(RunnerEvent::Started("primary"));
             Ok(())
@@ -188,9 +214,7 @@ async fn run(
             Ok(())
         }
         Action::Promote { token } => {
-            if parts.clock.now() >= token.valid_until {
-                return Err(PgError::Invalid("lease expired before promotion".into()));
-            }
+            fencing.check(&token, parts.clock.now(), "promotion")?;
             if let Err(e) = pg.pre_promote().await {
                 // Patroni's rule: no promotion, and the leader key goes so another
                 // member may take over.
@@ -204,9 +228,7 @@ async fn run(
                 return Err(e);
             }
             // The script may have taken long.
-            if parts.clock.now() >= token.valid_until {
-                return Err(PgError::Invalid("lease expired before promotion".into()));
-            }
+            fencing.check(&token, parts.clock.now(), "promotion")?;
             pg.promote(settings.promote_timeout).await?;
             emit(RunnerEvent::RoleChanged("primary"));
             Ok(())
@@ -290,7 +312,10 @@ async fn run(
             if let Err(e) = parts.dcs.set_failover(&Failover::default(), None).await {
                 tracing::warn!("could not withdraw the switchover request: {e}");
             }
-            if parts.clock.now() < token.valid_until {
+            if fencing
+                .check(&token, parts.clock.now(), "restart as primary")
+                .is_ok()
+            {
                 pg.start(&StartRole::Primary, t).await?;
                 emit(RunnerEvent::Started("primary"));
             }
@@ -301,13 +326,9 @@ async fn run(
             pg.stop(StopMode::Fast, t).await?;
             let role = match token {
                 Some(token) => {
-                    // The lease may have run out during the stop: the next cycle's
-                    // crash-restart rule decides then, under a fresh lease.
-                    if parts.clock.now() >= token.valid_until {
-                        return Err(PgError::Invalid(
-                            "restart failed: the lease expired while postgres stopped".into(),
-                        ));
-                    }
+                    // The lease may have run out (or been lost) during the stop: the
+                    // next cycle's crash-restart rule decides then, under a fresh lease.
+                    fencing.check(&token, parts.clock.now(), "restart as primary")?;
                     pg.start(&StartRole::Primary, t).await?;
                     "primary"
                 }
@@ -555,10 +576,18 @@ mod tests {
     async fn execute(action: Action, pg: Arc<FakePg>, settings: RunnerSettings) -> (bool, bool) {
         let (parts, _) = parts(pg);
         let refused = AtomicBool::new(false);
-        let ok = run(action, &parts, settings, &|_| {}, &refused)
+        let ok = run(action, &parts, settings, &no_news(), &|_| {}, &refused)
             .await
             .is_ok();
         (ok, refused.load(Ordering::SeqCst))
+    }
+
+    /// Fencing with no read after the decision's.
+    fn no_news() -> Fencing {
+        Fencing {
+            decided_on: MonoTime::from_millis(1000),
+            seen: tokio::sync::watch::channel(None).1,
+        }
     }
 
     fn token() -> LeaseToken {
@@ -578,7 +607,15 @@ mod tests {
         assert!(dcs.acquire_leader().await.unwrap());
         let refused = AtomicBool::new(false);
         let action = Action::Promote { token: token() };
-        let result = run(action, &parts, RunnerSettings::default(), &|_| {}, &refused).await;
+        let result = run(
+            action,
+            &parts,
+            RunnerSettings::default(),
+            &no_news(),
+            &|_| {},
+            &refused,
+        )
+        .await;
         assert!(result.is_err());
         assert!(refused.load(Ordering::SeqCst));
         assert_eq!(pg.calls(), ["pre_promote"]);
@@ -590,6 +627,60 @@ mod tests {
         let (ok, refused) = execute(action, pg.clone(), RunnerSettings::default()).await;
         assert!(ok && !refused);
         assert_eq!(pg.calls(), ["pre_promote", "promote"]);
+    }
+
+    #[tokio::test]
+    async fn a_promotion_outliving_its_leadership_is_refused_before_promoting() {
+        use crate::model::Version;
+        use crate::runner::guard::LeaderKeySeen;
+        let token = LeaseToken {
+            leader_version: Some(Version(7)),
+            ..token()
+        };
+        // While the job waited, the runner's next read showed the key created again
+        // (version 9): the leadership behind the token is gone, though its time is not.
+        let promote_with = |mine_at| async move {
+            let pg = Arc::new(FakePg::default());
+            let (parts, _) = parts(pg.clone());
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            tx.send_replace(Some(LeaderKeySeen {
+                read_at: MonoTime::from_millis(1500),
+                mine_at,
+                renewed_at: None,
+            }));
+            let fencing = Fencing {
+                decided_on: MonoTime::from_millis(1000),
+                seen: rx,
+            };
+            let refused = AtomicBool::new(false);
+            let action = Action::Promote { token };
+            let r = run(
+                action,
+                &parts,
+                RunnerSettings::default(),
+                &fencing,
+                &|_| {},
+                &refused,
+            )
+            .await;
+            (r.map_err(|e| e.to_string()), pg.calls())
+        };
+        let (r, calls) = promote_with(Some(Version(9))).await;
+        assert_eq!(
+            r,
+            Err(
+                "invalid request: promotion refused: leader key changed since the decision"
+                    .to_string()
+            )
+        );
+        assert!(calls.is_empty(), "{calls:?}");
+        let (r, calls) = promote_with(None).await;
+        assert!(r.is_err());
+        assert!(calls.is_empty(), "{calls:?}");
+        // The same version read again: the promotion goes ahead.
+        let (r, calls) = promote_with(Some(Version(7))).await;
+        assert_eq!(r, Ok(()));
+        assert_eq!(calls, ["pre_promote", "promote"]);
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use crate::model::{Cluster, Failover, Member};
 use crate::postgres::{DynamicPostgresql, PgError, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
-use guard::{refuse, GuardContext};
+use guard::{refuse, GuardContext, LeaderKeySeen};
 use jobs::BackgroundJob;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -300,6 +300,11 @@ pub struct Runner {
     /// After a failed pre-promote check the node stays out of the leader race until
     /// then (one ttl, as Patroni).
     no_race_until: Option<MonoTime>,
+    /// The leader key as the latest successful read showed it; background jobs check
+    /// their lease token against it before a writable-making step.
+    leader_key: Arc<watch::Sender<Option<LeaderKeySeen>>>,
+    /// When my latest confirmed acquire or renewal was sent.
+    renewed_at: Option<MonoTime>,
 }
 
 impl Runner {
@@ -344,6 +349,8 @@ impl Runner {
             applied_files: None,
             pre_promote_refused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             no_race_until: None,
+            leader_key: Arc::new(watch::channel(None).0),
+            renewed_at: None,
         };
         let handle = RunnerHandle {
             wake,
@@ -457,6 +464,12 @@ impl Runner {
             self.parts.pg.observe()
         );
         if let Ok(c) = &cluster {
+            let mine_at = c.leader.as_ref().filter(|l| l.name == self.cfg.name);
+            self.leader_key.send_replace(Some(LeaderKeySeen {
+                read_at,
+                mine_at: mine_at.map(|l| l.version),
+                renewed_at: self.renewed_at,
+            }));
             self.apply_dynamic_config(c);
             self.apply_dynamic_parameters(c, pg.is_alive()).await;
             self.apply_dynamic_files(c).await;
@@ -501,6 +514,7 @@ impl Runner {
                     read_at,
                     lease_until: self.state.lease_until,
                     max_view_age: retry + Duration::from_millis(500),
+                    leader_key: *self.leader_key.borrow(),
                 };
                 if let Some(why) = refuse(&action, &ctx) {
                     tracing::warn!(node = %self.cfg.name, "refused {action}: {why}; re-reading the cluster");
@@ -523,6 +537,11 @@ impl Runner {
                 let query = action.is_query();
                 let record = (!query).then(|| action.clone());
                 if let Some(outcome) = self.execute(action, &obs).await {
+                    if let Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at } =
+                        &outcome
+                    {
+                        self.renewed_at = Some(*sent_at);
+                    }
                     obs.outcomes.push(outcome);
                 }
                 obs.executed.extend(record);
@@ -971,10 +990,15 @@ impl Runner {
                     return None;
                 }
                 let settings = self.current_settings();
+                let fencing = jobs::Fencing {
+                    decided_on: obs.read_at,
+                    seen: self.leader_key.subscribe(),
+                };
                 self.job = BackgroundJob::spawn(
                     background,
                     self.parts.clone(),
                     settings,
+                    fencing,
                     self.job_done.clone(),
                     self.events.clone(),
                     self.pre_promote_refused.clone(),

@@ -40,6 +40,10 @@ pub enum Breakage {
     /// Members accept `POST /failsafe` without keeping the caller as their leader, so
     /// they race while a failsafe primary still counts on them.
     FailsafeCallsForgotten,
+    /// The runner ignores the leader key's version in the lease token: a role change
+    /// decided under a leadership that a newer read shows gone still runs while the
+    /// token's time lasts.
+    LeaderVersionIgnored,
 }
 
 /// What to simulate and check.
@@ -76,6 +80,11 @@ pub struct SimConfig {
     pub max_nodes: usize,
     /// Fault phase length range, ms.
     pub fault_phase_ms: (u64, u64),
+    /// An operator deletes the leader key (as `etcdctl del` would) just after its
+    /// holder started a promotion or a primary start, during the fault phase: the
+    /// leadership behind that action's lease token is gone before its time is. Off by
+    /// default (no random draw, so other modes replay as before).
+    pub leader_key_deletions: bool,
 }
 
 impl Default for SimConfig {
@@ -99,6 +108,7 @@ impl Default for SimConfig {
             min_nodes: 3,
             max_nodes: 5,
             fault_phase_ms: (5_000, 20_000),
+            leader_key_deletions: false,
         }
     }
 }
@@ -271,6 +281,7 @@ pub fn replay_command(seed: u64, cfg: &SimConfig) -> String {
         Some(Breakage::AckWithoutStandbys) => env.push_str("SIM_BROKEN=2 "),
         Some(Breakage::QuorumOneVoteShort) => env.push_str("SIM_BROKEN=3 "),
         Some(Breakage::FailsafeCallsForgotten) => env.push_str("SIM_BROKEN=4 "),
+        Some(Breakage::LeaderVersionIgnored) => env.push_str("SIM_BROKEN=5 "),
         None => {}
     }
     if cfg.strict_lease_view {

@@ -21,7 +21,9 @@ use crate::model::{
     Cluster, ClusterKeys, DynamicConfig, History, MemberData, Status, SyncState, Version,
 };
 use crate::postgres::StopMode;
-use crate::runner::guard::{refuse, GuardContext, Refusal};
+use crate::runner::guard::{
+    leadership_changed, refuse, refuse_writable, GuardContext, LeaderKeySeen, Refusal,
+};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -87,9 +89,11 @@ pub(super) enum JobStep {
     },
     Stop(StopMode),
     Release,
-    /// Refused when the lease token has run out by the time the job starts.
+    /// Refused when the lease token has run out, or its leadership is gone, by the
+    /// time the step starts.
     StartPrimary {
-        valid_until: MonoTime,
+        token: crate::decision::LeaseToken,
+        decided_on: MonoTime,
     },
     StartReplica {
         upstream: Option<String>,
@@ -101,7 +105,8 @@ pub(super) enum JobStep {
         upstream: Option<String>,
     },
     Promote {
-        valid_until: MonoTime,
+        token: crate::decision::LeaseToken,
+        decided_on: MonoTime,
     },
 }
 
@@ -151,6 +156,11 @@ pub struct Node {
     pub(super) failsafe_horizon: bool,
     /// The agent's record of `POST /failsafe` calls (in memory: lost on a crash).
     pub(super) failsafe: crate::runner::failsafe::FailsafeGate,
+    /// The leader key as this agent's latest successful read showed it (as the
+    /// runner keeps it for its jobs' fencing check).
+    pub(super) leader_seen: Option<crate::runner::guard::LeaderKeySeen>,
+    /// When this agent's latest confirmed acquire or renewal was sent.
+    pub(super) renewed_at: Option<MonoTime>,
     pub(super) cycles: u64,
 }
 
@@ -191,6 +201,8 @@ impl Node {
             fresh_bootstrap: false,
             failsafe_horizon: false,
             failsafe: Default::default(),
+            leader_seen: None,
+            renewed_at: None,
             cycles: 0,
         }
     }

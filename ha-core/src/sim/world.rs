@@ -16,6 +16,7 @@ use crate::decision::PeerStatus;
 use crate::memory_dcs::{MemoryDcsNode, MemoryStore};
 use crate::model::{ClusterKeys, DynamicConfig, Failover, SynchronousMode, Version};
 use crate::postgres::{PgObservation, ReplicationConnection};
+use crate::runner::guard::Refusal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -94,6 +95,8 @@ pub(super) enum Ev {
     Reboot { node: usize, gen: u64 },
     /// Phase bookkeeping (setup → faults → quiet → done).
     Phase,
+    /// An operator deletes the leader key.
+    DeleteLeaderKey,
 }
 
 /// The end of a fault.
@@ -373,6 +376,20 @@ impl World {
         self.cfg.breakage == Some(Breakage::NoFenceNoLeaseGuard)
     }
 
+    /// Whether faults are being injected now.
+    pub(super) fn in_fault_phase(&self) -> bool {
+        matches!(self.phase, Phase::Faults { .. })
+    }
+
+    /// Whether a breakage switches off the runner's refusal `r`.
+    pub(super) fn ignores(&self, r: Refusal) -> bool {
+        match r {
+            Refusal::LeaseExpired => self.broken(),
+            Refusal::LeaderChanged => self.cfg.breakage == Some(Breakage::LeaderVersionIgnored),
+            Refusal::NotLeader | Refusal::ViewTooOld => false,
+        }
+    }
+
     pub(super) fn index_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.cfg.name == name)
     }
@@ -406,7 +423,8 @@ impl World {
             | Ev::Heal(_)
             | Ev::Unfreeze { .. }
             | Ev::Reboot { .. }
-            | Ev::Phase => None,
+            | Ev::Phase
+            | Ev::DeleteLeaderKey => None,
         }
     }
 
@@ -474,6 +492,14 @@ impl World {
                 }
             }
             Ev::Phase => self.phase_step(),
+            Ev::DeleteLeaderKey => {
+                let key = self.leader_key.clone();
+                if self.store.delete(self.now, &key) {
+                    self.trace.note(self.now, None, 130, || {
+                        "operator deleted the leader key".into()
+                    });
+                }
+            }
         }
     }
 }

@@ -89,6 +89,12 @@ impl World {
                 Err(e) => Err(e),
             };
             if let Ok(c) = &cluster {
+                let mine = c.leader.as_ref().filter(|l| l.name == n.cfg.name);
+                n.leader_seen = Some(LeaderKeySeen {
+                    read_at: p.sent_at,
+                    mine_at: mine.map(|l| l.version),
+                    renewed_at: n.renewed_at,
+                });
                 // As the runner: a valid changed config reaches the DCS client before
                 // any request made on this view, so the lease it asks for matches the
                 // ttl decide counts with.
@@ -175,6 +181,14 @@ impl World {
                 ),
                 _,
             ) => None,
+        };
+        if let Some(Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at }) =
+            &outcome
+        {
+            n.renewed_at = Some(*sent_at);
+        }
+        let Some(cyc) = n.cycle.as_mut() else {
+            return;
         };
         if let Some(obs) = cyc.obs.as_mut() {
             obs.outcomes.extend(outcome);
@@ -327,11 +341,9 @@ impl World {
                 read_at: cyc.obs.as_ref().map_or(self.now, |o| o.read_at),
                 lease_until,
                 max_view_age: retry + Duration::from_millis(500),
+                leader_key: self.nodes[i].leader_seen,
             };
-            let mut refusal = refuse(&action, &ctx);
-            if self.broken() && refusal == Some(Refusal::LeaseExpired) {
-                refusal = None;
-            }
+            let refusal = refuse(&action, &ctx).filter(|r| !self.ignores(*r));
             if let Some(r) = refusal {
                 let a = short(&action);
                 self.trace.note(self.now, Some(i), 102 + r as u64, || {

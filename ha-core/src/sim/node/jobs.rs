@@ -13,6 +13,12 @@ impl World {
             return;
         }
         let name = |u: &Option<crate::postgres::Upstream>| u.as_ref().map(|u| u.name.clone());
+        // The read the action was decided on, which the fencing check compares with.
+        let decided_on = self.nodes[i]
+            .cycle
+            .as_ref()
+            .and_then(|c| c.obs.as_ref())
+            .map_or(self.now, |o| o.read_at);
         let steps: Vec<JobStep> = match action {
             Action::Bootstrap => vec![JobStep::Bootstrap],
             Action::CloneReplica { source, follow } => vec![JobStep::Clone {
@@ -20,14 +26,16 @@ impl World {
                 follow: name(follow),
             }],
             Action::StartPrimary { token } => vec![JobStep::StartPrimary {
-                valid_until: token.valid_until,
+                token: *token,
+                decided_on,
             }],
             Action::StartReplica { upstream, rewind } => vec![JobStep::StartReplica {
                 upstream: name(upstream),
                 rewind: *rewind,
             }],
             Action::Promote { token } => vec![JobStep::Promote {
-                valid_until: token.valid_until,
+                token: *token,
+                decided_on,
             }],
             Action::Demote { mode, .. } => {
                 let mut s = vec![JobStep::Stop(mode.stop_mode())];
@@ -57,7 +65,8 @@ impl World {
                 JobStep::Stop(crate::postgres::StopMode::Fast),
                 match token {
                     Some(t) => JobStep::StartPrimary {
-                        valid_until: t.valid_until,
+                        token: *t,
+                        decided_on,
                     },
                     None => JobStep::StartReplica {
                         upstream: name(upstream),
@@ -103,6 +112,13 @@ impl World {
         let Some(kind) = action.busy() else {
             return;
         };
+        let writable = steps
+            .iter()
+            .any(|s| matches!(s, JobStep::StartPrimary { .. } | JobStep::Promote { .. }));
+        if writable && self.cfg.leader_key_deletions && self.in_fault_phase() {
+            let d = self.rng.millis(1, 40);
+            self.after(d, Ev::DeleteLeaderKey);
+        }
         let id = self.next_job;
         self.next_job += 1;
         self.nodes[i].job = Some(Job {
@@ -132,10 +148,14 @@ impl World {
             return self.wake(i);
         };
         // The runner's own check before it starts a writable-making step.
-        let token_end = match &step {
-            JobStep::StartPrimary { valid_until } | JobStep::Promote { valid_until } => {
-                Some(*valid_until)
-            }
+        let refusal = match &step {
+            JobStep::StartPrimary { token, decided_on }
+            | JobStep::Promote { token, decided_on } => refuse_writable(
+                token,
+                self.now,
+                *decided_on,
+                self.nodes[i].leader_seen.as_ref(),
+            ),
             JobStep::Bootstrap
             | JobStep::Clone { .. }
             | JobStep::Stop(_)
@@ -143,9 +163,14 @@ impl World {
             | JobStep::StartReplica { .. }
             | JobStep::StartUnlessDiverged { .. } => None,
         };
-        if token_end.is_some_and(|t| self.now >= t) && !self.broken() {
-            self.trace.note(self.now, Some(i), 112, || {
-                "background action refused: the lease token expired".into()
+        let refusal = refusal.filter(|r| !self.ignores(*r));
+        if let Some(r) = refusal {
+            let code = match r {
+                Refusal::LeaderChanged => 113,
+                Refusal::LeaseExpired | Refusal::NotLeader | Refusal::ViewTooOld => 112,
+            };
+            self.trace.note(self.now, Some(i), code, || {
+                format!("background action refused: {r}")
             });
             if let Some(job) = self.nodes[i].job.as_mut() {
                 job.steps.clear();
@@ -194,6 +219,37 @@ impl World {
         else {
             return;
         };
+        // As the runner right before `pg.promote()` / the primary start (after a
+        // pre_promote script or a stop that may have taken long): a newer read showing
+        // the leadership gone refuses the step.
+        let changed = match &step {
+            JobStep::StartPrimary { token, decided_on }
+            | JobStep::Promote { token, decided_on } => {
+                leadership_changed(token, *decided_on, self.nodes[i].leader_seen.as_ref())
+            }
+            JobStep::Bootstrap
+            | JobStep::Clone { .. }
+            | JobStep::Stop(_)
+            | JobStep::Release
+            | JobStep::StartReplica { .. }
+            | JobStep::StartUnlessDiverged { .. } => false,
+        };
+        if changed && !self.ignores(Refusal::LeaderChanged) {
+            self.trace.note(self.now, Some(i), 113, || {
+                "background action refused: leader key changed since the decision".into()
+            });
+            if let Some(job) = self.nodes[i].job.as_mut() {
+                job.steps.clear();
+            }
+            return self.push(
+                self.now,
+                Ev::BgNext {
+                    node: i,
+                    epoch,
+                    job: id,
+                },
+            );
+        }
         let text = format!("{step:?}");
         let ok = self.apply_step(i, step);
         self.trace.note(self.now, Some(i), 120 + ok as u64, || {

@@ -244,6 +244,8 @@ impl World {
         n.failsafe_horizon = false;
         n.state = Default::default();
         n.failsafe = Default::default();
+        n.leader_seen = None;
+        n.renewed_at = None;
     }
 
     pub(super) fn reboot(&mut self, i: usize) {
