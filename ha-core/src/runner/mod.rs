@@ -430,6 +430,9 @@ impl Runner {
             if let Some(job) = self.job.take() {
                 let kind = job.kind;
                 let result = job.finish().await;
+                if kind == Busy::Promote && result.is_ok() {
+                    self.publish_promoted();
+                }
                 if let (Busy::Bootstrap, Err(PgError::Misconfigured(why))) = (kind, &result) {
                     let fatal = Fatal::BootstrapMisconfigured(why.clone());
                     tracing::error!(node = %self.cfg.name, "{fatal}; not retrying: initialize is released and the data directory emptied, the agent stops");
@@ -562,6 +565,24 @@ impl Runner {
                 .pg
                 .as_ref()
                 .is_none_or(|p| p.process != pg.process || p.in_recovery != pg.in_recovery)
+    }
+
+    /// A promotion succeeds only once Postgres answered that it left recovery (it
+    /// accepts writes from then on): that is published at once, so `/primary` does
+    /// not wait for this cycle's own observation, which replaces it moments later.
+    fn publish_promoted(&self) {
+        let mut snap = self.snapshot.borrow().clone();
+        let Some(pg) = snap
+            .pg
+            .as_mut()
+            .filter(|p| p.process == crate::postgres::PgProcess::Running)
+        else {
+            return;
+        };
+        pg.in_recovery = Some(false);
+        snap.busy = None;
+        snap.state = self.state.clone();
+        self.snapshot.send_replace(snap);
     }
 
     /// Publishes the node's state after (part of) a cycle.
