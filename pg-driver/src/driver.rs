@@ -47,6 +47,9 @@ const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const HEALTH_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Timeout of the driver's own short SQL (promote excluded).
 const SQL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a promotion may show no effect before it is requested again (see
+/// `do_promote`).
+const PROMOTE_RESIGNAL: Duration = Duration::from_millis(50);
 /// pg_basebackup attempts per clone, and the pause between them (Patroni's).
 const BASEBACKUP_ATTEMPTS: u32 = 2;
 const BASEBACKUP_RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -70,8 +73,23 @@ pub struct PgDriver {
     state: Mutex<ManagedState>,
     /// The highest timeline a running replica reported, with its postmaster's start time.
     replica_timeline: Mutex<Option<(String, u64)>>,
+    /// The system identifier pg_controldata gave for the running postmaster:
+    /// observations of the same postmaster reuse it.
+    running_sysid: Mutex<Option<RunningPostmaster>>,
     /// How often a long operation (clone, rewind, start) logs its progress, in ms.
     progress_every_ms: std::sync::atomic::AtomicU64,
+}
+
+/// A running postmaster (pid and start time) and its cluster's system identifier.
+#[derive(Debug, Clone)]
+struct RunningPostmaster {
+    pid: i32,
+    started: Option<String>,
+    system_identifier: String,
+}
+
+fn lock_or_recover<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PgDriver {
@@ -90,6 +108,7 @@ impl PgDriver {
             runner: Runner::new(user),
             state: Mutex::new(state),
             replica_timeline: Mutex::new(None),
+            running_sysid: Mutex::new(None),
             progress_every_ms: std::sync::atomic::AtomicU64::new(10_000),
         })
     }
@@ -780,18 +799,82 @@ impl PgDriver {
     }
 
     async fn observe_inner(&self) -> PgObservation {
-        let (data_dir, control) = self.data_dir_state().await;
+        let pid_state = self.pid_state();
+        let live_pid = match &pid_state {
+            PidFileState::Alive {
+                pid,
+                stopped: false,
+                ..
+            } => Some(*pid),
+            _ => None,
+        };
+        // While the same postmaster runs and answers, its system identifier cannot
+        // change and its recovery state comes from the health query: pg_controldata
+        // (a process per cycle) is needed only when it does not answer, or runs no more.
+        let known = live_pid.and_then(|pid| {
+            lock_or_recover(&self.running_sysid)
+                .as_ref()
+                .filter(|r| r.pid == pid)
+                .cloned()
+        });
+        let (dir, health) = match &known {
+            Some(_) => (None, Some(self.health().await)),
+            // Side by side: the cycle waits for the slower, not for both in turn.
+            None => {
+                let (dir, health) = tokio::join!(self.data_dir_state(), async {
+                    match live_pid {
+                        Some(_) => Some(self.health().await),
+                        None => None,
+                    }
+                });
+                (Some(dir), health)
+            }
+        };
+        let started = match &health {
+            Some(Ok(h)) => h.start_time.clone(),
+            _ => None,
+        };
+        let (data_dir, control) = match (dir, known) {
+            (Some(dir), _) => dir,
+            (None, Some(k)) if started.is_some() && k.started == started => (
+                DataDirState::Initialized {
+                    system_identifier: k.system_identifier,
+                },
+                None,
+            ),
+            (None, _) => self.data_dir_state().await,
+        };
+        if let (Some(pid), Some(_), DataDirState::Initialized { system_identifier }) =
+            (live_pid, &started, &data_dir)
+        {
+            *lock_or_recover(&self.running_sysid) = Some(RunningPostmaster {
+                pid,
+                started: started.clone(),
+                system_identifier: system_identifier.clone(),
+            });
+        }
         let mut obs = PgObservation::stopped(data_dir);
-        obs.cluster_state = control.as_ref().map(|c| c.cluster_state.clone());
+        obs.cluster_state = match (&control, &health) {
+            (Some(c), _) => Some(c.cluster_state.clone()),
+            // What pg_control says of a running server, by its recovery state.
+            (None, Some(Ok(h))) => match h.in_recovery {
+                Some(true) => Some("in archive recovery".to_string()),
+                Some(false) => Some("in production".to_string()),
+                None => None,
+            },
+            (None, _) => None,
+        };
         let state = self.state();
         let signal = self.data_dir().join("standby.signal").exists();
-        obs.process = match self.pid_state() {
+        obs.process = match pid_state {
             PidFileState::Absent => PgProcess::Stopped,
             PidFileState::Garbage(_) | PidFileState::Stale(_) | PidFileState::Foreign(_) => {
                 PgProcess::Crashed
             }
             PidFileState::Alive { stopped: true, .. } => PgProcess::Hung,
-            PidFileState::Alive { status, .. } => match self.health().await {
+            PidFileState::Alive { status, .. } => match health
+                .unwrap_or_else(|| Err(DriverError::Invalid("postmaster not asked".into())))
+            {
                 Ok(h) => {
                     obs.in_recovery = h.in_recovery;
                     obs.timeline = if h.in_recovery == Some(true) {
@@ -1591,12 +1674,13 @@ impl PgDriver {
         let client = self.connect_local(SQL_TIMEOUT).await?;
         let secs = timeout.as_secs().max(1);
         // pg_promote(wait => true) checks for the end of recovery only every 100 ms;
-        // polling ourselves every 5 ms shortens the write gap of a switchover.
+        // polling ourselves every 2 ms shortens the write gap of a failover.
         client
             .query_one("SELECT pg_is_in_recovery() AND pg_promote(false)", &[])
             .await
             .map_err(sql::query_error)?;
         let started = std::time::Instant::now();
+        let mut signalled = started;
         loop {
             let row = client
                 .query_one("SELECT pg_is_in_recovery()", &[])
@@ -1606,19 +1690,39 @@ impl PgDriver {
             if !in_recovery {
                 break;
             }
+            // The startup process can miss the request: when it arrives while the
+            // startup process waits for a walreceiver that is starting (the upstream
+            // is gone), it is noticed there, but the startup process then sleeps out
+            // the rest of wal_retrieve_retry_interval (5 s by default) before it
+            // checks again, and nothing wakes it. Asking again wakes it at once.
+            if signalled.elapsed() >= PROMOTE_RESIGNAL {
+                signalled = std::time::Instant::now();
+                if let Err(e) = client
+                    .query_one("SELECT pg_is_in_recovery() AND pg_promote(false)", &[])
+                    .await
+                {
+                    // Recovery may have ended between the two calls.
+                    tracing::debug!("repeating the promotion request failed: {e}");
+                }
+            }
             if started.elapsed() > timeout {
                 return Err(DriverError::Timeout(format!(
                     "promotion did not finish within {secs}s"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let mut state = self.state();
         state.replica = false;
         state.upstream = None;
         state.recovery.clear();
         self.write_config(&state)?;
-        self.pg_ctl_reload().await
+        // Over the open connection: spawning pg_ctl would delay the end of the
+        // promotion (and so the moment the node reports itself primary).
+        client
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(sql::query_error)
     }
 
     async fn do_follow(&self, upstream: Option<&Upstream>) -> Result<()> {

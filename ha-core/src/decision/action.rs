@@ -74,6 +74,10 @@ pub enum Action {
     ProbePeers {
         /// Members to ask.
         names: Vec<String>,
+        /// Those of `names` the decision can do without: when every other one has
+        /// answered, they get only [`crate::decision::OPTIONAL_PEER_GRACE`] more
+        /// instead of the whole probe timeout (a frozen former leader).
+        optional: Vec<String>,
     },
     /// *Query.* Create `initialize` (bootstrap race).
     ClaimInitialize,
@@ -380,7 +384,17 @@ impl fmt::Display for Action {
             Action::RenewLease { status: None } => write!(f, "RenewLease"),
             Action::RenewLease { status: Some(s) } => write!(f, "RenewLease {}", status(s)),
             Action::ReleaseLease => write!(f, "ReleaseLease"),
-            Action::ProbePeers { names } => write!(f, "ProbePeers {}", names.join(",")),
+            Action::ProbePeers { names, optional } if optional.is_empty() => {
+                write!(f, "ProbePeers {}", names.join(","))
+            }
+            Action::ProbePeers { names, optional } => {
+                write!(
+                    f,
+                    "ProbePeers {} optional={}",
+                    names.join(","),
+                    optional.join(",")
+                )
+            }
             Action::ClaimInitialize => write!(f, "ClaimInitialize"),
             Action::WriteInitialize { system_identifier } => {
                 write!(f, "WriteInitialize {system_identifier}")

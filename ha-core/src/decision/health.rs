@@ -15,7 +15,13 @@ pub enum Verdict {
     /// Do not; the reason.
     No(String),
     /// Ask these peers for their status first.
-    NeedPeers(Vec<String>),
+    NeedPeers {
+        /// The peers to ask.
+        names: Vec<String>,
+        /// Those of `names` the race can be decided without if they do not answer
+        /// at once (see [`optional_peers`]).
+        optional: Vec<String>,
+    },
 }
 
 /// Whether sync mode restricts who may be promoted (a `sync` key naming a leader).
@@ -85,13 +91,15 @@ pub(super) fn race_verdict(
                 // Even a manual failover needs the quorum to keep acknowledged commits.
                 Some(s) => {
                     let Some(peers) = peers else {
-                        return Verdict::NeedPeers(
-                            c.members
+                        return Verdict::NeedPeers {
+                            names: c
+                                .members
                                 .iter()
                                 .filter(|m| m.name != me && m.data.api_url.is_some())
                                 .map(|m| m.name.clone())
                                 .collect(),
-                        );
+                            optional: Vec::new(),
+                        };
                     };
                     match quorum::may_be_elected(&s, me, wal_end_of(pg), &answers(peers)) {
                         Ok(()) => Verdict::Yes,
@@ -214,7 +222,13 @@ pub(super) fn race_verdict(
         };
     }
     let Some(peers) = peers else {
-        return need(&others);
+        return Verdict::NeedPeers {
+            names: others.iter().map(|m| m.name.clone()).collect(),
+            optional: match quorum {
+                Some(_) => Vec::new(),
+                None => optional_peers(&others, former_leader.as_deref(), c, my_wal),
+            },
+        };
     };
     if let Some(Err(why)) =
         quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &answers(peers)))
@@ -399,7 +413,36 @@ fn outside_failsafe_topology(dc: &DynamicConfig, c: &Cluster, name: &str) -> boo
 }
 
 fn need(others: &[&Member]) -> Verdict {
-    Verdict::NeedPeers(others.iter().map(|m| m.name.clone()).collect())
+    Verdict::NeedPeers {
+        names: others.iter().map(|m| m.name.clone()).collect(),
+        optional: Vec::new(),
+    }
+}
+
+/// The peers the race can be decided without when they do not answer at once: the
+/// former leader, whose key is gone (the race runs only then), when the last WAL
+/// position it published (its member record, and the `status` it wrote as leader)
+/// is not ahead of mine. Its possible answers change nothing then that its silence
+/// does not: "still primary" comes only from an agent that has not run since its
+/// lease ended (a running one demotes when it cannot renew, and its write fence
+/// closed at the end of its lease), and a position ahead of mine would be WAL it
+/// wrote after it last published, which waiting for a frozen agent would not
+/// recover either. Quorum mode counts answers and keeps waiting for everyone.
+fn optional_peers(
+    others: &[&Member],
+    former_leader: Option<&str>,
+    c: &Cluster,
+    my_wal: crate::model::Lsn,
+) -> Vec<String> {
+    let Some(former) = former_leader else {
+        return Vec::new();
+    };
+    others
+        .iter()
+        .filter(|m| m.name == former)
+        .filter(|m| m.data.wal_position().max(c.status.optime.unwrap_or(0)) <= my_wal)
+        .map(|m| m.name.clone())
+        .collect()
 }
 
 /// Why a member may not take over in a switchover or manual failover.

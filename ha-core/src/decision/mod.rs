@@ -61,6 +61,11 @@ use crate::model::{Cluster, DynamicConfig, History, HistoryEntry, Member, Status
 use crate::postgres::{DataDirState, PgProcess, Upstream};
 use std::time::Duration;
 
+/// How long the leader race waits for an optional peer's answer (see
+/// [`Action::ProbePeers`]) once every other asked peer has answered: a frozen former
+/// leader then costs this instead of the whole probe timeout.
+pub const OPTIONAL_PEER_GRACE: Duration = Duration::from_millis(50);
+
 /// How long a replica behind the leader's timeline may take to catch the timeline
 /// switch before it is stopped for a divergence check.
 const BEHIND_TIMELINE_GRACE: Duration = Duration::from_secs(10);
@@ -335,7 +340,9 @@ impl<'a> Step<'a> {
             )
         };
         match verdict {
-            Verdict::NeedPeers(names) => self.act(Action::ProbePeers { names }),
+            Verdict::NeedPeers { names, optional } => {
+                self.act(Action::ProbePeers { names, optional })
+            }
             Verdict::Yes => {
                 self.say("I am the healthiest node: taking the leader lock");
                 self.act(Action::AcquireLease);

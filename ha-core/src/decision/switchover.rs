@@ -74,6 +74,7 @@ impl Step<'_> {
             }
             self.act(Action::ProbePeers {
                 names: candidates.iter().map(|m| m.name.clone()).collect(),
+                optional: Vec::new(),
             });
             return true;
         };

@@ -7,13 +7,14 @@
 pub mod failsafe;
 pub mod guard;
 mod jobs;
+mod probe;
 mod shutdown;
 
 use crate::clock::{Clock, MonoTime};
 use crate::dcs::{Dcs, DcsError, DcsTiming};
 use crate::decision::{
     decide, Action, Busy, Decision, LocalState, NodeConfig, Observation, OperatorRequest, Outcome,
-    PeerReply, PeerStatus, RequestVerdict,
+    PeerReply, RequestVerdict,
 };
 use crate::model::{Cluster, Failover, Member};
 use crate::postgres::{DynamicPostgresql, PgError, PgObservation, Postgres};
@@ -436,6 +437,9 @@ impl Runner {
             if let Some(job) = self.job.take() {
                 let kind = job.kind;
                 let result = job.finish().await;
+                if kind == Busy::Promote && result.is_ok() {
+                    self.publish_promoted();
+                }
                 if let (Busy::Bootstrap, Err(PgError::Misconfigured(why))) = (kind, &result) {
                     let fatal = Fatal::BootstrapMisconfigured(why.clone());
                     tracing::error!(node = %self.cfg.name, "{fatal}; not retrying: initialize is released and the data directory emptied, the agent stops");
@@ -508,6 +512,13 @@ impl Runner {
             self.state = state;
             wake_at = w;
             reread |= rr;
+            // A change of role or leadership is published before this step's actions
+            // run: `/primary` answers from the snapshot, and a freshly promoted
+            // leader must not wait for its renewal, history and member record to be
+            // written (the lease it counts on is the one its last renewal confirmed).
+            if self.role_changed(&obs.pg) {
+                self.publish(&obs);
+            }
             for action in actions {
                 let ctx = GuardContext {
                     now: self.parts.clock.now(),
@@ -553,23 +564,58 @@ impl Runner {
         if let Some(v) = verdict {
             self.answer_request(v);
         }
-        let now = self.parts.clock.now();
         self.failsafe.settle(self.state.lease_until.is_some());
-        let snap = NodeSnapshot {
-            state: self.state.clone(),
-            pg: Some(obs.pg.clone()),
-            cluster: self.last_cluster.clone(),
-            busy: self.job.as_ref().map(|j| j.kind),
-            cycle_at: now,
-            cycles: self.cycles,
-            watchdog_failed: obs.watchdog_failed,
-        };
-        self.snapshot.send_replace(snap);
+        self.publish(&obs);
+        let now = self.parts.clock.now();
         if reread {
             Some(now)
         } else {
             wake_at
         }
+    }
+
+    /// Whether the published snapshot differs from the current state in what the
+    /// role health checks read: leadership, and Postgres's process and recovery state.
+    fn role_changed(&self, pg: &PgObservation) -> bool {
+        let published = self.snapshot.borrow();
+        let now = self.parts.clock.now();
+        published.holds_lease(now) != self.state.holds_lease(now)
+            || published
+                .pg
+                .as_ref()
+                .is_none_or(|p| p.process != pg.process || p.in_recovery != pg.in_recovery)
+    }
+
+    /// A promotion succeeds only once Postgres answered that it left recovery (it
+    /// accepts writes from then on): that is published at once, so `/primary` does
+    /// not wait for this cycle's own observation, which replaces it moments later.
+    fn publish_promoted(&self) {
+        let mut snap = self.snapshot.borrow().clone();
+        let Some(pg) = snap
+            .pg
+            .as_mut()
+            .filter(|p| p.process == crate::postgres::PgProcess::Running)
+        else {
+            return;
+        };
+        pg.in_recovery = Some(false);
+        snap.busy = None;
+        snap.state = self.state.clone();
+        self.snapshot.send_replace(snap);
+    }
+
+    /// Publishes the node's state after (part of) a cycle.
+    fn publish(&self, obs: &Observation) {
+        let snap = NodeSnapshot {
+            state: self.state.clone(),
+            pg: Some(obs.pg.clone()),
+            cluster: self.last_cluster.clone(),
+            busy: self.job.as_ref().map(|j| j.kind),
+            cycle_at: self.parts.clock.now(),
+            cycles: self.cycles,
+            watchdog_failed: obs.watchdog_failed,
+        };
+        self.snapshot.send_replace(snap);
     }
 
     /// The operator request to put before the decision, if one is waiting and its
@@ -762,7 +808,7 @@ impl Runner {
                 }
                 None
             }
-            Action::ProbePeers { names } => {
+            Action::ProbePeers { names, optional } => {
                 let members: Vec<Member> = names
                     .iter()
                     .filter_map(|n| {
@@ -776,21 +822,8 @@ impl Runner {
                     })
                     .collect();
                 let timeout = self.settings.probe_timeout;
-                let probes = members.iter().map(|m| {
-                    let probe = self.parts.peers.clone();
-                    async move {
-                        let reply = tokio::time::timeout(timeout, probe.probe(m))
-                            .await
-                            .ok()
-                            .flatten();
-                        PeerStatus {
-                            name: m.name.clone(),
-                            reply,
-                        }
-                    }
-                });
                 Some(Outcome::PeersProbed(
-                    futures::future::join_all(probes).await,
+                    probe::probe_peers(self.parts.peers.clone(), members, &optional, timeout).await,
                 ))
             }
             Action::ClaimInitialize => Some(match with_deadline(retry, dcs.initialize("")).await {

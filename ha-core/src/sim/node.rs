@@ -233,7 +233,7 @@ fn short(a: &Action) -> String {
         Action::AcquireLease => "AcquireLease".into(),
         Action::RenewLease { .. } => "RenewLease".into(),
         Action::ReleaseLease => "ReleaseLease".into(),
-        Action::ProbePeers { names } => format!("ProbePeers({})", names.join(",")),
+        Action::ProbePeers { names, .. } => format!("ProbePeers({})", names.join(",")),
         Action::ClaimInitialize => "ClaimInitialize".into(),
         Action::WriteInitialize { .. } => "WriteInitialize".into(),
         Action::CancelInitialize => "CancelInitialize".into(),
@@ -386,8 +386,8 @@ impl World {
                     .set_synchronous_standby_names(value.clone());
                 Flow::Continue
             }
-            Action::ProbePeers { names } => {
-                let (replies, delay) = self.probe(i, names);
+            Action::ProbePeers { names, optional } => {
+                let (replies, delay) = self.probe(i, names, optional);
                 if let Some(cyc) = self.nodes[i].cycle.as_mut() {
                     cyc.waiting = Some(action);
                 }
@@ -519,8 +519,17 @@ impl World {
 
     /// Peers' `/patroni` answers: only over a working link from a running agent whose
     /// Postgres answers; all probes run at once, a missing answer costs the timeout.
-    fn probe(&mut self, i: usize, names: &[String]) -> (Vec<PeerStatus>, Duration) {
+    /// Replies of `names` to node `i`, and when they arrive: at once when every peer
+    /// answers, after the probe timeout when a required one does not, after the grace
+    /// when only `optional` ones do not (the runner's rule).
+    fn probe(
+        &mut self,
+        i: usize,
+        names: &[String],
+        optional: &[String],
+    ) -> (Vec<PeerStatus>, Duration) {
         let mut all_answered = true;
+        let mut required_answered = true;
         let replies = names
             .iter()
             .map(|name| {
@@ -541,6 +550,7 @@ impl World {
                     })
                 });
                 all_answered &= reply.is_some();
+                required_answered &= reply.is_some() || optional.contains(name);
                 PeerStatus {
                     name: name.clone(),
                     reply,
@@ -549,6 +559,8 @@ impl World {
             .collect();
         let delay = if all_answered {
             self.rng.millis(1, 10)
+        } else if required_answered {
+            self.rng.millis(1, 10) + crate::decision::OPTIONAL_PEER_GRACE
         } else {
             PROBE_TIMEOUT
         };
