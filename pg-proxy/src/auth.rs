@@ -281,10 +281,10 @@ where
                     5 if data.len() == 4 => {
                         let answer = match (&creds.password, &creds.md5) {
                             (Some(pw), _) => md5_hex(
-                                md5_hex(pw.as_bytes(), user.as_bytes())[3..].as_bytes(),
+                                &md5_hex(pw.as_bytes(), user.as_bytes()).as_bytes()[3..],
                                 data,
                             ),
-                            (None, Some(hash)) => md5_hex(hash[3..].as_bytes(), data),
+                            (None, Some(hash)) => md5_hex(&hash.as_bytes()[3..], data),
                             (None, None) => {
                                 return Err(missing(
                                     user,

@@ -162,10 +162,8 @@ impl Tracker {
                 | "pg_advisory_lock_shared"
                 | "pg_try_advisory_lock"
                 | "pg_try_advisory_lock_shared" => self.pin("it took a session advisory lock"),
-                "hold" if i > 0 && words[i - 1] == "with" => {
-                    if words.contains(&"declare") {
-                        self.pin("it declared a cursor WITH HOLD")
-                    }
+                "hold" if i > 0 && words[i - 1] == "with" && words.contains(&"declare") => {
+                    self.pin("it declared a cursor WITH HOLD")
                 }
                 _ => {}
             }
