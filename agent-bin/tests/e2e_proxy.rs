@@ -49,7 +49,7 @@ fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
     std::fs::write(
         &config2,
         format!(
-            "scope: {}\n{}\nproxy:\n  listen_rw: 127.0.0.1:{rw2}\n  pause_deadline: 30\n  auth_file: {}\n",
+            "scope: {}\n{}\nproxy:\n  name: app-proxy\n  listen_rw: 127.0.0.1:{rw2}\n  pause_deadline: 30\n  auth_file: {}\n",
             c.scope,
             c.dcs.config_section(),
             users.display()
@@ -66,6 +66,23 @@ fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
         "the proxy did not route to the primary"
     );
     via(rw, "CREATE TABLE t (id bigint PRIMARY KEY)").expect("create through the proxy");
+    // Both proxies publish themselves; fullautoctl list shows them.
+    let listed = wait_until(BOOT, || {
+        let (ok, out) = c.ctl(&["list"]);
+        let rows = out.lines().filter(|l| {
+            l.contains(&format!("127.0.0.1:{rw}")) || l.contains(&format!("127.0.0.1:{rw2}"))
+        });
+        (ok && rows.count() == 2).then_some(out)
+    })
+    .expect("fullautoctl list does not show both proxies");
+    let row = listed
+        .lines()
+        .find(|l| l.contains("app-proxy"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        row.contains(&format!("127.0.0.1:{rw2}")) && row.contains("yes"),
+        "{listed}"
+    );
     via(rw, "CREATE TABLE w (id bigserial PRIMARY KEY, port int)").expect("create");
     let script = c.path().join("insert.sql");
     std::fs::write(

@@ -95,7 +95,20 @@ impl Proxy {
         let rw = bind("listen_rw", settings.listen_rw.clone()).await?;
         let ro = bind("listen_ro", settings.listen_ro.clone()).await?;
         let metrics = bind("metrics_listen", settings.metrics_listen.clone()).await?;
-        let routes = watcher::spawn(dcs, settings.max_replica_lag);
+        let listener = |l: &Option<TcpListener>| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.to_string())
+        };
+        let record = serde_json::json!({
+            "listen_rw": listener(&rw),
+            "listen_ro": listener(&ro),
+            "metrics": listener(&metrics),
+            "moves_sessions": users.is_some(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string();
+        let routes = watcher::spawn(dcs, settings.max_replica_lag, record);
         let shared = Arc::new(session::Shared {
             settings,
             routes,

@@ -30,6 +30,8 @@ pub struct ProxySettings {
     pub auth_file: Option<PathBuf>,
     /// How clients authenticate to the proxy (`scram-sha-256` or `md5`).
     pub auth_type: AuthType,
+    /// The proxy's name in the DCS (`proxies/<name>`); `None`: the caller picks one.
+    pub name: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -44,6 +46,7 @@ impl Default for ProxySettings {
             connect_timeout: Duration::from_secs(5),
             auth_file: None,
             auth_type: AuthType::ScramSha256,
+            name: None,
         }
     }
 }
@@ -136,6 +139,12 @@ impl ProxySettings {
             metrics_listen: get("metrics_listen").and_then(text),
             connect_timeout: defaults.connect_timeout,
             auth_file: get("auth_file").and_then(text).map(PathBuf::from),
+            name: match get("name").and_then(text) {
+                Some(n) if n.contains('/') => {
+                    return Err(err("name", "must not contain '/': it is a key name in the DCS"))
+                }
+                other => other,
+            },
             auth_type: match get("auth_type").and_then(text).as_deref() {
                 None | Some("scram-sha-256") => AuthType::ScramSha256,
                 Some("md5") => AuthType::Md5,

@@ -591,6 +591,7 @@ pub(crate) fn config_kind() -> Kind {
         opt("metrics_listen", Kind::Addr(ADDR)),
         opt("auth_file", Kind::Str),
         opt("auth_type", Kind::Enum(&["scram-sha-256", "md5"])),
+        opt("name", Kind::Str),
     ]);
     // Levels, format, mode and loggers are read (and refused) by `LogConfig::from_value`.
     let log = map(vec![
