@@ -511,3 +511,44 @@ fn sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transactio
         "{text}"
     );
 }
+
+#[test]
+fn clients_reach_the_proxy_over_tls_when_it_has_a_certificate() {
+    let mut f = Fixture::start(1);
+    f.member("a", 0, "primary", "running", "");
+    f.put("leader", "a");
+    let pki = support::tls::TestPki::new(f.dir.path());
+    let (_, cert, key) = pki.issue("proxy");
+    let rw = free_port();
+    let _proxy = f.proxy(
+        "tls",
+        &format!(
+            "  listen_rw: 127.0.0.1:{rw}\n  certfile: {}\n  keyfile: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let psql = |mode: &str| {
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c", "SELECT inet_server_port()"])
+            .arg(format!(
+                "host=127.0.0.1 port={rw} user=postgres dbname=postgres connect_timeout=10 sslmode={mode} sslrootcert={}",
+                pki.ca().display()
+            ))
+            .output()
+            .expect("psql");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (
+            out.status.success(),
+            text + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // libpq checks the proxy's certificate against the CA and the address.
+    let a = f.port(0).to_string();
+    let (ok, out) = wait_until(WAIT, || Some(psql("verify-full")).filter(|(ok, _)| *ok))
+        .unwrap_or_else(|| psql("verify-full"));
+    assert!(ok && out == a, "{out}");
+    // Plain connections are still served.
+    let (ok, out) = psql("disable");
+    assert!(ok && out == a, "{out}");
+}

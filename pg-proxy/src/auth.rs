@@ -526,7 +526,9 @@ mod tests {
             Users::parse(&format!("\"app\" \"{verifier}\""), AuthType::ScramSha256).unwrap();
         let (mut to_server, mut server_side) = tokio::io::duplex(4096);
         let server = tokio::spawn(async move {
-            let _startup = wire::read_first_packet(&mut server_side).await.unwrap();
+            let _startup = wire::read_first_packet(&mut server_side, false)
+                .await
+                .unwrap();
             let key = authenticate_client(&mut server_side, "app", &again, AuthType::ScramSha256)
                 .await
                 .map(|c| c.scram_keys.unwrap().0);

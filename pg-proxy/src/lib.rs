@@ -21,6 +21,7 @@ pub mod relay;
 pub mod routes;
 pub mod session;
 pub mod settings;
+pub mod tls;
 pub mod track;
 pub mod users;
 pub mod watcher;
@@ -55,6 +56,9 @@ pub enum ProxyError {
     /// `proxy.auth_file` cannot be used.
     #[error("proxy.auth_file: {0}")]
     AuthFile(#[from] users::UsersError),
+    /// `proxy.certfile`/`keyfile` cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running proxy: its listeners and the DCS watcher. Dropping it stops accepting
@@ -92,6 +96,13 @@ impl Proxy {
             Some(path) => Some(users::Users::load(path, settings.auth_type)?),
             None => None,
         };
+        let tls = match &settings.certfile {
+            Some(cert) => {
+                let key = settings.keyfile.as_deref().unwrap_or(cert);
+                Some(tls::acceptor(cert, key).map_err(ProxyError::Tls)?)
+            }
+            None => None,
+        };
         let rw = bind("listen_rw", settings.listen_rw.clone()).await?;
         let ro = bind("listen_ro", settings.listen_ro.clone()).await?;
         let metrics = bind("metrics_listen", settings.metrics_listen.clone()).await?;
@@ -116,6 +127,7 @@ impl Proxy {
             next_replica: AtomicUsize::new(0),
             counters: Default::default(),
             users,
+            tls,
         });
         let mut proxy = Proxy {
             rw_address: rw.as_ref().and_then(|l| l.local_addr().ok()),

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -69,28 +69,76 @@ pub struct Shared {
     /// The users clients authenticate as (`proxy.auth_file`), when the proxy logs in
     /// to servers itself.
     pub users: Option<Users>,
+    /// TLS for clients (`proxy.certfile`), when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// Serves one client until it or its server closes, or its server is fenced.
+/// The client's first packet, or `None` (logged) when it sent none in time.
+async fn first_packet<S>(
+    client: &mut S,
+    tls: bool,
+    peer: SocketAddr,
+    kind: Listener,
+) -> Option<FirstPacket>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(STARTUP_TIMEOUT, wire::read_first_packet(client, tls)).await {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            tracing::debug!("client {peer} on the {kind} listener: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("client {peer} sent no start-up packet within {STARTUP_TIMEOUT:?}");
+            None
+        }
+    }
+}
+
+/// Serves one client until it or its server closes, or its server is fenced; with
+/// `proxy.certfile`, over TLS when the client asks for it.
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, kind: Listener, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
-    let first =
-        match tokio::time::timeout(STARTUP_TIMEOUT, wire::read_first_packet(&mut client)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                tracing::debug!("client {peer} on the {kind} listener: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("client {peer} sent no start-up packet within {STARTUP_TIMEOUT:?}");
-                return;
-            }
-        };
+    let Some(first) = first_packet(&mut client, shared.tls.is_some(), peer, kind).await else {
+        return;
+    };
+    let acceptor = match (&first, &shared.tls) {
+        (FirstPacket::SslRequest, Some(a)) => a.clone(),
+        _ => return serve_stream(client, first, peer, kind, shared).await,
+    };
+    if client.write_all(b"S").await.is_err() {
+        return;
+    }
+    let mut tls = match tokio::time::timeout(STARTUP_TIMEOUT, acceptor.accept(client)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!("TLS handshake with client {peer} failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let Some(first) = first_packet(&mut tls, false, peer, kind).await else {
+        return;
+    };
+    serve_stream(tls, first, peer, kind, shared).await
+}
+
+async fn serve_stream<C>(
+    mut client: C,
+    first: FirstPacket,
+    peer: SocketAddr,
+    kind: Listener,
+    shared: Arc<Shared>,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let raw = match first {
         FirstPacket::Cancel { pid, key, .. } => {
             forward_cancel(pid, key, &shared).await;
             return;
         }
+        FirstPacket::SslRequest => return,
         FirstPacket::Startup { ref raw, .. } => raw.clone(),
     };
     if let Some(users) = &shared.users {
@@ -216,14 +264,11 @@ enum End {
     Fenced(String),
 }
 
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    target: &Target,
-    kind: Listener,
-    shared: &Shared,
-) {
-    let (mut cr, mut cw) = client.into_split();
+async fn relay<C>(client: C, server: TcpStream, target: &Target, kind: Listener, shared: &Shared)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = server.into_split();
     let address = target.address();
     let mut framer = Framer::default();
@@ -296,9 +341,9 @@ async fn relay(
 
 /// Copies the server's messages to the client, following their boundaries and
 /// recording the cancel keys the server hands out.
-async fn server_to_client(
+async fn server_to_client<W: tokio::io::AsyncWrite + Unpin>(
     sr: &mut OwnedReadHalf,
-    cw: &mut OwnedWriteHalf,
+    cw: &mut W,
     framer: &mut Framer,
     keys: &mut Vec<(i32, i32)>,
     writing: &mut bool,

@@ -32,6 +32,10 @@ pub struct ProxySettings {
     pub auth_type: AuthType,
     /// The proxy's name in the DCS (`proxies/<name>`); `None`: the caller picks one.
     pub name: Option<String>,
+    /// PEM certificate chain for TLS with clients.
+    pub certfile: Option<String>,
+    /// PEM private key for it (default: `certfile`).
+    pub keyfile: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -47,6 +51,8 @@ impl Default for ProxySettings {
             auth_file: None,
             auth_type: AuthType::ScramSha256,
             name: None,
+            certfile: None,
+            keyfile: None,
         }
     }
 }
@@ -139,6 +145,8 @@ impl ProxySettings {
             metrics_listen: get("metrics_listen").and_then(text),
             connect_timeout: defaults.connect_timeout,
             auth_file: get("auth_file").and_then(text).map(PathBuf::from),
+            certfile: get("certfile").and_then(text),
+            keyfile: get("keyfile").and_then(text),
             name: match get("name").and_then(text) {
                 Some(n) if n.contains('/') => {
                     return Err(err("name", "must not contain '/': it is a key name in the DCS"))
@@ -156,6 +164,12 @@ impl ProxySettings {
                 }
             },
         };
+        if s.keyfile.is_some() && s.certfile.is_none() {
+            return Err(err(
+                "keyfile",
+                "needs proxy.certfile (the certificate it belongs to)",
+            ));
+        }
         if s.auth_file.is_none() && get("auth_type").is_some() {
             return Err(err(
                 "auth_type",

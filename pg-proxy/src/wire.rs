@@ -29,6 +29,9 @@ pub enum FirstPacket {
         /// `user`, `database`, `application_name`, … in order.
         params: Vec<(String, String)>,
     },
+    /// An `SSLRequest` the proxy will accept (it has a certificate): answer `S` and
+    /// start TLS, then read the first packet again.
+    SslRequest,
     /// A `CancelRequest` for the backend with this process id and secret key.
     Cancel {
         /// The whole packet, to forward to the server that issued the key.
@@ -48,7 +51,7 @@ impl FirstPacket {
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str()),
-            FirstPacket::Cancel { .. } => None,
+            FirstPacket::Cancel { .. } | FirstPacket::SslRequest => None,
         }
     }
 }
@@ -64,9 +67,10 @@ pub enum StartupError {
     Protocol(String),
 }
 
-/// Reads the client's first packet, answering SSL and GSS encryption requests with
-/// 'N' (the client then goes on in plain text or gives up, as its `sslmode` says).
-pub async fn read_first_packet<S>(stream: &mut S) -> Result<FirstPacket, StartupError>
+/// Reads the client's first packet, answering GSS encryption requests, and SSL
+/// requests unless `tls` (the proxy has a certificate), with 'N' (the client then goes
+/// on in plain text or gives up, as its `sslmode` says).
+pub async fn read_first_packet<S>(stream: &mut S, tls: bool) -> Result<FirstPacket, StartupError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -83,6 +87,7 @@ where
         stream.read_exact(&mut raw[4..]).await?;
         let code = i32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
         match code {
+            SSL_REQUEST if tls && raw.len() == 8 => return Ok(FirstPacket::SslRequest),
             SSL_REQUEST | GSSENC_REQUEST => {
                 stream.write_all(b"N").await?;
                 continue;
@@ -378,7 +383,7 @@ mod tests {
         startup.extend_from_slice(&body);
         client.write_all(&ssl).await.unwrap();
         client.write_all(&startup).await.unwrap();
-        let first = read_first_packet(&mut proxy).await.unwrap();
+        let first = read_first_packet(&mut proxy, false).await.unwrap();
         let mut answer = [0u8; 1];
         client.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"N");

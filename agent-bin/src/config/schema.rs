@@ -592,6 +592,8 @@ pub(crate) fn config_kind() -> Kind {
         opt("auth_file", Kind::Str),
         opt("auth_type", Kind::Enum(&["scram-sha-256", "md5"])),
         opt("name", Kind::Str),
+        opt("certfile", Kind::Str),
+        opt("keyfile", Kind::Str),
     ]);
     // Levels, format, mode and loggers are read (and refused) by `LogConfig::from_value`.
     let log = map(vec![

@@ -35,7 +35,12 @@ struct Args {
     trace: bool,
 }
 
-async fn connect(port: u16, user: &str, password: Option<&str>, within: Duration) -> Option<Client> {
+async fn connect(
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    within: Duration,
+) -> Option<Client> {
     let mut conn = format!("host=127.0.0.1 port={port} user={user} dbname=postgres");
     if let Some(p) = password {
         conn.push_str(&format!(" password={p}"));
