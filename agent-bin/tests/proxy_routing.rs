@@ -414,7 +414,10 @@ fn sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transactio
     wait_until(WAIT, || connect("pw").ok()).expect("no login through the proxy");
 
     // A wrong password is refused by the proxy itself.
-    let e = connect("wrong").err().expect("a wrong password was let in");
+    let e = match connect("wrong") {
+        Ok(_) => panic!("a wrong password was let in"),
+        Err(e) => e,
+    };
     let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
     assert_eq!(
         db.code(),
