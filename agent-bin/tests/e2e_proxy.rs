@@ -1,16 +1,22 @@
-//! End to end on real etcd, PostgreSQL 15 and two `fullauto` agents, with a
-//! `fullauto-proxy` reading the same config file: a client writing through the
-//! proxy's read-write port follows a `fullautoctl switchover` to the new primary, the
-//! session it held on the old primary is closed, no write the proxy let through and
-//! the server acknowledged is lost, and after an unplanned failover clients reach the
-//! next primary.
+//! End to end on real etcd, PostgreSQL 15 and two `fullauto` agents, with two
+//! `fullauto-proxy` processes: one reading the agents' config file (authentication
+//! passes through), one with a proxy-only config and `auth_file` (clients log in to
+//! the proxy, which logs in to the servers itself and moves sessions). Through a
+//! `fullautoctl switchover`: pgbench (simple protocol, single-statement
+//! transactions, persistent connections) through the second proxy sees no error and
+//! every transaction it counted is on the new primary; a client opening one
+//! connection per insert through the first follows the switchover, the session it
+//! held on the old primary is closed, and no acknowledged write is lost. Through an
+//! unplanned failover (the primary's agent killed, its server left running):
+//! clients of the second proxy see errors only until the new primary is up, and the
+//! old primary acknowledges nothing after the new one took over.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use support::proxy::{server_port, via, ProxyProcess};
 use support::{free_port, wait_until, Cluster, Extra, FAST};
 
@@ -34,6 +40,23 @@ fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
     let r = 1 - p;
     assert!(c.wait_replica(r, BOOT), "the replica never streamed");
     let proxy = ProxyProcess::start(&c.nodes[0].config, &c.path().join("proxy.log"));
+    // The second proxy: a proxy-only config with its own users (the servers trust
+    // loopback; the proxy checks the password).
+    let rw2 = free_port();
+    let users = c.path().join("proxy-users.txt");
+    std::fs::write(&users, "\"postgres\" \"s3cret\"\n").expect("auth file");
+    let config2 = c.path().join("proxy2.yml");
+    std::fs::write(
+        &config2,
+        format!(
+            "scope: {}\n{}\nproxy:\n  name: app-proxy\n  listen_rw: 127.0.0.1:{rw2}\n  pause_deadline: 30\n  auth_file: {}\n",
+            c.scope,
+            c.dcs.config_section(),
+            users.display()
+        ),
+    )
+    .expect("proxy config");
+    let moving = ProxyProcess::start(&config2, &c.path().join("proxy2.log"));
     let (old_port, new_port) = (c.nodes[p].pg_port, c.nodes[r].pg_port);
 
     // Read-write clients reach the primary.
@@ -43,6 +66,50 @@ fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
         "the proxy did not route to the primary"
     );
     via(rw, "CREATE TABLE t (id bigint PRIMARY KEY)").expect("create through the proxy");
+    // Both proxies publish themselves; fullautoctl list shows them.
+    let listed = wait_until(BOOT, || {
+        let (ok, out) = c.ctl(&["list"]);
+        let rows = out.lines().filter(|l| {
+            l.contains(&format!("127.0.0.1:{rw}")) || l.contains(&format!("127.0.0.1:{rw2}"))
+        });
+        (ok && rows.count() == 2).then_some(out)
+    })
+    .expect("fullautoctl list does not show both proxies");
+    let row = listed
+        .lines()
+        .find(|l| l.contains("app-proxy"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        row.contains(&format!("127.0.0.1:{rw2}")) && row.contains("yes"),
+        "{listed}"
+    );
+    via(rw, "CREATE TABLE w (id bigserial PRIMARY KEY, port int)").expect("create");
+    let script = c.path().join("insert.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO w (port) VALUES (inet_server_port());\n",
+    )
+    .expect("script");
+    let pgbench = std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &rw2.to_string(),
+            "-U",
+            "postgres",
+            "-n",
+        ])
+        .args(["-M", "simple", "-c", "4", "-j", "2", "-T", "20", "-f"])
+        .arg(&script)
+        .arg("postgres")
+        .env("PGPASSWORD", "s3cret")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench");
 
     // A session held open through the proxy, on the old primary.
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -76,7 +143,13 @@ fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
             (acked, errors)
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // pgbench is connected and writing.
+    wait_until(BOOT, || {
+        c.sql(p, "SELECT count(*) > 100 FROM w")
+            .ok()
+            .filter(|v| v == "t")
+    })
+    .expect("pgbench does not write through the proxy");
 
     let (ok, out) = c.ctl(&[
         "switchover",
@@ -149,11 +222,92 @@ fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
         .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 
+    // pgbench through the moving proxy: no client error, and every transaction it
+    // counted is on the new primary, old and new primary both took some.
+    let bench = pgbench.wait_with_output().expect("pgbench");
+    let report = String::from_utf8_lossy(&bench.stdout).to_string()
+        + &String::from_utf8_lossy(&bench.stderr);
+    eprintln!("pgbench through the proxy during the switchover:\n{report}");
+    assert!(bench.status.success(), "pgbench failed:\n{report}");
+    assert!(
+        report.contains("number of failed transactions: 0 ") && !report.contains("aborted"),
+        "{report}"
+    );
+    let processed: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.split('/').next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in:\n{report}"));
+    let per_port = c
+        .sql(
+            r,
+            "SELECT port, count(*) FROM w GROUP BY port ORDER BY port",
+        )
+        .expect("count");
+    let rows: u64 = per_port
+        .lines()
+        .filter_map(|l| l.split('|').nth(1)?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(rows, processed, "rows per server: {per_port}");
+    for port in [old_port, new_port] {
+        assert!(
+            per_port.lines().any(|l| l.starts_with(&format!("{port}|"))),
+            "no pgbench write on {port}: {per_port}"
+        );
+    }
+    assert!(
+        moving.logged("moved a session to"),
+        "no session was moved:\n{}",
+        moving.log()
+    );
+
     // Unplanned: the new primary dies with its agent. Once the lease expires and the
     // old primary takes over, clients through the proxy reach it again.
     assert!(
         c.wait_replica(p, BOOT),
         "the old primary did not rejoin as a replica"
+    );
+    // r is the primary now; p takes over after the failover.
+    let (dying, next) = (new_port, old_port);
+    let writers = Writers::start(rw2, 3);
+    wait_until(BOOT, || (writers.acked(dying) > 20).then_some(()))
+        .expect("no writes through the moving proxy");
+    // The primary's agent dies; its server keeps running (and would take writes)
+    // until the lease expires and the other node takes over.
+    c.kill_agent(r);
+    let up = wait_until(BOOT, || {
+        c.sql(p, "SELECT pg_is_in_recovery()")
+            .ok()
+            .filter(|v| v == "f")
+            .map(|_| Instant::now())
+    })
+    .expect("no new primary after the failover");
+    wait_until(BOOT, || (writers.acked(next) > 20).then_some(()))
+        .expect("no writes on the new primary through the moving proxy");
+    let (acks, errors) = writers.finish();
+    let late: Vec<&(Instant, String)> = errors.iter().filter(|(at, _)| *at > up).collect();
+    assert!(
+        late.is_empty(),
+        "client errors after the new primary was up: {late:?}"
+    );
+    let last_old = acks
+        .iter()
+        .filter(|(_, p)| *p == dying)
+        .map(|(at, _)| *at)
+        .max();
+    let first_new = acks
+        .iter()
+        .filter(|(_, p)| *p == next)
+        .map(|(at, _)| *at)
+        .min();
+    assert!(
+        last_old < first_new,
+        "the old primary acknowledged a write after the new one took over"
+    );
+    eprintln!(
+        "unplanned failover through the moving proxy: {} writes acknowledged, {} client errors (all before the new primary was up): {errors:?}",
+        acks.len(),
+        errors.len()
     );
     c.stop_node(r);
     assert_eq!(
@@ -169,4 +323,97 @@ fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
         proxy.logged("read-write clients now go to"),
         "the proxy did not log its routing"
     );
+}
+
+/// Clients writing through a proxy on persistent connections (simple protocol),
+/// reconnecting after an error; each acknowledged insert reports the server port.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<(Instant, u16)>>>,
+    errors: Arc<Mutex<Vec<(Instant, String)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(port: u16, n: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
+        let errors: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let threads = (0..n)
+            .map(|_| {
+                let (stop, acks, errors) = (stop.clone(), acks.clone(), errors.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    let dsn = format!(
+                        "host=127.0.0.1 port={port} user=postgres password=s3cret dbname=postgres connect_timeout=30"
+                    );
+                    let mut client = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = match client.take() {
+                            Some(c) => c,
+                            None => match rt.block_on(tokio_postgres::connect(&dsn, tokio_postgres::NoTls)) {
+                                Ok((c, conn)) => {
+                                    rt.spawn(conn);
+                                    c
+                                }
+                                Err(e) => {
+                                    errors.lock().unwrap().push((Instant::now(), e.to_string()));
+                                    std::thread::sleep(Duration::from_millis(50));
+                                    continue;
+                                }
+                            },
+                        };
+                        let q = "INSERT INTO w (port) VALUES (inet_server_port()) RETURNING port::text";
+                        match rt.block_on(c.simple_query(q)) {
+                            Ok(m) => {
+                                let port = m.iter().find_map(|m| match m {
+                                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                                    _ => None,
+                                });
+                                acks.lock().unwrap().push((Instant::now(), port.unwrap_or(0)));
+                                client = Some(c);
+                            }
+                            Err(e) => errors.lock().unwrap().push((Instant::now(), e.to_string())),
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            stop,
+            acks,
+            errors,
+            threads,
+        }
+    }
+
+    fn acked(&self, port: u16) -> usize {
+        self.acks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| *p == port)
+            .count()
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn finish(mut self) -> (Vec<(Instant, u16)>, Vec<(Instant, String)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let acks = std::mem::take(&mut *self.acks.lock().unwrap());
+        let errors = std::mem::take(&mut *self.errors.lock().unwrap());
+        (acks, errors)
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }

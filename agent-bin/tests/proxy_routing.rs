@@ -367,3 +367,191 @@ fn the_proxy_refuses_a_config_without_a_listener_or_with_a_bad_proxy_key() {
     let (ok, out) = run_proxy_on(dir.path(), &agent);
     assert!(!ok && out.contains("proxy.pause_deadline"), "{out}");
 }
+
+/// Gives server `i` a login role `app` with password `pw` (stored as `encryption`
+/// says) and makes TCP logins of `app` use `method`; `postgres` stays trusted.
+fn app_role(f: &Fixture, i: usize, encryption: &str, method: &str) {
+    let s = &f.servers[i];
+    s.sql(&format!(
+        "SET password_encryption = '{encryption}'; CREATE ROLE app LOGIN PASSWORD 'pw'"
+    ));
+    let hba = format!(
+        "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all app 127.0.0.1/32 {method}\n"
+    );
+    std::fs::write(s.data_dir.join("pg_hba.conf"), hba).expect("pg_hba.conf");
+    s.sql("SELECT pg_reload_conf()");
+}
+
+#[test]
+fn sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transaction_boundary() {
+    let mut f = Fixture::start(2);
+    // The proxy logs in to a with SCRAM and to b with md5, as app, with the password
+    // it holds; clients log in to the proxy with SCRAM.
+    app_role(&f, 0, "scram-sha-256", "scram-sha-256");
+    app_role(&f, 1, "md5", "md5");
+    f.member("a", 0, "primary", "running", "");
+    f.member("b", 1, "replica", "running", "");
+    f.put("leader", "a");
+    let users = f.dir.path().join("users.txt");
+    std::fs::write(&users, "# proxy users\n\"app\" \"pw\"\n").expect("auth file");
+    let (rw, metrics) = (free_port(), free_port());
+    let proxy = f.proxy(
+        "move",
+        &format!(
+            "  listen_rw: 127.0.0.1:{rw}\n  pause_deadline: 30\n  metrics_listen: 127.0.0.1:{metrics}\n  auth_file: {}\n  auth_type: scram-sha-256\n",
+            users.display()
+        ),
+    );
+    let (a, b) = (f.port(0), f.port(1));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let connect = |password: &str| {
+        let dsn = format!(
+            "host=127.0.0.1 port={rw} user=app password={password} dbname=postgres connect_timeout=10"
+        );
+        rt.block_on(tokio_postgres::connect(&dsn, tokio_postgres::NoTls))
+            .map(|(client, connection)| (client, rt.spawn(connection)))
+    };
+    wait_until(WAIT, || connect("pw").ok()).expect("no login through the proxy");
+
+    // A wrong password is refused by the proxy itself.
+    let e = match connect("wrong") {
+        Ok(_) => panic!("a wrong password was let in"),
+        Err(e) => e,
+    };
+    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+    assert_eq!(
+        db.code(),
+        &tokio_postgres::error::SqlState::INVALID_PASSWORD
+    );
+
+    // An idle session with a changed parameter and a named prepared statement.
+    let (idle, _c1) = connect("pw").expect("connect");
+    let idle = std::sync::Arc::new(idle);
+    rt.block_on(idle.simple_query("SET application_name = 'mover'"))
+        .expect("set");
+    let probe = rt
+        .block_on(idle.prepare("SELECT inet_server_port(), current_setting('application_name')"))
+        .expect("prepare");
+    let where_ = |client: &tokio_postgres::Client| -> (i32, String) {
+        let row = rt.block_on(client.query_one(&probe, &[])).expect("probe");
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(where_(&idle), (i32::from(a), "mover".to_string()));
+    // A session inside a transaction, and one holding a temporary table.
+    let (in_tx, c2) = connect("pw").expect("connect");
+    rt.block_on(in_tx.simple_query("BEGIN; SELECT 1"))
+        .expect("begin");
+    let (temp, c3) = connect("pw").expect("connect");
+    rt.block_on(temp.simple_query("CREATE TEMP TABLE scratch (x int)"))
+        .expect("temp table");
+
+    // A switchover is requested: the idle session's next query waits...
+    f.put("failover", r#"{"leader":"a","member":"b"}"#);
+    wait_until(WAIT, || proxy.logged("switchover requested").then_some(()))
+        .expect("the proxy never saw the switchover request");
+    let waiting = {
+        let idle = idle.clone();
+        rt.spawn(async move {
+            idle.simple_query("SELECT inet_server_port()::text")
+                .await
+                .map(|m| {
+                    m.iter().find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                        _ => None,
+                    })
+                })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !waiting.is_finished(),
+        "a query went through during the switchover"
+    );
+    // ...the lease moves to b, which runs as primary: the waiting query runs on b,
+    // the session's prepared statement and parameter came along, and the sessions
+    // that could not move were closed with the reason.
+    f.member("b", 1, "primary", "running", "");
+    f.member("a", 0, "replica", "running", "");
+    f.put("leader", "b");
+    f.del("failover");
+    let landed = rt
+        .block_on(async { tokio::time::timeout(WAIT, waiting).await })
+        .expect("the held query never ran")
+        .expect("task")
+        .expect("the held query failed");
+    assert_eq!(landed, Some(b.to_string()));
+    assert_eq!(where_(&idle), (i32::from(b), "mover".to_string()));
+    for (connection, why) in [(c2, "a transaction was open"), (c3, "temporary table")] {
+        let ended = rt
+            .block_on(async { tokio::time::timeout(WAIT, connection).await })
+            .expect("an unmovable session stayed open")
+            .expect("task");
+        let e = ended.expect_err("closed without an error");
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(db.code(), &tokio_postgres::error::SqlState::ADMIN_SHUTDOWN);
+        assert!(db.message().contains(why), "{}", db.message());
+    }
+    // New sessions log in to b (md5 there) through the proxy.
+    let (fresh, _c4) = connect("pw").expect("connect after the move");
+    let port: i32 = rt
+        .block_on(fresh.query_one("SELECT inet_server_port()", &[]))
+        .expect("query")
+        .get(0);
+    assert_eq!(port, i32::from(b));
+
+    let (status, body) = support::http("GET", metrics, "/metrics", None).expect("GET /metrics");
+    assert_eq!(status, 200);
+    let text = body.as_str().expect("text").to_string();
+    for line in [
+        "fullauto_proxy_sessions_moved_total 1",
+        "fullauto_proxy_sessions_fenced_total 2",
+        "fullauto_proxy_auth_failures_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
+    assert!(
+        text.contains("fullauto_proxy_queries_total{target=\"b\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn clients_reach_the_proxy_over_tls_when_it_has_a_certificate() {
+    let mut f = Fixture::start(1);
+    f.member("a", 0, "primary", "running", "");
+    f.put("leader", "a");
+    let pki = support::tls::TestPki::new(f.dir.path());
+    let (_, cert, key) = pki.issue("proxy");
+    let rw = free_port();
+    let _proxy = f.proxy(
+        "tls",
+        &format!(
+            "  listen_rw: 127.0.0.1:{rw}\n  certfile: {}\n  keyfile: {}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let psql = |mode: &str| {
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c", "SELECT inet_server_port()"])
+            .arg(format!(
+                "host=127.0.0.1 port={rw} user=postgres dbname=postgres connect_timeout=10 sslmode={mode} sslrootcert={}",
+                pki.ca().display()
+            ))
+            .output()
+            .expect("psql");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (
+            out.status.success(),
+            text + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    // libpq checks the proxy's certificate against the CA and the address.
+    let a = f.port(0).to_string();
+    let (ok, out) = wait_until(WAIT, || Some(psql("verify-full")).filter(|(ok, _)| *ok))
+        .unwrap_or_else(|| psql("verify-full"));
+    assert!(ok && out == a, "{out}");
+    // Plain connections are still served.
+    let (ok, out) = psql("disable");
+    assert!(ok && out == a, "{out}");
+}

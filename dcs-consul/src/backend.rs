@@ -140,6 +140,34 @@ impl ConsulDcs {
         self.path(self.keys.leader())
     }
 
+    /// Writes `value` at `key` held by my session (a member or proxy record),
+    /// replacing a key another session holds; `false` when that race was lost.
+    async fn touch_session_key(
+        &self,
+        what: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<bool, DcsError> {
+        self.bounded(what, |deadline| async move {
+            if self.acquire(key, value.as_bytes(), deadline).await? {
+                return Ok(true);
+            }
+            // Held by another session: my previous one (after a ttl change)
+            // or a stale one. Replace it, as Patroni does.
+            if let Some(pair) = self.read_key(key, deadline).await? {
+                let delete = DeleteOptions {
+                    cas: Some(pair.modify_index),
+                    recurse: false,
+                };
+                if !self.client.kv_delete(key, &delete, deadline).await? {
+                    return Ok(false);
+                }
+            }
+            self.acquire(key, value.as_bytes(), deadline).await
+        })
+        .await
+    }
+
     fn member_key(&self) -> String {
         self.path(self.keys.member(&self.member))
     }
@@ -432,34 +460,27 @@ impl Dcs for ConsulDcs {
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError> {
         let key = self.member_key();
-        let value = data.to_json();
-        let key_ref = &key;
-        let written = self
-            .bounded("touch_member", |deadline| async move {
-                let key = key_ref;
-                if self.acquire(key, value.as_bytes(), deadline).await? {
-                    return Ok(true);
-                }
-                // Held by another session: my previous one (after a ttl change)
-                // or a stale one. Replace it, as Patroni does.
-                if let Some(pair) = self.read_key(key, deadline).await? {
-                    let delete = DeleteOptions {
-                        cas: Some(pair.modify_index),
-                        recurse: false,
-                    };
-                    if !self.client.kv_delete(key, &delete, deadline).await? {
-                        return Ok(false);
-                    }
-                }
-                self.acquire(key, value.as_bytes(), deadline).await
-            })
-            .await?;
-        if written {
+        if self
+            .touch_session_key("touch_member", &key, &data.to_json())
+            .await?
+        {
             self.update_service(data).await;
             Ok(())
         } else {
             Err(DcsError::Backend(format!(
                 "member key {key} is held by another consul session (another agent named {}?)",
+                self.member
+            )))
+        }
+    }
+
+    async fn touch_proxy(&self, record: &str) -> Result<(), DcsError> {
+        let key = self.path(self.keys.proxy(&self.member));
+        if self.touch_session_key("touch_proxy", &key, record).await? {
+            Ok(())
+        } else {
+            Err(DcsError::Backend(format!(
+                "proxy key {key} is held by another consul session (another proxy named {}?)",
                 self.member
             )))
         }

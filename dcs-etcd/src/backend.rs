@@ -623,6 +623,17 @@ impl Dcs for EtcdDcs {
         written
     }
 
+    async fn touch_proxy(&self, record: &str) -> Result<(), DcsError> {
+        // A proxy writes no member record: the member slot of the lease bookkeeping
+        // holds its proxy record instead.
+        let key = self.shared.keys.proxy(&self.shared.name);
+        let written = self.write_member(&key, record).await;
+        if written.is_err() {
+            *lock(&self.shared.member_written) = None;
+        }
+        written
+    }
+
     async fn initialize(&self, value: &str) -> Result<bool, DcsError> {
         let key = self.shared.keys.initialize();
         let value = value.to_string();

@@ -253,6 +253,64 @@ impl ZooKeeperDcs {
         .await
     }
 
+    /// Writes `value` at `path` as an ephemeral node of my session (a member or
+    /// proxy record), taking it over from an older session.
+    async fn touch_ephemeral(
+        &self,
+        what: &str,
+        path: String,
+        value: String,
+    ) -> Result<(), DcsError> {
+        self.run(what, |c| {
+            let (path, value) = (&path, value.as_bytes());
+            async move {
+                let me = c.session_id().0;
+                // A concurrent change (the old owner's session expiring, say) makes a
+                // step fail with NoNode/BadVersion/NodeExists: look again.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let step = match c.get_data(path).await {
+                        Ok((old, stat)) if stat.ephemeral_owner == me => {
+                            if old == value {
+                                return Ok(());
+                            }
+                            c.set_data(path, value, Some(stat.version))
+                                .await
+                                .map(|_| ())
+                        }
+                        Ok((_, stat)) => {
+                            // Left by an older session (or another process): make it
+                            // mine so it vanishes with my session.
+                            let mut txn = c.new_multi_writer();
+                            txn.add_delete(path, Some(stat.version))?;
+                            txn.add_create(
+                                path,
+                                value,
+                                &self.inner.options(CreateMode::Ephemeral),
+                            )?;
+                            txn.commit().await.map(|_| ()).map_err(ZkClientError::from)
+                        }
+                        Err(ZkClientError::NoNode) => self
+                            .create(&c, path, value, CreateMode::Ephemeral)
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    match step {
+                        Err(
+                            ZkClientError::NoNode
+                            | ZkClientError::BadVersion
+                            | ZkClientError::NodeExists,
+                        ) if attempt < 5 => continue,
+                        other => return other,
+                    }
+                }
+            }
+        })
+        .await
+    }
+
     /// Reads the whole cluster: the children of the cluster directory and of
     /// `members/` (in parallel), then every value (pipelined).
     async fn read_cluster(&self, c: &Client) -> ZkResult<Cluster> {
@@ -274,12 +332,20 @@ impl ZooKeeperDcs {
         let mut paths: Vec<String> = Vec::new();
         for child in &top {
             match child.as_str() {
-                "members" => {}
+                "members" | "proxies" => {}
                 "optime" => paths.push(keys.key("optime/leader")),
                 other => paths.push(keys.key(other)),
             }
         }
         paths.extend(members.iter().map(|m| keys.member(m)));
+        if top.iter().any(|t| t == "proxies") {
+            let dir = keys.proxies_dir();
+            match c.list_children(dir.trim_end_matches('/')).await {
+                Ok(names) => paths.extend(names.iter().map(|n| keys.proxy(n))),
+                Err(ZkClientError::NoNode) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let reads = paths.iter().map(|p| c.get_data(p));
         let results = futures::future::join_all(reads).await;
         let mut entries = Vec::with_capacity(paths.len());
@@ -424,55 +490,14 @@ impl Dcs for ZooKeeperDcs {
 
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError> {
         let path = self.inner.keys.member(&self.inner.name);
-        let value = data.to_json();
-        self.run("touch member", |c| {
-            let (path, value) = (&path, value.as_bytes());
-            async move {
-                let me = c.session_id().0;
-                // A concurrent change (the old owner's session expiring, say) makes a
-                // step fail with NoNode/BadVersion/NodeExists: look again.
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    let step = match c.get_data(path).await {
-                        Ok((old, stat)) if stat.ephemeral_owner == me => {
-                            if old == value {
-                                return Ok(());
-                            }
-                            c.set_data(path, value, Some(stat.version))
-                                .await
-                                .map(|_| ())
-                        }
-                        Ok((_, stat)) => {
-                            // Left by an older session (or another process): make it
-                            // mine so it vanishes with my session.
-                            let mut txn = c.new_multi_writer();
-                            txn.add_delete(path, Some(stat.version))?;
-                            txn.add_create(
-                                path,
-                                value,
-                                &self.inner.options(CreateMode::Ephemeral),
-                            )?;
-                            txn.commit().await.map(|_| ()).map_err(ZkClientError::from)
-                        }
-                        Err(ZkClientError::NoNode) => self
-                            .create(&c, path, value, CreateMode::Ephemeral)
-                            .await
-                            .map(|_| ()),
-                        Err(e) => Err(e),
-                    };
-                    match step {
-                        Err(
-                            ZkClientError::NoNode
-                            | ZkClientError::BadVersion
-                            | ZkClientError::NodeExists,
-                        ) if attempt < 5 => continue,
-                        other => return other,
-                    }
-                }
-            }
-        })
-        .await
+        self.touch_ephemeral("touch member", path, data.to_json())
+            .await
+    }
+
+    async fn touch_proxy(&self, record: &str) -> Result<(), DcsError> {
+        let path = self.inner.keys.proxy(&self.inner.name);
+        self.touch_ephemeral("touch proxy", path, record.to_string())
+            .await
     }
 
     async fn initialize(&self, value: &str) -> Result<bool, DcsError> {

@@ -168,11 +168,26 @@ pub async fn lease_expiry_frees_leader_and_member(h: &dyn DcsHarness) {
     let c = Check::start(h, "lease_expiry_frees_leader_and_member");
     let a = c.client("alpha").await;
     let b = c.client("beta").await;
+    // A proxy's record lives on its lease as a member record does.
+    let p = c.client("gamma").await;
     c.call(
         "touch_member",
         a.touch_member(&sample_member("alpha", 1, Role::Primary)),
     )
     .await;
+    c.call(
+        "touch_proxy",
+        p.touch_proxy(r#"{"listen_rw":"127.0.0.1:1"}"#),
+    )
+    .await;
+    let cluster = c.call("get_cluster", b.get_cluster()).await;
+    c.ensure(
+        cluster.proxies.len() == 1
+            && cluster.proxies[0].name == "gamma"
+            && cluster.proxies[0].data["listen_rw"] == "127.0.0.1:1"
+            && cluster.member("gamma").is_none(),
+        || format!("after touch_proxy beta reads proxies {:?}", cluster.proxies),
+    );
     c.ensure(c.call("acquire_leader", a.acquire_leader()).await, || {
         "acquire_leader on an empty cluster returned false".into()
     });
@@ -184,11 +199,15 @@ pub async fn lease_expiry_frees_leader_and_member(h: &dyn DcsHarness) {
 
     let abandoned_at = Instant::now();
     h.abandon(a).await;
+    h.abandon(p).await;
     let bound = c.timing.ttl + h.expiry_slack();
     let poll = (c.timing.ttl / 10).clamp(Duration::from_millis(50), Duration::from_millis(500));
     loop {
         let cluster = c.call("get_cluster", b.get_cluster()).await;
-        if cluster.leader.is_none() && cluster.member("alpha").is_none() {
+        if cluster.leader.is_none()
+            && cluster.member("alpha").is_none()
+            && cluster.proxies.is_empty()
+        {
             break;
         }
         if abandoned_at.elapsed() > bound {
@@ -992,9 +1011,10 @@ fn sample_member(name: &str, lsn: u64, role: Role) -> MemberData {
 /// A one-line description of what a cluster view holds, for failure messages.
 fn summary(c: &Cluster) -> String {
     format!(
-        "leader {:?}, members {:?}, initialize {:?}, config {}, failover {}, sync {}, history {}, status {:?}, failsafe {}",
+        "leader {:?}, members {:?}, proxies {:?}, initialize {:?}, config {}, failover {}, sync {}, history {}, status {:?}, failsafe {}",
         c.leader.as_ref().map(|l| &l.name),
         c.members.iter().map(|m| &m.name).collect::<Vec<_>>(),
+        c.proxies.iter().map(|p| &p.name).collect::<Vec<_>>(),
         c.initialize,
         c.config.is_some(),
         c.failover.is_some(),

@@ -90,6 +90,11 @@ pub trait Dcs: Send + Sync {
     /// Writes my member record, bound to my lease so it vanishes when I stop renewing.
     async fn touch_member(&self, data: &MemberData) -> Result<(), DcsError>;
 
+    /// Writes `proxies/<my name>` with `record` (a proxy's JSON), bound to my lease
+    /// or session as a member record is, so it vanishes when the proxy stops. Only
+    /// `fullauto-proxy` calls it, every cycle.
+    async fn touch_proxy(&self, record: &str) -> Result<(), DcsError>;
+
     /// Creates `initialize` with `value` only if it does not exist (bootstrap race).
     async fn initialize(&self, value: &str) -> Result<bool, DcsError>;
 

@@ -203,6 +203,10 @@ impl Dcs for Faulty {
         }
     }
 
+    async fn touch_proxy(&self, record: &str) -> Result<(), DcsError> {
+        self.inner.touch_proxy(record).await
+    }
+
     async fn initialize(&self, value: &str) -> Result<bool, DcsError> {
         if self.fault == Fault::InitializeOverwrites {
             self.inner.set_initialize(value).await?;

@@ -1,19 +1,32 @@
-//! Which server issued which cancel key, so a client's `CancelRequest` (sent on a new
-//! connection) reaches the backend it means.
+//! Which backend a cancel key stands for, so a client's `CancelRequest` (sent on a
+//! new connection) reaches the backend it means. Sessions the proxy logged in to
+//! itself hand their client a key of the proxy's own, which follows the session
+//! when it moves to another server.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Cancel keys (`BackendKeyData` seen in relayed sessions) and their server.
+/// A server backend: where it runs and its own cancel key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// `host:port` of the server.
+    pub address: String,
+    /// The backend's process id.
+    pub pid: i32,
+    /// The backend's secret key.
+    pub key: i32,
+}
+
+/// Cancel keys clients hold, and the backend each stands for.
 #[derive(Debug, Default)]
 pub struct CancelKeys {
-    keys: Mutex<HashMap<(i32, i32), String>>,
+    keys: Mutex<HashMap<(i32, i32), Backend>>,
 }
 
 impl CancelKeys {
-    /// Records that `server` (`host:port`) issued `(pid, key)`.
-    pub fn insert(&self, pid: i32, key: i32, server: &str) {
-        self.lock().insert((pid, key), server.to_string());
+    /// Records (or re-points) the client key `(pid, key)` to `backend`.
+    pub fn insert(&self, pid: i32, key: i32, backend: Backend) {
+        self.lock().insert((pid, key), backend);
     }
 
     /// Forgets a key (its session ended).
@@ -21,12 +34,17 @@ impl CancelKeys {
         self.lock().remove(&(pid, key));
     }
 
-    /// The server that issued `(pid, key)`.
-    pub fn server(&self, pid: i32, key: i32) -> Option<String> {
+    /// The backend the client key `(pid, key)` stands for.
+    pub fn backend(&self, pid: i32, key: i32) -> Option<Backend> {
         self.lock().get(&(pid, key)).cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), String>> {
+    /// Whether the client key `(pid, key)` is in use.
+    pub fn contains(&self, pid: i32, key: i32) -> bool {
+        self.lock().contains_key(&(pid, key))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, i32), Backend>> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -6,17 +6,26 @@
 //! routing layer: once the leader key no longer names a node, new read-write
 //! connections do not reach it and the open ones are closed with a PostgreSQL error.
 //! While there is no primary or a switchover is under way, new read-write
-//! connections wait (up to `pause_deadline`) instead of failing. Clients
-//! authenticate to the server through the proxy (the bytes pass through); TLS is
-//! declined ('N'), so clients must allow plain connections.
+//! connections wait (up to `pause_deadline`) instead of failing.
+//!
+//! Without `auth_file`, clients authenticate to the server through the proxy (the
+//! bytes pass through) and a session ends with its server. With `auth_file`,
+//! clients authenticate to the proxy (SCRAM-SHA-256 or md5, module `auth`), the
+//! proxy logs in to servers itself, and read-write sessions move to the new primary
+//! at a transaction boundary (module `relay`, state tracked by module `track`).
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cancel;
 pub mod metrics;
+pub mod relay;
 pub mod routes;
 pub mod session;
 pub mod settings;
+pub mod tls;
+pub mod track;
+pub mod users;
 pub mod watcher;
 pub mod wire;
 
@@ -46,6 +55,12 @@ pub enum ProxyError {
         /// The system's answer.
         source: std::io::Error,
     },
+    /// `proxy.auth_file` cannot be used.
+    #[error("proxy.auth_file: {0}")]
+    AuthFile(#[from] users::UsersError),
+    /// `proxy.certfile`/`keyfile` cannot be used.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// A running proxy: its listeners and the DCS watcher. Dropping it stops accepting
@@ -79,16 +94,42 @@ impl Proxy {
                 }
             }
         };
+        let users = match &settings.auth_file {
+            Some(path) => Some(users::Users::load(path, settings.auth_type)?),
+            None => None,
+        };
+        let tls = match &settings.certfile {
+            Some(cert) => {
+                let key = settings.keyfile.as_deref().unwrap_or(cert);
+                Some(tls::acceptor(cert, key).map_err(ProxyError::Tls)?)
+            }
+            None => None,
+        };
         let rw = bind("listen_rw", settings.listen_rw.clone()).await?;
         let ro = bind("listen_ro", settings.listen_ro.clone()).await?;
         let metrics = bind("metrics_listen", settings.metrics_listen.clone()).await?;
-        let routes = watcher::spawn(dcs, settings.max_replica_lag);
+        let listener = |l: &Option<TcpListener>| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.to_string())
+        };
+        let record = serde_json::json!({
+            "listen_rw": listener(&rw),
+            "listen_ro": listener(&ro),
+            "metrics": listener(&metrics),
+            "moves_sessions": users.is_some(),
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string();
+        let routes = watcher::spawn(dcs, settings.max_replica_lag, record);
         let shared = Arc::new(session::Shared {
             settings,
             routes,
             cancel: Default::default(),
             next_replica: AtomicUsize::new(0),
             counters: Default::default(),
+            users,
+            tls,
         });
         let mut proxy = Proxy {
             rw_address: rw.as_ref().and_then(|l| l.local_addr().ok()),

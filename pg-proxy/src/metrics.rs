@@ -4,7 +4,7 @@ use crate::routes::Routes;
 use crate::session::Listener;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -24,6 +24,13 @@ pub struct Counters {
     pub paused: AtomicU64,
     /// Their total wait, in microseconds.
     pause_micros: AtomicU64,
+    /// Sessions moved to a new primary at a transaction boundary.
+    pub moved: AtomicU64,
+    /// Clients that failed the proxy's authentication.
+    pub auth_failed: AtomicU64,
+    /// Queries (`Query` and `Parse` messages) sent to each member by sessions the
+    /// proxy logged in to itself.
+    queries: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
 }
 
 impl Counters {
@@ -41,6 +48,12 @@ impl Counters {
     pub fn routed_total(&self) -> u64 {
         let m = self.routed.lock().unwrap_or_else(|p| p.into_inner());
         m.values().sum()
+    }
+
+    /// The query counter of member `target`, to count on without a lock.
+    pub fn queries_to(&self, target: &str) -> Arc<AtomicU64> {
+        let mut m = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(target.to_string()).or_default().clone()
     }
 
     /// Adds one finished wait for a primary.
@@ -100,6 +113,30 @@ impl Counters {
             "counter",
             "Total time new read-write connections waited for a primary.",
             vec![format!(" {}", load(&self.pause_micros) as f64 / 1e6)],
+        );
+        metric(
+            "fullauto_proxy_sessions_moved_total",
+            "counter",
+            "Sessions moved to a new primary at a transaction boundary.",
+            vec![format!(" {}", load(&self.moved))],
+        );
+        metric(
+            "fullauto_proxy_auth_failures_total",
+            "counter",
+            "Clients that failed the proxy's authentication (proxy.auth_file).",
+            vec![format!(" {}", load(&self.auth_failed))],
+        );
+        let queries: Vec<String> = {
+            let m = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+            m.iter()
+                .map(|(t, n)| format!("{{target=\"{}\"}} {}", escape(t), n.load(Ordering::Relaxed)))
+                .collect()
+        };
+        metric(
+            "fullauto_proxy_queries_total",
+            "counter",
+            "Queries (Query and Parse messages) relayed to each member by sessions the proxy logged in to itself.",
+            queries,
         );
         metric(
             "fullauto_proxy_primary",
@@ -186,6 +223,8 @@ mod tests {
         c.routed(Listener::ReadOnly, "pg1");
         c.fenced.fetch_add(1, Ordering::Relaxed);
         c.pause_ended(Duration::from_millis(250));
+        c.queries_to("pg0").fetch_add(3, Ordering::Relaxed);
+        c.moved.fetch_add(2, Ordering::Relaxed);
         let routes = Routes {
             primary: Ok(crate::Target {
                 name: "pg0".into(),
@@ -202,6 +241,8 @@ mod tests {
             "fullauto_proxy_pause_seconds_total 0.25",
             "fullauto_proxy_primary{member=\"pg0\"} 1",
             "fullauto_proxy_switchover_pending 0",
+            "fullauto_proxy_queries_total{target=\"pg0\"} 3",
+            "fullauto_proxy_sessions_moved_total 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }

@@ -1,20 +1,27 @@
-//! One client connection: read its first packet, pick a server from the routes,
-//! pass the startup packet on and relay bytes both ways (authentication passes
-//! through to the server). A read-write session is closed with a FATAL
+//! One client connection: read its first packet, pick a server from the routes and
+//! relay. With `proxy.auth_file` the proxy authenticates the client itself, logs in
+//! to the server with the credentials it holds and relays message by message, so
+//! the session can move to a new primary (module `relay`). Without it, the startup
+//! packet is passed on and bytes are relayed both ways (authentication passes
+//! through to the server); such a read-write session is closed with a FATAL
 //! `ErrorResponse` (SQLSTATE 57P01) the moment its server no longer holds the
 //! leader key.
 
-use crate::cancel::CancelKeys;
+use crate::auth;
+use crate::cancel::{Backend, CancelKeys};
 use crate::metrics::Counters;
+use crate::relay::{self, Login};
 use crate::routes::{Routes, Target};
 use crate::settings::ProxySettings;
+use crate::track::Tracker;
+use crate::users::Users;
 use crate::wire::{self, FirstPacket, Framer};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -59,30 +66,86 @@ pub struct Shared {
     pub next_replica: AtomicUsize,
     /// Counters.
     pub counters: Counters,
+    /// The users clients authenticate as (`proxy.auth_file`), when the proxy logs in
+    /// to servers itself.
+    pub users: Option<Users>,
+    /// TLS for clients (`proxy.certfile`), when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// Serves one client until it or its server closes, or its server is fenced.
+/// The client's first packet, or `None` (logged) when it sent none in time.
+async fn first_packet<S>(
+    client: &mut S,
+    tls: bool,
+    peer: SocketAddr,
+    kind: Listener,
+) -> Option<FirstPacket>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(STARTUP_TIMEOUT, wire::read_first_packet(client, tls)).await {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            tracing::debug!("client {peer} on the {kind} listener: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("client {peer} sent no start-up packet within {STARTUP_TIMEOUT:?}");
+            None
+        }
+    }
+}
+
+/// Serves one client until it or its server closes, or its server is fenced; with
+/// `proxy.certfile`, over TLS when the client asks for it.
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, kind: Listener, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
-    let first =
-        match tokio::time::timeout(STARTUP_TIMEOUT, wire::read_first_packet(&mut client)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                tracing::debug!("client {peer} on the {kind} listener: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("client {peer} sent no start-up packet within {STARTUP_TIMEOUT:?}");
-                return;
-            }
-        };
-    let raw = match first {
-        FirstPacket::Cancel { raw, pid, key } => {
-            forward_cancel(&raw, pid, key, &shared).await;
+    let Some(first) = first_packet(&mut client, shared.tls.is_some(), peer, kind).await else {
+        return;
+    };
+    let acceptor = match (&first, &shared.tls) {
+        (FirstPacket::SslRequest, Some(a)) => a.clone(),
+        _ => return serve_stream(client, first, peer, kind, shared).await,
+    };
+    if client.write_all(b"S").await.is_err() {
+        return;
+    }
+    let mut tls = match tokio::time::timeout(STARTUP_TIMEOUT, acceptor.accept(client)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!("TLS handshake with client {peer} failed: {e}");
             return;
         }
+        Err(_) => return,
+    };
+    let Some(first) = first_packet(&mut tls, false, peer, kind).await else {
+        return;
+    };
+    serve_stream(tls, first, peer, kind, shared).await
+}
+
+async fn serve_stream<C>(
+    mut client: C,
+    first: FirstPacket,
+    peer: SocketAddr,
+    kind: Listener,
+    shared: Arc<Shared>,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let raw = match first {
+        FirstPacket::Cancel { pid, key, .. } => {
+            forward_cancel(pid, key, &shared).await;
+            return;
+        }
+        FirstPacket::SslRequest => return,
         FirstPacket::Startup { ref raw, .. } => raw.clone(),
     };
+    if let Some(users) = &shared.users {
+        let user = first.param("user").unwrap_or_default().to_string();
+        serve_authenticated(client, peer, kind, raw, user, users, &shared).await;
+        return;
+    }
     let target = match route(kind, &shared).await {
         Ok(t) => t,
         Err(why) => {
@@ -201,14 +264,11 @@ enum End {
     Fenced(String),
 }
 
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    target: &Target,
-    kind: Listener,
-    shared: &Shared,
-) {
-    let (mut cr, mut cw) = client.into_split();
+async fn relay<C>(client: C, server: TcpStream, target: &Target, kind: Listener, shared: &Shared)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (mut cr, mut cw) = tokio::io::split(client);
     let (mut sr, mut sw) = server.into_split();
     let address = target.address();
     let mut framer = Framer::default();
@@ -281,9 +341,9 @@ async fn relay(
 
 /// Copies the server's messages to the client, following their boundaries and
 /// recording the cancel keys the server hands out.
-async fn server_to_client(
+async fn server_to_client<W: tokio::io::AsyncWrite + Unpin>(
     sr: &mut OwnedReadHalf,
-    cw: &mut OwnedWriteHalf,
+    cw: &mut W,
     framer: &mut Framer,
     keys: &mut Vec<(i32, i32)>,
     writing: &mut bool,
@@ -297,7 +357,12 @@ async fn server_to_client(
             return Ok(());
         }
         for (pid, key) in framer.feed(&buf[..n]) {
-            cancel.insert(pid, key, address);
+            let backend = Backend {
+                address: address.to_string(),
+                pid,
+                key,
+            };
+            cancel.insert(pid, key, backend);
             keys.push((pid, key));
         }
         *writing = true;
@@ -306,24 +371,126 @@ async fn server_to_client(
     }
 }
 
-/// Sends a client's `CancelRequest` to the server that issued the key (unknown keys
+/// Sends a client's `CancelRequest` to the backend its key stands for (unknown keys
 /// are dropped, as a server drops a wrong key: without an answer).
-async fn forward_cancel(raw: &[u8], pid: i32, key: i32, shared: &Shared) {
-    let Some(server) = shared.cancel.server(pid, key) else {
+async fn forward_cancel(pid: i32, key: i32, shared: &Shared) {
+    let Some(backend) = shared.cancel.backend(pid, key) else {
         tracing::debug!("cancel request for an unknown backend {pid} dropped");
         return;
     };
+    let server = backend.address.clone();
     let sent = async {
         let mut s = TcpStream::connect(&server).await?;
-        s.write_all(raw).await?;
+        s.write_all(&wire::cancel_request(backend.pid, backend.key))
+            .await?;
         // The server closes the connection once it has read the request.
         let mut sink = [0u8; 1];
         let _ = s.read(&mut sink).await;
         Ok::<(), std::io::Error>(())
     };
     match tokio::time::timeout(shared.settings.connect_timeout, sent).await {
-        Ok(Ok(())) => tracing::debug!("cancel request for backend {pid} sent to {server}"),
+        Ok(Ok(())) => tracing::debug!(
+            "cancel request for backend {} sent to {server}",
+            backend.pid
+        ),
         Ok(Err(e)) => tracing::warn!("cannot send a cancel request to {server}: {e}"),
         Err(_) => tracing::warn!("cannot send a cancel request to {server}: no answer"),
     }
+}
+
+/// A cancel key for a client, unused so far.
+fn new_client_key(cancel: &CancelKeys) -> (i32, i32) {
+    use rand::Rng;
+    loop {
+        let mut b = [0u8; 8];
+        rand::rng().fill_bytes(&mut b);
+        let pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x3fff_ffff;
+        let key = i32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        if pid != 0 && !cancel.contains(pid, key) {
+            return (pid, key);
+        }
+    }
+}
+
+/// A session the proxy authenticates and logs in to the server for.
+async fn serve_authenticated<C>(
+    mut client: C,
+    peer: SocketAddr,
+    kind: Listener,
+    startup: Vec<u8>,
+    user: String,
+    users: &Users,
+    shared: &Shared,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let checked = auth::authenticate_client(&mut client, &user, users, shared.settings.auth_type);
+    let creds = match tokio::time::timeout(STARTUP_TIMEOUT, checked).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(why)) => {
+            shared.counters.auth_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("client {peer} on the {kind} listener not let in: {why}");
+            let _ = client
+                .write_all(&wire::fatal(auth::INVALID_PASSWORD, &why))
+                .await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let target = match route(kind, shared).await {
+        Ok(t) => t,
+        Err(why) => {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("refused client {peer} on the {kind} listener: {why}");
+            let _ = client.write_all(&wire::fatal(REFUSED, &why)).await;
+            return;
+        }
+    };
+    let login = Login {
+        startup,
+        user,
+        creds,
+        client_key: new_client_key(&shared.cancel),
+    };
+    let (server, welcome) = match relay::open(&target, &login, shared).await {
+        Ok(x) => x,
+        Err(e) => {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let error = match e {
+                auth::LoginError::Server { code, message } => wire::fatal(&code, &message),
+                other => wire::fatal(
+                    REFUSED,
+                    &format!("the proxy cannot log in to {target}: {other}"),
+                ),
+            };
+            tracing::info!(
+                "refused client {peer} on the {kind} listener: cannot log in to {target}"
+            );
+            let _ = client.write_all(&error).await;
+            return;
+        }
+    };
+    let mut tracker = Tracker::default();
+    let mut hello = wire::authentication(0, &[]);
+    for (name, value) in &welcome.params {
+        hello.extend(wire::parameter_status(name, value));
+        tracker.server_message(b'S', &wire::parameter_status(name, value)[5..]);
+    }
+    hello.extend(wire::backend_key_data(
+        login.client_key.0,
+        login.client_key.1,
+    ));
+    hello.extend(wire::message_bytes(b'Z', b"I"));
+    if client.write_all(&hello).await.is_err() {
+        shared.cancel.remove(login.client_key.0, login.client_key.1);
+        return;
+    }
+    shared.counters.routed(kind, &target.name);
+    tracing::debug!(
+        "client {peer} on the {kind} listener (user {}) goes to {target}",
+        login.user
+    );
+    shared.counters.active.fetch_add(1, Ordering::Relaxed);
+    relay::relay(client, server, login, tracker, kind, shared).await;
+    shared.counters.active.fetch_sub(1, Ordering::Relaxed);
 }

@@ -1,7 +1,9 @@
 //! The `proxy:` section of the config file, read from its JSON form (the agent's
 //! config loader has already checked the types; this reads them the same loose way).
 
+use crate::users::AuthType;
 use serde_json::Value;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// What the proxy serves and how it routes.
@@ -23,6 +25,17 @@ pub struct ProxySettings {
     pub metrics_listen: Option<String>,
     /// How long connecting to a server may take (not a config key: 5 s).
     pub connect_timeout: Duration,
+    /// Users clients authenticate as, in pgbouncer's `auth_file` format; when set, the
+    /// proxy logs in to servers itself and sessions can move to a new primary.
+    pub auth_file: Option<PathBuf>,
+    /// How clients authenticate to the proxy (`scram-sha-256` or `md5`).
+    pub auth_type: AuthType,
+    /// The proxy's name in the DCS (`proxies/<name>`); `None`: the caller picks one.
+    pub name: Option<String>,
+    /// PEM certificate chain for TLS with clients.
+    pub certfile: Option<String>,
+    /// PEM private key for it (default: `certfile`).
+    pub keyfile: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -35,6 +48,11 @@ impl Default for ProxySettings {
             pause_deadline: Duration::from_secs(5),
             metrics_listen: None,
             connect_timeout: Duration::from_secs(5),
+            auth_file: None,
+            auth_type: AuthType::ScramSha256,
+            name: None,
+            certfile: None,
+            keyfile: None,
         }
     }
 }
@@ -126,7 +144,38 @@ impl ProxySettings {
             pause_deadline: seconds(section, "pause_deadline", defaults.pause_deadline)?,
             metrics_listen: get("metrics_listen").and_then(text),
             connect_timeout: defaults.connect_timeout,
+            auth_file: get("auth_file").and_then(text).map(PathBuf::from),
+            certfile: get("certfile").and_then(text),
+            keyfile: get("keyfile").and_then(text),
+            name: match get("name").and_then(text) {
+                Some(n) if n.contains('/') => {
+                    return Err(err("name", "must not contain '/': it is a key name in the DCS"))
+                }
+                other => other,
+            },
+            auth_type: match get("auth_type").and_then(text).as_deref() {
+                None | Some("scram-sha-256") => AuthType::ScramSha256,
+                Some("md5") => AuthType::Md5,
+                Some(other) => {
+                    return Err(err(
+                        "auth_type",
+                        format!("{other:?} is not an authentication type the proxy speaks: write scram-sha-256 or md5"),
+                    ))
+                }
+            },
         };
+        if s.keyfile.is_some() && s.certfile.is_none() {
+            return Err(err(
+                "keyfile",
+                "needs proxy.certfile (the certificate it belongs to)",
+            ));
+        }
+        if s.auth_file.is_none() && get("auth_type").is_some() {
+            return Err(err(
+                "auth_type",
+                "applies to clients of proxy.auth_file, which is not set: set auth_file or remove auth_type",
+            ));
+        }
         if s.listen_rw.is_none() && s.listen_ro.is_none() {
             return Err(err(
                 "listen_rw",
@@ -160,6 +209,16 @@ mod tests {
         assert_eq!(s.max_replica_lag, Some(1_048_576));
         assert_eq!(s.pause_deadline, Duration::from_millis(2500));
         assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.auth_file, None);
+        let s = ProxySettings::from_value(&json!({
+            "listen_rw": "127.0.0.1:6432",
+            "auth_file": "/etc/users.txt",
+            "auth_type": "md5",
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.auth_file, Some(PathBuf::from("/etc/users.txt")));
+        assert_eq!(s.auth_type, AuthType::Md5);
     }
 
     #[test]
@@ -170,5 +229,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.key, "pause_deadline");
         assert!(e.to_string().starts_with("proxy.pause_deadline: "), "{e}");
+        let e = ProxySettings::from_value(
+            &json!({"listen_rw": ":1", "auth_file": "/x", "auth_type": "trust"}),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "auth_type");
+        let e =
+            ProxySettings::from_value(&json!({"listen_rw": ":1", "auth_type": "md5"})).unwrap_err();
+        assert_eq!(e.key, "auth_type");
     }
 }

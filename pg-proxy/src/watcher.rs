@@ -2,7 +2,8 @@
 //! leader or failover key may have changed, and at a short interval for member
 //! records (which do not wake watchers). When the DCS stays silent for longer than
 //! the leader key's ttl, the primary is withdrawn: the lease may have moved without
-//! the proxy hearing of it.
+//! the proxy hearing of it. Every `loop_wait` it also publishes the proxy's own
+//! record (`proxies/<name>`, on its lease) so `fullautoctl list` shows it.
 
 use crate::routes::{NoPrimary, Routes};
 use ha_core::Dcs;
@@ -14,14 +15,33 @@ use tokio::time::Instant;
 /// How often the cluster is read without a wake-up (member records, lag).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Starts the watcher task; the receiver always holds the latest routes.
-pub fn spawn(dcs: Arc<dyn Dcs>, max_lag: Option<u64>) -> watch::Receiver<Routes> {
+/// Starts the watcher task; the receiver always holds the latest routes. `record`
+/// is the proxy's own record, published every `loop_wait`.
+pub fn spawn(dcs: Arc<dyn Dcs>, max_lag: Option<u64>, record: String) -> watch::Receiver<Routes> {
     let (tx, rx) = watch::channel(Routes::default());
-    tokio::spawn(run(dcs, max_lag, tx));
+    tokio::spawn(run(dcs, max_lag, record, tx));
     rx
 }
 
-async fn run(dcs: Arc<dyn Dcs>, max_lag: Option<u64>, tx: watch::Sender<Routes>) {
+/// Publishes the proxy's record unless the previous write still runs (a slow DCS
+/// must not hold up routing).
+fn publish_record(dcs: &Arc<dyn Dcs>, record: &str, busy: &Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    if busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (dcs, record, busy) = (dcs.clone(), record.to_string(), busy.clone());
+    tokio::spawn(async move {
+        if let Err(e) = dcs.touch_proxy(&record).await {
+            tracing::warn!("cannot publish the proxy's record in the DCS: {e}");
+        }
+        busy.store(false, Ordering::Release);
+    });
+}
+
+async fn run(dcs: Arc<dyn Dcs>, max_lag: Option<u64>, record: String, tx: watch::Sender<Routes>) {
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut published: Option<Instant> = None;
     let mut wake = dcs.subscribe();
     let mut last_ok: Option<Instant> = None;
     // Until the cluster has been read once, the default ttl bounds the silence.
@@ -37,6 +57,11 @@ async fn run(dcs: Arc<dyn Dcs>, max_lag: Option<u64>, tx: watch::Sender<Routes>)
             Ok(Ok(cluster)) => {
                 last_ok = Some(Instant::now());
                 ttl = cluster.dynamic_config().ttl();
+                let every = cluster.dynamic_config().loop_wait();
+                if published.is_none_or(|t| t.elapsed() >= every) {
+                    published = Some(Instant::now());
+                    publish_record(&dcs, &record, &busy);
+                }
                 if complained {
                     tracing::info!("the DCS answers again");
                     complained = false;

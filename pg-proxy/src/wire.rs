@@ -1,7 +1,9 @@
 //! The parts of the PostgreSQL frontend/backend protocol (version 3.0) the proxy
 //! speaks itself: the untyped first packet of a connection (startup, SSL and GSS
-//! encryption requests, cancel requests), `ErrorResponse`, and a framer that follows
-//! the server's typed messages so the proxy knows where one ends.
+//! encryption requests, cancel requests), the messages the proxy writes itself
+//! (`ErrorResponse`, authentication, `ParameterStatus`, `BackendKeyData`), reading
+//! typed messages, and a framer that follows the server's messages so the proxy
+//! knows where one ends.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -27,6 +29,9 @@ pub enum FirstPacket {
         /// `user`, `database`, `application_name`, … in order.
         params: Vec<(String, String)>,
     },
+    /// An `SSLRequest` the proxy will accept (it has a certificate): answer `S` and
+    /// start TLS, then read the first packet again.
+    SslRequest,
     /// A `CancelRequest` for the backend with this process id and secret key.
     Cancel {
         /// The whole packet, to forward to the server that issued the key.
@@ -46,7 +51,7 @@ impl FirstPacket {
                 .iter()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.as_str()),
-            FirstPacket::Cancel { .. } => None,
+            FirstPacket::Cancel { .. } | FirstPacket::SslRequest => None,
         }
     }
 }
@@ -62,9 +67,10 @@ pub enum StartupError {
     Protocol(String),
 }
 
-/// Reads the client's first packet, answering SSL and GSS encryption requests with
-/// 'N' (the client then goes on in plain text or gives up, as its `sslmode` says).
-pub async fn read_first_packet<S>(stream: &mut S) -> Result<FirstPacket, StartupError>
+/// Reads the client's first packet, answering GSS encryption requests, and SSL
+/// requests unless `tls` (the proxy has a certificate), with 'N' (the client then goes
+/// on in plain text or gives up, as its `sslmode` says).
+pub async fn read_first_packet<S>(stream: &mut S, tls: bool) -> Result<FirstPacket, StartupError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -81,6 +87,7 @@ where
         stream.read_exact(&mut raw[4..]).await?;
         let code = i32::from_be_bytes([raw[4], raw[5], raw[6], raw[7]]);
         match code {
+            SSL_REQUEST if tls && raw.len() == 8 => return Ok(FirstPacket::SslRequest),
             SSL_REQUEST | GSSENC_REQUEST => {
                 stream.write_all(b"N").await?;
                 continue;
@@ -122,10 +129,15 @@ fn parse_params(body: &[u8]) -> Vec<(String, String)> {
 
 /// A FATAL `ErrorResponse` with SQLSTATE `code` and `message`.
 pub fn fatal(code: &str, message: &str) -> Vec<u8> {
+    error("FATAL", code, message)
+}
+
+/// An `ErrorResponse` of `severity` (ERROR, FATAL) with SQLSTATE `code` and `message`.
+pub fn error(severity: &str, code: &str, message: &str) -> Vec<u8> {
     let mut body = Vec::new();
     for (field, value) in [
-        (b'S', "FATAL"),
-        (b'V', "FATAL"),
+        (b'S', severity),
+        (b'V', severity),
         (b'C', code),
         (b'M', message),
     ] {
@@ -134,11 +146,114 @@ pub fn fatal(code: &str, message: &str) -> Vec<u8> {
         body.push(0);
     }
     body.push(0);
+    message_bytes(b'E', &body)
+}
+
+/// A typed message: `kind`, length word, `body`.
+pub fn message_bytes(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 5);
-    out.push(b'E');
+    out.push(kind);
     out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out
+}
+
+/// An `Authentication*` message: `code` (0 ok, 5 md5, 10 SASL, 11 SASL continue, 12
+/// SASL final) and its data.
+pub fn authentication(code: i32, data: &[u8]) -> Vec<u8> {
+    let mut body = code.to_be_bytes().to_vec();
+    body.extend_from_slice(data);
+    message_bytes(b'R', &body)
+}
+
+/// A `ParameterStatus` message.
+pub fn parameter_status(name: &str, value: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(name.len() + value.len() + 2);
+    body.extend_from_slice(name.as_bytes());
+    body.push(0);
+    body.extend_from_slice(value.as_bytes());
+    body.push(0);
+    message_bytes(b'S', &body)
+}
+
+/// A `BackendKeyData` message.
+pub fn backend_key_data(pid: i32, key: i32) -> Vec<u8> {
+    let mut body = pid.to_be_bytes().to_vec();
+    body.extend_from_slice(&key.to_be_bytes());
+    message_bytes(b'K', &body)
+}
+
+/// A `CancelRequest` packet for backend `pid` with secret `key`.
+pub fn cancel_request(pid: i32, key: i32) -> Vec<u8> {
+    let mut out = 16i32.to_be_bytes().to_vec();
+    out.extend_from_slice(&CANCEL_REQUEST.to_be_bytes());
+    out.extend_from_slice(&pid.to_be_bytes());
+    out.extend_from_slice(&key.to_be_bytes());
+    out
+}
+
+/// Reads one typed message (at most `max` bytes of body): its type and body.
+pub async fn read_message<S>(stream: &mut S, max: usize) -> std::io::Result<(u8, Vec<u8>)>
+where
+    S: AsyncRead + Unpin,
+{
+    let kind = stream.read_u8().await?;
+    let len = stream.read_i32().await?;
+    if len < 4 || (len as usize - 4) > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "invalid length {len} of a message of type {:?}",
+                kind as char
+            ),
+        ));
+    }
+    let mut body = vec![0u8; len as usize - 4];
+    stream.read_exact(&mut body).await?;
+    Ok((kind, body))
+}
+
+/// The type and whole length (header included) of the complete message at the start
+/// of `buf`, if it holds one.
+pub fn complete_message(buf: &[u8]) -> Option<(u8, usize)> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]).max(4) as usize;
+    (buf.len() > len).then_some((buf[0], len + 1))
+}
+
+/// The NUL-terminated string at the start of `body` and what follows it.
+pub fn cstring(body: &[u8]) -> (String, &[u8]) {
+    match body.iter().position(|b| *b == 0) {
+        Some(i) => (
+            String::from_utf8_lossy(&body[..i]).into_owned(),
+            &body[i + 1..],
+        ),
+        None => (String::from_utf8_lossy(body).into_owned(), &[]),
+    }
+}
+
+/// The fields of an `ErrorResponse`/`NoticeResponse` body: severity, SQLSTATE and
+/// message.
+pub fn error_fields(body: &[u8]) -> (String, String, String) {
+    let (mut severity, mut code, mut message) = (String::new(), String::new(), String::new());
+    let mut rest = body;
+    while let Some((&field, after)) = rest.split_first() {
+        if field == 0 {
+            break;
+        }
+        let (value, after) = cstring(after);
+        match field {
+            b'V' => severity = value,
+            b'S' if severity.is_empty() => severity = value,
+            b'C' => code = value,
+            b'M' => message = value,
+            _ => {}
+        }
+        rest = after;
+    }
+    (severity, code, message)
 }
 
 /// Follows a stream of typed messages (type byte, length word, body) fed in chunks
@@ -245,6 +360,12 @@ mod tests {
     #[test]
     fn fatal_error_is_a_well_formed_error_response() {
         let e = fatal("57P01", "gone");
+        assert_eq!(
+            error_fields(&e[5..]),
+            ("FATAL".into(), "57P01".into(), "gone".into())
+        );
+        assert_eq!(complete_message(&e), Some((b'E', e.len())));
+        assert_eq!(complete_message(&e[..e.len() - 1]), None);
         assert_eq!(e[0], b'E');
         let len = i32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
         assert_eq!(len + 1, e.len());
@@ -262,7 +383,7 @@ mod tests {
         startup.extend_from_slice(&body);
         client.write_all(&ssl).await.unwrap();
         client.write_all(&startup).await.unwrap();
-        let first = read_first_packet(&mut proxy).await.unwrap();
+        let first = read_first_packet(&mut proxy, false).await.unwrap();
         let mut answer = [0u8; 1];
         client.read_exact(&mut answer).await.unwrap();
         assert_eq!(&answer, b"N");

@@ -110,14 +110,18 @@ fn load(path: &Path) -> Result<(Config, Vec<Warning>), String> {
 async fn run(cfg: Config, settings: ProxySettings) -> anyhow::Result<()> {
     use anyhow::Context;
     let timing = cfg.bootstrap.dcs.timing();
-    // The proxy only reads: the member name is never written.
-    let reader = format!("fullauto-proxy-{}", std::process::id());
-    let dcs = agent_bin::dcs_factory::connect_dcs(&cfg, &reader, timing)
+    // The proxy never writes a member record: its name names its own record,
+    // `proxies/<name>`, published on its lease.
+    let name = settings
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&settings));
+    let dcs = agent_bin::dcs_factory::connect_dcs(&cfg, &name, timing)
         .await
         .context("connecting to the DCS")?;
     let proxy = Proxy::start(settings, dcs).await?;
     tracing::info!(
-        "fullauto-proxy serves cluster {} (read-write {}, read-only {})",
+        "fullauto-proxy {name} serves cluster {} (read-write {}, read-only {})",
         cfg.scope,
         proxy
             .rw_address
@@ -135,4 +139,24 @@ async fn run(cfg: Config, settings: ProxySettings) -> anyhow::Result<()> {
     tracing::info!("fullauto-proxy stops");
     drop(proxy);
     Ok(())
+}
+
+/// `<hostname>-<port>` of the first listener: unique per proxy on a host.
+fn default_name(settings: &ProxySettings) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "fullauto-proxy".to_string()
+    };
+    let port = settings
+        .listen_rw
+        .as_deref()
+        .or(settings.listen_ro.as_deref())
+        .and_then(|a| a.rsplit(':').next())
+        .unwrap_or("0");
+    format!("{host}-{port}")
 }

@@ -589,6 +589,11 @@ pub(crate) fn config_kind() -> Kind {
         opt("max_replica_lag", Kind::Int(Some(0))),
         opt("pause_deadline", Kind::Num(Some(0.0))),
         opt("metrics_listen", Kind::Addr(ADDR)),
+        opt("auth_file", Kind::Str),
+        opt("auth_type", Kind::Enum(&["scram-sha-256", "md5"])),
+        opt("name", Kind::Str),
+        opt("certfile", Kind::Str),
+        opt("keyfile", Kind::Str),
     ]);
     // Levels, format, mode and loggers are read (and refused) by `LogConfig::from_value`.
     let log = map(vec![

@@ -277,8 +277,51 @@ pub fn render_cluster_explained(
             out.push_str(&info.join("\n "));
             out.push('\n');
         }
+        // The proxies (fullauto's own; the machine formats stay patronictl's).
+        if !cluster.proxies.is_empty() {
+            out.push_str(&proxies_table(name, cluster).render(format));
+        }
     }
     out
+}
+
+/// The running `fullauto-proxy` processes of a cluster, as they publish themselves.
+pub fn proxies_table(name: &str, cluster: &Cluster) -> Table {
+    let columns: Vec<String> = [
+        "Proxy",
+        "Read-write",
+        "Read-only",
+        "Metrics",
+        "Moves sessions",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let cell = |v: &Value, key: &str| Value::from(v.get(key).and_then(Value::as_str).unwrap_or(""));
+    let rows = cluster
+        .proxies
+        .iter()
+        .map(|p| {
+            let moves = match p.data.get("moves_sessions").and_then(Value::as_bool) {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "",
+            };
+            vec![
+                Value::from(p.name.clone()),
+                cell(&p.data, "listen_rw"),
+                cell(&p.data, "listen_ro"),
+                cell(&p.data, "metrics"),
+                Value::from(moves),
+            ]
+        })
+        .collect();
+    Table {
+        title: Some(format!(" Proxies of {name} ")),
+        columns,
+        rows,
+        right_aligned: vec![],
+    }
 }
 
 /// The `Electable` cell: empty for the leader, `yes`, or `no: reason; reason`.
@@ -385,6 +428,28 @@ mod tests {
                 r#"{"conn_url":"postgres://127.0.0.1:5434/postgres","state":"running","role":"replica","timeline":3,"xlog_location":50331648,"tags":{"replicatefrom":"pg1"}}"#,
             ),
         ])
+    }
+
+    #[test]
+    fn proxies_are_listed_under_the_members_in_the_pretty_table_only() {
+        let mut entries = vec![e(
+            "proxies/app1-6432",
+            r#"{"listen_rw":"10.0.0.5:6432","listen_ro":null,"metrics":"10.0.0.5:9187","moves_sessions":true}"#,
+        )];
+        entries.extend(vec![
+            e("leader", "pg0"),
+            e("members/pg0", r#"{"role":"primary","state":"running"}"#),
+        ]);
+        let cluster = Cluster::from_entries(entries);
+        let text = render_cluster("demo", &cluster, false, Format::Pretty, Layout::Flat);
+        assert!(text.contains(" Proxies of demo "), "{text}");
+        let row = text.lines().find(|l| l.contains("app1-6432")).expect(&text);
+        assert!(
+            row.contains("10.0.0.5:6432") && row.contains("yes"),
+            "{row}"
+        );
+        let json = render_cluster("demo", &cluster, false, Format::Json, Layout::Flat);
+        assert!(!json.contains("app1-6432"), "{json}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! commits one row at a time, trying the node that acknowledged last first, so the
 //! measured pause is the cluster's own write gap and not a client's connection set-up.
 //! Prints each acknowledged commit's time offset on stderr (with `--trace`) and the
-//! longest gap between consecutive acknowledgements on stdout.
+//! longest gap between consecutive acknowledgements on stdout, with the number of
+//! failed attempts (errors the client saw) by message.
 //!
 //! With `--api 8041,8042,8043` (REST ports, same order as `--ports`) it is instead a
 //! client that finds the primary through `GET /primary`, as a load balancer would: it
@@ -42,20 +43,31 @@ struct Args {
     /// Database user.
     #[arg(long, default_value = "postgres")]
     user: String,
+    /// Password (for a proxy that authenticates clients itself).
+    #[arg(long)]
+    password: Option<String>,
+    /// How long one commit may take before it counts as failed.
+    #[arg(long, default_value_t = 0.5)]
+    attempt_timeout: f64,
     /// Print every acknowledgement.
     #[arg(long)]
     trace: bool,
 }
 
-async fn connect(port: u16, user: &str) -> Option<Client> {
-    let conn = format!("host=127.0.0.1 port={port} user={user} dbname=postgres connect_timeout=1");
-    let (client, connection) = tokio::time::timeout(
-        Duration::from_millis(500),
-        tokio_postgres::connect(&conn, NoTls),
-    )
-    .await
-    .ok()?
-    .ok()?;
+async fn connect(
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    within: Duration,
+) -> Option<Client> {
+    let mut conn = format!("host=127.0.0.1 port={port} user={user} dbname=postgres");
+    if let Some(p) = password {
+        conn.push_str(&format!(" password={p}"));
+    }
+    let (client, connection) = tokio::time::timeout(within, tokio_postgres::connect(&conn, NoTls))
+        .await
+        .ok()?
+        .ok()?;
     tokio::spawn(connection);
     Some(client)
 }
@@ -129,9 +141,12 @@ async fn main() -> anyhow::Result<()> {
         "--api needs one REST port per --ports entry"
     );
     let insert = format!("INSERT INTO {} DEFAULT VALUES", args.table);
+    let within = Duration::from_secs_f64(args.attempt_timeout);
+    let password = args.password.as_deref();
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
     let mut clients: Vec<Option<Client>> = Vec::new();
     for &p in &args.ports {
-        clients.push(connect(p, &args.user).await);
+        clients.push(connect(p, &args.user, password, within).await);
     }
     let fresh = (!args.api.is_empty())
         .then(|| spawn_pollers(&args.api, Duration::from_millis(args.poll_ms)));
@@ -152,14 +167,25 @@ async fn main() -> anyhow::Result<()> {
         let mut acked = false;
         for i in order {
             if clients[i].as_ref().is_none_or(Client::is_closed) {
-                clients[i] = connect(args.ports[i], &args.user).await;
+                clients[i] = connect(args.ports[i], &args.user, password, within).await;
             }
             let Some(c) = clients[i].as_ref() else {
                 current = None;
                 continue;
             };
-            let attempt = tokio::time::timeout(Duration::from_millis(500), c.execute(&insert, &[]));
-            if let Ok(Ok(_)) = attempt.await {
+            let attempt = tokio::time::timeout(within, c.execute(&insert, &[])).await;
+            let failed = match &attempt {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(match e.as_db_error() {
+                    Some(db) => db.message().to_string(),
+                    None => e.to_string(),
+                }),
+                Err(_) => Some(format!("no answer within {within:?}")),
+            };
+            if let Some(message) = failed {
+                *errors.entry(message).or_default() += 1;
+            }
+            if let Ok(Ok(_)) = attempt {
                 let at = start.elapsed();
                 if args.trace {
                     eprintln!("{:.3} ack {}", at.as_secs_f64(), args.ports[i]);
@@ -194,12 +220,14 @@ async fn main() -> anyhow::Result<()> {
     let first = acks.first().map(|a| a.1);
     let last = acks.last().map(|a| a.1);
     println!(
-        "write_gap_ms {} (at {:.3} s; {} commits; first on port {:?}, last on port {:?})",
+        "write_gap_ms {} (at {:.3} s; {} commits; first on port {:?}, last on port {:?}) errors {} {:?}",
         gap.as_millis(),
         at.as_secs_f64(),
         acks.len(),
         first,
-        last
+        last,
+        errors.values().sum::<usize>(),
+        errors
     );
     Ok(())
 }

@@ -164,6 +164,12 @@ impl MemoryDcsNode {
         let _ = self.with_lease(store, now, |s, l| s.put(now, &key, &json, Some(l)));
     }
 
+    /// Writes `proxies/<name>` on my lease.
+    pub fn touch_proxy(&mut self, store: &mut MemoryStore, now: MonoTime, record: &str) {
+        let key = self.keys.proxy(&self.name);
+        let _ = self.with_lease(store, now, |s, l| s.put(now, &key, record, Some(l)));
+    }
+
     /// Creates `initialize` only if absent.
     pub fn initialize(&mut self, store: &mut MemoryStore, now: MonoTime, value: &str) -> bool {
         matches!(

@@ -232,6 +232,10 @@ impl Dcs for MemoryDcs {
         self.call(|n, s, now| n.touch_member(s, now, data)).await
     }
 
+    async fn touch_proxy(&self, record: &str) -> Result<(), DcsError> {
+        self.call(|n, s, now| n.touch_proxy(s, now, record)).await
+    }
+
     async fn initialize(&self, value: &str) -> Result<bool, DcsError> {
         self.call(|n, s, now| n.initialize(s, now, value)).await
     }

@@ -63,6 +63,17 @@ pub struct Cluster {
     pub failsafe: Option<Failsafe>,
     /// Values that could not be parsed; the engine treats their keys conservatively.
     pub malformed: Vec<ValueError>,
+    /// Proxy records (`proxies/<name>`), sorted by name; the engine never reads them.
+    pub proxies: Vec<ProxyRecord>,
+}
+
+/// A running `fullauto-proxy`, as it publishes itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyRecord {
+    /// The proxy's name.
+    pub name: String,
+    /// Its record (JSON object: listeners, version), `Null` when unreadable.
+    pub data: serde_json::Value,
 }
 
 impl Cluster {
@@ -133,6 +144,16 @@ impl Cluster {
                     Err(r) => c.malformed.push(ValueError::new(key, r)),
                 },
                 _ => {
+                    if let Some(name) = key.strip_prefix(keys::PROXIES_DIR) {
+                        if !name.is_empty() && !name.contains('/') {
+                            c.proxies.push(ProxyRecord {
+                                name: name.to_string(),
+                                data: serde_json::from_str(&e.value)
+                                    .unwrap_or(serde_json::Value::Null),
+                            });
+                        }
+                        continue;
+                    }
                     if let Some(name) = key.strip_prefix(keys::MEMBERS_DIR) {
                         if name.is_empty() || name.contains('/') {
                             continue;
@@ -158,6 +179,7 @@ impl Cluster {
             c.status.optime = legacy_optime;
         }
         c.members.sort_by(|a, b| a.name.cmp(&b.name));
+        c.proxies.sort_by(|a, b| a.name.cmp(&b.name));
         c
     }
 

@@ -53,6 +53,14 @@ impl ClusterKeys {
     pub fn members_dir(&self) -> String {
         self.key(MEMBERS_DIR)
     }
+    /// `proxies/<name>`
+    pub fn proxy(&self, name: &str) -> String {
+        self.key(&format!("{}{}", PROXIES_DIR, name))
+    }
+    /// `proxies/`
+    pub fn proxies_dir(&self) -> String {
+        self.key(PROXIES_DIR)
+    }
     /// `initialize`
     pub fn initialize(&self) -> String {
         self.key(INITIALIZE)
@@ -93,6 +101,9 @@ pub fn wakes_ha_loop(relative: &str) -> bool {
 pub const LEADER: &str = "leader";
 /// Directory of member records.
 pub const MEMBERS_DIR: &str = "members/";
+/// Directory of proxy records (fullauto's own: each `fullauto-proxy` publishes its
+/// listeners there, bound to its lease; Patroni ignores the directory).
+pub const PROXIES_DIR: &str = "proxies/";
 /// Bootstrap race key and system identifier.
 pub const INITIALIZE: &str = "initialize";
 /// Dynamic configuration.
