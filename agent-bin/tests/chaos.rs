@@ -79,7 +79,21 @@ fn chaos() {
         u8::from(sync),
     );
     let mut run = Run::start(kind, sync);
-    let outcome = run.go(seed, Duration::from_secs(seconds));
+    let selftest = env_u64("CHAOS_SELFTEST") == Some(1);
+    let outcome = run.go(seed, Duration::from_secs(seconds), selftest);
+    if selftest {
+        // The checker must see what a replica promoted behind the agents' back does.
+        assert!(
+            outcome.double_primary > 0,
+            "selftest: a rogue promotion went unnoticed: {:?}",
+            outcome.failures
+        );
+        println!(
+            "selftest: the checker caught the rogue promotion: {:?}",
+            outcome.failures
+        );
+        return;
+    }
     run.finish(seed, outcome);
 }
 
@@ -131,7 +145,9 @@ impl Run {
         }
     }
 
-    fn go(&mut self, seed: u64, total: Duration) -> Outcome {
+    /// The run; with `selftest`, a replica is also promoted with pg_ctl a third of the
+    /// way in, behind the agents' back (a negative control for the checker).
+    fn go(&mut self, seed: u64, total: Duration, selftest: bool) -> Outcome {
         let (c, links, timeline, sync) = (&mut self.c, &self.links, &self.timeline, self.sync);
         let mut out = Outcome::default();
         c.start(0);
@@ -160,9 +176,30 @@ impl Run {
             "nemesis",
             format!("{} faults scheduled over {total:?}", steps.len()),
         );
+        if selftest {
+            let roles = load.roles.clone();
+            let dirs: Vec<_> = c.nodes.iter().map(|n| n.data_dir.clone()).collect();
+            let timeline = timeline.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(total / 3);
+                let replica = roles
+                    .lock()
+                    .expect("roles")
+                    .iter()
+                    .position(|r| *r == checker::Role::Replica);
+                if let Some(i) = replica {
+                    timeline.note(
+                        "selftest",
+                        format!("pg_ctl promote pg{i} behind the agents' back"),
+                    );
+                    let d = dirs[i].to_string_lossy().to_string();
+                    support::pg_tool("pg_ctl", &["promote", "-W", "-D", &d]);
+                }
+            });
+        }
         let mut nemesis = Nemesis::new(seed, 3, timeline.clone());
         let start = Instant::now();
-        nemesis.run(c, links, &load, &steps, start);
+        nemesis.run(c, links, &load, &steps, start, total);
         links.heal();
         out.faults = nemesis.injected;
         out.skipped = nemesis.skipped;
@@ -263,9 +300,9 @@ fn check_overlaps(acks: &[checker::Ack], out: &mut Outcome) {
     for o in checker::overlaps(acks) {
         out.double_primary += 1;
         out.failures.push(format!(
-            "two primaries: pg{} on timeline {} and pg{} on timeline {} acknowledged writes \
-             in overlapping intervals ({:?})",
-            o.a.0, o.a.1, o.b.0, o.b.1, o.length
+            "two primaries: pg{} on timeline {} acknowledged {} writes while pg{} on timeline {} \
+             accepted writes ({:?})",
+            o.b.0, o.b.1, o.writes, o.a.0, o.a.1, o.length
         ));
     }
 }

@@ -224,34 +224,52 @@ async fn write_loop(
     }
 }
 
-/// Two nodes (or one node on two timelines) that acknowledged writes in overlapping
-/// intervals: from the first acknowledgement to the sending of the last acknowledged
-/// insert, per node and timeline.
+/// Two nodes (or one node on two timelines) that accepted writes at the same time.
+///
+/// A node on one timeline accepted writes without a break from its first
+/// acknowledgement to the sending of its last acknowledged insert (a node leaving the
+/// primary role never comes back on the same timeline). Another node (or timeline)
+/// whose insert was sent and acknowledged inside that span accepted a write while the
+/// first one did too.
 #[derive(Debug)]
 pub struct Overlap {
     pub a: (usize, u32),
     pub b: (usize, u32),
+    /// From the first such insert's sending to the last one's acknowledgement.
     pub length: Duration,
+    /// How many of b's inserts fell inside a's span.
+    pub writes: usize,
 }
 
 pub fn overlaps(acks: &[Ack]) -> Vec<Overlap> {
-    let mut spans: BTreeMap<(usize, u32), (Instant, Instant)> = BTreeMap::new();
+    let mut groups: BTreeMap<(usize, u32), Vec<&Ack>> = BTreeMap::new();
     for a in acks {
-        let e = spans.entry((a.node, a.tl)).or_insert((a.acked, a.sent));
-        e.0 = e.0.min(a.acked);
-        e.1 = e.1.max(a.sent);
+        groups.entry((a.node, a.tl)).or_default().push(a);
     }
-    let spans: Vec<_> = spans.into_iter().collect();
+    let spans: BTreeMap<(usize, u32), (Instant, Instant)> = groups
+        .iter()
+        .map(|(k, v)| {
+            let first = v.iter().map(|a| a.acked).min().expect("one ack");
+            let last = v.iter().map(|a| a.sent).max().expect("one ack");
+            (*k, (first, last))
+        })
+        .collect();
     let mut out = Vec::new();
-    for (i, (ka, (fa, la))) in spans.iter().enumerate() {
-        for (kb, (fb, lb)) in &spans[i + 1..] {
-            let start = (*fa).max(*fb);
-            let end = (*la).min(*lb);
-            if start < end {
+    for (ka, (first, last)) in &spans {
+        for (kb, writes) in groups.iter().filter(|(kb, _)| *kb != ka) {
+            let inside: Vec<&&Ack> = writes
+                .iter()
+                .filter(|w| w.sent >= *first && w.acked <= *last)
+                .collect();
+            if let (Some(from), Some(to)) = (
+                inside.iter().map(|w| w.sent).min(),
+                inside.iter().map(|w| w.acked).max(),
+            ) {
                 out.push(Overlap {
                     a: *ka,
                     b: *kb,
-                    length: end - start,
+                    length: to - from,
+                    writes: inside.len(),
                 });
             }
         }
@@ -331,7 +349,9 @@ fn overlapping_acceptance_is_found_and_a_handover_is_not() {
     let split = [ack(0, 1, 0, 10), ack(1, 2, 190, 200), ack(0, 1, 250, 260)];
     let found = overlaps(&split);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].length, Duration::from_millis(50));
+    assert_eq!((found[0].a, found[0].b), ((0, 1), (1, 2)));
+    assert_eq!(found[0].length, Duration::from_millis(10));
+    assert_eq!(found[0].writes, 1);
 }
 
 #[test]

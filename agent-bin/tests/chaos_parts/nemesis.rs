@@ -58,19 +58,24 @@ impl Nemesis {
         self.timeline.note("nemesis", text);
     }
 
+    /// The node `t` names now; with no free node in that role (no primary during a
+    /// failover), any free node: faults keep coming while the cluster is in trouble.
     fn resolve(&mut self, t: Target, load: &Load) -> Option<usize> {
-        let free = |i: &usize| !self.busy[*i];
-        match t {
+        let busy = self.busy.clone();
+        let free = |i: &usize| !busy[*i];
+        let found = match t {
             Target::Primary => load.primary().filter(free),
-            Target::Replica => {
-                let r: Vec<usize> = load.replicas().into_iter().filter(free).collect();
-                (!r.is_empty()).then(|| r[self.rng.below(r.len() as u64) as usize])
-            }
+            Target::Replica => self.pick(load.replicas().into_iter().filter(free).collect()),
             Target::Node(i) => Some(i).filter(free),
-        }
+        };
+        found.or_else(|| self.pick((0..busy.len()).filter(free).collect()))
     }
 
-    /// Runs the schedule from `start` to its end, then undoes every fault.
+    fn pick(&mut self, from: Vec<usize>) -> Option<usize> {
+        (!from.is_empty()).then(|| from[self.rng.below(from.len() as u64) as usize])
+    }
+
+    /// Runs the schedule from `start`; every fault is undone by `start + total`.
     pub fn run(
         &mut self,
         c: &mut Cluster,
@@ -78,6 +83,7 @@ impl Nemesis {
         load: &Load,
         steps: &[Step],
         start: Instant,
+        total: Duration,
     ) {
         for step in steps {
             while Instant::now() < start + step.at {
@@ -85,6 +91,11 @@ impl Nemesis {
                 std::thread::sleep(Duration::from_millis(50));
             }
             self.apply(c, links, load, step);
+        }
+        // Holds end by the run's end: let them end as scheduled.
+        while !self.active.is_empty() && Instant::now() < start + total {
+            self.undo_due(c, links, false);
+            std::thread::sleep(Duration::from_millis(50));
         }
         self.undo_due(c, links, true);
     }
@@ -120,7 +131,7 @@ impl Nemesis {
         let node = match node_fault {
             Some(t) => match self.resolve(t, load) {
                 Some(i) => Some(i),
-                None => return self.skip(step, "no free node in that role"),
+                None => return self.skip(step, "every node is under a fault"),
             },
             None => None,
         };
@@ -197,13 +208,13 @@ impl Nemesis {
             }
             (Fault::Restart(t), None) => {
                 let Some(i) = self.resolve(*t, load) else {
-                    return self.skip(step, "no free node in that role");
+                    return self.skip(step, "every node is under a fault");
                 };
                 self.request(c, i, "POST", "/restart", json!({}), step);
             }
             (Fault::Reinit, None) => {
-                let Some(i) = self.resolve(Target::Replica, load) else {
-                    return self.skip(step, "no free replica");
+                let Some(i) = self.pick(load.replicas()) else {
+                    return self.skip(step, "no replica seen");
                 };
                 self.request(c, i, "POST", "/reinitialize", json!({"force": true}), step);
             }
