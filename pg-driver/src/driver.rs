@@ -1665,7 +1665,37 @@ impl PgDriver {
             });
         }
         let local = self.local_position().await?;
-        Ok(timeline::diverged(local, source_tl, &history))
+        if timeline::diverged(local, source_tl, &history) {
+            return Ok(true);
+        }
+        // Same or an ancestor timeline number: the histories behind it must agree too.
+        let mine = self.local_history(local.timeline);
+        if timeline::histories_conflict(&mine, &history) {
+            tracing::warn!(
+                source = %source.name,
+                timeline = local.timeline,
+                "timeline {} here has another history than on {}: diverged",
+                local.timeline,
+                source.name
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The entries of the local `.history` file of `timeline` (none for timeline 1 or
+    /// when the file is missing).
+    fn local_history(&self, timeline: u64) -> Vec<HistoryEntry> {
+        if timeline <= 1 {
+            return Vec::new();
+        }
+        let path = self
+            .data_dir()
+            .join("pg_wal")
+            .join(format!("{timeline:08X}.history"));
+        std::fs::read_to_string(path)
+            .map(|t| timeline::parse_history(&t))
+            .unwrap_or_default()
     }
 
     async fn do_rewind(&self, source: &Upstream) -> Result<()> {
