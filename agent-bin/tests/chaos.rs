@@ -48,6 +48,11 @@ const MAX_LAG: u64 = 1_048_576;
 /// replica streaming again (generous: the machine is shared; this is not a speed test).
 const LIVENESS: Duration = Duration::from_secs(300);
 
+/// Whether members re-clone after a failed pg_rewind (`CHAOS_REWIND_WIPE`, default 1).
+fn rewind_wipe() -> bool {
+    env_u64("CHAOS_REWIND_WIPE") != Some(0)
+}
+
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -111,7 +116,8 @@ struct Outcome {
     faults: usize,
     skipped: usize,
     acks: usize,
-    lost: usize,
+    /// None when the run never settled and the data was not checked.
+    lost: Option<usize>,
     double_primary: usize,
     liveness: Option<Duration>,
 }
@@ -133,6 +139,14 @@ impl Run {
             |_| String::new(),
             |i| Extra {
                 dcs: hosts[i].clone(),
+                // A pg_rewind cut short by a fault leaves a half-rewound data directory
+                // that only a re-clone repairs; with the default (off) the member
+                // waits for an operator's reinit, as in Patroni (`CHAOS_REWIND_WIPE=0`).
+                postgresql: if rewind_wipe() {
+                    "  remove_data_directory_on_rewind_failure: true".into()
+                } else {
+                    String::new()
+                },
                 ..Extra::default()
             },
         );
@@ -259,7 +273,8 @@ impl Run {
             out.faults,
             out.skipped,
             out.acks,
-            out.lost,
+            out.lost
+                .map_or_else(|| "not checked".to_string(), |n| n.to_string()),
             out.double_primary,
             out.liveness
                 .map(|d| format!("{:.1} s", d.as_secs_f64()))
@@ -336,7 +351,7 @@ fn check_data(
         Vec::new()
     };
     let l = checker::losses(acks, &present, tl, &history);
-    out.lost = l.forked.len() + l.unexplained.len();
+    out.lost = Some(l.forked.len() + l.unexplained.len());
     timeline.note(
         "checker",
         format!(
