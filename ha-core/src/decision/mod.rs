@@ -20,6 +20,7 @@
 //! shorter than the remaining lease never cause a demotion.
 
 mod action;
+pub mod electability;
 mod failsafe;
 #[cfg(test)]
 mod fixtures;
@@ -44,6 +45,7 @@ pub mod sync;
 mod tests;
 
 pub use action::{Action, DemoteMode, LeaseToken};
+pub use electability::{explain, Blocker, Electability, MemberElectability};
 pub use health::{failover_candidates, Verdict};
 pub use input::{
     Busy, LocalState, NodeConfig, Observation, OperatorRequest, Outcome, PeerReply, PeerStatus,
