@@ -108,6 +108,13 @@ fn cascading_replica_streams_from_its_replicatefrom_member_and_falls_back_to_the
     });
     assert!(seen.is_some(), "pg2 misses rows after the fallback");
     assert_eq!(c.api(0, "/primary").map(|r| r.0), Some(200));
+    // No failover happened: pg2 had no reason to be stopped for a divergence check
+    // (it once was, when its not-streaming count ran against the leader since pg1 died).
+    let log = std::fs::read_to_string(&c.nodes[2].log).unwrap_or_default();
+    assert!(
+        !log.contains("stopping it for a divergence check"),
+        "pg2 was stopped for a divergence check without a failover\n{log}"
+    );
 }
 
 #[test]

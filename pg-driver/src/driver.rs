@@ -1762,7 +1762,37 @@ impl PgDriver {
             });
         }
         let local = self.local_position().await?;
-        Ok(timeline::diverged(local, source_tl, &history))
+        if timeline::diverged(local, source_tl, &history) {
+            return Ok(true);
+        }
+        // Same or an ancestor timeline number: the histories behind it must agree too.
+        let mine = self.local_history(local.timeline);
+        if timeline::histories_conflict(&mine, &history) {
+            tracing::warn!(
+                source = %source.name,
+                timeline = local.timeline,
+                "timeline {} here has another history than on {}: diverged",
+                local.timeline,
+                source.name
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The entries of the local `.history` file of `timeline` (none for timeline 1 or
+    /// when the file is missing).
+    fn local_history(&self, timeline: u64) -> Vec<HistoryEntry> {
+        if timeline <= 1 {
+            return Vec::new();
+        }
+        let path = self
+            .data_dir()
+            .join("pg_wal")
+            .join(format!("{timeline:08X}.history"));
+        std::fs::read_to_string(path)
+            .map(|t| timeline::parse_history(&t))
+            .unwrap_or_default()
     }
 
     async fn do_rewind(&self, source: &Upstream) -> Result<()> {
@@ -1785,7 +1815,26 @@ impl PgDriver {
         self.checkpoint_source(source).await;
         // Fetched before pg_rewind: afterwards nothing may fail before the
         // configuration is rendered again.
-        let (_, _, history) = self.source_timeline(source).await?;
+        let (_, source_tl, history) = self.source_timeline(source).await?;
+        // pg_rewind takes equal timeline numbers for one history ("no rewind
+        // required") and would leave a data directory that cannot stream.
+        let local_tl = if c.min_recovery_lsn.unwrap_or(0) > 0 {
+            c.min_recovery_timeline
+                .unwrap_or(0)
+                .max(c.checkpoint_timeline.unwrap_or(0))
+        } else {
+            c.checkpoint_timeline.unwrap_or(0)
+        };
+        if local_tl == source_tl
+            && timeline::histories_conflict(&self.local_history(local_tl), &history)
+        {
+            return Err(DriverError::Invalid(format!(
+                "timeline {local_tl} here forked from another place than timeline {source_tl} \
+                 on {}: pg_rewind cannot repair equal timeline numbers; reinitialize this member \
+                 (fullautoctl reinit) or set remove_data_directory_on_rewind_failure",
+                source.name
+            )));
+        }
         tracing::info!(source = %source.name, "running pg_rewind");
         let cfg = self.cfg();
         let creds = cfg.rewind_credentials();

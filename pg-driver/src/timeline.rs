@@ -63,6 +63,23 @@ pub fn diverged(local: LocalPosition, source_timeline: u64, history: &[HistoryEn
     }
 }
 
+/// Whether the local timeline's own history (`local_history`, the entries of its
+/// `.history` file: every ancestor and where it ended) contradicts the source's: an
+/// ancestor the source does not have, or that ended elsewhere. Two servers promoted
+/// from the same parent without seeing each other's history file pick the same new
+/// timeline number on different histories; the numbers alone then look compatible
+/// (seen in the chaos run: a node whose pg_rewind had failed was promoted to the
+/// timeline number another node already used, and that node then followed it as if
+/// nothing had diverged).
+pub fn histories_conflict(local_history: &[HistoryEntry], source_history: &[HistoryEntry]) -> bool {
+    local_history.iter().any(|l| {
+        source_history
+            .iter()
+            .find(|s| s.timeline == l.timeline)
+            .is_none_or(|s| s.switchpoint != l.switchpoint)
+    })
+}
+
 /// Parses a WAL segment file name into (timeline, segment number).
 pub fn parse_wal_file_name(name: &str, segment_size: u64) -> Option<(u64, u64)> {
     if name.len() != 24 || !name.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -167,5 +184,25 @@ mod tests {
         // Replica that replayed exactly to the switchpoint, and past it.
         assert!(!diverged(pos(1, 0x3000148, false), 3, &h));
         assert!(diverged(pos(1, 0x3000149, false), 3, &h));
+    }
+
+    #[test]
+    fn a_timeline_number_reached_on_another_history_conflicts() {
+        let source = parse_history(HIST);
+        // Our timeline 2 forked from 1 where the source's did: a prefix, no conflict.
+        assert!(!histories_conflict(
+            &parse_history("1\t0/3000148\tx\n"),
+            &source
+        ));
+        assert!(!histories_conflict(&[], &source));
+        assert!(!histories_conflict(&source, &source));
+        // Our timeline 2 forked from 1 later than the source's timeline 2 did.
+        assert!(histories_conflict(
+            &parse_history("1\t0/4000000\tx\n"),
+            &source
+        ));
+        // An ancestor the source never had.
+        let other = parse_history("1\t0/3000148\tx\n2\t0/5000000\tx\n3\t0/6000000\tx\n");
+        assert!(histories_conflict(&other, &source));
     }
 }

@@ -472,3 +472,43 @@ async fn clean_switchover_demotes_without_rewind() {
     assert_eq!(obs.timeline, Some(2));
     assert_eq!(obs.following.as_deref(), Some("sw-b"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_timeline_number_on_another_history_needs_a_rewind() {
+    // Two replicas promoted from the same primary at different points, neither seeing
+    // the other's history file, both end up on timeline 2 (seen in a chaos run after a
+    // failed pg_rewind). Equal numbers are not equal histories.
+    let env = TestEnv::new();
+    let a = env.primary("p").await;
+    let b = env.replica("q", &a).await;
+    let c = env.replica("r", &a).await;
+    a.sql("CREATE TABLE t(v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    wait_row(&b, "SELECT count(*) FROM t", "1").await;
+    wait_row(&c, "SELECT count(*) FROM t", "1").await;
+    b.driver.promote(T).await.unwrap();
+    // c keeps following the old primary past b's switch point, then is promoted too.
+    a.sql("INSERT INTO t SELECT generate_series(2, 100); SELECT pg_switch_wal()")
+        .await
+        .unwrap();
+    wait_row(&c, "SELECT count(*) FROM t", "100").await;
+    a.driver.stop(StopMode::Fast, T).await.unwrap();
+    c.driver.promote(T).await.unwrap();
+    assert_eq!(observe_settled(&b.driver).await.timeline, Some(2));
+    assert_eq!(observe_settled(&c.driver).await.timeline, Some(2));
+    c.driver.stop(StopMode::Fast, T).await.unwrap();
+    assert!(
+        c.driver.needs_rewind(&b.upstream()).await.unwrap(),
+        "timeline 2 forked at another place on each: c must be rewound to follow b"
+    );
+    // pg_rewind cannot repair it (it compares timeline numbers): refused, with the way
+    // out named, instead of a "successful" rewind that leaves c unable to stream.
+    let refused = c
+        .driver
+        .rewind(&b.upstream())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("reinitialize"), "{refused}");
+}

@@ -47,8 +47,85 @@ impl TestDcs {
                     _dir: dir,
                 }
             }
-            DcsKind::ZooKeeper => TestDcs::ZooKeeper(ZooKeeperServer::start(false)),
-            DcsKind::ZooKeeperTls => TestDcs::ZooKeeper(ZooKeeperServer::start(true)),
+            DcsKind::ZooKeeper => TestDcs::ZooKeeper(ZooKeeperServer::start(1, false)),
+            DcsKind::ZooKeeperTls => TestDcs::ZooKeeper(ZooKeeperServer::start(1, true)),
+        }
+    }
+
+    /// An ensemble of `n` members of a plain-text `kind` (etcd or ZooKeeper; a TLS kind
+    /// is refused), all serving.
+    pub fn start_ensemble(kind: DcsKind, n: usize) -> TestDcs {
+        match kind {
+            DcsKind::Etcd => TestDcs::Etcd(EtcdCluster::start(n).expect("etcd ensemble")),
+            DcsKind::ZooKeeper => TestDcs::ZooKeeper(ZooKeeperServer::start(n, false)),
+            DcsKind::EtcdTls | DcsKind::ZooKeeperTls => {
+                panic!("start_ensemble: {kind:?} is not supported (plain etcd or ZooKeeper)")
+            }
+        }
+    }
+
+    /// Number of members (running or not).
+    pub fn members(&self) -> usize {
+        match self {
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e.len(),
+            TestDcs::ZooKeeper(z) => z.cluster.servers().len(),
+        }
+    }
+
+    /// `127.0.0.1:port` of every member's plain client port.
+    pub fn member_hosts(&self) -> Vec<String> {
+        match self {
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e.hosts(),
+            TestDcs::ZooKeeper(z) => z.cluster.hosts(),
+        }
+    }
+
+    /// The DCS section of an agent's config file listing `hosts` (`host:port`)
+    /// instead of the members' own addresses (e.g. proxies in front of them).
+    pub fn config_section_for(&self, hosts: &[String]) -> String {
+        match self {
+            TestDcs::Etcd(_) | TestDcs::EtcdTls { .. } => {
+                format!("etcd3:\n  hosts: [{}]", hosts.join(", "))
+            }
+            TestDcs::ZooKeeper(_) => format!("zookeeper:\n  hosts: [{}]", hosts.join(", ")),
+        }
+    }
+
+    /// Kills member `i` (SIGKILL; SIGCONT first in case it was frozen).
+    pub fn kill_member(&mut self, i: usize) {
+        self.resume_member(i);
+        match self {
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e.kill(i),
+            TestDcs::ZooKeeper(z) => z.cluster.server(i).kill(),
+        }
+    }
+
+    /// Starts a killed member again on its data, without waiting for it to serve
+    /// (it may have no quorum to serve with yet).
+    pub fn spawn_member(&mut self, i: usize) {
+        match self {
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => {
+                if !e.is_running(i) {
+                    e.spawn_member(i).expect("start etcd member");
+                }
+            }
+            TestDcs::ZooKeeper(z) => z.cluster.server(i).spawn().expect("start zookeeper"),
+        }
+    }
+
+    /// Freezes member `i` (SIGSTOP).
+    pub fn pause_member(&mut self, i: usize) {
+        match self {
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e.pause(i),
+            TestDcs::ZooKeeper(z) => z.cluster.server(i).pause(),
+        }
+    }
+
+    /// Thaws member `i` (SIGCONT).
+    pub fn resume_member(&mut self, i: usize) {
+        match self {
+            TestDcs::Etcd(e) | TestDcs::EtcdTls { etcd: e, .. } => e.resume(i),
+            TestDcs::ZooKeeper(z) => z.cluster.server(i).resume(),
         }
     }
 
@@ -119,7 +196,7 @@ pub struct ZooKeeperServer {
 }
 
 impl ZooKeeperServer {
-    fn start(tls: bool) -> ZooKeeperServer {
+    fn start(n: usize, tls: bool) -> ZooKeeperServer {
         // One worker keeps the reader's session alive between reads.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -130,6 +207,8 @@ impl ZooKeeperServer {
             .block_on(async {
                 if tls {
                     ZkCluster::standalone_tls(ClientAuth::Need).await
+                } else if n > 1 {
+                    ZkCluster::ensemble(n).await
                 } else {
                     ZkCluster::standalone().await
                 }

@@ -63,6 +63,9 @@ pub struct Extra {
     pub authentication: String,
     /// Lines appended to `postgresql.callbacks` (four spaces, e.g. `on_reload:`).
     pub callbacks: String,
+    /// Replaces the DCS section (top level, e.g. from [`TestDcs::config_section_for`])
+    /// when not empty.
+    pub dcs: String,
 }
 
 pub struct Cluster {
@@ -72,6 +75,9 @@ pub struct Cluster {
     pub scope: String,
     /// Set when the nodes serve HTTPS: the harness's API calls use this client.
     pub https: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Whether a failing test prints every node's whole log (a long run keeps them
+    /// elsewhere instead).
+    pub print_logs_on_failure: bool,
 }
 
 /// A port nothing listens on, picked below the kernel's ephemeral range (32768 and
@@ -166,7 +172,18 @@ impl Cluster {
         tags: impl Fn(usize) -> String,
         extra: impl Fn(usize) -> Extra,
     ) -> Cluster {
-        let dcs = TestDcs::start(kind);
+        Cluster::with_dcs(TestDcs::start(kind), n, timing, extra_dcs, tags, extra)
+    }
+
+    /// Like `new_with`, on a DCS the caller started (e.g. an ensemble).
+    pub fn with_dcs(
+        dcs: TestDcs,
+        n: usize,
+        timing: &Timing,
+        extra_dcs: &str,
+        tags: impl Fn(usize) -> String,
+        extra: impl Fn(usize) -> Extra,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("fullauto-e2e-")
             .tempdir()
@@ -180,6 +197,7 @@ impl Cluster {
             nodes: Vec::new(),
             scope,
             https: None,
+            print_logs_on_failure: true,
         };
         for i in 0..n {
             let node = c.write_node(i, timing, extra_dcs, &tags(i), &extra(i));
@@ -229,7 +247,11 @@ impl Cluster {
             format!("  listen: 127.0.0.1:{api_port}"),
             format!("  connect_address: 127.0.0.1:{api_port}"),
             extra.restapi.trim_end().to_string(),
-            self.dcs.config_section(),
+            if extra.dcs.is_empty() {
+                self.dcs.config_section()
+            } else {
+                extra.dcs.trim_end().to_string()
+            },
             "bootstrap:".into(),
             "  dcs:".into(),
             format!("    ttl: {}", t.ttl),
@@ -538,7 +560,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() && self.print_logs_on_failure {
             eprintln!("{}", self.logs());
         }
         for i in 0..self.nodes.len() {

@@ -236,7 +236,9 @@ pub struct LocalState {
     pub stuck_since: Option<MonoTime>,
     /// Since when a requested switchover waits for its candidate to stream from me.
     pub switchover_waiting_since: Option<MonoTime>,
-    /// The leader `stuck_since` counts against: a new leader restarts the count.
+    /// The upstream `stuck_since` counts against (the member the replica should
+    /// stream from, the leader or its `replicatefrom` member): a new upstream restarts
+    /// the count.
     pub stuck_on_leader: Option<String>,
     /// Since when Postgres has been unresponsive.
     pub hung_since: Option<MonoTime>,

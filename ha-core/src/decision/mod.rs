@@ -601,7 +601,7 @@ impl<'a> Step<'a> {
         }
         let upstream = self.upstream_for_replica(c);
         let wanted = upstream.as_ref().map(|u| u.name.clone());
-        if self.replica_needs_rewind_check(c) {
+        if self.replica_needs_rewind_check(c, wanted.as_deref()) {
             // Stop now; recover() restarts it with a divergence check and pg_rewind.
             self.st.rewind_pending = true;
             self.st.stuck_since = None;
@@ -631,7 +631,13 @@ impl<'a> Step<'a> {
     /// demoted without a rewind check, is behind the leader's timeline (after a loop),
     /// or has not streamed for a whole ttl (its history may have forked on the same
     /// timeline, e.g. it received WAL the new leader never had).
-    fn replica_needs_rewind_check(&mut self, c: &Cluster) -> bool {
+    ///
+    /// The count runs against the upstream the replica is pointed at (`wanted`): a
+    /// replica about to be pointed elsewhere (its `replicatefrom` member died, a new
+    /// leader) starts counting when it follows the new one, which takes a walreceiver
+    /// reconnect. Counting from the leader alone stopped a cascading replica whose
+    /// upstream died, right after it had been pointed at the leader (e2e_cascade).
+    fn replica_needs_rewind_check(&mut self, c: &Cluster, wanted: Option<&str>) -> bool {
         let pg = &self.obs.pg;
         // A `nostream` replica never streams: not streaming proves nothing there.
         if !pg.is_replica() || self.cfg.tags.no_stream() {
@@ -664,9 +670,17 @@ impl<'a> Step<'a> {
         } else {
             dc.ttl()
         };
-        // A new leader restarts the count: following it takes a reconnect.
-        if self.st.stuck_on_leader.as_deref() != Some(leader.name.as_str()) {
-            self.st.stuck_on_leader = Some(leader.name.clone());
+        // Not pointed at the wanted upstream yet: the Follow comes first, and the count
+        // starts once the replica follows it.
+        if pg.following.as_deref() != wanted && wanted.is_some() {
+            self.st.stuck_on_leader = None;
+            self.st.stuck_since = None;
+            return false;
+        }
+        // A new upstream restarts the count: following it takes a reconnect.
+        let upstream = wanted.unwrap_or(leader.name.as_str());
+        if self.st.stuck_on_leader.as_deref() != Some(upstream) {
+            self.st.stuck_on_leader = Some(upstream.to_string());
             self.st.stuck_since = None;
         }
         let since = *self.st.stuck_since.get_or_insert(self.now);

@@ -1334,18 +1334,23 @@ fn replica_behind_a_new_timeline_gets_time_to_reconnect_and_a_new_leader_restart
         &["Follow a", "PublishMember role=replica state=running"],
     );
     assert!(!stops_for_divergence_check(&d));
-    // Several loop_waits later the walreceiver may still be waiting for its retry.
+    // It follows a now; several loop_waits later the walreceiver may still be waiting
+    // for its retry.
+    pg.following = Some("a".into());
+    let d = decide(
+        &node,
+        &d.state,
+        &obs(c.clone(), pg.clone(), vec![]),
+        t(1500),
+    );
+    assert!(!stops_for_divergence_check(&d), "{:?}", d.actions);
     let d = decide(
         &node,
         &d.state,
         &obs(c.clone(), pg.clone(), vec![]),
         t(6000),
     );
-    assert_actions(
-        &d.actions,
-        &["Follow a", "PublishMember role=replica state=running"],
-    );
-    assert!(!stops_for_divergence_check(&d), "{:?}", d.actions);
+    assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
     // Another failover meanwhile: the count starts again for the new leader.
     let c2 = behind_timeline_view("c");
     let d = decide(
@@ -1359,6 +1364,14 @@ fn replica_behind_a_new_timeline_gets_time_to_reconnect_and_a_new_leader_restart
         &["Follow c", "PublishMember role=replica state=running"],
     );
     assert!(!stops_for_divergence_check(&d), "{:?}", d.actions);
+    pg.following = Some("c".into());
+    let d = decide(
+        &node,
+        &d.state,
+        &obs(c2.clone(), pg.clone(), vec![]),
+        t(11_000),
+    );
+    assert!(!stops_for_divergence_check(&d), "{:?}", d.actions);
     // Still not streaming long after: stopped for the divergence check.
     let d = decide(&node, &d.state, &obs(c2, pg, vec![]), t(21_000));
     assert_actions(
@@ -1368,6 +1381,66 @@ fn replica_behind_a_new_timeline_gets_time_to_reconnect_and_a_new_leader_restart
             "PublishMember role=replica state=running",
         ],
     );
+    assert!(stops_for_divergence_check(&d), "{:?}", d.actions);
+}
+
+#[test]
+fn cascading_replica_whose_upstream_died_is_not_stopped_for_a_divergence_check_after_following_the_leader(
+) {
+    // e2e_cascade on a fresh machine: b streamed from its replicatefrom member r, r
+    // died; b stopped streaming at once but r's member key lived on for most of a ttl.
+    // When it expired b followed the leader, whose walreceiver connects only on its
+    // retry interval, and b was stopped "for a divergence check" with no failover: the
+    // count had run against the leader since r died.
+    let view = |with_r: bool| {
+        let v = View::new()
+            .key("config", r#"{"ttl":30,"loop_wait":1,"retry_timeout":2}"#)
+            .leader("a")
+            .member("a", "primary", 500)
+            .member("b", "replica", 400);
+        if with_r {
+            v.member("r", "replica", 450).cluster()
+        } else {
+            v.cluster()
+        }
+    };
+    let mut node = cfg("b");
+    node.tags.replicatefrom = Some("r".into());
+    let mut pg = pg_replica(400);
+    pg.replication_state = None;
+    pg.following = Some("r".into());
+    // r is gone but its key is not: b waits.
+    let mut state = LocalState::default();
+    for ms in [1000, 10_000, 25_000] {
+        let d = decide(&node, &state, &obs(view(true), pg.clone(), vec![]), t(ms));
+        assert!(!stops_for_divergence_check(&d), "{:?}", d.actions);
+        state = d.state;
+    }
+    // r's key expired: b follows the leader.
+    let d = decide(
+        &node,
+        &state,
+        &obs(view(false), pg.clone(), vec![]),
+        t(28_000),
+    );
+    assert_actions(
+        &d.actions,
+        &["Follow a", "PublishMember role=replica state=running"],
+    );
+    pg.following = Some("a".into());
+    let mut state = d.state;
+    // More than a ttl after r died, a few seconds after the follow: no stop.
+    for ms in [29_000, 33_000, 40_000] {
+        let d = decide(&node, &state, &obs(view(false), pg.clone(), vec![]), t(ms));
+        assert!(
+            !stops_for_divergence_check(&d),
+            "at {ms} ms: {:?}",
+            d.actions
+        );
+        state = d.state;
+    }
+    // Not streaming from the leader for a whole ttl: now it is checked.
+    let d = decide(&node, &state, &obs(view(false), pg, vec![]), t(60_000));
     assert!(stops_for_divergence_check(&d), "{:?}", d.actions);
 }
 
