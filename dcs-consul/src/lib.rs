@@ -65,6 +65,8 @@
 //! This backend is verified against the emulator in [`emulator`] only; no real
 //! Consul agent runs in this project's tests.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod client;
 pub mod config;

@@ -5,6 +5,8 @@
 //! and wakes the HA loop. Every call returns within `retry_timeout`, with
 //! `DcsError::Unreachable` when no etcd member answered.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod cache;
 mod client;

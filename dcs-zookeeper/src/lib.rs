@@ -26,6 +26,8 @@
 //! The `testing` feature adds a harness that runs Debian's ZooKeeper (standalone or a
 //! 3-server ensemble) on loopback, and a TCP proxy to cut a client off.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod config;
 mod error;

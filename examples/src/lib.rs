@@ -1,55 +1,39 @@
-//! Examples of embedding the fullauto crates as a library: the HA decision function is
-//! a plain function, so a custom orchestrator can ask it what a node would do without
-//! running an agent.
+//! Embedding fullauto's crates as a library, in three small programs that run in CI:
+//!
+//! - `ha-advisor` (`src/bin/ha_advisor.rs`): a dry run of the HA decision function
+//!   over a live cluster read from etcd, built with [`Observation::new`]; [`advise`]
+//!   is its core.
+//! - [`FileDcs`] (`src/file_dcs.rs`): a custom DCS backend (a JSON file under
+//!   `flock`, leases by the wall clock) that passes ha-core's conformance suite
+//!   (`tests/file_dcs_conformance.rs`).
+//! - `orchestrator` (`src/bin/orchestrator.rs`): a control plane that runs three
+//!   PostgreSQL nodes in its own process, each an embedded [`ha_core::runner::Runner`]
+//!   over pg-driver and the [`FileDcs`], with its own logging and shutdown, and
+//!   fails one over (`tests/examples_run.rs` runs it).
+
+pub mod file_dcs;
+
+pub use file_dcs::FileDcs;
 
 use ha_core::decision::{decide, Action, LocalState, NodeConfig, Observation};
-use ha_core::{Cluster, DataDirState, MonoTime, PgObservation, PgProcess, Role};
+use ha_core::{Cluster, MonoTime, PgObservation};
 
-/// What the engine would do next for `member`, judged from its published record alone
-/// (a dry run: no lease outcomes, no peer probes).
+/// What the engine would do next for `member`, judged from its published record
+/// alone (a dry run: no lease outcomes, no peer probes). The member's own
+/// `PublishMember` action is left out: it is done every cycle.
 pub fn advise(cluster: &Cluster, member: &str, now: MonoTime, wall_millis: i64) -> Vec<Action> {
     let Some(m) = cluster.member(member) else {
         return Vec::new();
     };
-    let running = m
-        .data
-        .state
-        .as_ref()
-        .is_some_and(|s| s.as_str() == "running");
-    let primary = m.data.role == Some(Role::Primary);
-    let sysid = cluster.system_identifier().unwrap_or("0").to_string();
-    let pg = PgObservation {
-        process: if running {
-            PgProcess::Running
-        } else {
-            PgProcess::Stopped
-        },
-        in_recovery: running.then_some(!primary),
-        timeline: m.data.timeline,
-        wal_lsn: m.data.xlog_location.filter(|_| primary),
-        receive_lsn: m.data.receive_lsn,
-        replay_lsn: m.data.replay_lsn,
-        replication_state: m.data.replication_state.clone(),
-        ..PgObservation::stopped(DataDirState::Initialized {
-            system_identifier: sysid,
-        })
+    let system_id = cluster.system_identifier().unwrap_or("0");
+    let pg = PgObservation::from_member_record(&m.data, system_id);
+    let obs = Observation::new(cluster.clone(), pg, now).with_wall_millis(wall_millis);
+    let cfg = NodeConfig {
+        tags: m.data.tags.clone(),
+        ..NodeConfig::named(member)
     };
-    let mut cfg = NodeConfig::named(member);
-    cfg.tags = m.data.tags.clone();
-    let obs = Observation {
-        cluster: Ok(cluster.clone()),
-        read_at: now,
-        pg,
-        busy: None,
-        outcomes: Vec::new(),
-        executed: Vec::new(),
-        wall_millis,
-        request: None,
-        watchdog_failed: false,
-        failsafe_leader: None,
-        failsafe_slots: Default::default(),
-    };
-    decide(&cfg, &LocalState::default(), &obs, now)
+    let decision = decide(&cfg, &LocalState::default(), &obs, now);
+    decision
         .actions
         .into_iter()
         .filter(|a| !matches!(a, Action::PublishMember(_)))
@@ -61,16 +45,23 @@ mod tests {
     use super::*;
     use ha_core::{RawEntry, Version};
 
+    fn entry(key: &str, value: &str) -> RawEntry {
+        RawEntry {
+            key: key.into(),
+            value: value.into(),
+            version: Version(1),
+            session: None,
+        }
+    }
+
     #[test]
     fn replica_of_a_dead_leader_would_race() {
         let c = Cluster::from_entries(vec![
-            RawEntry { key: "initialize".into(), value: "7".into(), version: Version(1), session: None },
-            RawEntry {
-                key: "members/b".into(),
-                value: r#"{"state":"running","role":"replica","xlog_location":5,"api_url":"http://x/patroni"}"#.into(),
-                version: Version(2),
-                session: None,
-            },
+            entry("initialize", "7"),
+            entry(
+                "members/b",
+                r#"{"state":"running","role":"replica","xlog_location":5,"api_url":"http://x/patroni"}"#,
+            ),
         ]);
         let actions = advise(&c, "b", MonoTime::from_millis(1), 0);
         assert_eq!(actions, vec![Action::AcquireLease]);

@@ -6,6 +6,8 @@
 //! simulator that checks split-brain and data-loss invariants over many seeds.
 //! It depends on no backend.
 
+#![warn(missing_docs)]
+
 pub mod clock;
 pub mod dcs;
 pub mod model;

@@ -5,6 +5,8 @@
 //! configuration file (`postgresql.fullauto.conf`) plus `pg_hba.conf` and the standby
 //! settings. It never deletes an existing data directory on its own.
 
+#![warn(missing_docs)]
+
 pub mod binaries;
 pub mod config;
 pub mod conninfo;

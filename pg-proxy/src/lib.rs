@@ -10,6 +10,8 @@
 //! authenticate to the server through the proxy (the bytes pass through); TLS is
 //! declined ('N'), so clients must allow plain connections.
 
+#![warn(missing_docs)]
+
 pub mod cancel;
 pub mod metrics;
 pub mod routes;

@@ -20,6 +20,7 @@
 //! shorter than the remaining lease never cause a demotion.
 
 mod action;
+mod builder;
 mod failsafe;
 #[cfg(test)]
 mod fixtures;
