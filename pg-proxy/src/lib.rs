@@ -9,6 +9,34 @@
 //! connections wait (up to `pause_deadline`) instead of failing. Clients
 //! authenticate to the server through the proxy (the bytes pass through); TLS is
 //! declined ('N'), so clients must allow plain connections.
+//!
+//! # Example
+//!
+//! A proxy over a DCS (here the in-memory one, empty: no leader yet, so read-write
+//! clients would wait up to `pause_deadline`, then be refused):
+//!
+//! ```
+//! use ha_core::memory_dcs::{MemoryDcs, SharedMemoryStore};
+//! use ha_core::{ClusterKeys, DcsTiming, SystemClock};
+//! use pg_proxy::{Proxy, ProxySettings};
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), pg_proxy::ProxyError> {
+//! let store = SharedMemoryStore::new();
+//! let keys = ClusterKeys::new("service", "demo");
+//! let dcs = MemoryDcs::new(&store, Arc::new(SystemClock), keys, "proxy", DcsTiming::default());
+//! let settings = ProxySettings {
+//!     listen_rw: Some("127.0.0.1:0".into()), // clients for the primary
+//!     listen_ro: Some("127.0.0.1:0".into()), // clients for the replicas
+//!     ..ProxySettings::default()
+//! };
+//! let proxy = Proxy::start(settings, Arc::new(dcs)).await?;
+//! println!("read-write clients connect to {:?}", proxy.rw_address);
+//! assert!(proxy.rw_address.is_some() && proxy.ro_address.is_some());
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
