@@ -99,3 +99,8 @@ pub mod emulator;
 pub use backend::ConsulDcs;
 pub use config::{Consistency, ConsulConfig};
 pub use error::ConsulError;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -41,3 +41,8 @@ pub mod testing;
 
 pub use backend::EtcdDcs;
 pub use config::EtcdConfig;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

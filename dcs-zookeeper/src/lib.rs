@@ -59,3 +59,8 @@ pub mod testing;
 pub use backend::ZooKeeperDcs;
 pub use config::ZooKeeperConfig;
 pub use error::ZkError;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

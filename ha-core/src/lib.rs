@@ -95,3 +95,8 @@ pub mod conformance;
 pub mod decision;
 pub mod runner;
 pub mod sim;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

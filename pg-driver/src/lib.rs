@@ -73,3 +73,8 @@ pub use config::{
 pub use driver::{PgDriver, WalPositions};
 pub use error::DriverError;
 pub use slots::slot_name_for_member;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

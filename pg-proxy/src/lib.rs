@@ -63,6 +63,7 @@ use tokio::task::JoinHandle;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
     /// A listen address could not be bound.
     #[error("cannot listen on {address} (proxy.{key}): {source}; is another process using the port? choose another address")]
@@ -179,3 +180,8 @@ async fn accept(listener: TcpListener, kind: Listener, shared: Arc<session::Shar
         }
     }
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -61,8 +61,9 @@ use std::time::Duration;
 /// switch before it is stopped for a divergence check.
 const BEHIND_TIMELINE_GRACE: Duration = Duration::from_secs(10);
 
-/// The result of one decision step.
+/// The result of one decision step (more fields may come: read them, do not build it).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Decision {
     /// Actions to run, in order.
     pub actions: Vec<Action>,
