@@ -1,4 +1,4 @@
-//! A custom DCS backend in ~300 lines: the cluster state in one JSON file per
+//! A custom DCS backend in one file: the cluster state in one JSON file per
 //! cluster, every operation one read-modify-write under an exclusive advisory lock
 //! (`flock`), and leases that expire by the wall clock.
 //!
