@@ -333,6 +333,22 @@ async fn cluster_history_config_failsafe() {
         (code, f["pg0"].as_str()),
         (200, Some("http://127.0.0.1:8008/patroni"))
     );
+    // Added fields: the electability rule, for non-leaders only.
+    assert!(m[0].get("electable").is_none());
+    assert_eq!(m[1]["electable"], true);
+    assert!(m[1].get("not_electable_because").is_none());
+    node.set_key(
+        "config",
+        r#"{"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1500}"#,
+    );
+    let (_, c) = s.get_json("/cluster").await;
+    let m = c["members"].as_array().unwrap();
+    assert_eq!(m[1]["electable"], true);
+    assert_eq!(m[2]["electable"], false);
+    assert_eq!(
+        m[2]["not_electable_because"],
+        serde_json::json!([{"code": "lag", "reason": "lag 2048 bytes is over maximum_lag_on_failover (1500)"}])
+    );
     node.remove_key("config");
     assert_eq!(s.code("/config").await, 502);
     // /cluster falls back to the cached view when the DCS read fails.
@@ -435,4 +451,64 @@ fn sizes_parse_like_postgres() {
     assert_eq!(parse_size("1GB"), Some(1 << 30));
     assert_eq!(parse_size("abc"), None);
     assert_eq!(parse_size("5 parsecs"), None);
+}
+
+#[tokio::test]
+async fn dashboard_pages_and_event_stream() {
+    let node = TestNode::new(replica_status("pg1"), cluster_keys("pg0"));
+    let s = start(node.clone(), ApiOptions::default()).await;
+    for (path, kind, marker) in [
+        ("/ui", "text/html", "<title>fullauto dashboard</title>"),
+        ("/ui/", "text/html", "<title>fullauto dashboard</title>"),
+        (
+            "/ui/app.js",
+            "text/javascript",
+            "new EventSource(\"/ui/events\")",
+        ),
+        ("/ui/style.css", "text/css", ".member"),
+    ] {
+        let r = s
+            .client
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+        assert!(r.text().await.unwrap().contains(marker), "{path}");
+    }
+    assert_eq!(s.code("/ui/nothing-here").await, 404);
+    // The stream starts with the whole view: members with their electability.
+    let mut r = s
+        .client
+        .get(format!("{}/ui/events", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("stream open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("data line");
+    assert!(text.starts_with("event: update\n"), "{text}");
+    let update: serde_json::Value = serde_json::from_str(data).unwrap();
+    let snap = &update["snapshot"];
+    assert_eq!(snap["leader"], "pg0");
+    assert_eq!(snap["served_by"], "pg1");
+    assert_eq!(snap["timeline"], 2);
+    let members = snap["cluster"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members[1]["electable"], true);
+    assert_eq!(update["changes"], serde_json::json!([]));
 }

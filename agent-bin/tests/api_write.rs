@@ -35,6 +35,17 @@ async fn unsafe_requests_need_basic_auth_when_configured() {
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"Patroni\"");
     assert_eq!(r.text().await.unwrap(), "no auth header received");
+    // The dashboard asks for credentials itself: no browser login box over it.
+    let r = s
+        .client
+        .post(format!("{}/reload", s.base))
+        .header("X-Requested-With", "fullauto-ui")
+        .basic_auth("admin", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_none());
     let (code, body) = s
         .send(Method::POST, "/reload", None, Some(("admin", "wrong")))
         .await;

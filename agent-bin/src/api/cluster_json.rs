@@ -23,6 +23,7 @@ pub fn cluster_json(cluster: &Cluster, scope: &str) -> Value {
         .status
         .optime
         .or_else(|| cluster.leader_member().and_then(|m| m.data.xlog_location));
+    let electability = ha_core::decision::explain(cluster);
     let mut members: Vec<Value> = Vec::new();
     let mut sorted: Vec<_> = cluster.members.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -87,6 +88,22 @@ pub fn cluster_json(cluster: &Cluster, scope: &str) -> Value {
                 };
                 o.insert(format!("{kind}lsn"), lsn);
                 o.insert(format!("{kind}lag"), lag);
+            }
+        }
+        // Added to Patroni's fields: whether this member could take over now and why
+        // not (the rule `fullautoctl list --explain` and the dashboard show).
+        if let Some(e) = electability.iter().find(|e| e.name == m.name) {
+            if !is_leader {
+                o.insert("electable".into(), json!(e.electability.is_electable()));
+                let why: Vec<Value> = e
+                    .electability
+                    .blockers()
+                    .iter()
+                    .map(|b| json!({"code": b.code(), "reason": b.to_string()}))
+                    .collect();
+                if !why.is_empty() {
+                    o.insert("not_electable_because".into(), Value::Array(why));
+                }
             }
         }
         members.push(Value::Object(o));

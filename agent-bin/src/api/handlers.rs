@@ -80,6 +80,19 @@ impl Reply {
 /// The single entry point.
 pub(crate) async fn dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let head_like = req.method() == Method::HEAD || req.method() == Method::OPTIONS;
+    if req.method() == Method::GET && super::ui::is_events(req.uri().path()) {
+        // The dashboard's event stream: a body that never ends, so no `Reply`.
+        let mut response = super::ui::events(&app);
+        for (k, v) in &app.opts().extra_headers {
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        return response;
+    }
     let reply = route(&app, req).await;
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
@@ -161,6 +174,14 @@ async fn route(app: &App, req: Request) -> Reply {
                 r.content_type = Some("text/plain");
                 r
             }
+            "ui" => match super::ui::asset(&path) {
+                Some((body, content_type)) => {
+                    let mut r = Reply::text(200, body);
+                    r.content_type = Some(content_type);
+                    r.with_header("Cache-Control", "no-cache".to_string())
+                }
+                None => Reply::text(404, "no such page of the dashboard"),
+            },
             "failsafe" => match node.last_known_cluster().and_then(|c| c.failsafe) {
                 Some(f) => Reply::json(200, &serde_json::to_value(f).unwrap_or(Value::Null)),
                 None => Reply::text(502, "failsafe is not available"),
@@ -197,11 +218,17 @@ async fn route(app: &App, req: Request) -> Reply {
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string);
+    // The dashboard asks for credentials itself: a browser seeing `WWW-Authenticate`
+    // would open its own login box over the page.
+    let from_dashboard = req
+        .headers()
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes() == b"fullauto-ui");
     if let Some(denied) =
         check_access(app, auth_header.as_deref(), &conn, first == "failsafe").await
     {
         let mut r = Reply::text(denied.status, denied.message);
-        if denied.status == 401 {
+        if denied.status == 401 && !from_dashboard {
             r = r.with_header("WWW-Authenticate", "Basic realm=\"Patroni\"".to_string());
         }
         return r;

@@ -17,6 +17,7 @@ pub mod state;
 mod switchover;
 mod timestamp;
 mod tls;
+pub mod ui;
 
 pub use client::{build_api_client, with_api_auth, ApiClient, ClientTlsFiles, SharedClient};
 pub use cluster_json::{cluster_json, history_json};

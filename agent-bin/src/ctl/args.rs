@@ -104,6 +104,9 @@ pub enum Command {
         /// Show every optional column.
         #[arg(short = 'e', long = "extended")]
         extended: bool,
+        /// Add an `Electable` column: whether each member could take over now, and why not.
+        #[arg(long = "explain")]
+        explain: bool,
         /// Output format.
         #[arg(short = 'f', long = "format", value_enum, default_value_t = Format::Pretty)]
         format: Format,

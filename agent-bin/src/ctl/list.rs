@@ -6,6 +6,7 @@ use super::say;
 use super::session::Ctx;
 use super::table::Table;
 use super::view::{cluster_view, service_info, ClusterView, MemberRow};
+use ha_core::decision::{Electability, MemberElectability};
 use ha_core::Cluster;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -236,7 +237,24 @@ pub fn render_cluster(
     format: Format,
     layout: Layout,
 ) -> String {
+    render_cluster_explained(name, cluster, extended, format, layout, false)
+}
+
+/// [`render_cluster`], with `explain` adding an `Electable` column (`list --explain`):
+/// the electability rule of `ha-core`, the one `/cluster` and the dashboard show.
+pub fn render_cluster_explained(
+    name: &str,
+    cluster: &Cluster,
+    extended: bool,
+    format: Format,
+    layout: Layout,
+    explain: bool,
+) -> String {
     let (mut table, view) = members_table(name, cluster, extended, layout, format);
+    let explained = explain.then(|| ha_core::decision::explain(cluster));
+    if let Some(answers) = &explained {
+        add_electable_column(&mut table, answers);
+    }
     if format == Format::Pretty {
         // The pretty table heads both lag columns `Lag`, as patronictl does.
         for c in table.columns.iter_mut() {
@@ -247,7 +265,13 @@ pub fn render_cluster(
     }
     let mut out = table.render(format);
     if format == Format::Pretty {
-        let info = service_info(&view);
+        let mut info = service_info(&view);
+        // Synchronous standbys the `sync` key names but no member key shows.
+        for e in explained.iter().flatten() {
+            if cluster.member(&e.name).is_none() {
+                info.push(format!("{}: {}", e.name, electable_text(&e.electability)));
+            }
+        }
         if !info.is_empty() {
             out.push(' ');
             out.push_str(&info.join("\n "));
@@ -257,11 +281,45 @@ pub fn render_cluster(
     out
 }
 
+/// The `Electable` cell: empty for the leader, `yes`, or `no: reason; reason`.
+fn electable_text(e: &Electability) -> String {
+    match e {
+        Electability::Leader => String::new(),
+        Electability::Electable => "yes".to_string(),
+        Electability::NotElectable(why) => format!(
+            "no: {}",
+            why.iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+fn add_electable_column(table: &mut Table, answers: &[MemberElectability]) {
+    let Some(member_col) = table.columns.iter().position(|c| c == "Member") else {
+        return;
+    };
+    table.columns.push("Electable".to_string());
+    for row in table.rows.iter_mut() {
+        // Topology rows indent the name as `+ name`.
+        let shown = row[member_col].as_str().unwrap_or_default();
+        let name = shown.rsplit("+ ").next().unwrap_or(shown).trim();
+        let cell = answers
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| electable_text(&e.electability))
+            .unwrap_or_default();
+        row.push(Value::from(cell));
+    }
+}
+
 /// Runs `list` (or `topology`) once or, when watching, until interrupted.
 pub async fn run(
     ctx: &Ctx,
     clusters: &[String],
     extended: bool,
+    explain: bool,
     format: Format,
     watch: &WatchArgs,
     layout: Layout,
@@ -281,7 +339,9 @@ pub async fn run(
         }
         for s in &sessions {
             let cluster = s.read_existing().await?;
-            super::say_raw(&render_cluster(&s.name, &cluster, extended, format, layout));
+            super::say_raw(&render_cluster_explained(
+                &s.name, &cluster, extended, format, layout, explain,
+            ));
         }
         match watch.interval() {
             None => return Ok(()),
@@ -342,6 +402,26 @@ mod tests {
         assert_eq!(lines[4], "| pg1    | 127.0.0.1:5433 | Replica | streaming |  3 |   0/1000000 |  32 |    unknown |     |                    |");
         assert_eq!(lines[5], "| pg2    | 127.0.0.1:5434 | Replica | running   |  3 |     unknown |     |  0/3000000 |   0 | replicatefrom: pg1 |");
         assert_eq!(lines.len(), 7);
+    }
+
+    #[test]
+    fn explain_adds_the_electable_column() {
+        let out =
+            render_cluster_explained("batman", &sample(), false, Format::Tsv, Layout::Flat, true);
+        let electable: Vec<&str> = out
+            .lines()
+            .map(|l| l.rsplit('\t').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            electable,
+            [
+                "Electable",
+                "",
+                "no: unreachable: its member key has no api_url; lag 33554432 bytes is over maximum_lag_on_failover (1048576)",
+                "no: unreachable: its member key has no api_url",
+            ],
+            "{out}"
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
         Command::List {
             clusters,
             extended,
+            explain,
             format,
             watch,
         } => {
@@ -76,6 +77,7 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
                 &ctx,
                 &clusters,
                 extended,
+                explain,
                 format,
                 &watch,
                 list::Layout::Flat,
@@ -87,6 +89,7 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
             list::run(
                 &ctx,
                 &clusters,
+                false,
                 false,
                 args::Format::Pretty,
                 &watch,

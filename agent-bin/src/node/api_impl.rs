@@ -424,6 +424,9 @@ impl NodeApi for AgentApi {
 
     async fn wait_cluster_change(&self, max: Duration) {
         let mut rx = self.handle.subscribe();
+        // A copy of the handle's receiver has "seen" only the first snapshot, so
+        // `changed()` would return at once forever: wait for the next cycle's view.
+        rx.borrow_and_update();
         let _ = tokio::time::timeout(max, rx.changed()).await;
     }
 

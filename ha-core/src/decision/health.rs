@@ -1,9 +1,10 @@
 //! Who may lead: the healthiest-node rules of the leader race (Patroni §2.4) and the
 //! candidate checks of a switchover (§2.7).
 
+use super::electability::Blocker;
 use super::input::{NodeConfig, PeerStatus};
 use super::quorum;
-use crate::model::{Cluster, DynamicConfig, Member, SynchronousMode};
+use crate::model::{Cluster, DynamicConfig, Lsn, Member, SynchronousMode, Tags};
 use crate::postgres::PgObservation;
 
 /// The answer of the leader-race rules.
@@ -29,7 +30,10 @@ fn sync_restriction(dc: &DynamicConfig, c: &Cluster) -> Option<crate::model::Syn
 }
 
 /// The `sync` key when quorum mode decides who may be elected.
-fn quorum_restriction(dc: &DynamicConfig, c: &Cluster) -> Option<crate::model::SyncState> {
+pub(super) fn quorum_restriction(
+    dc: &DynamicConfig,
+    c: &Cluster,
+) -> Option<crate::model::SyncState> {
     sync_restriction(dc, c).filter(|_| dc.synchronous_mode == SynchronousMode::Quorum)
 }
 
@@ -99,25 +103,10 @@ pub(super) fn race_verdict(
             _ => Verdict::No("paused: no automatic promotion".into()),
         };
     }
-    if cfg.tags.never_promote() {
-        return Verdict::No("I am not allowed to promote".into());
-    }
-    if outside_failsafe_topology(dc, c, me) {
-        return Verdict::No("failsafe mode: I am not in the failsafe topology".into());
+    if let Some(b) = standing_blockers(dc, c, me, &cfg.tags).into_iter().next() {
+        return Verdict::No(in_first_person(&b));
     }
     let sync = sync_restriction(dc, c);
-    if let Some(s) = &sync {
-        if dc.synchronous_mode == SynchronousMode::On && !s.contains(me) {
-            return Verdict::No("I am not a synchronous standby".into());
-        }
-    }
-    if sync.is_none()
-        && dc.synchronous_mode != SynchronousMode::Off
-        && c.is_malformed(crate::model::keys::SYNC)
-    {
-        // An unreadable sync key could hide who has every acknowledged commit.
-        return Verdict::No("the sync key is malformed; refusing an automatic promotion".into());
-    }
     let my_wal = pg.wal_position();
     // Quorum mode: electing anyone but the last primary needs the voters' confirmation.
     let quorum = quorum_restriction(dc, c);
@@ -212,19 +201,11 @@ pub(super) fn race_verdict(
             }
         }
     }
-    // Too far behind the last known leader position: promoting would lose data.
-    if !manual {
-        if let Some(optime) = c.status.optime {
-            let lag = optime.saturating_sub(my_wal);
-            if dc.maximum_lag_on_failover >= 0 && lag > dc.maximum_lag_on_failover as u64 {
-                return Verdict::No(format!(
-                    "my WAL is {lag} bytes behind the last leader position"
-                ));
-            }
-        }
-    }
-    if dc.check_timeline && pg.timeline.unwrap_or(0) < c.timeline() {
-        return Verdict::No("my timeline is behind the cluster's".into());
+    if let Some(b) = position_blockers(dc, c, my_wal, pg.timeline.unwrap_or(0), manual)
+        .into_iter()
+        .next()
+    {
+        return Verdict::No(in_first_person(&b));
     }
     if others.is_empty() {
         return match quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &[])) {
@@ -284,6 +265,90 @@ pub(super) fn race_verdict(
         }
     }
     Verdict::Yes
+}
+
+/// The race rules on who a member is, whatever its WAL: its tags, the failsafe
+/// topology and the synchronous standby set. Each rule that forbids `name` to lead,
+/// in the order the race checks them.
+pub(super) fn standing_blockers(
+    dc: &DynamicConfig,
+    c: &Cluster,
+    name: &str,
+    tags: &Tags,
+) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    if tags.never_promote() {
+        out.push(Blocker::NoFailover);
+    }
+    if outside_failsafe_topology(dc, c, name) {
+        out.push(Blocker::OutsideFailsafeTopology);
+    }
+    let sync = sync_restriction(dc, c);
+    if let Some(s) = &sync {
+        if dc.synchronous_mode == SynchronousMode::On && !s.contains(name) {
+            out.push(Blocker::NotSynchronous);
+        }
+    }
+    if sync.is_none()
+        && dc.synchronous_mode != SynchronousMode::Off
+        && c.is_malformed(crate::model::keys::SYNC)
+    {
+        // An unreadable sync key could hide who has every acknowledged commit.
+        out.push(Blocker::SyncKeyMalformed);
+    }
+    out
+}
+
+/// The race rules on a member's WAL: too far behind the last known leader position
+/// (promoting would lose data; not checked for a manual failover), or on an older
+/// timeline than the cluster's when `check_timeline` is set.
+pub(super) fn position_blockers(
+    dc: &DynamicConfig,
+    c: &Cluster,
+    wal: Lsn,
+    timeline: u64,
+    manual: bool,
+) -> Vec<Blocker> {
+    let mut out = Vec::new();
+    if !manual && dc.maximum_lag_on_failover >= 0 {
+        if let Some(optime) = c.status.optime {
+            let lag = optime.saturating_sub(wal);
+            let max = dc.maximum_lag_on_failover as u64;
+            if lag > max {
+                out.push(Blocker::Lag { lag, max });
+            }
+        }
+    }
+    if dc.check_timeline && timeline < c.timeline() {
+        out.push(Blocker::TimelineBehind {
+            timeline,
+            cluster: c.timeline(),
+        });
+    }
+    out
+}
+
+/// How the race logs a rule that stops this node itself.
+fn in_first_person(b: &Blocker) -> String {
+    match b {
+        Blocker::NoFailover => "I am not allowed to promote".into(),
+        Blocker::OutsideFailsafeTopology => {
+            "failsafe mode: I am not in the failsafe topology".into()
+        }
+        Blocker::NotSynchronous => "I am not a synchronous standby".into(),
+        Blocker::SyncKeyMalformed => {
+            "the sync key is malformed; refusing an automatic promotion".into()
+        }
+        Blocker::Lag { lag, .. } => {
+            format!("my WAL is {lag} bytes behind the last leader position")
+        }
+        Blocker::TimelineBehind { .. } => "my timeline is behind the cluster's".into(),
+        Blocker::Paused
+        | Blocker::NoMemberKey
+        | Blocker::NoApiUrl
+        | Blocker::NotRunning { .. }
+        | Blocker::Quorum(_) => b.to_string(),
+    }
 }
 
 /// Peer answers as the quorum rule reads them: a WAL position only from a running

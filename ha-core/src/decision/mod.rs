@@ -21,6 +21,7 @@
 
 mod action;
 mod builder;
+pub mod electability;
 mod failsafe;
 #[cfg(test)]
 mod fixtures;
@@ -45,6 +46,7 @@ pub mod sync;
 mod tests;
 
 pub use action::{Action, DemoteMode, LeaseToken};
+pub use electability::{explain, Blocker, Electability, MemberElectability};
 pub use health::{failover_candidates, Verdict};
 pub use input::{
     Busy, LocalState, NodeConfig, Observation, OperatorRequest, Outcome, PeerReply, PeerStatus,
