@@ -12,3 +12,8 @@ pub mod node;
 pub mod secret;
 pub mod systemd;
 pub mod watchdog;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -62,8 +62,29 @@
 //! `standby-leader`) and `service_tags`, the HTTP check probes the member's REST
 //! API at `/<role>` every `service_check_interval`.
 //!
-//! This backend is verified against the emulator in [`emulator`] only; no real
-//! Consul agent runs in this project's tests.
+//! This backend is verified against the emulator (module `emulator`, feature
+//! `emulator`) only; no real Consul agent runs in this project's tests.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use dcs_consul::{ConsulConfig, ConsulDcs};
+//! use ha_core::{Dcs, DcsTiming};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), ha_core::DcsError> {
+//! // Patroni's `consul:` section; here the local agent's default address.
+//! let config = ConsulConfig::with_url("http://127.0.0.1:8500");
+//! // Member `pg1` of cluster `demo` (keys under `service/demo/`).
+//! let dcs = ConsulDcs::new(&config, "service", "demo", "pg1", DcsTiming::default())?;
+//! if dcs.acquire_leader().await? {
+//!     println!("pg1 holds the leader key while its session lives");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 #![warn(missing_docs)]
 
@@ -80,3 +101,8 @@ pub mod emulator;
 pub use backend::ConsulDcs;
 pub use config::{Consistency, ConsulConfig};
 pub use error::ConsulError;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -25,6 +25,27 @@
 //!
 //! The `testing` feature adds a harness that runs Debian's ZooKeeper (standalone or a
 //! 3-server ensemble) on loopback, and a TCP proxy to cut a client off.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use dcs_zookeeper::{ZooKeeperConfig, ZooKeeperDcs};
+//! use ha_core::{ClusterKeys, Dcs, DcsTiming};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Patroni's `zookeeper:` section.
+//! let config = ZooKeeperConfig::with_hosts(["127.0.0.1:2181"]);
+//! let keys = ClusterKeys::new("service", "demo");
+//! let dcs = ZooKeeperDcs::new(&config, keys, "pg1", DcsTiming::default())?;
+//! if dcs.acquire_leader().await? {
+//!     println!("pg1 holds the leader znode while its session lives");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 #![warn(missing_docs)]
 
@@ -40,3 +61,8 @@ pub mod testing;
 pub use backend::ZooKeeperDcs;
 pub use config::ZooKeeperConfig;
 pub use error::ZkError;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

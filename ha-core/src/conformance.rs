@@ -6,6 +6,72 @@
 //! server and run in parallel), bounds every call by `retry_timeout + 2 s` (a hang is a
 //! failure, not a stuck test) and deletes its cluster at the end. A failure panics with
 //! a message naming the check.
+//!
+//! # Proving your own backend
+//!
+//! Enable the feature for your tests only:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! ha-core = { version = "0.1", features = ["conformance"] }
+//! ```
+//!
+//! then implement [`DcsHarness`] over a real server (or whatever your store is) and
+//! run the suite from an integration test. Below, ha-core's in-memory DCS stands in
+//! for "your" backend. `tests/conformance_memory.rs` runs this, and shows that each
+//! check catches the fault it is about; dcs-etcd, dcs-zookeeper and dcs-consul run
+//! the suite against etcd, ZooKeeper and the Consul emulator, and the workspace's
+//! `examples` crate against a file-backed store.
+//!
+//! ```no_run
+//! use ha_core::conformance::{run_all, DcsHarness};
+//! use ha_core::memory_dcs::{MemoryDcs, SharedMemoryStore};
+//! use ha_core::{ClusterKeys, Dcs, DcsTiming, SystemClock};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! struct MyHarness {
+//!     store: SharedMemoryStore,
+//! }
+//!
+//! #[async_trait::async_trait]
+//! impl DcsHarness for MyHarness {
+//!     async fn connect(&self, scope: &str, member: &str, timing: DcsTiming) -> Arc<dyn Dcs> {
+//!         let keys = ClusterKeys::new("service", scope);
+//!         Arc::new(MemoryDcs::new(&self.store, Arc::new(SystemClock), keys, member, timing))
+//!     }
+//!
+//!     async fn connect_unreachable(&self, scope: &str, member: &str, timing: DcsTiming) -> Arc<dyn Dcs> {
+//!         // Your backend: a client pointed at an address where nothing listens.
+//!         let keys = ClusterKeys::new("service", scope);
+//!         let cut = MemoryDcs::new(&self.store, Arc::new(SystemClock), keys, member, timing);
+//!         cut.set_reachable(false);
+//!         Arc::new(cut)
+//!     }
+//!
+//!     fn timing(&self) -> DcsTiming {
+//!         DcsTiming {
+//!             ttl: Duration::from_secs(2),
+//!             retry_timeout: Duration::from_secs(1),
+//!             loop_wait: Duration::from_secs(1),
+//!         }
+//!     }
+//!
+//!     fn expiry_slack(&self) -> Duration {
+//!         Duration::from_millis(500)
+//!     }
+//! }
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn my_backend_passes_the_dcs_conformance_suite() {
+//!     run_all(&MyHarness { store: SharedMemoryStore::new() }).await;
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Each check is also a public function, so a backend can run them one by one (as
+//! separate tests) or repeat one under other settings (dcs-consul repeats
+//! [`lease_expiry_frees_leader_and_member`] with Consul's 2× session slack).
 
 use crate::dcs::{Dcs, DcsError, DcsTiming};
 use crate::model::{

@@ -4,6 +4,41 @@
 //! fresh tokio-postgres connections with short timeouts, and owns one generated
 //! configuration file (`postgresql.fullauto.conf`) plus `pg_hba.conf` and the standby
 //! settings. It never deletes an existing data directory on its own.
+//!
+//! # Example
+//!
+//! A driver for one server: bootstrap a new cluster, start it as a primary and
+//! observe it. In an agent the [`ha_core::runner::Runner`] makes these calls; the
+//! workspace's `examples` crate runs three such nodes in one process.
+//!
+//! ```no_run
+//! use ha_core::{Postgres, StartRole};
+//! use pg_driver::{Credentials, PgConfig, PgDriver};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut cfg = PgConfig::new("pg1", "127.0.0.1:5433", "/var/lib/postgresql/15/pg1");
+//! cfg.authentication.superuser = Credentials {
+//!     password: Some("secret".into()),
+//!     ..Credentials::user("postgres")
+//! };
+//! cfg.pg_hba = vec![
+//!     "local all all trust".into(),
+//!     "host all all 127.0.0.1/32 scram-sha-256".into(),
+//! ];
+//! // Finds initdb, pg_ctl, … (bin_dir, else the PATH and Debian's layout) and the
+//! // OS user to run them as (`postgres` when started as root).
+//! let pg = PgDriver::new(cfg)?;
+//! pg.bootstrap().await?; // initdb, users, configuration files
+//! pg.start(&StartRole::Primary, Duration::from_secs(60)).await?;
+//! let seen = pg.observe().await;
+//! assert_eq!(seen.in_recovery, Some(false));
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 #![warn(missing_docs)]
 
@@ -40,3 +75,8 @@ pub use config::{
 pub use driver::{PgDriver, WalPositions};
 pub use error::DriverError;
 pub use slots::slot_name_for_member;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -142,9 +142,6 @@ pub fn primary_conninfo_target<'a>(
     )
 }
 
-/// The effective GUCs: defaults, then user parameters translated for the server's
-/// version (`facts`, see [`version_params`]), then what the driver must own. The unix
-/// socket goes to `/tmp` unless `unix_socket_directories` is set.
 /// Raises each setting to the value pg_control recorded for it when that is higher.
 fn raise_to_recovery_floor(p: &mut BTreeMap<String, String>, floor: &BTreeMap<String, i64>) {
     for (name, recorded) in floor {

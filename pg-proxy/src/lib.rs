@@ -13,6 +13,34 @@
 //! clients authenticate to the proxy (SCRAM-SHA-256 or md5, module `auth`), the
 //! proxy logs in to servers itself, and read-write sessions move to the new primary
 //! at a transaction boundary (module `relay`, state tracked by module `track`).
+//!
+//! # Example
+//!
+//! A proxy over a DCS (here the in-memory one, empty: no leader yet, so read-write
+//! clients would wait up to `pause_deadline`, then be refused):
+//!
+//! ```
+//! use ha_core::memory_dcs::{MemoryDcs, SharedMemoryStore};
+//! use ha_core::{ClusterKeys, DcsTiming, SystemClock};
+//! use pg_proxy::{Proxy, ProxySettings};
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), pg_proxy::ProxyError> {
+//! let store = SharedMemoryStore::new();
+//! let keys = ClusterKeys::new("service", "demo");
+//! let dcs = MemoryDcs::new(&store, Arc::new(SystemClock), keys, "proxy", DcsTiming::default());
+//! let settings = ProxySettings {
+//!     listen_rw: Some("127.0.0.1:0".into()), // clients for the primary
+//!     listen_ro: Some("127.0.0.1:0".into()), // clients for the replicas
+//!     ..ProxySettings::default()
+//! };
+//! let proxy = Proxy::start(settings, Arc::new(dcs)).await?;
+//! println!("read-write clients connect to {:?}", proxy.rw_address);
+//! assert!(proxy.rw_address.is_some() && proxy.ro_address.is_some());
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
@@ -44,6 +72,7 @@ use tokio::task::JoinHandle;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProxyError {
     /// A listen address could not be bound.
     #[error("cannot listen on {address} (proxy.{key}): {source}; is another process using the port? choose another address")]
@@ -192,3 +221,8 @@ async fn accept(listener: TcpListener, kind: Listener, shared: Arc<session::Shar
         }
     }
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

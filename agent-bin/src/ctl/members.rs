@@ -61,7 +61,7 @@ pub fn choose_members<'c>(
         .collect())
 }
 
-/// Asks "Are you sure you want to <action> members a, b?" unless forced.
+/// Asks "Are you sure you want to `<action>` members a, b?" unless forced.
 pub fn confirm_members(
     members: &[&Member],
     force: bool,

@@ -28,7 +28,7 @@ use tracing_subscriber::Layer;
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Keeps the writer thread; dropping it writes the queued lines and stops the thread
-/// (unless the destination is stuck for [`FLUSH_WAIT`]: the thread is then left to
+/// (unless the destination is stuck for `FLUSH_WAIT`: the thread is then left to
 /// the process exit rather than hanging it).
 pub struct LogGuard {
     queue: Arc<LineQueue>,

@@ -163,8 +163,11 @@ impl Busy {
     }
 }
 
-/// Everything observed for one decision.
+/// Everything observed for one decision. Outside ha-core, build it with
+/// [`Observation::new`] (or [`Observation::dcs_failed`]) and the `with_*` methods:
+/// fields are added as the engine learns to weigh more.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Observation {
     /// This cycle's cluster read, or why it failed.
     pub cluster: Result<Cluster, DcsError>,

@@ -20,6 +20,7 @@
 //! shorter than the remaining lease never cause a demotion.
 
 mod action;
+mod builder;
 pub mod electability;
 mod failsafe;
 #[cfg(test)]
@@ -70,8 +71,9 @@ pub const OPTIONAL_PEER_GRACE: Duration = Duration::from_millis(50);
 /// switch before it is stopped for a divergence check.
 const BEHIND_TIMELINE_GRACE: Duration = Duration::from_secs(10);
 
-/// The result of one decision step.
+/// The result of one decision step (more fields may come: read them, do not build it).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Decision {
     /// Actions to run, in order.
     pub actions: Vec<Action>,

@@ -8,7 +8,7 @@
 //!   clock).
 //! - [`MemoryDcsNode`]: one member's synchronous view of one cluster over a store,
 //!   implementing every `Dcs` operation with an explicit `now`.
-//! - [`MemoryDcs`]: the async [`Dcs`] implementation over a [`SharedMemoryStore`],
+//! - [`MemoryDcs`]: the async [`Dcs`](crate::Dcs) implementation over a [`SharedMemoryStore`],
 //!   with a reachability switch, injected latency and change notifications.
 //!
 //! Leases are refreshed only by explicit calls (acquire, renew, touch_member), never in

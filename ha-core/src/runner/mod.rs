@@ -74,6 +74,7 @@ pub enum RunnerEvent {
 
 /// Why a runner stopped on its own: the node cannot go on until an operator acts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Fatal {
     /// The bootstrap failed because of the configuration (postgres refused a
     /// parameter, initdb an option): every new attempt would fail the same way. As in
@@ -127,8 +128,10 @@ impl Default for RunnerSettings {
     }
 }
 
-/// What the runner publishes after every cycle (REST API, metrics).
+/// What the runner publishes after every cycle (REST API, metrics). More fields may
+/// come: read them, do not build it.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct NodeSnapshot {
     /// The node's memory after the last decision.
     pub state: LocalState,
