@@ -86,8 +86,6 @@
 
 #![warn(missing_docs)]
 
-#![warn(missing_docs)]
-
 pub mod backend;
 pub mod client;
 pub mod config;

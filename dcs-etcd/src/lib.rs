@@ -28,8 +28,6 @@
 
 #![warn(missing_docs)]
 
-#![warn(missing_docs)]
-
 mod backend;
 mod cache;
 mod client;

@@ -47,8 +47,6 @@
 
 #![warn(missing_docs)]
 
-#![warn(missing_docs)]
-
 mod backend;
 mod config;
 mod error;

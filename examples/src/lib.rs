@@ -44,7 +44,7 @@ pub fn advise(cluster: &Cluster, member: &str, now: MonoTime, wall_millis: i64) 
         let decision = decide(&cfg, &state, &obs, now);
         state = decision.state;
         for action in decision.actions {
-            if let Action::ProbePeers { names } = &action {
+            if let Action::ProbePeers { names, .. } = &action {
                 let replies = names.iter().map(|n| peer_from_record(cluster, n)).collect();
                 obs.outcomes.push(Outcome::PeersProbed(replies));
             }
@@ -126,6 +126,7 @@ mod tests {
         let now = MonoTime::from_millis(1);
         let probe = |peer: &str| Action::ProbePeers {
             names: vec![peer.to_string()],
+            optional: Vec::new(),
         };
         assert_eq!(
             advise(&c, "a", now, 0),

@@ -57,8 +57,6 @@
 
 #![warn(missing_docs)]
 
-#![warn(missing_docs)]
-
 pub mod clock;
 pub mod dcs;
 pub mod model;

@@ -40,8 +40,6 @@
 
 #![warn(missing_docs)]
 
-#![warn(missing_docs)]
-
 pub mod binaries;
 pub mod config;
 pub mod conninfo;
