@@ -1,5 +1,5 @@
 //! Who could take over now, member by member, and why not: the leader-race rules of
-//! [`super::health`] (the ones `decide()` applies to itself) read from the cluster
+//! `decision::health` (the ones `decide()` applies to itself) read from the cluster
 //! view alone, with member records standing in for the peers' live answers.
 //!
 //! `GET /cluster`, `fullautoctl list --explain` and the dashboard all show this one

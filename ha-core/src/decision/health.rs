@@ -19,7 +19,7 @@ pub enum Verdict {
         /// The peers to ask.
         names: Vec<String>,
         /// Those of `names` the race can be decided without if they do not answer
-        /// at once (see [`optional_peers`]).
+        /// at once (see `optional_peers`).
         optional: Vec<String>,
     },
 }
