@@ -30,7 +30,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "bootstrap.dcs.retry_timeout", status: Status::Honoured { test: "agent-bin/tests/config_validate.rs::timing_that_breaks_the_rule_is_shortened_with_a_warning" } },
     Key { path: "bootstrap.dcs.maximum_lag_on_failover", status: Status::Honoured { test: "agent-bin/tests/e2e_failover.rs::switchover_right_after_a_write_burst_with_a_long_loop_wait" } },
     Key { path: "bootstrap.dcs.maximum_lag_on_syncnode", status: Status::Honoured { test: "ha-core/src/decision/tests.rs::a_sync_standby_lagging_beyond_the_limit_is_swapped_for_a_healthy_one_in_safe_order" } },
-    Key { path: "bootstrap.dcs.max_timelines_history", status: Status::Honoured { test: "ha-core/src/decision/tests.rs::history_is_trimmed_to_max_timelines_history" } },
+    Key { path: "bootstrap.dcs.max_timelines_history", status: Status::Honoured { test: "ha-core/src/decision/testdata/history.txt::A new timeline's history is trimmed to max_timelines_history" } },
     Key { path: "bootstrap.dcs.primary_start_timeout", status: Status::Honoured { test: "ha-core/src/decision/testdata/recovery.txt::With primary_start_timeout 0 a crashed primary releases the lease" } },
     Key { path: "bootstrap.dcs.primary_stop_timeout", status: Status::Honoured { test: "ha-core/src/runner/jobs.rs::primary_stop_timeout_makes_a_slow_stop_immediate" } },
     Key { path: "bootstrap.dcs.synchronous_mode", status: Status::Honoured { test: "agent-bin/tests/e2e_sync.rs::sync_mode_loses_no_acknowledged_commit_across_failovers" } },
