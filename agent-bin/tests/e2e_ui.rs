@@ -143,6 +143,26 @@ fn dashboard_shows_follows_and_acts() {
         ])
     );
     browser.screenshot("1-three-members");
+    // Everything the page loaded came from the agent (nothing from elsewhere).
+    let resources = browser.js(
+        "return performance.getEntriesByType('resource').map(r => r.name)
+           .concat([location.href]);",
+    );
+    let origin = format!("http://127.0.0.1:{}/", c.nodes[served].api_port);
+    assert!(
+        resources.as_array().is_some_and(|r| r
+            .iter()
+            .all(|u| u.as_str().is_some_and(|u| u.starts_with(&origin)))),
+        "resources from elsewhere: {resources}"
+    );
+    // For the report, not asserted (tests do not time things): how long the page took.
+    eprintln!(
+        "page load (request to last byte, whole load) in ms: {}",
+        browser.js(
+            "const n = performance.getEntriesByType('navigation')[0];
+             return n ? [Math.round(n.responseEnd - n.requestStart), Math.round(n.duration)] : null;"
+        )
+    );
     // The same rule outside the browser.
     let mut want: Vec<(String, String)> = (0..3)
         .map(|i| {
@@ -440,6 +460,26 @@ fn dashboard_shows_follows_and_acts() {
         browser.js("return document.getElementById('leader-name').textContent;")
     );
     assert_eq!(c.leader().as_deref(), Some(candidate.as_str()));
+    // The demotion is in the event log, the failover in the timeline history.
+    assert!(
+        browser
+            .wait_js(
+                LIVE,
+                &log_has(&format!("{new_leader}: role leader -> replica"))
+            )
+            .is_some(),
+        "no demotion of {new_leader} in the event log: {}",
+        browser.js("return document.getElementById('log').textContent;")
+    );
+    let history_rows = browser.wait_js(
+        LIVE,
+        "const n = document.querySelectorAll('#history tbody tr').length; return n >= 2 ? n : null;",
+    );
+    assert!(
+        history_rows.is_some(),
+        "timeline history rows after a failover and a switchover: {}",
+        browser.js("return document.getElementById('history').innerText;")
+    );
     browser.screenshot("4-switchover-done");
 
     // 5. A phone's screen: everything fits its width (no sideways scrolling).

@@ -236,8 +236,9 @@ async function call(method, path, body) {
     const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await resp.text();
     show(resp.status, text);
-    if (resp.status === 401) log(`${method} ${path} refused: wrong or missing credentials`);
-    else log(`${method} ${path}: ${resp.status}`);
+    const what = body && body.member ? `${method} ${path} (${body.member})` : `${method} ${path}`;
+    if (resp.status === 401) log(`${what} refused: ${text.includes("refused this agent's credentials") ? text : "wrong or missing credentials"}`);
+    else log(`${what}: ${resp.status}`);
     return resp.status;
   } catch (e) {
     show(0, "request failed: " + e);
