@@ -554,4 +554,3 @@ fn present_ids(c: &Cluster, i: usize) -> Result<BTreeSet<i64>, String> {
         .filter_map(|l| l.parse().ok())
         .collect())
 }
-

@@ -300,7 +300,9 @@ fn run(
             ["outcome", "initialize-won"] => outcomes.push(Outcome::InitializeWon),
             ["outcome", "initialize-lost"] => outcomes.push(Outcome::InitializeLost),
             ["outcome", "sync-written", result @ ("ok" | "failed")] => {
-                outcomes.push(Outcome::SyncWritten { ok: *result == "ok" })
+                outcomes.push(Outcome::SyncWritten {
+                    ok: *result == "ok",
+                })
             }
             ["outcome", "probed", peers @ ..] => outcomes.push(Outcome::PeersProbed(
                 peers.iter().map(|p| peer(p)).collect::<Result<_, _>>()?,

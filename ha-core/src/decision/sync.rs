@@ -13,9 +13,7 @@
 //! holds commits that wait for it.
 
 use super::input::NodeConfig;
-use crate::model::{
-    Cluster, DynamicConfig, Lsn, SyncState, SynchronousMode, Version, Versioned,
-};
+use crate::model::{Cluster, DynamicConfig, Lsn, SyncState, SynchronousMode, Version, Versioned};
 use crate::postgres::{PgObservation, ReplicationConnection};
 
 /// `synchronous_standby_names` for strict mode with no usable standby: commits wait

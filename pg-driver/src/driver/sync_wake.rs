@@ -56,10 +56,11 @@ impl PgDriver {
             }
             tokio::time::sleep(RELOAD_POLL).await;
         }
-        // The commit record of a transaction that has an xid; it waits for no standby.
+        // The commit record of a transaction that has an xid, flushed here (walsenders
+        // send only flushed WAL) without waiting for any standby.
         client
             .batch_execute(
-                "BEGIN; SET LOCAL synchronous_commit = off; \
+                "BEGIN; SET LOCAL synchronous_commit = local; \
                  SELECT pg_catalog.txid_current(); COMMIT",
             )
             .await
