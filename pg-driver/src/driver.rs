@@ -62,6 +62,7 @@ const LONG_TOOL_TIMEOUT: Duration = Duration::from_secs(3600);
 const REPLICA_METHOD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 mod bootstrap;
+mod sync_wake;
 
 /// The local PostgreSQL server, driven through its own tools and SQL.
 #[derive(Debug)]
@@ -2319,7 +2320,14 @@ impl Postgres for PgDriver {
         let mut state = self.state();
         state.synchronous_standby_names = value.map(str::to_string);
         self.write_config(&state)?;
-        Ok(self.pg_ctl_reload().await?)
+        self.pg_ctl_reload().await?;
+        if self.postmaster_pid().is_some() && !state.replica {
+            // Only a hint: the setting is in force either way.
+            if let Err(e) = self.wake_waiting_commits(value).await {
+                tracing::warn!(error = %e, "could not make the standbys report after changing synchronous_standby_names: commits waiting for a dropped standby may wait up to wal_receiver_status_interval");
+            }
+        }
+        Ok(())
     }
 
     async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<ha_core::Lsn>, PgError> {
