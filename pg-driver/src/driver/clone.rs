@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// pg_basebackup attempts per clone, and the pause between them (Patroni's).
+const BASEBACKUP_ATTEMPTS: u32 = 2;
+const BASEBACKUP_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
 impl PgDriver {
     pub(super) async fn check_reachable(&self, source: &Upstream) -> Result<()> {
         let addr = format!("{}:{}", source.host, source.port);

@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// Where an operator fixes a parameter postgres refuses.
+const FIX_PARAMETERS: &str = "Fix or remove that setting in the agent's configuration file \
+     (postgresql.parameters, or bootstrap.dcs.postgresql.parameters before the cluster exists) \
+     or in the cluster's dynamic configuration (fullautoctl edit-config), then start the agent again";
+/// How long a promotion may show no effect before it is requested again (see
+/// `do_promote`).
+const PROMOTE_RESIGNAL: Duration = Duration::from_millis(50);
+
 impl PgDriver {
     /// Checks the data directory before a start and refuses pid files postgres would
     /// refuse too.

@@ -35,23 +35,8 @@ const REPLICA_TIMELINE: &str = "GREATEST((SELECT received_tli FROM pg_stat_wal_r
      (SELECT timeline_id FROM pg_control_checkpoint()), \
      (SELECT min_recovery_end_timeline FROM pg_control_recovery()))";
 
-/// Where an operator fixes a parameter postgres refuses.
-const FIX_PARAMETERS: &str = "Fix or remove that setting in the agent's configuration file \
-     (postgresql.parameters, or bootstrap.dcs.postgresql.parameters before the cluster exists) \
-     or in the cluster's dynamic configuration (fullautoctl edit-config), then start the agent again";
-
-/// Connect timeout of the health query: a SIGSTOPped postmaster never answers.
-const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Budget for the health query itself once connected.
-const HEALTH_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Timeout of the driver's own short SQL (promote excluded).
 const SQL_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a promotion may show no effect before it is requested again (see
-/// `do_promote`).
-const PROMOTE_RESIGNAL: Duration = Duration::from_millis(50);
-/// pg_basebackup attempts per clone, and the pause between them (Patroni's).
-const BASEBACKUP_ATTEMPTS: u32 = 2;
-const BASEBACKUP_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 /// Short tools (pg_controldata, pg_ctl reload, psql).
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);

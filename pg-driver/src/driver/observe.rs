@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Connect timeout of the health query: a SIGSTOPped postmaster never answers.
+const HEALTH_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Budget for the health query itself once connected.
+const HEALTH_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
 impl PgDriver {
     /// The health query alone, on a fresh connection with 1 s connect and 1 s query
     /// budgets: `Err(Timeout)` for a server that does not answer (SIGSTOP, stuck I/O).
