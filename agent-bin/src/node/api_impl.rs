@@ -87,7 +87,7 @@ async fn restart_now(handle: &RunnerHandle, wait: Duration) -> RestartOutcome {
     let answer = handle.request(OperatorRequest::Restart);
     match tokio::time::timeout(wait, answer).await {
         Ok(Ok(Ok(()))) => RestartOutcome::Restarted,
-        Ok(Ok(Err(why))) => RestartOutcome::Failed(why),
+        Ok(Ok(Err(why))) => RestartOutcome::Failed(why.to_string()),
         Ok(Err(_)) => RestartOutcome::Failed("restart failed".into()),
         Err(_) => RestartOutcome::Failed("restart failed: it did not finish in time".into()),
     }
@@ -433,7 +433,7 @@ impl NodeApi for AgentApi {
             .request(OperatorRequest::Reinitialize { from_leader, force });
         let wait = self.cycle_wait();
         match tokio::time::timeout(wait, answer).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map_err(|e| e.to_string()),
             Ok(Err(_)) => Err("reinitialize failed: the agent is shutting down".into()),
             Err(_) => Err("reinitialize failed: no decision in time".into()),
         }
