@@ -135,6 +135,8 @@ bootstrap:
       parameters:
         wal_keep_size: 128MB
         wal_log_hints: 'on'
+        max_wal_senders: $((MEMBERS + 5))
+        max_replication_slots: $((MEMBERS + 5))
   initdb:
   - encoding: UTF8
   pg_hba:
