@@ -52,6 +52,7 @@ mod observe;
 mod rewind;
 mod session;
 mod slots;
+mod sync_wake;
 
 pub use observe::WalPositions;
 
@@ -597,7 +598,14 @@ impl Postgres for PgDriver {
         let mut state = self.state();
         state.synchronous_standby_names = value.map(str::to_string);
         self.write_config(&state)?;
-        Ok(self.pg_ctl_reload().await?)
+        self.pg_ctl_reload().await?;
+        if self.postmaster_pid().is_some() && !state.replica {
+            // Only a hint: the setting is in force either way.
+            if let Err(e) = self.wake_waiting_commits(value).await {
+                tracing::warn!(error = %e, "could not make the standbys report after changing synchronous_standby_names: commits waiting for a dropped standby may wait up to wal_receiver_status_interval");
+            }
+        }
+        Ok(())
     }
 
     async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<ha_core::Lsn>, PgError> {
