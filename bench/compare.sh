@@ -339,8 +339,9 @@ soak() {
   wait "$WRITER" || true
   for p in "${hogs[@]}"; do kill "$p" 2>/dev/null || true; done
   stop_watch
-  # Every DELETE of the key, or PUT of another name, is a lost leadership.
-  changes=$(awk -v l="$L" '$2=="DELETE"{n++} $2=="PUT"{getline; getline; if ($2 != l) n++; l=$2} END{print n+0}' "$DIR/watch")
+  # Every DELETE of the key is a lost leadership, and so is a PUT of another name
+  # that no DELETE preceded.
+  changes=$(awk -v l="$L" '$2=="DELETE"{n++; gone=1} $2=="PUT"{getline; getline; if (!gone && $2 != l) n++; l=$2; gone=0} END{print n+0}' "$DIR/watch")
   sample soak_seconds "$SOAK_SECONDS"
   sample soak_leader_changes "$changes"
   gap=$(awk '$1=="write_gap_ms"{print $2}' "$DIR/writer.out")
