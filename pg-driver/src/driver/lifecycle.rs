@@ -373,6 +373,8 @@ impl PgDriver {
 
     pub(super) async fn do_stop(&self, mode: StopMode, timeout: Duration) -> Result<StopOutcome> {
         tracing::info!("stopping postgres ({mode} mode)");
+        // A smart shutdown waits for every client, the kept connection included.
+        self.drop_local_session().await;
         if self.postmaster_pid().is_some() {
             // Patroni runs it before every stop of a running server; the outcome only
             // gets logged.
@@ -464,7 +466,16 @@ impl PgDriver {
 
     pub(super) async fn do_promote(&self, timeout: Duration) -> Result<()> {
         tracing::info!("promoting postgres");
-        let client = self.connect_local(SQL_TIMEOUT).await?;
+        // The kept connection: no new backend on the failover's critical path.
+        let client = self.local_session(SQL_TIMEOUT).await?;
+        let promoted = self.promote_on(&client, timeout).await;
+        if promoted.is_err() {
+            self.drop_local_session().await;
+        }
+        promoted
+    }
+
+    async fn promote_on(&self, client: &tokio_postgres::Client, timeout: Duration) -> Result<()> {
         let secs = timeout.as_secs().max(1);
         // pg_promote(wait => true) checks for the end of recovery only every 100 ms;
         // polling ourselves every 2 ms shortens the write gap of a failover.
@@ -474,9 +485,13 @@ impl PgDriver {
             .map_err(sql::query_error)?;
         let started = std::time::Instant::now();
         let mut signalled = started;
+        let poll = client
+            .prepare("SELECT pg_is_in_recovery()")
+            .await
+            .map_err(sql::query_error)?;
         loop {
             let row = client
-                .query_one("SELECT pg_is_in_recovery()", &[])
+                .query_one(&poll, &[])
                 .await
                 .map_err(sql::query_error)?;
             let in_recovery: bool = row.get(0);

@@ -50,6 +50,7 @@ mod clone;
 mod lifecycle;
 mod observe;
 mod rewind;
+mod session;
 mod slots;
 mod sync_wake;
 
@@ -70,6 +71,8 @@ pub struct PgDriver {
     running_sysid: Mutex<Option<RunningPostmaster>>,
     /// How often a long operation (clone, rewind, start) logs its progress, in ms.
     progress_every_ms: std::sync::atomic::AtomicU64,
+    /// The kept connection for the failover's critical path (`session.rs`).
+    session: tokio::sync::Mutex<Option<session::LocalSession>>,
 }
 
 /// A running postmaster (pid and start time) and its cluster's system identifier.
@@ -102,6 +105,7 @@ impl PgDriver {
             replica_timeline: Mutex::new(None),
             running_sysid: Mutex::new(None),
             progress_every_ms: std::sync::atomic::AtomicU64::new(10_000),
+            session: tokio::sync::Mutex::new(None),
         })
     }
 

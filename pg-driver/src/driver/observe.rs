@@ -29,7 +29,7 @@ impl PgDriver {
     }
 
     async fn health(&self) -> Result<Health> {
-        let client = self.connect_local(HEALTH_CONNECT_TIMEOUT).await?;
+        let client = self.local_session(HEALTH_CONNECT_TIMEOUT).await?;
         let q = format!(
             "SET statement_timeout = {};
              SELECT pg_is_in_recovery()::text,
@@ -62,8 +62,14 @@ impl PgDriver {
             HEALTH_QUERY_TIMEOUT.as_millis()
         );
         let msgs = match tokio::time::timeout(HEALTH_QUERY_TIMEOUT, client.simple_query(&q)).await {
-            Err(_) => return Err(DriverError::Timeout("health query timed out".into())),
-            Ok(Err(e)) => return Err(sql::query_error(e)),
+            Err(_) => {
+                self.drop_local_session().await;
+                return Err(DriverError::Timeout("health query timed out".into()));
+            }
+            Ok(Err(e)) => {
+                self.drop_local_session().await;
+                return Err(sql::query_error(e));
+            }
             Ok(Ok(m)) => m,
         };
         // One result set per statement: SET, the health row, replication, slots,
