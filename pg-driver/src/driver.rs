@@ -927,6 +927,10 @@ impl PgDriver {
                 }
             });
         }
+        if obs.process == PgProcess::Starting && signal {
+            // It answers no query yet, but with standby.signal it comes up in recovery.
+            obs.in_recovery = Some(true);
+        }
         if signal && state.replica && obs.in_recovery != Some(false) {
             obs.following = state.upstream.as_ref().map(|u| u.name.clone());
             obs.upstream = state.upstream.as_ref().map(|u| u.to_upstream());
@@ -1730,7 +1734,7 @@ impl PgDriver {
             Some(u) => tracing::info!("pointing the replica at its new upstream {}", u.name),
             None => tracing::info!("pointing the replica at no upstream"),
         }
-        if self.postmaster_pid().is_some() {
+        if self.postmaster_pid().is_some() && !self.starting_as_standby() {
             let client = self.connect_local(SQL_TIMEOUT).await?;
             let row = client
                 .query_one("SELECT pg_is_in_recovery()", &[])
@@ -1749,6 +1753,17 @@ impl PgDriver {
         self.write_config(&state)?;
         // PostgreSQL 13+ re-reads primary_conninfo and primary_slot_name on reload.
         self.pg_ctl_reload().await
+    }
+
+    /// A postmaster still starting up (it answers no query yet) with `standby.signal`:
+    /// it comes up in recovery, and its startup process re-reads `primary_conninfo` on
+    /// reload (PostgreSQL 13+), also before the server is consistent.
+    fn starting_as_standby(&self) -> bool {
+        let starting = matches!(
+            self.pid_state(),
+            PidFileState::Alive { ref status, stopped: false, .. } if status == "starting"
+        );
+        starting && self.data_dir().join("standby.signal").exists()
     }
 
     async fn do_needs_rewind(&self, source: &Upstream) -> Result<bool> {

@@ -512,3 +512,49 @@ async fn same_timeline_number_on_another_history_needs_a_rewind() {
         .to_string();
     assert!(refused.contains("reinitialize"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_still_starting_without_an_upstream_streams_once_pointed_at_one() {
+    // A replica started while nobody led has no primary_conninfo; when its data
+    // directory needs WAL it does not hold to become consistent, it stays "starting
+    // up" until it is pointed at an upstream, which a reload does while it starts
+    // (issue 25: a chaos run's replica stayed starting for good).
+    let env = TestEnv::new();
+    let a = env.primary("a").await;
+    a.sql("SELECT pg_create_physical_replication_slot('b', true)")
+        .await
+        .unwrap();
+    a.sql("CREATE TABLE t(v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let b = TestNode::new(env.driver(env.config("b")));
+    Postgres::clone_from(&*b.driver, &a.upstream())
+        .await
+        .unwrap();
+    // The backup's own WAL gone, it can only become consistent from an upstream.
+    let wal = b.driver.config().data_dir.join("pg_wal");
+    for e in std::fs::read_dir(&wal).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let started = b
+        .driver
+        .start(
+            &StartRole::Replica { upstream: None },
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(started.is_err(), "b became consistent without its WAL");
+    let obs = b.driver.observe().await;
+    assert_eq!(obs.process, PgProcess::Starting);
+    assert_eq!(obs.in_recovery, Some(true), "a standby.signal start");
+    assert_eq!(obs.following, None);
+    b.driver.follow(Some(&a.upstream())).await.unwrap();
+    wait_row(&b, "SELECT count(*) FROM t", "1").await;
+    let obs = observe_settled(&b.driver).await;
+    assert_eq!(obs.process, PgProcess::Running);
+    assert_eq!(obs.following.as_deref(), Some("a"));
+}
