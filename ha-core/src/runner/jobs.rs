@@ -195,7 +195,8 @@ async fn run(
                             "timelines diverged and use_pg_rewind is off: starting as a replica anyway; it will not stream until reinitialized (or set use_pg_rewind or remove_data_directory_on_diverged_timelines)"
                         );
                     } else if let Err(e) = pg.rewind(source).await {
-                        if settings.remove_data_directory_on_rewind_failure {
+                        // Either setting re-clones after a failed pg_rewind, as in Patroni.
+                        if settings.remove_data_directory_on_rewind_failure || may_wipe {
                             tracing::warn!(
                                 "pg_rewind failed ({e}); removing the data directory to re-clone"
                             );
