@@ -114,6 +114,10 @@ pub struct PgObservation {
     pub receive_lsn: Option<Lsn>,
     /// Replica: last replayed LSN.
     pub replay_lsn: Option<Lsn>,
+    /// Replica: how long ago the last replayed transaction committed on the primary
+    /// (`now() - pg_last_xact_replay_timestamp()`, zero when the replica's clock is
+    /// behind the primary's); `None` before the first replayed transaction.
+    pub replayed_xact_age: Option<std::time::Duration>,
     /// Replica: `streaming` or `in archive recovery`.
     pub replication_state: Option<String>,
     /// Member name in the current `primary_conninfo` (`None`: not following anyone).
@@ -174,6 +178,7 @@ impl PgObservation {
             wal_lsn: None,
             receive_lsn: None,
             replay_lsn: None,
+            replayed_xact_age: None,
             replication_state: None,
             following: None,
             upstream: None,

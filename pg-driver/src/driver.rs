@@ -64,6 +64,7 @@ const REPLICA_METHOD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 mod bootstrap;
 mod rewind_mark;
+mod sync_wake;
 
 /// The local PostgreSQL server, driven through its own tools and SQL.
 #[derive(Debug)]
@@ -709,7 +710,10 @@ impl PgDriver {
                pg_postmaster_start_time()::text,
                current_setting('synchronous_standby_names'),
                (SELECT count(*) FROM pg_settings WHERE pending_restart)::text,
-               current_setting('synchronous_commit');
+               current_setting('synchronous_commit'),
+               CASE WHEN pg_is_in_recovery() THEN
+                 greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint::text
+               END;
              SELECT application_name, state, sync_state, flush_lsn::text, write_lsn::text,
                replay_lsn::text, host(client_addr), usename::text, sync_priority::text
                FROM pg_stat_replication ORDER BY application_name;
@@ -756,6 +760,9 @@ impl PgDriver {
             sync_names: s(8),
             pending_restart: s(9).map(|v| v != "0").unwrap_or(false),
             synchronous_commit: s(10),
+            replayed_xact_age: s(11)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis),
             replication: Vec::new(),
             slots: set(3).iter().filter_map(|r| observed_slot(r)).collect(),
             pending_restart_reason: set(4)
@@ -887,6 +894,7 @@ impl PgDriver {
                     obs.wal_lsn = h.wal_lsn;
                     obs.receive_lsn = h.receive_lsn;
                     obs.replay_lsn = h.replay_lsn;
+                    obs.replayed_xact_age = h.replayed_xact_age;
                     obs.replication_state = match h.in_recovery {
                         Some(true) => Some(if h.receiver_status.as_deref() == Some("streaming") {
                             "streaming".to_string()
@@ -2220,6 +2228,8 @@ struct Health {
     pending_restart: bool,
     pending_restart_reason: Vec<PendingParameter>,
     synchronous_commit: Option<String>,
+    /// Replica: age of the last replayed transaction's commit.
+    replayed_xact_age: Option<Duration>,
     replication: Vec<ReplicationConnection>,
     slots: Vec<ObservedSlot>,
 }
@@ -2390,7 +2400,14 @@ impl Postgres for PgDriver {
         let mut state = self.state();
         state.synchronous_standby_names = value.map(str::to_string);
         self.write_config(&state)?;
-        Ok(self.pg_ctl_reload().await?)
+        self.pg_ctl_reload().await?;
+        if self.postmaster_pid().is_some() && !state.replica {
+            // Only a hint: the setting is in force either way.
+            if let Err(e) = self.wake_waiting_commits(value).await {
+                tracing::warn!(error = %e, "could not make the standbys report after changing synchronous_standby_names: commits waiting for a dropped standby may wait up to wal_receiver_status_interval");
+            }
+        }
+        Ok(())
     }
 
     async fn received_lsn_of(&self, peer: &Upstream) -> Result<Option<ha_core::Lsn>, PgError> {

@@ -347,6 +347,33 @@ impl NodeApi for AgentApi {
         resp.json().await.ok()
     }
 
+    async fn call_member(
+        &self,
+        api_url: &str,
+        endpoint: &str,
+        body: Value,
+        timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        let url = crate::ctl::rest::endpoint_url(api_url, endpoint).map_err(|e| e.to_string())?;
+        let client = self.http.current();
+        let req = client
+            .http
+            .post(url.clone())
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let resp = crate::api::with_api_auth(req, client.auth.as_ref())
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", crate::ctl::rest::error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+        Ok((status, text))
+    }
+
     async fn restart(&self, request: RestartRequest) -> RestartOutcome {
         let wait = self.restart_wait(&request);
         let Some(at) = request.schedule.as_deref() else {
