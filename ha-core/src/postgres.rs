@@ -102,7 +102,9 @@ pub struct PgObservation {
     pub process: PgProcess,
     /// Data directory state.
     pub data_dir: DataDirState,
-    /// `pg_is_in_recovery()`; `None` if it could not be asked.
+    /// `pg_is_in_recovery()`; `None` if it could not be asked. A server still
+    /// starting up answers nothing, but one starting with `standby.signal` is known to
+    /// come up in recovery: `Some(true)`.
     pub in_recovery: Option<bool>,
     /// Current timeline.
     pub timeline: Option<u64>,

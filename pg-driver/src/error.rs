@@ -127,6 +127,10 @@ pub enum DriverError {
     /// The request does not fit the server's state.
     #[error("{0}")]
     Invalid(String),
+    /// A pg_rewind was cut short after it began copying: the data directory is a mix
+    /// of two servers' files.
+    #[error("{0}")]
+    HalfRewound(String),
     /// A file operation failed.
     #[error("{what} {path}: {source}", path = .path.display())]
     Io {
@@ -165,6 +169,7 @@ impl From<DriverError> for PgError {
             | DriverError::DataDir { .. }
             | DriverError::SystemIdMismatch { .. }
             | DriverError::PidFile { .. }
+            | DriverError::HalfRewound(_)
             | DriverError::Io { .. } => PgError::DataDir(Cause::from_error(e)),
             DriverError::SourceUnreachable { .. } => PgError::Tool {
                 tool: "connect".into(),

@@ -538,3 +538,143 @@ async fn same_timeline_number_on_another_history_needs_a_rewind() {
         .to_string();
     assert!(refused.contains("reinitialize"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_still_starting_without_an_upstream_streams_once_pointed_at_one() {
+    // A replica started while nobody led has no primary_conninfo; when its data
+    // directory needs WAL it does not hold to become consistent, it stays "starting
+    // up" until it is pointed at an upstream, which a reload does while it starts
+    // (issue 25: a chaos run's replica stayed starting for good).
+    let env = TestEnv::new();
+    let a = env.primary("a").await;
+    a.sql("SELECT pg_create_physical_replication_slot('b', true)")
+        .await
+        .unwrap();
+    a.sql("CREATE TABLE t(v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let b = TestNode::new(env.driver(env.config("b")));
+    Postgres::clone_from(&*b.driver, &a.upstream())
+        .await
+        .unwrap();
+    // The backup's own WAL gone, it can only become consistent from an upstream.
+    let wal = b.driver.config().data_dir.join("pg_wal");
+    for e in std::fs::read_dir(&wal).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.len() == 24 && name.chars().all(|c| c.is_ascii_hexdigit()) {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let started = b
+        .driver
+        .start(
+            &StartRole::Replica { upstream: None },
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(started.is_err(), "b became consistent without its WAL");
+    let obs = b.driver.observe().await;
+    assert_eq!(obs.process, PgProcess::Starting);
+    assert_eq!(obs.in_recovery, Some(true), "a standby.signal start");
+    assert_eq!(obs.following, None);
+    b.driver.follow(Some(&a.upstream())).await.unwrap();
+    wait_row(&b, "SELECT count(*) FROM t", "1").await;
+    let obs = observe_settled(&b.driver).await;
+    assert_eq!(obs.process, PgProcess::Running);
+    assert_eq!(obs.following.as_deref(), Some("a"));
+}
+
+/// A diverged former primary `x` (stopped) of a promoted `y`.
+async fn diverged_pair(env: &TestEnv) -> (TestNode, TestNode) {
+    let a = env.primary("x").await;
+    let b = env.replica("y", &a).await;
+    a.sql("CREATE TABLE t(v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    wait_row(&b, "SELECT count(*) FROM t", "1").await;
+    b.driver.promote(T).await.unwrap();
+    b.driver
+        .apply_slot_changes(&create_physical(&["x".into()]))
+        .await
+        .unwrap();
+    a.sql("INSERT INTO t SELECT generate_series(1, 1000)")
+        .await
+        .unwrap();
+    a.driver.stop(StopMode::Fast, T).await.unwrap();
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_rewound_data_directory_neither_starts_nor_rewinds_again() {
+    // A pg_rewind cut short after it began copying (issue 25: its source died, or the
+    // agent was killed, mid-copy) leaves a mix of both servers' files. Here it fails
+    // at a file it may not remove, which pg_rewind does after copying.
+    let env = TestEnv::new();
+    let (a, b) = diverged_pair(&env).await;
+    let data = a.driver.config().data_dir.clone();
+    let blocker = data.join("fa_blocker");
+    std::fs::create_dir(&blocker).unwrap();
+    std::fs::write(blocker.join("f"), "x").unwrap();
+    assert!(
+        a.driver.rewind(&b.upstream()).await.is_err(),
+        "pg_rewind removed a file of the test's user: the tools must run as the server's \
+         own (unprivileged) user here"
+    );
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let mark = data.with_file_name("data.fullauto-rewind");
+    assert!(mark.exists(), "the unfinished rewind is marked");
+    let start = a
+        .driver
+        .start(&StartRole::Replica { upstream: None }, T)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(start.contains("half-rewound"), "{start}");
+    assert!(a.postmaster_pid().is_none(), "nothing started");
+    // pg_control no longer says where it stands: the rewind path (and its re-clone
+    // on failure) is taken, and a second pg_rewind is refused.
+    assert!(a.driver.needs_rewind(&b.upstream()).await.unwrap());
+    let again = a
+        .driver
+        .rewind(&b.upstream())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains("reinitialize"), "{again}");
+    // A re-clone repairs it.
+    a.driver.remove_data_directory().await.unwrap();
+    assert!(!mark.exists());
+    Postgres::clone_from(&*a.driver, &b.upstream())
+        .await
+        .unwrap();
+    start_following(&a, &b).await;
+    b.sql("INSERT INTO t VALUES (2)").await.unwrap();
+    wait_row(&a, "SELECT max(v) FROM t WHERE v = 2", "2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewind_finished_after_its_agent_died_is_used() {
+    // The agent was killed while pg_rewind ran, and pg_rewind (not the agent's child
+    // in the same process group) went on to finish: its mark is still there, but
+    // pg_control and backup_label show the rewind done, so the member starts.
+    let env = TestEnv::new();
+    let (a, b) = diverged_pair(&env).await;
+    a.driver.rewind(&b.upstream()).await.unwrap();
+    let mark = a
+        .driver
+        .config()
+        .data_dir
+        .with_file_name("data.fullauto-rewind");
+    assert!(!mark.exists(), "a finished rewind leaves no mark");
+    std::fs::write(&mark, "y\n").unwrap();
+    start_following(&a, &b).await;
+    assert!(!mark.exists());
+    b.sql("INSERT INTO t VALUES (2)").await.unwrap();
+    wait_row(
+        &a,
+        "SELECT string_agg(v::text, ',' ORDER BY v) FROM t",
+        "1,2",
+    )
+    .await;
+}

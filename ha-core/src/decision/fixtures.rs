@@ -163,7 +163,8 @@ fn peer(spec: &str) -> Result<PeerStatus, String> {
     })
 }
 
-/// A local Postgres: `primary|replica WAL [process=…] [in_recovery=…] [sysid=…]` or
+/// A local Postgres: `primary|replica WAL [process=…] [in_recovery=…] [following=…]
+/// [sysid=…]` or
 /// `empty`.
 fn postgres(words: &[&str]) -> Result<PgObservation, String> {
     let mut pg = match words {
@@ -193,6 +194,8 @@ fn postgres(words: &[&str]) -> Result<PgObservation, String> {
                 }
             }
             Some(("timeline", n)) => pg.timeline = Some(ms(n)?),
+            Some(("following", "-")) => pg.following = None,
+            Some(("following", name)) => pg.following = Some(name.to_string()),
             Some(("wal", n)) => pg.wal_lsn = Some(ms(n)?),
             Some(("sysid", id)) => {
                 pg.data_dir = DataDirState::Initialized {

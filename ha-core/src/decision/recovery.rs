@@ -220,13 +220,31 @@ impl Step<'_> {
         }
     }
 
-    /// Postgres is starting: a leader keeps its lease meanwhile.
+    /// Postgres is starting: a leader keeps its lease meanwhile; a standby is pointed at
+    /// the member it should follow (Patroni's "normal processing for standbys"). One
+    /// started while nobody led has no upstream, and if its data directory needs WAL
+    /// it does not hold to become consistent it would stay "starting up" for good.
+    /// There is no divergence check while it starts; one follows once it runs and does
+    /// not stream.
     pub(super) fn starting(&mut self, c: &Cluster) {
         if c.is_leader(self.me()) {
             match self.ensure_renewed() {
                 Renewal::Pending => return,
                 Renewal::Renewed => self.update_fence(),
                 Renewal::Lost | Renewal::Failed(_) => {}
+            }
+        }
+        if self.obs.pg.in_recovery == Some(true) && !c.is_unlocked() {
+            let upstream = self.upstream_for_replica(c);
+            let wanted = upstream.as_ref().map(|u| u.name.clone());
+            if let Some(name) = wanted
+                .as_deref()
+                .filter(|_| self.obs.pg.following != wanted)
+            {
+                self.say(format!(
+                    "postgres is starting as a replica: pointing it at {name}"
+                ));
+                return self.act(Action::Follow { upstream });
             }
         }
         self.say("postgres is starting");

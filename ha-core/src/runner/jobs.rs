@@ -195,7 +195,8 @@ async fn run(
                             "timelines diverged and use_pg_rewind is off: starting as a replica anyway; it will not stream until reinitialized (or set use_pg_rewind or remove_data_directory_on_diverged_timelines)"
                         );
                     } else if let Err(e) = pg.rewind(source).await {
-                        if settings.remove_data_directory_on_rewind_failure {
+                        // Either setting re-clones after a failed pg_rewind, as in Patroni.
+                        if settings.remove_data_directory_on_rewind_failure || may_wipe {
                             tracing::warn!(
                                 "pg_rewind failed ({e}); removing the data directory to re-clone"
                             );
@@ -464,6 +465,7 @@ mod tests {
         slow_stop_below: Option<Duration>,
         pre_promote_fails: bool,
         rewindable: bool,
+        rewind_fails: bool,
     }
 
     impl FakePg {
@@ -515,6 +517,9 @@ mod tests {
         }
         async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
             self.log("rewind".into());
+            if self.rewind_fails {
+                return Err(PgError::DataDir("half-rewound".into()));
+            }
             Ok(())
         }
         async fn remove_data_directory(&self) -> Result<(), PgError> {
@@ -711,6 +716,48 @@ mod tests {
         // use_pg_rewind off: wipe with the flag, else start as it is (Patroni).
         assert_eq!(start(true, false, true).await, [check, wipe]);
         assert_eq!(start(true, false, false).await, ["start"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_rewind_re_clones_with_either_removal_setting() {
+        let start = |on_failure: bool, on_diverged: bool| async move {
+            let pg = Arc::new(FakePg {
+                rewindable: true,
+                rewind_fails: true,
+                ..FakePg::default()
+            });
+            let settings = RunnerSettings {
+                use_pg_rewind: true,
+                remove_data_directory_on_rewind_failure: on_failure,
+                remove_data_directory_on_diverged_timelines: on_diverged,
+                ..RunnerSettings::default()
+            };
+            let action = Action::StartReplica {
+                upstream: Some(Upstream::at("pg0", "127.0.0.1", 5432)),
+                rewind: true,
+            };
+            let ok = execute(action, pg.clone(), settings).await.0;
+            let calls: Vec<String> = pg.calls();
+            (ok, calls)
+        };
+        let wiped = (
+            true,
+            ["divergence check", "rewind", "remove data directory"]
+                .map(String::from)
+                .to_vec(),
+        );
+        assert_eq!(start(true, false).await, wiped);
+        // As in Patroni, remove_data_directory_on_diverged_timelines covers it too.
+        assert_eq!(start(false, true).await, wiped);
+        // Neither: the job fails and nothing starts (a half-rewound directory waits
+        // for a reinit).
+        assert_eq!(
+            start(false, false).await,
+            (
+                false,
+                ["divergence check", "rewind"].map(String::from).to_vec()
+            )
+        );
     }
 
     #[tokio::test]

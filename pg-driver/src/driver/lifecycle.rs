@@ -246,6 +246,9 @@ impl PgDriver {
             self.data_dir().display()
         );
         self.check_startable()?;
+        if self.postmaster_pid().is_none() {
+            self.settle_rewind_mark().await?;
+        }
         let mut state = self.state();
         match role {
             StartRole::Primary => {
@@ -538,7 +541,7 @@ impl PgDriver {
             Some(u) => tracing::info!("pointing the replica at its new upstream {}", u.name),
             None => tracing::info!("pointing the replica at no upstream"),
         }
-        if self.postmaster_pid().is_some() {
+        if self.postmaster_pid().is_some() && !self.starting_as_standby() {
             let client = self.connect_local(SQL_TIMEOUT).await?;
             let row = client
                 .query_one("SELECT pg_is_in_recovery()", &[])
@@ -559,6 +562,17 @@ impl PgDriver {
         self.pg_ctl_reload().await
     }
 
+    /// A postmaster still starting up (it answers no query yet) with `standby.signal`:
+    /// it comes up in recovery, and its startup process re-reads `primary_conninfo` on
+    /// reload (PostgreSQL 13+), also before the server is consistent.
+    fn starting_as_standby(&self) -> bool {
+        let starting = matches!(
+            self.pid_state(),
+            PidFileState::Alive { ref status, stopped: false, .. } if status == "starting"
+        );
+        starting && self.data_dir().join("standby.signal").exists()
+    }
+
     pub(super) async fn do_remove(&self) -> Result<()> {
         if let Some(pid) = self.postmaster_pid() {
             return Err(DriverError::Invalid(format!(
@@ -566,6 +580,7 @@ impl PgDriver {
             )));
         }
         datadir::remove_contents(self.data_dir())?;
+        rewind_mark::clear(self.data_dir());
         self.set_state(ManagedState::default());
         Ok(())
     }

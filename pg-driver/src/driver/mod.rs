@@ -50,6 +50,7 @@ mod clone;
 mod lifecycle;
 mod observe;
 mod rewind;
+mod rewind_mark;
 mod session;
 mod slots;
 mod sync_wake;

@@ -277,6 +277,10 @@ impl PgDriver {
                 }
             });
         }
+        if obs.process == PgProcess::Starting && signal {
+            // It answers no query yet, but with standby.signal it comes up in recovery.
+            obs.in_recovery = Some(true);
+        }
         if signal && state.replica && obs.in_recovery != Some(false) {
             obs.following = state.upstream.as_ref().map(|u| u.name.clone());
             obs.upstream = state.upstream.as_ref().map(|u| u.to_upstream());

@@ -1,5 +1,6 @@
 //! Whether the local timeline diverged from a source's, and pg_rewind onto it.
 
+use super::rewind_mark::RewindMark;
 use super::*;
 
 impl PgDriver {
@@ -183,6 +184,14 @@ impl PgDriver {
     }
 
     pub(super) async fn do_needs_rewind(&self, source: &Upstream) -> Result<bool> {
+        if let Err(e) = self.settle_rewind_mark().await {
+            // Half-rewound: pg_control no longer tells where it stands, so it takes
+            // the rewind path, whose failure handling (re-clone) applies.
+            return match e {
+                DriverError::HalfRewound(_) => Ok(true),
+                e => Err(e),
+            };
+        }
         let (sysid, source_tl, history) = self.source_timeline(source).await?;
         let local_sysid = self.controldata().await?.system_identifier;
         if sysid != local_sysid {
@@ -233,6 +242,7 @@ impl PgDriver {
             )));
         }
         datadir::check_access(self.data_dir(), self.os_user())?;
+        self.settle_rewind_mark().await?;
         let c = self.controldata().await?;
         if !c.rewindable() {
             return Err(DriverError::Invalid(
@@ -274,10 +284,16 @@ impl PgDriver {
         params.push(("connect_timeout", "5".to_string()));
         let conn = conninfo::dsn(&params);
         let mut cmd = self.tool_cmd("pg_rewind", true)?;
+        let args = cfg.rewind_args()?;
         cmd.arg(format!("--target-pgdata={}", self.data_dir().display()))
             .arg(format!("--source-server={conn}"))
-            .args(cfg.rewind_args()?);
+            .args(&args);
+        // Says when it reaches its point of no return ("need to copy …").
+        if !args.iter().any(|a| a == "--progress" || a == "-P") {
+            cmd.arg("--progress");
+        }
         self.hand_password(&mut cmd, creds, &to)?;
+        rewind_mark::begin(self.data_dir(), &source.name);
         let out = progress::logged(
             self.runner.run("pg_rewind", cmd, LONG_TOOL_TIMEOUT),
             self.progress_every(),
@@ -296,6 +312,10 @@ impl PgDriver {
             if let Err(e) = self.remove_divergent_wal(&history).await {
                 tracing::warn!(error = %e, "could not remove divergent WAL after pg_rewind");
             }
+            rewind_mark::clear(self.data_dir());
+        } else if !rewind_mark::began_copying(&format!("{}\n{}", out.stdout, out.stderr)) {
+            // It failed before it changed anything: the data directory is whole.
+            rewind_mark::clear(self.data_dir());
         }
         if !out.success {
             return Err(DriverError::Tool {
@@ -304,6 +324,46 @@ impl PgDriver {
             });
         }
         Ok(())
+    }
+
+    /// Acts on the mark of a pg_rewind that did not finish (see [`rewind_mark`]): one
+    /// still running or cut short is an error, one that did finish after all is
+    /// completed here.
+    pub(super) async fn settle_rewind_mark(&self) -> Result<()> {
+        let dir = self.data_dir();
+        if !rewind_mark::present(dir) {
+            return Ok(());
+        }
+        let control = self.controldata().await.ok();
+        match rewind_mark::state(dir, control.as_ref()) {
+            RewindMark::Clear => Ok(()),
+            RewindMark::Running(pid) => Err(DriverError::Invalid(format!(
+                "pg_rewind (pid {pid}), started before the agent restarted, still works on {}: waiting for it to end",
+                dir.display()
+            ))),
+            RewindMark::Completed => {
+                tracing::info!("the pg_rewind running when the agent stopped has finished");
+                let history = control
+                    .as_ref()
+                    .and_then(|c| c.min_recovery_timeline)
+                    .map(|tl| self.local_history(tl))
+                    .unwrap_or_default();
+                if !history.is_empty() {
+                    if let Err(e) = self.remove_divergent_wal(&history).await {
+                        tracing::warn!(error = %e, "could not remove divergent WAL after pg_rewind");
+                    }
+                }
+                rewind_mark::clear(dir);
+                Ok(())
+            }
+            RewindMark::Interrupted { source } => Err(DriverError::HalfRewound(format!(
+                "the data directory {} is half-rewound: a pg_rewind from {source} was cut short, \
+                 so it can neither start nor be rewound again; reinitialize this member \
+                 (fullautoctl reinit), or set remove_data_directory_on_rewind_failure to re-clone \
+                 it automatically",
+                dir.display()
+            ))),
+        }
     }
 
     /// Removes the target's own WAL of parent timelines from their switchpoints on:
