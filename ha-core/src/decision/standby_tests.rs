@@ -427,3 +427,72 @@ fn crashed_standby_leader_restarts_on_the_remote_without_rewind() {
         ],
     );
 }
+
+/// Patroni's standby_cluster feature: after a switchover the old standby leader follows
+/// its successor; when that successor dies before it streamed, the old standby leader
+/// waits for the key to expire and takes over without a restart. It replays the
+/// remote's WAL as its successor does, so there is no history of its own to rewind.
+#[test]
+fn standby_leader_handing_over_needs_no_divergence_check() {
+    let view = |leader: &str| {
+        View::new()
+            .leader(leader)
+            .member("b", "standby_leader", 100)
+            .member("c", "replica", 100)
+            .key("failover", r#"{"leader":"b","member":"c"}"#)
+            .cluster()
+    };
+    let mut pg = pg_replica(100);
+    pg.following = Some(standby::REMOTE_NAME.into());
+    pg.upstream = standby::remote_upstream(&standby_cfg("b").bootstrap_config);
+    pg.replication = vec![crate::postgres::ReplicationConnection {
+        application_name: "c".into(),
+        state: "streaming".into(),
+        sync_state: "async".into(),
+        flush_lsn: Some(100),
+        ..Default::default()
+    }];
+    let probed = PeerStatus {
+        name: "c".into(),
+        reply: Some(PeerReply {
+            is_primary: false,
+            wal_position: 100,
+            timeline: Some(1),
+            tags: crate::model::Tags::default(),
+            watchdog_failed: false,
+        }),
+    };
+    let mut o = obs(view("b"), pg, renewed());
+    o.outcomes.push(Outcome::PeersProbed(vec![probed]));
+    let handed = decide(&standby_cfg("b"), &LocalState::default(), &o, t(1010));
+    assert_actions(
+        &handed.actions,
+        &[
+            "WriteConfig new",
+            "SwitchoverTo c token=30.500s",
+            "PublishMember role=standby_leader state=running",
+        ],
+    );
+
+    // Now a replica of c, which died before b streamed from it: c's member key still
+    // says running until the key expires. b is not streaming for longer than loop_wait.
+    let c_leads = View::new()
+        .leader("c")
+        .member("b", "replica", 100)
+        .member("c", "standby_leader", 100)
+        .cluster();
+    let mut pg = pg_replica(100);
+    pg.following = Some("c".into());
+    pg.replication_state = None;
+    let mut st = handed.state;
+    for at in [2_000, 14_000] {
+        let d = decide(
+            &standby_cfg("b"),
+            &st,
+            &obs(c_leads.clone(), pg.clone(), vec![]),
+            t(at),
+        );
+        assert_actions(&d.actions, &["PublishMember role=replica state=running"]);
+        st = d.state;
+    }
+}

@@ -123,7 +123,9 @@ impl Step<'_> {
         }
         match (best, self.token(Some(c))) {
             (Some(target), Some(token)) => {
-                self.st.rewind_pending = true;
+                // A primary's history may fork from its successor's; a standby leader
+                // replays the remote's WAL as its successor does, so it has none to rewind.
+                self.st.rewind_pending = !self.obs.pg.is_replica();
                 self.say(format!(
                     "manual switchover: demoting myself in favour of {}",
                     target.name
