@@ -591,13 +591,18 @@ fn the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says() {
         std::fs::set_permissions(data.join(to), std::fs::Permissions::from_mode(0o600))
             .expect("chmod");
     }
+    // Database `certdb` needs a client certificate (CN = the user) signed by the CA.
+    std::fs::copy(pki.ca(), data.join("ca.pem")).expect("copy");
+    chown_postgres(&data.join("ca.pem"));
     std::fs::write(
         data.join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        "local all all trust\nhostssl certdb all 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 trust\n",
     )
     .expect("pg_hba.conf");
     let s = &f.servers[0];
     s.sql("ALTER SYSTEM SET ssl = on");
+    s.sql("ALTER SYSTEM SET ssl_ca_file = 'ca.pem'");
+    s.sql("CREATE DATABASE certdb");
     s.sql("SELECT pg_reload_conf()");
     // A second CA, which signed nothing the server shows.
     let other = tempfile::tempdir().expect("tempdir");
@@ -607,6 +612,17 @@ fn the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says() {
     let users = f.dir.path().join("users.txt");
     std::fs::write(&users, "\"postgres\" \"pw\"\n").expect("auth file");
     let (full, moving, plain, wrong) = (free_port(), free_port(), free_port(), free_port());
+    let (_, client_cert, client_key) = pki.issue("postgres");
+    let with_cert = free_port();
+    let _with_cert = f.proxy(
+        "client-cert",
+        &format!(
+            "  listen_rw: 127.0.0.1:{with_cert}\n  server_tls_sslmode: verify-full\n  server_tls_ca_file: {}\n  server_tls_cert_file: {}\n  server_tls_key_file: {}\n",
+            pki.ca().display(),
+            client_cert.display(),
+            client_key.display()
+        ),
+    );
     // Clients reach this one over TLS too; it checks the server's certificate and name.
     let _full = f.proxy(
         "verify-full",
@@ -637,12 +653,12 @@ fn the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says() {
         ),
     );
     // Whether the server sees the proxy's connection encrypted, through `port`.
-    let ssl = |port: u16, sslmode: &str| {
+    let ssl_in = |port: u16, sslmode: &str, db: &str| {
         let out = std::process::Command::new("psql")
             .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c"])
             .arg("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
             .arg(format!(
-                "host=127.0.0.1 port={port} user=postgres password=pw dbname=postgres connect_timeout=10 sslmode={sslmode} sslrootcert={}",
+                "host=127.0.0.1 port={port} user=postgres password=pw dbname={db} connect_timeout=10 sslmode={sslmode} sslrootcert={}",
                 pki.ca().display()
             ))
             .output()
@@ -653,6 +669,7 @@ fn the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says() {
             text + &String::from_utf8_lossy(&out.stderr),
         )
     };
+    let ssl = |port: u16, sslmode: &str| ssl_in(port, sslmode, "postgres");
     // TLS on both sides: client -> proxy (verify-full) and proxy -> server.
     let (ok, out) = wait_until(WAIT, || {
         Some(ssl(full, "verify-full")).filter(|(ok, _)| *ok)
@@ -674,4 +691,13 @@ fn the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says() {
     })
     .unwrap_or_else(|| ssl(wrong, "disable"));
     assert!(!ok && out.contains("TLS with the server failed"), "{out}");
+    // The proxy presents its client certificate where the server asks for one; a
+    // proxy without one is refused there.
+    let (ok, out) = wait_until(WAIT, || {
+        Some(ssl_in(with_cert, "disable", "certdb")).filter(|(ok, _)| *ok)
+    })
+    .unwrap_or_else(|| ssl_in(with_cert, "disable", "certdb"));
+    assert!(ok && out == "t", "{out}");
+    let (ok, out) = ssl_in(full, "verify-full", "certdb");
+    assert!(!ok && out.contains("certificate"), "{out}");
 }

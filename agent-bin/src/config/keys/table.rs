@@ -256,10 +256,10 @@ pub const KEYS: &[Key] = &[
     Key { path: "proxy.auth_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transaction_boundary" } },
     Key { path: "proxy.name", status: Status::Honoured { test: "agent-bin/tests/e2e_proxy.rs::clients_through_the_proxy_follow_a_switchover_and_a_failover" } },
     Key { path: "proxy.certfile", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::clients_reach_the_proxy_over_tls_when_it_has_a_certificate" } },
+    Key { path: "proxy.keyfile", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::clients_reach_the_proxy_over_tls_when_it_has_a_certificate" } },
+    Key { path: "proxy.auth_type", status: Status::Honoured { test: "pg-proxy/src/auth.rs::md5_with_a_stored_hash_and_a_wrong_password_is_denied" } },
     Key { path: "proxy.server_tls_sslmode", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
     Key { path: "proxy.server_tls_ca_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
     Key { path: "proxy.server_tls_cert_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
     Key { path: "proxy.server_tls_key_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
-    Key { path: "proxy.keyfile", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::clients_reach_the_proxy_over_tls_when_it_has_a_certificate" } },
-    Key { path: "proxy.auth_type", status: Status::Honoured { test: "pg-proxy/src/auth.rs::md5_with_a_stored_hash_and_a_wrong_password_is_denied" } },
 ];
