@@ -122,7 +122,7 @@ impl Tracker {
                 while let Some(Some(_)) = self.parsing.pop_front() {}
             }
             b'1' => {
-                if let Some(Some(_)) = self.parsing.front() {
+                if matches!(self.parsing.front(), Some(Some(_))) {
                     if let Some(Some((name, raw))) = self.parsing.pop_front() {
                         if !name.is_empty() {
                             self.statements.insert(name, raw);
