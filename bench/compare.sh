@@ -24,7 +24,13 @@
 #   TRIALS=5 TTL=30 LOOP_WAIT=10 RETRY_TIMEOUT=10 IDLE_SECONDS=60 SYSTEMS="fullauto patroni"
 #   STEPS="idle switchover kill9 freeze" (a subset runs only those), SYNC=on (synchronous_mode),
 #   FULLAUTO_BIN=/path/to/fullauto (e.g. an older build, for before/after figures),
-#   BENCH_SKIP_BUILD=1 (use the binaries in target/release as they are).
+#   BENCH_SKIP_BUILD=1 (use the binaries in target/release as they are),
+#   MEMBERS=9 (cluster size, default 3; ports grow with it).
+# STEPS=soak (with SOAK_SECONDS, default 3600): the writer runs for that long while
+#   DELAY_MS (default 200) of jittered latency sits between each agent and etcd (one
+#   bench/delay_relay.py per agent: 0..DELAY_MS per chunk) and HOG_PROCS busy loops
+#   (default 1) load the CPU; every change of the leader key is a false failover.
+#   DELAY_MS applies to the other steps too when set.
 # Runs as root (Postgres and Patroni run as the `postgres` user). Uses only loopback,
 # ports 23811-23812 (etcd), 8141-8143 (REST), 5541-5543 (Postgres).
 set -euo pipefail
@@ -44,7 +50,12 @@ API_BASE=${BENCH_API_PORT:-8141}
 PG_BASE=${BENCH_PG_PORT:-5541}
 ETCD=127.0.0.1:$ETCD_PORT
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-NODES=(n0 n1 n2)
+MEMBERS=${MEMBERS:-3}
+NODES=(); for ((i = 0; i < MEMBERS; i++)); do NODES+=("n$i"); done
+DELAY_MS=${DELAY_MS:-}
+case " $STEPS " in *" soak "*) DELAY_MS=${DELAY_MS:-200} ;; esac
+SOAK_SECONDS=${SOAK_SECONDS:-3600}
+HOG_PROCS=${HOG_PROCS:-1}
 PIDS_TO_STOP=()
 
 [ "$(id -u)" = 0 ] || { echo "run as root (Postgres runs as the postgres user)" >&2; exit 2; }
@@ -85,6 +96,22 @@ stop_node() {
   rm -f "$DIR/${SYS:-x}/$n.pid"
 }
 
+# The etcd address an agent uses: etcd itself, or its own delaying relay.
+etcd_for() {
+  if [ -n "$DELAY_MS" ]; then echo "127.0.0.1:$((ETCD_PORT + 10 + ${1#n}))"; else echo "$ETCD"; fi
+}
+start_relays() {
+  [ -n "$DELAY_MS" ] || return 0
+  local n
+  for n in "${NODES[@]}"; do
+    python3 "$ROOT/bench/delay_relay.py" "$((ETCD_PORT + 10 + ${n#n}))" "$ETCD_PORT" "$DELAY_MS" "${n#n}" &
+    PIDS_TO_STOP+=("$!")
+  done
+  for n in "${NODES[@]}"; do  # listening before the agents start
+    for _ in $(seq 100); do ss -ltn | grep -q ":$((ETCD_PORT + 10 + ${n#n})) " && break; sleep 0.1; done
+  done
+}
+
 write_config() {  # node
   local n=$1 i=${1#n}
   cat > "$DIR/$SYS/$n.yml" <<YAML
@@ -95,7 +122,7 @@ restapi:
   listen: 127.0.0.1:$((API_BASE + i))
   connect_address: 127.0.0.1:$((API_BASE + i))
 etcd3:
-  hosts: $ETCD
+  hosts: $(etcd_for "$n")
 bootstrap:
   dcs:
     ttl: $TTL
@@ -108,6 +135,8 @@ bootstrap:
       parameters:
         wal_keep_size: 128MB
         wal_log_hints: 'on'
+        max_wal_senders: $((MEMBERS + 5))
+        max_replication_slots: $((MEMBERS + 5))
   initdb:
   - encoding: UTF8
   pg_hba:
@@ -149,7 +178,7 @@ wait_healthy() {
   local limit=${1:-180} t=0 l
   while :; do
     l=$(leader)
-    if [ -n "$l" ] && [ "$(sql "$(pg_of "$l")" "SELECT CASE WHEN pg_is_in_recovery() THEN -1 ELSE (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END" || echo 0)" = 2 ]; then
+    if [ -n "$l" ] && [ "$(sql "$(pg_of "$l")" "SELECT CASE WHEN pg_is_in_recovery() THEN -1 ELSE (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') END" || echo 0)" = $((MEMBERS - 1)) ]; then
       return 0
     fi
     t=$((t + 1)); [ $t -ge $limit ] && { log "$SYS: cluster not healthy after ${limit}s"; return 1; }
@@ -197,22 +226,25 @@ measure_idle() {
   after=$(started_by_method); t1=$(now)
   local total=0
   for p in $pids; do total=$((total + $(cpu_ticks "$p") - ${c0[$p]})); done
-  sample cpu_s_per_idle_min_per_member "$(python3 -c "print(round($total / $hz / 3 * 60 / ($t1 - $t0), 3))")"
-  python3 - "$before" "$after" "$t0" "$t1" <<'PY' | while read -r k v; do sample "$k" "$v"; done
+  sample cpu_s_per_idle_min_per_member "$(python3 -c "print(round($total / $hz / $MEMBERS * 60 / ($t1 - $t0), 3))")"
+  python3 - "$before" "$after" "$t0" "$t1" "$MEMBERS" <<'PY' | while read -r k v; do sample "$k" "$v"; done
 import sys
 parse = lambda t: {l.split()[0]: float(l.split()[1]) for l in t.splitlines() if l.strip()}
 b, a = parse(sys.argv[1]), parse(sys.argv[2])
 minutes = (float(sys.argv[4]) - float(sys.argv[3])) / 60
 d = {m: a[m] - b.get(m, 0) for m in a if a[m] - b.get(m, 0) > 0}
-print("dcs_requests_per_member_per_min", round(sum(d.values()) / 3 / minutes, 2))
+members = int(sys.argv[5])
+print("dcs_requests_per_member_per_min", round(sum(d.values()) / members / minutes, 2))
 for m, n in sorted(d.items()):
-    print(f"dcs_{m}_per_min_3_members", round(n / minutes, 2))
+    print(f"dcs_{m}_per_min_{members}_members", round(n / minutes, 2))
 PY
 }
 
 # The client: finds the primary through /primary, commits every 5 ms.
 start_writer() {  # seconds
-  "$PROBE" --ports "$(pg_of n0),$(pg_of n1),$(pg_of n2)" --api "$(api_of n0),$(api_of n1),$(api_of n2)" \
+  local n ports="" apis=""
+  for n in "${NODES[@]}"; do ports+="${ports:+,}$(pg_of "$n")"; apis+="${apis:+,}$(api_of "$n")"; done
+  "$PROBE" --ports "$ports" --api "$apis" \
     --interval-ms 5 --seconds "$1" > "$DIR/writer.out" 2>/dev/null &
   WRITER=$!
 }
@@ -292,6 +324,31 @@ switchover() {
   [ -n "$gap" ] && sample switchover_write_gap_ms "$gap"
 }
 
+# The soak: a writer, DELAY_MS of jitter to etcd, a CPU hog; leader changes counted.
+soak() {
+  local hogs=() i L changes gap
+  wait_healthy
+  L=$(leader)
+  start_watch
+  for ((i = 0; i < HOG_PROCS; i++)); do
+    python3 -c 'while True: pass' &
+    hogs+=("$!"); PIDS_TO_STOP+=("$!")
+  done
+  log "$SYS: soak for ${SOAK_SECONDS}s, leader $L, etcd latency 0-${DELAY_MS} ms, $HOG_PROCS CPU hog(s)"
+  start_writer "$SOAK_SECONDS"
+  wait "$WRITER" || true
+  for p in "${hogs[@]}"; do kill "$p" 2>/dev/null || true; done
+  stop_watch
+  # Every DELETE of the key is a lost leadership, and so is a PUT of another name
+  # that no DELETE preceded.
+  changes=$(awk -v l="$L" '$2=="DELETE"{n++; gone=1} $2=="PUT"{getline; getline; if (!gone && $2 != l) n++; l=$2; gone=0} END{print n+0}' "$DIR/watch")
+  sample soak_seconds "$SOAK_SECONDS"
+  sample soak_leader_changes "$changes"
+  gap=$(awk '$1=="write_gap_ms"{print $2}' "$DIR/writer.out")
+  [ -n "$gap" ] && sample soak_longest_write_gap_ms "$gap"
+  cp "$DIR/watch" "$DIR/$SYS/soak-watch"
+}
+
 run_system() {
   SYS=$1
   log "== $SYS: ttl $TTL, loop_wait $LOOP_WAIT, retry_timeout $RETRY_TIMEOUT, $TRIALS trials"
@@ -306,6 +363,7 @@ run_system() {
       idle) sleep "$((LOOP_WAIT * 3))"; measure_idle ;;
       switchover) for _ in $(seq "$TRIALS"); do switchover; done ;;
       kill9|freeze) for _ in $(seq "$TRIALS"); do unplanned "$step"; done ;;
+      soak) soak ;;
       *) echo "unknown step $step" >&2; exit 2 ;;
     esac
   done
@@ -320,5 +378,6 @@ rm -rf "$DIR/etcd"
   --initial-cluster "bench=http://127.0.0.1:$((ETCD_PORT + 1))" >"$DIR/etcd.log" 2>&1 &
 echo $! > "$DIR/etcd.pid"
 sleep 2
+start_relays
 for s in $SYSTEMS; do run_system "$s"; done
 python3 "$ROOT/bench/compare_table.py" "$DIR/samples"

@@ -316,6 +316,17 @@ async fn cluster_history_config_failsafe() {
     assert_eq!(m[2]["lag"], 2048);
     assert_eq!(m[2]["replay_lag"], 4096);
     assert_eq!(m[2]["timeline"], 2);
+    // fullauto's replay lag in seconds, from the member key; none where a member
+    // publishes none (as Patroni's members do).
+    assert!(m[1].get("replay_lag_seconds").is_none());
+    let pg1 = node.keys.lock().unwrap()["members/pg1"].clone();
+    let pg1 = format!(
+        r#"{},"replay_lag_seconds":0.25}}"#,
+        pg1.strip_suffix('}').expect("a JSON object")
+    );
+    node.set_key("members/pg1", &pg1);
+    let (_, c2) = s.get_json("/cluster").await;
+    assert_eq!(c2["members"][1]["replay_lag_seconds"], 0.25);
     assert_eq!(c["scheduled_switchover"]["from"], "pg0");
     assert_eq!(c["scheduled_switchover"]["to"], "pg2");
     let (code, h) = s.get_json("/history").await;

@@ -101,6 +101,14 @@ async fn https_without_client_certificates() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // The dashboard comes over the same TLS listener.
+    let r = client(&pki, false)
+        .get(format!("{base}/ui"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("fullauto dashboard"));
     // Plain HTTP to the TLS port does not get an answer.
     let plain = reqwest::get(base.replace("https://", "http://") + "/primary").await;
     assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
@@ -149,6 +157,14 @@ async fn optional_client_certificate_is_needed_for_unsafe_requests() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(r.text().await.unwrap(), "client certificate required");
+    // So are the dashboard's own actions.
+    let r = client(&pki, false)
+        .post(format!("{base}/ui/restart"))
+        .body(r#"{"member":"pg1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     let r = client(&pki, true)
         .post(format!("{base}/reload"))
         .send()

@@ -434,6 +434,75 @@ async fn reinitialize_rules() {
     );
 }
 
+/// The dashboard restarts or reinitializes any member: this one through its own
+/// endpoint, another through that member's API (named by its member key), always after
+/// this agent checked the credentials.
+#[tokio::test]
+async fn dashboard_actions_reach_any_member() {
+    let node = TestNode::new(replica_status("pg1"), cluster_keys("pg0"));
+    let s = start(node.clone(), auth_opts()).await;
+    let ok = Some(("admin", "s3cret"));
+    let post =
+        |path: &'static str, body: &'static str, auth: Option<(&'static str, &'static str)>| {
+            s.send(Method::POST, path, Some(body), auth)
+        };
+    assert_eq!(
+        post(
+            "/ui/restart",
+            r#"{"member":"pg2"}"#,
+            Some(("admin", "wrong"))
+        )
+        .await
+        .0,
+        401
+    );
+    assert!(node.member_calls.lock().unwrap().is_empty());
+    // This member: its own /reinitialize, with the rest of the body.
+    assert_eq!(
+        post("/ui/reinitialize", r#"{"member":"pg1","force":true}"#, ok).await,
+        (200, "reinitialize started".into())
+    );
+    assert_eq!(node.reinit.lock().unwrap().as_slice(), [(true, false)]);
+    assert!(node.member_calls.lock().unwrap().is_empty());
+    // Another member: forwarded without the `member` field, its answer passed back.
+    assert_eq!(
+        post(
+            "/ui/restart",
+            r#"{"member":"pg2","restart_pending":true}"#,
+            ok
+        )
+        .await,
+        (200, "restarted successfully".into())
+    );
+    assert_eq!(
+        node.member_calls.lock().unwrap().as_slice(),
+        [(
+            "http://127.0.0.1:8010/patroni".to_string(),
+            "restart".to_string(),
+            json!({"restart_pending": true})
+        )]
+    );
+    assert!(node.restarts.lock().unwrap().is_empty(), "restarted itself");
+    // The other member refusing this agent's credentials says which ones it used.
+    *node.member_answer.lock().unwrap() = Ok((401, "not authenticated".into()));
+    let (code, body) = post("/ui/reinitialize", r#"{"member":"pg0"}"#, ok).await;
+    assert_eq!(code, 401);
+    assert!(
+        body.contains("pg0 refused this agent's credentials"),
+        "{body}"
+    );
+    *node.member_answer.lock().unwrap() = Err("connection refused".into());
+    let (code, body) = post("/ui/restart", r#"{"member":"pg0"}"#, ok).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (502, "pg0 could not be asked: connection refused")
+    );
+    // Unknown members and actions, and a body naming none.
+    assert_eq!(post("/ui/restart", r#"{"member":"pg9"}"#, ok).await.0, 404);
+    assert_eq!(post("/ui/stop", r#"{"member":"pg2"}"#, ok).await.0, 404);
+    assert_eq!(post("/ui/restart", r#"{"force":true}"#, ok).await.0, 400);
+}
+
 #[tokio::test]
 async fn failsafe_post_is_refused_when_disabled_and_extra_headers_are_sent() {
     let node = TestNode::new(replica_status("pg1"), cluster_keys("pg0"));

@@ -76,6 +76,27 @@ fn host_port(url: &reqwest::Url) -> (Option<String>, Option<u16>) {
     (host, url.port_or_known_default())
 }
 
+/// Why a member's data gives no service registration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// A field the registration needs is absent.
+    #[error("not enough member data (role, state, api_url and conn_url are needed)")]
+    MissingData,
+    /// A role with no service tag.
+    #[error("unknown role type {0}")]
+    UnknownRole(String),
+    /// `api_url` or `conn_url` does not parse.
+    #[error("{field} {value:?} is not a URL: {reason}")]
+    BadUrl {
+        /// `api_url` or `conn_url`.
+        field: &'static str,
+        /// The value as published.
+        value: String,
+        /// What the URL parser said.
+        reason: String,
+    },
+}
+
 impl ServiceSettings {
     /// The action for member data `data` of member `member` in `scope`; `ttl` sets
     /// the check's `DeregisterCriticalServiceAfter` (5 × ttl, as Patroni). An error
@@ -86,7 +107,7 @@ impl ServiceSettings {
         member: &str,
         data: &MemberData,
         ttl: Duration,
-    ) -> Result<ServiceAction, String> {
+    ) -> Result<ServiceAction, ServiceError> {
         let id = service_id(scope, member);
         let (Some(role), Some(state), Some(api_url), Some(conn_url)) = (
             data.role.as_ref(),
@@ -94,9 +115,7 @@ impl ServiceSettings {
             data.api_url.as_deref(),
             data.conn_url.as_deref(),
         ) else {
-            return Err(
-                "not enough member data (role, state, api_url and conn_url are needed)".into(),
-            );
+            return Err(ServiceError::MissingData);
         };
         if *state == MemberState::Stopped {
             return Ok(ServiceAction::Deregister(id));
@@ -107,16 +126,22 @@ impl ServiceSettings {
             Role::Demoted | Role::Promoted | Role::Uninitialized | Role::Other(_) => false,
         };
         if !registrable {
-            return Err(format!("unknown role type {role_tag}"));
+            return Err(ServiceError::UnknownRole(role_tag));
         }
         if *state != MemberState::Running {
             return Ok(ServiceAction::Keep);
         }
-        let mut check_url = reqwest::Url::parse(api_url)
-            .map_err(|e| format!("api_url {api_url:?} is not a URL: {e}"))?;
+        let mut check_url = reqwest::Url::parse(api_url).map_err(|e| ServiceError::BadUrl {
+            field: "api_url",
+            value: api_url.to_string(),
+            reason: e.to_string(),
+        })?;
         check_url.set_path(&format!("/{role_tag}"));
-        let conn = reqwest::Url::parse(conn_url)
-            .map_err(|e| format!("conn_url {conn_url:?} is not a URL: {e}"))?;
+        let conn = reqwest::Url::parse(conn_url).map_err(|e| ServiceError::BadUrl {
+            field: "conn_url",
+            value: conn_url.to_string(),
+            reason: e.to_string(),
+        })?;
         let (address, port) = host_port(&conn);
         let mut tags = self.tags.clone();
         tags.push(role_tag.clone());

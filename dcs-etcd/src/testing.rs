@@ -406,9 +406,18 @@ impl EtcdCluster {
     }
 
     /// Freezes member `i` with SIGSTOP: its sockets stay open but it answers nothing,
-    /// like a partitioned or hung server.
+    /// like a partitioned or hung server. Returns once every thread of it is stopped:
+    /// `kill` returns before a thread running on another CPU has stopped, and such a
+    /// thread may still answer a request sent right after it.
     pub fn pause(&mut self, i: usize) {
         self.signal(i, libc::SIGSTOP);
+        let Some(pid) = self.members[i].child.as_ref().map(|c| c.id()) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Thaws a member frozen by [`EtcdCluster::pause`].
@@ -570,4 +579,26 @@ impl Drop for EtcdCluster {
             }
         }
     }
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T` in
+/// `/proc/PID/task/*/stat`); false when that cannot be read.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut seen = false;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesized command name.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if state != Some("T") {
+            return false;
+        }
+        seen = true;
+    }
+    seen
 }

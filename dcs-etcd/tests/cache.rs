@@ -159,6 +159,11 @@ async fn an_unreachable_etcd_fails_get_cluster_instead_of_serving_the_cache() {
 
 /// The sum of the etcd counter `metric` over all its label sets.
 fn etcd_counter(etcd: &EtcdCluster, metric: &str) -> f64 {
+    etcd_method_counter(etcd, metric, "")
+}
+
+/// The sum of the etcd counter `metric` over the label sets that contain `labels`.
+fn etcd_method_counter(etcd: &EtcdCluster, metric: &str, labels: &str) -> f64 {
     let address = etcd.hosts()[0].clone();
     let mut stream = TcpStream::connect(&address).unwrap();
     write!(
@@ -169,7 +174,7 @@ fn etcd_counter(etcd: &EtcdCluster, metric: &str) -> f64 {
     let mut body = String::new();
     stream.read_to_string(&mut body).unwrap();
     body.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -255,19 +260,37 @@ async fn a_lease_with_no_slack_is_refreshed_every_cycle_even_when_nothing_is_wri
     // ttl - loop_wait - 2 * retry_timeout < 0: refresh every cycle.
     let timing = fast_timing();
     let replica = connect_with(&etcd.config(), "batman", "pg1", timing).await;
+    let other = connect_with(&etcd.config(), "batman", "pg0", timing).await;
     replica.touch_member(&member_data("pg1")).await.unwrap();
-    const CYCLES: u32 = 5;
-    let calls = calls_during(&etcd, || async {
-        for _ in 0..CYCLES {
-            // Cycles are at least loop_wait apart; a third of it is enough here.
-            tokio::time::sleep(timing.loop_wait / 3).await;
-            replica.get_cluster().await.unwrap();
-            replica.touch_member(&member_data("pg1")).await.unwrap();
-        }
-    })
-    .await;
+    let lease = replica.lease_id().expect("a lease after the first write");
+    // Longer than the ttl in all: only the refreshes keep the member key.
+    const CYCLES: u32 = 12;
+    const KEEPALIVE: &str = r#"grpc_method="LeaseKeepAlive""#;
+    // Refreshes are messages on one keepalive stream, counted as they arrive.
+    let received = || etcd_method_counter(&etcd, "grpc_server_msg_received_total", KEEPALIVE);
+    let streams = || etcd_method_counter(&etcd, "grpc_server_started_total", KEEPALIVE);
+    let (received_before, streams_before) = (received(), streams());
+    for _ in 0..CYCLES {
+        // Cycles are at least loop_wait apart; a third of it is enough here.
+        tokio::time::sleep(timing.loop_wait / 3).await;
+        replica.get_cluster().await.unwrap();
+        replica.touch_member(&member_data("pg1")).await.unwrap();
+    }
+    let refreshes = received() - received_before;
+    let opened = streams() - streams_before;
     assert!(
-        calls >= f64::from(CYCLES),
-        "{CYCLES} cycles refreshed the lease only {calls} times"
+        refreshes >= f64::from(CYCLES),
+        "{CYCLES} cycles refreshed the lease only {refreshes} times"
     );
+    // One stream for them all, not one per refresh.
+    assert!(
+        opened <= 1.0,
+        "{CYCLES} refreshes opened {opened} keepalive streams"
+    );
+    // The refreshes reached etcd: the key written first is still there, on the
+    // same lease, after more than a ttl.
+    assert_eq!(replica.lease_id(), Some(lease));
+    let view = other.get_cluster().await.unwrap();
+    let record = view.member("pg1").expect("pg1's member key expired");
+    assert_eq!(record.session, Some(lease.to_string()));
 }

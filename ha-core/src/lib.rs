@@ -67,9 +67,9 @@ pub use clock::{Clock, ManualClock, MonoTime, SystemClock};
 pub use dcs::{Dcs, DcsError, DcsTiming};
 pub use model::*;
 pub use postgres::{
-    DataDirState, DynamicPostgresql, NewSlot, PendingParameter, PgError, PgObservation, PgProcess,
-    Postgres, RemoteSource, ReplicationConnection, SlotAdvance, SlotChanges, SlotStateFile,
-    StartRole, StopMode, StopOutcome, Upstream,
+    Cause, DataDirState, DynamicPostgresql, NewSlot, PendingParameter, PgError, PgObservation,
+    PgProcess, Postgres, RemoteSource, ReplicationConnection, SlotAdvance, SlotChanges,
+    SlotStateFile, StartRole, StopMode, StopOutcome, Upstream,
 };
 pub use watchdog::{NoWatchdog, Watchdog, WatchdogError};
 

@@ -112,6 +112,10 @@ pub struct PgObservation {
     pub receive_lsn: Option<Lsn>,
     /// Replica: last replayed LSN.
     pub replay_lsn: Option<Lsn>,
+    /// Replica: how long ago the last replayed transaction committed on the primary
+    /// (`now() - pg_last_xact_replay_timestamp()`, zero when the replica's clock is
+    /// behind the primary's); `None` before the first replayed transaction.
+    pub replayed_xact_age: Option<std::time::Duration>,
     /// Replica: `streaming` or `in archive recovery`.
     pub replication_state: Option<String>,
     /// Member name in the current `primary_conninfo` (`None`: not following anyone).
@@ -172,6 +176,7 @@ impl PgObservation {
             wal_lsn: None,
             receive_lsn: None,
             replay_lsn: None,
+            replayed_xact_age: None,
             replication_state: None,
             following: None,
             upstream: None,
@@ -383,43 +388,124 @@ pub struct StopOutcome {
     pub checkpoint_lsn: Option<Lsn>,
 }
 
+/// What a [`PgError`] says, and the error it was made from when there is one (a
+/// driver's own error type): `std::error::Error::source` of the `Cause` gives it.
+#[derive(Clone)]
+pub struct Cause {
+    message: String,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with only a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Cause {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `source`'s message, keeping `source` itself.
+    pub fn from_error(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause {
+            message: source.to_string(),
+            source: Some(std::sync::Arc::new(source)),
+        }
+    }
+
+    /// The message.
+    pub fn as_str(&self) -> &str {
+        &self.message
+    }
+}
+
+impl std::ops::Deref for Cause {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Written as its message alone, as the `String` it replaces was.
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.message, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Two causes are equal when they say the same.
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for Cause {}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Cause::new(message)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        Cause::new(message)
+    }
+}
+
 /// Why a Postgres operation failed. Each says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PgError {
     /// A required binary is missing.
     #[error("postgres binary not found: {0}")]
-    BinaryMissing(String),
+    BinaryMissing(#[source] Cause),
     /// The data directory is unusable as it is.
     #[error("data directory problem: {0}")]
-    DataDir(String),
+    DataDir(#[source] Cause),
     /// The server failed to start; carries the log tail.
     #[error("postgres failed to start: {0}")]
-    StartFailed(String),
+    StartFailed(#[source] Cause),
     /// Stop did not finish.
     #[error("postgres failed to stop: {0}")]
-    StopFailed(String),
+    StopFailed(#[source] Cause),
     /// Operation exceeded its timeout: the resulting state is unknown.
     #[error("timed out: {0}")]
-    Timeout(String),
+    Timeout(#[source] Cause),
     /// A SQL query failed.
     #[error("query failed: {0}")]
-    Query(String),
+    Query(#[source] Cause),
     /// A tool (initdb, pg_basebackup, pg_rewind, a custom command) failed.
     #[error("{tool} failed: {message}")]
     Tool {
         /// Which tool.
         tool: String,
         /// Its error output.
-        message: String,
+        #[source]
+        message: Cause,
     },
     /// The request does not make sense in the current state.
     #[error("invalid request: {0}")]
-    Invalid(String),
+    Invalid(#[source] Cause),
     /// The configuration makes the operation fail (postgres refuses a parameter,
     /// initdb an option), and will on every attempt until it is changed: retrying
     /// cannot help. The message names the setting and where to fix it.
     #[error("{0}")]
-    Misconfigured(String),
+    Misconfigured(#[source] Cause),
 }
 
 /// The parts of the dynamic config's `postgresql` section, besides `parameters`,

@@ -1,6 +1,6 @@
 //! The driver's own error type; converted to ha-core's `PgError` at the trait boundary.
 
-use ha_core::PgError;
+use ha_core::{Cause, PgError};
 use std::path::PathBuf;
 
 /// Everything that can go wrong while driving a PostgreSQL server. Each message says
@@ -150,38 +150,62 @@ impl DriverError {
     }
 }
 
+/// The driver's error becomes the engine's by its kind; the `Cause` keeps the
+/// driver's error itself (`std::error::Error::source`), so nothing of it is lost.
 impl From<DriverError> for PgError {
     fn from(e: DriverError) -> Self {
-        let msg = e.to_string();
         match e {
-            DriverError::BinaryMissing { .. } => PgError::BinaryMissing(msg),
+            DriverError::BinaryMissing { .. } => PgError::BinaryMissing(Cause::from_error(e)),
             DriverError::Config(_) | DriverError::Misconfigured { .. } => {
-                PgError::Misconfigured(msg)
+                PgError::Misconfigured(Cause::from_error(e))
             }
-            DriverError::Invalid(_) => PgError::Invalid(msg),
+            DriverError::Invalid(_) => PgError::Invalid(Cause::from_error(e)),
             DriverError::DataDirOwner { .. }
             | DriverError::DataDirPermissions { .. }
             | DriverError::DataDir { .. }
             | DriverError::SystemIdMismatch { .. }
             | DriverError::PidFile { .. }
-            | DriverError::Io { .. } => PgError::DataDir(msg),
+            | DriverError::Io { .. } => PgError::DataDir(Cause::from_error(e)),
             DriverError::SourceUnreachable { .. } => PgError::Tool {
                 tool: "connect".into(),
-                message: msg,
+                message: Cause::from_error(e),
             },
             DriverError::DiskFull { ref tool, .. } | DriverError::Tool { ref tool, .. } => {
                 PgError::Tool {
                     tool: tool.clone(),
-                    message: msg,
+                    message: Cause::from_error(e),
                 }
             }
-            DriverError::StartFailed { .. } => PgError::StartFailed(msg),
-            DriverError::StopFailed(_) => PgError::StopFailed(msg),
-            DriverError::Timeout(_) => PgError::Timeout(msg),
-            DriverError::Query(_) => PgError::Query(msg),
+            DriverError::StartFailed { .. } => PgError::StartFailed(Cause::from_error(e)),
+            DriverError::StopFailed(_) => PgError::StopFailed(Cause::from_error(e)),
+            DriverError::Timeout(_) => PgError::Timeout(Cause::from_error(e)),
+            DriverError::Query(_) => PgError::Query(Cause::from_error(e)),
         }
     }
 }
 
 /// Result with the driver's error.
 pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn the_engine_error_keeps_the_driver_error_and_its_io_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let driver = DriverError::io("read", "/data/PG_VERSION", io);
+        let text = driver.to_string();
+        let pg = PgError::from(driver);
+        assert_eq!(pg.to_string(), format!("data directory problem: {text}"));
+        let cause = pg.source().expect("the cause");
+        let kept = cause
+            .source()
+            .and_then(|e| e.downcast_ref::<DriverError>())
+            .expect("the driver's own error");
+        assert!(matches!(kept, DriverError::Io { what: "read", .. }));
+        let io = kept.source().expect("the I/O error");
+        assert_eq!(io.to_string(), "denied");
+    }
+}

@@ -9,6 +9,7 @@
 use crate::binaries::Binaries;
 use crate::config::{Credentials, PgConfig};
 use crate::driver::PgDriver;
+use crate::error::DriverError;
 use crate::pidfile::{self, PidFileState};
 use crate::runner::OsUser;
 use ha_core::{Postgres, StartRole, Upstream};
@@ -289,13 +290,12 @@ impl TestNode {
     }
 
     /// Runs SQL (simple protocol) as superuser; rows as text.
-    pub async fn sql(&self, q: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-        let client = self
-            .driver
-            .connect_local(Duration::from_secs(5))
+    pub async fn sql(&self, q: &str) -> Result<Vec<Vec<Option<String>>>, DriverError> {
+        let client = self.driver.connect_local(Duration::from_secs(5)).await?;
+        let msgs = client
+            .simple_query(q)
             .await
-            .map_err(|e| e.to_string())?;
-        let msgs = client.simple_query(q).await.map_err(|e| e.to_string())?;
+            .map_err(|e| DriverError::Query(e.to_string()))?;
         Ok(msgs
             .iter()
             .filter_map(|m| match m {
@@ -308,7 +308,7 @@ impl TestNode {
     }
 
     /// The first column of the first row.
-    pub async fn scalar(&self, q: &str) -> Result<Option<String>, String> {
+    pub async fn scalar(&self, q: &str) -> Result<Option<String>, DriverError> {
         Ok(self
             .sql(q)
             .await?

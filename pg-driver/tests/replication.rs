@@ -70,6 +70,32 @@ async fn clone_stream_promote_remaster_and_rewind() {
     })
     .await;
     assert!(streaming.is_some(), "b reports streaming");
+    // The age of the last replayed commit: known once a commit was replayed, and
+    // growing while replay stands still behind what was received.
+    assert!(obs_b.replayed_xact_age.is_some(), "{obs_b:?}");
+    c.sql("SELECT pg_wal_replay_pause()").await.unwrap();
+    a.sql("INSERT INTO t VALUES ('paused')").await.unwrap();
+    let behind = wait_for(Duration::from_secs(30), || async {
+        let o = observe_settled(&c.driver).await;
+        (o.receive_lsn > o.replay_lsn).then_some(o)
+    })
+    .await
+    .expect("c received WAL it did not replay");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = observe_settled(&c.driver).await;
+    assert_eq!(
+        later.replay_lsn, behind.replay_lsn,
+        "replay moved while paused"
+    );
+    assert!(
+        later.replayed_xact_age > behind.replayed_xact_age && behind.replayed_xact_age.is_some(),
+        "{:?} then {:?}",
+        behind.replayed_xact_age,
+        later.replayed_xact_age
+    );
+    c.sql("SELECT pg_wal_replay_resume()").await.unwrap();
+    a.sql("DELETE FROM t WHERE v = 'paused'").await.unwrap();
+    wait_row(&c, "SELECT string_agg(v, ',' ORDER BY v) FROM t", "one").await;
     let senders = wait_for(Duration::from_secs(10), || async {
         let o = observe_settled(&a.driver).await;
         let names: Vec<_> = o

@@ -64,8 +64,29 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 /// Why a client was not let in (the text goes into a FATAL 28P01).
-fn denied(user: &str) -> String {
-    format!("password authentication failed for user \"{user}\"")
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user or wrong password (the two are not told apart).
+    #[error("password authentication failed for user \"{0}\"")]
+    Denied(String),
+    /// The client went away mid-exchange.
+    #[error("connection closed during authentication: {0}")]
+    Closed(String),
+    /// A SCRAM message the proxy cannot read.
+    #[error("malformed SCRAM message from the client: {0}")]
+    Malformed(&'static str),
+    /// The client chose a mechanism other than SCRAM-SHA-256.
+    #[error("the proxy offers SCRAM-SHA-256 (without channel binding); the client chose {0:?}")]
+    Mechanism(String),
+    /// The client requires channel binding.
+    #[error(
+        "the proxy does not support SCRAM channel binding: connect with channel_binding=disable"
+    )]
+    ChannelBinding,
+}
+
+fn denied(user: &str) -> AuthError {
+    AuthError::Denied(user.to_string())
 }
 
 /// Checks the client's password for `user` (the proxy speaking as a server) and
@@ -76,7 +97,7 @@ pub async fn authenticate_client<S>(
     user: &str,
     users: &Users,
     auth_type: AuthType,
-) -> Result<Credentials, String>
+) -> Result<Credentials, AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -112,12 +133,12 @@ fn credentials(secret: &Secret) -> Credentials {
     }
 }
 
-async fn md5_exchange<S>(stream: &mut S, user: &str, stored: &str) -> Result<(), String>
+async fn md5_exchange<S>(stream: &mut S, user: &str, stored: &str) -> Result<(), AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let salt: [u8; 4] = random_bytes();
-    let io = |e: std::io::Error| format!("connection closed during authentication: {e}");
+    let io = |e: std::io::Error| AuthError::Closed(e.to_string());
     stream
         .write_all(&wire::authentication(5, &salt))
         .await
@@ -139,12 +160,12 @@ async fn scram_exchange<S>(
     stream: &mut S,
     user: &str,
     secret: &ScramSecret,
-) -> Result<[u8; 32], String>
+) -> Result<[u8; 32], AuthError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let io = |e: std::io::Error| format!("connection closed during authentication: {e}");
-    let bad = |what: &str| format!("malformed SCRAM message from the client: {what}");
+    let io = |e: std::io::Error| AuthError::Closed(e.to_string());
+    let bad = AuthError::Malformed;
     let mut offer = SCRAM.as_bytes().to_vec();
     offer.extend_from_slice(b"\0\0");
     stream
@@ -156,19 +177,13 @@ where
         .map_err(io)?;
     let (mechanism, rest) = wire::cstring(&body);
     if kind != b'p' || mechanism != SCRAM || rest.len() < 4 {
-        return Err(format!(
-            "the proxy offers SCRAM-SHA-256 (without channel binding); the client chose {mechanism:?}"
-        ));
+        return Err(AuthError::Mechanism(mechanism.to_string()));
     }
     let first = String::from_utf8_lossy(&rest[4..]).into_owned();
     // gs2 header: "n,," or "y,," (no channel binding), then the bare message.
     let (cbind_flag, after) = first.split_once(',').ok_or_else(|| bad("no gs2 header"))?;
     if cbind_flag != "n" && cbind_flag != "y" {
-        return Err(
-            "the proxy does not support SCRAM channel binding: connect with \
-                    channel_binding=disable"
-                .to_string(),
-        );
+        return Err(AuthError::ChannelBinding);
     }
     let (_authzid, bare) = after.split_once(',').ok_or_else(|| bad("no gs2 header"))?;
     let header = &first[..first.len() - bare.len()];

@@ -90,7 +90,7 @@ pub enum ProxyError {
     AuthFile(#[from] users::UsersError),
     /// `proxy.certfile`/`keyfile` or the `proxy.server_tls_*` files cannot be used.
     #[error("{0}")]
-    Tls(String),
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running proxy: its listeners and the DCS watcher. Dropping it stops accepting
@@ -131,7 +131,7 @@ impl Proxy {
         let tls = match &settings.certfile {
             Some(cert) => {
                 let key = settings.keyfile.as_deref().unwrap_or(cert);
-                Some(tls::acceptor(cert, key).map_err(ProxyError::Tls)?)
+                Some(tls::acceptor(cert, key)?)
             }
             None => None,
         };

@@ -433,7 +433,7 @@ async fn serve_authenticated<C>(
             shared.counters.auth_failed.fetch_add(1, Ordering::Relaxed);
             tracing::info!("client {peer} on the {kind} listener not let in: {why}");
             let _ = client
-                .write_all(&wire::fatal(auth::INVALID_PASSWORD, &why))
+                .write_all(&wire::fatal(auth::INVALID_PASSWORD, &why.to_string()))
                 .await;
             return;
         }

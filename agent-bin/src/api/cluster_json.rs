@@ -4,7 +4,8 @@ use ha_core::{format_lsn, Cluster, SynchronousMode};
 use serde_json::{json, Map, Value};
 
 /// The `/cluster` document: members sorted by name with their role, state, address
-/// and lag behind the leader's last reported position.
+/// and lag behind the leader's last reported position (in bytes, and the replay lag
+/// in seconds the member published).
 pub fn cluster_json(cluster: &Cluster, scope: &str) -> Value {
     let config = cluster.dynamic_config();
     let standby_cluster = config.is_standby_cluster();
@@ -88,6 +89,12 @@ pub fn cluster_json(cluster: &Cluster, scope: &str) -> Value {
                 };
                 o.insert(format!("{kind}lsn"), lsn);
                 o.insert(format!("{kind}lag"), lag);
+            }
+            // Added to Patroni's fields: the replay lag in seconds the member
+            // published (members that publish none, e.g. Patroni's, have none).
+            let key = ha_core::decision::REPLAY_LAG_SECONDS;
+            if let Some(secs) = m.data.extra.get(key).filter(|v| v.is_number()) {
+                o.insert(key.into(), secs.clone());
             }
         }
         // Added to Patroni's fields: whether this member could take over now and why

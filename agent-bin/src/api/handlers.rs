@@ -272,6 +272,11 @@ async fn route(app: &App, req: Request) -> Reply {
             Ok(req) => reinitialize(app, req).await,
             Err(r) => r,
         },
+        // The dashboard restarting or reinitializing any member.
+        (Method::POST, "ui") => match body.json(false) {
+            Ok(req) => super::ui::act(app, &path, req).await,
+            Err(r) => r,
+        },
         (Method::POST, "reload") => {
             node.reload().await;
             Reply::text(202, "reload scheduled")
@@ -461,7 +466,8 @@ pub fn postgres_version_to_int(text: &str) -> Option<u32> {
     }
 }
 
-async fn restart(app: &App, req: Map<String, Value>) -> Reply {
+/// `POST /restart` on this member.
+pub(crate) async fn restart(app: &App, req: Map<String, Value>) -> Reply {
     let mut r = RestartRequest::default();
     for (k, v) in &req {
         match k.as_str() {
@@ -580,7 +586,8 @@ pub fn restart_conditions_hold(status: &super::NodeStatus, r: &RestartRequest) -
     true
 }
 
-async fn reinitialize(app: &App, req: Map<String, Value>) -> Reply {
+/// `POST /reinitialize` on this member.
+pub(crate) async fn reinitialize(app: &App, req: Map<String, Value>) -> Reply {
     let flag = |k: &str| {
         req.get(k).is_some_and(|v| {
             matches!(v, Value::Bool(true))

@@ -279,6 +279,20 @@ pub trait NodeApi: Send + Sync + 'static {
     /// `GET` another member's `/patroni` (2 s, no retries, `ctl` TLS/auth settings).
     async fn probe_member(&self, api_url: &str) -> Option<Value>;
 
+    /// `POST /<endpoint>` of another member's API with a JSON body, with the `ctl`
+    /// TLS settings and credentials as `fullautoctl` uses them (the dashboard acting
+    /// on a member other than the one serving it): the member's status and body, or
+    /// why it could not be asked.
+    async fn call_member(
+        &self,
+        _api_url: &str,
+        _endpoint: &str,
+        _body: Value,
+        _timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        Err("this agent does not call other members".to_string())
+    }
+
     /// Restarts Postgres now (filters already checked) or schedules it.
     async fn restart(&self, request: RestartRequest) -> RestartOutcome;
 

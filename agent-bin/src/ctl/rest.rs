@@ -122,7 +122,7 @@ impl RestClient {
 }
 
 /// The error with its causes, which reqwest keeps in the source chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

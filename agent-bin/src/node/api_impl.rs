@@ -87,7 +87,7 @@ async fn restart_now(handle: &RunnerHandle, wait: Duration) -> RestartOutcome {
     let answer = handle.request(OperatorRequest::Restart);
     match tokio::time::timeout(wait, answer).await {
         Ok(Ok(Ok(()))) => RestartOutcome::Restarted,
-        Ok(Ok(Err(why))) => RestartOutcome::Failed(why),
+        Ok(Ok(Err(why))) => RestartOutcome::Failed(why.to_string()),
         Ok(Err(_)) => RestartOutcome::Failed("restart failed".into()),
         Err(_) => RestartOutcome::Failed("restart failed: it did not finish in time".into()),
     }
@@ -347,6 +347,33 @@ impl NodeApi for AgentApi {
         resp.json().await.ok()
     }
 
+    async fn call_member(
+        &self,
+        api_url: &str,
+        endpoint: &str,
+        body: Value,
+        timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        let url = crate::ctl::rest::endpoint_url(api_url, endpoint).map_err(|e| e.to_string())?;
+        let client = self.http.current();
+        let req = client
+            .http
+            .post(url.clone())
+            .timeout(timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let resp = crate::api::with_api_auth(req, client.auth.as_ref())
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", crate::ctl::rest::error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+        Ok((status, text))
+    }
+
     async fn restart(&self, request: RestartRequest) -> RestartOutcome {
         let wait = self.restart_wait(&request);
         let Some(at) = request.schedule.as_deref() else {
@@ -406,7 +433,7 @@ impl NodeApi for AgentApi {
             .request(OperatorRequest::Reinitialize { from_leader, force });
         let wait = self.cycle_wait();
         match tokio::time::timeout(wait, answer).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => result.map_err(|e| e.to_string()),
             Ok(Err(_)) => Err("reinitialize failed: the agent is shutting down".into()),
             Err(_) => Err("reinitialize failed: no decision in time".into()),
         }

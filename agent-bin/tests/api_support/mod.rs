@@ -41,6 +41,10 @@ pub struct TestNode {
     pub reloads: Mutex<u32>,
     pub wakes: Mutex<u32>,
     pub dcs_down: Mutex<bool>,
+    /// Calls to other members' APIs: (api_url, endpoint, body).
+    pub member_calls: Mutex<Vec<(String, String, Value)>>,
+    /// What another member answers.
+    pub member_answer: Mutex<Result<(u16, String), String>>,
 }
 
 pub fn primary_status(name: &str) -> NodeStatus {
@@ -138,6 +142,8 @@ impl TestNode {
             reloads: Mutex::new(0),
             wakes: Mutex::new(0),
             dcs_down: Mutex::new(false),
+            member_calls: Mutex::new(Vec::new()),
+            member_answer: Mutex::new(Ok((200, "restarted successfully".into()))),
         })
     }
 
@@ -263,6 +269,20 @@ impl NodeApi for TestNode {
 
     async fn probe_member(&self, api_url: &str) -> Option<Value> {
         self.probes.lock().unwrap().get(api_url).cloned()
+    }
+
+    async fn call_member(
+        &self,
+        api_url: &str,
+        endpoint: &str,
+        body: Value,
+        _timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        self.member_calls
+            .lock()
+            .unwrap()
+            .push((api_url.into(), endpoint.into(), body));
+        self.member_answer.lock().unwrap().clone()
     }
 
     async fn restart(&self, request: RestartRequest) -> RestartOutcome {

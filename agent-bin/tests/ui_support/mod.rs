@@ -185,6 +185,15 @@ impl Browser {
         text.as_str().unwrap_or_default().to_string()
     }
 
+    /// Resizes the browser window (e.g. to a phone's width).
+    pub fn set_window_size(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
     /// Saves a PNG of the page as `<shots>/<name>.png`.
     pub fn screenshot(&self, name: &str) -> PathBuf {
         use base64::Engine;

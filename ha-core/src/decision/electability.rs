@@ -6,7 +6,7 @@
 //! answer, so they never disagree with each other or with the race.
 
 use super::health::{position_blockers, quorum_restriction, standing_blockers};
-use super::quorum::{self, Answer, WalEnd};
+use super::quorum::{self, Answer, QuorumNotReached, WalEnd};
 use crate::model::{Cluster, DynamicConfig, Member, MemberState, Role};
 use std::fmt;
 
@@ -34,7 +34,7 @@ pub enum Blocker {
     /// Synchronous mode with an unreadable `sync` key.
     SyncKeyMalformed,
     /// Quorum mode: the voters could not elect it (the quorum rule's words).
-    Quorum(String),
+    Quorum(QuorumNotReached),
     /// Further behind the leader's last position than `maximum_lag_on_failover`.
     Lag {
         /// Bytes behind.

@@ -32,7 +32,9 @@
 //!   `synchronous_standby_names`; `busy promote|demote|restart|…`: a background action
 //!   runs;
 //! - `outcome renewed MS`, `outcome acquired MS`, `outcome lost`, `outcome taken`,
-//!   `outcome initialize-won`, `outcome initialize-lost`, `outcome probed PEER…` with
+//!   `outcome initialize-won`, `outcome initialize-lost`, `outcome sync-written
+//!   ok|failed` (the CAS write of `sync` this cycle's step asked for),
+//!   `outcome probed PEER…` with
 //!   each peer `NAME:WAL` followed by `,primary` or `,priority=N` as needed, or `NAME:-`
 //!   for no answer: the query outcomes of this cycle;
 //! - `tag nofailover`, `tag nostream`: the node's tags (set); `tag KEY=VALUE`: a tag
@@ -297,6 +299,11 @@ fn run(
             ["outcome", "taken"] => outcomes.push(Outcome::LeaseTaken),
             ["outcome", "initialize-won"] => outcomes.push(Outcome::InitializeWon),
             ["outcome", "initialize-lost"] => outcomes.push(Outcome::InitializeLost),
+            ["outcome", "sync-written", result @ ("ok" | "failed")] => {
+                outcomes.push(Outcome::SyncWritten {
+                    ok: *result == "ok",
+                })
+            }
             ["outcome", "probed", peers @ ..] => outcomes.push(Outcome::PeersProbed(
                 peers.iter().map(|p| peer(p)).collect::<Result<_, _>>()?,
             )),

@@ -103,7 +103,7 @@ pub(super) fn race_verdict(
                     };
                     match quorum::may_be_elected(&s, me, wal_end_of(pg), &answers(peers)) {
                         Ok(()) => Verdict::Yes,
-                        Err(why) => Verdict::No(why),
+                        Err(why) => Verdict::No(why.to_string()),
                     }
                 }
                 None => Verdict::Yes,
@@ -150,7 +150,7 @@ pub(super) fn race_verdict(
                 };
                 return match quorum::may_be_elected(s, me, wal_end_of(pg), &answers(peers)) {
                     Ok(()) => Verdict::Yes,
-                    Err(why) => Verdict::No(why),
+                    Err(why) => Verdict::No(why.to_string()),
                 };
             }
             Some(candidate) => {
@@ -217,7 +217,7 @@ pub(super) fn race_verdict(
     }
     if others.is_empty() {
         return match quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &[])) {
-            Some(Err(why)) => Verdict::No(why),
+            Some(Err(why)) => Verdict::No(why.to_string()),
             _ => Verdict::Yes,
         };
     }
@@ -233,7 +233,7 @@ pub(super) fn race_verdict(
     if let Some(Err(why)) =
         quorum.map(|s| quorum::may_be_elected(s, me, wal_end_of(pg), &answers(peers)))
     {
-        return Verdict::No(why);
+        return Verdict::No(why.to_string());
     }
     let my_priority = cfg.tags.effective_failover_priority();
     for p in peers {

@@ -45,7 +45,14 @@ impl Step<'_> {
                 } else {
                     None
                 };
-                self.act(Action::SetSynchronousStandbyNames { value: names });
+                // A replica's setting is normally empty already: changing it only when
+                // it differs spares the promotion a reload, which would also make
+                // Postgres start a walreceiver attempt just as the promotion request
+                // arrives (see `pg-driver`'s promotion for what that costs).
+                let have = self.obs.pg.synchronous_standby_names.as_deref();
+                if have.unwrap_or("").trim() != names.as_deref().unwrap_or("").trim() {
+                    self.act(Action::SetSynchronousStandbyNames { value: names });
+                }
                 self.st.sync_confirm_from = None;
                 true
             }
@@ -117,12 +124,22 @@ impl Step<'_> {
             .executed
             .iter()
             .any(|a| matches!(a, Action::SetSynchronousStandbyNames { .. }));
+        let quorum = dc.synchronous_mode == crate::model::SynchronousMode::Quorum;
+        if let (Some(true), false, false) = (self.sync_write_outcome(), names_changed, quorum) {
+            // The `sync` write of this cycle went through: the setting follows it now,
+            // not a cycle later (a standby just dropped from `sync` may already be
+            // stopping, and commits wait for it while the setting still lists it).
+            if let Some(value) =
+                sync::after_sync_written(self.cfg, &dc, c, &self.obs.pg, self.st.sync_confirm_from)
+            {
+                return self.set_standby_names(value, quorum);
+            }
+        }
         if self.sync_write_outcome().is_some() || names_changed {
             // One move per cycle; the next cycle re-reads and continues.
             self.wake_no_later_than(self.now.plus(Duration::from_millis(100)));
             return false;
         }
-        let quorum = dc.synchronous_mode == crate::model::SynchronousMode::Quorum;
         let step = if quorum {
             let mark = self
                 .st
@@ -148,15 +165,17 @@ impl Step<'_> {
                 self.wake_no_later_than(self.now.plus(Duration::from_millis(100)));
                 false
             }
-            sync::SyncStep::SetStandbyNames(value) => {
-                // Quorum mode captures the mark on the next observation, which is
-                // certain to be taken after the change.
-                self.st.sync_confirm_from = (!quorum).then(|| self.obs.pg.wal_position());
-                self.act(Action::SetSynchronousStandbyNames { value });
-                // Re-check soon whether the new standbys report `sync` and caught up.
-                self.wake_no_later_than(self.now.plus(Duration::from_millis(200)));
-                false
-            }
+            sync::SyncStep::SetStandbyNames(value) => self.set_standby_names(value, quorum),
         }
+    }
+
+    fn set_standby_names(&mut self, value: Option<String>, quorum: bool) -> bool {
+        // Quorum mode captures the mark on the next observation, which is certain to
+        // be taken after the change.
+        self.st.sync_confirm_from = (!quorum).then(|| self.obs.pg.wal_position());
+        self.act(Action::SetSynchronousStandbyNames { value });
+        // Re-check soon whether the new standbys report `sync` and caught up.
+        self.wake_no_later_than(self.now.plus(Duration::from_millis(200)));
+        false
     }
 }

@@ -3,7 +3,7 @@
 use super::input::{Busy, LocalState, NodeConfig, Observation};
 use crate::clock::MonoTime;
 use crate::model::{Cluster, MemberData, MemberState, Role};
-use crate::postgres::{DataDirState, PgProcess};
+use crate::postgres::{DataDirState, PgObservation, PgProcess};
 
 /// Builds `members/<me>` from what was observed.
 pub(super) fn build(
@@ -80,6 +80,124 @@ pub(super) fn build(
                     serde_json::Value::Object(r),
                 )
             }))
+            .chain(
+                replay_lag_seconds(pg, c)
+                    .filter(|_| replica)
+                    .map(|s| (REPLAY_LAG_SECONDS.to_string(), serde_json::Value::from(s))),
+            )
             .collect(),
+    }
+}
+
+/// The member-record field with a replica's replay lag in seconds (added to Patroni's
+/// fields; Patroni's tools ignore it).
+pub const REPLAY_LAG_SECONDS: &str = "replay_lag_seconds";
+
+/// A replica's replay lag in seconds, to the millisecond: zero while its replay has
+/// reached every position it knows the primary has (what it received, and the
+/// leader's last published position), else how long ago the last transaction it
+/// replayed committed on the primary. `None` while behind with no transaction
+/// replayed yet, or for a server that is not a replica.
+pub fn replay_lag_seconds(pg: &PgObservation, c: &Cluster) -> Option<f64> {
+    if !pg.is_replica() {
+        return None;
+    }
+    let replayed = pg.replay_lsn?;
+    let known = pg.receive_lsn.unwrap_or(0).max(
+        c.leader_member()
+            .and_then(|m| m.data.xlog_location)
+            .unwrap_or(0),
+    );
+    if replayed >= known {
+        return Some(0.0);
+    }
+    pg.replayed_xact_age
+        .map(|age| (age.as_millis() as f64 / 1000.0).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RawEntry, Version};
+    use std::time::Duration;
+
+    fn cluster_with_leader_at(lsn: u64) -> Cluster {
+        let leader = format!(r#"{{"state":"running","role":"primary","xlog_location":{lsn}}}"#);
+        Cluster::from_entries(
+            [("leader", "a"), ("members/a", leader.as_str())].map(|(k, v)| RawEntry {
+                key: k.to_string(),
+                value: v.to_string(),
+                version: Version(1),
+                session: None,
+            }),
+        )
+    }
+
+    fn replica(received: u64, replayed: u64, age_ms: Option<u64>) -> PgObservation {
+        PgObservation {
+            receive_lsn: Some(received),
+            replay_lsn: Some(replayed),
+            replayed_xact_age: age_ms.map(Duration::from_millis),
+            ..PgObservation::running_replica("1", 1, replayed)
+        }
+    }
+
+    #[test]
+    fn a_replica_that_replayed_everything_known_lags_zero_seconds() {
+        // The last replayed commit is an hour old: the primary was idle, not ahead.
+        let pg = replica(1000, 1000, Some(3_600_000));
+        assert_eq!(
+            replay_lag_seconds(&pg, &cluster_with_leader_at(1000)),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn replay_behind_what_was_received_or_what_the_leader_has_counts_the_commit_age() {
+        let c = cluster_with_leader_at(1000);
+        // Received more than it replayed (replay paused or slow).
+        assert_eq!(
+            replay_lag_seconds(&replica(1000, 900, Some(2_500)), &c),
+            Some(2.5)
+        );
+        // Received nothing new (disconnected), while the leader is further on.
+        assert_eq!(
+            replay_lag_seconds(&replica(900, 900, Some(7_000)), &c),
+            Some(7.0)
+        );
+        // Behind, but no transaction replayed since it started: unknown.
+        assert_eq!(replay_lag_seconds(&replica(1000, 900, None), &c), None);
+    }
+
+    #[test]
+    fn only_replicas_have_a_replay_lag_and_it_is_published_in_their_record() {
+        use super::super::tests::{cfg, obs, pg_primary, pg_replica, t, View};
+        let view = || {
+            View::new()
+                .leader("a")
+                .member("a", "primary", 1000)
+                .member("b", "replica", 900)
+                .cluster()
+        };
+        let published = |me: &str, pg: PgObservation| {
+            let record = build(
+                &cfg(me),
+                &LocalState::default(),
+                &obs(view(), pg, Vec::new()),
+                &view(),
+                t(1000),
+            );
+            record.extra.get(REPLAY_LAG_SECONDS).cloned()
+        };
+        let behind = PgObservation {
+            replayed_xact_age: Some(Duration::from_millis(1_250)),
+            ..pg_replica(900)
+        };
+        assert_eq!(published("b", behind), Some(serde_json::json!(1.25)));
+        assert_eq!(
+            published("b", pg_replica(1000)),
+            Some(serde_json::json!(0.0))
+        );
+        assert_eq!(published("a", pg_primary(1000)), None);
     }
 }

@@ -55,6 +55,7 @@ pub use input::{
     Busy, LocalState, NodeConfig, Observation, OperatorRequest, Outcome, PeerReply, PeerStatus,
     RequestVerdict,
 };
+pub use member_record::{replay_lag_seconds, REPLAY_LAG_SECONDS};
 
 use crate::clock::MonoTime;
 use crate::dcs::DcsError;

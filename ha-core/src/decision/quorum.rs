@@ -308,6 +308,18 @@ pub struct Answer {
     pub is_primary: bool,
 }
 
+/// Too few synchronous standbys answered not ahead of a candidate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("quorum not reached: {votes} of {needed} votes from the synchronous standbys {}", voters.join(","))]
+pub struct QuorumNotReached {
+    /// Votes the candidate got.
+    pub votes: usize,
+    /// Votes it needed.
+    pub needed: usize,
+    /// The synchronous standbys that vote.
+    pub voters: Vec<String>,
+}
+
 /// Whether `candidate` (WAL ending at `wal`) may be elected under `sync`, given the answers of
 /// its peers. It may when it is the last primary (it has every commit it
 /// acknowledged); when the last primary answers as a replica not ahead of it; or when
@@ -318,7 +330,7 @@ pub fn may_be_elected(
     candidate: &str,
     wal: WalEnd,
     answers: &[Answer],
-) -> Result<(), String> {
+) -> Result<(), QuorumNotReached> {
     if sync.is_leader(candidate) {
         return Ok(());
     }
@@ -342,10 +354,11 @@ pub fn may_be_elected(
         .filter(|a| sync.is_standby(&a.name))
         .count();
     if voters.names.is_empty() || votes < needed {
-        return Err(format!(
-            "quorum not reached: {votes} of {needed} votes from the synchronous standbys {}",
-            voters.names.join(",")
-        ));
+        return Err(QuorumNotReached {
+            votes,
+            needed,
+            voters: voters.names,
+        });
     }
     Ok(())
 }

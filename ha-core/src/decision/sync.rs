@@ -6,10 +6,14 @@
 //!   it became synchronous;
 //! - a standby is removed from `sync` before it leaves `synchronous_standby_names`.
 //!
-//! Each cycle makes at most one of these moves; the next cycle continues.
+//! Each decision step makes at most one of these moves. A `sync` write that succeeded
+//! is followed in the same cycle by the change of `synchronous_standby_names` it
+//! prepared ([`after_sync_written`]), as Patroni does: a standby dropped from `sync`
+//! may stop at once, and every moment it stays listed in the setting after that
+//! holds commits that wait for it.
 
 use super::input::NodeConfig;
-use crate::model::{Cluster, DynamicConfig, Lsn, SyncState, SynchronousMode};
+use crate::model::{Cluster, DynamicConfig, Lsn, SyncState, SynchronousMode, Version, Versioned};
 use crate::postgres::{PgObservation, ReplicationConnection};
 
 /// `synchronous_standby_names` for strict mode with no usable standby: commits wait
@@ -292,6 +296,32 @@ pub fn next_step(
         });
     }
     SyncStep::Settled
+}
+
+/// The change of `synchronous_standby_names` that follows, in the same cycle, the
+/// `sync` write [`next_step`] asked for on this view once that write succeeded (None:
+/// nothing follows it before the next observation). The key then says what was
+/// written, so the ordering rule holds: a standby leaving is already out of `sync`, and
+/// one joining is published only after a later observation confirms it.
+pub fn after_sync_written(
+    cfg: &NodeConfig,
+    dc: &DynamicConfig,
+    c: &Cluster,
+    pg: &PgObservation,
+    confirm_from: Option<Lsn>,
+) -> Option<Option<String>> {
+    let SyncStep::WriteSync(written) = next_step(cfg, dc, c, pg, confirm_from) else {
+        return None;
+    };
+    let mut after = c.clone();
+    after.sync = Some(Versioned {
+        value: written,
+        version: c.sync.as_ref().map_or(Version(0), |s| s.version),
+    });
+    match next_step(cfg, dc, &after, pg, confirm_from) {
+        SyncStep::SetStandbyNames(value) => Some(value),
+        SyncStep::Settled | SyncStep::WriteSync(_) | SyncStep::MarkConfirmPoint(_) => None,
+    }
 }
 
 /// Whether synchronous replication is managed (on or quorum, and not a standby cluster).

@@ -285,10 +285,29 @@ fn sync_winner_writes_sync_key_before_promoting_and_postpones_on_cas_failure() {
         ],
     );
     let ok = vec![acquired, Outcome::SyncWritten { ok: true }];
+    // The replica's synchronous_standby_names is empty already: no reload before the
+    // promotion.
     let d = decide(
         &cfg("b"),
         &LocalState::default(),
-        &obs(c, pg_replica(100), ok),
+        &obs(c.clone(), pg_replica(100), ok.clone()),
+        t(1000),
+    );
+    assert_actions(
+        &d.actions,
+        &[
+            "ArmFence until=30.500s watchdog",
+            "Promote token=30.500s",
+            "PublishMember role=replica state=running",
+        ],
+    );
+    // One left over from an earlier term as primary is cleared first.
+    let mut leftover = pg_replica(100);
+    leftover.synchronous_standby_names = Some("\"c\"".into());
+    let d = decide(
+        &cfg("b"),
+        &LocalState::default(),
+        &obs(c, leftover, ok),
         t(1000),
     );
     assert_actions(

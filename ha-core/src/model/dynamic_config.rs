@@ -1,6 +1,7 @@
 //! `config`: the global dynamic configuration shared by all members.
 
 use super::standby_cluster::StandbyClusterConfig;
+use super::ParseError;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -257,12 +258,12 @@ impl Default for DynamicConfig {
 
 impl DynamicConfig {
     /// Parses the `config` key.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let v: Value = serde_json::from_str(raw)?;
         if !v.is_object() {
-            return Err("config must be a JSON object".to_string());
+            return Err(ParseError::Shape("config must be a JSON object"));
         }
-        Self::from_value(v).map_err(|e| e.to_string())
+        Ok(Self::from_value(v)?)
     }
 
     /// Reads a JSON object, remembering the Patroni 3 key names it uses.

@@ -1,5 +1,6 @@
 //! `failover`: a switchover or manual failover request.
 
+use super::ParseError;
 use serde::{Deserialize, Serialize};
 
 /// `{"leader": .., "member": .., "scheduled_at": ..}`; `leader` set means switchover.
@@ -18,13 +19,13 @@ pub struct Failover {
 
 impl Failover {
     /// Parses the JSON form or the legacy `leader:candidate` text.
-    pub fn parse(raw: &str) -> Result<Failover, String> {
+    pub fn parse(raw: &str) -> Result<Failover, ParseError> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Ok(Failover::default());
         }
         if raw.starts_with('{') {
-            let f: Failover = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+            let f: Failover = serde_json::from_str(raw)?;
             return Ok(f.normalized());
         }
         let (leader, member) = raw.split_once(':').unwrap_or((raw, ""));
@@ -51,12 +52,16 @@ impl Failover {
     }
 
     /// The scheduled time as epoch milliseconds; `Err` when present but unparsable.
-    pub fn scheduled_at_millis(&self) -> Result<Option<i64>, String> {
+    pub fn scheduled_at_millis(&self) -> Result<Option<i64>, ParseError> {
         match &self.scheduled_at {
             None => Ok(None),
             Some(s) => chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| Some(t.timestamp_millis()))
-                .map_err(|e| format!("scheduled_at {s:?}: {e}")),
+                .map_err(|e| ParseError::Timestamp {
+                    field: "scheduled_at",
+                    value: s.clone(),
+                    reason: e.to_string(),
+                }),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `history`: one line per timeline switch.
 
 use super::Lsn;
+use super::ParseError;
 use serde_json::Value;
 
 /// `[timeline, switch_lsn, reason, timestamp, new_leader]`.
@@ -24,20 +25,24 @@ pub struct History(pub Vec<HistoryEntry>);
 
 impl History {
     /// Parses the JSON list; malformed lines are an error for the whole key.
-    pub fn parse(raw: &str) -> Result<History, String> {
-        let v: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-        let lines = v.as_array().ok_or("history must be a JSON list")?;
+    pub fn parse(raw: &str) -> Result<History, ParseError> {
+        let v: Value = serde_json::from_str(raw)?;
+        let lines = v
+            .as_array()
+            .ok_or(ParseError::Shape("history must be a JSON list"))?;
         let mut out = Vec::with_capacity(lines.len());
         for line in lines {
-            let a = line.as_array().ok_or("history line must be a list")?;
+            let a = line
+                .as_array()
+                .ok_or(ParseError::Shape("history line must be a list"))?;
             let int = |i: usize| {
                 a.get(i)
                     .and_then(|x| x.as_u64().or_else(|| x.as_str()?.parse().ok()))
             };
             let text = |i: usize| a.get(i).and_then(|x| x.as_str().map(str::to_string));
             out.push(HistoryEntry {
-                timeline: int(0).ok_or("history line lacks a timeline")?,
-                switch_lsn: int(1).ok_or("history line lacks an LSN")?,
+                timeline: int(0).ok_or(ParseError::Shape("history line lacks a timeline"))?,
+                switch_lsn: int(1).ok_or(ParseError::Shape("history line lacks an LSN"))?,
                 reason: text(2).unwrap_or_default(),
                 timestamp: text(3),
                 new_leader: text(4),

@@ -1,5 +1,6 @@
 //! `members/<name>`: what each node publishes about itself.
 
+use super::ParseError;
 use super::{Lsn, Tags, Version};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -193,7 +194,7 @@ fn is_default_tags(t: &Tags) -> bool {
 impl MemberData {
     /// Parses a member value. Reads the legacy `postgres://…?application_name=<api_url>`
     /// form; anything unparsable becomes an empty record, as Patroni does.
-    pub fn parse(raw: &str) -> Result<MemberData, String> {
+    pub fn parse(raw: &str) -> Result<MemberData, ParseError> {
         let raw = raw.trim();
         if raw.starts_with("postgres") {
             let api_url = raw
@@ -206,7 +207,7 @@ impl MemberData {
                 ..Default::default()
             });
         }
-        serde_json::from_str(raw).map_err(|e| e.to_string())
+        Ok(serde_json::from_str(raw)?)
     }
 
     /// Compact JSON, as Patroni writes it.

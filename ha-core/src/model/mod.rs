@@ -44,6 +44,33 @@ pub struct ValueError {
     pub reason: String,
 }
 
+/// Why a DCS value could not be parsed, without the key ([`ValueError`] adds it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON, or JSON that does not fit the value's type.
+    #[error("{0}")]
+    Json(String),
+    /// JSON of the wrong shape (a list where an object belongs, a missing field).
+    #[error("{0}")]
+    Shape(&'static str),
+    /// A timestamp that is not RFC 3339.
+    #[error("{field} {value:?}: {reason}")]
+    Timestamp {
+        /// The field holding it.
+        field: &'static str,
+        /// The value as written.
+        value: String,
+        /// What the date parser said.
+        reason: String,
+    },
+}
+
+impl From<serde_json::Error> for ParseError {
+    fn from(e: serde_json::Error) -> Self {
+        ParseError::Json(e.to_string())
+    }
+}
+
 impl ValueError {
     pub(crate) fn new(key: impl Into<String>, reason: impl ToString) -> Self {
         ValueError {

@@ -1,6 +1,7 @@
 //! `status` and `failsafe`.
 
 use super::Lsn;
+use super::ParseError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -20,14 +21,14 @@ pub struct Status {
 
 impl Status {
     /// Parses the key; the legacy plain-integer `optime/leader` form is accepted too.
-    pub fn parse(raw: &str) -> Result<Status, String> {
+    pub fn parse(raw: &str) -> Result<Status, ParseError> {
         if let Ok(n) = raw.trim().parse::<Lsn>() {
             return Ok(Status {
                 optime: Some(n),
                 ..Default::default()
             });
         }
-        serde_json::from_str(raw).map_err(|e| e.to_string())
+        Ok(serde_json::from_str(raw)?)
     }
 
     /// Compact JSON.

@@ -1,5 +1,6 @@
 //! `sync`: who may accept writes and which standbys hold every acknowledged commit.
 
+use super::ParseError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -26,14 +27,14 @@ struct Wire {
 
 impl SyncState {
     /// Parses the `sync` key; `{}` and empty values give an empty state.
-    pub fn parse(raw: &str) -> Result<SyncState, String> {
+    pub fn parse(raw: &str) -> Result<SyncState, ParseError> {
         if raw.trim().is_empty() {
             return Ok(SyncState::default());
         }
         if !raw.trim_start().starts_with('{') {
-            return Err("sync must be a JSON object".to_string());
+            return Err(ParseError::Shape("sync must be a JSON object"));
         }
-        let w: Wire = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        let w: Wire = serde_json::from_str(raw)?;
         let mut sync_standby: Vec<String> = w
             .sync_standby
             .unwrap_or_default()

@@ -1,6 +1,6 @@
 //! Long actions run in the background so the HA loop keeps renewing the lease.
 
-use super::{Components, RunnerEvent, RunnerSettings};
+use super::{Components, RequestError, RunnerEvent, RunnerSettings};
 use crate::clock::MonoTime;
 use crate::decision::{Action, Busy, DemoteMode, LeaseToken};
 use crate::model::{Failover, Lsn};
@@ -30,7 +30,7 @@ impl Fencing {
         let seen = *self.seen.borrow();
         match super::guard::refuse_writable(token, now, self.decided_on, seen.as_ref()) {
             None => Ok(()),
-            Some(why) => Err(PgError::Invalid(format!("{what} refused: {why}"))),
+            Some(why) => Err(PgError::Invalid(format!("{what} refused: {why}").into())),
         }
     }
 }
@@ -95,12 +95,12 @@ impl BackgroundJob {
 
     /// Stops it where it is (child processes it started are killed with it) and waits
     /// until it is gone.
-    pub(super) async fn cancel(self) -> Result<(), String> {
+    pub(super) async fn cancel(self) -> Result<(), RequestError> {
         self.handle.abort();
         match self.handle.await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(e) if e.is_cancelled() => Err("cancelled".into()),
-            Err(e) => Err(format!("background action ended abnormally: {e}")),
+            Ok(result) => result.map_err(RequestError::Failed),
+            Err(e) if e.is_cancelled() => Err(RequestError::Cancelled),
+            Err(e) => Err(RequestError::Aborted(e.to_string())),
         }
     }
 
@@ -108,9 +108,9 @@ impl BackgroundJob {
     pub(super) async fn finish(self) -> Result<(), PgError> {
         match self.handle.await {
             Ok(result) => result,
-            Err(e) => Err(PgError::Invalid(format!(
-                "background action ended abnormally: {e}"
-            ))),
+            Err(e) => Err(PgError::Invalid(
+                format!("background action ended abnormally: {e}").into(),
+            )),
         }
     }
 }
@@ -266,10 +266,9 @@ async fn run(
         }
         Action::SwitchoverTo { candidate, token } => {
             let Some(upstream) = crate::decision::upstream_of(&candidate) else {
-                return Err(PgError::Invalid(format!(
-                    "{} has no conn_url",
-                    candidate.name
-                )));
+                return Err(PgError::Invalid(
+                    format!("{} has no conn_url", candidate.name).into(),
+                ));
             };
             // Flushed while writes still flow, so the shutdown checkpoint is short.
             if let Err(e) = pg.checkpoint().await {
@@ -388,9 +387,9 @@ async fn run(
         | Action::Follow { .. }
         | Action::StopPostgres { .. }
         | Action::CancelBackground
-        | Action::ManageSlots(_)) => Err(PgError::Invalid(format!(
-            "{other:?} is not a background action"
-        ))),
+        | Action::ManageSlots(_)) => Err(PgError::Invalid(
+            format!("{other:?} is not a background action").into(),
+        )),
     }
 }
 

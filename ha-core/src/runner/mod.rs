@@ -156,10 +156,30 @@ impl NodeSnapshot {
     }
 }
 
+/// Why an operator request was not carried out; shown to the operator as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Another request is waiting or running.
+    #[error("another request is already in progress")]
+    Busy,
+    /// The decision refused it, for the reason given.
+    #[error("{0}")]
+    Refused(String),
+    /// The action it started failed.
+    #[error("{0}")]
+    Failed(PgError),
+    /// The action it started was cancelled before it finished.
+    #[error("cancelled")]
+    Cancelled,
+    /// The action it started ended without an outcome (its task panicked).
+    #[error("background action ended abnormally: {0}")]
+    Aborted(String),
+}
+
 /// An operator request waiting for the decision, and where its answer goes.
 struct PendingRequest {
     request: OperatorRequest,
-    reply: oneshot::Sender<Result<(), String>>,
+    reply: oneshot::Sender<Result<(), RequestError>>,
 }
 
 /// The one operator request a node handles at a time.
@@ -220,11 +240,11 @@ impl RunnerHandle {
     /// Submits an operator request. The answer arrives when the decision refuses it,
     /// when a reinitialization has started, or when a restart has finished; `Err`
     /// carries the reason shown to the operator. Dropping the receiver withdraws it.
-    pub fn request(&self, request: OperatorRequest) -> oneshot::Receiver<Result<(), String>> {
+    pub fn request(&self, request: OperatorRequest) -> oneshot::Receiver<Result<(), RequestError>> {
         let (tx, rx) = oneshot::channel();
         let mut slot = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_some_and(|p| !p.reply.is_closed()) {
-            let _ = tx.send(Err("another request is already in progress".into()));
+            let _ = tx.send(Err(RequestError::Busy));
             return rx;
         }
         *slot = Some(PendingRequest { request, reply: tx });
@@ -288,7 +308,7 @@ pub struct Runner {
     requests: RequestSlot,
     reconfig: Arc<Mutex<Option<NodeConfig>>>,
     /// Answered when the running job ends (a restart's outcome).
-    job_reply: Option<oneshot::Sender<Result<(), String>>>,
+    job_reply: Option<oneshot::Sender<Result<(), RequestError>>>,
     failsafe: Arc<failsafe::FailsafeGate>,
     member_fields: MemberFields,
     /// The cluster-wide Postgres parameters last handed to the driver.
@@ -444,13 +464,13 @@ impl Runner {
                     self.publish_promoted();
                 }
                 if let (Busy::Bootstrap, Err(PgError::Misconfigured(why))) = (kind, &result) {
-                    let fatal = Fatal::BootstrapMisconfigured(why.clone());
+                    let fatal = Fatal::BootstrapMisconfigured(why.to_string());
                     tracing::error!(node = %self.cfg.name, "{fatal}; not retrying: initialize is released and the data directory emptied, the agent stops");
                     self.fatal = Some(fatal);
                     return None;
                 }
                 if let Some(reply) = self.job_reply.take() {
-                    let _ = reply.send(result.map_err(|e| e.to_string()));
+                    let _ = reply.send(result.map_err(RequestError::Failed));
                 }
             }
         }
@@ -639,7 +659,7 @@ impl Runner {
         let Some(pending) = slot.take() else { return };
         match verdict {
             RequestVerdict::Refused(why) => {
-                let _ = pending.reply.send(Err(why));
+                let _ = pending.reply.send(Err(RequestError::Refused(why)));
             }
             RequestVerdict::Started => {
                 let started = match pending.request {
@@ -997,7 +1017,7 @@ impl Runner {
                     tracing::warn!(node = %self.cfg.name, job = job.kind.describe(), "cancelling the running action");
                     let result = job.cancel().await;
                     if let Some(reply) = self.job_reply.take() {
-                        let _ = reply.send(result.and(Err("cancelled".into())));
+                        let _ = reply.send(result.and(Err(RequestError::Cancelled)));
                     }
                 }
                 None

@@ -143,6 +143,7 @@ pub(super) fn stopped_record(mut record: MemberData) -> MemberData {
     record.replay_lsn = None;
     record.replication_state = None;
     record.timeline = None;
+    record.extra.remove(crate::decision::REPLAY_LAG_SECONDS);
     record
 }
 
@@ -272,7 +273,7 @@ mod tests {
     #[test]
     fn a_stopped_record_keeps_addresses_role_and_tags_and_drops_positions() {
         let running = MemberData::parse(
-            r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","version":"4.1.4","xlog_location":100,"receive_lsn":100,"replay_lsn":90,"replication_state":"streaming","timeline":3,"tags":{"nofailover":true}}"#,
+            r#"{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"replica","version":"4.1.4","xlog_location":100,"receive_lsn":100,"replay_lsn":90,"replication_state":"streaming","timeline":3,"tags":{"nofailover":true},"replay_lag_seconds":1.5}"#,
         )
         .expect("member record");
         let stopped = serde_json::to_value(stopped_record(running)).expect("json");

@@ -9,6 +9,7 @@ use crate::datadir::{self, DirContents};
 use crate::error::{DriverError, Result};
 use crate::rejection;
 use crate::render::{self, ManagedState};
+use crate::sql;
 use ha_core::{StartRole, StopMode};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -286,5 +287,93 @@ impl PgDriver {
             .run_ok("post_bootstrap", cmd, LONG_TOOL_TIMEOUT)
             .await
             .map(|_| ())
+    }
+}
+
+impl PgDriver {
+    /// Gives the configured superuser its password, creating the role if needed (only
+    /// when a password is configured, as Patroni): after a custom bootstrap the roles
+    /// are the backup's, whose superuser password may differ from this node's.
+    async fn ensure_superuser(&self) -> Result<()> {
+        let su = &self.cfg().authentication.superuser;
+        let Some(password) = &su.password else {
+            return Ok(());
+        };
+        let client = self.connect_local(SQL_TIMEOUT).await?;
+        let stmts = format!(
+            "DO $fa$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {lit}) THEN CREATE ROLE {id}; END IF; END $fa$;
+             ALTER ROLE {id} WITH LOGIN SUPERUSER PASSWORD {pw};\n",
+            lit = sql::literal(&su.username),
+            id = sql::ident(&su.username),
+            pw = sql::literal(password),
+        );
+        sql::batch(&client, &stmts, SQL_TIMEOUT).await
+    }
+
+    async fn ensure_roles(&self) -> Result<()> {
+        let client = self.connect_local(SQL_TIMEOUT).await?;
+        let su = &self.cfg().authentication.superuser.username;
+        let mut stmts = String::new();
+        let role_sql = |name: &str, password: &Option<String>, attrs: &str| -> String {
+            let pw = password
+                .as_ref()
+                .map(|p| format!(" PASSWORD {}", sql::literal(p)))
+                .unwrap_or_default();
+            format!(
+                "DO $fa$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {lit}) THEN CREATE ROLE {id}; END IF; END $fa$;
+                 ALTER ROLE {id} WITH {attrs}{pw};\n",
+                lit = sql::literal(name),
+                id = sql::ident(name),
+            )
+        };
+        let repl = &self.cfg().authentication.replication;
+        if &repl.username != su {
+            stmts.push_str(&role_sql(
+                &repl.username,
+                &repl.password,
+                "LOGIN REPLICATION",
+            ));
+        }
+        if let Some(rw) = &self.cfg().authentication.rewind {
+            if &rw.username != su {
+                stmts.push_str(&role_sql(&rw.username, &rw.password, "LOGIN"));
+                let id = sql::ident(&rw.username);
+                for f in [
+                    "pg_catalog.pg_ls_dir(text, boolean, boolean)",
+                    "pg_catalog.pg_stat_file(text, boolean)",
+                    "pg_catalog.pg_read_binary_file(text)",
+                    "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+                ] {
+                    stmts.push_str(&format!("GRANT EXECUTE ON FUNCTION {f} TO {id};\n"));
+                }
+            }
+        }
+        // `bootstrap.users`, except the roles configured above.
+        let rewind = self
+            .cfg()
+            .authentication
+            .rewind
+            .as_ref()
+            .map(|r| r.username.clone());
+        for u in &self.cfg().bootstrap_users {
+            if &u.name == su
+                || u.name == repl.username
+                || rewind.as_deref() == Some(u.name.as_str())
+            {
+                continue;
+            }
+            let Some(attrs) = u.attributes() else {
+                tracing::error!(
+                    "bootstrap.users.{}: options must be role attributes such as CREATEDB; the role is not created",
+                    u.name
+                );
+                continue;
+            };
+            stmts.push_str(&role_sql(&u.name, &u.password, &attrs));
+        }
+        if !stmts.is_empty() {
+            sql::batch(&client, &stmts, SQL_TIMEOUT).await?;
+        }
+        Ok(())
     }
 }

@@ -2,12 +2,15 @@
 //! and `/ui/events`, a server-sent event stream of the agent's cluster view.
 //!
 //! Reading is open like every other `GET` of the API; the page acts through the
-//! existing write endpoints, which check the REST credentials the user types in.
+//! existing write endpoints, which check the REST credentials the user types in, and
+//! through `POST /ui/restart` / `/ui/reinitialize`, which act on any member.
 //! The stream works only while a client is connected, and then only once per HA
 //! cycle: it reuses the cycle's cluster view and reads nothing from the DCS itself.
 
+mod act;
 mod events;
 
+pub(crate) use act::act;
 pub use events::{changes, snapshot};
 
 use super::handlers::App;

@@ -2,10 +2,10 @@
 // through the REST API's own endpoints. No framework, no build step.
 "use strict";
 
-const LAG_POINTS = 60;
+const LAG_WINDOW_MS = 5 * 60 * 1000;  // the lag charts show the last five minutes
 let snap = null;            // the last snapshot from the agent
 let auth = null;            // "Basic ..." once the user typed credentials
-const lagHistory = {};      // member name -> [lag bytes or null]
+const lagHistory = {};      // member name -> [{t, bytes, secs}], one per update
 
 const $ = (id) => document.getElementById(id);
 
@@ -31,24 +31,58 @@ function bytes(n) {
   return v.toFixed(1) + " " + units[i];
 }
 
-function spark(points) {
-  const w = 120, h = 22;
+function seconds(s) {
+  if (typeof s !== "number") return "? s";
+  if (s < 10) return s.toFixed(1) + " s";
+  if (s < 120) return Math.round(s) + " s";
+  if (s < 7200) return Math.round(s / 60) + " min";
+  return (s / 3600).toFixed(1) + " h";
+}
+
+// A step chart of one lag series over the last LAG_WINDOW_MS: each value holds
+// until the next update (the agent sends one only when something changed).
+function spark(points, key, cls, fmt) {
+  const w = 110, h = 22, now = Date.now();
+  // From the first value known (the page opened) or five minutes back, at least 10 s.
+  const first = points.length ? points[0].t : now;
+  const from = Math.max(now - LAG_WINDOW_MS, Math.min(first, now - 10000));
+  const span = now - from;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("class", "spark");
+  svg.setAttribute("class", "spark " + cls);
   svg.setAttribute("width", w);
   svg.setAttribute("height", h);
-  const vals = points.map((p) => (typeof p === "number" ? p : 0));
-  const max = Math.max(1, ...vals);
-  const step = w / Math.max(1, LAG_POINTS - 1);
-  const start = w - step * (vals.length - 1);
-  const pts = vals.map((v, i) => `${(start + i * step).toFixed(1)},${(h - 2 - (v / max) * (h - 4)).toFixed(1)}`);
+  const known = points.filter((p) => typeof p[key] === "number");
+  const max = Math.max(0, ...known.map((p) => p[key]));
+  const x = (t) => (((Math.max(t, from) - from) / span) * w).toFixed(1);
+  const y = (v) => (h - 2 - (max > 0 ? v / max : 0) * (h - 4)).toFixed(1);
+  const pts = [];
+  known.forEach((p, i) => {
+    const next = i + 1 < known.length ? known[i + 1].t : now;
+    if (next < from) return;
+    pts.push(`${x(p.t)},${y(p[key])}`, `${x(next)},${y(p[key])}`);
+  });
   const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
   line.setAttribute("points", pts.join(" "));
   svg.append(line);
   const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
-  title.textContent = `lag over the last ${vals.length} updates, max ${bytes(Math.max(...vals))}`;
+  title.textContent = `lag over the last ${LAG_WINDOW_MS / 60000} minutes (since the page opened), max ${fmt(max)}`;
   svg.append(title);
   return svg;
+}
+
+function recordLag(members, at) {
+  const t = at ? Date.parse(at) : Date.now();
+  for (const m of members) {
+    if (m.role === "leader" || m.role === "standby_leader") continue;
+    const h = lagHistory[m.name] || (lagHistory[m.name] = []);
+    h.push({
+      t,
+      bytes: typeof m.lag === "number" ? m.lag : null,
+      secs: typeof m.replay_lag_seconds === "number" ? m.replay_lag_seconds : null,
+    });
+    // Keep the last point before the window: it is the value at the window's start.
+    while (h.length > 2 && h[1].t < t - LAG_WINDOW_MS) h.shift();
+  }
 }
 
 function roleBadge(role) {
@@ -70,8 +104,16 @@ function memberCard(m, upstream) {
     m.host ? el("span", {}, `${m.host}:${m.port}`) : null,
     upstream ? el("span", {}, "streams from " + upstream) : null);
   if (m.role !== "leader" && m.role !== "standby_leader") {
-    details.append(el("span", { class: "lag", title: `${m.lag} bytes` }, "lag " + bytes(m.lag)));
-    details.append(spark(lagHistory[m.name] || []));
+    const h = lagHistory[m.name] || [];
+    // Received but not yet replayed WAL does not count in `lag`: say so when it differs.
+    const replayBehind = typeof m.replay_lag === "number" && typeof m.lag === "number" && m.replay_lag > m.lag
+      ? ` (replay ${bytes(m.replay_lag)})` : "";
+    details.append(el("span", { class: "lag" }, "lag ",
+      el("b", { class: "lag-bytes", title: `${m.lag} bytes behind the leader's last position` }, bytes(m.lag) + replayBehind),
+      spark(h, "bytes", "b", bytes),
+      el("b", { class: "lag-seconds", title: "replay lag: how old the last replayed commit is while replay is behind" },
+        seconds(m.replay_lag_seconds)),
+      spark(h, "secs", "s", seconds)));
   }
   if (m.api_url && snap && m.name !== snap.served_by) {
     try {
@@ -85,7 +127,8 @@ function memberCard(m, upstream) {
     const reasons = (m.not_electable_because || []).map((b) => b.reason).join("; ");
     why = el("div", { class: "why no" }, "not electable: " + reasons);
   }
-  return el("div", { class: "member", "data-name": m.name, "data-role": m.role, "data-state": m.state },
+  return el("div", { class: "member", "data-name": m.name, "data-role": m.role, "data-state": m.state,
+    "data-lag-seconds": typeof m.replay_lag_seconds === "number" ? String(m.replay_lag_seconds) : null },
     head, details, why);
 }
 
@@ -125,15 +168,11 @@ function render() {
   if (!snap) return;
   const c = snap.cluster;
   const members = c.members || [];
-  for (const m of members) {
-    if (m.role === "leader" || m.role === "standby_leader") continue;
-    const h = lagHistory[m.name] || (lagHistory[m.name] = []);
-    h.push(typeof m.lag === "number" ? m.lag : null);
-    if (h.length > LAG_POINTS) h.shift();
-  }
   $("scope").textContent = c.scope;
   $("leader-name").textContent = snap.leader || "none";
-  $("timeline").textContent = snap.timeline;
+  // No history yet (timeline 0): the leader's own timeline.
+  const lead = members.find((m) => m.name === snap.leader);
+  $("timeline").textContent = snap.timeline || (lead && lead.timeline) || "?";
   $("served-by").textContent = snap.served_by;
   $("paused").hidden = !c.pause;
   const mode = snap.config && snap.config.synchronous_mode;
@@ -142,7 +181,11 @@ function render() {
   $("sync").textContent = mode === "quorum"
     ? `quorum ${sync ? sync.quorum : 0} of ${sync ? sync.sync_standby.join(", ") : "none"}`
     : `sync standbys ${sync ? sync.sync_standby.join(", ") : "none"}`;
-  for (const s of document.querySelectorAll(".me")) s.textContent = snap.served_by;
+  const target = $("act-member");
+  const chosen = target.value || snap.served_by;
+  target.replaceChildren(...members.map((m) => el("option", { value: m.name },
+    m.name + (m.name === snap.served_by ? " (serving this page)" : ""))));
+  if ([...target.options].some((o) => o.value === chosen)) target.value = chosen;
   renderTopology(members);
   const sel = $("switchover-candidate");
   const keep = sel.value;
@@ -171,7 +214,7 @@ function connect() {
   es.addEventListener("update", (ev) => {
     const u = JSON.parse(ev.data);
     for (const line of u.changes || []) log(line, u.at);
-    if (u.snapshot) { snap = u.snapshot; render(); }
+    if (u.snapshot) { snap = u.snapshot; recordLag(snap.cluster.members || [], u.at); render(); }
   });
 }
 
@@ -193,8 +236,9 @@ async function call(method, path, body) {
     const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     const text = await resp.text();
     show(resp.status, text);
-    if (resp.status === 401) log(`${method} ${path} refused: wrong or missing credentials`);
-    else log(`${method} ${path}: ${resp.status}`);
+    const what = body && body.member ? `${method} ${path} (${body.member})` : `${method} ${path}`;
+    if (resp.status === 401) log(`${what} refused: ${text.includes("refused this agent's credentials") ? text : "wrong or missing credentials"}`);
+    else log(`${what}: ${resp.status}`);
     return resp.status;
   } catch (e) {
     show(0, "request failed: " + e);
@@ -231,11 +275,16 @@ $("pause-go").addEventListener("click", () => {
   if (confirm("Pause the cluster? No automatic failover happens while paused.")) call("PATCH", "/config", { pause: true });
 });
 $("resume-go").addEventListener("click", () => call("PATCH", "/config", { pause: null }));
+// Any member: the serving agent acts itself or forwards to that member's API.
 $("restart-go").addEventListener("click", () => {
-  if (confirm(`Restart PostgreSQL on ${snap ? snap.served_by : "this member"}?`)) call("POST", "/restart", {});
+  const m = $("act-member").value;
+  if (m && confirm(`Are you sure you want to restart members ${m}?`)) call("POST", "/ui/restart", { member: m });
 });
 $("reinit-go").addEventListener("click", () => {
-  if (confirm(`Reinitialize ${snap ? snap.served_by : "this member"}? Its data directory is replaced by a fresh copy.`)) call("POST", "/reinitialize", {});
+  const m = $("act-member").value;
+  if (m && confirm(`Are you sure you want to reinitialize members ${m}? Its data directory is replaced by a fresh copy from the leader.`)) {
+    call("POST", "/ui/reinitialize", { member: m });
+  }
 });
 $("config-go").addEventListener("click", () => {
   let patch;
@@ -243,4 +292,6 @@ $("config-go").addEventListener("click", () => {
   if (confirm("Apply this change to the dynamic configuration?\n" + JSON.stringify(patch, null, 2))) call("PATCH", "/config", patch);
 });
 
+// Redraw the lag charts' time axis now and then; this reads nothing from the agent.
+setInterval(() => { if (snap && !document.hidden) renderTopology(snap.cluster.members || []); }, 5000);
 connect();

@@ -1,0 +1,3 @@
+//! Parts of `e2e_migrate`.
+
+pub mod load;
