@@ -88,9 +88,12 @@ pub enum ProxyError {
     /// `proxy.auth_file` cannot be used.
     #[error("proxy.auth_file: {0}")]
     AuthFile(#[from] users::UsersError),
-    /// `proxy.certfile`/`keyfile` or the `proxy.server_tls_*` files cannot be used.
+    /// `proxy.certfile`/`keyfile` cannot be used.
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    /// The `proxy.server_tls_*` settings cannot be used (the message names the key).
+    #[error("{0}")]
+    ServerTls(String),
 }
 
 /// A running proxy: its listeners and the DCS watcher. Dropping it stops accepting
@@ -141,7 +144,7 @@ impl Proxy {
             settings.server_tls_cert_file.as_deref(),
             settings.server_tls_key_file.as_deref(),
         )
-        .map_err(ProxyError::Tls)?;
+        .map_err(ProxyError::ServerTls)?;
         let rw = bind("listen_rw", settings.listen_rw.clone()).await?;
         let ro = bind("listen_ro", settings.listen_ro.clone()).await?;
         let metrics = bind("metrics_listen", settings.metrics_listen.clone()).await?;
