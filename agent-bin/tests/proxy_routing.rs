@@ -513,6 +513,24 @@ fn sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transactio
         text.contains("fullauto_proxy_queries_total{target=\"b\"}"),
         "{text}"
     );
+    // The held query's wait counts as a pause of at least the 2 s it was held before
+    // the lease moved; the gauge names the new primary.
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(value("fullauto_proxy_pauses_total ") >= 1.0, "{text}");
+    assert!(
+        value("fullauto_proxy_pause_seconds_total ") >= 1.5,
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "fullauto_proxy_primary{member=\"b\"} 1"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -554,4 +572,132 @@ fn clients_reach_the_proxy_over_tls_when_it_has_a_certificate() {
     // Plain connections are still served.
     let (ok, out) = psql("disable");
     assert!(ok && out == a, "{out}");
+}
+
+#[test]
+fn the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says() {
+    let mut f = Fixture::start(1);
+    f.member("a", 0, "primary", "running", "");
+    f.put("leader", "a");
+    // The server takes TCP connections over TLS only, with a certificate for
+    // 127.0.0.1 signed by the test CA.
+    let pki = support::tls::TestPki::new(f.dir.path());
+    let (_, cert, key) = pki.issue("server");
+    let data = f.servers[0].data_dir.clone();
+    for (from, to) in [(&cert, "server.crt"), (&key, "server.key")] {
+        std::fs::copy(from, data.join(to)).expect("copy");
+        chown_postgres(&data.join(to));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join(to), std::fs::Permissions::from_mode(0o600))
+            .expect("chmod");
+    }
+    // Database `certdb` needs a client certificate (CN = the user) signed by the CA.
+    std::fs::copy(pki.ca(), data.join("ca.pem")).expect("copy");
+    chown_postgres(&data.join("ca.pem"));
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl certdb all 127.0.0.1/32 cert\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .expect("pg_hba.conf");
+    let s = &f.servers[0];
+    s.sql("ALTER SYSTEM SET ssl = on");
+    s.sql("ALTER SYSTEM SET ssl_ca_file = 'ca.pem'");
+    s.sql("CREATE DATABASE certdb");
+    s.sql("SELECT pg_reload_conf()");
+    // A second CA, which signed nothing the server shows.
+    let other = tempfile::tempdir().expect("tempdir");
+    let stranger = support::tls::TestPki::new(other.path());
+    let (_, proxy_cert, proxy_key) = pki.issue("proxy");
+
+    let users = f.dir.path().join("users.txt");
+    std::fs::write(&users, "\"postgres\" \"pw\"\n").expect("auth file");
+    let (full, moving, plain, wrong) = (free_port(), free_port(), free_port(), free_port());
+    let (_, client_cert, client_key) = pki.issue("postgres");
+    let with_cert = free_port();
+    let _with_cert = f.proxy(
+        "client-cert",
+        &format!(
+            "  listen_rw: 127.0.0.1:{with_cert}\n  server_tls_sslmode: verify-full\n  server_tls_ca_file: {}\n  server_tls_cert_file: {}\n  server_tls_key_file: {}\n",
+            pki.ca().display(),
+            client_cert.display(),
+            client_key.display()
+        ),
+    );
+    // Clients reach this one over TLS too; it checks the server's certificate and name.
+    let _full = f.proxy(
+        "verify-full",
+        &format!(
+            "  listen_rw: 127.0.0.1:{full}\n  certfile: {}\n  keyfile: {}\n  server_tls_sslmode: verify-full\n  server_tls_ca_file: {}\n",
+            proxy_cert.display(),
+            proxy_key.display(),
+            pki.ca().display()
+        ),
+    );
+    // This one logs in to the server itself (auth_file), encrypting without checks.
+    let _moving = f.proxy(
+        "require",
+        &format!(
+            "  listen_rw: 127.0.0.1:{moving}\n  auth_file: {}\n  server_tls_sslmode: require\n",
+            users.display()
+        ),
+    );
+    let _plain = f.proxy(
+        "disable",
+        &format!("  listen_rw: 127.0.0.1:{plain}\n  server_tls_sslmode: disable\n"),
+    );
+    let _wrong = f.proxy(
+        "wrong-ca",
+        &format!(
+            "  listen_rw: 127.0.0.1:{wrong}\n  server_tls_sslmode: verify-ca\n  server_tls_ca_file: {}\n",
+            stranger.ca().display()
+        ),
+    );
+    // Whether the server sees the proxy's connection encrypted, through `port`.
+    let ssl_in = |port: u16, sslmode: &str, db: &str| {
+        let out = std::process::Command::new("psql")
+            .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c"])
+            .arg("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .arg(format!(
+                "host=127.0.0.1 port={port} user=postgres password=pw dbname={db} connect_timeout=10 sslmode={sslmode} sslrootcert={}",
+                pki.ca().display()
+            ))
+            .output()
+            .expect("psql");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (
+            out.status.success(),
+            text + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let ssl = |port: u16, sslmode: &str| ssl_in(port, sslmode, "postgres");
+    // TLS on both sides: client -> proxy (verify-full) and proxy -> server.
+    let (ok, out) = wait_until(WAIT, || {
+        Some(ssl(full, "verify-full")).filter(|(ok, _)| *ok)
+    })
+    .unwrap_or_else(|| ssl(full, "verify-full"));
+    assert!(ok && out == "t", "{out}");
+    let (ok, out) = wait_until(WAIT, || Some(ssl(moving, "disable")).filter(|(ok, _)| *ok))
+        .unwrap_or_else(|| ssl(moving, "disable"));
+    assert!(ok && out == "t", "{out}");
+    // Without TLS the server refuses the proxy's connection, and the client hears why.
+    let (ok, out) = wait_until(WAIT, || {
+        Some(ssl(plain, "disable")).filter(|(_, out)| out.contains("pg_hba.conf"))
+    })
+    .unwrap_or_else(|| ssl(plain, "disable"));
+    assert!(!ok && out.contains("no encryption"), "{out}");
+    // A certificate from a CA the proxy does not trust: no connection.
+    let (ok, out) = wait_until(WAIT, || {
+        Some(ssl(wrong, "disable")).filter(|(_, out)| out.contains("TLS"))
+    })
+    .unwrap_or_else(|| ssl(wrong, "disable"));
+    assert!(!ok && out.contains("TLS with the server failed"), "{out}");
+    // The proxy presents its client certificate where the server asks for one; a
+    // proxy without one is refused there.
+    let (ok, out) = wait_until(WAIT, || {
+        Some(ssl_in(with_cert, "disable", "certdb")).filter(|(ok, _)| *ok)
+    })
+    .unwrap_or_else(|| ssl_in(with_cert, "disable", "certdb"));
+    assert!(ok && out == "t", "{out}");
+    let (ok, out) = ssl_in(full, "verify-full", "certdb");
+    assert!(!ok && out.contains("certificate"), "{out}");
 }

@@ -49,6 +49,7 @@ pub mod cancel;
 pub mod metrics;
 pub mod relay;
 pub mod routes;
+pub mod server_tls;
 pub mod session;
 pub mod settings;
 pub mod tls;
@@ -90,6 +91,9 @@ pub enum ProxyError {
     /// `proxy.certfile`/`keyfile` cannot be used.
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
+    /// The `proxy.server_tls_*` settings cannot be used (the message names the key).
+    #[error("{0}")]
+    ServerTls(String),
 }
 
 /// A running proxy: its listeners and the DCS watcher. Dropping it stops accepting
@@ -134,6 +138,13 @@ impl Proxy {
             }
             None => None,
         };
+        let server_tls = server_tls::ServerTls::new(
+            settings.server_tls_sslmode,
+            settings.server_tls_ca_file.as_deref(),
+            settings.server_tls_cert_file.as_deref(),
+            settings.server_tls_key_file.as_deref(),
+        )
+        .map_err(ProxyError::ServerTls)?;
         let rw = bind("listen_rw", settings.listen_rw.clone()).await?;
         let ro = bind("listen_ro", settings.listen_ro.clone()).await?;
         let metrics = bind("metrics_listen", settings.metrics_listen.clone()).await?;
@@ -159,6 +170,7 @@ impl Proxy {
             counters: Default::default(),
             users,
             tls,
+            server_tls,
         });
         let mut proxy = Proxy {
             rw_address: rw.as_ref().and_then(|l| l.local_addr().ok()),

@@ -17,15 +17,14 @@
 
 use crate::auth::{self, Credentials, Welcome};
 use crate::routes::Target;
+use crate::server_tls::ServerStream;
 use crate::session::{Listener, Shared, FENCED, REFUSED};
 use crate::track::{Tracker, REPLAYED_PARAMETERS};
 use crate::wire::{self, complete_message};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
 /// Buffered bytes in one direction above which the proxy stops reading that side.
@@ -49,8 +48,8 @@ pub struct Login {
 pub struct Server {
     /// The member.
     pub target: Target,
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: ReadHalf<ServerStream>,
+    write: WriteHalf<ServerStream>,
     /// Queries routed to this member (shared counter).
     queries: Arc<AtomicU64>,
 }
@@ -62,8 +61,7 @@ pub async fn open(
     shared: &Shared,
 ) -> Result<(Server, Welcome), auth::LoginError> {
     let connect = async {
-        let mut stream = TcpStream::connect(target.address()).await?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = shared.server_tls.connect(&target.host, target.port).await?;
         let welcome = auth::login(&mut stream, &login.startup, &login.user, &login.creds).await?;
         Ok::<_, auth::LoginError>((stream, welcome))
     };
@@ -86,7 +84,7 @@ pub async fn open(
             key: welcome.key.1,
         },
     );
-    let (read, write) = stream.into_split();
+    let (read, write) = tokio::io::split(stream);
     Ok((
         Server {
             target: target.clone(),
@@ -153,22 +151,23 @@ pub async fn relay<C>(
     let mut lost_error: Option<Vec<u8>> = None;
     let mut client_gone = false;
     let end: Option<Vec<u8>> = 'session: loop {
-        let (lease_ok, ready, primary) = {
+        let (lease_ok, ready) = {
             let r = routes.borrow();
             let name = server.as_ref().map(|s| s.target.name.as_str());
             (
                 name.is_some() && r.primary_name() == name,
                 r.ready_for_writes(),
-                r.primary.clone(),
             )
         };
+        // Read (cloned) only where needed: not on the path of every message.
+        let primary = || routes.borrow().primary.clone();
         // The session's server lost the leader key.
         if rw && server.is_some() && !lease_ok {
             let old = server
                 .as_ref()
                 .map(|s| s.target.name.clone())
                 .unwrap_or_default();
-            let now = match &primary {
+            let now = match &primary() {
                 Ok(t) => format!("the primary is now {}", t.name),
                 Err(why) => why.to_string(),
             };
@@ -215,7 +214,7 @@ pub async fn relay<C>(
                 tracing::info!("closed a read-write session: {message}");
                 break 'session Some(wire::fatal(FENCED, &message));
             }
-            if let (Ok(target), true) = (&primary, ready || overridden) {
+            if let (Ok(target), true) = (&primary(), ready || overridden) {
                 match move_to(target, &login, &mut tracker, shared).await {
                     Ok((s, notices)) => {
                         to_client.extend(notices);
@@ -276,7 +275,7 @@ pub async fn relay<C>(
                     overridden = true;
                     continue;
                 }
-                let why = match &primary {
+                let why = match &primary() {
                     Ok(t) => format!("{} does not run as primary yet", t.name),
                     Err(why) => why.to_string(),
                 };

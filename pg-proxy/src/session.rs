@@ -12,6 +12,7 @@ use crate::cancel::{Backend, CancelKeys};
 use crate::metrics::Counters;
 use crate::relay::{self, Login};
 use crate::routes::{Routes, Target};
+use crate::server_tls::{ServerStream, ServerTls};
 use crate::settings::ProxySettings;
 use crate::track::Tracker;
 use crate::users::Users;
@@ -20,8 +21,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::ReadHalf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -71,6 +72,8 @@ pub struct Shared {
     pub users: Option<Users>,
     /// TLS for clients (`proxy.certfile`), when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS to servers (`proxy.server_tls_sslmode` and its files).
+    pub server_tls: ServerTls,
 }
 
 /// The client's first packet, or `None` (logged) when it sent none in time.
@@ -155,7 +158,7 @@ async fn serve_stream<C>(
             return;
         }
     };
-    let connect = TcpStream::connect(target.address());
+    let connect = shared.server_tls.connect(&target.host, target.port);
     let mut server = match tokio::time::timeout(shared.settings.connect_timeout, connect).await {
         Ok(Ok(s)) => s,
         outcome => {
@@ -173,7 +176,6 @@ async fn serve_stream<C>(
             return;
         }
     };
-    let _ = server.set_nodelay(true);
     if let Err(e) = server.write_all(&raw).await {
         let why = format!("{target} closed the connection at start-up: {e}");
         let _ = client.write_all(&wire::fatal(REFUSED, &why)).await;
@@ -264,12 +266,12 @@ enum End {
     Fenced(String),
 }
 
-async fn relay<C>(client: C, server: TcpStream, target: &Target, kind: Listener, shared: &Shared)
+async fn relay<C>(client: C, server: ServerStream, target: &Target, kind: Listener, shared: &Shared)
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut sr, mut sw) = server.into_split();
+    let (mut sr, mut sw) = tokio::io::split(server);
     let address = target.address();
     let mut framer = Framer::default();
     let mut keys = Vec::new();
@@ -342,7 +344,7 @@ where
 /// Copies the server's messages to the client, following their boundaries and
 /// recording the cancel keys the server hands out.
 async fn server_to_client<W: tokio::io::AsyncWrite + Unpin>(
-    sr: &mut OwnedReadHalf,
+    sr: &mut ReadHalf<ServerStream>,
     cw: &mut W,
     framer: &mut Framer,
     keys: &mut Vec<(i32, i32)>,

@@ -1,6 +1,7 @@
 //! The `proxy:` section of the config file, read from its JSON form (the agent's
 //! config loader has already checked the types; this reads them the same loose way).
 
+use crate::server_tls::SslMode;
 use crate::users::AuthType;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -36,6 +37,14 @@ pub struct ProxySettings {
     pub certfile: Option<String>,
     /// PEM private key for it (default: `certfile`).
     pub keyfile: Option<String>,
+    /// TLS to servers (`server_tls_sslmode`, libpq's modes; default `prefer`).
+    pub server_tls_sslmode: SslMode,
+    /// CA that signed the servers' certificates (PEM; for `verify-ca`/`verify-full`).
+    pub server_tls_ca_file: Option<String>,
+    /// Client certificate the proxy presents to servers that ask (PEM chain).
+    pub server_tls_cert_file: Option<String>,
+    /// Its unencrypted PEM private key (default: `server_tls_cert_file`).
+    pub server_tls_key_file: Option<String>,
 }
 
 impl Default for ProxySettings {
@@ -53,6 +62,10 @@ impl Default for ProxySettings {
             name: None,
             certfile: None,
             keyfile: None,
+            server_tls_sslmode: SslMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
         }
     }
 }
@@ -147,6 +160,18 @@ impl ProxySettings {
             auth_file: get("auth_file").and_then(text).map(PathBuf::from),
             certfile: get("certfile").and_then(text),
             keyfile: get("keyfile").and_then(text),
+            server_tls_sslmode: match get("server_tls_sslmode").and_then(text) {
+                None => defaults.server_tls_sslmode,
+                Some(m) => SslMode::parse(&m).ok_or_else(|| {
+                    err(
+                        "server_tls_sslmode",
+                        format!("{m:?} is not an sslmode: write disable, prefer, require, verify-ca or verify-full"),
+                    )
+                })?,
+            },
+            server_tls_ca_file: get("server_tls_ca_file").and_then(text),
+            server_tls_cert_file: get("server_tls_cert_file").and_then(text),
+            server_tls_key_file: get("server_tls_key_file").and_then(text),
             name: match get("name").and_then(text) {
                 Some(n) if n.contains('/') => {
                     return Err(err("name", "must not contain '/': it is a key name in the DCS"))
@@ -168,6 +193,23 @@ impl ProxySettings {
             return Err(err(
                 "keyfile",
                 "needs proxy.certfile (the certificate it belongs to)",
+            ));
+        }
+        if s.server_tls_key_file.is_some() && s.server_tls_cert_file.is_none() {
+            return Err(err(
+                "server_tls_key_file",
+                "needs proxy.server_tls_cert_file (the certificate it belongs to)",
+            ));
+        }
+        if matches!(
+            s.server_tls_sslmode,
+            SslMode::VerifyCa | SslMode::VerifyFull
+        ) && s.server_tls_ca_file.is_none()
+        {
+            return Err(err(
+                "server_tls_ca_file",
+                "needed for server_tls_sslmode verify-ca and verify-full: the CA (PEM) that \
+                 signed the servers' certificates",
             ));
         }
         if s.auth_file.is_none() && get("auth_type").is_some() {
@@ -237,5 +279,40 @@ mod tests {
         let e =
             ProxySettings::from_value(&json!({"listen_rw": ":1", "auth_type": "md5"})).unwrap_err();
         assert_eq!(e.key, "auth_type");
+    }
+
+    #[test]
+    fn server_tls_keys_are_read_and_checked() {
+        let s = ProxySettings::from_value(&json!({"listen_rw": ":1"}))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.server_tls_sslmode, SslMode::Prefer);
+        let s = ProxySettings::from_value(&json!({
+            "listen_rw": ":1",
+            "server_tls_sslmode": "verify-full",
+            "server_tls_ca_file": "/etc/ca.pem",
+            "server_tls_cert_file": "/etc/proxy.pem",
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.server_tls_sslmode, SslMode::VerifyFull);
+        assert_eq!(s.server_tls_ca_file.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(s.server_tls_cert_file.as_deref(), Some("/etc/proxy.pem"));
+        for (section, key) in [
+            (
+                json!({"listen_rw": ":1", "server_tls_sslmode": "verify-ca"}),
+                "server_tls_ca_file",
+            ),
+            (
+                json!({"listen_rw": ":1", "server_tls_sslmode": "always"}),
+                "server_tls_sslmode",
+            ),
+            (
+                json!({"listen_rw": ":1", "server_tls_key_file": "/k"}),
+                "server_tls_key_file",
+            ),
+        ] {
+            assert_eq!(ProxySettings::from_value(&section).unwrap_err().key, key);
+        }
     }
 }

@@ -33,8 +33,10 @@ pub struct Tracker {
     pub parameters: BTreeMap<String, String>,
     /// Named prepared statements the server confirmed, with their `Parse` message.
     pub statements: BTreeMap<String, Vec<u8>>,
-    /// `Parse` messages sent and not yet confirmed (name and message), in order.
-    parsing: VecDeque<(String, Vec<u8>)>,
+    /// `Parse` messages sent and not yet confirmed (name and message), in order;
+    /// `None` ends each request answered by one `ReadyForQuery` (`Sync`, `Query`,
+    /// `FunctionCall`), as requests can be pipelined.
+    parsing: VecDeque<Option<(String, Vec<u8>)>>,
     /// Why the session cannot be moved to another server, if it cannot.
     pub pinned: Option<String>,
 }
@@ -76,20 +78,25 @@ impl Tracker {
         match kind {
             b'Q' => {
                 self.pending += 1;
+                self.parsing.push_back(None);
                 let (sql, _) = cstring(body);
                 self.scan_sql(&sql);
             }
-            b'F' => self.pending += 1,
+            b'F' => {
+                self.pending += 1;
+                self.parsing.push_back(None);
+            }
             b'S' => {
                 self.pending += 1;
                 self.unsynced = false;
+                self.parsing.push_back(None);
             }
             b'P' => {
                 self.unsynced = true;
                 let (name, rest) = cstring(body);
                 let (sql, _) = cstring(rest);
                 self.scan_sql(&sql);
-                self.parsing.push_back((name, raw.to_vec()));
+                self.parsing.push_back(Some((name, raw.to_vec())));
             }
             b'C' => {
                 self.unsynced = true;
@@ -110,12 +117,16 @@ impl Tracker {
                 self.pending = self.pending.saturating_sub(1);
                 self.status = body.first().copied().unwrap_or(b'I');
                 // Parses not confirmed by now failed or were skipped after an error.
-                self.parsing.clear();
+                // This request's unconfirmed parses (failed or skipped) are done
+                // with; those of requests pipelined after it still wait.
+                while let Some(Some(_)) = self.parsing.pop_front() {}
             }
             b'1' => {
-                if let Some((name, raw)) = self.parsing.pop_front() {
-                    if !name.is_empty() {
-                        self.statements.insert(name, raw);
+                if matches!(self.parsing.front(), Some(Some(_))) {
+                    if let Some(Some((name, raw))) = self.parsing.pop_front() {
+                        if !name.is_empty() {
+                            self.statements.insert(name, raw);
+                        }
                     }
                 }
             }
@@ -223,6 +234,29 @@ mod tests {
         assert_eq!(t.statements["s1"], parse);
         t.client_message(b'C', &msg(b'C', b"Ss1\0"));
         assert!(t.statements.is_empty());
+    }
+
+    #[test]
+    fn a_parse_pipelined_behind_another_request_is_kept() {
+        // tokio-postgres closes the last statement (Close + Sync) and prepares the
+        // next (Parse + Describe + Sync) without waiting in between: the first
+        // ReadyForQuery must not forget the second request's Parse.
+        let mut t = Tracker::default();
+        t.client_message(b'C', &msg(b'C', b"Ss1\0"));
+        t.client_message(b'S', &msg(b'S', b""));
+        let parse = msg(b'P', b"s2\0INSERT INTO t DEFAULT VALUES\0\0\0");
+        t.client_message(b'P', &parse);
+        t.client_message(b'D', &msg(b'D', b"Ss2\0"));
+        t.client_message(b'S', &msg(b'S', b""));
+        t.server_message(b'3', b"");
+        t.server_message(b'Z', b"I");
+        assert!(!t.idle());
+        t.server_message(b'1', b"");
+        t.server_message(b'n', b"");
+        t.server_message(b'Z', b"I");
+        assert!(t.idle());
+        assert_eq!(t.statements.keys().collect::<Vec<_>>(), ["s2"]);
+        assert_eq!(t.statements["s2"], parse);
     }
 
     #[test]

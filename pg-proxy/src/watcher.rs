@@ -1,6 +1,8 @@
 //! Keeps the routing view current: reads the cluster whenever the DCS says the
 //! leader or failover key may have changed, and at a short interval for member
-//! records (which do not wake watchers). When the DCS stays silent for longer than
+//! records (which do not wake watchers); while a new leader is still promoting at a
+//! much shorter one, so held clients move the moment its record says it runs as
+//! primary (the leader and failover keys wake the watcher themselves). When the DCS stays silent for longer than
 //! the leader key's ttl, the primary is withdrawn: the lease may have moved without
 //! the proxy hearing of it. Every `loop_wait` it also publishes the proxy's own
 //! record (`proxies/<name>`, on its lease) so `fullautoctl list` shows it.
@@ -14,6 +16,10 @@ use tokio::time::Instant;
 
 /// How often the cluster is read without a wake-up (member records, lag).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often it is read while the leader promotes and clients wait for its record
+/// (etcd's backend serves these reads from its watch-fed cache: no request).
+pub const CHANGING_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Starts the watcher task; the receiver always holds the latest routes. `record`
 /// is the proxy's own record, published every `loop_wait`.
@@ -89,6 +95,11 @@ async fn run(dcs: Arc<dyn Dcs>, max_lag: Option<u64>, record: String, tx: watch:
                 }
             }
         }
+        let every = if !complained && tx.borrow().promoting {
+            CHANGING_POLL_INTERVAL
+        } else {
+            POLL_INTERVAL
+        };
         tokio::select! {
             changed = wake.changed() => {
                 if changed.is_err() {
@@ -97,7 +108,7 @@ async fn run(dcs: Arc<dyn Dcs>, max_lag: Option<u64>, record: String, tx: watch:
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
             }
-            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = tokio::time::sleep(every) => {}
         }
         if tx.is_closed() {
             return;

@@ -594,6 +594,20 @@ pub(crate) fn config_kind() -> Kind {
         opt("name", Kind::Str),
         opt("certfile", Kind::Str),
         opt("keyfile", Kind::Str),
+        opt(
+            "server_tls_sslmode",
+            Kind::Enum(&[
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ]),
+        ),
+        opt("server_tls_ca_file", Kind::Str),
+        opt("server_tls_cert_file", Kind::Str),
+        opt("server_tls_key_file", Kind::Str),
     ]);
     // Levels, format, mode and loggers are read (and refused) by `LogConfig::from_value`.
     let log = map(vec![

@@ -258,4 +258,8 @@ pub const KEYS: &[Key] = &[
     Key { path: "proxy.certfile", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::clients_reach_the_proxy_over_tls_when_it_has_a_certificate" } },
     Key { path: "proxy.keyfile", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::clients_reach_the_proxy_over_tls_when_it_has_a_certificate" } },
     Key { path: "proxy.auth_type", status: Status::Honoured { test: "pg-proxy/src/auth.rs::md5_with_a_stored_hash_and_a_wrong_password_is_denied" } },
+    Key { path: "proxy.server_tls_sslmode", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
+    Key { path: "proxy.server_tls_ca_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
+    Key { path: "proxy.server_tls_cert_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
+    Key { path: "proxy.server_tls_key_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::the_proxy_talks_tls_to_servers_as_server_tls_sslmode_says" } },
 ];
