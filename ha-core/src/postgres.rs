@@ -118,6 +118,10 @@ pub struct PgObservation {
     /// (`now() - pg_last_xact_replay_timestamp()`, zero when the replica's clock is
     /// behind the primary's); `None` before the first replayed transaction.
     pub replayed_xact_age: Option<std::time::Duration>,
+    /// Primary: the timeline of pg_control's latest checkpoint. Older than `timeline`
+    /// right after a promotion, until the first checkpoint on the new timeline;
+    /// pg_rewind reads the source's timeline from there.
+    pub checkpoint_timeline: Option<u64>,
     /// Replica: `streaming` or `in archive recovery`.
     pub replication_state: Option<String>,
     /// Member name in the current `primary_conninfo` (`None`: not following anyone).
@@ -179,6 +183,7 @@ impl PgObservation {
             receive_lsn: None,
             replay_lsn: None,
             replayed_xact_age: None,
+            checkpoint_timeline: None,
             replication_state: None,
             following: None,
             upstream: None,

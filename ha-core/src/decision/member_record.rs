@@ -69,7 +69,14 @@ pub(super) fn build(
         tags: cfg.tags.clone(),
         pending_restart: pg.pending_restart.then_some(true),
         pause: st.config.as_ref().is_some_and(|c| c.pause).then_some(true),
-        checkpoint_after_promote: None,
+        // Patroni's replicas rewind from a new primary only once its pg_control names
+        // the new timeline (before, pg_rewind finds "no rewind required"); they wait
+        // while the leader publishes `false`.
+        checkpoint_after_promote: pg
+            .checkpoint_timeline
+            .zip(pg.timeline)
+            .filter(|_| !replica && pg.may_accept_writes())
+            .and_then(|(control, tl)| (control < tl).then_some(false)),
         extra: cfg
             .proxy_url
             .iter()
@@ -199,5 +206,40 @@ mod tests {
             Some(serde_json::json!(0.0))
         );
         assert_eq!(published("a", pg_primary(1000)), None);
+    }
+
+    /// Patroni 3+ replicas rewind from a new primary only once it stops publishing
+    /// `checkpoint_after_promote: false` (pg_rewind reads the source's timeline from
+    /// pg_control and would find "no rewind required" before the checkpoint).
+    #[test]
+    fn a_new_primary_says_checkpoint_after_promote_false_until_pg_control_has_its_timeline() {
+        use super::super::tests::{cfg, obs, pg_primary, pg_replica, t, View};
+        let view = View::new()
+            .leader("a")
+            .member("a", "primary", 1000)
+            .cluster();
+        let published = |pg: PgObservation| {
+            build(
+                &cfg("a"),
+                &LocalState::default(),
+                &obs(view.clone(), pg, Vec::new()),
+                &view,
+                t(1000),
+            )
+            .checkpoint_after_promote
+        };
+        let promoted = |control: u64| PgObservation {
+            timeline: Some(2),
+            checkpoint_timeline: Some(control),
+            ..pg_primary(1000)
+        };
+        assert_eq!(published(promoted(1)), Some(false));
+        assert_eq!(published(promoted(2)), None);
+        let replica = PgObservation {
+            checkpoint_timeline: Some(1),
+            timeline: Some(2),
+            ..pg_replica(1000)
+        };
+        assert_eq!(published(replica), None);
     }
 }

@@ -232,6 +232,15 @@ async fn run(
             fencing.check(&token, parts.clock.now(), "promotion")?;
             pg.promote(settings.promote_timeout).await?;
             emit(RunnerEvent::RoleChanged("primary"));
+            // pg_control names the new timeline only after a checkpoint, and pg_rewind
+            // reads it there: members rewinding from us (Patroni's wait for it) need one
+            // now rather than at the next timed checkpoint. Off the promotion's path.
+            let after = Arc::clone(pg);
+            tokio::spawn(async move {
+                if let Err(e) = after.checkpoint().await {
+                    tracing::warn!("checkpoint after the promotion failed: {e}");
+                }
+            });
             Ok(())
         }
         Action::Demote { mode, .. } => {

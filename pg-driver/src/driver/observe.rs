@@ -47,6 +47,9 @@ impl PgDriver {
                current_setting('synchronous_commit'),
                CASE WHEN pg_is_in_recovery() THEN
                  greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint::text
+               END,
+               CASE WHEN NOT pg_is_in_recovery() THEN
+                 (SELECT timeline_id FROM pg_control_checkpoint())::text
                END;
              SELECT application_name, state, sync_state, flush_lsn::text, write_lsn::text,
                replay_lsn::text, host(client_addr), usename::text, sync_priority::text
@@ -103,6 +106,7 @@ impl PgDriver {
             replayed_xact_age: s(11)
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(Duration::from_millis),
+            checkpoint_timeline: s(12).and_then(|v| v.parse().ok()),
             replication: Vec::new(),
             slots: set(3).iter().filter_map(|r| observed_slot(r)).collect(),
             pending_restart_reason: set(4)
@@ -235,6 +239,7 @@ impl PgDriver {
                     obs.receive_lsn = h.receive_lsn;
                     obs.replay_lsn = h.replay_lsn;
                     obs.replayed_xact_age = h.replayed_xact_age;
+                    obs.checkpoint_timeline = h.checkpoint_timeline;
                     obs.replication_state = match h.in_recovery {
                         Some(true) => Some(if h.receiver_status.as_deref() == Some("streaming") {
                             "streaming".to_string()
@@ -335,6 +340,8 @@ struct Health {
     synchronous_commit: Option<String>,
     /// Replica: age of the last replayed transaction's commit.
     replayed_xact_age: Option<Duration>,
+    /// Primary: timeline of pg_control's latest checkpoint.
+    checkpoint_timeline: Option<u64>,
     replication: Vec<ReplicationConnection>,
     slots: Vec<ObservedSlot>,
 }
