@@ -84,7 +84,7 @@ fn replica_clone_is_retried_a_dead_replica_is_restarted_and_func_name_renders() 
     assert!(
         log1.lines()
             .any(|l| l
-                .starts_with("WARNING driver: pg_basebackup failed, trying again in 5 seconds")),
+                .starts_with("WARNING clone: pg_basebackup failed, trying again in 5 seconds")),
         "{log1}"
     );
 
