@@ -82,9 +82,9 @@ fn replica_clone_is_retried_a_dead_replica_is_restarted_and_func_name_renders() 
     let log1 = std::fs::read_to_string(&c.nodes[1].log).unwrap_or_default();
     // With `%(funcName)s` the line names the driver module that logged it.
     assert!(
-        log1.lines()
-            .any(|l| l
-                .starts_with("WARNING clone: pg_basebackup failed, trying again in 5 seconds")),
+        log1.lines().any(
+            |l| l.starts_with("WARNING clone: pg_basebackup failed, trying again in 5 seconds")
+        ),
         "{log1}"
     );
 
