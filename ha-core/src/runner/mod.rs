@@ -4,23 +4,27 @@
 //! decision asked for; long actions (bootstrap, clone, rewind, promote, demote) run in
 //! the background while the loop keeps renewing the lease.
 
+pub mod cycle;
 pub mod failsafe;
 pub mod guard;
 mod jobs;
 mod probe;
 mod shutdown;
+#[cfg(test)]
+mod tests;
 
 use crate::clock::{Clock, MonoTime};
 use crate::dcs::{Dcs, DcsError, DcsTiming};
 use crate::decision::{
-    decide, Action, Busy, Decision, LocalState, NodeConfig, Observation, OperatorRequest, Outcome,
-    PeerReply, RequestVerdict,
+    Action, Busy, LocalState, NodeConfig, Observation, OperatorRequest, Outcome, PeerReply,
+    RequestVerdict,
 };
 use crate::model::{Cluster, Failover, Member};
 use crate::postgres::{DynamicPostgresql, PgError, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
-use guard::{refuse, GuardContext, LeaderKeySeen};
+use cycle::{Cycle, Env, Step};
+use guard::LeaderKeySeen;
 use jobs::BackgroundJob;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -502,7 +506,7 @@ impl Runner {
             self.apply_dynamic_files(c).await;
             self.last_cluster = Some(c.clone());
         }
-        let mut obs = Observation {
+        let obs = Observation {
             cluster,
             read_at,
             pg,
@@ -515,85 +519,52 @@ impl Runner {
             failsafe_leader: self.failsafe.called_by(read_at),
             failsafe_slots: self.failsafe.leader_slots(read_at),
         };
-        let mut verdict = None;
-        let mut wake_at = None;
-        let mut reread = false;
-        'steps: for _ in 0..8 {
-            let now = self.parts.clock.now();
-            let Decision {
-                actions,
-                state,
-                rerun,
-                reread: rr,
-                wake_at: w,
-                verdict: v,
-            } = decide(&self.cfg, &self.state, &obs, now);
-            verdict = v.or(verdict);
-            if state.message != self.state.message {
-                tracing::info!(node = %self.cfg.name, "{}", state.message);
-            }
-            self.state = state;
-            wake_at = w;
-            reread |= rr;
-            // A change of role or leadership is published before this step's actions
-            // run: `/primary` answers from the snapshot, and a freshly promoted
-            // leader must not wait for its renewal, history and member record to be
-            // written (the lease it counts on is the one its last renewal confirmed).
-            if self.role_changed(&obs.pg) {
-                self.publish(&obs);
-            }
-            for action in actions {
-                let ctx = GuardContext {
-                    now: self.parts.clock.now(),
-                    read_at,
-                    lease_until: self.state.lease_until,
-                    max_view_age: retry + Duration::from_millis(500),
-                    leader_key: *self.leader_key.borrow(),
-                };
-                if let Some(why) = refuse(&action, &ctx) {
-                    tracing::warn!(node = %self.cfg.name, "refused {action}: {why}; re-reading the cluster");
-                    reread = true;
-                    break 'steps;
-                }
-                // A required watchdog that failed while arming this cycle blocks leading.
-                let leads = matches!(action, Action::AcquireLease) || action.token().is_some();
-                if leads && !self.parts.fence.usable() {
-                    tracing::warn!(node = %self.cfg.name, "refused {action}: the required watchdog is not working");
-                    reread = true;
-                    break 'steps;
-                }
-                // A failsafe call that arrived after the observation keeps me out of the race.
-                if matches!(action, Action::AcquireLease) && !self.failsafe.claim(ctx.now) {
-                    tracing::warn!(node = %self.cfg.name, "refused: a leader in failsafe mode called me within ttl");
-                    reread = true;
-                    break 'steps;
-                }
-                let query = action.is_query();
-                let record = (!query).then(|| action.clone());
-                if let Some(outcome) = self.execute(action, &obs).await {
-                    if let Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at } =
-                        &outcome
-                    {
-                        self.renewed_at = Some(*sent_at);
+        let mut cycle = Cycle::new(obs);
+        let end = loop {
+            let env = Env {
+                now: self.parts.clock.now(),
+                retry_timeout: retry,
+                leader_key: *self.leader_key.borrow(),
+                watchdog_usable: self.parts.fence.usable(),
+                failsafe: &self.failsafe,
+                ignored: &[],
+            };
+            match cycle.next(&self.cfg, &mut self.state, &env) {
+                Step::Decided {
+                    message_changed, ..
+                } => {
+                    if message_changed {
+                        tracing::info!(node = %self.cfg.name, "{}", self.state.message);
                     }
-                    obs.outcomes.push(outcome);
+                    // A change of role or leadership is published before this step's
+                    // actions run: `/primary` answers from the snapshot, and a freshly
+                    // promoted leader must not wait for its renewal, history and member
+                    // record to be written (the lease it counts on is the one its last
+                    // renewal confirmed).
+                    if self.role_changed(&cycle.observation().pg) {
+                        self.publish(cycle.observation());
+                    }
                 }
-                obs.executed.extend(record);
+                Step::Execute(action) => {
+                    let outcome = self.execute(action, cycle.observation()).await;
+                    if let Some(sent_at) = cycle.complete(outcome) {
+                        self.renewed_at = Some(sent_at);
+                    }
+                }
+                Step::Refused { action, why } => {
+                    tracing::warn!(node = %self.cfg.name, "refused {action}: {why}; re-reading the cluster");
+                }
+                Step::Done(end) => break end,
             }
-            if !rerun {
-                break;
-            }
-        }
-        if let Some(v) = verdict {
+        };
+        if let Some(v) = end.verdict.clone() {
             self.answer_request(v);
         }
-        self.failsafe.settle(self.state.lease_until.is_some());
-        self.publish(&obs);
-        let now = self.parts.clock.now();
-        if reread {
-            Some(now)
+        self.publish(cycle.observation());
+        if end.again_now() {
+            Some(self.parts.clock.now())
         } else {
-            wake_at
+            end.wake_at
         }
     }
 
