@@ -283,9 +283,27 @@ fn epoch_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Unplanned failover with the old primary still writable: its agent is frozen
-/// (SIGSTOP), so its server goes on running as a primary and accepts any write sent
-/// to it while the leader key expires and the other node takes over. Clients
+/// The processes whose parent is `pid` and whose command name is `comm`.
+fn children_named(pid: u32, comm: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let child: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+        // pid (comm) state ppid ...
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let ppid: u32 = rest.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == pid && name == comm).then_some(child)
+    })
+    .collect()
+}
+
+/// Unplanned failover with the old primary still writable: its agent and the
+/// agent's write fence (the forked keeper that would kill the postmaster before
+/// the lease ends) are frozen (SIGSTOP), so its server goes on running as a primary
+/// and accepts any write sent to it while the leader key expires and the other node
+/// takes over: only the proxy stands between clients and it. Clients
 /// writing through the proxy see errors only until the new primary is up, and no
 /// write the old primary ran after the proxy saw the key leave it was
 /// acknowledged (each write returns its server's port and clock).
@@ -318,10 +336,16 @@ fn no_write_is_acknowledged_by_a_frozen_primary_after_its_key_is_gone() {
     wait_until(BOOT, || (writers.acked(old_port) > 20).then_some(()))
         .expect("no writes through the proxy");
 
-    // The primary's agent freezes: it neither renews the key nor stops its server.
+    // The primary's agent freezes with its fence: nothing renews the key or stops
+    // the server.
     let old_leader = c.nodes[p].name.clone();
+    let agent = c.nodes[p].child.as_ref().map(|ch| ch.id()).expect("agent");
+    let keepers = children_named(agent, "fullauto");
+    assert_eq!(keepers.len(), 1, "the agent's fence keeper: {keepers:?}");
     let frozen_at = epoch_now();
     c.signal_agent(p, libc::SIGSTOP);
+    // SAFETY: signalling the keeper process our agent forked.
+    unsafe { libc::kill(keepers[0], libc::SIGSTOP) };
     // The key leaves the old primary (expires, then the other node takes it).
     let key_changed_at = wait_until(BOOT, || {
         (c.leader().as_deref() != Some(old_leader.as_str())).then(epoch_now)
@@ -348,6 +372,8 @@ fn no_write_is_acknowledged_by_a_frozen_primary_after_its_key_is_gone() {
     wait_until(BOOT, || (writers.acked(new_port) > 20).then_some(()))
         .expect("no writes on the new primary through the proxy");
     let (acks, errors) = writers.finish();
+    // SAFETY: as above.
+    unsafe { libc::kill(keepers[0], libc::SIGCONT) };
     c.signal_agent(p, libc::SIGCONT);
 
     let log = proxy.log();
@@ -399,12 +425,11 @@ fn no_write_is_acknowledged_by_a_frozen_primary_after_its_key_is_gone() {
     );
 }
 
-/// One insert acknowledged through the proxy: when the client got the answer, the
-/// port of the server that ran it, and that server's clock when it ran it (epoch
-/// seconds; the test, the proxy and the servers share the machine's clock).
+/// One insert acknowledged through the proxy: the port of the server that ran it,
+/// and that server's clock when it ran it (epoch seconds; the test, the proxy and
+/// the servers share the machine's clock).
 #[derive(Debug, Clone, Copy)]
 struct Ack {
-    at: Instant,
     port: u16,
     server_time: f64,
 }
@@ -462,7 +487,7 @@ impl Writers {
                                     _ => None,
                                 });
                                 let (port, server_time) = row.unwrap_or((0, 0.0));
-                                acks.lock().unwrap().push(Ack { at: Instant::now(), port, server_time });
+                                acks.lock().unwrap().push(Ack { port, server_time });
                                 client = Some(c);
                             }
                             Err(e) => errors.lock().unwrap().push((Instant::now(), e.to_string())),
