@@ -23,7 +23,7 @@ use support::{free_port, wait_until, Cluster, Extra, FAST};
 const BOOT: Duration = Duration::from_secs(90);
 
 #[test]
-fn clients_through_the_proxy_follow_a_switchover_and_a_failover() {
+fn clients_through_the_proxy_follow_a_switchover() {
     let rw = free_port();
     let mut c = Cluster::new_with(
         2,
