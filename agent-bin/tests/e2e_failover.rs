@@ -1,6 +1,6 @@
 //! End to end on real etcd and PostgreSQL 15: bootstrap, unplanned failover, rejoin
 //! with pg_rewind, crash restart in place, switchover without losing acknowledged
-//! writes.
+//! writes, and `/primary` answering 200 on a busy primary whose health query stalls.
 
 mod support;
 
