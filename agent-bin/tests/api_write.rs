@@ -3,7 +3,8 @@
 mod api_support;
 
 use agent_bin::api::{
-    merge_config_patch, postgres_version_to_int, ApiOptions, ConfigWrite, RestartOutcome,
+    merge_config_patch, postgres_version_to_int, ApiOptions, ConfigWrite, MemberCallError,
+    RestartOutcome,
 };
 use agent_bin::config::BasicAuth;
 use api_support::{
@@ -491,11 +492,17 @@ async fn dashboard_actions_reach_any_member() {
         body.contains("pg0 refused this agent's credentials"),
         "{body}"
     );
-    *node.member_answer.lock().unwrap() = Err("connection refused".into());
+    *node.member_answer.lock().unwrap() = Err(MemberCallError::Unreachable {
+        url: "http://127.0.0.1:1/restart".into(),
+        cause: "connection refused".into(),
+    });
     let (code, body) = post("/ui/restart", r#"{"member":"pg0"}"#, ok).await;
     assert_eq!(
         (code, body.as_str()),
-        (502, "pg0 could not be asked: connection refused")
+        (
+            502,
+            "pg0 could not be asked: http://127.0.0.1:1/restart: connection refused"
+        )
     );
     // Unknown members and actions, and a body naming none.
     assert_eq!(post("/ui/restart", r#"{"member":"pg9"}"#, ok).await.0, 404);

@@ -612,6 +612,6 @@ pub(crate) async fn reinitialize(app: &App, req: Map<String, Value>) -> Reply {
         .await
     {
         Ok(()) => Reply::text(200, "reinitialize started"),
-        Err(m) => Reply::text(503, m),
+        Err(e) => Reply::text(503, e.to_string()),
     }
 }

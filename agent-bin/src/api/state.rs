@@ -2,7 +2,8 @@
 //! implements; the API never touches the DCS or Postgres itself.
 
 use async_trait::async_trait;
-use ha_core::{Cluster, DynamicConfig, Failover, Role, Tags};
+use ha_core::runner::RequestError;
+use ha_core::{Cluster, DcsError, DynamicConfig, Failover, Role, Tags};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -234,6 +235,49 @@ pub enum FailsafeReply {
     RunningAsLeader,
 }
 
+/// Why another member's REST API could not be asked ([`NodeApi::call_member`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberCallError {
+    /// This agent has no client for other members (a test double, an embedding).
+    #[error("this agent does not call other members")]
+    NotSupported,
+    /// The member's published `api_url` does not make an endpoint URL.
+    #[error("{0}")]
+    BadUrl(String),
+    /// No answer: connection refused, TLS refused, timed out.
+    #[error("{url}: {cause}")]
+    Unreachable {
+        /// The endpoint asked.
+        url: String,
+        /// What the HTTP client reported, cause chain included.
+        cause: String,
+    },
+    /// The member answered, but its body could not be read.
+    #[error("{url}: reading the answer: {cause}")]
+    Unreadable {
+        /// The endpoint asked.
+        url: String,
+        /// What the HTTP client reported.
+        cause: String,
+    },
+}
+
+/// Why `POST /reinitialize` did not start one ([`NodeApi::reinitialize`]); shown to
+/// the operator with status 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReinitializeError {
+    /// The HA loop refused or failed it (another request in progress, no leader to
+    /// clone from, the clone failed).
+    #[error("{0}")]
+    Refused(#[from] RequestError),
+    /// The agent is stopping; nothing was started.
+    #[error("reinitialize failed: the agent is shutting down")]
+    ShuttingDown,
+    /// The HA loop did not decide within a cycle (it may be stuck on the DCS).
+    #[error("reinitialize failed: no decision in time")]
+    NoDecision,
+}
+
 /// The agent as the REST API sees it. Implemented by the HA runner; methods that
 /// change something should wake the HA loop.
 #[async_trait]
@@ -264,7 +308,7 @@ pub trait NodeApi: Send + Sync + 'static {
     }
 
     /// A fresh read of the DCS (for `/cluster`, `/history` and switchover checks).
-    async fn read_cluster(&self) -> Result<Cluster, String>;
+    async fn read_cluster(&self) -> Result<Cluster, DcsError>;
 
     /// The dynamic config in force, if `config` exists and is valid.
     fn config(&self) -> Option<DynamicConfig>;
@@ -277,7 +321,7 @@ pub trait NodeApi: Send + Sync + 'static {
     async fn put_config(&self, config: Value) -> ConfigWrite;
 
     /// Writes the `failover` key (no CAS) and wakes the loop.
-    async fn request_failover(&self, request: Failover) -> Result<(), String>;
+    async fn request_failover(&self, request: Failover) -> Result<(), DcsError>;
 
     /// Deletes a scheduled switchover (CAS on the failover key).
     async fn cancel_scheduled_switchover(&self) -> CancelSwitchover;
@@ -295,8 +339,8 @@ pub trait NodeApi: Send + Sync + 'static {
         _endpoint: &str,
         _body: Value,
         _timeout: Duration,
-    ) -> Result<(u16, String), String> {
-        Err("this agent does not call other members".to_string())
+    ) -> Result<(u16, String), MemberCallError> {
+        Err(MemberCallError::NotSupported)
     }
 
     /// Restarts Postgres now (filters already checked) or schedules it.
@@ -305,8 +349,9 @@ pub trait NodeApi: Send + Sync + 'static {
     /// Removes a scheduled restart; `false` if none was scheduled.
     async fn cancel_scheduled_restart(&self) -> bool;
 
-    /// Starts a reinitialization (`Err` = 503 reason, e.g. `reinitialize already in progress`).
-    async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), String>;
+    /// Starts a reinitialization (`Err` is the 503 reason, e.g. another request in
+    /// progress).
+    async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), ReinitializeError>;
 
     /// Re-reads the local config file (as SIGHUP does).
     async fn reload(&self);

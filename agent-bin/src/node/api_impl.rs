@@ -3,14 +3,16 @@
 
 use crate::api::state::FailsafeReply;
 use crate::api::state::{
-    AgentInfo, CancelSwitchover, ConfigWrite, NodeApi, NodeStatus, ReplicationRow, RestartOutcome,
-    RestartRequest, Xlog,
+    AgentInfo, CancelSwitchover, ConfigWrite, MemberCallError, NodeApi, NodeStatus,
+    ReinitializeError, ReplicationRow, RestartOutcome, RestartRequest, Xlog,
 };
 use crate::config::Config;
 use async_trait::async_trait;
 use ha_core::decision::{Busy, OperatorRequest};
 use ha_core::runner::{NodeSnapshot, RunnerHandle};
-use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Postgres as _, Role};
+use ha_core::{
+    Clock, Cluster, Dcs, DcsError, DynamicConfig, Failover, PgProcess, Postgres as _, Role,
+};
 
 /// The member-record field of a pending scheduled restart (Patroni's name).
 const SCHEDULED_RESTART: &str = "scheduled_restart";
@@ -273,8 +275,8 @@ impl NodeApi for AgentApi {
         self.handle.snapshot().cluster
     }
 
-    async fn read_cluster(&self) -> Result<Cluster, String> {
-        self.dcs.get_cluster().await.map_err(|e| e.to_string())
+    async fn read_cluster(&self) -> Result<Cluster, DcsError> {
+        self.dcs.get_cluster().await
     }
 
     fn config(&self) -> Option<DynamicConfig> {
@@ -329,7 +331,7 @@ impl NodeApi for AgentApi {
         }
     }
 
-    async fn request_failover(&self, request: Failover) -> Result<(), String> {
+    async fn request_failover(&self, request: Failover) -> Result<(), DcsError> {
         // A switchover from this primary, now: its dirty buffers are flushed while
         // it still takes writes, so the demotion's own checkpoint (clients paused
         // by a proxy, or failing) is short.
@@ -350,10 +352,7 @@ impl NodeApi for AgentApi {
                 ),
             }
         }
-        self.dcs
-            .set_failover(&request, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.dcs.set_failover(&request, None).await?;
         self.handle.wake();
         Ok(())
     }
@@ -395,8 +394,9 @@ impl NodeApi for AgentApi {
         endpoint: &str,
         body: Value,
         timeout: Duration,
-    ) -> Result<(u16, String), String> {
-        let url = crate::ctl::rest::endpoint_url(api_url, endpoint).map_err(|e| e.to_string())?;
+    ) -> Result<(u16, String), MemberCallError> {
+        let url = crate::ctl::rest::endpoint_url(api_url, endpoint)
+            .map_err(|e| MemberCallError::BadUrl(e.to_string()))?;
         let client = self.http.current();
         let req = client
             .http
@@ -407,12 +407,15 @@ impl NodeApi for AgentApi {
         let resp = crate::api::with_api_auth(req, client.auth.as_ref())
             .send()
             .await
-            .map_err(|e| format!("{url}: {}", crate::ctl::rest::error_chain(&e)))?;
+            .map_err(|e| MemberCallError::Unreachable {
+                url: url.to_string(),
+                cause: crate::ctl::rest::error_chain(&e),
+            })?;
         let status = resp.status().as_u16();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("{url}: reading the answer: {e}"))?;
+        let text = resp.text().await.map_err(|e| MemberCallError::Unreadable {
+            url: url.to_string(),
+            cause: e.to_string(),
+        })?;
         Ok((status, text))
     }
 
@@ -469,15 +472,15 @@ impl NodeApi for AgentApi {
         cancelled
     }
 
-    async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), String> {
+    async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), ReinitializeError> {
         let answer = self
             .handle
             .request(OperatorRequest::Reinitialize { from_leader, force });
         let wait = self.cycle_wait();
         match tokio::time::timeout(wait, answer).await {
-            Ok(Ok(result)) => result.map_err(|e| e.to_string()),
-            Ok(Err(_)) => Err("reinitialize failed: the agent is shutting down".into()),
-            Err(_) => Err("reinitialize failed: no decision in time".into()),
+            Ok(Ok(result)) => result.map_err(ReinitializeError::from),
+            Ok(Err(_)) => Err(ReinitializeError::ShuttingDown),
+            Err(_) => Err(ReinitializeError::NoDecision),
         }
     }
 

@@ -3,10 +3,12 @@
 
 use agent_bin::api::{
     merge_config_patch, router_with_control, serve, AgentInfo, ApiControl, ApiOptions,
-    CancelSwitchover, ConfigWrite, NodeApi, NodeStatus, RestartOutcome, RestartRequest, Xlog,
+    CancelSwitchover, ConfigWrite, MemberCallError, NodeApi, NodeStatus, ReinitializeError,
+    RestartOutcome, RestartRequest, Xlog,
 };
 use async_trait::async_trait;
-use ha_core::{Cluster, DynamicConfig, Failover, RawEntry, Role, Version};
+use ha_core::runner::RequestError;
+use ha_core::{Cluster, DcsError, DynamicConfig, Failover, RawEntry, Role, Version};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -44,7 +46,7 @@ pub struct TestNode {
     /// Calls to other members' APIs: (api_url, endpoint, body).
     pub member_calls: Mutex<Vec<(String, String, Value)>>,
     /// What another member answers.
-    pub member_answer: Mutex<Result<(u16, String), String>>,
+    pub member_answer: Mutex<Result<(u16, String), MemberCallError>>,
 }
 
 pub fn primary_status(name: &str) -> NodeStatus {
@@ -194,9 +196,9 @@ impl NodeApi for TestNode {
         }
     }
 
-    async fn read_cluster(&self) -> Result<Cluster, String> {
+    async fn read_cluster(&self) -> Result<Cluster, DcsError> {
         if *self.dcs_down.lock().unwrap() {
-            return Err("dcs unreachable".into());
+            return Err(DcsError::Unreachable("test: dcs down".into()));
         }
         Ok(self.cluster())
     }
@@ -226,10 +228,10 @@ impl NodeApi for TestNode {
         ConfigWrite::Ok(config)
     }
 
-    async fn request_failover(&self, request: Failover) -> Result<(), String> {
+    async fn request_failover(&self, request: Failover) -> Result<(), DcsError> {
         let effect = self.failover_effect.lock().unwrap().clone();
         if let FailoverEffect::WriteFails = effect {
-            return Err("dcs down".into());
+            return Err(DcsError::Unreachable("test: dcs down".into()));
         }
         self.set_key("failover", &request.to_json());
         self.failovers.lock().unwrap().push(request);
@@ -277,7 +279,7 @@ impl NodeApi for TestNode {
         endpoint: &str,
         body: Value,
         _timeout: Duration,
-    ) -> Result<(u16, String), String> {
+    ) -> Result<(u16, String), MemberCallError> {
         self.member_calls
             .lock()
             .unwrap()
@@ -303,10 +305,10 @@ impl NodeApi for TestNode {
         std::mem::replace(&mut *self.scheduled_restart.lock().unwrap(), false)
     }
 
-    async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), String> {
+    async fn reinitialize(&self, force: bool, from_leader: bool) -> Result<(), ReinitializeError> {
         let mut r = self.reinit.lock().unwrap();
         if !r.is_empty() && !force {
-            return Err("reinitialize already in progress".into());
+            return Err(RequestError::Refused("reinitialize already in progress".into()).into());
         }
         r.push((force, from_leader));
         Ok(())
