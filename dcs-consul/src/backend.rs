@@ -6,10 +6,7 @@ use crate::error::ConsulError;
 use crate::service::{signature, ServiceAction, ServiceSettings};
 use crate::watch::PrefixWatcher;
 use async_trait::async_trait;
-use ha_core::{
-    Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, DynamicConfig, Failover, Failsafe, History,
-    MemberData, RawEntry, Status, SyncState, Version,
-};
+use ha_core::{Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, MemberData, RawEntry, Version};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -492,52 +489,18 @@ impl Dcs for ConsulDcs {
             .await
     }
 
-    async fn set_initialize(&self, value: &str) -> Result<(), DcsError> {
-        let key = self.path(self.keys.initialize());
-        self.put_plain(key, value.to_string(), "set_initialize")
-            .await
-    }
-
-    async fn cancel_initialization(&self) -> Result<(), DcsError> {
-        let key = self.path(self.keys.initialize());
-        self.bounded("cancel_initialization", |deadline| async move {
-            self.client
-                .kv_delete(&key, &DeleteOptions::default(), deadline)
-                .await
-        })
-        .await
-        .map(|_| ())
-    }
-
-    async fn set_config(
+    /// Consul's write answer carries no index: a written key is read back for its
+    /// new ModifyIndex.
+    async fn cas_key(
         &self,
-        config: &DynamicConfig,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let key = self.path(self.keys.config());
-        self.put_versioned(key, config.to_json(), expected, "set_config")
-            .await
-    }
-
-    async fn set_failover(
-        &self,
-        failover: &Failover,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let key = self.path(self.keys.failover());
-        self.put_versioned(key, failover.to_json(), expected, "set_failover")
-            .await
-    }
-
-    async fn set_sync(
-        &self,
-        sync: &SyncState,
+        key: &str,
+        value: String,
         expected: Option<Version>,
     ) -> Result<Option<Version>, DcsError> {
-        let key = self.path(self.keys.sync());
-        let value = sync.to_json();
+        let what = format!("set_{key}");
+        let key = self.path(self.keys.key(key));
         let cas = cas_index(expected)?;
-        self.bounded("set_sync", |deadline| async move {
+        self.bounded(&what, |deadline| async move {
             let options = PutOptions {
                 cas,
                 ..PutOptions::default()
@@ -549,7 +512,6 @@ impl Dcs for ConsulDcs {
             {
                 return Ok(None);
             }
-            // Consul's write answer carries no index: read the new ModifyIndex.
             let Some(pair) = self.read_key(&key, deadline).await? else {
                 return Ok(None);
             };
@@ -564,10 +526,30 @@ impl Dcs for ConsulDcs {
         .await
     }
 
-    async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError> {
-        let key = self.path(self.keys.sync());
+    /// One request: no read-back for a version nobody asked for.
+    async fn write_key(&self, key: &str, value: String) -> Result<(), DcsError> {
+        let what = format!("set_{key}");
+        self.put_plain(self.path(self.keys.key(key)), value, &what)
+            .await
+    }
+
+    /// One request: no read-back for a version nobody asked for.
+    async fn write_key_if(
+        &self,
+        key: &str,
+        value: String,
+        expected: Option<Version>,
+    ) -> Result<bool, DcsError> {
+        let what = format!("set_{key}");
+        self.put_versioned(self.path(self.keys.key(key)), value, expected, &what)
+            .await
+    }
+
+    async fn delete_key(&self, key: &str, expected: Option<Version>) -> Result<bool, DcsError> {
+        let what = format!("delete_{key}");
+        let key = self.path(self.keys.key(key));
         let cas = cas_index(expected)?;
-        self.bounded("delete_sync", |deadline| async move {
+        self.bounded(&what, |deadline| async move {
             let options = DeleteOptions {
                 cas,
                 recurse: false,
@@ -575,23 +557,6 @@ impl Dcs for ConsulDcs {
             self.client.kv_delete(&key, &options, deadline).await
         })
         .await
-    }
-
-    async fn set_history(&self, history: &History) -> Result<(), DcsError> {
-        let key = self.path(self.keys.history());
-        self.put_plain(key, history.to_json(), "set_history").await
-    }
-
-    async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
-        let key = self.path(self.keys.status());
-        self.put_plain(key, status.to_json(), "set_status").await
-    }
-
-    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
-        let key = self.path(self.keys.failsafe());
-        let value = serde_json::to_string(failsafe)
-            .map_err(|e| DcsError::Backend(format!("cannot encode failsafe: {e}")))?;
-        self.put_plain(key, value, "set_failsafe").await
     }
 
     async fn delete_cluster(&self) -> Result<(), DcsError> {

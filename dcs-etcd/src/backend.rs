@@ -12,8 +12,7 @@ use etcd_client::{
     TxnResponse,
 };
 use ha_core::{
-    Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, DynamicConfig, Failover, Failsafe, History,
-    MemberData, RawEntry, Status, SyncState, Version,
+    Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, MemberData, RawEntry, Status, Version,
 };
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -334,10 +333,6 @@ impl EtcdDcs {
         .await
     }
 
-    async fn put_plain(&self, what: &str, key: String, value: String) -> Result<(), DcsError> {
-        self.put_versioned(what, key, value, None).await.map(|_| ())
-    }
-
     /// Refreshes my lease and confirms (or re-binds) the leader key in one txn; with
     /// `status`, the same txn writes it when the key is mine, so a leader whose WAL
     /// moved still makes two requests per cycle (keepalive and txn), as Patroni's.
@@ -654,75 +649,21 @@ impl Dcs for EtcdDcs {
         .await
     }
 
-    async fn set_initialize(&self, value: &str) -> Result<(), DcsError> {
-        self.put_plain(
-            "initialize write",
-            self.shared.keys.initialize(),
-            value.to_string(),
-        )
-        .await
-    }
-
-    async fn cancel_initialization(&self) -> Result<(), DcsError> {
-        let key = self.shared.keys.initialize();
-        self.run("initialize delete", |mut c, _| {
-            let key = key.clone();
-            async move {
-                let resp = c.delete(key.clone(), None).await?;
-                self.wrote_delete(&key, revision(resp.header()));
-                Ok(())
-            }
-        })
-        .await
-    }
-
-    async fn set_config(
+    async fn cas_key(
         &self,
-        config: &DynamicConfig,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        self.put_versioned(
-            "config write",
-            self.shared.keys.config(),
-            config.to_json(),
-            expected,
-        )
-        .await
-        .map(|v| v.is_some())
-    }
-
-    async fn set_failover(
-        &self,
-        failover: &Failover,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        self.put_versioned(
-            "failover write",
-            self.shared.keys.failover(),
-            failover.to_json(),
-            expected,
-        )
-        .await
-        .map(|v| v.is_some())
-    }
-
-    async fn set_sync(
-        &self,
-        sync: &SyncState,
+        key: &str,
+        value: String,
         expected: Option<Version>,
     ) -> Result<Option<Version>, DcsError> {
-        self.put_versioned(
-            "sync write",
-            self.shared.keys.sync(),
-            sync.to_json(),
-            expected,
-        )
-        .await
+        let what = format!("{key} write");
+        self.put_versioned(&what, self.shared.keys.key(key), value, expected)
+            .await
     }
 
-    async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError> {
-        let key = self.shared.keys.sync();
-        self.run("sync delete", |mut c, _| {
+    async fn delete_key(&self, key: &str, expected: Option<Version>) -> Result<bool, DcsError> {
+        let what = format!("{key} delete");
+        let key = self.shared.keys.key(key);
+        self.run(&what, |mut c, _| {
             let key = key.clone();
             async move {
                 match expected {
@@ -745,27 +686,6 @@ impl Dcs for EtcdDcs {
             }
         })
         .await
-    }
-
-    async fn set_history(&self, history: &History) -> Result<(), DcsError> {
-        self.put_plain(
-            "history write",
-            self.shared.keys.history(),
-            history.to_json(),
-        )
-        .await
-    }
-
-    async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
-        self.put_plain("status write", self.shared.keys.status(), status.to_json())
-            .await
-    }
-
-    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
-        let value = serde_json::to_string(failsafe)
-            .map_err(|e| DcsError::Backend(format!("cannot encode failsafe: {e}")))?;
-        self.put_plain("failsafe write", self.shared.keys.failsafe(), value)
-            .await
     }
 
     async fn delete_cluster(&self) -> Result<(), DcsError> {

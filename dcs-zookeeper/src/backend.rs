@@ -9,9 +9,9 @@ use crate::error::{is_transient, to_dcs, ZkError};
 use crate::session::{SessionPaths, Sessions};
 use crate::watch;
 use async_trait::async_trait;
+use ha_core::model::keys;
 use ha_core::{
-    Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, DynamicConfig, Failover, Failsafe, History,
-    MemberData, RawEntry, Status, SyncState, Version,
+    Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, MemberData, RawEntry, SyncState, Version,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -226,14 +226,6 @@ impl ZooKeeperDcs {
             Err(ZkClientError::BadVersion | ZkClientError::NoNode) => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    async fn write_plain(&self, what: &str, path: String, value: String) -> Result<(), DcsError> {
-        self.run(what, |c| {
-            let (path, value) = (&path, &value);
-            async move { self.put(&c, path, value.as_bytes()).await.map(|_| ()) }
-        })
-        .await
     }
 
     async fn write_versioned(
@@ -518,22 +510,38 @@ impl Dcs for ZooKeeperDcs {
         .await
     }
 
-    async fn set_initialize(&self, value: &str) -> Result<(), DcsError> {
-        self.write_plain(
-            "set initialize",
-            self.inner.keys.initialize(),
-            value.to_string(),
-        )
-        .await
+    async fn cas_key(
+        &self,
+        key: &str,
+        value: String,
+        expected: Option<Version>,
+    ) -> Result<Option<Version>, DcsError> {
+        let stat = self
+            .write_versioned(
+                &format!("set {key}"),
+                self.inner.keys.key(key),
+                value,
+                expected,
+            )
+            .await?;
+        Ok(stat.map(|s| Version(i64::from(s.version))))
     }
 
-    async fn cancel_initialization(&self) -> Result<(), DcsError> {
-        let path = self.inner.keys.initialize();
-        self.run("cancel initialization", |c| {
+    async fn delete_key(&self, key: &str, expected: Option<Version>) -> Result<bool, DcsError> {
+        let path = self.inner.keys.key(key);
+        let version = match expected.map(|Version(v)| i32::try_from(v)) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            // Znode versions are 32-bit; this one cannot match.
+            Some(Err(_)) => return Ok(false),
+        };
+        self.run(&format!("delete {key}"), |c| {
             let path = &path;
             async move {
-                match c.delete(path, None).await {
-                    Ok(()) | Err(ZkClientError::NoNode) => Ok(()),
+                match c.delete(path, version).await {
+                    Ok(()) => Ok(true),
+                    Err(ZkClientError::NoNode) => Ok(version.is_none()),
+                    Err(ZkClientError::BadVersion) => Ok(false),
                     Err(e) => Err(e),
                 }
             }
@@ -541,77 +549,10 @@ impl Dcs for ZooKeeperDcs {
         .await
     }
 
-    async fn set_config(
-        &self,
-        config: &DynamicConfig,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let stat = self
-            .write_versioned(
-                "set config",
-                self.inner.keys.config(),
-                config.to_json(),
-                expected,
-            )
-            .await?;
-        Ok(stat.is_some())
-    }
-
-    async fn set_failover(
-        &self,
-        failover: &Failover,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let stat = self
-            .write_versioned(
-                "set failover",
-                self.inner.keys.failover(),
-                failover.to_json(),
-                expected,
-            )
-            .await?;
-        Ok(stat.is_some())
-    }
-
-    async fn set_sync(
-        &self,
-        sync: &SyncState,
-        expected: Option<Version>,
-    ) -> Result<Option<Version>, DcsError> {
-        let stat = self
-            .write_versioned("set sync", self.inner.keys.sync(), sync.to_json(), expected)
-            .await?;
-        Ok(stat.map(|s| Version(i64::from(s.version))))
-    }
-
     /// Patroni never deletes `sync` on ZooKeeper: it writes `{}` (an empty state).
     async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError> {
-        let stat = self
-            .write_versioned(
-                "clear sync",
-                self.inner.keys.sync(),
-                "{}".to_string(),
-                expected,
-            )
-            .await?;
-        Ok(stat.is_some())
-    }
-
-    async fn set_history(&self, history: &History) -> Result<(), DcsError> {
-        self.write_plain("set history", self.inner.keys.history(), history.to_json())
-            .await
-    }
-
-    async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
-        self.write_plain("set status", self.inner.keys.status(), status.to_json())
-            .await
-    }
-
-    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
-        let value = serde_json::to_string(failsafe)
-            .map_err(|e| DcsError::Backend(format!("encode failsafe: {e}")))?;
-        self.write_plain("set failsafe", self.inner.keys.failsafe(), value)
-            .await
+        let written = self.cas_key(keys::SYNC, "{}".to_string(), expected).await?;
+        Ok(written.is_some())
     }
 
     async fn delete_cluster(&self) -> Result<(), DcsError> {

@@ -11,10 +11,7 @@
 //! clock that jumps, breaks its leases. A production backend would also fsync.
 
 use async_trait::async_trait;
-use ha_core::{
-    Cluster, Dcs, DcsError, DcsTiming, DynamicConfig, Failover, Failsafe, History, MemberData,
-    RawEntry, Status, SyncState, Version,
-};
+use ha_core::{Cluster, Dcs, DcsError, DcsTiming, MemberData, RawEntry, Version};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -377,70 +374,29 @@ impl Dcs for FileDcs {
             .await
     }
 
-    async fn set_initialize(&self, value: &str) -> Result<(), DcsError> {
-        self.put("initialize", value.to_string()).await
-    }
-
-    async fn cancel_initialization(&self) -> Result<(), DcsError> {
+    async fn cas_key(
+        &self,
+        key: &str,
+        value: String,
+        expected: Option<Version>,
+    ) -> Result<Option<Version>, DcsError> {
+        let key = key.to_string();
         self.inner
-            .transact(|s, _| {
-                s.delete("initialize");
-            })
+            .transact(move |s, _| s.put_if(&key, &value, expected))
             .await
     }
 
-    async fn set_config(
-        &self,
-        config: &DynamicConfig,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let json = config.to_json();
-        let written = self.put_if("config", json, expected).await?;
-        Ok(written.is_some())
-    }
-
-    async fn set_failover(
-        &self,
-        failover: &Failover,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let written = self
-            .put_if("failover", failover.to_json(), expected)
-            .await?;
-        Ok(written.is_some())
-    }
-
-    async fn set_sync(
-        &self,
-        sync: &SyncState,
-        expected: Option<Version>,
-    ) -> Result<Option<Version>, DcsError> {
-        self.put_if("sync", sync.to_json(), expected).await
-    }
-
-    async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError> {
+    async fn delete_key(&self, key: &str, expected: Option<Version>) -> Result<bool, DcsError> {
+        let key = key.to_string();
         self.inner
             .transact(move |s, _| match expected {
-                Some(v) if s.keys.get("sync").map(|e| e.version) != Some(v.0) => false,
+                Some(v) if s.keys.get(&key).map(|e| e.version) != Some(v.0) => false,
                 _ => {
-                    s.delete("sync");
+                    s.delete(&key);
                     true
                 }
             })
             .await
-    }
-
-    async fn set_history(&self, history: &History) -> Result<(), DcsError> {
-        self.put("history", history.to_json()).await
-    }
-
-    async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
-        self.put("status", status.to_json()).await
-    }
-
-    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
-        let json = serde_json::to_string(failsafe).map_err(|e| DcsError::Backend(e.to_string()))?;
-        self.put("failsafe", json).await
     }
 
     async fn delete_cluster(&self) -> Result<(), DcsError> {
@@ -465,26 +421,5 @@ impl Dcs for FileDcs {
             *self.inner.lease.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
         *current = timing;
-    }
-}
-
-impl FileDcs {
-    async fn put(&self, key: &'static str, value: String) -> Result<(), DcsError> {
-        self.inner
-            .transact(move |s, _| {
-                s.put(key, &value, None);
-            })
-            .await
-    }
-
-    async fn put_if(
-        &self,
-        key: &'static str,
-        value: String,
-        expected: Option<Version>,
-    ) -> Result<Option<Version>, DcsError> {
-        self.inner
-            .transact(move |s, _| s.put_if(key, &value, expected))
-            .await
     }
 }

@@ -2,7 +2,8 @@
 //! Patroni's terms (one lease per agent, a leader key bound to it, CAS writes).
 
 use crate::model::{
-    Cluster, DynamicConfig, Failover, Failsafe, History, MemberData, Status, SyncState, Version,
+    keys, Cluster, DynamicConfig, Failover, Failsafe, History, MemberData, Status, SyncState,
+    Version,
 };
 use async_trait::async_trait;
 use std::time::Duration;
@@ -98,25 +99,72 @@ pub trait Dcs: Send + Sync {
     /// Creates `initialize` with `value` only if it does not exist (bootstrap race).
     async fn initialize(&self, value: &str) -> Result<bool, DcsError>;
 
+    /// Writes the cluster key `key` (relative to the cluster prefix: one of
+    /// [`keys::INITIALIZE`], [`keys::CONFIG`], [`keys::FAILOVER`], [`keys::SYNC`],
+    /// [`keys::HISTORY`], [`keys::STATUS`], [`keys::FAILSAFE`]) as a permanent key,
+    /// bound to no lease; with `expected`, only if the key is still at that version.
+    /// Returns the key's new version, `None` when the compare failed. The typed
+    /// setters below are written over it (and [`Dcs::write_key`],
+    /// [`Dcs::write_key_if`], [`Dcs::delete_key`]).
+    async fn cas_key(
+        &self,
+        key: &str,
+        value: String,
+        expected: Option<Version>,
+    ) -> Result<Option<Version>, DcsError>;
+
+    /// Writes `key` unconditionally (as [`Dcs::cas_key`] without `expected`). A store
+    /// whose write answer carries no version (Consul) overrides it and
+    /// [`Dcs::write_key_if`], so that a write whose new version nobody needs is one
+    /// request.
+    async fn write_key(&self, key: &str, value: String) -> Result<(), DcsError> {
+        self.cas_key(key, value, None).await.map(|_| ())
+    }
+
+    /// [`Dcs::cas_key`], answering only whether the key was written.
+    async fn write_key_if(
+        &self,
+        key: &str,
+        value: String,
+        expected: Option<Version>,
+    ) -> Result<bool, DcsError> {
+        Ok(self.cas_key(key, value, expected).await?.is_some())
+    }
+
+    /// Deletes `key` (relative, as for [`Dcs::cas_key`]); with `expected`, only if
+    /// still at that version. `Ok(false)`: the compare failed. Without `expected` an
+    /// absent key counts as deleted.
+    async fn delete_key(&self, key: &str, expected: Option<Version>) -> Result<bool, DcsError>;
+
     /// Overwrites `initialize` (the winner records the system identifier).
-    async fn set_initialize(&self, value: &str) -> Result<(), DcsError>;
+    async fn set_initialize(&self, value: &str) -> Result<(), DcsError> {
+        self.write_key(keys::INITIALIZE, value.to_string()).await
+    }
 
     /// Deletes `initialize` after a failed bootstrap so another node can retry.
-    async fn cancel_initialization(&self) -> Result<(), DcsError>;
+    async fn cancel_initialization(&self) -> Result<(), DcsError> {
+        self.delete_key(keys::INITIALIZE, None).await.map(|_| ())
+    }
 
     /// Writes `config`; with `expected`, only if the key is still at that version.
     async fn set_config(
         &self,
         config: &DynamicConfig,
         expected: Option<Version>,
-    ) -> Result<bool, DcsError>;
+    ) -> Result<bool, DcsError> {
+        self.write_key_if(keys::CONFIG, config.to_json(), expected)
+            .await
+    }
 
     /// Writes `failover`; with `expected`, only if the key is still at that version.
     async fn set_failover(
         &self,
         failover: &Failover,
         expected: Option<Version>,
-    ) -> Result<bool, DcsError>;
+    ) -> Result<bool, DcsError> {
+        self.write_key_if(keys::FAILOVER, failover.to_json(), expected)
+            .await
+    }
 
     /// Writes `sync`; with `expected`, only if still at that version. Returns the new
     /// version, `None` when the CAS failed.
@@ -124,19 +172,32 @@ pub trait Dcs: Send + Sync {
         &self,
         sync: &SyncState,
         expected: Option<Version>,
-    ) -> Result<Option<Version>, DcsError>;
+    ) -> Result<Option<Version>, DcsError> {
+        self.cas_key(keys::SYNC, sync.to_json(), expected).await
+    }
 
-    /// Deletes `sync`; with `expected`, only if still at that version.
-    async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError>;
+    /// Deletes `sync`; with `expected`, only if still at that version. (Patroni never
+    /// deletes it on ZooKeeper but writes `{}`: that backend overrides this.)
+    async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError> {
+        self.delete_key(keys::SYNC, expected).await
+    }
 
     /// Writes `history`.
-    async fn set_history(&self, history: &History) -> Result<(), DcsError>;
+    async fn set_history(&self, history: &History) -> Result<(), DcsError> {
+        self.write_key(keys::HISTORY, history.to_json()).await
+    }
 
     /// Writes `status`.
-    async fn set_status(&self, status: &Status) -> Result<(), DcsError>;
+    async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
+        self.write_key(keys::STATUS, status.to_json()).await
+    }
 
     /// Writes `failsafe`.
-    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError>;
+    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
+        let value = serde_json::to_string(failsafe)
+            .map_err(|e| DcsError::Backend(format!("cannot encode failsafe: {e}")))?;
+        self.write_key(keys::FAILSAFE, value).await
+    }
 
     /// Deletes every key of the cluster (`fullautoctl remove`).
     async fn delete_cluster(&self) -> Result<(), DcsError>;

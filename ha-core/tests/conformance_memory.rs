@@ -6,8 +6,7 @@ use async_trait::async_trait;
 use ha_core::conformance::{self, DcsHarness};
 use ha_core::memory_dcs::{MemoryDcs, SharedMemoryStore};
 use ha_core::{
-    Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, DynamicConfig, Failover, Failsafe, History,
-    MemberData, Status, SyncState, SystemClock, Version,
+    Cluster, ClusterKeys, Dcs, DcsError, DcsTiming, MemberData, Status, SystemClock, Version,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -215,55 +214,22 @@ impl Dcs for Faulty {
         self.inner.initialize(value).await
     }
 
-    async fn set_initialize(&self, value: &str) -> Result<(), DcsError> {
-        self.inner.set_initialize(value).await
-    }
-
-    async fn cancel_initialization(&self) -> Result<(), DcsError> {
-        self.inner.cancel_initialization().await
-    }
-
-    async fn set_config(
+    async fn cas_key(
         &self,
-        config: &DynamicConfig,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let expected = expected.filter(|_| self.fault != Fault::IgnoresCasVersion);
-        self.wrote(self.inner.set_config(config, expected).await)
-    }
-
-    async fn set_failover(
-        &self,
-        failover: &Failover,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        let expected = expected.filter(|_| self.fault != Fault::IgnoresCasVersion);
-        self.inner.set_failover(failover, expected).await
-    }
-
-    async fn set_sync(
-        &self,
-        sync: &SyncState,
+        key: &str,
+        value: String,
         expected: Option<Version>,
     ) -> Result<Option<Version>, DcsError> {
         let expected = expected.filter(|_| self.fault != Fault::IgnoresCasVersion);
-        self.inner.set_sync(sync, expected).await
+        self.wrote(self.inner.cas_key(key, value, expected).await)
     }
 
-    async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError> {
-        self.inner.delete_sync(expected).await
+    async fn write_key(&self, key: &str, value: String) -> Result<(), DcsError> {
+        self.wrote(self.inner.write_key(key, value).await)
     }
 
-    async fn set_history(&self, history: &History) -> Result<(), DcsError> {
-        self.wrote(self.inner.set_history(history).await)
-    }
-
-    async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
-        self.wrote(self.inner.set_status(status).await)
-    }
-
-    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
-        self.wrote(self.inner.set_failsafe(failsafe).await)
+    async fn delete_key(&self, key: &str, expected: Option<Version>) -> Result<bool, DcsError> {
+        self.inner.delete_key(key, expected).await
     }
 
     async fn delete_cluster(&self) -> Result<(), DcsError> {

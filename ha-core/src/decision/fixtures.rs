@@ -23,43 +23,56 @@
 //! and `from=NAME` (start from a remembered state). Input lines:
 //! - `leader NAME`, `member NAME ROLE WAL`, `key KEY VALUE` (the rest of the line):
 //!   the cluster view (an `initialize` key is there unless `view empty`, a cluster
-//!   nobody initialized); `dcs unreachable TEXT`: the read failed;
+//!   nobody initialized; `key initialize VALUE` replaces its value, empty while a
+//!   bootstrap runs); a member line may add `timeline=N` and `tags=JSON` (JSON
+//!   without spaces) to its record; `dcs unreachable TEXT`: the read failed;
 //! - `pg primary WAL`, `pg replica WAL`: the local Postgres, running on timeline 1,
 //!   then any of `process=running|starting|stopped|crashed|hung`,
 //!   `in_recovery=true|false|-`, `sysid=ID`, `timeline=N`, `wal=LSN`; `pg empty`: no
-//!   data directory; `repl NAME SYNC_STATE FLUSH`: a replication connection (streaming)
-//!   the primary reports; `ssn VALUE` (the rest of the line): its
-//!   `synchronous_standby_names`; `busy promote|demote|restart|…`: a background action
+//!   data directory; `synchronous_commit=VALUE`; `repl NAME SYNC_STATE FLUSH
+//!   [replay=LSN]`: a replication connection (streaming) the primary reports; `ssn
+//!   VALUE` (the rest of the line): its `synchronous_standby_names`;
+//!   `replication_state VALUE|-` (the rest of the line): its walreceiver's state
+//!   (`streaming` unless said); `busy promote|demote|restart|…`: a background action
 //!   runs;
 //! - `outcome renewed MS`, `outcome acquired MS`, `outcome lost`, `outcome taken`,
 //!   `outcome initialize-won`, `outcome initialize-lost`, `outcome sync-written
 //!   ok|failed` (the CAS write of `sync` this cycle's step asked for),
 //!   `outcome probed PEER…` with
 //!   each peer `NAME:WAL` followed by `,primary` or `,priority=N` as needed, or `NAME:-`
-//!   for no answer: the query outcomes of this cycle;
+//!   for no answer; `outcome failsafe-checked SENT_MS NAME,…|-` (the members that
+//!   accepted a failsafe call sent at `SENT_MS`): the query outcomes of this cycle;
+//! - `executed ACTION` (an action line the previous block emitted): the runner ran it
+//!   in an earlier step of this cycle;
 //! - `tag nofailover`, `tag nostream`: the node's tags (set); `tag KEY=VALUE`: a tag
 //!   with a JSON value (or a string), as the config file would give it;
 //! - `state lease_until=MS`, `state started_at=MS`, `state switchover_waiting_since=MS`,
-//!   `state fence_armed`: the local
-//!   state to start from;
+//!   `state sync_confirm_from=LSN`, `state sync_confirm_names VALUE` (the rest of the
+//!   line), `state failsafe_written NAME,…` (a topology this node wrote, each member
+//!   at `http://127.0.0.1:8008/NAME`), `state fence_armed`, `state last_leader_view`
+//!   (this block's view, and its `config`, are what the last successful read as
+//!   leader showed): the local state to start from;
 //! - `request restart`, `request reinitialize [from-leader] [force]`: an operator
 //!   request waits for the decision; `watchdog failed`: a required watchdog does not
 //!   work; `failsafe_leader NAME`: a failsafe leader called this node within ttl;
-//!   `node api_url=URL`, `node failsafe_record_durable`: the node's settings;
+//!   `node api_url=URL`, `node failsafe_record_durable`, `node
+//!   can_restore_without_leader`: the node's settings;
 //! - `assert message ~ TEXT` (the message contains TEXT), `assert message = TEXT`,
 //!   `assert lease_until MS|-`, `assert rerun true|false`, `assert wake_at MS|-`,
 //!   `assert started_at MS|-`, `assert failsafe_active true|false`,
 //!   `assert verdict -|started`, `assert verdict refused TEXT` (the exact reason),
-//!   `assert history TIMELINE,…` (the timelines of the history written):
-//!   checks beyond the actions.
+//!   `assert history TIMELINE,…` (the timelines of the history written),
+//!   `assert failsafe_written NAME,…|-`, `assert sync_confirm_from LSN|-`,
+//!   `assert failsafe_call_slots NAME:LSN,…` (the slot positions a `CheckFailsafe`
+//!   hands the members): checks beyond the actions.
 
-use super::tests::{cfg, obs, pg_primary, pg_replica, t, View};
+use super::tests::{cfg, member, obs, pg_primary, pg_replica, t, View};
 use super::{
     decide, Action, Busy, LocalState, OperatorRequest, Outcome, PeerReply, PeerStatus,
     RequestVerdict,
 };
 use crate::dcs::DcsError;
-use crate::model::{Cluster, Tags};
+use crate::model::{Cluster, Failsafe, MemberData, Tags};
 use crate::postgres::{DataDirState, PgObservation, PgProcess, ReplicationConnection};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -197,6 +210,7 @@ fn postgres(words: &[&str]) -> Result<PgObservation, String> {
             Some(("following", "-")) => pg.following = None,
             Some(("following", name)) => pg.following = Some(name.to_string()),
             Some(("wal", n)) => pg.wal_lsn = Some(ms(n)?),
+            Some(("synchronous_commit", v)) => pg.synchronous_commit = Some(v.to_string()),
             Some(("sysid", id)) => {
                 pg.data_dir = DataDirState::Initialized {
                     system_identifier: id.to_string(),
@@ -222,10 +236,48 @@ fn busy(what: &str) -> Result<Busy, String> {
     })
 }
 
+/// A member record for `member NAME ROLE WAL [timeline=N] [tags=JSON]`.
+fn member_line(
+    view: View,
+    name: &str,
+    role: &str,
+    wal: &str,
+    extra: &[&str],
+) -> Result<View, String> {
+    let (k, v) = member(name, role, ms(wal)?);
+    let mut data = MemberData::parse(&v).map_err(|e| e.to_string())?;
+    for kv in extra {
+        match kv.split_once('=') {
+            Some(("timeline", n)) => data.timeline = Some(ms(n)?),
+            Some(("tags", json)) => {
+                data.tags = serde_json::from_str(json).map_err(|e| format!("tags {json}: {e}"))?
+            }
+            _ => return Err(format!("unknown member field {kv:?}")),
+        }
+    }
+    Ok(view.key(&k, &data.to_json()))
+}
+
+/// A failsafe topology of `names` (comma separated), as the tests' members publish it.
+fn topology(names: &str) -> Failsafe {
+    names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| (n.to_string(), format!("http://127.0.0.1:8008/{n}")))
+        .collect()
+}
+
+/// What the previous block of the same file left: its state and its actions.
+#[derive(Default)]
+struct Prev {
+    state: LocalState,
+    actions: Vec<Action>,
+}
+
 /// Runs one block; returns the emitted output lines.
 fn run(
     block: &Block,
-    prev: &mut LocalState,
+    prev: &mut Prev,
     saved: &mut BTreeMap<String, LocalState>,
 ) -> Result<Vec<String>, String> {
     let mut me = None;
@@ -245,7 +297,7 @@ fn run(
                     .cloned()
                     .ok_or_else(|| format!("no saved state {v:?}"))?
             }
-            None if arg == "keep" => start = prev.clone(),
+            None if arg == "keep" => start = prev.state.clone(),
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -262,11 +314,19 @@ fn run(
     let mut request = None;
     let mut watchdog_failed = false;
     let mut failsafe_leader = None;
+    let mut executed = Vec::new();
+    let mut remember_view = false;
     for l in &block.input {
         let words: Vec<&str> = l.split_whitespace().collect();
         match words.as_slice() {
             ["leader", name] => view = view.leader(name),
-            ["member", name, role, wal] => view = view.member(name, role, ms(wal)?),
+            ["member", name, role, wal, extra @ ..] => {
+                view = member_line(view, name, role, wal, extra)?
+            }
+            ["key", "initialize", ..] => {
+                let value = l.trim_start()["key".len()..].trim_start()["initialize".len()..].trim();
+                view.0[0].value = value.to_string();
+            }
             ["key", k, ..] => {
                 let value = l.trim_start()["key".len()..].trim_start()[k.len()..].trim_start();
                 view = view.key(k, value)
@@ -276,15 +336,28 @@ fn run(
                 unreachable = Some(l.trim_start()["dcs unreachable".len()..].trim().to_string())
             }
             ["pg", rest @ ..] => pg = Some(postgres(rest)?),
-            ["repl", name, sync_state, flush] => {
+            ["repl", name, sync_state, flush, rest @ ..] => {
                 let pg = pg.as_mut().ok_or("`repl` before `pg`")?;
+                let replay_lsn = match rest {
+                    [] => None,
+                    [r] => Some(ms(r
+                        .strip_prefix("replay=")
+                        .ok_or("repl: expected replay=LSN")?)?),
+                    _ => return Err(format!("unknown repl fields {rest:?}")),
+                };
                 pg.replication.push(ReplicationConnection {
                     application_name: name.to_string(),
                     state: "streaming".into(),
                     sync_state: sync_state.to_string(),
                     flush_lsn: Some(ms(flush)?),
+                    replay_lsn,
                     ..Default::default()
                 })
+            }
+            ["replication_state", ..] => {
+                let pg = pg.as_mut().ok_or("`replication_state` before `pg`")?;
+                let v = l.trim_start()["replication_state".len()..].trim();
+                pg.replication_state = (v != "-").then(|| v.to_string());
             }
             ["ssn", ..] => {
                 let pg = pg.as_mut().ok_or("`ssn` before `pg`")?;
@@ -306,6 +379,26 @@ fn run(
                 outcomes.push(Outcome::SyncWritten {
                     ok: *result == "ok",
                 })
+            }
+            ["outcome", "failsafe-checked", sent, accepted] => {
+                outcomes.push(Outcome::FailsafeChecked {
+                    sent_at: t(ms(sent)?),
+                    accepted: accepted
+                        .split(',')
+                        .filter(|n| !n.is_empty() && *n != "-")
+                        .map(str::to_string)
+                        .collect(),
+                    positions: BTreeMap::new(),
+                })
+            }
+            ["executed", ..] => {
+                let line = l.trim_start()["executed".len()..].trim();
+                let action = prev
+                    .actions
+                    .iter()
+                    .find(|a| a.to_string() == line)
+                    .ok_or(format!("the previous block emitted no {line:?}"))?;
+                executed.push(action.clone());
             }
             ["outcome", "probed", peers @ ..] => outcomes.push(Outcome::PeersProbed(
                 peers.iter().map(|p| peer(p)).collect::<Result<_, _>>()?,
@@ -334,12 +427,20 @@ fn run(
                 node.tags = serde_json::from_value(all.into()).map_err(|e| e.to_string())?;
             }
             ["state", "fence_armed"] => state.fence_armed = true,
+            ["state", "last_leader_view"] => remember_view = true,
+            ["state", "failsafe_written", names] => state.failsafe_written = Some(topology(names)),
+            ["state", "sync_confirm_names", ..] => {
+                let v = l.trim_start()["state".len()..].trim_start()["sync_confirm_names".len()..]
+                    .trim();
+                state.sync_confirm_names = Some(v.to_string());
+            }
             ["state", kv] => match kv.split_once('=') {
                 Some(("lease_until", v)) => state.lease_until = Some(t(ms(v)?)),
                 Some(("started_at", v)) => state.started_at = Some(t(ms(v)?)),
                 Some(("switchover_waiting_since", v)) => {
                     state.switchover_waiting_since = Some(t(ms(v)?))
                 }
+                Some(("sync_confirm_from", v)) => state.sync_confirm_from = Some(ms(v)?),
                 _ => return Err(format!("unknown state {kv:?}")),
             },
             ["request", "restart"] => request = Some(OperatorRequest::Restart),
@@ -352,6 +453,7 @@ fn run(
             ["watchdog", "failed"] => watchdog_failed = true,
             ["failsafe_leader", name] => failsafe_leader = Some(name.to_string()),
             ["node", "failsafe_record_durable"] => node.failsafe_record_durable = true,
+            ["node", "can_restore_without_leader"] => node.can_restore_without_leader = true,
             ["node", kv] => match kv.split_once('=') {
                 Some(("api_url", v)) => node.api_url = Some(v.to_string()),
                 _ => return Err(format!("unknown node setting {kv:?}")),
@@ -366,7 +468,12 @@ fn run(
     } else {
         view.cluster()
     };
+    if remember_view {
+        state.config = cluster.config.as_ref().map(|c| c.value.clone());
+        state.last_leader_view = Some(cluster.clone());
+    }
     let mut o = obs(cluster, pg, outcomes);
+    o.executed = executed;
     o.read_at = t(read_at);
     o.busy = busy;
     o.request = request;
@@ -424,6 +531,36 @@ fn run(
             if got.as_deref() != Some(v) {
                 return fail(format!("history written is {got:?}"));
             }
+        } else if let Some(v) = a.strip_prefix("failsafe_written ") {
+            let want = (v != "-").then(|| topology(v));
+            if d.state.failsafe_written != want {
+                return fail(format!(
+                    "failsafe_written is {:?}",
+                    d.state.failsafe_written
+                ));
+            }
+        } else if let Some(v) = a.strip_prefix("sync_confirm_from ") {
+            let want = if v == "-" { None } else { Some(ms(v)?) };
+            if d.state.sync_confirm_from != want {
+                return fail(format!(
+                    "sync_confirm_from is {:?}",
+                    d.state.sync_confirm_from
+                ));
+            }
+        } else if let Some(v) = a.strip_prefix("failsafe_call_slots ") {
+            let got = d.actions.iter().find_map(|a| match a {
+                Action::CheckFailsafe { slots, .. } => Some(
+                    slots
+                        .iter()
+                        .map(|(n, p)| format!("{n}:{p}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                _ => None,
+            });
+            if got.as_deref() != Some(v) {
+                return fail(format!("failsafe call slots are {got:?}"));
+            }
         } else if let Some(v) = a.strip_prefix("rerun ") {
             if d.rerun.to_string() != v {
                 return fail(format!("rerun is {}", d.rerun));
@@ -432,7 +569,8 @@ fn run(
             return Err(format!("unknown assert {a:?}"));
         }
     }
-    *prev = d.state.clone();
+    prev.state = d.state.clone();
+    prev.actions = d.actions.clone();
     if let Some(name) = save {
         saved.insert(name, d.state.clone());
     }
@@ -488,12 +626,12 @@ fn fixtures() {
                 continue;
             }
         };
-        let mut state = LocalState::default();
+        let mut prev = Prev::default();
         let mut saved = BTreeMap::new();
         let mut outputs = Vec::new();
         for b in &blocks {
             blocks_run += 1;
-            match run(b, &mut state, &mut saved) {
+            match run(b, &mut prev, &mut saved) {
                 Ok(got) => {
                     if got != b.expected && !rewrite {
                         failures.push(format!(

@@ -4,8 +4,8 @@ use super::store::{LeaseId, LeaseNotFound, MemoryStore};
 use crate::clock::MonoTime;
 use crate::dcs::DcsTiming;
 use crate::model::{
-    Cluster, ClusterKeys, DynamicConfig, Failover, Failsafe, History, MemberData, RawEntry, Status,
-    SyncState, Version,
+    keys, Cluster, ClusterKeys, DynamicConfig, Failover, Failsafe, History, MemberData, RawEntry,
+    Status, SyncState, Version,
 };
 
 /// One member's synchronous DCS client for one cluster over a [`MemoryStore`],
@@ -178,14 +178,51 @@ impl MemoryDcsNode {
         )
     }
 
-    /// Overwrites `initialize`.
+    /// Writes the cluster key `relative` (no lease), by CAS when `expected` is
+    /// given; the new version or `None` (see [`crate::Dcs::cas_key`]).
+    pub fn cas_key(
+        &mut self,
+        store: &mut MemoryStore,
+        now: MonoTime,
+        relative: &str,
+        value: &str,
+        expected: Option<Version>,
+    ) -> Option<Version> {
+        let key = self.keys.key(relative);
+        match expected {
+            Some(v) => store.put_if_version(now, &key, value, v),
+            None => store.put(now, &key, value, None).ok(),
+        }
+    }
+
+    /// Deletes the cluster key `relative`, by CAS when `expected` is given. Without
+    /// `expected` it always succeeds (an absent key is already deleted).
+    pub fn delete_key(
+        &mut self,
+        store: &mut MemoryStore,
+        now: MonoTime,
+        relative: &str,
+        expected: Option<Version>,
+    ) -> bool {
+        let key = self.keys.key(relative);
+        match expected {
+            Some(v) => store.delete_if_version(now, &key, v),
+            None => {
+                store.delete(now, &key);
+                true
+            }
+        }
+    }
+
+    /// Overwrites `initialize` (the simulator's typed writes follow; the async
+    /// [`crate::Dcs`] has them as provided methods over the two above).
     pub fn set_initialize(&mut self, store: &mut MemoryStore, now: MonoTime, value: &str) {
-        self.put_plain(store, now, &self.keys.initialize(), value);
+        self.cas_key(store, now, keys::INITIALIZE, value, None);
     }
 
     /// Deletes `initialize`.
     pub fn cancel_initialization(&mut self, store: &mut MemoryStore, now: MonoTime) {
-        store.delete(now, &self.keys.initialize());
+        self.delete_key(store, now, keys::INITIALIZE, None);
     }
 
     /// Writes `config`, by CAS when `expected` is given.
@@ -196,7 +233,8 @@ impl MemoryDcsNode {
         config: &DynamicConfig,
         expected: Option<Version>,
     ) -> bool {
-        self.versioned_put(store, now, &self.keys.config(), &config.to_json(), expected)
+        let value = config.to_json();
+        self.cas_key(store, now, keys::CONFIG, &value, expected)
             .is_some()
     }
 
@@ -208,14 +246,9 @@ impl MemoryDcsNode {
         failover: &Failover,
         expected: Option<Version>,
     ) -> bool {
-        self.versioned_put(
-            store,
-            now,
-            &self.keys.failover(),
-            &failover.to_json(),
-            expected,
-        )
-        .is_some()
+        let value = failover.to_json();
+        self.cas_key(store, now, keys::FAILOVER, &value, expected)
+            .is_some()
     }
 
     /// Writes `sync`, by CAS when `expected` is given; the new version or `None`.
@@ -226,64 +259,37 @@ impl MemoryDcsNode {
         sync: &SyncState,
         expected: Option<Version>,
     ) -> Option<Version> {
-        self.versioned_put(store, now, &self.keys.sync(), &sync.to_json(), expected)
+        self.cas_key(store, now, keys::SYNC, &sync.to_json(), expected)
     }
 
-    /// Deletes `sync`, by CAS when `expected` is given. Without `expected` it always
-    /// succeeds (an absent key is already deleted).
+    /// Deletes `sync`, by CAS when `expected` is given.
     pub fn delete_sync(
         &mut self,
         store: &mut MemoryStore,
         now: MonoTime,
         expected: Option<Version>,
     ) -> bool {
-        let key = self.keys.sync();
-        match expected {
-            Some(v) => store.delete_if_version(now, &key, v),
-            None => {
-                store.delete(now, &key);
-                true
-            }
-        }
+        self.delete_key(store, now, keys::SYNC, expected)
     }
 
     /// Writes `history`.
     pub fn set_history(&mut self, store: &mut MemoryStore, now: MonoTime, history: &History) {
-        self.put_plain(store, now, &self.keys.history(), &history.to_json());
+        self.cas_key(store, now, keys::HISTORY, &history.to_json(), None);
     }
 
     /// Writes `status`.
     pub fn set_status(&mut self, store: &mut MemoryStore, now: MonoTime, status: &Status) {
-        self.put_plain(store, now, &self.keys.status(), &status.to_json());
+        self.cas_key(store, now, keys::STATUS, &status.to_json(), None);
     }
 
     /// Writes `failsafe`.
     pub fn set_failsafe(&mut self, store: &mut MemoryStore, now: MonoTime, failsafe: &Failsafe) {
         let json = serde_json::to_string(failsafe).unwrap_or_else(|_| "{}".to_string());
-        self.put_plain(store, now, &self.keys.failsafe(), &json);
+        self.cas_key(store, now, keys::FAILSAFE, &json, None);
     }
 
     /// Deletes every key of the cluster.
     pub fn delete_cluster(&mut self, store: &mut MemoryStore, now: MonoTime) {
         store.delete_prefix(now, self.keys.prefix());
-    }
-
-    fn put_plain(&self, store: &mut MemoryStore, now: MonoTime, key: &str, value: &str) {
-        // Without a lease a put cannot fail.
-        let _ = store.put(now, key, value, None);
-    }
-
-    fn versioned_put(
-        &self,
-        store: &mut MemoryStore,
-        now: MonoTime,
-        key: &str,
-        value: &str,
-        expected: Option<Version>,
-    ) -> Option<Version> {
-        match expected {
-            Some(v) => store.put_if_version(now, key, value, v),
-            None => store.put(now, key, value, None).ok(),
-        }
     }
 }

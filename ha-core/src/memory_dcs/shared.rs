@@ -5,10 +5,7 @@ use super::node::MemoryDcsNode;
 use super::store::{LeaseId, MemoryStore};
 use crate::clock::{Clock, MonoTime};
 use crate::dcs::{Dcs, DcsError, DcsTiming};
-use crate::model::{
-    Cluster, ClusterKeys, DynamicConfig, Failover, Failsafe, History, MemberData, Status,
-    SyncState, Version,
-};
+use crate::model::{Cluster, ClusterKeys, MemberData, Status, Version};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,55 +237,18 @@ impl Dcs for MemoryDcs {
         self.call(|n, s, now| n.initialize(s, now, value)).await
     }
 
-    async fn set_initialize(&self, value: &str) -> Result<(), DcsError> {
-        self.call(|n, s, now| n.set_initialize(s, now, value)).await
-    }
-
-    async fn cancel_initialization(&self) -> Result<(), DcsError> {
-        self.call(|n, s, now| n.cancel_initialization(s, now)).await
-    }
-
-    async fn set_config(
+    async fn cas_key(
         &self,
-        config: &DynamicConfig,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        self.call(|n, s, now| n.set_config(s, now, config, expected))
-            .await
-    }
-
-    async fn set_failover(
-        &self,
-        failover: &Failover,
-        expected: Option<Version>,
-    ) -> Result<bool, DcsError> {
-        self.call(|n, s, now| n.set_failover(s, now, failover, expected))
-            .await
-    }
-
-    async fn set_sync(
-        &self,
-        sync: &SyncState,
+        key: &str,
+        value: String,
         expected: Option<Version>,
     ) -> Result<Option<Version>, DcsError> {
-        self.call(|n, s, now| n.set_sync(s, now, sync, expected))
+        self.call(|n, s, now| n.cas_key(s, now, key, &value, expected))
             .await
     }
 
-    async fn delete_sync(&self, expected: Option<Version>) -> Result<bool, DcsError> {
-        self.call(|n, s, now| n.delete_sync(s, now, expected)).await
-    }
-
-    async fn set_history(&self, history: &History) -> Result<(), DcsError> {
-        self.call(|n, s, now| n.set_history(s, now, history)).await
-    }
-
-    async fn set_status(&self, status: &Status) -> Result<(), DcsError> {
-        self.call(|n, s, now| n.set_status(s, now, status)).await
-    }
-
-    async fn set_failsafe(&self, failsafe: &Failsafe) -> Result<(), DcsError> {
-        self.call(|n, s, now| n.set_failsafe(s, now, failsafe))
+    async fn delete_key(&self, key: &str, expected: Option<Version>) -> Result<bool, DcsError> {
+        self.call(|n, s, now| n.delete_key(s, now, key, expected))
             .await
     }
 

@@ -4,23 +4,28 @@
 //! decision asked for; long actions (bootstrap, clone, rewind, promote, demote) run in
 //! the background while the loop keeps renewing the lease.
 
+pub mod cycle;
+mod execute;
 pub mod failsafe;
 pub mod guard;
 mod jobs;
 mod probe;
 mod shutdown;
+#[cfg(test)]
+mod tests;
 
 use crate::clock::{Clock, MonoTime};
-use crate::dcs::{Dcs, DcsError, DcsTiming};
+use crate::dcs::{Dcs, DcsTiming};
 use crate::decision::{
-    decide, Action, Busy, Decision, LocalState, NodeConfig, Observation, OperatorRequest, Outcome,
-    PeerReply, RequestVerdict,
+    Busy, LocalState, NodeConfig, Observation, OperatorRequest, PeerReply, RequestVerdict,
 };
-use crate::model::{Cluster, Failover, Member};
+use crate::model::{Cluster, Member};
 use crate::postgres::{DynamicPostgresql, PgError, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
-use guard::{refuse, GuardContext, LeaderKeySeen};
+use cycle::{Cycle, Env, Step};
+use execute::with_deadline;
+use guard::LeaderKeySeen;
 use jobs::BackgroundJob;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -507,7 +512,7 @@ impl Runner {
             self.apply_dynamic_files(c).await;
             self.last_cluster = Some(c.clone());
         }
-        let mut obs = Observation {
+        let obs = Observation {
             cluster,
             read_at,
             pg,
@@ -520,85 +525,52 @@ impl Runner {
             failsafe_leader: self.failsafe.called_by(read_at),
             failsafe_slots: self.failsafe.leader_slots(read_at),
         };
-        let mut verdict = None;
-        let mut wake_at = None;
-        let mut reread = false;
-        'steps: for _ in 0..8 {
-            let now = self.parts.clock.now();
-            let Decision {
-                actions,
-                state,
-                rerun,
-                reread: rr,
-                wake_at: w,
-                verdict: v,
-            } = decide(&self.cfg, &self.state, &obs, now);
-            verdict = v.or(verdict);
-            if state.message != self.state.message {
-                tracing::info!(node = %self.cfg.name, "{}", state.message);
-            }
-            self.state = state;
-            wake_at = w;
-            reread |= rr;
-            // A change of role or leadership is published before this step's actions
-            // run: `/primary` answers from the snapshot, and a freshly promoted
-            // leader must not wait for its renewal, history and member record to be
-            // written (the lease it counts on is the one its last renewal confirmed).
-            if self.role_changed(&obs.pg) {
-                self.publish(&obs);
-            }
-            for action in actions {
-                let ctx = GuardContext {
-                    now: self.parts.clock.now(),
-                    read_at,
-                    lease_until: self.state.lease_until,
-                    max_view_age: retry + Duration::from_millis(500),
-                    leader_key: *self.leader_key.borrow(),
-                };
-                if let Some(why) = refuse(&action, &ctx) {
-                    tracing::warn!(node = %self.cfg.name, "refused {action}: {why}; re-reading the cluster");
-                    reread = true;
-                    break 'steps;
-                }
-                // A required watchdog that failed while arming this cycle blocks leading.
-                let leads = matches!(action, Action::AcquireLease) || action.token().is_some();
-                if leads && !self.parts.fence.usable() {
-                    tracing::warn!(node = %self.cfg.name, "refused {action}: the required watchdog is not working");
-                    reread = true;
-                    break 'steps;
-                }
-                // A failsafe call that arrived after the observation keeps me out of the race.
-                if matches!(action, Action::AcquireLease) && !self.failsafe.claim(ctx.now) {
-                    tracing::warn!(node = %self.cfg.name, "refused: a leader in failsafe mode called me within ttl");
-                    reread = true;
-                    break 'steps;
-                }
-                let query = action.is_query();
-                let record = (!query).then(|| action.clone());
-                if let Some(outcome) = self.execute(action, &obs).await {
-                    if let Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at } =
-                        &outcome
-                    {
-                        self.renewed_at = Some(*sent_at);
+        let mut cycle = Cycle::new(obs);
+        let end = loop {
+            let env = Env {
+                now: self.parts.clock.now(),
+                retry_timeout: retry,
+                leader_key: *self.leader_key.borrow(),
+                watchdog_usable: self.parts.fence.usable(),
+                failsafe: &self.failsafe,
+                ignored: &[],
+            };
+            match cycle.next(&self.cfg, &mut self.state, &env) {
+                Step::Decided {
+                    message_changed, ..
+                } => {
+                    if message_changed {
+                        tracing::info!(node = %self.cfg.name, "{}", self.state.message);
                     }
-                    obs.outcomes.push(outcome);
+                    // A change of role or leadership is published before this step's
+                    // actions run: `/primary` answers from the snapshot, and a freshly
+                    // promoted leader must not wait for its renewal, history and member
+                    // record to be written (the lease it counts on is the one its last
+                    // renewal confirmed).
+                    if self.role_changed(&cycle.observation().pg) {
+                        self.publish(cycle.observation());
+                    }
                 }
-                obs.executed.extend(record);
+                Step::Execute(action) => {
+                    let outcome = self.execute(action, cycle.observation()).await;
+                    if let Some(sent_at) = cycle.complete(outcome) {
+                        self.renewed_at = Some(sent_at);
+                    }
+                }
+                Step::Refused { action, why } => {
+                    tracing::warn!(node = %self.cfg.name, "refused {action}: {why}; re-reading the cluster");
+                }
+                Step::Done(end) => break end,
             }
-            if !rerun {
-                break;
-            }
-        }
-        if let Some(v) = verdict {
+        };
+        if let Some(v) = end.verdict.clone() {
             self.answer_request(v);
         }
-        self.failsafe.settle(self.state.lease_until.is_some());
-        self.publish(&obs);
-        let now = self.parts.clock.now();
-        if reread {
-            Some(now)
+        self.publish(cycle.observation());
+        if end.again_now() {
+            Some(self.parts.clock.now())
         } else {
-            wake_at
+            end.wake_at
         }
     }
 
@@ -814,285 +786,6 @@ impl Runner {
             .flatten()
     }
 
-    async fn execute(&mut self, action: Action, obs: &Observation) -> Option<Outcome> {
-        let retry = self.timing.retry_timeout;
-        let dcs = &self.parts.dcs;
-        match action {
-            Action::AcquireLease => {
-                let sent_at = self.parts.clock.now();
-                if self.no_race_until.is_some_and(|t| sent_at < t) {
-                    tracing::info!(node = %self.cfg.name, "not taking part in the leader race: the pre_promote script failed less than a ttl ago");
-                    return Some(Outcome::LeaseTaken);
-                }
-                Some(match with_deadline(retry, dcs.acquire_leader()).await {
-                    Ok(true) => Outcome::LeaseAcquired { sent_at },
-                    Ok(false) => Outcome::LeaseTaken,
-                    Err(e) => Outcome::LeaseError(e),
-                })
-            }
-            Action::RenewLease { status } => {
-                let sent_at = self.parts.clock.now();
-                let renewal = match &status {
-                    Some(status) => {
-                        with_deadline(retry, dcs.renew_leader_with_status(status)).await
-                    }
-                    None => with_deadline(retry, dcs.renew_leader()).await,
-                };
-                Some(match renewal {
-                    Ok(true) => Outcome::LeaseRenewed { sent_at },
-                    Ok(false) => Outcome::LeaseLost,
-                    Err(e) => Outcome::LeaseError(e),
-                })
-            }
-            Action::ReleaseLease => {
-                log_dcs(
-                    "release leader",
-                    with_deadline(retry, dcs.release_leader()).await.map(|_| ()),
-                );
-                // A primary whose Postgres is down and could not be restarted gives up
-                // its role with the lease: Patroni's `on_role_change` "demoted".
-                if !obs.pg.is_alive() && obs.pg.was_primary() {
-                    self.emit(RunnerEvent::RoleChanged("demoted"));
-                }
-                None
-            }
-            Action::ProbePeers { names, optional } => {
-                let members: Vec<Member> = names
-                    .iter()
-                    .filter_map(|n| {
-                        let from_view = obs.cluster.as_ref().ok().and_then(|c| c.member(n));
-                        let from_old = self
-                            .state
-                            .last_leader_view
-                            .as_ref()
-                            .and_then(|c| c.member(n));
-                        from_view.or(from_old).cloned()
-                    })
-                    .collect();
-                let timeout = self.settings.probe_timeout;
-                Some(Outcome::PeersProbed(
-                    probe::probe_peers(self.parts.peers.clone(), members, &optional, timeout).await,
-                ))
-            }
-            Action::ClaimInitialize => Some(match with_deadline(retry, dcs.initialize("")).await {
-                Ok(true) => Outcome::InitializeWon,
-                _ => Outcome::InitializeLost,
-            }),
-            Action::WriteInitialize { system_identifier } => {
-                log_dcs(
-                    "write initialize",
-                    with_deadline(retry, dcs.set_initialize(&system_identifier)).await,
-                );
-                None
-            }
-            Action::CancelInitialize => {
-                log_dcs(
-                    "cancel initialize",
-                    with_deadline(retry, dcs.cancel_initialization()).await,
-                );
-                None
-            }
-            Action::PublishMember(mut data) => {
-                let fields = self
-                    .member_fields
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                data.extra.extend(fields);
-                log_dcs(
-                    "publish member",
-                    with_deadline(retry, dcs.touch_member(&data)).await,
-                );
-                self.last_member = Some(data);
-                None
-            }
-            Action::WriteConfig { config, expected } => {
-                log_dcs(
-                    "write config",
-                    with_deadline(retry, dcs.set_config(&config, expected))
-                        .await
-                        .map(|_| ()),
-                );
-                None
-            }
-            Action::ClearFailover { expected } => {
-                let r = with_deadline(
-                    retry,
-                    dcs.set_failover(&Failover::default(), Some(expected)),
-                )
-                .await;
-                log_dcs("clear failover", r.map(|_| ()));
-                None
-            }
-            Action::WriteSync { sync, expected } => {
-                let ok = match with_deadline(retry, dcs.set_sync(&sync, expected)).await {
-                    Ok(v) => v.is_some(),
-                    Err(e) => {
-                        tracing::warn!("write sync failed: {e}");
-                        false
-                    }
-                };
-                Some(Outcome::SyncWritten { ok })
-            }
-            Action::DeleteSync { expected } => {
-                log_dcs(
-                    "delete sync",
-                    with_deadline(retry, dcs.delete_sync(Some(expected)))
-                        .await
-                        .map(|_| ()),
-                );
-                None
-            }
-            Action::SetSynchronousStandbyNames { value } => {
-                match self
-                    .parts
-                    .pg
-                    .set_synchronous_standby_names(value.as_deref())
-                    .await
-                {
-                    Err(e) => {
-                        tracing::warn!(node = %self.cfg.name, "setting synchronous_standby_names failed: {e}")
-                    }
-                    // A reload of a running server, as in Patroni (`on_reload`).
-                    Ok(()) if obs.pg.is_alive() => self.emit(RunnerEvent::Reloaded),
-                    Ok(()) => {}
-                }
-                None
-            }
-            Action::WriteStatus(status) => {
-                log_dcs(
-                    "write status",
-                    with_deadline(retry, dcs.set_status(&status)).await,
-                );
-                None
-            }
-            Action::WriteFailsafe(topology) => {
-                log_dcs(
-                    "write failsafe",
-                    with_deadline(retry, dcs.set_failsafe(&topology)).await,
-                );
-                None
-            }
-            Action::CheckFailsafe {
-                members,
-                ttl,
-                slots,
-            } => {
-                let sent_at = self.parts.clock.now();
-                let timeout = self.settings.probe_timeout;
-                let peers = self.parts.peers.clone();
-                let round = failsafe::Round {
-                    members: &members,
-                    ttl,
-                    timeout,
-                    sent_at,
-                    slots: &slots,
-                };
-                Some(failsafe::call_members(&self.cfg, peers, round).await)
-            }
-            Action::WriteHistory(history) => {
-                log_dcs(
-                    "write history",
-                    with_deadline(retry, dcs.set_history(&history)).await,
-                );
-                None
-            }
-            Action::ArmFence { deadline, watchdog } => {
-                let armed = if watchdog {
-                    self.parts.fence.arm_until(deadline).await
-                } else {
-                    self.parts.fence.arm_fence_only(deadline).await
-                };
-                if let Err(e) = armed {
-                    tracing::error!(node = %self.cfg.name, "arming the write fence failed: {e}");
-                }
-                None
-            }
-            Action::DisarmFence => {
-                if let Err(e) = self.parts.fence.disarm().await {
-                    tracing::warn!(node = %self.cfg.name, "disarming the write fence failed: {e}");
-                }
-                None
-            }
-            Action::ManageSlots(changes) => {
-                if let Err(e) = self.parts.pg.apply_slot_changes(&changes).await {
-                    tracing::warn!(node = %self.cfg.name, "slot sync failed: {e}");
-                }
-                None
-            }
-            Action::Follow { upstream } => {
-                match self.parts.pg.follow(upstream.as_ref()).await {
-                    Err(e) => tracing::warn!(node = %self.cfg.name, "follow failed: {e}"),
-                    // Only a standby leader streams from the standby cluster's remote.
-                    Ok(_)
-                        if upstream
-                            .as_ref()
-                            .is_some_and(|u| u.name == crate::decision::standby::REMOTE_NAME) =>
-                    {
-                        self.emit(RunnerEvent::RoleChanged("standby_leader"))
-                    }
-                    // Same role, new upstream: a reload (`on_reload`), as in Patroni.
-                    Ok(_) if obs.pg.is_alive() => self.emit(RunnerEvent::Reloaded),
-                    Ok(_) => {}
-                }
-                None
-            }
-            Action::CancelBackground => {
-                if let Some(job) = self.job.take() {
-                    tracing::warn!(node = %self.cfg.name, job = job.kind.describe(), "cancelling the running action");
-                    let result = job.cancel().await;
-                    if let Some(reply) = self.job_reply.take() {
-                        let _ = reply.send(result.and(Err(RequestError::Cancelled)));
-                    }
-                }
-                None
-            }
-            Action::StopPostgres { mode } => {
-                let timeout = self.current_settings().pg_ctl_timeout;
-                if let Err(e) = self.parts.pg.stop(mode, timeout).await {
-                    tracing::warn!(node = %self.cfg.name, "stop failed: {e}");
-                }
-                self.emit(RunnerEvent::Stopped);
-                None
-            }
-            background @ (Action::Bootstrap
-            | Action::CloneReplica { .. }
-            | Action::RestoreReplica
-            | Action::StartPrimary { .. }
-            | Action::StartReplica { .. }
-            | Action::Promote { .. }
-            | Action::Demote { .. }
-            | Action::SwitchoverTo { .. }
-            | Action::Restart { .. }
-            | Action::Reinitialize { .. }
-            | Action::CopyLogicalSlots { .. }) => {
-                if self.job.is_some() {
-                    tracing::warn!(node = %self.cfg.name, "not starting {background}: a background action is already running");
-                    return None;
-                }
-                let settings = self.current_settings();
-                let fencing = jobs::Fencing {
-                    decided_on: obs.read_at,
-                    seen: self.leader_key.subscribe(),
-                };
-                let promotion = jobs::PromotionHooks {
-                    refused: self.pre_promote_refused.clone(),
-                    writable: self.writable_signal(),
-                };
-                self.job = BackgroundJob::spawn(
-                    background,
-                    self.parts.clone(),
-                    settings,
-                    fencing,
-                    self.job_done.clone(),
-                    self.events.clone(),
-                    promotion,
-                );
-                None
-            }
-        }
-    }
-
     fn emit(&self, e: RunnerEvent) {
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
@@ -1113,22 +806,5 @@ fn mark_writable(snap: &mut NodeSnapshot) -> bool {
             true
         }
         None => false,
-    }
-}
-
-/// Bounds a DCS call by `retry_timeout`: a backend that hangs counts as unreachable.
-async fn with_deadline<T>(
-    d: Duration,
-    f: impl std::future::Future<Output = Result<T, DcsError>>,
-) -> Result<T, DcsError> {
-    match tokio::time::timeout(d, f).await {
-        Ok(r) => r,
-        Err(_) => Err(DcsError::Unreachable(format!("no answer within {d:?}"))),
-    }
-}
-
-fn log_dcs(what: &str, r: Result<(), DcsError>) {
-    if let Err(e) = r {
-        tracing::warn!("{what} failed: {e}");
     }
 }

@@ -1,7 +1,8 @@
 //! SIGTERM: stop Postgres, give up the leader key and leave a member record that
 //! says `stopped`, as Patroni does on a clean shutdown.
 
-use super::{log_dcs, with_deadline, Runner, RunnerEvent};
+use super::execute::{log_dcs, with_deadline};
+use super::{Runner, RunnerEvent};
 use crate::dcs::{Dcs, DcsTiming};
 use crate::model::{Cluster, MemberData, MemberState};
 use std::time::Duration;

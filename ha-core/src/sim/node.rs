@@ -1,12 +1,11 @@
-//! One simulated node's agent: the real `decide()` driven exactly the way
-//! `crate::runner::Runner::cycle` drives it, step by step on the simulated clock —
-//! read the cluster (and observe Postgres alongside), decide, check each action with
-//! the runner's guard (a refusal ends the cycle and re-reads at once), execute it (DCS
+//! One simulated node's agent: the runner's own cycle
+//! ([`crate::runner::cycle::Cycle`], the real `decide()` behind the real guard, step
+//! limit, watchdog and failsafe rules) driven on the simulated clock — read the cluster
+//! (and observe Postgres alongside), then execute what the cycle hands out (DCS
 //! requests take time and time out after `retry_timeout`, background actions run as
-//! in `runner/jobs.rs` while the loop goes on), feed query outcomes and executed
-//! actions back, decide again while `rerun` (at most 8 steps). The next cycle comes
-//! `loop_wait` after this one started, earlier at `wake_at`, right away after a
-//! refusal, a DCS watch event or the end of a background action.
+//! in `runner/jobs.rs` while the loop goes on) and feed the answers back. The next
+//! cycle comes `loop_wait` after this one started, earlier at `wake_at`, right away
+//! after a refusal, a DCS watch event or the end of a background action.
 
 use super::sim_pg::{PgRole, SimPg};
 use super::world::{two, Ev, World};
@@ -14,24 +13,20 @@ use super::{trace, Breakage};
 use crate::clock::MonoTime;
 use crate::dcs::{DcsError, DcsTiming};
 use crate::decision::{
-    decide, Action, Busy, LocalState, NodeConfig, Observation, Outcome, PeerReply, PeerStatus,
+    Action, Busy, LocalState, NodeConfig, Observation, Outcome, PeerReply, PeerStatus,
 };
 use crate::memory_dcs::MemoryDcsNode;
 use crate::model::{
     Cluster, ClusterKeys, DynamicConfig, History, MemberData, Status, SyncState, Version,
 };
 use crate::postgres::StopMode;
-use crate::runner::guard::{
-    leadership_changed, refuse, refuse_writable, GuardContext, LeaderKeySeen, Refusal,
-};
+use crate::runner::guard::{leadership_changed, refuse_writable, LeaderKeySeen, Refusal};
 use std::collections::VecDeque;
 use std::time::Duration;
 
 mod cycle;
 mod jobs;
 
-/// Decision steps per cycle at most, as in the runner.
-pub const MAX_STEPS: u32 = 8;
 /// The runner's peer probe timeout, scaled like the simulated ttl (the runner's
 /// default is 2 s with a 30 s ttl).
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -64,19 +59,14 @@ pub(super) enum DcsVal {
     Done,
 }
 
-/// One HA cycle in progress.
+/// One HA cycle in progress: the read, then the runner's cycle on its observation.
 #[derive(Debug)]
 pub(super) struct Cycle {
     started: MonoTime,
     /// Postgres as observed alongside the cluster read.
     pg: Option<crate::postgres::PgObservation>,
-    obs: Option<Observation>,
-    queue: VecDeque<Action>,
-    rerun: bool,
-    reread: bool,
-    wake_at: Option<MonoTime>,
-    steps: u32,
-    waiting: Option<Action>,
+    /// The rules of the cycle, once the read is back.
+    core: Option<crate::runner::cycle::Cycle>,
 }
 
 /// A step of a background action.
@@ -327,58 +317,56 @@ enum Flow {
 impl World {
     // ----- actions -----------------------------------------------------------------
 
-    fn wait_on_dcs(&mut self, i: usize, op: DcsOp, action: Action) -> Flow {
-        if let Some(cyc) = self.nodes[i].cycle.as_mut() {
-            cyc.waiting = Some(action);
-        }
+    fn wait_on_dcs(&mut self, i: usize, op: DcsOp) -> Flow {
         self.send_dcs(i, op, None);
         Flow::Wait
     }
 
-    fn execute(&mut self, i: usize, action: Action) -> Flow {
-        match &action {
-            Action::AcquireLease => self.wait_on_dcs(i, DcsOp::Acquire, action),
+    /// Runs `action`; `Flow::Wait` when its answer comes back as an event.
+    fn execute(&mut self, i: usize, action: &Action) -> Flow {
+        match action {
+            Action::AcquireLease => self.wait_on_dcs(i, DcsOp::Acquire),
             Action::RenewLease { status } => {
                 let op = DcsOp::Renew(status.clone());
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
-            Action::ClaimInitialize => self.wait_on_dcs(i, DcsOp::Claim, action),
+            Action::ClaimInitialize => self.wait_on_dcs(i, DcsOp::Claim),
             Action::ReleaseLease => {
                 self.cut_horizon(i);
-                self.wait_on_dcs(i, DcsOp::Release, action)
+                self.wait_on_dcs(i, DcsOp::Release)
             }
             Action::WriteInitialize { system_identifier } => {
                 let op = DcsOp::SetInitialize(system_identifier.clone());
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
-            Action::CancelInitialize => self.wait_on_dcs(i, DcsOp::CancelInitialize, action),
+            Action::CancelInitialize => self.wait_on_dcs(i, DcsOp::CancelInitialize),
             Action::PublishMember(m) => {
                 let op = DcsOp::Touch(m.clone());
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::WriteConfig { config, expected } => {
                 let op = DcsOp::SetConfig(config.clone(), *expected);
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::ClearFailover { expected } => {
                 let op = DcsOp::ClearFailover(*expected);
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::WriteStatus(s) => {
                 let op = DcsOp::Status(s.clone());
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::WriteHistory(h) => {
                 let op = DcsOp::History(h.clone());
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::WriteSync { sync, expected } => {
                 let op = DcsOp::WriteSync(sync.clone(), *expected);
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::DeleteSync { expected } => {
                 let op = DcsOp::DeleteSync(*expected);
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::SetSynchronousStandbyNames { value } => {
                 self.nodes[i]
@@ -388,9 +376,6 @@ impl World {
             }
             Action::ProbePeers { names, optional } => {
                 let (replies, delay) = self.probe(i, names, optional);
-                if let Some(cyc) = self.nodes[i].cycle.as_mut() {
-                    cyc.waiting = Some(action);
-                }
                 let epoch = self.nodes[i].epoch;
                 self.after(
                     delay,
@@ -436,13 +421,10 @@ impl World {
             Action::CancelBackground => Flow::Continue,
             Action::WriteFailsafe(f) => {
                 let op = DcsOp::Failsafe(f.clone());
-                self.wait_on_dcs(i, op, action)
+                self.wait_on_dcs(i, op)
             }
             Action::CheckFailsafe { members, ttl, .. } => {
                 let (accepted, delay) = self.failsafe_calls(i, members, *ttl);
-                if let Some(cyc) = self.nodes[i].cycle.as_mut() {
-                    cyc.waiting = Some(action);
-                }
                 let epoch = self.nodes[i].epoch;
                 let sent_at = self.now;
                 self.after(
@@ -466,7 +448,7 @@ impl World {
             | Action::SwitchoverTo { .. }
             | Action::Restart { .. }
             | Action::Reinitialize { .. } => {
-                self.start_job(i, &action);
+                self.start_job(i, action);
                 Flow::Continue
             }
         }

@@ -382,12 +382,22 @@ impl World {
     }
 
     /// Whether a breakage switches off the runner's refusal `r`.
-    pub(super) fn ignores(&self, r: Refusal) -> bool {
-        match r {
-            Refusal::LeaseExpired => self.broken(),
-            Refusal::LeaderChanged => self.cfg.breakage == Some(Breakage::LeaderVersionIgnored),
-            Refusal::NotLeader | Refusal::ViewTooOld => false,
+    /// The guard refusals the broken rules disregard, for the cycle.
+    pub(super) fn ignored_refusals(&self) -> &'static [Refusal] {
+        match self.cfg.breakage {
+            Some(Breakage::NoFenceNoLeaseGuard) => &[Refusal::LeaseExpired],
+            Some(Breakage::LeaderVersionIgnored) => &[Refusal::LeaderChanged],
+            Some(
+                Breakage::AckWithoutStandbys
+                | Breakage::QuorumOneVoteShort
+                | Breakage::FailsafeCallsForgotten,
+            )
+            | None => &[],
         }
+    }
+
+    pub(super) fn ignores(&self, r: Refusal) -> bool {
+        self.ignored_refusals().contains(&r)
     }
 
     pub(super) fn index_of(&self, name: &str) -> Option<usize> {

@@ -1,7 +1,9 @@
-//! The agent's HA cycle on the simulated world, as the runner drives it: decide, run
-//! queries, feed outcomes back, guard every action, end the cycle.
+//! The agent's HA cycle on the simulated world: the read, then the runner's own
+//! [`crate::runner::cycle::Cycle`] driven on simulated time (its actions executed on
+//! the fake world, their answers fed back when their events arrive).
 
 use super::*;
+use crate::runner::cycle::{CycleEnd, Env, Refused, Step};
 
 impl World {
     pub(in crate::sim) fn schedule_tick(&mut self, i: usize, at: MonoTime) {
@@ -42,13 +44,7 @@ impl World {
         n.cycle = Some(Cycle {
             started: self.now,
             pg: Some(pg),
-            obs: None,
-            queue: VecDeque::new(),
-            rerun: false,
-            reread: false,
-            wake_at: None,
-            steps: 0,
-            waiting: None,
+            core: None,
         });
         self.send_dcs(i, DcsOp::Read, None);
     }
@@ -73,7 +69,7 @@ impl World {
         let Some(cyc) = n.cycle.as_mut() else {
             return;
         };
-        if cyc.obs.is_none() {
+        if cyc.core.is_none() {
             let cluster = match result {
                 Ok(DcsVal::Cluster(mut c)) => {
                     if quorum_short {
@@ -122,11 +118,11 @@ impl World {
                 failsafe_leader: n.failsafe.called_by(p.sent_at),
                 failsafe_slots: Default::default(),
             };
-            cyc.obs = Some(obs);
-            return self.decide_step(i);
+            cyc.core = Some(crate::runner::cycle::Cycle::new(obs));
+            return self.proceed(i);
         }
-        let action = cyc.waiting.take();
-        let outcome = match (&action, result) {
+        let action = cyc.core.as_ref().and_then(|c| c.in_flight());
+        let outcome = match (action, result) {
             (Some(Action::AcquireLease), Ok(DcsVal::Flag(true))) => {
                 Some(Outcome::LeaseAcquired { sent_at: p.sent_at })
             }
@@ -182,19 +178,17 @@ impl World {
                 _,
             ) => None,
         };
-        if let Some(Outcome::LeaseAcquired { sent_at } | Outcome::LeaseRenewed { sent_at }) =
-            &outcome
-        {
-            n.renewed_at = Some(*sent_at);
-        }
-        let Some(cyc) = n.cycle.as_mut() else {
+        self.complete(i, outcome);
+    }
+
+    /// The answer to the action in flight is back: hand it to the cycle, go on.
+    fn complete(&mut self, i: usize, outcome: Option<Outcome>) {
+        let n = &mut self.nodes[i];
+        let Some(core) = n.cycle.as_mut().and_then(|c| c.core.as_mut()) else {
             return;
         };
-        if let Some(obs) = cyc.obs.as_mut() {
-            obs.outcomes.extend(outcome);
-            if let Some(a) = action.filter(|a| !a.is_query()) {
-                obs.executed.push(a);
-            }
+        if let Some(sent_at) = core.complete(outcome) {
+            n.renewed_at = Some(sent_at);
         }
         self.proceed(i);
     }
@@ -205,48 +199,23 @@ impl World {
         sent_at: MonoTime,
         accepted: Vec<String>,
     ) {
-        let Some(cyc) = self.nodes[i].cycle.as_mut() else {
-            return;
+        let outcome = Outcome::FailsafeChecked {
+            sent_at,
+            accepted,
+            positions: Default::default(),
         };
-        cyc.waiting = None;
-        if let Some(obs) = cyc.obs.as_mut() {
-            obs.outcomes.push(Outcome::FailsafeChecked {
-                sent_at,
-                accepted,
-                positions: Default::default(),
-            });
-        }
-        self.proceed(i);
+        self.complete(i, Some(outcome));
     }
 
     pub(in crate::sim) fn probe_reply(&mut self, i: usize, replies: Vec<PeerStatus>) {
-        let Some(cyc) = self.nodes[i].cycle.as_mut() else {
-            return;
-        };
-        cyc.waiting = None;
-        if let Some(obs) = cyc.obs.as_mut() {
-            obs.outcomes.push(Outcome::PeersProbed(replies));
-        }
-        self.proceed(i);
+        self.complete(i, Some(Outcome::PeersProbed(replies)));
     }
 
-    fn decide_step(&mut self, i: usize) {
+    /// A decision was made: the lease horizon the invariants hold the node to, and the
+    /// trace.
+    fn decided(&mut self, i: usize, before: Option<MonoTime>) {
         let now = self.now;
         let n = &mut self.nodes[i];
-        let Some(cyc) = n.cycle.as_mut() else {
-            return;
-        };
-        let Some(obs) = cyc.obs.as_ref() else {
-            return;
-        };
-        let d = decide(&n.cfg, &n.state, obs, now);
-        let before = n.state.lease_until;
-        n.state = d.state;
-        cyc.queue = d.actions.into();
-        cyc.rerun = d.rerun;
-        cyc.reread |= d.reread;
-        cyc.wake_at = d.wake_at;
-        cyc.steps += 1;
         let lease = n.state.lease_until;
         // Only a new lease end (a successful acquire/renew) moves the horizon: a stale
         // `lease_until` kept in memory after a release does not revive it.
@@ -264,8 +233,8 @@ impl World {
         } else {
             let n = &self.nodes[i];
             let mut code = super::trace::code_of(&n.state.message);
-            if let Some(cyc) = n.cycle.as_ref() {
-                for a in &cyc.queue {
+            if let Some(core) = n.cycle.as_ref().and_then(|c| c.core.as_ref()) {
+                for a in core.queued() {
                     code = code.rotate_left(7) ^ action_code(a);
                 }
             }
@@ -274,16 +243,16 @@ impl World {
         if let Some(t) = lease {
             self.push(t, Ev::Check);
         }
-        self.proceed(i);
     }
 
     fn describe_step(&self, i: usize, lease: Option<MonoTime>) -> String {
         let n = &self.nodes[i];
-        let Some(cyc) = n.cycle.as_ref() else {
+        let Some(core) = n.cycle.as_ref().and_then(|c| c.core.as_ref()) else {
             return String::new();
         };
-        let acts: Vec<String> = cyc.queue.iter().map(short).collect();
-        let pg = cyc.obs.as_ref().map(|o| &o.pg);
+        let acts: Vec<String> = core.queued().map(short).collect();
+        let obs = core.observation();
+        let pg = Some(&obs.pg);
         let pg_desc = match pg {
             None => String::new(),
             Some(o) => format!(
@@ -298,7 +267,7 @@ impl World {
                 o.wal_position()
             ),
         };
-        let dcs = match cyc.obs.as_ref().map(|o| &o.cluster) {
+        let dcs = match Some(&obs.cluster) {
             Some(Ok(c)) => format!(
                 "leader={}",
                 c.leader.as_ref().map_or("-", |l| l.name.as_str())
@@ -311,84 +280,93 @@ impl World {
         });
         format!(
             "decide#{} [{dcs} pg={pg_desc} lease={lease_s}] {} -> [{}]",
-            cyc.steps,
+            core.steps(),
             n.state.message,
             acts.join(", ")
         )
     }
 
+    /// Drives the cycle until it waits for an answer or ends.
     fn proceed(&mut self, i: usize) {
+        let ignored = self.ignored_refusals();
         loop {
+            let now = self.now;
             let n = &mut self.nodes[i];
-            let retry = n.retry_timeout();
-            let lease_until = n.state.lease_until;
-            let Some(cyc) = n.cycle.as_mut() else {
+            let retry_timeout = n.retry_timeout();
+            let Node {
+                cfg,
+                state,
+                cycle,
+                failsafe,
+                leader_seen,
+                ..
+            } = n;
+            let Some(core) = cycle.as_mut().and_then(|c| c.core.as_mut()) else {
                 return;
             };
-            let Some(action) = cyc.queue.pop_front() else {
-                if cyc.rerun && cyc.steps < MAX_STEPS {
-                    return self.decide_step(i);
-                }
-                if cyc.rerun {
-                    self.trace.note(self.now, Some(i), 101, || {
-                        "step limit reached; cycle ends".into()
+            let env = Env {
+                now,
+                retry_timeout,
+                leader_key: *leader_seen,
+                watchdog_usable: true,
+                failsafe,
+                ignored,
+            };
+            match core.next(cfg, state, &env) {
+                Step::Decided { lease_before, .. } => self.decided(i, lease_before),
+                Step::Refused { action, why } => {
+                    let a = short(&action);
+                    let code = match why {
+                        Refused::Guard(r) => 102 + r as u64,
+                        Refused::FailsafeCalled => 109,
+                        Refused::WatchdogFailed => 111,
+                    };
+                    self.trace.note(now, Some(i), code, || {
+                        format!("guard refused {a}: {why}; re-reading the cluster")
                     });
                 }
-                return self.end_cycle(i, false);
-            };
-            let ctx = GuardContext {
-                now: self.now,
-                read_at: cyc.obs.as_ref().map_or(self.now, |o| o.read_at),
-                lease_until,
-                max_view_age: retry + Duration::from_millis(500),
-                leader_key: self.nodes[i].leader_seen,
-            };
-            let refusal = refuse(&action, &ctx).filter(|r| !self.ignores(*r));
-            if let Some(r) = refusal {
-                let a = short(&action);
-                self.trace.note(self.now, Some(i), 102 + r as u64, || {
-                    format!("guard refused {a}: {r}; re-reading the cluster")
-                });
-                return self.end_cycle(i, true);
-            }
-            // As the runner: a failsafe call accepted since the read keeps the node out.
-            if matches!(action, Action::AcquireLease) && !self.nodes[i].failsafe.claim(self.now) {
-                self.trace.note(self.now, Some(i), 109, || {
-                    "refused AcquireLease: a failsafe leader called within ttl".into()
-                });
-                return self.end_cycle(i, true);
-            }
-            if self.cfg.record_actions {
-                let ms = self.now.as_millis();
-                let line = format!("{}.{:03}s {action}", ms / 1000, ms % 1000);
-                self.executed[i].push(line);
-            }
-            let record = (!action.is_query()).then(|| action.clone());
-            match self.execute(i, action) {
-                Flow::Wait => return,
-                Flow::Continue => {
-                    if let Some(obs) = self.nodes[i].cycle.as_mut().and_then(|c| c.obs.as_mut()) {
-                        obs.executed.extend(record);
+                Step::Execute(action) => {
+                    if self.cfg.record_actions {
+                        let ms = now.as_millis();
+                        let line = format!("{}.{:03}s {action}", ms / 1000, ms % 1000);
+                        self.executed[i].push(line);
                     }
+                    match self.execute(i, &action) {
+                        Flow::Wait => return,
+                        Flow::Continue => {
+                            if let Some(core) =
+                                self.nodes[i].cycle.as_mut().and_then(|c| c.core.as_mut())
+                            {
+                                core.complete(None);
+                            }
+                        }
+                    }
+                }
+                Step::Done(end) => {
+                    if end.step_limit {
+                        self.trace.note(now, Some(i), 101, || {
+                            "step limit reached; cycle ends".into()
+                        });
+                    }
+                    return self.end_cycle(i, &end);
                 }
             }
         }
     }
 
-    fn end_cycle(&mut self, i: usize, refused: bool) {
+    fn end_cycle(&mut self, i: usize, end: &CycleEnd) {
         let n = &mut self.nodes[i];
         let Some(cyc) = n.cycle.take() else {
             return;
         };
         let mut next = cyc.started.plus(n.loop_wait());
-        if let Some(w) = cyc.wake_at {
+        if let Some(w) = end.wake_at {
             next = next.min(w);
         }
-        if refused || cyc.reread || n.wake_pending {
+        if end.again_now() || n.wake_pending {
             next = self.now;
         }
         n.wake_pending = false;
-        n.failsafe.settle(n.state.lease_until.is_some());
         // A cycle takes at least a millisecond, so a decision that keeps asking to run
         // again cannot stall simulated time.
         let next = next.max(self.now.plus(Duration::from_millis(1)));

@@ -17,8 +17,8 @@ impl World {
         let decided_on = self.nodes[i]
             .cycle
             .as_ref()
-            .and_then(|c| c.obs.as_ref())
-            .map_or(self.now, |o| o.read_at);
+            .and_then(|c| c.core.as_ref())
+            .map_or(self.now, |c| c.observation().read_at);
         let steps: Vec<JobStep> = match action {
             Action::Bootstrap => vec![JobStep::Bootstrap],
             Action::CloneReplica { source, follow } => vec![JobStep::Clone {

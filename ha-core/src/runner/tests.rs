@@ -1,0 +1,240 @@
+//! The runner's cycles over the in-memory DCS, a manual clock and a scripted Postgres:
+//! what it does when a renewal times out, when a background action outlives its lease
+//! token, and when a request arrives while a background action runs. Tokio's clock is
+//! paused, so DCS deadlines pass without waiting.
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::memory_dcs::{MemoryDcs, SharedMemoryStore};
+use crate::model::{ClusterKeys, Lsn};
+use crate::postgres::{SlotChanges, StartRole, StopMode, StopOutcome, Upstream};
+use crate::watchdog::NoWatchdog;
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// A Postgres that reports what the test sets, records what it is asked to do, and
+/// can hold its pre-promote step until the test lets it go.
+struct ScriptedPg {
+    obs: Mutex<PgObservation>,
+    calls: Mutex<Vec<String>>,
+    /// Runs once, at the next observation (alongside the runner's cluster read).
+    on_observe: Mutex<Option<Hook>>,
+    /// `pre_promote` waits for this.
+    pre_promote_gate: Notify,
+}
+
+impl ScriptedPg {
+    fn new(obs: PgObservation) -> Arc<ScriptedPg> {
+        Arc::new(ScriptedPg {
+            obs: Mutex::new(obs),
+            calls: Mutex::new(Vec::new()),
+            on_observe: Mutex::new(None),
+            pre_promote_gate: Notify::new(),
+        })
+    }
+
+    fn log(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Postgres for ScriptedPg {
+    async fn observe(&self) -> PgObservation {
+        let hook = self.on_observe.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.obs.lock().unwrap().clone()
+    }
+    async fn bootstrap(&self) -> Result<(), PgError> {
+        self.log("bootstrap".into());
+        Ok(())
+    }
+    async fn clone_from(&self, source: &Upstream) -> Result<(), PgError> {
+        self.log(format!("clone from {}", source.name));
+        Ok(())
+    }
+    async fn start(&self, role: &StartRole, _: Duration) -> Result<(), PgError> {
+        let role = match role {
+            StartRole::Primary => "primary",
+            StartRole::Replica { .. } => "replica",
+        };
+        self.log(format!("start {role}"));
+        Ok(())
+    }
+    async fn stop(&self, mode: StopMode, _: Duration) -> Result<StopOutcome, PgError> {
+        self.log(format!("stop {mode:?}"));
+        Ok(StopOutcome::default())
+    }
+    async fn restart(&self, _: Duration) -> Result<(), PgError> {
+        self.log("restart".into());
+        Ok(())
+    }
+    async fn promote(&self, _: Duration) -> Result<(), PgError> {
+        self.log("promote".into());
+        Ok(())
+    }
+    async fn follow(&self, _: Option<&Upstream>) -> Result<(), PgError> {
+        Ok(())
+    }
+    async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
+        Ok(false)
+    }
+    async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
+        self.log("rewind".into());
+        Ok(())
+    }
+    async fn remove_data_directory(&self) -> Result<(), PgError> {
+        self.log("remove data directory".into());
+        Ok(())
+    }
+    async fn apply_slot_changes(&self, _: &SlotChanges) -> Result<(), PgError> {
+        Ok(())
+    }
+    async fn set_synchronous_standby_names(&self, _: Option<&str>) -> Result<(), PgError> {
+        Ok(())
+    }
+    async fn reload(&self) -> Result<(), PgError> {
+        Ok(())
+    }
+    async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
+        Ok(None)
+    }
+    async fn pre_promote(&self) -> Result<(), PgError> {
+        self.log("pre_promote".into());
+        self.pre_promote_gate.notified().await;
+        Ok(())
+    }
+}
+
+/// One member, `pg1`, of a cluster initialized as system 7311, with nobody holding
+/// the leader key: ttl 30 s, loop_wait 10 s, retry_timeout 10 s (the defaults).
+struct Setup {
+    runner: Runner,
+    handle: RunnerHandle,
+    pg: Arc<ScriptedPg>,
+    dcs: Arc<MemoryDcs>,
+    clock: Arc<ManualClock>,
+}
+
+async fn setup(pg: PgObservation) -> Setup {
+    let clock = Arc::new(ManualClock::new(MonoTime::from_millis(1_000), 0));
+    let cfg = NodeConfig::named("pg1");
+    let dcs = Arc::new(MemoryDcs::new(
+        &SharedMemoryStore::new(),
+        clock.clone(),
+        ClusterKeys::new("/service", "batman"),
+        "pg1",
+        cfg.bootstrap_config.timing(),
+    ));
+    assert!(dcs.initialize("7311").await.unwrap());
+    let pg = ScriptedPg::new(pg);
+    let parts = Components {
+        dcs: dcs.clone(),
+        pg: pg.clone(),
+        fence: Arc::new(NoWatchdog),
+        clock: clock.clone(),
+        peers: Arc::new(NoPeers),
+    };
+    let (runner, handle) = Runner::new(cfg, parts, RunnerSettings::default());
+    Setup {
+        runner,
+        handle,
+        pg,
+        dcs,
+        clock,
+    }
+}
+
+fn leader_of(s: &Setup) -> Option<String> {
+    s.dcs
+        .store()
+        .with(|store| store.get(s.clock.now(), "/service/batman/leader"))
+        .map(|e| e.value)
+}
+
+/// A running replica alone in a leaderless cluster takes the key and starts promoting.
+async fn promoting() -> Setup {
+    let mut s = setup(PgObservation::running_replica("7311", 1, 0x300_0000)).await;
+    s.runner.cycle().await;
+    assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
+    assert_eq!(s.runner.job.as_ref().map(|j| j.kind), Some(Busy::Promote));
+    tokio::task::yield_now().await;
+    assert_eq!(s.pg.calls(), ["pre_promote"]);
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_that_times_out_near_the_lease_end_demotes_the_primary() {
+    let mut s = setup(PgObservation::running_primary("7311", 1, 0x300_0000)).await;
+    s.runner.cycle().await;
+    assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
+    let lease_until = s.runner.state.lease_until.expect("the lease was acquired");
+    assert_eq!(lease_until, MonoTime::from_millis(31_000));
+    assert!(s.pg.calls().is_empty(), "{:?}", s.pg.calls());
+
+    // 25 s in: the lease is valid, but not through the next decision. The read
+    // answers; from then on the DCS does not, so the renewal runs into retry_timeout.
+    s.clock.set(MonoTime::from_millis(26_000));
+    let dcs = s.dcs.clone();
+    *s.pg.on_observe.lock().unwrap() =
+        Some(Box::new(move || dcs.set_latency(Duration::from_secs(60))));
+    s.runner.cycle().await;
+
+    assert_eq!(
+        s.runner.state.message,
+        "demoting: DCS unreachable (dcs unreachable: memory dcs: no answer within retry_timeout 10s) and the leader lease is about to end"
+    );
+    // Nothing extended the lease: the last confirmed one is still the one from 1 s.
+    assert_eq!(s.runner.state.lease_until, Some(lease_until));
+    assert_eq!(s.runner.renewed_at, Some(MonoTime::from_millis(1_000)));
+    let job = s.runner.job.take().expect("a demotion runs");
+    assert_eq!(job.kind, Busy::Demote);
+    assert_eq!(job.finish().await, Ok(()));
+    assert_eq!(s.pg.calls(), ["stop Fast", "start replica"]);
+    // The key was neither renewed nor released: it runs out on its own.
+    assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
+    s.clock.set(MonoTime::from_millis(31_000));
+    assert_eq!(leader_of(&s), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_promotion_that_outlives_its_lease_token_does_not_promote() {
+    let mut s = promoting().await;
+    // The promotion hangs in pre_promote past the lease it was decided under.
+    s.clock.set(MonoTime::from_millis(31_000));
+    s.pg.pre_promote_gate.notify_one();
+    let job = s.runner.job.take().expect("the promotion runs");
+    assert_eq!(
+        job.finish().await.map_err(|e| e.to_string()),
+        Err("invalid request: promotion refused: lease token expired".to_string())
+    );
+    assert_eq!(s.pg.calls(), ["pre_promote"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_requested_while_promoting_is_refused_as_busy() {
+    let mut s = promoting().await;
+    let reply = s.handle.request(OperatorRequest::Restart);
+    // A second request while the first waits for its answer.
+    let second = s.handle.request(OperatorRequest::Restart);
+    assert_eq!(second.await, Ok(Err(RequestError::Busy)));
+    s.clock.advance(Duration::from_secs(1));
+    s.runner.cycle().await;
+    assert_eq!(
+        reply.await,
+        Ok(Err(RequestError::Refused(
+            "promote already in progress".into()
+        )))
+    );
+    assert_eq!(s.runner.state.message, "promote in progress");
+    // The lease was renewed meanwhile, and nothing else was asked of Postgres.
+    assert_eq!(s.runner.renewed_at, Some(MonoTime::from_millis(2_000)));
+    assert_eq!(s.pg.calls(), ["pre_promote"]);
+    assert_eq!(s.handle.snapshot().busy, Some(Busy::Promote));
+}
