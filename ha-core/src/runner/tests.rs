@@ -241,7 +241,7 @@ async fn a_restart_requested_while_promoting_is_refused_as_busy() {
 
 #[tokio::test(start_paused = true)]
 async fn the_promotion_job_publishes_the_end_of_recovery_without_waiting_for_a_cycle() {
-    let mut s = promoting().await;
+    let s = promoting().await;
     let primary_with_lease = |s: &Setup| {
         let snap = s.handle.snapshot();
         snap.holds_lease(s.clock.now()) && snap.pg.as_ref().is_some_and(|p| p.is_primary())
