@@ -53,7 +53,7 @@ for tool in $TOOLS; do
 done
 
 cleanup() {
-  for p in "${PROXY_PID:-}" "${PASS_PID:-}" "${HAPROXY_PID:-}" "${BOUNCER_PID:-}"; do
+  for p in "${PROXY_PID:-}" "${PASS_PID:-}" "${HAPROXY_PID:-}" "${BOUNCER_PID:-}" "${CHECK_PID:-}"; do
     [ -n "$p" ] && kill "$p" 2>/dev/null || true
   done
   for n in pt0 pt1 pt2; do
@@ -178,6 +178,12 @@ declare -A PORT=([direct]=$LP [fullauto-proxy]=$PROXY_PORT [fullauto-proxy-passt
                  [haproxy]=$HAPROXY_STATIC_PORT [pgbouncer]=$BOUNCER_PORT)
 TARGETS=(direct fullauto-proxy fullauto-proxy-passthrough haproxy pgbouncer)
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+# Patroni's HAProxy check against the primary's agent during the pgbench runs: every
+# 100 ms, the status of OPTIONS /primary (a healthy primary under load answers 200).
+( while :; do
+    curl -s -o /dev/null -m 5 -w '%{http_code}\n' -X OPTIONS "http://127.0.0.1:$(api_of "$L")/primary" || echo 000
+    sleep 0.1
+  done ) > "$DIR/primary-checks" 2>/dev/null & CHECK_PID=$!
 # The middleman's own CPU time (user + system, all threads) per transaction: unlike
 # latency, it hardly depends on what else the machine runs.
 declare -A MPID=([fullauto-proxy]=$PROXY_PID [fullauto-proxy-passthrough]=$PASS_PID
@@ -194,6 +200,8 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 echo "load average after pgbench: $(cut -d' ' -f1-3 /proc/loadavg)"
+kill "$CHECK_PID" 2>/dev/null || true
+echo "OPTIONS /primary on the primary during the pgbench runs (every 100 ms): $(sort "$DIR/primary-checks" | uniq -c | awk '{printf "%s x%s ", $2, $1}')"
 python3 - "$DIR" "$ROUNDS" "$(getconf CLK_TCK)" "${TARGETS[@]}" <<'PY'
 import os, re, statistics, sys
 d, rounds, hz, targets = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]

@@ -1,6 +1,6 @@
 //! End to end on real etcd and PostgreSQL 15: bootstrap, unplanned failover, rejoin
 //! with pg_rewind, crash restart in place, switchover without losing acknowledged
-//! writes.
+//! writes, and `/primary` answering 200 on a busy primary whose health query stalls.
 
 mod support;
 
@@ -376,4 +376,91 @@ fn switchover_right_after_a_write_burst_with_a_long_loop_wait() {
         c.api(r, "/primary").filter(|(s, _)| *s == 200)
     });
     assert!(promoted.is_some(), "{candidate} never became primary");
+}
+
+/// A primary whose HA loop cannot read its health (the health query waits for a lock
+/// and times out, as it does on a heavily loaded server) still answers `/primary`
+/// with 200 while pgbench writes to it: the check asks Postgres itself with a short
+/// query on its own connection. Before, the check said 503 ("unknown") until the next
+/// cycle, and HAProxy with Patroni's check (`fall 2`) marked the primary down.
+#[test]
+fn a_primary_whose_health_query_stalls_still_passes_the_primary_check() {
+    // A long ttl: the loop tolerates a stalled Postgres for ttl / 3 before acting.
+    let t = Timing {
+        ttl: 30,
+        loop_wait: 1.0,
+        retry_timeout: 5.0,
+    };
+    let mut c = Cluster::new(1, &t, "", |_| String::new());
+    c.start_all();
+    assert_eq!(c.wait_primary(BOOT), Some(0), "no primary");
+    let port = c.nodes[0].pg_port.to_string();
+    let pgbench = "/usr/lib/postgresql/15/bin/pgbench";
+    let init = std::process::Command::new(pgbench)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-i",
+            "-q",
+            "-s",
+            "1",
+        ])
+        .arg("postgres")
+        .output()
+        .expect("pgbench -i");
+    assert!(init.status.success(), "{init:?}");
+    let mut load = std::process::Command::new(pgbench)
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-n"])
+        .args(["-c", "8", "-j", "2", "-T", "8", "postgres"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pgbench");
+    // The health query reads pg_settings: holding its lock stalls the query until
+    // its statement_timeout (1 s), cycle after cycle, for 4 s.
+    let mut lock = std::process::Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres"])
+        .args(["-XAtq", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("BEGIN; LOCK TABLE pg_catalog.pg_settings IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    // `/metrics` shows the HA loop's own view: it says Postgres is not running
+    // while the health query stalls.
+    let loop_sees_running = |c: &Cluster| {
+        c.api(0, "/metrics").and_then(|(_, v)| {
+            let text = v.as_str()?.to_string();
+            text.lines()
+                .find_map(|l| l.strip_prefix("patroni_postgres_running"))
+                .map(|rest| rest.trim().ends_with(" 1"))
+        })
+    };
+    let (mut answers, mut stalled) = (Vec::new(), false);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        answers.push(c.api(0, "/primary").map(|r| r.0));
+        stalled |= loop_sees_running(&c) == Some(false);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let locked = lock.wait().expect("psql");
+    let _ = load.wait();
+    assert!(locked.success(), "the lock was not taken");
+    assert!(
+        stalled,
+        "the HA loop's health query never stalled: the test proves nothing\n{}",
+        c.logs()
+    );
+    let down: Vec<_> = answers.iter().filter(|a| **a != Some(200)).collect();
+    assert!(
+        down.is_empty(),
+        "/primary did not answer 200 {} times of {}: {answers:?}",
+        down.len(),
+        answers.len()
+    );
+    // Still the primary, still leading.
+    assert_eq!(c.sql(0, "SELECT pg_is_in_recovery()").as_deref(), Ok("f"));
 }

@@ -467,10 +467,10 @@ fn sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transactio
         !waiting.is_finished(),
         "a query went through during the switchover"
     );
-    // ...the lease moves to b, which runs as primary: the waiting query runs on b,
-    // the session's prepared statement and parameter came along, and the sessions
-    // that could not move were closed with the reason.
-    f.member("b", 1, "primary", "running", "");
+    // ...the lease moves to b, whose record does not say primary yet but whose
+    // server answers that it is not in recovery: the waiting query runs on b without
+    // waiting for the record, the session's prepared statement and parameter came
+    // along, and the sessions that could not move were closed with the reason.
     f.member("a", 0, "replica", "running", "");
     f.put("leader", "b");
     f.del("failover");
@@ -480,6 +480,12 @@ fn sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transactio
         .expect("task")
         .expect("the held query failed");
     assert_eq!(landed, Some(b.to_string()));
+    assert!(
+        proxy.logged("it answered that it left recovery before its record said so"),
+        "{}",
+        proxy.log()
+    );
+    f.member("b", 1, "primary", "running", "");
     assert_eq!(where_(&idle), (i32::from(b), "mover".to_string()));
     for (connection, why) in [(c2, "a transaction was open"), (c3, "temporary table")] {
         let ended = rt

@@ -150,13 +150,21 @@ pub async fn relay<C>(
     // An unsolicited FATAL from a server that then closed (shut down, terminated).
     let mut lost_error: Option<Vec<u8>> = None;
     let mut client_gone = false;
+    // The session's server answered, since the session moved there, that it left
+    // recovery: while its record still says otherwise, the session may write.
+    let mut confirmed = false;
+    // The promoting member a session could not confirm as writable: the session
+    // waits for its record (or another leader) instead of asking it again.
+    let mut unconfirmed: Option<String> = None;
     let end: Option<Vec<u8>> = 'session: loop {
-        let (lease_ok, ready) = {
+        let (lease_ok, ready, promoting) = {
             let r = routes.borrow();
             let name = server.as_ref().map(|s| s.target.name.as_str());
+            let lease_ok = name.is_some() && r.primary_name() == name;
             (
-                name.is_some() && r.primary_name() == name,
-                r.ready_for_writes(),
+                lease_ok,
+                r.ready_for_writes() || (confirmed && lease_ok && r.awaits_promotion()),
+                r.awaits_promotion(),
             )
         };
         // Read (cloned) only where needed: not on the path of every message.
@@ -174,6 +182,7 @@ pub async fn relay<C>(
             if tracker.idle() && to_server.is_empty() && tracker.pinned.is_none() {
                 tracing::debug!("an idle session leaves {old}: {now}");
                 server = None;
+                confirmed = false;
                 sin.clear();
             } else {
                 shared.counters.fenced.fetch_add(1, Ordering::Relaxed);
@@ -214,13 +223,30 @@ pub async fn relay<C>(
                 tracing::info!("closed a read-write session: {message}");
                 break 'session Some(wire::fatal(FENCED, &message));
             }
-            if let (Ok(target), true) = (&primary(), ready || overridden) {
-                match move_to(target, &login, &mut tracker, shared).await {
+            // The leader key names a member still promoting: log in there and
+            // wait, asking it, until it leaves recovery, rather than for its record.
+            let target = primary();
+            let ask = promoting
+                && target
+                    .as_ref()
+                    .is_ok_and(|t| unconfirmed.as_deref() != Some(t.name.as_str()));
+            if let (Ok(target), true) = (&target, ready || overridden || ask) {
+                let check = !ready && !overridden;
+                match move_to(target, &login, &mut tracker, shared, check).await {
                     Ok((s, notices)) => {
                         to_client.extend(notices);
                         server = Some(s);
                         overridden = false;
+                        confirmed = check;
                         lost_error = None;
+                        continue;
+                    }
+                    Err(e) if check => {
+                        tracing::debug!(
+                            "a session waits for {}'s record: asking it whether it left recovery failed: {e}",
+                            target.name
+                        );
+                        unconfirmed = Some(target.name.clone());
                         continue;
                     }
                     Err(e) => {
@@ -317,6 +343,7 @@ pub async fn relay<C>(
             Event::Server(Ok(n)) if n > 0 => sin.extend_from_slice(&sbuf[..n]),
             Event::Server(_) | Event::ToServer(Err(_)) => {
                 let name = server.take().map(|s| s.target.name).unwrap_or_default();
+                confirmed = false;
                 let changing = !(lease_ok && ready);
                 if rw && tracker.idle() && to_server.is_empty() && changing {
                     tracing::debug!("the session's server {name} closed it while the primary changes: moving it");
@@ -370,11 +397,13 @@ pub async fn relay<C>(
 /// Logs in to the new primary `target` and recreates what the session set: the
 /// replayed parameters the client changed and its named prepared statements.
 /// Returns the server and the `ParameterStatus` messages the client must see.
+/// With `check`, first waits (asking the server) until it has left recovery.
 async fn move_to(
     target: &Target,
     login: &Login,
     tracker: &mut Tracker,
     shared: &Shared,
+    check: bool,
 ) -> Result<(Server, Vec<u8>), String> {
     let started = Instant::now();
     let (mut server, welcome) = open(target, login, shared)
@@ -382,6 +411,9 @@ async fn move_to(
         .map_err(|e| e.to_string())?;
     let mut fresh: std::collections::BTreeMap<String, String> =
         welcome.params.into_iter().collect();
+    if check {
+        wait_out_of_recovery(&mut server, &mut fresh, shared).await?;
+    }
     let mut setup = Vec::new();
     let mut answers = 0;
     let sets: String = REPLAYED_PARAMETERS
@@ -450,9 +482,101 @@ async fn move_to(
     }
     shared.counters.moved.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
-        "moved a session to {target} in {} ms ({} prepared statements)",
+        "moved a session to {target} in {} ms ({} prepared statements{})",
         started.elapsed().as_millis(),
-        tracker.statements.len()
+        tracker.statements.len(),
+        if check {
+            "; it answered that it left recovery before its record said so"
+        } else {
+            ""
+        }
     );
     Ok((server, notices))
+}
+
+/// How often a session waiting on a promoting leader asks it whether it left
+/// recovery.
+const RECOVERY_POLL: Duration = Duration::from_millis(10);
+
+/// Asks `server` (the member the leader key names) `pg_is_in_recovery()` until it
+/// answers false, as long as the key stays there and within `pause_deadline`;
+/// parameters it reports meanwhile (`in_hot_standby` turning off) go to `fresh`.
+async fn wait_out_of_recovery(
+    server: &mut Server,
+    fresh: &mut std::collections::BTreeMap<String, String>,
+    shared: &Shared,
+) -> Result<(), String> {
+    let query = {
+        let mut body = b"SELECT pg_is_in_recovery()".to_vec();
+        body.push(0);
+        wire::message_bytes(b'Q', &body)
+    };
+    let give_up = Instant::now() + shared.settings.pause_deadline;
+    loop {
+        server
+            .write
+            .write_all(&query)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut in_recovery = None;
+        let mut failed = None;
+        loop {
+            let read = wire::read_message(&mut server.read, 1 << 20);
+            let (k, body) = tokio::time::timeout(shared.settings.connect_timeout, read)
+                .await
+                .map_err(|_| {
+                    format!(
+                        "{} did not answer whether it left recovery",
+                        server.target.name
+                    )
+                })?
+                .map_err(|e| e.to_string())?;
+            match k {
+                b'Z' => break,
+                b'D' => in_recovery = first_column(&body).map(|v| v == b"t"),
+                b'E' => failed = Some(wire::error_fields(&body).2),
+                b'S' => {
+                    let (name, rest) = wire::cstring(&body);
+                    fresh.insert(name, wire::cstring(rest).0);
+                }
+                _ => {}
+            }
+        }
+        if let Some(e) = failed {
+            return Err(format!(
+                "asking {} whether it left recovery failed: {e}",
+                server.target.name
+            ));
+        }
+        if in_recovery == Some(false) {
+            return Ok(());
+        }
+        let still_leader =
+            shared.routes.borrow().primary_name() == Some(server.target.name.as_str());
+        if !still_leader {
+            return Err(format!(
+                "{} lost the leader key while promoting",
+                server.target.name
+            ));
+        }
+        if Instant::now() >= give_up {
+            return Err(format!(
+                "{} did not leave recovery within {} ms (proxy.pause_deadline)",
+                server.target.name,
+                shared.settings.pause_deadline.as_millis()
+            ));
+        }
+        tokio::time::sleep(RECOVERY_POLL).await;
+    }
+}
+
+/// The first column of a `DataRow` body (`None` for NULL or a short body).
+fn first_column(body: &[u8]) -> Option<&[u8]> {
+    let count = i16::from_be_bytes(body.get(..2)?.try_into().ok()?);
+    if count < 1 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    body.get(6..6 + len)
 }

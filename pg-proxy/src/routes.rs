@@ -140,6 +140,10 @@ impl Routes {
                     // is not up to the proxy to decide): a request under way.
                     Ok(None) | Err(_) => true,
                 }
+                // A request naming a leader that no longer holds the key is done
+                // (the agents clear it): the new leader's writes need not wait for
+                // the key's deletion.
+                && f.leader.as_deref().is_none_or(|l| leader == Some(l))
         });
         // The new leader clears the failover key as it takes the lease, before its
         // promotion ends; its record says `primary` once Postgres left recovery.
@@ -159,6 +163,13 @@ impl Routes {
     /// up to the pause deadline).
     pub fn ready_for_writes(&self) -> bool {
         self.primary.is_ok() && !self.switching && !self.promoting
+    }
+
+    /// The leader key names a member whose record does not say it runs as primary
+    /// yet, and no switchover is pending: a session that checks for itself that the
+    /// member left recovery may write there before its record says so.
+    pub fn awaits_promotion(&self) -> bool {
+        self.primary.is_ok() && !self.switching && self.promoting
     }
 
     /// The same routes with the primary withdrawn for `why` (replicas stay: they
@@ -268,6 +279,18 @@ mod tests {
             ("failover", r#"{"leader":"a","member":"b"}"#),
         ]);
         assert!(Routes::from_cluster(&c, None, 0).switching);
+        // Once the key left the request's leader, the request is over for routing:
+        // the new leader's writes wait for its promotion only.
+        let b = member(5002, "replica", "running", "");
+        let c = cluster(&[
+            ("leader", "b"),
+            ("members/a", &a),
+            ("members/b", &b),
+            ("failover", r#"{"leader":"a","member":"b"}"#),
+        ]);
+        let r = Routes::from_cluster(&c, None, 0);
+        assert!(!r.switching && r.promoting && r.awaits_promotion(), "{r:?}");
+        assert!(!r.ready_for_writes());
         let c = cluster(&[
             ("leader", "a"),
             ("members/a", &a),

@@ -192,7 +192,7 @@ async fn route(app: &App, req: Request) -> Reply {
                 if v.status.state != "running" {
                     // The HA loop learns that Postgres is up again a moment after
                     // clients do; a check arriving in between asks Postgres itself.
-                    v.status = node.live_status().await;
+                    v.status = node.checked_status().await;
                 }
                 let q = Query::parse(query.as_deref());
                 let code = v.health_status(&path, &q);

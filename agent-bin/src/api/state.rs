@@ -248,6 +248,12 @@ pub trait NodeApi: Send + Sync + 'static {
         self.status()
     }
 
+    /// [`NodeApi::live_status`] for a health check, which may wait longer for
+    /// Postgres: asked when the HA loop's last look did not find it running.
+    async fn checked_status(&self) -> NodeStatus {
+        self.live_status().await
+    }
+
     /// The last cluster view read from the DCS, if still valid (≤ ttl old).
     fn cached_cluster(&self) -> Option<Cluster>;
 

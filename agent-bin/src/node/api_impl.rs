@@ -10,7 +10,7 @@ use crate::config::Config;
 use async_trait::async_trait;
 use ha_core::decision::{Busy, OperatorRequest};
 use ha_core::runner::{NodeSnapshot, RunnerHandle};
-use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Role};
+use ha_core::{Clock, Cluster, Dcs, DynamicConfig, Failover, PgProcess, Postgres as _, Role};
 
 /// The member-record field of a pending scheduled restart (Patroni's name).
 const SCHEDULED_RESTART: &str = "scheduled_restart";
@@ -22,6 +22,15 @@ use std::time::Duration;
 /// loop's: a peer probing in a leader race gives up after `ttl / 4` (300 ms at least),
 /// and a slow answer must not make a healthy member look unreachable.
 const LIVE_POSITIONS_BUDGET: Duration = Duration::from_millis(150);
+
+/// How long a switchover request waits for the checkpoint it runs first.
+const PRE_SWITCHOVER_CHECKPOINT: Duration = Duration::from_secs(10);
+
+/// How long a health check (`/primary`, `/replica`, ...) waits for Postgres when the
+/// HA loop's last look did not find it running: load balancers wait seconds for an
+/// answer (HAProxy's `timeout check`), and a loaded primary must not be reported
+/// down because its answer took longer than a leader race could wait.
+const CHECK_BUDGET: Duration = Duration::from_secs(1);
 
 /// Implements [`NodeApi`] over a runner handle.
 pub struct AgentApi {
@@ -38,6 +47,40 @@ pub struct AgentApi {
 }
 
 impl AgentApi {
+    /// The snapshot's status with the role and WAL positions read from Postgres now,
+    /// within `budget` (the snapshot stands if Postgres does not answer in time).
+    async fn live_status_within(&self, budget: Duration) -> NodeStatus {
+        let mut snap = self.handle.snapshot();
+        // A stopped (SIGSTOP) postmaster accepts no new connection; the kept one
+        // might still answer, but clients could not connect.
+        let reachable = !self.pg.postmaster_stopped();
+        if let Some(pg) = snap.pg.as_mut().filter(|_| reachable) {
+            match tokio::time::timeout(budget, self.pg.wal_positions()).await {
+                // Same role as the HA loop saw: only the positions moved on.
+                Ok(Ok(now)) if now.in_recovery == pg.in_recovery => {
+                    pg.process = PgProcess::Running;
+                    pg.wal_lsn = now.wal_lsn;
+                    pg.receive_lsn = now.receive_lsn;
+                    pg.replay_lsn = now.replay_lsn;
+                }
+                // (Re)started since the HA loop looked, or its health query failed
+                // (a loaded server, a lock it waited for) while this short one is
+                // answered: it answers queries now, in the role it reports.
+                Ok(Ok(now)) if pg.process != PgProcess::Running => {
+                    pg.process = PgProcess::Running;
+                    pg.in_recovery = now.in_recovery;
+                    pg.wal_lsn = now.wal_lsn;
+                    pg.receive_lsn = now.receive_lsn;
+                    pg.replay_lsn = now.replay_lsn;
+                }
+                // A role change in progress, an error, or a server too slow to answer
+                // within the budget: the HA loop's view stands.
+                _ => {}
+            }
+        }
+        self.status_of(&snap)
+    }
+
     fn status_of(&self, snap: &NodeSnapshot) -> NodeStatus {
         let mut status = status_from_snapshot(
             &self.cfg.borrow(),
@@ -206,32 +249,11 @@ impl NodeApi for AgentApi {
     }
 
     async fn live_status(&self) -> NodeStatus {
-        let mut snap = self.handle.snapshot();
-        // A hung server would only use up the budget.
-        if let Some(pg) = snap.pg.as_mut().filter(|p| p.process != PgProcess::Hung) {
-            match tokio::time::timeout(LIVE_POSITIONS_BUDGET, self.pg.wal_positions()).await {
-                // Same role as the HA loop saw: only the positions moved on.
-                Ok(Ok(now)) if now.in_recovery == pg.in_recovery => {
-                    pg.process = PgProcess::Running;
-                    pg.wal_lsn = now.wal_lsn;
-                    pg.receive_lsn = now.receive_lsn;
-                    pg.replay_lsn = now.replay_lsn;
-                }
-                // (Re)started since the HA loop looked: it answers queries now, in
-                // the role it reports.
-                Ok(Ok(now)) if pg.process != PgProcess::Running => {
-                    pg.process = PgProcess::Running;
-                    pg.in_recovery = now.in_recovery;
-                    pg.wal_lsn = now.wal_lsn;
-                    pg.receive_lsn = now.receive_lsn;
-                    pg.replay_lsn = now.replay_lsn;
-                }
-                // A role change in progress, an error, or a server too slow to answer
-                // within the budget: the HA loop's view stands.
-                _ => {}
-            }
-        }
-        self.status_of(&snap)
+        self.live_status_within(LIVE_POSITIONS_BUDGET).await
+    }
+
+    async fn checked_status(&self) -> NodeStatus {
+        self.live_status_within(CHECK_BUDGET).await
     }
 
     fn cached_cluster(&self) -> Option<Cluster> {
@@ -308,6 +330,26 @@ impl NodeApi for AgentApi {
     }
 
     async fn request_failover(&self, request: Failover) -> Result<(), String> {
+        // A switchover from this primary, now: its dirty buffers are flushed while
+        // it still takes writes, so the demotion's own checkpoint (clients paused
+        // by a proxy, or failing) is short.
+        let snap = self.handle.snapshot();
+        let leading =
+            snap.holds_lease(self.clock.now()) && snap.pg.as_ref().is_some_and(|p| p.is_primary());
+        if request.scheduled_at.is_none() && leading {
+            let started = std::time::Instant::now();
+            match tokio::time::timeout(PRE_SWITCHOVER_CHECKPOINT, self.pg.checkpoint()).await {
+                Ok(Ok(())) => tracing::info!(
+                    "checkpoint before the switchover request took {} ms (writes went on meanwhile)",
+                    started.elapsed().as_millis()
+                ),
+                Ok(Err(e)) => tracing::warn!("checkpoint before the switchover request failed: {e}"),
+                Err(_) => tracing::warn!(
+                    "checkpoint before the switchover request still runs after {} s: requesting the switchover anyway",
+                    PRE_SWITCHOVER_CHECKPOINT.as_secs()
+                ),
+            }
+        }
         self.dcs
             .set_failover(&request, None)
             .await

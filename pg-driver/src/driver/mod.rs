@@ -74,6 +74,8 @@ pub struct PgDriver {
     progress_every_ms: std::sync::atomic::AtomicU64,
     /// The kept connection for the failover's critical path (`session.rs`).
     session: tokio::sync::Mutex<Option<session::LocalSession>>,
+    /// The kept connection for the REST API's quick readings (`session.rs`).
+    api_session: tokio::sync::Mutex<Option<session::LocalSession>>,
 }
 
 /// A running postmaster (pid and start time) and its cluster's system identifier.
@@ -107,6 +109,7 @@ impl PgDriver {
             running_sysid: Mutex::new(None),
             progress_every_ms: std::sync::atomic::AtomicU64::new(10_000),
             session: tokio::sync::Mutex::new(None),
+            api_session: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -432,6 +435,12 @@ impl PgDriver {
     /// Whether a postmaster runs on the data directory (per `postmaster.pid`).
     pub fn postmaster_running(&self) -> bool {
         self.postmaster_pid().is_some()
+    }
+
+    /// The postmaster is alive but stopped (SIGSTOP): connections it already
+    /// handed out may still answer, new ones never will.
+    pub fn postmaster_stopped(&self) -> bool {
+        matches!(self.pid_state(), PidFileState::Alive { stopped: true, .. })
     }
 
     fn postmaster_pid(&self) -> Option<i32> {

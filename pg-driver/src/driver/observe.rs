@@ -1,6 +1,7 @@
 //! Observing the server: the health query, WAL positions and the observation the
 //! decision engine reads.
 
+use super::session::Slot;
 use super::*;
 
 /// Connect timeout of the health query: a SIGSTOPped postmaster never answers.
@@ -17,14 +18,41 @@ impl PgDriver {
 
     /// Where this server's WAL is right now, read by one query (the HA loop's
     /// observation can be a cycle old, and under writes a cycle is many megabytes):
-    /// what peers compare when they pick a leader or check a switchover candidate.
+    /// what peers compare when they pick a leader or check a switchover candidate,
+    /// and what a health check asks when the HA loop's last look failed. A short
+    /// query with no catalog access, on the REST API's own kept connection: it
+    /// neither waits behind the HA loop's health query nor for a lock that query
+    /// waits for.
     pub async fn wal_positions(&self) -> Result<WalPositions> {
-        let h = self.health().await?;
+        let client = self.kept_session(Slot::Api, HEALTH_CONNECT_TIMEOUT).await?;
+        let q = "SELECT pg_is_in_recovery()::text,
+               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+               pg_last_wal_receive_lsn()::text,
+               pg_last_wal_replay_lsn()::text";
+        let msgs = match tokio::time::timeout(HEALTH_QUERY_TIMEOUT, client.simple_query(q)).await {
+            Err(_) => {
+                self.drop_session(Slot::Api).await;
+                return Err(DriverError::Timeout("WAL position query timed out".into()));
+            }
+            Ok(Err(e)) => {
+                self.drop_session(Slot::Api).await;
+                return Err(sql::query_error(e));
+            }
+            Ok(Ok(m)) => m,
+        };
+        let row = msgs
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .ok_or_else(|| DriverError::Query("WAL position query returned no row".into()))?;
+        let lsn = |i: usize| row.get(i).and_then(parse_lsn);
         Ok(WalPositions {
-            in_recovery: h.in_recovery,
-            wal_lsn: h.wal_lsn,
-            receive_lsn: h.receive_lsn,
-            replay_lsn: h.replay_lsn,
+            in_recovery: row.get(0).map(|v| v == "true"),
+            wal_lsn: lsn(1),
+            receive_lsn: lsn(2),
+            replay_lsn: lsn(3),
         })
     }
 
@@ -66,11 +94,11 @@ impl PgDriver {
         );
         let msgs = match tokio::time::timeout(HEALTH_QUERY_TIMEOUT, client.simple_query(&q)).await {
             Err(_) => {
-                self.drop_local_session().await;
+                self.drop_session(Slot::Loop).await;
                 return Err(DriverError::Timeout("health query timed out".into()));
             }
             Ok(Err(e)) => {
-                self.drop_local_session().await;
+                self.drop_session(Slot::Loop).await;
                 return Err(sql::query_error(e));
             }
             Ok(Ok(m)) => m,

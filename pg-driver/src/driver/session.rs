@@ -7,6 +7,11 @@
 //! The connection belongs to one postmaster (by pid): a new postmaster, a closed
 //! connection or a query that timed out gets a fresh one. It is dropped before every
 //! stop, so a smart shutdown never waits for it.
+//!
+//! A second kept connection serves the REST API's quick readings (the WAL positions
+//! and role for `/patroni` and the health checks): queries on one connection run one
+//! after the other, and a health check must not wait behind a health query that a
+//! loaded server takes a second to answer.
 
 use super::*;
 
@@ -17,16 +22,41 @@ pub(super) struct LocalSession {
     client: Arc<tokio_postgres::Client>,
 }
 
+/// Which kept connection a query uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// The HA loop's (health query, promotion).
+    Loop,
+    /// The REST API's quick readings.
+    Api,
+}
+
 impl PgDriver {
-    /// The kept connection to the running postmaster, opened (within
-    /// `connect_timeout`) when there is none, it is closed, or it belongs to an
-    /// earlier postmaster.
+    fn slot(&self, slot: Slot) -> &tokio::sync::Mutex<Option<LocalSession>> {
+        match slot {
+            Slot::Loop => &self.session,
+            Slot::Api => &self.api_session,
+        }
+    }
+
+    /// The HA loop's kept connection ([`PgDriver::kept_session`]).
     pub(super) async fn local_session(
         &self,
         connect_timeout: Duration,
     ) -> Result<Arc<tokio_postgres::Client>> {
+        self.kept_session(Slot::Loop, connect_timeout).await
+    }
+
+    /// The kept connection of `slot` to the running postmaster, opened (within
+    /// `connect_timeout`) when there is none, it is closed, or it belongs to an
+    /// earlier postmaster.
+    pub(super) async fn kept_session(
+        &self,
+        slot: Slot,
+        connect_timeout: Duration,
+    ) -> Result<Arc<tokio_postgres::Client>> {
         let postmaster = self.postmaster_pid();
-        let mut kept = self.session.lock().await;
+        let mut kept = self.slot(slot).lock().await;
         if let (Some(s), Some(pid)) = (kept.as_ref(), postmaster) {
             if s.postmaster == pid && !s.client.is_closed() {
                 return Ok(s.client.clone());
@@ -43,9 +73,15 @@ impl PgDriver {
         Ok(client)
     }
 
-    /// Forgets the kept connection (closing it once no query holds it any more):
-    /// before a stop, or after a query on it failed or timed out.
+    /// Forgets both kept connections (closing them once no query holds them any
+    /// more): before a stop.
     pub(super) async fn drop_local_session(&self) {
         *self.session.lock().await = None;
+        *self.api_session.lock().await = None;
+    }
+
+    /// Forgets the kept connection of `slot`: after a query on it failed or timed out.
+    pub(super) async fn drop_session(&self, slot: Slot) {
+        *self.slot(slot).lock().await = None;
     }
 }

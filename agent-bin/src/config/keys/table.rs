@@ -254,7 +254,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "proxy.metrics_listen", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::read_write_clients_follow_the_leader_key_and_lose_a_node_that_loses_it" } },
     Key { path: "proxy.pause_deadline", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::new_read_write_connections_wait_for_a_primary_up_to_the_pause_deadline" } },
     Key { path: "proxy.auth_file", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::sessions_log_in_through_the_proxy_and_move_to_the_new_primary_at_a_transaction_boundary" } },
-    Key { path: "proxy.name", status: Status::Honoured { test: "agent-bin/tests/e2e_proxy.rs::clients_through_the_proxy_follow_a_switchover_and_a_failover" } },
+    Key { path: "proxy.name", status: Status::Honoured { test: "agent-bin/tests/e2e_proxy.rs::clients_through_the_proxy_follow_a_switchover" } },
     Key { path: "proxy.certfile", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::clients_reach_the_proxy_over_tls_when_it_has_a_certificate" } },
     Key { path: "proxy.keyfile", status: Status::Honoured { test: "agent-bin/tests/proxy_routing.rs::clients_reach_the_proxy_over_tls_when_it_has_a_certificate" } },
     Key { path: "proxy.auth_type", status: Status::Honoured { test: "pg-proxy/src/auth.rs::md5_with_a_stored_hash_and_a_wrong_password_is_denied" } },
