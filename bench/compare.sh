@@ -189,12 +189,21 @@ wait_healthy() {
 cpu_ticks() {  # pid: user+system, children included, in clock ticks
   awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
+# fullauto's write-fence keepers: children running the agent's own executable (by
+# name they show the executable's, which FULLAUTO_BIN may rename).
+keepers_of() {
+  local c
+  for c in $(ps -o pid= --ppid "$1"); do
+    [ "$(readlink "/proc/$c/exe")" = "$(readlink "/proc/$1/exe")" ] && echo "$c"
+  done
+  return 0
+}
 agent_pids() {  # the agents and, for fullauto, their write-fence keepers
   local n pid
   for n in "${NODES[@]}"; do
     pid=$(cat "$DIR/$SYS/$n.pid")
     echo "$pid"
-    if [ "$SYS" = fullauto ]; then ps -o pid= -o comm= --ppid "$pid" | awk '$2=="fullauto"{print $1}'; fi
+    if [ "$SYS" = fullauto ]; then keepers_of "$pid"; fi
   done
 }
 started_by_method() {
@@ -213,7 +222,7 @@ measure_idle() {
     rss=$(awk '/VmRSS/{print $2}' "/proc/$pid/status")
     keeper=0
     if [ "$SYS" = fullauto ]; then
-      for k in $(ps -o pid= -o comm= --ppid "$pid" | awk '$2=="fullauto"{print $1}'); do
+      for k in $(keepers_of "$pid"); do
         keeper=$((keeper + $(awk '/VmRSS/{print $2}' "/proc/$k/status")))
       done
     fi
@@ -302,6 +311,8 @@ unplanned() {
     && log "$SYS: the client kept writing to the frozen agent's primary"
   kill "$WRITER" 2>/dev/null || true; wait "$WRITER" 2>/dev/null || true
   stop_watch
+  # Kept per trial, for a breakdown against the agents' and PostgreSQL's logs.
+  cp "$DIR/watch" "$DIR/$SYS/$how-$T0.watch"; cp "$DIR/writer.out" "$DIR/$SYS/$how-$T0.writer"
   case $how in
     kill9) rm -f "$DIR/$SYS/$L.pid"; start_node "$L" ;;
     freeze) kill -CONT "$pid" ;;

@@ -591,6 +591,19 @@ pub trait Postgres: Send + Sync {
     /// Promotes a replica and waits for the promotion to finish.
     async fn promote(&self, timeout: Duration) -> Result<(), PgError>;
 
+    /// The first part of [`Postgres::promote`]: returns as soon as the server left
+    /// recovery and accepts writes, so the node can report itself primary at once;
+    /// [`Postgres::finish_promotion`] does the rest. By default the whole promotion.
+    async fn promote_until_writable(&self, timeout: Duration) -> Result<(), PgError> {
+        self.promote(timeout).await
+    }
+
+    /// The rest of a promotion after [`Postgres::promote_until_writable`] (such as
+    /// the server's configuration for its new role); by default nothing.
+    async fn finish_promotion(&self) -> Result<(), PgError> {
+        Ok(())
+    }
+
     /// Points a running replica at a new upstream (reload or restart as needed).
     async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError>;
 

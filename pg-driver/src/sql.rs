@@ -49,6 +49,13 @@ pub async fn connect(
                 None => tokio::time::timeout(left, cfg.ssl_mode(WireSsl::Disable).connect(NoTls))
                     .await
                     .map(|r| r.map(|(c, conn)| (c, spawn(conn)))),
+                // TLS only if the server offers it: OpenSSL is set up only then.
+                Some(w @ WireSsl::Prefer) => {
+                    let tls = tls::LazyTls::new(creds, home);
+                    tokio::time::timeout(left, cfg.ssl_mode(w).connect(tls))
+                        .await
+                        .map(|r| r.map(|(c, conn)| (c, spawn(conn))))
+                }
                 Some(w) => {
                     let tls = tls::connector(creds, home)?;
                     tokio::time::timeout(left, cfg.ssl_mode(w).connect(tls))

@@ -13,7 +13,11 @@ use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use openssl::x509::store::X509Lookup;
 use openssl::x509::verify::X509VerifyFlags;
 use postgres_openssl::MakeTlsConnector;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 
 /// A TLS connector for `creds`; `home` is where libpq's `~/.postgresql` defaults
 /// are looked up.
@@ -126,6 +130,71 @@ pub fn connector(creds: &Credentials, home: Option<&Path>) -> Result<MakeTlsConn
         Ok(())
     });
     Ok(c)
+}
+
+/// A connector for `sslmode=prefer`/`allow` that builds the OpenSSL connector only
+/// when the server agreed to TLS: most servers an agent talks to have TLS off, and
+/// setting OpenSSL up for every connection costs CPU on each and keeps about 4 MiB
+/// of its code resident in the agent. Configuration errors (a missing root
+/// certificate, a wrong key password) show when TLS is used, as libpq reads those
+/// files only then too.
+#[derive(Clone)]
+pub struct LazyTls {
+    creds: Credentials,
+    home: Option<PathBuf>,
+}
+
+impl LazyTls {
+    /// A lazy connector for `creds`; `home` as for [`connector`].
+    pub fn new(creds: &Credentials, home: Option<&Path>) -> LazyTls {
+        LazyTls {
+            creds: creds.clone(),
+            home: home.map(Path::to_path_buf),
+        }
+    }
+}
+
+/// [`LazyTls`] for one server name.
+pub struct LazyTlsConnect {
+    tls: LazyTls,
+    domain: String,
+}
+
+impl<S> MakeTlsConnect<S> for LazyTls
+where
+    S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + 'static + Sync + Send,
+{
+    type Stream = postgres_openssl::TlsStream<S>;
+    type TlsConnect = LazyTlsConnect;
+    type Error = std::convert::Infallible;
+
+    fn make_tls_connect(
+        &mut self,
+        domain: &str,
+    ) -> std::result::Result<LazyTlsConnect, Self::Error> {
+        Ok(LazyTlsConnect {
+            tls: self.clone(),
+            domain: domain.to_string(),
+        })
+    }
+}
+
+impl<S> TlsConnect<S> for LazyTlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + std::fmt::Debug + 'static + Sync + Send,
+{
+    type Stream = postgres_openssl::TlsStream<S>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future =
+        Pin<Box<dyn Future<Output = std::result::Result<Self::Stream, Self::Error>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let mut make = connector(&self.tls.creds, self.tls.home.as_deref())?;
+            let tls = MakeTlsConnect::<S>::make_tls_connect(&mut make, &self.domain)?;
+            tls.connect(stream).await
+        })
+    }
 }
 
 #[cfg(test)]

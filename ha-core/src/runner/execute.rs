@@ -271,6 +271,10 @@ impl Runner {
                     decided_on: obs.read_at,
                     seen: self.leader_key.subscribe(),
                 };
+                let promotion = jobs::PromotionHooks {
+                    refused: self.pre_promote_refused.clone(),
+                    writable: self.writable_signal(),
+                };
                 self.job = BackgroundJob::spawn(
                     background,
                     self.parts.clone(),
@@ -278,7 +282,7 @@ impl Runner {
                     fencing,
                     self.job_done.clone(),
                     self.events.clone(),
-                    self.pre_promote_refused.clone(),
+                    promotion,
                 );
                 None
             }

@@ -35,6 +35,18 @@ impl Fencing {
     }
 }
 
+/// What a promotion job calls the moment Postgres accepts writes.
+pub(super) type WritableSignal = Arc<dyn Fn() + Send + Sync>;
+
+/// How a promotion job reports back to the runner besides its result.
+pub(super) struct PromotionHooks {
+    /// Set when the pre-promote check failed (the job released the lock).
+    pub(super) refused: Arc<AtomicBool>,
+    /// Called as soon as Postgres left recovery, before the promotion's remaining
+    /// steps: the node reports itself primary from then on.
+    pub(super) writable: WritableSignal,
+}
+
 /// A running background action.
 pub(super) struct BackgroundJob {
     pub(super) kind: Busy,
@@ -50,7 +62,7 @@ impl BackgroundJob {
         fencing: Fencing,
         done: Arc<Notify>,
         events: Option<UnboundedSender<RunnerEvent>>,
-        pre_promote_refused: Arc<AtomicBool>,
+        promotion: PromotionHooks,
     ) -> Option<BackgroundJob> {
         let kind = action.busy()?;
         let handle = tokio::spawn(async move {
@@ -60,15 +72,7 @@ impl BackgroundJob {
                     let _ = tx.send(e);
                 }
             };
-            let result = run(
-                action,
-                &parts,
-                settings,
-                &fencing,
-                &emit,
-                &pre_promote_refused,
-            )
-            .await;
+            let result = run(action, &parts, settings, &fencing, &emit, &promotion).await;
             match &result {
                 Ok(()) => done.notify_one(),
                 Err(e) => {
@@ -121,7 +125,7 @@ async fn run(
     settings: RunnerSettings,
     fencing: &Fencing,
     emit: &(dyn Fn(RunnerEvent) + Send + Sync),
-    pre_promote_refused: &AtomicBool,
+    promotion: &PromotionHooks,
 ) -> Result<(), PgError> {
     let pg = &parts.pg;
     let t = settings.pg_ctl_timeout;
@@ -220,7 +224,7 @@ async fn run(
                 // Patroni's rule: no promotion, and the leader key goes so another
                 // member may take over.
                 tracing::warn!("promotion cancelled: {e}; releasing the leader key voluntarily");
-                pre_promote_refused.store(true, Ordering::SeqCst);
+                promotion.refused.store(true, Ordering::SeqCst);
                 if let Err(d) = parts.dcs.release_leader().await {
                     tracing::warn!(
                         "releasing the leader key after the pre_promote failure failed: {d}"
@@ -230,8 +234,10 @@ async fn run(
             }
             // The script may have taken long.
             fencing.check(&token, parts.clock.now(), "promotion")?;
-            pg.promote(settings.promote_timeout).await?;
+            pg.promote_until_writable(settings.promote_timeout).await?;
+            (promotion.writable)();
             emit(RunnerEvent::RoleChanged("primary"));
+            pg.finish_promotion().await?;
             // pg_control names the new timeline only after a checkpoint, and pg_rewind
             // reads it there: members rewinding from us (Patroni's wait for it) need one
             // now rather than at the next timed checkpoint. Off the promotion's path.
@@ -517,6 +523,10 @@ mod tests {
             self.log("promote".into());
             Ok(())
         }
+        async fn finish_promotion(&self) -> Result<(), PgError> {
+            self.log("finish promotion".into());
+            Ok(())
+        }
         async fn follow(&self, _: Option<&Upstream>) -> Result<(), PgError> {
             Ok(())
         }
@@ -587,12 +597,21 @@ mod tests {
     }
 
     async fn execute(action: Action, pg: Arc<FakePg>, settings: RunnerSettings) -> (bool, bool) {
-        let (parts, _) = parts(pg);
-        let refused = AtomicBool::new(false);
-        let ok = run(action, &parts, settings, &no_news(), &|_| {}, &refused)
+        let (parts, _) = parts(pg.clone());
+        let hooks = hooks(&pg);
+        let ok = run(action, &parts, settings, &no_news(), &|_| {}, &hooks)
             .await
             .is_ok();
-        (ok, refused.load(Ordering::SeqCst))
+        (ok, hooks.refused.load(Ordering::SeqCst))
+    }
+
+    /// Promotion hooks whose writable signal shows in the server's call log.
+    fn hooks(pg: &Arc<FakePg>) -> PromotionHooks {
+        let pg = pg.clone();
+        PromotionHooks {
+            refused: Arc::new(AtomicBool::new(false)),
+            writable: Arc::new(move || pg.log("writable".into())),
+        }
     }
 
     /// Fencing with no read after the decision's.
@@ -618,7 +637,7 @@ mod tests {
         });
         let (parts, dcs) = parts(pg.clone());
         assert!(dcs.acquire_leader().await.unwrap());
-        let refused = AtomicBool::new(false);
+        let hooks = hooks(&pg);
         let action = Action::Promote { token: token() };
         let result = run(
             action,
@@ -626,11 +645,11 @@ mod tests {
             RunnerSettings::default(),
             &no_news(),
             &|_| {},
-            &refused,
+            &hooks,
         )
         .await;
         assert!(result.is_err());
-        assert!(refused.load(Ordering::SeqCst));
+        assert!(hooks.refused.load(Ordering::SeqCst));
         assert_eq!(pg.calls(), ["pre_promote"]);
         let cluster = dcs.get_cluster().await.unwrap();
         assert!(cluster.leader.is_none(), "the leader key was released");
@@ -639,7 +658,11 @@ mod tests {
         let action = Action::Promote { token: token() };
         let (ok, refused) = execute(action, pg.clone(), RunnerSettings::default()).await;
         assert!(ok && !refused);
-        assert_eq!(pg.calls(), ["pre_promote", "promote"]);
+        // The node reports itself writable between the end of recovery and the rest.
+        assert_eq!(
+            pg.calls(),
+            ["pre_promote", "promote", "writable", "finish promotion"]
+        );
     }
 
     #[tokio::test]
@@ -665,7 +688,7 @@ mod tests {
                 decided_on: MonoTime::from_millis(1000),
                 seen: rx,
             };
-            let refused = AtomicBool::new(false);
+            let hooks = hooks(&pg);
             let action = Action::Promote { token };
             let r = run(
                 action,
@@ -673,7 +696,7 @@ mod tests {
                 RunnerSettings::default(),
                 &fencing,
                 &|_| {},
-                &refused,
+                &hooks,
             )
             .await;
             (r.map_err(|e| e.to_string()), pg.calls())
@@ -693,7 +716,10 @@ mod tests {
         // The same version read again: the promotion goes ahead.
         let (r, calls) = promote_with(Some(Version(7))).await;
         assert_eq!(r, Ok(()));
-        assert_eq!(calls, ["pre_promote", "promote"]);
+        assert_eq!(
+            calls,
+            ["pre_promote", "promote", "writable", "finish promotion"]
+        );
     }
 
     #[tokio::test]

@@ -305,7 +305,11 @@ pub struct Runner {
     job_done: Arc<Notify>,
     wake: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
-    snapshot: watch::Sender<NodeSnapshot>,
+    snapshot: Arc<watch::Sender<NodeSnapshot>>,
+    /// Set by the running promotion job the moment Postgres left recovery; until the
+    /// runner collects the job, a snapshot from an older observation still shows the
+    /// server as writable.
+    promoted_writable: Arc<std::sync::atomic::AtomicBool>,
     events: Option<tokio::sync::mpsc::UnboundedSender<RunnerEvent>>,
     last_cluster: Option<Cluster>,
     timing: DcsTiming,
@@ -362,7 +366,8 @@ impl Runner {
             job_done: Arc::new(Notify::new()),
             wake: wake.clone(),
             shutdown: shutdown_rx,
-            snapshot: snap_tx,
+            snapshot: Arc::new(snap_tx),
+            promoted_writable: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             events: None,
             last_cluster: None,
             timing,
@@ -585,32 +590,52 @@ impl Runner {
     /// accepts writes from then on): that is published at once, so `/primary` does
     /// not wait for this cycle's own observation, which replaces it moments later.
     fn publish_promoted(&self) {
-        let mut snap = self.snapshot.borrow().clone();
-        let Some(pg) = snap
-            .pg
-            .as_mut()
-            .filter(|p| p.process == crate::postgres::PgProcess::Running)
-        else {
-            return;
-        };
-        pg.in_recovery = Some(false);
-        snap.busy = None;
-        snap.state = self.state.clone();
-        self.snapshot.send_replace(snap);
+        let state = self.state.clone();
+        self.snapshot.send_if_modified(|snap| {
+            if !mark_writable(snap) {
+                return false;
+            }
+            snap.busy = None;
+            snap.state = state;
+            true
+        });
+    }
+
+    /// What the promotion job calls the moment Postgres answered that it left
+    /// recovery: `/primary` answers from then on (given the lease), without waiting
+    /// for the job's remaining steps or for the runner to collect it.
+    fn writable_signal(&self) -> jobs::WritableSignal {
+        self.promoted_writable
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let snapshot = self.snapshot.clone();
+        let flag = self.promoted_writable.clone();
+        Arc::new(move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            snapshot.send_if_modified(mark_writable);
+        })
     }
 
     /// Publishes the node's state after (part of) a cycle.
     fn publish(&self, obs: &Observation) {
-        let snap = NodeSnapshot {
+        let busy = self.job.as_ref().map(|j| j.kind);
+        let mut snap = NodeSnapshot {
             state: self.state.clone(),
             pg: Some(obs.pg.clone()),
             cluster: self.last_cluster.clone(),
-            busy: self.job.as_ref().map(|j| j.kind),
+            busy,
             cycle_at: self.parts.clock.now(),
             cycles: self.cycles,
             watchdog_failed: obs.watchdog_failed,
         };
-        self.snapshot.send_replace(snap);
+        let flag = &self.promoted_writable;
+        // Read under the channel's lock: a promotion job that reports the end of
+        // recovery while this observation (made before it) is published is not undone.
+        self.snapshot.send_modify(|published| {
+            if busy == Some(Busy::Promote) && flag.load(std::sync::atomic::Ordering::SeqCst) {
+                mark_writable(&mut snap);
+            }
+            *published = snap;
+        });
     }
 
     /// The operator request to put before the decision, if one is waiting and its
@@ -765,5 +790,21 @@ impl Runner {
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
         }
+    }
+}
+
+/// Marks a running server of `snap` as out of recovery (a promotion job saw it
+/// leave); whether it changed anything.
+fn mark_writable(snap: &mut NodeSnapshot) -> bool {
+    match snap
+        .pg
+        .as_mut()
+        .filter(|p| p.process == crate::postgres::PgProcess::Running)
+    {
+        Some(pg) => {
+            pg.in_recovery = Some(false);
+            true
+        }
+        None => false,
     }
 }

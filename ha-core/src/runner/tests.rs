@@ -238,3 +238,24 @@ async fn a_restart_requested_while_promoting_is_refused_as_busy() {
     assert_eq!(s.pg.calls(), ["pre_promote"]);
     assert_eq!(s.handle.snapshot().busy, Some(Busy::Promote));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_promotion_job_publishes_the_end_of_recovery_without_waiting_for_a_cycle() {
+    let s = promoting().await;
+    let primary_with_lease = |s: &Setup| {
+        let snap = s.handle.snapshot();
+        snap.holds_lease(s.clock.now()) && snap.pg.as_ref().is_some_and(|p| p.is_primary())
+    };
+    assert!(
+        !primary_with_lease(&s),
+        "still in recovery: not primary yet"
+    );
+    s.pg.pre_promote_gate.notify_one();
+    let job = s.runner.job.as_ref().expect("the promotion runs");
+    while !job.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    // No cycle ran since the promotion started: the job itself made it known.
+    assert_eq!(s.pg.calls(), ["pre_promote", "promote"]);
+    assert!(primary_with_lease(&s));
+}

@@ -10,6 +10,23 @@ const FIX_PARAMETERS: &str = "Fix or remove that setting in the agent's configur
 /// How long a promotion may show no effect before it is requested again (see
 /// `do_promote`).
 const PROMOTE_RESIGNAL: Duration = Duration::from_millis(50);
+/// The promotion request; a server already out of recovery is left alone.
+const PROMOTE_REQUEST: &str = "SELECT pg_is_in_recovery() AND pg_promote(false)";
+
+/// Whether the server is in recovery, in one round trip.
+async fn in_recovery(client: &tokio_postgres::Client) -> Result<bool> {
+    let messages = client
+        .simple_query("SELECT pg_is_in_recovery()")
+        .await
+        .map_err(sql::query_error)?;
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+            _ => None,
+        })
+        .ok_or_else(|| DriverError::Invalid("pg_is_in_recovery() returned no row".into()))
+}
 
 impl PgDriver {
     /// Checks the data directory before a start and refuses pid files postgres would
@@ -480,27 +497,17 @@ impl PgDriver {
 
     async fn promote_on(&self, client: &tokio_postgres::Client, timeout: Duration) -> Result<()> {
         let secs = timeout.as_secs().max(1);
-        // pg_promote(wait => true) checks for the end of recovery only every 100 ms;
-        // polling ourselves every 2 ms shortens the write gap of a failover.
+        // Simple-protocol queries: one round trip each (an unprepared extended-protocol
+        // query costs a second one to prepare). pg_promote(wait => true) checks for
+        // the end of recovery only every 100 ms; polling ourselves every 2 ms shortens
+        // the write gap of a failover.
         client
-            .query_one("SELECT pg_is_in_recovery() AND pg_promote(false)", &[])
+            .simple_query(PROMOTE_REQUEST)
             .await
             .map_err(sql::query_error)?;
         let started = std::time::Instant::now();
         let mut signalled = started;
-        let poll = client
-            .prepare("SELECT pg_is_in_recovery()")
-            .await
-            .map_err(sql::query_error)?;
-        loop {
-            let row = client
-                .query_one(&poll, &[])
-                .await
-                .map_err(sql::query_error)?;
-            let in_recovery: bool = row.get(0);
-            if !in_recovery {
-                break;
-            }
+        while in_recovery(client).await? {
             // The startup process can miss the request: when it arrives while the
             // startup process waits for a walreceiver that is starting (the upstream
             // is gone), it is noticed there, but the startup process then sleeps out
@@ -508,10 +515,7 @@ impl PgDriver {
             // checks again, and nothing wakes it. Asking again wakes it at once.
             if signalled.elapsed() >= PROMOTE_RESIGNAL {
                 signalled = std::time::Instant::now();
-                if let Err(e) = client
-                    .query_one("SELECT pg_is_in_recovery() AND pg_promote(false)", &[])
-                    .await
-                {
+                if let Err(e) = client.simple_query(PROMOTE_REQUEST).await {
                     // Recovery may have ended between the two calls.
                     tracing::debug!("repeating the promotion request failed: {e}");
                 }
@@ -523,17 +527,31 @@ impl PgDriver {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        Ok(())
+    }
+
+    /// After the server left recovery (it accepts writes and the node already
+    /// reports itself primary): its configuration for the new role, without
+    /// `primary_conninfo` and the other recovery settings, and a reload.
+    pub(super) async fn do_finish_promotion(&self) -> Result<()> {
         let mut state = self.state();
         state.replica = false;
         state.upstream = None;
         state.recovery.clear();
         self.write_config(&state)?;
-        // Over the open connection: spawning pg_ctl would delay the end of the
-        // promotion (and so the moment the node reports itself primary).
-        client
-            .batch_execute("SELECT pg_reload_conf()")
-            .await
-            .map_err(sql::query_error)
+        // Over the kept connection: spawning pg_ctl costs a fork and exec.
+        let reloaded = match self.local_session(SQL_TIMEOUT).await {
+            Ok(client) => client
+                .simple_query("SELECT pg_reload_conf()")
+                .await
+                .map(|_| ())
+                .map_err(sql::query_error),
+            Err(e) => Err(e),
+        };
+        if reloaded.is_err() {
+            self.drop_local_session().await;
+        }
+        reloaded
     }
 
     pub(super) async fn do_follow(&self, upstream: Option<&Upstream>) -> Result<()> {

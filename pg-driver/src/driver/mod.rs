@@ -544,7 +544,16 @@ impl Postgres for PgDriver {
     }
 
     async fn promote(&self, timeout: Duration) -> Result<(), PgError> {
+        self.do_promote(timeout).await?;
+        Ok(self.do_finish_promotion().await?)
+    }
+
+    async fn promote_until_writable(&self, timeout: Duration) -> Result<(), PgError> {
         Ok(self.do_promote(timeout).await?)
+    }
+
+    async fn finish_promotion(&self) -> Result<(), PgError> {
+        Ok(self.do_finish_promotion().await?)
     }
 
     async fn follow(&self, upstream: Option<&Upstream>) -> Result<(), PgError> {
