@@ -98,9 +98,9 @@ impl PgDriver {
 /// Where the first record at or after `lsn` starts: past the page header when `lsn`
 /// is at a page's beginning.
 fn first_record_at(lsn: u64, seg: u64) -> u64 {
-    if lsn % seg == 0 {
+    if lsn.is_multiple_of(seg) {
         lsn + LONG_PAGE_HEADER
-    } else if lsn % WAL_PAGE == 0 {
+    } else if lsn.is_multiple_of(WAL_PAGE) {
         lsn + SHORT_PAGE_HEADER
     } else {
         lsn
