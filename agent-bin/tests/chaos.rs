@@ -18,8 +18,9 @@
 //! come back, on its own, to one primary and streaming replicas on its timeline within
 //! a generous bound.
 //!
-//! Run: `CHAOS_SECONDS=3600 CHAOS_DCS=etcd CHAOS_SYNC=1 CHAOS_SEED=123 cargo test
-//! --release -p agent-bin --test chaos -- --nocapture` (defaults: 120 s, etcd,
+//! `chaos_ci` is the suite's run: 300 s, etcd, synchronous mode, seed 2. The long run:
+//! `CHAOS_SECONDS=3600 CHAOS_DCS=etcd CHAOS_SYNC=1 CHAOS_SEED=123 cargo test
+//! --release -p agent-bin --test chaos -- --ignored --nocapture --exact chaos` (defaults: 120 s, etcd,
 //! synchronous, seed 348231286; `CHAOS_SEED=random` draws one from the clock). A failing run prints its seed and the timeline
 //! (faults, checker events, the agents' INFO+ log lines) and keeps it with the agents'
 //! logs in `$TMPDIR/fullauto-chaos-<seed>/`. The same seed replays the same schedule;
