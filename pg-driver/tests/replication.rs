@@ -590,9 +590,56 @@ async fn two_promotions_from_one_point_are_two_timelines() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("reinitialize"), "{refused}");
+    // Once b streamed from c, its walreceiver overwrote b's own timeline-2 segment with
+    // c's (first record included); its last checkpoint, one of b's own, still tells
+    // (the same ZooKeeper chaos run, replayed).
+    c.sql(
+        "INSERT INTO t SELECT generate_series(51, 3000); \
+         SELECT pg_create_physical_replication_slot('g', true)",
+    )
+    .await
+    .unwrap();
+    let log = b.driver.config().log_file();
+    let before = std::fs::metadata(&log).map_or(0, |m| m.len()) as usize;
+    b.driver
+        .start(
+            &StartRole::Replica {
+                upstream: Some(c.upstream()),
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    // Its startup then stumbles on b's own records past what c sent and ends the
+    // walreceiver again and again; what c sent is written by then.
+    let streamed = wait_for(Duration::from_secs(30), || async {
+        let text = std::fs::read(&log).ok()?;
+        String::from_utf8_lossy(&text[before.min(text.len())..])
+            .contains("started streaming WAL from primary")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        streamed.is_some(),
+        "b never streamed from c: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.driver.stop(StopMode::Fast, T).await.unwrap();
+    assert!(
+        b.driver.needs_rewind(&c.upstream()).await.unwrap(),
+        "b's last checkpoint is on its own timeline 2, not on c's"
+    );
+    let refused = b
+        .driver
+        .rewind(&c.upstream())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("reinitialize"), "{refused}");
     // A fresh copy of c is on c's timeline 2: no divergence there.
     let d = env.replica("k", &c).await;
-    wait_row(&d, "SELECT count(*) FROM t", "1").await;
+    wait_row(&d, "SELECT count(*) FROM t", "2951").await;
     d.driver.stop(StopMode::Fast, T).await.unwrap();
     assert!(!d.driver.needs_rewind(&c.upstream()).await.unwrap());
 }

@@ -67,6 +67,106 @@ impl PgDriver {
         Ok(true)
     }
 
+    /// `true` when the checkpoint pg_control names is not on `source` where it says: no
+    /// checkpoint record at that place of that timeline there, or one with another redo.
+    /// Then the data directory holds changes of a timeline the source never had under
+    /// that number, even when its WAL files were overwritten since by what it streamed
+    /// from the source (which hides the first-record difference). Without the source's
+    /// WAL of that place, `false`.
+    pub(super) async fn checkpoint_unknown_to(
+        &self,
+        source: &Upstream,
+        source_tl: u64,
+        source_history: &[HistoryEntry],
+    ) -> Result<bool> {
+        if self.postmaster_pid().is_some() {
+            return Ok(false);
+        }
+        let c = self.controldata().await?;
+        let (Some(ck), Some(redo), Some(tl)) =
+            (c.checkpoint_lsn, c.redo_lsn, c.checkpoint_timeline)
+        else {
+            return Ok(false);
+        };
+        // Timeline 1 is one history per system; beyond the source's timeline or past
+        // the end of that timeline there, the timeline check already decides.
+        let ends = source_history
+            .iter()
+            .find(|e| e.timeline == tl)
+            .map(|e| e.switchpoint);
+        if tl <= 1 || tl > source_tl || ends.is_some_and(|end| ck >= end) {
+            return Ok(false);
+        }
+        let seg = c.wal_segment_size.max(1);
+        let offset = ck % seg;
+        // The header and the redo pointer right after the short data header must lie
+        // on one page.
+        if offset % WAL_PAGE + CHECKPOINT_PREFIX > WAL_PAGE {
+            return Ok(false);
+        }
+        let Some(record) = self
+            .read_source_segment(source, tl, source_tl, ck / seg, seg, offset)
+            .await
+        else {
+            return Ok(false);
+        };
+        if is_checkpoint_with_redo(&record, redo) {
+            return Ok(false);
+        }
+        tracing::warn!(
+            source = %source.name,
+            timeline = tl,
+            "the last checkpoint here ({} on timeline {tl}) is not a checkpoint on {}: \
+             timeline {tl} here is another than there, diverged",
+            ha_core::format_lsn(ck),
+            source.name
+        );
+        Ok(true)
+    }
+
+    /// `CHECKPOINT_PREFIX` bytes at `offset` of segment `segno` as the source holds it
+    /// for timeline `tl`: its file of `tl`, or of the first later timeline it has for
+    /// that segment (a promotion copies the old timeline's part into the new file).
+    async fn read_source_segment(
+        &self,
+        source: &Upstream,
+        tl: u64,
+        source_tl: u64,
+        segno: u64,
+        seg: u64,
+        offset: u64,
+    ) -> Option<Vec<u8>> {
+        let cfg = self.cfg();
+        let client = self
+            .connect_as(
+                &Endpoint::tcp(&source.host, source.port),
+                &cfg.authentication.superuser,
+                "postgres",
+                SQL_TIMEOUT,
+            )
+            .await
+            .ok()?;
+        for t in tl..=source_tl {
+            let name = wal_file_name(t, segno, seg);
+            for file in [name.clone(), format!("{name}.partial")] {
+                let q = format!(
+                    "SELECT encode(pg_read_binary_file('pg_wal/{file}', {offset}, {CHECKPOINT_PREFIX}, true), 'hex')"
+                );
+                let rows = client.simple_query(&q).await.ok()?;
+                let hex = rows.iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                });
+                if let Some(bytes) = hex.map(|h| decode_hex(&h)) {
+                    if bytes.len() as u64 == CHECKPOINT_PREFIX {
+                        return Some(bytes);
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// The record header at `offset` of the source's WAL file `name`; `None` when the
     /// source no longer has it or cannot be asked.
     async fn read_source_wal(&self, source: &Upstream, name: &str, offset: u64) -> Option<Vec<u8>> {
@@ -88,11 +188,36 @@ impl PgDriver {
             SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
             _ => None,
         })?;
-        let bytes: Vec<u8> = (0..hex.len() / 2)
-            .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-            .collect();
+        let bytes = decode_hex(&hex);
         (bytes.len() as u64 == RECORD_HEADER).then_some(bytes)
     }
+}
+
+/// A record header (24 bytes), the short data header (2) and the checkpoint's redo
+/// pointer (8).
+const CHECKPOINT_PREFIX: u64 = 34;
+
+/// Whether `record` starts a checkpoint record (`RM_XLOG_ID`, shutdown or online)
+/// whose redo pointer is `redo`.
+fn is_checkpoint_with_redo(record: &[u8], redo: u64) -> bool {
+    const RM_XLOG_ID: u8 = 0;
+    const XLOG_CHECKPOINT_SHUTDOWN: u8 = 0x00;
+    const XLOG_CHECKPOINT_ONLINE: u8 = 0x10;
+    if record.len() < CHECKPOINT_PREFIX as usize {
+        return false;
+    }
+    let info = record[16] & 0xF0;
+    let rmid = record[17];
+    let at_redo = u64::from_ne_bytes(record[26..34].try_into().unwrap_or_default());
+    rmid == RM_XLOG_ID
+        && (info == XLOG_CHECKPOINT_SHUTDOWN || info == XLOG_CHECKPOINT_ONLINE)
+        && at_redo == redo
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
 }
 
 /// Where the first record at or after `lsn` starts: past the page header when `lsn`

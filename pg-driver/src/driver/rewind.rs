@@ -226,6 +226,12 @@ impl PgDriver {
         {
             return Ok(true);
         }
+        if self
+            .checkpoint_unknown_to(source, source_tl, &history)
+            .await?
+        {
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -284,6 +290,9 @@ impl PgDriver {
                 && self
                     .forked_within_timeline(source, local_tl, &history)
                     .await?)
+            || self
+                .checkpoint_unknown_to(source, source_tl, &history)
+                .await?
         {
             return Err(DriverError::Invalid(format!(
                 "timeline {local_tl} here began at another place or with another promotion than \
