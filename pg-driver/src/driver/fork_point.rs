@@ -53,7 +53,8 @@ impl PgDriver {
         let Some(theirs) = self.read_source_wal(source, &name, offset).await else {
             return Ok(false);
         };
-        if theirs == mine {
+        // Not written there yet (a lagging upstream): nothing to compare either.
+        if theirs == mine || theirs.iter().all(|b| *b == 0) {
             return Ok(false);
         }
         tracing::warn!(
@@ -104,6 +105,16 @@ impl PgDriver {
         if offset % WAL_PAGE + CHECKPOINT_PREFIX > WAL_PAGE {
             return Ok(false);
         }
+        // On its own timeline the source must have written that far (a lagging
+        // upstream holds zeros or an old file's bytes there).
+        if tl == source_tl
+            && self
+                .source_position(source)
+                .await
+                .is_none_or(|at| at < ck + CHECKPOINT_PREFIX)
+        {
+            return Ok(false);
+        }
         let Some(record) = self
             .read_source_segment(source, tl, source_tl, ck / seg, seg, offset)
             .await
@@ -122,6 +133,33 @@ impl PgDriver {
             source.name
         );
         Ok(true)
+    }
+
+    /// How far the source's WAL goes: written on a primary, received or replayed on a
+    /// standby.
+    async fn source_position(&self, source: &Upstream) -> Option<u64> {
+        let cfg = self.cfg();
+        let client = self
+            .connect_as(
+                &Endpoint::tcp(&source.host, source.port),
+                &cfg.authentication.superuser,
+                "postgres",
+                SQL_TIMEOUT,
+            )
+            .await
+            .ok()?;
+        let rows = client
+            .simple_query(
+                "SELECT (CASE WHEN pg_is_in_recovery() \
+                   THEN GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) \
+                   ELSE pg_current_wal_lsn() END)::text",
+            )
+            .await
+            .ok()?;
+        rows.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).and_then(parse_lsn),
+            _ => None,
+        })
     }
 
     /// `CHECKPOINT_PREFIX` bytes at `offset` of segment `segno` as the source holds it
