@@ -4,6 +4,11 @@
 //! and runs it once more, and the replica streams. Its postmaster is then SIGKILLed:
 //! the agent starts it again. Its `log.format` uses `%(funcName)s`, which renders
 //! the emitting module's name.
+//!
+//! `replica_whose_wal_the_primary_removed_is_re_cloned`: a replica down while the
+//! primary (no slots, no `wal_keep_size`) switched WAL segments and checkpointed needs
+//! WAL the primary no longer has; it must be re-cloned, not started and stopped for
+//! divergence checks forever (issue 25, chaos seed 348231286).
 
 mod support;
 
@@ -111,4 +116,71 @@ fn replica_clone_is_retried_a_dead_replica_is_restarted_and_func_name_renders() 
     assert!(again.is_some(), "{}", c.logs());
     assert!(c.wait_replica(1, BOOT), "{}", c.logs());
     assert_eq!(c.wait_primary(BOOT), Some(0), "{}", c.logs());
+}
+
+#[test]
+fn replica_whose_wal_the_primary_removed_is_re_cloned() {
+    let mut c = Cluster::new_with(
+        2,
+        &FAST,
+        "",
+        |_| String::new(),
+        |_| Extra {
+            // Nothing keeps WAL for the replica on the primary.
+            dcs_postgresql: "      use_slots: false\n      parameters:\n        wal_keep_size: 0MB"
+                .into(),
+            postgresql: "  remove_data_directory_on_rewind_failure: true".into(),
+            ..Extra::default()
+        },
+    );
+    c.start(0);
+    assert_eq!(c.wait_primary(BOOT), Some(0), "{}", c.logs());
+    c.start(1);
+    assert!(c.wait_replica(1, BOOT), "{}", c.logs());
+    c.sql(0, "CREATE TABLE t (id int)").unwrap();
+    c.sql(0, "INSERT INTO t VALUES (1)").unwrap();
+    assert!(
+        wait_until(BOOT, || (c.sql(1, "SELECT count(*) FROM t").ok()? == "1")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        c.logs()
+    );
+
+    // The replica is down while the primary moves on several segments and removes the
+    // old ones at its checkpoints.
+    c.stop_node(1);
+    let first = c
+        .sql(0, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .unwrap();
+    for i in 2..8 {
+        c.sql(0, &format!("INSERT INTO t VALUES ({i})")).unwrap();
+        c.sql(0, "SELECT pg_switch_wal()").unwrap();
+        c.sql(0, "CHECKPOINT").unwrap();
+    }
+    let kept = c
+        .sql(
+            0,
+            &format!("SELECT count(*) FROM pg_ls_waldir() WHERE name = '{first}'"),
+        )
+        .unwrap();
+    assert_eq!(kept, "0", "the primary still has {first}");
+
+    c.start(1);
+    let streaming = wait_until(BOOT, || {
+        (c.sql(1, "SELECT count(*) FROM t").ok()? == "7"
+            && c.sql(1, "SELECT status FROM pg_stat_wal_receiver").ok()? == "streaming")
+            .then_some(())
+    });
+    assert!(streaming.is_some(), "{}", c.logs());
+    let log1 = std::fs::read_to_string(&c.nodes[1].log).unwrap_or_default();
+    assert!(
+        log1.contains("pg0 has already removed")
+            && log1.contains("removing the data directory to re-clone from pg0"),
+        "{log1}"
+    );
+    assert!(
+        !log1.contains("stopping it for a divergence check"),
+        "{log1}"
+    );
 }

@@ -695,6 +695,17 @@ pub trait Postgres: Send + Sync {
         Ok(())
     }
 
+    /// Whether the WAL this (stopped, not diverged) member needs to catch up is gone on
+    /// `source`: removed there after its checkpoints, with no slot keeping it and no
+    /// `restore_command` to fetch it from an archive. Such a member starts, asks for
+    /// the WAL, is told it "has already been removed" and never streams; only a fresh
+    /// copy helps. `Some` says what is missing, for the log. The default says nothing
+    /// is missing.
+    async fn wal_gone_on(&self, source: &Upstream) -> Result<Option<String>, PgError> {
+        let _ = source;
+        Ok(None)
+    }
+
     /// Runs a `CHECKPOINT` while the server still takes writes, so the shutdown
     /// checkpoint of a following planned stop has little left to flush (a switchover's
     /// write gap). The default does nothing.

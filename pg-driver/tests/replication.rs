@@ -540,6 +540,111 @@ async fn same_timeline_number_on_another_history_needs_a_rewind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_promotions_from_one_point_are_two_timelines() {
+    // The old primary stops cleanly, so both replicas hold all of its WAL; each is
+    // promoted in turn without seeing the other's history file. Both are on timeline 2
+    // with equal history files, but b wrote its own WAL there: it can neither stream
+    // from c nor be repaired by pg_rewind ("no rewind required"). Seen in a ZooKeeper
+    // chaos run as replicas "starting up" for good after a torn record (issue 25).
+    let env = TestEnv::new();
+    let a = env.primary("f").await;
+    let b = env.replica("g", &a).await;
+    let c = env.replica("h", &a).await;
+    a.sql("CREATE TABLE t(v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    wait_row(&b, "SELECT count(*) FROM t", "1").await;
+    wait_row(&c, "SELECT count(*) FROM t", "1").await;
+    a.driver.stop(StopMode::Fast, T).await.unwrap();
+    // Both replay up to a's shutdown checkpoint, its last record.
+    let replayed = "SELECT pg_last_wal_replay_lsn()::text";
+    let mut last = None;
+    for _ in 0..60 {
+        let now = (
+            b.scalar(replayed).await.ok().flatten(),
+            c.scalar(replayed).await.ok().flatten(),
+        );
+        if now.0.is_some() && now.0 == now.1 && last.as_ref() == Some(&now) {
+            break;
+        }
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let end = last.expect("positions");
+    assert!(end.0.is_some() && end.0 == end.1, "{end:?}");
+    b.driver.promote(T).await.unwrap();
+    b.sql("INSERT INTO t SELECT generate_series(2, 50)")
+        .await
+        .unwrap();
+    b.driver.stop(StopMode::Fast, T).await.unwrap();
+    c.driver.promote(T).await.unwrap();
+    assert_eq!(observe_settled(&c.driver).await.timeline, Some(2));
+    assert!(
+        b.driver.needs_rewind(&c.upstream()).await.unwrap(),
+        "b's timeline 2 is not c's: b must not simply follow c"
+    );
+    let refused = b
+        .driver
+        .rewind(&c.upstream())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("reinitialize"), "{refused}");
+    // Once b streamed from c, its walreceiver overwrote b's own timeline-2 segment with
+    // c's (first record included); its last checkpoint, one of b's own, still tells
+    // (the same ZooKeeper chaos run, replayed).
+    c.sql(
+        "INSERT INTO t SELECT generate_series(51, 3000); \
+         SELECT pg_create_physical_replication_slot('g', true)",
+    )
+    .await
+    .unwrap();
+    let log = b.driver.config().log_file();
+    let before = std::fs::metadata(&log).map_or(0, |m| m.len()) as usize;
+    b.driver
+        .start(
+            &StartRole::Replica {
+                upstream: Some(c.upstream()),
+            },
+            T,
+        )
+        .await
+        .unwrap();
+    // Its startup then stumbles on b's own records past what c sent and ends the
+    // walreceiver again and again; what c sent is written by then.
+    let streamed = wait_for(Duration::from_secs(30), || async {
+        let text = std::fs::read(&log).ok()?;
+        String::from_utf8_lossy(&text[before.min(text.len())..])
+            .contains("started streaming WAL from primary")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        streamed.is_some(),
+        "b never streamed from c: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.driver.stop(StopMode::Fast, T).await.unwrap();
+    assert!(
+        b.driver.needs_rewind(&c.upstream()).await.unwrap(),
+        "b's last checkpoint is on its own timeline 2, not on c's"
+    );
+    let refused = b
+        .driver
+        .rewind(&c.upstream())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("reinitialize"), "{refused}");
+    // A fresh copy of c is on c's timeline 2: no divergence there.
+    let d = env.replica("k", &c).await;
+    wait_row(&d, "SELECT count(*) FROM t", "2951").await;
+    d.driver.stop(StopMode::Fast, T).await.unwrap();
+    assert!(!d.driver.needs_rewind(&c.upstream()).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_still_starting_without_an_upstream_streams_once_pointed_at_one() {
     // A replica started while nobody led has no primary_conninfo; when its data
     // directory needs WAL it does not hold to become consistent, it stays "starting

@@ -209,6 +209,36 @@ async fn run(
                         }
                         return Err(e);
                     }
+                } else if !standby_leader {
+                    // Not diverged, but it may still never catch up: the WAL it needs
+                    // can be gone on the source (it was down, or rewound, while the
+                    // source recycled it). Starting it would only fail to stream.
+                    match pg.wal_gone_on(source).await {
+                        Ok(None) => {}
+                        Ok(Some(gone)) => {
+                            if settings.remove_data_directory_on_rewind_failure || may_wipe {
+                                tracing::warn!(
+                                    "{gone}: removing the data directory to re-clone from {} \
+                                     (remove_data_directory_on_rewind_failure)",
+                                    source.name
+                                );
+                                pg.remove_data_directory().await?;
+                                return Ok(());
+                            }
+                            tracing::error!(
+                                "{gone}: this replica cannot catch up; reinitialize it \
+                                 (fullautoctl reinit), or set \
+                                 remove_data_directory_on_rewind_failure to re-clone it \
+                                 automatically"
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "could not check whether {} still holds the WAL this member needs: {e}",
+                                source.name
+                            );
+                        }
+                    }
                 }
             }
             pg.start(&StartRole::Replica { upstream }, t).await?;
@@ -481,6 +511,8 @@ mod tests {
         pre_promote_fails: bool,
         rewindable: bool,
         rewind_fails: bool,
+        /// The divergence check finds none, and the WAL the member needs is gone.
+        wal_gone: bool,
     }
 
     impl FakePg {
@@ -532,7 +564,13 @@ mod tests {
         }
         async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
             self.log("divergence check".into());
-            Ok(true)
+            Ok(!self.wal_gone)
+        }
+        async fn wal_gone_on(&self, _: &Upstream) -> Result<Option<String>, PgError> {
+            self.log("wal check".into());
+            Ok(self
+                .wal_gone
+                .then(|| "WAL from 0/4000000 removed on pg0".into()))
         }
         async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
             self.log("rewind".into());
@@ -792,6 +830,37 @@ mod tests {
                 false,
                 ["divergence check", "rewind"].map(String::from).to_vec()
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn wal_gone_upstream_re_clones_with_either_removal_setting_else_starts() {
+        let start = |on_failure: bool, on_diverged: bool| async move {
+            let pg = Arc::new(FakePg {
+                rewindable: true,
+                wal_gone: true,
+                ..FakePg::default()
+            });
+            let settings = RunnerSettings {
+                use_pg_rewind: true,
+                remove_data_directory_on_rewind_failure: on_failure,
+                remove_data_directory_on_diverged_timelines: on_diverged,
+                ..RunnerSettings::default()
+            };
+            let action = Action::StartReplica {
+                upstream: Some(Upstream::at("pg0", "127.0.0.1", 5432)),
+                rewind: true,
+            };
+            assert!(execute(action, pg.clone(), settings).await.0);
+            pg.calls()
+        };
+        let wiped = ["divergence check", "wal check", "remove data directory"];
+        assert_eq!(start(true, false).await, wiped);
+        assert_eq!(start(false, true).await, wiped);
+        // Neither: it starts (and says how to reinitialize it).
+        assert_eq!(
+            start(false, false).await,
+            ["divergence check", "wal check", "start"]
         );
     }
 

@@ -47,6 +47,7 @@ const REPLICA_METHOD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 mod bootstrap;
 mod clone;
+mod fork_point;
 mod lifecycle;
 mod observe;
 mod rewind;
@@ -54,6 +55,7 @@ mod rewind_mark;
 mod session;
 mod slots;
 mod sync_wake;
+mod wal_gone;
 
 pub use observe::WalPositions;
 
@@ -566,6 +568,10 @@ impl Postgres for PgDriver {
 
     async fn rewind(&self, source: &Upstream) -> Result<(), PgError> {
         Ok(self.do_rewind(source).await?)
+    }
+
+    async fn wal_gone_on(&self, source: &Upstream) -> Result<Option<String>, PgError> {
+        Ok(self.do_wal_gone_on(source).await?)
     }
 
     async fn remove_data_directory(&self) -> Result<(), PgError> {

@@ -217,6 +217,21 @@ impl PgDriver {
             );
             return Ok(true);
         }
+        // Equal numbers and histories may still be two promotions from one point.
+        if local.timeline > 1
+            && local.timeline <= source_tl
+            && self
+                .forked_within_timeline(source, local.timeline, &history)
+                .await?
+        {
+            return Ok(true);
+        }
+        if self
+            .checkpoint_unknown_to(source, source_tl, &history)
+            .await?
+        {
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -266,12 +281,23 @@ impl PgDriver {
         } else {
             c.checkpoint_timeline.unwrap_or(0)
         };
-        if local_tl == source_tl
-            && timeline::histories_conflict(&self.local_history(local_tl), &history)
+        // Nor does it see two promotions from one point under one number (it takes
+        // that timeline for common): refused too.
+        if (local_tl == source_tl
+            && timeline::histories_conflict(&self.local_history(local_tl), &history))
+            || (local_tl > 1
+                && local_tl <= source_tl
+                && self
+                    .forked_within_timeline(source, local_tl, &history)
+                    .await?)
+            || self
+                .checkpoint_unknown_to(source, source_tl, &history)
+                .await?
         {
             return Err(DriverError::Invalid(format!(
-                "timeline {local_tl} here forked from another place than timeline {source_tl} \
-                 on {}: pg_rewind cannot repair equal timeline numbers; reinitialize this member \
+                "timeline {local_tl} here began at another place or with another promotion than \
+                 on {}: pg_rewind cannot repair one timeline number on two histories; \
+                 reinitialize this member \
                  (fullautoctl reinit) or set remove_data_directory_on_rewind_failure",
                 source.name
             )));
