@@ -138,16 +138,7 @@ impl PgDriver {
     /// How far the source's WAL goes: written on a primary, received or replayed on a
     /// standby.
     async fn source_position(&self, source: &Upstream) -> Option<u64> {
-        let cfg = self.cfg();
-        let client = self
-            .connect_as(
-                &Endpoint::tcp(&source.host, source.port),
-                &cfg.authentication.superuser,
-                "postgres",
-                SQL_TIMEOUT,
-            )
-            .await
-            .ok()?;
+        let client = self.connect_source(source, SQL_TIMEOUT).await.ok()?;
         let rows = client
             .simple_query(
                 "SELECT (CASE WHEN pg_is_in_recovery() \
@@ -174,16 +165,7 @@ impl PgDriver {
         seg: u64,
         offset: u64,
     ) -> Option<Vec<u8>> {
-        let cfg = self.cfg();
-        let client = self
-            .connect_as(
-                &Endpoint::tcp(&source.host, source.port),
-                &cfg.authentication.superuser,
-                "postgres",
-                SQL_TIMEOUT,
-            )
-            .await
-            .ok()?;
+        let client = self.connect_source(source, SQL_TIMEOUT).await.ok()?;
         for t in tl..=source_tl {
             let name = wal_file_name(t, segno, seg);
             for file in [name.clone(), format!("{name}.partial")] {
@@ -208,16 +190,7 @@ impl PgDriver {
     /// The record header at `offset` of the source's WAL file `name`; `None` when the
     /// source no longer has it or cannot be asked.
     async fn read_source_wal(&self, source: &Upstream, name: &str, offset: u64) -> Option<Vec<u8>> {
-        let cfg = self.cfg();
-        let client = self
-            .connect_as(
-                &Endpoint::tcp(&source.host, source.port),
-                &cfg.authentication.superuser,
-                "postgres",
-                SQL_TIMEOUT,
-            )
-            .await
-            .ok()?;
+        let client = self.connect_source(source, SQL_TIMEOUT).await.ok()?;
         let q = format!(
             "SELECT encode(pg_read_binary_file('pg_wal/{name}', {offset}, {RECORD_HEADER}, true), 'hex')"
         );

@@ -297,6 +297,23 @@ impl PgDriver {
         sql::connect(to, creds, dbname, timeout, Some(&self.os_user().home)).await
     }
 
+    /// A superuser session on `source`'s `postgres` database: what reading its WAL
+    /// files, `pg_ls_waldir()` and its control data takes.
+    async fn connect_source(
+        &self,
+        source: &Upstream,
+        timeout: Duration,
+    ) -> Result<tokio_postgres::Client> {
+        let cfg = self.cfg();
+        self.connect_as(
+            &Endpoint::tcp(&source.host, source.port),
+            &cfg.authentication.superuser,
+            "postgres",
+            timeout,
+        )
+        .await
+    }
+
     /// The password file tools read (`postgresql.pgpass`, else `~/pgpass`).
     fn pgpass_path(&self) -> PathBuf {
         self.cfg()

@@ -162,16 +162,7 @@ impl PgDriver {
     async fn checkpoint_source(&self, source: &Upstream) {
         // pg_rewind reads the source's timeline from its pg_control, which a fresh
         // promotion updates only at the next checkpoint.
-        let cfg = self.cfg();
-        match self
-            .connect_as(
-                &Endpoint::tcp(&source.host, source.port),
-                &cfg.authentication.superuser,
-                "postgres",
-                Duration::from_secs(3),
-            )
-            .await
-        {
+        match self.connect_source(source, Duration::from_secs(3)).await {
             Ok(c) => {
                 if let Err(e) = sql::batch(&c, "CHECKPOINT", Duration::from_secs(60)).await {
                     tracing::warn!(error = %e, "CHECKPOINT on rewind source failed");

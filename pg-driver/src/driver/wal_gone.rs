@@ -76,15 +76,7 @@ impl PgDriver {
     /// The lowest WAL segment number `source` still holds in its `pg_wal`
     /// (Postgres removes old segments lowest first); `None` when it lists none.
     async fn oldest_segment_on(&self, source: &Upstream, seg: u64) -> Result<Option<u64>> {
-        let cfg = self.cfg();
-        let client = self
-            .connect_as(
-                &Endpoint::tcp(&source.host, source.port),
-                &cfg.authentication.superuser,
-                "postgres",
-                SQL_TIMEOUT,
-            )
-            .await?;
+        let client = self.connect_source(source, SQL_TIMEOUT).await?;
         let rows = client
             .simple_query("SELECT name FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$'")
             .await
