@@ -131,10 +131,20 @@ fn dashboard_shows_follows_and_acts() {
             browser.js("return window.__errors || null;"),
         );
     }
-    // Every replica is explained (electable here).
-    let explained = browser.js(
-        "return [...document.querySelectorAll('#members .member .why')].map(e => e.textContent);",
-    );
+    // Every replica is explained (electable here). A replica that streams may still
+    // publish its clone's "creating replica" state for a cycle: wait for the page to
+    // show both electable, then say what it showed if it never did.
+    const WHY: &str =
+        "return [...document.querySelectorAll('#members .member .why')].map(e => e.textContent);";
+    let explained = browser
+        .wait_js(
+            LIVE,
+            &format!(
+                "const why = (() => {{ {WHY} }})();
+                 return why.length === 2 && why.every(w => w.startsWith('electable')) ? why : null;"
+            ),
+        )
+        .unwrap_or_else(|| browser.js(WHY));
     assert_eq!(
         explained,
         serde_json::json!([
