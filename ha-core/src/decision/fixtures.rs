@@ -28,8 +28,13 @@
 //!   without spaces) to its record; `dcs unreachable TEXT`: the read failed;
 //! - `pg primary WAL`, `pg replica WAL`: the local Postgres, running on timeline 1,
 //!   then any of `process=running|starting|stopped|crashed|hung`,
-//!   `in_recovery=true|false|-`, `sysid=ID`, `timeline=N`, `wal=LSN`; `pg empty`: no
-//!   data directory; `synchronous_commit=VALUE`; `repl NAME SYNC_STATE FLUSH
+//!   `in_recovery=true|false|-`, `sysid=ID`, `timeline=N`, `wal=LSN`,
+//!   `following=NAME|-`, `version=N` (`server_version_num`), `synchronous_commit=VALUE`;
+//!   `pg empty`: no data directory; `slot NAME physical LSN` or `slot NAME logical
+//!   DATABASE PLUGIN LSN`, then `active` and `xmin=N` as needed: a replication slot
+//!   it has; `remote JSON` (the rest of the line): it streams from a standby
+//!   cluster's remote as that `standby_cluster` section describes; `cluster_state
+//!   VALUE` (the rest of the line): what pg_control says; `repl NAME SYNC_STATE FLUSH
 //!   [replay=LSN]`: a replication connection (streaming) the primary reports; `ssn
 //!   VALUE` (the rest of the line): its `synchronous_standby_names`;
 //!   `replication_state VALUE|-` (the rest of the line): its walreceiver's state
@@ -41,22 +46,27 @@
 //!   `outcome probed PEER…` with
 //!   each peer `NAME:WAL` followed by `,primary` or `,priority=N` as needed, or `NAME:-`
 //!   for no answer; `outcome failsafe-checked SENT_MS NAME,…|-` (the members that
-//!   accepted a failsafe call sent at `SENT_MS`): the query outcomes of this cycle;
+//!   accepted a failsafe call sent at `SENT_MS`, then `NAME:LSN,…` if they reported
+//!   the positions of their slots): the query outcomes of this cycle;
 //! - `executed ACTION` (an action line the previous block emitted): the runner ran it
 //!   in an earlier step of this cycle;
 //! - `tag nofailover`, `tag nostream`: the node's tags (set); `tag KEY=VALUE`: a tag
 //!   with a JSON value (or a string), as the config file would give it;
 //! - `state lease_until=MS`, `state started_at=MS`, `state switchover_waiting_since=MS`,
 //!   `state sync_confirm_from=LSN`, `state sync_confirm_names VALUE` (the rest of the
-//!   line), `state failsafe_written NAME,…` (a topology this node wrote, each member
+//!   line), `state members_seen MS NAME,…` (each member last seen at MS), `state
+//!   failsafe_written NAME,…` (a topology this node wrote, each member
 //!   at `http://127.0.0.1:8008/NAME`), `state fence_armed`, `state last_leader_view`
 //!   (this block's view, and its `config`, are what the last successful read as
 //!   leader showed): the local state to start from;
 //! - `request restart`, `request reinitialize [from-leader] [force]`: an operator
 //!   request waits for the decision; `watchdog failed`: a required watchdog does not
 //!   work; `failsafe_leader NAME`: a failsafe leader called this node within ttl;
+//!   `failsafe_slots NAME:LSN,…`: the slot positions that call handed over;
 //!   `node api_url=URL`, `node failsafe_record_durable`, `node
-//!   can_restore_without_leader`: the node's settings;
+//!   can_restore_without_leader`, `node bootstrap_config JSON` (the rest of the line:
+//!   the node's `bootstrap.dcs`, e.g. a `standby_cluster` section): the node's
+//!   settings;
 //! - `assert message ~ TEXT` (the message contains TEXT), `assert message = TEXT`,
 //!   `assert lease_until MS|-`, `assert rerun true|false`, `assert wake_at MS|-`,
 //!   `assert started_at MS|-`, `assert failsafe_active true|false`,
@@ -64,16 +74,20 @@
 //!   `assert history TIMELINE,…` (the timelines of the history written),
 //!   `assert failsafe_written NAME,…|-`, `assert sync_confirm_from LSN|-`,
 //!   `assert failsafe_call_slots NAME:LSN,…` (the slot positions a `CheckFailsafe`
-//!   hands the members): checks beyond the actions.
+//!   hands the members), `assert upstream NAME host=HOST|- port=PORT [remote=JSON]`
+//!   (where the first action naming an upstream streams or copies from, `-` for none;
+//!   `remote` the standby cluster settings it carries, as JSON), `assert
+//!   rewind_pending true|false`: checks beyond the actions.
 
+use super::standby;
 use super::tests::{cfg, member, obs, pg_primary, pg_replica, t, View};
 use super::{
     decide, Action, Busy, LocalState, OperatorRequest, Outcome, PeerReply, PeerStatus,
     RequestVerdict,
 };
 use crate::dcs::DcsError;
-use crate::model::{Cluster, Failsafe, MemberData, Tags};
-use crate::postgres::{DataDirState, PgObservation, PgProcess, ReplicationConnection};
+use crate::model::{Cluster, DynamicConfig, Failsafe, MemberData, ObservedSlot, SlotKind, Tags};
+use crate::postgres::{DataDirState, PgObservation, PgProcess, ReplicationConnection, Upstream};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -210,6 +224,9 @@ fn postgres(words: &[&str]) -> Result<PgObservation, String> {
             Some(("following", "-")) => pg.following = None,
             Some(("following", name)) => pg.following = Some(name.to_string()),
             Some(("wal", n)) => pg.wal_lsn = Some(ms(n)?),
+            Some(("version", n)) => {
+                pg.server_version = Some(n.parse().map_err(|_| format!("bad version {n:?}"))?)
+            }
             Some(("synchronous_commit", v)) => pg.synchronous_commit = Some(v.to_string()),
             Some(("sysid", id)) => {
                 pg.data_dir = DataDirState::Initialized {
@@ -267,6 +284,79 @@ fn topology(names: &str) -> Failsafe {
         .collect()
 }
 
+/// A replication slot on the local Postgres: `NAME physical LSN` or `NAME logical
+/// DATABASE PLUGIN LSN`, then `active` and `xmin=N` as needed.
+fn slot(words: &[&str]) -> Result<ObservedSlot, String> {
+    let (name, kind, lsn, flags) = match words {
+        [name, "physical", lsn, flags @ ..] => (name, SlotKind::Physical, lsn, flags),
+        [name, "logical", database, plugin, lsn, flags @ ..] => (
+            name,
+            SlotKind::Logical {
+                database: database.to_string(),
+                plugin: plugin.to_string(),
+            },
+            lsn,
+            flags,
+        ),
+        _ => return Err(format!("unknown slot {words:?}")),
+    };
+    let mut slot = ObservedSlot {
+        name: name.to_string(),
+        kind,
+        lsn: Some(ms(lsn)?),
+        active: false,
+        xmin: None,
+    };
+    for f in flags {
+        match f.split_once('=') {
+            None if *f == "active" => slot.active = true,
+            Some(("xmin", x)) => slot.xmin = Some(ms(x)?),
+            _ => return Err(format!("unknown slot flag {f:?}")),
+        }
+    }
+    Ok(slot)
+}
+
+/// Slot positions `NAME:LSN,…`.
+fn positions(list: &str) -> Result<BTreeMap<String, u64>, String> {
+    list.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, lsn) = p
+                .split_once(':')
+                .ok_or(format!("{p:?}: expected NAME:LSN"))?;
+            Ok((name.to_string(), ms(lsn)?))
+        })
+        .collect()
+}
+
+/// The upstream an action streams or copies from, if it names one (`Some(None)`: it
+/// names none, as a replica without a leader to follow).
+fn upstream_of(a: &Action) -> Option<Option<&Upstream>> {
+    if let Action::Follow { upstream }
+    | Action::StartReplica { upstream, .. }
+    | Action::Demote { upstream, .. }
+    | Action::Restart { upstream, .. } = a
+    {
+        return Some(upstream.as_ref());
+    }
+    if let Action::CloneReplica { source, .. } | Action::Reinitialize { source, .. } = a {
+        return Some(Some(source));
+    }
+    None
+}
+
+/// `NAME host=HOST port=PORT [remote=JSON]` (`host=-`: no host, archive recovery).
+fn render_upstream(u: &Upstream) -> String {
+    let host = if u.host.is_empty() { "-" } else { &u.host };
+    let mut out = format!("{} host={host} port={}", u.name, u.port);
+    if let Some(r) = &u.remote {
+        let json = serde_json::to_string(r).unwrap_or_else(|e| format!("<{e}>"));
+        let _ = write!(out, " remote={json}");
+    }
+    out
+}
+
 /// What the previous block of the same file left: its state and its actions.
 #[derive(Default)]
 struct Prev {
@@ -314,6 +404,7 @@ fn run(
     let mut request = None;
     let mut watchdog_failed = false;
     let mut failsafe_leader = None;
+    let mut failsafe_slots = BTreeMap::new();
     let mut executed = Vec::new();
     let mut remember_view = false;
     for l in &block.input {
@@ -364,6 +455,26 @@ fn run(
                 pg.synchronous_standby_names =
                     Some(l.trim_start()["ssn".len()..].trim().to_string())
             }
+            ["slot", rest @ ..] => {
+                let pg = pg.as_mut().ok_or("`slot` before `pg`")?;
+                pg.slots.push(slot(rest)?)
+            }
+            ["remote", ..] => {
+                let pg = pg.as_mut().ok_or("`remote` before `pg`")?;
+                let section = l.trim_start()["remote".len()..].trim();
+                let mut dc = DynamicConfig::default();
+                dc.extra.insert(
+                    "standby_cluster".into(),
+                    serde_json::from_str(section).map_err(|e| format!("remote {section}: {e}"))?,
+                );
+                pg.following = Some(standby::REMOTE_NAME.into());
+                pg.upstream = standby::remote_upstream(&dc);
+            }
+            ["cluster_state", ..] => {
+                let pg = pg.as_mut().ok_or("`cluster_state` before `pg`")?;
+                pg.cluster_state = Some(l.trim_start()["cluster_state".len()..].trim().to_string())
+            }
+            ["failsafe_slots", slots] => failsafe_slots = positions(slots)?,
             ["busy", what] => busy = Some(self::busy(what)?),
             ["outcome", "renewed", sent] => outcomes.push(Outcome::LeaseRenewed {
                 sent_at: t(ms(sent)?),
@@ -380,7 +491,7 @@ fn run(
                     ok: *result == "ok",
                 })
             }
-            ["outcome", "failsafe-checked", sent, accepted] => {
+            ["outcome", "failsafe-checked", sent, accepted, reported @ ..] => {
                 outcomes.push(Outcome::FailsafeChecked {
                     sent_at: t(ms(sent)?),
                     accepted: accepted
@@ -388,7 +499,11 @@ fn run(
                         .filter(|n| !n.is_empty() && *n != "-")
                         .map(str::to_string)
                         .collect(),
-                    positions: BTreeMap::new(),
+                    positions: match reported {
+                        [] => BTreeMap::new(),
+                        [p] => positions(p)?,
+                        _ => return Err(format!("unknown failsafe-checked fields {reported:?}")),
+                    },
                 })
             }
             ["executed", ..] => {
@@ -429,6 +544,10 @@ fn run(
             ["state", "fence_armed"] => state.fence_armed = true,
             ["state", "last_leader_view"] => remember_view = true,
             ["state", "failsafe_written", names] => state.failsafe_written = Some(topology(names)),
+            ["state", "members_seen", at, names] => {
+                let seen = t(ms(at)?);
+                state.members_seen = names.split(',').map(|n| (n.to_string(), seen)).collect();
+            }
             ["state", "sync_confirm_names", ..] => {
                 let v = l.trim_start()["state".len()..].trim_start()["sync_confirm_names".len()..]
                     .trim();
@@ -454,6 +573,12 @@ fn run(
             ["failsafe_leader", name] => failsafe_leader = Some(name.to_string()),
             ["node", "failsafe_record_durable"] => node.failsafe_record_durable = true,
             ["node", "can_restore_without_leader"] => node.can_restore_without_leader = true,
+            ["node", "bootstrap_config", ..] => {
+                let json =
+                    l.trim_start()["node".len()..].trim_start()["bootstrap_config".len()..].trim();
+                node.bootstrap_config =
+                    DynamicConfig::parse(json).map_err(|e| format!("bootstrap_config: {e}"))?;
+            }
             ["node", kv] => match kv.split_once('=') {
                 Some(("api_url", v)) => node.api_url = Some(v.to_string()),
                 _ => return Err(format!("unknown node setting {kv:?}")),
@@ -479,6 +604,7 @@ fn run(
     o.request = request;
     o.watchdog_failed = watchdog_failed;
     o.failsafe_leader = failsafe_leader;
+    o.failsafe_slots = failsafe_slots;
     if let Some(why) = unreachable {
         o.cluster = Err(DcsError::Unreachable(why));
     }
@@ -523,9 +649,11 @@ fn run(
                 return fail(format!("verdict is {got}"));
             }
         } else if let Some(v) = a.strip_prefix("history ") {
-            let written = d.actions.iter().find_map(|a| match a {
-                Action::WriteHistory(h) => Some(h.0.iter().map(|e| e.timeline.to_string())),
-                _ => None,
+            let written = d.actions.iter().find_map(|a| {
+                let Action::WriteHistory(h) = a else {
+                    return None;
+                };
+                Some(h.0.iter().map(|e| e.timeline.to_string()))
             });
             let got = written.map(|t| t.collect::<Vec<_>>().join(","));
             if got.as_deref() != Some(v) {
@@ -548,18 +676,34 @@ fn run(
                 ));
             }
         } else if let Some(v) = a.strip_prefix("failsafe_call_slots ") {
-            let got = d.actions.iter().find_map(|a| match a {
-                Action::CheckFailsafe { slots, .. } => Some(
+            let got = d.actions.iter().find_map(|a| {
+                let Action::CheckFailsafe { slots, .. } = a else {
+                    return None;
+                };
+                Some(
                     slots
                         .iter()
                         .map(|(n, p)| format!("{n}:{p}"))
                         .collect::<Vec<_>>()
                         .join(","),
-                ),
-                _ => None,
+                )
             });
             if got.as_deref() != Some(v) {
                 return fail(format!("failsafe call slots are {got:?}"));
+            }
+        } else if let Some(v) = a.strip_prefix("upstream ") {
+            let got = d
+                .actions
+                .iter()
+                .find_map(upstream_of)
+                .ok_or("no action names an upstream")?;
+            let got = got.map_or("-".to_string(), render_upstream);
+            if got != v {
+                return fail(format!("upstream is {got}"));
+            }
+        } else if let Some(v) = a.strip_prefix("rewind_pending ") {
+            if d.state.rewind_pending.to_string() != v {
+                return fail(format!("rewind_pending is {}", d.state.rewind_pending));
             }
         } else if let Some(v) = a.strip_prefix("rerun ") {
             if d.rerun.to_string() != v {
