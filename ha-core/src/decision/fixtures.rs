@@ -79,18 +79,19 @@
 //!   `remote` the standby cluster settings it carries, as JSON), `assert
 //!   rewind_pending true|false`: checks beyond the actions.
 
+mod checks;
+mod words;
+
 use super::standby;
-use super::tests::{cfg, member, obs, pg_primary, pg_replica, t, View};
-use super::{
-    decide, Action, Busy, LocalState, OperatorRequest, Outcome, PeerReply, PeerStatus,
-    RequestVerdict,
-};
+use super::tests::{cfg, obs, t, View};
+use super::{decide, Action, LocalState, OperatorRequest, Outcome};
 use crate::dcs::DcsError;
-use crate::model::{Cluster, DynamicConfig, Failsafe, MemberData, ObservedSlot, SlotKind, Tags};
-use crate::postgres::{DataDirState, PgObservation, PgProcess, ReplicationConnection, Upstream};
+use crate::model::{Cluster, DynamicConfig};
+use crate::postgres::{PgObservation, ReplicationConnection};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use words::{member_line, ms, peer, positions, postgres, slot, topology};
 
 /// One block of a fixture file.
 struct Block {
@@ -146,215 +147,6 @@ fn parse(text: &str) -> Result<Vec<Block>, String> {
         });
     }
     Ok(blocks)
-}
-
-fn ms(s: &str) -> Result<u64, String> {
-    s.parse().map_err(|_| format!("not a time in ms: {s:?}"))
-}
-
-fn peer(spec: &str) -> Result<PeerStatus, String> {
-    let mut parts = spec.split(',');
-    let head = parts.next().unwrap_or_default();
-    let (name, wal) = head
-        .split_once(':')
-        .ok_or_else(|| format!("peer {spec:?}: expected NAME:WAL"))?;
-    if wal == "-" {
-        return Ok(PeerStatus {
-            name: name.into(),
-            reply: None,
-        });
-    }
-    let mut reply = PeerReply {
-        is_primary: false,
-        wal_position: wal.parse().map_err(|_| format!("peer {spec:?}: bad WAL"))?,
-        timeline: Some(1),
-        tags: Tags::default(),
-        watchdog_failed: false,
-    };
-    for flag in parts {
-        match flag.split_once('=') {
-            None if flag == "primary" => reply.is_primary = true,
-            Some(("priority", n)) => {
-                reply.tags.failover_priority = Some(
-                    n.parse::<i64>()
-                        .map_err(|_| format!("peer {spec:?}: bad priority"))?
-                        .into(),
-                )
-            }
-            _ => return Err(format!("peer {spec:?}: unknown flag {flag:?}")),
-        }
-    }
-    Ok(PeerStatus {
-        name: name.into(),
-        reply: Some(reply),
-    })
-}
-
-/// A local Postgres: `primary|replica WAL [process=…] [in_recovery=…] [following=…]
-/// [sysid=…]` or
-/// `empty`.
-fn postgres(words: &[&str]) -> Result<PgObservation, String> {
-    let mut pg = match words {
-        ["empty"] => return Ok(PgObservation::stopped(DataDirState::Empty)),
-        ["primary", wal, ..] => pg_primary(ms(wal)?),
-        ["replica", wal, ..] => pg_replica(ms(wal)?),
-        _ => return Err(format!("unknown pg {words:?}")),
-    };
-    for kv in &words[2..] {
-        match kv.split_once('=') {
-            Some(("process", p)) => {
-                pg.process = match p {
-                    "running" => PgProcess::Running,
-                    "starting" => PgProcess::Starting,
-                    "stopped" => PgProcess::Stopped,
-                    "crashed" => PgProcess::Crashed,
-                    "hung" => PgProcess::Hung,
-                    _ => return Err(format!("unknown process {p:?}")),
-                }
-            }
-            Some(("in_recovery", r)) => {
-                pg.in_recovery = match r {
-                    "true" => Some(true),
-                    "false" => Some(false),
-                    "-" => None,
-                    _ => return Err(format!("unknown in_recovery {r:?}")),
-                }
-            }
-            Some(("timeline", n)) => pg.timeline = Some(ms(n)?),
-            Some(("following", "-")) => pg.following = None,
-            Some(("following", name)) => pg.following = Some(name.to_string()),
-            Some(("wal", n)) => pg.wal_lsn = Some(ms(n)?),
-            Some(("version", n)) => {
-                pg.server_version = Some(n.parse().map_err(|_| format!("bad version {n:?}"))?)
-            }
-            Some(("synchronous_commit", v)) => pg.synchronous_commit = Some(v.to_string()),
-            Some(("sysid", id)) => {
-                pg.data_dir = DataDirState::Initialized {
-                    system_identifier: id.to_string(),
-                }
-            }
-            _ => return Err(format!("unknown pg field {kv:?}")),
-        }
-    }
-    Ok(pg)
-}
-
-fn busy(what: &str) -> Result<Busy, String> {
-    Ok(match what {
-        "bootstrap" => Busy::Bootstrap,
-        "clone" => Busy::Clone,
-        "start" => Busy::Start,
-        "promote" => Busy::Promote,
-        "demote" => Busy::Demote,
-        "restart" => Busy::Restart,
-        "reinitialize" => Busy::Reinitialize,
-        "copy-slots" => Busy::CopySlots,
-        _ => return Err(format!("unknown busy {what:?}")),
-    })
-}
-
-/// A member record for `member NAME ROLE WAL [timeline=N] [tags=JSON]`.
-fn member_line(
-    view: View,
-    name: &str,
-    role: &str,
-    wal: &str,
-    extra: &[&str],
-) -> Result<View, String> {
-    let (k, v) = member(name, role, ms(wal)?);
-    let mut data = MemberData::parse(&v).map_err(|e| e.to_string())?;
-    for kv in extra {
-        match kv.split_once('=') {
-            Some(("timeline", n)) => data.timeline = Some(ms(n)?),
-            Some(("tags", json)) => {
-                data.tags = serde_json::from_str(json).map_err(|e| format!("tags {json}: {e}"))?
-            }
-            _ => return Err(format!("unknown member field {kv:?}")),
-        }
-    }
-    Ok(view.key(&k, &data.to_json()))
-}
-
-/// A failsafe topology of `names` (comma separated), as the tests' members publish it.
-fn topology(names: &str) -> Failsafe {
-    names
-        .split(',')
-        .filter(|n| !n.is_empty())
-        .map(|n| (n.to_string(), format!("http://127.0.0.1:8008/{n}")))
-        .collect()
-}
-
-/// A replication slot on the local Postgres: `NAME physical LSN` or `NAME logical
-/// DATABASE PLUGIN LSN`, then `active` and `xmin=N` as needed.
-fn slot(words: &[&str]) -> Result<ObservedSlot, String> {
-    let (name, kind, lsn, flags) = match words {
-        [name, "physical", lsn, flags @ ..] => (name, SlotKind::Physical, lsn, flags),
-        [name, "logical", database, plugin, lsn, flags @ ..] => (
-            name,
-            SlotKind::Logical {
-                database: database.to_string(),
-                plugin: plugin.to_string(),
-            },
-            lsn,
-            flags,
-        ),
-        _ => return Err(format!("unknown slot {words:?}")),
-    };
-    let mut slot = ObservedSlot {
-        name: name.to_string(),
-        kind,
-        lsn: Some(ms(lsn)?),
-        active: false,
-        xmin: None,
-    };
-    for f in flags {
-        match f.split_once('=') {
-            None if *f == "active" => slot.active = true,
-            Some(("xmin", x)) => slot.xmin = Some(ms(x)?),
-            _ => return Err(format!("unknown slot flag {f:?}")),
-        }
-    }
-    Ok(slot)
-}
-
-/// Slot positions `NAME:LSN,…`.
-fn positions(list: &str) -> Result<BTreeMap<String, u64>, String> {
-    list.split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (name, lsn) = p
-                .split_once(':')
-                .ok_or(format!("{p:?}: expected NAME:LSN"))?;
-            Ok((name.to_string(), ms(lsn)?))
-        })
-        .collect()
-}
-
-/// The upstream an action streams or copies from, if it names one (`Some(None)`: it
-/// names none, as a replica without a leader to follow).
-fn upstream_of(a: &Action) -> Option<Option<&Upstream>> {
-    if let Action::Follow { upstream }
-    | Action::StartReplica { upstream, .. }
-    | Action::Demote { upstream, .. }
-    | Action::Restart { upstream, .. } = a
-    {
-        return Some(upstream.as_ref());
-    }
-    if let Action::CloneReplica { source, .. } | Action::Reinitialize { source, .. } = a {
-        return Some(Some(source));
-    }
-    None
-}
-
-/// `NAME host=HOST port=PORT [remote=JSON]` (`host=-`: no host, archive recovery).
-fn render_upstream(u: &Upstream) -> String {
-    let host = if u.host.is_empty() { "-" } else { &u.host };
-    let mut out = format!("{} host={host} port={}", u.name, u.port);
-    if let Some(r) = &u.remote {
-        let json = serde_json::to_string(r).unwrap_or_else(|e| format!("<{e}>"));
-        let _ = write!(out, " remote={json}");
-    }
-    out
 }
 
 /// What the previous block of the same file left: its state and its actions.
@@ -475,7 +267,7 @@ fn run(
                 pg.cluster_state = Some(l.trim_start()["cluster_state".len()..].trim().to_string())
             }
             ["failsafe_slots", slots] => failsafe_slots = positions(slots)?,
-            ["busy", what] => busy = Some(self::busy(what)?),
+            ["busy", what] => busy = Some(words::busy(what)?),
             ["outcome", "renewed", sent] => outcomes.push(Outcome::LeaseRenewed {
                 sent_at: t(ms(sent)?),
             }),
@@ -610,108 +402,7 @@ fn run(
     }
     let d = decide(&node, &state, &o, t(at));
     for a in &asserts {
-        let fail = |what: String| Err(format!("assert {a}: {what}"));
-        let msg = &d.state.message;
-        if let Some(text) = a.strip_prefix("message ~ ") {
-            if !msg.contains(text) {
-                return fail(format!("message is {msg:?}"));
-            }
-        } else if let Some(text) = a.strip_prefix("message = ") {
-            if msg != text {
-                return fail(format!("message is {msg:?}"));
-            }
-        } else if let Some(v) = a.strip_prefix("lease_until ") {
-            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
-            if d.state.lease_until != want {
-                return fail(format!("lease_until is {:?}", d.state.lease_until));
-            }
-        } else if let Some(v) = a.strip_prefix("wake_at ") {
-            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
-            if d.wake_at != want {
-                return fail(format!("wake_at is {:?}", d.wake_at));
-            }
-        } else if let Some(v) = a.strip_prefix("started_at ") {
-            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
-            if d.state.started_at != want {
-                return fail(format!("started_at is {:?}", d.state.started_at));
-            }
-        } else if let Some(v) = a.strip_prefix("failsafe_active ") {
-            if d.state.failsafe_active.to_string() != v {
-                return fail(format!("failsafe_active is {}", d.state.failsafe_active));
-            }
-        } else if let Some(v) = a.strip_prefix("verdict ") {
-            let got = match &d.verdict {
-                None => "-".to_string(),
-                Some(RequestVerdict::Started) => "started".to_string(),
-                Some(RequestVerdict::Refused(why)) => format!("refused {why}"),
-            };
-            if got != v {
-                return fail(format!("verdict is {got}"));
-            }
-        } else if let Some(v) = a.strip_prefix("history ") {
-            let written = d.actions.iter().find_map(|a| {
-                let Action::WriteHistory(h) = a else {
-                    return None;
-                };
-                Some(h.0.iter().map(|e| e.timeline.to_string()))
-            });
-            let got = written.map(|t| t.collect::<Vec<_>>().join(","));
-            if got.as_deref() != Some(v) {
-                return fail(format!("history written is {got:?}"));
-            }
-        } else if let Some(v) = a.strip_prefix("failsafe_written ") {
-            let want = (v != "-").then(|| topology(v));
-            if d.state.failsafe_written != want {
-                return fail(format!(
-                    "failsafe_written is {:?}",
-                    d.state.failsafe_written
-                ));
-            }
-        } else if let Some(v) = a.strip_prefix("sync_confirm_from ") {
-            let want = if v == "-" { None } else { Some(ms(v)?) };
-            if d.state.sync_confirm_from != want {
-                return fail(format!(
-                    "sync_confirm_from is {:?}",
-                    d.state.sync_confirm_from
-                ));
-            }
-        } else if let Some(v) = a.strip_prefix("failsafe_call_slots ") {
-            let got = d.actions.iter().find_map(|a| {
-                let Action::CheckFailsafe { slots, .. } = a else {
-                    return None;
-                };
-                Some(
-                    slots
-                        .iter()
-                        .map(|(n, p)| format!("{n}:{p}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                )
-            });
-            if got.as_deref() != Some(v) {
-                return fail(format!("failsafe call slots are {got:?}"));
-            }
-        } else if let Some(v) = a.strip_prefix("upstream ") {
-            let got = d
-                .actions
-                .iter()
-                .find_map(upstream_of)
-                .ok_or("no action names an upstream")?;
-            let got = got.map_or("-".to_string(), render_upstream);
-            if got != v {
-                return fail(format!("upstream is {got}"));
-            }
-        } else if let Some(v) = a.strip_prefix("rewind_pending ") {
-            if d.state.rewind_pending.to_string() != v {
-                return fail(format!("rewind_pending is {}", d.state.rewind_pending));
-            }
-        } else if let Some(v) = a.strip_prefix("rerun ") {
-            if d.rerun.to_string() != v {
-                return fail(format!("rerun is {}", d.rerun));
-            }
-        } else {
-            return Err(format!("unknown assert {a:?}"));
-        }
+        checks::check(a, &d)?;
     }
     prev.state = d.state.clone();
     prev.actions = d.actions.clone();
