@@ -33,9 +33,21 @@
 //! create_replica_methods: [wal_g, basebackup]
 //! wal_g: {command: "wal-g-restore.sh", no_leader: true, keep_data: false}
 //! ```
+//!
+//! The submodules hold the pieces the section is made of: `options` (tool
+//! command-line options), `methods` (custom replica and bootstrap methods,
+//! bootstrap roles) and `address` (`host:port` and connection endpoints); their
+//! items are re-exported here.
+
+mod address;
+mod methods;
+mod options;
 
 pub use crate::credentials::Credentials;
 use crate::error::{DriverError, Result};
+pub use address::{parse_host_port, Endpoint, Host, HostPort};
+pub use methods::{is_basebackup, BootstrapMethod, BootstrapUser, ReplicaMethod};
+pub use options::{json_scalar, ToolOption, ToolOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,146 +83,6 @@ fn default_superuser() -> Credentials {
 
 fn default_replication() -> Credentials {
     Credentials::user("replicator")
-}
-
-/// One command-line option in Patroni's list form: `- data-checksums` or
-/// `- encoding: UTF8`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum ToolOption {
-    /// A flag without value.
-    Flag(String),
-    /// A single-key map `{name: value}`.
-    Value(BTreeMap<String, serde_json::Value>),
-}
-
-/// A list of tool options, accepted either as Patroni's list or as a plain map.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum ToolOptions {
-    /// `- flag` / `- key: value` entries.
-    List(Vec<ToolOption>),
-    /// `key: value` entries.
-    Map(BTreeMap<String, serde_json::Value>),
-    /// Not given.
-    #[default]
-    #[serde(skip)]
-    None,
-}
-
-impl ToolOptions {
-    /// The options as `--name[=value]` arguments, in order.
-    pub fn to_args(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut push = |k: &str, v: Option<&serde_json::Value>| -> Result<()> {
-            let k = k.trim_start_matches('-');
-            if k.is_empty() {
-                return Err(DriverError::Config("empty option name".into()));
-            }
-            match v {
-                None => out.push(format!("--{k}")),
-                Some(v) => out.push(format!("--{k}={}", json_scalar(v)?)),
-            }
-            Ok(())
-        };
-        match self {
-            ToolOptions::None => {}
-            ToolOptions::Map(m) => {
-                for (k, v) in m {
-                    push(k, Some(v))?;
-                }
-            }
-            ToolOptions::List(items) => {
-                for item in items {
-                    match item {
-                        ToolOption::Flag(f) => push(f, None)?,
-                        ToolOption::Value(m) => {
-                            if m.len() != 1 {
-                                return Err(DriverError::Config(format!(
-                                    "option entry {m:?} must have exactly one key"
-                                )));
-                            }
-                            for (k, v) in m {
-                                push(k, Some(v))?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether an option with this name (without dashes) is present.
-    pub fn contains(&self, name: &str) -> bool {
-        match self {
-            ToolOptions::None => false,
-            ToolOptions::Map(m) => m.contains_key(name),
-            ToolOptions::List(items) => items.iter().any(|i| match i {
-                ToolOption::Flag(f) => f.trim_start_matches('-') == name,
-                ToolOption::Value(m) => m.contains_key(name),
-            }),
-        }
-    }
-}
-
-/// Renders a scalar JSON/YAML value the way a command line or postgresql.conf wants it.
-pub fn json_scalar(v: &serde_json::Value) -> Result<String> {
-    match v {
-        serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Number(n) => Ok(n.to_string()),
-        serde_json::Value::Bool(b) => Ok(if *b { "on".into() } else { "off".into() }),
-        other => Err(DriverError::Config(format!(
-            "value {other} is not a string, number or boolean"
-        ))),
-    }
-}
-
-/// A custom replica-creation method (`create_replica_methods` entry's section).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ReplicaMethod {
-    /// Command line run through `sh -c`; gets `--scope`, `--role=replica`,
-    /// `--datadir`, `--connstring` and the section's other keys appended.
-    pub command: String,
-    /// Works without a running leader (restores from a backup store).
-    #[serde(default)]
-    pub no_leader: bool,
-    /// Do not empty the data directory if the method fails.
-    #[serde(default)]
-    pub keep_data: bool,
-    /// Pass only the section's own keys, not `--scope`, `--role`, `--datadir`,
-    /// `--connstring`.
-    #[serde(default)]
-    pub no_params: bool,
-    /// Other keys, passed as `--key=value`.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-/// A custom bootstrap method (`bootstrap.method: <name>` and its `bootstrap.<name>:`
-/// section): a command that fills the empty data directory, e.g. by restoring a
-/// backup, instead of initdb.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct BootstrapMethod {
-    /// The section's name (for messages).
-    pub name: String,
-    /// Command line run through `sh -c`; gets `--scope=<scope> --datadir=<data_dir>`
-    /// (unless `no_params`) and the section's other keys as `--key=value`.
-    pub command: String,
-    /// Pass only the section's other keys.
-    #[serde(default)]
-    pub no_params: bool,
-    /// Keep the recovery configuration the command left (`recovery.signal`, recovery
-    /// settings in `postgresql.auto.conf`) instead of removing it.
-    #[serde(default)]
-    pub keep_existing_recovery_conf: bool,
-    /// Recovery settings (`restore_command`, `recovery_target*`, …) for the first
-    /// start: the server recovers with them, then ends recovery on a new timeline.
-    #[serde(default)]
-    pub recovery_conf: Option<BTreeMap<String, serde_json::Value>>,
-    /// Other keys, passed as `--key=value`.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// The driver's configuration: Patroni's `postgresql:` section names where they exist.
@@ -360,43 +232,6 @@ pub struct PgConfig {
     pub method_sections: BTreeMap<String, serde_json::Value>,
 }
 
-/// A role of `bootstrap.users`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct BootstrapUser {
-    /// Role name.
-    pub name: String,
-    /// Its password, if any.
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Role options (`createrole`, `createdb`, …), as `CREATE ROLE` takes them.
-    #[serde(default)]
-    pub options: Vec<String>,
-}
-
-impl BootstrapUser {
-    /// The role's attributes: the options upper-cased, `LOGIN` unless `LOGIN` or
-    /// `NOLOGIN` is given (Patroni's rule). `None` when an option is not a plain
-    /// word (it would go into SQL as it is).
-    pub fn attributes(&self) -> Option<String> {
-        let mut words: Vec<String> = Vec::new();
-        for o in &self.options {
-            let w = o.trim().to_ascii_uppercase();
-            if w.is_empty()
-                || !w
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
-            {
-                return None;
-            }
-            words.push(w);
-        }
-        if !words.iter().any(|w| w == "LOGIN" || w == "NOLOGIN") {
-            words.push("LOGIN".into());
-        }
-        Some(words.join(" "))
-    }
-}
-
 fn default_true() -> bool {
     true
 }
@@ -404,75 +239,6 @@ fn default_true() -> bool {
 fn default_pg_ctl_timeout() -> f64 {
     60.0
 }
-
-/// Whether a `create_replica_methods` entry names the built-in pg_basebackup.
-pub fn is_basebackup(method: &str) -> bool {
-    method == "basebackup" || method == "pg_basebackup"
-}
-
-/// A parsed `host:port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    /// Host part (may be a comma-separated list for `listen`).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-}
-
-/// How a connection reaches a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    /// TCP to a host name or address (TLS per the role's `sslmode`).
-    Tcp(String),
-    /// The unix socket in this directory (never TLS, as in libpq).
-    Socket(PathBuf),
-}
-
-/// A server to connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Host or socket directory.
-    pub host: Host,
-    /// Port (also names the socket file).
-    pub port: u16,
-}
-
-impl Endpoint {
-    /// TCP to `host:port`.
-    pub fn tcp(host: &str, port: u16) -> Self {
-        Endpoint {
-            host: Host::Tcp(host.into()),
-            port,
-        }
-    }
-
-    /// The libpq `host` value: the name, address or socket directory.
-    pub fn host_text(&self) -> String {
-        match &self.host {
-            Host::Tcp(h) => h.clone(),
-            Host::Socket(d) => d.display().to_string(),
-        }
-    }
-}
-
-/// Parses `host:port` (IPv6 hosts in brackets).
-pub fn parse_host_port(text: &str) -> Result<HostPort> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| DriverError::Config(format!("`{text}` is not host:port")))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| DriverError::Config(format!("`{text}`: bad port")))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if host.is_empty() {
-        return Err(DriverError::Config(format!("`{text}`: empty host")));
-    }
-    Ok(HostPort { host, port })
-}
-
 impl PgConfig {
     /// A minimal configuration: member name, listen address and data directory.
     pub fn new(name: &str, listen: &str, data_dir: impl Into<PathBuf>) -> Self {
@@ -780,23 +546,6 @@ impl PgConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tool_options_accept_patroni_list_and_map_forms() {
-        let list: ToolOptions =
-            serde_json::from_str(r#"["data-checksums", {"encoding": "UTF8"}, {"max-rate": 100}]"#)
-                .unwrap();
-        assert_eq!(
-            list.to_args().unwrap(),
-            vec!["--data-checksums", "--encoding=UTF8", "--max-rate=100"]
-        );
-        assert!(list.contains("data-checksums"));
-        assert!(!list.contains("locale"));
-        let map: ToolOptions = serde_json::from_str(r#"{"checkpoint": "fast"}"#).unwrap();
-        assert_eq!(map.to_args().unwrap(), vec!["--checkpoint=fast"]);
-        let bad: ToolOptions = serde_json::from_str(r#"[{"a": 1, "b": 2}]"#).unwrap();
-        assert!(bad.to_args().is_err());
-    }
 
     #[test]
     fn config_reads_patroni_names_and_method_sections() {
