@@ -5,6 +5,19 @@
 //! template (plain) or the list of record attributes (json), with the attributes
 //! fullauto can fill; `loggers` names Patroni loggers (mapped to fullauto's
 //! modules) or Rust module paths. Anything else is refused with its path.
+//!
+//! This module reads the section as a whole; `format` (templates and JSON layouts)
+//! and `loggers` (per-target levels) read their keys, and their items are
+//! re-exported here.
+
+mod format;
+mod loggers;
+
+pub use format::{
+    check_dateformat, parse_template, Conversion, FieldSpec, JsonField, LogAttr, LogLayout, Piece,
+    DEFAULT_FORMAT,
+};
+pub use loggers::logger_targets;
 
 use super::loose;
 use super::report::Problem;
@@ -69,147 +82,6 @@ impl LogLevel {
         }
     }
 }
-
-/// A LogRecord attribute fullauto fills (Python's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogAttr {
-    /// Local time, `dateformat` or `2024-01-31 12:00:00,123`.
-    Asctime,
-    /// Seconds since the epoch (float).
-    Created,
-    /// Millisecond part of the time.
-    Msecs,
-    /// `DEBUG`, `INFO`, `WARNING`, `ERROR`.
-    Levelname,
-    /// 10, 20, 30, 40 (5 for TRACE).
-    Levelno,
-    /// The message, with the event's fields appended as `key=value` (plain).
-    Message,
-    /// The logger: the Rust module path of the code that logged (`ha_core::runner`).
-    Name,
-    /// Source file name without extension.
-    Module,
-    /// Source file name.
-    Filename,
-    /// Source file path.
-    Pathname,
-    /// Source line.
-    Lineno,
-    /// Process id.
-    Process,
-    /// OS thread id.
-    Thread,
-    /// Thread name.
-    ThreadName,
-    /// Python's function name. Rust log events carry none: the nearest is the last
-    /// segment of the logging module's path (`ha_core::runner` gives `runner`).
-    FuncName,
-}
-
-const ATTRS: &[(&str, LogAttr)] = &[
-    ("asctime", LogAttr::Asctime),
-    ("created", LogAttr::Created),
-    ("msecs", LogAttr::Msecs),
-    ("levelname", LogAttr::Levelname),
-    ("levelno", LogAttr::Levelno),
-    ("message", LogAttr::Message),
-    ("name", LogAttr::Name),
-    ("module", LogAttr::Module),
-    ("filename", LogAttr::Filename),
-    ("pathname", LogAttr::Pathname),
-    ("lineno", LogAttr::Lineno),
-    ("process", LogAttr::Process),
-    ("thread", LogAttr::Thread),
-    ("threadName", LogAttr::ThreadName),
-    ("funcName", LogAttr::FuncName),
-];
-
-impl LogAttr {
-    /// Reads a Python attribute name (case-sensitive, as Python's).
-    pub fn parse(name: &str) -> Option<LogAttr> {
-        ATTRS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
-    }
-
-    /// The Python attribute name.
-    pub fn name(self) -> &'static str {
-        ATTRS
-            .iter()
-            .find(|(_, a)| *a == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("?")
-    }
-
-    /// Whether the value is a number (accepts `%d` and `%f`).
-    pub fn numeric(self) -> bool {
-        matches!(
-            self,
-            LogAttr::Created
-                | LogAttr::Msecs
-                | LogAttr::Levelno
-                | LogAttr::Lineno
-                | LogAttr::Process
-                | LogAttr::Thread
-        )
-    }
-}
-
-/// How a template field is converted: `s`, `d`/`i` or `f`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conversion {
-    /// `%s`: text.
-    Str,
-    /// `%d`/`%i`: integer.
-    Int,
-    /// `%f`: decimal number (precision 6 unless given).
-    Float,
-}
-
-/// One `%(attr)…` field of a plain template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldSpec {
-    /// The attribute.
-    pub attr: LogAttr,
-    /// `-` flag: pad on the right.
-    pub left: bool,
-    /// `0` flag: pad numbers with zeros.
-    pub zero: bool,
-    /// Minimum width.
-    pub width: usize,
-    /// `.N`: digits after the point (`f`) or maximum length (`s`).
-    pub precision: Option<usize>,
-    /// Conversion.
-    pub conversion: Conversion,
-}
-
-/// A piece of a plain template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
-    /// Literal text (`%%` already read as `%`).
-    Text(String),
-    /// A record attribute.
-    Field(FieldSpec),
-}
-
-/// One key of a JSON line: the attribute and the key it is written under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonField {
-    /// The attribute.
-    pub attr: LogAttr,
-    /// The key (the attribute's name unless renamed).
-    pub key: String,
-}
-
-/// The line layout: `type` with its `format`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum LogLayout {
-    /// `type: plain`: a template.
-    Plain(Vec<Piece>),
-    /// `type: json`: the record's keys in order, then `static_fields`.
-    Json(Vec<JsonField>),
-}
-
-/// Patroni's default format.
-pub const DEFAULT_FORMAT: &str = "%(asctime)s %(levelname)s: %(message)s";
 
 /// `log`.
 #[derive(Debug, Clone, PartialEq)]
@@ -292,7 +164,7 @@ impl LogConfig {
         let json = get("type")
             .and_then(loose::as_string)
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("json"));
-        let layout = match layout(get("format"), json) {
+        let layout = match format::layout(get("format"), json) {
             Ok(l) => l,
             Err(why) => {
                 out.push(Problem::error("log.format", why));
@@ -361,7 +233,7 @@ impl LogConfig {
                 ));
             }
         }
-        let loggers = loggers(get("loggers"), &mut out);
+        let loggers = loggers::loggers(get("loggers"), &mut out);
         let deduplicate_heartbeat_logs = match get("deduplicate_heartbeat_logs") {
             None => false,
             Some(x) => loose::as_bool(x).unwrap_or_else(|| {
@@ -437,295 +309,6 @@ pub fn parse_mode(v: &Value) -> Option<u32> {
         _ => return None,
     };
     (0..=0o777).contains(&n).then_some(n as u32)
-}
-
-/// Reads a Python `%`-style logging template (`%(asctime)s %(levelname)-8s: %(message)s`).
-pub fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
-    let mut pieces = Vec::new();
-    let mut lit = String::new();
-    let mut chars = text.char_indices().peekable();
-    while let Some((at, c)) = chars.next() {
-        if c != '%' {
-            lit.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some((_, '%')) => {
-                lit.push('%');
-                continue;
-            }
-            Some((_, '(')) => {}
-            _ => {
-                return Err(format!(
-                    "{text:?}: only %(attribute)s fields and %% are supported (at offset {at})"
-                ))
-            }
-        }
-        let mut name = String::new();
-        loop {
-            match chars.next() {
-                Some((_, ')')) => break,
-                Some((_, ch)) => name.push(ch),
-                None => return Err(format!("{text:?}: unclosed %( at offset {at}")),
-            }
-        }
-        let attr = LogAttr::parse(&name).ok_or_else(|| {
-            let known: Vec<&str> = ATTRS.iter().map(|(n, _)| *n).collect();
-            format!(
-                "%({name})s is not an attribute fullauto fills; use {}",
-                known.join(", ")
-            )
-        })?;
-        let (mut left, mut zero) = (false, false);
-        while let Some((_, f @ ('-' | '0'))) = chars.peek().copied() {
-            if f == '-' {
-                left = true;
-            } else {
-                zero = true;
-            }
-            chars.next();
-        }
-        let digits = |chars: &mut std::iter::Peekable<std::str::CharIndices>| {
-            let mut s = String::new();
-            while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
-                s.push(d);
-                chars.next();
-            }
-            s
-        };
-        let width = digits(&mut chars).parse().unwrap_or(0);
-        let precision = if chars.peek().is_some_and(|(_, c)| *c == '.') {
-            chars.next();
-            Some(digits(&mut chars).parse().unwrap_or(0))
-        } else {
-            None
-        };
-        let conversion = match chars.next().map(|(_, c)| c) {
-            Some('s') => Conversion::Str,
-            Some('d' | 'i') if attr.numeric() => Conversion::Int,
-            Some('f') if attr.numeric() => Conversion::Float,
-            Some(c @ ('d' | 'i' | 'f')) => {
-                return Err(format!("%({name}){c}: {name} is text, use %({name})s"))
-            }
-            other => {
-                return Err(format!(
-                    "%({name}) needs the conversion s, d or f, got {}",
-                    other.map(|c| format!("{c:?}")).unwrap_or("the end".into())
-                ))
-            }
-        };
-        if !lit.is_empty() {
-            pieces.push(Piece::Text(std::mem::take(&mut lit)));
-        }
-        pieces.push(Piece::Field(FieldSpec {
-            attr,
-            left,
-            zero,
-            width,
-            precision,
-            conversion,
-        }));
-    }
-    if !lit.is_empty() {
-        pieces.push(Piece::Text(lit));
-    }
-    if !pieces.iter().any(|p| matches!(p, Piece::Field(_))) {
-        return Err(format!(
-            "{text:?} has no %(attribute)s field (Python refuses it too)"
-        ));
-    }
-    Ok(pieces)
-}
-
-/// `format` with `type`: a template for plain; for json a template (its fields, in
-/// order) or a list of attribute names and `{attribute: key}` renames.
-fn layout(format: Option<&Value>, json: bool) -> Result<LogLayout, String> {
-    let fields_of = |pieces: &[Piece]| {
-        let mut fields: Vec<JsonField> = Vec::new();
-        for p in pieces {
-            if let Piece::Field(f) = p {
-                if !fields.iter().any(|j| j.attr == f.attr) {
-                    fields.push(JsonField {
-                        attr: f.attr,
-                        key: f.attr.name().to_string(),
-                    });
-                }
-            }
-        }
-        fields
-    };
-    let text = match format {
-        None => DEFAULT_FORMAT.to_string(),
-        Some(Value::Array(items)) => {
-            if !json {
-                return Err("a list of attributes needs log.type json; \
-                            plain lines take a template such as %(asctime)s %(message)s"
-                    .into());
-            }
-            if items.is_empty() {
-                return Err("should contain at least one attribute".into());
-            }
-            let mut fields = Vec::new();
-            for item in items {
-                let pairs: Vec<(String, String)> = match item {
-                    Value::String(s) => vec![(s.clone(), s.clone())],
-                    Value::Object(m) => {
-                        let mut v = Vec::new();
-                        for (k, r) in m {
-                            let Value::String(r) = r else {
-                                return Err(format!(
-                                    "the new name of {k} must be a string, got {}",
-                                    show(r)
-                                ));
-                            };
-                            v.push((k.clone(), r.clone()));
-                        }
-                        v
-                    }
-                    other => {
-                        return Err(format!(
-                            "each item should be an attribute name or {{attribute: key}}, got {}",
-                            show(other)
-                        ))
-                    }
-                };
-                for (name, key) in pairs {
-                    let attr = LogAttr::parse(&name)
-                        .ok_or_else(|| format!("{name:?} is not an attribute fullauto fills"))?;
-                    fields.push(JsonField { attr, key });
-                }
-            }
-            return Ok(LogLayout::Json(fields));
-        }
-        Some(v) => match loose::as_string(v) {
-            Some(s) => s,
-            None => return Err(format!("expected a string or a list, got {}", show(v))),
-        },
-    };
-    let pieces = parse_template(&text)?;
-    Ok(if json {
-        LogLayout::Json(fields_of(&pieces))
-    } else {
-        LogLayout::Plain(pieces)
-    })
-}
-
-/// A strftime format chrono can render (an unknown `%x` would fail at each line).
-pub fn check_dateformat(text: &str) -> Result<(), String> {
-    use chrono::format::{Item, StrftimeItems};
-    if StrftimeItems::new(text).any(|i| matches!(i, Item::Error)) {
-        return Err(format!(
-            "{text:?} is not a strftime format fullauto can render (e.g. %Y-%m-%d %H:%M:%S)"
-        ));
-    }
-    Ok(())
-}
-
-/// The crates of fullauto, whose module paths are tracing targets.
-const OWN_CRATES: &[&str] = &[
-    "agent_bin",
-    "ha_core",
-    "pg_driver",
-    "dcs_etcd",
-    "dcs_zookeeper",
-    "dcs_consul",
-];
-/// Libraries whose log lines fullauto shows.
-const LIBRARIES: &[&str] = &[
-    "tokio_postgres",
-    "reqwest",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "tower",
-    "rustls",
-    "etcd_client",
-    "tonic",
-    "zookeeper_client",
-];
-
-/// The tracing targets a `loggers` key stands for: a Patroni logger name mapped to
-/// the fullauto code doing that job, or a Rust module path of fullauto or a library.
-pub fn logger_targets(name: &str) -> Option<Vec<&str>> {
-    let patroni: &[&str] = match name {
-        "patroni" => OWN_CRATES,
-        "patroni.ha" => &["ha_core"],
-        "patroni.postmaster" => &["pg_driver"],
-        n if n == "patroni.postgresql" || n.starts_with("patroni.postgresql.") => &["pg_driver"],
-        "patroni.dcs" => &["dcs_etcd", "dcs_zookeeper", "dcs_consul"],
-        "patroni.dcs.etcd" | "patroni.dcs.etcd3" => &["dcs_etcd"],
-        "patroni.dcs.zookeeper" => &["dcs_zookeeper"],
-        "patroni.dcs.consul" => &["dcs_consul"],
-        "patroni.api" => &["agent_bin::api"],
-        n if n == "patroni.watchdog" || n.starts_with("patroni.watchdog.") => {
-            &["agent_bin::watchdog"]
-        }
-        "urllib3" => &["reqwest", "hyper", "hyper_util", "h2"],
-        "psycopg" | "psycopg2" => &["tokio_postgres"],
-        "kazoo" => &["zookeeper_client"],
-        _ => &[],
-    };
-    if !patroni.is_empty() {
-        return Some(patroni.to_vec());
-    }
-    let mut parts = name.split("::");
-    let first = parts.next()?;
-    let ident = |s: &str| {
-        !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !s.starts_with(|c: char| c.is_ascii_digit())
-    };
-    ((OWN_CRATES.contains(&first) || LIBRARIES.contains(&first)) && name.split("::").all(ident))
-        .then(|| vec![name])
-}
-
-fn loggers(v: Option<&Value>, out: &mut Vec<Problem>) -> Vec<(String, LogLevel)> {
-    let Some(m) = v.and_then(Value::as_object) else {
-        if let Some(v) = v {
-            out.push(Problem::error(
-                "log.loggers",
-                format!("expected a mapping, got {}", show(v)),
-            ));
-        }
-        return Vec::new();
-    };
-    let mut by_target: BTreeMap<String, (LogLevel, String)> = BTreeMap::new();
-    for (name, lv) in m {
-        let path = format!("log.loggers.{name}");
-        let Some(level) = loose::as_string(lv).as_deref().and_then(LogLevel::parse) else {
-            out.push(Problem::error(
-                path,
-                format!("unknown level {}: use {LEVEL_WORDS}", show(lv)),
-            ));
-            continue;
-        };
-        let Some(targets) = logger_targets(name) else {
-            out.push(Problem::error(
-                path,
-                "not a logger of fullauto: use patroni, patroni.ha, patroni.postgresql, \
-                 patroni.dcs[.etcd3|.zookeeper|.consul], patroni.api, patroni.watchdog, \
-                 urllib3, psycopg, kazoo, or a Rust module path such as agent_bin::node, \
-                 ha_core, pg_driver, tokio_postgres",
-            ));
-            continue;
-        };
-        for t in targets {
-            match by_target.get(t) {
-                Some((l, other)) if *l != level => out.push(Problem::error(
-                    path.clone(),
-                    format!(
-                        "sets {t} to {} but {other} sets it to {}",
-                        level.name(),
-                        l.name()
-                    ),
-                )),
-                _ => {
-                    by_target.insert(t.to_string(), (level, name.clone()));
-                }
-            }
-        }
-    }
-    by_target.into_iter().map(|(t, (l, _))| (t, l)).collect()
 }
 
 #[cfg(test)]
