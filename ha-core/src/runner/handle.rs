@@ -18,7 +18,7 @@ pub(super) struct PendingRequest {
 /// The one operator request a node handles at a time.
 pub(super) type RequestSlot = Arc<Mutex<Option<PendingRequest>>>;
 
-/// Controls a running [`Runner`] from elsewhere (REST API, signal handlers).
+/// Controls a running [`Runner`](super::Runner) from elsewhere (REST API, signal handlers).
 #[derive(Clone)]
 pub struct RunnerHandle {
     pub(super) wake: Arc<Notify>,
