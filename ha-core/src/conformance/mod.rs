@@ -1,11 +1,12 @@
 //! The shared DCS conformance suite: the behaviour of Patroni's lock contract (spec
 //! §1.4/§1.5) that every [`Dcs`] backend must show against a real server.
 //!
-//! A backend implements [`DcsHarness`] in its tests and calls [`run_all`], or each check
-//! as its own test. Every check uses its own cluster scope (so checks can share one
-//! server and run in parallel), bounds every call by `retry_timeout + 2 s` (a hang is a
-//! failure, not a stuck test) and deletes its cluster at the end. A failure panics with
-//! a message naming the check.
+//! A backend implements [`DcsHarness`](crate::conformance::DcsHarness) in its tests
+//! and calls [`run_all`](crate::conformance::run_all), or each check as its own test.
+//! Every check uses its own cluster scope (so checks can share one server and run in
+//! parallel), bounds every call by `retry_timeout + 2 s` (a hang is a failure, not a
+//! stuck test) and deletes its cluster at the end. A failure panics with a message
+//! naming the check.
 //!
 //! # Proving your own backend
 //!
@@ -16,8 +17,8 @@
 //! ha-core = { version = "0.1", features = ["conformance"] }
 //! ```
 //!
-//! then implement [`DcsHarness`] over a real server (or whatever your store is) and
-//! run the suite from an integration test. Below, ha-core's in-memory DCS stands in
+//! then implement [`DcsHarness`](crate::conformance::DcsHarness) over a real server
+//! (or whatever your store is) and run the suite from an integration test. Below, ha-core's in-memory DCS stands in
 //! for "your" backend. `tests/conformance_memory.rs` runs this, and shows that each
 //! check catches the fault it is about; dcs-etcd, dcs-zookeeper and dcs-consul run
 //! the suite against etcd, ZooKeeper and the Consul emulator, and the workspace's
@@ -71,11 +72,12 @@
 //!
 //! Each check is also a public function, so a backend can run them one by one (as
 //! separate tests) or repeat one under other settings (dcs-consul repeats
-//! [`lease_expiry_frees_leader_and_member`] with Consul's 2× session slack).
+//! [`lease_expiry_frees_leader_and_member`](crate::conformance::lease_expiry_frees_leader_and_member)
+//! with Consul's 2× session slack).
 //!
 //! The checks live in one file per group (`lock`, `writes`, `watch`,
 //! `unreachable`) and are re-exported here; this module holds the harness trait,
-//! [`run_all`] and the helpers the checks share.
+//! [`run_all`](crate::conformance::run_all) and the helpers the checks share.
 
 mod lock;
 mod unreachable;
