@@ -19,10 +19,10 @@
 //!
 //! then implement [`DcsHarness`](crate::conformance::DcsHarness) over a real server
 //! (or whatever your store is) and run the suite from an integration test. Below,
-//! ha-core's in-memory DCS stands in for "your" backend. `tests/conformance_memory.rs` runs this, and shows that each
-//! check catches the fault it is about; dcs-etcd, dcs-zookeeper and dcs-consul run
-//! the suite against etcd, ZooKeeper and the Consul emulator, and the workspace's
-//! `examples` crate against a file-backed store.
+//! ha-core's in-memory DCS stands in for "your" backend. `tests/conformance_memory.rs`
+//! runs this, and shows that each check catches the fault it is about; dcs-etcd,
+//! dcs-zookeeper and dcs-consul run the suite against etcd, ZooKeeper and the Consul
+//! emulator, and the workspace's `examples` crate against a file-backed store.
 //!
 //! ```no_run
 //! use ha_core::conformance::{run_all, DcsHarness};
