@@ -1,5 +1,5 @@
 //! `sslmode: prefer` (the default) over TCP: the agent's connections use TLS when the
-//! server offers it and stay plain when it does not (the OpenSSL connector is then
+//! server offers it and stay plain when it does not (the TLS configuration is then
 //! never set up).
 
 use pg_driver::testing::{wait_for, TestEnv};
