@@ -61,6 +61,16 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(_) => path,
     };
+    // The write fence's keeper is forked before the configuration is loaded and the
+    // runtime exists (and learns the pid file below): it then holds copies of almost
+    // none of the agent's pages.
+    let fence = match pg_driver::fence::ProcessFence::spawn_unbound() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("fullauto: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (cfg, warnings) = match Config::load(&path) {
         Ok(x) => x,
         Err(errors) => {
@@ -78,15 +88,11 @@ fn main() -> ExitCode {
     for w in warnings {
         tracing::warn!("{}", w.to_string().trim_end());
     }
-    // The write fence forks: start it before the runtime creates threads.
     let pid_file = std::path::Path::new(&cfg.postgresql.data_dir).join("postmaster.pid");
-    let fence = match pg_driver::fence::ProcessFence::spawn(&pid_file) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("fullauto: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    if let Err(e) = fence.bind(&pid_file) {
+        eprintln!("fullauto: {e}");
+        return ExitCode::from(1);
+    }
     let mut own: BTreeSet<i32> = [fence.keeper_pid()].into();
     // The testing watchdog forks too.
     let (device, pids) = agent_bin::watchdog::open_configured(&cfg);
