@@ -178,3 +178,23 @@ fn generate(args: &Args) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn pow_computes_powers() {
+        use super::pow;
+        assert_eq!(pow(2.0, 10.0), 1024.0);
+        assert_eq!(pow(5.0, 0.0), 1.0);
+        for x in [0.1f64, 0.5, 0.8, 2.0, 123.456] {
+            // x^0.5 against the processor's square root; x^3 against products.
+            assert!((pow(x, 0.5) - x.sqrt()).abs() <= x.sqrt() * 1e-15, "{x}");
+            assert!((pow(x, 3.0) - x * x * x).abs() <= x * x * x * 1e-15, "{x}");
+        }
+        // tokio's use: (1 - alpha)^polls with a fractional count.
+        let w = pow(0.9, 2.5);
+        assert!((w - 0.9f64.sqrt() * 0.81).abs() < 1e-15, "{w}");
+        assert!(pow(-1.0, 0.5).is_nan());
+    }
+}
