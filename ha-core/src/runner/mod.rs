@@ -12,6 +12,8 @@ mod jobs;
 mod probe;
 mod shutdown;
 #[cfg(test)]
+mod test_pg;
+#[cfg(test)]
 mod tests;
 
 use crate::clock::{Clock, MonoTime};

@@ -6,118 +6,17 @@
 use super::*;
 use crate::clock::ManualClock;
 use crate::memory_dcs::{MemoryDcs, SharedMemoryStore};
-use crate::model::{ClusterKeys, Lsn};
-use crate::postgres::{SlotChanges, StartRole, StopMode, StopOutcome, Upstream};
+use crate::model::ClusterKeys;
+
 use crate::watchdog::NoWatchdog;
-
-type Hook = Box<dyn FnOnce() + Send>;
-
-/// A Postgres that reports what the test sets, records what it is asked to do, and
-/// can hold its pre-promote step until the test lets it go.
-struct ScriptedPg {
-    obs: Mutex<PgObservation>,
-    calls: Mutex<Vec<String>>,
-    /// Runs once, at the next observation (alongside the runner's cluster read).
-    on_observe: Mutex<Option<Hook>>,
-    /// `pre_promote` waits for this.
-    pre_promote_gate: Notify,
-}
-
-impl ScriptedPg {
-    fn new(obs: PgObservation) -> Arc<ScriptedPg> {
-        Arc::new(ScriptedPg {
-            obs: Mutex::new(obs),
-            calls: Mutex::new(Vec::new()),
-            on_observe: Mutex::new(None),
-            pre_promote_gate: Notify::new(),
-        })
-    }
-
-    fn log(&self, call: String) {
-        self.calls.lock().unwrap().push(call);
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl Postgres for ScriptedPg {
-    async fn observe(&self) -> PgObservation {
-        let hook = self.on_observe.lock().unwrap().take();
-        if let Some(hook) = hook {
-            hook();
-        }
-        self.obs.lock().unwrap().clone()
-    }
-    async fn bootstrap(&self) -> Result<(), PgError> {
-        self.log("bootstrap".into());
-        Ok(())
-    }
-    async fn clone_from(&self, source: &Upstream) -> Result<(), PgError> {
-        self.log(format!("clone from {}", source.name));
-        Ok(())
-    }
-    async fn start(&self, role: &StartRole, _: Duration) -> Result<(), PgError> {
-        let role = match role {
-            StartRole::Primary => "primary",
-            StartRole::Replica { .. } => "replica",
-        };
-        self.log(format!("start {role}"));
-        Ok(())
-    }
-    async fn stop(&self, mode: StopMode, _: Duration) -> Result<StopOutcome, PgError> {
-        self.log(format!("stop {mode:?}"));
-        Ok(StopOutcome::default())
-    }
-    async fn restart(&self, _: Duration) -> Result<(), PgError> {
-        self.log("restart".into());
-        Ok(())
-    }
-    async fn promote(&self, _: Duration) -> Result<(), PgError> {
-        self.log("promote".into());
-        Ok(())
-    }
-    async fn follow(&self, _: Option<&Upstream>) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
-        Ok(false)
-    }
-    async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
-        self.log("rewind".into());
-        Ok(())
-    }
-    async fn remove_data_directory(&self) -> Result<(), PgError> {
-        self.log("remove data directory".into());
-        Ok(())
-    }
-    async fn apply_slot_changes(&self, _: &SlotChanges) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn set_synchronous_standby_names(&self, _: Option<&str>) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn reload(&self) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
-        Ok(None)
-    }
-    async fn pre_promote(&self) -> Result<(), PgError> {
-        self.log("pre_promote".into());
-        self.pre_promote_gate.notified().await;
-        Ok(())
-    }
-}
+use test_pg::TestPg;
 
 /// One member, `pg1`, of a cluster initialized as system 7311, with nobody holding
 /// the leader key: ttl 30 s, loop_wait 10 s, retry_timeout 10 s (the defaults).
 struct Setup {
     runner: Runner,
     handle: RunnerHandle,
-    pg: Arc<ScriptedPg>,
+    pg: Arc<TestPg>,
     dcs: Arc<MemoryDcs>,
     clock: Arc<ManualClock>,
 }
@@ -133,7 +32,12 @@ async fn setup(pg: PgObservation) -> Setup {
         cfg.bootstrap_config.timing(),
     ));
     assert!(dcs.initialize("7311").await.unwrap());
-    let pg = ScriptedPg::new(pg);
+    let pg = Arc::new(TestPg {
+        obs: Mutex::new(pg),
+        hold_pre_promote: true,
+        rewindable: true,
+        ..TestPg::default()
+    });
     let parts = Components {
         dcs: dcs.clone(),
         pg: pg.clone(),
@@ -196,7 +100,7 @@ async fn a_renewal_that_times_out_near_the_lease_end_demotes_the_primary() {
     let job = s.runner.job.take().expect("a demotion runs");
     assert_eq!(job.kind, Busy::Demote);
     assert_eq!(job.finish().await, Ok(()));
-    assert_eq!(s.pg.calls(), ["stop Fast", "start replica"]);
+    assert_eq!(s.pg.calls(), ["stop Fast 60s", "start replica"]);
     // The key was neither renewed nor released: it runs out on its own.
     assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
     s.clock.set(MonoTime::from_millis(31_000));
@@ -256,6 +160,6 @@ async fn the_promotion_job_publishes_the_end_of_recovery_without_waiting_for_a_c
         tokio::task::yield_now().await;
     }
     // No cycle ran since the promotion started: the job itself made it known.
-    assert_eq!(s.pg.calls(), ["pre_promote", "promote"]);
+    assert_eq!(s.pg.calls(), ["pre_promote", "promote", "finish promotion"]);
     assert!(primary_with_lease(&s));
 }
