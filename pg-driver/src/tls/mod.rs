@@ -10,6 +10,8 @@
 
 mod files;
 mod stream;
+#[cfg(test)]
+mod tests_crl;
 mod verify;
 
 pub use stream::{MakeRustls, RustlsConnect, RustlsStream};
