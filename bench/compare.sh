@@ -25,7 +25,10 @@
 #   STEPS="idle switchover kill9 freeze" (a subset runs only those), SYNC=on (synchronous_mode),
 #   FULLAUTO_BIN=/path/to/fullauto (e.g. an older build, for before/after figures),
 #   BENCH_SKIP_BUILD=1 (use the binaries in target/release as they are),
-#   MEMBERS=9 (cluster size, default 3; ports grow with it).
+#   MEMBERS=9 (cluster size, default 3; ports grow with it),
+#   RSS_AFTER=300 (seconds between the cluster's start and the idle step's RSS sample,
+#   default 3 × loop_wait; each agent's and keeper's pages per mapping go to
+#   $DIR/$SYS/rss-nX.txt, from bench/rss_breakdown.py).
 # STEPS=soak (with SOAK_SECONDS, default 3600): the writer runs for that long while
 #   DELAY_MS (default 200) of jittered latency sits between each agent and etcd (one
 #   bench/delay_relay.py per agent: 0..DELAY_MS per chunk) and HOG_PROCS busy loops
@@ -227,6 +230,9 @@ measure_idle() {
       done
     fi
     sample rss_mib "$(python3 -c "print(round(($rss + $keeper) / 1024, 1))")"
+    # Where the pages are, per mapping (agent first, then its keeper).
+    python3 "$ROOT/bench/rss_breakdown.py" "$pid" $( [ "$SYS" = fullauto ] && keepers_of "$pid") \
+      > "$DIR/$SYS/rss-$n.txt" 2>&1 || true
   done
   declare -A c0
   for p in $pids; do c0[$p]=$(cpu_ticks "$p"); done
@@ -371,7 +377,7 @@ run_system() {
   sql "$(pg_of "$(leader)")" "CREATE TABLE IF NOT EXISTS b (id bigserial primary key, at timestamptz default now())"
   for step in $STEPS; do
     case $step in
-      idle) sleep "$((LOOP_WAIT * 3))"; measure_idle ;;
+      idle) sleep "${RSS_AFTER:-$((LOOP_WAIT * 3))}"; measure_idle ;;
       switchover) for _ in $(seq "$TRIALS"); do switchover; done ;;
       kill9|freeze) for _ in $(seq "$TRIALS"); do unplanned "$step"; done ;;
       soak) soak ;;

@@ -85,13 +85,14 @@ const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// Installs rustls' process-wide crypto provider unless one is already installed;
-/// needed when more than one provider is compiled in (another crate may enable
-/// `ring` next to this crate's `aws-lc-rs`).
+/// Installs rustls' process-wide crypto provider (ring, as everywhere else in the
+/// agent) unless one is already installed; needed because zookeeper-client's
+/// futures-rustls enables `aws-lc-rs` next to `ring`, and with two providers compiled
+/// in rustls picks neither by itself.
 fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing the race to another installer is fine: a provider is installed.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 

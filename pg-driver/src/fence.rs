@@ -4,7 +4,10 @@
 //! or dead agent cannot keep Postgres writable past its lease.
 //!
 //! Protocol: the agent writes 16-byte messages (`op`, `deadline_ns`, little endian) to
-//! a pipe; `op` 1 arms/moves the deadline, 2 disarms. On end-of-file (the agent died)
+//! a pipe; `op` 1 arms/moves the deadline, 2 disarms, 3 names the pid file (the
+//! second field is then the path's length, and the path follows in the same atomic
+//! write: a keeper forked before the configuration is loaded learns it so, and holds
+//! no copy of the agent's parsed configuration or runtime). On end-of-file (the agent died)
 //! the keeper still fires at an armed deadline, then exits. The keeper runs only
 //! async-signal-safe system calls (it is forked from a multi-threaded process) and
 //! closes every inherited descriptor but its pipe, so it holds no sockets of the agent.
@@ -19,6 +22,10 @@ use std::sync::Mutex;
 
 const OP_ARM: u64 = 1;
 const OP_DISARM: u64 = 2;
+const OP_PID_FILE: u64 = 3;
+/// The longest pid file path the keeper takes (with its NUL), within `PIPE_BUF` with
+/// the message header, so the message is one atomic pipe write.
+const PATH_MAX: usize = 4000;
 
 /// Why the fence could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +48,26 @@ impl ProcessFence {
     /// Forks the keeper. `pid_file` is read when the fence fires, so it always targets
     /// the postmaster running at that moment.
     pub fn spawn(pid_file: &Path) -> Result<ProcessFence, FenceError> {
-        ProcessFence::fork_keeper(pid_file, false)
+        ProcessFence::fork_keeper(Some(pid_file), false)
+    }
+
+    /// Forks the keeper before the pid file is known, so that it starts small: before
+    /// the configuration is loaded and the runtime started, the agent has little
+    /// memory the forked keeper would hold copies of. Name the pid file with
+    /// [`ProcessFence::bind`] before arming.
+    pub fn spawn_unbound() -> Result<ProcessFence, FenceError> {
+        ProcessFence::fork_keeper(None, false)
+    }
+
+    /// Names the pid file of the postmaster to kill, for a keeper started with
+    /// [`ProcessFence::spawn_unbound`].
+    pub fn bind(&self, pid_file: &Path) -> Result<(), FenceError> {
+        let path = pid_file.as_os_str().as_bytes();
+        if path.is_empty() || path.len() >= PATH_MAX || path.contains(&0) {
+            return Err(FenceError::BadPath(pid_file.to_path_buf()));
+        }
+        self.send_with(OP_PID_FILE, path.len() as u64, path)
+            .map_err(|e| FenceError::Spawn(std::io::Error::other(e.to_string())))
     }
 
     /// Forks a keeper that "resets the node" when it fires: it SIGKILLs the agent
@@ -49,18 +75,22 @@ impl ProcessFence {
     /// hardware watchdog's reboot would end both. The software stand-in for
     /// `/dev/watchdog` (`watchdog.driver: testing`).
     pub fn spawn_resetting(pid_file: &Path) -> Result<ProcessFence, FenceError> {
-        ProcessFence::fork_keeper(pid_file, true)
+        ProcessFence::fork_keeper(Some(pid_file), true)
     }
 
-    fn fork_keeper(pid_file: &Path, reset_agent: bool) -> Result<ProcessFence, FenceError> {
+    fn fork_keeper(pid_file: Option<&Path>, reset_agent: bool) -> Result<ProcessFence, FenceError> {
         // SAFETY: getpid has no preconditions.
         let agent = if reset_agent {
             unsafe { libc::getpid() }
         } else {
             0
         };
-        let path = CString::new(pid_file.as_os_str().as_bytes())
-            .map_err(|_| FenceError::BadPath(pid_file.to_path_buf()))?;
+        let path = match pid_file {
+            Some(p) if p.as_os_str().len() < PATH_MAX => CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| FenceError::BadPath(p.to_path_buf()))?,
+            Some(p) => return Err(FenceError::BadPath(p.to_path_buf())),
+            None => CString::default(),
+        };
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: pipe2 writes two descriptors into the array we own.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -97,6 +127,10 @@ impl ProcessFence {
     }
 
     fn send(&self, op: u64, deadline: u64) -> Result<(), WatchdogError> {
+        self.send_with(op, deadline, &[])
+    }
+
+    fn send_with(&self, op: u64, value: u64, tail: &[u8]) -> Result<(), WatchdogError> {
         let guard = self
             .pipe
             .lock()
@@ -104,11 +138,12 @@ impl ProcessFence {
         let fd = guard
             .as_ref()
             .ok_or_else(|| WatchdogError::Unavailable("fence closed".into()))?;
-        let mut msg = [0u8; 16];
-        msg[..8].copy_from_slice(&op.to_le_bytes());
-        msg[8..].copy_from_slice(&deadline.to_le_bytes());
+        let mut msg = Vec::with_capacity(16 + tail.len());
+        msg.extend_from_slice(&op.to_le_bytes());
+        msg.extend_from_slice(&value.to_le_bytes());
+        msg.extend_from_slice(tail);
         use std::os::fd::AsRawFd;
-        // SAFETY: writing 16 bytes from our buffer to our pipe; ≤ PIPE_BUF so atomic.
+        // SAFETY: writing our buffer to our pipe; ≤ PIPE_BUF (tail < PATH_MAX) so atomic.
         let n = unsafe { libc::write(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len()) };
         if n != msg.len() as isize {
             return Err(WatchdogError::Unavailable(format!(
@@ -169,6 +204,10 @@ impl Watchdog for ProcessFence {
 /// The keeper process. Only async-signal-safe calls; never returns. `agent` > 0 is
 /// killed first when the deadline passes.
 unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char, mut agent: libc::pid_t) -> ! {
+    // The pid file's path, NUL-terminated; empty until named.
+    let mut path = [0u8; PATH_MAX];
+    let given = libc::strlen(pid_file).min(PATH_MAX - 1);
+    std::ptr::copy_nonoverlapping(pid_file.cast::<u8>(), path.as_mut_ptr(), given);
     // Hold nothing of the agent's: no sockets, no listening ports.
     let max = libc::sysconf(libc::_SC_OPEN_MAX).clamp(256, 65536) as libc::c_int;
     for other in 3..max {
@@ -188,7 +227,9 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char, mut agent:
                 // First the agent, so it cannot restart Postgres meanwhile.
                 libc::kill(agent, libc::SIGKILL);
             }
-            kill_postmaster(pid_file);
+            if path[0] != 0 {
+                kill_postmaster(path.as_ptr().cast());
+            }
             deadline = 0;
         }
         if eof && deadline == 0 {
@@ -230,6 +271,12 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char, mut agent:
             match u64::from_le_bytes(op) {
                 OP_ARM => deadline = u64::from_le_bytes(dl),
                 OP_DISARM => deadline = 0,
+                OP_PID_FILE => {
+                    let len = u64::from_le_bytes(dl) as usize;
+                    if len < PATH_MAX && read_exact(fd, &mut path[..len]) {
+                        path[len] = 0;
+                    }
+                }
                 _ => {}
             }
         } else if n < 0 && *libc::__errno_location() != libc::EINTR {
@@ -237,6 +284,20 @@ unsafe fn keeper_main(fd: libc::c_int, pid_file: *const libc::c_char, mut agent:
             agent = 0;
         }
     }
+}
+
+/// Reads exactly `buf.len()` bytes (the rest of one atomic write); false on error.
+unsafe fn read_exact(fd: libc::c_int, buf: &mut [u8]) -> bool {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got);
+        if n > 0 {
+            got += n as usize;
+        } else if n == 0 || *libc::__errno_location() != libc::EINTR {
+            return false;
+        }
+    }
+    true
 }
 
 unsafe fn monotonic_ns() -> u64 {
@@ -414,6 +475,24 @@ mod tests {
             "fence did not fire"
         );
         drop(fence);
+    }
+
+    #[tokio::test]
+    async fn a_keeper_forked_before_the_pid_file_is_known_fires_once_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut child, pid_file) = victim(dir.path());
+        let fence = ProcessFence::spawn_unbound().expect("fence");
+        fence.bind(&pid_file).expect("bind");
+        fence.arm_until(in_ms(200)).await.expect("arm");
+        assert!(
+            exited(&mut child, Duration::from_secs(3)),
+            "fence did not fire"
+        );
+        drop(fence);
+        // A path the keeper cannot take is refused, not cut short.
+        let fence = ProcessFence::spawn_unbound().expect("fence");
+        let long = dir.path().join("x".repeat(PATH_MAX));
+        assert!(matches!(fence.bind(&long), Err(FenceError::BadPath(_))));
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ pub async fn connect(
                 None => tokio::time::timeout(left, cfg.ssl_mode(WireSsl::Disable).connect(NoTls))
                     .await
                     .map(|r| r.map(|(c, conn)| (c, spawn(conn)))),
-                // TLS only if the server offers it: OpenSSL is set up only then.
+                // TLS only if the server offers it: the TLS files are read only then.
                 Some(w @ WireSsl::Prefer) => {
                     let tls = tls::LazyTls::new(creds, home);
                     tokio::time::timeout(left, cfg.ssl_mode(w).connect(tls))

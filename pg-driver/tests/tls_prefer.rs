@@ -1,6 +1,7 @@
 //! `sslmode: prefer` (the default) over TCP: the agent's connections use TLS when the
-//! server offers it and stay plain when it does not (the OpenSSL connector is then
-//! never set up).
+//! server offers it and stay plain when it does not (the TLS configuration is then
+//! never set up); SCRAM over TLS binds to the server's certificate
+//! (`channel_binding: require`).
 
 use pg_driver::testing::{wait_for, TestEnv};
 use std::process::Command;
@@ -71,4 +72,29 @@ async fn prefer_uses_tls_exactly_when_the_server_offers_it() {
     })
     .await;
     assert!(tls.is_some(), "once the server offers TLS, prefer uses it");
+
+    // SCRAM over that TLS connection with `channel_binding: require`: the server
+    // checks the tls-server-end-point hash of its certificate the agent sends.
+    let cfg = node.driver.config();
+    let hp = cfg.local_host_port().expect("listen address");
+    let mut creds = cfg.authentication.superuser.clone();
+    creds.channel_binding = Some(pg_driver::credentials::Preference::Require);
+    let client = pg_driver::sql::connect(
+        &pg_driver::config::Endpoint::tcp(&hp.host, hp.port),
+        &creds,
+        "postgres",
+        Duration::from_secs(10),
+        None,
+    )
+    .await
+    .expect("SCRAM-SHA-256-PLUS with the certificate's channel binding");
+    let rows = client
+        .simple_query(SSL_OF_THIS_CONNECTION)
+        .await
+        .expect("query");
+    let ssl = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(ssl.as_deref(), Some("true"));
 }
