@@ -4,6 +4,7 @@
 //! decision asked for; long actions (bootstrap, clone, rewind, promote, demote) run in
 //! the background while the loop keeps renewing the lease.
 
+mod before_stop;
 pub mod cycle;
 mod execute;
 pub mod failsafe;
@@ -23,6 +24,8 @@ use crate::model::{Cluster, Member};
 use crate::postgres::{DynamicPostgresql, PgError, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
+use before_stop::CheckpointRecord;
+pub use before_stop::{DRAIN_LIMIT, PAUSE_GRACE, RECENT_CHECKPOINT};
 use cycle::{Cycle, Env, Step};
 use execute::with_deadline;
 use guard::LeaderKeySeen;
@@ -200,12 +203,20 @@ pub struct RunnerHandle {
     reconfig: Arc<Mutex<Option<NodeConfig>>>,
     failsafe: Arc<failsafe::FailsafeGate>,
     member_fields: MemberFields,
+    checkpoints: CheckpointRecord,
 }
 
 /// Fields the agent adds to the published member record (e.g. `scheduled_restart`).
 type MemberFields = Arc<Mutex<serde_json::Map<String, serde_json::Value>>>;
 
 impl RunnerHandle {
+    /// A `CHECKPOINT` on this node's server finished at `at` (the REST API runs one
+    /// before it writes a switchover request): a switchover's demotion within
+    /// [`RECENT_CHECKPOINT`] of it stops Postgres without running another.
+    pub fn checkpoint_finished(&self, at: MonoTime) {
+        self.checkpoints.finished(at);
+    }
+
     /// Publishes `key` in this node's member record from the next cycle on (`None`
     /// removes it), e.g. `scheduled_restart`, which `fullautoctl flush` looks for.
     pub fn set_member_field(&self, key: &str, value: Option<serde_json::Value>) {
@@ -338,6 +349,8 @@ pub struct Runner {
     leader_key: Arc<watch::Sender<Option<LeaderKeySeen>>>,
     /// When my latest confirmed acquire or renewal was sent.
     renewed_at: Option<MonoTime>,
+    /// The latest `CHECKPOINT` the handle reported.
+    checkpoints: CheckpointRecord,
 }
 
 impl Runner {
@@ -356,6 +369,7 @@ impl Runner {
         let requests = RequestSlot::default();
         let reconfig = Arc::new(Mutex::new(None));
         let member_fields = MemberFields::default();
+        let checkpoints = CheckpointRecord::default();
         parts.fence.timing_changed(timing.ttl, timing.loop_wait);
         let runner = Runner {
             cfg,
@@ -385,6 +399,7 @@ impl Runner {
             no_race_until: None,
             leader_key: Arc::new(watch::channel(None).0),
             renewed_at: None,
+            checkpoints: checkpoints.clone(),
         };
         let handle = RunnerHandle {
             wake,
@@ -394,6 +409,7 @@ impl Runner {
             reconfig,
             failsafe,
             member_fields,
+            checkpoints,
         };
         (runner, handle)
     }

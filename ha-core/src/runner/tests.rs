@@ -21,6 +21,10 @@ struct ScriptedPg {
     on_observe: Mutex<Option<Hook>>,
     /// `pre_promote` waits for this.
     pre_promote_gate: Notify,
+    /// What a peer reports as received (`received_lsn_of`).
+    peer_received: Mutex<Option<Lsn>>,
+    /// The answers `clients_in_transaction` gives, first to last (then 0).
+    in_transaction: Mutex<Vec<u64>>,
 }
 
 impl ScriptedPg {
@@ -30,6 +34,8 @@ impl ScriptedPg {
             calls: Mutex::new(Vec::new()),
             on_observe: Mutex::new(None),
             pre_promote_gate: Notify::new(),
+            peer_received: Mutex::new(None),
+            in_transaction: Mutex::new(Vec::new()),
         })
     }
 
@@ -69,7 +75,10 @@ impl Postgres for ScriptedPg {
     }
     async fn stop(&self, mode: StopMode, _: Duration) -> Result<StopOutcome, PgError> {
         self.log(format!("stop {mode:?}"));
-        Ok(StopOutcome::default())
+        let wal = self.obs.lock().unwrap().wal_lsn;
+        Ok(StopOutcome {
+            checkpoint_lsn: wal,
+        })
     }
     async fn restart(&self, _: Duration) -> Result<(), PgError> {
         self.log("restart".into());
@@ -103,7 +112,17 @@ impl Postgres for ScriptedPg {
         Ok(())
     }
     async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
-        Ok(None)
+        Ok(*self.peer_received.lock().unwrap())
+    }
+    async fn checkpoint(&self) -> Result<(), PgError> {
+        self.log("checkpoint".into());
+        Ok(())
+    }
+    async fn clients_in_transaction(&self) -> Result<u64, PgError> {
+        let mut left = self.in_transaction.lock().unwrap();
+        let n = if left.is_empty() { 0 } else { left.remove(0) };
+        self.log(format!("{n} in transaction"));
+        Ok(n)
     }
     async fn pre_promote(&self) -> Result<(), PgError> {
         self.log("pre_promote".into());
@@ -120,13 +139,19 @@ struct Setup {
     pg: Arc<ScriptedPg>,
     dcs: Arc<MemoryDcs>,
     clock: Arc<ManualClock>,
+    store: SharedMemoryStore,
 }
 
 async fn setup(pg: PgObservation) -> Setup {
+    setup_with_peers(pg, Arc::new(NoPeers)).await
+}
+
+async fn setup_with_peers(pg: PgObservation, peers: Arc<dyn PeerProbe>) -> Setup {
     let clock = Arc::new(ManualClock::new(MonoTime::from_millis(1_000), 0));
     let cfg = NodeConfig::named("pg1");
+    let store = SharedMemoryStore::new();
     let dcs = Arc::new(MemoryDcs::new(
-        &SharedMemoryStore::new(),
+        &store,
         clock.clone(),
         ClusterKeys::new("/service", "batman"),
         "pg1",
@@ -139,7 +164,7 @@ async fn setup(pg: PgObservation) -> Setup {
         pg: pg.clone(),
         fence: Arc::new(NoWatchdog),
         clock: clock.clone(),
-        peers: Arc::new(NoPeers),
+        peers,
     };
     let (runner, handle) = Runner::new(cfg, parts, RunnerSettings::default());
     Setup {
@@ -148,6 +173,7 @@ async fn setup(pg: PgObservation) -> Setup {
         pg,
         dcs,
         clock,
+        store,
     }
 }
 
@@ -255,7 +281,146 @@ async fn the_promotion_job_publishes_the_end_of_recovery_without_waiting_for_a_c
     while !job.is_finished() {
         tokio::task::yield_now().await;
     }
-    // No cycle ran since the promotion started: the job itself made it known.
-    assert_eq!(s.pg.calls(), ["pre_promote", "promote"]);
+    // No cycle ran since the promotion started: the job itself made it known. (The
+    // checkpoint after a promotion runs off its path, at its own pace.)
+    assert_eq!(s.pg.calls()[..2], ["pre_promote", "promote"]);
     assert!(primary_with_lease(&s));
+}
+
+/// Every peer answers as a healthy replica at 0x300_0000.
+struct HealthyReplicas;
+
+#[async_trait]
+impl PeerProbe for HealthyReplicas {
+    async fn probe(&self, _: &Member) -> Option<PeerReply> {
+        Some(PeerReply {
+            is_primary: false,
+            wal_position: 0x300_0000,
+            timeline: Some(1),
+            tags: Default::default(),
+            watchdog_failed: false,
+        })
+    }
+}
+
+/// `pg1` leads as primary with `pg2` streaming from it; `pg2` has received WAL past
+/// pg1's shutdown checkpoint. `checkpointed` says how long before the switchover
+/// request (`pg1` → `pg2`) a `CHECKPOINT` was reported to the runner's handle.
+/// Returns what was asked of pg1's Postgres while it switched over.
+async fn switchover_calls(checkpointed: Option<Duration>, in_transaction: &[u64]) -> Vec<String> {
+    let mut obs = PgObservation::running_primary("7311", 1, 0x300_0000);
+    obs.replication
+        .push(crate::postgres::ReplicationConnection {
+            application_name: "pg2".into(),
+            state: "streaming".into(),
+            sync_state: "async".into(),
+            ..Default::default()
+        });
+    let mut s = setup_with_peers(obs, Arc::new(HealthyReplicas)).await;
+    s.runner.cycle().await;
+    assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
+    let pg2 = MemoryDcs::new(
+        &s.store,
+        s.clock.clone(),
+        ClusterKeys::new("/service", "batman"),
+        "pg2",
+        NodeConfig::named("pg2").bootstrap_config.timing(),
+    );
+    pg2.touch_member(&crate::model::MemberData {
+        conn_url: Some("postgres://127.0.0.1:5433/postgres".into()),
+        api_url: Some("http://127.0.0.1:8009/patroni".into()),
+        state: Some(crate::model::MemberState::Running),
+        role: Some(crate::model::Role::Replica),
+        timeline: Some(1),
+        xlog_location: Some(0x300_0000),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    *s.pg.peer_received.lock().unwrap() = Some(0x300_0100);
+    *s.pg.in_transaction.lock().unwrap() = in_transaction.to_vec();
+    s.clock.advance(Duration::from_secs(10));
+    if let Some(before) = checkpointed {
+        // The REST API's checkpoint, just before it wrote the request.
+        s.handle.checkpoint_finished(s.clock.now().minus(before));
+    }
+    let request = crate::model::Failover {
+        leader: Some("pg1".into()),
+        member: Some("pg2".into()),
+        scheduled_at: None,
+    };
+    assert!(s.dcs.set_failover(&request, None).await.unwrap());
+    s.runner.cycle().await;
+    assert_eq!(
+        s.runner.state.message,
+        "manual switchover: demoting myself in favour of pg2"
+    );
+    let job = s.runner.job.take().expect("the switchover runs");
+    assert_eq!(job.kind, Busy::Demote);
+    assert_eq!(job.finish().await, Ok(()));
+    // pg2 confirmed the WAL: the key went to whoever takes it next.
+    assert_eq!(leader_of(&s), None);
+    s.pg.calls()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_right_after_a_reported_checkpoint_stops_without_another() {
+    assert_eq!(
+        switchover_calls(Some(Duration::from_millis(600)), &[]).await,
+        ["0 in transaction", "stop Fast", "start replica"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_with_no_recent_checkpoint_runs_one_before_the_stop() {
+    // Requested without the REST API (a key written by a tool, a scheduled one).
+    assert_eq!(
+        switchover_calls(None, &[]).await,
+        [
+            "checkpoint",
+            "0 in transaction",
+            "stop Fast",
+            "start replica"
+        ]
+    );
+    // The last one finished longer ago than RECENT_CHECKPOINT: writes went on since.
+    assert_eq!(
+        switchover_calls(Some(RECENT_CHECKPOINT + Duration::from_millis(1)), &[]).await,
+        [
+            "checkpoint",
+            "0 in transaction",
+            "stop Fast",
+            "start replica"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_stops_once_no_client_is_in_a_transaction() {
+    let calls = switchover_calls(Some(Duration::from_millis(600)), &[2, 1]).await;
+    assert_eq!(
+        calls,
+        [
+            "2 in transaction",
+            "1 in transaction",
+            "0 in transaction",
+            "stop Fast",
+            "start replica"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_stops_after_the_drain_limit_with_a_client_still_in_a_transaction() {
+    // A client that keeps writing (connected directly, not paused by a proxy).
+    let calls = switchover_calls(Some(Duration::from_millis(600)), &[1; 1000]).await;
+    let polls = (DRAIN_LIMIT.as_millis() / 5) as usize;
+    let (asked, rest) = calls.split_at(calls.len() - 2);
+    assert!(
+        asked.len() > polls / 2 && asked.len() <= polls + 1,
+        "{} polls",
+        asked.len()
+    );
+    assert!(asked.iter().all(|c| c == "1 in transaction"), "{asked:?}");
+    assert_eq!(rest, ["stop Fast", "start replica"]);
 }
