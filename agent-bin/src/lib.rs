@@ -2,6 +2,8 @@
 //! CLI) and their wiring: the Patroni-format config file, the REST API, building the
 //! DCS backend and the Postgres driver, and running the HA runner.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod ctl;

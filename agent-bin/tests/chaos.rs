@@ -30,8 +30,9 @@ mod chaos_parts;
 mod support;
 
 use chaos_parts::checker::{self, Load};
-use chaos_parts::nemesis::Nemesis;
-use chaos_parts::proxy::Links;
+use chaos_parts::disk::Disks;
+use chaos_parts::nemesis::{Levers, Nemesis};
+use chaos_parts::proxy::{Links, Peers};
 use chaos_parts::schedule::schedule;
 use chaos_parts::timeline::Timeline;
 use std::collections::HashSet;
@@ -145,7 +146,10 @@ fn run_chaos(seed: u64, seconds: u64, kind: DcsKind, sync: bool, selftest: bool)
 
 struct Run {
     c: Cluster,
+    /// Declared after the cluster: unmounted once its Postgres servers are gone.
+    disks: Disks,
     links: Links,
+    peers: Peers,
     timeline: Timeline,
     sync: bool,
 }
@@ -167,6 +171,8 @@ impl Run {
     fn start(kind: DcsKind, sync: bool) -> Run {
         let dcs = TestDcs::start_ensemble(kind, 3);
         let links = Links::start(3, &dcs.member_hosts());
+        let peers = Peers::start(3);
+        let disks = Disks::mount(3);
         let hosts: Vec<String> = (0..3)
             .map(|i| dcs.config_section_for(&links.hosts(i)))
             .collect();
@@ -180,6 +186,9 @@ impl Run {
             |_| String::new(),
             |i| Extra {
                 dcs: hosts[i].clone(),
+                pg_connect_address: peers.addresses(i).0,
+                api_connect_address: peers.addresses(i).1,
+                data_dir: disks.data_dir(i),
                 // A pg_rewind cut short by a fault leaves a half-rewound data directory
                 // that only a re-clone repairs; with the default (off) the member
                 // waits for an operator's reinit, as in Patroni (`CHAOS_REWIND_WIPE=0`).
@@ -192,9 +201,18 @@ impl Run {
             },
         );
         c.print_logs_on_failure = false;
+        for (i, n) in c.nodes.iter().enumerate() {
+            peers.point_to(i, n.pg_port, n.api_port);
+        }
+        let timeline = Timeline::default();
+        if let Some(why) = &disks.missing {
+            timeline.note("nemesis", format!("disk faults will be skipped: {why}"));
+        }
         Run {
             c,
+            disks,
             links,
+            peers,
             timeline: Timeline::default(),
             sync,
         }
@@ -203,7 +221,12 @@ impl Run {
     /// The run; with `selftest`, a replica is also promoted with pg_ctl a third of the
     /// way in, behind the agents' back (a negative control for the checker).
     fn go(&mut self, seed: u64, total: Duration, selftest: bool) -> Outcome {
-        let (c, links, timeline, sync) = (&mut self.c, &self.links, &self.timeline, self.sync);
+        let (c, timeline, sync) = (&mut self.c, &self.timeline, self.sync);
+        let levers = Levers {
+            links: &self.links,
+            peers: &self.peers,
+            disks: &self.disks,
+        };
         let mut out = Outcome::default();
         c.start(0);
         let Some(p) = c.wait_primary(Duration::from_secs(120)) else {
@@ -254,8 +277,9 @@ impl Run {
         }
         let mut nemesis = Nemesis::new(seed, 3, timeline.clone());
         let start = Instant::now();
-        nemesis.run(c, links, &load, &steps, start, total);
-        links.heal();
+        nemesis.run(c, &levers, &load, &steps, start, total);
+        levers.links.heal();
+        levers.peers.heal();
         out.faults = nemesis.injected;
         out.skipped = nemesis.skipped;
         let healed = Instant::now();

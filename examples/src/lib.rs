@@ -11,6 +11,8 @@
 //!   over pg-driver and the [`FileDcs`], with its own logging and shutdown, and
 //!   fails one over (`tests/examples_run.rs` runs it).
 
+#![warn(missing_docs)]
+
 pub mod file_dcs;
 
 pub use file_dcs::FileDcs;

@@ -45,7 +45,8 @@
 //! let pg = PgObservation::running_replica("7311", 1, 0x300_0000);
 //! let obs = Observation::new(b.get_cluster().await?, pg, now);
 //! let decision = decide(&NodeConfig::named("b"), &LocalState::default(), &obs, now);
-//! assert!(decision.actions.contains(&Action::AcquireLease));
+//! let actions: Vec<String> = decision.actions.iter().map(Action::to_string).collect();
+//! assert_eq!(actions, ["AcquireLease"]);
 //!
 //! // Carry it out: the first acquirer wins, the second finds the key taken.
 //! assert!(b.acquire_leader().await?);

@@ -95,16 +95,6 @@ const POSTGRESQL_KEYS: &[(&str, Form)] = &[
     ("bin_dir", Form::Text),
 ];
 
-const BIN_NAMES: &[&str] = &[
-    "pg_ctl",
-    "initdb",
-    "pg_controldata",
-    "pg_basebackup",
-    "postgres",
-    "pg_isready",
-    "pg_rewind",
-];
-
 /// Per-user connection options (`PATRONI_<USER>_<OPTION>`).
 const USER_KEYS: &[&str] = &[
     "username",
@@ -322,7 +312,7 @@ pub fn overlay_from_env(env: &EnvMap) -> EnvOverlay {
         &["username", "password"],
     );
     o.section(env, "postgresql", POSTGRESQL_KEYS);
-    for bin in BIN_NAMES {
+    for bin in pg_driver::binaries::RENAMEABLE {
         let var = format!("{PREFIX}POSTGRESQL_BIN_{}", bin.to_ascii_uppercase());
         if let Some(text) = env.get(&var).filter(|t| !t.is_empty()) {
             o.set(

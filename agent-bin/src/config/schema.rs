@@ -508,18 +508,10 @@ pub(crate) fn config_kind() -> Kind {
         ],
         Extra::MethodSections,
     );
-    let bin_name = map([
-        "pg_ctl",
-        "initdb",
-        "pg_controldata",
-        "pg_basebackup",
-        "postgres",
-        "pg_isready",
-        "pg_rewind",
-    ]
-    .into_iter()
-    .map(|n| opt(n, Kind::Str))
-    .collect());
+    let bin_name = map(pg_driver::binaries::RENAMEABLE
+        .iter()
+        .map(|&n| opt(n, Kind::Str))
+        .collect());
     let callbacks = map([
         "on_start",
         "on_stop",

@@ -300,18 +300,70 @@ pub fn parse_history(text: &str) -> Vec<Fork> {
 #[derive(Debug, Default)]
 pub struct Losses {
     /// Missing, and inserted past the switch point of a timeline the final primary
-    /// left (or on a timeline not in its history): explained by a failover.
+    /// left, or on a branch the final primary's history does not hold (a timeline
+    /// another node promoted to, possibly under the same number): explained by a
+    /// failover.
     pub forked: Vec<Ack>,
     /// Missing although the final primary's history holds the place they were
     /// written at: lost for no reason a failover gives.
     pub unexplained: Vec<Ack>,
-    /// The largest distance in WAL bytes from a switch point to a lost commit past it.
+    /// The largest distance in WAL bytes from where a lost commit's branch left the
+    /// final history to the lost commit.
     pub max_past_switch: u64,
 }
 
+/// Which node wrote each timeline of the final history, from the commits it still
+/// holds. Timeline numbers are not unique across a run: a node that promotes without
+/// having seen another node's timeline `n` also names its new timeline `n`, so a
+/// timeline is known by its number and the node that wrote on it.
+fn history_writers(acks: &[Ack], present: &HashSet<i64>) -> BTreeMap<u32, usize> {
+    acks.iter()
+        .filter(|a| present.contains(&a.id))
+        .map(|a| (a.tl, a.node))
+        .collect()
+}
+
 pub fn losses(acks: &[Ack], present: &HashSet<i64>, final_tl: u32, history: &[Fork]) -> Losses {
+    let writers = history_writers(acks, present);
+    // Whether the branch (node, timeline) is the one the final history holds under
+    // that number. A timeline none of whose commits survived is taken to be it.
+    let on_history = |a: &Ack| {
+        (a.tl == final_tl || history.iter().any(|f| f.tl == a.tl))
+            && writers.get(&a.tl).is_none_or(|&n| n == a.node)
+    };
+    // Where a branch that the final history does not hold left it, at the latest: the
+    // end of the newest timeline before the branch's number, or the newest surviving
+    // commit acknowledged before the branch's first one, whichever is later.
+    let branch_start = |a: &Ack| {
+        let first = acks
+            .iter()
+            .filter(|b| (b.node, b.tl) == (a.node, a.tl))
+            .map(|b| b.sent)
+            .min()
+            .unwrap_or(a.sent);
+        let switch = history
+            .iter()
+            .filter(|f| f.tl < a.tl)
+            .map(|f| f.switch)
+            .max()
+            .unwrap_or(0);
+        let survived = acks
+            .iter()
+            .filter(|b| present.contains(&b.id) && b.acked <= first)
+            .map(|b| b.lsn)
+            .max()
+            .unwrap_or(0);
+        switch.max(survived)
+    };
     let mut out = Losses::default();
     for a in acks.iter().filter(|a| !present.contains(&a.id)) {
+        if !on_history(a) {
+            out.max_past_switch = out
+                .max_past_switch
+                .max(a.lsn.saturating_sub(branch_start(a)));
+            out.forked.push(*a);
+            continue;
+        }
         if a.tl == final_tl {
             out.unexplained.push(*a);
             continue;
@@ -324,7 +376,7 @@ pub fn losses(acks: &[Ack], present: &HashSet<i64>, final_tl: u32, history: &[Fo
                 out.max_past_switch = out.max_past_switch.max(a.lsn.saturating_sub(f.switch));
                 out.forked.push(*a);
             }
-            None => out.forked.push(*a),
+            None => unreachable!("on_history holds only timelines of the history"),
         }
     }
     out
@@ -380,4 +432,37 @@ fn losses_past_a_switch_point_are_explained_and_others_are_not() {
         [3, 4]
     );
     assert_eq!(l.max_past_switch, 0x100);
+}
+
+#[test]
+fn a_branch_that_reused_a_timeline_number_is_a_fork_not_a_hole() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let ack = |id, node, tl, lsn, ms| Ack {
+        node,
+        id,
+        tl,
+        lsn,
+        sent: at(ms),
+        acked: at(ms + 1),
+    };
+    // pg0 writes timeline 1; pg1 promotes to timeline 2 at 0/3000000 and writes; it
+    // dies unseen, and pg2 (which never saw pg1's timeline 2) promotes from timeline
+    // 1 at 0/3000000 and also names its timeline 2. pg2 is the final primary.
+    let history = parse_history("1\t0/3000000\tno recovery target specified\n");
+    let acks = [
+        ack(1, 0, 1, 0x2FFF000, 0),
+        ack(2, 1, 2, 0x3000200, 100),
+        ack(3, 1, 2, 0x3000400, 110),
+        ack(4, 2, 2, 0x3000200, 200),
+    ];
+    let present: HashSet<i64> = [1, 4].into_iter().collect();
+    let l = losses(&acks, &present, 2, &history);
+    assert_eq!(l.forked.iter().map(|a| a.id).collect::<Vec<_>>(), [2, 3]);
+    assert!(l.unexplained.is_empty(), "{:?}", l.unexplained);
+    assert_eq!(l.max_past_switch, 0x400);
+    // Were pg2's commit on timeline 2 missing too, pg1's branch would be taken as the
+    // history's and its losses as holes on the final timeline.
+    let l = losses(&acks, &[1].into_iter().collect(), 2, &history);
+    assert_eq!(l.unexplained.len(), 3);
 }

@@ -5,7 +5,8 @@
 //! answer never delays the schedule.
 
 use super::checker::Load;
-use super::proxy::{LinkMode, Links};
+use super::disk::Disks;
+use super::proxy::{LinkMode, Links, Peers};
 use super::schedule::{Fault, Rng, Step, Target};
 use super::timeline::Timeline;
 use crate::support::{http, Cluster};
@@ -20,7 +21,17 @@ enum Undo {
     ContDcs(usize),
     SpawnDcs([usize; 2]),
     Heal(usize),
+    HealPeers(usize),
+    FreeDisk(usize),
     Resume,
+}
+
+/// What the nemesis acts through besides the cluster: the agents' links to the DCS,
+/// the relays in front of each node, the nodes' disks.
+pub struct Levers<'a> {
+    pub links: &'a Links,
+    pub peers: &'a Peers,
+    pub disks: &'a Disks,
 }
 
 struct Active {
@@ -79,7 +90,7 @@ impl Nemesis {
     pub fn run(
         &mut self,
         c: &mut Cluster,
-        links: &Links,
+        levers: &Levers,
         load: &Load,
         steps: &[Step],
         start: Instant,
@@ -87,17 +98,17 @@ impl Nemesis {
     ) {
         for step in steps {
             while Instant::now() < start + step.at {
-                self.undo_due(c, links, false);
+                self.undo_due(c, levers, false);
                 std::thread::sleep(Duration::from_millis(50));
             }
-            self.apply(c, links, load, step);
+            self.apply(c, levers, load, step);
         }
         // Holds end by the run's end: let them end as scheduled.
         while !self.active.is_empty() && Instant::now() < start + total {
-            self.undo_due(c, links, false);
+            self.undo_due(c, levers, false);
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.undo_due(c, links, true);
+        self.undo_due(c, levers, true);
     }
 
     fn skip(&mut self, step: &Step, why: &str) {
@@ -113,14 +124,16 @@ impl Nemesis {
         });
     }
 
-    fn apply(&mut self, c: &mut Cluster, links: &Links, load: &Load, step: &Step) {
+    fn apply(&mut self, c: &mut Cluster, levers: &Levers, load: &Load, step: &Step) {
         let node_fault = match &step.fault {
             Fault::KillAgent(t)
             | Fault::KillPostmaster(t)
             | Fault::KillBoth(t)
             | Fault::FreezeAgent(t)
             | Fault::FreezePostmaster(t)
-            | Fault::Partition { target: t, .. } => Some(*t),
+            | Fault::Partition { target: t, .. }
+            | Fault::Isolate { target: t, .. }
+            | Fault::DiskFull(t) => Some(*t),
             Fault::FreezeDcsMember(_)
             | Fault::QuorumLoss(_)
             | Fault::Switchover { .. }
@@ -172,10 +185,30 @@ impl Nemesis {
             }
             (Fault::Partition { members, mode, .. }, Some(i)) => {
                 self.note(format!("{} = pg{i}, for {:?}", step.fault, step.hold));
-                links.set(i, members, *mode);
+                levers.links.set(i, members, *mode);
                 self.busy[i] = true;
                 self.hold(step, Undo::Heal(i));
             }
+            (Fault::Isolate { mode, .. }, Some(i)) => {
+                self.note(format!("{} = pg{i}, for {:?}", step.fault, step.hold));
+                levers.peers.set(i, *mode);
+                self.busy[i] = true;
+                self.hold(step, Undo::HealPeers(i));
+            }
+            (Fault::DiskFull(_), Some(i)) => match levers.disks.fill(i) {
+                Ok(mib) => {
+                    self.note(format!(
+                        "{} = pg{i} ({mib} MiB written until it was full), for {:?}",
+                        step.fault, step.hold
+                    ));
+                    self.busy[i] = true;
+                    self.hold(step, Undo::FreeDisk(i));
+                }
+                Err(why) => {
+                    levers.disks.free(i);
+                    self.skip(step, &why)
+                }
+            },
             (Fault::FreezeDcsMember(m), None) => {
                 if self.dcs_busy {
                     return self.skip(step, "another DCS fault is active");
@@ -265,7 +298,7 @@ impl Nemesis {
     }
 
     /// Undoes the faults whose hold ended (all of them with `all`).
-    fn undo_due(&mut self, c: &mut Cluster, links: &Links, all: bool) {
+    fn undo_due(&mut self, c: &mut Cluster, levers: &Levers, all: bool) {
         let now = Instant::now();
         let (mut due, keep): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active)
             .into_iter()
@@ -309,7 +342,19 @@ impl Nemesis {
                 }
                 Undo::Heal(i) => {
                     self.note(format!("pg{i}'s links to the DCS open again"));
-                    links.set(i, &(0..c.dcs.members()).collect::<Vec<_>>(), LinkMode::Open);
+                    levers
+                        .links
+                        .set(i, &(0..c.dcs.members()).collect::<Vec<_>>(), LinkMode::Open);
+                    self.busy[i] = false;
+                }
+                Undo::HealPeers(i) => {
+                    self.note(format!("pg{i}'s peers reach it again"));
+                    levers.peers.set(i, LinkMode::Open);
+                    self.busy[i] = false;
+                }
+                Undo::FreeDisk(i) => {
+                    self.note(format!("free the disk of pg{i}"));
+                    levers.disks.free(i);
                     self.busy[i] = false;
                 }
                 Undo::Resume => {

@@ -1,7 +1,8 @@
-//! Network faults between one node's agent and the DCS members, without touching the
-//! host's firewall: each agent reaches each DCS member through its own loopback TCP
-//! relay, and a fault changes what the relay lets through. Threads and sockets are
-//! released when the relays are dropped.
+//! Network faults without touching the host's firewall: each agent reaches each DCS
+//! member through its own loopback TCP relay, and every node's peers reach its Postgres
+//! and REST API through a relay in front of them (the addresses the node publishes); a
+//! fault changes what a relay lets through. Threads and sockets are released when the
+//! relays are dropped.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -18,9 +19,10 @@ pub enum LinkMode {
     Blackhole,
     /// Connections are reset and new ones refused.
     Reset,
-    /// Only the agent's requests are lost (one-way).
+    /// Only the requests are lost (one-way: the agent's to the DCS, or the peers' to
+    /// the node).
     ToDcsLost,
-    /// Only the DCS's answers are lost (one-way).
+    /// Only the answers are lost (one-way).
     FromDcsLost,
     /// Every chunk is delayed by 400 ms each way.
     Slow,
@@ -76,6 +78,9 @@ impl LinkMode {
 /// One relay: a loopback listener forwarding to one DCS member.
 pub struct Relay {
     pub port: u16,
+    /// `host:port` the relay forwards to; set when the relay starts or later
+    /// ([`Relay::point_to`]), before the first connection.
+    upstream: Arc<Mutex<String>>,
     mode: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
@@ -87,11 +92,13 @@ impl Relay {
         let port = listener.local_addr().expect("relay port").port();
         let relay = Relay {
             port,
+            upstream: Arc::new(Mutex::new(upstream)),
             mode: Arc::new(AtomicU8::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
         };
         let (mode, stop, conns) = (relay.mode.clone(), relay.stop.clone(), relay.conns.clone());
+        let upstream = relay.upstream.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
@@ -101,12 +108,17 @@ impl Relay {
                 if LinkMode::from_code(mode.load(Ordering::Relaxed)) == LinkMode::Reset {
                     continue;
                 }
-                let (mode, stop, conns, upstream) =
-                    (mode.clone(), stop.clone(), conns.clone(), upstream.clone());
+                let (mode, stop, conns) = (mode.clone(), stop.clone(), conns.clone());
+                let upstream = upstream.lock().expect("relay upstream").clone();
                 std::thread::spawn(move || serve(client, &upstream, mode, stop, conns));
             }
         });
         relay
+    }
+
+    /// Forwards new connections to `upstream` from now on.
+    pub fn point_to(&self, upstream: String) {
+        *self.upstream.lock().expect("relay upstream") = upstream;
     }
 
     pub fn set(&self, mode: LinkMode) {
@@ -239,6 +251,55 @@ impl Links {
             for r in node {
                 r.set(LinkMode::Open);
             }
+        }
+    }
+}
+
+/// The relays in front of every node's Postgres and REST API, through which its peers
+/// reach it (the node publishes their addresses); the checker and the nemesis reach
+/// the nodes directly.
+pub struct Peers {
+    /// `(postgres, rest api)` relays of each node.
+    relays: Vec<(Relay, Relay)>,
+}
+
+impl Peers {
+    /// Relays for `nodes` nodes, pointed at their servers by [`Peers::point_to`] once
+    /// the ports are known.
+    pub fn start(nodes: usize) -> Peers {
+        Peers {
+            relays: (0..nodes)
+                .map(|_| (Relay::start(String::new()), Relay::start(String::new())))
+                .collect(),
+        }
+    }
+
+    /// The addresses node `i` publishes: `(postgresql, restapi)` connect addresses.
+    pub fn addresses(&self, i: usize) -> (String, String) {
+        let (pg, api) = &self.relays[i];
+        (
+            format!("127.0.0.1:{}", pg.port),
+            format!("127.0.0.1:{}", api.port),
+        )
+    }
+
+    pub fn point_to(&self, i: usize, pg_port: u16, api_port: u16) {
+        let (pg, api) = &self.relays[i];
+        pg.point_to(format!("127.0.0.1:{pg_port}"));
+        api.point_to(format!("127.0.0.1:{api_port}"));
+    }
+
+    /// What node `i`'s peers' connections to its Postgres and REST API go through.
+    pub fn set(&self, i: usize, mode: LinkMode) {
+        let (pg, api) = &self.relays[i];
+        pg.set(mode);
+        api.set(mode);
+    }
+
+    /// Every node reachable again.
+    pub fn heal(&self) {
+        for i in 0..self.relays.len() {
+            self.set(i, LinkMode::Open);
         }
     }
 }

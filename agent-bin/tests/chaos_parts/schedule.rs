@@ -78,6 +78,11 @@ pub enum Fault {
         members: Vec<usize>,
         mode: LinkMode,
     },
+    /// The node's peers cut from its Postgres and REST API (replication from it, the
+    /// leader race's questions to it); the node still reaches the DCS and its peers.
+    Isolate { target: Target, mode: LinkMode },
+    /// The disk of a replica's data directory filled; freed when the fault ends.
+    DiskFull(Target),
     /// POST /switchover to the primary, to a given candidate or any.
     Switchover { candidate: Option<usize> },
     /// POST /restart to a node.
@@ -107,6 +112,13 @@ impl fmt::Display for Fault {
                 "partition {t} from DCS members {members:?} ({mode})",
                 t = target
             ),
+            Fault::Isolate { target, mode } => {
+                write!(
+                    f,
+                    "cut {target}'s Postgres and REST API off from its peers ({mode})"
+                )
+            }
+            Fault::DiskFull(t) => write!(f, "fill the disk of {t}"),
             Fault::Switchover { candidate: Some(c) } => write!(f, "switchover to pg{c}"),
             Fault::Switchover { candidate: None } => write!(f, "switchover to any replica"),
             Fault::Restart(t) => write!(f, "restart {t} through the API"),
@@ -139,7 +151,7 @@ pub fn schedule(seed: u64, total: Duration, nodes: usize, members: usize) -> Vec
     // Writes and replication settle first.
     let mut at = rng.secs(3, 8);
     while at < total {
-        let fault = match rng.below(20) {
+        let fault = match rng.below(22) {
             0 | 1 => Fault::KillAgent(target(&mut rng, nodes)),
             2 | 3 => Fault::KillPostmaster(target(&mut rng, nodes)),
             4 | 5 => Fault::KillBoth(target(&mut rng, nodes)),
@@ -177,6 +189,15 @@ pub fn schedule(seed: u64, total: Duration, nodes: usize, members: usize) -> Vec
             16 => Fault::Restart(target(&mut rng, nodes)),
             17 => Fault::Reinit,
             18 => Fault::Pause,
+            19 => Fault::Isolate {
+                target: target(&mut rng, nodes),
+                mode: match rng.below(3) {
+                    0 => LinkMode::Reset,
+                    1 => LinkMode::Slow,
+                    _ => LinkMode::Blackhole,
+                },
+            },
+            20 => Fault::DiskFull(Target::Replica),
             _ => Fault::KillAgent(target(&mut rng, nodes)),
         };
         let hold = rng.secs(2, 30).min(total.saturating_sub(at));

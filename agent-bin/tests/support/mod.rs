@@ -66,6 +66,14 @@ pub struct Extra {
     /// Replaces the DCS section (top level, e.g. from [`TestDcs::config_section_for`])
     /// when not empty.
     pub dcs: String,
+    /// `host:port` the node publishes for its Postgres (`postgresql.connect_address`)
+    /// when not empty, e.g. a relay in front of it.
+    pub pg_connect_address: String,
+    /// `host:port` the node publishes for its REST API (`restapi.connect_address`) when
+    /// not empty.
+    pub api_connect_address: String,
+    /// The node's data directory instead of `data-<name>` in the cluster's directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 pub struct Cluster {
@@ -111,7 +119,7 @@ pub fn chown_postgres(path: &Path) {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
 }
 
-fn postgres_ids() -> (u32, u32) {
+pub fn postgres_ids() -> (u32, u32) {
     let out = Command::new("id")
         .args(["-u", "postgres"])
         .output()
@@ -213,7 +221,10 @@ impl Cluster {
             api_port: free_port(),
             pg_port: free_port(),
             config: base.join(format!("{name}.yml")),
-            data_dir: base.join(format!("data-{name}")),
+            data_dir: extra
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| base.join(format!("data-{name}"))),
             log: base.join(format!("pg{i}.log")),
             child: None,
             tags: tags.to_string(),
@@ -245,7 +256,11 @@ impl Cluster {
             format!("name: {}", n.name),
             "restapi:".into(),
             format!("  listen: 127.0.0.1:{api_port}"),
-            format!("  connect_address: 127.0.0.1:{api_port}"),
+            if extra.api_connect_address.is_empty() {
+                format!("  connect_address: 127.0.0.1:{api_port}")
+            } else {
+                format!("  connect_address: {}", extra.api_connect_address)
+            },
             extra.restapi.trim_end().to_string(),
             if extra.dcs.is_empty() {
                 self.dcs.config_section()
@@ -272,7 +287,11 @@ impl Cluster {
             extra.bootstrap.trim_end().to_string(),
             "postgresql:".into(),
             format!("  listen: 127.0.0.1:{pg_port}"),
-            format!("  connect_address: 127.0.0.1:{pg_port}"),
+            if extra.pg_connect_address.is_empty() {
+                format!("  connect_address: 127.0.0.1:{pg_port}")
+            } else {
+                format!("  connect_address: {}", extra.pg_connect_address)
+            },
             format!("  data_dir: {}", n.data_dir.display()),
             "  pg_ctl_timeout: 30".into(),
             "  parameters:".into(),

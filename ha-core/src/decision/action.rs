@@ -538,3 +538,32 @@ fn status(s: &Status) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Patroni's demote modes: how each stops Postgres and whether the key goes.
+    #[test]
+    fn each_demote_mode_stops_and_releases_as_patroni_does() {
+        let modes = [
+            DemoteMode::Immediate,
+            DemoteMode::ImmediateNoLock,
+            DemoteMode::Offline,
+            DemoteMode::DemoteCluster,
+        ];
+        let got: Vec<(DemoteMode, StopMode, bool)> = modes
+            .iter()
+            .map(|m| (*m, m.stop_mode(), m.releases_lease()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (DemoteMode::Immediate, StopMode::Immediate, true),
+                (DemoteMode::ImmediateNoLock, StopMode::Immediate, false),
+                (DemoteMode::Offline, StopMode::Fast, false),
+                (DemoteMode::DemoteCluster, StopMode::Fast, false),
+            ]
+        );
+    }
+}

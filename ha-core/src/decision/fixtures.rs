@@ -28,8 +28,13 @@
 //!   without spaces) to its record; `dcs unreachable TEXT`: the read failed;
 //! - `pg primary WAL`, `pg replica WAL`: the local Postgres, running on timeline 1,
 //!   then any of `process=running|starting|stopped|crashed|hung`,
-//!   `in_recovery=true|false|-`, `sysid=ID`, `timeline=N`, `wal=LSN`; `pg empty`: no
-//!   data directory; `synchronous_commit=VALUE`; `repl NAME SYNC_STATE FLUSH
+//!   `in_recovery=true|false|-`, `sysid=ID`, `timeline=N`, `wal=LSN`,
+//!   `following=NAME|-`, `version=N` (`server_version_num`), `synchronous_commit=VALUE`;
+//!   `pg empty`: no data directory; `slot NAME physical LSN` or `slot NAME logical
+//!   DATABASE PLUGIN LSN`, then `active` and `xmin=N` as needed: a replication slot
+//!   it has; `remote JSON` (the rest of the line): it streams from a standby
+//!   cluster's remote as that `standby_cluster` section describes; `cluster_state
+//!   VALUE` (the rest of the line): what pg_control says; `repl NAME SYNC_STATE FLUSH
 //!   [replay=LSN]`: a replication connection (streaming) the primary reports; `ssn
 //!   VALUE` (the rest of the line): its `synchronous_standby_names`;
 //!   `replication_state VALUE|-` (the rest of the line): its walreceiver's state
@@ -41,22 +46,27 @@
 //!   `outcome probed PEER…` with
 //!   each peer `NAME:WAL` followed by `,primary` or `,priority=N` as needed, or `NAME:-`
 //!   for no answer; `outcome failsafe-checked SENT_MS NAME,…|-` (the members that
-//!   accepted a failsafe call sent at `SENT_MS`): the query outcomes of this cycle;
+//!   accepted a failsafe call sent at `SENT_MS`, then `NAME:LSN,…` if they reported
+//!   the positions of their slots): the query outcomes of this cycle;
 //! - `executed ACTION` (an action line the previous block emitted): the runner ran it
 //!   in an earlier step of this cycle;
 //! - `tag nofailover`, `tag nostream`: the node's tags (set); `tag KEY=VALUE`: a tag
 //!   with a JSON value (or a string), as the config file would give it;
 //! - `state lease_until=MS`, `state started_at=MS`, `state switchover_waiting_since=MS`,
 //!   `state sync_confirm_from=LSN`, `state sync_confirm_names VALUE` (the rest of the
-//!   line), `state failsafe_written NAME,…` (a topology this node wrote, each member
+//!   line), `state members_seen MS NAME,…` (each member last seen at MS), `state
+//!   failsafe_written NAME,…` (a topology this node wrote, each member
 //!   at `http://127.0.0.1:8008/NAME`), `state fence_armed`, `state last_leader_view`
 //!   (this block's view, and its `config`, are what the last successful read as
 //!   leader showed): the local state to start from;
 //! - `request restart`, `request reinitialize [from-leader] [force]`: an operator
 //!   request waits for the decision; `watchdog failed`: a required watchdog does not
 //!   work; `failsafe_leader NAME`: a failsafe leader called this node within ttl;
+//!   `failsafe_slots NAME:LSN,…`: the slot positions that call handed over;
 //!   `node api_url=URL`, `node failsafe_record_durable`, `node
-//!   can_restore_without_leader`: the node's settings;
+//!   can_restore_without_leader`, `node bootstrap_config JSON` (the rest of the line:
+//!   the node's `bootstrap.dcs`, e.g. a `standby_cluster` section): the node's
+//!   settings;
 //! - `assert message ~ TEXT` (the message contains TEXT), `assert message = TEXT`,
 //!   `assert lease_until MS|-`, `assert rerun true|false`, `assert wake_at MS|-`,
 //!   `assert started_at MS|-`, `assert failsafe_active true|false`,
@@ -64,19 +74,24 @@
 //!   `assert history TIMELINE,…` (the timelines of the history written),
 //!   `assert failsafe_written NAME,…|-`, `assert sync_confirm_from LSN|-`,
 //!   `assert failsafe_call_slots NAME:LSN,…` (the slot positions a `CheckFailsafe`
-//!   hands the members): checks beyond the actions.
+//!   hands the members), `assert upstream NAME host=HOST|- port=PORT [remote=JSON]`
+//!   (where the first action naming an upstream streams or copies from, `-` for none;
+//!   `remote` the standby cluster settings it carries, as JSON), `assert
+//!   rewind_pending true|false`: checks beyond the actions.
 
-use super::tests::{cfg, member, obs, pg_primary, pg_replica, t, View};
-use super::{
-    decide, Action, Busy, LocalState, OperatorRequest, Outcome, PeerReply, PeerStatus,
-    RequestVerdict,
-};
+mod checks;
+mod words;
+
+use super::standby;
+use super::tests::{cfg, obs, t, View};
+use super::{decide, Action, LocalState, OperatorRequest, Outcome};
 use crate::dcs::DcsError;
-use crate::model::{Cluster, Failsafe, MemberData, Tags};
-use crate::postgres::{DataDirState, PgObservation, PgProcess, ReplicationConnection};
+use crate::model::{Cluster, DynamicConfig};
+use crate::postgres::{PgObservation, ReplicationConnection};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use words::{member_line, ms, peer, positions, postgres, slot, topology};
 
 /// One block of a fixture file.
 struct Block {
@@ -134,139 +149,6 @@ fn parse(text: &str) -> Result<Vec<Block>, String> {
     Ok(blocks)
 }
 
-fn ms(s: &str) -> Result<u64, String> {
-    s.parse().map_err(|_| format!("not a time in ms: {s:?}"))
-}
-
-fn peer(spec: &str) -> Result<PeerStatus, String> {
-    let mut parts = spec.split(',');
-    let head = parts.next().unwrap_or_default();
-    let (name, wal) = head
-        .split_once(':')
-        .ok_or_else(|| format!("peer {spec:?}: expected NAME:WAL"))?;
-    if wal == "-" {
-        return Ok(PeerStatus {
-            name: name.into(),
-            reply: None,
-        });
-    }
-    let mut reply = PeerReply {
-        is_primary: false,
-        wal_position: wal.parse().map_err(|_| format!("peer {spec:?}: bad WAL"))?,
-        timeline: Some(1),
-        tags: Tags::default(),
-        watchdog_failed: false,
-    };
-    for flag in parts {
-        match flag.split_once('=') {
-            None if flag == "primary" => reply.is_primary = true,
-            Some(("priority", n)) => {
-                reply.tags.failover_priority = Some(
-                    n.parse::<i64>()
-                        .map_err(|_| format!("peer {spec:?}: bad priority"))?
-                        .into(),
-                )
-            }
-            _ => return Err(format!("peer {spec:?}: unknown flag {flag:?}")),
-        }
-    }
-    Ok(PeerStatus {
-        name: name.into(),
-        reply: Some(reply),
-    })
-}
-
-/// A local Postgres: `primary|replica WAL [process=…] [in_recovery=…] [following=…]
-/// [sysid=…]` or
-/// `empty`.
-fn postgres(words: &[&str]) -> Result<PgObservation, String> {
-    let mut pg = match words {
-        ["empty"] => return Ok(PgObservation::stopped(DataDirState::Empty)),
-        ["primary", wal, ..] => pg_primary(ms(wal)?),
-        ["replica", wal, ..] => pg_replica(ms(wal)?),
-        _ => return Err(format!("unknown pg {words:?}")),
-    };
-    for kv in &words[2..] {
-        match kv.split_once('=') {
-            Some(("process", p)) => {
-                pg.process = match p {
-                    "running" => PgProcess::Running,
-                    "starting" => PgProcess::Starting,
-                    "stopped" => PgProcess::Stopped,
-                    "crashed" => PgProcess::Crashed,
-                    "hung" => PgProcess::Hung,
-                    _ => return Err(format!("unknown process {p:?}")),
-                }
-            }
-            Some(("in_recovery", r)) => {
-                pg.in_recovery = match r {
-                    "true" => Some(true),
-                    "false" => Some(false),
-                    "-" => None,
-                    _ => return Err(format!("unknown in_recovery {r:?}")),
-                }
-            }
-            Some(("timeline", n)) => pg.timeline = Some(ms(n)?),
-            Some(("following", "-")) => pg.following = None,
-            Some(("following", name)) => pg.following = Some(name.to_string()),
-            Some(("wal", n)) => pg.wal_lsn = Some(ms(n)?),
-            Some(("synchronous_commit", v)) => pg.synchronous_commit = Some(v.to_string()),
-            Some(("sysid", id)) => {
-                pg.data_dir = DataDirState::Initialized {
-                    system_identifier: id.to_string(),
-                }
-            }
-            _ => return Err(format!("unknown pg field {kv:?}")),
-        }
-    }
-    Ok(pg)
-}
-
-fn busy(what: &str) -> Result<Busy, String> {
-    Ok(match what {
-        "bootstrap" => Busy::Bootstrap,
-        "clone" => Busy::Clone,
-        "start" => Busy::Start,
-        "promote" => Busy::Promote,
-        "demote" => Busy::Demote,
-        "restart" => Busy::Restart,
-        "reinitialize" => Busy::Reinitialize,
-        "copy-slots" => Busy::CopySlots,
-        _ => return Err(format!("unknown busy {what:?}")),
-    })
-}
-
-/// A member record for `member NAME ROLE WAL [timeline=N] [tags=JSON]`.
-fn member_line(
-    view: View,
-    name: &str,
-    role: &str,
-    wal: &str,
-    extra: &[&str],
-) -> Result<View, String> {
-    let (k, v) = member(name, role, ms(wal)?);
-    let mut data = MemberData::parse(&v).map_err(|e| e.to_string())?;
-    for kv in extra {
-        match kv.split_once('=') {
-            Some(("timeline", n)) => data.timeline = Some(ms(n)?),
-            Some(("tags", json)) => {
-                data.tags = serde_json::from_str(json).map_err(|e| format!("tags {json}: {e}"))?
-            }
-            _ => return Err(format!("unknown member field {kv:?}")),
-        }
-    }
-    Ok(view.key(&k, &data.to_json()))
-}
-
-/// A failsafe topology of `names` (comma separated), as the tests' members publish it.
-fn topology(names: &str) -> Failsafe {
-    names
-        .split(',')
-        .filter(|n| !n.is_empty())
-        .map(|n| (n.to_string(), format!("http://127.0.0.1:8008/{n}")))
-        .collect()
-}
-
 /// What the previous block of the same file left: its state and its actions.
 #[derive(Default)]
 struct Prev {
@@ -314,6 +196,7 @@ fn run(
     let mut request = None;
     let mut watchdog_failed = false;
     let mut failsafe_leader = None;
+    let mut failsafe_slots = BTreeMap::new();
     let mut executed = Vec::new();
     let mut remember_view = false;
     for l in &block.input {
@@ -364,7 +247,27 @@ fn run(
                 pg.synchronous_standby_names =
                     Some(l.trim_start()["ssn".len()..].trim().to_string())
             }
-            ["busy", what] => busy = Some(self::busy(what)?),
+            ["slot", rest @ ..] => {
+                let pg = pg.as_mut().ok_or("`slot` before `pg`")?;
+                pg.slots.push(slot(rest)?)
+            }
+            ["remote", ..] => {
+                let pg = pg.as_mut().ok_or("`remote` before `pg`")?;
+                let section = l.trim_start()["remote".len()..].trim();
+                let mut dc = DynamicConfig::default();
+                dc.extra.insert(
+                    "standby_cluster".into(),
+                    serde_json::from_str(section).map_err(|e| format!("remote {section}: {e}"))?,
+                );
+                pg.following = Some(standby::REMOTE_NAME.into());
+                pg.upstream = standby::remote_upstream(&dc);
+            }
+            ["cluster_state", ..] => {
+                let pg = pg.as_mut().ok_or("`cluster_state` before `pg`")?;
+                pg.cluster_state = Some(l.trim_start()["cluster_state".len()..].trim().to_string())
+            }
+            ["failsafe_slots", slots] => failsafe_slots = positions(slots)?,
+            ["busy", what] => busy = Some(words::busy(what)?),
             ["outcome", "renewed", sent] => outcomes.push(Outcome::LeaseRenewed {
                 sent_at: t(ms(sent)?),
             }),
@@ -380,7 +283,7 @@ fn run(
                     ok: *result == "ok",
                 })
             }
-            ["outcome", "failsafe-checked", sent, accepted] => {
+            ["outcome", "failsafe-checked", sent, accepted, reported @ ..] => {
                 outcomes.push(Outcome::FailsafeChecked {
                     sent_at: t(ms(sent)?),
                     accepted: accepted
@@ -388,7 +291,11 @@ fn run(
                         .filter(|n| !n.is_empty() && *n != "-")
                         .map(str::to_string)
                         .collect(),
-                    positions: BTreeMap::new(),
+                    positions: match reported {
+                        [] => BTreeMap::new(),
+                        [p] => positions(p)?,
+                        _ => return Err(format!("unknown failsafe-checked fields {reported:?}")),
+                    },
                 })
             }
             ["executed", ..] => {
@@ -429,6 +336,10 @@ fn run(
             ["state", "fence_armed"] => state.fence_armed = true,
             ["state", "last_leader_view"] => remember_view = true,
             ["state", "failsafe_written", names] => state.failsafe_written = Some(topology(names)),
+            ["state", "members_seen", at, names] => {
+                let seen = t(ms(at)?);
+                state.members_seen = names.split(',').map(|n| (n.to_string(), seen)).collect();
+            }
             ["state", "sync_confirm_names", ..] => {
                 let v = l.trim_start()["state".len()..].trim_start()["sync_confirm_names".len()..]
                     .trim();
@@ -454,6 +365,12 @@ fn run(
             ["failsafe_leader", name] => failsafe_leader = Some(name.to_string()),
             ["node", "failsafe_record_durable"] => node.failsafe_record_durable = true,
             ["node", "can_restore_without_leader"] => node.can_restore_without_leader = true,
+            ["node", "bootstrap_config", ..] => {
+                let json =
+                    l.trim_start()["node".len()..].trim_start()["bootstrap_config".len()..].trim();
+                node.bootstrap_config =
+                    DynamicConfig::parse(json).map_err(|e| format!("bootstrap_config: {e}"))?;
+            }
             ["node", kv] => match kv.split_once('=') {
                 Some(("api_url", v)) => node.api_url = Some(v.to_string()),
                 _ => return Err(format!("unknown node setting {kv:?}")),
@@ -479,95 +396,13 @@ fn run(
     o.request = request;
     o.watchdog_failed = watchdog_failed;
     o.failsafe_leader = failsafe_leader;
+    o.failsafe_slots = failsafe_slots;
     if let Some(why) = unreachable {
         o.cluster = Err(DcsError::Unreachable(why));
     }
     let d = decide(&node, &state, &o, t(at));
     for a in &asserts {
-        let fail = |what: String| Err(format!("assert {a}: {what}"));
-        let msg = &d.state.message;
-        if let Some(text) = a.strip_prefix("message ~ ") {
-            if !msg.contains(text) {
-                return fail(format!("message is {msg:?}"));
-            }
-        } else if let Some(text) = a.strip_prefix("message = ") {
-            if msg != text {
-                return fail(format!("message is {msg:?}"));
-            }
-        } else if let Some(v) = a.strip_prefix("lease_until ") {
-            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
-            if d.state.lease_until != want {
-                return fail(format!("lease_until is {:?}", d.state.lease_until));
-            }
-        } else if let Some(v) = a.strip_prefix("wake_at ") {
-            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
-            if d.wake_at != want {
-                return fail(format!("wake_at is {:?}", d.wake_at));
-            }
-        } else if let Some(v) = a.strip_prefix("started_at ") {
-            let want = if v == "-" { None } else { Some(t(ms(v)?)) };
-            if d.state.started_at != want {
-                return fail(format!("started_at is {:?}", d.state.started_at));
-            }
-        } else if let Some(v) = a.strip_prefix("failsafe_active ") {
-            if d.state.failsafe_active.to_string() != v {
-                return fail(format!("failsafe_active is {}", d.state.failsafe_active));
-            }
-        } else if let Some(v) = a.strip_prefix("verdict ") {
-            let got = match &d.verdict {
-                None => "-".to_string(),
-                Some(RequestVerdict::Started) => "started".to_string(),
-                Some(RequestVerdict::Refused(why)) => format!("refused {why}"),
-            };
-            if got != v {
-                return fail(format!("verdict is {got}"));
-            }
-        } else if let Some(v) = a.strip_prefix("history ") {
-            let written = d.actions.iter().find_map(|a| match a {
-                Action::WriteHistory(h) => Some(h.0.iter().map(|e| e.timeline.to_string())),
-                _ => None,
-            });
-            let got = written.map(|t| t.collect::<Vec<_>>().join(","));
-            if got.as_deref() != Some(v) {
-                return fail(format!("history written is {got:?}"));
-            }
-        } else if let Some(v) = a.strip_prefix("failsafe_written ") {
-            let want = (v != "-").then(|| topology(v));
-            if d.state.failsafe_written != want {
-                return fail(format!(
-                    "failsafe_written is {:?}",
-                    d.state.failsafe_written
-                ));
-            }
-        } else if let Some(v) = a.strip_prefix("sync_confirm_from ") {
-            let want = if v == "-" { None } else { Some(ms(v)?) };
-            if d.state.sync_confirm_from != want {
-                return fail(format!(
-                    "sync_confirm_from is {:?}",
-                    d.state.sync_confirm_from
-                ));
-            }
-        } else if let Some(v) = a.strip_prefix("failsafe_call_slots ") {
-            let got = d.actions.iter().find_map(|a| match a {
-                Action::CheckFailsafe { slots, .. } => Some(
-                    slots
-                        .iter()
-                        .map(|(n, p)| format!("{n}:{p}"))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                ),
-                _ => None,
-            });
-            if got.as_deref() != Some(v) {
-                return fail(format!("failsafe call slots are {got:?}"));
-            }
-        } else if let Some(v) = a.strip_prefix("rerun ") {
-            if d.rerun.to_string() != v {
-                return fail(format!("rerun is {}", d.rerun));
-            }
-        } else {
-            return Err(format!("unknown assert {a:?}"));
-        }
+        checks::check(a, &d)?;
     }
     prev.state = d.state.clone();
     prev.actions = d.actions.clone();

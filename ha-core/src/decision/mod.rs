@@ -35,11 +35,7 @@ pub use crate::model::permanent_slots;
 pub mod quorum;
 mod recovery;
 mod slot_plan;
-#[cfg(test)]
-mod slot_tests;
 pub mod standby;
-#[cfg(test)]
-mod standby_tests;
 mod switchover;
 pub mod sync;
 #[cfg(test)]

@@ -380,18 +380,7 @@ impl Step<'_> {
         };
         view.status.slots = self.obs.failsafe_slots.clone();
         let wanted = self.replica_slots(&view);
-        let rules = SlotRules {
-            may_create_logical: false,
-            drop_unknown: false,
-            drop_stale_xmin: false,
-        };
-        let work = slot_work(&wanted, &self.obs.pg.slots, &[], rules);
-        if !work.changes.advance.is_empty() {
-            self.act(Action::ManageSlots(SlotChanges {
-                advance: work.changes.advance,
-                ..SlotChanges::default()
-            }));
-        }
+        self.advance_only(&wanted);
     }
 
     /// Failsafe mode, as the leader: a member cascading from a replica reports its
@@ -414,12 +403,19 @@ impl Step<'_> {
             }
         }
         let wanted = self.leader_slots(&view);
+        self.advance_only(&wanted);
+    }
+
+    /// Moves the slots of `wanted` forward where they lag, creating and dropping
+    /// nothing: during a DCS outage the view is from before it, good enough to
+    /// advance by but not to decide which slots exist.
+    fn advance_only(&mut self, wanted: &[WantedSlot]) {
         let rules = SlotRules {
             may_create_logical: false,
             drop_unknown: false,
             drop_stale_xmin: false,
         };
-        let work = slot_work(&wanted, &self.obs.pg.slots, &[], rules);
+        let work = slot_work(wanted, &self.obs.pg.slots, &[], rules);
         if !work.changes.advance.is_empty() {
             self.act(Action::ManageSlots(SlotChanges {
                 advance: work.changes.advance,

@@ -107,28 +107,6 @@ pub(super) fn cfg(name: &str) -> NodeConfig {
     NodeConfig::named(name)
 }
 
-/// Asserts that `actions` are exactly `expected`, one [`Action`] line each (its
-/// `Display`); on a mismatch it prints what was emitted, ready to paste.
-#[track_caller]
-pub(super) fn assert_actions(actions: &[Action], expected: &[&str]) {
-    let got: Vec<String> = actions.iter().map(Action::to_string).collect();
-    if got != expected {
-        let pasted: Vec<String> = got.iter().map(|l| format!("        {l:?},")).collect();
-        panic!(
-            "emitted actions differ\n  expected: {expected:#?}\n  emitted:\n{}",
-            pasted.join("\n")
-        );
-    }
-}
-
-pub(super) fn without_publish(actions: &[Action]) -> Vec<Action> {
-    actions
-        .iter()
-        .filter(|a| !matches!(a, Action::PublishMember(_)))
-        .cloned()
-        .collect()
-}
-
 pub(super) fn member_with_tags(name: &str, role: &str, tags: Tags) -> (String, String) {
     let (k, v) = member(name, role, 1);
     let mut d: MemberData = serde_json::from_str(&v).expect("member json");

@@ -496,121 +496,11 @@ mod tests {
     use crate::decision::LeaseToken;
     use crate::memory_dcs::{MemoryDcs, SharedMemoryStore};
     use crate::model::ClusterKeys;
-    use crate::postgres::{PgObservation, SlotChanges};
+    use crate::runner::test_pg::TestPg;
     use crate::runner::NoPeers;
     use crate::watchdog::NoWatchdog;
-    use async_trait::async_trait;
-    use std::sync::Mutex;
 
-    /// A server that records what was asked of it.
-    #[derive(Default)]
-    struct FakePg {
-        calls: Mutex<Vec<String>>,
-        /// Non-immediate stops fail with this timeout or less.
-        slow_stop_below: Option<Duration>,
-        pre_promote_fails: bool,
-        rewindable: bool,
-        rewind_fails: bool,
-        /// The divergence check finds none, and the WAL the member needs is gone.
-        wal_gone: bool,
-    }
-
-    impl FakePg {
-        fn log(&self, s: String) {
-            self.calls.lock().unwrap().push(s);
-        }
-        fn calls(&self) -> Vec<String> {
-            self.calls.lock().unwrap().clone()
-        }
-    }
-
-    #[async_trait]
-    impl Postgres for FakePg {
-        async fn observe(&self) -> PgObservation {
-            PgObservation::stopped(crate::postgres::DataDirState::Empty)
-        }
-        async fn bootstrap(&self) -> Result<(), PgError> {
-            Ok(())
-        }
-        async fn clone_from(&self, _: &Upstream) -> Result<(), PgError> {
-            Ok(())
-        }
-        async fn start(&self, _: &StartRole, _: Duration) -> Result<(), PgError> {
-            self.log("start".into());
-            Ok(())
-        }
-        async fn stop(&self, mode: StopMode, t: Duration) -> Result<StopOutcome, PgError> {
-            self.log(format!("stop {mode:?} {}s", t.as_secs_f64()));
-            match self.slow_stop_below {
-                Some(limit) if mode != StopMode::Immediate && t <= limit => {
-                    Err(PgError::StopFailed("still running".into()))
-                }
-                _ => Ok(StopOutcome::default()),
-            }
-        }
-        async fn restart(&self, _: Duration) -> Result<(), PgError> {
-            Ok(())
-        }
-        async fn promote(&self, _: Duration) -> Result<(), PgError> {
-            self.log("promote".into());
-            Ok(())
-        }
-        async fn finish_promotion(&self) -> Result<(), PgError> {
-            self.log("finish promotion".into());
-            Ok(())
-        }
-        async fn follow(&self, _: Option<&Upstream>) -> Result<(), PgError> {
-            Ok(())
-        }
-        async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
-            self.log("divergence check".into());
-            Ok(!self.wal_gone)
-        }
-        async fn wal_gone_on(&self, _: &Upstream) -> Result<Option<String>, PgError> {
-            self.log("wal check".into());
-            Ok(self
-                .wal_gone
-                .then(|| "WAL from 0/4000000 removed on pg0".into()))
-        }
-        async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
-            self.log("rewind".into());
-            if self.rewind_fails {
-                return Err(PgError::DataDir("half-rewound".into()));
-            }
-            Ok(())
-        }
-        async fn remove_data_directory(&self) -> Result<(), PgError> {
-            self.log("remove data directory".into());
-            Ok(())
-        }
-        async fn apply_slot_changes(&self, _: &SlotChanges) -> Result<(), PgError> {
-            Ok(())
-        }
-        async fn set_synchronous_standby_names(&self, _: Option<&str>) -> Result<(), PgError> {
-            Ok(())
-        }
-        async fn reload(&self) -> Result<(), PgError> {
-            Ok(())
-        }
-        async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
-            Ok(None)
-        }
-        async fn pre_promote(&self) -> Result<(), PgError> {
-            self.log("pre_promote".into());
-            if self.pre_promote_fails {
-                return Err(PgError::Tool {
-                    tool: "pre_promote".into(),
-                    message: "exited with 1".into(),
-                });
-            }
-            Ok(())
-        }
-        async fn can_rewind(&self) -> bool {
-            self.rewindable
-        }
-    }
-
-    fn parts(pg: Arc<FakePg>) -> (Components, Arc<dyn Dcs>) {
+    fn parts(pg: Arc<TestPg>) -> (Components, Arc<dyn Dcs>) {
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(MonoTime::from_millis(1000), 0));
         let timing = DcsTiming {
             ttl: Duration::from_secs(30),
@@ -634,7 +524,7 @@ mod tests {
         (parts, dcs)
     }
 
-    async fn execute(action: Action, pg: Arc<FakePg>, settings: RunnerSettings) -> (bool, bool) {
+    async fn execute(action: Action, pg: Arc<TestPg>, settings: RunnerSettings) -> (bool, bool) {
         let (parts, _) = parts(pg.clone());
         let hooks = hooks(&pg);
         let ok = run(action, &parts, settings, &no_news(), &|_| {}, &hooks)
@@ -644,7 +534,7 @@ mod tests {
     }
 
     /// Promotion hooks whose writable signal shows in the server's call log.
-    fn hooks(pg: &Arc<FakePg>) -> JobHooks {
+    fn hooks(pg: &Arc<TestPg>) -> JobHooks {
         let pg = pg.clone();
         JobHooks {
             refused: Arc::new(AtomicBool::new(false)),
@@ -670,9 +560,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_pre_promote_cancels_the_promotion_and_gives_the_key_back() {
-        let pg = Arc::new(FakePg {
+        let pg = Arc::new(TestPg {
             pre_promote_fails: true,
-            ..FakePg::default()
+            ..TestPg::default()
         });
         let (parts, dcs) = parts(pg.clone());
         assert!(dcs.acquire_leader().await.unwrap());
@@ -693,7 +583,7 @@ mod tests {
         let cluster = dcs.get_cluster().await.unwrap();
         assert!(cluster.leader.is_none(), "the leader key was released");
 
-        let pg = Arc::new(FakePg::default());
+        let pg = Arc::new(TestPg::default());
         let action = Action::Promote { token: token() };
         let (ok, refused) = execute(action, pg.clone(), RunnerSettings::default()).await;
         assert!(ok && !refused);
@@ -715,7 +605,7 @@ mod tests {
         // While the job waited, the runner's next read showed the key created again
         // (version 9): the leadership behind the token is gone, though its time is not.
         let promote_with = |mine_at| async move {
-            let pg = Arc::new(FakePg::default());
+            let pg = Arc::new(TestPg::default());
             let (parts, _) = parts(pg.clone());
             let (tx, rx) = tokio::sync::watch::channel(None);
             tx.send_replace(Some(LeaderKeySeen {
@@ -764,9 +654,9 @@ mod tests {
     #[tokio::test]
     async fn diverged_timelines_rewind_wipe_or_start_as_use_pg_rewind_and_the_flag_say() {
         let start = |rewindable: bool, use_pg_rewind: bool, diverged_flag: bool| async move {
-            let pg = Arc::new(FakePg {
+            let pg = Arc::new(TestPg {
                 rewindable,
-                ..FakePg::default()
+                ..TestPg::default()
             });
             let settings = RunnerSettings {
                 use_pg_rewind,
@@ -784,21 +674,27 @@ mod tests {
         let wipe = "remove data directory";
         // Rewind impossible (no checksums, no wal_log_hints): wipe only with the flag.
         assert_eq!(start(false, true, true).await, [check, wipe]);
-        assert_eq!(start(false, true, false).await, [check, "rewind", "start"]);
+        assert_eq!(
+            start(false, true, false).await,
+            [check, "rewind", "start replica"]
+        );
         // Rewind possible and allowed.
-        assert_eq!(start(true, true, true).await, [check, "rewind", "start"]);
+        assert_eq!(
+            start(true, true, true).await,
+            [check, "rewind", "start replica"]
+        );
         // use_pg_rewind off: wipe with the flag, else start as it is (Patroni).
         assert_eq!(start(true, false, true).await, [check, wipe]);
-        assert_eq!(start(true, false, false).await, ["start"]);
+        assert_eq!(start(true, false, false).await, ["start replica"]);
     }
 
     #[tokio::test]
     async fn a_failed_rewind_re_clones_with_either_removal_setting() {
         let start = |on_failure: bool, on_diverged: bool| async move {
-            let pg = Arc::new(FakePg {
+            let pg = Arc::new(TestPg {
                 rewindable: true,
                 rewind_fails: true,
-                ..FakePg::default()
+                ..TestPg::default()
             });
             let settings = RunnerSettings {
                 use_pg_rewind: true,
@@ -837,10 +733,10 @@ mod tests {
     #[tokio::test]
     async fn wal_gone_upstream_re_clones_with_either_removal_setting_else_starts() {
         let start = |on_failure: bool, on_diverged: bool| async move {
-            let pg = Arc::new(FakePg {
+            let pg = Arc::new(TestPg {
                 rewindable: true,
                 wal_gone: true,
-                ..FakePg::default()
+                ..TestPg::default()
             });
             let settings = RunnerSettings {
                 use_pg_rewind: true,
@@ -861,15 +757,15 @@ mod tests {
         // Neither: it starts (and says how to reinitialize it).
         assert_eq!(
             start(false, false).await,
-            ["divergence check", "wal check", "start"]
+            ["divergence check", "wal check", "start replica"]
         );
     }
 
     #[tokio::test]
     async fn primary_stop_timeout_makes_a_slow_stop_immediate() {
-        let pg = FakePg {
+        let pg = TestPg {
             slow_stop_below: Some(Duration::from_secs(5)),
-            ..FakePg::default()
+            ..TestPg::default()
         };
         let t = Duration::from_secs(60);
         stop_primary(&pg, StopMode::Fast, t, Some(Duration::from_millis(2500)))
@@ -884,7 +780,7 @@ mod tests {
 
     #[test]
     fn dynamic_pg_ctl_timeout_use_pg_rewind_and_primary_stop_timeout_apply_unless_local() {
-        let (parts, _) = parts(Arc::new(FakePg::default()));
+        let (parts, _) = parts(Arc::new(TestPg::default()));
         let settings = RunnerSettings {
             pg_ctl_timeout: Duration::from_secs(30),
             promote_timeout: Duration::from_secs(30),

@@ -13,6 +13,8 @@ mod jobs;
 mod probe;
 mod shutdown;
 #[cfg(test)]
+mod test_pg;
+#[cfg(test)]
 mod tests;
 
 use crate::clock::{Clock, MonoTime};

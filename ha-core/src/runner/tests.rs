@@ -6,147 +6,33 @@
 use super::*;
 use crate::clock::ManualClock;
 use crate::memory_dcs::{MemoryDcs, SharedMemoryStore};
-use crate::model::{ClusterKeys, Lsn};
-use crate::postgres::{SlotChanges, StartRole, StopMode, StopOutcome, Upstream};
+use crate::model::ClusterKeys;
+
 use crate::watchdog::NoWatchdog;
-
-type Hook = Box<dyn FnOnce() + Send>;
-
-/// A Postgres that reports what the test sets, records what it is asked to do, and
-/// can hold its pre-promote step until the test lets it go.
-struct ScriptedPg {
-    obs: Mutex<PgObservation>,
-    calls: Mutex<Vec<String>>,
-    /// Runs once, at the next observation (alongside the runner's cluster read).
-    on_observe: Mutex<Option<Hook>>,
-    /// `pre_promote` waits for this.
-    pre_promote_gate: Notify,
-    /// What a peer reports as received (`received_lsn_of`).
-    peer_received: Mutex<Option<Lsn>>,
-    /// The answers `clients_in_transaction` gives, first to last (then 0).
-    in_transaction: Mutex<Vec<u64>>,
-}
-
-impl ScriptedPg {
-    fn new(obs: PgObservation) -> Arc<ScriptedPg> {
-        Arc::new(ScriptedPg {
-            obs: Mutex::new(obs),
-            calls: Mutex::new(Vec::new()),
-            on_observe: Mutex::new(None),
-            pre_promote_gate: Notify::new(),
-            peer_received: Mutex::new(None),
-            in_transaction: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn log(&self, call: String) {
-        self.calls.lock().unwrap().push(call);
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl Postgres for ScriptedPg {
-    async fn observe(&self) -> PgObservation {
-        let hook = self.on_observe.lock().unwrap().take();
-        if let Some(hook) = hook {
-            hook();
-        }
-        self.obs.lock().unwrap().clone()
-    }
-    async fn bootstrap(&self) -> Result<(), PgError> {
-        self.log("bootstrap".into());
-        Ok(())
-    }
-    async fn clone_from(&self, source: &Upstream) -> Result<(), PgError> {
-        self.log(format!("clone from {}", source.name));
-        Ok(())
-    }
-    async fn start(&self, role: &StartRole, _: Duration) -> Result<(), PgError> {
-        let role = match role {
-            StartRole::Primary => "primary",
-            StartRole::Replica { .. } => "replica",
-        };
-        self.log(format!("start {role}"));
-        Ok(())
-    }
-    async fn stop(&self, mode: StopMode, _: Duration) -> Result<StopOutcome, PgError> {
-        self.log(format!("stop {mode:?}"));
-        let wal = self.obs.lock().unwrap().wal_lsn;
-        Ok(StopOutcome {
-            checkpoint_lsn: wal,
-        })
-    }
-    async fn restart(&self, _: Duration) -> Result<(), PgError> {
-        self.log("restart".into());
-        Ok(())
-    }
-    async fn promote(&self, _: Duration) -> Result<(), PgError> {
-        self.log("promote".into());
-        Ok(())
-    }
-    async fn follow(&self, _: Option<&Upstream>) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn needs_rewind(&self, _: &Upstream) -> Result<bool, PgError> {
-        Ok(false)
-    }
-    async fn rewind(&self, _: &Upstream) -> Result<(), PgError> {
-        self.log("rewind".into());
-        Ok(())
-    }
-    async fn remove_data_directory(&self) -> Result<(), PgError> {
-        self.log("remove data directory".into());
-        Ok(())
-    }
-    async fn apply_slot_changes(&self, _: &SlotChanges) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn set_synchronous_standby_names(&self, _: Option<&str>) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn reload(&self) -> Result<(), PgError> {
-        Ok(())
-    }
-    async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
-        Ok(*self.peer_received.lock().unwrap())
-    }
-    async fn checkpoint(&self) -> Result<(), PgError> {
-        self.log("checkpoint".into());
-        Ok(())
-    }
-    async fn clients_in_transaction(&self) -> Result<u64, PgError> {
-        let mut left = self.in_transaction.lock().unwrap();
-        let n = if left.is_empty() { 0 } else { left.remove(0) };
-        self.log(format!("{n} in transaction"));
-        Ok(n)
-    }
-    async fn pre_promote(&self) -> Result<(), PgError> {
-        self.log("pre_promote".into());
-        self.pre_promote_gate.notified().await;
-        Ok(())
-    }
-}
+use test_pg::TestPg;
 
 /// One member, `pg1`, of a cluster initialized as system 7311, with nobody holding
 /// the leader key: ttl 30 s, loop_wait 10 s, retry_timeout 10 s (the defaults).
 struct Setup {
     runner: Runner,
     handle: RunnerHandle,
-    pg: Arc<ScriptedPg>,
+    pg: Arc<TestPg>,
     dcs: Arc<MemoryDcs>,
     clock: Arc<ManualClock>,
     store: SharedMemoryStore,
 }
 
 async fn setup(pg: PgObservation) -> Setup {
-    setup_with_peers(pg, Arc::new(NoPeers)).await
+    let pg = TestPg {
+        obs: Mutex::new(pg),
+        hold_pre_promote: true,
+        rewindable: true,
+        ..TestPg::default()
+    };
+    setup_with(pg, Arc::new(NoPeers)).await
 }
 
-async fn setup_with_peers(pg: PgObservation, peers: Arc<dyn PeerProbe>) -> Setup {
+async fn setup_with(pg: TestPg, peers: Arc<dyn PeerProbe>) -> Setup {
     let clock = Arc::new(ManualClock::new(MonoTime::from_millis(1_000), 0));
     let cfg = NodeConfig::named("pg1");
     let store = SharedMemoryStore::new();
@@ -158,7 +44,7 @@ async fn setup_with_peers(pg: PgObservation, peers: Arc<dyn PeerProbe>) -> Setup
         cfg.bootstrap_config.timing(),
     ));
     assert!(dcs.initialize("7311").await.unwrap());
-    let pg = ScriptedPg::new(pg);
+    let pg = Arc::new(pg);
     let parts = Components {
         dcs: dcs.clone(),
         pg: pg.clone(),
@@ -222,7 +108,7 @@ async fn a_renewal_that_times_out_near_the_lease_end_demotes_the_primary() {
     let job = s.runner.job.take().expect("a demotion runs");
     assert_eq!(job.kind, Busy::Demote);
     assert_eq!(job.finish().await, Ok(()));
-    assert_eq!(s.pg.calls(), ["stop Fast", "start replica"]);
+    assert_eq!(s.pg.calls(), ["stop Fast 60s", "start replica"]);
     // The key was neither renewed nor released: it runs out on its own.
     assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
     s.clock.set(MonoTime::from_millis(31_000));
@@ -281,9 +167,8 @@ async fn the_promotion_job_publishes_the_end_of_recovery_without_waiting_for_a_c
     while !job.is_finished() {
         tokio::task::yield_now().await;
     }
-    // No cycle ran since the promotion started: the job itself made it known. (The
-    // checkpoint after a promotion runs off its path, at its own pace.)
-    assert_eq!(s.pg.calls()[..2], ["pre_promote", "promote"]);
+    // No cycle ran since the promotion started: the job itself made it known.
+    assert_eq!(s.pg.calls(), ["pre_promote", "promote", "finish promotion"]);
     assert!(primary_with_lease(&s));
 }
 
@@ -316,7 +201,13 @@ async fn switchover_calls(checkpointed: Option<Duration>, in_transaction: &[u64]
             sync_state: "async".into(),
             ..Default::default()
         });
-    let mut s = setup_with_peers(obs, Arc::new(HealthyReplicas)).await;
+    let pg = TestPg {
+        obs: Mutex::new(obs),
+        log_checkpoints: true,
+        stop_checkpoint: Some(0x300_0000),
+        ..TestPg::default()
+    };
+    let mut s = setup_with(pg, Arc::new(HealthyReplicas)).await;
     s.runner.cycle().await;
     assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
     let pg2 = MemoryDcs::new(
@@ -367,7 +258,7 @@ async fn switchover_calls(checkpointed: Option<Duration>, in_transaction: &[u64]
 async fn a_switchover_right_after_a_reported_checkpoint_stops_without_another() {
     assert_eq!(
         switchover_calls(Some(Duration::from_millis(600)), &[]).await,
-        ["0 in transaction", "stop Fast", "start replica"]
+        ["0 in transaction", "stop Fast 60s", "start replica"]
     );
 }
 
@@ -379,7 +270,7 @@ async fn a_switchover_with_no_recent_checkpoint_runs_one_before_the_stop() {
         [
             "checkpoint",
             "0 in transaction",
-            "stop Fast",
+            "stop Fast 60s",
             "start replica"
         ]
     );
@@ -389,7 +280,7 @@ async fn a_switchover_with_no_recent_checkpoint_runs_one_before_the_stop() {
         [
             "checkpoint",
             "0 in transaction",
-            "stop Fast",
+            "stop Fast 60s",
             "start replica"
         ]
     );
@@ -404,7 +295,7 @@ async fn a_switchover_stops_once_no_client_is_in_a_transaction() {
             "2 in transaction",
             "1 in transaction",
             "0 in transaction",
-            "stop Fast",
+            "stop Fast 60s",
             "start replica"
         ]
     );
@@ -422,5 +313,5 @@ async fn a_switchover_stops_after_the_drain_limit_with_a_client_still_in_a_trans
         asked.len()
     );
     assert!(asked.iter().all(|c| c == "1 in transaction"), "{asked:?}");
-    assert_eq!(rest, ["stop Fast", "start replica"]);
+    assert_eq!(rest, ["stop Fast 60s", "start replica"]);
 }

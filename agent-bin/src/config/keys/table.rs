@@ -68,7 +68,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "bootstrap.dcs.standby_cluster.archive_cleanup_command", status: Status::Honoured { test: "agent-bin/tests/e2e_standby.rs::standby_leader_uses_the_sections_settings_and_a_promoted_cluster_can_be_demoted_again" } },
     Key { path: "bootstrap.dcs.standby_cluster.recovery_min_apply_delay", status: Status::Honoured { test: "agent-bin/tests/e2e_standby.rs::standby_leader_uses_the_sections_settings_and_a_promoted_cluster_can_be_demoted_again" } },
     Key { path: "bootstrap.dcs.standby_cluster.leader_tags", status: Status::Refused { why: "not a Patroni 4.1 key and not used by fullauto; remove it" } },
-    Key { path: "bootstrap.dcs.member_slots_ttl", status: Status::Honoured { test: "ha-core/src/decision/slot_tests.rs::primary_keeps_slots_for_members_streaming_from_it" } },
+    Key { path: "bootstrap.dcs.member_slots_ttl", status: Status::Honoured { test: "ha-core/src/decision/testdata/slots.txt::is dropped once member_slots_ttl is over" } },
     Key { path: "bootstrap.dcs.slots", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_physical_slot_survives_a_failover" } },
     Key { path: "bootstrap.dcs.slots.<slot>", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_physical_slot_survives_a_failover" } },
     Key { path: "bootstrap.dcs.slots.<slot>.type", status: Status::Honoured { test: "agent-bin/tests/e2e_slots.rs::permanent_logical_slot_follows_its_consumer_across_a_failover" } },
