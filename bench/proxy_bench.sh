@@ -16,7 +16,8 @@
 #          package) on the same etcd, same timing: the set-up the issue replaces.
 # Usage: bench/proxy_bench.sh   (env: ROUNDS=3 SECONDS_PER_RUN=10 CLIENTS=4
 #        SWITCHOVERS=3; FULLAUTO_SKIP_BUILD=1 to use target/release as it is;
-#        PATRONI=0 leaves the Patroni cluster out).
+#        PATRONI=0 leaves the Patroni cluster out; LATENCY=0 skips the select-only
+#        part, for the switchovers alone).
 # Runs as root (Postgres and Patroni run as the postgres user). Needs haproxy,
 # pgbouncer and patroni (scripts/setup installs them). Prints one result block.
 # Ports (loopback): etcd 23831-23832, fullauto REST 8161-8163 and Postgres 5561-5563,
@@ -37,6 +38,7 @@ BOUNCER_PORT=${BOUNCER_PORT:-6563} METRICS_PORT=${METRICS_PORT:-6564}
 ROUNDS=${ROUNDS:-3} SECONDS_PER_RUN=${SECONDS_PER_RUN:-10} CLIENTS=${CLIENTS:-4}
 SWITCHOVERS=${SWITCHOVERS:-3}
 PATRONI=${PATRONI:-1}
+LATENCY=${LATENCY:-1}
 PASS_PORT=${PASS_PORT:-6565} HAPROXY_PATRONI_PORT=${HAPROXY_PATRONI_PORT:-6566}
 HAPROXY_STATIC_PORT=${HAPROXY_STATIC_PORT:-6567}
 PATRONI_API_PORT=${PATRONI_API_PORT:-8171} PATRONI_PG_PORT=${PATRONI_PG_PORT:-5571}
@@ -173,6 +175,7 @@ for p in "$LP" "$PROXY_PORT" "$PASS_PORT" "$HAPROXY_PORT" "$HAPROXY_STATIC_PORT"
 done
 
 # --- select-only latency and throughput -----------------------------------------
+if [ "$LATENCY" = 1 ]; then
 "$PGBENCH" -h 127.0.0.1 -p "$LP" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 declare -A PORT=([direct]=$LP [fullauto-proxy]=$PROXY_PORT [fullauto-proxy-passthrough]=$PASS_PORT
                  [haproxy]=$HAPROXY_STATIC_PORT [pgbouncer]=$BOUNCER_PORT)
@@ -235,6 +238,7 @@ for t in targets:
     print(f"| {t} | {p50:.3f} ms ({lo50:.3f}–{hi50:.3f}) | {p99:.3f} ms | {tps:.0f} ({lo:.0f}–{hi:.0f}) | "
           f"{(p50 / base[0] - 1) * 100:+.1f} % | {(tps / base[4] - 1) * 100:+.1f} % | {cpu} |")
 PY
+fi
 
 # --- a Patroni cluster on the same etcd (started after the latency runs) -----------
 patroni_config() {  # i
@@ -314,10 +318,10 @@ switchover() {  # label cluster(fullauto|patroni) probe-args...
   local label=$1 cluster=$2 l c api pg lead
   shift 2
   if [ "$cluster" = patroni ]; then
-    l=$(pleader); c=$(for n in pt0 pt1 pt2; do if [ "$n" != "$l" ]; then echo "$n"; fi; done | head -1)
+    l=$(pleader); c=$(for n in pt0 pt1 pt2; do if [ "$n" != "$l" ]; then echo "$n"; fi; done | sed -n 1p)
     api=$((PATRONI_API_PORT + ${l#pt})); pg=$PATRONI_PG_PORT
   else
-    l=$(leader); c=$(for n in pg0 pg1 pg2; do if [ "$n" != "$l" ]; then echo "$n"; fi; done | head -1)
+    l=$(leader); c=$(for n in pg0 pg1 pg2; do if [ "$n" != "$l" ]; then echo "$n"; fi; done | sed -n 1p)
     api=$(api_of "$l"); pg=$FULLAUTO_DEMO_PG_PORT
   fi
   "$BIN/write-probe" "$@" --seconds 9 --password bench --attempt-timeout 30 > "$DIR/gap" &
@@ -328,7 +332,7 @@ switchover() {  # label cluster(fullauto|patroni) probe-args...
   wait "$wp" || true
   echo "switchover through $label ($l -> $c): $(cat "$DIR/gap")"
   if grep -q '^write_gap_ms' "$DIR/gap"; then
-    echo "$label $(awk '$1=="write_gap_ms" {print $2}' "$DIR/gap") $(grep -o 'errors [0-9]*' "$DIR/gap" | head -1 | cut -d' ' -f2)" >> "$DIR/switchovers"
+    echo "$label $(awk '$1=="write_gap_ms" {print $2}' "$DIR/gap") $(grep -o 'errors [0-9]*' "$DIR/gap" | sed -n 1p | cut -d' ' -f2)" >> "$DIR/switchovers"
   fi
   # Let the old primary rejoin (streaming again) and HAProxy's checks settle.
   for _ in $(seq 120); do

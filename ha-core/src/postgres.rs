@@ -712,4 +712,12 @@ pub trait Postgres: Send + Sync {
     async fn checkpoint(&self) -> Result<(), PgError> {
         Ok(())
     }
+
+    /// How many client sessions are inside a transaction now (a statement running or
+    /// a transaction open), this query's own not counted: a switchover waits briefly
+    /// for none before its fast stop, so clients a proxy holds at a transaction
+    /// boundary lose nothing to it. The default says none.
+    async fn clients_in_transaction(&self) -> Result<u64, PgError> {
+        Ok(0)
+    }
 }

@@ -56,6 +56,16 @@ async fn bootstrap_start_stop_in_every_mode() {
         Some("2")
     );
 
+    // The switchover's drain before its fast stop: an open transaction counts until
+    // it ends; idle sessions (this one after COMMIT) do not.
+    assert_eq!(pg.clients_in_transaction().await.unwrap(), 0);
+    let client = pg.connect_local(T).await.unwrap();
+    client.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    assert_eq!(pg.clients_in_transaction().await.unwrap(), 1);
+    client.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(pg.clients_in_transaction().await.unwrap(), 0);
+    drop(client);
+
     for mode in [StopMode::Smart, StopMode::Fast, StopMode::Immediate] {
         let out = pg.stop(mode, T).await.unwrap();
         let obs = observe_settled(pg).await;

@@ -333,18 +333,22 @@ impl NodeApi for AgentApi {
 
     async fn request_failover(&self, request: Failover) -> Result<(), DcsError> {
         // A switchover from this primary, now: its dirty buffers are flushed while
-        // it still takes writes, so the demotion's own checkpoint (clients paused
-        // by a proxy, or failing) is short.
+        // it still takes writes, and the demotion right after skips its own
+        // checkpoint (clients paused by a proxy, or failing, meanwhile).
         let snap = self.handle.snapshot();
         let leading =
             snap.holds_lease(self.clock.now()) && snap.pg.as_ref().is_some_and(|p| p.is_primary());
         if request.scheduled_at.is_none() && leading {
             let started = std::time::Instant::now();
             match tokio::time::timeout(PRE_SWITCHOVER_CHECKPOINT, self.pg.checkpoint()).await {
-                Ok(Ok(())) => tracing::info!(
-                    "checkpoint before the switchover request took {} ms (writes went on meanwhile)",
-                    started.elapsed().as_millis()
-                ),
+                Ok(Ok(())) => {
+                    // The demotion that follows need not run another one.
+                    self.handle.checkpoint_finished(self.clock.now());
+                    tracing::info!(
+                        "checkpoint before the switchover request took {} ms (writes went on meanwhile)",
+                        started.elapsed().as_millis()
+                    )
+                }
                 Ok(Err(e)) => tracing::warn!("checkpoint before the switchover request failed: {e}"),
                 Err(_) => tracing::warn!(
                     "checkpoint before the switchover request still runs after {} s: requesting the switchover anyway",

@@ -271,9 +271,10 @@ impl Runner {
                     decided_on: obs.read_at,
                     seen: self.leader_key.subscribe(),
                 };
-                let promotion = jobs::PromotionHooks {
+                let hooks = jobs::JobHooks {
                     refused: self.pre_promote_refused.clone(),
                     writable: self.writable_signal(),
+                    checkpoints: self.checkpoints.clone(),
                 };
                 self.job = BackgroundJob::spawn(
                     background,
@@ -282,7 +283,7 @@ impl Runner {
                     fencing,
                     self.job_done.clone(),
                     self.events.clone(),
-                    promotion,
+                    hooks,
                 );
                 None
             }

@@ -2,7 +2,7 @@
 //! handlers use to wake the loop, hand it an operator request, a new configuration or
 //! extra member fields, read its snapshot, and ask it to shut down.
 
-use super::{failsafe, NodeSnapshot, RequestError};
+use super::{failsafe, CheckpointRecord, NodeSnapshot, RequestError};
 use crate::clock::MonoTime;
 use crate::decision::{NodeConfig, OperatorRequest};
 use std::sync::{Arc, Mutex};
@@ -28,12 +28,21 @@ pub struct RunnerHandle {
     pub(super) reconfig: Arc<Mutex<Option<NodeConfig>>>,
     pub(super) failsafe: Arc<failsafe::FailsafeGate>,
     pub(super) member_fields: MemberFields,
+    pub(super) checkpoints: CheckpointRecord,
 }
 
 /// Fields the agent adds to the published member record (e.g. `scheduled_restart`).
 pub(super) type MemberFields = Arc<Mutex<serde_json::Map<String, serde_json::Value>>>;
 
 impl RunnerHandle {
+    /// A `CHECKPOINT` on this node's server finished at `at` (the REST API runs one
+    /// before it writes a switchover request): a switchover's demotion within
+    /// [`RECENT_CHECKPOINT`](super::RECENT_CHECKPOINT) of it stops Postgres without
+    /// running another.
+    pub fn checkpoint_finished(&self, at: MonoTime) {
+        self.checkpoints.finished(at);
+    }
+
     /// Publishes `key` in this node's member record from the next cycle on (`None`
     /// removes it), e.g. `scheduled_restart`, which `fullautoctl flush` looks for.
     pub fn set_member_field(&self, key: &str, value: Option<serde_json::Value>) {

@@ -4,6 +4,7 @@
 //! decision asked for; long actions (bootstrap, clone, rewind, promote, demote) run in
 //! the background while the loop keeps renewing the lease.
 
+mod before_stop;
 pub mod cycle;
 mod execute;
 pub mod failsafe;
@@ -26,6 +27,8 @@ use crate::model::{Cluster, Member};
 use crate::postgres::{DynamicPostgresql, PgError, PgObservation, Postgres};
 use crate::watchdog::Watchdog;
 use async_trait::async_trait;
+use before_stop::CheckpointRecord;
+pub use before_stop::{DRAIN_LIMIT, PAUSE_GRACE, RECENT_CHECKPOINT};
 use cycle::{Cycle, Env, Step};
 use execute::with_deadline;
 use guard::LeaderKeySeen;
@@ -244,6 +247,8 @@ pub struct Runner {
     leader_key: Arc<watch::Sender<Option<LeaderKeySeen>>>,
     /// When my latest confirmed acquire or renewal was sent.
     renewed_at: Option<MonoTime>,
+    /// The latest `CHECKPOINT` the handle reported.
+    checkpoints: CheckpointRecord,
 }
 
 impl Runner {
@@ -262,6 +267,7 @@ impl Runner {
         let requests = RequestSlot::default();
         let reconfig = Arc::new(Mutex::new(None));
         let member_fields = MemberFields::default();
+        let checkpoints = CheckpointRecord::default();
         parts.fence.timing_changed(timing.ttl, timing.loop_wait);
         let runner = Runner {
             cfg,
@@ -291,6 +297,7 @@ impl Runner {
             no_race_until: None,
             leader_key: Arc::new(watch::channel(None).0),
             renewed_at: None,
+            checkpoints: checkpoints.clone(),
         };
         let handle = RunnerHandle {
             wake,
@@ -300,6 +307,7 @@ impl Runner {
             reconfig,
             failsafe,
             member_fields,
+            checkpoints,
         };
         (runner, handle)
     }

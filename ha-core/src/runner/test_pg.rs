@@ -38,6 +38,15 @@ pub(super) struct TestPg {
     pub(super) rewind_fails: bool,
     /// The divergence check finds none, and the WAL the member needs is gone.
     pub(super) wal_gone: bool,
+    /// Records `checkpoint` calls (off by default: the one after every promotion
+    /// runs off the promotion's path, at its own pace).
+    pub(super) log_checkpoints: bool,
+    /// The shutdown checkpoint a (successful) stop reports.
+    pub(super) stop_checkpoint: Option<Lsn>,
+    /// What a peer reports as received (`received_lsn_of`).
+    pub(super) peer_received: Mutex<Option<Lsn>>,
+    /// The answers `clients_in_transaction` gives, first to last (then 0).
+    pub(super) in_transaction: Mutex<Vec<u64>>,
 }
 
 impl Default for TestPg {
@@ -53,6 +62,10 @@ impl Default for TestPg {
             rewindable: false,
             rewind_fails: false,
             wal_gone: false,
+            log_checkpoints: false,
+            stop_checkpoint: None,
+            peer_received: Mutex::new(None),
+            in_transaction: Mutex::new(Vec::new()),
         }
     }
 }
@@ -101,7 +114,9 @@ impl Postgres for TestPg {
             Some(limit) if mode != StopMode::Immediate && t <= limit => {
                 Err(PgError::StopFailed("still running".into()))
             }
-            _ => Ok(StopOutcome::default()),
+            _ => Ok(StopOutcome {
+                checkpoint_lsn: self.stop_checkpoint,
+            }),
         }
     }
     async fn restart(&self, _: Duration) -> Result<(), PgError> {
@@ -150,7 +165,19 @@ impl Postgres for TestPg {
         Ok(())
     }
     async fn received_lsn_of(&self, _: &Upstream) -> Result<Option<Lsn>, PgError> {
-        Ok(None)
+        Ok(*self.peer_received.lock().unwrap())
+    }
+    async fn checkpoint(&self) -> Result<(), PgError> {
+        if self.log_checkpoints {
+            self.log("checkpoint".into());
+        }
+        Ok(())
+    }
+    async fn clients_in_transaction(&self) -> Result<u64, PgError> {
+        let mut left = self.in_transaction.lock().unwrap();
+        let n = if left.is_empty() { 0 } else { left.remove(0) };
+        self.log(format!("{n} in transaction"));
+        Ok(n)
     }
     async fn pre_promote(&self) -> Result<(), PgError> {
         self.log("pre_promote".into());

@@ -19,31 +19,38 @@ struct Setup {
     pg: Arc<TestPg>,
     dcs: Arc<MemoryDcs>,
     clock: Arc<ManualClock>,
+    store: SharedMemoryStore,
 }
 
 async fn setup(pg: PgObservation) -> Setup {
+    let pg = TestPg {
+        obs: Mutex::new(pg),
+        hold_pre_promote: true,
+        rewindable: true,
+        ..TestPg::default()
+    };
+    setup_with(pg, Arc::new(NoPeers)).await
+}
+
+async fn setup_with(pg: TestPg, peers: Arc<dyn PeerProbe>) -> Setup {
     let clock = Arc::new(ManualClock::new(MonoTime::from_millis(1_000), 0));
     let cfg = NodeConfig::named("pg1");
+    let store = SharedMemoryStore::new();
     let dcs = Arc::new(MemoryDcs::new(
-        &SharedMemoryStore::new(),
+        &store,
         clock.clone(),
         ClusterKeys::new("/service", "batman"),
         "pg1",
         cfg.bootstrap_config.timing(),
     ));
     assert!(dcs.initialize("7311").await.unwrap());
-    let pg = Arc::new(TestPg {
-        obs: Mutex::new(pg),
-        hold_pre_promote: true,
-        rewindable: true,
-        ..TestPg::default()
-    });
+    let pg = Arc::new(pg);
     let parts = Components {
         dcs: dcs.clone(),
         pg: pg.clone(),
         fence: Arc::new(NoWatchdog),
         clock: clock.clone(),
-        peers: Arc::new(NoPeers),
+        peers,
     };
     let (runner, handle) = Runner::new(cfg, parts, RunnerSettings::default());
     Setup {
@@ -52,6 +59,7 @@ async fn setup(pg: PgObservation) -> Setup {
         pg,
         dcs,
         clock,
+        store,
     }
 }
 
@@ -162,4 +170,148 @@ async fn the_promotion_job_publishes_the_end_of_recovery_without_waiting_for_a_c
     // No cycle ran since the promotion started: the job itself made it known.
     assert_eq!(s.pg.calls(), ["pre_promote", "promote", "finish promotion"]);
     assert!(primary_with_lease(&s));
+}
+
+/// Every peer answers as a healthy replica at 0x300_0000.
+struct HealthyReplicas;
+
+#[async_trait]
+impl PeerProbe for HealthyReplicas {
+    async fn probe(&self, _: &Member) -> Option<PeerReply> {
+        Some(PeerReply {
+            is_primary: false,
+            wal_position: 0x300_0000,
+            timeline: Some(1),
+            tags: Default::default(),
+            watchdog_failed: false,
+        })
+    }
+}
+
+/// `pg1` leads as primary with `pg2` streaming from it; `pg2` has received WAL past
+/// pg1's shutdown checkpoint. `checkpointed` says how long before the switchover
+/// request (`pg1` → `pg2`) a `CHECKPOINT` was reported to the runner's handle.
+/// Returns what was asked of pg1's Postgres while it switched over.
+async fn switchover_calls(checkpointed: Option<Duration>, in_transaction: &[u64]) -> Vec<String> {
+    let mut obs = PgObservation::running_primary("7311", 1, 0x300_0000);
+    obs.replication
+        .push(crate::postgres::ReplicationConnection {
+            application_name: "pg2".into(),
+            state: "streaming".into(),
+            sync_state: "async".into(),
+            ..Default::default()
+        });
+    let pg = TestPg {
+        obs: Mutex::new(obs),
+        log_checkpoints: true,
+        stop_checkpoint: Some(0x300_0000),
+        ..TestPg::default()
+    };
+    let mut s = setup_with(pg, Arc::new(HealthyReplicas)).await;
+    s.runner.cycle().await;
+    assert_eq!(leader_of(&s).as_deref(), Some("pg1"));
+    let pg2 = MemoryDcs::new(
+        &s.store,
+        s.clock.clone(),
+        ClusterKeys::new("/service", "batman"),
+        "pg2",
+        NodeConfig::named("pg2").bootstrap_config.timing(),
+    );
+    pg2.touch_member(&crate::model::MemberData {
+        conn_url: Some("postgres://127.0.0.1:5433/postgres".into()),
+        api_url: Some("http://127.0.0.1:8009/patroni".into()),
+        state: Some(crate::model::MemberState::Running),
+        role: Some(crate::model::Role::Replica),
+        timeline: Some(1),
+        xlog_location: Some(0x300_0000),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    *s.pg.peer_received.lock().unwrap() = Some(0x300_0100);
+    *s.pg.in_transaction.lock().unwrap() = in_transaction.to_vec();
+    s.clock.advance(Duration::from_secs(10));
+    if let Some(before) = checkpointed {
+        // The REST API's checkpoint, just before it wrote the request.
+        s.handle.checkpoint_finished(s.clock.now().minus(before));
+    }
+    let request = crate::model::Failover {
+        leader: Some("pg1".into()),
+        member: Some("pg2".into()),
+        scheduled_at: None,
+    };
+    assert!(s.dcs.set_failover(&request, None).await.unwrap());
+    s.runner.cycle().await;
+    assert_eq!(
+        s.runner.state.message,
+        "manual switchover: demoting myself in favour of pg2"
+    );
+    let job = s.runner.job.take().expect("the switchover runs");
+    assert_eq!(job.kind, Busy::Demote);
+    assert_eq!(job.finish().await, Ok(()));
+    // pg2 confirmed the WAL: the key went to whoever takes it next.
+    assert_eq!(leader_of(&s), None);
+    s.pg.calls()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_right_after_a_reported_checkpoint_stops_without_another() {
+    assert_eq!(
+        switchover_calls(Some(Duration::from_millis(600)), &[]).await,
+        ["0 in transaction", "stop Fast 60s", "start replica"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_with_no_recent_checkpoint_runs_one_before_the_stop() {
+    // Requested without the REST API (a key written by a tool, a scheduled one).
+    assert_eq!(
+        switchover_calls(None, &[]).await,
+        [
+            "checkpoint",
+            "0 in transaction",
+            "stop Fast 60s",
+            "start replica"
+        ]
+    );
+    // The last one finished longer ago than RECENT_CHECKPOINT: writes went on since.
+    assert_eq!(
+        switchover_calls(Some(RECENT_CHECKPOINT + Duration::from_millis(1)), &[]).await,
+        [
+            "checkpoint",
+            "0 in transaction",
+            "stop Fast 60s",
+            "start replica"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_stops_once_no_client_is_in_a_transaction() {
+    let calls = switchover_calls(Some(Duration::from_millis(600)), &[2, 1]).await;
+    assert_eq!(
+        calls,
+        [
+            "2 in transaction",
+            "1 in transaction",
+            "0 in transaction",
+            "stop Fast 60s",
+            "start replica"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_stops_after_the_drain_limit_with_a_client_still_in_a_transaction() {
+    // A client that keeps writing (connected directly, not paused by a proxy).
+    let calls = switchover_calls(Some(Duration::from_millis(600)), &[1; 1000]).await;
+    let polls = (DRAIN_LIMIT.as_millis() / 5) as usize;
+    let (asked, rest) = calls.split_at(calls.len() - 2);
+    assert!(
+        asked.len() > polls / 2 && asked.len() <= polls + 1,
+        "{} polls",
+        asked.len()
+    );
+    assert!(asked.iter().all(|c| c == "1 in transaction"), "{asked:?}");
+    assert_eq!(rest, ["stop Fast 60s", "start replica"]);
 }

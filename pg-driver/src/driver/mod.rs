@@ -35,6 +35,12 @@ const REPLICA_TIMELINE: &str = "GREATEST((SELECT received_tli FROM pg_stat_wal_r
      (SELECT timeline_id FROM pg_control_checkpoint()), \
      (SELECT min_recovery_end_timeline FROM pg_control_recovery()))";
 
+/// Client sessions inside a transaction: a statement running, or a transaction open
+/// (walsenders, background workers and this query's own session not counted).
+const CLIENTS_IN_TRANSACTION: &str = "SELECT count(*) FROM pg_stat_activity \
+     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() \
+     AND state <> 'idle'";
+
 /// Timeout of the driver's own short SQL (promote excluded).
 const SQL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -667,6 +673,20 @@ impl Postgres for PgDriver {
             .await
             .map_err(sql::query_error)?;
         Ok(())
+    }
+
+    async fn clients_in_transaction(&self) -> Result<u64, PgError> {
+        // The kept connection: the drain asks every few ms.
+        let client = self.local_session(SQL_TIMEOUT).await?;
+        let msgs = client
+            .simple_query(CLIENTS_IN_TRANSACTION)
+            .await
+            .map_err(sql::query_error)?;
+        let count = msgs.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        });
+        count.ok_or_else(|| PgError::Invalid("no count from pg_stat_activity".into()))
     }
 
     async fn apply_dynamic_files(&self, section: &DynamicPostgresql) -> Result<bool, PgError> {

@@ -38,13 +38,16 @@ impl Fencing {
 /// What a promotion job calls the moment Postgres accepts writes.
 pub(super) type WritableSignal = Arc<dyn Fn() + Send + Sync>;
 
-/// How a promotion job reports back to the runner besides its result.
-pub(super) struct PromotionHooks {
+/// What a job shares with the runner besides its result.
+pub(super) struct JobHooks {
     /// Set when the pre-promote check failed (the job released the lock).
     pub(super) refused: Arc<AtomicBool>,
     /// Called as soon as Postgres left recovery, before the promotion's remaining
     /// steps: the node reports itself primary from then on.
     pub(super) writable: WritableSignal,
+    /// The latest `CHECKPOINT` reported to the runner: a switchover's demotion right
+    /// after one does not run its own.
+    pub(super) checkpoints: super::CheckpointRecord,
 }
 
 /// A running background action.
@@ -62,7 +65,7 @@ impl BackgroundJob {
         fencing: Fencing,
         done: Arc<Notify>,
         events: Option<UnboundedSender<RunnerEvent>>,
-        promotion: PromotionHooks,
+        hooks: JobHooks,
     ) -> Option<BackgroundJob> {
         let kind = action.busy()?;
         let handle = tokio::spawn(async move {
@@ -72,7 +75,7 @@ impl BackgroundJob {
                     let _ = tx.send(e);
                 }
             };
-            let result = run(action, &parts, settings, &fencing, &emit, &promotion).await;
+            let result = run(action, &parts, settings, &fencing, &emit, &hooks).await;
             match &result {
                 Ok(()) => done.notify_one(),
                 Err(e) => {
@@ -125,7 +128,7 @@ async fn run(
     settings: RunnerSettings,
     fencing: &Fencing,
     emit: &(dyn Fn(RunnerEvent) + Send + Sync),
-    promotion: &PromotionHooks,
+    hooks: &JobHooks,
 ) -> Result<(), PgError> {
     let pg = &parts.pg;
     let t = settings.pg_ctl_timeout;
@@ -254,7 +257,7 @@ async fn run(
                 // Patroni's rule: no promotion, and the leader key goes so another
                 // member may take over.
                 tracing::warn!("promotion cancelled: {e}; releasing the leader key voluntarily");
-                promotion.refused.store(true, Ordering::SeqCst);
+                hooks.refused.store(true, Ordering::SeqCst);
                 if let Err(d) = parts.dcs.release_leader().await {
                     tracing::warn!(
                         "releasing the leader key after the pre_promote failure failed: {d}"
@@ -265,7 +268,7 @@ async fn run(
             // The script may have taken long.
             fencing.check(&token, parts.clock.now(), "promotion")?;
             pg.promote_until_writable(settings.promote_timeout).await?;
-            (promotion.writable)();
+            (hooks.writable)();
             emit(RunnerEvent::RoleChanged("primary"));
             pg.finish_promotion().await?;
             // pg_control names the new timeline only after a checkpoint, and pg_rewind
@@ -316,10 +319,7 @@ async fn run(
                     format!("{} has no conn_url", candidate.name).into(),
                 ));
             };
-            // Flushed while writes still flow, so the shutdown checkpoint is short.
-            if let Err(e) = pg.checkpoint().await {
-                tracing::debug!("checkpoint before the switchover stop failed: {e}");
-            }
+            super::before_stop::prepare_switchover_stop(parts, &hooks.checkpoints).await;
             let stopped = stop_primary(
                 pg.as_ref(),
                 StopMode::Fast,

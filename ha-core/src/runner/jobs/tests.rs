@@ -46,11 +46,12 @@ async fn execute(action: Action, pg: Arc<TestPg>, settings: RunnerSettings) -> (
 }
 
 /// Promotion hooks whose writable signal shows in the server's call log.
-fn hooks(pg: &Arc<TestPg>) -> PromotionHooks {
+fn hooks(pg: &Arc<TestPg>) -> JobHooks {
     let pg = pg.clone();
-    PromotionHooks {
+    JobHooks {
         refused: Arc::new(AtomicBool::new(false)),
         writable: Arc::new(move || pg.log("writable".into())),
+        checkpoints: Default::default(),
     }
 }
 
