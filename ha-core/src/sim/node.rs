@@ -3,7 +3,7 @@
 //! limit, watchdog and failsafe rules) driven on the simulated clock — read the cluster
 //! (and observe Postgres alongside), then execute what the cycle hands out (DCS
 //! requests take time and time out after `retry_timeout`, background actions run as
-//! in `runner/jobs.rs` while the loop goes on) and feed the answers back. The next
+//! in `runner/jobs` while the loop goes on) and feed the answers back. The next
 //! cycle comes `loop_wait` after this one started, earlier at `wake_at`, right away
 //! after a refusal, a DCS watch event or the end of a background action.
 

@@ -1,4 +1,4 @@
-//! Background actions (as runner/jobs.rs runs them): steps that take simulated time,
+//! Background actions (as runner/jobs runs them): steps that take simulated time,
 //! and their effect on the simulated Postgres.
 
 use super::*;
